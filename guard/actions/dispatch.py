@@ -1,0 +1,112 @@
+"""Decision -> audited action, one task per decision so a slow campaign never holds up the others."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from guard.actions.pause import PauseClient
+from guard.audit import AuditEvent, Result, audit_event
+from guard.engine import Decision
+from guard.health import Health
+from guard.metrics import Metrics
+
+log = structlog.get_logger("guard.actions")
+
+Publish = Callable[[AuditEvent], Awaitable[None]]
+
+
+class Dispatcher:
+    """Runs each decision to a settled state: `fired` audited, pause called (unless alert or dry
+    run), outcome audited. Only then is `on_settled` called, which lets the offset be committed."""
+
+    def __init__(
+        self, pause_client: PauseClient | None, publish: Publish, metrics: Metrics, health: Health, *, dry_run: bool
+    ) -> None:
+        self._client, self._publish, self._metrics, self._health = pause_client, publish, metrics, health
+        self._dry_run = dry_run or pause_client is None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, decision: Decision, on_settled: Callable[[], None]) -> None:
+        task = asyncio.create_task(self._settle(decision, on_settled), name=f"decision-{decision.id}")
+        self._tasks.add(task)
+        self._metrics.inflight.set(len(self._tasks))
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._metrics.inflight.set(len(self._tasks))
+        if not task.cancelled() and task.exception() is not None:
+            log.error("decision task crashed", exc_info=task.exception())
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to `timeout` s for in-flight decisions; cancel the rest (their offsets stay
+        uncommitted, so a restart decides and acts again). Returns how many were cancelled."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        left = list(self._tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
+    async def _settle(self, decision: Decision, on_settled: Callable[[], None]) -> None:
+        decided_at = time.time()
+        rule = decision.rule
+        self._metrics.decisions.labels(rule.name, rule.action).inc()
+        self._metrics.decision_lag.observe(max(0.0, decided_at - decision.fired_at))
+        log.warning(
+            "rule fired",
+            campaign_id=decision.campaign_id,
+            rule=rule.name,
+            action=rule.action,
+            value=decision.value,
+            threshold=rule.threshold,
+            decision_id=decision.id,
+        )
+        await self._publish(audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run))
+        if rule.action == "pause":
+            await self._pause(decision, decided_at)
+        on_settled()
+
+    async def _pause(self, decision: Decision, decided_at: float) -> None:
+        if self._dry_run or self._client is None:
+            self._metrics.actions.labels("dry_run").inc()
+            await self._publish(audit_event(decision, "dry_run", decided_at=decided_at, dry_run=True))
+            return
+        outcome = await self._client.pause(decision.campaign_id, idempotency_key=decision.id)
+        self._metrics.api_attempts.inc(outcome.attempts)
+        self._metrics.actions.labels(outcome.outcome).inc()
+        self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
+        if outcome.authentication_failed:
+            self._health.authentication_failed()
+            log.error("Leadterra rejected the API key: no campaign can be paused", campaign_id=decision.campaign_id)
+        level = log.error if outcome.outcome == "failed" else log.info
+        level(
+            "pause " + outcome.outcome,
+            campaign_id=decision.campaign_id,
+            decision_id=decision.id,
+            http_status=outcome.http_status,
+            attempts=outcome.attempts,
+            error_code=outcome.error_code,
+        )
+        result = Result(
+            http_status=outcome.http_status,
+            attempts=outcome.attempts,
+            paused_at=outcome.paused_at,
+            campaign_status=outcome.campaign_status,
+            error_code=outcome.error_code,
+            error=outcome.error,
+        )
+        await self._publish(
+            audit_event(
+                decision, outcome.outcome, decided_at=decided_at, dry_run=False, result=result, answered_at=outcome.answered_at
+            )
+        )

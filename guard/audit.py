@@ -1,0 +1,132 @@
+"""Audit events: one per decision and one per outcome, keyed by campaign, with deterministic ids.
+
+The id of an audit event depends only on the decision and the outcome kind, so a decision replayed
+after a crash produces events with the same ids and consumers can drop the repeats.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from guard.engine import Decision
+from guard.rules.durations import format_duration
+
+SCHEMA_VERSION = 1
+_AUDIT_NAMESPACE = uuid.UUID("0b5e8f4a-3c1d-4e7a-9f2b-6a8d1c3e5f70")
+
+Outcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RuleRef(_Model):
+    name: str
+    version: str = Field(description="Hash of the rule's text: which exact rule fired.")
+    action: Literal["pause", "alert"]
+    severity: str
+    description: str
+    labels: dict[str, str]
+
+
+class Evidence(_Model):
+    window: str = Field(description="The rule's sliding window, e.g. '1h'.")
+    numerator: int = Field(description="Matching events in the window (the count, for count rules).")
+    denominator: int | None = Field(description="`per` events in the window; null for count rules.")
+    value: float = Field(description="numerator/denominator for rates, the count for counts.")
+    threshold: float
+    min_volume: int | None
+    evidence_from: datetime = Field(description="Event time where the counted evidence starts.")
+    evidence_to: datetime = Field(description="Event time of the event that crossed the threshold.")
+    message_ids: list[str] = Field(description="A few of the latest matching message ids.")
+
+
+class Result(_Model):
+    http_status: int | None = Field(description="Last HTTP status from Leadterra; null if none arrived.")
+    attempts: int
+    paused_at: str | None = Field(description="`pausedAt` as Leadterra returned it.")
+    campaign_status: str | None = Field(description="`status` as Leadterra returned it.")
+    error_code: str | None = Field(description="Leadterra's error code, or the guard's reason for giving up.")
+    error: str | None
+
+
+class Timings(_Model):
+    event_time: datetime = Field(description="When the crossing event happened (event time).")
+    decided_at: datetime = Field(description="Wall clock when the guard decided.")
+    answered_at: datetime | None = Field(None, description="Wall clock when the API answered (outcomes).")
+
+
+class AuditEvent(_Model):
+    """One audit record on the audit topic (JSON value, key = campaign id)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: str = Field(description="Deterministic: uuid5 of decision id and outcome. Dedupe on it.")
+    decision_id: str = Field(description="Deterministic id of the decision; equal for its fired and outcome events.")
+    outcome: Outcome
+    campaign_id: str
+    dry_run: bool
+    rule: RuleRef
+    evidence: Evidence
+    result: Result | None = Field(None, description="The API call's outcome; null on `fired` events.")
+    timings: Timings
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def audit_id(decision_id: str, outcome: Outcome) -> str:
+    return str(uuid.uuid5(_AUDIT_NAMESPACE, f"{decision_id}/{outcome}"))
+
+
+def audit_event(
+    decision: Decision,
+    outcome: Outcome,
+    *,
+    decided_at: float,
+    dry_run: bool,
+    result: Result | None = None,
+    answered_at: float | None = None,
+) -> AuditEvent:
+    rule = decision.rule
+    return AuditEvent(
+        id=audit_id(decision.id, outcome),
+        decision_id=decision.id,
+        outcome=outcome,
+        campaign_id=decision.campaign_id,
+        dry_run=dry_run,
+        rule=RuleRef(
+            name=rule.name,
+            version=rule.version,
+            action=rule.action,
+            severity=rule.severity,
+            description=rule.description,
+            labels=rule.labels,
+        ),
+        evidence=Evidence(
+            window=format_duration(rule.window),
+            numerator=decision.numerator,
+            denominator=decision.denominator,
+            value=decision.value,
+            threshold=rule.threshold,
+            min_volume=rule.min_volume,
+            evidence_from=_utc(decision.evidence_from),
+            evidence_to=_utc(decision.fired_at),
+            message_ids=list(decision.message_ids),
+        ),
+        result=result,
+        timings=Timings(
+            event_time=_utc(decision.fired_at),
+            decided_at=_utc(decided_at),
+            answered_at=_utc(answered_at) if answered_at is not None else None,
+        ),
+    )
+
+
+def audit_json_schema() -> dict:
+    return AuditEvent.model_json_schema()

@@ -1,0 +1,181 @@
+"""The rule engine: events in, decisions out. Purely computational: no I/O, no clocks, no logging.
+
+Event time is the only clock, so replaying the same log through the same rules yields the same
+decisions, which is what makes at-least-once delivery and rebuilding state after a crash safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from guard.engine.decisions import Decision, decision_id
+from guard.engine.plan import CompiledRule, Plan, compile_plan
+from guard.engine.windows import SlidingCount
+from guard.events import Event, Signal
+from guard.rules.models import RuleSet
+
+# Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
+_EPSILON = 1e-9
+DEFAULT_DEDUPE_HORIZON = 3600.0
+MAX_DEDUPE_KEYS_PER_CAMPAIGN = 50_000
+
+
+@dataclass(slots=True)
+class RuleState:
+    """Where one rule stands for one campaign."""
+
+    pending_since: float | None = None  # condition true since (for `for`)
+    firing: bool = False  # fired during the current breach; quiet until the condition clears
+    last_fired: float | None = None
+
+
+@dataclass(slots=True)
+class CampaignState:
+    rules: tuple[CompiledRule, ...]
+    watermark: float = float("-inf")  # latest event time seen for the campaign
+    series: dict[str, SlidingCount] = field(default_factory=dict)
+    rule_states: dict[str, RuleState] = field(default_factory=dict)
+    seen: dict[int, float] = field(default_factory=dict)  # hash(signal, message id) -> event time
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters the service turns into metrics."""
+
+    events: int = 0
+    duplicates: int = 0
+    late: int = 0
+    resets: int = 0
+    dropped_campaigns: int = 0
+
+
+class Engine:
+    """Per-campaign sliding windows and rule states for one partition of the event log."""
+
+    def __init__(self, rules: RuleSet, dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON) -> None:
+        self._plan = compile_plan(rules)
+        self._campaigns: dict[str, CampaignState] = {}
+        self._dedupe_horizon = dedupe_horizon
+        self._watermark = float("-inf")
+        self._next_sweep = float("-inf")
+        self.stats = EngineStats()
+
+    @property
+    def campaigns(self) -> int:
+        return len(self._campaigns)
+
+    def set_rules(self, rules: RuleSet) -> None:
+        """Swap the rule set, keeping every counted series and rule state the new set still uses."""
+        self._plan = plan = compile_plan(rules)
+        names = {compiled.rule.name for compiled in plan.rules}
+        for campaign_id, state in self._campaigns.items():
+            state.rules = plan.rules_for(campaign_id)
+            state.series = {key: series for key, series in state.series.items() if key in plan.series_keys}
+            state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
+
+    def process(self, event: Event) -> list[Decision]:
+        """Count one event and return the decisions it causes (usually none)."""
+        self.stats.events += 1
+        campaign_id = event.campaign_id
+        if event.signal is Signal.STARTED:
+            # a (re)started campaign starts clean: old evidence must not pause it again
+            if self._campaigns.pop(campaign_id, None) is not None:
+                self.stats.resets += 1
+            return []
+        state = self._campaigns.get(campaign_id)
+        if state is None:
+            state = self._campaigns[campaign_id] = CampaignState(self._plan.rules_for(campaign_id))
+        if event.message_id is not None and self._is_duplicate(state, event):
+            self.stats.duplicates += 1
+            return []
+        time = event.time
+        if time > state.watermark:
+            state.watermark = time
+        for spec in self._plan.series_by_signal.get(event.signal, ()):
+            if spec.matches(event):
+                series = state.series.get(spec.key)
+                if series is None:
+                    series = state.series[spec.key] = SlidingCount(spec.window)
+                if not series.add(time, event.message_id):
+                    self.stats.late += 1
+        decisions = [
+            decision
+            for compiled in state.rules
+            if (decision := self._evaluate(compiled, state, campaign_id)) is not None
+        ]
+        if time > self._watermark:
+            self._watermark = time
+            if time >= self._next_sweep:
+                self._sweep()
+        return decisions
+
+    def _is_duplicate(self, state: CampaignState, event: Event) -> bool:
+        seen = state.seen
+        key = hash((event.signal, event.message_id))
+        if key in seen:
+            return True
+        seen[key] = event.time
+        # keys arrive roughly in time order, so the oldest sit at the front of the dict
+        horizon = state.watermark - self._dedupe_horizon
+        while seen and (len(seen) > MAX_DEDUPE_KEYS_PER_CAMPAIGN or next(iter(seen.values())) < horizon):
+            del seen[next(iter(seen))]
+        return False
+
+    def _evaluate(self, compiled: CompiledRule, state: CampaignState, campaign_id: str) -> Decision | None:
+        rule, now = compiled.rule, state.watermark
+        numerator_series = state.series.get(compiled.numerator.key)
+        numerator = numerator_series.count_at(now) if numerator_series is not None else 0
+        denominator_series = None if compiled.denominator is None else state.series.get(compiled.denominator.key)
+        denominator: int | None = None
+        if compiled.denominator is None:
+            value = float(numerator)
+            holds = numerator >= rule.threshold
+        else:
+            denominator = denominator_series.count_at(now) if denominator_series is not None else 0
+            value = numerator / denominator if denominator else 0.0
+            holds = denominator >= (rule.min_volume or 0) and numerator >= rule.threshold * denominator - _EPSILON
+        if not self._should_fire(state, rule.name, holds, now, rule.for_, rule.cooldown):
+            return None
+        starts = [s.start_time() for s in (numerator_series, denominator_series) if s is not None and s.buckets]
+        return Decision(
+            id=decision_id(campaign_id, rule, now),
+            campaign_id=campaign_id,
+            rule=rule,
+            fired_at=now,
+            numerator=numerator,
+            denominator=denominator,
+            value=value,
+            evidence_from=max(min(starts, default=now), now - rule.window),
+            message_ids=tuple(numerator_series.samples or ()) if numerator_series is not None else (),
+        )
+
+    @staticmethod
+    def _should_fire(state: CampaignState, name: str, holds: bool, now: float, for_: float, cooldown: float) -> bool:
+        """Once per breach, after holding for `for_`, and not within `cooldown` of the last firing."""
+        rule_state = state.rule_states.get(name)
+        if not holds:
+            if rule_state is not None:
+                rule_state.pending_since, rule_state.firing = None, False
+            return False
+        if rule_state is None:
+            rule_state = state.rule_states[name] = RuleState()
+        if rule_state.firing:
+            return False
+        if rule_state.pending_since is None:
+            rule_state.pending_since = now
+        if now - rule_state.pending_since < for_:
+            return False
+        if rule_state.last_fired is not None and now < rule_state.last_fired + cooldown:
+            return False
+        rule_state.firing, rule_state.last_fired = True, now
+        return True
+
+    def _sweep(self) -> None:
+        """Drop campaigns idle for longer than any rule can look back (bounded memory)."""
+        retention = self._plan.retention
+        cutoff = self._watermark - retention
+        idle = [campaign_id for campaign_id, state in self._campaigns.items() if state.watermark < cutoff]
+        for campaign_id in idle:
+            del self._campaigns[campaign_id]
+        self.stats.dropped_campaigns += len(idle)
+        self._next_sweep = self._watermark + max(retention / 10, 60.0)

@@ -1,0 +1,66 @@
+"""Bucketed sliding counts over event time."""
+
+from __future__ import annotations
+
+from collections import deque
+
+BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
+SAMPLE_IDS = 3  # message ids kept as evidence for audits
+
+
+class SlidingCount:
+    """How many matching events fell within the last `window` seconds of event time.
+
+    Only non-empty buckets are stored, so a quiet series costs almost nothing, and buckets that
+    slide out of the window are dropped as the clock advances.
+    """
+
+    __slots__ = ("width", "buckets", "total", "samples")
+
+    def __init__(self, window: float) -> None:
+        self.width = window / BUCKETS_PER_WINDOW
+        self.buckets: deque[list[int]] = deque()  # [bucket index, count], oldest first
+        self.total = 0
+        self.samples: deque[str] | None = None
+
+    def add(self, time: float, message_id: str | None) -> bool:
+        """Count one event; False when it is older than the window (a late event, not counted)."""
+        index = int(time // self.width)
+        buckets = self.buckets
+        if not buckets or index > buckets[-1][0]:
+            buckets.append([index, 1])
+        elif index == buckets[-1][0]:
+            buckets[-1][1] += 1
+        elif index <= buckets[-1][0] - BUCKETS_PER_WINDOW:
+            return False
+        else:
+            self._add_late(index)
+        self.total += 1
+        if message_id is not None:
+            if self.samples is None:
+                self.samples = deque(maxlen=SAMPLE_IDS)
+            self.samples.append(message_id)
+        return True
+
+    def _add_late(self, index: int) -> None:
+        buckets = self.buckets
+        for position in range(len(buckets) - 1, -1, -1):
+            if buckets[position][0] == index:
+                buckets[position][1] += 1
+                return
+            if buckets[position][0] < index:
+                buckets.insert(position + 1, [index, 1])
+                return
+        buckets.appendleft([index, 1])
+
+    def count_at(self, now: float) -> int:
+        """The count over the window ending at `now`, forgetting buckets that slid out."""
+        oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
+        buckets = self.buckets
+        while buckets and buckets[0][0] <= oldest_kept:
+            self.total -= buckets.popleft()[1]
+        return self.total
+
+    def start_time(self) -> float:
+        """Where the counted evidence starts: the oldest bucket's start (call when not empty)."""
+        return self.buckets[0][0] * self.width

@@ -1,0 +1,40 @@
+"""What /livez and /readyz report."""
+
+from __future__ import annotations
+
+import time
+
+
+class Health:
+    """Liveness: the poll loop turns and the API key works. Readiness: live, consuming, not stopping."""
+
+    STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
+
+    def __init__(self) -> None:
+        self.consuming = False
+        self.stopping = False
+        self.auth_failed = False
+        self._last_poll = time.monotonic()
+
+    def polled(self) -> None:
+        self._last_poll = time.monotonic()
+
+    def authentication_failed(self) -> None:
+        self.auth_failed = True
+
+    def live(self) -> tuple[bool, str]:
+        if self.auth_failed:
+            return False, "Leadterra rejected the API key (401): no campaign can be paused"
+        if time.monotonic() - self._last_poll > self.STALL_SECONDS:
+            return False, "the poll loop has not turned for a minute"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        live, reason = self.live()
+        if not live:
+            return live, reason
+        if self.stopping:
+            return False, "stopping"
+        if not self.consuming:
+            return False, "not consuming yet"
+        return True, "ok"

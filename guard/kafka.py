@@ -1,0 +1,136 @@
+"""aiokafka wiring: clients from settings, where each assigned partition starts reading, the
+rebalance listener, and the dead-letter sink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import ConsumerRecord
+
+from guard.settings import KafkaSettings
+
+log = structlog.get_logger("guard.kafka")
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection and security options shared by the consumer and the producer."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
+            certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+            keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        )
+    if settings.security_protocol.startswith("SASL"):
+        assert settings.sasl_password is not None
+        options.update(
+            sasl_mechanism=settings.sasl_mechanism,
+            sasl_plain_username=settings.sasl_username,
+            sasl_plain_password=settings.sasl_password.get_secret_value(),
+        )
+    return options
+
+
+def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
+    """acks=all: an audit or dead-letter record counts as written only once the replicas have it."""
+    return AIOKafkaProducer(
+        acks="all", enable_idempotence=settings.enable_idempotence, linger_ms=5, **client_options(settings)
+    )
+
+
+def make_consumer(settings: KafkaSettings, group_id: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        group_id=group_id,
+        enable_auto_commit=False,  # offsets are committed only once their decisions are settled
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        **client_options(settings),
+    )
+
+
+async def start_offset(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, committed: int | None, lookback_ms: int
+) -> int | None:
+    """Where to start reading `tp` so the windows see all evidence since `lookback_ms`.
+
+    Returns an offset, or None for "from the beginning" when the broker cannot look up offsets by
+    time (records older than the lookback are then skipped by their timestamp as they arrive).
+    """
+    found = (await consumer.offsets_for_times({tp: lookback_ms})).get(tp)
+    if found is None:  # nothing newer than the lookback
+        if committed is not None:
+            return committed
+        await consumer.seek_to_end(tp)
+        return await consumer.position(tp)
+    if found.timestamp < lookback_ms:  # a broker that ignores the timestamp (e.g. the embedded test broker)
+        return None
+    return found.offset if committed is None else min(found.offset, committed)
+
+
+class Rebalance(ConsumerRebalanceListener):
+    """Commits what is settled before partitions move, and positions newly assigned ones.
+
+    aiokafka calls these from inside getmany(), so they never run concurrently with the batch
+    handling in the poll loop and need no lock.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, pipeline: Any, longest_window: float) -> None:
+        self._consumer, self._pipeline, self._longest_window = consumer, pipeline, longest_window
+        self._warned_time_lookup = False
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        offsets = {tp: offset for tp, offset in self._pipeline.committable().items() if tp in revoked}
+        if offsets:
+            try:
+                await self._consumer.commit(offsets)
+                self._pipeline.committed(offsets)
+            except Exception as error:  # the new owner replays from the last commit: late, not lost
+                log.warning("commit on revoke failed", error=str(error))
+        for tp in revoked:
+            self._pipeline.revoke(tp)
+        log.info("partitions revoked", partitions=_names(revoked))
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        lookback_ms = max(0, int((time.time() - self._longest_window) * 1000))
+        fresh = [tp for tp in assigned if not self._pipeline.owns(tp)]
+        for tp in fresh:
+            committed = await self._consumer.committed(tp)
+            start = await start_offset(self._consumer, tp, committed, lookback_ms)
+            if start is None:
+                if not self._warned_time_lookup:
+                    log.warning("the broker cannot look up offsets by time; reading from the beginning and skipping old records")
+                    self._warned_time_lookup = True
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, start)
+            self._pipeline.assign(tp, committed, lookback_ms)
+        log.info("partitions assigned", partitions=_names(assigned), fresh=_names(fresh))
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)
+
+
+class DeadLetters:
+    """Malformed records go to the dead-letter topic as they came, with the reason in headers."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer, self._topic = producer, topic
+
+    async def send(self, record: ConsumerRecord, reason: str) -> asyncio.Future:
+        headers = [
+            *(record.headers or ()),
+            ("guard.error", reason.encode()),
+            ("guard.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
+            ("guard.source.timestamp", str(record.timestamp).encode()),
+        ]
+        return await self._producer.send(self._topic, value=record.value, key=record.key, headers=headers)

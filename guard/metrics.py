@@ -1,0 +1,45 @@
+"""Prometheus metrics: one `guard_` prefix, base units, and no campaign ids as labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The service's metrics on their own registry (so several guards can run in one process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "guard_records_total",
+            "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), too_old, ignored (unknown event), dead_lettered; duplicate and late are subsets of counted and replayed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.decisions = Counter("guard_decisions_total", "Rules that fired, by rule and action.", ["rule", "action"], registry=r)
+        self.actions = Counter(
+            "guard_actions_total",
+            "Pause outcomes: paused, already_paused, not_running, dry_run, failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_attempts = Counter("guard_api_attempts_total", "HTTP attempts made to the pause API.", registry=r)
+        self.action_seconds = Histogram(
+            "guard_action_duration_seconds",
+            "From decision to the API's final answer, retries included.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.decision_lag = Histogram(
+            "guard_decision_lag_seconds",
+            "Wall clock at decision minus the event time of the crossing event.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300),
+            registry=r,
+        )
+        self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
+        self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
+        self.auth_failed = Gauge(
+            "guard_api_authentication_failed", "1 after Leadterra rejected the API key: nothing is protected.", registry=r
+        )
+        self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)

@@ -1,0 +1,149 @@
+"""decode -> evaluate -> act -> audit -> commit, per partition, in that order.
+
+For each batch of records of one partition:
+1. Records older than the lookback (the longest rule window) that need no replay are skipped.
+2. Each record is decoded; a malformed one is sent to the dead-letter topic, an unknown event
+   name is counted and skipped.
+3. The event goes through the partition's engine. Records before the committed offset were
+   handled before a restart or rebalance: they only rebuild the windows, their decisions are
+   dropped (they were settled, or their offset would not have been committed).
+4. Each live decision is handed to the dispatcher, which audits it, acts and audits the outcome
+   in its own task; its record's offset is pending until then.
+5. Dead-letter writes are awaited before the batch counts as handled.
+An offset is committable once every record before it is handled and settled: the lowest pending
+offset, or the next offset to read when nothing is pending. Commits never move backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from functools import partial
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import TopicPartition
+
+from guard.engine import Decision, Engine
+from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.metrics import Metrics
+from guard.rules import RuleSet
+
+
+class Dispatch(Protocol):
+    def submit(self, decision: Decision, on_settled: Any) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, record: Any, reason: str) -> asyncio.Future: ...
+
+
+class PartitionProgress:
+    """What of one partition is replayed, handled, pending and committed."""
+
+    __slots__ = ("replay_until", "new_group", "lookback_ms", "next_offset", "pending", "last_committed")
+
+    def __init__(self, committed: int | None, lookback_ms: int) -> None:
+        self.replay_until = committed or 0  # records below this offset only rebuild state
+        self.new_group = committed is None  # then records older than the lookback are not acted on
+        self.lookback_ms = lookback_ms
+        self.next_offset: int | None = None
+        self.pending: Counter[int] = Counter()
+        self.last_committed = committed
+
+    def settle(self, offset: int) -> None:
+        self.pending[offset] -= 1
+        if self.pending[offset] <= 0:
+            del self.pending[offset]
+
+    def committable(self) -> int | None:
+        offset = min(self.pending) if self.pending else self.next_offset
+        if offset is None or (self.last_committed is not None and offset <= self.last_committed):
+            return None
+        return offset
+
+
+class Pipeline:
+    """One engine and one progress per assigned partition; the rules are shared."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        dispatcher: Dispatch,
+        dead_letters: DeadLetterSink,
+        metrics: Metrics,
+        *,
+        dedupe_horizon: float,
+    ) -> None:
+        self.rules = rules
+        self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
+        self._dedupe_horizon = dedupe_horizon
+        self._partitions: dict[TopicPartition, tuple[Engine, PartitionProgress]] = {}
+
+    def owns(self, tp: TopicPartition) -> bool:
+        return tp in self._partitions
+
+    def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int) -> None:
+        self._partitions[tp] = (Engine(self.rules, self._dedupe_horizon), PartitionProgress(committed, lookback_ms))
+
+    def revoke(self, tp: TopicPartition) -> None:
+        self._partitions.pop(tp, None)
+
+    @property
+    def assigned(self) -> list[TopicPartition]:
+        return list(self._partitions)
+
+    def committable(self) -> dict[TopicPartition, int]:
+        offsets = {tp: progress.committable() for tp, (_, progress) in self._partitions.items()}
+        return {tp: offset for tp, offset in offsets.items() if offset is not None}
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            if tp in self._partitions:
+                self._partitions[tp][1].last_committed = offset
+
+    def campaigns(self) -> int:
+        return sum(engine.campaigns for engine, _ in self._partitions.values())
+
+    async def handle(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+        """Steps 1-5 for one batch of one partition."""
+        if not records or tp not in self._partitions:
+            return
+        engine, progress = self._partitions[tp]
+        outcomes: Counter[str] = Counter()
+        dead_letters = []
+        before = (engine.stats.duplicates, engine.stats.late)
+        replay_until, new_group, lookback_ms = progress.replay_until, progress.new_group, progress.lookback_ms
+        for record in records:
+            offset = record.offset
+            replaying = offset < replay_until
+            if record.timestamp < lookback_ms and (replaying or new_group):
+                outcomes["too_old"] += 1
+                continue
+            try:
+                event = decode(record.value, record.timestamp / 1000)
+            except IgnoredEvent:
+                outcomes["ignored"] += 1
+                continue
+            except MalformedEvent as error:
+                if not replaying:  # dead-lettered before the restart already
+                    dead_letters.append(await self._dead_letters.send(record, str(error)))
+                outcomes["dead_lettered"] += 1
+                continue
+            decisions = engine.process(event)
+            if replaying:
+                outcomes["replayed"] += 1
+                continue
+            outcomes["counted"] += 1
+            for decision in decisions:
+                progress.pending[offset] += 1
+                self._dispatcher.submit(decision, partial(progress.settle, offset))
+        if dead_letters:
+            await asyncio.gather(*dead_letters)
+        progress.next_offset = records[-1].offset + 1
+        outcomes["duplicate"] = engine.stats.duplicates - before[0]
+        outcomes["late"] = engine.stats.late - before[1]
+        for outcome, count in outcomes.items():
+            if count:
+                self._metrics.records.labels(outcome).inc(count)
+

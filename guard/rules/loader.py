@@ -1,0 +1,143 @@
+"""Text -> RuleSet. The only place that reads rule files.
+
+Every problem is reported, one line each, as `FILE:LINE: rule NAME: FIELD: message`, so an
+operator can fix a file in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from guard.errors import GuardError
+from guard.rules.models import RuleFile, RuleSet
+
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+class RuleFileError(GuardError, ValueError):
+    """One or more rule files are invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def rule_files(path: Path) -> list[Path]:
+    """The rule files at `path`: the file itself, or a directory's *.yaml/*.yml in name order.
+
+    Hidden entries are skipped, which also skips the `..data` and `..<timestamp>` entries that
+    Kubernetes keeps in a mounted ConfigMap.
+    """
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in RULE_FILE_SUFFIXES and not p.name.startswith("."))
+    if path.exists():
+        return [path]
+    raise RuleFileError([f"{path}: no such file or directory"])
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Read and validate every rule file at `path`; raises RuleFileError listing every problem."""
+    path = Path(path)
+    files = rule_files(path)
+    if not files:
+        raise RuleFileError([f"{path}: no rule files (*.yaml, *.yml) in this directory"])
+    sources = []
+    for file in files:
+        try:
+            sources.append((str(file), file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as error:
+            raise RuleFileError([f"{file}: cannot read: {error}"]) from None
+    return parse_rules(sources)
+
+
+def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
+    """Validate rule files given as (name, text) pairs into one RuleSet."""
+    problems: list[str] = []
+    rules, names, where = [], [], {}
+    for name, text in sources:
+        parsed = _parse_file(name, text, problems)
+        if parsed is None:
+            continue
+        names.append(name)
+        for group in parsed.groups:
+            for rule in group.rules:
+                if rule.name in where:
+                    problems.append(f"{name}: rule {rule.name}: name already used in {where[rule.name]}")
+                    continue
+                where[rule.name] = name
+                rules.append(rule)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleSet(rules=tuple(rules), sources=tuple(names))
+
+
+def _parse_file(name: str, text: str, problems: list[str]) -> RuleFile | None:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problems.append(f"{name}{line}: not valid YAML: {getattr(error, 'problem', None) or error}")
+        return None
+    if data is None:
+        problems.append(f"{name}: the file is empty; it needs `groups:`")
+        return None
+    try:
+        return RuleFile.model_validate(data)
+    except ValidationError as error:
+        lines = _line_index(node)
+        details = error.errors()
+        for detail in details:
+            if not _echo_of_item_errors(detail, details):
+                problems.append(_describe(name, data, lines, detail))
+        return None
+
+
+def _echo_of_item_errors(detail: dict, details: list[dict]) -> bool:
+    """pydantic adds 'too short' for a list whose items all failed; the item errors say it better."""
+    loc = detail["loc"]
+    return detail["type"] == "too_short" and any(d["loc"][: len(loc)] == loc and d["loc"] != loc for d in details)
+
+
+def _describe(name: str, data: object, lines: dict[tuple, int], detail: dict) -> str:
+    loc = tuple(detail["loc"])
+    rule_loc = loc[:4] if loc[:1] == ("groups",) and loc[2:3] == ("rules",) else None
+    field = loc[4:] if rule_loc else loc
+    # pydantic puts union and validator details in the location; keep the keys a user wrote
+    field = tuple(part for part in field if not (isinstance(part, str) and ("[" in part or part.startswith("function"))))
+    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
+    where = f"{name}:{line}" if line else name
+    rule = f" rule {_rule_name(data, rule_loc)}:" if rule_loc else ""
+    field_text = f" {'.'.join(map(str, field))}:" if field else ""
+    message = detail["msg"].removeprefix("Value error, ")
+    return f"{where}:{rule}{field_text} {message}"
+
+
+def _rule_name(data: object, rule_loc: tuple) -> str:
+    try:
+        rule = data["groups"][rule_loc[1]]["rules"][rule_loc[3]]  # type: ignore[index]
+        return str(rule["name"])
+    except (KeyError, IndexError, TypeError):
+        return f"#{rule_loc[3] + 1} of group #{rule_loc[1] + 1}"
+
+
+def _line_index(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
+    """Maps each key path (as pydantic reports locations) to its 1-based line in the file."""
+    index: dict[tuple, int] = {}
+    if node is None:
+        return index
+    index[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = (*path, key.value)
+            index.update(_line_index(value, child))
+            index[child] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for position, item in enumerate(node.value):
+            index.update(_line_index(item, (*path, position)))
+    return index

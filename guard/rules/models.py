@@ -1,0 +1,163 @@
+"""The rule language: frozen pydantic models, strict about unknown keys.
+
+A rule file looks like a Prometheus rule file: `groups:` of named `rules:`, each with a condition,
+a `window`, a `threshold`, an optional `for`, `labels` and a `description`. The condition is
+either a `rate` (one signal per another, e.g. hard bounces per send) or a `count` of one signal.
+A rule fires when its value reaches the threshold (value >= threshold).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+
+from guard.rules.durations import PATTERN as DURATION_PATTERN
+from guard.rules.durations import format_duration, parse_duration
+
+CountedSignal = Literal["sent", "bounced", "complained", "unsubscribed", "replied"]
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}],
+            "description": "A duration such as '90s', '15m', '1h30m', '7d', or seconds as a number.",
+        }
+    ),
+]
+
+
+def _as_tuple(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
+def _percent(value: object) -> object:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage; write e.g. '0.3%'") from None
+    return value
+
+
+Globs = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+StatusPatterns = Annotated[
+    tuple[Annotated[str, Field(pattern=r"^[245](\.(\d{1,3}|x)){2}$")], ...],
+    BeforeValidator(_as_tuple),
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Where(_Frozen):
+    """Filters on event fields; all given filters must match."""
+
+    bounce_type: Literal["hard", "soft"] | None = Field(None, description="Only bounces of this type.")
+    recipient_domain: Globs | None = Field(
+        None, description="Recipient domain globs, e.g. 'gmail.com' or ['outlook.*', 'hotmail.*']."
+    )
+    smtp_status: StatusPatterns | None = Field(
+        None,
+        description="Enhanced status codes parsed from bounceReason, with x as a wildcard: '5.1.x', '5.7.1'.",
+    )
+
+
+class Selector(_Frozen):
+    """A signal, optionally narrowed by `where`. A bare signal name is accepted: `per: sent`."""
+
+    signal: CountedSignal
+    where: Where = Where()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: object) -> object:
+        return {"signal": value} if isinstance(value, str) else value
+
+
+class RateCondition(_Frozen):
+    """`of` events per `per` events within the window, e.g. hard bounces per send."""
+
+    of: Selector
+    per: Selector
+
+
+class CampaignFilter(_Frozen):
+    """Campaign id globs the rule applies to; exclude wins over include."""
+
+    include: Globs = ("*",)
+    exclude: Globs = ()
+
+
+class Rule(_Frozen):
+    """One threshold rule over a sliding event-time window of a campaign's events."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    description: str = Field(min_length=1, description="Why the rule exists; shown in audits and logs.")
+    rate: RateCondition | None = Field(None, description="Fire on a rate; give `rate` or `count`.")
+    count: Selector | None = Field(None, description="Fire on a count; give `rate` or `count`.")
+    window: Duration = Field(description="Sliding event-time window, from 1m to 30d.")
+    threshold: Annotated[float, BeforeValidator(_percent)] = Field(
+        description="Fires when the value reaches this: a fraction or percentage ('0.3%') for a rate, "
+        "a whole number for a count."
+    )
+    min_volume: int | None = Field(
+        None, ge=1, description="A rate rule is silent until `per` has at least this many events in the window."
+    )
+    for_: Duration = Field(0.0, alias="for", description="The condition must hold this long (event time).")
+    cooldown: Duration = Field(3600.0, description="After firing, the rule stays quiet this long per campaign.")
+    action: Literal["pause", "alert"] = Field("pause", description="pause the campaign, or alert (record only).")
+    severity: Literal["critical", "warning", "info"] = "warning"
+    labels: dict[str, str] = Field(default_factory=dict, description="Free labels copied into every audit event.")
+    campaigns: CampaignFilter = CampaignFilter()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if (self.rate is None) == (self.count is None):
+            raise ValueError("give exactly one condition: `rate` or `count`")
+        if not 60 <= self.window <= 30 * 86400:
+            raise ValueError(f"window must be between 1m and 30d, got {format_duration(self.window)}")
+        if self.rate is not None:
+            if self.min_volume is None:
+                raise ValueError("a rate rule needs `min_volume`: 1 bounce in 2 sends is no evidence")
+            if not 0 < self.threshold <= 1:
+                raise ValueError("a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'")
+        else:
+            if self.min_volume is not None:
+                raise ValueError("`min_volume` applies to rate rules only")
+            if self.threshold < 1 or self.threshold != int(self.threshold):
+                raise ValueError("a count threshold is a whole number >= 1")
+        return self
+
+    @cached_property
+    def version(self) -> str:
+        """A short hash of the rule's content: audits say exactly which rule text fired."""
+        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()[:12]
+
+
+class RuleGroup(_Frozen):
+    name: str = Field(min_length=1)
+    rules: tuple[Rule, ...] = Field(min_length=1)
+
+
+class RuleFile(_Frozen):
+    """The top level of a rule file."""
+
+    groups: tuple[RuleGroup, ...] = Field(min_length=1)
+
+
+class RuleSet(_Frozen):
+    """Every rule from every file, names unique."""
+
+    rules: tuple[Rule, ...]
+    sources: tuple[str, ...] = ()
+
+    @cached_property
+    def longest_window(self) -> float:
+        return max((rule.window for rule in self.rules), default=0.0)

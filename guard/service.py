@@ -1,0 +1,151 @@
+"""`guard run`: wires settings, Kafka, the pipeline, the pause client and the health server."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from guard.actions.dispatch import Dispatcher
+from guard.actions.pause import PauseClient
+from guard.audit import AuditEvent
+from guard.health import Health
+from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer
+from guard.metrics import Metrics
+from guard.pipeline import Pipeline
+from guard.rules import RuleSet
+from guard.server import HealthServer
+from guard.settings import Settings
+
+log = structlog.get_logger("guard.service")
+
+MAX_RECORDS_PER_POLL = 5000
+POLL_TIMEOUT_MS = 200
+AUDIT_RETRY_SECONDS = 1.0
+
+
+class Service:
+    """One guard process. `run()` returns after `stop()` (or SIGTERM) once it has drained."""
+
+    def __init__(self, settings: Settings, rules: RuleSet) -> None:
+        self.settings, self.rules = settings, rules
+        self.metrics = Metrics()
+        self.health = Health()
+        self._stop = asyncio.Event()
+        self.server = HealthServer(self.health, self.metrics, settings.guard.http_host, settings.guard.http_port)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        settings = self.settings.guard
+        producer = make_producer(self.settings.kafka)
+        consumer = make_consumer(self.settings.kafka, settings.group_id)
+        pause_client = self._pause_client()
+        dispatcher = Dispatcher(pause_client, self._publisher(producer), self.metrics, self.health, dry_run=settings.dry_run)
+        pipeline = Pipeline(
+            self.rules,
+            dispatcher,
+            DeadLetters(producer, settings.dlq_topic),
+            self.metrics,
+            dedupe_horizon=settings.dedupe_horizon,
+        )
+        await self.server.start()
+        try:
+            await producer.start()
+            await consumer.start()
+            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self.rules.longest_window))
+            log.info(
+                "guard started",
+                topics=list(settings.input_topics),
+                rules=len(self.rules.rules),
+                dry_run=settings.dry_run,
+                http_port=self.server.port,
+            )
+            await self._poll(consumer, pipeline)
+            self.health.stopping = True
+            cancelled = await dispatcher.drain(settings.shutdown_grace)
+            if cancelled:
+                log.warning("decisions not settled at shutdown; a restart will act on them", count=cancelled)
+            await self._commit(consumer, pipeline)
+        finally:
+            self.health.stopping = True
+            await consumer.stop()
+            await producer.stop()
+            if pause_client is not None:
+                await pause_client.aclose()
+            await self.server.stop()
+            log.info("guard stopped")
+
+    def _pause_client(self) -> PauseClient | None:
+        leadterra = self.settings.leadterra
+        key = leadterra.key()
+        if self.settings.guard.dry_run or key is None:
+            return None
+        return PauseClient(
+            leadterra.api_url,
+            key,
+            timeout=leadterra.request_timeout,
+            deadline=leadterra.retry_deadline,
+            backoff_initial=leadterra.backoff_initial,
+            backoff_max=leadterra.backoff_max,
+        )
+
+    def _publisher(self, producer: AIOKafkaProducer):  # noqa: ANN202
+        topic = self.settings.guard.audit_topic
+
+        async def publish(event: AuditEvent) -> None:
+            """Retries until the audit record is written; shutdown cancels, leaving the offset uncommitted."""
+            value, key = event.model_dump_json().encode(), event.campaign_id.encode()
+            while True:
+                try:
+                    await producer.send_and_wait(topic, value=value, key=key)
+                    return
+                except KafkaError as error:
+                    log.warning("audit write failed; retrying", error=str(error), audit_id=event.id)
+                    await asyncio.sleep(AUDIT_RETRY_SECONDS)
+
+        return publish
+
+    async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
+        commit_interval = self.settings.guard.commit_interval
+        next_commit = time.monotonic() + commit_interval
+        while not self._stop.is_set():
+            batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
+            self.health.polled()
+            self.health.consuming = bool(consumer.assignment())
+            for tp, records in batches.items():
+                await pipeline.handle(tp, records)
+            if time.monotonic() >= next_commit:
+                await self._commit(consumer, pipeline)
+                self.metrics.campaigns.set(pipeline.campaigns())
+                next_commit = time.monotonic() + commit_interval
+
+    async def _commit(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
+        offsets = pipeline.committable()
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:  # uncommitted offsets are replayed later: late, never lost
+            self.metrics.commits.labels("failed").inc()
+            log.warning("commit failed", error=str(error))
+            return
+        pipeline.committed(offsets)
+        self.metrics.commits.labels("ok").inc()
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Run the service; SIGTERM and SIGINT start a graceful stop."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop)
+    try:
+        await service.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,145 @@
+"""Settings from the environment, grouped per subsystem. Every field says its unit and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from guard.errors import ConfigError
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka (`KAFKA_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port...] of the brokers.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Production clusters usually want SSL or SASL_SSL."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="Required with SASL_* protocols."
+    )
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: FilePath | None = Field(None, description="CA bundle that signed the brokers' certificates.")
+    ssl_certfile: FilePath | None = Field(None, description="Client certificate, for mutual TLS.")
+    ssl_keyfile: FilePath | None = Field(None, description="Client key, for mutual TLS.")
+    session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout.")
+    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Consumer heartbeat; a third of the session timeout.")
+    enable_idempotence: bool = Field(
+        True, description="Idempotent producer; turn off only for brokers without it (the embedded test broker)."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_MECHANISM, "
+                "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        return self
+
+
+class LeadterraSettings(BaseSettings):
+    """How to reach Leadterra (`LEADTERRA_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADTERRA_", extra="ignore")
+
+    api_url: str = Field("https://app.leadterra.co", description="Base URL; paths under /v1 are appended.")
+    api_key: SecretStr | None = Field(None, description="Workspace API key (sk_live_...). Never logged.")
+    api_key_file: FilePath | None = Field(None, description="A file holding the key, e.g. a mounted Secret.")
+    request_timeout: float = Field(10.0, gt=0, description="Seconds per HTTP attempt.")
+    retry_deadline: float = Field(
+        300.0, gt=0, description="Seconds a pause keeps retrying 429/5xx/timeouts before it is audited as failed."
+    )
+    backoff_initial: float = Field(0.5, gt=0, description="Seconds before the first retry; doubles, with jitter.")
+    backoff_max: float = Field(30.0, gt=0, description="Longest wait between retries, unless Retry-After asks more.")
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"LEADTERRA_API_URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    def key(self) -> SecretStr | None:
+        """The API key, from the variable or the file (whitespace stripped)."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_file is not None:
+            return SecretStr(self.api_key_file.read_text(encoding="utf-8").strip())
+        return None
+
+
+class GuardSettings(BaseSettings):
+    """What the guard watches and how it behaves (`GUARD_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="GUARD_", extra="ignore")
+
+    rules: Path = Field(Path("rules"), description="A rule file, or a directory of *.yaml rule files.")
+    input_topics: CommaList = Field(("leadterra.events",), description="Comma-separated topics of events.")
+    audit_topic: str = Field("guard.audit", description="Where every decision and outcome is recorded.")
+    dlq_topic: str = Field("guard.dlq", description="Where malformed records go, with the reason in headers.")
+    group_id: str = Field("deliverability-guard", description="Consumer group; replicas share it.")
+    dry_run: bool = Field(False, description="Decide and audit, but never call the pause API.")
+    http_host: str = Field("0.0.0.0", description="Address of /livez, /readyz and /metrics.")
+    http_port: int = Field(8080, ge=0, le=65535, description="Port of /livez, /readyz and /metrics (0 = any).")
+    shutdown_grace: float = Field(
+        20.0, gt=0, description="Seconds SIGTERM waits for in-flight pauses; keep below the pod's grace period."
+    )
+    commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
+    dedupe_horizon: float = Field(
+        3600.0, gt=0, description="Seconds a (event, messageId) pair is remembered to drop webhook duplicates."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("input_topics", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(topic.strip() for topic in value.split(",") if topic.strip())
+        if not value:
+            raise ValueError("GUARD_INPUT_TOPICS needs at least one topic")
+        return value
+
+
+class Settings:
+    """All settings, read once at start-up."""
+
+    def __init__(self, kafka: KafkaSettings, leadterra: LeadterraSettings, guard: GuardSettings) -> None:
+        self.kafka, self.leadterra, self.guard = kafka, leadterra, guard
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the environment; raises ConfigError naming every wrong variable."""
+        problems, groups = [], {}
+        for name, group, prefix in (
+            ("kafka", KafkaSettings, "KAFKA_"),
+            ("leadterra", LeadterraSettings, "LEADTERRA_"),
+            ("guard", GuardSettings, "GUARD_"),
+        ):
+            try:
+                groups[name] = group()
+            except ValidationError as error:
+                for detail in error.errors():
+                    message = detail["msg"].removeprefix("Value error, ")
+                    loc = "_".join(str(part) for part in detail["loc"]).upper()
+                    problems.append(f"{prefix}{loc}: {message}" if loc else message)
+        if problems:
+            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+        settings = cls(**groups)
+        if not settings.guard.dry_run and settings.leadterra.key() is None:
+            raise ConfigError(
+                "invalid settings:\n  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE) is required unless GUARD_DRY_RUN=true"
+            )
+        return settings

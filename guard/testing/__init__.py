@@ -1,0 +1,1 @@
+"""Test helpers: real local stand-ins for the systems the guard talks to."""
