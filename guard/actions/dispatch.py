@@ -87,6 +87,7 @@ class Dispatcher:
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
         if outcome.authentication_failed:
             self._health.authentication_failed()
+            self._metrics.auth_failed.set(1)
             log.error("Leadterra rejected the API key: no campaign can be paused", campaign_id=decision.campaign_id)
         level = log.error if outcome.outcome == "failed" else log.info
         level(

@@ -144,6 +144,11 @@ class EmbeddedBroker:
     ``--storage-engine``. ``env`` is added to the environment of the broker, for example the
     ``AWS_*`` variables of an ``s3://`` engine. Tansu's stdout and stderr go to the file at
     :attr:`log_path`, which :meth:`stop` deletes.
+
+    ``advertised_port`` is the port the broker puts in its metadata (``--advertised-listener-url
+    tcp://127.0.0.1:<advertised_port>``), the address clients connect to after bootstrap; it
+    defaults to ``port``. Give another one when clients reach the broker through a proxy on that
+    port, e.g. a TLS-terminating proxy in front of tansu (see ``tests/test_kafka_tls.py``).
     """
 
     def __init__(
@@ -154,11 +159,13 @@ class EmbeddedBroker:
         key: Path | None = None,
         storage: str = "memory://tansu/",
         env: dict[str, str] | None = None,
+        advertised_port: int | None = None,
     ) -> None:
         if (cert is None) != (key is None):
             raise ValueError("give both cert and key or neither (with one, tansu serves plaintext)")
         self.port = port if port is not None else _free_port()
         self.bootstrap_servers = f"{_HOST}:{self.port}"
+        self.advertised_port = advertised_port if advertised_port is not None else self.port
         self.cert, self.key, self.storage = cert, key, storage
         self.env = dict(env or {})
         self.log_path: Path | None = None
@@ -185,7 +192,8 @@ class EmbeddedBroker:
     def command(self) -> list[str]:
         """The command line :meth:`start` runs."""
         url = f"tcp://{self.bootstrap_servers}"
-        cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        advertised = f"tcp://{_HOST}:{self.advertised_port}"
+        cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                "--storage-engine", self.storage]
         if self.cert is not None and self.key is not None:
             cmd += ["--cert", str(self.cert), "--key", str(self.key)]

@@ -1,0 +1,195 @@
+"""Every Hypothesis strategy of the test suite, in one place.
+
+Events come as streams for a few campaigns: times mostly move forward (seconds to minutes, now
+and then hours), and some events arrive late (their event time is behind what was already seen).
+Rules are built through the real pydantic models, so a strategy can only produce valid rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+
+from guard.events import Event, Signal
+from guard.rules.models import Rule, RuleSet
+
+T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z: far from the epoch, as real event times are
+CAMPAIGNS = ("c1", "c2", "c3")
+DOMAINS = ("gmail.com", "googlemail.com", "outlook.com", "example.org")
+SMTP_STATUSES = ("5.1.1", "5.1.10", "5.7.1", "4.2.2", "4.7.0")
+COUNTED_SIGNALS = ("sent", "bounced", "complained", "unsubscribed", "replied")
+
+# -- events -------------------------------------------------------------------------------------
+
+campaign_ids = st.sampled_from(CAMPAIGNS)
+
+# A small pool of ids, so duplicates (the same signal and id again) happen now and then.
+message_ids = st.one_of(st.none(), st.integers(0, 40).map(lambda n: f"m{n}"))
+
+# Mostly sends, as in real traffic; bounces and complaints often enough to make rules fire.
+_COUNTED_MIX = (Signal.SENT,) * 4 + (Signal.BOUNCED,) * 3 + (Signal.COMPLAINED, Signal.UNSUBSCRIBED, Signal.REPLIED)
+counted_signals = st.sampled_from(_COUNTED_MIX)
+signals_with_starts = st.sampled_from(_COUNTED_MIX * 3 + (Signal.STARTED,))  # about one start in 31
+
+
+@st.composite
+def _event_fields(draw: st.DrawFn, signal: st.SearchStrategy[Signal]) -> dict:
+    chosen = draw(signal)
+    fields = {
+        "signal": chosen,
+        "campaign_id": draw(campaign_ids),
+        "message_id": draw(message_ids),
+        "recipient_domain": draw(st.none() | st.sampled_from(DOMAINS)),
+    }
+    if chosen is Signal.BOUNCED:
+        fields["bounce_type"] = draw(st.none() | st.sampled_from(("hard", "soft")))
+        fields["smtp_status"] = draw(st.none() | st.sampled_from(SMTP_STATUSES))
+    return fields
+
+
+# How the clock moves from one event to the next: small steps, sometimes big gaps.
+time_steps = st.one_of(
+    st.integers(0, 120),
+    st.integers(0, 120),
+    st.integers(0, 120),
+    st.integers(120, 3 * 3600),
+).map(float)
+
+
+@st.composite
+def event_streams(
+    draw: st.DrawFn,
+    *,
+    max_size: int = 80,
+    late: bool = True,
+    started: bool = True,
+    unique_ids: bool = False,
+) -> list[Event]:
+    """Events for a few campaigns in arrival order.
+
+    With `late`, some events carry a time behind the latest one seen (by up to three hours, so
+    some fall within a window and some beyond it). With `started`, a few `campaign.started`
+    events reset campaigns. With `unique_ids`, no two events share a (signal, message id).
+    """
+    signals = signals_with_starts if started else counted_signals
+    steps = draw(st.lists(st.tuples(_event_fields(signals), time_steps), min_size=1, max_size=max_size))
+    events, now = [], T0
+    for number, (fields, step) in enumerate(steps):
+        now += step
+        time = now
+        if late and draw(st.integers(0, 9)) == 0:
+            time = now - draw(st.integers(1, 3 * 3600))
+        if unique_ids and fields["message_id"] is not None:
+            fields["message_id"] = f"u{number}"
+        if fields["signal"] is Signal.STARTED:
+            fields = {"signal": Signal.STARTED, "campaign_id": fields["campaign_id"]}
+        events.append(Event(time=time, **fields))
+    return events
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+windows = st.one_of(st.sampled_from((60.0, 300.0, 3600.0, 86400.0)), st.integers(60, 86400).map(float))
+
+
+@st.composite
+def wheres(draw: st.DrawFn, signal: str) -> dict:
+    where: dict = {}
+    if draw(st.booleans()):
+        where["recipient_domain"] = draw(
+            st.lists(st.sampled_from(("gmail.com", "*mail.com", "outlook.*", "EXAMPLE.org")), min_size=1, max_size=2)
+        )
+    if signal == "bounced":
+        if draw(st.booleans()):
+            where["bounce_type"] = draw(st.sampled_from(("hard", "soft")))
+        if draw(st.booleans()):
+            where["smtp_status"] = draw(st.sampled_from(("5.1.x", "5.x.x", "4.7.0", "5.7.1")))
+    return where
+
+
+@st.composite
+def selectors(draw: st.DrawFn, signals: st.SearchStrategy[str] = st.sampled_from(COUNTED_SIGNALS)) -> dict | str:
+    signal = draw(signals)
+    where = draw(wheres(signal))
+    if not where and draw(st.booleans()):
+        return signal  # the bare spelling, `count: bounced`
+    return {"signal": signal, "where": where}
+
+
+@st.composite
+def count_rules(draw: st.DrawFn, name: str = "count-rule", *, for_: bool = True) -> Rule:
+    return Rule.model_validate(
+        {
+            "name": name,
+            "description": "generated",
+            "count": draw(selectors(st.sampled_from(("bounced", "bounced", "complained", "sent")))),
+            "window": draw(windows),
+            "threshold": draw(st.integers(1, 8)),
+            "for": draw(st.sampled_from((0, 0, 300))) if for_ else 0,
+            "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
+            "action": draw(st.sampled_from(("pause", "alert"))),
+        }
+    )
+
+
+@st.composite
+def rate_rules(draw: st.DrawFn, name: str = "rate-rule", *, for_: bool = True) -> Rule:
+    return Rule.model_validate(
+        {
+            "name": name,
+            "description": "generated",
+            "rate": {
+                "of": draw(selectors(st.sampled_from(("bounced", "bounced", "complained", "unsubscribed")))),
+                "per": draw(selectors(st.sampled_from(("sent", "sent", "bounced")))),
+            },
+            "window": draw(windows),
+            "threshold": draw(st.one_of(st.sampled_from((0.003, "10%", 0.25, 0.5, 1)), st.floats(0.01, 1.0))),
+            "min_volume": draw(st.integers(1, 20)),
+            "for": draw(st.sampled_from((0, 0, 300))) if for_ else 0,
+            "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
+            "action": draw(st.sampled_from(("pause", "alert"))),
+        }
+    )
+
+
+@st.composite
+def campaign_filters(draw: st.DrawFn) -> dict:
+    return draw(
+        st.sampled_from(
+            (
+                {},
+                {"include": "c*"},
+                {"include": ["c1", "c2"]},
+                {"exclude": "c3"},
+                {"include": "c?", "exclude": ["c2"]},
+            )
+        )
+    )
+
+
+@st.composite
+def rule_sets(draw: st.DrawFn, max_rules: int = 4) -> RuleSet:
+    """One to `max_rules` rules, count and rate mixed, with unique names and campaign filters."""
+    rules = []
+    for number in range(draw(st.integers(1, max_rules))):
+        kind = count_rules if draw(st.booleans()) else rate_rules
+        rule = draw(kind(f"rule-{number}"))
+        filters = draw(campaign_filters())
+        if filters:
+            rule = Rule.model_validate({**rule.model_dump(by_alias=True), "campaigns": filters})
+        rules.append(rule)
+    return RuleSet(rules=tuple(rules))
+
+
+@dataclass(frozen=True)
+class Case:
+    """A rule set and the events to run through it."""
+
+    rules: RuleSet
+    events: list[Event]
+
+
+@st.composite
+def cases(draw: st.DrawFn, **stream_options: object) -> Case:
+    return Case(draw(rule_sets()), draw(event_streams(**stream_options)))

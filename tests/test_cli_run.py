@@ -1,0 +1,126 @@
+"""`guard run` as a real process: environment settings, JSON logs, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from guard.testing.broker import BrokerInfo
+from guard.testing.events import bounced, sent
+from guard.testing.leadterra import LeadterraStandIn
+
+RULES = Path(__file__).parent.parent / "rules"
+GUARD = [sys.executable, "-m", "guard.cli"]
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *GUARD, *args, env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+class TestSettingsErrors:
+    async def test_refuses_to_start_with_a_clear_message_on_wrong_settings(self) -> None:
+        """Wrong settings fail fast, exit 2, and name every wrong variable."""
+        code, _, err = await run_cli(
+            "run", env={"GUARD_HTTP_PORT": "eighty", "LEADTERRA_API_URL": "app.leadterra.co", "LEADTERRA_API_KEY": "k"}
+        )
+        assert code == 2
+        assert "GUARD_HTTP_PORT" in err and "LEADTERRA_API_URL" in err
+
+    async def test_refuses_to_start_without_an_api_key_unless_dry_run(self) -> None:
+        """No key and no dry run: nothing could be paused, so the guard will not pretend."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEADTERRA_")}
+        process = await asyncio.create_subprocess_exec(
+            *GUARD, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await process.communicate()
+        assert process.returncode == 2
+        assert "LEADTERRA_API_KEY" in err.decode()
+
+    async def test_refuses_to_start_with_invalid_rules(self, tmp_path: Path) -> None:
+        """An invalid rule file stops start-up with the file, line and problem."""
+        (tmp_path / "bad.yaml").write_text("groups:\n  - name: g\n    rules:\n      - name: x\n        description: d\n        count: sent\n        window: 5q\n        threshold: 3\n")
+        code, _, err = await run_cli("run", env={"GUARD_RULES": str(tmp_path), "LEADTERRA_API_KEY": "k"})
+        assert code == 2
+        assert f"{tmp_path / 'bad.yaml'}:7: rule x: window:" in err
+
+
+class TestRun:
+    async def test_pauses_a_bad_campaign_and_stops_cleanly_on_sigterm(self, kafka_broker: BrokerInfo) -> None:
+        """The real process pauses over real HTTP, logs JSON without the key, and exits 0 on SIGTERM."""
+        suffix = uuid.uuid4().hex[:8]
+        topic, port = f"events-{suffix}", free_port()
+        async with LeadterraStandIn(api_key="sk_test_secret_value") as standin:
+            standin.add_campaign("camp_bad")
+            standin.add_campaign("camp_good")
+            env = {
+                "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+                "KAFKA_ENABLE_IDEMPOTENCE": str(kafka_broker.kind != "tansu").lower(),
+                "KAFKA_SESSION_TIMEOUT_MS": "2000",
+                "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+                "LEADTERRA_API_URL": standin.url,
+                "LEADTERRA_API_KEY": standin.api_key,
+                "GUARD_RULES": str(RULES),
+                "GUARD_INPUT_TOPICS": topic,
+                "GUARD_AUDIT_TOPIC": f"audit-{suffix}",
+                "GUARD_DLQ_TOPIC": f"dlq-{suffix}",
+                "GUARD_GROUP_ID": f"guard-{suffix}",
+                "GUARD_HTTP_HOST": "127.0.0.1",
+                "GUARD_HTTP_PORT": str(port),
+            }
+            producer = AIOKafkaProducer(
+                bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides
+            )
+            await producer.start()
+            start = time.time() - 600
+            for i in range(200):
+                await producer.send(topic, key=b"camp_bad", value=sent("camp_bad", start + i))
+                await producer.send(topic, key=b"camp_good", value=sent("camp_good", start + i))
+            for i in range(15):
+                await producer.send(topic, key=b"camp_bad", value=bounced("camp_bad", start + 200 + i))
+            await producer.flush()
+            await producer.stop()
+
+            process = await asyncio.create_subprocess_exec(
+                *GUARD, "run", env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            try:
+                await standin.wait_for_pauses(1, timeout=30)
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                    assert (await http.get("/readyz")).status_code == 200
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+            assert process.returncode == 0
+            assert time.monotonic() - started < 10
+            assert [r.campaign_id for r in standin.pause_requests()] == ["camp_bad"]
+            logs = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
+            messages = [entry["event"] for entry in logs]
+            assert "guard started" in messages and "pause paused" in messages and messages[-1] == "guard stopped"
+            assert any(entry["logger"].startswith("aiokafka.") for entry in logs)  # stdlib logs join the JSON stream
+            assert "sk_test_secret_value" not in err.decode()

@@ -1,0 +1,153 @@
+"""The pause client against the Leadterra stand-in over real HTTP: every status of the contract."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+
+from guard.actions.pause import PauseClient
+from guard.testing.leadterra import LeadterraStandIn
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LeadterraStandIn]:
+    async with LeadterraStandIn() as server:
+        server.add_campaign("camp_running", status="running")
+        server.add_campaign("camp_paused", status="paused")
+        server.add_campaign("camp_draft", status="draft")
+        yield server
+
+
+def client(standin: LeadterraStandIn, *, key: str | None = None, deadline: float = 5.0, timeout: float = 2.0) -> PauseClient:
+    return PauseClient(
+        standin.url,
+        SecretStr(key or standin.api_key),
+        timeout=timeout,
+        deadline=deadline,
+        backoff_initial=0.01,
+        backoff_max=0.05,
+    )
+
+
+async def pause(standin: LeadterraStandIn, campaign_id: str, **kwargs: object):  # noqa: ANN201
+    pause_client = client(standin, **kwargs)  # type: ignore[arg-type]
+    try:
+        return await pause_client.pause(campaign_id, idempotency_key="decision-1")
+    finally:
+        await pause_client.aclose()
+
+
+class TestSuccess:
+    async def test_pauses_a_running_campaign(self, standin: LeadterraStandIn) -> None:
+        """200 with status paused is `paused`, with Leadterra's pausedAt."""
+        result = await pause(standin, "camp_running")
+        assert (result.outcome, result.http_status, result.attempts) == ("paused", 200, 1)
+        assert result.paused_at is not None
+        assert standin.status("camp_running") == "paused"
+
+    async def test_reports_a_campaign_paused_earlier_as_already_paused(
+        self, standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A no-op whose pausedAt is older than the call (beyond clock tolerance) is `already_paused`."""
+        first = await pause(standin, "camp_running")
+        await asyncio.sleep(0.01)
+        monkeypatch.setattr("guard.actions.pause.ALREADY_PAUSED_TOLERANCE_SECONDS", 0.0)
+        again = await pause(standin, "camp_running")
+        assert again.outcome == "already_paused"
+        assert again.paused_at == first.paused_at
+
+    async def test_records_a_draft_as_not_running(self, standin: LeadterraStandIn) -> None:
+        """Pausing a draft is a no-op returning status draft: recorded, not a failure."""
+        result = await pause(standin, "camp_draft")
+        assert (result.outcome, result.campaign_status) == ("not_running", "draft")
+
+    async def test_sends_no_body_the_bearer_key_and_an_idempotency_key(self, standin: LeadterraStandIn) -> None:
+        """The request matches the contract: no body, Authorization, Idempotency-Key."""
+        await pause(standin, "camp_running")
+        (request,) = standin.pause_requests("camp_running")
+        assert request.body == b""
+        assert request.header("Authorization") == f"Bearer {standin.api_key}"
+        assert request.header("Idempotency-Key") == "decision-1"
+
+
+class TestFinalErrors:
+    async def test_does_not_retry_an_unknown_campaign(self, standin: LeadterraStandIn) -> None:
+        """404 campaign_not_found is final after one attempt."""
+        result = await pause(standin, "camp_missing")
+        assert (result.outcome, result.http_status, result.error_code, result.attempts) == (
+            "failed",
+            404,
+            "campaign_not_found",
+            1,
+        )
+
+    async def test_does_not_retry_a_rejected_key_and_flags_it(self, standin: LeadterraStandIn) -> None:
+        """401 is final and marks authentication as failed; the key is not in the result."""
+        result = await pause(standin, "camp_running", key="sk_live_wrong")
+        assert (result.outcome, result.http_status, result.attempts) == ("failed", 401, 1)
+        assert result.authentication_failed
+        assert "sk_live_wrong" not in repr(result)
+
+    async def test_does_not_retry_a_bad_request(self, standin: LeadterraStandIn) -> None:
+        """400 invalid_request is final."""
+        standin.fail_next(1, status=400, code="invalid_request")
+        result = await pause(standin, "camp_running")
+        assert (result.outcome, result.error_code, result.attempts) == ("failed", "invalid_request", 1)
+
+
+class TestRetries:
+    async def test_retries_server_errors_until_the_pause_lands(self, standin: LeadterraStandIn) -> None:
+        """503 twice then 200: paused on the third attempt."""
+        standin.fail_next(2, status=503)
+        result = await pause(standin, "camp_running")
+        assert (result.outcome, result.attempts) == ("paused", 3)
+        assert [r.status for r in standin.pause_requests("camp_running")] == [503, 503, 200]
+
+    async def test_honours_retry_after_on_429(self, standin: LeadterraStandIn) -> None:
+        """429 with Retry-After 0.3 s delays the next attempt at least that long."""
+        standin.rate_limit_next(1, retry_after=0.3)
+        result = await pause(standin, "camp_running")
+        first, second = standin.pause_requests("camp_running")
+        assert result.outcome == "paused"
+        assert second.received_at - first.received_at >= 0.3
+
+    async def test_retries_timeouts(self, standin: LeadterraStandIn) -> None:
+        """An answer slower than the timeout is retried; it lands once the API is fast again."""
+        standin.latency = 0.5
+        pause_client = client(standin, timeout=0.1, deadline=10.0)
+        try:
+            task = asyncio.create_task(pause_client.pause("camp_running", "decision-1"))
+            await asyncio.sleep(0.35)
+            standin.latency = 0.0
+            result = await task
+        finally:
+            await pause_client.aclose()
+        assert result.outcome == "paused"
+        assert result.attempts >= 2
+
+    async def test_gives_up_at_the_deadline_and_says_why(self, standin: LeadterraStandIn) -> None:
+        """A campaign the API keeps failing is audited as failed once the deadline passes."""
+        standin.fail_next(1000, status=502)
+        started = time.monotonic()
+        result = await pause(standin, "camp_running", deadline=0.5)
+        assert time.monotonic() - started < 2.0
+        assert (result.outcome, result.http_status, result.error_code) == ("failed", 502, "retry_deadline_exceeded")
+        assert result.attempts >= 2
+
+    async def test_retries_a_refused_connection(self, standin: LeadterraStandIn) -> None:
+        """With the API down the client keeps trying; when it is back the pause lands."""
+        await standin.down()
+        pause_client = client(standin, deadline=10.0)
+        try:
+            task = asyncio.create_task(pause_client.pause("camp_running", "decision-1"))
+            await asyncio.sleep(0.3)
+            await standin.up()
+            result = await task
+        finally:
+            await pause_client.aclose()
+        assert result.outcome == "paused"
+        assert result.attempts >= 2

@@ -1,0 +1,352 @@
+"""The guard end to end on a real broker with the Leadterra stand-in over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pydantic import SecretStr
+
+from guard.rules import load_rules
+from guard.service import Service
+from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.testing.broker import BrokerInfo
+from guard.testing.events import bounced, sent
+from guard.testing.leadterra import LeadterraStandIn
+
+RULES = Path(__file__).parent.parent / "rules"
+
+pytestmark = pytest.mark.integration
+
+
+class Topics:
+    def __init__(self) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.input, self.audit, self.dlq = f"events-{suffix}", f"audit-{suffix}", f"dlq-{suffix}"
+        self.group = f"guard-{suffix}"
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str) -> Topics:
+    """Fresh input, audit and dead-letter topics (4 partitions each) and group id."""
+    names = Topics()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(t, num_partitions=4, replication_factor=1) for t in (names.input, names.audit, names.dlq)])
+    finally:
+        await admin.close()
+    return names
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LeadterraStandIn]:
+    async with LeadterraStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+async def producer(kafka_broker: BrokerInfo) -> AsyncIterator[AIOKafkaProducer]:
+    client = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides)
+    await client.start()
+    yield client
+    await client.stop()
+
+
+def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, **guard: object) -> Settings:
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=broker.bootstrap_servers,
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=200,
+            enable_idempotence=broker.kind != "tansu",
+        ),
+        leadterra=LeadterraSettings(
+            api_url=standin.url, api_key=SecretStr(standin.api_key), backoff_initial=0.02, backoff_max=0.1, retry_deadline=10
+        ),
+        guard=GuardSettings(
+            rules=RULES,
+            input_topics=(topics.input,),
+            audit_topic=topics.audit,
+            dlq_topic=topics.dlq,
+            group_id=topics.group,
+            http_host="127.0.0.1",
+            http_port=0,
+            commit_interval=0.1,
+            **guard,
+        ),
+    )
+
+
+class Guard(Service):
+    """A Service running as a task of the test's event loop."""
+
+    task: asyncio.Task[None]
+
+    async def shutdown(self) -> None:
+        """What SIGTERM does: stop fetching, drain, commit, close; wait for it."""
+        self.stop()
+        await asyncio.wait_for(self.task, timeout=30)
+
+
+RunGuard = Callable[..., Awaitable[Guard]]
+
+
+@pytest.fixture
+async def run_guard(kafka_broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics) -> AsyncIterator[RunGuard]:
+    """Starts guards in this event loop; each is shut down gracefully at the end of the test."""
+    running: list[Guard] = []
+
+    async def start(**guard: object) -> Guard:
+        service = Guard(settings_for(kafka_broker, standin, topics, **guard), load_rules(RULES))
+        service.task = asyncio.create_task(service.run())
+        running.append(service)
+        await until(lambda: service.health.consuming or service.task.done(), timeout=20)
+        if service.task.done():
+            service.task.result()
+        return service
+
+    yield start
+    for service in running:
+        await service.shutdown()
+
+
+async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def produce(producer: AIOKafkaProducer, topic: str, values: list[tuple[str, bytes]]) -> None:
+    for key, value in values:
+        await producer.send(topic, key=key.encode(), value=value)
+    await producer.flush()
+
+
+def bad_campaign(campaign_id: str, start: float) -> list[tuple[str, bytes]]:
+    """200 sends then 15 hard bounces (7.5%): crosses the default 6% hard-bounce rule."""
+    return [(campaign_id, sent(campaign_id, start + i)) for i in range(200)] + [
+        (campaign_id, bounced(campaign_id, start + 200 + i)) for i in range(15)
+    ]
+
+
+def good_campaign(campaign_id: str, start: float) -> list[tuple[str, bytes]]:
+    """300 sends and 3 hard bounces (1%): a healthy list."""
+    return [(campaign_id, sent(campaign_id, start + i)) for i in range(300)] + [
+        (campaign_id, bounced(campaign_id, start + 300 + i)) for i in range(3)
+    ]
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list = []
+        while len(records) < expected and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def audits(records: list) -> list[dict]:
+    return [json.loads(record.value) for record in records]
+
+
+class TestPausing:
+    async def test_pauses_the_bad_campaign_once_and_leaves_the_good_one_alone(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """Evidence over the default hard-bounce line -> one pause, audited with its evidence, offsets committed."""
+        standin.add_campaign("camp_bad")
+        standin.add_campaign("camp_good")
+        now = time.time() - 600
+        await produce(producer, topics.input, bad_campaign("camp_bad", now) + good_campaign("camp_good", now))
+        service = await run_guard()
+
+        await standin.wait_for_pauses(1, timeout=20)
+        records = await read_topic(kafka_bootstrap, topics.audit, expected=2)
+        await until(lambda: service.metrics.commits.labels("ok")._value.get() > 0 and not service.metrics.inflight._value.get())
+        await asyncio.sleep(0.5)
+
+        assert [r.campaign_id for r in standin.pause_requests()] == ["camp_bad"]
+        assert standin.status("camp_good") == "running"
+        events = audits(records)
+        assert [(e["outcome"], e["campaign_id"], e["rule"]["name"]) for e in events] == [
+            ("fired", "camp_bad", "hard-bounce-rate"),
+            ("paused", "camp_bad", "hard-bounce-rate"),
+        ]
+        fired, paused = events
+        assert fired["decision_id"] == paused["decision_id"] and fired["id"] != paused["id"]
+        assert (fired["evidence"]["numerator"], fired["evidence"]["denominator"]) == (12, 200)
+        assert fired["evidence"]["threshold"] == 0.06 and fired["evidence"]["min_volume"] == 200
+        assert paused["result"]["http_status"] == 200 and paused["result"]["paused_at"]
+        assert all(record.key == b"camp_bad" for record in records)
+        assert standin.pause_requests()[0].header("Idempotency-Key") == fired["decision_id"]
+
+    async def test_commits_every_offset_once_settled(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """After the pause is settled the group's committed offsets cover every produced record."""
+        standin.add_campaign("camp_bad")
+        values = bad_campaign("camp_bad", time.time() - 600)
+        await produce(producer, topics.input, values)
+        service = await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+
+        async def committed_total() -> int:
+            consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False)
+            await consumer.start()
+            try:
+                partitions = [TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()]
+                return sum([await consumer.committed(tp) or 0 for tp in partitions])
+            finally:
+                await consumer.stop()
+
+        deadline = time.monotonic() + 15
+        while await committed_total() < len(values) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert await committed_total() == len(values)
+        assert service.metrics.inflight._value.get() == 0
+
+
+class TestApiFaults:
+    async def test_retries_503_twice_then_audits_one_pause(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """503, 503, 200: the pause lands on the third attempt and is audited once as paused."""
+        standin.add_campaign("camp_bad")
+        standin.fail_next(2, status=503)
+        await produce(producer, topics.input, bad_campaign("camp_bad", time.time() - 600))
+        await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [r.status for r in standin.pause_requests()] == [503, 503, 200]
+        assert [e["outcome"] for e in events] == ["fired", "paused"]
+        assert events[1]["result"]["attempts"] == 3
+
+    async def test_audits_404_without_retrying(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """An unknown campaign gets one call, audited as failed with campaign_not_found."""
+        await produce(producer, topics.input, bad_campaign("camp_unknown", time.time() - 600))
+        await run_guard()
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [e["outcome"] for e in events] == ["fired", "failed"]
+        assert events[1]["result"]["error_code"] == "campaign_not_found"
+        assert len(standin.pause_requests()) == 1
+
+    async def test_a_rejected_key_is_not_retried_and_makes_the_guard_unhealthy(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """401: one call, audited as failed, and /livez and /readyz say the guard protects nothing."""
+        standin.add_campaign("camp_bad")
+        service = await run_guard()
+        standin.api_key = "sk_test_rotated"  # the guard still holds the old key
+        await produce(producer, topics.input, bad_campaign("camp_bad", time.time() - 600))
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [e["outcome"] for e in events] == ["fired", "failed"]
+        assert events[1]["result"]["http_status"] == 401
+        assert len(standin.pause_requests()) == 1
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.server.port}") as http:
+            live, ready = await http.get("/livez"), await http.get("/readyz")
+            metrics = (await http.get("/metrics")).text
+        assert (live.status_code, ready.status_code) == (503, 503)
+        assert "401" in live.json()["reason"]
+        assert "guard_api_authentication_failed 1.0" in metrics
+        assert "sk_test_standin" not in metrics
+
+
+class TestBadInput:
+    async def test_dead_letters_malformed_records_and_keeps_going(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """Garbage goes to the dead-letter topic with its reason; the bad campaign behind it is still paused."""
+        standin.add_campaign("camp_bad")
+        garbage = [("camp_bad", b"not json"), ("camp_bad", b'{"event": "message.sent", "data": {}}'), ("camp_bad", b"\xff\xfe")]
+        await produce(producer, topics.input, garbage + bad_campaign("camp_bad", time.time() - 600))
+        await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        dead = await read_topic(kafka_bootstrap, topics.dlq, expected=3)
+        assert sorted(record.value for record in dead) == sorted(value for _, value in garbage)
+        reasons = {dict(record.headers)["guard.error"].decode() for record in dead}
+        assert any("campaignId" in reason for reason in reasons)
+        assert all(dict(record.headers)["guard.source"].startswith(topics.input.encode()) for record in dead)
+
+
+class TestHealth:
+    async def test_serves_probes_and_metrics(self, standin: LeadterraStandIn, run_guard: RunGuard) -> None:
+        """A consuming guard is live and ready, and exposes guard_ metrics."""
+        service = await run_guard()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.server.port}") as http:
+            live, ready, metrics = await http.get("/livez"), await http.get("/readyz"), await http.get("/metrics")
+        assert (live.status_code, ready.status_code) == (200, 200)
+        assert "guard_records_total" in metrics.text
+
+    async def test_dry_run_audits_without_calling_the_api(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """GUARD_DRY_RUN: the decision and a dry_run outcome are audited; Leadterra hears nothing."""
+        standin.add_campaign("camp_bad")
+        await produce(producer, topics.input, bad_campaign("camp_bad", time.time() - 600))
+        await run_guard(dry_run=True)
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [(e["outcome"], e["dry_run"]) for e in events] == [("fired", True), ("dry_run", True)]
+        assert standin.requests == []
+
+
+class TestRestart:
+    async def test_a_restart_does_not_pause_again_a_campaign_the_user_resumed(
+        self, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """The second guard rebuilds the windows from the log without acting on evidence that already fired."""
+        standin.add_campaign("camp_bad")
+        start = time.time() - 600
+        await produce(producer, topics.input, bad_campaign("camp_bad", start))
+        first = await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        await until(lambda: first.metrics.inflight._value.get() == 0)
+        await first.shutdown()
+        standin.resume("camp_bad")
+
+        second = await run_guard()
+        await produce(producer, topics.input, [("camp_bad", sent("camp_bad", start + 300 + i)) for i in range(5)])
+        await until(lambda: second.metrics.records.labels("counted")._value.get() >= 5)
+        await asyncio.sleep(0.5)
+        assert second.metrics.records.labels("replayed")._value.get() == 215
+        assert len(standin.pause_requests()) == 1
+        assert standin.status("camp_bad") == "running"
+
+    async def test_a_decision_unsettled_at_shutdown_is_acted_on_after_restart(
+        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """API down at SIGTERM: the offset stays uncommitted, the next guard pauses with the same decision id."""
+        standin.add_campaign("camp_bad")
+        await standin.down()
+        first = await run_guard(shutdown_grace=0.5)
+        await produce(producer, topics.input, bad_campaign("camp_bad", time.time() - 600))
+        await until(lambda: first.metrics.decisions.labels("hard-bounce-rate", "pause")._value.get() == 1)
+        await first.shutdown()
+        await standin.up()
+
+        await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=3))
+        assert [e["outcome"] for e in events] == ["fired", "fired", "paused"]
+        assert len({e["decision_id"] for e in events}) == 1
+        assert events[0]["id"] == events[1]["id"]
