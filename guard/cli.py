@@ -1,15 +1,17 @@
-"""guard run | validate | schema | audit-schema | standin"""
+"""guard run | validate | schema | audit-schema | replay | test | generate | demo | standin"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from guard.audit import audit_json_schema
-from guard.errors import ConfigError
+from guard.errors import ConfigError, GuardError
 from guard.rules import RuleFileError, load_rules
 from guard.rules.models import RuleFile
 
@@ -56,6 +58,117 @@ def _audit_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from guard import replay as replaying
+    from guard.report import Timelines, render_report
+
+    try:
+        rules = load_rules(args.rules)
+    except RuleFileError as error:
+        print(f"guard: invalid rules:\n{error}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
+        records = _replay_source(args)
+        if args.report and (args.source.startswith("kafka:") or args.source == "-"):
+            copy = Path(scratch) / "spool"
+            records, again = replaying.spool(records, copy), lambda: replaying.read_spool(copy)
+        else:
+            again = lambda: _replay_source(args)  # noqa: E731
+        result = replaying.replay(records, rules, progress=progress)
+        if args.report:
+            timelines = Timelines(result.decisions)
+            replaying.replay(again(), rules, on_event=timelines)
+            try:
+                Path(args.report).write_text(render_report(result.decisions, timelines), encoding="utf-8")
+            except GuardError as error:
+                print(f"guard: {error}", file=sys.stderr)
+                return 2
+    if args.format == "json":
+        sys.stdout.write(replaying.decisions_json(result.decisions))
+    else:
+        sys.stdout.write(replaying.decisions_table(result.decisions))
+    counts = ", ".join(f"{name} {count}" for name, count in sorted(result.counts.items()))
+    print(f"{len(result.decisions)} decisions ({counts})", file=sys.stderr)
+    return 0
+
+
+def _replay_source(args: argparse.Namespace):  # noqa: ANN202
+    from guard import replay as replaying
+
+    if args.source.startswith("kafka:"):
+        from guard.settings import KafkaSettings
+
+        since = int(_timestamp(args.since) * 1000) if args.since else 0
+        until = int(_timestamp(args.until) * 1000) if args.until else None
+        return replaying.kafka_records(KafkaSettings(), args.source.removeprefix("kafka:"), since, until)
+    return replaying.jsonl_records(args.source)
+
+
+def _timestamp(text: str) -> float:
+    from datetime import datetime, timezone
+
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+
+
+@contextlib.contextmanager
+def _progress():  # noqa: ANN202
+    """A progress callback drawing on stderr, or None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.completed:,.0f} records"), TextColumn("{task.speed} /s"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("replay", total=None)
+        yield lambda count: bar.advance(task, count)
+
+
+def _test(args: argparse.Namespace) -> int:
+    from guard.ruletest import RuleTestError, report, run_file
+
+    failed = False
+    for path in args.files:
+        try:
+            outcomes = run_file(path)
+        except (RuleTestError, RuleFileError) as error:
+            print(error, file=sys.stderr)
+            failed = True
+            continue
+        print(report(path, outcomes))
+        failed = failed or not all(outcome.passed for outcome in outcomes)
+    return 1 if failed else 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import gzip
+
+    from guard.generate import generate
+
+    traffic = generate(args.seed, args.campaigns, args.bad, duration=args.duration)
+    opener = gzip.open if str(args.out).endswith(".gz") else open
+    with opener(args.out, "wb") as out:
+        for record in traffic.records:
+            out.write(record.value + b"\n")
+    bad = ", ".join(f"{c} at {_iso(t)}" for c, t in sorted(traffic.bad.items()))
+    print(f"{len(traffic.records)} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr)
+    return 0
+
+
+def _iso(epoch: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from guard.demo import run_demo
+
+    return asyncio.run(run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed))
+
+
 def _standin(args: argparse.Namespace) -> int:
     from guard.testing.leadterra import main as standin_main
 
@@ -71,6 +184,30 @@ def parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_validate)
     commands.add_parser("schema", help="print the JSON Schema of a rule file").set_defaults(func=_schema)
     commands.add_parser("audit-schema", help="print the JSON Schema of audit events").set_defaults(func=_audit_schema)
+    replay = commands.add_parser("replay", help="what the rules would have done over a history (no API calls)")
+    replay.add_argument("source", help="a JSONL file of events (gzip ok), - for stdin, or kafka:TOPIC (KAFKA_* settings)")
+    replay.add_argument("--rules", type=Path, default=Path("rules"), help="rule file or directory (default: rules)")
+    replay.add_argument("--format", choices=("table", "json"), default="table", help="table, or JSON lines of audit events")
+    replay.add_argument("--report", type=Path, help="write an HTML report with a timeline per campaign that fired")
+    replay.add_argument("--since", help="kafka: only records from this ISO time")
+    replay.add_argument("--until", help="kafka: only records up to this ISO time")
+    replay.set_defaults(func=_replay)
+    test = commands.add_parser("test", help="run rule tests (YAML); exit 1 on any failure")
+    test.add_argument("files", nargs="+", type=Path)
+    test.set_defaults(func=_test)
+    generate = commands.add_parser("generate", help="write seeded synthetic traffic as JSONL")
+    generate.add_argument("out", type=Path, help="output file (.gz to compress)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--campaigns", type=int, default=20)
+    generate.add_argument("--bad", type=int, default=3, help="how many campaigns turn bad")
+    generate.add_argument("--duration", type=float, default=7200.0, help="seconds of sending")
+    generate.set_defaults(func=_generate)
+    demo = commands.add_parser("demo", help="embedded broker + Leadterra stand-in + synthetic traffic, live view")
+    demo.add_argument("--duration", type=float, default=40.0, help="wall-clock seconds of traffic")
+    demo.add_argument("--campaigns", type=int, default=12)
+    demo.add_argument("--bad", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(func=_demo)
     standin = commands.add_parser("standin", help="serve the local Leadterra stand-in (for tests and demos)")
     standin.add_argument("standin_args", nargs=argparse.REMAINDER, help="--port, --api-key, --create-unknown")
     standin.set_defaults(func=_standin)

@@ -6,12 +6,16 @@ import time
 
 
 class Health:
-    """Liveness: the poll loop turns and the API key works. Readiness: live, consuming, not stopping."""
+    """Liveness: the poll loop turns and the API key works. Readiness: live, polling, not stopping.
+
+    Readiness does not require owning partitions: replicas beyond the partition count are idle
+    by design, and must not block rollouts or disruption budgets.
+    """
 
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
 
     def __init__(self) -> None:
-        self.consuming = False
+        self.polling = False
         self.stopping = False
         self.auth_failed = False
         self._last_poll = time.monotonic()
@@ -35,6 +39,6 @@ class Health:
             return live, reason
         if self.stopping:
             return False, "stopping"
-        if not self.consuming:
-            return False, "not consuming yet"
+        if not self.polling:
+            return False, "not polling Kafka yet"
         return True, "ok"

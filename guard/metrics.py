@@ -40,6 +40,7 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
+        self.partitions = Gauge("guard_assigned_partitions", "Input partitions this replica owns.", registry=r)
         self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
         self.auth_failed = Gauge(
             "guard_api_authentication_failed", "1 after Leadterra rejected the API key: nothing is protected.", registry=r

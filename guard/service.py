@@ -37,6 +37,12 @@ class Service:
         self.health = Health()
         self._stop = asyncio.Event()
         self.server = HealthServer(self.health, self.metrics, settings.guard.http_host, settings.guard.http_port)
+        self.pipeline: Pipeline | None = None
+
+    @property
+    def assigned(self) -> int:
+        """How many partitions this guard owns now."""
+        return len(self.pipeline.assigned) if self.pipeline is not None else 0
 
     def stop(self) -> None:
         self._stop.set()
@@ -47,7 +53,7 @@ class Service:
         consumer = make_consumer(self.settings.kafka, settings.group_id)
         pause_client = self._pause_client()
         dispatcher = Dispatcher(pause_client, self._publisher(producer), self.metrics, self.health, dry_run=settings.dry_run)
-        pipeline = Pipeline(
+        self.pipeline = pipeline = Pipeline(
             self.rules,
             dispatcher,
             DeadLetters(producer, settings.dlq_topic),
@@ -117,12 +123,13 @@ class Service:
         while not self._stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
             self.health.polled()
-            self.health.consuming = bool(consumer.assignment())
+            self.health.polling = True
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
             if time.monotonic() >= next_commit:
                 await self._commit(consumer, pipeline)
                 self.metrics.campaigns.set(pipeline.campaigns())
+                self.metrics.partitions.set(len(pipeline.assigned))
                 next_commit = time.monotonic() + commit_interval
 
     async def _commit(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:

@@ -22,7 +22,7 @@ COUNTED_SIGNALS = ("sent", "bounced", "complained", "unsubscribed", "replied")
 
 # -- events -------------------------------------------------------------------------------------
 
-campaign_ids = st.sampled_from(CAMPAIGNS)
+campaign_ids = st.sampled_from((CAMPAIGNS[0],) * 3 + CAMPAIGNS[1:])  # c1 busy, the others quieter
 
 # A small pool of ids, so duplicates (the same signal and id again) happen now and then.
 message_ids = st.one_of(st.none(), st.integers(0, 40).map(lambda n: f"m{n}"))
@@ -40,21 +40,20 @@ def _event_fields(draw: st.DrawFn, signal: st.SearchStrategy[Signal]) -> dict:
         "signal": chosen,
         "campaign_id": draw(campaign_ids),
         "message_id": draw(message_ids),
-        "recipient_domain": draw(st.none() | st.sampled_from(DOMAINS)),
+        "recipient_domain": draw(st.sampled_from((None, *DOMAINS, "gmail.com"))),
     }
     if chosen is Signal.BOUNCED:
-        fields["bounce_type"] = draw(st.none() | st.sampled_from(("hard", "soft")))
-        fields["smtp_status"] = draw(st.none() | st.sampled_from(SMTP_STATUSES))
+        fields["bounce_type"] = draw(st.sampled_from((None, "hard", "hard", "soft")))
+        fields["smtp_status"] = draw(st.sampled_from((None, *SMTP_STATUSES, "5.1.1")))
     return fields
 
 
-# How the clock moves from one event to the next: small steps, sometimes big gaps.
-time_steps = st.one_of(
-    st.integers(0, 120),
-    st.integers(0, 120),
-    st.integers(0, 120),
-    st.integers(120, 3 * 3600),
-).map(float)
+@st.composite
+def time_steps(draw: st.DrawFn) -> float:
+    """How the clock moves from one event to the next: seconds mostly, now and then hours."""
+    if draw(st.integers(0, 24)) == 24:
+        return float(draw(st.integers(600, 3 * 3600)))
+    return float(draw(st.integers(0, 30)))
 
 
 @st.composite
@@ -73,10 +72,13 @@ def event_streams(
     events reset campaigns. With `unique_ids`, no two events share a (signal, message id).
     """
     signals = signals_with_starts if started else counted_signals
-    steps = draw(st.lists(st.tuples(_event_fields(signals), time_steps), min_size=1, max_size=max_size))
+    # bursts of events, so that streams are long enough for rules to fire and still shrink well
+    one = st.tuples(_event_fields(signals), time_steps())
+    bursts = draw(st.lists(st.lists(one, min_size=1, max_size=20), min_size=1, max_size=8))
+    steps = [item for burst in bursts for item in burst][:max_size]
     events, now = [], T0
-    for number, (fields, step) in enumerate(steps):
-        now += step
+    for number, (fields, seconds) in enumerate(steps):
+        now += seconds
         time = now
         if late and draw(st.integers(0, 9)) == 0:
             time = now - draw(st.integers(1, 3 * 3600))
@@ -96,14 +98,14 @@ windows = st.one_of(st.sampled_from((60.0, 300.0, 3600.0, 86400.0)), st.integers
 @st.composite
 def wheres(draw: st.DrawFn, signal: str) -> dict:
     where: dict = {}
-    if draw(st.booleans()):
+    if draw(st.integers(0, 3)) == 0:
         where["recipient_domain"] = draw(
             st.lists(st.sampled_from(("gmail.com", "*mail.com", "outlook.*", "EXAMPLE.org")), min_size=1, max_size=2)
         )
     if signal == "bounced":
-        if draw(st.booleans()):
+        if draw(st.integers(0, 2)) == 0:
             where["bounce_type"] = draw(st.sampled_from(("hard", "soft")))
-        if draw(st.booleans()):
+        if draw(st.integers(0, 3)) == 0:
             where["smtp_status"] = draw(st.sampled_from(("5.1.x", "5.x.x", "4.7.0", "5.7.1")))
     return where
 
@@ -125,7 +127,7 @@ def count_rules(draw: st.DrawFn, name: str = "count-rule", *, for_: bool = True)
             "description": "generated",
             "count": draw(selectors(st.sampled_from(("bounced", "bounced", "complained", "sent")))),
             "window": draw(windows),
-            "threshold": draw(st.integers(1, 8)),
+            "threshold": draw(st.integers(1, 6)),
             "for": draw(st.sampled_from((0, 0, 300))) if for_ else 0,
             "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
             "action": draw(st.sampled_from(("pause", "alert"))),
@@ -140,12 +142,12 @@ def rate_rules(draw: st.DrawFn, name: str = "rate-rule", *, for_: bool = True) -
             "name": name,
             "description": "generated",
             "rate": {
-                "of": draw(selectors(st.sampled_from(("bounced", "bounced", "complained", "unsubscribed")))),
+                "of": draw(selectors(st.sampled_from(("bounced", "bounced", "bounced", "complained", "unsubscribed")))),
                 "per": draw(selectors(st.sampled_from(("sent", "sent", "bounced")))),
             },
             "window": draw(windows),
-            "threshold": draw(st.one_of(st.sampled_from((0.003, "10%", 0.25, 0.5, 1)), st.floats(0.01, 1.0))),
-            "min_volume": draw(st.integers(1, 20)),
+            "threshold": draw(st.one_of(st.sampled_from((0.003, "5%", "10%", 0.25, 1)), st.floats(0.01, 0.4))),
+            "min_volume": draw(st.sampled_from((1, 2, 3, 5, 8))),
             "for": draw(st.sampled_from((0, 0, 300))) if for_ else 0,
             "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
             "action": draw(st.sampled_from(("pause", "alert"))),
@@ -153,19 +155,9 @@ def rate_rules(draw: st.DrawFn, name: str = "rate-rule", *, for_: bool = True) -
     )
 
 
-@st.composite
-def campaign_filters(draw: st.DrawFn) -> dict:
-    return draw(
-        st.sampled_from(
-            (
-                {},
-                {"include": "c*"},
-                {"include": ["c1", "c2"]},
-                {"exclude": "c3"},
-                {"include": "c?", "exclude": ["c2"]},
-            )
-        )
-    )
+campaign_filters = st.sampled_from(
+    ({}, {"include": "c*"}, {"include": ["c1", "c2"]}, {"exclude": "c3"}, {"include": "c?", "exclude": ["c2"]})
+)
 
 
 @st.composite
@@ -175,7 +167,7 @@ def rule_sets(draw: st.DrawFn, max_rules: int = 4) -> RuleSet:
     for number in range(draw(st.integers(1, max_rules))):
         kind = count_rules if draw(st.booleans()) else rate_rules
         rule = draw(kind(f"rule-{number}"))
-        filters = draw(campaign_filters())
+        filters = draw(campaign_filters)
         if filters:
             rule = Rule.model_validate({**rule.model_dump(by_alias=True), "campaigns": filters})
         rules.append(rule)

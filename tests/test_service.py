@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
+from guard.generate import generate
 from guard.rules import load_rules
 from guard.service import Service
 from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
@@ -109,7 +112,7 @@ async def run_guard(kafka_broker: BrokerInfo, standin: LeadterraStandIn, topics:
         service = Guard(settings_for(kafka_broker, standin, topics, **guard), load_rules(RULES))
         service.task = asyncio.create_task(service.run())
         running.append(service)
-        await until(lambda: service.health.consuming or service.task.done(), timeout=20)
+        await until(lambda: service.assigned > 0 or service.task.done(), timeout=20)
         if service.task.done():
             service.task.result()
         return service
@@ -350,3 +353,29 @@ class TestRestart:
         assert [e["outcome"] for e in events] == ["fired", "fired", "paused"]
         assert len({e["decision_id"] for e in events}) == 1
         assert events[0]["id"] == events[1]["id"]
+
+
+class TestReplayEquivalence:
+    async def test_replaying_the_topic_gives_the_decisions_the_live_guard_took(
+        self, kafka_broker: BrokerInfo, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """Same log, same rules: `guard replay kafka:TOPIC` lists exactly the live guard's decision ids."""
+        traffic = generate(seed=11, campaigns=16, bad=4, start=time.time() - 7200, duration=7000, sends=(1000, 2500))
+        await produce(producer, topics.input, [(r.key, r.value) for r in traffic.records])
+        service = await run_guard(dry_run=True)
+        consumed = lambda: sum(  # noqa: E731
+            service.metrics.records.labels(outcome)._value.get() for outcome in ("counted", "ignored", "dead_lettered")
+        )
+        await until(lambda: consumed() == len(traffic.records) and not service.metrics.inflight._value.get(), timeout=60)
+        live = audits(await read_topic(kafka_broker.bootstrap_servers, topics.audit, expected=10**9, timeout=5))
+        live_fired = sorted(e["decision_id"] for e in live if e["outcome"] == "fired")
+
+        replay = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "guard.cli", "replay", f"kafka:{topics.input}", "--rules", str(RULES), "--format", "json",
+            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers},
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await replay.communicate()
+        replayed = sorted(json.loads(line)["decision_id"] for line in out.decode().splitlines())
+        assert replay.returncode == 0
+        assert live_fired and live_fired == replayed

@@ -1,6 +1,6 @@
 """The pure core: state + event -> decisions, with event time as the clock."""
 
 from guard.engine.decisions import Decision
-from guard.engine.engine import Engine, EngineStats
+from guard.engine.engine import Engine, EngineStats, Measure
 
-__all__ = ["Decision", "Engine", "EngineStats"]
+__all__ = ["Decision", "Engine", "EngineStats", "Measure"]

@@ -20,6 +20,32 @@ DEFAULT_DEDUPE_HORIZON = 3600.0
 MAX_DEDUPE_KEYS_PER_CAMPAIGN = 50_000
 
 
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A rule's value for one campaign at one moment, and whether its condition holds."""
+
+    numerator: int
+    denominator: int | None
+    value: float
+    holds: bool
+
+
+def _count(state: CampaignState, key: str) -> int:
+    series = state.series.get(key)
+    return series.count_at(state.watermark) if series is not None else 0
+
+
+def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
+    rule = compiled.rule
+    numerator = _count(state, compiled.numerator.key)
+    if compiled.denominator is None:
+        return Measure(numerator, None, float(numerator), numerator >= rule.threshold)
+    denominator = _count(state, compiled.denominator.key)
+    value = numerator / denominator if denominator else 0.0
+    holds = denominator >= (rule.min_volume or 0) and numerator >= rule.threshold * denominator - _EPSILON
+    return Measure(numerator, denominator, value, holds)
+
+
 @dataclass(slots=True)
 class RuleState:
     """Where one rule stands for one campaign."""
@@ -64,6 +90,9 @@ class Engine:
     def campaigns(self) -> int:
         return len(self._campaigns)
 
+    def rules_for(self, campaign_id: str) -> tuple[CompiledRule, ...]:
+        return self._plan.rules_for(campaign_id)
+
     def set_rules(self, rules: RuleSet) -> None:
         """Swap the rule set, keeping every counted series and rule state the new set still uses."""
         self._plan = plan = compile_plan(rules)
@@ -83,7 +112,9 @@ class Engine:
                 self.stats.resets += 1
             return []
         state = self._campaigns.get(campaign_id)
-        if state is None:
+        if state is None or event.time - state.watermark > self._plan.retention:
+            # idle past every window and cooldown: starts fresh, exactly as if the sweep had
+            # dropped it, so how campaigns share an engine never changes a decision
             state = self._campaigns[campaign_id] = CampaignState(self._plan.rules_for(campaign_id))
         if event.message_id is not None and self._is_duplicate(state, event):
             self.stats.duplicates += 1
@@ -121,30 +152,29 @@ class Engine:
             del seen[next(iter(seen))]
         return False
 
+    def measure(self, campaign_id: str) -> dict[str, Measure]:
+        """Each applicable rule's current value for a campaign, at its latest event time."""
+        state = self._campaigns.get(campaign_id)
+        if state is None:
+            return {}
+        return {compiled.rule.name: _measure(compiled, state) for compiled in state.rules}
+
     def _evaluate(self, compiled: CompiledRule, state: CampaignState, campaign_id: str) -> Decision | None:
         rule, now = compiled.rule, state.watermark
-        numerator_series = state.series.get(compiled.numerator.key)
-        numerator = numerator_series.count_at(now) if numerator_series is not None else 0
-        denominator_series = None if compiled.denominator is None else state.series.get(compiled.denominator.key)
-        denominator: int | None = None
-        if compiled.denominator is None:
-            value = float(numerator)
-            holds = numerator >= rule.threshold
-        else:
-            denominator = denominator_series.count_at(now) if denominator_series is not None else 0
-            value = numerator / denominator if denominator else 0.0
-            holds = denominator >= (rule.min_volume or 0) and numerator >= rule.threshold * denominator - _EPSILON
-        if not self._should_fire(state, rule.name, holds, now, rule.for_, rule.cooldown):
+        measure = _measure(compiled, state)
+        if not self._should_fire(state, rule.name, measure.holds, now, rule.for_, rule.cooldown):
             return None
-        starts = [s.start_time() for s in (numerator_series, denominator_series) if s is not None and s.buckets]
+        numerator_series = state.series.get(compiled.numerator.key)
+        evidence = [numerator_series, state.series.get(compiled.denominator.key) if compiled.denominator else None]
+        starts = [series.start_time() for series in evidence if series is not None and series.buckets]
         return Decision(
             id=decision_id(campaign_id, rule, now),
             campaign_id=campaign_id,
             rule=rule,
             fired_at=now,
-            numerator=numerator,
-            denominator=denominator,
-            value=value,
+            numerator=measure.numerator,
+            denominator=measure.denominator,
+            value=measure.value,
             evidence_from=max(min(starts, default=now), now - rule.window),
             message_ids=tuple(numerator_series.samples or ()) if numerator_series is not None else (),
         )
@@ -173,7 +203,8 @@ class Engine:
     def _sweep(self) -> None:
         """Drop campaigns idle for longer than any rule can look back (bounded memory)."""
         retention = self._plan.retention
-        cutoff = self._watermark - retention
+        # twice the retention: an event that late for a dropped campaign is too old to matter
+        cutoff = self._watermark - 2 * retention
         idle = [campaign_id for campaign_id, state in self._campaigns.items() if state.watermark < cutoff]
         for campaign_id in idle:
             del self._campaigns[campaign_id]

@@ -1,0 +1,216 @@
+"""`guard demo`: the whole guard on a laptop, in under a minute.
+
+It starts the embedded Kafka broker and the Leadterra stand-in, runs the real service (the code
+behind `guard run`) with the shipped rules, streams seeded synthetic traffic in which a few
+campaigns go bad (two hours of sending, replayed fast), shows what happens live, prints a summary
+and cleans up after itself, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from guard.engine import Engine
+from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.generate import Traffic, generate
+from guard.logs import configure_logging
+from guard.rules import RuleSet, load_rules
+from guard.service import Service
+from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.testing.broker import FAST_GROUP, EmbeddedBroker
+from guard.testing.leadterra import LeadterraStandIn
+
+SIMULATED_SECONDS = 7200.0  # two hours of sending, squeezed into the demo's duration
+SETTLE_SECONDS = 3.0  # after the last event, time for the last pauses to land
+
+
+@dataclass
+class DemoResult:
+    traffic: Traffic
+    paused: dict[str, str] = field(default_factory=dict)  # campaign -> rule, from the audit topic
+    pause_calls: list[str] = field(default_factory=list)  # campaigns the stand-in got a pause for
+    audit_lines: list[str] = field(default_factory=list)
+
+    @property
+    def caught(self) -> list[str]:
+        return sorted(set(self.traffic.bad) & set(self.pause_calls))
+
+    @property
+    def missed(self) -> list[str]:
+        return sorted(set(self.traffic.bad) - set(self.pause_calls))
+
+    @property
+    def wrongly_paused(self) -> list[str]:
+        return sorted(set(self.pause_calls) - set(self.traffic.bad))
+
+
+async def run_demo(
+    duration: float = 40.0, campaigns: int = 12, bad: int = 3, seed: int = 7, rules_path: Path = Path("rules")
+) -> int:
+    console = Console()
+    result = await demo(duration, campaigns, bad, seed, rules_path, console)
+    console.print(summary(result))
+    return 0
+
+
+async def demo(
+    duration: float, campaigns: int, bad: int, seed: int, rules_path: Path, console: Console
+) -> DemoResult:
+    rules = load_rules(rules_path)
+    scratch = Path(tempfile.mkdtemp(prefix="guard-demo-"))
+    _quiet_logs(scratch / "guard.log")
+    now = time.time()
+    traffic = generate(
+        seed, campaigns, bad, start=now - SIMULATED_SECONDS, duration=SIMULATED_SECONDS, sends=(1500, 4000)
+    )
+    result = DemoResult(traffic)
+    console.print(
+        f"[bold]guard demo[/]: {campaigns} campaigns, {len(traffic.records):,} events, "
+        f"{len(rules.rules)} rules from {rules_path}; logs in {scratch / 'guard.log'}"
+    )
+    with EmbeddedBroker() as broker:
+        async with LeadterraStandIn(create_unknown=True) as standin:
+            suffix = uuid.uuid4().hex[:8]
+            settings = Settings(
+                kafka=KafkaSettings(bootstrap_servers=broker.bootstrap_servers, enable_idempotence=False, **FAST_GROUP),
+                leadterra=LeadterraSettings(api_url=standin.url, api_key=SecretStr(standin.api_key)),
+                guard=GuardSettings(
+                    rules=rules_path,
+                    input_topics=(f"demo.events.{suffix}",),
+                    audit_topic=f"demo.audit.{suffix}",
+                    dlq_topic=f"demo.dlq.{suffix}",
+                    group_id=f"demo-{suffix}",
+                    http_host="127.0.0.1",
+                    http_port=0,
+                ),
+            )
+            service = Service(settings, rules)
+            running = asyncio.create_task(service.run())
+            watcher = asyncio.create_task(_watch_audit(broker.bootstrap_servers, settings.guard.audit_topic, result))
+            try:
+                await _until_consuming(service, running)
+                await _stream(traffic, settings.guard.input_topics[0], broker.bootstrap_servers, duration, rules, standin, result, console)
+                await asyncio.sleep(SETTLE_SECONDS)
+            finally:
+                service.stop()
+                await asyncio.wait_for(running, timeout=30)
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            result.pause_calls = sorted({r.campaign_id for r in standin.pause_requests() if r.status == 200 and r.campaign_id})
+    return result
+
+
+def _quiet_logs(path: Path) -> None:
+    configure_logging("INFO")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().handlers[:] = [handler]
+
+
+async def _until_consuming(service: Service, running: asyncio.Task[None]) -> None:
+    while not service.assigned:
+        if running.done():
+            running.result()
+        await asyncio.sleep(0.05)
+
+
+async def _stream(
+    traffic: Traffic,
+    topic: str,
+    bootstrap: str,
+    duration: float,
+    rules: RuleSet,
+    standin: LeadterraStandIn,
+    result: DemoResult,
+    console: Console,
+) -> None:
+    """Produce the traffic evenly over `duration` seconds while redrawing the live view."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    mirror = Engine(rules)  # the view's own copy of the windows, to show how close each rule is
+    records, started, sent = traffic.records, time.monotonic(), 0
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+    try:
+        if live is not None:
+            live.start()
+        while sent < len(records):
+            await asyncio.sleep(0.1)
+            due = min(len(records), int(len(records) * (time.monotonic() - started) / duration) + 1)
+            for record in records[sent:due]:
+                await producer.send(topic, key=record.key.encode(), value=record.value)
+                try:
+                    mirror.process(decode(record.value, record.time))
+                except (IgnoredEvent, MalformedEvent):
+                    pass
+            sent = due
+            await producer.flush()
+            if live is not None:
+                live.update(_view(traffic, mirror, standin, result, sent), refresh=True)
+        if live is None:
+            console.print(_view(traffic, mirror, standin, result, sent))
+    finally:
+        if live is not None:
+            live.stop()
+        await producer.stop()
+
+
+async def _watch_audit(bootstrap: str, topic: str, result: DemoResult) -> None:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        async for record in consumer:
+            event = json.loads(record.value)
+            evidence = event["evidence"]
+            if event["outcome"] == "paused":
+                result.paused[event["campaign_id"]] = event["rule"]["name"]
+            if event["outcome"] != "fired":
+                result.audit_lines.append(
+                    f"{event['outcome']:>8}  {event['campaign_id']}  {event['rule']['name']}: "
+                    f"{evidence['numerator']}/{evidence['denominator'] or '-'} = {evidence['value']:.3g} "
+                    f"(threshold {evidence['threshold']:g}, window {evidence['window']})"
+                )
+    finally:
+        await consumer.stop()
+
+
+def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: DemoResult, sent: int) -> Group:
+    table = Table(title=f"{sent:,} of {len(traffic.records):,} events streamed", expand=False)
+    for column in ("campaign", "truth", "closest rule", "value / threshold", "status"):
+        table.add_column(column)
+    for spec in traffic.campaigns:
+        measures = mirror.measure(spec.campaign_id)
+        closest, ratio = "-", 0.0
+        for compiled in mirror.rules_for(spec.campaign_id):
+            measure, rule = measures.get(compiled.rule.name), compiled.rule
+            if measure is not None and measure.value / rule.threshold > ratio:
+                closest, ratio = rule.name, measure.value / rule.threshold
+        status = standin.campaigns.get(spec.campaign_id, "running")
+        style = "bold red" if status == "paused" else ("yellow" if ratio >= 0.7 else "")
+        truth = f"bad ({spec.bad_kind})" if spec.turns_at is not None else "healthy"
+        table.add_row(spec.campaign_id, truth, closest, f"{ratio:.0%}", status, style=style)
+    return Group(table, *result.audit_lines[-6:])
+
+
+def summary(result: DemoResult) -> str:
+    bad = result.traffic.bad
+    lines = ["", "[bold]summary[/]"]
+    lines.append(f"  bad campaigns paused through the API: {len(result.caught)} of {len(bad)}  {', '.join(result.caught)}")
+    if result.missed:
+        lines.append(f"  [red]missed[/]: {', '.join(result.missed)}")
+    lines.append(f"  healthy campaigns paused: {len(result.wrongly_paused)}  {', '.join(result.wrongly_paused)}")
+    for campaign_id in result.caught:
+        lines.append(f"    {campaign_id}: paused by {result.paused.get(campaign_id, '?')}")
+    return "\n".join(lines)

@@ -1,0 +1,187 @@
+"""Seeded synthetic Leadterra traffic: healthy campaigns, and some that turn bad at a known moment.
+
+The demo, the benchmarks and the tests all draw their traffic from here, so "which campaigns went
+bad, and when" is known exactly and can be checked against what the guard paused.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import msgspec
+
+BadKind = Literal["bounces", "complaints"]
+
+# Roughly a B2B cold list: consumer mailboxes plus company domains.
+_PROVIDERS = (
+    ("gmail.com", 0.40),
+    ("outlook.com", 0.13),
+    ("hotmail.com", 0.05),
+    ("yahoo.com", 0.08),
+    ("icloud.com", 0.04),
+)
+_COMPANY_DOMAINS = tuple(f"{name}.com" for name in ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka"))
+HARD_BOUNCE_REASONS = (
+    "550 5.1.1 The email account that you tried to reach does not exist",
+    "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+    "553 5.1.3 Invalid recipient address syntax",
+    "550 5.7.1 Recipient address rejected: Access denied",
+)
+SOFT_BOUNCE_REASONS = (
+    "452 4.2.2 The recipient's inbox is out of storage space",
+    "421 4.7.0 Try again later, closing connection",
+    "451 4.4.2 Timeout - closing connection",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Per-send probabilities of each outcome."""
+
+    hard_bounce: float
+    soft_bounce: float
+    complaint: float
+    unsubscribe: float
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    campaign_id: str
+    sends: int
+    start: float
+    duration: float
+    rates: Rates
+    turns_at: float | None = None  # event time the campaign goes bad (None: healthy throughout)
+    bad_rates: Rates | None = None
+    bad_kind: BadKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: str
+    value: bytes
+    time: float
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """The campaigns and their events, sorted by event time."""
+
+    campaigns: tuple[CampaignSpec, ...]
+    records: tuple[Record, ...]
+
+    @property
+    def bad(self) -> dict[str, float]:
+        """Campaigns that turn bad -> the event time they turn."""
+        return {c.campaign_id: c.turns_at for c in self.campaigns if c.turns_at is not None}
+
+    @property
+    def healthy(self) -> list[str]:
+        return [c.campaign_id for c in self.campaigns if c.turns_at is None]
+
+
+def healthy_rates(rng: random.Random) -> Rates:
+    """Healthy B2B sending: 0.5-2% hard bounces, 0.02-0.08% complaints."""
+    return Rates(rng.uniform(0.005, 0.02), rng.uniform(0.005, 0.02), rng.uniform(0.0002, 0.0008), rng.uniform(0.002, 0.01))
+
+
+def bad_rates(rng: random.Random, kind: BadKind, healthy: Rates) -> Rates:
+    """A stale list (8-15% hard bounces) or an offensive template (0.3-1% complaints)."""
+    if kind == "bounces":
+        return Rates(rng.uniform(0.08, 0.15), healthy.soft_bounce, healthy.complaint, healthy.unsubscribe)
+    return Rates(healthy.hard_bounce, healthy.soft_bounce, rng.uniform(0.003, 0.01), healthy.unsubscribe * 3)
+
+
+def plan(
+    seed: int = 0,
+    campaigns: int = 20,
+    bad: int = 3,
+    *,
+    start: float = 1_767_225_600.0,  # 2026-01-01T00:00:00Z
+    duration: float = 7200.0,
+    sends: tuple[int, int] = (400, 3000),
+    bad_kinds: tuple[BadKind, ...] = ("bounces", "complaints"),
+) -> list[CampaignSpec]:
+    """Which campaigns exist, how much they send, and which turn bad when."""
+    if not 0 <= bad <= campaigns:
+        raise ValueError("bad must be between 0 and the number of campaigns")
+    rng = random.Random(seed)
+    bad_ids = set(rng.sample(range(campaigns), bad))
+    specs = []
+    for index in range(campaigns):
+        campaign_id = f"camp_{seed:x}{index:05d}"
+        offset = rng.uniform(0, duration * 0.25)
+        length = duration - offset
+        rates = healthy_rates(rng)
+        count = rng.randint(*sends)
+        if index in bad_ids:
+            kind = bad_kinds[index % len(bad_kinds)]
+            turns_at = start + offset + length * rng.uniform(0.2, 0.5)
+            specs.append(CampaignSpec(campaign_id, count, start + offset, length, rates, turns_at, bad_rates(rng, kind, rates), kind))
+        else:
+            specs.append(CampaignSpec(campaign_id, count, start + offset, length, rates))
+    return specs
+
+
+def generate(seed: int = 0, campaigns: int = 20, bad: int = 3, **options: object) -> Traffic:
+    """Plan the campaigns and draw their events (deterministic for a seed)."""
+    specs = plan(seed, campaigns, bad, **options)  # type: ignore[arg-type]
+    records: list[Record] = []
+    for number, spec in enumerate(specs):
+        records.extend(_campaign_events(spec, random.Random(f"{seed}/{number}")))
+    records.sort(key=lambda record: record.time)
+    return Traffic(tuple(specs), tuple(records))
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _record(event: str, campaign_id: str, at: float, data: dict[str, object]) -> Record:
+    data["campaignId"] = campaign_id
+    return Record(campaign_id, _encode({"event": event, "timestamp": _iso(at), "data": data}), at)
+
+
+def _domain(rng: random.Random) -> str:
+    draw = rng.random()
+    for domain, share in _PROVIDERS:
+        if draw < share:
+            return domain
+        draw -= share
+    return rng.choice(_COMPANY_DOMAINS)
+
+
+def _campaign_events(spec: CampaignSpec, rng: random.Random) -> Iterator[Record]:
+    end = spec.start + spec.duration
+    campaign_id = spec.campaign_id
+    yield _record("campaign.started", campaign_id, spec.start, {})
+    times = sorted(rng.uniform(spec.start, end) for _ in range(spec.sends))
+    for number, at in enumerate(times):
+        rates = spec.bad_rates if spec.turns_at is not None and at >= spec.turns_at else spec.rates
+        assert rates is not None
+        message_id = f"msg_{campaign_id}_{number}"
+        recipient = f"lead{number}@{_domain(rng)}"
+        yield _record("message.sent", campaign_id, at, {"messageId": message_id, "recipient": recipient, "sequenceStep": 1})
+        draw = rng.random()
+        if draw < rates.hard_bounce:
+            bounce_at, data = at + rng.uniform(2, 90), {"bounceType": "hard", "bounceReason": rng.choice(HARD_BOUNCE_REASONS)}
+        elif draw < rates.hard_bounce + rates.soft_bounce:
+            bounce_at, data = at + rng.uniform(60, 900), {"bounceType": "soft", "bounceReason": rng.choice(SOFT_BOUNCE_REASONS)}
+        else:
+            bounce_at = None
+        if bounce_at is not None:
+            if bounce_at <= end:
+                yield _record("message.bounced", campaign_id, bounce_at, {"messageId": message_id, "recipient": recipient, **data})
+            continue
+        if rng.random() < rates.complaint and (complained_at := at + rng.uniform(30, 1800)) <= end:
+            yield _record("message.complained", campaign_id, complained_at, {"messageId": message_id, "recipient": recipient})
+        elif rng.random() < rates.unsubscribe and (replied_at := at + rng.uniform(120, 3600)) <= end:
+            reply = {"id": f"rpl_{campaign_id}_{number}", "classification": "unsubscribe", "campaignId": campaign_id}
+            yield _record("reply.received", campaign_id, replied_at, {"messageId": message_id, "reply": reply})

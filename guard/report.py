@@ -1,0 +1,119 @@
+"""The replay's HTML report: per campaign that fired, each fired rule's value over event time
+against its threshold, with the firing marked. Static SVG (matplotlib), one self-contained file."""
+
+from __future__ import annotations
+
+import html
+import io
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime, timezone
+
+from guard.engine import Decision, Engine
+from guard.errors import GuardError
+from guard.events import Event
+
+MAX_POINTS = 800  # per line; more adds bytes, not insight
+
+
+class Timelines:
+    """Collects, during a replay, the values of the rules that fired for the campaigns that fired."""
+
+    def __init__(self, decisions: Iterable[Decision]) -> None:
+        self.rules: dict[str, set[str]] = defaultdict(set)
+        for decision in decisions:
+            self.rules[decision.campaign_id].add(decision.rule.name)
+        self.points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+
+    def __call__(self, engine: Engine, event: Event) -> None:
+        names = self.rules.get(event.campaign_id)
+        if not names:
+            return
+        for name, measure in engine.measure(event.campaign_id).items():
+            if name in names:
+                self.points[(event.campaign_id, name)].append((event.time, measure.value))
+
+
+def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    if len(points) <= MAX_POINTS:
+        return points
+    step = len(points) / MAX_POINTS
+    return [points[int(i * step)] for i in range(MAX_POINTS)] + [points[-1]]
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timelines) -> str:
+    try:
+        import matplotlib
+    except ImportError:
+        raise GuardError("the HTML report needs matplotlib: pip install 'deliverability-guard[report]'") from None
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.ticker import PercentFormatter
+
+    rules = {d.rule.name: d.rule for d in decisions}
+    figure, axes = pyplot.subplots(len(rules), 1, figsize=(9, 2.4 * len(rules)), squeeze=False, sharex=True)
+    for axis, (name, rule) in zip(axes[:, 0], sorted(rules.items())):
+        points = _thin(timelines.points.get((campaign_id, name), []))
+        if points:
+            axis.step([_utc(t) for t, _ in points], [v for _, v in points], where="post", color="#1f5fa8", lw=1.4)
+        axis.axhline(rule.threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {rule.threshold:g}")
+        for decision in decisions:
+            if decision.rule.name == name:
+                axis.axvline(_utc(decision.fired_at), color="#c0392b" if rule.action == "pause" else "#e67e22", lw=2)
+                axis.annotate(
+                    rule.action, (_utc(decision.fired_at), rule.threshold), xytext=(4, 6), textcoords="offset points"
+                )
+        if rule.rate is not None:
+            axis.yaxis.set_major_formatter(PercentFormatter(1.0))
+        axis.set_title(f"{name}  ({'rate' if rule.rate else 'count'} over {decisions[0].rule.window / 60:g} min windows)", fontsize=9, loc="left")
+        axis.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("event time (UTC)")
+    figure.autofmt_xdate()
+    figure.tight_layout()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    pyplot.close(figure)
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg") :]
+
+
+def render_report(decisions: list[Decision], timelines: Timelines, *, title: str = "Guard replay") -> str:
+    by_campaign: dict[str, list[Decision]] = defaultdict(list)
+    for decision in decisions:
+        by_campaign[decision.campaign_id].append(decision)
+    sections = []
+    for campaign_id in sorted(by_campaign, key=lambda c: by_campaign[c][0].fired_at):
+        campaign_decisions = by_campaign[campaign_id]
+        rows = "".join(
+            f"<tr><td>{html.escape(d.rule.name)}</td><td>{d.rule.action}</td>"
+            f"<td>{_utc(d.fired_at):%Y-%m-%d %H:%M:%S}</td><td>{d.value:.4g}</td><td>{d.rule.threshold:.4g}</td>"
+            f"<td>{d.numerator}{'/' + str(d.denominator) if d.denominator is not None else ''}</td>"
+            f"<td>{html.escape(', '.join(d.message_ids))}</td></tr>"
+            for d in campaign_decisions
+        )
+        sections.append(
+            f"<section><h2>{html.escape(campaign_id)}</h2>"
+            "<table><tr><th>rule</th><th>action</th><th>fired at (UTC)</th><th>value</th><th>threshold</th>"
+            f"<th>evidence</th><th>latest message ids</th></tr>{rows}</table>"
+            f"{_campaign_svg(campaign_id, campaign_decisions, timelines)}</section>"
+        )
+    paused = len({d.campaign_id for d in decisions if d.rule.action == "pause"})
+    body = "".join(sections) or "<p>No rule fired.</p>"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 960px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.6rem; text-align: left; }}
+section {{ margin-bottom: 2.5rem; }} svg {{ max-width: 100%; height: auto; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{len(decisions)} decisions; {paused} campaigns would have been paused; {len(by_campaign)} campaigns with any decision.</p>
+{body}
+</body></html>
+"""

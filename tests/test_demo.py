@@ -1,0 +1,44 @@
+"""`guard demo` end to end: a real broker, the stand-in over real HTTP, the real service."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+pytestmark = pytest.mark.integration
+
+
+def tansu_pids() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "tansu":
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_demo_pauses_the_bad_campaigns_only_and_leaves_nothing_behind() -> None:
+    """A short demo run: every bad campaign paused through the API, no healthy one, no broker left."""
+    before = tansu_pids()
+    run = subprocess.run(
+        [sys.executable, "-m", "guard.cli", "demo", "--duration", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "bad campaigns paused through the API: 3 of 3" in run.stdout
+    assert "healthy campaigns paused: 0" in run.stdout
+    assert "missed" not in run.stdout
+    assert tansu_pids() <= before

@@ -1,0 +1,216 @@
+"""Properties of the engine, checked against a brute-force reading of the event list."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guard.engine import Decision, Engine
+from guard.engine.decisions import decision_id
+from guard.engine.windows import BUCKETS_PER_WINDOW
+from guard.events import Event, Signal
+from guard.rules import Rule, RuleSet
+from guard.rules.models import Selector
+from strategies import Case, cases, count_rules, event_streams, rate_rules
+
+EPSILON = 1e-9  # the engine's allowance for float rates ("0.3%" of 1000 is 3)
+PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
+
+
+# -- an independent, brute-force reading of the rules ------------------------------------------
+
+
+def status_matches(status: str, pattern: str) -> bool:
+    return len(status.split(".")) == 3 and all(
+        want == "x" or want == have for have, want in zip(status.split("."), pattern.split("."), strict=True)
+    )
+
+
+def selected(selector: Selector, event: Event) -> bool:
+    """Whether the event is one the selector counts, read straight from the rule."""
+    where = selector.where
+    if event.signal.value != selector.signal:
+        return False
+    if where.bounce_type is not None and event.bounce_type != where.bounce_type:
+        return False
+    if where.recipient_domain is not None and not (
+        event.recipient_domain is not None
+        and any(fnmatch.fnmatchcase(event.recipient_domain, pattern.lower()) for pattern in where.recipient_domain)
+    ):
+        return False
+    if where.smtp_status is not None and not (
+        event.smtp_status is not None and any(status_matches(event.smtp_status, p) for p in where.smtp_status)
+    ):
+        return False
+    return True
+
+
+def applies(rule: Rule, campaign_id: str) -> bool:
+    def any_glob(patterns: Sequence[str]) -> bool:
+        return any(fnmatch.fnmatchcase(campaign_id, pattern) for pattern in patterns)
+
+    return any_glob(rule.campaigns.include) and not any_glob(rule.campaigns.exclude)
+
+
+def selectors_of(rule: Rule) -> tuple[Selector, Selector | None]:
+    if rule.rate is not None:
+        return rule.rate.of, rule.rate.per
+    assert rule.count is not None
+    return rule.count, None
+
+
+def since_last_start(events: Sequence[Event], campaign_id: str) -> list[Event]:
+    """The campaign's events after its last `campaign.started` (a start resets the evidence)."""
+    mine = [event for event in events if event.campaign_id == campaign_id]
+    starts = [n for n, event in enumerate(mine) if event.signal is Signal.STARTED]
+    return mine[starts[-1] + 1 :] if starts else mine
+
+
+def count_between(events: Sequence[Event], selector: Selector, low: float, high: float) -> int:
+    return sum(1 for event in events if low <= event.time <= high and selected(selector, event))
+
+
+def bucket(time: float, window: float) -> int:
+    return int(time // (window / BUCKETS_PER_WINDOW))
+
+
+def bucketed_count(events: Sequence[Event], selector: Selector, window: float, now: float) -> int:
+    """The engine's window rule: the 60 buckets of width window/60 that end with now's bucket."""
+    newest = bucket(now, window)
+    return sum(1 for event in events if newest - BUCKETS_PER_WINDOW < bucket(event.time, window) <= newest and selected(selector, event))
+
+
+def holds(rule: Rule, numerator: int, denominator: int | None) -> bool:
+    if denominator is None:
+        return numerator >= rule.threshold
+    return denominator >= (rule.min_volume or 0) and numerator >= rule.threshold * denominator - EPSILON
+
+
+def run_all(rules: RuleSet, events: Sequence[Event]) -> list[tuple[int, Decision]]:
+    """Every decision with the index of the event that caused it."""
+    engine = Engine(rules)
+    return [(n, decision) for n, event in enumerate(events) for decision in engine.process(event)]
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+
+class TestDeterminism:
+    """The same log and the same rules give the same decisions."""
+
+    @PROPERTY_SETTINGS
+    @given(case=cases())
+    def test_the_same_events_give_the_same_decisions(self, case: Case) -> None:
+        """Two fresh engines fed the same events decide the same, ids and stats included."""
+        first, second = Engine(case.rules), Engine(case.rules)
+        one = [first.process(event) for event in case.events]
+        two = [second.process(event) for event in case.events]
+        assert one == two
+        assert [d.id for ds in one for d in ds] == [d.id for ds in two for d in ds]
+        assert first.stats == second.stats
+
+    @PROPERTY_SETTINGS
+    @given(case=cases(late=False))
+    def test_a_campaign_decides_alone_when_events_are_in_order(self, case: Case) -> None:
+        """With times in order, a campaign's decisions do not depend on other campaigns' events."""
+        together = run_all(case.rules, case.events)
+        for campaign_id in {event.campaign_id for event in case.events}:
+            alone = run_all(case.rules, [event for event in case.events if event.campaign_id == campaign_id])
+            assert [d for _, d in together if d.campaign_id == campaign_id] == [d for _, d in alone]
+
+
+class TestNeverBelowThreshold:
+    """A decision is backed by evidence that really reaches the rule's threshold."""
+
+    @PROPERTY_SETTINGS
+    @given(case=cases())
+    def test_a_decision_reaches_its_threshold_on_evidence_from_the_log(self, case: Case) -> None:
+        """Reported counts satisfy threshold and min_volume, and never exceed a brute-force count of the log."""
+        for index, decision in run_all(case.rules, case.events):
+            rule, campaign_id = decision.rule, decision.campaign_id
+            numerator_selector, denominator_selector = selectors_of(rule)
+            evidence = since_last_start(case.events[: index + 1], campaign_id)
+            low = decision.fired_at - rule.window - rule.window / BUCKETS_PER_WINDOW
+
+            assert applies(rule, campaign_id)
+            assert holds(rule, decision.numerator, decision.denominator)
+            assert decision.numerator <= count_between(evidence, numerator_selector, low, decision.fired_at)
+            if denominator_selector is None:
+                assert decision.denominator is None
+                assert decision.value == decision.numerator
+            else:
+                assert decision.denominator is not None
+                assert decision.denominator <= count_between(evidence, denominator_selector, low, decision.fired_at)
+                assert decision.value == decision.numerator / decision.denominator
+            assert decision.fired_at >= case.events[index].time
+            assert decision.fired_at in {event.time for event in evidence}
+            assert low < decision.evidence_from <= decision.fired_at
+            assert decision.id == decision_id(campaign_id, rule, decision.fired_at)
+
+
+def first_crossings(rule: Rule, events: Sequence[Event]) -> dict[str, int]:
+    """Brute force, per campaign: the index of the first event at which the rule's condition holds."""
+    numerator_selector, denominator_selector = selectors_of(rule)
+    first: dict[str, int] = {}
+    for index, event in enumerate(events):
+        campaign_id = event.campaign_id
+        if campaign_id in first or not applies(rule, campaign_id):
+            continue
+        seen = [e for e in events[: index + 1] if e.campaign_id == campaign_id]
+        numerator = bucketed_count(seen, numerator_selector, rule.window, event.time)
+        denominator = None if denominator_selector is None else bucketed_count(seen, denominator_selector, rule.window, event.time)
+        if holds(rule, numerator, denominator):
+            first[campaign_id] = index
+    return first
+
+
+in_order_streams = event_streams(late=False, started=False, unique_ids=True, max_size=120)
+
+
+class TestFiresExactlyAtTheCrossing:
+    """On an in-order stream a rule without `for` fires exactly where the brute-force condition first holds."""
+
+    @PROPERTY_SETTINGS
+    @given(rule=count_rules(for_=False), events=in_order_streams)
+    def test_a_count_rule_fires_first_where_the_count_first_reaches_the_threshold(self, rule: Rule, events: list[Event]) -> None:
+        """The first decision of each campaign is at the first event whose bucketed count reaches the threshold."""
+        self._check(rule, events)
+
+    @PROPERTY_SETTINGS
+    @given(rule=rate_rules(for_=False), events=in_order_streams)
+    def test_a_rate_rule_fires_first_where_the_rate_first_reaches_the_threshold(self, rule: Rule, events: list[Event]) -> None:
+        """The same for rates, min_volume included."""
+        self._check(rule, events)
+
+    @staticmethod
+    def _check(rule: Rule, events: list[Event]) -> None:
+        first_decisions: dict[str, tuple[int, Decision]] = {}
+        for index, decision in run_all(RuleSet(rules=(rule,)), events):
+            first_decisions.setdefault(decision.campaign_id, (index, decision))
+        expected = first_crossings(rule, events)
+        assert {campaign: index for campaign, (index, _) in first_decisions.items()} == expected
+        numerator_selector, _ = selectors_of(rule)
+        for campaign_id, (index, decision) in first_decisions.items():
+            seen = [e for e in events[: index + 1] if e.campaign_id == campaign_id]
+            assert decision.fired_at == events[index].time
+            assert decision.numerator == bucketed_count(seen, numerator_selector, rule.window, decision.fired_at)
+
+
+class TestSwappingRules:
+    """Reloading the same rules mid-stream changes nothing."""
+
+    @PROPERTY_SETTINGS
+    @given(case=cases(), data=st.data())
+    def test_reloading_equal_rules_mid_stream_keeps_every_decision(self, case: Case, data: st.DataObject) -> None:
+        """set_rules with an equal (freshly parsed) rule set at any point gives the same decisions as no reload."""
+        split = data.draw(st.integers(0, len(case.events)), label="reload before event")
+        reloaded = RuleSet(rules=tuple(Rule.model_validate(rule.model_dump(by_alias=True)) for rule in case.rules.rules))
+        plain, swapped = Engine(case.rules), Engine(case.rules)
+        expected = [plain.process(event) for event in case.events]
+        actual = [swapped.process(event) for event in case.events[:split]]
+        swapped.set_rules(reloaded)
+        actual += [swapped.process(event) for event in case.events[split:]]
+        assert actual == expected
