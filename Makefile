@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,9 @@ demo: $(INSTALLED)
 	$(BIN)/guard demo
 
 test: $(INSTALLED)
+	$(BIN)/ruff check guard tests
+	$(BIN)/ruff format --check guard tests
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .tools

@@ -7,7 +7,7 @@ after a crash produces events with the same ids and consumers can drop the repea
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -77,7 +77,7 @@ class AuditEvent(_Model):
 
 
 def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def audit_id(decision_id: str, outcome: Outcome) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import sys
 import tempfile
+from datetime import UTC
 from pathlib import Path
 
 from guard.audit import audit_json_schema
@@ -105,10 +106,10 @@ def _replay_source(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _timestamp(text: str) -> float:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     parsed = datetime.fromisoformat(text)
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 @contextlib.contextmanager
@@ -120,7 +121,12 @@ def _progress():  # noqa: ANN202
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.completed:,.0f} records"), TextColumn("{task.speed} /s"), TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.completed:,.0f} records"),
+        TextColumn("{task.speed} /s"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("replay", total=None)
         yield lambda count: bar.advance(task, count)
@@ -153,14 +159,16 @@ def _generate(args: argparse.Namespace) -> int:
         for record in traffic.records:
             out.write(record.value + b"\n")
     bad = ", ".join(f"{c} at {_iso(t)}" for c, t in sorted(traffic.bad.items()))
-    print(f"{len(traffic.records)} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr)
+    print(
+        f"{len(traffic.records)} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr
+    )
     return 0
 
 
 def _iso(epoch: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -178,16 +186,22 @@ def _standin(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="guard", description="Pauses Leadterra campaigns when rules fire.")
     commands = root.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run the service (settings from the environment, see README)").set_defaults(func=_run)
+    commands.add_parser("run", help="run the service (settings from the environment, see README)").set_defaults(
+        func=_run
+    )
     validate = commands.add_parser("validate", help="check rule files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path, help="rule files or directories")
     validate.set_defaults(func=_validate)
     commands.add_parser("schema", help="print the JSON Schema of a rule file").set_defaults(func=_schema)
     commands.add_parser("audit-schema", help="print the JSON Schema of audit events").set_defaults(func=_audit_schema)
     replay = commands.add_parser("replay", help="what the rules would have done over a history (no API calls)")
-    replay.add_argument("source", help="a JSONL file of events (gzip ok), - for stdin, or kafka:TOPIC (KAFKA_* settings)")
+    replay.add_argument(
+        "source", help="a JSONL file of events (gzip ok), - for stdin, or kafka:TOPIC (KAFKA_* settings)"
+    )
     replay.add_argument("--rules", type=Path, default=Path("rules"), help="rule file or directory (default: rules)")
-    replay.add_argument("--format", choices=("table", "json"), default="table", help="table, or JSON lines of audit events")
+    replay.add_argument(
+        "--format", choices=("table", "json"), default="table", help="table, or JSON lines of audit events"
+    )
     replay.add_argument("--report", type=Path, help="write an HTML report with a timeline per campaign that fired")
     replay.add_argument("--since", help="kafka: only records from this ISO time")
     replay.add_argument("--until", help="kafka: only records up to this ISO time")

@@ -66,9 +66,7 @@ async def run_demo(
     return 0
 
 
-async def demo(
-    duration: float, campaigns: int, bad: int, seed: int, rules_path: Path, console: Console
-) -> DemoResult:
+async def demo(duration: float, campaigns: int, bad: int, seed: int, rules_path: Path, console: Console) -> DemoResult:
     rules = load_rules(rules_path)
     scratch = Path(tempfile.mkdtemp(prefix="guard-demo-"))
     _quiet_logs(scratch / "guard.log")
@@ -102,14 +100,25 @@ async def demo(
             watcher = asyncio.create_task(_watch_audit(broker.bootstrap_servers, settings.guard.audit_topic, result))
             try:
                 await _until_consuming(service, running)
-                await _stream(traffic, settings.guard.input_topics[0], broker.bootstrap_servers, duration, rules, standin, result, console)
+                await _stream(
+                    traffic,
+                    settings.guard.input_topics[0],
+                    broker.bootstrap_servers,
+                    duration,
+                    rules,
+                    standin,
+                    result,
+                    console,
+                )
                 await asyncio.sleep(SETTLE_SECONDS)
             finally:
                 service.stop()
                 await asyncio.wait_for(running, timeout=30)
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-            result.pause_calls = sorted({r.campaign_id for r in standin.pause_requests() if r.status == 200 and r.campaign_id})
+            result.pause_calls = sorted(
+                {r.campaign_id for r in standin.pause_requests() if r.status == 200 and r.campaign_id}
+            )
     return result
 
 
@@ -168,7 +177,9 @@ async def _stream(
 
 
 async def _watch_audit(bootstrap: str, topic: str, result: DemoResult) -> None:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     try:
         async for record in consumer:
@@ -207,7 +218,9 @@ def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: D
 def summary(result: DemoResult) -> str:
     bad = result.traffic.bad
     lines = ["", "[bold]summary[/]"]
-    lines.append(f"  bad campaigns paused through the API: {len(result.caught)} of {len(bad)}  {', '.join(result.caught)}")
+    lines.append(
+        f"  bad campaigns paused through the API: {len(result.caught)} of {len(bad)}  {', '.join(result.caught)}"
+    )
     if result.missed:
         lines.append(f"  [red]missed[/]: {', '.join(result.missed)}")
     lines.append(f"  healthy campaigns paused: {len(result.wrongly_paused)}  {', '.join(result.wrongly_paused)}")

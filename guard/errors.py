@@ -1,9 +1,9 @@
 """Every error the guard raises on purpose.
 
-    GuardError
-     +-- ConfigError           a setting is wrong; the service refuses to start
-     +-- RuleFileError         a rule file is invalid; every problem is listed (guard.rules.loader)
-     +-- MalformedEvent        record bytes break the event contract; dead-lettered (guard.events)
+GuardError
+ +-- ConfigError           a setting is wrong; the service refuses to start
+ +-- RuleFileError         a rule file is invalid; every problem is listed (guard.rules.loader)
+ +-- MalformedEvent        record bytes break the event contract; dead-lettered (guard.events)
 """
 
 

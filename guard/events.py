@@ -8,8 +8,9 @@ close to the speed of reading the bytes); everything downstream sees the flat `E
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import msgspec
 
@@ -75,8 +76,8 @@ class _Data(msgspec.Struct):
 
 class _Envelope(msgspec.Struct):
     event: str
-    data: _Data
-    timestamp: str | None = None
+    data: msgspec.Raw = msgspec.Raw(b"")  # decoded only for events the guard counts
+    timestamp: Any = None  # anything but an ISO 8601 string falls back to the record time
 
 
 _SIGNALS = {
@@ -87,12 +88,14 @@ _SIGNALS = {
     "campaign.started": Signal.STARTED,
 }
 _BOUNCE_TYPES = frozenset({"hard", "soft"})
-_ENHANCED_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# Not inside a longer dotted number: "[40.4.1.10] said: 550 5.1.1 ..." is 5.1.1, not 4.1.10.
+_ENHANCED_STATUS = re.compile(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
 # A timestamp further ahead of the record's own time than this is a producer bug, not news.
 MAX_FUTURE_SKEW_SECONDS = 3600.0
 MAX_ID_LENGTH = 256
 
 _decoder = msgspec.json.Decoder(_Envelope)
+_data_decoder = msgspec.json.Decoder(_Data)
 
 
 def decode(value: bytes | None, record_time: float) -> Event:
@@ -107,7 +110,12 @@ def decode(value: bytes | None, record_time: float) -> Event:
     signal = _SIGNALS.get(envelope.event)
     if signal is None:
         raise IgnoredEvent(envelope.event)
-    data = envelope.data
+    if not envelope.data:
+        raise MalformedEvent(f"{envelope.event}: missing required field `data`")
+    try:
+        data = _data_decoder.decode(envelope.data)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise MalformedEvent(f"{envelope.event}: {_at_data(str(error))}") from None
     reply = data.reply
     message_id = data.messageId
     if signal is Signal.REPLIED:
@@ -138,6 +146,13 @@ def decode(value: bytes | None, record_time: float) -> Event:
     )
 
 
+def _at_data(message: str) -> str:
+    """Locations in `data` as seen from the envelope, like the rest of the messages."""
+    if "- at `$" in message:
+        return message.replace("- at `$", "- at `$.data", 1)
+    return f"{message} - at `$.data`"
+
+
 def _bounce(data: _Data, campaign_id: str, message_id: str | None, time: float) -> Event:
     bounce_type = data.bounceType
     if bounce_type is not None and bounce_type not in _BOUNCE_TYPES:
@@ -165,15 +180,15 @@ def _domain(data: _Data) -> str | None:
     return None
 
 
-def _event_time(timestamp: str | None, record_time: float) -> float:
-    if not timestamp:
+def _event_time(timestamp: object, record_time: float) -> float:
+    if not timestamp or not isinstance(timestamp, str):
         return record_time
     try:
         parsed = datetime.fromisoformat(timestamp)
     except ValueError:
         return record_time
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     try:
         time = parsed.timestamp()
     except (OverflowError, OSError, ValueError):

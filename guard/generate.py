@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -24,7 +24,9 @@ _PROVIDERS = (
     ("yahoo.com", 0.08),
     ("icloud.com", 0.04),
 )
-_COMPANY_DOMAINS = tuple(f"{name}.com" for name in ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka"))
+_COMPANY_DOMAINS = tuple(
+    f"{name}.com" for name in ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka")
+)
 HARD_BOUNCE_REASONS = (
     "550 5.1.1 The email account that you tried to reach does not exist",
     "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
@@ -86,7 +88,9 @@ class Traffic:
 
 def healthy_rates(rng: random.Random) -> Rates:
     """Healthy B2B sending: 0.5-2% hard bounces, 0.02-0.08% complaints."""
-    return Rates(rng.uniform(0.005, 0.02), rng.uniform(0.005, 0.02), rng.uniform(0.0002, 0.0008), rng.uniform(0.002, 0.01))
+    return Rates(
+        rng.uniform(0.005, 0.02), rng.uniform(0.005, 0.02), rng.uniform(0.0002, 0.0008), rng.uniform(0.002, 0.01)
+    )
 
 
 def bad_rates(rng: random.Random, kind: BadKind, healthy: Rates) -> Rates:
@@ -121,7 +125,11 @@ def plan(
         if index in bad_ids:
             kind = bad_kinds[index % len(bad_kinds)]
             turns_at = start + offset + length * rng.uniform(0.2, 0.5)
-            specs.append(CampaignSpec(campaign_id, count, start + offset, length, rates, turns_at, bad_rates(rng, kind, rates), kind))
+            specs.append(
+                CampaignSpec(
+                    campaign_id, count, start + offset, length, rates, turns_at, bad_rates(rng, kind, rates), kind
+                )
+            )
         else:
             specs.append(CampaignSpec(campaign_id, count, start + offset, length, rates))
     return specs
@@ -141,7 +149,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _record(event: str, campaign_id: str, at: float, data: dict[str, object]) -> Record:
@@ -168,20 +176,32 @@ def _campaign_events(spec: CampaignSpec, rng: random.Random) -> Iterator[Record]
         assert rates is not None
         message_id = f"msg_{campaign_id}_{number}"
         recipient = f"lead{number}@{_domain(rng)}"
-        yield _record("message.sent", campaign_id, at, {"messageId": message_id, "recipient": recipient, "sequenceStep": 1})
+        yield _record(
+            "message.sent", campaign_id, at, {"messageId": message_id, "recipient": recipient, "sequenceStep": 1}
+        )
         draw = rng.random()
         if draw < rates.hard_bounce:
-            bounce_at, data = at + rng.uniform(2, 90), {"bounceType": "hard", "bounceReason": rng.choice(HARD_BOUNCE_REASONS)}
+            bounce_at, data = (
+                at + rng.uniform(2, 90),
+                {"bounceType": "hard", "bounceReason": rng.choice(HARD_BOUNCE_REASONS)},
+            )
         elif draw < rates.hard_bounce + rates.soft_bounce:
-            bounce_at, data = at + rng.uniform(60, 900), {"bounceType": "soft", "bounceReason": rng.choice(SOFT_BOUNCE_REASONS)}
+            bounce_at, data = (
+                at + rng.uniform(60, 900),
+                {"bounceType": "soft", "bounceReason": rng.choice(SOFT_BOUNCE_REASONS)},
+            )
         else:
             bounce_at = None
         if bounce_at is not None:
             if bounce_at <= end:
-                yield _record("message.bounced", campaign_id, bounce_at, {"messageId": message_id, "recipient": recipient, **data})
+                yield _record(
+                    "message.bounced", campaign_id, bounce_at, {"messageId": message_id, "recipient": recipient, **data}
+                )
             continue
         if rng.random() < rates.complaint and (complained_at := at + rng.uniform(30, 1800)) <= end:
-            yield _record("message.complained", campaign_id, complained_at, {"messageId": message_id, "recipient": recipient})
+            yield _record(
+                "message.complained", campaign_id, complained_at, {"messageId": message_id, "recipient": recipient}
+            )
         elif rng.random() < rates.unsubscribe and (replied_at := at + rng.uniform(120, 3600)) <= end:
             reply = {"id": f"rpl_{campaign_id}_{number}", "classification": "unsubscribe", "campaignId": campaign_id}
             yield _record("reply.received", campaign_id, replied_at, {"messageId": message_id, "reply": reply})

@@ -107,7 +107,9 @@ class Rebalance(ConsumerRebalanceListener):
             start = await start_offset(self._consumer, tp, committed, lookback_ms)
             if start is None:
                 if not self._warned_time_lookup:
-                    log.warning("the broker cannot look up offsets by time; reading from the beginning and skipping old records")
+                    log.warning(
+                        "the broker cannot look up offsets by time; reading from the beginning and skipping old records"
+                    )
                     self._warned_time_lookup = True
                 await self._consumer.seek_to_beginning(tp)
             else:

@@ -15,11 +15,14 @@ class Metrics:
         r = self.registry
         self.records = Counter(
             "guard_records_total",
-            "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), too_old, ignored (unknown event), dead_lettered; duplicate and late are subsets of counted and replayed.",
+            "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), "
+            "too_old, ignored (unknown event), dead_lettered; duplicate and late are subsets of counted and replayed.",
             ["outcome"],
             registry=r,
         )
-        self.decisions = Counter("guard_decisions_total", "Rules that fired, by rule and action.", ["rule", "action"], registry=r)
+        self.decisions = Counter(
+            "guard_decisions_total", "Rules that fired, by rule and action.", ["rule", "action"], registry=r
+        )
         self.actions = Counter(
             "guard_actions_total",
             "Pause outcomes: paused, already_paused, not_running, dry_run, failed.",
@@ -43,6 +46,8 @@ class Metrics:
         self.partitions = Gauge("guard_assigned_partitions", "Input partitions this replica owns.", registry=r)
         self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
         self.auth_failed = Gauge(
-            "guard_api_authentication_failed", "1 after Leadterra rejected the API key: nothing is protected.", registry=r
+            "guard_api_authentication_failed",
+            "1 after Leadterra rejected the API key: nothing is protected.",
+            registry=r,
         )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)

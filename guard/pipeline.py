@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
@@ -146,4 +146,3 @@ class Pipeline:
         for outcome, count in outcomes.items():
             if count:
                 self._metrics.records.labels(outcome).inc(count)
-

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 from guard.audit import audit_event
@@ -92,7 +93,7 @@ def decisions_json(decisions: Iterable[Decision]) -> str:
 
 def decisions_table(decisions: list[Decision]) -> str:
     """A readable table: campaign, rule, fired at, value vs threshold, evidence."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     header = ("CAMPAIGN", "RULE", "ACTION", "FIRED AT (UTC)", "VALUE", "THRESHOLD", "EVIDENCE")
     rows = [header]
@@ -103,14 +104,15 @@ def decisions_table(decisions: list[Decision]) -> str:
                 d.campaign_id,
                 d.rule.name,
                 d.rule.action,
-                datetime.fromtimestamp(d.fired_at, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+                datetime.fromtimestamp(d.fired_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S"),
                 f"{d.value:.2%}" if rate else f"{d.value:g}",
                 f"{d.rule.threshold:.2%}" if rate else f"{d.rule.threshold:g}",
                 f"{d.numerator}/{d.denominator}" if rate else f"{d.numerator} events",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n" for row in rows)
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
+    return "".join(line + "\n" for line in lines)
 
 
 _SPOOL_HEADER = struct.Struct("<Id")  # value length, record time
@@ -132,7 +134,9 @@ def read_spool(path: Path) -> Iterator[tuple[bytes, float]]:
             yield copy.read(length), record_time
 
 
-def kafka_records(settings: KafkaSettings, topic: str, since_ms: int, until_ms: int | None) -> Iterator[tuple[bytes, float]]:
+def kafka_records(
+    settings: KafkaSettings, topic: str, since_ms: int, until_ms: int | None
+) -> Iterator[tuple[bytes, float]]:
     """Records of every partition of `topic` with record time in [since, until], read up to the end
     the topic had when reading started. A thread runs the consumer; a bounded queue feeds the caller."""
     batches: queue.Queue[list[tuple[bytes, float]] | BaseException | None] = queue.Queue(maxsize=8)

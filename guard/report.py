@@ -7,7 +7,7 @@ import html
 import io
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from guard.engine import Decision, Engine
 from guard.errors import GuardError
@@ -42,7 +42,7 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timelines) -> str:
@@ -57,7 +57,7 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
 
     rules = {d.rule.name: d.rule for d in decisions}
     figure, axes = pyplot.subplots(len(rules), 1, figsize=(9, 2.4 * len(rules)), squeeze=False, sharex=True)
-    for axis, (name, rule) in zip(axes[:, 0], sorted(rules.items())):
+    for axis, (name, rule) in zip(axes[:, 0], sorted(rules.items()), strict=True):
         points = _thin(timelines.points.get((campaign_id, name), []))
         if points:
             axis.step([_utc(t) for t, _ in points], [v for _, v in points], where="post", color="#1f5fa8", lw=1.4)
@@ -70,7 +70,11 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
                 )
         if rule.rate is not None:
             axis.yaxis.set_major_formatter(PercentFormatter(1.0))
-        axis.set_title(f"{name}  ({'rate' if rule.rate else 'count'} over {decisions[0].rule.window / 60:g} min windows)", fontsize=9, loc="left")
+        axis.set_title(
+            f"{name}  ({'rate' if rule.rate else 'count'} over {decisions[0].rule.window / 60:g} min windows)",
+            fontsize=9,
+            loc="left",
+        )
         axis.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("event time (UTC)")
     figure.autofmt_xdate()
@@ -113,7 +117,8 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.6rem; text-align: lef
 section {{ margin-bottom: 2.5rem; }} svg {{ max-width: 100%; height: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{len(decisions)} decisions; {paused} campaigns would have been paused; {len(by_campaign)} campaigns with any decision.</p>
+<p>{len(decisions)} decisions; {paused} campaigns would have been paused;
+{len(by_campaign)} campaigns with any decision.</p>
 {body}
 </body></html>
 """

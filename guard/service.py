@@ -52,7 +52,9 @@ class Service:
         producer = make_producer(self.settings.kafka)
         consumer = make_consumer(self.settings.kafka, settings.group_id)
         pause_client = self._pause_client()
-        dispatcher = Dispatcher(pause_client, self._publisher(producer), self.metrics, self.health, dry_run=settings.dry_run)
+        dispatcher = Dispatcher(
+            pause_client, self._publisher(producer), self.metrics, self.health, dry_run=settings.dry_run
+        )
         self.pipeline = pipeline = Pipeline(
             self.rules,
             dispatcher,
@@ -64,7 +66,9 @@ class Service:
         try:
             await producer.start()
             await consumer.start()
-            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self.rules.longest_window))
+            consumer.subscribe(
+                list(settings.input_topics), listener=Rebalance(consumer, pipeline, self.rules.longest_window)
+            )
             log.info(
                 "guard started",
                 topics=list(settings.input_topics),
@@ -120,10 +124,10 @@ class Service:
     async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
         commit_interval = self.settings.guard.commit_interval
         next_commit = time.monotonic() + commit_interval
+        self.health.polling = True
         while not self._stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
             self.health.polled()
-            self.health.polling = True
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
             if time.monotonic() >= next_commit:

@@ -140,6 +140,7 @@ class Settings:
         settings = cls(**groups)
         if not settings.guard.dry_run and settings.leadterra.key() is None:
             raise ConfigError(
-                "invalid settings:\n  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE) is required unless GUARD_DRY_RUN=true"
+                "invalid settings:\n"
+                "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE) is required unless GUARD_DRY_RUN=true"
             )
         return settings

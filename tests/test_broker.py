@@ -11,10 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import trustme
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.helpers import create_ssl_context
 
 from guard.testing.broker import FAST_GROUP, BrokerInfo, EmbeddedBroker, tansu_binary
 
@@ -33,8 +30,13 @@ async def round_trip(bootstrap: str, topic: str, group: str, **client: object) -
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", **FAST_GROUP, **client,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **FAST_GROUP,
+        **client,
     )
     await consumer.start()
     try:
@@ -124,33 +126,3 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
-
-
-def test_cert_without_key_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="both cert and key"):
-        EmbeddedBroker(cert=tmp_path / "server.pem")
-
-
-async def test_tls_round_trip(tmp_path: Path, topic_name: str, group_id: str) -> None:
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    cert, key, cafile = tmp_path / "server.pem", tmp_path / "server.key", tmp_path / "ca.pem"
-    cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
-    server.private_key_pem.write_to_path(key)
-    ca.cert_pem.write_to_path(cafile)
-
-    broker = EmbeddedBroker(cert=cert, key=key)
-    try:
-        broker.start()
-    except RuntimeError as exc:
-        refusal = "error: the argument '--cert <CERT>' cannot be used with '--key <KEY>'"
-        if refusal in str(exc):  # tansu 0.6.0: both flags sit in one mutually exclusive clap group
-            broker.stop()
-            pytest.xfail(f"tansu 0.6.0 cannot serve TLS; it exits with: {refusal}")
-        raise
-    try:
-        ssl = create_ssl_context(cafile=str(cafile))
-        await round_trip(broker.bootstrap_servers, topic_name, group_id,
-                         security_protocol="SSL", ssl_context=ssl)
-    finally:
-        broker.stop()

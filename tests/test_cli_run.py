@@ -61,7 +61,9 @@ class TestSettingsErrors:
 
     async def test_refuses_to_start_with_invalid_rules(self, tmp_path: Path) -> None:
         """An invalid rule file stops start-up with the file, line and problem."""
-        (tmp_path / "bad.yaml").write_text("groups:\n  - name: g\n    rules:\n      - name: x\n        description: d\n        count: sent\n        window: 5q\n        threshold: 3\n")
+        (tmp_path / "bad.yaml").write_text(
+            "groups:\n  - name: g\n    rules:\n      - name: x\n        description: d\n        count: sent\n        window: 5q\n        threshold: 3\n"
+        )
         code, _, err = await run_cli("run", env={"GUARD_RULES": str(tmp_path), "LEADTERRA_API_KEY": "k"})
         assert code == 2
         assert f"{tmp_path / 'bad.yaml'}:7: rule x: window:" in err

@@ -139,7 +139,9 @@ class TestBaseImages:
         """A build stage installs; the final stage only receives the venv."""
         assert len(stages(parsed)) >= 2
 
-    def test_every_base_image_is_python_311_slim_bookworm_pinned_to_a_patch_release(self, parsed: list[Instruction]) -> None:
+    def test_every_base_image_is_python_311_slim_bookworm_pinned_to_a_patch_release(
+        self, parsed: list[Instruction]
+    ) -> None:
         """`python:3.11-slim` would move under us; `3.11.N-slim-bookworm` (optionally @sha256) does not."""
         stage_names = {from_image(i)[1] for i in parsed if i.keyword == "FROM"} - {None}
         for instruction in parsed:
@@ -191,8 +193,10 @@ class TestFinalStage:
     def test_default_rules_are_copied_where_guard_rules_points(self, final_stage: list[Instruction]) -> None:
         env = final_env(final_stage)
         copies = [copy_sources(i) + (i.arguments.split()[-1],) for i in final_stage if i.keyword == "COPY"]
-        assert any(from_context and sources == ["rules/"] and target.rstrip("/") == env["GUARD_RULES"]
-                   for sources, from_context, target in copies)
+        assert any(
+            from_context and sources == ["rules/"] and target.rstrip("/") == env["GUARD_RULES"]
+            for sources, from_context, target in copies
+        )
 
     def test_secrets_cannot_be_set_as_image_environment(self, parsed: list[Instruction]) -> None:
         """An API key or password baked into ENV/ARG would be readable by anyone who pulls the image."""
@@ -250,15 +254,27 @@ class TestInstall:
 class TestDockerignore:
     @pytest.mark.parametrize(
         "path",
-        [".venv/bin/python", ".git/HEAD", ".tools/helm", ".hypothesis/examples/x", ".pytest_cache/v/x",
-         "guard/__pycache__/cli.cpython-311.pyc", "tests/test_rules.py", ".env", "guard/.env", "deploy/tls.key",
-         "helm/deliverability-guard/Chart.yaml", "deliverability_guard.egg-info/PKG-INFO",
-         "rules/tests/default_test.yaml"],
+        [
+            ".venv/bin/python",
+            ".git/HEAD",
+            ".tools/helm",
+            ".hypothesis/examples/x",
+            ".pytest_cache/v/x",
+            "guard/__pycache__/cli.cpython-311.pyc",
+            "tests/test_rules.py",
+            ".env",
+            "guard/.env",
+            "deploy/tls.key",
+            "helm/deliverability-guard/Chart.yaml",
+            "deliverability_guard.egg-info/PKG-INFO",
+            "rules/tests/default_test.yaml",
+        ],
     )
     def test_excludes(self, path: str, ignore_patterns: list[str]) -> None:
         assert dockerignored(path, ignore_patterns)
 
-    @pytest.mark.parametrize("path", ["pyproject.toml", "constraints.txt", "guard/cli.py", "guard/rules/loader.py",
-                                      "rules/default.yaml"])
+    @pytest.mark.parametrize(
+        "path", ["pyproject.toml", "constraints.txt", "guard/cli.py", "guard/rules/loader.py", "rules/default.yaml"]
+    )
     def test_keeps_what_the_build_needs(self, path: str, ignore_patterns: list[str]) -> None:
         assert not dockerignored(path, ignore_patterns)

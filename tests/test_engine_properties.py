@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import Case, cases, count_rules, event_streams, rate_rules
 
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
@@ -14,7 +15,6 @@ from guard.engine.windows import BUCKETS_PER_WINDOW
 from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
 from guard.rules.models import Selector
-from strategies import Case, cases, count_rules, event_streams, rate_rules
 
 EPSILON = 1e-9  # the engine's allowance for float rates ("0.3%" of 1000 is 3)
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)
@@ -80,7 +80,11 @@ def bucket(time: float, window: float) -> int:
 def bucketed_count(events: Sequence[Event], selector: Selector, window: float, now: float) -> int:
     """The engine's window rule: the 60 buckets of width window/60 that end with now's bucket."""
     newest = bucket(now, window)
-    return sum(1 for event in events if newest - BUCKETS_PER_WINDOW < bucket(event.time, window) <= newest and selected(selector, event))
+    return sum(
+        1
+        for event in events
+        if newest - BUCKETS_PER_WINDOW < bucket(event.time, window) <= newest and selected(selector, event)
+    )
 
 
 def holds(rule: Rule, numerator: int, denominator: int | None) -> bool:
@@ -161,7 +165,11 @@ def first_crossings(rule: Rule, events: Sequence[Event]) -> dict[str, int]:
             continue
         seen = [e for e in events[: index + 1] if e.campaign_id == campaign_id]
         numerator = bucketed_count(seen, numerator_selector, rule.window, event.time)
-        denominator = None if denominator_selector is None else bucketed_count(seen, denominator_selector, rule.window, event.time)
+        denominator = (
+            None
+            if denominator_selector is None
+            else bucketed_count(seen, denominator_selector, rule.window, event.time)
+        )
         if holds(rule, numerator, denominator):
             first[campaign_id] = index
     return first
@@ -175,13 +183,17 @@ class TestFiresExactlyAtTheCrossing:
 
     @PROPERTY_SETTINGS
     @given(rule=count_rules(for_=False), events=in_order_streams)
-    def test_a_count_rule_fires_first_where_the_count_first_reaches_the_threshold(self, rule: Rule, events: list[Event]) -> None:
+    def test_a_count_rule_fires_first_where_the_count_first_reaches_the_threshold(
+        self, rule: Rule, events: list[Event]
+    ) -> None:
         """The first decision of each campaign is at the first event whose bucketed count reaches the threshold."""
         self._check(rule, events)
 
     @PROPERTY_SETTINGS
     @given(rule=rate_rules(for_=False), events=in_order_streams)
-    def test_a_rate_rule_fires_first_where_the_rate_first_reaches_the_threshold(self, rule: Rule, events: list[Event]) -> None:
+    def test_a_rate_rule_fires_first_where_the_rate_first_reaches_the_threshold(
+        self, rule: Rule, events: list[Event]
+    ) -> None:
         """The same for rates, min_volume included."""
         self._check(rule, events)
 
@@ -207,7 +219,9 @@ class TestSwappingRules:
     def test_reloading_equal_rules_mid_stream_keeps_every_decision(self, case: Case, data: st.DataObject) -> None:
         """set_rules with an equal (freshly parsed) rule set at any point gives the same decisions as no reload."""
         split = data.draw(st.integers(0, len(case.events)), label="reload before event")
-        reloaded = RuleSet(rules=tuple(Rule.model_validate(rule.model_dump(by_alias=True)) for rule in case.rules.rules))
+        reloaded = RuleSet(
+            rules=tuple(Rule.model_validate(rule.model_dump(by_alias=True)) for rule in case.rules.rules)
+        )
         plain, swapped = Engine(case.rules), Engine(case.rules)
         expected = [plain.process(event) for event in case.events]
         actual = [swapped.process(event) for event in case.events[:split]]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import T0
 
 from guard.events import MAX_FUTURE_SKEW_SECONDS, MAX_ID_LENGTH, Event, IgnoredEvent, MalformedEvent, Signal, decode
-from strategies import T0
 
 RECORD_TIME = T0 + 60.0  # Kafka's record time: a minute after the event happened
 TIMESTAMP = "2024-05-01T12:00:00Z"  # == T0
@@ -89,19 +89,28 @@ class TestEveryEventKind:
                 id="message.bounced-reason-without-enhanced-status",
             ),
             pytest.param(
-                envelope("message.complained", {"campaignId": "camp-1", "messageId": "msg-1", "recipientDomain": "AOL.com"}),
+                envelope(
+                    "message.complained", {"campaignId": "camp-1", "messageId": "msg-1", "recipientDomain": "AOL.com"}
+                ),
                 Event(Signal.COMPLAINED, "camp-1", T0, "msg-1", "aol.com"),
                 id="message.complained",
             ),
             pytest.param(
-                envelope("reply.received", {"reply": {"id": "reply-1", "classification": "unsubscribe", "campaignId": "camp-1"}}),
+                envelope(
+                    "reply.received",
+                    {"reply": {"id": "reply-1", "classification": "unsubscribe", "campaignId": "camp-1"}},
+                ),
                 Event(Signal.UNSUBSCRIBED, "camp-1", T0, "reply-1"),
                 id="reply.received-unsubscribe-campaign-from-reply",
             ),
             pytest.param(
                 envelope(
                     "reply.received",
-                    {"campaignId": "camp-1", "messageId": "msg-1", "reply": {"id": "reply-1", "classification": "interested"}},
+                    {
+                        "campaignId": "camp-1",
+                        "messageId": "msg-1",
+                        "reply": {"id": "reply-1", "classification": "interested"},
+                    },
                 ),
                 Event(Signal.REPLIED, "camp-1", T0, "reply-1"),
                 id="reply.received-interested-reply-id-wins-over-messageId",
@@ -122,7 +131,9 @@ class TestEveryEventKind:
         """A valid envelope of each kind gives exactly the expected Event."""
         assert decode(value, RECORD_TIME) == expected
 
-    @pytest.mark.parametrize("classification", ["interested", "not_interested", "out_of_office", "bounce", "brand-new", None])
+    @pytest.mark.parametrize(
+        "classification", ["interested", "not_interested", "out_of_office", "bounce", "brand-new", None]
+    )
     def test_a_reply_that_is_no_unsubscribe_counts_as_replied(self, classification: str | None) -> None:
         """Every reply classification other than `unsubscribe` (even unknown ones) is a plain reply."""
         value = envelope("reply.received", {"reply": {"id": "r", "classification": classification, "campaignId": "c"}})
@@ -138,7 +149,9 @@ class TestEveryEventKind:
         [
             pytest.param({"recipient": "Ann@Example.COM"}, "example.com", id="from-recipient"),
             pytest.param({"recipient": "weird@name@Sub.Example.com"}, "sub.example.com", id="last-at-sign"),
-            pytest.param({"recipientDomain": "GMAIL.com", "recipient": "x@other.org"}, "gmail.com", id="recipientDomain-wins"),
+            pytest.param(
+                {"recipientDomain": "GMAIL.com", "recipient": "x@other.org"}, "gmail.com", id="recipientDomain-wins"
+            ),
             pytest.param({"recipient": "no-at-sign"}, None, id="recipient-without-at"),
             pytest.param({}, None, id="absent"),
         ],
@@ -147,11 +160,6 @@ class TestEveryEventKind:
         """The domain comes from recipientDomain or the recipient address, lower-cased."""
         assert decode(envelope("message.sent", {"campaignId": "c", **data}), RECORD_TIME).recipient_domain == domain
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="guard bug: events._ENHANCED_STATUS takes the first X.Y.Z after a word boundary, so the IP "
-        "40.4.1.10 yields smtp_status '4.1.10' and the real 5.1.1 is lost",
-    )
     def test_a_bounce_reason_with_an_ip_address_before_the_status_keeps_the_status(self) -> None:
         """Postfix-style reasons name the remote host's address before the status code; the status is 5.1.1."""
         reason = "host mx.example.com[40.4.1.10] said: 550 5.1.1 <bob@example.com>: user unknown"
@@ -185,6 +193,8 @@ class TestEventTime:
             pytest.param("yesterday", id="words"),
             pytest.param("2024-13-01T00:00:00Z", id="month-13"),
             pytest.param("1714564800", id="epoch-digits-as-string"),
+            pytest.param(1714564800, id="epoch-number"),
+            pytest.param({"at": "now"}, id="object"),
         ],
     )
     def test_a_missing_or_unparseable_timestamp_falls_back_to_the_record_time(self, timestamp: str | None) -> None:
@@ -198,12 +208,15 @@ class TestEventTime:
 
     def test_a_timestamp_up_to_the_allowed_skew_ahead_is_accepted(self) -> None:
         """Producer clocks run a little ahead; up to an hour ahead of the record time is fine."""
-        ahead = datetime.fromtimestamp(RECORD_TIME + MAX_FUTURE_SKEW_SECONDS, timezone.utc).isoformat()
+        ahead = datetime.fromtimestamp(RECORD_TIME + MAX_FUTURE_SKEW_SECONDS, UTC).isoformat()
         assert decode(envelope("message.sent", {"campaignId": "c"}, ahead), RECORD_TIME).time == RECORD_TIME + 3600
 
     def test_a_timestamp_in_the_past_is_kept(self) -> None:
         """Old event times are the engine's business (late events), not a decode error."""
-        assert decode(envelope("message.sent", {"campaignId": "c"}, "2020-01-01T00:00:00Z"), RECORD_TIME).time == 1577836800.0
+        assert (
+            decode(envelope("message.sent", {"campaignId": "c"}, "2020-01-01T00:00:00Z"), RECORD_TIME).time
+            == 1577836800.0
+        )
 
 
 def _long(n: int) -> str:
@@ -227,16 +240,43 @@ class TestMalformedInput:
             pytest.param(b'{"event": "message.sent", "data": null}', "got `null` - at `$.data`", id="null-data"),
             pytest.param(b'{"event": "message.sent", "data": []}', "got `array` - at `$.data`", id="array-data"),
             pytest.param(b'{"event": 7, "data": {"campaignId": "c"}}', "at `$.event`", id="event-name-number"),
-            pytest.param(envelope("message.sent", {"campaignId": 42}), "at `$.data.campaignId`", id="campaignId-number"),
-            pytest.param(envelope("message.sent", {"campaignId": "c", "sequenceStep": "2"}), "at `$.data.sequenceStep`", id="sequenceStep-string"),
-            pytest.param(envelope("message.sent", {"campaignId": "c", "messageId": ["m"]}), "at `$.data.messageId`", id="messageId-list"),
-            pytest.param(envelope("message.sent", {"campaignId": "c"}, 1714564800), "at `$.timestamp`", id="timestamp-number"),
-            pytest.param(envelope("reply.received", {"campaignId": "c", "reply": "unsubscribe"}), "at `$.data.reply`", id="reply-string"),
-            pytest.param(envelope("message.sent", {"messageId": "m"}), "data.campaignId is missing", id="missing-campaignId"),
-            pytest.param(envelope("message.sent", {"campaignId": ""}), "data.campaignId is missing", id="empty-campaignId"),
-            pytest.param(envelope("message.sent", {"campaignId": None}), "data.campaignId is missing", id="null-campaignId"),
-            pytest.param(envelope("reply.received", {"reply": {"id": "r"}}), "data.campaignId is missing", id="reply-without-any-campaignId"),
-            pytest.param(envelope("reply.received", {"campaignId": "c"}), "reply.received without data.reply", id="reply-without-reply-object"),
+            pytest.param(
+                envelope("message.sent", {"campaignId": 42}), "at `$.data.campaignId`", id="campaignId-number"
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "sequenceStep": "2"}),
+                "at `$.data.sequenceStep`",
+                id="sequenceStep-string",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "messageId": ["m"]}),
+                "at `$.data.messageId`",
+                id="messageId-list",
+            ),
+            pytest.param(
+                envelope("reply.received", {"campaignId": "c", "reply": "unsubscribe"}),
+                "at `$.data.reply`",
+                id="reply-string",
+            ),
+            pytest.param(
+                envelope("message.sent", {"messageId": "m"}), "data.campaignId is missing", id="missing-campaignId"
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": ""}), "data.campaignId is missing", id="empty-campaignId"
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": None}), "data.campaignId is missing", id="null-campaignId"
+            ),
+            pytest.param(
+                envelope("reply.received", {"reply": {"id": "r"}}),
+                "data.campaignId is missing",
+                id="reply-without-any-campaignId",
+            ),
+            pytest.param(
+                envelope("reply.received", {"campaignId": "c"}),
+                "reply.received without data.reply",
+                id="reply-without-reply-object",
+            ),
             pytest.param(
                 envelope("message.bounced", {"campaignId": "c", "bounceType": "permanent"}),
                 "data.bounceType must be 'hard' or 'soft', got 'permanent'",
@@ -247,8 +287,16 @@ class TestMalformedInput:
                 "data.bounceType must be 'hard' or 'soft'",
                 id="upper-case-bounceType",
             ),
-            pytest.param(envelope("message.sent", {"campaignId": _long(MAX_ID_LENGTH + 1)}), "longer than 256", id="campaignId-too-long"),
-            pytest.param(envelope("message.sent", {"campaignId": "c", "messageId": _long(MAX_ID_LENGTH + 1)}), "longer than 256", id="messageId-too-long"),
+            pytest.param(
+                envelope("message.sent", {"campaignId": _long(MAX_ID_LENGTH + 1)}),
+                "longer than 256",
+                id="campaignId-too-long",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "messageId": _long(MAX_ID_LENGTH + 1)}),
+                "longer than 256",
+                id="messageId-too-long",
+            ),
             pytest.param(
                 envelope("reply.received", {"campaignId": "c", "reply": {"id": _long(MAX_ID_LENGTH + 1)}}),
                 "longer than 256",
@@ -269,12 +317,15 @@ class TestMalformedInput:
 
     def test_an_id_of_exactly_the_maximum_length_is_accepted(self) -> None:
         """The limit is inclusive: 256 characters pass."""
-        event = decode(envelope("message.sent", {"campaignId": _long(MAX_ID_LENGTH), "messageId": _long(MAX_ID_LENGTH)}), RECORD_TIME)
+        event = decode(
+            envelope("message.sent", {"campaignId": _long(MAX_ID_LENGTH), "messageId": _long(MAX_ID_LENGTH)}),
+            RECORD_TIME,
+        )
         assert (len(event.campaign_id), len(event.message_id or "")) == (MAX_ID_LENGTH, MAX_ID_LENGTH)
 
     def test_a_timestamp_just_beyond_the_allowed_skew_is_malformed(self) -> None:
         """One second more than an hour ahead of the record time is rejected."""
-        ahead = datetime.fromtimestamp(RECORD_TIME + MAX_FUTURE_SKEW_SECONDS + 1, timezone.utc).isoformat()
+        ahead = datetime.fromtimestamp(RECORD_TIME + MAX_FUTURE_SKEW_SECONDS + 1, UTC).isoformat()
         with pytest.raises(MalformedEvent, match="more than an hour ahead"):
             decode(envelope("message.sent", {"campaignId": "c"}, ahead), RECORD_TIME)
 
@@ -297,7 +348,9 @@ class TestUnknownEvents:
         [
             pytest.param(envelope("message.opened", {"campaignId": "c", "messageId": "m"}), id="with-campaignId"),
             pytest.param(envelope("lead.created", {}), id="without-campaignId"),
-            pytest.param(envelope("webhook.test", {"anything": {"nested": [1, 2]}}, None), id="unknown-fields-no-timestamp"),
+            pytest.param(
+                envelope("webhook.test", {"anything": {"nested": [1, 2]}}, None), id="unknown-fields-no-timestamp"
+            ),
             pytest.param(envelope("MESSAGE.SENT", {"campaignId": "c"}), id="names-are-case-sensitive"),
         ],
     )
@@ -311,11 +364,6 @@ class TestUnknownEvents:
         """An ignored event must never be mistaken for a dead-letter case."""
         assert not issubclass(IgnoredEvent, MalformedEvent)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="guard bug: the envelope's `data` is decoded with the typed schema before the event name is "
-        "looked at, so an unknown event whose data uses a known field name with another type is dead-lettered",
-    )
     def test_an_unknown_event_with_differently_typed_data_is_ignored(self) -> None:
         """A future Leadterra event may use `senderAccountId` as a number; being unknown, it is skipped."""
         with pytest.raises(IgnoredEvent):
@@ -342,11 +390,18 @@ def near_envelopes(draw: st.DrawFn) -> bytes:
                 "bounceType": st.sampled_from(["hard", "soft", "x"]) | json_values,
                 "bounceReason": st.text(max_size=40) | json_values,
                 "sequenceStep": st.integers() | json_values,
-                "reply": st.fixed_dictionaries({}, optional={"id": json_values, "classification": json_values, "campaignId": json_values}) | json_values,
+                "reply": st.fixed_dictionaries(
+                    {}, optional={"id": json_values, "classification": json_values, "campaignId": json_values}
+                )
+                | json_values,
             },
         )
     )
-    event = draw(st.sampled_from(["message.sent", "message.bounced", "reply.received", "campaign.started", "message.complained", "other"]))
+    event = draw(
+        st.sampled_from(
+            ["message.sent", "message.bounced", "reply.received", "campaign.started", "message.complained", "other"]
+        )
+    )
     timestamp = draw(st.none() | st.text(max_size=30) | st.datetimes().map(lambda d: d.isoformat()) | json_values)
     return json.dumps({"event": event, "timestamp": timestamp, "data": data}).encode()
 

@@ -24,7 +24,7 @@ class TestGenerator:
         traffic = generate(seed=1, campaigns=8, bad=2)
         events = decoded(traffic)
         assert [e.time for e in events] == sorted(e.time for e in events)
-        assert all(record.key == event.campaign_id for record, event in zip(traffic.records, events))
+        assert all(record.key == event.campaign_id for record, event in zip(traffic.records, events, strict=True))
 
     def test_the_bad_campaigns_are_the_ones_that_turn(self) -> None:
         """Hard bounces jump after the turn for bounce-kind bad campaigns and stay low for healthy ones."""
@@ -57,4 +57,10 @@ class TestGenerator:
         """Sends, both bounce types, complaints, unsubscribes and campaign starts."""
         traffic = generate(seed=4, campaigns=20, bad=4, sends=(3000, 4000))
         kinds = Counter(json.loads(r.value)["event"] for r in traffic.records)
-        assert set(kinds) == {"campaign.started", "message.sent", "message.bounced", "message.complained", "reply.received"}
+        assert set(kinds) == {
+            "campaign.started",
+            "message.sent",
+            "message.bounced",
+            "message.complained",
+            "reply.received",
+        }

@@ -65,7 +65,9 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
     # Keep helm's cache and config out of the user's home.
     home = tmp_path_factory.mktemp("helm-home")
-    HELM_ENV.update({name: str(home / name.lower()) for name in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")})
+    HELM_ENV.update(
+        {name: str(home / name.lower()) for name in ("HELM_CACHE_HOME", "HELM_CONFIG_HOME", "HELM_DATA_HOME")}
+    )
     return HELM
 
 
@@ -73,12 +75,16 @@ HELM_ENV: dict[str, str] = {}
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **HELM_ENV})
+    return subprocess.run(
+        [str(HELM), *args], capture_output=True, text=True, timeout=60, env={**os.environ, **HELM_ENV}
+    )
 
 
 @cache
 def render_text(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBERNETES_VERSION, *args)
+    return run_helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBERNETES_VERSION, *args
+    )
 
 
 def render(*args: str) -> list[Obj]:
@@ -121,7 +127,11 @@ def env_value(objects: list[Obj], name: str) -> str:
 
 def mount_for(objects: list[Obj], path: str) -> tuple[Obj, Obj]:
     """The volumeMount whose directory holds `path`, and its volume."""
-    mounts = [m for m in guard_container(objects)["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")]
+    mounts = [
+        m
+        for m in guard_container(objects)["volumeMounts"]
+        if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")
+    ]
     assert len(mounts) == 1, f"no single mount holds {path}"
     [volume] = [v for v in pod_spec(objects)["volumes"] if v["name"] == mounts[0]["name"]]
     return mounts[0], volume
@@ -219,7 +229,14 @@ class TestKubernetesSchemas:
             assert monitor["metadata"]["name"]
             assert set(monitor) <= {"apiVersion", "kind", "metadata", "spec"}
             spec = monitor["spec"]
-            assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel", "podTargetLabels", "targetLabels"}
+            assert set(spec) <= {
+                "selector",
+                "namespaceSelector",
+                "endpoints",
+                "jobLabel",
+                "podTargetLabels",
+                "targetLabels",
+            }
             assert spec["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
             assert spec["namespaceSelector"]["matchNames"] == [NAMESPACE]
             assert isinstance(spec["endpoints"], list) and spec["endpoints"]
@@ -335,8 +352,12 @@ class TestPod:
 
 class TestRules:
     def test_the_charts_copy_equals_the_repositorys_rules(self) -> None:
-        chart_rules = {p.name: p.read_text(encoding="utf-8") for p in sorted((CHART / "files" / "rules").glob("*.y*ml"))}
-        assert chart_rules == SHIPPED_RULES, "helm/deliverability-guard/files/rules/ differs from rules/: run scripts/sync-chart-rules.sh"
+        chart_rules = {
+            p.name: p.read_text(encoding="utf-8") for p in sorted((CHART / "files" / "rules").glob("*.y*ml"))
+        }
+        assert chart_rules == SHIPPED_RULES, (
+            "helm/deliverability-guard/files/rules/ differs from rules/: run scripts/sync-chart-rules.sh"
+        )
 
     @pytest.mark.parametrize("scenario", [s for s in SCENARIOS if s != "inline-rules"])
     def test_the_config_map_holds_the_shipped_rules(self, scenario: str) -> None:
@@ -365,9 +386,13 @@ class TestRules:
 
     def test_pods_restart_on_rule_changes_only_when_asked(self) -> None:
         """The guard reloads rules itself, so by default a rule change does not roll the pods."""
-        annotations = the(render_scenario("default"), "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+        annotations = the(render_scenario("default"), "Deployment")["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        )
         assert "checksum/rules" not in annotations
-        checksum = the(render_scenario("inline-rules"), "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/rules"]
+        checksum = the(render_scenario("inline-rules"), "Deployment")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/rules"
+        ]
         assert re.fullmatch(r"[0-9a-f]{64}", checksum)
         other = render_scenario("inline-rules", "--set-string", "rules.inline.strict\\.yaml=groups: []")
         assert the(other, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/rules"] != checksum
@@ -383,7 +408,11 @@ class TestKafka:
             "name": "KAFKA_SASL_PASSWORD",
             "valueFrom": {"secretKeyRef": {"name": "guard-kafka-user", "key": "password"}},
         }
-        for variable, secret_key in (("KAFKA_SSL_CAFILE", "ca.crt"), ("KAFKA_SSL_CERTFILE", "user.crt"), ("KAFKA_SSL_KEYFILE", "user.key")):
+        for variable, secret_key in (
+            ("KAFKA_SSL_CAFILE", "ca.crt"),
+            ("KAFKA_SSL_CERTFILE", "user.crt"),
+            ("KAFKA_SSL_KEYFILE", "user.key"),
+        ):
             path = env[variable]["value"]
             mount, volume = mount_for(objects, path)
             assert mount.get("readOnly") is True and volume["secret"]["secretName"] == "guard-kafka-tls"
@@ -432,8 +461,18 @@ class TestValuesSchema:
         schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
         assert schema["additionalProperties"] is False
         for name, prop in schema["properties"].items():
-            if prop.get("type") == "object" and name in {"guard", "rules", "leadterra", "kafka", "image", "service",
-                                                         "serviceMonitor", "podDisruptionBudget", "networkPolicy", "dashboards"}:
+            if prop.get("type") == "object" and name in {
+                "guard",
+                "rules",
+                "leadterra",
+                "kafka",
+                "image",
+                "service",
+                "serviceMonitor",
+                "podDisruptionBudget",
+                "networkPolicy",
+                "dashboards",
+            }:
                 assert prop["additionalProperties"] is False, name
 
 
@@ -468,9 +507,15 @@ class TestMonitoring:
         used = {m for expr in exprs for m in re.findall(r"\b(guard_[a-z_]+)\b", expr)}
         assert used <= exported, f"unknown metrics in the dashboard: {used - exported}"
         wanted = {
-            "guard_records_total", "guard_decisions_total", "guard_actions_total", "guard_api_attempts_total",
-            "guard_action_duration_seconds_bucket", "guard_decision_lag_seconds_bucket", "guard_inflight_actions",
-            "guard_campaigns_tracked", "guard_api_authentication_failed",
+            "guard_records_total",
+            "guard_decisions_total",
+            "guard_actions_total",
+            "guard_api_attempts_total",
+            "guard_action_duration_seconds_bucket",
+            "guard_decision_lag_seconds_bucket",
+            "guard_inflight_actions",
+            "guard_campaigns_tracked",
+            "guard_api_authentication_failed",
         }
         assert wanted <= used, f"metrics without a panel: {wanted - used}"
         assert any("kafka_consumergroup_lag" in expr for expr in exprs)

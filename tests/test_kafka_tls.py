@@ -60,8 +60,16 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tls]:
     # Bound before tansu starts, so its advertised port cannot be taken by anyone else meanwhile.
     with socket.create_server(("127.0.0.1", 0)) as listener:
         with EmbeddedBroker(advertised_port=listener.getsockname()[1]) as broker:
-            yield Tls(broker, listener, ca, ca.issue_cert("127.0.0.1"), tmp / "ca.pem",
-                      tmp / "client.pem", tmp / "client.key", tmp / "other-ca.pem")
+            yield Tls(
+                broker,
+                listener,
+                ca,
+                ca.issue_cert("127.0.0.1"),
+                tmp / "ca.pem",
+                tmp / "client.pem",
+                tmp / "client.key",
+                tmp / "other-ca.pem",
+            )
 
 
 class TlsProxy:
@@ -121,8 +129,12 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 def _settings(tls: Tls, **overrides: object) -> KafkaSettings:
     options: dict[str, object] = dict(
-        bootstrap_servers=tls.bootstrap_servers, security_protocol="SSL", ssl_cafile=tls.cafile,
-        enable_idempotence=False, session_timeout_ms=2000, heartbeat_interval_ms=200,
+        bootstrap_servers=tls.bootstrap_servers,
+        security_protocol="SSL",
+        ssl_cafile=tls.cafile,
+        enable_idempotence=False,
+        session_timeout_ms=2000,
+        heartbeat_interval_ms=200,
     )
     return KafkaSettings(**{**options, **overrides})  # type: ignore[arg-type]
 
@@ -196,10 +208,16 @@ async def test_a_client_trusting_another_ca_cannot_connect(tls: Tls) -> None:
 def test_client_options_for_sasl_ssl_carry_credentials_and_an_ssl_context(tls: Tls) -> None:
     """SASL_SSL settings give aiokafka the mechanism, the username, the password as a plain str,
     and an SSL context that verifies the broker."""
-    options = client_options(KafkaSettings(
-        bootstrap_servers="broker:9093", security_protocol="SASL_SSL", ssl_cafile=tls.cafile,
-        sasl_mechanism="SCRAM-SHA-512", sasl_username="guard", sasl_password="s3cret",  # type: ignore[arg-type]
-    ))
+    options = client_options(
+        KafkaSettings(
+            bootstrap_servers="broker:9093",
+            security_protocol="SASL_SSL",
+            ssl_cafile=tls.cafile,
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="guard",
+            sasl_password="s3cret",  # type: ignore[arg-type]
+        )
+    )
     assert options["security_protocol"] == "SASL_SSL"
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert options["sasl_plain_username"] == "guard"

@@ -22,7 +22,9 @@ async def standin() -> AsyncIterator[LeadterraStandIn]:
         yield server
 
 
-def client(standin: LeadterraStandIn, *, key: str | None = None, deadline: float = 5.0, timeout: float = 2.0) -> PauseClient:
+def client(
+    standin: LeadterraStandIn, *, key: str | None = None, deadline: float = 5.0, timeout: float = 2.0
+) -> PauseClient:
     return PauseClient(
         standin.url,
         SecretStr(key or standin.api_key),

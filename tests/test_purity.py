@@ -47,8 +47,12 @@ class TestPureCore:
 
     @pytest.mark.parametrize(
         ("module", "library"),
-        [("guard.kafka", "aiokafka"), ("guard.actions.pause", "httpx"), ("guard.logs", "structlog"),
-         ("guard.metrics", "prometheus_client")],
+        [
+            ("guard.kafka", "aiokafka"),
+            ("guard.actions.pause", "httpx"),
+            ("guard.logs", "structlog"),
+            ("guard.metrics", "prometheus_client"),
+        ],
     )
     def test_the_check_sees_an_io_import_when_there_is_one(self, module: str, library: str) -> None:
         """The control: the same check does see the I/O modules' libraries, so a pass above means something."""

@@ -6,6 +6,7 @@ import gzip
 import json
 import subprocess
 import sys
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,9 @@ class TestReplay:
         """One section with an SVG plot per campaign with a decision."""
         path, _ = history
         report = tmp_path / "report.html"
-        _, out, _ = run(["replay", str(path), "--rules", str(RULES), "--format", "json", "--report", str(report)], capsys)
+        _, out, _ = run(
+            ["replay", str(path), "--rules", str(RULES), "--format", "json", "--report", str(report)], capsys
+        )
         campaigns = {json.loads(line)["campaign_id"] for line in out.splitlines()}
         page = report.read_text()
         assert page.count("<section>") == len(campaigns) and page.count("<svg") == len(campaigns)
@@ -77,7 +80,19 @@ class TestReplay:
         """`-` reads stdin (gzip detected); the report still gets its second pass."""
         path, _ = history
         report = tmp_path / "report.html"
-        command = [sys.executable, "-m", "guard.cli", "replay", "-", "--rules", str(RULES), "--format", "json", "--report", str(report)]
+        command = [
+            sys.executable,
+            "-m",
+            "guard.cli",
+            "replay",
+            "-",
+            "--rules",
+            str(RULES),
+            "--format",
+            "json",
+            "--report",
+            str(report),
+        ]
         piped = subprocess.run(command, input=path.read_bytes(), capture_output=True, check=True)
         direct = subprocess.run(command[:4] + [str(path)] + command[5:], capture_output=True, check=True)
         assert piped.stdout == direct.stdout
@@ -93,6 +108,6 @@ class TestReplay:
 
 
 def _iso(epoch: float) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat()

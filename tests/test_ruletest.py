@@ -42,7 +42,9 @@ class TestScripts:
 
     def test_reads_kinds_domains_statuses_waits_and_restarts(self) -> None:
         """Every part of the notation becomes the matching event fields."""
-        events = script_events("c", "1 hard_bounce to gmail.com status 5.1.1, then wait 1h, then started, then 1 complaint")
+        events = script_events(
+            "c", "1 hard_bounce to gmail.com status 5.1.1, then wait 1h, then started, then 1 complaint"
+        )
         assert [(e.signal, e.bounce_type, e.recipient_domain, e.smtp_status) for e in events] == [
             (Signal.BOUNCED, "hard", "gmail.com", "5.1.1"),
             (Signal.STARTED, None, None, None),
@@ -70,7 +72,9 @@ class TestCommand:
         assert "- expected, did not fire: camp_a bounces at 9m" in out
         assert "+ fired, not expected:    camp_a bounces at 10m" in out
 
-    def test_fails_when_something_fires_that_should_not(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_fails_when_something_fires_that_should_not(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """`expect: []` means nothing fires."""
         assert main(["test", str(write_test(tmp_path, "[]"))]) == 1
         assert "+ fired, not expected:    camp_a bounces at 10m" in capsys.readouterr().out

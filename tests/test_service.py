@@ -44,7 +44,9 @@ async def topics(kafka_bootstrap: str) -> Topics:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(t, num_partitions=4, replication_factor=1) for t in (names.input, names.audit, names.dlq)])
+        await admin.create_topics(
+            [NewTopic(t, num_partitions=4, replication_factor=1) for t in (names.input, names.audit, names.dlq)]
+        )
     finally:
         await admin.close()
     return names
@@ -58,7 +60,9 @@ async def standin() -> AsyncIterator[LeadterraStandIn]:
 
 @pytest.fixture
 async def producer(kafka_broker: BrokerInfo) -> AsyncIterator[AIOKafkaProducer]:
-    client = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides)
+    client = AIOKafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides
+    )
     await client.start()
     yield client
     await client.stop()
@@ -73,7 +77,11 @@ def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, 
             enable_idempotence=broker.kind != "tansu",
         ),
         leadterra=LeadterraSettings(
-            api_url=standin.url, api_key=SecretStr(standin.api_key), backoff_initial=0.02, backoff_max=0.1, retry_deadline=10
+            api_url=standin.url,
+            api_key=SecretStr(standin.api_key),
+            backoff_initial=0.02,
+            backoff_max=0.1,
+            retry_deadline=10,
         ),
         guard=GuardSettings(
             rules=RULES,
@@ -173,7 +181,12 @@ def audits(records: list) -> list[dict]:
 
 class TestPausing:
     async def test_pauses_the_bad_campaign_once_and_leaves_the_good_one_alone(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """Evidence over the default hard-bounce line -> one pause, audited with its evidence, offsets committed."""
         standin.add_campaign("camp_bad")
@@ -184,7 +197,9 @@ class TestPausing:
 
         await standin.wait_for_pauses(1, timeout=20)
         records = await read_topic(kafka_bootstrap, topics.audit, expected=2)
-        await until(lambda: service.metrics.commits.labels("ok")._value.get() > 0 and not service.metrics.inflight._value.get())
+        await until(
+            lambda: service.metrics.commits.labels("ok")._value.get() > 0 and not service.metrics.inflight._value.get()
+        )
         await asyncio.sleep(0.5)
 
         assert [r.campaign_id for r in standin.pause_requests()] == ["camp_bad"]
@@ -203,7 +218,12 @@ class TestPausing:
         assert standin.pause_requests()[0].header("Idempotency-Key") == fired["decision_id"]
 
     async def test_commits_every_offset_once_settled(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """After the pause is settled the group's committed offsets cover every produced record."""
         standin.add_campaign("camp_bad")
@@ -213,10 +233,14 @@ class TestPausing:
         await standin.wait_for_pauses(1, timeout=20)
 
         async def committed_total() -> int:
-            consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False)
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False
+            )
             await consumer.start()
             try:
-                partitions = [TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()]
+                partitions = [
+                    TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()
+                ]
                 return sum([await consumer.committed(tp) or 0 for tp in partitions])
             finally:
                 await consumer.stop()
@@ -230,7 +254,12 @@ class TestPausing:
 
 class TestApiFaults:
     async def test_retries_503_twice_then_audits_one_pause(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """503, 503, 200: the pause lands on the third attempt and is audited once as paused."""
         standin.add_campaign("camp_bad")
@@ -244,7 +273,12 @@ class TestApiFaults:
         assert events[1]["result"]["attempts"] == 3
 
     async def test_audits_404_without_retrying(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """An unknown campaign gets one call, audited as failed with campaign_not_found."""
         await produce(producer, topics.input, bad_campaign("camp_unknown", time.time() - 600))
@@ -255,7 +289,12 @@ class TestApiFaults:
         assert len(standin.pause_requests()) == 1
 
     async def test_a_rejected_key_is_not_retried_and_makes_the_guard_unhealthy(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """401: one call, audited as failed, and /livez and /readyz say the guard protects nothing."""
         standin.add_campaign("camp_bad")
@@ -277,11 +316,20 @@ class TestApiFaults:
 
 class TestBadInput:
     async def test_dead_letters_malformed_records_and_keeps_going(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """Garbage goes to the dead-letter topic with its reason; the bad campaign behind it is still paused."""
         standin.add_campaign("camp_bad")
-        garbage = [("camp_bad", b"not json"), ("camp_bad", b'{"event": "message.sent", "data": {}}'), ("camp_bad", b"\xff\xfe")]
+        garbage = [
+            ("camp_bad", b"not json"),
+            ("camp_bad", b'{"event": "message.sent", "data": {}}'),
+            ("camp_bad", b"\xff\xfe"),
+        ]
         await produce(producer, topics.input, garbage + bad_campaign("camp_bad", time.time() - 600))
         await run_guard()
         await standin.wait_for_pauses(1, timeout=20)
@@ -302,7 +350,12 @@ class TestHealth:
         assert "guard_records_total" in metrics.text
 
     async def test_dry_run_audits_without_calling_the_api(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """GUARD_DRY_RUN: the decision and a dry_run outcome are audited; Leadterra hears nothing."""
         standin.add_campaign("camp_bad")
@@ -336,7 +389,12 @@ class TestRestart:
         assert standin.status("camp_bad") == "running"
 
     async def test_a_decision_unsettled_at_shutdown_is_acted_on_after_restart(
-        self, kafka_bootstrap: str, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
     ) -> None:
         """API down at SIGTERM: the offset stays uncommitted, the next guard pauses with the same decision id."""
         standin.add_campaign("camp_bad")
@@ -366,12 +424,22 @@ class TestReplayEquivalence:
         consumed = lambda: sum(  # noqa: E731
             service.metrics.records.labels(outcome)._value.get() for outcome in ("counted", "ignored", "dead_lettered")
         )
-        await until(lambda: consumed() == len(traffic.records) and not service.metrics.inflight._value.get(), timeout=60)
+        await until(
+            lambda: consumed() == len(traffic.records) and not service.metrics.inflight._value.get(), timeout=60
+        )
         live = audits(await read_topic(kafka_broker.bootstrap_servers, topics.audit, expected=10**9, timeout=5))
         live_fired = sorted(e["decision_id"] for e in live if e["outcome"] == "fired")
 
         replay = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "guard.cli", "replay", f"kafka:{topics.input}", "--rules", str(RULES), "--format", "json",
+            sys.executable,
+            "-m",
+            "guard.cli",
+            "replay",
+            f"kafka:{topics.input}",
+            "--rules",
+            str(RULES),
+            "--format",
+            "json",
             env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers},
             stdout=asyncio.subprocess.PIPE,
         )

@@ -108,6 +108,11 @@ class Dispatcher:
         )
         await self._publish(
             audit_event(
-                decision, outcome.outcome, decided_at=decided_at, dry_run=False, result=result, answered_at=outcome.answered_at
+                decision,
+                outcome.outcome,
+                decided_at=decided_at,
+                dry_run=False,
+                result=result,
+                answered_at=outcome.answered_at,
             )
         )

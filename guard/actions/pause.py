@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
@@ -99,7 +99,12 @@ class PauseClient:
         except _Retryable:
             pass
         return PauseResult(
-            "failed", last_status, attempts, error_code="retry_deadline_exceeded", error=last_error, answered_at=time.time()
+            "failed",
+            last_status,
+            attempts,
+            error_code="retry_deadline_exceeded",
+            error=last_error,
+            answered_at=time.time(),
         )
 
     def _wait(self, state: RetryCallState) -> float:
@@ -112,7 +117,9 @@ class PauseClient:
 def _result(response: httpx.Response, attempts: int, started: float) -> PauseResult:
     now, status, code = time.time(), response.status_code, _error_code(response)
     if status != 200:
-        return PauseResult("failed", status, attempts, error_code=code or f"http_{status}", error=_text(response), answered_at=now)
+        return PauseResult(
+            "failed", status, attempts, error_code=code or f"http_{status}", error=_text(response), answered_at=now
+        )
     body = _json(response)
     campaign_status = body.get("status") if isinstance(body, dict) else None
     paused_at = body.get("pausedAt") if isinstance(body, dict) else None
@@ -168,5 +175,5 @@ def _before(timestamp: str | None, moment: float) -> bool:
     except ValueError:
         return False
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp() < moment

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from guard.engine.decisions import Decision, decision_id
-from guard.engine.plan import CompiledRule, Plan, compile_plan
+from guard.engine.plan import CompiledRule, compile_plan
 from guard.engine.windows import SlidingCount
 from guard.events import Event, Signal
 from guard.rules.models import RuleSet
 
 # Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
 _EPSILON = 1e-9
-DEFAULT_DEDUPE_HORIZON = 3600.0
+# Leadterra retries a webhook after ~1m, 5m, 30m and 2h (then 8h): 3 h catches all but the last.
+DEFAULT_DEDUPE_HORIZON = 3 * 3600.0
 MAX_DEDUPE_KEYS_PER_CAMPAIGN = 50_000
 
 
@@ -62,6 +63,8 @@ class CampaignState:
     series: dict[str, SlidingCount] = field(default_factory=dict)
     rule_states: dict[str, RuleState] = field(default_factory=dict)
     seen: dict[int, float] = field(default_factory=dict)  # hash(signal, message id) -> event time
+    started_at: float = float("-inf")  # events from before the campaign's last start are ignored
+    active: bool = True  # had events since the last sweep
 
 
 @dataclass(slots=True)
@@ -105,40 +108,53 @@ class Engine:
     def process(self, event: Event) -> list[Decision]:
         """Count one event and return the decisions it causes (usually none)."""
         self.stats.events += 1
-        campaign_id = event.campaign_id
-        if event.signal is Signal.STARTED:
-            # a (re)started campaign starts clean: old evidence must not pause it again
-            if self._campaigns.pop(campaign_id, None) is not None:
-                self.stats.resets += 1
-            return []
+        campaign_id, time = event.campaign_id, event.time
         state = self._campaigns.get(campaign_id)
-        if state is None or event.time - state.watermark > self._plan.retention:
+        if state is not None and time - state.watermark > self._plan.retention:
             # idle past every window and cooldown: starts fresh, exactly as if the sweep had
-            # dropped it, so how campaigns share an engine never changes a decision
+            # dropped it, so how campaigns share an engine does not change a decision
+            state = None
+        if event.signal is Signal.STARTED:
+            # a (re)started campaign starts clean: evidence from before the start never counts again
+            if state is not None:
+                self.stats.resets += 1
+            self._campaigns[campaign_id] = CampaignState(
+                self._plan.rules_for(campaign_id), watermark=time, started_at=time
+            )
+            self._advance(time)
+            return []
+        if state is None:
             state = self._campaigns[campaign_id] = CampaignState(self._plan.rules_for(campaign_id))
+        state.active = True
+        if time < state.started_at:
+            self.stats.late += 1  # e.g. a retried webhook for a bounce from before the restart
+            return []
         if event.message_id is not None and self._is_duplicate(state, event):
             self.stats.duplicates += 1
             return []
-        time = event.time
         if time > state.watermark:
             state.watermark = time
+        late = False
         for spec in self._plan.series_by_signal.get(event.signal, ()):
             if spec.matches(event):
                 series = state.series.get(spec.key)
                 if series is None:
                     series = state.series[spec.key] = SlidingCount(spec.window)
-                if not series.add(time, event.message_id):
-                    self.stats.late += 1
+                late |= not series.add(time, event.message_id, state.watermark)
+        self.stats.late += late
         decisions = [
             decision
             for compiled in state.rules
             if (decision := self._evaluate(compiled, state, campaign_id)) is not None
         ]
+        self._advance(time)
+        return decisions
+
+    def _advance(self, time: float) -> None:
         if time > self._watermark:
             self._watermark = time
             if time >= self._next_sweep:
                 self._sweep()
-        return decisions
 
     def _is_duplicate(self, state: CampaignState, event: Event) -> bool:
         seen = state.seen
@@ -176,7 +192,7 @@ class Engine:
             denominator=measure.denominator,
             value=measure.value,
             evidence_from=max(min(starts, default=now), now - rule.window),
-            message_ids=tuple(numerator_series.samples or ()) if numerator_series is not None else (),
+            message_ids=numerator_series.sample_ids(now) if numerator_series is not None else (),
         )
 
     @staticmethod
@@ -205,8 +221,11 @@ class Engine:
         retention = self._plan.retention
         # twice the retention: an event that late for a dropped campaign is too old to matter
         cutoff = self._watermark - 2 * retention
-        idle = [campaign_id for campaign_id, state in self._campaigns.items() if state.watermark < cutoff]
+        # a campaign that had events since the last sweep stays, however far its event times lag
+        idle = [c for c, state in self._campaigns.items() if not state.active and state.watermark < cutoff]
         for campaign_id in idle:
             del self._campaigns[campaign_id]
+        for state in self._campaigns.values():
+            state.active = False
         self.stats.dropped_campaigns += len(idle)
         self._next_sweep = self._watermark + max(retention / 10, 60.0)

@@ -82,7 +82,9 @@ def _matcher(where: Where) -> Matcher:
         checks.append(lambda event: event.bounce_type == bounce_type)
     if where.recipient_domain is not None:
         domains = _glob_regex(tuple(pattern.lower() for pattern in where.recipient_domain))
-        checks.append(lambda event: event.recipient_domain is not None and domains.match(event.recipient_domain) is not None)
+        checks.append(
+            lambda event: event.recipient_domain is not None and domains.match(event.recipient_domain) is not None
+        )
     if where.smtp_status is not None:
         statuses = re.compile(
             "|".join(re.escape(pattern).replace("x", r"\d{1,3}") + "$" for pattern in where.smtp_status)
@@ -98,6 +100,7 @@ def _matcher(where: Where) -> Matcher:
 def _campaign_filter(rule: Rule) -> Callable[[str], bool]:
     include, exclude = _glob_regex(rule.campaigns.include), rule.campaigns.exclude
     excluded = _glob_regex(exclude) if exclude else None
-    return lambda campaign_id: include.match(campaign_id) is not None and not (
-        excluded is not None and excluded.match(campaign_id) is not None
+    return lambda campaign_id: (
+        include.match(campaign_id) is not None
+        and not (excluded is not None and excluded.match(campaign_id) is not None)
     )

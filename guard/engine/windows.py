@@ -21,26 +21,31 @@ class SlidingCount:
         self.width = window / BUCKETS_PER_WINDOW
         self.buckets: deque[list[int]] = deque()  # [bucket index, count], oldest first
         self.total = 0
-        self.samples: deque[str] | None = None
+        self.samples: deque[tuple[int, str]] | None = None  # (bucket index, message id), newest last
 
-    def add(self, time: float, message_id: str | None) -> bool:
-        """Count one event; False when it is older than the window (a late event, not counted)."""
+    def add(self, time: float, message_id: str | None, now: float) -> bool:
+        """Count one event; False when it is older than the window ending at `now` (not counted)."""
         index = int(time // self.width)
+        if index <= int(now // self.width) - BUCKETS_PER_WINDOW:
+            return False
         buckets = self.buckets
         if not buckets or index > buckets[-1][0]:
             buckets.append([index, 1])
         elif index == buckets[-1][0]:
             buckets[-1][1] += 1
-        elif index <= buckets[-1][0] - BUCKETS_PER_WINDOW:
-            return False
         else:
             self._add_late(index)
         self.total += 1
         if message_id is not None:
             if self.samples is None:
                 self.samples = deque(maxlen=SAMPLE_IDS)
-            self.samples.append(message_id)
+            self.samples.append((index, message_id))
         return True
+
+    def sample_ids(self, now: float) -> tuple[str, ...]:
+        """The latest few message ids still inside the window ending at `now`."""
+        oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
+        return tuple(message_id for index, message_id in self.samples or () if index > oldest_kept)
 
     def _add_late(self, index: int) -> None:
         buckets = self.buckets

@@ -62,11 +62,13 @@ def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
         parsed = _parse_file(name, text, problems)
         if parsed is None:
             continue
+        rule_file, lines = parsed
         names.append(name)
-        for group in parsed.groups:
-            for rule in group.rules:
+        for g, group in enumerate(rule_file.groups):
+            for r, rule in enumerate(group.rules):
                 if rule.name in where:
-                    problems.append(f"{name}: rule {rule.name}: name already used in {where[rule.name]}")
+                    line = lines.get(("groups", g, "rules", r, "name"))
+                    problems.append(f"{name}:{line}: rule {rule.name}: name: already used in {where[rule.name]}")
                     continue
                 where[rule.name] = name
                 rules.append(rule)
@@ -75,7 +77,7 @@ def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
     return RuleSet(rules=tuple(rules), sources=tuple(names))
 
 
-def _parse_file(name: str, text: str, problems: list[str]) -> RuleFile | None:
+def _parse_file(name: str, text: str, problems: list[str]) -> tuple[RuleFile, dict[tuple, int]] | None:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -87,10 +89,14 @@ def _parse_file(name: str, text: str, problems: list[str]) -> RuleFile | None:
     if data is None:
         problems.append(f"{name}: the file is empty; it needs `groups:`")
         return None
+    duplicates: list[str] = []
+    lines = _line_index(node, duplicates=duplicates)
+    if duplicates:  # YAML would silently keep the last value
+        problems.extend(f"{name}:{duplicate}" for duplicate in duplicates)
+        return None
     try:
-        return RuleFile.model_validate(data)
+        return RuleFile.model_validate(data), lines
     except ValidationError as error:
-        lines = _line_index(node)
         details = error.errors()
         for detail in details:
             if not _echo_of_item_errors(detail, details):
@@ -106,10 +112,12 @@ def _echo_of_item_errors(detail: dict, details: list[dict]) -> bool:
 
 def _describe(name: str, data: object, lines: dict[tuple, int], detail: dict) -> str:
     loc = tuple(detail["loc"])
-    rule_loc = loc[:4] if loc[:1] == ("groups",) and loc[2:3] == ("rules",) else None
+    rule_loc = loc[:4] if len(loc) >= 4 and loc[0] == "groups" and loc[2] == "rules" else None
     field = loc[4:] if rule_loc else loc
     # pydantic puts union and validator details in the location; keep the keys a user wrote
-    field = tuple(part for part in field if not (isinstance(part, str) and ("[" in part or part.startswith("function"))))
+    field = tuple(
+        part for part in field if not (isinstance(part, str) and ("[" in part or part.startswith("function")))
+    )
     line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
     where = f"{name}:{line}" if line else name
     rule = f" rule {_rule_name(data, rule_loc)}:" if rule_loc else ""
@@ -126,8 +134,9 @@ def _rule_name(data: object, rule_loc: tuple) -> str:
         return f"#{rule_loc[3] + 1} of group #{rule_loc[1] + 1}"
 
 
-def _line_index(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
-    """Maps each key path (as pydantic reports locations) to its 1-based line in the file."""
+def _line_index(node: yaml.Node | None, path: tuple = (), *, duplicates: list[str]) -> dict[tuple, int]:
+    """Maps each key path (as pydantic reports locations) to its 1-based line in the file, and
+    lists keys written twice in one mapping."""
     index: dict[tuple, int] = {}
     if node is None:
         return index
@@ -135,9 +144,13 @@ def _line_index(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             child = (*path, key.value)
-            index.update(_line_index(value, child))
+            if child in index:
+                duplicates.append(
+                    f"{key.start_mark.line + 1}: {key.value!r} is given twice (first on line {index[child]})"
+                )
+            index.update(_line_index(value, child, duplicates=duplicates))
             index[child] = key.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for position, item in enumerate(node.value):
-            index.update(_line_index(item, (*path, position)))
+            index.update(_line_index(item, (*path, position), duplicates=duplicates))
     return index

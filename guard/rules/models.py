@@ -9,13 +9,27 @@ A rule fires when its value reaches the threshold (value >= threshold).
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from guard.rules.durations import PATTERN as DURATION_PATTERN
 from guard.rules.durations import format_duration, parse_duration
+
+MAX_DURATION = 30 * 86400.0
 
 CountedSignal = Literal["sent", "bounced", "complained", "unsubscribed", "replied"]
 
@@ -37,6 +51,8 @@ def _as_tuple(value: object) -> object:
 
 
 def _percent(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a threshold is a number or a percentage such as '0.3%', not a boolean")
     if isinstance(value, str) and value.strip().endswith("%"):
         try:
             return float(value.strip()[:-1]) / 100
@@ -45,10 +61,12 @@ def _percent(value: object) -> object:
     return value
 
 
-Globs = Annotated[tuple[str, ...], BeforeValidator(_as_tuple)]
+# an empty list would match nothing, which is never what a rule means: say so instead
+Globs = Annotated[tuple[str, ...], BeforeValidator(_as_tuple), Field(min_length=1)]
 StatusPatterns = Annotated[
     tuple[Annotated[str, Field(pattern=r"^[245](\.(\d{1,3}|x)){2}$")], ...],
     BeforeValidator(_as_tuple),
+    Field(min_length=1),
 ]
 
 
@@ -92,7 +110,15 @@ class CampaignFilter(_Frozen):
     """Campaign id globs the rule applies to; exclude wins over include."""
 
     include: Globs = ("*",)
-    exclude: Globs = ()
+    exclude: Annotated[tuple[str, ...], BeforeValidator(_as_tuple)] = ()
+
+
+def _condition(info: ValidationInfo) -> str | None:
+    """ "rate" or "count" when exactly one is given (else the model check reports it)."""
+    rate, count = info.data.get("rate"), info.data.get("count")
+    if (rate is None) == (count is None):
+        return None
+    return "rate" if rate is not None else "count"
 
 
 class Rule(_Frozen):
@@ -108,37 +134,62 @@ class Rule(_Frozen):
         "a whole number for a count."
     )
     min_volume: int | None = Field(
-        None, ge=1, description="A rate rule is silent until `per` has at least this many events in the window."
+        None,
+        ge=1,
+        validate_default=True,
+        description="A rate rule is silent until `per` has at least this many events in the window.",
     )
-    for_: Duration = Field(0.0, alias="for", description="The condition must hold this long (event time).")
-    cooldown: Duration = Field(3600.0, description="After firing, the rule stays quiet this long per campaign.")
+    for_: Duration = Field(
+        0.0, alias="for", le=MAX_DURATION, description="The condition must hold this long (event time)."
+    )
+    cooldown: Duration = Field(
+        3600.0, le=MAX_DURATION, description="After firing, the rule stays quiet this long per campaign."
+    )
     action: Literal["pause", "alert"] = Field("pause", description="pause the campaign, or alert (record only).")
     severity: Literal["critical", "warning", "info"] = "warning"
     labels: dict[str, str] = Field(default_factory=dict, description="Free labels copied into every audit event.")
     campaigns: CampaignFilter = CampaignFilter()
 
+    @field_validator("window")
+    @classmethod
+    def _window_range(cls, window: float) -> float:
+        if not 60 <= window <= MAX_DURATION:
+            raise ValueError(f"window must be between 1m and 30d, got {format_duration(window)}")
+        return window
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_fits_condition(cls, threshold: float, info: ValidationInfo) -> float:
+        if not math.isfinite(threshold):
+            raise ValueError("a threshold is a finite number")
+        condition = _condition(info)
+        if condition == "rate" and not 0 < threshold <= 1:
+            raise ValueError("a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'")
+        if condition == "count" and (threshold < 1 or threshold != int(threshold)):
+            raise ValueError("a count threshold is a whole number >= 1")
+        return threshold
+
+    @field_validator("min_volume")
+    @classmethod
+    def _volume_fits_condition(cls, min_volume: int | None, info: ValidationInfo) -> int | None:
+        condition = _condition(info)
+        if condition == "rate" and min_volume is None:
+            raise ValueError("a rate rule needs `min_volume`: 1 bounce in 2 sends is no evidence")
+        if condition == "count" and min_volume is not None:
+            raise ValueError("`min_volume` applies to rate rules only")
+        return min_volume
+
     @model_validator(mode="after")
-    def _consistent(self) -> Rule:
+    def _one_condition(self) -> Rule:
         if (self.rate is None) == (self.count is None):
             raise ValueError("give exactly one condition: `rate` or `count`")
-        if not 60 <= self.window <= 30 * 86400:
-            raise ValueError(f"window must be between 1m and 30d, got {format_duration(self.window)}")
-        if self.rate is not None:
-            if self.min_volume is None:
-                raise ValueError("a rate rule needs `min_volume`: 1 bounce in 2 sends is no evidence")
-            if not 0 < self.threshold <= 1:
-                raise ValueError("a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'")
-        else:
-            if self.min_volume is not None:
-                raise ValueError("`min_volume` applies to rate rules only")
-            if self.threshold < 1 or self.threshold != int(self.threshold):
-                raise ValueError("a count threshold is a whole number >= 1")
         return self
 
     @cached_property
     def version(self) -> str:
         """A short hash of the rule's content: audits say exactly which rule text fired."""
-        return hashlib.sha256(self.model_dump_json(by_alias=True).encode()).hexdigest()[:12]
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 class RuleGroup(_Frozen):

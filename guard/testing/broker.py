@@ -17,18 +17,10 @@ What to know about Tansu (details: shared/test-broker.md):
   :data:`FAST_GROUP`.
 * ``memory://`` storage loses everything when the broker stops, including on :meth:`restart`.
 
-TLS does not work with the bundled tansu 0.6.0 (found by experiment, 2026-11):
-``tansu broker --listener-url tcp://127.0.0.1:P --cert server.pem --key server.key`` exits at
-argument parsing with ``error: the argument '--cert <CERT>' cannot be used with '--key <KEY>'``.
-Both flags are declared in one clap argument group ``tls``, and a clap group is mutually
-exclusive, while the broker only builds its TLS config when it gets *both*. With only one of
-the two, tansu starts a *plaintext* listener and says nothing. The listener URL scheme does not
-switch TLS on either: ``tcp://``, ``tls://`` and ``ssl://`` are all accepted, printed back as
-given and serve plaintext. Newer upstream sources keep ``tcp://`` and turn TLS on with
-``--cert``/``--key`` alone. So :class:`EmbeddedBroker` keeps ``tcp://`` and passes
-``--cert``/``--key`` through. With this binary :meth:`EmbeddedBroker.start` then fails fast
-with tansu's message, and giving only one of ``cert``/``key`` raises :class:`ValueError`, so
-no one gets plaintext by mistake.
+Tansu 0.6.0 cannot serve TLS itself: its CLI refuses ``--cert`` together with ``--key`` ("the
+argument '--cert <CERT>' cannot be used with '--key <KEY>'"), and with only one of them it serves
+plaintext silently. Tests that need TLS put a TLS-terminating proxy in front of the broker and
+advertise the proxy's port (``advertised_port``; see ``tests/test_kafka_tls.py``).
 
 The child never outlives this process. It runs in its own process group, and :meth:`stop` is
 registered with :mod:`atexit`. On Linux it also gets ``PR_SET_PDEATHSIG`` = SIGKILL, so a
@@ -155,18 +147,14 @@ class EmbeddedBroker:
         self,
         port: int | None = None,
         *,
-        cert: Path | None = None,
-        key: Path | None = None,
         storage: str = "memory://tansu/",
         env: dict[str, str] | None = None,
         advertised_port: int | None = None,
     ) -> None:
-        if (cert is None) != (key is None):
-            raise ValueError("give both cert and key or neither (with one, tansu serves plaintext)")
         self.port = port if port is not None else _free_port()
         self.bootstrap_servers = f"{_HOST}:{self.port}"
         self.advertised_port = advertised_port if advertised_port is not None else self.port
-        self.cert, self.key, self.storage = cert, key, storage
+        self.storage = storage
         self.env = dict(env or {})
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -193,11 +181,16 @@ class EmbeddedBroker:
         """The command line :meth:`start` runs."""
         url = f"tcp://{self.bootstrap_servers}"
         advertised = f"tcp://{_HOST}:{self.advertised_port}"
-        cmd = [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
-               "--storage-engine", self.storage]
-        if self.cert is not None and self.key is not None:
-            cmd += ["--cert", str(self.cert), "--key", str(self.key)]
-        return cmd
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            advertised,
+            "--storage-engine",
+            self.storage,
+        ]
 
     def start(self, timeout: float = 10.0) -> EmbeddedBroker:
         """Spawn the broker and wait until its port accepts connections. No-op when running.
@@ -278,9 +271,4 @@ class EmbeddedBroker:
                 continue
 
     def _failure(self, what: str) -> str:
-        tail = self.log_tail()
-        hint = ""
-        if "cannot be used with" in tail and self.cert is not None:
-            hint = ("\n(tansu 0.6.0 cannot serve TLS: its CLI refuses --cert with --key;"
-                    " see the guard.testing.broker docstring)")
-        return f"{what}; command: {' '.join(self.command())}\n--- tansu output (tail) ---\n{tail}{hint}"
+        return f"{what}; command: {' '.join(self.command())}\n--- tansu output (tail) ---\n{self.log_tail()}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import count
 
 _ids = count(1)
@@ -11,7 +11,7 @@ _ids = count(1)
 
 def envelope(event: str, campaign_id: str, at: float, **data: object) -> bytes:
     """One record value: `{"event", "timestamp", "data": {"campaignId", ...}}` as JSON bytes."""
-    timestamp = datetime.fromtimestamp(at, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    timestamp = datetime.fromtimestamp(at, tz=UTC).isoformat().replace("+00:00", "Z")
     return json.dumps({"event": event, "timestamp": timestamp, "data": {"campaignId": campaign_id, **data}}).encode()
 
 

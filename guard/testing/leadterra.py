@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, get_args
 
@@ -157,18 +157,14 @@ class _Fault:
 
     def response(self) -> web.Response:
         if self.body is not None:
-            return web.Response(
-                status=self.status, body=self.body, headers=self.headers, content_type="text/plain"
-            )
+            return web.Response(status=self.status, body=self.body, headers=self.headers, content_type="text/plain")
         return _error_response(self.status, self.code, self.message, self.headers)
 
 
 class _ApiError(Exception):
     """Raised inside a handler; becomes a documented error response."""
 
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = dict(headers or {})
@@ -182,7 +178,7 @@ class _ApiError(Exception):
 
 def _now_iso() -> str:
     """Now, ISO 8601 UTC with a ``Z`` (milliseconds), e.g. ``2025-01-15T14:22:00.123Z``."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _new_campaign_id() -> str:
@@ -191,9 +187,7 @@ def _new_campaign_id() -> str:
     return "camp_" + "".join(secrets.choice(alphabet) for _ in range(16))
 
 
-def _error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def _error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     body = {"error": {"code": code, "message": message}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -420,9 +414,7 @@ class LeadterraStandIn:
         fault = _Fault(status, code, "injected failure", body=raw, campaign_id=campaign_id)
         self._faults.extend([fault] * n)
 
-    def rate_limit_next(
-        self, n: int, retry_after: float | None = 1.0, *, campaign_id: str | None = None
-    ) -> None:
+    def rate_limit_next(self, n: int, retry_after: float | None = 1.0, *, campaign_id: str | None = None) -> None:
         """Answer the next ``n`` API calls with 429 and ``Retry-After: <seconds>``.
 
         ``retry_after=None`` sends no ``Retry-After`` (Leadterra documents none). Fractional
@@ -446,11 +438,7 @@ class LeadterraStandIn:
 
     def pause_requests(self, campaign_id: str | None = None) -> list[RecordedRequest]:
         """Every ``POST .../pause`` received (failed ones too), optionally for one campaign."""
-        return [
-            r
-            for r in self.requests
-            if r.is_pause and (campaign_id is None or r.campaign_id == campaign_id)
-        ]
+        return [r for r in self.requests if r.is_pause and (campaign_id is None or r.campaign_id == campaign_id)]
 
     async def wait_for_pauses(
         self, n: int = 1, timeout: float = 10.0, *, campaign_id: str | None = None
@@ -465,9 +453,7 @@ class LeadterraStandIn:
                     await self._next_record()
         except TimeoutError:
             seen = len(self._successful_pauses(campaign_id))
-            raise TimeoutError(
-                f"saw {seen} of {n} successful pause requests within {timeout} s"
-            ) from None
+            raise TimeoutError(f"saw {seen} of {n} successful pause requests within {timeout} s") from None
         return done
 
     def _successful_pauses(self, campaign_id: str | None) -> list[RecordedRequest]:
@@ -557,9 +543,7 @@ class LeadterraStandIn:
         if seconds > 0:
             await asyncio.sleep(seconds)
 
-    async def _respond(
-        self, request: web.Request, handler: _Handler, campaign_id: str | None
-    ) -> web.StreamResponse:
+    async def _respond(self, request: web.Request, handler: _Handler, campaign_id: str | None) -> web.StreamResponse:
         route_error = request.match_info.http_exception
         if route_error is not None:
             return _route_error(route_error)
@@ -581,9 +565,7 @@ class LeadterraStandIn:
 
     def _authenticate(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        valid = scheme.lower() == "bearer" and secrets.compare_digest(
-            token.encode(), self.api_key.encode()
-        )
+        valid = scheme.lower() == "bearer" and secrets.compare_digest(token.encode(), self.api_key.encode())
         if not valid:
             raise _ApiError(
                 401,
@@ -603,9 +585,7 @@ class LeadterraStandIn:
         try:
             return self._campaign(campaign_id)
         except KeyError:
-            raise _ApiError(
-                404, "campaign_not_found", f"no campaign {campaign_id!r} in this workspace"
-            ) from None
+            raise _ApiError(404, "campaign_not_found", f"no campaign {campaign_id!r} in this workspace") from None
 
     @staticmethod
     async def _reject_parameters(request: web.Request) -> None:
@@ -645,9 +625,7 @@ class LeadterraStandIn:
         await self._reject_parameters(request)
         campaign = self._found(request)
         campaign.pause()
-        return web.json_response(
-            {"id": campaign.id, "status": campaign.status, "pausedAt": campaign.paused_at}
-        )
+        return web.json_response({"id": campaign.id, "status": campaign.status, "pausedAt": campaign.paused_at})
 
     async def _start(self, request: web.Request) -> web.Response:
         """POST /v1/campaigns/{id}/start: draft/paused -> running; running is a no-op."""
@@ -656,9 +634,7 @@ class LeadterraStandIn:
         if campaign.status == "draft" and campaign.stats.total_enrolled == 0:
             raise _ApiError(400, "no_leads_enrolled", "the campaign has no enrolled leads")
         campaign.start()
-        return web.json_response(
-            {"id": campaign.id, "status": campaign.status, "startedAt": campaign.started_at}
-        )
+        return web.json_response({"id": campaign.id, "status": campaign.status, "startedAt": campaign.started_at})
 
     async def _stats(self, request: web.Request) -> web.Response:
         """GET /v1/campaigns/{id}/stats: the counters set with ``set_stats``."""
@@ -678,7 +654,7 @@ def _log_request(request: RecordedRequest) -> None:
     """One line per request; never prints header values (the key stays out of logs)."""
     elapsed_ms = (time.time() - request.received_at) * 1000
     answer = request.status if request.status is not None else "dropped"
-    stamp = datetime.fromtimestamp(request.received_at, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    stamp = datetime.fromtimestamp(request.received_at, UTC).strftime("%H:%M:%S.%f")[:-3]
     _log(f"{stamp} {request.method} {request.path} -> {answer} ({elapsed_ms:.1f} ms)")
 
 
