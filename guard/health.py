@@ -16,6 +16,7 @@ class Health:
 
     def __init__(self) -> None:
         self.polling = False
+        self.recovering = False  # some partition is still replaying up to its committed offset
         self.stopping = False
         self.auth_failed = False
         self._last_poll = time.monotonic()
@@ -41,4 +42,6 @@ class Health:
             return False, "stopping"
         if not self.polling:
             return False, "not polling Kafka yet"
+        if self.recovering:
+            return False, "rebuilding state from the log"
         return True, "ok"

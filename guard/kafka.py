@@ -4,7 +4,9 @@ rebalance listener, and the dead-letter sink."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -12,9 +14,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
+from guard.errors import GuardError
 from guard.settings import KafkaSettings
 
 log = structlog.get_logger("guard.kafka")
+
+
+class UnknownTopic(GuardError):
+    """The topic does not exist (or has no partitions)."""
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -83,8 +90,8 @@ class Rebalance(ConsumerRebalanceListener):
     handling in the poll loop and need no lock.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, pipeline: Any, longest_window: float) -> None:
-        self._consumer, self._pipeline, self._longest_window = consumer, pipeline, longest_window
+    def __init__(self, consumer: AIOKafkaConsumer, pipeline: Any) -> None:
+        self._consumer, self._pipeline = consumer, pipeline
         self._warned_time_lookup = False
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -100,7 +107,8 @@ class Rebalance(ConsumerRebalanceListener):
         log.info("partitions revoked", partitions=_names(revoked))
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        lookback_ms = max(0, int((time.time() - self._longest_window) * 1000))
+        # the rules in force now decide how far back to rebuild (a reload may have changed them)
+        lookback_ms = max(0, int((time.time() - self._pipeline.rules.retention) * 1000))
         fresh = [tp for tp in assigned if not self._pipeline.owns(tp)]
         for tp in fresh:
             committed = await self._consumer.committed(tp)
@@ -136,3 +144,70 @@ class DeadLetters:
             ("guard.source.timestamp", str(record.timestamp).encode()),
         ]
         return await self._producer.send(self._topic, value=record.value, key=record.key, headers=headers)
+
+
+async def read_topic(
+    settings: KafkaSettings, topic: str, since_ms: int, until_ms: int | None = None
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Batches of the records of every partition of `topic` with record time in [since, until],
+    up to the end each partition had when reading started. Reads without a consumer group."""
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
+        consumer.assign(partitions)
+        for tp in partitions:
+            start = await start_offset(consumer, tp, None, since_ms)
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+        ends = await _log_ends(consumer, partitions)
+        reading = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+        while reading:
+            fetched = await consumer.getmany(*reading, timeout_ms=1000, max_records=10_000)
+            batch = []
+            for tp, records in fetched.items():
+                for record in records:
+                    if record.offset >= ends[tp] or (until_ms is not None and record.timestamp > until_ms):
+                        reading.discard(tp)
+                        break
+                    if record.timestamp >= since_ms:
+                        batch.append(record)
+                if tp in reading and await consumer.position(tp) >= ends[tp]:
+                    reading.discard(tp)
+            if batch:
+                yield batch
+    finally:
+        await consumer.stop()
+
+
+async def _log_ends(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """Each partition's end when reading starts: the high watermark of a fetch, which every broker
+    reports correctly (the embedded test broker's ListOffsets LATEST does not)."""
+    ends = {}
+    for tp in partitions:
+        position = await consumer.position(tp)
+        await consumer.getmany(tp, timeout_ms=500, max_records=1)
+        ends[tp] = consumer.highwater(tp) or 0
+        consumer.seek(tp, position)
+    return ends
+
+
+async def settled_decision_ids(settings: KafkaSettings, audit_topic: str, since_ms: int) -> set[str]:
+    """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`."""
+    settled: set[str] = set()
+    try:
+        async for records in read_topic(settings, audit_topic, since_ms):
+            for record in records:
+                try:
+                    event = json.loads(record.value)
+                    if event["outcome"] != "fired":
+                        settled.add(event["decision_id"])
+                except (TypeError, ValueError, KeyError):
+                    continue  # not an audit event of ours: nothing to learn from it
+    except UnknownTopic:
+        pass  # nothing was ever audited
+    return settled

@@ -50,4 +50,21 @@ class Metrics:
             "1 after Leadterra rejected the API key: nothing is protected.",
             registry=r,
         )
+        self.rule_reloads = Counter(
+            "guard_rule_reloads_total",
+            "Rule file changes seen, by result: applied or rejected.",
+            ["result"],
+            registry=r,
+        )
+        self.rules_loaded = Gauge("guard_rules_loaded", "Rules in force.", registry=r)
+        self.recovering = Gauge(
+            "guard_recovery_records_remaining",
+            "Records still to replay before every partition is caught up.",
+            registry=r,
+        )
+        self.resumed = Counter(
+            "guard_resumed_decisions_total",
+            "Decisions recorded before a restart without an outcome, acted on after it.",
+            registry=r,
+        )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)

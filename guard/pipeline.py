@@ -1,24 +1,28 @@
 """decode -> evaluate -> act -> audit -> commit, per partition, in that order.
 
 For each batch of records of one partition:
-1. Records older than the lookback (the longest rule window) that need no replay are skipped.
+1. Records older than the lookback that need no replay are skipped. The lookback is the longest
+   any rule looks back (window, cooldown or `for`), measured from when the partition was assigned.
 2. Each record is decoded; a malformed one is sent to the dead-letter topic, an unknown event
    name is counted and skipped.
 3. The event goes through the partition's engine. Records before the committed offset were
-   handled before a restart or rebalance: they only rebuild the windows, their decisions are
-   dropped (they were settled, or their offset would not have been committed).
-4. Each live decision is handed to the dispatcher, which audits it, acts and audits the outcome
-   in its own task; its record's offset is pending until then.
+   handled before a restart or rebalance: they only rebuild the windows and rule states. Their
+   pause decisions are kept aside: once the partition has caught up, the service checks the
+   audit topic and acts on any whose outcome was never recorded (the guard died mid-call).
+4. Each live decision goes to the dispatcher, which records it (`fired`) in the audit topic,
+   then acts and records the outcome in its own task. Its record's offset is pending until the
+   `fired` record is written: from then on a restart finds it (step 3), so nothing is lost.
 5. Dead-letter writes are awaited before the batch counts as handled.
-An offset is committable once every record before it is handled and settled: the lowest pending
-offset, or the next offset to read when nothing is pending. Commits never move backwards.
+An offset is committable once every record before it is handled and its decisions recorded: the
+lowest pending offset, or the next offset to read when nothing is pending. Commits never move
+backwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
@@ -31,7 +35,7 @@ from guard.rules import RuleSet
 
 
 class Dispatch(Protocol):
-    def submit(self, decision: Decision, on_settled: Any) -> None: ...
+    def submit(self, decision: Decision, on_recorded: Callable[[], None]) -> None: ...
 
 
 class DeadLetterSink(Protocol):
@@ -41,7 +45,7 @@ class DeadLetterSink(Protocol):
 class PartitionProgress:
     """What of one partition is replayed, handled, pending and committed."""
 
-    __slots__ = ("replay_until", "new_group", "lookback_ms", "next_offset", "pending", "last_committed")
+    __slots__ = ("replay_until", "new_group", "lookback_ms", "next_offset", "pending", "last_committed", "replayed")
 
     def __init__(self, committed: int | None, lookback_ms: int) -> None:
         self.replay_until = committed or 0  # records below this offset only rebuild state
@@ -50,8 +54,10 @@ class PartitionProgress:
         self.next_offset: int | None = None
         self.pending: Counter[int] = Counter()
         self.last_committed = committed
+        # pause decisions met while replaying; None once handed over for the audit check
+        self.replayed: dict[str, Decision] | None = {}
 
-    def settle(self, offset: int) -> None:
+    def recorded(self, offset: int) -> None:
         self.pending[offset] -= 1
         if self.pending[offset] <= 0:
             del self.pending[offset]
@@ -89,9 +95,27 @@ class Pipeline:
     def revoke(self, tp: TopicPartition) -> None:
         self._partitions.pop(tp, None)
 
+    def set_rules(self, rules: RuleSet) -> None:
+        """Swap the rules of every partition at once; counted evidence is kept."""
+        self.rules = rules
+        for engine, _ in self._partitions.values():
+            engine.set_rules(rules)
+
     @property
     def assigned(self) -> list[TopicPartition]:
         return list(self._partitions)
+
+    def replay_until(self, tp: TopicPartition) -> int:
+        return self._partitions[tp][1].replay_until
+
+    def caught_up(self, tp: TopicPartition, position: int) -> list[Decision] | None:
+        """Once `tp` has read up to where the previous owner stopped, its replayed pause
+        decisions (once; None before and after) for the service to check against the audit."""
+        progress = self._partitions[tp][1]
+        if progress.replayed is None or position < progress.replay_until:
+            return None
+        replayed, progress.replayed = list(progress.replayed.values()), None
+        return replayed
 
     def committable(self) -> dict[TopicPartition, int]:
         offsets = {tp: progress.committable() for tp, (_, progress) in self._partitions.items()}
@@ -133,11 +157,13 @@ class Pipeline:
             decisions = engine.process(event)
             if replaying:
                 outcomes["replayed"] += 1
+                if progress.replayed is not None:
+                    progress.replayed.update((d.id, d) for d in decisions if d.action == "pause")
                 continue
             outcomes["counted"] += 1
             for decision in decisions:
                 progress.pending[offset] += 1
-                self._dispatcher.submit(decision, partial(progress.settle, offset))
+                self._dispatcher.submit(decision, partial(progress.recorded, offset))
         if dead_letters:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1

@@ -22,6 +22,7 @@ from pathlib import Path
 from guard.audit import audit_event
 from guard.engine import Decision, Engine
 from guard.events import Event, IgnoredEvent, MalformedEvent, decode
+from guard.kafka import read_topic
 from guard.rules import RuleSet
 from guard.settings import KafkaSettings
 
@@ -141,9 +142,13 @@ def kafka_records(
     the topic had when reading started. A thread runs the consumer; a bounded queue feeds the caller."""
     batches: queue.Queue[list[tuple[bytes, float]] | BaseException | None] = queue.Queue(maxsize=8)
 
+    async def read() -> None:
+        async for records in read_topic(settings, topic, since_ms, until_ms):
+            batches.put([(record.value, record.timestamp / 1000) for record in records if record.value is not None])
+
     def run() -> None:
         try:
-            asyncio.run(_read_topic(settings, topic, since_ms, until_ms, batches.put))
+            asyncio.run(read())
             batches.put(None)
         except BaseException as error:  # handed to the caller's thread
             batches.put(error)
@@ -155,55 +160,3 @@ def kafka_records(
             raise batch
         yield from batch
     reader.join()
-
-
-async def _read_topic(
-    settings: KafkaSettings, topic: str, since_ms: int, until_ms: int | None, put: Callable[[list], None]
-) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from guard.kafka import client_options, start_offset
-
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise ValueError(f"topic {topic!r} does not exist or has no partitions")
-        consumer.assign(partitions)
-        for tp in partitions:
-            start = await start_offset(consumer, tp, None, since_ms)
-            if start is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, start)
-        ends = await _log_ends(consumer, partitions)
-        open_partitions = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        while open_partitions:
-            fetched = await consumer.getmany(*open_partitions, timeout_ms=1000, max_records=10_000)
-            batch = []
-            for tp, records in fetched.items():
-                for record in records:
-                    if record.offset >= ends[tp] or (until_ms is not None and record.timestamp > until_ms):
-                        open_partitions.discard(tp)
-                        break
-                    if record.timestamp >= since_ms and record.value is not None:
-                        batch.append((record.value, record.timestamp / 1000))
-                if tp in open_partitions and await consumer.position(tp) >= ends[tp]:
-                    open_partitions.discard(tp)
-            if batch:
-                put(batch)
-    finally:
-        await consumer.stop()
-
-
-async def _log_ends(consumer: object, partitions: list) -> dict:
-    """Each partition's end when reading starts: the high watermark from a fetch, which every
-    broker reports correctly (the embedded test broker's ListOffsets LATEST does not)."""
-    ends = {}
-    for tp in partitions:
-        position = await consumer.position(tp)  # type: ignore[attr-defined]
-        await consumer.getmany(tp, timeout_ms=500, max_records=1)  # type: ignore[attr-defined]
-        ends[tp] = consumer.highwater(tp) or 0  # type: ignore[attr-defined]
-        consumer.seek(tp, position)  # type: ignore[attr-defined]
-    return ends

@@ -1,4 +1,10 @@
-"""`guard run`: wires settings, Kafka, the pipeline, the pause client and the health server."""
+"""`guard run`: wires settings, Kafka, the pipeline, the pause client and the health server.
+
+The poll loop never waits on Leadterra: pauses run in tasks (guard.actions.dispatch). Every
+`commit_interval` it also commits what is settled, notes which partitions have caught up after
+an assignment (and resumes decisions recorded without an outcome before the restart), and looks
+for changed rule files.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +16,16 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from guard.actions.dispatch import Dispatcher
+from guard.actions.dispatch import Dispatcher, Publish
 from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
+from guard.engine import Decision
 from guard.health import Health
-from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer
+from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer, settled_decision_ids
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.rules import RuleSet
+from guard.rules.watch import RulesWatcher
 from guard.server import HealthServer
 from guard.settings import Settings
 
@@ -38,6 +46,8 @@ class Service:
         self._stop = asyncio.Event()
         self.server = HealthServer(self.health, self.metrics, settings.guard.http_host, settings.guard.http_port)
         self.pipeline: Pipeline | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def assigned(self) -> int:
@@ -52,8 +62,12 @@ class Service:
         producer = make_producer(self.settings.kafka)
         consumer = make_consumer(self.settings.kafka, settings.group_id)
         pause_client = self._pause_client()
-        dispatcher = Dispatcher(
-            pause_client, self._publisher(producer), self.metrics, self.health, dry_run=settings.dry_run
+        self._dispatcher = dispatcher = Dispatcher(
+            pause_client,
+            _publisher(producer, settings.audit_topic),
+            self.metrics,
+            self.health,
+            dry_run=settings.dry_run,
         )
         self.pipeline = pipeline = Pipeline(
             self.rules,
@@ -62,13 +76,12 @@ class Service:
             self.metrics,
             dedupe_horizon=settings.dedupe_horizon,
         )
+        self.metrics.rules_loaded.set(len(self.rules.rules))
         await self.server.start()
         try:
             await producer.start()
             await consumer.start()
-            consumer.subscribe(
-                list(settings.input_topics), listener=Rebalance(consumer, pipeline, self.rules.longest_window)
-            )
+            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline))
             log.info(
                 "guard started",
                 topics=list(settings.input_topics),
@@ -80,10 +93,13 @@ class Service:
             self.health.stopping = True
             cancelled = await dispatcher.drain(settings.shutdown_grace)
             if cancelled:
-                log.warning("decisions not settled at shutdown; a restart will act on them", count=cancelled)
+                log.warning("decisions not settled at shutdown; a restart resumes them", count=cancelled)
             await self._commit(consumer, pipeline)
         finally:
             self.health.stopping = True
+            for task in self._background:
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
             if pause_client is not None:
@@ -105,36 +121,26 @@ class Service:
             backoff_max=leadterra.backoff_max,
         )
 
-    def _publisher(self, producer: AIOKafkaProducer):  # noqa: ANN202
-        topic = self.settings.guard.audit_topic
-
-        async def publish(event: AuditEvent) -> None:
-            """Retries until the audit record is written; shutdown cancels, leaving the offset uncommitted."""
-            value, key = event.model_dump_json().encode(), event.campaign_id.encode()
-            while True:
-                try:
-                    await producer.send_and_wait(topic, value=value, key=key)
-                    return
-                except KafkaError as error:
-                    log.warning("audit write failed; retrying", error=str(error), audit_id=event.id)
-                    await asyncio.sleep(AUDIT_RETRY_SECONDS)
-
-        return publish
-
     async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
-        commit_interval = self.settings.guard.commit_interval
-        next_commit = time.monotonic() + commit_interval
+        settings = self.settings.guard
+        watcher = RulesWatcher(settings.rules, self.rules) if settings.rules_reload_interval else None
+        next_tick = next_reload = time.monotonic()
         self.health.polling = True
         while not self._stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
             self.health.polled()
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
-            if time.monotonic() >= next_commit:
+            now = time.monotonic()
+            if now >= next_tick:
                 await self._commit(consumer, pipeline)
+                await self._track_recovery(consumer, pipeline)
                 self.metrics.campaigns.set(pipeline.campaigns())
                 self.metrics.partitions.set(len(pipeline.assigned))
-                next_commit = time.monotonic() + commit_interval
+                next_tick = now + settings.commit_interval
+            if watcher is not None and now >= next_reload:
+                self._reload(watcher, pipeline)
+                next_reload = now + settings.rules_reload_interval
 
     async def _commit(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
         offsets = pipeline.committable()
@@ -148,6 +154,63 @@ class Service:
             return
         pipeline.committed(offsets)
         self.metrics.commits.labels("ok").inc()
+
+    async def _track_recovery(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
+        """Readiness waits until every partition has replayed up to its committed offset; then
+        the decisions met while replaying are checked against the audit topic."""
+        remaining = 0
+        for tp in pipeline.assigned:
+            position = await consumer.position(tp)
+            remaining += max(0, pipeline.replay_until(tp) - position)
+            replayed = pipeline.caught_up(tp, position)
+            if replayed:
+                task = asyncio.create_task(self._resume_unsettled(replayed))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        self.metrics.recovering.set(remaining)
+        self.health.recovering = remaining > 0
+
+    async def _resume_unsettled(self, replayed: list[Decision]) -> None:
+        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them."""
+        since_ms = int((min(d.fired_at for d in replayed) - 60) * 1000)
+        try:
+            settled = await settled_decision_ids(self.settings.kafka, self.settings.guard.audit_topic, max(0, since_ms))
+        except KafkaError as error:
+            log.error("cannot read the audit topic to resume decisions", error=str(error))
+            return
+        for decision in replayed:
+            if decision.id not in settled and self._dispatcher is not None:
+                self.metrics.resumed.inc()
+                self._dispatcher.resume(decision)
+
+    def _reload(self, watcher: RulesWatcher, pipeline: Pipeline) -> None:
+        change = watcher.poll()
+        if change is None:
+            return
+        if change.rules is None:
+            self.metrics.rule_reloads.labels("rejected").inc()
+            log.error("new rules rejected; the previous rules stay in force", problems=change.problems)
+            return
+        self.rules = change.rules
+        pipeline.set_rules(change.rules)
+        self.metrics.rule_reloads.labels("applied").inc()
+        self.metrics.rules_loaded.set(len(change.rules.rules))
+        log.info("rules reloaded", rules=[rule.name for rule in change.rules.rules])
+
+
+def _publisher(producer: AIOKafkaProducer, topic: str) -> Publish:
+    async def publish(event: AuditEvent) -> None:
+        """Retries until the audit record is written; shutdown cancels, leaving the offset uncommitted."""
+        value, key = event.model_dump_json().encode(), event.campaign_id.encode()
+        while True:
+            try:
+                await producer.send_and_wait(topic, value=value, key=key)
+                return
+            except KafkaError as error:
+                log.warning("audit write failed; retrying", error=str(error), audit_id=event.id)
+                await asyncio.sleep(AUDIT_RETRY_SECONDS)
+
+    return publish
 
 
 async def run_until_signalled(service: Service) -> None:

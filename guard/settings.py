@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.errors import ConfigError
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -25,8 +26,8 @@ class KafkaSettings(BaseSettings):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
         None, description="Required with SASL_* protocols."
     )
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    sasl_username: str | None = Field(None, description="SASL user.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password. Never logged.")
     ssl_cafile: FilePath | None = Field(None, description="CA bundle that signed the brokers' certificates.")
     ssl_certfile: FilePath | None = Field(None, description="Client certificate, for mutual TLS.")
     ssl_keyfile: FilePath | None = Field(None, description="Client key, for mutual TLS.")
@@ -98,10 +99,15 @@ class GuardSettings(BaseSettings):
         20.0, gt=0, description="Seconds SIGTERM waits for in-flight pauses; keep below the pod's grace period."
     )
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
-    dedupe_horizon: float = Field(
-        3600.0, gt=0, description="Seconds a (event, messageId) pair is remembered to drop webhook duplicates."
+    rules_reload_interval: float = Field(
+        5.0, ge=0, description="Seconds between checks of the rule files for changes (0 = never reload)."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    dedupe_horizon: float = Field(
+        DEFAULT_DEDUPE_HORIZON,
+        gt=0,
+        description="Seconds a (event, messageId) pair is remembered, to count webhook retries once.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
 
     @field_validator("input_topics", mode="before")
     @classmethod

@@ -89,9 +89,9 @@ class TestShippedRules:
         assert thresholds["hard-bounce-rate"] == 0.06
         assert thresholds["gmail-complaint-rate"] == 0.003
 
-    def test_the_longest_window_is_a_day(self) -> None:
+    def test_the_rules_look_back_a_day(self) -> None:
         """The lookback the service needs is the longest window of the set."""
-        assert load_rules(RULES_DIR).longest_window == 86400.0
+        assert load_rules(RULES_DIR).retention == 86400.0
 
 
 class TestValidateCommand:

@@ -16,13 +16,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
+from test_reload import ConfigMapVolume
 
 from guard.generate import generate
 from guard.rules import load_rules
 from guard.service import Service
 from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
 from guard.testing.broker import BrokerInfo
-from guard.testing.events import bounced, sent
+from guard.testing.events import bounced, complained, sent
 from guard.testing.leadterra import LeadterraStandIn
 
 RULES = Path(__file__).parent.parent / "rules"
@@ -84,7 +85,7 @@ def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, 
             retry_deadline=10,
         ),
         guard=GuardSettings(
-            rules=RULES,
+            rules=guard.pop("rules", RULES),
             input_topics=(topics.input,),
             audit_topic=topics.audit,
             dlq_topic=topics.dlq,
@@ -117,7 +118,8 @@ async def run_guard(kafka_broker: BrokerInfo, standin: LeadterraStandIn, topics:
     running: list[Guard] = []
 
     async def start(**guard: object) -> Guard:
-        service = Guard(settings_for(kafka_broker, standin, topics, **guard), load_rules(RULES))
+        settings = settings_for(kafka_broker, standin, topics, **guard)
+        service = Guard(settings, load_rules(settings.guard.rules))
         service.task = asyncio.create_task(service.run())
         running.append(service)
         await until(lambda: service.assigned > 0 or service.task.done(), timeout=20)
@@ -388,7 +390,7 @@ class TestRestart:
         assert len(standin.pause_requests()) == 1
         assert standin.status("camp_bad") == "running"
 
-    async def test_a_decision_unsettled_at_shutdown_is_acted_on_after_restart(
+    async def test_a_decision_recorded_but_not_acted_on_at_shutdown_is_resumed_after_restart(
         self,
         kafka_bootstrap: str,
         standin: LeadterraStandIn,
@@ -396,7 +398,7 @@ class TestRestart:
         topics: Topics,
         run_guard: RunGuard,
     ) -> None:
-        """API down at SIGTERM: the offset stays uncommitted, the next guard pauses with the same decision id."""
+        """API down at SIGTERM: the next guard finds `fired` without an outcome in the audit topic and pauses."""
         standin.add_campaign("camp_bad")
         await standin.down()
         first = await run_guard(shutdown_grace=0.5)
@@ -405,12 +407,13 @@ class TestRestart:
         await first.shutdown()
         await standin.up()
 
-        await run_guard()
+        second = await run_guard()
         await standin.wait_for_pauses(1, timeout=20)
-        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=3))
-        assert [e["outcome"] for e in events] == ["fired", "fired", "paused"]
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [e["outcome"] for e in events] == ["fired", "paused"]
         assert len({e["decision_id"] for e in events}) == 1
-        assert events[0]["id"] == events[1]["id"]
+        assert second.metrics.resumed._value.get() == 1
+        assert len(standin.pause_requests()) == 1
 
 
 class TestReplayEquivalence:
@@ -447,3 +450,78 @@ class TestReplayEquivalence:
         replayed = sorted(json.loads(line)["decision_id"] for line in out.decode().splitlines())
         assert replay.returncode == 0
         assert live_fired and live_fired == replayed
+
+
+class TestNoHeadOfLineBlocking:
+    async def test_a_campaign_whose_pause_keeps_failing_holds_up_neither_others_nor_commits(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """One campaign's pause retries 503s; another is paused at once and every offset is committed."""
+        standin.add_campaign("camp_stuck")
+        standin.add_campaign("camp_other")
+        standin.fail_next(10_000, status=503, campaign_id="camp_stuck")
+        service = await run_guard(shutdown_grace=0.5)
+        start = time.time() - 600
+        await produce(producer, topics.input, bad_campaign("camp_stuck", start))
+        await asyncio.sleep(0.5)
+        produced_at = time.monotonic()
+        other = bad_campaign("camp_other", start)
+        await produce(producer, topics.input, other)
+        await standin.wait_for_pauses(1, timeout=20, campaign_id="camp_other")
+        delay = time.monotonic() - produced_at
+
+        stuck = [r for r in standin.pause_requests("camp_stuck")]
+        assert len(stuck) >= 2 and all(r.status == 503 for r in stuck)  # still retrying
+        assert delay < 5.0
+        group = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False)
+        await group.start()
+        try:
+            await until(lambda: service.metrics.commits.labels("ok")._value.get() > 2)
+            partitions = [TopicPartition(topics.input, p) for p in group.partitions_for_topic(topics.input) or ()]
+            await asyncio.sleep(0.5)
+            committed = sum([await group.committed(tp) or 0 for tp in partitions])
+        finally:
+            await group.stop()
+        assert committed == 2 * len(other)
+        assert service.metrics.inflight._value.get() == 1
+
+
+class TestRuleReload:
+    async def test_a_configmap_swap_changes_the_rules_and_keeps_the_evidence(
+        self, tmp_path: Path, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """5 complaints needed, 3 seen; the threshold drops to 3 and the next complaint pauses; a bad swap is refused."""
+        volume = ConfigMapVolume(tmp_path)
+        volume.publish({"rules.yaml": RELOAD_RULE.format(threshold=5)})
+        standin.add_campaign("camp_a")
+        service = await run_guard(rules=tmp_path, rules_reload_interval=0.1)
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp_a", complained("camp_a", start + i)) for i in range(3)])
+        await until(lambda: service.metrics.records.labels("counted")._value.get() == 3)
+
+        volume.publish({"rules.yaml": RELOAD_RULE.format(threshold=3)})
+        await until(lambda: service.metrics.rule_reloads.labels("applied")._value.get() == 1)
+        assert standin.pause_requests() == []
+        await produce(producer, topics.input, [("camp_a", complained("camp_a", start + 10))])
+        await standin.wait_for_pauses(1, timeout=10)
+
+        volume.publish({"rules.yaml": RELOAD_RULE.format(threshold="many")})
+        await until(lambda: service.metrics.rule_reloads.labels("rejected")._value.get() == 1)
+        assert [rule.threshold for rule in service.rules.rules] == [3]
+        assert service.health.live()[0]
+
+
+RELOAD_RULE = """groups:
+  - name: g
+    rules:
+      - name: complaints
+        description: too many complaints
+        count: complained
+        window: 1h
+        threshold: {threshold}
+"""

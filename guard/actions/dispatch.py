@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -21,7 +22,8 @@ Publish = Callable[[AuditEvent], Awaitable[None]]
 
 class Dispatcher:
     """Runs each decision to a settled state: `fired` audited, pause called (unless alert or dry
-    run), outcome audited. Only then is `on_settled` called, which lets the offset be committed."""
+    run), outcome audited. `on_recorded` is called once `fired` is written, which lets the offset
+    be committed: a restart finds a recorded decision without an outcome and resumes it."""
 
     def __init__(
         self, pause_client: PauseClient | None, publish: Publish, metrics: Metrics, health: Health, *, dry_run: bool
@@ -34,8 +36,19 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._tasks)
 
-    def submit(self, decision: Decision, on_settled: Callable[[], None]) -> None:
-        task = asyncio.create_task(self._settle(decision, on_settled), name=f"decision-{decision.id}")
+    def submit(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
+        """Record, act and record the outcome, in a task of its own."""
+        self._spawn(self._settle(decision, on_recorded), decision)
+
+    def resume(self, decision: Decision) -> None:
+        """Act on a decision recorded before a restart whose outcome never was."""
+        log.warning(
+            "resuming a decision recorded before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
+        )
+        self._spawn(self._pause(decision, time.time()), decision)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], decision: Decision) -> None:
+        task = asyncio.create_task(work, name=f"decision-{decision.id}")
         self._tasks.add(task)
         self._metrics.inflight.set(len(self._tasks))
         task.add_done_callback(self._done)
@@ -47,8 +60,9 @@ class Dispatcher:
             log.error("decision task crashed", exc_info=task.exception())
 
     async def drain(self, timeout: float) -> int:
-        """Wait up to `timeout` s for in-flight decisions; cancel the rest (their offsets stay
-        uncommitted, so a restart decides and acts again). Returns how many were cancelled."""
+        """Wait up to `timeout` s for in-flight decisions; cancel the rest (a restart resumes them:
+        recorded ones from the audit topic, unrecorded ones from their uncommitted offsets).
+        Returns how many were cancelled."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         left = list(self._tasks)
@@ -57,7 +71,7 @@ class Dispatcher:
         await asyncio.gather(*left, return_exceptions=True)
         return len(left)
 
-    async def _settle(self, decision: Decision, on_settled: Callable[[], None]) -> None:
+    async def _settle(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
         decided_at = time.time()
         rule = decision.rule
         self._metrics.decisions.labels(rule.name, rule.action).inc()
@@ -72,9 +86,9 @@ class Dispatcher:
             decision_id=decision.id,
         )
         await self._publish(audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run))
+        on_recorded()
         if rule.action == "pause":
             await self._pause(decision, decided_at)
-        on_settled()
 
     async def _pause(self, decision: Decision, decided_at: float) -> None:
         if self._dry_run or self._client is None:

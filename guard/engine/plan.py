@@ -62,12 +62,11 @@ def compile_plan(rules: RuleSet) -> Plan:
     by_signal: dict[Signal, list[SeriesSpec]] = {}
     for series in specs.values():
         by_signal.setdefault(series.signal, []).append(series)
-    retention = max((max(r.window, r.cooldown, r.for_) for r in rules.rules), default=0.0)
     return Plan(
         rules=tuple(compiled),
         series_by_signal={signal: tuple(series) for signal, series in by_signal.items()},
         series_keys=frozenset(specs),
-        retention=retention,
+        retention=rules.retention,
     )
 
 

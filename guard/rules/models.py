@@ -210,5 +210,6 @@ class RuleSet(_Frozen):
     sources: tuple[str, ...] = ()
 
     @cached_property
-    def longest_window(self) -> float:
-        return max((rule.window for rule in self.rules), default=0.0)
+    def retention(self) -> float:
+        """How far back in event time any rule looks: its window, cooldown or `for`."""
+        return max((max(rule.window, rule.cooldown, rule.for_) for rule in self.rules), default=0.0)
