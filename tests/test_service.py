@@ -177,6 +177,22 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
         await consumer.stop()
 
 
+async def committed_total(bootstrap: str, topics: Topics, expected: int, timeout: float = 15.0) -> int:
+    """The group's committed offsets on the input topic, summed, once they reach `expected` (or time runs out)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()]
+        deadline = time.monotonic() + timeout
+        while True:
+            total = sum([await consumer.committed(tp) or 0 for tp in partitions])
+            if total >= expected or time.monotonic() > deadline:
+                return total
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
 def audits(records: list) -> list[dict]:
     return [json.loads(record.value) for record in records]
 
@@ -234,23 +250,7 @@ class TestPausing:
         service = await run_guard()
         await standin.wait_for_pauses(1, timeout=20)
 
-        async def committed_total() -> int:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False
-            )
-            await consumer.start()
-            try:
-                partitions = [
-                    TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()
-                ]
-                return sum([await consumer.committed(tp) or 0 for tp in partitions])
-            finally:
-                await consumer.stop()
-
-        deadline = time.monotonic() + 15
-        while await committed_total() < len(values) and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        assert await committed_total() == len(values)
+        assert await committed_total(kafka_bootstrap, topics, expected=len(values)) == len(values)
         assert service.metrics.inflight._value.get() == 0
 
 
@@ -478,16 +478,7 @@ class TestNoHeadOfLineBlocking:
         await until(lambda: len(standin.pause_requests("camp_stuck")) >= 2)  # it keeps retrying
         assert all(r.status == 503 for r in standin.pause_requests("camp_stuck"))
         assert delay < 5.0
-        group = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics.group, enable_auto_commit=False)
-        await group.start()
-        try:
-            await until(lambda: service.metrics.commits.labels("ok")._value.get() > 2)
-            partitions = [TopicPartition(topics.input, p) for p in group.partitions_for_topic(topics.input) or ()]
-            await asyncio.sleep(0.5)
-            committed = sum([await group.committed(tp) or 0 for tp in partitions])
-        finally:
-            await group.stop()
-        assert committed == 2 * len(other)
+        assert await committed_total(kafka_bootstrap, topics, expected=2 * len(other)) == 2 * len(other)
         assert service.metrics.inflight._value.get() == 1
 
 
