@@ -35,7 +35,7 @@ class RuleRef(_Model):
 
 
 class Evidence(_Model):
-    window: str = Field(description="The rule's sliding window, e.g. '1h'.")
+    window: str = Field(description="The rule's sliding window, e.g. '1h', or 'last 200' for a count window.")
     numerator: int = Field(description="Matching events in the window (the count, for count rules).")
     denominator: int | None = Field(description="`per` events in the window; null for count rules.")
     value: float = Field(description="numerator/denominator for rates, the count for counts.")
@@ -44,6 +44,10 @@ class Evidence(_Model):
     evidence_from: datetime = Field(description="Event time where the counted evidence starts.")
     evidence_to: datetime = Field(description="Event time of the event that crossed the threshold.")
     message_ids: list[str] = Field(description="A few of the latest matching message ids.")
+    lower_bound: float | None = Field(
+        None,
+        description="Wilson lower bound of the rate, for rules with `confidence` (what must reach the threshold).",
+    )
 
 
 class Result(_Model):
@@ -109,7 +113,7 @@ def audit_event(
             labels=rule.labels,
         ),
         evidence=Evidence(
-            window=format_duration(rule.window),
+            window=format_duration(rule.window) if rule.window is not None else f"last {rule.last}",
             numerator=decision.numerator,
             denominator=decision.denominator,
             value=decision.value,
@@ -118,6 +122,7 @@ def audit_event(
             evidence_from=_utc(decision.evidence_from),
             evidence_to=_utc(decision.fired_at),
             message_ids=list(decision.message_ids),
+            lower_bound=decision.lower_bound,
         ),
         result=result,
         timings=Timings(

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from guard.engine import Decision, Engine
 from guard.errors import GuardError
 from guard.events import Event
+from guard.rules.durations import format_duration
+from guard.rules.models import Rule
 
 MAX_POINTS = 800  # per line; more adds bytes, not insight
 
@@ -39,6 +41,10 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
         return points
     step = len(points) / MAX_POINTS
     return [points[int(i * step)] for i in range(MAX_POINTS)] + [points[-1]]
+
+
+def _window_text(rule: Rule) -> str:
+    return f"the last {rule.last} events" if rule.window is None else f"{format_duration(rule.window)} windows"
 
 
 def _utc(epoch: float) -> datetime:
@@ -71,7 +77,7 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
         if rule.rate is not None:
             axis.yaxis.set_major_formatter(PercentFormatter(1.0))
         axis.set_title(
-            f"{name}  ({'rate' if rule.rate else 'count'} over {decisions[0].rule.window / 60:g} min windows)",
+            f"{name}  ({'rate' if rule.rate else 'count'} over {_window_text(rule)})",
             fontsize=9,
             loc="left",
         )

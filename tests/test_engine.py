@@ -676,3 +676,102 @@ class TestNonFiniteRules:
         """Durations are finite: 'fire once per campaign' is written as a long cooldown (up to 30d)."""
         with pytest.raises(ValidationError, match="finite number of seconds"):
             rule(threshold=1, cooldown=float("inf"))
+
+
+def last_rule(size: int = 50, **fields: object) -> Rule:
+    """Hard bounces among the last `size` sends, 10% with at least 20 sends, unless told otherwise."""
+    return rate_rule("last", window=None, last=size, **fields)
+
+
+class TestCountWindows:
+    """`last: N` judges the campaign's last N sends, however long they took."""
+
+    def test_fires_on_the_bounce_that_crosses_among_the_last_sends(self) -> None:
+        """5 bounces after 50 sends (10% of the last 50) fire at the fifth, with 5/50 as evidence."""
+        engine = Engine(rules(last_rule()))
+        decisions = fired(engine, sends(50, step=600.0) + [bounce(T0 + 40_000 + n, f"b{n}") for n in range(5)])
+        assert [(d.numerator, d.denominator, d.fired_at) for d in decisions] == [(5, 50, T0 + 40_004)]
+        assert decisions[0].message_ids == ("b2", "b3", "b4")
+
+    def test_bounces_leave_the_window_as_new_sends_arrive(self) -> None:
+        """4 bounces, then 50 more sends push them out: the next bounce is 1 of 50."""
+        engine = Engine(rules(last_rule(threshold="5%")))
+        bounces = [bounce(T0 + 100 + n, f"b{n}") for n in range(2)]
+        later = sends(50, start=T0 + 200, prefix="late")
+        assert fired(engine, sends(50) + bounces + later + [bounce(T0 + 300, "b9")]) == []
+        assert engine.measure("c1")["last"].numerator == 1
+
+    def test_needs_min_volume_sends_before_judging(self) -> None:
+        """3 bounces after 10 sends is 30%, but 10 sends are below min_volume 20."""
+        engine = Engine(rules(last_rule()))
+        assert fired(engine, sends(10) + [bounce(T0 + 20 + n, f"b{n}") for n in range(3)]) == []
+
+    def test_the_audit_window_names_the_count(self) -> None:
+        """Audit evidence says 'last 50' instead of a duration."""
+        from guard.audit import audit_event
+
+        [decision] = fired(Engine(rules(last_rule())), sends(50) + [bounce(T0 + 60 + n, f"b{n}") for n in range(5)])
+        assert audit_event(decision, "fired", decided_at=T0, dry_run=True).evidence.window == "last 50"
+
+
+class TestConfidence:
+    """`confidence` fires on the Wilson lower bound of the rate, not the raw rate."""
+
+    def test_a_tiny_sample_over_the_threshold_does_not_fire(self) -> None:
+        """2 bounces in 20 sends is 10%, but its 95% lower bound is far below 10%."""
+        engine = Engine(rules(rate_rule(threshold="5%", confidence=0.95)))
+        assert fired(engine, sends(20) + [bounce(T0 + 30, "b0"), bounce(T0 + 31, "b1")]) == []
+        measure = engine.measure("c1")["rate"]
+        assert measure.value == pytest.approx(0.1) and measure.lower_bound < 0.05
+
+    def test_a_large_disaster_fires_as_soon_as_the_bound_crosses(self) -> None:
+        """At 50% bounces on 20 sends the lower bound passes 5% on the bounce that crosses it."""
+        engine = Engine(rules(rate_rule(threshold="5%", confidence=0.95)))
+        decisions = fired(engine, sends(20) + [bounce(T0 + 30 + n, f"b{n}") for n in range(10)])
+        assert len(decisions) == 1
+        assert decisions[0].lower_bound is not None and decisions[0].lower_bound >= 0.05
+        assert decisions[0].numerator == 3  # the bound of 3/20 is ~5.2%; of 2/20 ~2.8%
+
+    def test_the_bound_is_the_wilson_score_interval(self) -> None:
+        """Checked against a published value: 81 of 263 at z=1.96 gives 0.2553."""
+        from guard.engine.engine import wilson_lower_bound
+
+        assert wilson_lower_bound(81, 263, 1.959964) == pytest.approx(0.2553, abs=1e-4)
+        assert wilson_lower_bound(0, 0, 1.96) == 0.0
+
+
+class TestKeepFiringFor:
+    """`keep_firing_for` stops a flapping condition from firing once per flap."""
+
+    def test_a_dip_shorter_than_keep_firing_for_is_the_same_breach(self) -> None:
+        """Count 3 reached, dips to 0 as the window slides past, back to 3 within 3 min: one decision."""
+        flapping = (
+            [bounce(T0 + n, f"a{n}") for n in range(3)]
+            + [sent(T0 + 30 * MINUTE, "s0"), sent(T0 + 61 * MINUTE, "s1")]
+            + [bounce(T0 + (62 + n) * MINUTE, f"b{n}") for n in range(3)]
+        )
+        without = fired(Engine(rules(rule(cooldown="1m"))), flapping)
+        with_keep = fired(Engine(rules(rule(cooldown="1m", keep_firing_for="30m"))), flapping)
+        assert (len(without), len(with_keep)) == (2, 1)
+
+
+class TestLastAndConfidenceValidation:
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            ({"window": "1h", "last": 200}, "exactly one of `window`"),
+            ({"window": None}, "exactly one of `window`"),
+            ({"window": None, "last": 100, "min_volume": 200}, "can never be reached"),
+            ({"confidence": 1.5}, "less than 1"),
+        ],
+        ids=["both-windows", "no-window", "min-volume-above-last", "confidence-range"],
+    )
+    def test_rate_rules_reject_inconsistent_windows(self, fields: dict, message: str) -> None:
+        """A rate rule has one window kind, a reachable min_volume and a confidence below 1."""
+        with pytest.raises(ValidationError, match=message):
+            rate_rule(**fields)
+
+    def test_count_rules_take_neither_last_nor_confidence(self) -> None:
+        """`last` and `confidence` only make sense for rates."""
+        with pytest.raises(ValidationError, match="rate rules only"):
+            rule(confidence=0.9)

@@ -24,6 +24,7 @@ class Decision:
     value: float
     evidence_from: float
     message_ids: tuple[str, ...]
+    lower_bound: float | None = None  # Wilson lower bound of the rate (rules with `confidence`)
 
     @property
     def action(self) -> str:

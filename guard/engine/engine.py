@@ -7,12 +7,12 @@ decisions, which is what makes at-least-once delivery and rebuilding state after
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import sqrt
 
 from guard.engine.decisions import Decision, decision_id
-from guard.engine.plan import CompiledRule, compile_plan
-from guard.engine.windows import SlidingCount
+from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.events import Event, Signal
-from guard.rules.models import RuleSet
+from guard.rules.models import Rule, RuleSet
 
 # Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
 _EPSILON = 1e-9
@@ -29,6 +29,17 @@ class Measure:
     denominator: int | None
     value: float
     holds: bool
+    lower_bound: float | None = None  # Wilson lower bound of the rate, for rules with `confidence`
+
+
+def wilson_lower_bound(successes: int, trials: int, z: float) -> float:
+    """The Wilson score interval's lower end: a rate we are confident the true one exceeds."""
+    if trials == 0:
+        return 0.0
+    p, z2 = successes / trials, z * z
+    centre = p + z2 / (2 * trials)
+    margin = z * sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, (centre - margin) / (1 + z2 / trials))
 
 
 def _count(state: CampaignState, key: str) -> int:
@@ -38,13 +49,20 @@ def _count(state: CampaignState, key: str) -> int:
 
 def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
     rule = compiled.rule
-    numerator = _count(state, compiled.numerator.key)
     if compiled.denominator is None:
+        numerator = _count(state, compiled.numerator.key)
         return Measure(numerator, None, float(numerator), numerator >= rule.threshold)
-    denominator = _count(state, compiled.denominator.key)
+    if rule.last is not None:
+        series = state.series.get(compiled.numerator.key)
+        numerator, denominator = series.counts() if series is not None else (0, 0)
+    else:
+        numerator, denominator = _count(state, compiled.numerator.key), _count(state, compiled.denominator.key)
     value = numerator / denominator if denominator else 0.0
-    holds = denominator >= (rule.min_volume or 0) and numerator >= rule.threshold * denominator - _EPSILON
-    return Measure(numerator, denominator, value, holds)
+    enough = denominator >= (rule.min_volume or 0)
+    if compiled.z is not None:
+        bound = wilson_lower_bound(numerator, denominator, compiled.z)
+        return Measure(numerator, denominator, value, enough and bound >= rule.threshold - _EPSILON, bound)
+    return Measure(numerator, denominator, value, enough and numerator >= rule.threshold * denominator - _EPSILON)
 
 
 @dataclass(slots=True)
@@ -54,13 +72,41 @@ class RuleState:
     pending_since: float | None = None  # condition true since (for `for`)
     firing: bool = False  # fired during the current breach; quiet until the condition clears
     last_fired: float | None = None
+    clear_since: float | None = None  # condition false since, while firing (for `keep_firing_for`)
+
+
+def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now: float) -> bool:
+    """Once per breach, after holding for `for`, not within `cooldown` of the last firing; a breach
+    ends once the condition has been false for `keep_firing_for`."""
+    state = rule_states.get(rule.name)
+    if not holds:
+        if state is not None:
+            state.pending_since = None
+            if state.firing:
+                state.clear_since = now if state.clear_since is None else state.clear_since
+                if now - state.clear_since >= rule.keep_firing_for:
+                    state.firing, state.clear_since = False, None
+        return False
+    if state is None:
+        state = rule_states[rule.name] = RuleState()
+    state.clear_since = None
+    if state.firing:
+        return False
+    if state.pending_since is None:
+        state.pending_since = now
+    if now - state.pending_since < rule.for_:
+        return False
+    if state.last_fired is not None and now < state.last_fired + rule.cooldown:
+        return False
+    state.firing, state.last_fired = True, now
+    return True
 
 
 @dataclass(slots=True)
 class CampaignState:
     rules: tuple[CompiledRule, ...]
     watermark: float = float("-inf")  # latest event time seen for the campaign
-    series: dict[str, SlidingCount] = field(default_factory=dict)
+    series: dict[str, Series] = field(default_factory=dict)
     rule_states: dict[str, RuleState] = field(default_factory=dict)
     seen: dict[int, float] = field(default_factory=dict)  # hash(signal, message id) -> event time
     started_at: float = float("-inf")  # events from before the campaign's last start are ignored
@@ -139,8 +185,8 @@ class Engine:
             if spec.matches(event):
                 series = state.series.get(spec.key)
                 if series is None:
-                    series = state.series[spec.key] = SlidingCount(spec.window)
-                late |= not series.add(time, event.message_id, state.watermark)
+                    series = state.series[spec.key] = spec.make()
+                late |= not spec.add(series, time, event.message_id, state.watermark)
         self.stats.late += late
         decisions = [
             decision
@@ -178,11 +224,11 @@ class Engine:
     def _evaluate(self, compiled: CompiledRule, state: CampaignState, campaign_id: str) -> Decision | None:
         rule, now = compiled.rule, state.watermark
         measure = _measure(compiled, state)
-        if not self._should_fire(state, rule.name, measure.holds, now, rule.for_, rule.cooldown):
+        if not _should_fire(state.rule_states, rule, measure.holds, now):
             return None
         numerator_series = state.series.get(compiled.numerator.key)
         evidence = [numerator_series, state.series.get(compiled.denominator.key) if compiled.denominator else None]
-        starts = [series.start_time() for series in evidence if series is not None and series.buckets]
+        starts = [start for series in evidence if series is not None and (start := series.start_time()) is not None]
         return Decision(
             id=decision_id(campaign_id, rule, now),
             campaign_id=campaign_id,
@@ -191,30 +237,10 @@ class Engine:
             numerator=measure.numerator,
             denominator=measure.denominator,
             value=measure.value,
-            evidence_from=max(min(starts, default=now), now - rule.window),
+            evidence_from=max(min(starts, default=now), now - rule.span),
             message_ids=numerator_series.sample_ids(now) if numerator_series is not None else (),
+            lower_bound=measure.lower_bound,
         )
-
-    @staticmethod
-    def _should_fire(state: CampaignState, name: str, holds: bool, now: float, for_: float, cooldown: float) -> bool:
-        """Once per breach, after holding for `for_`, and not within `cooldown` of the last firing."""
-        rule_state = state.rule_states.get(name)
-        if not holds:
-            if rule_state is not None:
-                rule_state.pending_since, rule_state.firing = None, False
-            return False
-        if rule_state is None:
-            rule_state = state.rule_states[name] = RuleState()
-        if rule_state.firing:
-            return False
-        if rule_state.pending_since is None:
-            rule_state.pending_since = now
-        if now - rule_state.pending_since < for_:
-            return False
-        if rule_state.last_fired is not None and now < rule_state.last_fired + cooldown:
-            return False
-        rule_state.firing, rule_state.last_fired = True, now
-        return True
 
     def _sweep(self) -> None:
         """Drop campaigns idle for longer than any rule can look back (bounded memory)."""

@@ -6,21 +6,32 @@ import fnmatch
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from statistics import NormalDist
+from typing import Any
 
+from guard.engine.windows import LastN, SlidingCount
 from guard.events import Event, Signal
 from guard.rules.models import Rule, RuleSet, Selector, Where
 
 Matcher = Callable[[Event], bool]
 
 
+Series = SlidingCount | LastN
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesSpec:
-    """One signal (with its filters) counted over one window length; rules share equal specs."""
+    """Where events of one signal (with its filters) are counted; rules share equal specs.
+
+    A time window is one series per selector and window; a `last` window is one series fed by two
+    specs of the same key: the `of` events and the `per` events."""
 
     key: str
     signal: Signal
-    window: float
     matches: Matcher
+    make: Callable[[], Series]
+    add: Callable[[Any, float, str | None, float], bool]  # (series, time, message id, now) -> counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,7 @@ class CompiledRule:
     numerator: SeriesSpec
     denominator: SeriesSpec | None
     applies_to: Callable[[str], bool]
+    z: float | None  # one-sided normal quantile of `confidence`
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,29 +55,46 @@ class Plan:
 
 
 def compile_plan(rules: RuleSet) -> Plan:
-    specs: dict[str, SeriesSpec] = {}
+    specs: dict[tuple[str, str], SeriesSpec] = {}
 
-    def spec(selector: Selector, window: float) -> SeriesSpec:
+    def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
-        if key not in specs:
-            specs[key] = SeriesSpec(key, Signal(selector.signal), window, _matcher(selector.where))
-        return specs[key]
+        return specs.setdefault(
+            (key, "all"),
+            SeriesSpec(
+                key, Signal(selector.signal), _matcher(selector.where), partial(SlidingCount, window), SlidingCount.add
+            ),
+        )
+
+    def last(of: Selector, per: Selector, size: int) -> tuple[SeriesSpec, SeriesSpec]:
+        key = f"{of.model_dump_json()}/{per.model_dump_json()}@last{size}"
+        make = partial(LastN, size)
+        return (
+            specs.setdefault((key, "of"), SeriesSpec(key, Signal(of.signal), _matcher(of.where), make, LastN.add_of)),
+            specs.setdefault(
+                (key, "per"), SeriesSpec(key, Signal(per.signal), _matcher(per.where), make, LastN.add_per)
+            ),
+        )
 
     compiled = []
     for rule in rules.rules:
-        if rule.rate is not None:
-            numerator, denominator = spec(rule.rate.of, rule.window), spec(rule.rate.per, rule.window)
+        if rule.rate is not None and rule.last is not None:
+            numerator, denominator = last(rule.rate.of, rule.rate.per, rule.last)
+        elif rule.rate is not None:
+            assert rule.window is not None
+            numerator, denominator = windowed(rule.rate.of, rule.window), windowed(rule.rate.per, rule.window)
         else:
-            assert rule.count is not None
-            numerator, denominator = spec(rule.count, rule.window), None
-        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule)))
+            assert rule.count is not None and rule.window is not None
+            numerator, denominator = windowed(rule.count, rule.window), None
+        z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
+        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z))
     by_signal: dict[Signal, list[SeriesSpec]] = {}
     for series in specs.values():
         by_signal.setdefault(series.signal, []).append(series)
     return Plan(
         rules=tuple(compiled),
         series_by_signal={signal: tuple(series) for signal, series in by_signal.items()},
-        series_keys=frozenset(specs),
+        series_keys=frozenset(spec.key for spec in specs.values()),
         retention=rules.retention,
     )
 

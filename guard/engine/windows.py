@@ -66,6 +66,49 @@ class SlidingCount:
             self.total -= buckets.popleft()[1]
         return self.total
 
-    def start_time(self) -> float:
-        """Where the counted evidence starts: the oldest bucket's start (call when not empty)."""
-        return self.buckets[0][0] * self.width
+    def start_time(self) -> float | None:
+        """Where the counted evidence starts: the oldest bucket's start (None when empty)."""
+        return self.buckets[0][0] * self.width if self.buckets else None
+
+
+class LastN:
+    """Of-events among a campaign's last N per-events (e.g. hard bounces among the last 200 sends).
+
+    Counted by arrival, not by joining message ids: an of-event belongs to the span of per-events
+    it arrived in. Only the of-events' positions are stored (a few ints), so it stays small.
+    """
+
+    __slots__ = ("size", "per_seen", "of_positions", "samples")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.per_seen = 0
+        self.of_positions: deque[int] = deque()  # per_seen when each of-event arrived
+        self.samples: deque[tuple[int, str]] | None = None
+
+    def add_per(self, time: float, message_id: str | None, now: float) -> bool:
+        self.per_seen += 1
+        oldest_gone = self.per_seen - self.size
+        positions = self.of_positions
+        while positions and positions[0] <= oldest_gone:
+            positions.popleft()
+        return True
+
+    def add_of(self, time: float, message_id: str | None, now: float) -> bool:
+        self.of_positions.append(self.per_seen)
+        if message_id is not None:
+            if self.samples is None:
+                self.samples = deque(maxlen=SAMPLE_IDS)
+            self.samples.append((self.per_seen, message_id))
+        return True
+
+    def counts(self) -> tuple[int, int]:
+        """(of-events, per-events) within the last N per-events."""
+        return len(self.of_positions), min(self.per_seen, self.size)
+
+    def start_time(self) -> float | None:
+        return None  # counted by position, not time
+
+    def sample_ids(self, now: float) -> tuple[str, ...]:
+        oldest_gone = self.per_seen - self.size
+        return tuple(message_id for position, message_id in self.samples or () if position > oldest_gone)

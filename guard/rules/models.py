@@ -30,6 +30,7 @@ from guard.rules.durations import PATTERN as DURATION_PATTERN
 from guard.rules.durations import format_duration, parse_duration
 
 MAX_DURATION = 30 * 86400.0
+LAST_N_IDLE_HORIZON = 86400.0
 
 CountedSignal = Literal["sent", "bounced", "complained", "unsubscribed", "replied"]
 
@@ -128,7 +129,15 @@ class Rule(_Frozen):
     description: str = Field(min_length=1, description="Why the rule exists; shown in audits and logs.")
     rate: RateCondition | None = Field(None, description="Fire on a rate; give `rate` or `count`.")
     count: Selector | None = Field(None, description="Fire on a count; give `rate` or `count`.")
-    window: Duration = Field(description="Sliding event-time window, from 1m to 30d.")
+    window: Duration | None = Field(
+        None, description="Sliding event-time window, from 1m to 30d. A rate rule may give `last` instead."
+    )
+    last: int | None = Field(
+        None,
+        ge=10,
+        le=100_000,
+        description="Rate rules: judge the campaign's last N `per` events (e.g. sends) instead of a time window.",
+    )
     threshold: Annotated[float, BeforeValidator(_percent)] = Field(
         description="Fires when the value reaches this: a fraction or percentage ('0.3%') for a rate, "
         "a whole number for a count."
@@ -138,6 +147,18 @@ class Rule(_Frozen):
         ge=1,
         validate_default=True,
         description="A rate rule is silent until `per` has at least this many events in the window.",
+    )
+    confidence: float | None = Field(
+        None,
+        gt=0.5,
+        lt=1.0,
+        description="Rate rules: fire only when the Wilson lower bound of the rate at this one-sided confidence "
+        "reaches the threshold, so a tiny sample cannot fire and a large disaster fires fast.",
+    )
+    keep_firing_for: Duration = Field(
+        0.0,
+        le=MAX_DURATION,
+        description="A breach counts as over only after the condition has been false this long (anti-flap).",
     )
     for_: Duration = Field(
         0.0, alias="for", le=MAX_DURATION, description="The condition must hold this long (event time)."
@@ -152,8 +173,8 @@ class Rule(_Frozen):
 
     @field_validator("window")
     @classmethod
-    def _window_range(cls, window: float) -> float:
-        if not 60 <= window <= MAX_DURATION:
+    def _window_range(cls, window: float | None) -> float | None:
+        if window is not None and not 60 <= window <= MAX_DURATION:
             raise ValueError(f"window must be between 1m and 30d, got {format_duration(window)}")
         return window
 
@@ -183,7 +204,19 @@ class Rule(_Frozen):
     def _one_condition(self) -> Rule:
         if (self.rate is None) == (self.count is None):
             raise ValueError("give exactly one condition: `rate` or `count`")
+        if self.count is not None and (self.last is not None or self.confidence is not None):
+            raise ValueError("`last` and `confidence` apply to rate rules only")
+        if (self.window is None) == (self.last is None):
+            raise ValueError("give exactly one of `window` (a duration) or `last` (a number of `per` events)")
+        if self.last is not None and self.min_volume is not None and self.min_volume > self.last:
+            raise ValueError(f"min_volume {self.min_volume} can never be reached within the last {self.last} events")
         return self
+
+    @property
+    def span(self) -> float:
+        """How far back in event time the rule looks: its window; a `last` rule keeps a campaign's
+        evidence through up to a day without events."""
+        return self.window if self.window is not None else LAST_N_IDLE_HORIZON
 
     @cached_property
     def version(self) -> str:
@@ -212,4 +245,4 @@ class RuleSet(_Frozen):
     @cached_property
     def retention(self) -> float:
         """How far back in event time any rule looks: its window, cooldown or `for`."""
-        return max((max(rule.window, rule.cooldown, rule.for_) for rule in self.rules), default=0.0)
+        return max((max(rule.span, rule.cooldown, rule.for_, rule.keep_firing_for) for rule in self.rules), default=0.0)

@@ -1,0 +1,123 @@
+"""The workload every Kafka benchmark reads: seeded synthetic Leadterra traffic, pre-produced.
+
+~1M events over 50,100 campaigns and two hours of event time ending a minute before the run
+starts (so every event is inside the guard's 24 h lookback):
+
+* 50,000 small campaigns sending 8-18 messages each (most of the key space, few events each),
+* 100 large campaigns sending 1,000-3,000 messages each, 10 of which turn bad (stale list or
+  offensive template) part-way, so some rules fire.
+
+Both come from `guard.generate` (seeds 6 and 7), merged by event time. Generating takes ~7 s, so
+nothing is cached: fresh traffic anchored to the current clock is simpler than re-timing a cache.
+The records are produced once to a 4-partition topic of an embedded Tansu broker, keyed by
+campaign, with the record timestamp (CreateTime) set to the event time, before any contender
+runs: what is measured is consuming, never producing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from guard.generate import Record, generate
+
+PARTITIONS = 4
+DURATION = 7200.0  # seconds of event time
+SMALL = {"seed": 6, "campaigns": 50_000, "bad": 0, "sends": (8, 18)}
+LARGE = {"seed": 7, "campaigns": 100, "bad": 10, "sends": (1000, 3000)}
+RETENTION_MS = 7 * 24 * 3600 * 1000  # Quix Streams refuses an input topic without retention.ms
+
+
+@dataclass(frozen=True)
+class Workload:
+    records: list[Record]
+    campaigns: int
+    bad: int
+    start: float  # event time of the first and last possible event
+    end: float
+
+    def describe(self) -> str:
+        return (
+            f"{len(self.records):,} events over {self.campaigns:,} campaigns "
+            f"({SMALL['campaigns']:,} sending {SMALL['sends'][0]}-{SMALL['sends'][1]} messages, "
+            f"{LARGE['campaigns']} sending {LARGE['sends'][0]:,}-{LARGE['sends'][1]:,} of which {self.bad} turn bad), "
+            f"{DURATION / 3600:g} h of event time, guard.generate seeds {SMALL['seed']} and {LARGE['seed']}"
+        )
+
+
+def build(scale: float = 1.0, now: float | None = None) -> Workload:
+    """The traffic, ending a minute before `now`. `scale` shrinks the small campaigns (quick runs)."""
+    end = (now if now is not None else time.time()) - 60.0
+    start = end - DURATION
+    small = dict(SMALL, campaigns=max(1, int(SMALL["campaigns"] * scale)))
+    parts = [
+        generate(spec["seed"], spec["campaigns"], spec["bad"], start=start, duration=DURATION, sends=spec["sends"])
+        for spec in (small, LARGE)
+    ]
+    records = list(heapq.merge(*(part.records for part in parts), key=lambda record: record.time))
+    bad = sum(len(part.bad) for part in parts)
+    return Workload(records, small["campaigns"] + LARGE["campaigns"], bad, start, end)
+
+
+def new_name(prefix: str) -> str:
+    return f"bench.{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+async def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, partitions, 1, topic_configs={"retention.ms": str(RETENTION_MS)})]
+        )
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap: str, topic: str, records: list[Record], chunk: int = 20_000) -> dict[int, int]:
+    """Produce every record (acks=all), keyed by campaign, CreateTime = event time.
+    Returns partition -> number of records, which is also its end offset."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,  # Tansu rejects InitProducerId v0
+        linger_ms=20,
+        max_batch_size=1 << 20,
+        max_request_size=16 << 20,
+    )
+    await producer.start()
+    counts: dict[int, int] = {}
+    try:
+        for first in range(0, len(records), chunk):
+            futures = [
+                await producer.send(topic, value=r.value, key=r.key.encode(), timestamp_ms=int(r.time * 1000))
+                for r in records[first : first + chunk]
+            ]
+            for metadata in await asyncio.gather(*futures):
+                counts[metadata.partition] = counts.get(metadata.partition, 0) + 1
+    finally:
+        await producer.stop()
+    return counts
+
+
+async def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end as the fetch responses report it (Tansu's ListOffsets LATEST is wrong)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = {}
+        for tp in partitions:
+            await consumer.getmany(tp, timeout_ms=2000, max_records=1)
+            ends[tp.partition] = consumer.highwater(tp) or 0
+        return ends
+    finally:
+        await consumer.stop()
