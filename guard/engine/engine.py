@@ -86,6 +86,8 @@ def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now
                 state.clear_since = now if state.clear_since is None else state.clear_since
                 if now - state.clear_since >= rule.keep_firing_for:
                     state.firing, state.clear_since = False, None
+            if not state.firing and (state.last_fired is None or now >= state.last_fired + rule.cooldown):
+                del rule_states[rule.name]  # nothing left to remember: as good as new, and cheaper
         return False
     if state is None:
         state = rule_states[rule.name] = RuleState()
@@ -188,11 +190,14 @@ class Engine:
                     series = state.series[spec.key] = spec.make()
                 late |= not spec.add(series, time, event.message_id, state.watermark)
         self.stats.late += late
-        decisions = [
-            decision
-            for compiled in state.rules
-            if (decision := self._evaluate(compiled, state, campaign_id)) is not None
-        ]
+        decisions = []
+        series_by_key, rule_states = state.series, state.rule_states
+        for compiled in state.rules:
+            numerator = series_by_key.get(compiled.numerator.key)
+            if (numerator is None or numerator.total < compiled.needed) and compiled.rule.name not in rule_states:
+                continue  # cannot hold: the total before expiry bounds the count (the hot path)
+            if (decision := self._evaluate(compiled, state, campaign_id, numerator)) is not None:
+                decisions.append(decision)
         self._advance(time)
         return decisions
 
@@ -221,12 +226,13 @@ class Engine:
             return {}
         return {compiled.rule.name: _measure(compiled, state) for compiled in state.rules}
 
-    def _evaluate(self, compiled: CompiledRule, state: CampaignState, campaign_id: str) -> Decision | None:
+    def _evaluate(
+        self, compiled: CompiledRule, state: CampaignState, campaign_id: str, numerator_series: Series | None
+    ) -> Decision | None:
         rule, now = compiled.rule, state.watermark
         measure = _measure(compiled, state)
         if not _should_fire(state.rule_states, rule, measure.holds, now):
             return None
-        numerator_series = state.series.get(compiled.numerator.key)
         evidence = [numerator_series, state.series.get(compiled.denominator.key) if compiled.denominator else None]
         starts = [start for series in evidence if series is not None and (start := series.start_time()) is not None]
         return Decision(

@@ -41,6 +41,9 @@ class CompiledRule:
     denominator: SeriesSpec | None
     applies_to: Callable[[str], bool]
     z: float | None  # one-sided normal quantile of `confidence`
+    # the numerator a rule needs before it can hold: threshold (count) or threshold * min_volume
+    # (rate: n/d >= t with d >= v means n >= t*v); below it, evaluating is pointless
+    needed: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +60,13 @@ class Plan:
 def compile_plan(rules: RuleSet) -> Plan:
     specs: dict[tuple[str, str], SeriesSpec] = {}
 
+    numerators = {_numerator_key(rule) for rule in rules.rules}
+
     def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
+        make = partial(SlidingCount, window, key in numerators)  # only numerators quote message ids
         return specs.setdefault(
-            (key, "all"),
-            SeriesSpec(
-                key, Signal(selector.signal), _matcher(selector.where), partial(SlidingCount, window), SlidingCount.add
-            ),
+            (key, "all"), SeriesSpec(key, Signal(selector.signal), _matcher(selector.where), make, SlidingCount.add)
         )
 
     def last(of: Selector, per: Selector, size: int) -> tuple[SeriesSpec, SeriesSpec]:
@@ -87,7 +90,8 @@ def compile_plan(rules: RuleSet) -> Plan:
             assert rule.count is not None and rule.window is not None
             numerator, denominator = windowed(rule.count, rule.window), None
         z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
-        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z))
+        needed = rule.threshold * (rule.min_volume or 1) if rule.rate is not None else rule.threshold
+        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, needed - 1e-9))
     by_signal: dict[Signal, list[SeriesSpec]] = {}
     for series in specs.values():
         by_signal.setdefault(series.signal, []).append(series)
@@ -97,6 +101,12 @@ def compile_plan(rules: RuleSet) -> Plan:
         series_keys=frozenset(spec.key for spec in specs.values()),
         retention=rules.retention,
     )
+
+
+def _numerator_key(rule: Rule) -> str:
+    selector = rule.rate.of if rule.rate is not None else rule.count
+    assert selector is not None
+    return f"{selector.model_dump_json()}@{rule.window or 0:g}"
 
 
 def _glob_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:

@@ -15,13 +15,14 @@ class SlidingCount:
     slide out of the window are dropped as the clock advances.
     """
 
-    __slots__ = ("width", "buckets", "total", "samples")
+    __slots__ = ("width", "buckets", "total", "samples", "keep_samples")
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, keep_samples: bool = True) -> None:
         self.width = window / BUCKETS_PER_WINDOW
         self.buckets: deque[list[int]] = deque()  # [bucket index, count], oldest first
         self.total = 0
         self.samples: deque[tuple[int, str]] | None = None  # (bucket index, message id), newest last
+        self.keep_samples = keep_samples  # only numerators are quoted as evidence
 
     def add(self, time: float, message_id: str | None, now: float) -> bool:
         """Count one event; False when it is older than the window ending at `now` (not counted)."""
@@ -36,7 +37,7 @@ class SlidingCount:
         else:
             self._add_late(index)
         self.total += 1
-        if message_id is not None:
+        if message_id is not None and self.keep_samples:
             if self.samples is None:
                 self.samples = deque(maxlen=SAMPLE_IDS)
             self.samples.append((index, message_id))
@@ -101,6 +102,10 @@ class LastN:
                 self.samples = deque(maxlen=SAMPLE_IDS)
             self.samples.append((self.per_seen, message_id))
         return True
+
+    @property
+    def total(self) -> int:
+        return len(self.of_positions)
 
     def counts(self) -> tuple[int, int]:
         """(of-events, per-events) within the last N per-events."""

@@ -1,0 +1,600 @@
+"""Shared parts of the fault-injection suite (issue 4).
+
+Everything here runs the real thing: the real broker of the session (or a dedicated one), the
+real `guard run` process (`python -m guard.cli run`), real HTTP to the Leadterra stand-in, which
+lives in the test's event loop. Helpers reach the tests through fixtures (`kit`, `standin`,
+`guards`, `fault_report`), so no test imports this module.
+
+At the end of a session that ran fault tests, the collector writes `tests/faults/REPORT.md` (a
+markdown table: case, injected, observed, result, seconds) and prints it in the terminal summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+from guard.testing.broker import BrokerInfo
+from guard.testing.leadterra import LeadterraStandIn
+
+HERE = Path(__file__).parent
+RULES = HERE.parent.parent / "rules"
+REPORT_PATH = HERE / "REPORT.md"
+GUARD_RUN = [sys.executable, "-m", "guard.cli", "run"]
+_OWN_PREFIXES = ("KAFKA_", "GUARD_", "LEADTERRA_")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.faults)
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "faults: fault-injection tests on real processes (tests/faults)")
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float, interval: float = 0.1, what: str = "condition"
+) -> float:
+    """Poll `condition` (sync or async) until true; returns the seconds it took, raises TimeoutError."""
+    started = time.monotonic()
+    while True:
+        result = condition()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what} not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """preexec_fn: the child gets SIGKILL when this process dies (Linux), so no guard outlives a test run."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without any KAFKA_/GUARD_/LEADTERRA_ variable (tests set their own)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_OWN_PREFIXES)}
+
+
+# --------------------------------------------------------------------------- the guard process
+
+
+class Metrics:
+    """One scrape of /metrics: `m("guard_records_total", outcome="counted")` -> 0.0 when absent."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                self.samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+
+    def __call__(self, name: str, **labels: str) -> float:
+        return self.samples.get((name, frozenset(labels.items())), 0.0)
+
+    def records(self, *outcomes: str) -> float:
+        return sum(self("guard_records_total", outcome=o) for o in outcomes)
+
+
+class GuardProcess:
+    """`python -m guard.cli run` with the given environment; stderr (JSON logs) goes to a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "guard") -> None:
+        self.env, self.log_path, self.name = env, log_path, name
+        self.port = int(env["GUARD_HTTP_PORT"])
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = self.ended_at = 0.0  # wall clock (time.time()), to attribute API requests
+        self.killed = False
+        self._http: httpx.AsyncClient | None = None
+
+    def start(self) -> GuardProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                GUARD_RUN,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=_die_with_parent(),
+            )
+        self.started_at = time.time()
+        self._http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", timeout=5.0)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def alive_at(self, moment: float) -> bool:
+        """Whether this process existed at wall-clock `moment` (for attributing recorded requests)."""
+        return self.started_at <= moment and (self.ended_at == 0.0 or moment <= self.ended_at)
+
+    async def get(self, path: str) -> httpx.Response | None:
+        """GET on the guard's HTTP port; None when it does not answer (not up yet, or gone)."""
+        assert self._http is not None
+        try:
+            return await self._http.get(path)
+        except httpx.HTTPError:
+            return None
+
+    async def status(self, path: str) -> int | None:
+        response = await self.get(path)
+        return response.status_code if response is not None else None
+
+    async def wait_ready(self, timeout: float = 30.0) -> float:
+        """Seconds until /readyz answers 200; raises if the process exits first."""
+
+        async def ready() -> bool:
+            if not self.running:
+                raise RuntimeError(f"{self.name} exited with {self.returncode} before ready:\n{self.log_tail()}")
+            return await self.status("/readyz") == 200
+
+        return await wait_until(ready, timeout, 0.05, f"{self.name} /readyz")
+
+    async def metrics(self) -> Metrics:
+        response = await self.get("/metrics")
+        if response is None or response.status_code != 200:
+            raise RuntimeError(f"{self.name}: /metrics did not answer")
+        return Metrics(response.text)
+
+    def rss_kib(self) -> int:
+        """VmRSS of the process from /proc/PID/status, in KiB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS line")
+
+    async def kill(self) -> None:
+        """SIGKILL and wait for the exit (a crash at an arbitrary moment)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.killed = True
+            self.proc.send_signal(signal.SIGKILL)
+        await self._wait(10)
+
+    async def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait for the graceful exit; returns the exit code."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        await self._wait(timeout)
+        return self.returncode  # type: ignore[return-value]
+
+    async def _wait(self, timeout: float) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                break
+            await asyncio.sleep(0.02)
+        if not self.ended_at:
+            self.ended_at = time.time()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The JSON log lines this process (and earlier ones writing to the same file) wrote."""
+        entries = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                try:
+                    entries.append(json.loads(line))
+                except ValueError:
+                    continue
+        return entries
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+class Guards:
+    """Starts guard processes for a test and makes sure none outlives it."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[GuardProcess] = []
+
+    def start(self, env: dict[str, str], name: str | None = None) -> GuardProcess:
+        name = name or f"guard-{len(self.started)}"
+        guard = GuardProcess(env, self.log_dir / f"{name}.log", name).start()
+        self.started.append(guard)
+        return guard
+
+    async def close(self) -> None:
+        for guard in self.started:
+            if guard.running:
+                await guard.kill()
+            else:
+                await guard._wait(1)
+
+
+# --------------------------------------------------------------------------- Kafka helpers
+
+
+@dataclass
+class Topics:
+    """Fresh input, audit and dead-letter topics and a fresh group id."""
+
+    input: str
+    audit: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def fresh(cls, prefix: str = "fault") -> Topics:
+        suffix = uuid.uuid4().hex[:10]
+        return cls(f"{prefix}-events-{suffix}", f"{prefix}-audit-{suffix}", f"{prefix}-dlq-{suffix}", f"guard-{suffix}")
+
+
+async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> Topics:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in (topics.input, topics.audit, topics.dlq)]
+        )
+    finally:
+        await admin.close()
+    return topics
+
+
+class Producer:
+    """A batching producer: `send` without awaiting each delivery, then one flush per chunk."""
+
+    def __init__(self, bootstrap: str, *, idempotence: bool = False, **options: Any) -> None:
+        self.client = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=idempotence, linger_ms=5, **options
+        )
+        self.sent = 0
+
+    async def __aenter__(self) -> Producer:
+        await self.client.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.stop()
+
+    async def send_all(self, topic: str, items: Iterable[tuple[bytes | str | None, bytes | None]]) -> int:
+        """Send (key, value) pairs, wait for all deliveries (acks=all); returns how many."""
+        futures = []
+        for key, value in items:
+            key_bytes = key.encode() if isinstance(key, str) else key
+            futures.append(await self.client.send(topic, key=key_bytes, value=value))
+        await self.client.flush()
+        for future in futures:
+            future.result()  # raises if a delivery failed
+        self.sent += len(futures)
+        return len(futures)
+
+
+async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of every partition of `topic`, up to the high watermark each had when read."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends: dict[TopicPartition, int] = {}
+        for tp in partitions:  # the high watermark of a fetch is right on every broker (see test-broker.md)
+            await consumer.getmany(tp, timeout_ms=300, max_records=1)
+            ends[tp] = consumer.highwater(tp) or 0
+            await consumer.seek_to_beginning(tp)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        reading = {tp for tp in partitions if ends[tp] > 0}
+        while reading:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic}: {len(records)} records, still reading {reading}")
+            for tp, batch in (await consumer.getmany(*reading, timeout_ms=200, max_records=20_000)).items():
+                records.extend(r for r in batch if r.offset < ends[tp])
+                if await consumer.position(tp) >= ends[tp]:
+                    reading.discard(tp)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str, partitions: int = 4) -> dict[int, int]:
+    """The group's committed offset per partition (0 where none)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class AuditTail:
+    """Follows the audit topic from its beginning in the background; keeps (arrival, event) pairs."""
+
+    bootstrap: str
+    topic: str
+    events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> AuditTail:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
+        await consumer.start()
+        partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._follow(consumer))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _follow(self, consumer: AIOKafkaConsumer) -> None:
+        try:
+            while True:
+                for batch in (await consumer.getmany(timeout_ms=100)).values():
+                    now = time.monotonic()
+                    self.events.extend((now, json.loads(r.value)) for r in batch)
+        finally:
+            await consumer.stop()
+
+    def outcomes(self, decision_id: str) -> list[str]:
+        return [e["outcome"] for _, e in self.events if e["decision_id"] == decision_id]
+
+    def settled(self, decision_id: str) -> bool:
+        return any(o != "fired" for o in self.outcomes(decision_id))
+
+    def fired(self) -> dict[str, dict[str, Any]]:
+        return {e["decision_id"]: e for _, e in self.events if e["outcome"] == "fired"}
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float) -> float:
+        """Monotonic arrival time of the first event matching `predicate` (waits for it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for arrived, event in self.events:
+                if predicate(event):
+                    return arrived
+            if time.monotonic() > deadline:
+                raise TimeoutError("no matching audit event in time")
+            await asyncio.sleep(0.02)
+
+
+# --------------------------------------------------------------------------- the kit
+
+
+class Kit:
+    """What a fault test needs, bound to the session's broker and the test's stand-in."""
+
+    Topics = Topics
+    Producer = Producer
+    AuditTail = AuditTail
+    Metrics = Metrics
+    wait_until = staticmethod(wait_until)
+    free_port = staticmethod(free_port)
+    read_all = staticmethod(read_all)
+    committed = staticmethod(committed)
+    create_topics = staticmethod(create_topics)
+    RULES = RULES
+
+    def __init__(self, broker: BrokerInfo, guards: Guards, tmp_path: Path) -> None:
+        self.broker, self.guards, self.tmp_path = broker, guards, tmp_path
+        self.bootstrap = broker.bootstrap_servers
+
+    async def topics(self, partitions: int = 4, bootstrap: str | None = None) -> Topics:
+        return await create_topics(bootstrap or self.bootstrap, Topics.fresh(), partitions)
+
+    def env(
+        self, topics: Topics, standin: LeadterraStandIn | None, *, bootstrap: str | None = None, **settings: object
+    ) -> dict[str, str]:
+        """The environment of `guard run` for these topics: fast group settings, a fresh HTTP port.
+        `settings` are extra variables, e.g. LEADTERRA_RETRY_DEADLINE=90."""
+        env = {
+            **clean_environ(),
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap or self.bootstrap,
+            "KAFKA_ENABLE_IDEMPOTENCE": str(self.broker.kind != "tansu").lower(),
+            "KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
+            "GUARD_RULES": str(RULES),
+            "GUARD_INPUT_TOPICS": topics.input,
+            "GUARD_AUDIT_TOPIC": topics.audit,
+            "GUARD_DLQ_TOPIC": topics.dlq,
+            "GUARD_GROUP_ID": topics.group,
+            "GUARD_HTTP_HOST": "127.0.0.1",
+            "GUARD_HTTP_PORT": str(free_port()),
+            "GUARD_COMMIT_INTERVAL": "0.2",
+            "GUARD_SHUTDOWN_GRACE": "2",
+            "GUARD_RULES_RELOAD_INTERVAL": "0",
+            "GUARD_LOG_LEVEL": "INFO",
+            "LEADTERRA_BACKOFF_INITIAL": "0.05",
+            "LEADTERRA_BACKOFF_MAX": "0.5",
+            "LEADTERRA_RETRY_DEADLINE": "60",
+        }
+        if standin is not None:
+            env |= {"LEADTERRA_API_URL": standin.url, "LEADTERRA_API_KEY": standin.api_key}
+        else:
+            env["GUARD_DRY_RUN"] = "true"
+        env.update({k: str(v) for k, v in settings.items()})
+        return env
+
+    def guard(self, env: dict[str, str], name: str | None = None) -> GuardProcess:
+        return self.guards.start(env, name)
+
+    def producer(self, bootstrap: str | None = None, **options: Any) -> Producer:
+        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.kind != "tansu", **options)
+
+    def audit_tail(self, topics: Topics, bootstrap: str | None = None) -> AuditTail:
+        return AuditTail(bootstrap or self.bootstrap, topics.audit)
+
+
+@pytest.fixture
+async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
+    fleet = Guards(tmp_path)
+    yield fleet
+    await fleet.close()
+
+
+@pytest.fixture
+async def kit(kafka_broker: BrokerInfo, guards: Guards, tmp_path: Path) -> Kit:
+    return Kit(kafka_broker, guards, tmp_path)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LeadterraStandIn]:
+    async with LeadterraStandIn() as server:
+        yield server
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class Row:
+    case: str
+    injected: str
+    observed: str
+    nodeid: str
+
+
+class FaultReport:
+    """Rows of the summary table; results and durations come from pytest's reports."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.outcomes: dict[str, str] = {}
+        self.durations: dict[str, float] = {}
+        self.ran = False
+
+    def add(self, nodeid: str, case: str, injected: str, observed: str) -> None:
+        self.rows.append(Row(case, injected, observed, nodeid))
+
+    def record(self, report: pytest.TestReport) -> None:
+        self.ran = True
+        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
+        if report.failed:
+            self.outcomes[report.nodeid] = "xpass (strict: fail)" if hasattr(report, "wasxfail") else "FAIL"
+        elif report.skipped:
+            self.outcomes.setdefault(
+                report.nodeid, "xfail (known bug)" if hasattr(report, "wasxfail") else "skipped"
+            )
+        elif report.when == "call":
+            self.outcomes.setdefault(report.nodeid, "pass")
+
+    def lines(self) -> Iterator[str]:
+        yield "| case | injected | observed | result | seconds |"
+        yield "|---|---|---|---|---|"
+        reported = set()
+        for row in self.rows:
+            reported.add(row.nodeid)
+            yield (
+                f"| {_cell(row.case)} | {_cell(row.injected)} | {_cell(row.observed)} | "
+                f"{self.outcomes.get(row.nodeid, '?')} | {self.durations.get(row.nodeid, 0.0):.1f} |"
+            )
+        for nodeid, outcome in self.outcomes.items():
+            if nodeid not in reported:
+                name = nodeid.split("::")[-1]
+                yield f"| {_cell(name)} | (no row recorded) | | {outcome} | {self.durations.get(nodeid, 0.0):.1f} |"
+
+    def markdown(self) -> str:
+        total = sum(self.durations.values())
+        head = (
+            "# Fault-injection suite: what was injected, what was observed\n\n"
+            "Written by `tests/faults/conftest.py` at the end of each pytest session that ran fault tests; "
+            "do not edit by hand.\n\n"
+            f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {len(self.outcomes)} tests, "
+            f"{total:.0f} s in all.\n\n"
+        )
+        return head + "\n".join(self.lines()) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+_REPORT = FaultReport()
+
+
+@pytest.fixture(scope="session")
+def fault_report() -> FaultReport:
+    return _REPORT
+
+
+@pytest.fixture
+def report_row(request: pytest.FixtureRequest) -> Callable[[str, str, str], None]:
+    """`report_row(case, injected, observed)`: one row of REPORT.md for this test."""
+    nodeid = request.node.nodeid
+    return lambda case, injected, observed: _REPORT.add(nodeid, case, injected, observed)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if HERE in Path(str(item.fspath)).parents:
+        _REPORT.record(report)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _REPORT.ran:
+        REPORT_PATH.write_text(_REPORT.markdown(), encoding="utf-8")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _REPORT.ran:
+        terminalreporter.section("fault injection: injected vs observed")
+        for line in _REPORT.lines():
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(written to {REPORT_PATH})")
