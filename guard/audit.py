@@ -77,6 +77,11 @@ class AuditEvent(_Model):
     rule: RuleRef
     evidence: Evidence
     result: Result | None = Field(None, description="The API call's outcome; null on `fired` events.")
+    superseded_by: str | None = Field(
+        None,
+        description="Another rule's pause decision for this campaign, moments earlier: this one calls nobody "
+        "and is recorded as already_paused.",
+    )
     timings: Timings
 
 
@@ -125,6 +130,7 @@ def audit_event(
             lower_bound=decision.lower_bound,
         ),
         result=result,
+        superseded_by=decision.superseded_by,
         timings=Timings(
             event_time=_utc(decision.fired_at),
             decided_at=_utc(decided_at),

@@ -72,7 +72,13 @@ async def demo(duration: float, campaigns: int, bad: int, seed: int, rules_path:
     _quiet_logs(scratch / "guard.log")
     now = time.time()
     traffic = generate(
-        seed, campaigns, bad, start=now - SIMULATED_SECONDS, duration=SIMULATED_SECONDS, sends=(1500, 4000)
+        seed,
+        campaigns,
+        bad,
+        start=now - SIMULATED_SECONDS,
+        duration=SIMULATED_SECONDS,
+        sends=(1500, 4000),
+        bad_kinds=("bounces",),  # stale lists show within seconds; complaint-heavy ones need thousands of sends
     )
     result = DemoResult(traffic)
     console.print(

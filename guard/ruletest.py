@@ -11,10 +11,11 @@ script and the decisions expected::
         expect:
           - {campaign: camp_a, rule: hard-bounce-rate, at: 20m40s}
 
-A script is steps joined by ", then ": `N KIND [to DOMAIN] [status X.Y.Z] [over DURATION]` or
-`wait DURATION` or `started`. KIND is one of sent, hard_bounce, soft_bounce, complaint,
-unsubscribe, reply. The N events of a step are spread evenly so the last one lands at the end of
-`over` (all at once without it); times are offsets from the test's start.
+A script is steps joined by ", then ": `N KIND [with P% KIND] [to DOMAIN] [status X.Y.Z]
+[over DURATION]` or `wait DURATION` or `started`. KIND is one of sent, hard_bounce, soft_bounce,
+complaint, unsubscribe, reply. The N events of a step are spread evenly so the last one lands at
+the end of `over` (all at once without it); `with 2% hard_bounce` follows every 50th of them with
+a hard bounce a second later. Times are offsets from the test's start.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ _KINDS = {
     "reply": (Signal.REPLIED, None),
 }
 _STEP = re.compile(
-    r"^(?P<count>\d+)\s+(?P<kind>[a-z_]+)(?:\s+to\s+(?P<domain>\S+))?(?:\s+status\s+(?P<status>[245]\.\d{1,3}\.\d{1,3}))?"
+    r"^(?P<count>\d+)\s+(?P<kind>[a-z_]+)(?:\s+with\s+(?P<percent>\d+(?:\.\d+)?)%\s+(?P<mixed>[a-z_]+))?"
+    r"(?:\s+to\s+(?P<domain>\S+))?(?:\s+status\s+(?P<status>[245]\.\d{1,3}\.\d{1,3}))?"
     r"(?:\s+over\s+(?P<over>\S+))?$"
 )
 
@@ -96,27 +98,31 @@ def script_events(campaign_id: str, script: str) -> list[Event]:
             events.append(Event(Signal.STARTED, campaign_id, START + clock))
             continue
         match = _STEP.match(step)
-        if match is None or match["kind"] not in _KINDS:
+        if match is None or match["kind"] not in _KINDS or (match["mixed"] and match["mixed"] not in _KINDS):
             raise RuleTestError(
                 f"{campaign_id}: cannot read step {step!r}; write e.g. '200 sent over 20m', "
-                f"'15 hard_bounce to gmail.com over 5m', 'wait 1h' or 'started' (kinds: {', '.join(_KINDS)})"
+                f"'500 sent with 2% hard_bounce over 1h', '15 hard_bounce to gmail.com over 5m', 'wait 1h' "
+                f"or 'started' (kinds: {', '.join(_KINDS)})"
             )
-        signal, bounce_type = _KINDS[match["kind"]]
         count, over = int(match["count"]), parse_duration(match["over"]) if match["over"] else 0.0
+        every = round(100 / float(match["percent"])) if match["mixed"] else 0
         for index in range(count):
-            number += 1
-            at = clock + over * (index + 1) / count
-            events.append(
-                Event(
-                    signal,
-                    campaign_id,
-                    START + at,
-                    message_id=f"{campaign_id}-{number}",
-                    recipient_domain=match["domain"],
-                    bounce_type=bounce_type,
-                    smtp_status=match["status"],
+            at = START + clock + over * (index + 1) / count
+            kinds = [match["kind"]] + ([match["mixed"]] if every and (index + 1) % every == 0 else [])
+            for offset, kind in enumerate(kinds):
+                number += 1
+                signal, bounce_type = _KINDS[kind]
+                events.append(
+                    Event(
+                        signal,
+                        campaign_id,
+                        at + offset,
+                        message_id=f"{campaign_id}-{number}",
+                        recipient_domain=match["domain"],
+                        bounce_type=bounce_type,
+                        smtp_status=match["status"],
+                    )
                 )
-            )
         clock += over
     return events
 

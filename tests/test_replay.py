@@ -62,7 +62,7 @@ class TestReplay:
         header, *rows = out.splitlines()
         assert header.split()[:3] == ["CAMPAIGN", "RULE", "ACTION"]
         assert rows and all(row.startswith("camp_") for row in rows)
-        assert any("hard-bounce-rate" in row and "6.00%" in row for row in rows)
+        assert any("hard-bounce-rate" in row and "4.00%" in row and "/150" in row for row in rows)
 
     def test_writes_an_html_report_with_a_timeline_per_campaign_that_fired(self, history, tmp_path, capsys) -> None:  # noqa: ANN001
         """One section with an SVG plot per campaign with a decision."""

@@ -146,18 +146,24 @@ async def produce(producer: AIOKafkaProducer, topic: str, values: list[tuple[str
     await producer.flush()
 
 
+def sending(campaign_id: str, start: float, sends: int, bounce_every: int) -> list[tuple[str, bytes]]:
+    """`sends` sends a second apart, each `bounce_every`-th followed by its hard bounce."""
+    records = []
+    for i in range(sends):
+        records.append((campaign_id, sent(campaign_id, start + i)))
+        if (i + 1) % bounce_every == 0:
+            records.append((campaign_id, bounced(campaign_id, start + i + 0.5)))
+    return records
+
+
 def bad_campaign(campaign_id: str, start: float) -> list[tuple[str, bytes]]:
-    """200 sends then 15 hard bounces (7.5%): crosses the default 6% hard-bounce rule."""
-    return [(campaign_id, sent(campaign_id, start + i)) for i in range(200)] + [
-        (campaign_id, bounced(campaign_id, start + 200 + i)) for i in range(15)
-    ]
+    """300 healthy sends (1% bounces), then a stale list (12.5%): the default hard-bounce-rate pauses it."""
+    return sending(campaign_id, start, 300, 100) + sending(campaign_id, start + 300, 150, 8)
 
 
 def good_campaign(campaign_id: str, start: float) -> list[tuple[str, bytes]]:
-    """300 sends and 3 hard bounces (1%): a healthy list."""
-    return [(campaign_id, sent(campaign_id, start + i)) for i in range(300)] + [
-        (campaign_id, bounced(campaign_id, start + 300 + i)) for i in range(3)
-    ]
+    """450 sends at 1% hard bounces: a healthy list."""
+    return sending(campaign_id, start, 450, 100)
 
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list:
@@ -229,8 +235,10 @@ class TestPausing:
         ]
         fired, paused = events
         assert fired["decision_id"] == paused["decision_id"] and fired["id"] != paused["id"]
-        assert (fired["evidence"]["numerator"], fired["evidence"]["denominator"]) == (12, 200)
-        assert fired["evidence"]["threshold"] == 0.06 and fired["evidence"]["min_volume"] == 200
+        evidence = fired["evidence"]
+        assert (evidence["window"], evidence["denominator"], evidence["threshold"]) == ("last 150", 150, 0.04)
+        assert evidence["numerator"] / 150 > evidence["lower_bound"] >= 0.04  # the bound, not the rate, fired
+        assert len(evidence["message_ids"]) == 3
         assert paused["result"]["http_status"] == 200 and paused["result"]["paused_at"]
         assert all(record.key == b"camp_bad" for record in records)
         assert standin.pause_requests()[0].header("Idempotency-Key") == fired["decision_id"]
@@ -383,10 +391,10 @@ class TestRestart:
         standin.resume("camp_bad")
 
         second = await run_guard()
-        await produce(producer, topics.input, [("camp_bad", sent("camp_bad", start + 300 + i)) for i in range(5)])
+        await produce(producer, topics.input, [("camp_bad", sent("camp_bad", start + 500 + i)) for i in range(5)])
         await until(lambda: second.metrics.records.labels("counted")._value.get() >= 5)
         await asyncio.sleep(0.5)
-        assert second.metrics.records.labels("replayed")._value.get() == 215
+        assert second.metrics.records.labels("replayed")._value.get() == len(bad_campaign("camp_bad", start))
         assert len(standin.pause_requests()) == 1
         assert standin.status("camp_bad") == "running"
 

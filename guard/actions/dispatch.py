@@ -91,6 +91,10 @@ class Dispatcher:
             await self._pause(decision, decided_at)
 
     async def _pause(self, decision: Decision, decided_at: float) -> None:
+        if decision.superseded_by is not None:
+            self._metrics.actions.labels("already_paused").inc()
+            await self._publish(audit_event(decision, "already_paused", decided_at=decided_at, dry_run=self._dry_run))
+            return
         if self._dry_run or self._client is None:
             self._metrics.actions.labels("dry_run").inc()
             await self._publish(audit_event(decision, "dry_run", decided_at=decided_at, dry_run=True))

@@ -25,6 +25,7 @@ class Decision:
     evidence_from: float
     message_ids: tuple[str, ...]
     lower_bound: float | None = None  # Wilson lower bound of the rate (rules with `confidence`)
+    superseded_by: str | None = None  # a pause decision of another rule, within this rule's cooldown
 
     @property
     def action(self) -> str:

@@ -113,6 +113,7 @@ class CampaignState:
     seen: dict[int, float] = field(default_factory=dict)  # hash(signal, message id) -> event time
     started_at: float = float("-inf")  # events from before the campaign's last start are ignored
     active: bool = True  # had events since the last sweep
+    last_pause: tuple[str, float] | None = None  # (decision id, event time) of the latest pause decision
 
 
 @dataclass(slots=True)
@@ -235,8 +236,16 @@ class Engine:
             return None
         evidence = [numerator_series, state.series.get(compiled.denominator.key) if compiled.denominator else None]
         starts = [start for series in evidence if series is not None and (start := series.start_time()) is not None]
+        identity = decision_id(campaign_id, rule, now)
+        superseded_by = None
+        if rule.action == "pause":
+            # another rule paused this campaign moments ago: record this decision, call nobody
+            if state.last_pause is not None and now - state.last_pause[1] < rule.cooldown:
+                superseded_by = state.last_pause[0]
+            else:
+                state.last_pause = (identity, now)
         return Decision(
-            id=decision_id(campaign_id, rule, now),
+            id=identity,
             campaign_id=campaign_id,
             rule=rule,
             fired_at=now,
@@ -246,6 +255,7 @@ class Engine:
             evidence_from=max(min(starts, default=now), now - rule.span),
             message_ids=numerator_series.sample_ids(now) if numerator_series is not None else (),
             lower_bound=measure.lower_bound,
+            superseded_by=superseded_by,
         )
 
     def _sweep(self) -> None:

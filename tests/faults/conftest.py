@@ -29,6 +29,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from guard.testing.broker import BrokerInfo
@@ -284,7 +285,10 @@ async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> 
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in (topics.input, topics.audit, topics.dlq)]
+            [
+                NewTopic(t, num_partitions=partitions, replication_factor=1)
+                for t in (topics.input, topics.audit, topics.dlq)
+            ]
         )
     finally:
         await admin.close()
@@ -307,17 +311,44 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.stop()
 
-    async def send_all(self, topic: str, items: Iterable[tuple[bytes | str | None, bytes | None]]) -> int:
-        """Send (key, value) pairs, wait for all deliveries (acks=all); returns how many."""
+    async def send_all(self, topic: str, items: Iterable[tuple[bytes | str | None, bytes | None]]) -> list[Any]:
+        """Send (key, value) pairs without awaiting each delivery, then flush; returns each record's
+        metadata (partition, offset), in order. Raises if any delivery failed."""
         futures = []
         for key, value in items:
             key_bytes = key.encode() if isinstance(key, str) else key
             futures.append(await self.client.send(topic, key=key_bytes, value=value))
         await self.client.flush()
-        for future in futures:
-            future.result()  # raises if a delivery failed
         self.sent += len(futures)
-        return len(futures)
+        return [future.result() for future in futures]
+
+    async def send_batched(self, topic: str, items: Iterable[tuple[str, bytes]]) -> dict[int, int]:
+        """Many keyed records fast: batches built per partition (the default partitioner, once per
+        key) and sent with `send_batch`. Returns how many records went to each partition."""
+        partitions = sorted(await self.client.partitions_for(topic))
+        partitioner, where = DefaultPartitioner(), {}
+        batches: dict[int, Any] = {}
+        counts: dict[int, int] = dict.fromkeys(partitions, 0)
+        futures = []
+        for key, value in items:
+            partition = where.get(key)
+            if partition is None:
+                partition = where[key] = partitioner(key.encode(), partitions, partitions)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = self.client.create_batch()
+            if batch.append(key=key.encode(), value=value, timestamp=None) is None:  # full
+                batch.close()
+                futures.append(await self.client.send_batch(batch, topic, partition=partition))
+                batch = batches[partition] = self.client.create_batch()
+                batch.append(key=key.encode(), value=value, timestamp=None)
+            counts[partition] += 1
+        for partition, batch in batches.items():
+            batch.close()
+            futures.append(await self.client.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*futures)
+        self.sent += sum(counts.values())
+        return counts
 
 
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
@@ -527,9 +558,7 @@ class FaultReport:
         if report.failed:
             self.outcomes[report.nodeid] = "xpass (strict: fail)" if hasattr(report, "wasxfail") else "FAIL"
         elif report.skipped:
-            self.outcomes.setdefault(
-                report.nodeid, "xfail (known bug)" if hasattr(report, "wasxfail") else "skipped"
-            )
+            self.outcomes.setdefault(report.nodeid, "xfail (known bug)" if hasattr(report, "wasxfail") else "skipped")
         elif report.when == "call":
             self.outcomes.setdefault(report.nodeid, "pass")
 
