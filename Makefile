@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test clean
+.PHONY: demo test bench quality clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ test: $(INSTALLED)
 	$(BIN)/ruff check guard tests
 	$(BIN)/ruff format --check guard tests
 	$(BIN)/pytest
+
+# Speed, latency, memory and recovery against the ceiling and a peer (writes bench/RESULTS.md).
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
+
+# Detection delay and healthy campaigns paused, shipped rules vs baselines (writes bench/QUALITY.md).
+quality: $(INSTALLED)
+	$(BIN)/python -m bench.quality
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .tools
