@@ -106,10 +106,12 @@ def _replay_source(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _timestamp(text: str) -> float:
-    from datetime import datetime
+    from guard.events import epoch_from_iso
 
-    parsed = datetime.fromisoformat(text)
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    epoch = epoch_from_iso(text)
+    if epoch is None:
+        raise SystemExit(f"guard: {text!r} is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
+    return epoch
 
 
 @contextlib.contextmanager

@@ -180,18 +180,20 @@ def _domain(data: _Data) -> str | None:
     return None
 
 
+def epoch_from_iso(text: str) -> float | None:
+    """Epoch seconds of an ISO 8601 time (UTC when it names no zone), or None if it is not one."""
+    try:
+        parsed = datetime.fromisoformat(text)
+        return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def _event_time(timestamp: object, record_time: float) -> float:
     if not timestamp or not isinstance(timestamp, str):
         return record_time
-    try:
-        parsed = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return record_time
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    try:
-        time = parsed.timestamp()
-    except (OverflowError, OSError, ValueError):
+    time = epoch_from_iso(timestamp)
+    if time is None:
         return record_time
     if time > record_time + MAX_FUTURE_SKEW_SECONDS:
         raise MalformedEvent(f"timestamp {timestamp[:40]!r} is more than an hour ahead of the record's time")

@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
+from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
 from guard.generate import generate
@@ -513,14 +514,3 @@ class TestRuleReload:
         await until(lambda: service.metrics.rule_reloads.labels("rejected")._value.get() == 1)
         assert [rule.threshold for rule in service.rules.rules] == [3]
         assert service.health.live()[0]
-
-
-RELOAD_RULE = """groups:
-  - name: g
-    rules:
-      - name: complaints
-        description: too many complaints
-        count: complained
-        window: 1h
-        threshold: {threshold}
-"""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
 import httpx
 from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
+
+from guard.events import epoch_from_iso
 
 # pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
@@ -168,12 +169,5 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 def _before(timestamp: str | None, moment: float) -> bool:
-    if not timestamp:
-        return False
-    try:
-        parsed = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return False
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp() < moment
+    epoch = epoch_from_iso(timestamp) if isinstance(timestamp, str) else None
+    return epoch is not None and epoch < moment

@@ -81,7 +81,9 @@ async def test_valid_invalid_and_deleted_rule_files_on_the_real_process(kit, sta
     metrics = await guard.metrics()
     assert guard.running
     assert await guard.terminate() == 0
-    rejections = [entry for entry in guard.logs() if entry["event"] == "new rules rejected; the previous rules stay in force"]
+    rejections = [
+        entry for entry in guard.logs() if entry["event"] == "new rules rejected; the previous rules stay in force"
+    ]
     problems = [" / ".join(entry.get("problems", [])) for entry in rejections]
     report_row(
         "6 rule reload (ConfigMap `..data` swap)",
