@@ -94,9 +94,9 @@ class TestShippedRules:
         assert thresholds["hard-bounce-rate"] == 0.04
         assert thresholds["gmail-complaint-rate"] == 0.003
 
-    def test_the_rules_look_back_a_day(self) -> None:
-        """The lookback the service needs is the longest window of the set."""
-        assert load_rules(RULES_DIR).retention == 86400.0
+    def test_the_rules_look_back_two_days(self) -> None:
+        """The look-back the service needs is the longest window, cooldown or `for` of the set."""
+        assert load_rules(RULES_DIR).retention == 2 * 86400.0
 
 
 class TestValidateCommand:

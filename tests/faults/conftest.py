@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,14 +32,67 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
+from guard.engine import Decision, Engine
+from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.generate import Record
+from guard.replay import replay
+from guard.rules import load_rules
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn
 
 HERE = Path(__file__).parent
-RULES = HERE.parent.parent / "rules"
+SHIPPED_RULES = HERE.parent.parent / "rules"
 REPORT_PATH = HERE / "REPORT.md"
 GUARD_RUN = [sys.executable, "-m", "guard.cli", "run"]
 _OWN_PREFIXES = ("KAFKA_", "GUARD_", "LEADTERRA_")
+
+# The rules of the fault tests (cases 1-5): fixed here, so which campaigns fire does not move when
+# the shipped rules are tuned. Sliding time windows; one pause per breach (cooldown 1 h).
+FAULT_RULES = """groups:
+  - name: faults
+    rules:
+      - name: hard-bounce-rate
+        description: hard bounces above 6% of the sends of the last hour (at least 200 sends)
+        rate:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+        window: 1h
+        threshold: 6%
+        min_volume: 200
+        cooldown: 1h
+        action: pause
+        severity: critical
+      - name: soft-bounce-rate
+        description: soft bounces above 10% of the sends of the last hour (an alert, no pause)
+        rate:
+          of: {signal: bounced, where: {bounce_type: soft}}
+          per: sent
+        window: 1h
+        threshold: 10%
+        min_volume: 200
+        cooldown: 6h
+        action: alert
+        severity: warning
+      - name: complaint-spike
+        description: ten complaints within an hour
+        count: complained
+        window: 1h
+        threshold: 10
+        cooldown: 1h
+        action: pause
+        severity: critical
+      - name: complaint-rate-warning
+        description: complaints above 0.1% of a day's sends (an alert, no pause)
+        rate:
+          of: complained
+          per: sent
+        window: 24h
+        threshold: 0.1%
+        min_volume: 1000
+        cooldown: 12h
+        action: alert
+        severity: warning
+"""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -444,6 +497,47 @@ class AuditTail:
             await asyncio.sleep(0.02)
 
 
+# --------------------------------------------------------------------------- expected decisions
+
+
+@dataclass
+class Expected:
+    """What the engine decides over a log, computed offline: every decision, and for each the index
+    of the record that made it fire."""
+
+    decisions: list[Decision]
+    cause: dict[str, int]
+
+    @property
+    def pauses(self) -> list[Decision]:
+        return [d for d in self.decisions if d.action == "pause"]
+
+    def pauses_by_campaign(self) -> dict[str, list[Decision]]:
+        found: dict[str, list[Decision]] = {}
+        for decision in self.pauses:
+            found.setdefault(decision.campaign_id, []).append(decision)
+        return found
+
+
+def expected_decisions(records: Sequence[Record], rules_path: Path) -> Expected:
+    """The same engine as `guard run`, over the same records in the same order (one engine for all
+    campaigns; the engine promises that how campaigns share an engine changes no decision).
+    Cross-checked with `guard.replay.replay`, the engine behind `guard replay`."""
+    rules = load_rules(rules_path)
+    engine, decisions, cause = Engine(rules), [], {}
+    for index, record in enumerate(records):
+        try:
+            event = decode(record.value, record.time)
+        except (MalformedEvent, IgnoredEvent):
+            continue
+        for decision in engine.process(event):
+            decisions.append(decision)
+            cause[decision.id] = index
+    replayed = replay(((r.value, r.time) for r in records), rules)
+    assert {d.id for d in replayed.decisions} == set(cause), "guard.replay disagrees with the engine"
+    return Expected(decisions, cause)
+
+
 # --------------------------------------------------------------------------- the kit
 
 
@@ -459,11 +553,21 @@ class Kit:
     read_all = staticmethod(read_all)
     committed = staticmethod(committed)
     create_topics = staticmethod(create_topics)
-    RULES = RULES
+    SHIPPED_RULES = SHIPPED_RULES
 
     def __init__(self, broker: BrokerInfo, guards: Guards, tmp_path: Path) -> None:
         self.broker, self.guards, self.tmp_path = broker, guards, tmp_path
         self.bootstrap = broker.bootstrap_servers
+        self.rules = tmp_path / "fault-rules.yaml"
+        self.rules.write_text(FAULT_RULES, encoding="utf-8")
+
+    def on(self, broker: BrokerInfo) -> Kit:
+        """The same kit against another broker (e.g. a dedicated one for a broker-crash test)."""
+        return Kit(broker, self.guards, self.tmp_path)
+
+    def expected(self, records: Sequence[Record]) -> Expected:
+        """The decisions of the fault rules over `records` (see `expected_decisions`)."""
+        return expected_decisions(records, self.rules)
 
     async def topics(self, partitions: int = 4, bootstrap: str | None = None) -> Topics:
         return await create_topics(bootstrap or self.bootstrap, Topics.fresh(), partitions)
@@ -471,15 +575,16 @@ class Kit:
     def env(
         self, topics: Topics, standin: LeadterraStandIn | None, *, bootstrap: str | None = None, **settings: object
     ) -> dict[str, str]:
-        """The environment of `guard run` for these topics: fast group settings, a fresh HTTP port.
-        `settings` are extra variables, e.g. LEADTERRA_RETRY_DEADLINE=90."""
+        """The environment of `guard run` for these topics: the fault rules, fast group settings, a
+        fresh HTTP port; dry run without a stand-in. `settings` are extra variables, e.g.
+        LEADTERRA_RETRY_DEADLINE=90 or GUARD_RULES=<the shipped rules>."""
         env = {
             **clean_environ(),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap or self.bootstrap,
             "KAFKA_ENABLE_IDEMPOTENCE": str(self.broker.kind != "tansu").lower(),
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
-            "GUARD_RULES": str(RULES),
+            "GUARD_RULES": str(self.rules),
             "GUARD_INPUT_TOPICS": topics.input,
             "GUARD_AUDIT_TOPIC": topics.audit,
             "GUARD_DLQ_TOPIC": topics.dlq,
