@@ -104,9 +104,12 @@ def decode(value: bytes | None, record_time: float) -> Event:
     if value is None:
         raise MalformedEvent("empty value (tombstone)")
     try:
-        envelope = _decoder.decode(value)
+        # decoding the text first rejects invalid UTF-8 anywhere, also in fields the guard skips
+        envelope = _decoder.decode(value.decode("utf-8"))
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise MalformedEvent(f"not an event envelope: {error}") from None
+    except RecursionError:
+        raise MalformedEvent("not an event envelope: nested too deeply") from None
     signal = _SIGNALS.get(envelope.event)
     if signal is None:
         raise IgnoredEvent(envelope.event)
@@ -116,6 +119,8 @@ def decode(value: bytes | None, record_time: float) -> Event:
         data = _data_decoder.decode(envelope.data)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise MalformedEvent(f"{envelope.event}: {_at_data(str(error))}") from None
+    except RecursionError:
+        raise MalformedEvent(f"{envelope.event}: data nested too deeply") from None
     reply = data.reply
     message_id = data.messageId
     if signal is Signal.REPLIED:

@@ -17,6 +17,7 @@ class Health:
     def __init__(self) -> None:
         self.polling = False
         self.recovering = False  # some partition is still replaying up to its committed offset
+        self.kafka_error: str | None = None  # the last failed reachability probe, until one succeeds
         self.stopping = False
         self.auth_failed = False
         self._last_poll = time.monotonic()
@@ -42,6 +43,8 @@ class Health:
             return False, "stopping"
         if not self.polling:
             return False, "not polling Kafka yet"
+        if self.kafka_error is not None:
+            return False, f"Kafka unreachable: {self.kafka_error}"
         if self.recovering:
             return False, "rebuilding state from the log"
         return True, "ok"

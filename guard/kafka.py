@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import structlog
@@ -90,8 +91,10 @@ class Rebalance(ConsumerRebalanceListener):
     handling in the poll loop and need no lock.
     """
 
-    def __init__(self, consumer: AIOKafkaConsumer, pipeline: Any) -> None:
-        self._consumer, self._pipeline = consumer, pipeline
+    def __init__(
+        self, consumer: AIOKafkaConsumer, pipeline: Any, on_assigned: Callable[[int], None] = lambda lookback_ms: None
+    ) -> None:
+        self._consumer, self._pipeline, self._on_assigned = consumer, pipeline, on_assigned
         self._warned_time_lookup = False
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -123,6 +126,8 @@ class Rebalance(ConsumerRebalanceListener):
             else:
                 self._consumer.seek(tp, start)
             self._pipeline.assign(tp, committed, lookback_ms)
+        if fresh:
+            self._on_assigned(lookback_ms)
         log.info("partitions assigned", partitions=_names(assigned), fresh=_names(fresh))
 
 
@@ -152,8 +157,8 @@ async def read_topic(
     """Batches of the records of every partition of `topic` with record time in [since, until],
     up to the end each partition had when reading started. Reads without a consumer group."""
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
-    await consumer.start()
     try:
+        await consumer.start()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
@@ -200,14 +205,15 @@ async def settled_decision_ids(settings: KafkaSettings, audit_topic: str, since_
     """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`."""
     settled: set[str] = set()
     try:
-        async for records in read_topic(settings, audit_topic, since_ms):
-            for record in records:
-                try:
-                    event = json.loads(record.value)
-                    if event["outcome"] != "fired":
-                        settled.add(event["decision_id"])
-                except (TypeError, ValueError, KeyError):
-                    continue  # not an audit event of ours: nothing to learn from it
+        async with aclosing(read_topic(settings, audit_topic, since_ms)) as batches:  # closed even if cancelled
+            async for records in batches:
+                for record in records:
+                    try:
+                        event = json.loads(record.value)
+                        if event["outcome"] != "fired":
+                            settled.add(event["decision_id"])
+                    except (TypeError, ValueError, KeyError):
+                        continue  # not an audit event of ours: nothing to learn from it
     except UnknownTopic:
         pass  # nothing was ever audited
     return settled

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -143,8 +144,9 @@ def kafka_records(
     batches: queue.Queue[list[tuple[bytes, float]] | BaseException | None] = queue.Queue(maxsize=8)
 
     async def read() -> None:
-        async for records in read_topic(settings, topic, since_ms, until_ms):
-            batches.put([(record.value, record.timestamp / 1000) for record in records if record.value is not None])
+        async with aclosing(read_topic(settings, topic, since_ms, until_ms)) as reader:
+            async for records in reader:
+                batches.put([(record.value, record.timestamp / 1000) for record in records if record.value is not None])
 
     def run() -> None:
         try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -21,16 +23,18 @@ from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
 from guard.engine import Decision
 from guard.health import Health
-from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer, settled_decision_ids
+from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.rules import RuleSet
 from guard.rules.watch import RulesWatcher
 from guard.server import HealthServer
 from guard.settings import Settings
+from guard.settled import SettledDecisions
 
 log = structlog.get_logger("guard.service")
 
+PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request checks Kafka is reachable
 MAX_RECORDS_PER_POLL = 5000
 POLL_TIMEOUT_MS = 200
 AUDIT_RETRY_SECONDS = 1.0
@@ -47,7 +51,9 @@ class Service:
         self.server = HealthServer(self.health, self.metrics, settings.guard.http_host, settings.guard.http_port)
         self.pipeline: Pipeline | None = None
         self._dispatcher: Dispatcher | None = None
+        self._settled = SettledDecisions(settings.kafka, settings.guard.audit_topic)
         self._background: set[asyncio.Task[None]] = set()
+        self._probe: asyncio.Task[None] | None = None
 
     @property
     def assigned(self) -> int:
@@ -67,6 +73,7 @@ class Service:
             _publisher(producer, settings.audit_topic),
             self.metrics,
             self.health,
+            self._settled,
             dry_run=settings.dry_run,
         )
         self.pipeline = pipeline = Pipeline(
@@ -81,7 +88,7 @@ class Service:
         try:
             await producer.start()
             await consumer.start()
-            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline))
+            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self._rescan_audit))
             log.info(
                 "guard started",
                 topics=list(settings.input_topics),
@@ -97,9 +104,10 @@ class Service:
             await self._commit(consumer, pipeline)
         finally:
             self.health.stopping = True
-            for task in self._background:
+            pending = [*self._background, *([self._probe] if self._probe else [])]
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*self._background, return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
             await consumer.stop()
             await producer.stop()
             if pause_client is not None:
@@ -124,7 +132,7 @@ class Service:
     async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
         settings = self.settings.guard
         watcher = RulesWatcher(settings.rules, self.rules) if settings.rules_reload_interval else None
-        next_tick = next_reload = time.monotonic()
+        next_tick = next_reload = next_probe = time.monotonic()
         self.health.polling = True
         while not self._stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
@@ -132,6 +140,9 @@ class Service:
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
             now = time.monotonic()
+            if now >= next_probe and self._probe is None:
+                self._probe = asyncio.create_task(self._probe_kafka(consumer))
+                next_probe = now + PROBE_SECONDS
             if now >= next_tick:
                 await self._commit(consumer, pipeline)
                 await self._track_recovery(consumer, pipeline)
@@ -141,6 +152,21 @@ class Service:
             if watcher is not None and now >= next_reload:
                 self._reload(watcher, pipeline)
                 next_reload = now + settings.rules_reload_interval
+
+    async def _probe_kafka(self, consumer: AIOKafkaConsumer) -> None:
+        """Readiness follows the brokers: a metadata request that fails or hangs means unreachable
+        (the consumer itself just retries quietly and returns empty batches)."""
+        try:
+            await asyncio.wait_for(consumer.topics(), PROBE_SECONDS)
+            if self.health.kafka_error is not None:
+                log.info("Kafka reachable again")
+            self.health.kafka_error = None
+        except (KafkaError, OSError, TimeoutError) as error:
+            if self.health.kafka_error is None:
+                log.warning("Kafka unreachable", error=repr(error))
+            self.health.kafka_error = repr(error) or "no answer"
+        finally:
+            self._probe = None
 
     async def _commit(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
         offsets = pipeline.committable()
@@ -164,22 +190,24 @@ class Service:
             remaining += max(0, pipeline.replay_until(tp) - position)
             replayed = pipeline.caught_up(tp, position)
             if replayed:
-                task = asyncio.create_task(self._resume_unsettled(replayed))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._spawn(self._resume_unsettled(replayed))
         self.metrics.recovering.set(remaining)
         self.health.recovering = remaining > 0
 
+    def _rescan_audit(self, lookback_ms: int) -> None:
+        """New partitions: learn which decisions already have an outcome before acting on any."""
+        self._spawn(self._settled.refresh(lookback_ms))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _resume_unsettled(self, replayed: list[Decision]) -> None:
         """Decisions recorded (`fired`) before a restart but never given an outcome: act on them."""
-        since_ms = int((min(d.fired_at for d in replayed) - 60) * 1000)
-        try:
-            settled = await settled_decision_ids(self.settings.kafka, self.settings.guard.audit_topic, max(0, since_ms))
-        except KafkaError as error:
-            log.error("cannot read the audit topic to resume decisions", error=str(error))
-            return
+        await self._settled.wait()
         for decision in replayed:
-            if decision.id not in settled and self._dispatcher is not None:
+            if decision.id not in self._settled and self._dispatcher is not None:
                 self.metrics.resumed.inc()
                 self._dispatcher.resume(decision)
 

@@ -260,7 +260,7 @@ class TestPausing:
         await standin.wait_for_pauses(1, timeout=20)
 
         assert await committed_total(kafka_bootstrap, topics, expected=len(values)) == len(values)
-        assert service.metrics.inflight._value.get() == 0
+        await until(lambda: service.metrics.inflight._value.get() == 0)
 
 
 class TestApiFaults:

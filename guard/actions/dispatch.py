@@ -9,11 +9,12 @@ from typing import Any
 
 import structlog
 
-from guard.actions.pause import PauseClient
-from guard.audit import AuditEvent, Result, audit_event
+from guard.actions.pause import PauseClient, PauseResult
+from guard.audit import AuditEvent, Outcome, Result, audit_event
 from guard.engine import Decision
 from guard.health import Health
 from guard.metrics import Metrics
+from guard.settled import SettledDecisions
 
 log = structlog.get_logger("guard.actions")
 
@@ -26,9 +27,17 @@ class Dispatcher:
     be committed: a restart finds a recorded decision without an outcome and resumes it."""
 
     def __init__(
-        self, pause_client: PauseClient | None, publish: Publish, metrics: Metrics, health: Health, *, dry_run: bool
+        self,
+        pause_client: PauseClient | None,
+        publish: Publish,
+        metrics: Metrics,
+        health: Health,
+        settled: SettledDecisions,
+        *,
+        dry_run: bool,
     ) -> None:
         self._client, self._publish, self._metrics, self._health = pause_client, publish, metrics, health
+        self._settled = settled
         self._dry_run = dry_run or pause_client is None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -91,24 +100,34 @@ class Dispatcher:
             await self._pause(decision, decided_at)
 
     async def _pause(self, decision: Decision, decided_at: float) -> None:
+        await self._settled.wait()
+        if decision.id in self._settled:
+            # acted on before a restart or rebalance (the audit says so): never again, even if the
+            # user has resumed the campaign since
+            log.info(
+                "decision already settled before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
+            )
+            return
         if decision.superseded_by is not None:
-            self._metrics.actions.labels("already_paused").inc()
-            await self._publish(audit_event(decision, "already_paused", decided_at=decided_at, dry_run=self._dry_run))
+            await self._record(decision, "already_paused", decided_at)
             return
         if self._dry_run or self._client is None:
-            self._metrics.actions.labels("dry_run").inc()
-            await self._publish(audit_event(decision, "dry_run", decided_at=decided_at, dry_run=True))
+            await self._record(decision, "dry_run", decided_at)
             return
-        outcome = await self._client.pause(decision.campaign_id, idempotency_key=decision.id)
+        try:
+            outcome = await self._client.pause(decision.campaign_id, idempotency_key=decision.id)
+        except Exception as error:  # a bug must still leave an audited outcome, never a silent task
+            log.exception("pause call crashed", campaign_id=decision.campaign_id, decision_id=decision.id)
+            outcome = PauseResult(
+                "failed", None, 1, error_code="internal_error", error=repr(error)[:500], answered_at=time.time()
+            )
         self._metrics.api_attempts.inc(outcome.attempts)
-        self._metrics.actions.labels(outcome.outcome).inc()
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
         if outcome.authentication_failed:
             self._health.authentication_failed()
             self._metrics.auth_failed.set(1)
             log.error("Leadterra rejected the API key: no campaign can be paused", campaign_id=decision.campaign_id)
-        level = log.error if outcome.outcome == "failed" else log.info
-        level(
+        (log.error if outcome.outcome == "failed" else log.info)(
             "pause " + outcome.outcome,
             campaign_id=decision.campaign_id,
             decision_id=decision.id,
@@ -124,13 +143,22 @@ class Dispatcher:
             error_code=outcome.error_code,
             error=outcome.error,
         )
+        await self._record(decision, outcome.outcome, decided_at, result, outcome.answered_at)
+
+    async def _record(
+        self,
+        decision: Decision,
+        outcome: Outcome,
+        decided_at: float,
+        result: Result | None = None,
+        answered_at: float | None = None,
+    ) -> None:
+        """Audit the outcome; from then on no guard process acts on this decision again."""
+        self._metrics.actions.labels(outcome).inc()
+        dry_run = self._dry_run or outcome == "dry_run"
         await self._publish(
             audit_event(
-                decision,
-                outcome.outcome,
-                decided_at=decided_at,
-                dry_run=False,
-                result=result,
-                answered_at=outcome.answered_at,
+                decision, outcome, decided_at=decided_at, dry_run=dry_run, result=result, answered_at=answered_at
             )
         )
+        self._settled.add(decision.id)

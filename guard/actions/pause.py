@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import SecretStr
@@ -87,7 +88,9 @@ class PauseClient:
                     attempts += 1
                     try:
                         response = await self._client.post(
-                            f"/v1/campaigns/{campaign_id}/pause", headers={"Idempotency-Key": idempotency_key}
+                            # one path segment, whatever the id holds: "a/../b" must not pause b
+                            f"/v1/campaigns/{quote(campaign_id, safe='')}/pause",
+                            headers={"Idempotency-Key": idempotency_key},
                         )
                     except httpx.TransportError as error:
                         last_status, last_error = None, f"{type(error).__name__}: {error}"

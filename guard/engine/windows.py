@@ -27,9 +27,13 @@ class SlidingCount:
     def add(self, time: float, message_id: str | None, now: float) -> bool:
         """Count one event; False when it is older than the window ending at `now` (not counted)."""
         index = int(time // self.width)
-        if index <= int(now // self.width) - BUCKETS_PER_WINDOW:
+        oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
+        if index <= oldest_kept:
             return False
         buckets = self.buckets
+        # expire here too: a series no rule evaluates (a denominator) must stay bounded as well
+        while buckets and buckets[0][0] <= oldest_kept:
+            self.total -= buckets.popleft()[1]
         if not buckets or index > buckets[-1][0]:
             buckets.append([index, 1])
         elif index == buckets[-1][0]:
