@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right
 
 BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
 SAMPLE_IDS = 3  # message ids kept as evidence for audits
+
+
+def _keep_latest(samples: list[tuple[int, str]] | None, sample: tuple[int, str]) -> list[tuple[int, str]]:
+    if samples is None:
+        return [sample]
+    samples.append(sample)
+    if len(samples) > SAMPLE_IDS:
+        del samples[0]
+    return samples
 
 
 class SlidingCount:
@@ -19,9 +28,10 @@ class SlidingCount:
 
     def __init__(self, window: float, keep_samples: bool = True) -> None:
         self.width = window / BUCKETS_PER_WINDOW
-        self.buckets: deque[list[int]] = deque()  # [bucket index, count], oldest first
+        # lists, not deques: an empty deque costs 760 bytes, and there are millions of these
+        self.buckets: list[list[int]] = []  # [bucket index, count], oldest first
         self.total = 0
-        self.samples: deque[tuple[int, str]] | None = None  # (bucket index, message id), newest last
+        self.samples: list[tuple[int, str]] | None = None  # (bucket index, message id), newest last
         self.keep_samples = keep_samples  # only numerators are quoted as evidence
 
     def add(self, time: float, message_id: str | None, now: float) -> bool:
@@ -33,7 +43,7 @@ class SlidingCount:
         buckets = self.buckets
         # expire here too: a series no rule evaluates (a denominator) must stay bounded as well
         while buckets and buckets[0][0] <= oldest_kept:
-            self.total -= buckets.popleft()[1]
+            self.total -= buckets.pop(0)[1]
         if not buckets or index > buckets[-1][0]:
             buckets.append([index, 1])
         elif index == buckets[-1][0]:
@@ -42,9 +52,7 @@ class SlidingCount:
             self._add_late(index)
         self.total += 1
         if message_id is not None and self.keep_samples:
-            if self.samples is None:
-                self.samples = deque(maxlen=SAMPLE_IDS)
-            self.samples.append((index, message_id))
+            self.samples = _keep_latest(self.samples, (index, message_id))
         return True
 
     def sample_ids(self, now: float) -> tuple[str, ...]:
@@ -61,14 +69,14 @@ class SlidingCount:
             if buckets[position][0] < index:
                 buckets.insert(position + 1, [index, 1])
                 return
-        buckets.appendleft([index, 1])
+        buckets.insert(0, [index, 1])
 
     def count_at(self, now: float) -> int:
         """The count over the window ending at `now`, forgetting buckets that slid out."""
         oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
         buckets = self.buckets
         while buckets and buckets[0][0] <= oldest_kept:
-            self.total -= buckets.popleft()[1]
+            self.total -= buckets.pop(0)[1]
         return self.total
 
     def start_time(self) -> float | None:
@@ -88,23 +96,21 @@ class LastN:
     def __init__(self, size: int) -> None:
         self.size = size
         self.per_seen = 0
-        self.of_positions: deque[int] = deque()  # per_seen when each of-event arrived
-        self.samples: deque[tuple[int, str]] | None = None
+        self.of_positions: list[int] = []  # per_seen when each of-event arrived
+        self.samples: list[tuple[int, str]] | None = None
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
         self.per_seen += 1
         oldest_gone = self.per_seen - self.size
         positions = self.of_positions
-        while positions and positions[0] <= oldest_gone:
-            positions.popleft()
+        if positions and positions[0] <= oldest_gone:
+            del positions[: bisect_right(positions, oldest_gone)]
         return True
 
     def add_of(self, time: float, message_id: str | None, now: float) -> bool:
         self.of_positions.append(self.per_seen)
         if message_id is not None:
-            if self.samples is None:
-                self.samples = deque(maxlen=SAMPLE_IDS)
-            self.samples.append((self.per_seen, message_id))
+            self.samples = _keep_latest(self.samples, (self.per_seen, message_id))
         return True
 
     @property
