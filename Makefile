@@ -1,5 +1,5 @@
 # make demo: see the guard pause bad campaigns on embedded defaults.
-# make test: the whole suite (unit + integration on a real broker).
+# make test: lint, then the whole suite: unit, integration on a real broker, faults, Helm chart.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,12 +17,13 @@ demo: $(INSTALLED)
 	$(BIN)/guard demo
 
 test: $(INSTALLED)
-	$(BIN)/ruff check guard tests
-	$(BIN)/ruff format --check guard tests
+	$(BIN)/ruff check guard tests bench
+	$(BIN)/ruff format --check guard tests bench
 	$(BIN)/pytest
 
 # Speed, latency, memory and recovery against the ceiling and a peer (writes bench/RESULTS.md).
 bench: $(INSTALLED)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m bench
 
 # Detection delay and healthy campaigns paused, shipped rules vs baselines (writes bench/QUALITY.md).

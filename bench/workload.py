@@ -24,12 +24,13 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import murmur2
 
 from guard.generate import Record, generate
 
 PARTITIONS = 4
 DURATION = 7200.0  # seconds of event time
-SMALL = {"seed": 6, "campaigns": 50_000, "bad": 0, "sends": (8, 18)}
+SMALL = {"seed": 6, "campaigns": 50_000, "bad": 0, "sends": (10, 20)}
 LARGE = {"seed": 7, "campaigns": 100, "bad": 10, "sends": (1000, 3000)}
 RETENTION_MS = 7 * 24 * 3600 * 1000  # Quix Streams refuses an input topic without retention.ms
 
@@ -73,37 +74,51 @@ async def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics(
-            [NewTopic(topic, partitions, 1, topic_configs={"retention.ms": str(RETENTION_MS)})]
-        )
+        await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs={"retention.ms": str(RETENTION_MS)})])
     finally:
         await admin.close()
 
 
-async def produce(bootstrap: str, topic: str, records: list[Record], chunk: int = 20_000) -> dict[int, int]:
-    """Produce every record (acks=all), keyed by campaign, CreateTime = event time.
+async def produce(bootstrap: str, topic: str, records: list[Record]) -> dict[int, int]:
+    """Produce every record (acks=all), keyed by campaign (Kafka's murmur2 partitioner), CreateTime =
+    event time, in hand-built batches (~5x faster than one `send()` per record).
     Returns partition -> number of records, which is also its end offset."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
         enable_idempotence=False,  # Tansu rejects InitProducerId v0
-        linger_ms=20,
         max_batch_size=1 << 20,
         max_request_size=16 << 20,
     )
     await producer.start()
-    counts: dict[int, int] = {}
     try:
-        for first in range(0, len(records), chunk):
-            futures = [
-                await producer.send(topic, value=r.value, key=r.key.encode(), timestamp_ms=int(r.time * 1000))
-                for r in records[first : first + chunk]
-            ]
-            for metadata in await asyncio.gather(*futures):
-                counts[metadata.partition] = counts.get(metadata.partition, 0) + 1
+        partitions = sorted(await producer.partitions_for(topic))
+        by_partition: dict[int, list[Record]] = {p: [] for p in partitions}
+        partition_of: dict[str, int] = {}
+        for record in records:
+            partition = partition_of.get(record.key)
+            if partition is None:
+                hashed = murmur2(record.key.encode()) & 0x7FFFFFFF
+                partition = partition_of[record.key] = partitions[hashed % len(partitions)]
+            by_partition[partition].append(record)
+        pending = []
+        for partition, share in by_partition.items():
+            batch = producer.create_batch()
+            for record in share:
+                args = {"key": record.key.encode(), "value": record.value, "timestamp": int(record.time * 1000)}
+                if batch.append(**args) is None:
+                    pending.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(**args)
+            if batch.record_count():
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
+            if len(pending) > 32:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return counts
+    return {partition: len(share) for partition, share in by_partition.items()}
 
 
 async def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:

@@ -16,6 +16,7 @@ class Health:
 
     def __init__(self) -> None:
         self.polling = False
+        self.joined = False  # the consumer group assigned this replica its partitions (maybe none)
         self.recovering = False  # some partition is still replaying up to its committed offset
         self.kafka_error: str | None = None  # the last failed reachability probe, until one succeeds
         self.stopping = False
@@ -41,8 +42,8 @@ class Health:
             return live, reason
         if self.stopping:
             return False, "stopping"
-        if not self.polling:
-            return False, "not polling Kafka yet"
+        if not (self.polling and self.joined):
+            return False, "not in the consumer group yet"
         if self.kafka_error is not None:
             return False, f"Kafka unreachable: {self.kafka_error}"
         if self.recovering:

@@ -49,8 +49,9 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     """acks=all: an audit or dead-letter record counts as written only once the replicas have it."""
+    # linger 0: a `fired` record is written before its pause call, so waiting to batch delays pauses
     return AIOKafkaProducer(
-        acks="all", enable_idempotence=settings.enable_idempotence, linger_ms=5, **client_options(settings)
+        acks="all", enable_idempotence=settings.enable_idempotence, linger_ms=0, **client_options(settings)
     )
 
 
@@ -61,6 +62,7 @@ def make_consumer(settings: KafkaSettings, group_id: str) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **client_options(settings),
     )
 
@@ -87,12 +89,15 @@ async def start_offset(
 class Rebalance(ConsumerRebalanceListener):
     """Commits what is settled before partitions move, and positions newly assigned ones.
 
-    aiokafka calls these from inside getmany(), so they never run concurrently with the batch
-    handling in the poll loop and need no lock.
+    aiokafka runs these in its coordinator task: the poll loop goes on while they await. They
+    share no lock with it; a partition joins the pipeline only once it is positioned.
     """
 
     def __init__(
-        self, consumer: AIOKafkaConsumer, pipeline: Any, on_assigned: Callable[[int], None] = lambda lookback_ms: None
+        self,
+        consumer: AIOKafkaConsumer,
+        pipeline: Any,
+        on_assigned: Callable[[int, bool], None] = lambda lookback_ms, fresh: None,
     ) -> None:
         self._consumer, self._pipeline, self._on_assigned = consumer, pipeline, on_assigned
         self._warned_time_lookup = False
@@ -113,6 +118,9 @@ class Rebalance(ConsumerRebalanceListener):
         # the rules in force now decide how far back to rebuild (a reload may have changed them)
         lookback_ms = max(0, int((time.time() - self._pipeline.rules.retention) * 1000))
         fresh = [tp for tp in assigned if not self._pipeline.owns(tp)]
+        # first: the poll loop runs while this listener awaits, and must not act on what the
+        # new partitions replay before the audit has been read again
+        self._on_assigned(lookback_ms, bool(fresh))
         for tp in fresh:
             committed = await self._consumer.committed(tp)
             start = await start_offset(self._consumer, tp, committed, lookback_ms)
@@ -126,8 +134,6 @@ class Rebalance(ConsumerRebalanceListener):
             else:
                 self._consumer.seek(tp, start)
             self._pipeline.assign(tp, committed, lookback_ms)
-        if fresh:
-            self._on_assigned(lookback_ms)
         log.info("partitions assigned", partitions=_names(assigned), fresh=_names(fresh))
 
 

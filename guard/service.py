@@ -35,7 +35,7 @@ from guard.settled import SettledDecisions
 log = structlog.get_logger("guard.service")
 
 PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request checks Kafka is reachable
-MAX_RECORDS_PER_POLL = 5000
+MAX_RECORDS_PER_POLL = 500  # small batches: pause tasks, probes and heartbeats run between them
 POLL_TIMEOUT_MS = 200
 AUDIT_RETRY_SECONDS = 1.0
 
@@ -88,7 +88,7 @@ class Service:
         try:
             await producer.start()
             await consumer.start()
-            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self._rescan_audit))
+            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self._assigned))
             log.info(
                 "guard started",
                 topics=list(settings.input_topics),
@@ -139,6 +139,7 @@ class Service:
             self.health.polled()
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
+            await asyncio.sleep(0)  # aiokafka returns buffered records without yielding; let others run
             now = time.monotonic()
             if now >= next_probe and self._probe is None:
                 self._probe = asyncio.create_task(self._probe_kafka(consumer))
@@ -194,9 +195,12 @@ class Service:
         self.metrics.recovering.set(remaining)
         self.health.recovering = remaining > 0
 
-    def _rescan_audit(self, lookback_ms: int) -> None:
-        """New partitions: learn which decisions already have an outcome before acting on any."""
-        self._spawn(self._settled.refresh(lookback_ms))
+    def _assigned(self, lookback_ms: int, fresh: bool) -> None:
+        """Joined the group; for new partitions, learn which decisions already have an outcome
+        before acting on any."""
+        self.health.joined = True
+        if fresh:
+            self._spawn(self._settled.refresh(lookback_ms))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -33,6 +33,9 @@ class KafkaSettings(BaseSettings):
     ssl_keyfile: FilePath | None = Field(None, description="Client key, for mutual TLS.")
     session_timeout_ms: int = Field(10_000, ge=1000, description="Consumer group session timeout.")
     heartbeat_interval_ms: int = Field(3_000, ge=100, description="Consumer heartbeat; a third of the session timeout.")
+    fetch_max_wait_ms: int = Field(
+        100, ge=0, description="Longest a fetch waits for data; it bounds the decision latency when traffic is thin."
+    )
     enable_idempotence: bool = Field(
         True, description="Idempotent producer; turn off only for brokers without it (the embedded test broker)."
     )

@@ -8,6 +8,8 @@ audit topic for the rules' look-back; until that scan is done, pause calls wait 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -34,9 +36,13 @@ class SettledDecisions:
     async def wait(self) -> None:
         await self._ready.wait()
 
-    async def refresh(self, since_ms: int) -> None:
-        """Rescan the audit topic from `since_ms`; ids added meanwhile are kept."""
+    def refresh(self, since_ms: int) -> Coroutine[Any, Any, None]:
+        """Rescan the audit topic from `since_ms` (ids added meanwhile are kept). Waiters wait from
+        this call on, not from when the returned coroutine starts running."""
         self._ready.clear()
+        return self._scan(since_ms)
+
+    async def _scan(self, since_ms: int) -> None:
         try:
             self._ids |= await settled_decision_ids(self._settings, self._topic, since_ms)
         except (KafkaError, OSError) as error:

@@ -355,6 +355,7 @@ class TestHealth:
     async def test_serves_probes_and_metrics(self, standin: LeadterraStandIn, run_guard: RunGuard) -> None:
         """A consuming guard is live and ready, and exposes guard_ metrics."""
         service = await run_guard()
+        await until(lambda: service.health.ready()[0])
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.server.port}") as http:
             live, ready, metrics = await http.get("/livez"), await http.get("/readyz"), await http.get("/metrics")
         assert (live.status_code, ready.status_code) == (200, 200)

@@ -1,0 +1,151 @@
+"""`python -m bench`: every benchmark of the guard, on this machine, in one go (~10-12 minutes on
+2 cores), then a table on stdout and bench/RESULTS.md.
+
+1. workload   ~1M seeded events (bench/workload.py) produced once to an embedded Tansu broker
+2. throughput bare aiokafka vs the guard vs Quix Streams on that topic, 3 repeats (throughput.py)
+3. recovery   restart a guard whose group committed the end of that topic: time to ready (recovery.py)
+4. profile    py-spy over the guard consuming that topic (profile.py)
+5. latency    a live `guard run` at 20k events/s, crossings injected, pause requests timed (latency.py)
+6. memory     state per active campaign at 10k and 100k campaigns, no Kafka (memory.py)
+
+Options: --repeats N (default 3), --scale F (shrinks the workload's small campaigns, e.g. 0.1 for
+a quick check), --only SECTION[,SECTION...] (a partial run writes bench/.cache/RESULTS.partial.md
+and leaves RESULTS.md alone), --report-only (rewrite RESULTS.md from the last full run's figures,
+e.g. after editing bench/profile_notes.md). Every child process has a timeout; brokers and
+children are stopped on the way out, Ctrl-C included. Raw figures: bench/.cache/results.json,
+children's logs: bench/.cache/logs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import latency, memory, profile, report, throughput, workload
+from bench.child import CACHE, ChildFailed, run_child
+
+SECTIONS = ("throughput", "recovery", "profile", "latency", "memory")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite RESULTS.md from bench/.cache/results.json, run nothing"
+    )
+    args = parser.parse_args()
+    if args.report_only:
+        print(report.write(json.loads((CACHE / "results.json").read_text())))
+        return 0
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+
+    from guard.testing.broker import EmbeddedBroker
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+        "machine": report.machine(),
+        "errors": [],
+        "sections": {},
+    }
+    CACHE.mkdir(parents=True, exist_ok=True)
+
+    def section(name: str, work: Any) -> None:
+        if name not in only:
+            return
+        print(f"[bench] {name} ({time.monotonic() - started:.0f} s in)", flush=True)
+        load_before, clock = os.getloadavg()[0], time.monotonic()
+        try:
+            results[name] = work()
+        except (ChildFailed, Exception) as error:  # one failed section must not lose the others
+            results[name] = {"error": f"{type(error).__name__}: {error}"}
+            results["errors"].append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            traceback.print_exc()
+        results["sections"][name] = {
+            "seconds": time.monotonic() - clock,
+            "load_before": load_before,
+            "load_after": os.getloadavg()[0],
+        }
+
+    if only & {"throughput", "recovery", "profile"}:
+        print("[bench] workload", flush=True)
+        clock = time.perf_counter()
+        traffic = workload.build(scale=args.scale)
+        generated = time.perf_counter() - clock
+        with EmbeddedBroker() as broker:
+            bootstrap, topic = broker.bootstrap_servers, workload.new_name("events")
+            asyncio.run(workload.create_topic(bootstrap, topic))
+            clock = time.perf_counter()
+            counts = asyncio.run(workload.produce(bootstrap, topic, traffic.records))
+            produced = time.perf_counter() - clock
+            expect = sum(counts.values())
+            ends = asyncio.run(workload.high_watermarks(bootstrap, topic))
+            if sum(ends.values()) != expect:
+                raise RuntimeError(f"produced {expect} records but the partitions end at {ends}")
+            results["workload"] = {
+                "description": traffic.describe(),
+                "records": expect,
+                "partitions": counts,
+                "generate_s": generated,
+                "produce_s": produced,
+                "produce_rate": expect / produced,
+            }
+            del traffic  # ~400 MB the children do not need
+
+            section("throughput", lambda: throughput.run(bootstrap, topic, expect, args.repeats))
+            groups = [
+                run["guard"]["group"]
+                for run in (results.get("throughput") or {}).get("runs", [])
+                if "error" not in run["guard"]
+            ]
+            section("recovery", lambda: _recovery(bootstrap, topic, expect, groups, args.repeats))
+            section("profile", lambda: profile.record(bootstrap, topic, workload.new_name("profile"), expect, 300))
+    if "latency" in only:
+        with EmbeddedBroker() as broker:  # a fresh broker: the big topic out of the way
+            section("latency", lambda: asyncio.run(latency.run(broker.bootstrap_servers)))
+    section("memory", memory.run)
+
+    results["elapsed"] = time.monotonic() - started
+    results["fingerprint_end"] = report.fingerprint()
+    results["commit_end"] = report.machine()["commit"]
+    complete = only == set(SECTIONS)
+    (CACHE / ("results.json" if complete else "results.partial.json")).write_text(
+        json.dumps(results, indent=1, default=str)
+    )
+    target = report.RESULTS if complete else CACHE / "RESULTS.partial.md"  # a partial run keeps RESULTS.md
+    print(report.write(results, target))
+    print(f"\n[bench] wrote {target} in {results['elapsed'] / 60:.1f} minutes", flush=True)
+    return 1 if results["errors"] else 0
+
+
+def _recovery(bootstrap: str, topic: str, expect: int, groups: list[str], repeats: int) -> dict[str, Any]:
+    """Restart from the groups the throughput runs committed (a guard run first if there are none)."""
+    if not groups:
+        first = throughput.contender("guard", bootstrap, topic, expect, 300)
+        if "error" in first:
+            raise ChildFailed(first["error"])
+        groups = [first["group"]]
+    runs = []
+    for number in range(repeats):
+        group = groups[number % len(groups)]
+        args = ["--bootstrap", bootstrap, "--topic", topic, "--group", group, "--expect", str(expect)]
+        try:
+            runs.append(run_child("bench.recovery", [*args, "--t0", str(time.time())], 300, f"recovery-{number}"))
+        except ChildFailed as error:
+            runs.append({"error": str(error)})
+    return {"runs": runs, "records": expect}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

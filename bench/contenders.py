@@ -1,0 +1,303 @@
+"""The three consumers the throughput benchmark races, each run alone in a child process over the
+same pre-produced topic (bench/workload.py) with a consumer group of its own:
+
+* `bare`:  aiokafka, `getmany(max_records=5000)` in a loop, counting records: the ceiling of any
+           aiokafka-based consumer in Python on this machine.
+* `guard`: the real `guard.service.Service` (dry run, the shipped rules/, its own group), done when
+           its `guard_records_total` (counted + replayed + too_old + ignored + dead_lettered)
+           reaches the topic size, then until every partition's offset is committed.
+* `quix`:  the peer, Quix Streams: per campaign, the hard-bounce rate over a 1 h tumbling or
+           sliding window (`.agg(sent=Sum, hard=Sum).current()`), filtered on the guard's
+           `hard-bounce-rate` rule (>= 6 % of >= 200 sends). Every record goes through the window,
+           as every record goes through the guard's windows. Quix defaults otherwise
+           (at-least-once, changelog topics, RocksDB state in a scratch directory).
+
+Each prints one result: seconds from start to the first record, to the last record processed, to
+the commit, and records/s from the first record to the last (the steady rate, free of the group
+join that Tansu delays by half the session timeout). `--limit S` stops Quix after S seconds and
+reports the rate over the records it got through (its sliding window cannot finish the topic).
+
+    python -m bench.contenders {bare|guard|quix} --bootstrap HOST:PORT --topic T --group G --expect N
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.child import ROOT, emit
+
+OUTCOMES = ("counted", "replayed", "too_old", "ignored", "dead_lettered")
+POLL_SECONDS = 0.005
+
+
+def cpu() -> float:
+    """CPU seconds (user + system, all threads) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _result(
+    expect: int,
+    started: float,
+    first: float,
+    first_count: int,
+    done: float,
+    committed: float,
+    cpu_used: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """`cpu_used`: CPU seconds between the first record and the last; records per CPU second is
+    less sensitive than records per second to other work on a shared machine."""
+    return {
+        "records": expect,
+        "to_first_s": first - started,
+        "to_done_s": done - started,
+        "to_commit_s": committed - started,
+        "rate": (expect - first_count) / (done - first) if done > first else None,
+        "cpu_rate": (expect - first_count) / cpu_used if cpu_used > 0 else None,
+        "cpu_share": cpu_used / (done - first) if done > first else None,
+        **extra,
+    }
+
+
+async def bare(bootstrap: str, topic: str, group: str, expect: int) -> dict[str, Any]:
+    from aiokafka import AIOKafkaConsumer
+
+    from guard.testing.broker import FAST_GROUP
+
+    started = time.perf_counter()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **FAST_GROUP,
+    )
+    await consumer.start()
+    try:
+        count, first, first_count = 0, 0.0, 0
+        while count < expect:
+            batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+            for records in batches.values():
+                count += len(records)
+            if not first and count:
+                first, first_count, cpu_first = time.perf_counter(), count, cpu()
+        done, cpu_done = time.perf_counter(), cpu()
+        await consumer.commit()
+        committed = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return _result(expect, started, first, first_count, done, committed, cpu_done - cpu_first)
+
+
+def guard_service(bootstrap: str, topic: str, group: str, *, dry_run: bool = True, leadterra: Any = None):
+    """The Service as `guard run` builds it, on the embedded broker, with the shipped rules."""
+    from guard.rules import load_rules
+    from guard.service import Service
+    from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+    from guard.testing.broker import FAST_GROUP
+
+    rules_path = ROOT / "rules"
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False, **FAST_GROUP),
+        leadterra=leadterra or LeadterraSettings(),
+        guard=GuardSettings(
+            rules=rules_path,
+            input_topics=(topic,),
+            audit_topic=f"{topic}.audit",
+            dlq_topic=f"{topic}.dlq",
+            group_id=group,
+            dry_run=dry_run,
+            http_host="127.0.0.1",
+            http_port=0,
+        ),
+    )
+    return Service(settings, load_rules(rules_path))
+
+
+def handled(service: Any) -> int:
+    """Input records the service is done with, from its guard_records_total (collects the whole
+    registry: call it to check, not in a tight loop)."""
+    registry = service.metrics.registry
+    return int(sum(registry.get_sample_value("guard_records_total", {"outcome": o}) or 0 for o in OUTCOMES))
+
+
+class HandleClock:
+    """Times the pipeline's batches from outside: wraps `Pipeline.handle` (the class attribute, in
+    this child only) to note when the first batch and the batch that completes `expect` records
+    were handled, and the longest the event loop went without running other tasks."""
+
+    def __init__(self, expect: int) -> None:
+        from guard.pipeline import Pipeline
+
+        self.expect, self.count, self.first, self.first_count, self.done = expect, 0, 0.0, 0, 0.0
+        self.cpu_first = self.cpu_done = 0.0
+        self.max_stall = 0.0
+        original = Pipeline.handle
+        clock = self
+
+        async def handle(pipeline: Any, tp: Any, records: Any) -> None:
+            await original(pipeline, tp, records)
+            if records and pipeline.owns(tp):
+                clock.count += len(records)
+                now = time.perf_counter()
+                if not clock.first:
+                    clock.first, clock.first_count, clock.cpu_first = now, clock.count, cpu()
+                if clock.count >= clock.expect and not clock.done:
+                    clock.done, clock.cpu_done = now, cpu()
+
+        Pipeline.handle = handle  # type: ignore[method-assign]
+
+    async def watch_loop(self) -> None:
+        """A task that wants to run every 5 ms: its longest wait is how long the loop was held."""
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            now = time.perf_counter()
+            self.max_stall = max(self.max_stall, now - last - POLL_SECONDS)
+            last = now
+
+
+async def guard(bootstrap: str, topic: str, group: str, expect: int) -> dict[str, Any]:
+    from guard.logs import configure_logging
+
+    configure_logging("INFO")  # as `guard run`: JSON lines on stderr (the child's log file)
+    clock = HandleClock(expect)
+    started = time.perf_counter()
+    service = guard_service(bootstrap, topic, group)
+    running = asyncio.create_task(service.run())
+    watcher = asyncio.create_task(clock.watch_loop())
+    try:
+        while not clock.done:
+            if running.done():
+                running.result()
+                raise RuntimeError("the service stopped before handling every record")
+            await asyncio.sleep(POLL_SECONDS)
+        while service.pipeline.committable():  # committed every commit_interval (1 s)
+            await asyncio.sleep(POLL_SECONDS)
+        committed = time.perf_counter()
+        if handled(service) < expect:
+            raise RuntimeError(f"guard_records_total says {handled(service)} records, the pipeline {clock.count}")
+        registry = service.metrics.registry
+        outcomes = {o: registry.get_sample_value("guard_records_total", {"outcome": o}) for o in OUTCOMES}
+        decisions = sum(
+            sample.value
+            for metric in service.metrics.decisions.collect()
+            for sample in metric.samples
+            if sample.name == "guard_decisions_total"
+        )
+    finally:
+        watcher.cancel()
+        service.stop()
+        await asyncio.wait_for(running, 30)
+    return _result(
+        expect,
+        started,
+        clock.first,
+        clock.first_count,
+        clock.done,
+        committed,
+        clock.cpu_done - clock.cpu_first,
+        outcomes={o: int(v) for o, v in outcomes.items() if v},
+        decisions=int(decisions),
+        loop_max_stall_s=clock.max_stall,
+    )
+
+
+def quix(bootstrap: str, topic: str, group: str, expect: int, window: str, limit: float) -> dict[str, Any]:
+    from quixstreams import Application
+    from quixstreams.dataframe.windows import Sum
+
+    state_dir = Path(tempfile.mkdtemp(prefix="quix-state-", dir=_scratch()))
+    progress = {"count": 0, "first": 0.0, "alerts": set()}
+    app: Application | None = None
+
+    def processed(topic_name: str, partition: int, offset: int) -> None:
+        progress["count"] += 1
+        if progress["count"] == 1:
+            progress["first"], progress["cpu_first"] = time.perf_counter(), cpu()
+        if progress["count"] >= expect or time.perf_counter() - started > limit:
+            if "done" not in progress:
+                progress["done"], progress["cpu_done"] = time.perf_counter(), cpu()
+            app.stop()
+
+    started = time.perf_counter()
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        state_dir=state_dir,
+        # Tansu holds each JoinGroup reply for half the session timeout (librdkafka default 45 s)
+        consumer_extra_config={"session.timeout.ms": 6000},
+        on_message_processed=processed,
+        loglevel="WARNING",
+    )
+    try:
+        sdf = app.dataframe(app.topic(topic, value_deserializer="json", key_deserializer="str"))
+        sdf = sdf.apply(
+            lambda event: {
+                "sent": 1 if event["event"] == "message.sent" else 0,
+                "hard": 1 if event["event"] == "message.bounced" and event["data"].get("bounceType") == "hard" else 0,
+            }
+        )
+        hour = 3_600_000
+        windowed = sdf.tumbling_window(duration_ms=hour) if window == "tumbling" else sdf.sliding_window(hour)
+        sdf = windowed.agg(sent=Sum("sent"), hard=Sum("hard")).current()
+        sdf = sdf.filter(lambda w: w["sent"] >= 200 and w["hard"] >= 0.06 * w["sent"])
+        sdf = sdf.update(lambda w, key, *_: progress["alerts"].add(key), metadata=True)
+        app.run()
+        committed = time.perf_counter()  # run() returns after the final checkpoint (commit)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    if "done" not in progress:
+        raise RuntimeError(f"Quix Streams stopped after {progress['count']} of {expect} records")
+    result = _result(
+        progress["count"],
+        started,
+        progress["first"],
+        1,
+        progress["done"],
+        committed,
+        progress["cpu_done"] - progress["cpu_first"],
+        window=window,
+        campaigns_over_threshold=len(progress["alerts"]),
+    )
+    result["finished"] = progress["count"] >= expect
+    return result
+
+
+def _scratch() -> Path:
+    path = ROOT / "bench" / ".cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.contenders")
+    parser.add_argument("kind", choices=("bare", "guard", "quix"))
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--window", choices=("tumbling", "sliding"), default="tumbling")
+    parser.add_argument("--limit", type=float, default=float("inf"), help="quix: stop after this many seconds")
+    args = parser.parse_args()
+    if args.kind == "bare":
+        result = asyncio.run(bare(args.bootstrap, args.topic, args.group, args.expect))
+    elif args.kind == "guard":
+        result = asyncio.run(guard(args.bootstrap, args.topic, args.group, args.expect))
+    else:
+        result = quix(args.bootstrap, args.topic, args.group, args.expect, args.window, args.limit)
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Memory: what the guard's state costs per active campaign, without Kafka.
+
+Workload: for N active campaigns (10,000 and 100,000), `guard.generate` traffic with the same mix
+as the throughput workload's small campaigns (10-20 sends each, healthy bounce, complaint and
+unsubscribe rates, seed 11), all within one hour of event time so every campaign is active in
+every window. In a child process per N: the records (bytes) are generated first; then, with the
+garbage collected, RSS is read, every record is decoded and fed to one `guard.engine.Engine` with
+the shipped rules/ (decoded events are dropped as they go, so only what the engine keeps stays),
+and RSS is read again. (RSS after - RSS before) / N is the state per campaign. A second child at
+10,000 campaigns runs the same under tracemalloc to say where that memory is (by source line),
+and a third, 2,000 campaigns with 100-120 sends each, gives the cost per extra event.
+
+    python -m bench.memory CAMPAIGNS SENDS_LO SENDS_HI [--trace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from bench.child import ROOT, emit, run_child
+
+SIZES = (10_000, 100_000)
+MIX = (10, 20)
+BUSY_MIX = (100, 120)
+BUSY_CAMPAIGNS = 2_000
+SEED = 11
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def measure(campaigns: int, sends: tuple[int, int], trace: bool) -> dict[str, Any]:
+    from guard.engine import Engine
+    from guard.events import IgnoredEvent, MalformedEvent, decode
+    from guard.generate import generate
+    from guard.rules import load_rules
+
+    rules = load_rules(ROOT / "rules")
+    records = generate(SEED, campaigns, 0, start=1_767_225_600.0, duration=3600.0, sends=sends).records
+    engine = Engine(rules)
+    if trace:
+        tracemalloc.start(1)
+    gc.collect()
+    before = rss_bytes()
+    started = time.perf_counter()
+    for record in records:
+        try:
+            engine.process(decode(record.value, record.time))
+        except (IgnoredEvent, MalformedEvent):
+            pass
+    elapsed = time.perf_counter() - started
+    gc.collect()
+    after = rss_bytes()
+    result: dict[str, Any] = {
+        "campaigns": campaigns,
+        "tracked": engine.campaigns,
+        "events": len(records),
+        "sends": list(sends),
+        "rss_delta": after - before,
+        "per_campaign": (after - before) / campaigns,
+        "events_per_s": len(records) / elapsed,
+    }
+    if trace:
+        snapshot = tracemalloc.take_snapshot()
+        traced = snapshot.statistics("lineno")
+        total = sum(stat.size for stat in traced)
+        result["traced_per_campaign"] = total / campaigns
+        result["top"] = [
+            {
+                "where": f"{Path(stat.traceback[0].filename).name}:{stat.traceback[0].lineno}",
+                "line": _source(stat.traceback[0].filename, stat.traceback[0].lineno),
+                "per_campaign": stat.size / campaigns,
+                "share": stat.size / total,
+            }
+            for stat in traced[:8]
+        ]
+    return result
+
+
+def _source(filename: str, lineno: int) -> str:
+    try:
+        return Path(filename).read_text().splitlines()[lineno - 1].strip()[:90]
+    except (OSError, IndexError):
+        return ""
+
+
+def run(timeout: float = 240.0) -> dict[str, Any]:
+    """The memory figures, each from a child process of its own."""
+    results: dict[str, Any] = {"sizes": []}
+    for campaigns in SIZES:
+        args = [str(campaigns), str(MIX[0]), str(MIX[1])]
+        results["sizes"].append(run_child("bench.memory", args, timeout, f"memory-{campaigns}"))
+    args = [str(SIZES[0]), str(MIX[0]), str(MIX[1]), "--trace"]
+    results["trace"] = run_child("bench.memory", args, timeout, "memory-trace")
+    args = [str(BUSY_CAMPAIGNS), str(BUSY_MIX[0]), str(BUSY_MIX[1])]
+    results["busy"] = run_child("bench.memory", args, timeout, "memory-busy")
+    light, busy = results["sizes"][0], results["busy"]
+    extra_events = busy["events"] / busy["campaigns"] - light["events"] / light["campaigns"]
+    results["per_extra_event"] = (busy["per_campaign"] - light["per_campaign"]) / extra_events
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.memory")
+    parser.add_argument("campaigns", type=int)
+    parser.add_argument("lo", type=int)
+    parser.add_argument("hi", type=int)
+    parser.add_argument("--trace", action="store_true")
+    args = parser.parse_args()
+    emit(measure(args.campaigns, (args.lo, args.hi), args.trace))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Throughput: events/s end to end over one pre-produced topic, every contender in the same run
+on the same broker (bench/contenders.py says what each one does).
+
+Workload: bench/workload.py (~1M events, 50,100 campaigns, 4 partitions), produced once. Per
+repeat, in this order, each in a fresh process with a fresh consumer group: the bare aiokafka
+consumer (ceiling), the guard (dry run, shipped rules), Quix Streams with a 1 h tumbling window
+(stopped after TUMBLING_LIMIT seconds if it has not finished: its rate is then over the records it
+got through). Ratios are taken within a repeat (the machine is shared and noisy), then
+min/median/max over the repeats; no repeat starts once the repeats have used BUDGET seconds.
+Quix Streams' sliding window runs once, stopped after SLIDING_LIMIT seconds: its cost per record
+grows with the events of the key inside the window, and it cannot finish this topic in the time
+budget. The guard runs' groups are kept: their commits at the end of the topic are where
+bench/recovery.py restarts from. Quix Streams runs under $BENCH_PEER_PYTHON when it is set (a venv
+of its own: quixstreams 3.28.1 asks for pydantic<2.14, the guard pins 2.14), else under this
+interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from bench.child import ChildFailed, run_child
+from bench.workload import new_name
+
+TUMBLING_LIMIT = 75.0  # Quix's tumbling window finishes ~1M records in ~60 s on a quiet machine
+SLIDING_LIMIT = 30.0
+BUDGET = 360.0  # seconds for all repeats: no further repeat starts past it (the machine may be busy)
+
+
+def contender(kind: str, bootstrap: str, topic: str, expect: int, timeout: float, **options: str) -> dict[str, Any]:
+    group = new_name(f"{kind}-{options.get('window', '')}".rstrip("-"))
+    args = [kind, "--bootstrap", bootstrap, "--topic", topic, "--group", group, "--expect", str(expect)]
+    for name, value in options.items():
+        args += [f"--{name}", value]
+    # the peer may live in a venv of its own: quixstreams 3.28.1 asks for pydantic<2.14, the guard pins 2.14
+    python = os.environ.get("BENCH_PEER_PYTHON") if kind == "quix" else None
+    try:
+        result = run_child("bench.contenders", args, timeout, group, python=python)
+    except ChildFailed as error:
+        return {"error": str(error), "group": group}
+    return {**result, "group": group}
+
+
+def run(bootstrap: str, topic: str, expect: int, repeats: int) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    started = time.monotonic()
+    for number in range(repeats):
+        spent = time.monotonic() - started
+        if number and spent + spent / number > BUDGET:
+            break  # another repeat would overrun the budget: report the ones done
+        limit = str(TUMBLING_LIMIT)
+        runs.append(
+            {
+                "bare": contender("bare", bootstrap, topic, expect, 120),
+                "guard": contender("guard", bootstrap, topic, expect, 300),
+                "quix": contender(
+                    "quix", bootstrap, topic, expect, TUMBLING_LIMIT + 120, window="tumbling", limit=limit
+                ),
+            }
+        )
+        repeat = runs[-1]
+        guard, bare, quix = repeat["guard"], repeat["bare"], repeat["quix"]
+        if guard.get("rate") and bare.get("rate"):
+            repeat["guard_vs_bare"] = guard["rate"] / bare["rate"]
+            repeat["guard_vs_bare_cpu"] = guard["cpu_rate"] / bare["cpu_rate"]
+        if guard.get("rate") and quix.get("rate"):
+            repeat["guard_vs_quix"] = guard["rate"] / quix["rate"]
+            repeat["guard_vs_quix_cpu"] = guard["cpu_rate"] / quix["cpu_rate"]
+    sliding = contender(
+        "quix", bootstrap, topic, expect, SLIDING_LIMIT + 120, window="sliding", limit=str(SLIDING_LIMIT)
+    )
+    return {"runs": runs, "sliding": sliding, "records": expect, "repeats_asked": repeats}
