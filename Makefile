@@ -24,11 +24,13 @@ test: $(INSTALLED)
 # Speed, latency, memory and recovery against the ceiling and a peer (writes bench/RESULTS.md).
 bench: $(INSTALLED)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
-	$(BIN)/python -m bench
+	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer
+	.venv-peer/bin/pip install --quiet --disable-pip-version-check quixstreams==3.28.1 aiokafka==0.14.0
+	BENCH_PEER_PYTHON=$(CURDIR)/.venv-peer/bin/python $(BIN)/python -m bench
 
 # Detection delay and healthy campaigns paused, shipped rules vs baselines (writes bench/QUALITY.md).
 quality: $(INSTALLED)
 	$(BIN)/python -m bench.quality
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .tools
+	rm -rf $(VENV) .venv-peer .pytest_cache .hypothesis .tools

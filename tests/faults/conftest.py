@@ -97,7 +97,7 @@ FAULT_RULES = """groups:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if HERE in Path(str(item.fspath)).parents:
+        if HERE in item.path.parents:
             item.add_marker(pytest.mark.faults)
             item.add_marker(pytest.mark.integration)
 
@@ -364,13 +364,16 @@ class Producer:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.stop()
 
-    async def send_all(self, topic: str, items: Iterable[tuple[bytes | str | None, bytes | None]]) -> list[Any]:
+    async def send_all(
+        self, topic: str, items: Iterable[tuple[bytes | str | None, bytes | None]], partition: int | None = None
+    ) -> list[Any]:
         """Send (key, value) pairs without awaiting each delivery, then flush; returns each record's
-        metadata (partition, offset), in order. Raises if any delivery failed."""
+        metadata (partition, offset), in order. Raises if any delivery failed. `partition` overrides
+        the key's partition."""
         futures = []
         for key, value in items:
             key_bytes = key.encode() if isinstance(key, str) else key
-            futures.append(await self.client.send(topic, key=key_bytes, value=value))
+            futures.append(await self.client.send(topic, key=key_bytes, value=value, partition=partition))
         await self.client.flush()
         self.sent += len(futures)
         return [future.result() for future in futures]
@@ -716,7 +719,7 @@ def report_row(request: pytest.FixtureRequest) -> Callable[[str, str, str], None
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
-    if HERE in Path(str(item.fspath)).parents:
+    if HERE in item.path.parents:
         _REPORT.record(report)
     return report
 

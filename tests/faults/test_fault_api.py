@@ -147,6 +147,8 @@ async def test_outage_then_rate_limits_then_one_slow_campaign(kit, standin, repo
             f"held; e paused {time.monotonic() - e_sent:.1f} s after its events were produced"
         )
         await kit.wait_until(lambda: _equals(guard, "guard_inflight_actions", 0), 15, what="nothing in flight")
+        outcomes_seen = lambda: sum(1 for _, event in tail.events if event["outcome"] != "fired") >= 6  # noqa: E731
+        await kit.wait_until(outcomes_seen, 10, 0.05, "the six outcomes read back from the audit topic")
         metrics = await guard.metrics()
         audit = [event for _, event in tail.events]
     assert await guard.terminate() == 0

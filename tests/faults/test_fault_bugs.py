@@ -1,8 +1,9 @@
 """Bugs and gaps the fault suite found in guard/, one minimal reproduction each.
 
-Each test asserts what DESIGN.md promises and is marked `xfail(strict=True)` while the bug is
-there: when it is fixed the test passes, strict xfail turns that into a failure, and the marker is
-removed. Details and figures are in tests/faults/REPORT.md and the report to the maintainers.
+Each test asserts what DESIGN.md promises. All of them failed when found (at a2a4eff, or at
+853c16e/7ad47fa for the audit-rescan race) and were marked `xfail(strict=True)`; the maintainers
+fixed them in 853c16e, 7ad47fa and c7b1574, so they stay as regression tests. A newly found bug gets
+a test here marked `xfail(strict=True, reason=...)` until it is fixed.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import json
 import time
 import tracemalloc
+from collections import Counter
 
 import pytest
 
@@ -46,12 +48,6 @@ async def settled(kit, topics, campaign: str, timeout: float = 20) -> None:
     await kit.wait_until(done, timeout, 0.2, f"{campaign}'s pause audited")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard/events.py decode() lets RecursionError escape for JSON nested ~1000 levels deep "
-    "(msgspec's depth limit); Pipeline.handle does not catch it, so `guard run` exits, and after a "
-    "restart it dies on the same uncommitted record again (a poison pill).",
-)
 @pytest.mark.timeout(60)
 async def test_deeply_nested_json_is_dead_lettered_not_a_crash(kit, standin, report_row) -> None:
     standin.add_campaign("camp_after")
@@ -66,7 +62,7 @@ async def test_deeply_nested_json_is_dead_lettered_not_a_crash(kit, standin, rep
         await asyncio.sleep(0.5)
     finally:
         report_row(
-            "bug: JSON nested 5,000 levels (2 KB record)",
+            "nested JSON, 5,000 levels (2 KB record)",
             "one record whose `data` holds 5,000 nested arrays, then a bad campaign",
             f"guard {'running' if guard.running else f'exited with code {guard.returncode}'}; "
             f"{len(standin.pause_requests())} pause requests; last line on stderr: "
@@ -76,12 +72,6 @@ async def test_deeply_nested_json_is_dead_lettered_not_a_crash(kit, standin, rep
     assert len(await kit.read_all(kit.bootstrap, topics.dlq)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard/actions/pause.py builds the URL with f'/v1/campaigns/{campaign_id}/pause' without "
-    "escaping: a campaignId with '/..' segments pauses ANOTHER campaign (ids with '#' or '?' hit other "
-    "paths), and guard/events.py accepts any string as campaignId.",
-)
 @pytest.mark.timeout(60)
 async def test_a_campaign_id_with_dot_segments_never_pauses_another_campaign(kit, standin, report_row) -> None:
     standin.add_campaign("camp_victim")
@@ -95,19 +85,13 @@ async def test_a_campaign_id_with_dot_segments_never_pauses_another_campaign(kit
     await kit.wait_until(lambda: _equals(guard, "guard_inflight_actions", 0), 20, what="settled")
     paths = [r.path for r in standin.pause_requests()]
     report_row(
-        "bug: campaignId `camp_x/../camp_victim`",
+        "campaignId `camp_x/../camp_victim`",
         "bad evidence for a campaign whose id holds `/..` segments; camp_victim is a healthy running campaign",
         f"pause requests to {paths}; camp_victim is {standin.status('camp_victim')}",
     )
     assert standin.status("camp_victim") == "running"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a campaignId with a control character (e.g. NUL) makes httpx raise InvalidURL, which "
-    "PauseClient.pause does not catch (only httpx.TransportError): the decision task crashes, no "
-    "outcome is ever audited, and every restart resumes and crashes it again.",
-)
 @pytest.mark.timeout(60)
 async def test_a_campaign_id_that_cannot_be_in_a_url_gets_an_audited_outcome(kit, standin, report_row) -> None:
     topics = await kit.topics()
@@ -121,7 +105,7 @@ async def test_a_campaign_id_that_cannot_be_in_a_url_gets_an_audited_outcome(kit
     audit = [json.loads(r.value) for r in await kit.read_all(kit.bootstrap, topics.audit)]
     crashed = [e for e in guard.logs() if e["event"] == "decision task crashed"]
     report_row(
-        "bug: campaignId with a NUL character",
+        "campaignId with a NUL character",
         "bad evidence for campaign `camp_nul\\x00x`",
         f"audit outcomes {[e['outcome'] for e in audit]}; {len(crashed)} 'decision task crashed' log lines; "
         f"{len(standin.requests)} HTTP requests",
@@ -130,75 +114,82 @@ async def test_a_campaign_id_that_cannot_be_in_a_url_gets_an_audited_outcome(kit
     assert not crashed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a live decision whose input offset is not committed yet when the guard dies is fired and "
-    "called again after the restart, even though its outcome is in the audit topic: a campaign the "
-    "user resumed in that window (up to GUARD_COMMIT_INTERVAL after the `fired` record) is paused "
-    "again (promise 4). Only replayed decisions (below the committed offset) are checked against "
-    "the audit topic.",
-)
-@pytest.mark.timeout(60)
-async def test_a_restart_before_the_commit_does_not_pause_a_resumed_campaign_again(kit, standin, report_row) -> None:
-    standin.add_campaign("camp_bad")
-    topics = await kit.topics()
-    env = kit.env(topics, standin, GUARD_COMMIT_INTERVAL=30)  # widens the window to make it certain
+PARTITIONS = 16
+RESUMED = [f"camp_resumed_{p:02d}" for p in range(0, PARTITIONS, 2)]  # one per even partition; odd ones empty
+
+
+async def restart_after_resume(kit, standin, *, graceful: bool) -> tuple[list, list[str], float]:
+    """Bad campaigns on half of 16 partitions are paused, the pauses audited; the user resumes them
+    all; the guard restarts (SIGKILL before any commit, or SIGTERM after the commit). Returns the
+    pause requests, the campaigns' statuses and guard_resumed_decisions_total of the new guard.
+    Half the partitions are empty on purpose: positioning an empty partition takes ~0.5 s on Tansu,
+    which gives partitions positioned before it time to replay."""
+    for campaign in RESUMED:
+        standin.add_campaign(campaign)
+    topics = await kit.topics(partitions=PARTITIONS)
+    env = kit.env(topics, standin, GUARD_COMMIT_INTERVAL=1 if graceful else 30)
     first = kit.guard(env, name="first")
     await first.wait_ready()
     async with kit.producer() as producer:
-        await producer.send_all(topics.input, bad_campaign("camp_bad", time.time() - 600))
-    await standin.wait_for_pauses(1, timeout=20)
-    await settled(kit, topics, "camp_bad")
-    standin.resume("camp_bad")  # the user resumes it, after the guard recorded the pause
-    await first.kill()
+        for number, campaign in enumerate(RESUMED):
+            await producer.send_all(topics.input, bad_campaign(campaign, time.time() - 600), partition=2 * number)
+    await standin.wait_for_pauses(len(RESUMED), timeout=30)
+    async with kit.audit_tail(topics) as tail:
+        paused = lambda: sum(1 for _, e in tail.events if e["outcome"] == "paused") == len(RESUMED)  # noqa: E731
+        await kit.wait_until(paused, 20, 0.1, "every pause audited")
+    if graceful:
+        await kit.wait_until(
+            lambda: _committed(kit, topics, 215 * len(RESUMED), PARTITIONS), 10, what="offsets committed"
+        )
+    for campaign in RESUMED:
+        standin.resume(campaign)  # the user resumes them, after the guard recorded the pauses
+    if graceful:
+        assert await first.terminate() == 0
+    else:
+        await first.kill()
     second = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="second")
     await second.wait_ready()
-    await second_pause(standin)
-    requests = standin.pause_requests()
-    report_row(
-        "bug: crash before the commit, after the user resumed",
-        "pause settled and audited; user resumes the campaign; SIGKILL before the offset commit; restart",
-        f"{len(requests)} pause requests (keys {sorted({r.header('Idempotency-Key')[:8] for r in requests})}); "
-        f"campaign now {standin.status('camp_bad')}",
-    )
-    assert len(requests) == 1
-    assert standin.status("camp_bad") == "running"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Service._resume_unsettled reads the audit topic from min(fired_at) - 60 s, comparing event "
-    "time with the audit records' wall-clock timestamps: when event time runs more than 60 s ahead of "
-    "the guard's clock (allowed up to 1 h), settled outcomes are not found and the decision is "
-    "resumed after a restart, pausing a campaign the user resumed.",
-)
-@pytest.mark.timeout(60)
-async def test_a_restart_finds_outcomes_of_events_stamped_a_little_ahead(kit, standin, report_row) -> None:
-    standin.add_campaign("camp_ahead")
-    topics = await kit.topics()
-    env = kit.env(topics, standin)
-    first = kit.guard(env, name="first")
-    await first.wait_ready()
-    ahead = time.time() + 1800 - 300  # the last events 30 min ahead of the clock: within the 1 h allowed
-    async with kit.producer() as producer:
-        await producer.send_all(topics.input, bad_campaign("camp_ahead", ahead))
-    await standin.wait_for_pauses(1, timeout=20)
-    await settled(kit, topics, "camp_ahead")
-    await kit.wait_until(lambda: _committed(kit, topics, 215), 10, what="offsets committed")
-    standin.resume("camp_ahead")
-    await first.terminate()
-    second = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="second")
-    await second.wait_ready()
-    await second_pause(standin)
+    try:
+        await standin.wait_for_pauses(len(RESUMED) + 1, timeout=10)
+    except TimeoutError:
+        pass
     metrics = await second.metrics()
+    return standin.pause_requests(), [standin.status(c) for c in RESUMED], metrics("guard_resumed_decisions_total")
+
+
+@pytest.mark.timeout(90)
+async def test_a_restart_before_the_commit_does_not_pause_a_resumed_campaign_again(kit, standin, report_row) -> None:
+    """At a2a4eff a live decision whose input offset was not committed when the guard died was fired
+    and called again after the restart (only replayed decisions were checked against the audit).
+    At 853c16e/7ad47fa the audit rescan was spawned only after every new partition was positioned,
+    while the poll loop already replayed and acted on the first ones (1-3 of the 8 campaigns paused
+    again in every run); c7b1574 starts the rescan first."""
+    requests, statuses, _ = await restart_after_resume(kit, standin, graceful=False)
     report_row(
-        "bug: events stamped 30 min ahead, restart",
-        "pause settled, audited, committed; user resumes; graceful restart",
-        f"guard_resumed_decisions_total={metrics('guard_resumed_decisions_total'):.0f}; "
-        f"{len(standin.pause_requests())} pause requests; campaign now {standin.status('camp_ahead')}",
+        "restart before the commit, after the user resumed",
+        f"{len(RESUMED)} pauses settled and audited; the user resumes the campaigns; SIGKILL before any offset "
+        "commit (interval 30 s); restart",
+        f"{len(requests)} pause requests for {len(RESUMED)} decisions; statuses now {dict(Counter(statuses))}",
     )
-    assert metrics("guard_resumed_decisions_total") == 0
-    assert standin.status("camp_ahead") == "running"
+    assert len(requests) == len(RESUMED)
+    assert set(statuses) == {"running"}
+
+
+@pytest.mark.timeout(90)
+async def test_a_graceful_restart_does_not_pause_a_resumed_campaign_again(kit, standin, report_row) -> None:
+    """At a2a4eff this failed for events stamped more than 60 s ahead of the guard's clock:
+    _resume_unsettled read the audit topic from min(fired_at) - 60 s, event time against the audit
+    records' wall-clock time (853c16e scans from the wall-clock look-back instead). At 853c16e/7ad47fa
+    it failed for any events, by the rescan race described in the test above (fixed in c7b1574)."""
+    requests, statuses, resumed = await restart_after_resume(kit, standin, graceful=True)
+    report_row(
+        "graceful restart after the user resumed",
+        f"{len(RESUMED)} pauses settled, audited, committed; the user resumes the campaigns; SIGTERM; restart",
+        f"guard_resumed_decisions_total={resumed:.0f}; {len(requests)} pause requests for {len(RESUMED)} "
+        f"decisions; statuses now {dict(Counter(statuses))}",
+    )
+    assert resumed == 0
+    assert set(statuses) == {"running"}
 
 
 LEAK_RULE = """groups:
@@ -216,13 +207,6 @@ LEAK_RULE = """groups:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since 02fa930 (engine hot path) Engine.process skips rules whose numerator total is below "
-    "`needed`, so their series are never pruned (SlidingCount.count_at is what drops expired "
-    "buckets): a campaign that sends without bounces keeps one bucket per minute of its whole life "
-    "(14,401 after 10 days instead of <= 61) - memory grows with campaign lifetime, not window.",
-)
 def test_engine_state_of_a_clean_campaign_stays_bounded(report_row) -> None:
     engine = Engine(parse_rules([("leak.yaml", LEAK_RULE)]))
     start, step = 1_780_000_000.0, 30.0
@@ -243,26 +227,20 @@ def test_engine_state_of_a_clean_campaign_stays_bounded(report_row) -> None:
         tracemalloc.stop()
     growth = ten_days - one_day
     report_row(
-        "bug: engine memory of a clean campaign",
+        "engine memory of a clean campaign",
         "one campaign, one send every 30 s, no bounce, for 10 days of event time (rule: 6% of 1 h's sends)",
         f"traced memory grew {growth / 1024:.0f} KiB between day 1 and day 10 (bounded state: ~0)",
     )
     assert growth < 64 * 1024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="guard/events.py: msgspec skips unknown fields without validating them, so a value that is "
-    "not UTF-8 (not JSON, RFC 8259 section 8.1) is accepted as an event when the bad bytes sit in a "
-    "field the guard does not read. Low severity: the fields it reads are valid.",
-)
 def test_invalid_utf8_anywhere_in_a_value_is_malformed(report_row) -> None:
     value = b'{"event":"message.sent","timestamp":"2026-01-01T00:00:00Z","data":{"campaignId":"c","note":"\xff"}}'
     try:
         outcome = f"decoded as {decode(value, 1_780_000_000.0).signal} for campaign c"
     except MalformedEvent as error:
         outcome = f"malformed: {error}"
-    report_row("gap: invalid UTF-8 in a field the guard skips", "data.note = b'\\xff' in a message.sent", outcome)
+    report_row("invalid UTF-8 in a field the guard skips", "data.note = b'\\xff' in a message.sent", outcome)
     with pytest.raises(MalformedEvent):
         decode(value, 1_780_000_000.0)
 
@@ -275,5 +253,5 @@ async def _equals(guard, name: str, value: float) -> bool:
     return (await guard.metrics())(name) == value
 
 
-async def _committed(kit, topics, total: int) -> bool:
-    return sum((await kit.committed(kit.bootstrap, topics.group, topics.input)).values()) >= total
+async def _committed(kit, topics, total: int, partitions: int = 4) -> bool:
+    return sum((await kit.committed(kit.bootstrap, topics.group, topics.input, partitions)).values()) >= total
