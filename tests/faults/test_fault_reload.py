@@ -11,19 +11,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_reload import ConfigMapVolume
+from test_reload import RULE, ConfigMapVolume
 
 from guard.testing.events import complained
-
-RULE = """groups:
-  - name: g
-    rules:
-      - name: complaints
-        description: too many complaints
-        count: complained
-        window: 1h
-        threshold: {threshold}
-"""
 
 
 @pytest.mark.timeout(90)
