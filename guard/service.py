@@ -187,7 +187,12 @@ class Service:
         the decisions met while replaying are checked against the audit topic."""
         remaining = 0
         for tp in pipeline.assigned:
-            position = await consumer.position(tp)
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:  # revoked meanwhile (the rebalance listener runs alongside this loop)
+                continue
+            if not pipeline.owns(tp):
+                continue
             remaining += max(0, pipeline.replay_until(tp) - position)
             replayed = pipeline.caught_up(tp, position)
             if replayed:
