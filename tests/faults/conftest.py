@@ -230,12 +230,24 @@ class GuardProcess:
     async def wait_ready(self, timeout: float = 30.0) -> float:
         """Seconds until /readyz answers 200; raises if the process exits first."""
 
+        last: list[str] = ["no answer"]  # the last /readyz answer, for the message on a timeout
+
         async def ready() -> bool:
             if not self.running:
                 raise RuntimeError(f"{self.name} exited with {self.returncode} before ready:\n{self.log_tail()}")
-            return await self.status("/readyz") == 200
+            assert self._http is not None
+            try:
+                response = await self._http.get("/readyz")
+            except httpx.HTTPError as error:
+                last[0] = repr(error)
+                return False
+            last[0] = f"{response.status_code} {response.text}"
+            return response.status_code == 200
 
-        return await wait_until(ready, timeout, 0.05, f"{self.name} /readyz")
+        try:
+            return await wait_until(ready, timeout, 0.05, f"{self.name} /readyz")
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}; last answer: {last[0]}") from None
 
     async def metrics(self) -> Metrics:
         response = await self.get("/metrics")

@@ -337,15 +337,29 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
     async with kit.producer(max_request_size=2 * 1024 * 1024) as producer:
         await producer.send_all(topics.input, items)
 
+    last: list = []  # the latest /metrics scrape, for the message on a timeout
+
     async def consumed() -> bool:
         assert guard.running, f"the guard crashed:\n{guard.log_tail()}"
-        metrics = await guard.metrics()
+        last[:] = [await guard.metrics()]
         return (
-            metrics.records("counted", "ignored", "dead_lettered") == len(items)
-            and metrics("guard_inflight_actions") == 0
+            last[0].records("counted", "ignored", "dead_lettered") == len(items)
+            and last[0]("guard_inflight_actions") == 0
         )
 
-    await kit.wait_until(consumed, 90, 0.25, "every record consumed")
+    try:
+        await kit.wait_until(consumed, 90, 0.25, "every record consumed")
+    except TimeoutError as error:
+        outcomes = {
+            dict(labels)["outcome"]: v for (name, labels), v in last[0].samples.items() if name == "guard_records_total"
+        }
+        events = [
+            line for line in guard.log_tail(10**7).splitlines() if '"level": "info"' not in line or "partition" in line
+        ]
+        raise AssertionError(
+            f"{error}: {len(items)} produced, records by outcome {outcomes}, in flight "
+            f"{last[0]('guard_inflight_actions')}; log lines other than info:\n" + "\n".join(events[-40:])
+        ) from error
     seconds = time.monotonic() - started
     metrics = await guard.metrics()
     live = (await guard.status("/livez"), await guard.status("/readyz"))
