@@ -356,8 +356,13 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
         events = [
             line for line in guard.log_tail(10**7).splitlines() if '"level": "info"' not in line or "partition" in line
         ]
+        in_topic = await kit.read_all(kit.bootstrap, topics.input)
         raise AssertionError(
-            f"{error}: {len(items)} produced, records by outcome {outcomes}, in flight "
+            f"{error}: {len(items)} produced, {len(in_topic)} in the topic "
+            f"({len(set((r.partition, r.offset) for r in in_topic))} distinct offsets, "
+            f"{len(in_topic) - len(set((r.key, r.value) for r in in_topic))} repeated key+value, "
+            f"{len(items) - len(set(items))} among those produced), "
+            f"records by outcome {outcomes}, in flight "
             f"{last[0]('guard_inflight_actions')}; log lines other than info:\n" + "\n".join(events[-40:])
         ) from error
     seconds = time.monotonic() - started
