@@ -134,7 +134,8 @@ class Pipeline:
         if not records or tp not in self._partitions:
             return
         engine, progress = self._partitions[tp]
-        outcomes: Counter[str] = Counter()
+        process = engine.process
+        too_old = ignored = dead_lettered = replayed = counted = 0  # locals: a Counter per record costs
         dead_letters = []
         before = (engine.stats.duplicates, engine.stats.late)
         replay_until, new_group, lookback_ms = progress.replay_until, progress.new_group, progress.lookback_ms
@@ -142,33 +143,40 @@ class Pipeline:
             offset = record.offset
             replaying = offset < replay_until
             if record.timestamp < lookback_ms and (replaying or new_group):
-                outcomes["too_old"] += 1
+                too_old += 1
                 continue
             try:
                 event = decode(record.value, record.timestamp / 1000)
             except IgnoredEvent:
-                outcomes["ignored"] += 1
+                ignored += 1
                 continue
             except MalformedEvent as error:
                 if not replaying:  # dead-lettered before the restart already
                     dead_letters.append(await self._dead_letters.send(record, str(error)))
-                outcomes["dead_lettered"] += 1
+                dead_lettered += 1
                 continue
-            decisions = engine.process(event)
+            decisions = process(event)
             if replaying:
-                outcomes["replayed"] += 1
-                if progress.replayed is not None:
+                replayed += 1
+                if decisions and progress.replayed is not None:
                     progress.replayed.update((d.id, d) for d in decisions if d.action == "pause")
                 continue
-            outcomes["counted"] += 1
+            counted += 1
             for decision in decisions:
                 progress.pending[offset] += 1
                 self._dispatcher.submit(decision, partial(progress.recorded, offset))
         if dead_letters:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
-        outcomes["duplicate"] = engine.stats.duplicates - before[0]
-        outcomes["late"] = engine.stats.late - before[1]
+        outcomes = {
+            "too_old": too_old,
+            "ignored": ignored,
+            "dead_lettered": dead_lettered,
+            "replayed": replayed,
+            "counted": counted,
+            "duplicate": engine.stats.duplicates - before[0],
+            "late": engine.stats.late - before[1],
+        }
         for outcome, count in outcomes.items():
             if count:
                 self._metrics.records.labels(outcome).inc(count)

@@ -11,6 +11,7 @@ from math import sqrt
 
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.plan import CompiledRule, Series, compile_plan
+from guard.engine.windows import LastN
 from guard.events import Event, Signal
 from guard.rules.models import Rule, RuleSet
 
@@ -42,27 +43,36 @@ def wilson_lower_bound(successes: int, trials: int, z: float) -> float:
     return max(0.0, (centre - margin) / (1 + z2 / trials))
 
 
-def _count(state: CampaignState, key: str) -> int:
-    series = state.series.get(key)
+def _count(state: CampaignState, slot: int) -> int:
+    series = state.series[slot]
     return series.count_at(state.watermark) if series is not None else 0
 
 
 def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
     rule = compiled.rule
     if compiled.denominator is None:
-        numerator = _count(state, compiled.numerator.key)
+        numerator = _count(state, compiled.numerator.slot)
         return Measure(numerator, None, float(numerator), numerator >= rule.threshold)
     if rule.last is not None:
-        series = state.series.get(compiled.numerator.key)
-        numerator, denominator = series.counts() if series is not None else (0, 0)
+        series = state.series[compiled.numerator.slot]
+        numerator, denominator = series.counts(rule.last) if series is not None else (0, 0)
     else:
-        numerator, denominator = _count(state, compiled.numerator.key), _count(state, compiled.denominator.key)
+        numerator, denominator = _count(state, compiled.numerator.slot), _count(state, compiled.denominator.slot)
     value = numerator / denominator if denominator else 0.0
     enough = denominator >= (rule.min_volume or 0)
     if compiled.z is not None:
         bound = wilson_lower_bound(numerator, denominator, compiled.z)
         return Measure(numerator, denominator, value, enough and bound >= rule.threshold - _EPSILON, bound)
     return Measure(numerator, denominator, value, enough and numerator >= rule.threshold * denominator - _EPSILON)
+
+
+def _sample_ids(series: Series | None, rule: Rule, now: float) -> tuple[str, ...]:
+    if series is None:
+        return ()
+    if isinstance(series, LastN):
+        assert rule.last is not None
+        return series.sample_ids_within(rule.last)
+    return series.sample_ids(now)
 
 
 @dataclass(slots=True)
@@ -107,10 +117,14 @@ def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now
 @dataclass(slots=True)
 class CampaignState:
     rules: tuple[CompiledRule, ...]
+    series: list[Series | None]  # by the plan's slot; None until an event feeds it
     watermark: float = float("-inf")  # latest event time seen for the campaign
-    series: dict[str, Series] = field(default_factory=dict)
     rule_states: dict[str, RuleState] = field(default_factory=dict)
     seen: dict[int, float] = field(default_factory=dict)  # hash(signal, message id) -> event time
+    seen_oldest: float = float("inf")  # the event time of the first key in `seen` (the oldest)
+    # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
+    # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules
+    armed: bool = False
     started_at: float = float("-inf")  # events from before the campaign's last start are ignored
     active: bool = True  # had events since the last sweep
     last_pause: tuple[str, float] | None = None  # (decision id, event time) of the latest pause decision
@@ -147,12 +161,22 @@ class Engine:
 
     def set_rules(self, rules: RuleSet) -> None:
         """Swap the rule set, keeping every counted series and rule state the new set still uses."""
+        old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
         self._plan = plan = compile_plan(rules)
+        kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
         names = {compiled.rule.name for compiled in plan.rules}
         for campaign_id, state in self._campaigns.items():
             state.rules = plan.rules_for(campaign_id)
-            state.series = {key: series for key, series in state.series.items() if key in plan.series_keys}
+            state.series = [state.series[old] if old is not None else None for old in kept]
             state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
+            state.armed = True  # thresholds may have changed: evaluate at the next event
+
+    def _new_state(self, campaign_id: str, started_at: float = float("-inf")) -> CampaignState:
+        plan = self._plan
+        state = CampaignState(plan.rules_for(campaign_id), [None] * len(plan.series_keys))
+        if started_at != float("-inf"):
+            state.watermark = state.started_at = started_at
+        return state
 
     def process(self, event: Event) -> list[Decision]:
         """Count one event and return the decisions it causes (usually none)."""
@@ -167,13 +191,11 @@ class Engine:
             # a (re)started campaign starts clean: evidence from before the start never counts again
             if state is not None:
                 self.stats.resets += 1
-            self._campaigns[campaign_id] = CampaignState(
-                self._plan.rules_for(campaign_id), watermark=time, started_at=time
-            )
+            self._campaigns[campaign_id] = self._new_state(campaign_id, started_at=time)
             self._advance(time)
             return []
         if state is None:
-            state = self._campaigns[campaign_id] = CampaignState(self._plan.rules_for(campaign_id))
+            state = self._campaigns[campaign_id] = self._new_state(campaign_id)
         state.active = True
         if time < state.started_at:
             self.stats.late += 1  # e.g. a retried webhook for a bounce from before the restart
@@ -184,21 +206,28 @@ class Engine:
         if time > state.watermark:
             state.watermark = time
         late = False
-        for spec in self._plan.series_by_signal.get(event.signal, ()):
-            if spec.matches(event):
-                series = state.series.get(spec.key)
+        series_by_slot, message_id, now = state.series, event.message_id, state.watermark
+        for slot, matches, add, make in self._plan.feeds.get(event.signal, ()):
+            if matches is None or matches(event):
+                series = series_by_slot[slot]
                 if series is None:
-                    series = state.series[spec.key] = spec.make()
-                late |= not spec.add(series, time, event.message_id, state.watermark)
+                    series = series_by_slot[slot] = make()
+                late |= not add(series, time, message_id, now)
         self.stats.late += late
         decisions = []
-        series_by_key, rule_states = state.series, state.rule_states
-        for compiled in state.rules:
-            numerator = series_by_key.get(compiled.numerator.key)
-            if (numerator is None or numerator.total < compiled.needed) and compiled.rule.name not in rule_states:
-                continue  # cannot hold: the total before expiry bounds the count (the hot path)
-            if (decision := self._evaluate(compiled, state, campaign_id, numerator)) is not None:
-                decisions.append(decision)
+        rule_states = state.rule_states
+        if state.armed or rule_states or event.signal in self._plan.numerator_signals:
+            armed = False
+            for compiled in state.rules:
+                numerator = series_by_slot[compiled.numerator.slot]
+                if numerator is None or numerator.total < compiled.needed:
+                    if compiled.rule.name not in rule_states:
+                        continue  # cannot hold: the total before expiry bounds the count (the hot path)
+                else:
+                    armed = True
+                if (decision := self._evaluate(compiled, state, campaign_id, numerator)) is not None:
+                    decisions.append(decision)
+            state.armed = armed
         self._advance(time)
         return decisions
 
@@ -214,10 +243,14 @@ class Engine:
         if key in seen:
             return True
         seen[key] = event.time
+        if len(seen) == 1:
+            state.seen_oldest = event.time
         # keys arrive roughly in time order, so the oldest sit at the front of the dict
         horizon = state.watermark - self._dedupe_horizon
-        while seen and (len(seen) > MAX_DEDUPE_KEYS_PER_CAMPAIGN or next(iter(seen.values())) < horizon):
-            del seen[next(iter(seen))]
+        if state.seen_oldest < horizon or len(seen) > MAX_DEDUPE_KEYS_PER_CAMPAIGN:
+            while seen and (len(seen) > MAX_DEDUPE_KEYS_PER_CAMPAIGN or seen[next(iter(seen))] < horizon):
+                del seen[next(iter(seen))]
+            state.seen_oldest = seen[next(iter(seen))] if seen else float("inf")
         return False
 
     def measure(self, campaign_id: str) -> dict[str, Measure]:
@@ -234,7 +267,7 @@ class Engine:
         measure = _measure(compiled, state)
         if not _should_fire(state.rule_states, rule, measure.holds, now):
             return None
-        evidence = [numerator_series, state.series.get(compiled.denominator.key) if compiled.denominator else None]
+        evidence = [numerator_series, state.series[compiled.denominator.slot] if compiled.denominator else None]
         starts = [start for series in evidence if series is not None and (start := series.start_time()) is not None]
         identity = decision_id(campaign_id, rule, now)
         superseded_by = None
@@ -253,7 +286,7 @@ class Engine:
             denominator=measure.denominator,
             value=measure.value,
             evidence_from=max(min(starts, default=now), now - rule.span),
-            message_ids=numerator_series.sample_ids(now) if numerator_series is not None else (),
+            message_ids=_sample_ids(numerator_series, rule, now),
             lower_bound=measure.lower_bound,
             superseded_by=superseded_by,
         )

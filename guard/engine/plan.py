@@ -28,8 +28,9 @@ class SeriesSpec:
     specs of the same key: the `of` events and the `per` events."""
 
     key: str
+    slot: int  # where a campaign keeps this series (one list per campaign, no dict)
     signal: Signal
-    matches: Matcher
+    matches: Matcher | None  # None: every event of the signal
     make: Callable[[], Series]
     add: Callable[[Any, float, str | None, float], bool]  # (series, time, message id, now) -> counted
 
@@ -39,50 +40,73 @@ class CompiledRule:
     rule: Rule
     numerator: SeriesSpec
     denominator: SeriesSpec | None
-    applies_to: Callable[[str], bool]
+    applies_to: Callable[[str], bool] | None  # None: every campaign
     z: float | None  # one-sided normal quantile of `confidence`
     # the numerator a rule needs before it can hold: threshold (count) or threshold * min_volume
     # (rate: n/d >= t with d >= v means n >= t*v); below it, evaluating is pointless
     needed: float
 
 
+# What one event of a signal feeds, as plain tuples for the hot path: (slot, matches, add, make)
+Feed = tuple[int, Matcher | None, Callable[[Any, float, str | None, float], bool], Callable[[], Series]]
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     rules: tuple[CompiledRule, ...]
-    series_by_signal: dict[Signal, tuple[SeriesSpec, ...]]
-    series_keys: frozenset[str]
+    feeds: dict[Signal, tuple[Feed, ...]]
+    series_keys: tuple[str, ...]  # by slot
+    numerator_signals: frozenset[Signal]  # the signals whose events can make a rule hold
     retention: float  # how long an idle campaign's state can still matter
 
     def rules_for(self, campaign_id: str) -> tuple[CompiledRule, ...]:
-        return tuple(compiled for compiled in self.rules if compiled.applies_to(campaign_id))
+        if all(compiled.applies_to is None for compiled in self.rules):
+            return self.rules  # the common case: no rule names campaigns, one shared tuple
+        return tuple(
+            compiled for compiled in self.rules if compiled.applies_to is None or compiled.applies_to(campaign_id)
+        )
 
 
 def compile_plan(rules: RuleSet) -> Plan:
     specs: dict[tuple[str, str], SeriesSpec] = {}
+    slots: dict[str, int] = {}
+
+    def slot(key: str) -> int:
+        return slots.setdefault(key, len(slots))
 
     numerators = {_numerator_key(rule) for rule in rules.rules}
 
     def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
-        make = partial(SlidingCount, window, key in numerators)  # only numerators quote message ids
-        return specs.setdefault(
-            (key, "all"), SeriesSpec(key, Signal(selector.signal), _matcher(selector.where), make, SlidingCount.add)
-        )
+        if (key, "all") not in specs:
+            make = partial(SlidingCount, window, key in numerators)  # only numerators quote message ids
+            specs[key, "all"] = SeriesSpec(
+                key, slot(key), Signal(selector.signal), _matcher(selector.where), make, SlidingCount.add
+            )
+        return specs[key, "all"]
 
-    def last(of: Selector, per: Selector, size: int) -> tuple[SeriesSpec, SeriesSpec]:
-        key = f"{of.model_dump_json()}/{per.model_dump_json()}@last{size}"
-        make = partial(LastN, size)
-        return (
-            specs.setdefault((key, "of"), SeriesSpec(key, Signal(of.signal), _matcher(of.where), make, LastN.add_of)),
-            specs.setdefault(
-                (key, "per"), SeriesSpec(key, Signal(per.signal), _matcher(per.where), make, LastN.add_per)
-            ),
-        )
+    def last_key(of: Selector, per: Selector) -> str:
+        return f"{of.model_dump_json()}/{per.model_dump_json()}@last"
+
+    # one LastN per (of, per) serves every N asked of it: it keeps the largest N
+    sizes: dict[str, int] = {}
+    for rule in rules.rules:
+        if rule.rate is not None and rule.last is not None:
+            key = last_key(rule.rate.of, rule.rate.per)
+            sizes[key] = max(sizes.get(key, 0), rule.last)
+
+    def last(of: Selector, per: Selector) -> tuple[SeriesSpec, SeriesSpec]:
+        key = last_key(of, per)
+        if (key, "of") not in specs:
+            make = partial(LastN, sizes[key])
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, LastN.add_of)
+            specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, LastN.add_per)
+        return specs[key, "of"], specs[key, "per"]
 
     compiled = []
     for rule in rules.rules:
         if rule.rate is not None and rule.last is not None:
-            numerator, denominator = last(rule.rate.of, rule.rate.per, rule.last)
+            numerator, denominator = last(rule.rate.of, rule.rate.per)
         elif rule.rate is not None:
             assert rule.window is not None
             numerator, denominator = windowed(rule.rate.of, rule.window), windowed(rule.rate.per, rule.window)
@@ -92,13 +116,14 @@ def compile_plan(rules: RuleSet) -> Plan:
         z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
         needed = rule.threshold * (rule.min_volume or 1) if rule.rate is not None else rule.threshold
         compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, needed - 1e-9))
-    by_signal: dict[Signal, list[SeriesSpec]] = {}
-    for series in specs.values():
-        by_signal.setdefault(series.signal, []).append(series)
+    feeds: dict[Signal, list[Feed]] = {}
+    for spec in specs.values():
+        feeds.setdefault(spec.signal, []).append((spec.slot, spec.matches, spec.add, spec.make))
     return Plan(
         rules=tuple(compiled),
-        series_by_signal={signal: tuple(series) for signal, series in by_signal.items()},
-        series_keys=frozenset(spec.key for spec in specs.values()),
+        feeds={signal: tuple(feed) for signal, feed in feeds.items()},
+        series_keys=tuple(slots),
+        numerator_signals=frozenset(rule.numerator.signal for rule in compiled),
         retention=rules.retention,
     )
 
@@ -113,7 +138,7 @@ def _glob_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(fnmatch.translate(pattern) for pattern in patterns))
 
 
-def _matcher(where: Where) -> Matcher:
+def _matcher(where: Where) -> Matcher | None:
     checks: list[Matcher] = []
     if where.bounce_type is not None:
         bounce_type = where.bounce_type
@@ -129,13 +154,15 @@ def _matcher(where: Where) -> Matcher:
         )
         checks.append(lambda event: event.smtp_status is not None and statuses.match(event.smtp_status) is not None)
     if not checks:
-        return lambda event: True
+        return None
     if len(checks) == 1:
         return checks[0]
     return lambda event: all(check(event) for check in checks)
 
 
-def _campaign_filter(rule: Rule) -> Callable[[str], bool]:
+def _campaign_filter(rule: Rule) -> Callable[[str], bool] | None:
+    if rule.campaigns.include == ("*",) and not rule.campaigns.exclude:
+        return None
     include, exclude = _glob_regex(rule.campaigns.include), rule.campaigns.exclude
     excluded = _glob_regex(exclude) if exclude else None
     return lambda campaign_id: (

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_right
 
 BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
 SAMPLE_IDS = 3  # message ids kept as evidence for audits
+_NO_BUCKET = float("-inf")  # below any bucket index
 
 
-def _keep_latest(samples: list[tuple[int, str]] | None, sample: tuple[int, str]) -> list[tuple[int, str]]:
+def _keep_latest(samples: list[tuple[float, str]] | None, sample: tuple[float, str]) -> list[tuple[float, str]]:
     if samples is None:
         return [sample]
     samples.append(sample)
@@ -20,84 +22,116 @@ def _keep_latest(samples: list[tuple[int, str]] | None, sample: tuple[int, str])
 class SlidingCount:
     """How many matching events fell within the last `window` seconds of event time.
 
-    Only non-empty buckets are stored, so a quiet series costs almost nothing, and buckets that
-    slide out of the window are dropped as the clock advances.
+    Only non-empty buckets are stored, and buckets that slide out of the window are dropped as the
+    clock advances. The newest bucket lives in two slots, so the common case (another event in the
+    newest bucket) is a compare and two increments; older buckets are packed into a float64 array,
+    16 bytes each, where a list per bucket would cost ~100. A bucket's index is `time // width`,
+    kept as a float (whole numbers, exact far beyond any epoch time) to spare an int() per event.
     """
 
-    __slots__ = ("width", "buckets", "total", "samples", "keep_samples")
+    __slots__ = ("width", "older", "newest", "newest_count", "total", "samples", "keep_samples")
 
     def __init__(self, window: float, keep_samples: bool = True) -> None:
         self.width = window / BUCKETS_PER_WINDOW
-        # lists, not deques: an empty deque costs 760 bytes, and there are millions of these
-        self.buckets: list[list[int]] = []  # [bucket index, count], oldest first
+        self.older = array("d")  # bucket index, count, bucket index, count, ...: oldest first
+        self.newest = _NO_BUCKET  # the newest bucket's index; all of `older` are before it
+        self.newest_count = 0
         self.total = 0
-        self.samples: list[tuple[int, str]] | None = None  # (bucket index, message id), newest last
+        self.samples: list[tuple[float, str]] | None = None  # (bucket index, message id), newest last
         self.keep_samples = keep_samples  # only numerators are quoted as evidence
 
     def add(self, time: float, message_id: str | None, now: float) -> bool:
         """Count one event; False when it is older than the window ending at `now` (not counted)."""
-        index = int(time // self.width)
-        oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
-        if index <= oldest_kept:
+        index = time // self.width
+        if time >= now:  # the newest event of the campaign (`now` is its latest event time)
+            if index == self.newest:
+                self.newest_count += 1
+            else:
+                self._start_bucket(index)
+        elif index == self.newest and index > now // self.width - BUCKETS_PER_WINDOW:
+            self.newest_count += 1
+        elif not self._add_late(index, now):
             return False
-        buckets = self.buckets
-        # expire here too: a series no rule evaluates (a denominator) must stay bounded as well
-        while buckets and buckets[0][0] <= oldest_kept:
-            self.total -= buckets.pop(0)[1]
-        if not buckets or index > buckets[-1][0]:
-            buckets.append([index, 1])
-        elif index == buckets[-1][0]:
-            buckets[-1][1] += 1
-        else:
-            self._add_late(index)
         self.total += 1
         if message_id is not None and self.keep_samples:
             self.samples = _keep_latest(self.samples, (index, message_id))
         return True
 
-    def sample_ids(self, now: float) -> tuple[str, ...]:
-        """The latest few message ids still inside the window ending at `now`."""
-        oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
-        return tuple(message_id for index, message_id in self.samples or () if index > oldest_kept)
+    def _start_bucket(self, index: float) -> None:
+        """A new newest bucket (`index` is now's bucket): the window slides."""
+        # expire here too: a series no rule evaluates (a denominator) must stay bounded as well
+        self._expire(index - BUCKETS_PER_WINDOW)
+        if self.newest_count:
+            self.older.extend((self.newest, self.newest_count))
+        self.newest, self.newest_count = index, 1
 
-    def _add_late(self, index: int) -> None:
-        buckets = self.buckets
-        for position in range(len(buckets) - 1, -1, -1):
-            if buckets[position][0] == index:
-                buckets[position][1] += 1
-                return
-            if buckets[position][0] < index:
-                buckets.insert(position + 1, [index, 1])
-                return
-        buckets.insert(0, [index, 1])
+    def _add_late(self, index: float, now: float) -> bool:
+        """An event older than the campaign's latest: into its bucket, if still inside the window."""
+        oldest_kept = now // self.width - BUCKETS_PER_WINDOW
+        if index <= oldest_kept:
+            return False
+        self._expire(oldest_kept)
+        if index > self.newest:  # e.g. the first event of this series
+            if self.newest_count:
+                self.older.extend((self.newest, self.newest_count))
+            self.newest, self.newest_count = index, 1
+            return True
+        older = self.older
+        for position in range(len(older) - 2, -1, -2):
+            if older[position] == index:
+                older[position + 1] += 1
+                return True
+            if older[position] < index:
+                older[position + 2 : position + 2] = array("d", (index, 1))
+                return True
+        older[0:0] = array("d", (index, 1))
+        return True
+
+    def _expire(self, oldest_kept: float) -> None:
+        older = self.older
+        if older and older[0] <= oldest_kept:
+            cut = 0
+            while cut < len(older) and older[cut] <= oldest_kept:
+                self.total -= int(older[cut + 1])
+                cut += 2
+            del older[:cut]
+        if self.newest <= oldest_kept and self.newest_count:
+            self.total -= self.newest_count
+            self.newest_count = 0
 
     def count_at(self, now: float) -> int:
         """The count over the window ending at `now`, forgetting buckets that slid out."""
-        oldest_kept = int(now // self.width) - BUCKETS_PER_WINDOW
-        buckets = self.buckets
-        while buckets and buckets[0][0] <= oldest_kept:
-            self.total -= buckets.pop(0)[1]
+        self._expire(now // self.width - BUCKETS_PER_WINDOW)
         return self.total
+
+    def sample_ids(self, now: float) -> tuple[str, ...]:
+        """The latest few message ids still inside the window ending at `now`."""
+        oldest_kept = now // self.width - BUCKETS_PER_WINDOW
+        return tuple(message_id for index, message_id in self.samples or () if index > oldest_kept)
 
     def start_time(self) -> float | None:
         """Where the counted evidence starts: the oldest bucket's start (None when empty)."""
-        return self.buckets[0][0] * self.width if self.buckets else None
+        if self.older:
+            return self.older[0] * self.width
+        return self.newest * self.width if self.newest_count else None
 
 
 class LastN:
-    """Of-events among a campaign's last N per-events (e.g. hard bounces among the last 200 sends).
+    """Of-events among a campaign's last N per-events (e.g. hard bounces among the last 200 sends),
+    for any N up to `size`: rules asking for different N of the same events share one.
 
     Counted by arrival, not by joining message ids: an of-event belongs to the span of per-events
     it arrived in. Only the of-events' positions are stored (a few ints), so it stays small.
     """
 
-    __slots__ = ("size", "per_seen", "of_positions", "samples")
+    __slots__ = ("size", "per_seen", "of_positions", "total", "samples")
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.per_seen = 0
         self.of_positions: list[int] = []  # per_seen when each of-event arrived
-        self.samples: list[tuple[int, str]] | None = None
+        self.total = 0  # len(of_positions), read on every event
+        self.samples: list[tuple[float, str]] | None = None
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
         self.per_seen += 1
@@ -105,25 +139,25 @@ class LastN:
         positions = self.of_positions
         if positions and positions[0] <= oldest_gone:
             del positions[: bisect_right(positions, oldest_gone)]
+            self.total = len(positions)
         return True
 
     def add_of(self, time: float, message_id: str | None, now: float) -> bool:
         self.of_positions.append(self.per_seen)
+        self.total += 1
         if message_id is not None:
             self.samples = _keep_latest(self.samples, (self.per_seen, message_id))
         return True
 
-    @property
-    def total(self) -> int:
-        return len(self.of_positions)
-
-    def counts(self) -> tuple[int, int]:
-        """(of-events, per-events) within the last N per-events."""
-        return len(self.of_positions), min(self.per_seen, self.size)
+    def counts(self, size: int) -> tuple[int, int]:
+        """(of-events, per-events) within the last `size` per-events."""
+        positions = self.of_positions
+        return len(positions) - bisect_right(positions, self.per_seen - size), min(self.per_seen, size)
 
     def start_time(self) -> float | None:
         return None  # counted by position, not time
 
-    def sample_ids(self, now: float) -> tuple[str, ...]:
-        oldest_gone = self.per_seen - self.size
+    def sample_ids_within(self, size: int) -> tuple[str, ...]:
+        """The latest few message ids among the last `size` per-events."""
+        oldest_gone = self.per_seen - size
         return tuple(message_id for position, message_id in self.samples or () if position > oldest_gone)
