@@ -140,6 +140,8 @@ class Service:
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
             await asyncio.sleep(0)  # aiokafka returns buffered records without yielding; let others run
+            if self.health.recovering:  # ready as soon as the replay is done, not at the next tick
+                await self._track_recovery(consumer, pipeline)
             now = time.monotonic()
             if now >= next_probe and self._probe is None:
                 self._probe = asyncio.create_task(self._probe_kafka(consumer))
@@ -198,13 +200,16 @@ class Service:
             if replayed:
                 self._spawn(self._resume_unsettled(replayed))
         self.metrics.recovering.set(remaining)
-        self.health.recovering = remaining > 0
+        # partitions the listener is still positioning have not started to replay
+        positioning = any(not pipeline.owns(tp) for tp in consumer.assignment())
+        self.health.recovering = remaining > 0 or positioning
 
     def _assigned(self, lookback_ms: int, fresh: bool) -> None:
         """Joined the group; for new partitions, learn which decisions already have an outcome
         before acting on any."""
         self.health.joined = True
         if fresh:
+            self.health.recovering = True  # until `_track_recovery` has seen them replayed
             self._spawn(self._settled.refresh(lookback_ms))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

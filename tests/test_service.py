@@ -93,8 +93,7 @@ def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, 
             group_id=topics.group,
             http_host="127.0.0.1",
             http_port=0,
-            commit_interval=0.1,
-            **guard,
+            **{"commit_interval": 0.1, **guard},
         ),
     )
 
@@ -424,6 +423,48 @@ class TestRestart:
         assert len({e["decision_id"] for e in events}) == 1
         assert second.metrics.resumed._value.get() == 1
         assert len(standin.pause_requests()) == 1
+
+
+class TestReadiness:
+    async def test_not_ready_until_the_log_up_to_the_committed_offset_is_replayed(
+        self, kafka_broker: BrokerInfo, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics
+    ) -> None:
+        """A restarted guard rebuilding its windows says 503 on /readyz (and how much is left on
+        guard_recovery_records_remaining) until every record before the committed offset is replayed."""
+        traffic = generate(seed=3, campaigns=40, bad=0, start=time.time() - 3600, duration=3500, sends=(200, 300))
+        records = [(r.key, r.value) for r in traffic.records]
+        await produce(producer, topics.input, records)
+        first = Guard(settings_for(kafka_broker, standin, topics, dry_run=True), load_rules(RULES))
+        first.task = asyncio.create_task(first.run())
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == len(records), timeout=60)
+        await first.shutdown()  # commits the end of every partition
+
+        # the production tick: readiness must not wait for it, nor be given before the replay is done
+        second = Guard(
+            settings_for(kafka_broker, standin, topics, dry_run=True, commit_interval=1.0), load_rules(RULES)
+        )
+        samples: list[tuple[bool, float, float]] = []  # (ready, replayed so far, recovery gauge)
+
+        async def sample() -> None:
+            while True:
+                replayed = second.metrics.records.labels("replayed")._value.get()
+                samples.append((second.health.ready()[0], replayed, second.metrics.recovering._value.get()))
+                await asyncio.sleep(0)  # the poll loop yields after every batch: a sample between each
+
+        sampler = asyncio.create_task(sample())
+        second.task = asyncio.create_task(second.run())
+        try:
+            await until(lambda: second.health.ready()[0], timeout=60)
+        finally:
+            sampler.cancel()
+        try:
+            assert [s for s in samples if s[0] and s[1] < len(records)] == [], "ready before the replay was done"
+            assert any(not ready and 0 < replayed < len(records) for ready, replayed, _ in samples)
+            assert max(gauge for _, _, gauge in samples) > 0
+            assert second.metrics.records.labels("replayed")._value.get() == len(records)
+            assert second.metrics.recovering._value.get() == 0
+        finally:
+            await second.shutdown()
 
 
 class TestReplayEquivalence:

@@ -6,8 +6,10 @@ decisions, which is what makes at-least-once delivery and rebuilding state after
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import sqrt
+
+import msgspec
 
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.plan import CompiledRule, Series, compile_plan
@@ -114,13 +116,14 @@ def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now
     return True
 
 
-@dataclass(slots=True)
-class CampaignState:
+class CampaignState(msgspec.Struct, gc=False):
+    """Everything kept about one campaign (gc=False: no cycles; the collector need not scan it)."""
+
     rules: tuple[CompiledRule, ...]
     series: list[Series | None]  # by the plan's slot; None until an event feeds it
     watermark: float = float("-inf")  # latest event time seen for the campaign
-    rule_states: dict[str, RuleState] = field(default_factory=dict)
-    seen: dict[int, float] = field(default_factory=dict)  # hash(signal, message id) -> event time
+    rule_states: dict[str, RuleState] = msgspec.field(default_factory=dict)
+    seen: dict[int, float] = msgspec.field(default_factory=dict)  # hash(signal, message id) -> event time
     seen_oldest: float = float("inf")  # the event time of the first key in `seen` (the oldest)
     # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
     # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules

@@ -79,7 +79,7 @@ def compile_plan(rules: RuleSet) -> Plan:
     def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
         if (key, "all") not in specs:
-            make = partial(SlidingCount, window, key in numerators)  # only numerators quote message ids
+            make = partial(SlidingCount.over, window, key in numerators)  # only numerators quote message ids
             specs[key, "all"] = SeriesSpec(
                 key, slot(key), Signal(selector.signal), _matcher(selector.where), make, SlidingCount.add
             )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_right
 
+import msgspec
+
 BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
 SAMPLE_IDS = 3  # message ids kept as evidence for audits
 _NO_BUCKET = float("-inf")  # below any bucket index
@@ -19,7 +21,7 @@ def _keep_latest(samples: list[tuple[float, str]] | None, sample: tuple[float, s
     return samples
 
 
-class SlidingCount:
+class SlidingCount(msgspec.Struct, gc=False):
     """How many matching events fell within the last `window` seconds of event time.
 
     Only non-empty buckets are stored, and buckets that slide out of the window are dropped as the
@@ -27,18 +29,21 @@ class SlidingCount:
     newest bucket) is a compare and two increments; older buckets are packed into a float64 array,
     16 bytes each, where a list per bucket would cost ~100. A bucket's index is `time // width`,
     kept as a float (whole numbers, exact far beyond any epoch time) to spare an int() per event.
+    Not tracked by the garbage collector (gc=False: it refers to no container that could lead
+    back to it), so millions of them add nothing to a collection's pause.
     """
 
-    __slots__ = ("width", "older", "newest", "newest_count", "total", "samples", "keep_samples")
+    width: float  # the window / BUCKETS_PER_WINDOW: see `over`
+    keep_samples: bool = True  # only numerators are quoted as evidence
+    older: array = msgspec.field(default_factory=lambda: array("d"))  # index, count, index, count, ...
+    newest: float = _NO_BUCKET  # the newest bucket's index; all of `older` are before it
+    newest_count: int = 0
+    total: int = 0
+    samples: list[tuple[float, str]] | None = None  # (bucket index, message id), newest last
 
-    def __init__(self, window: float, keep_samples: bool = True) -> None:
-        self.width = window / BUCKETS_PER_WINDOW
-        self.older = array("d")  # bucket index, count, bucket index, count, ...: oldest first
-        self.newest = _NO_BUCKET  # the newest bucket's index; all of `older` are before it
-        self.newest_count = 0
-        self.total = 0
-        self.samples: list[tuple[float, str]] | None = None  # (bucket index, message id), newest last
-        self.keep_samples = keep_samples  # only numerators are quoted as evidence
+    @classmethod
+    def over(cls, window: float, keep_samples: bool = True) -> SlidingCount:
+        return cls(window / BUCKETS_PER_WINDOW, keep_samples)
 
     def add(self, time: float, message_id: str | None, now: float) -> bool:
         """Count one event; False when it is older than the window ending at `now` (not counted)."""
@@ -60,7 +65,9 @@ class SlidingCount:
     def _start_bucket(self, index: float) -> None:
         """A new newest bucket (`index` is now's bucket): the window slides."""
         # expire here too: a series no rule evaluates (a denominator) must stay bounded as well
-        self._expire(index - BUCKETS_PER_WINDOW)
+        oldest_kept = index - BUCKETS_PER_WINDOW
+        if self.newest <= oldest_kept or (self.older and self.older[0] <= oldest_kept):
+            self._expire(oldest_kept)
         if self.newest_count:
             self.older.extend((self.newest, self.newest_count))
         self.newest, self.newest_count = index, 1
@@ -116,7 +123,7 @@ class SlidingCount:
         return self.newest * self.width if self.newest_count else None
 
 
-class LastN:
+class LastN(msgspec.Struct, gc=False):
     """Of-events among a campaign's last N per-events (e.g. hard bounces among the last 200 sends),
     for any N up to `size`: rules asking for different N of the same events share one.
 
@@ -124,14 +131,11 @@ class LastN:
     it arrived in. Only the of-events' positions are stored (a few ints), so it stays small.
     """
 
-    __slots__ = ("size", "per_seen", "of_positions", "total", "samples")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.per_seen = 0
-        self.of_positions: list[int] = []  # per_seen when each of-event arrived
-        self.total = 0  # len(of_positions), read on every event
-        self.samples: list[tuple[float, str]] | None = None
+    size: int
+    per_seen: int = 0
+    of_positions: array = msgspec.field(default_factory=lambda: array("q"))  # per_seen at each of-event
+    total: int = 0  # len(of_positions), read on every event
+    samples: list[tuple[float, str]] | None = None
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
         self.per_seen += 1
