@@ -16,7 +16,8 @@ class Metrics:
         self.records = Counter(
             "guard_records_total",
             "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), "
-            "too_old, ignored (unknown event), dead_lettered; duplicate and late are subsets of counted and replayed.",
+            "too_old, ignored (unknown event), dead_lettered, redelivered (an offset handled already, skipped); "
+            "duplicate and late are subsets of counted and replayed.",
             ["outcome"],
             registry=r,
         )

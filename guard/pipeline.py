@@ -13,6 +13,8 @@ For each batch of records of one partition:
    then acts and records the outcome in its own task. Its record's offset is pending until the
    `fired` record is written: from then on a restart finds it (step 3), so nothing is lost.
 5. Dead-letter writes are awaited before the batch counts as handled.
+Records at offsets this partition's engine has already handled (the consumer went back within
+one assignment) are skipped and counted as `redelivered`: evidence counts once.
 An offset is committable once every record before it is handled and its decisions recorded: the
 lowest pending offset, or the next offset to read when nothing is pending. Commits never move
 backwards.
@@ -26,12 +28,15 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, Protocol
 
+import structlog
 from aiokafka import TopicPartition
 
 from guard.engine import Decision, Engine
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
 from guard.rules import RuleSet
+
+log = structlog.get_logger("guard.pipeline")
 
 
 class Dispatch(Protocol):
@@ -134,6 +139,19 @@ class Pipeline:
         if not records or tp not in self._partitions:
             return
         engine, progress = self._partitions[tp]
+        if progress.next_offset is not None and records[0].offset < progress.next_offset:
+            again = sum(1 for record in records if record.offset < progress.next_offset)
+            log.warning(
+                "records delivered again; skipped",
+                partition=f"{tp.topic}[{tp.partition}]",
+                first_offset=records[0].offset,
+                handled_up_to=progress.next_offset - 1,
+                skipped=again,
+            )
+            self._metrics.records.labels("redelivered").inc(again)
+            records = records[again:]  # offsets ascend within a batch
+            if not records:
+                return
         process = engine.process
         too_old = ignored = dead_lettered = replayed = counted = 0  # locals: a Counter per record costs
         dead_letters = []
