@@ -179,6 +179,8 @@ class TestEventTime:
             pytest.param("2024-05-01T12:00:00", T0, id="naive-is-utc"),
             pytest.param("2024-05-01T12:00:00.250Z", T0 + 0.25, id="fractional-seconds"),
             pytest.param("2024-05-01 12:00:00Z", T0, id="space-separator"),
+            pytest.param("2024-05-01t12:00:00z", T0, id="lower-case-t-and-z"),  # RFC 3339 allows it
+            pytest.param("2024-05-01T12:00:00.2500001Z", T0 + 0.25, id="beyond-microseconds"),
         ],
     )
     def test_an_iso_timestamp_is_the_event_time(self, timestamp: str, expected: float) -> None:

@@ -40,6 +40,7 @@ class Dispatcher:
         self._settled = settled
         self._dry_run = dry_run or pause_client is None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
 
     @property
     def inflight(self) -> int:
@@ -108,6 +109,18 @@ class Dispatcher:
                 "decision already settled before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
             )
             return
+        if decision.id in self._acting:
+            # met again while its call is under way: a partition revoked and assigned back replays
+            # the decision before the audit can say it is settled
+            log.info("decision already being acted on", campaign_id=decision.campaign_id, decision_id=decision.id)
+            return
+        self._acting.add(decision.id)
+        try:
+            await self._act(decision, decided_at)
+        finally:
+            self._acting.discard(decision.id)
+
+    async def _act(self, decision: Decision, decided_at: float) -> None:
         if decision.superseded_by is not None:
             await self._record(decision, "already_paused", decided_at)
             return

@@ -1,0 +1,74 @@
+"""The dispatcher against the Leadterra stand-in over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from guard.actions.dispatch import Dispatcher
+from guard.actions.pause import PauseClient
+from guard.audit import AuditEvent
+from guard.engine import Decision, Engine
+from guard.events import decode
+from guard.health import Health
+from guard.metrics import Metrics
+from guard.rules import load_rules
+from guard.settings import KafkaSettings
+from guard.settled import SettledDecisions
+from guard.testing.events import bounced, sent
+from guard.testing.leadterra import LeadterraStandIn
+
+RULES = Path(__file__).parent.parent / "rules"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LeadterraStandIn]:
+    async with LeadterraStandIn() as server:
+        yield server
+
+
+def pause_decision(campaign_id: str) -> Decision:
+    """A real decision of the shipped rules: a campaign whose sends bounce one in four."""
+    engine, start = Engine(load_rules(RULES)), time.time() - 600
+    for n in range(200):
+        for value in [sent(campaign_id, start + n), *([bounced(campaign_id, start + n + 0.5)] if n % 4 == 0 else [])]:
+            for decision in engine.process(decode(value, time.time())):
+                if decision.action == "pause":
+                    return decision
+    raise AssertionError("premise: the shipped rules pause this campaign")
+
+
+async def test_a_decision_met_again_while_its_call_is_under_way_is_not_called_twice(
+    standin: LeadterraStandIn,
+) -> None:
+    """After a rebalance the partition's new engine replays the decision and the service resumes
+    it while this process's first call is still held by a slow API: one request, one outcome."""
+    standin.add_campaign("camp_slow")
+    standin.latency = 0.5
+    published: list[AuditEvent] = []
+
+    async def publish(event: AuditEvent) -> None:
+        published.append(event)
+
+    client = PauseClient(
+        standin.url, SecretStr(standin.api_key), timeout=5, deadline=10, backoff_initial=0.01, backoff_max=0.05
+    )
+    dispatcher = Dispatcher(
+        client, publish, Metrics(), Health(), SettledDecisions(KafkaSettings(), "audit"), dry_run=False
+    )
+    decision = pause_decision("camp_slow")
+    try:
+        dispatcher.submit(decision, lambda: None)
+        while not standin.in_flight:
+            await asyncio.sleep(0.01)
+        dispatcher.resume(decision)  # as `_resume_unsettled` does after the replay
+        await dispatcher.drain(10)
+    finally:
+        await client.aclose()
+    assert len(standin.pause_requests()) == 1
+    assert [event.outcome for event in published] == ["fired", "paused"]
