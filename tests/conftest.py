@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from guard.testing.broker import BrokerInfo, EmbeddedBroker
+from guard.testing.leadterra import LeadterraStandIn
 
 
 def _docker_answers() -> bool:
@@ -63,3 +64,10 @@ def topic_name() -> str:
 @pytest.fixture
 def group_id() -> str:
     return str(uuid.uuid4())
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[LeadterraStandIn]:
+    """The Leadterra stand-in on a free port of 127.0.0.1, with no campaigns yet."""
+    async with LeadterraStandIn() as server:
+        yield server

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 
 from guard.actions.dispatch import Dispatcher
@@ -24,12 +22,6 @@ from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
 
 RULES = Path(__file__).parent.parent / "rules"
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[LeadterraStandIn]:
-    async with LeadterraStandIn() as server:
-        yield server
 
 
 def pause_decision(campaign_id: str) -> Decision:

@@ -55,12 +55,6 @@ async def topics(kafka_bootstrap: str) -> Topics:
 
 
 @pytest.fixture
-async def standin() -> AsyncIterator[LeadterraStandIn]:
-    async with LeadterraStandIn() as server:
-        yield server
-
-
-@pytest.fixture
 async def producer(kafka_broker: BrokerInfo) -> AsyncIterator[AIOKafkaProducer]:
     client = AIOKafkaProducer(
         bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides

@@ -79,9 +79,7 @@ class SlidingCount(msgspec.Struct, gc=False):
             return False
         self._expire(oldest_kept)
         if index > self.newest:  # e.g. the first event of this series
-            if self.newest_count:
-                self.older.extend((self.newest, self.newest_count))
-            self.newest, self.newest_count = index, 1
+            self._start_bucket(index)
             return True
         older = self.older
         for position in range(len(older) - 2, -1, -2):

@@ -643,12 +643,6 @@ async def kit(kafka_broker: BrokerInfo, guards: Guards, tmp_path: Path) -> Kit:
     return Kit(kafka_broker, guards, tmp_path)
 
 
-@pytest.fixture
-async def standin() -> AsyncIterator[LeadterraStandIn]:
-    async with LeadterraStandIn() as server:
-        yield server
-
-
 # --------------------------------------------------------------------------- the report
 
 
