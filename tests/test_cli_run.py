@@ -110,8 +110,13 @@ class TestRun:
             )
             try:
                 await standin.wait_for_pauses(1, timeout=30)
+                # a first pause can come from the first positioned partition while others are still
+                # being positioned: ready follows once every partition is (README: /readyz)
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                    assert (await http.get("/readyz")).status_code == 200
+                    deadline = time.monotonic() + 10
+                    while (ready := await http.get("/readyz")).status_code != 200 and time.monotonic() < deadline:
+                        await asyncio.sleep(0.05)
+                    assert ready.status_code == 200, ready.text
                 started = time.monotonic()
                 process.send_signal(signal.SIGTERM)
                 _, err = await asyncio.wait_for(process.communicate(), timeout=30)
