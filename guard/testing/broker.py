@@ -45,7 +45,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["FAST_GROUP", "BrokerInfo", "EmbeddedBroker", "tansu_binary"]
+__all__ = [
+    "FAST_GROUP",
+    "BrokerInfo",
+    "EmbeddedBroker",
+    "free_port",
+    "port_accepts",
+    "process_dies_with_parent",
+    "tansu_binary",
+]
 
 #: Consumer-group settings for tests: Tansu delays each JoinGroup reply by half the session
 #: timeout, so aiokafka's default (10 s) costs 5 s per rebalance; with these it is ~1-2 s.
@@ -60,12 +68,17 @@ class BrokerInfo:
     """The Kafka broker a test session runs against, and where it came from."""
 
     bootstrap_servers: str
-    kind: Literal["env", "testcontainers", "tansu"]
+    kind: Literal["env", "testcontainers", "tansu", "kafka", "kafka-cluster"]
+
+    @property
+    def idempotence(self) -> bool:
+        """Whether aiokafka's idempotent producer works here (Tansu rejects InitProducerId v0)."""
+        return self.kind != "tansu"
 
     @property
     def producer_overrides(self) -> dict[str, object]:
         """aiokafka producer kwargs this broker needs (Tansu: no idempotent producer)."""
-        return {"enable_idempotence": False} if self.kind == "tansu" else {}
+        return {} if self.idempotence else {"enable_idempotence": False}
 
 
 def tansu_binary() -> Path:
@@ -92,13 +105,13 @@ def tansu_binary() -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
         return sock.getsockname()[1]
 
 
-def _accepts(port: int) -> bool:
+def port_accepts(port: int) -> bool:
     try:
         with socket.create_connection((_HOST, port), timeout=0.2):
             return True
@@ -106,7 +119,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def process_dies_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -151,7 +164,7 @@ class EmbeddedBroker:
         env: dict[str, str] | None = None,
         advertised_port: int | None = None,
     ) -> None:
-        self.port = port if port is not None else _free_port()
+        self.port = port if port is not None else free_port()
         self.bootstrap_servers = f"{_HOST}:{self.port}"
         self.advertised_port = advertised_port if advertised_port is not None else self.port
         self.storage = storage
@@ -200,7 +213,7 @@ class EmbeddedBroker:
         """
         if self.running:
             return self
-        if _accepts(self.port):  # else the readiness poll below would talk to someone else
+        if port_accepts(self.port):  # else the readiness poll below would talk to someone else
             raise RuntimeError(f"{self.bootstrap_servers} is already in use")
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")
@@ -215,13 +228,13 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **self.env},
                 process_group=0,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=process_dies_with_parent(),
             )
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
                 raise RuntimeError(self._failure(f"tansu exited with code {self._proc.returncode}"))
-            if _accepts(self.port):
+            if port_accepts(self.port):
                 return self
             if time.monotonic() >= deadline:
                 self._signal(signal.SIGKILL)
