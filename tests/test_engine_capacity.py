@@ -128,6 +128,16 @@ class TestForgedTimestamps:
         fired(engine, [sent(monday, campaign="c1"), sent(monday + 1, campaign="c1")])
         assert engine.stats.ahead == 2
 
+    def test_forged_events_among_events_in_step_do_not_vouch_for_each_other(self) -> None:
+        """Two forged records, with ordinary traffic between them: both count at the clock."""
+        engine = Engine(rules(rule()))
+        engine.process(sent(T0, campaign="c1"))
+        engine.process(sent(T0 + 30 * DAY, campaign="forged-1"))
+        engine.process(sent(T0 + 1, campaign="c1"))
+        engine.process(sent(T0 + 30 * DAY, campaign="forged-2"))
+        assert fired(engine, [bounce(T0 + n, campaign="forged-2") for n in range(2, 5)])
+        assert engine.stats.ahead == 2
+
     def test_events_within_the_limit_are_taken_as_they_are(self) -> None:
         """Jitter and ordinary gaps (up to a day past the clock) never count at another time."""
         engine = Engine(rules(rule()))

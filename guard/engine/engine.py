@@ -208,6 +208,8 @@ class Engine:
         self.stats.events += 1
         if event.time > self._watermark + MAX_AHEAD_SECONDS:
             event = self._on_clock(event)
+        elif self._ahead is not None:
+            self._ahead = None  # an event in step with the clock: the one ahead stood alone
         campaign_id, time = event.campaign_id, event.time
         state = self._campaigns.get(campaign_id)
         if state is not None and time - state.watermark > self._plan.retention:
@@ -262,9 +264,10 @@ class Engine:
         """An event stamped more than MAX_AHEAD_SECONDS past the partition's clock: a forged or
         broken timestamp would, taken as it is, hide its campaign from every later event (all too
         old for its windows) and stop the idle sweep. It counts at the clock's time instead,
-        unless an earlier such event agrees with it (not before it by more than the limit): two
-        records saying time moved on is the log resuming after a quiet spell. The first event
-        of a partition sets the clock."""
+        unless the event just before it was such an event too and this one is not before it by
+        more than the limit: consecutive records saying time moved on is the log resuming after
+        a quiet spell, while a forged record sits among events in step with the clock. The
+        first event of a partition sets the clock."""
         time = event.time
         if self._watermark == float("-inf") or (self._ahead is not None and time >= self._ahead - MAX_AHEAD_SECONDS):
             self._ahead = None
