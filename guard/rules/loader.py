@@ -102,9 +102,11 @@ def _parse_file(name: str, text: str, problems: list[str]) -> tuple[RuleFile, di
         line = f":{mark.line + 1}" if mark is not None else ""
         problems.append(f"{name}{line}: not valid YAML: {getattr(error, 'problem', None) or error}")
         return None
-    except (ValueError, TypeError, OverflowError, RecursionError) as error:
-        # PyYAML's constructors raise these for values such as `2024-02-30` (no such date)
+    except (ValueError, OverflowError) as error:  # PyYAML's constructors: `2024-02-30` is no date
         problems.append(f"{name}: not valid YAML: {error}")
+        return None
+    except Exception:  # and any other error, for values such as `!!timestamp x`
+        problems.append(f"{name}: not valid YAML: a value does not fit its tag or form (e.g. `!!timestamp x`)")
         return None
     if data is None:
         problems.append(f"{name}: the file is empty; it needs `groups:`")
