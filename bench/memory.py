@@ -10,7 +10,12 @@ and RSS is read again. (RSS after - RSS before) / N is the state per campaign. A
 10,000 campaigns runs the same under tracemalloc to say where that memory is (by source line),
 and a third, 2,000 campaigns with 100-120 sends each, gives the cost per extra event.
 
+Flood: 200,000 distinct campaign ids, one `message.sent` each (a hostile or broken producer),
+through one engine with the default cap (GUARD_MAX_CAMPAIGNS, 50,000) and without one; RSS is
+read every 10,000 events, so the peak shows whether memory stays bounded while the flood lasts.
+
     python -m bench.memory CAMPAIGNS SENDS_LO SENDS_HI [--trace]
+    python -m bench.memory FLOOD 0 0 --cap CAP   (CAP 0: no cap)
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ MIX = (10, 20)
 BUSY_MIX = (100, 120)
 BUSY_CAMPAIGNS = 2_000
 SEED = 11
+FLOOD = 200_000
+FLOOD_CAPS = (50_000, 0)  # the default cap, and none
 
 
 def rss_bytes() -> int:
@@ -86,6 +93,41 @@ def measure(campaigns: int, sends: tuple[int, int], trace: bool) -> dict[str, An
     return result
 
 
+def flood(campaigns: int, cap: int) -> dict[str, Any]:
+    """RSS while `campaigns` distinct one-event campaigns go through one engine capped at `cap`."""
+    import json
+
+    from guard.engine import Engine
+    from guard.events import decode
+    from guard.rules import load_rules
+
+    engine = Engine(load_rules(ROOT / "rules"), max_campaigns=cap or None)
+    start = 1_767_225_600.0
+    gc.collect()
+    before = peak = rss_bytes()
+    started = time.perf_counter()
+    for n in range(campaigns):
+        value = json.dumps(
+            {"event": "message.sent", "timestamp": None, "data": {"campaignId": f"flood_{n:07d}", "messageId": f"m{n}"}}
+        ).encode()
+        engine.process(decode(value, start + n * 0.01))
+        if n % 10_000 == 0:
+            peak = max(peak, rss_bytes())
+    elapsed = time.perf_counter() - started
+    gc.collect()
+    after = rss_bytes()
+    return {
+        "campaigns": campaigns,
+        "cap": cap,
+        "tracked": engine.campaigns,
+        "evicted": engine.stats.evicted_campaigns,
+        "rss_delta": after - before,
+        "rss_peak_delta": max(peak, after) - before,
+        "per_tracked": (after - before) / max(1, engine.campaigns),
+        "events_per_s": campaigns / elapsed,
+    }
+
+
 def _source(filename: str, lineno: int) -> str:
     try:
         return Path(filename).read_text().splitlines()[lineno - 1].strip()[:90]
@@ -106,6 +148,10 @@ def run(timeout: float = 240.0) -> dict[str, Any]:
     light, busy = results["sizes"][0], results["busy"]
     extra_events = busy["events"] / busy["campaigns"] - light["events"] / light["campaigns"]
     results["per_extra_event"] = (busy["per_campaign"] - light["per_campaign"]) / extra_events
+    results["flood"] = [
+        run_child("bench.memory", [str(FLOOD), "0", "0", "--cap", str(cap)], timeout, f"memory-flood-{cap}")
+        for cap in FLOOD_CAPS
+    ]
     return results
 
 
@@ -115,8 +161,12 @@ def main() -> None:
     parser.add_argument("lo", type=int)
     parser.add_argument("hi", type=int)
     parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--cap", type=int, help="flood: distinct one-event campaigns through an engine with this cap")
     args = parser.parse_args()
-    emit(measure(args.campaigns, (args.lo, args.hi), args.trace))
+    if args.cap is not None:
+        emit(flood(args.campaigns, args.cap))
+    else:
+        emit(measure(args.campaigns, (args.lo, args.hi), args.trace))
 
 
 if __name__ == "__main__":

@@ -435,6 +435,29 @@ def memory_section(results: dict[str, Any]) -> list[str]:
             ),
             "",
         ]
+    floods = [run for run in memory.get("flood", []) if "error" not in run]
+    if floods:
+        out += [
+            "A flood of distinct campaign ids, one `message.sent` each, through one engine (RSS read every 10,000 "
+            "events; the cap is GUARD_MAX_CAMPAIGNS):",
+            "",
+            table(
+                ["campaign ids", "cap", "tracked at the end", "evicted", "RSS growth at the end", "peak", "events/s"],
+                [
+                    [
+                        f"{run['campaigns']:,}",
+                        f"{run['cap']:,}" if run["cap"] else "none",
+                        f"{run['tracked']:,}",
+                        f"{run['evicted']:,}",
+                        fmt(run["rss_delta"] / KIB / KIB, "MiB", 1),
+                        fmt(run["rss_peak_delta"] / KIB / KIB, "MiB", 1),
+                        fmt(run["events_per_s"], "/s"),
+                    ]
+                    for run in floods
+                ],
+            ),
+            "",
+        ]
     return out
 
 

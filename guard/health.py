@@ -13,6 +13,7 @@ class Health:
     """
 
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
+    EVICTING_SECONDS = 300.0  # how long /readyz mentions campaigns evicted at the cap
 
     def __init__(self) -> None:
         self.polling = False
@@ -22,6 +23,25 @@ class Health:
         self.stopping = False
         self.auth_failed = False
         self._last_poll = time.monotonic()
+        self._evicted = 0  # campaigns evicted at the cap so far
+        self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
+
+    def evictions(self, evicted: int, limit: int) -> None:
+        """The running count of campaigns evicted at the cap (GUARD_MAX_CAMPAIGNS); a rise is shown
+        on /readyz for a while. It does not make the guard unready: it still protects what it tracks."""
+        if evicted > self._evicted:
+            self._evicting = (
+                time.monotonic(),
+                f"at the campaign cap (GUARD_MAX_CAMPAIGNS={limit}): the least recently active campaigns are "
+                f"evicted and start again without evidence ({evicted} so far)",
+            )
+            self._evicted = evicted
+
+    def warnings(self) -> list[str]:
+        """Degraded but working: shown on /readyz beside the status."""
+        if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
+            return [self._evicting[1]]
+        return []
 
     def polled(self) -> None:
         self._last_poll = time.monotonic()

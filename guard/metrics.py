@@ -17,7 +17,8 @@ class Metrics:
             "guard_records_total",
             "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), "
             "too_old, ignored (unknown event), dead_lettered, redelivered (an offset handled already, skipped); "
-            "duplicate and late are subsets of counted and replayed.",
+            "duplicate, late and ahead (stamped over a day past the partition's clock, counted at the clock) are "
+            "subsets of counted and replayed.",
             ["outcome"],
             registry=r,
         )
@@ -46,6 +47,14 @@ class Metrics:
         self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
         self.partitions = Gauge("guard_assigned_partitions", "Input partitions this replica owns.", registry=r)
         self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
+        self.campaigns_limit = Gauge(
+            "guard_campaigns_limit", "Most campaigns this process keeps state for (GUARD_MAX_CAMPAIGNS).", registry=r
+        )
+        self.evicted = Counter(
+            "guard_campaigns_evicted_total",
+            "Campaigns whose state was dropped to stay within GUARD_MAX_CAMPAIGNS (their evidence starts again).",
+            registry=r,
+        )
         self.auth_failed = Gauge(
             "guard_api_authentication_failed",
             "1 after Leadterra rejected the API key: nothing is protected.",

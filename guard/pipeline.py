@@ -23,6 +23,7 @@ backwards.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -75,7 +76,15 @@ class PartitionProgress:
 
 
 class Pipeline:
-    """One engine and one progress per assigned partition; the rules are shared."""
+    """One engine and one progress per assigned partition; the rules are shared.
+
+    The cap on tracked campaigns (`max_campaigns`, per process) is shared out evenly over all the
+    input partitions, assigned here or not: each engine gets a fixed share, so what a partition's
+    engine evicts, and so decides, depends on its own log only, never on which other partitions
+    this process owns or how their batches interleave. The price: a process that owns some of
+    the partitions uses only their shares, and a partition with more campaigns than its share
+    evicts although others have room (keys are hashed, so the shares fill evenly in practice).
+    """
 
     def __init__(
         self,
@@ -85,17 +94,28 @@ class Pipeline:
         metrics: Metrics,
         *,
         dedupe_horizon: float,
+        max_campaigns: int | None = None,
+        partition_count: Callable[[], int] = lambda: 1,
     ) -> None:
         self.rules = rules
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
         self._dedupe_horizon = dedupe_horizon
+        self._max_campaigns, self._partition_count = max_campaigns, partition_count
         self._partitions: dict[TopicPartition, tuple[Engine, PartitionProgress]] = {}
+        self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
 
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
     def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int) -> None:
-        self._partitions[tp] = (Engine(self.rules, self._dedupe_horizon), PartitionProgress(committed, lookback_ms))
+        engine = Engine(self.rules, self._dedupe_horizon, self.campaign_share())
+        self._partitions[tp] = (engine, PartitionProgress(committed, lookback_ms))
+
+    def campaign_share(self) -> int | None:
+        """The most campaigns one partition's engine tracks: the cap over every input partition."""
+        if self._max_campaigns is None:
+            return None
+        return math.ceil(self._max_campaigns / max(1, self._partition_count()))
 
     def revoke(self, tp: TopicPartition) -> None:
         self._partitions.pop(tp, None)
@@ -155,7 +175,8 @@ class Pipeline:
         process = engine.process
         too_old = ignored = dead_lettered = replayed = counted = 0  # locals: a Counter per record costs
         dead_letters = []
-        before = (engine.stats.duplicates, engine.stats.late)
+        stats = engine.stats
+        before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns)
         replay_until, new_group, lookback_ms = progress.replay_until, progress.new_group, progress.lookback_ms
         for record in records:
             offset = record.offset
@@ -192,9 +213,13 @@ class Pipeline:
             "dead_lettered": dead_lettered,
             "replayed": replayed,
             "counted": counted,
-            "duplicate": engine.stats.duplicates - before[0],
-            "late": engine.stats.late - before[1],
+            "duplicate": stats.duplicates - before[0],
+            "late": stats.late - before[1],
+            "ahead": stats.ahead - before[2],
         }
         for outcome, count in outcomes.items():
             if count:
                 self._metrics.records.labels(outcome).inc(count)
+        if evicted := stats.evicted_campaigns - before[3]:
+            self.evicted += evicted
+            self._metrics.evicted.inc(evicted)

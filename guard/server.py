@@ -16,7 +16,8 @@ def health_app(health: Health, metrics: Metrics) -> web.Application:
 
     async def readyz(_: web.Request) -> web.Response:
         ok, reason = health.ready()
-        return web.json_response({"status": "ok" if ok else "fail", "reason": reason}, status=200 if ok else 503)
+        body = {"status": "ok" if ok else "fail", "reason": reason, "warnings": health.warnings()}
+        return web.json_response(body, status=200 if ok else 503)
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

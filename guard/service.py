@@ -82,8 +82,11 @@ class Service:
             DeadLetters(producer, settings.dlq_topic),
             self.metrics,
             dedupe_horizon=settings.dedupe_horizon,
+            max_campaigns=settings.max_campaigns,
+            partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
+        self.metrics.campaigns_limit.set(settings.max_campaigns)
         await self.server.start()
         try:
             await producer.start()
@@ -150,6 +153,7 @@ class Service:
                 await self._commit(consumer, pipeline)
                 await self._track_recovery(consumer, pipeline)
                 self.metrics.campaigns.set(pipeline.campaigns())
+                self.health.evictions(pipeline.evicted, settings.max_campaigns)
                 self.metrics.partitions.set(len(pipeline.assigned))
                 next_tick = now + settings.commit_interval
             if watcher is not None and now >= next_reload:

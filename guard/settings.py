@@ -110,6 +110,15 @@ class GuardSettings(BaseSettings):
         gt=0,
         description="Seconds a (event, messageId) pair is remembered, to count webhook retries once.",
     )
+    max_campaigns: int = Field(
+        50_000,
+        ge=1,
+        description=(
+            "Most campaigns one process keeps state for, shared out evenly over the input partitions; beyond it the "
+            "least recently active are evicted. A campaign costs about 3.6 KiB: 50,000 is ~180 MiB, inside the "
+            "chart's 512 MiB limit with room for busy campaigns."
+        ),
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
 
     @field_validator("input_topics", mode="before")

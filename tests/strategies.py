@@ -7,6 +7,7 @@ Rules are built through the real pydantic models, so a strategy can only produce
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from hypothesis import strategies as st
@@ -185,3 +186,124 @@ class Case:
 @st.composite
 def cases(draw: st.DrawFn, **stream_options: object) -> Case:
     return Case(draw(rule_sets()), draw(event_streams(**stream_options)))
+
+
+# -- hostile input ------------------------------------------------------------------------------
+
+_json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+)
+json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
+    max_leaves=20,
+)
+hostile_timestamps = st.one_of(
+    json_values,
+    st.sampled_from(
+        (
+            "0001-01-01T00:00:00+23:59",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-23:59",
+            "2024-02-30T00:00:00Z",
+            "2026-01-01T10:00:00",
+            "2026-01-01T10:00:00.123456789Z",
+            "+002026-01-01T10:00:00Z",
+            "1e308",
+        )
+    ),
+    st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
+)
+
+
+@st.composite
+def hostile_envelopes(draw: st.DrawFn) -> bytes:
+    """JSON shaped like the event envelope, with any field replaced by anything."""
+    data = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "campaignId": st.one_of(st.text(max_size=300), json_values),
+                "messageId": st.one_of(st.text(max_size=300), json_values),
+                "bounceType": st.one_of(st.sampled_from(("hard", "soft", "HARD")), json_values),
+                "bounceReason": st.one_of(st.text(max_size=80), json_values),
+                "sequenceStep": json_values,
+                "recipient": st.one_of(st.emails(), json_values),
+                "reply": st.one_of(
+                    st.fixed_dictionaries({}, optional={"classification": json_values, "id": json_values}), json_values
+                ),
+                "extra": json_values,
+            },
+        )
+    )
+    envelope = draw(
+        st.fixed_dictionaries(
+            {"event": st.one_of(st.sampled_from(tuple(f"{n}" for n in _EVENT_NAMES)), json_values)},
+            optional={"timestamp": hostile_timestamps, "data": st.one_of(st.just(data), json_values)},
+        )
+    )
+    return json.dumps(envelope, ensure_ascii=draw(st.booleans())).encode()
+
+
+_EVENT_NAMES = ("message.sent", "message.bounced", "message.complained", "reply.received", "campaign.started", "x")
+record_times = st.one_of(st.just(T0), st.floats(min_value=-1e11, max_value=1e11))
+
+# YAML: text built from the pieces rule files are made of, so that the parser gets past line one
+_yaml_tokens = st.sampled_from(
+    (
+        "groups:",
+        "- name: g",
+        "rules:",
+        "- ",
+        "  ",
+        "    ",
+        "\n",
+        ": ",
+        "&a ",
+        "*a",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        "!!binary ",
+        "!!timestamp ",
+        "!!set ",
+        "!!python/object ",
+        "? ",
+        "|",
+        ">",
+        "'",
+        '"',
+        "#",
+        "---",
+        "...",
+        "count: bounced",
+        "window: 1h",
+        "threshold: ",
+        "2024-02-30",
+        "1e999",
+        "-.inf",
+        ".nan",
+        "0x1f",
+        "~",
+        "description: d",
+        "rate:",
+        "of:",
+        "per: sent",
+        "min_volume: 5",
+        "for: 5m",
+        "cooldown: -1h",
+        "%YAML 1.1",
+    )
+)
+yaml_texts = st.one_of(
+    st.text(max_size=200), st.lists(st.one_of(_yaml_tokens, st.text(max_size=5)), max_size=60).map("".join)
+)
+
+# Environment values: any text a variable can hold (no NUL, no lone surrogates)
+env_values = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=60)

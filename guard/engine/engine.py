@@ -22,6 +22,13 @@ _EPSILON = 1e-9
 # Leadterra retries a webhook after ~1m, 5m, 30m and 2h (then 8h): 3 h catches all but the last.
 DEFAULT_DEDUPE_HORIZON = 3 * 3600.0
 MAX_DEDUPE_KEYS_PER_CAMPAIGN = 50_000
+# An event stamped further than this past the partition's clock counts at the clock's time unless
+# a second one agrees (see `Engine._on_clock`): one forged timestamp cannot move time for everyone.
+# A day: longer than any quiet spell of a partition in use, far shorter than a forged month.
+MAX_AHEAD_SECONDS = 86_400.0
+# At capacity, this share of the tracked campaigns is evicted at once, so the sort that picks them
+# runs once per that many new campaigns, not once per campaign.
+EVICT_SHARE = 20  # 1/20 = 5%
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +149,31 @@ class EngineStats:
     late: int = 0
     resets: int = 0
     dropped_campaigns: int = 0
+    evicted_campaigns: int = 0  # dropped at capacity (`max_campaigns`), not for being idle
+    ahead: int = 0  # stamped too far past the partition's clock: counted at the clock's time
 
 
 class Engine:
-    """Per-campaign sliding windows and rule states for one partition of the event log."""
+    """Per-campaign sliding windows and rule states for one partition of the event log.
 
-    def __init__(self, rules: RuleSet, dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON) -> None:
+    With `max_campaigns`, at most that many campaigns are tracked: a new one beyond it first
+    evicts the least recently active (by event time), those with a rule pending, firing or in
+    cooldown (or close to firing) last, ties in the order they were first tracked. An evicted
+    campaign that comes back starts with no evidence. The order depends only on the events, so
+    the same log, rules and capacity give the same decisions.
+    """
+
+    def __init__(
+        self, rules: RuleSet, dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON, max_campaigns: int | None = None
+    ) -> None:
+        if max_campaigns is not None and max_campaigns < 1:
+            raise ValueError("max_campaigns must be at least 1")
         self._plan = compile_plan(rules)
         self._campaigns: dict[str, CampaignState] = {}
         self._dedupe_horizon = dedupe_horizon
-        self._watermark = float("-inf")
+        self._max_campaigns = max_campaigns
+        self._watermark = float("-inf")  # the partition's clock: latest event time accepted
+        self._ahead: float | None = None  # the last event time found too far ahead, and not yet agreed with
         self._next_sweep = float("-inf")
         self.stats = EngineStats()
 
@@ -184,6 +206,10 @@ class Engine:
     def process(self, event: Event) -> list[Decision]:
         """Count one event and return the decisions it causes (usually none)."""
         self.stats.events += 1
+        if event.time > self._watermark + MAX_AHEAD_SECONDS:
+            event = self._on_clock(event)
+        elif self._ahead is not None:
+            self._ahead = None  # an event in step with the clock: the one ahead stood alone
         campaign_id, time = event.campaign_id, event.time
         state = self._campaigns.get(campaign_id)
         if state is not None and time - state.watermark > self._plan.retention:
@@ -194,11 +220,11 @@ class Engine:
             # a (re)started campaign starts clean: evidence from before the start never counts again
             if state is not None:
                 self.stats.resets += 1
-            self._campaigns[campaign_id] = self._new_state(campaign_id, started_at=time)
+            self._track(campaign_id, self._new_state(campaign_id, started_at=time))
             self._advance(time)
             return []
         if state is None:
-            state = self._campaigns[campaign_id] = self._new_state(campaign_id)
+            state = self._track(campaign_id, self._new_state(campaign_id))
         state.active = True
         if time < state.started_at:
             self.stats.late += 1  # e.g. a retried webhook for a bounce from before the restart
@@ -233,6 +259,37 @@ class Engine:
             state.armed = armed
         self._advance(time)
         return decisions
+
+    def _on_clock(self, event: Event) -> Event:
+        """An event stamped more than MAX_AHEAD_SECONDS past the partition's clock: a forged or
+        broken timestamp would, taken as it is, hide its campaign from every later event (all too
+        old for its windows) and stop the idle sweep. It counts at the clock's time instead,
+        unless the event just before it was such an event too and this one is not before it by
+        more than the limit: consecutive records saying time moved on is the log resuming after
+        a quiet spell, while a forged record sits among events in step with the clock. The
+        first event of a partition sets the clock."""
+        time = event.time
+        if self._watermark == float("-inf") or (self._ahead is not None and time >= self._ahead - MAX_AHEAD_SECONDS):
+            self._ahead = None
+            return event
+        self._ahead = time
+        self.stats.ahead += 1
+        return msgspec.structs.replace(event, time=self._watermark)
+
+    def _track(self, campaign_id: str, state: CampaignState) -> CampaignState:
+        """Start tracking a campaign's state, evicting others first when at capacity."""
+        campaigns, capacity = self._campaigns, self._max_campaigns
+        if capacity is not None and len(campaigns) >= capacity and campaign_id not in campaigns:
+            # protected: a rule pending, firing or cooling down, or some numerator close to firing
+            order = sorted(
+                campaigns, key=lambda c: (bool(campaigns[c].rule_states or campaigns[c].armed), campaigns[c].watermark)
+            )
+            evicted = order[: len(campaigns) - capacity + max(1, capacity // EVICT_SHARE)]
+            for gone in evicted:
+                del campaigns[gone]
+            self.stats.evicted_campaigns += len(evicted)
+        campaigns[campaign_id] = state
+        return state
 
     def _advance(self, time: float) -> None:
         if time > self._watermark:

@@ -16,6 +16,12 @@ from guard.errors import GuardError
 from guard.rules.models import RuleFile, RuleSet
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
+# Bounds on what a rule file may cost to read, far above any real one (the shipped rules: 12 KB,
+# 8 levels, ~1,000 nodes), so a hostile or broken file is refused quickly instead of hanging or
+# crashing the reload in the poll loop.
+MAX_RULE_FILE_BYTES = 1024 * 1024
+MAX_NESTING = 64  # collections within collections (the YAML composer recurses per level)
+MAX_NODES = 100_000  # nodes once aliases are expanded ("billion laughs": each level multiplies)
 
 
 class RuleFileError(GuardError, ValueError):
@@ -45,13 +51,18 @@ def load_rules(path: str | Path) -> RuleSet:
     files = rule_files(path)
     if not files:
         raise RuleFileError([f"{path}: no rule files (*.yaml, *.yml) in this directory"])
-    sources = []
-    for file in files:
-        try:
-            sources.append((str(file), file.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as error:
-            raise RuleFileError([f"{file}: cannot read: {error}"]) from None
-    return parse_rules(sources)
+    return parse_rules([(str(file), read_rule_file(file)) for file in files])
+
+
+def read_rule_file(file: Path) -> str:
+    """A rule file's text; RuleFileError when it cannot be read or is larger than the limit."""
+    try:
+        size = file.stat().st_size
+        if size > MAX_RULE_FILE_BYTES:
+            raise RuleFileError([f"{file}: {size:,} bytes; a rule file may have at most {MAX_RULE_FILE_BYTES:,}"])
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise RuleFileError([f"{file}: cannot read: {error}"]) from None
 
 
 def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
@@ -78,13 +89,24 @@ def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
 
 
 def _parse_file(name: str, text: str, problems: list[str]) -> tuple[RuleFile, dict[tuple, int]] | None:
+    if len(text) > MAX_RULE_FILE_BYTES:
+        problems.append(f"{name}: {len(text):,} characters; a rule file may have at most {MAX_RULE_FILE_BYTES:,}")
+        return None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _read_yaml(text)
+    except _TooLarge as error:
+        problems.append(f"{name}:{error.line}: {error}")
+        return None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problems.append(f"{name}{line}: not valid YAML: {getattr(error, 'problem', None) or error}")
+        return None
+    except (ValueError, OverflowError) as error:  # PyYAML's constructors: `2024-02-30` is no date
+        problems.append(f"{name}: not valid YAML: {error}")
+        return None
+    except Exception:  # and any other error, for values such as `!!timestamp x`
+        problems.append(f"{name}: not valid YAML: a value does not fit its tag or form (e.g. `!!timestamp x`)")
         return None
     if data is None:
         problems.append(f"{name}: the file is empty; it needs `groups:`")
@@ -102,6 +124,51 @@ def _parse_file(name: str, text: str, problems: list[str]) -> tuple[RuleFile, di
             if not _echo_of_item_errors(detail, details):
                 problems.append(_describe(name, data, lines, detail))
         return None
+
+
+class _TooLarge(Exception):
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+def _read_yaml(text: str) -> tuple[yaml.Node | None, object]:
+    """The composed node tree and the constructed data, once the text is known to be bounded:
+    nesting is checked on the event stream (which does not recurse), the size with aliases
+    expanded on the tree (each shared node counted once per use, but computed once)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise _TooLarge(f"nested deeper than {MAX_NESTING} levels", event.start_mark.line + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        sizes: dict[int, int] = {}
+        if _expanded_size(node, sizes) > MAX_NODES:
+            raise _TooLarge(f"aliases expand to more than {MAX_NODES:,} nodes", node.start_mark.line + 1)
+        return node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes the tree has with every alias expanded (depth is bounded before this runs)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(key, sizes) + _expanded_size(value, sizes) for key, value in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes) for item in node.value)
+    sizes[id(node)] = size
+    return size
 
 
 def _echo_of_item_errors(detail: dict, details: list[dict]) -> bool:

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard.rules.loader import RuleFileError, parse_rules, rule_files
+from guard.rules.loader import RuleFileError, parse_rules, read_rule_file, rule_files
 from guard.rules.models import RuleSet
 
 
@@ -31,7 +31,7 @@ class RulesWatcher:
     def _read(self) -> tuple[str, list[tuple[str, str]] | RuleFileError]:
         """A fingerprint of the files' names and contents, with the contents (or why unreadable)."""
         try:
-            sources = [(str(file), file.read_text(encoding="utf-8")) for file in rule_files(self._path)]
+            sources = [(str(file), read_rule_file(file)) for file in rule_files(self._path)]
         except RuleFileError as error:
             return f"error:{error}", error
         except (OSError, UnicodeDecodeError) as error:

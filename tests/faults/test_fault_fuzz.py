@@ -6,6 +6,8 @@ timestamps far in the future, invalid UTF-8 in a field the guard reads, empty va
 nested garbage) or ignored (unknown event names). Besides, a few hundred *odd but valid* messages
 (timestamps the contract says to replace by the record time, year-1 timestamps, huge free-text
 fields, unknown fields) go to campaigns of their own: they must be counted, not dead-lettered.
+And a few hostile ones, gzip-compressed, amid the good stream (see `hostile`): forged clocks 30
+days ahead count at the partition's clock, and 3 MiB values are read without harm.
 
 The stream is produced while the guard is still joining its group and positioning its partitions,
 which is when aiokafka has been seen to deliver a partition's first records again (the guard skips
@@ -282,6 +284,31 @@ def fuzz(seed: int, campaigns: list[str], now: float) -> list[Fuzz]:
     return out
 
 
+DAY = 86_400.0
+Hostile = tuple[str, bytes, float]  # (campaign, value, record time): produced gzip-compressed
+
+
+def hostile(now: float) -> list[Hostile]:
+    """Valid envelopes with hostile clocks and sizes, on campaigns of their own: event time and
+    record time both 30 days ahead (the decoder's limit is against the record time: taken, then
+    counted at the partition's clock), far past, year-0-ish (00:00 of year 1 at +23:59), and
+    3 MiB values that gzip shrinks to a few KB (the broker takes them; the guard reads 3 MiB)."""
+
+    def sent(campaign: str, stamp: str, **data: object) -> bytes:
+        return _dump({"event": "message.sent", "timestamp": stamp, "data": {"campaignId": campaign, **data}})
+
+    future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 30 * DAY))
+    return [
+        *((f"camp_hostile_future_{n}", sent(f"camp_hostile_future_{n}", future), now + 30 * DAY) for n in range(2)),
+        *((f"camp_hostile_past_{n}", sent(f"camp_hostile_past_{n}", "1900-01-01T00:00:00Z"), now) for n in range(2)),
+        ("camp_hostile_year0", sent("camp_hostile_year0", "0001-01-01T00:00:00+23:59"), now),
+        *(
+            (f"camp_hostile_big_{n}", sent(f"camp_hostile_big_{n}", "2026-01-01T00:00:00Z", note="x" * 3 * 2**20), now)
+            for n in range(2)
+        ),
+    ]
+
+
 def fate(value: bytes | None, record_time: float) -> str:
     try:
         decode(value, record_time)
@@ -332,9 +359,22 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
     # mid-run and a rebalance would count replayed records as `replayed`, not `counted`
     guard = kit.guard(kit.env(topics, standin, KAFKA_SESSION_TIMEOUT_MS=10000, KAFKA_HEARTBEAT_INTERVAL_MS=1000))
     started = time.monotonic()  # no wait for readiness: the stream arrives while the guard joins
-    async with kit.producer(max_request_size=2 * 1024 * 1024) as producer:
-        await producer.send_all(topics.input, items)
+    hostiles = hostile(now)
+    hostile_fates = Counter(fate(value, at) for _, value, at in hostiles)
+    middle = len(items) // 2
+    async with (
+        kit.producer(max_request_size=2 * 1024 * 1024) as producer,
+        kit.producer(compression_type="gzip", max_request_size=4 * 2**20) as gzipped,
+    ):
+        await producer.send_all(topics.input, items[:middle])
+        for n, (campaign, value, at) in enumerate(hostiles):  # each among good records
+            await gzipped.client.send_and_wait(
+                topics.input, key=campaign.encode(), value=value, timestamp_ms=int(at * 1000)
+            )
+            await producer.send_all(topics.input, items[middle + 20 * n : middle + 20 * (n + 1)])
+        await producer.send_all(topics.input, items[middle + 20 * len(hostiles) :])
     await guard.wait_ready()
+    total = len(items) + len(hostiles)
 
     last: list = []  # the latest /metrics scrape, for the message on a timeout
 
@@ -342,8 +382,7 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
         assert guard.running, f"the guard crashed:\n{guard.log_tail()}"
         last[:] = [await guard.metrics()]
         return (
-            last[0].records("counted", "ignored", "dead_lettered") == len(items)
-            and last[0]("guard_inflight_actions") == 0
+            last[0].records("counted", "ignored", "dead_lettered") == total and last[0]("guard_inflight_actions") == 0
         )
 
     try:
@@ -367,6 +406,7 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
     seconds = time.monotonic() - started
     metrics = await guard.metrics()
     live = (await guard.status("/livez"), await guard.status("/readyz"))
+    rss_mib = guard.rss_kib() / 1024
     dead_letters = await kit.read_all(kit.bootstrap, topics.dlq)
     audit = [json.loads(r.value) for r in await kit.read_all(kit.bootstrap, topics.audit)]
     assert guard.running
@@ -382,19 +422,25 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
         f"values up to 400 KB, missing ids, timestamps up to year 9999, invalid UTF-8, empty values and tombstones, "
         f"nested garbage up to 600 levels, trailing bytes) + {kinds['ignored']:,} unknown event names, interleaved "
         f"with {len(good):,} good records; + {kinds['odd']} odd-but-valid ones (record-time fallbacks, year-1 "
-        f"timestamps, 50 KB recipients, unknown fields) on campaigns of their own; produced from the guard's "
-        f"start, while it joins its group",
+        f"timestamps, 50 KB recipients, unknown fields) on campaigns of their own; + {len(hostiles)} hostile ones, "
+        f"gzip-compressed, among the good ones: event and record time 30 days ahead, year 1900, year-0-ish "
+        f"(0001-01-01T00:00:00+23:59), 3 MiB values; produced from the guard's start, while it joins its group",
         f"no crash ({live[0]}/{live[1]} on /livez,/readyz after); {len(dead_letters):,} dead letters (metric "
         f"{dead_lettered:,.0f}) + {ignored:,.0f} ignored = {len(dead_letters) + ignored:,.0f}; counted "
         f"{metrics.records('counted'):,.0f} = good + odd; {len(fired)} decisions = offline run over the good records "
         f"only; consumed in {seconds:.1f} s from the guard's start; {metrics.records('redelivered'):,.0f} records "
-        f"delivered again by the consumer and skipped; top reasons {dict(reasons.most_common(4))}",
+        f"delivered again by the consumer and skipped; top reasons {dict(reasons.most_common(4))}; hostile ones "
+        f"{dict(hostile_fates)}, {metrics.records('ahead'):.0f} counted at the partition's clock; campaigns tracked "
+        f"{metrics('guard_campaigns_tracked'):.0f} of at most {metrics('guard_campaigns_limit'):,.0f}; RSS {rss_mib:.0f} MiB",
     )
-    assert len(dead_letters) == dead_lettered == kinds["dead"]
+    assert len(dead_letters) == dead_lettered == kinds["dead"] + hostile_fates["dead"]
     assert ignored == kinds["ignored"]
-    assert len(dead_letters) + ignored == BAD
-    assert metrics.records("counted") == len(good) + kinds["odd"]
-    assert Counter(r.value for r in dead_letters) == Counter(v for kind, v in fuzzed if kind == "dead")
+    assert len(dead_letters) + ignored == BAD + hostile_fates["dead"]
+    assert metrics.records("counted") == len(good) + kinds["odd"] + hostile_fates["odd"]
+    assert metrics.records("ahead") == 2  # the two records 30 days ahead
+    assert metrics("guard_campaigns_tracked") <= metrics("guard_campaigns_limit")
+    dead_values = [v for kind, v in fuzzed if kind == "dead"] + [v for _, v, at in hostiles if fate(v, at) == "dead"]
+    assert Counter(r.value for r in dead_letters) == Counter(dead_values)
     assert all(dict(r.headers)["guard.error"] for r in dead_letters)
     assert all(dict(r.headers)["guard.source"].startswith(topics.input.encode()) for r in dead_letters)
     assert fired == sorted(d.id for d in expected.decisions)
