@@ -82,6 +82,30 @@ class Dispatcher:
         return len(left)
 
     async def _settle(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
+        """`_record_and_act`, with a crash (a bug, or evidence no audit event can hold) logged and
+        counted and the decision's offset released all the same: a partition never stalls on one."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                on_recorded()
+
+        try:
+            await self._record_and_act(decision, release)
+        except Exception:
+            self._metrics.decision_errors.inc()
+            log.exception(
+                "decision crashed before it was settled; its input offset moves on",
+                campaign_id=decision.campaign_id,
+                rule=decision.rule.name,
+                decision_id=decision.id,
+                recorded=released,
+            )
+            release()
+
+    async def _record_and_act(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
         decided_at = time.time()
         rule = decision.rule
         self._metrics.decisions.labels(rule.name, rule.action).inc()
