@@ -156,7 +156,7 @@ class Dispatcher:
         except Exception as error:  # a bug must still leave an audited outcome, never a silent task
             log.exception("pause call crashed", campaign_id=decision.campaign_id, decision_id=decision.id)
             outcome = PauseResult(
-                "failed", None, 1, error_code="internal_error", error=repr(error)[:500], answered_at=time.time()
+                "failed", None, 1, error_code="internal_error", error=repr(error), answered_at=time.time()
             )
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
