@@ -13,9 +13,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from guard.engine import Decision
+from guard.redact import redact
 from guard.rules.durations import format_duration
 
 SCHEMA_VERSION = 1
+MAX_ERROR_CHARS = 500
 _AUDIT_NAMESPACE = uuid.UUID("0b5e8f4a-3c1d-4e7a-9f2b-6a8d1c3e5f70")
 
 Outcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed"]
@@ -103,6 +105,9 @@ def audit_event(
     answered_at: float | None = None,
 ) -> AuditEvent:
     rule = decision.rule
+    if result is not None and result.error is not None:
+        # redacted before it is cut, so a cut cannot leave half a secret
+        result = result.model_copy(update={"error": redact(result.error)[:MAX_ERROR_CHARS]})
     return AuditEvent(
         id=audit_id(decision.id, outcome),
         decision_id=decision.id,

@@ -8,11 +8,13 @@ import contextlib
 import json
 import sys
 import tempfile
+import traceback
 from datetime import UTC
 from pathlib import Path
 
 from guard.audit import audit_json_schema
 from guard.errors import ConfigError, GuardError
+from guard.redact import redact
 from guard.rules import RuleFileError, load_rules
 from guard.rules.models import RuleFile
 
@@ -26,10 +28,10 @@ def _run(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
         rules = load_rules(settings.guard.rules)
     except ConfigError as error:
-        print(f"guard: {error}", file=sys.stderr)
+        _error(str(error))
         return 2
     except RuleFileError as error:
-        print(f"guard: invalid rules:\n{error}", file=sys.stderr)
+        _error(f"invalid rules:\n{error}")
         return 2
     configure_logging(settings.guard.log_level)
     asyncio.run(run_until_signalled(Service(settings, rules)))
@@ -59,14 +61,32 @@ def _audit_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error(message: str) -> None:
+    """A CLI error message, through the redaction point like every other output."""
+    print(redact(f"guard: {message}"), file=sys.stderr)
+
+
 def _replay(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    try:
+        return _replay_to_stdout(args)
+    except ConfigError as error:
+        _error(str(error))
+        return 2
+    except (KafkaError, OSError) as error:
+        _error(f"cannot read {args.source}: {error or type(error).__name__}")
+        return 1
+
+
+def _replay_to_stdout(args: argparse.Namespace) -> int:
     from guard import replay as replaying
     from guard.report import Timelines, render_report
 
     try:
         rules = load_rules(args.rules)
     except RuleFileError as error:
-        print(f"guard: invalid rules:\n{error}", file=sys.stderr)
+        _error(f"invalid rules:\n{error}")
         return 2
     with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
         records = _replay_source(args)
@@ -82,7 +102,7 @@ def _replay(args: argparse.Namespace) -> int:
             try:
                 Path(args.report).write_text(render_report(result.decisions, timelines), encoding="utf-8")
             except GuardError as error:
-                print(f"guard: {error}", file=sys.stderr)
+                _error(str(error))
                 return 2
     if args.format == "json":
         sys.stdout.write(replaying.decisions_json(result.decisions))
@@ -97,11 +117,12 @@ def _replay_source(args: argparse.Namespace):  # noqa: ANN202
     from guard import replay as replaying
 
     if args.source.startswith("kafka:"):
-        from guard.settings import KafkaSettings
+        from guard.settings import kafka_settings_from_env
 
         since = int(_timestamp(args.since) * 1000) if args.since else 0
         until = int(_timestamp(args.until) * 1000) if args.until else None
-        return replaying.kafka_records(KafkaSettings(), args.source.removeprefix("kafka:"), since, until)
+        settings = kafka_settings_from_env()  # before reading: a ConfigError, not a traceback quoting the input
+        return replaying.kafka_records(settings, args.source.removeprefix("kafka:"), since, until)
     return replaying.jsonl_records(args.source)
 
 
@@ -232,7 +253,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception:  # a bug: its traceback still goes through the redaction point
+        print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
 
 
 if __name__ == "__main__":

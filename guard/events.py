@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -55,22 +55,29 @@ class IgnoredEvent(Exception):
         self.name = name
 
 
+MAX_ID_LENGTH = 256
+MAX_ADDRESS_LENGTH = 320  # an email address: 64 for the local part, 255 for the domain
+# Strings the guard keeps (and logs) have bounded lengths, checked by msgspec as it decodes.
+_Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+_Address = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_LENGTH)]
+
+
 class _Reply(msgspec.Struct):
-    id: str | None = None
+    id: _Id | None = None
     classification: str | None = None
-    campaignId: str | None = None
+    campaignId: _Id | None = None
 
 
 class _Data(msgspec.Struct):
-    campaignId: str | None = None
-    messageId: str | None = None
-    workspaceId: str | None = None
-    recipient: str | None = None
-    recipientDomain: str | None = None
+    campaignId: _Id | None = None
+    messageId: _Id | None = None
+    workspaceId: _Id | None = None
+    recipient: _Address | None = None
+    recipientDomain: _Address | None = None
     bounceType: str | None = None
     bounceReason: str | None = None
     sequenceStep: int | None = None
-    senderAccountId: str | None = None
+    senderAccountId: _Id | None = None
     reply: _Reply | None = None
 
 
@@ -101,7 +108,13 @@ _BOUNCE_TYPES = frozenset({"hard", "soft"})
 _ENHANCED_STATUS = re.compile(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
 # A timestamp further ahead of the record's own time than this is a producer bug, not news.
 MAX_FUTURE_SKEW_SECONDS = 3600.0
-MAX_ID_LENGTH = 256
+# Event times an audit event can write (datetime's range from the Unix epoch on): anything else
+# is a producer bug, and a decision stamped with it could never be recorded.
+EARLIEST_EVENT_TIME = 0.0  # 1970-01-01T00:00:00Z
+LATEST_EVENT_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
+# Control characters (C0, DEL, C1) and bidirectional formatting characters: in an id they could
+# forge log lines or make one id look like another to an operator.
+_UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 _decoder = msgspec.json.Decoder(_Envelope)
 _data_decoder = msgspec.json.Decoder(_Data)
@@ -117,25 +130,27 @@ def decode(value: bytes | None, record_time: float) -> Event:
         # decoding the text first rejects invalid UTF-8 anywhere, also in fields the guard skips
         # (msgspec checks only what it decodes); ASCII, nearly every webhook, needs no check
         text = value if value.isascii() else value.decode("utf-8")
+        # JSON strings hold control characters only as escapes, and bidi ones only as escapes or non-ASCII
+        screen = text is not value or b"\\" in value
     except UnicodeDecodeError as error:
         raise MalformedEvent(f"not an event envelope: {error}") from None
     try:
         envelope = _well_formed_decoder.decode(text)
     except (msgspec.DecodeError, RecursionError):
-        return _decode_lenient(text, record_time)
+        return _decode_lenient(text, record_time, screen)
     signal = _SIGNALS.get(envelope.event)
     if signal is None:
         raise IgnoredEvent(envelope.event)
     if envelope.timestamp is None:
-        return _event(signal, envelope.data, record_time)
+        return _event(signal, envelope.data, _record_time(record_time), screen)
     stamp = envelope.timestamp
     time = (stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)).timestamp()
-    if time > record_time + MAX_FUTURE_SKEW_SECONDS:
-        return _decode_lenient(text, record_time)  # which says what is wrong with it
-    return _event(signal, envelope.data, time)
+    if time > record_time + MAX_FUTURE_SKEW_SECONDS or not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
+        return _decode_lenient(text, record_time, screen)  # which says what is wrong with it
+    return _event(signal, envelope.data, time, screen)
 
 
-def _decode_lenient(text: bytes | str, record_time: float) -> Event:
+def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Event:
     """Any envelope: a timestamp of any type (the record time stands in), `data` decoded only for
     events the guard counts; malformed ones get a message that says where."""
     try:
@@ -155,10 +170,11 @@ def _decode_lenient(text: bytes | str, record_time: float) -> Event:
         raise MalformedEvent(f"{envelope.event}: {_at_data(str(error))}") from None
     except RecursionError:
         raise MalformedEvent(f"{envelope.event}: data nested too deeply") from None
-    return _event(signal, data, _event_time(envelope.timestamp, record_time))
+    return _event(signal, data, _event_time(envelope.timestamp, record_time), screen)
 
 
-def _event(signal: Signal, data: _Data, time: float) -> Event:
+def _event(signal: Signal, data: _Data, time: float, screen: bool) -> Event:
+    """`screen`: the text may hold control or bidi characters (it has escapes or non-ASCII), so strings are checked."""
     reply = data.reply
     message_id = data.messageId
     if signal is Signal.REPLIED:
@@ -170,8 +186,8 @@ def _event(signal: Signal, data: _Data, time: float) -> Event:
     campaign_id = data.campaignId or (reply.campaignId if reply is not None else None)
     if not campaign_id:
         raise MalformedEvent("data.campaignId is missing")
-    if len(campaign_id) > MAX_ID_LENGTH or (message_id is not None and len(message_id) > MAX_ID_LENGTH):
-        raise MalformedEvent(f"an id is longer than {MAX_ID_LENGTH} characters")
+    if screen:
+        _screen(campaign_id, message_id, data)
     if signal is Signal.BOUNCED:
         return _bounce(data, campaign_id, message_id, time)
     return Event(
@@ -186,6 +202,20 @@ def _event(signal: Signal, data: _Data, time: float) -> Event:
         data.senderAccountId,
         data.workspaceId,
     )
+
+
+def _screen(campaign_id: str, message_id: str | None, data: _Data) -> None:
+    """Strings the guard keeps and logs must not hold characters that forge log lines."""
+    for name, value in (
+        ("campaignId", campaign_id),
+        ("messageId", message_id),
+        ("workspaceId", data.workspaceId),
+        ("senderAccountId", data.senderAccountId),
+        ("recipient", data.recipient),
+        ("recipientDomain", data.recipientDomain),
+    ):
+        if value is not None and _UNSAFE_CHARACTERS.search(value):
+            raise MalformedEvent(f"data.{name} holds control or bidirectional formatting characters")
 
 
 def _at_data(message: str) -> str:
@@ -233,10 +263,19 @@ def epoch_from_iso(text: str) -> float | None:
 
 def _event_time(timestamp: object, record_time: float) -> float:
     if not timestamp or not isinstance(timestamp, str):
-        return record_time
+        return _record_time(record_time)
     time = epoch_from_iso(timestamp)
     if time is None:
-        return record_time
+        return _record_time(record_time)
     if time > record_time + MAX_FUTURE_SKEW_SECONDS:
         raise MalformedEvent(f"timestamp {timestamp[:40]!r} is more than an hour ahead of the record's time")
+    if not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
+        raise MalformedEvent(f"timestamp {timestamp[:40]!r} is outside 1970-01-01..9999-12-31 UTC")
     return time
+
+
+def _record_time(record_time: float) -> float:
+    """The record time standing in for the event time, when an audit event can write it."""
+    if not EARLIEST_EVENT_TIME <= record_time <= LATEST_EVENT_TIME:
+        raise MalformedEvent(f"no usable event time: no timestamp, and the record time {record_time!r} is out of range")
+    return record_time

@@ -1,4 +1,5 @@
-"""structlog configuration: JSON lines on stderr, stdlib logs (aiokafka, httpx) in the same stream."""
+"""structlog configuration: JSON lines on stderr, stdlib logs (aiokafka, httpx) in the same stream,
+every line through the redaction point (guard.redact)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import sys
 
 import structlog
 
+from guard.redact import redact, redact_log_event
+
 _SHARED = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
+
+
+def _redact_rendered(_: object, __: str, line: str) -> str:
+    return redact(line)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -29,7 +36,9 @@ def configure_logging(level: str = "INFO") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                redact_log_event,  # after tracebacks are text, so they are redacted too
                 structlog.processors.JSONRenderer(),
+                _redact_rendered,  # what the renderer made of values that were not strings
             ],
         )
     )

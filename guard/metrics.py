@@ -22,6 +22,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.dead_letters = Counter(
+            "guard_dead_letters_total",
+            "Dead-letter writes by result: written (as it came), truncated (too big to copy whole: cut, naming "
+            "its source offset), failed (not written; the record was skipped and logged with its offset).",
+            ["result"],
+            registry=r,
+        )
         self.decisions = Counter(
             "guard_decisions_total", "Rules that fired, by rule and action.", ["rule", "action"], registry=r
         )
@@ -42,6 +49,11 @@ class Metrics:
             "guard_decision_lag_seconds",
             "Wall clock at decision minus the event time of the crossing event.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 300),
+            registry=r,
+        )
+        self.decision_errors = Counter(
+            "guard_decision_errors_total",
+            "Decisions that crashed before they were settled (logged with their id); their input offsets move on.",
             registry=r,
         )
         self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)

@@ -7,16 +7,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from guard.health import Health
 from guard.metrics import Metrics
+from guard.redact import redact
+
+
+def _answer(ok: bool, reason: str) -> web.Response:
+    body = {"status": "ok" if ok else "fail", "reason": redact(reason)}  # a Kafka error's text may quote anything
+    return web.json_response(body, status=200 if ok else 503)
 
 
 def health_app(health: Health, metrics: Metrics) -> web.Application:
     async def livez(_: web.Request) -> web.Response:
         ok, reason = health.live()
-        return web.json_response({"status": "ok" if ok else "fail", "reason": reason}, status=200 if ok else 503)
+        return web.json_response(
+            {"status": "ok" if ok else "fail", "reason": redact(reason)}, status=200 if ok else 503
+        )
 
     async def readyz(_: web.Request) -> web.Response:
         ok, reason = health.ready()
-        body = {"status": "ok" if ok else "fail", "reason": reason, "warnings": health.warnings()}
+        body = {"status": "ok" if ok else "fail", "reason": redact(reason), "warnings": health.warnings()}
         return web.json_response(body, status=200 if ok else 503)
 
     async def prometheus(_: web.Request) -> web.Response:

@@ -79,7 +79,7 @@ class Service:
         self.pipeline = pipeline = Pipeline(
             self.rules,
             dispatcher,
-            DeadLetters(producer, settings.dlq_topic),
+            DeadLetters(producer, settings.dlq_topic, self.metrics),
             self.metrics,
             dedupe_horizon=settings.dedupe_horizon,
             max_campaigns=settings.max_campaigns,

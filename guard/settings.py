@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, FilePath, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from guard import redact
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.errors import ConfigError
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+
+# What an `Authorization: Bearer <key>` header can carry: visible ASCII, no spaces.
+_HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
 
 
 class KafkaSettings(BaseSettings):
@@ -39,6 +46,19 @@ class KafkaSettings(BaseSettings):
     enable_idempotence: bool = Field(
         True, description="Idempotent producer; turn off only for brokers without it (the embedded test broker)."
     )
+    allow_insecure_sasl_plain: bool = Field(
+        False,
+        description="Allow SASL PLAIN over SASL_PLAINTEXT, which sends the password in cleartext (a lab only).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _register_secret(cls, values: Any) -> Any:
+        """Mask the password in everything that leaves the process, before anything can quote it."""
+        if isinstance(values, dict):
+            password = values.get("sasl_password")
+            redact.register(password.get_secret_value() if isinstance(password, SecretStr) else password)
+        return values
 
     @model_validator(mode="after")
     def _complete(self) -> KafkaSettings:
@@ -48,6 +68,15 @@ class KafkaSettings(BaseSettings):
             raise ValueError(
                 f"KAFKA_SECURITY_PROTOCOL={self.security_protocol} needs KAFKA_SASL_MECHANISM, "
                 "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if (
+            self.security_protocol == "SASL_PLAINTEXT"
+            and self.sasl_mechanism == "PLAIN"
+            and not self.allow_insecure_sasl_plain
+        ):
+            raise ValueError(
+                "KAFKA_SASL_MECHANISM=PLAIN over KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT sends the password in "
+                "cleartext: use SASL_SSL (or SCRAM), or set KAFKA_ALLOW_INSECURE_SASL_PLAIN=true"
             )
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
@@ -69,6 +98,12 @@ class LeadterraSettings(BaseSettings):
     backoff_initial: float = Field(0.5, gt=0, description="Seconds before the first retry; doubles, with jitter.")
     backoff_max: float = Field(30.0, gt=0, description="Longest wait between retries, unless Retry-After asks more.")
 
+    allow_insecure_http: bool = Field(
+        False,
+        description="Allow an http:// API URL to a host that is not loopback (the key then travels in cleartext).",
+    )
+    _key: SecretStr | None = PrivateAttr(None)
+
     @field_validator("api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -76,13 +111,54 @@ class LeadterraSettings(BaseSettings):
             raise ValueError(f"LEADTERRA_API_URL must start with http:// or https://, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _clean_key(cls, value: Any) -> Any:
+        """Whitespace around the key (a pasted newline) is dropped; an empty key is no key."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            redact.register(value)
+            value = value.strip() or None
+        return value
+
+    @model_validator(mode="after")
+    def _usable(self) -> LeadterraSettings:
+        key = self.api_key.get_secret_value() if self.api_key is not None else None
+        source = "LEADTERRA_API_KEY"
+        if key is None and self.api_key_file is not None:
+            try:
+                text = self.api_key_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"LEADTERRA_API_KEY_FILE cannot be read: {type(error).__name__}") from None
+            redact.register(text)
+            key, source = text.strip() or None, "the file LEADTERRA_API_KEY_FILE"
+        if key is not None and not _HEADER_SAFE_KEY.fullmatch(key):
+            raise ValueError(
+                f"the API key in {source} holds characters an HTTP header cannot carry (spaces, control or "
+                "non-ASCII characters inside it); check how the Secret was written"
+            )
+        self._key = SecretStr(key) if key is not None else None
+        url = urlsplit(self.api_url)
+        if url.scheme == "http" and not _loopback(url.hostname or "") and not self.allow_insecure_http:
+            raise ValueError(
+                "LEADTERRA_API_URL is http:// to a host that is not loopback: the API key would travel in cleartext. "
+                "Use https://, or set LEADTERRA_ALLOW_INSECURE_HTTP=true"
+            )
+        return self
+
     def key(self) -> SecretStr | None:
-        """The API key, from the variable or the file (whitespace stripped)."""
-        if self.api_key is not None:
-            return self.api_key
-        if self.api_key_file is not None:
-            return SecretStr(self.api_key_file.read_text(encoding="utf-8").strip())
-        return None
+        """The API key, from the variable or the file (whitespace stripped; empty means none)."""
+        return self._key
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class GuardSettings(BaseSettings):
@@ -140,25 +216,33 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read the environment; raises ConfigError naming every wrong variable."""
-        problems, groups = [], {}
-        for name, group, prefix in (
-            ("kafka", KafkaSettings, "KAFKA_"),
-            ("leadterra", LeadterraSettings, "LEADTERRA_"),
-            ("guard", GuardSettings, "GUARD_"),
-        ):
-            try:
-                groups[name] = group()
-            except ValidationError as error:
-                for detail in error.errors():
-                    message = detail["msg"].removeprefix("Value error, ")
-                    loc = "_".join(str(part) for part in detail["loc"]).upper()
-                    problems.append(f"{prefix}{loc}: {message}" if loc else message)
-        if problems:
-            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
-        settings = cls(**groups)
+        settings = cls(**_read({"kafka": KafkaSettings, "leadterra": LeadterraSettings, "guard": GuardSettings}))
         if not settings.guard.dry_run and settings.leadterra.key() is None:
             raise ConfigError(
                 "invalid settings:\n"
                 "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE) is required unless GUARD_DRY_RUN=true"
             )
         return settings
+
+
+def kafka_settings_from_env() -> KafkaSettings:
+    """The `KAFKA_*` settings alone (for `guard replay kafka:...`); raises ConfigError like `Settings.from_env`."""
+    return _read({"kafka": KafkaSettings})["kafka"]
+
+
+def _read(groups: dict[str, type[BaseSettings]]) -> dict[str, Any]:
+    """Each group from the environment, or ConfigError listing every problem. The messages are
+    pydantic's without the input values, which may be secrets."""
+    problems, read = [], {}
+    for name, group in groups.items():
+        prefix = group.model_config.get("env_prefix", "")
+        try:
+            read[name] = group()
+        except ValidationError as error:
+            for detail in error.errors():
+                message = detail["msg"].removeprefix("Value error, ")
+                loc = "_".join(str(part) for part in detail["loc"]).upper()
+                problems.append(f"{prefix}{loc}: {message}" if loc else message)
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+    return read

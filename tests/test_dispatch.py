@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from pathlib import Path
 
+import structlog.testing
 from pydantic import SecretStr
 
 from guard.actions.dispatch import Dispatcher
@@ -64,3 +66,25 @@ async def test_a_decision_met_again_while_its_call_is_under_way_is_not_called_tw
         await client.aclose()
     assert len(standin.pause_requests()) == 1
     assert [event.outcome for event in published] == ["fired", "paused"]
+
+
+async def test_a_decision_no_audit_event_can_hold_is_logged_counted_and_releases_its_offset() -> None:
+    """Evidence stamped before year 1 in UTC cannot be written as an audit event: the crash is
+    logged and counted, and the offset is released, so the partition's commits go on."""
+    published: list[AuditEvent] = []
+
+    async def publish(event: AuditEvent) -> None:
+        published.append(event)
+
+    metrics = Metrics()
+    dispatcher = Dispatcher(None, publish, metrics, Health(), SettledDecisions(KafkaSettings(), "audit"), dry_run=True)
+    decision = dataclasses.replace(pause_decision("camp_ancient"), fired_at=-62135683140.0)
+    released: list[bool] = []
+    with structlog.testing.capture_logs() as logs:
+        dispatcher.submit(decision, lambda: released.append(True))
+        assert await dispatcher.drain(5) == 0
+    assert released == [True]
+    assert published == []
+    assert metrics.decision_errors._value.get() == 1
+    [crash] = [entry for entry in logs if entry["log_level"] == "error"]
+    assert crash["decision_id"] == decision.id and crash["recorded"] is False

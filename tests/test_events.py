@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import T0
 
-from guard.events import MAX_FUTURE_SKEW_SECONDS, MAX_ID_LENGTH, Event, IgnoredEvent, MalformedEvent, Signal, decode
+from guard.events import (
+    MAX_ADDRESS_LENGTH,
+    MAX_FUTURE_SKEW_SECONDS,
+    MAX_ID_LENGTH,
+    Event,
+    IgnoredEvent,
+    MalformedEvent,
+    Signal,
+    decode,
+)
 
 RECORD_TIME = T0 + 60.0  # Kafka's record time: a minute after the event happened
 TIMESTAMP = "2024-05-01T12:00:00Z"  # == T0
@@ -291,18 +300,68 @@ class TestMalformedInput:
             ),
             pytest.param(
                 envelope("message.sent", {"campaignId": _long(MAX_ID_LENGTH + 1)}),
-                "longer than 256",
+                "length <= 256",
                 id="campaignId-too-long",
             ),
             pytest.param(
                 envelope("message.sent", {"campaignId": "c", "messageId": _long(MAX_ID_LENGTH + 1)}),
-                "longer than 256",
+                "length <= 256",
                 id="messageId-too-long",
             ),
             pytest.param(
                 envelope("reply.received", {"campaignId": "c", "reply": {"id": _long(MAX_ID_LENGTH + 1)}}),
-                "longer than 256",
+                "length <= 256",
                 id="reply-id-too-long",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "workspaceId": _long(MAX_ID_LENGTH + 1)}),
+                "length <= 256 - at `$.data.workspaceId`",
+                id="workspaceId-too-long",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "senderAccountId": _long(MAX_ID_LENGTH + 1)}),
+                "length <= 256 - at `$.data.senderAccountId`",
+                id="senderAccountId-too-long",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "recipient": "a@" + _long(MAX_ADDRESS_LENGTH)}),
+                "length <= 320 - at `$.data.recipient`",
+                id="recipient-too-long",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "recipientDomain": _long(MAX_ADDRESS_LENGTH + 1)}),
+                "length <= 320 - at `$.data.recipientDomain`",
+                id="recipientDomain-too-long",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": 'camp_1\n{"event": "forged"}'}),
+                "data.campaignId holds control or bidirectional formatting characters",
+                id="newline-in-campaignId",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "camp_\u202eevil"}),
+                "data.campaignId holds control or bidirectional formatting characters",
+                id="bidi-override-in-campaignId",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "messageId": "m\u0000"}),
+                "data.messageId holds control",
+                id="nul-in-messageId",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c", "workspaceId": "ws\u2066x"}),
+                "data.workspaceId holds control or bidirectional",
+                id="bidi-isolate-in-workspaceId",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c"}, "0001-01-01T00:00:00+23:59"),
+                "timestamp '0001-01-01T00:00:00+23:59' is outside 1970-01-01..9999-12-31 UTC",
+                id="timestamp-before-year-1-in-utc",
+            ),
+            pytest.param(
+                envelope("message.sent", {"campaignId": "c"}, "1969-12-31T23:59:59Z"),
+                "is outside 1970-01-01..9999-12-31 UTC",
+                id="timestamp-before-the-epoch",
             ),
             pytest.param(
                 envelope("message.sent", {"campaignId": "c"}, "2099-01-01T00:00:00Z"),
@@ -324,6 +383,23 @@ class TestMalformedInput:
             RECORD_TIME,
         )
         assert (len(event.campaign_id), len(event.message_id or "")) == (MAX_ID_LENGTH, MAX_ID_LENGTH)
+
+    def test_a_raw_bidi_character_is_rejected_too(self) -> None:
+        """Not only escapes: a UTF-8 encoded right-to-left override is caught as well."""
+        value = json.dumps({"event": "message.sent", "data": {"campaignId": "camp_\u202e1"}}, ensure_ascii=False)
+        with pytest.raises(MalformedEvent, match="bidirectional"):
+            decode(value.encode(), RECORD_TIME)
+
+    def test_ids_with_escapes_of_ordinary_characters_are_accepted(self) -> None:
+        """An escaped slash or letter is no control character: the id decodes as written."""
+        event = decode(envelope("message.sent", {"campaignId": "camp\\/1\u00e9"}), RECORD_TIME)
+        assert event.campaign_id == "camp\\/1\u00e9"
+
+    @pytest.mark.parametrize("record_time", [-0.001, 1e15])
+    def test_without_a_timestamp_a_record_time_the_audit_cannot_write_is_malformed(self, record_time: float) -> None:
+        """The record time stands in for a missing timestamp only inside 1970..9999."""
+        with pytest.raises(MalformedEvent, match="no usable event time"):
+            decode(envelope("message.sent", {"campaignId": "c"}, None), record_time)
 
     def test_a_timestamp_just_beyond_the_allowed_skew_is_malformed(self) -> None:
         """One second more than an hour ahead of the record time is rejected."""
@@ -421,4 +497,4 @@ class TestNothingElseEscapes:
             return
         assert isinstance(event, Event)
         assert event.campaign_id
-        assert event.time <= RECORD_TIME + MAX_FUTURE_SKEW_SECONDS
+        assert 0 <= event.time <= RECORD_TIME + MAX_FUTURE_SKEW_SECONDS

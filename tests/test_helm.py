@@ -450,6 +450,8 @@ class TestValuesSchema:
             ("rules.inline.notes\\.txt=hello", "invalid propertyName 'notes.txt'"),
             ("replicas=2", "additional properties 'replicas' not allowed"),
             ("guard.dryrun=true", "additional properties 'dryrun' not allowed"),
+            ("networkPolicy.kafka.ports={99999}", "at '/networkPolicy/kafka/ports/0'"),
+            ("networkPolicy.egress=[]", "additional properties 'egress' not allowed"),
         ],
     )
     def test_rejects_wrong_types_values_and_unknown_keys(self, setting: str, complaint: str) -> None:
@@ -534,3 +536,38 @@ class TestNetworkPolicy:
         assert [rule["ports"] for rule in spec["ingress"]] == [[{"port": "http", "protocol": "TCP"}]]
         egress_ports = {(p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]}
         assert {(53, "UDP"), (53, "TCP"), (9093, "TCP"), (443, "TCP")} <= egress_ports
+
+    def test_every_egress_rule_but_dns_names_its_destinations(self) -> None:
+        """Kafka to the brokers the values name, Leadterra to the public internet: no rule opens a
+        port to any destination (DNS aside)."""
+        spec = the(render_scenario("tls-sasl"), "NetworkPolicy")["spec"]
+        dns, kafka, leadterra = spec["egress"]
+        assert {p["port"] for p in dns["ports"]} == {53} and "to" not in dns
+        assert kafka["ports"] == [{"port": 9093, "protocol": "TCP"}]
+        assert kafka["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kafka"}
+        assert leadterra["ports"] == [{"port": 443, "protocol": "TCP"}]
+        [block] = leadterra["to"]
+        assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+        assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(block["ipBlock"]["except"])
+
+    def test_destinations_and_ports_are_values(self) -> None:
+        """Where the API is reached through a proxy, both are set in values."""
+        spec = the(
+            render_scenario(
+                "tls-sasl",
+                "--set",
+                "networkPolicy.leadterra.to[0].ipBlock.cidr=203.0.113.7/32",
+                "--set",
+                "networkPolicy.leadterra.ports={3128}",
+            ),
+            "NetworkPolicy",
+        )["spec"]
+        assert spec["egress"][2] == {
+            "to": [{"ipBlock": {"cidr": "203.0.113.7/32"}}],
+            "ports": [{"port": 3128, "protocol": "TCP"}],
+        }
+
+    def test_an_enabled_policy_without_kafka_destinations_is_refused(self) -> None:
+        """An empty `to` would allow any destination: the chart refuses to render."""
+        result = render_text("--values", str(SCENARIOS["default"]), "--set", "networkPolicy.enabled=true")
+        assert result.returncode != 0 and "networkPolicy.kafka.to is required" in result.stderr

@@ -153,3 +153,44 @@ class TestRetries:
             await pause_client.aclose()
         assert result.outcome == "paused"
         assert result.attempts >= 2
+
+
+class TestHostileAnswers:
+    async def test_a_huge_error_body_is_not_read_beyond_the_cap(self, standin: LeadterraStandIn) -> None:
+        """A 200 MB error body: the client reads at most MAX_RESPONSE_BYTES and hangs up, so the
+        server can write only what the sockets buffer, and the error code falls back to the status."""
+        standin.huge_body_next(1, 200 * 1024 * 1024, status=400)
+        result = await pause(standin, "camp_running")
+        await asyncio.sleep(0.2)  # let the server notice the hang-up
+        assert standin.body_bytes_sent < 32 * 1024 * 1024
+        assert (result.outcome, result.http_status, result.error_code) == ("failed", 400, "http_400")
+
+    async def test_an_error_body_echoing_the_request_is_not_copied(self, standin: LeadterraStandIn) -> None:
+        """Only a token-like error code is taken from a body; free text never reaches the result."""
+        standin.fail_next(
+            1, 400, body='{"error": {"code": "Bearer sk_test_standin", "message": "Bearer sk_test_standin"}}'
+        )
+        result = await pause(standin, "camp_running")
+        assert (result.error_code, result.error) == ("http_400", "HTTP 400")
+
+
+class TestPathSegments:
+    @pytest.mark.parametrize("campaign_id", [".", ".."])
+    async def test_a_dot_segment_id_is_refused_without_a_call(self, campaign_id: str) -> None:
+        """httpx resolves dot segments: ".." would POST /v1/pause with the key. No request is made."""
+        async with LeadterraStandIn(create_unknown=True) as standin:
+            result = await pause(standin, campaign_id)
+            assert standin.requests == []
+        assert (result.outcome, result.error_code, result.attempts) == ("failed", "invalid_campaign_id", 0)
+
+    @pytest.mark.parametrize(
+        "campaign_id", ["camp.1", "...", "..a", "a/../b", "../pause", "%2e%2e", "a?b#c", "camp 1", "é"]
+    )
+    async def test_any_other_id_is_exactly_one_path_segment(self, campaign_id: str) -> None:
+        """The stand-in receives the intended path, with the id as its one segment."""
+        async with LeadterraStandIn(create_unknown=True) as standin:
+            result = await pause(standin, campaign_id)
+            [request] = standin.requests
+        assert result.outcome == "paused"
+        assert request.campaign_id == campaign_id
+        assert request.path == f"/v1/campaigns/{campaign_id}/pause"

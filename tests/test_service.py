@@ -343,6 +343,73 @@ class TestBadInput:
         assert any("campaignId" in reason for reason in reasons)
         assert all(dict(record.headers)["guard.source"].startswith(topics.input.encode()) for record in dead)
 
+    async def test_a_poison_record_too_big_to_dead_letter_as_is_is_truncated_and_the_partition_goes_on(
+        self,
+        kafka_broker: BrokerInfo,
+        standin: LeadterraStandIn,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """A 2 MiB malformed record (gzip on the wire, so the broker takes it) exceeds the guard
+        producer's request limit: its dead letter is a truncated copy naming its source, and the
+        bad campaign behind it on the same partition is still paused and committed."""
+        standin.add_campaign("camp_bad")
+        poison = b"{" + b"x" * (2 * 1024 * 1024)
+        big = AIOKafkaProducer(
+            bootstrap_servers=kafka_broker.bootstrap_servers,
+            acks="all",
+            max_request_size=4 * 1024 * 1024,
+            compression_type="gzip",
+            **kafka_broker.producer_overrides,
+        )
+        await big.start()
+        try:
+            values = [("camp_bad", poison), *bad_campaign("camp_bad", time.time() - 600)]
+            await produce(big, topics.input, values)
+        finally:
+            await big.stop()
+        service = await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+
+        [dead] = await read_topic(kafka_broker.bootstrap_servers, topics.dlq, expected=1)
+        headers = dict(dead.headers)
+        assert headers["guard.truncated"] == b"true"
+        assert headers["guard.source.size"] == str(len(poison)).encode()
+        assert headers["guard.source"].startswith(f"{topics.input}/".encode())
+        assert poison.startswith(dead.value) and 0 < len(dead.value) < 1024 * 1024
+        assert b"not an event envelope" in headers["guard.error"]
+        assert await committed_total(kafka_broker.bootstrap_servers, topics, expected=len(values)) == len(values)
+        assert service.metrics.dead_letters.labels("truncated")._value.get() == 1
+
+    async def test_an_event_time_the_audit_cannot_write_is_dead_lettered_and_never_stalls_the_partition(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """Timestamps before year 1 in UTC (`0001-01-01T00:00:00+23:59`) parse as ISO 8601 but
+        cannot be written into an audit event: they are dead-lettered with a clear reason, and
+        every offset is committed."""
+        standin.add_campaign("camp_bad")
+        values = bad_campaign("camp_ancient", time.time() - 600)
+        ancient = [
+            (key, value.replace(b'"timestamp": "20', b'"timestamp": "0001-01-01T00:00:00+23:59", "x": "20'))
+            for key, value in values
+        ]
+        assert all(b"0001-01-01" in value for _, value in ancient)  # premise: every record was rewritten
+        healthy = bad_campaign("camp_bad", time.time() - 600)
+        await produce(producer, topics.input, ancient + healthy)
+        await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+
+        total = len(ancient) + len(healthy)
+        assert await committed_total(kafka_bootstrap, topics, expected=total) == total
+        dead = await read_topic(kafka_bootstrap, topics.dlq, expected=len(ancient))
+        assert len(dead) == len(ancient)
+        assert all(b"timestamp" in dict(record.headers)["guard.error"] for record in dead)
+
 
 class TestHealth:
     async def test_serves_probes_and_metrics(self, standin: LeadterraStandIn, run_guard: RunGuard) -> None:

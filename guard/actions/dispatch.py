@@ -82,6 +82,30 @@ class Dispatcher:
         return len(left)
 
     async def _settle(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
+        """`_record_and_act`, with a crash (a bug, or evidence no audit event can hold) logged and
+        counted and the decision's offset released all the same: a partition never stalls on one."""
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                on_recorded()
+
+        try:
+            await self._record_and_act(decision, release)
+        except Exception:
+            self._metrics.decision_errors.inc()
+            log.exception(
+                "decision crashed before it was settled; its input offset moves on",
+                campaign_id=decision.campaign_id,
+                rule=decision.rule.name,
+                decision_id=decision.id,
+                recorded=released,
+            )
+            release()
+
+    async def _record_and_act(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
         decided_at = time.time()
         rule = decision.rule
         self._metrics.decisions.labels(rule.name, rule.action).inc()
@@ -132,7 +156,7 @@ class Dispatcher:
         except Exception as error:  # a bug must still leave an audited outcome, never a silent task
             log.exception("pause call crashed", campaign_id=decision.campaign_id, decision_id=decision.id)
             outcome = PauseResult(
-                "failed", None, 1, error_code="internal_error", error=repr(error)[:500], answered_at=time.time()
+                "failed", None, 1, error_code="internal_error", error=repr(error), answered_at=time.time()
             )
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)

@@ -7,6 +7,9 @@ exponential backoff and full jitter, honouring Retry-After, until the deadline.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -17,11 +20,19 @@ import httpx
 from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
+from guard import redact
 from guard.events import epoch_from_iso
 
 # pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+# An answer is a few hundred bytes; beyond this a body is not read (a proxy's error page, or worse).
+MAX_RESPONSE_BYTES = 64 * 1024
+# Values taken from a response into the audit (status, pausedAt, error code) look like this; anything
+# else, e.g. a body echoing the request's headers, is not copied.
+_TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
+# Path segments that HTTP clients and servers remove or resolve ("a/.." is "/"): never a campaign.
+_DOT_SEGMENTS = frozenset({".", ".."})
 
 PauseOutcome = Literal["paused", "already_paused", "not_running", "failed"]
 
@@ -61,12 +72,13 @@ class PauseClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
     ) -> None:
+        redact.register(api_key.get_secret_value())  # whatever echoes it (an error, a proxy) is masked
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout,
             headers={"Authorization": f"Bearer {api_key.get_secret_value()}", "Content-Type": "application/json"},
         )
-        self._deadline = deadline
+        self._deadline, self._timeout = deadline, timeout
         self._jitter = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
 
     async def aclose(self) -> None:
@@ -75,6 +87,18 @@ class PauseClient:
     async def pause(self, campaign_id: str, idempotency_key: str) -> PauseResult:
         """Pause one campaign; never raises for API or network trouble, it returns a failed result."""
         started = time.time()
+        if campaign_id in _DOT_SEGMENTS:
+            # quote() keeps dots, and a dot segment is resolved away: ".." would POST /v1/pause
+            return PauseResult(
+                "failed",
+                None,
+                0,
+                error_code="invalid_campaign_id",
+                error="a campaign id of only dots cannot be a path segment; no call made",
+                answered_at=time.time(),
+            )
+        # one path segment, whatever the id holds: "a/../b" must not pause b
+        path = f"/v1/campaigns/{quote(campaign_id, safe='')}/pause"
         attempts, last_status, last_error = 0, None, "no attempt made"
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
@@ -87,19 +111,16 @@ class PauseClient:
                 with attempt:
                     attempts += 1
                     try:
-                        response = await self._client.post(
-                            # one path segment, whatever the id holds: "a/../b" must not pause b
-                            f"/v1/campaigns/{quote(campaign_id, safe='')}/pause",
-                            headers={"Idempotency-Key": idempotency_key},
-                        )
-                    except httpx.TransportError as error:
+                        async with asyncio.timeout(self._timeout):  # the whole attempt, a trickling body too
+                            response, body = await self._post(path, idempotency_key)
+                    except (httpx.TransportError, TimeoutError) as error:
                         last_status, last_error = None, f"{type(error).__name__}: {error}"
                         raise _Retryable(last_error) from None
                     last_status = response.status_code
                     if response.status_code in RETRYABLE_STATUSES:
-                        last_error = f"HTTP {response.status_code} {_error_code(response) or ''}".strip()
+                        last_error = f"HTTP {response.status_code} {_error_code(body) or ''}".strip()
                         raise _Retryable(last_error, response.status_code, _retry_after(response))
-                    return _result(response, attempts, started)
+                    return _result(response.status_code, body, attempts, started)
         except _Retryable:
             pass
         return PauseResult(
@@ -111,6 +132,18 @@ class PauseClient:
             answered_at=time.time(),
         )
 
+    async def _post(self, path: str, idempotency_key: str) -> tuple[httpx.Response, bytes]:
+        """The response and at most MAX_RESPONSE_BYTES of its body; the rest is never read (the
+        connection is closed instead). Raw bytes, and no compression asked for: no decompression bomb."""
+        headers = {"Idempotency-Key": idempotency_key, "Accept-Encoding": "identity"}
+        async with self._client.stream("POST", path, headers=headers) as response:
+            body = bytearray()
+            async for chunk in response.aiter_raw():
+                body += chunk
+                if len(body) >= MAX_RESPONSE_BYTES:
+                    break
+            return response, bytes(body[:MAX_RESPONSE_BYTES])
+
     def _wait(self, state: RetryCallState) -> float:
         wait = self._jitter(state)
         error = state.outcome.exception() if state.outcome else None
@@ -118,43 +151,43 @@ class PauseClient:
         return max(wait, retry_after) if retry_after is not None else wait
 
 
-def _result(response: httpx.Response, attempts: int, started: float) -> PauseResult:
-    now, status, code = time.time(), response.status_code, _error_code(response)
+def _result(status: int, body: bytes, attempts: int, started: float) -> PauseResult:
+    now = time.time()
     if status != 200:
+        code = _error_code(body)
         return PauseResult(
-            "failed", status, attempts, error_code=code or f"http_{status}", error=_text(response), answered_at=now
+            "failed", status, attempts, error_code=code or f"http_{status}", error=f"HTTP {status}", answered_at=now
         )
-    body = _json(response)
-    campaign_status = body.get("status") if isinstance(body, dict) else None
-    paused_at = body.get("pausedAt") if isinstance(body, dict) else None
+    answer = _json(body)
+    campaign_status = _token(answer.get("status")) if isinstance(answer, dict) else None
+    paused_at = _token(answer.get("pausedAt")) if isinstance(answer, dict) else None
     if campaign_status == "draft":
         return PauseResult("not_running", status, attempts, paused_at, campaign_status, answered_at=now)
     if campaign_status != "paused":
-        return PauseResult(
-            "failed", status, attempts, paused_at, campaign_status, "unexpected_response", _text(response), now
-        )
+        error = "the answer has no campaign status" if campaign_status is None else "unexpected campaign status"
+        return PauseResult("failed", status, attempts, paused_at, campaign_status, "unexpected_response", error, now)
     outcome = "already_paused" if _before(paused_at, started - ALREADY_PAUSED_TOLERANCE_SECONDS) else "paused"
     return PauseResult(outcome, status, attempts, paused_at, campaign_status, answered_at=now)
 
 
-def _json(response: httpx.Response) -> object:
+def _json(body: bytes) -> object:
     try:
-        return response.json()
+        return json.loads(body)
     except ValueError:
         return None
 
 
-def _error_code(response: httpx.Response) -> str | None:
-    body = _json(response)
-    if not isinstance(body, dict):
+def _error_code(body: bytes) -> str | None:
+    answer = _json(body)
+    if not isinstance(answer, dict):
         return None
-    error = body.get("error", body)
-    code = error.get("code") if isinstance(error, dict) else error
-    return code if isinstance(code, str) else None
+    error = answer.get("error", answer)
+    return _token(error.get("code") if isinstance(error, dict) else error)
 
 
-def _text(response: httpx.Response) -> str:
-    return response.text[:500]
+def _token(value: object) -> str | None:
+    """A short identifier-like string from a response, or None: free text is never copied."""
+    return value if isinstance(value, str) and _TOKEN.fullmatch(value) else None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -151,6 +151,7 @@ class _Fault:
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     campaign_id: str | None = None
+    body_size: int | None = None  # stream this many bytes of body instead (see `huge_body_next`)
 
     def matches(self, campaign_id: str | None) -> bool:
         return self.campaign_id is None or self.campaign_id == campaign_id
@@ -258,6 +259,8 @@ class LeadterraStandIn:
         """Seconds added before every answer; may be changed at any time."""
         self.campaign_latency: dict[str, float] = {}
         """Extra seconds per campaign id, added to ``latency`` (a slow API for one campaign)."""
+        self.body_bytes_sent = 0
+        """Bytes of streamed bodies (``huge_body_next``) written before the client stopped reading."""
         self.requests: list[RecordedRequest] = []
         """Every request received (failed and injected ones too), in the order answered."""
         self.on_request = on_request
@@ -424,6 +427,12 @@ class LeadterraStandIn:
         fault = _Fault(429, "rate_limited", "rate limit exceeded", headers, campaign_id=campaign_id)
         self._faults.extend([fault] * n)
 
+    def huge_body_next(self, n: int, size: int, status: int = 500, *, campaign_id: str | None = None) -> None:
+        """Answer the next ``n`` API calls with ``status`` and a plain-text body of ``size`` bytes,
+        streamed; ``body_bytes_sent`` counts what was written before the client hung up."""
+        fault = _Fault(status, "huge_body", "", campaign_id=campaign_id, body_size=size)
+        self._faults.extend([fault] * n)
+
     @property
     def in_flight(self) -> int:
         """Requests received and not yet answered (e.g. held by ``latency``)."""
@@ -548,6 +557,8 @@ class LeadterraStandIn:
         if route_error is not None:
             return _route_error(route_error)
         fault = self._take_fault(campaign_id)
+        if fault is not None and fault.body_size is not None:
+            return await self._stream_body(request, fault.status, fault.body_size)
         if fault is not None:
             return fault.response()
         try:
@@ -555,6 +566,22 @@ class LeadterraStandIn:
             return await handler(request)
         except _ApiError as error:
             return error.response()
+
+    async def _stream_body(self, request: web.Request, status: int, size: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers={"Content-Type": "text/plain"})
+        response.content_length = size
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            while size > 0:
+                piece = chunk[: min(size, len(chunk))]
+                await response.write(piece)  # waits while the client's socket is full
+                self.body_bytes_sent += len(piece)
+                size -= len(piece)
+            await response.write_eof()
+        except ConnectionError:  # the client stopped reading and closed the connection
+            pass
+        return response
 
     def _take_fault(self, campaign_id: str | None) -> _Fault | None:
         for fault in self._faults:
