@@ -32,6 +32,7 @@ import structlog
 from aiokafka import TopicPartition
 
 from guard.engine import Decision, Engine
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
 from guard.rules import RuleSet
@@ -85,17 +86,19 @@ class Pipeline:
         metrics: Metrics,
         *,
         dedupe_horizon: float,
+        resume_grace: float = DEFAULT_RESUME_GRACE,
     ) -> None:
         self.rules = rules
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
-        self._dedupe_horizon = dedupe_horizon
+        self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._partitions: dict[TopicPartition, tuple[Engine, PartitionProgress]] = {}
 
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
     def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int) -> None:
-        self._partitions[tp] = (Engine(self.rules, self._dedupe_horizon), PartitionProgress(committed, lookback_ms))
+        engine = Engine(self.rules, self._dedupe_horizon, self._resume_grace)
+        self._partitions[tp] = (engine, PartitionProgress(committed, lookback_ms))
 
     def revoke(self, tp: TopicPartition) -> None:
         self._partitions.pop(tp, None)

@@ -82,6 +82,7 @@ class Service:
             DeadLetters(producer, settings.dlq_topic),
             self.metrics,
             dedupe_horizon=settings.dedupe_horizon,
+            resume_grace=settings.resume_grace,
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
         await self.server.start()

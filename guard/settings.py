@@ -9,6 +9,7 @@ from pydantic import Field, FilePath, SecretStr, ValidationError, field_validato
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import ConfigError
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -109,6 +110,13 @@ class GuardSettings(BaseSettings):
         DEFAULT_DEDUPE_HORIZON,
         gt=0,
         description="Seconds a (event, messageId) pair is remembered, to count webhook retries once.",
+    )
+    resume_grace: float = Field(
+        DEFAULT_RESUME_GRACE,
+        ge=0,
+        description="Seconds after a pause decision during which a campaign's sends are mail that was already in "
+        "flight when the pause landed; a send after it means the campaign runs again and is judged anew "
+        "on its new evidence only. Covers delivery of mail in transit, webhook lag and the pause call's retries.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
 
