@@ -43,8 +43,20 @@ class Evidence(_Model):
     value: float = Field(description="numerator/denominator for rates, the count for counts.")
     threshold: float
     min_volume: int | None
-    evidence_from: datetime = Field(description="Event time where the counted evidence starts.")
+    evidence_from: datetime = Field(
+        description="Event time where the counted evidence starts: the oldest send a count window counted, the "
+        "start of the oldest bucket still inside a time window. Never before `episode_from`."
+    )
     evidence_to: datetime = Field(description="Event time of the event that crossed the threshold.")
+    episode_from: datetime | None = Field(
+        None,
+        description="Event time where the episode this decision judges began: the campaign's start "
+        "(`campaign.started`) or its resume (its first send later than a pause decision plus the resume grace). "
+        "Evidence from before it never counts. Null when the guard saw neither.",
+    )
+    episode_began: Literal["started", "resumed"] | None = Field(
+        None, description="How the episode began: `started` (campaign.started) or `resumed`; null with episode_from."
+    )
     message_ids: list[str] = Field(description="A few of the latest matching message ids.")
     lower_bound: float | None = Field(
         None,
@@ -131,6 +143,8 @@ def audit_event(
             min_volume=rule.min_volume,
             evidence_from=_utc(decision.evidence_from),
             evidence_to=_utc(decision.fired_at),
+            episode_from=_utc(decision.episode_from) if decision.episode_from is not None else None,
+            episode_began=decision.episode_began.value if decision.episode_began is not None else None,
             message_ids=list(decision.message_ids),
             lower_bound=decision.lower_bound,
         ),

@@ -85,8 +85,12 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
 
     try:
         rules = load_rules(args.rules)
+        options = _engine_options()
     except RuleFileError as error:
         _error(f"invalid rules:\n{error}")
+        return 2
+    except ConfigError as error:
+        print(f"guard: {error}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
         records = _replay_source(args)
@@ -95,10 +99,10 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
             records, again = replaying.spool(records, copy), lambda: replaying.read_spool(copy)
         else:
             again = lambda: _replay_source(args)  # noqa: E731
-        result = replaying.replay(records, rules, progress=progress)
+        result = replaying.replay(records, rules, progress=progress, **options)
         if args.report:
             timelines = Timelines(result.decisions)
-            replaying.replay(again(), rules, on_event=timelines)
+            replaying.replay(again(), rules, on_event=timelines, **options)
             try:
                 Path(args.report).write_text(render_report(result.decisions, timelines), encoding="utf-8")
             except GuardError as error:
@@ -111,6 +115,21 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{name} {count}" for name, count in sorted(result.counts.items()))
     print(f"{len(result.decisions)} decisions ({counts})", file=sys.stderr)
     return 0
+
+
+def _engine_options() -> dict[str, float]:
+    """The engine settings `guard run` reads (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE), read the same
+    way, so that a replay decides what the live guard decides."""
+    from pydantic import ValidationError
+
+    from guard.settings import GuardSettings
+
+    try:
+        guard = GuardSettings()
+    except ValidationError as error:
+        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace}
 
 
 def _replay_source(args: argparse.Namespace):  # noqa: ANN202

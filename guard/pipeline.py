@@ -33,6 +33,7 @@ import structlog
 from aiokafka import TopicPartition
 
 from guard.engine import Decision, Engine
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
 from guard.rules import RuleSet
@@ -96,10 +97,11 @@ class Pipeline:
         dedupe_horizon: float,
         max_campaigns: int | None = None,
         partition_count: Callable[[], int] = lambda: 1,
+        resume_grace: float = DEFAULT_RESUME_GRACE,
     ) -> None:
         self.rules = rules
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
-        self._dedupe_horizon = dedupe_horizon
+        self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._max_campaigns, self._partition_count = max_campaigns, partition_count
         self._partitions: dict[TopicPartition, tuple[Engine, PartitionProgress]] = {}
         self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
@@ -108,7 +110,7 @@ class Pipeline:
         return tp in self._partitions
 
     def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int) -> None:
-        engine = Engine(self.rules, self._dedupe_horizon, self.campaign_share())
+        engine = Engine(self.rules, self._dedupe_horizon, self._resume_grace, self.campaign_share())
         self._partitions[tp] = (engine, PartitionProgress(committed, lookback_ms))
 
     def campaign_share(self) -> int | None:

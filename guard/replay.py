@@ -22,6 +22,8 @@ from pathlib import Path
 
 from guard.audit import audit_event
 from guard.engine import Decision, Engine
+from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.events import Event, IgnoredEvent, MalformedEvent, decode
 from guard.kafka import read_topic
 from guard.rules import RuleSet
@@ -56,10 +58,13 @@ def replay(
     *,
     on_event: Callable[[Engine, Event], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON,
+    resume_grace: float = DEFAULT_RESUME_GRACE,
 ) -> ReplayResult:
     """Feed (value, record time) pairs through one Engine; `on_event(engine, event)` may read the
-    engine after each counted event (the report's timelines do)."""
-    engine, result = Engine(rules), ReplayResult()
+    engine after each counted event (the report's timelines do). The engine settings are the live
+    guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE)."""
+    engine, result = Engine(rules, dedupe_horizon, resume_grace), ReplayResult()
     counts = result.counts
     for number, (value, record_time) in enumerate(records, 1):
         if progress is not None and number % 10_000 == 0:
@@ -94,22 +99,30 @@ def decisions_json(decisions: Iterable[Decision]) -> str:
 
 
 def decisions_table(decisions: list[Decision]) -> str:
-    """A readable table: campaign, rule, fired at, value vs threshold, evidence."""
+    """A readable table: campaign, rule, fired at, value vs threshold, evidence and where it starts,
+    and the episode judged (since the campaign's start or resume; `-`: all of its history seen)."""
     from datetime import datetime
 
-    header = ("CAMPAIGN", "RULE", "ACTION", "FIRED AT (UTC)", "VALUE", "THRESHOLD", "EVIDENCE")
+    def utc(epoch: float) -> str:
+        return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    header = ("CAMPAIGN", "RULE", "ACTION", "FIRED AT (UTC)", "VALUE", "THRESHOLD", "EVIDENCE", "FROM", "EPISODE")
     rows = [header]
     for d in decisions:
         rate = d.denominator is not None
+        began, since = d.episode_began, d.episode_from
+        episode = f"{began} {utc(since)}" if began is not None and since is not None else "-"
         rows.append(
             (
                 d.campaign_id,
                 d.rule.name,
                 d.rule.action,
-                datetime.fromtimestamp(d.fired_at, tz=UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                utc(d.fired_at),
                 f"{d.value:.2%}" if rate else f"{d.value:g}",
                 f"{d.rule.threshold:.2%}" if rate else f"{d.rule.threshold:g}",
                 f"{d.numerator}/{d.denominator}" if rate else f"{d.numerator} events",
+                utc(d.evidence_from),
+                episode,
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -84,6 +84,7 @@ class Service:
             dedupe_horizon=settings.dedupe_horizon,
             max_campaigns=settings.max_campaigns,
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
+            resume_grace=settings.resume_grace,
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from guard import redact
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import ConfigError
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
@@ -194,6 +195,13 @@ class GuardSettings(BaseSettings):
             "least recently active are evicted. A campaign costs about 3.6 KiB: 50,000 is ~180 MiB, inside the "
             "chart's 512 MiB limit with room for busy campaigns."
         ),
+    )
+    resume_grace: float = Field(
+        DEFAULT_RESUME_GRACE,
+        ge=0,
+        description="Seconds after a pause decision during which a campaign's sends are mail that was already in "
+        "flight when the pause landed; a send after it means the campaign runs again and is judged anew "
+        "on its new evidence only. Covers delivery of mail in transit, webhook lag and the pause call's retries.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
 

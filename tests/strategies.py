@@ -91,6 +91,31 @@ def event_streams(
     return events
 
 
+_BAD_MIX = (Signal.SENT, Signal.BOUNCED, Signal.BOUNCED, Signal.COMPLAINED)
+_CLEAN_MIX = (Signal.SENT,) * 8 + (Signal.BOUNCED, Signal.REPLIED)
+
+
+@st.composite
+def stop_and_go_streams(draw: st.DrawFn) -> list[Event]:
+    """In-order events of campaigns that send in stretches, a stale list in some and a clean one in
+    others, with stops between them from seconds (mail in flight) to days; some stretches begin with
+    `campaign.started`. No two events share a (signal, message id)."""
+    events: list[Event] = []
+    now = T0
+    for _ in range(draw(st.integers(2, 5))):
+        mix = draw(st.sampled_from((_BAD_MIX, _CLEAN_MIX)))
+        if draw(st.integers(0, 3)) == 0:
+            events.append(Event(Signal.STARTED, draw(campaign_ids), now))
+        for _ in range(draw(st.integers(5, 40))):
+            now += draw(st.integers(0, 10))
+            fields = draw(_event_fields(st.sampled_from(mix)))
+            if fields["message_id"] is not None:
+                fields["message_id"] = f"u{len(events)}"
+            events.append(Event(time=now, **fields))
+        now += draw(st.sampled_from((30, 120, 300, 301, 600, 1800, 7200, 3 * 86400)))
+    return events
+
+
 # -- rules --------------------------------------------------------------------------------------
 
 windows = st.one_of(st.sampled_from((60.0, 300.0, 3600.0, 86400.0)), st.integers(60, 86400).map(float))
@@ -156,17 +181,41 @@ def rate_rules(draw: st.DrawFn, name: str = "rate-rule", *, for_: bool = True) -
     )
 
 
+@st.composite
+def last_rules(draw: st.DrawFn, name: str = "last-rule") -> Rule:
+    """A count window: `of` among the campaign's last N sends, sometimes with a confidence."""
+    size = draw(st.integers(10, 40))
+    return Rule.model_validate(
+        {
+            "name": name,
+            "description": "generated",
+            "rate": {"of": draw(selectors(st.sampled_from(("bounced", "bounced", "complained")))), "per": "sent"},
+            "last": size,
+            "threshold": draw(st.one_of(st.sampled_from(("5%", "10%", 0.25)), st.floats(0.01, 0.4))),
+            "confidence": draw(st.sampled_from((None, None, 0.6, 0.9))),
+            "min_volume": draw(st.integers(1, size)),
+            "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
+            "action": draw(st.sampled_from(("pause", "pause", "alert"))),
+        }
+    )
+
+
+# How long after a pause decision sends are still mail in flight: none, a minute, the default five.
+resume_graces = st.sampled_from((0.0, 60.0, 300.0))
+
 campaign_filters = st.sampled_from(
     ({}, {"include": "c*"}, {"include": ["c1", "c2"]}, {"exclude": "c3"}, {"include": "c?", "exclude": ["c2"]})
 )
 
 
 @st.composite
-def rule_sets(draw: st.DrawFn, max_rules: int = 4) -> RuleSet:
-    """One to `max_rules` rules, count and rate mixed, with unique names and campaign filters."""
+def rule_sets(draw: st.DrawFn, max_rules: int = 4, *, last: bool = False) -> RuleSet:
+    """One to `max_rules` rules, count and rate mixed (and count windows, with `last`), with unique
+    names and campaign filters."""
+    kinds = (count_rules, rate_rules, last_rules) if last else (count_rules, rate_rules)
     rules = []
     for number in range(draw(st.integers(1, max_rules))):
-        kind = count_rules if draw(st.booleans()) else rate_rules
+        kind = draw(st.sampled_from(kinds))
         rule = draw(kind(f"rule-{number}"))
         filters = draw(campaign_filters)
         if filters:

@@ -10,10 +10,12 @@ from strategies import T0
 
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
+from guard.engine.engine import MAX_AHEAD_SECONDS
+from guard.engine.episodes import after_pause_decision, resumes
 from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
 
-MINUTE, HOUR = 60.0, 3600.0
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
 
 
 def rule(name: str = "r", **fields: object) -> Rule:
@@ -277,9 +279,10 @@ class TestCampaignFilters:
 
 
 class TestCooldown:
-    """A rule fires once per breach and not again within its cooldown."""
+    """A rule fires once per breach and not again within its cooldown (alert rules here: after a
+    pause decision, sends past the resume grace begin a new episode, see TestResume)."""
 
-    RULE = rule(threshold=2, window="10m", cooldown="1h")
+    RULE = rule(threshold=2, window="10m", cooldown="1h", action="alert")
 
     def test_a_breach_fires_once(self) -> None:
         """More bounces during the same breach add no decisions."""
@@ -706,6 +709,27 @@ class TestCountWindows:
         engine = Engine(rules(last_rule()))
         assert fired(engine, sends(10) + [bounce(T0 + 20 + n, f"b{n}") for n in range(3)]) == []
 
+    def test_evidence_starts_at_the_oldest_send_the_window_counted(self) -> None:
+        """60 sends ten minutes apart, then 5 bounces: the last 50 sends began with the 11th send, not at the firing."""
+        engine = Engine(rules(last_rule()))
+        decisions = fired(engine, sends(60, step=600.0) + [bounce(T0 + 40_000 + n, f"b{n}") for n in range(5)])
+        assert [(d.denominator, d.evidence_from, d.fired_at) for d in decisions] == [(50, T0 + 6000, T0 + 40_004)]
+
+    def test_evidence_of_a_campaign_with_fewer_sends_starts_at_its_first(self) -> None:
+        """25 sends (min_volume 20), 3 bounces: the evidence is every send, from the first one."""
+        engine = Engine(rules(last_rule()))
+        [decision] = fired(
+            engine, sends(25, start=T0 + 0.75, step=60.0) + [bounce(T0 + 2000 + n, f"b{n}") for n in range(3)]
+        )
+        assert (decision.denominator, decision.evidence_from) == (25, T0)  # whole seconds, rounded down
+
+    def test_evidence_start_follows_the_window_around_its_ring(self) -> None:
+        """Past its size, the window's oldest send moves on with every send: 120 sends, the last 50 began at the 71st."""
+        engine = Engine(rules(last_rule(threshold="5%", min_volume=50)))
+        events = sends(120, step=10.0) + [bounce(T0 + 1200 + n, f"b{n}") for n in range(3)]
+        [decision] = fired(engine, events)
+        assert (decision.denominator, decision.evidence_from) == (50, T0 + 700)
+
     def test_the_audit_window_names_the_count(self) -> None:
         """Audit evidence says 'last 50' instead of a duration."""
         from guard.audit import audit_event
@@ -732,6 +756,15 @@ class TestConfidence:
         assert decisions[0].lower_bound is not None and decisions[0].lower_bound >= 0.05
         assert decisions[0].numerator == 3  # the bound of 3/20 is ~5.2%; of 2/20 ~2.8%
 
+    def test_more_bounces_than_sends_never_breaks_the_bound(self) -> None:
+        """Bounces of earlier mail can outnumber the sends in a window: the rate is over 100%, the bound at most 1."""
+        engine = Engine(rules(last_rule(min_volume=1, confidence=0.6)))
+        decisions = fired(engine, [bounce(T0, "b0"), sent(T0 + 1, "s0"), bounce(T0 + 2, "b1")])
+        assert [(d.numerator, d.denominator) for d in decisions] == [(1, 1)]
+        measure = engine.measure("c1")["last"]
+        assert (measure.numerator, measure.denominator) == (2, 1)
+        assert measure.lower_bound is not None and 0.0 < measure.lower_bound <= 1.0
+
     def test_the_bound_is_the_wilson_score_interval(self) -> None:
         """Checked against a published value: 81 of 263 at z=1.96 gives 0.2553."""
         from guard.engine.engine import wilson_lower_bound
@@ -750,8 +783,8 @@ class TestKeepFiringFor:
             + [sent(T0 + 30 * MINUTE, "s0"), sent(T0 + 61 * MINUTE, "s1")]
             + [bounce(T0 + (62 + n) * MINUTE, f"b{n}") for n in range(3)]
         )
-        without = fired(Engine(rules(rule(cooldown="1m"))), flapping)
-        with_keep = fired(Engine(rules(rule(cooldown="1m", keep_firing_for="30m"))), flapping)
+        without = fired(Engine(rules(rule(cooldown="1m", action="alert"))), flapping)
+        with_keep = fired(Engine(rules(rule(cooldown="1m", keep_firing_for="30m", action="alert"))), flapping)
         assert (len(without), len(with_keep)) == (2, 1)
 
 
@@ -775,3 +808,229 @@ class TestLastAndConfidenceValidation:
         """`last` and `confidence` only make sense for rates."""
         with pytest.raises(ValidationError, match="rate rules only"):
             rule(confidence=0.9)
+
+
+def stretch(start: float, count: int, bounce_every: int, prefix: str, step: float = 1.0) -> list[Event]:
+    """`count` sends `step` apart, each `bounce_every`-th followed by its hard bounce."""
+    events = []
+    for n in range(count):
+        events.append(sent(start + n * step, f"{prefix}{n}"))
+        if (n + 1) % bounce_every == 0:
+            events.append(bounce(start + n * step + step / 2, f"{prefix}{n}"))
+    return events
+
+
+# the shipped hard-bounce-rate, in short: 4% of the last 150 sends, beyond doubt, with at least 50 sends
+HARD_BOUNCES = last_rule(150, threshold="4%", confidence=0.999, min_volume=50, cooldown="1h")
+# and hard-bounce-burst: 8% of the last 50, beyond doubt, with at least 20 sends
+BURST = last_rule(50, threshold="8%", confidence=0.999, min_volume=20, cooldown="1h").model_copy(
+    update={"name": "burst"}
+)
+GRACE = 5 * MINUTE
+
+
+class TestResume:
+    """A paused campaign that sends again after the grace is running again: judged on its new evidence only."""
+
+    def paused(self, engine: Engine) -> Decision:
+        """A stale list (20% hard bounces) sends until it is paused; the pause decision."""
+        for event in stretch(T0, 200, 5, "old"):
+            if decisions := engine.process(event):
+                [decision] = decisions
+                assert decision.action == "pause"
+                return decision
+        raise AssertionError("the stale list was never paused")
+
+    def stale_list(self, engine: Engine) -> Decision:
+        """400 sends at 20% hard bounces in 200 s, the pause landing among them (the rest is mail in
+        flight), through both hard-bounce rules; the first pause decision."""
+        decisions = fired(engine, stretch(T0, 400, 5, "old", step=0.5))
+        assert decisions and decisions[0].action == "pause"
+        return decisions[0]
+
+    @pytest.mark.parametrize("stop", [10 * MINUTE, 2 * HOUR, 3 * DAY], ids=["short-within-cooldown", "long", "days"])
+    @pytest.mark.parametrize("with_start", [False, True], ids=["no-start-event", "campaign-started"])
+    def test_a_cleaned_list_is_left_alone_after_the_resume(self, stop: float, with_start: bool) -> None:
+        """Resumed at 1% hard bounces after a short or long stop, with or without campaign.started: no decision."""
+        engine = Engine(rules(HARD_BOUNCES, BURST), resume_grace=GRACE)
+        self.stale_list(engine)
+        resumed_at = T0 + 200 + stop  # after the last of the stale list
+        after = ([started(resumed_at)] if with_start else []) + stretch(resumed_at, 400, 100, "new")
+        assert fired(engine, after) == []
+
+    @pytest.mark.parametrize("stop", [10 * MINUTE, 2 * HOUR, 3 * DAY], ids=["short-within-cooldown", "long", "days"])
+    @pytest.mark.parametrize("with_start", [False, True], ids=["no-start-event", "campaign-started"])
+    def test_a_still_bad_list_is_paused_again_on_new_evidence_only(self, stop: float, with_start: bool) -> None:
+        """Resumed at 20%: paused again, within or after the cooldown, on evidence from after the resume only."""
+        engine = Engine(rules(HARD_BOUNCES, BURST), resume_grace=GRACE)
+        self.stale_list(engine)
+        resumed_at = T0 + 200 + stop  # after the last of the stale list
+        after = ([started(resumed_at)] if with_start else []) + stretch(resumed_at, 200, 5, "new")  # within a grace
+        again = fired(engine, after)
+        assert again, "a still-bad list must be paused again"
+        first = again[0]
+        assert first.superseded_by is None  # a new pause that calls Leadterra, not `already_paused`
+        assert first.evidence_from >= resumed_at
+        assert first.denominator >= first.rule.min_volume  # counted after the resume only
+        assert all(message_id.startswith("new") for message_id in first.message_ids)
+        if stop > rules(HARD_BOUNCES).retention and not with_start:
+            # idle past every look-back: the campaign was forgotten, so all it has is new evidence
+            assert (first.episode_from, engine.stats.resumes) == (None, 0)
+        elif stop > MAX_AHEAD_SECONDS:
+            # the partition was quiet for longer than the forged-timestamp limit: its first event (the
+            # campaign.started) counts at the partition's old clock, and the sends after it lie past
+            # every look-back, so the campaign starts afresh with no episode known; still new evidence only
+            assert (first.episode_from, engine.stats.ahead) == (None, 1)
+        else:
+            assert first.episode_from == resumed_at
+            assert first.episode_began == ("started" if with_start else "resumed")
+            assert engine.stats.resumes == (0 if with_start else 1)
+
+    def test_the_resumed_campaign_decides_as_a_new_campaign_would(self) -> None:
+        """After the resume, the decisions are exactly those of a fresh engine fed only the new events."""
+        engine, fresh = Engine(rules(HARD_BOUNCES), resume_grace=GRACE), Engine(rules(HARD_BOUNCES))
+        pause = self.paused(engine)
+        after = stretch(pause.fired_at + HOUR, 300, 8, "new")
+        resumed, alone = fired(engine, after), fired(fresh, after)
+        assert [(d.id, d.numerator, d.denominator, d.evidence_from) for d in resumed] == [
+            (d.id, d.numerator, d.denominator, d.evidence_from) for d in alone
+        ]
+        assert resumed and alone[0].episode_from is None and resumed[0].episode_from == pause.fired_at + HOUR
+
+    def test_sends_within_the_grace_are_mail_in_flight_not_a_resume(self) -> None:
+        """Sends up to the decision plus the grace keep the paused episode's evidence and its breach."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=GRACE)
+        pause = self.paused(engine)
+        before = engine.measure("c1")["last"]
+        in_flight = [
+            sent(pause.fired_at + n * MINUTE, f"f{n}") for n in range(1, 6)
+        ]  # the last one at exactly the grace
+        assert fired(engine, in_flight) == []
+        assert engine.stats.resumes == 0
+        assert engine.measure("c1")["last"].numerator == before.numerator  # the old bounces still count
+
+    def test_the_first_send_after_the_grace_begins_a_new_episode(self) -> None:
+        """One second past the grace: the old evidence is gone, the resuming send is the first new one."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=GRACE)
+        pause = self.paused(engine)
+        fired(engine, [sent(pause.fired_at + GRACE + 1, "r0")])
+        assert engine.stats.resumes == 1
+        measure = engine.measure("c1")["last"]
+        assert (measure.numerator, measure.denominator) == (0, 1)
+
+    def test_bounces_after_the_grace_are_no_resume(self) -> None:
+        """A paused campaign still receives bounces of mail sent before the pause: they are not sends."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=GRACE)
+        pause = self.paused(engine)
+        fired(engine, [bounce(pause.fired_at + HOUR, "late-bounce")])
+        assert engine.stats.resumes == 0
+
+    def test_evidence_from_before_the_resume_never_counts_again(self) -> None:
+        """Bounces timed before the resume arriving after it are late for the new episode, not evidence."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=GRACE)
+        pause = self.paused(engine)
+        resumed_at = pause.fired_at + HOUR
+        events = stretch(resumed_at, 100, 100, "new") + [bounce(pause.fired_at + n, f"old{n}") for n in range(20)]
+        assert fired(engine, events) == []
+        assert engine.stats.late == 20
+
+    def test_a_time_window_does_not_reach_back_across_the_resume(self) -> None:
+        """A 1h rate resumed 10 minutes after its pause judges only the sends after the resume."""
+        hourly = rate_rule(cooldown="1h")  # 10% over an hour, 20 sends at least
+        engine = Engine(rules(hourly), resume_grace=GRACE)
+        first = fired(engine, stretch(T0, 40, 5, "old"))
+        assert len(first) == 1
+        resumed_at = first[0].fired_at + 10 * MINUTE
+        again = fired(engine, stretch(resumed_at, 40, 5, "new"))
+        assert [(d.numerator, d.denominator) for d in again] == [(3, 20)]  # at min_volume: 3 new bounces of 20
+        assert again[0].evidence_from >= resumed_at
+
+    def test_continued_sending_after_a_pause_that_did_not_land_is_judged_anew(self) -> None:
+        """Pause call failed, still retrying or dry run (the engine cannot tell): a campaign that keeps sending
+        a bad list is paused again once its evidence after the grace proves it, and not before."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=GRACE)
+        decisions = fired(engine, stretch(T0, 1200, 5, "s"))  # one send a second for 20 minutes, never stopped
+        first, second, *_ = decisions
+        assert second.episode_began == "resumed" and second.episode_from > first.fired_at + GRACE
+        assert second.evidence_from >= second.episode_from and second.denominator >= 50
+        assert second.superseded_by is None
+
+    def test_a_resume_ends_the_superseding_of_other_rules(self) -> None:
+        """Before the resume another rule's decision is `already_paused`; after it, a new pause calls Leadterra."""
+        burst = last_rule(50, threshold="8%", confidence=0.999, min_volume=20, cooldown="1h")
+        engine = Engine(rules(HARD_BOUNCES, rule("burst", **burst.model_dump(by_alias=True, exclude={"name"}))))
+        before = fired(engine, stretch(T0, 200, 5, "old"))
+        after = fired(engine, stretch(before[0].fired_at + 20 * MINUTE, 200, 5, "new"))
+        assert [d.superseded_by is None for d in before] == [True, False]
+        assert [d.superseded_by is None for d in after] == [True, False]
+
+    def test_an_alert_decision_is_no_pause_and_no_resume_follows_it(self) -> None:
+        """Sends after an alert rule fired keep the evidence: only pause decisions begin the paused state."""
+        alert = last_rule(150, threshold="4%", min_volume=50, action="alert")
+        engine = Engine(rules(alert), resume_grace=GRACE)
+        assert len(fired(engine, stretch(T0, 100, 5, "old"))) == 1
+        fired(engine, [sent(T0 + HOUR, "later")])
+        assert engine.stats.resumes == 0
+        assert engine.measure("c1")["last"].denominator == 101
+
+    def test_the_grace_is_measured_from_the_pause_in_force(self) -> None:
+        """A later pause decision that calls (outside its cooldown) moves the grace; a superseded one does not."""
+        no_cooldown = rule("complaints", count="complained", threshold=1, cooldown=0)
+        engine = Engine(rules(HARD_BOUNCES, no_cooldown), resume_grace=GRACE)
+        pause = self.paused(engine)
+        [second] = fired(engine, [complaint(pause.fired_at + 4 * MINUTE, "c")])
+        assert second.superseded_by is None  # cooldown 0: it calls, and is the pause in force
+        fired(engine, [sent(pause.fired_at + GRACE + 1, "in-flight")])
+        assert engine.stats.resumes == 0  # within the grace of the second pause
+        fired(engine, [sent(second.fired_at + GRACE + 1, "resumed")])
+        assert engine.stats.resumes == 1
+
+    @pytest.mark.parametrize("grace", [0.0, 30 * MINUTE])
+    def test_the_grace_is_the_engines_setting(self, grace: float) -> None:
+        """With no grace the first later send resumes; with 30 minutes, a send 20 minutes on does not."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=grace)
+        pause = self.paused(engine)
+        fired(engine, [sent(pause.fired_at + 20 * MINUTE, "later")])
+        assert engine.stats.resumes == (1 if grace == 0 else 0)
+
+
+class TestEpisodeTransitions:
+    """The episode state machine of guard/engine/episodes.py, one transition per test."""
+
+    def test_running_to_paused_on_a_pause_decision(self) -> None:
+        """RUNNING --pause decision at t--> PAUSED(t), calling Leadterra."""
+        assert after_pause_decision(None, "d1", T0, 3600) == (("d1", T0), None)
+
+    def test_paused_stays_on_a_pause_decision_within_its_cooldown(self) -> None:
+        """PAUSED(p) --pause decision within its cooldown of p--> PAUSED(p), superseded."""
+        assert after_pause_decision(("d1", T0), "d2", T0 + 60, 3600) == (("d1", T0), "d1")
+
+    def test_paused_moves_on_a_pause_decision_after_its_cooldown(self) -> None:
+        """PAUSED(p) --pause decision after its cooldown of p--> PAUSED(t), calling Leadterra."""
+        assert after_pause_decision(("d1", T0), "d2", T0 + 60, 60) == (("d2", T0 + 60), None)
+
+    @pytest.mark.parametrize("after", [0.0, 1.0, GRACE])
+    def test_paused_stays_on_a_send_within_the_grace(self, after: float) -> None:
+        """PAUSED(p) --send at s <= p + grace--> PAUSED(p): mail in flight."""
+        assert not resumes(Signal.SENT, T0 + after, ("d1", T0), GRACE)
+
+    def test_paused_to_running_on_a_send_after_the_grace(self) -> None:
+        """PAUSED(p) --send at s > p + grace--> RUNNING from s."""
+        assert resumes(Signal.SENT, T0 + GRACE + 0.001, ("d1", T0), GRACE)
+
+    @pytest.mark.parametrize("signal", [s for s in Signal if s is not Signal.SENT])
+    def test_only_a_send_resumes(self, signal: Signal) -> None:
+        """Bounces, complaints and replies after the grace are the paused campaign's, not a resume."""
+        assert not resumes(signal, T0 + DAY, ("d1", T0), GRACE)
+
+    def test_a_running_campaign_does_not_resume(self) -> None:
+        """RUNNING --send--> RUNNING: without a pause in force there is nothing to resume."""
+        assert not resumes(Signal.SENT, T0 + DAY, None, GRACE)
+
+    def test_any_state_to_running_on_campaign_started(self) -> None:
+        """any --campaign.started at s--> RUNNING from s, in the engine: the pause is forgotten, no resume counted."""
+        engine = Engine(rules(HARD_BOUNCES), resume_grace=GRACE)
+        fired(engine, stretch(T0, 200, 5, "old"))
+        fired(engine, [started(T0 + HOUR), sent(T0 + HOUR + 1, "new")])
+        assert (engine.stats.resets, engine.stats.resumes) == (1, 0)
+        assert engine.measure("c1")["last"].denominator == 1

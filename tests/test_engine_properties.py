@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import Case, cases, count_rules, event_streams, rate_rules
+from strategies import (
+    Case,
+    cases,
+    count_rules,
+    event_streams,
+    rate_rules,
+    resume_graces,
+    rule_sets,
+    stop_and_go_streams,
+)
 
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
@@ -228,3 +238,107 @@ class TestSwappingRules:
         swapped.set_rules(reloaded)
         actual += [swapped.process(event) for event in case.events[split:]]
         assert actual == expected
+
+
+# -- resumes: a brute-force reading of guard/engine/episodes.py --------------------------------
+
+
+@dataclass
+class Episode:
+    """Where the model has a campaign: its episode and the pause decision in force."""
+
+    since: float | None = None  # the episode's start (a start or a resume); None: its first event
+    began: str | None = None
+    first_index: int = 0  # arrival index where the episode began: earlier arrivals never count
+    pause: float | None = None
+    watermark: float | None = None
+    resumes: int = 0
+
+
+def episodes(
+    rules: RuleSet, events: Sequence[Event], decided: dict[int, list[Decision]], grace: float
+) -> dict[int, Episode]:
+    """For each event index, a copy of its campaign's episode after that event (in-order streams).
+
+    Straight from the table: a pause decision that calls pauses; a send later than the pause plus
+    the grace resumes; campaign.started starts; a campaign idle past the retention is forgotten."""
+    state: dict[str, Episode] = {}
+    after: dict[int, Episode] = {}
+    resumes = 0
+    for index, event in enumerate(events):
+        episode = state.setdefault(event.campaign_id, Episode())
+        if episode.watermark is not None and event.time - episode.watermark > rules.retention:
+            episode = state[event.campaign_id] = Episode()
+        if event.signal is Signal.STARTED:
+            episode = state[event.campaign_id] = Episode(event.time, "started", index, None, event.time)
+        elif event.signal is Signal.SENT and episode.pause is not None and event.time > episode.pause + grace:
+            episode = state[event.campaign_id] = Episode(event.time, "resumed", index, None, event.time)
+            resumes += 1
+        episode.watermark = max(event.time, episode.watermark or event.time)
+        for decision in decided.get(index, ()):
+            if decision.action == "pause" and decision.superseded_by is None:
+                episode.pause = decision.fired_at
+        episode.resumes = resumes
+        after[index] = Episode(**vars(episode))
+    return after
+
+
+def decided_by_index(engine: Engine, events: Sequence[Event]) -> dict[int, list[Decision]]:
+    return {index: decisions for index, event in enumerate(events) if (decisions := engine.process(event))}
+
+
+# campaigns paused and resumed, and in-order streams of any kind
+stopping_and_going = st.one_of(stop_and_go_streams(), event_streams(late=False, unique_ids=True, max_size=120))
+
+
+class TestResumes:
+    """A campaign that sends after a pause decision and the grace is judged on its new evidence only."""
+
+    @PROPERTY_SETTINGS
+    @given(rules=rule_sets(last=True), events=stopping_and_going, grace=resume_graces)
+    def test_a_decisions_evidence_never_reaches_back_across_a_resume(
+        self, rules: RuleSet, events: list[Event], grace: float
+    ) -> None:
+        """Every decision names the episode the model expects, and counts only events that arrived in it."""
+        engine = Engine(rules, resume_grace=grace)
+        decided = decided_by_index(engine, events)
+        model = episodes(rules, events, decided, grace)
+        for index, decisions in decided.items():
+            episode = model[index]
+            mine = [(n, e) for n, e in enumerate(events[: index + 1]) if e.campaign_id == events[index].campaign_id]
+            since_episode = [e for n, e in mine if n >= episode.first_index]
+            for decision in decisions:
+                assert (decision.episode_from, decision.episode_began) == (episode.since, episode.began)
+                if episode.since is not None:
+                    assert decision.evidence_from >= episode.since
+                numerator_selector, denominator_selector = selectors_of(decision.rule)
+                assert decision.numerator <= sum(1 for e in since_episode if selected(numerator_selector, e))
+                if denominator_selector is not None:
+                    assert decision.denominator is not None
+                    assert decision.denominator <= sum(1 for e in since_episode if selected(denominator_selector, e))
+        assert engine.stats.resumes == (model[len(events) - 1].resumes if events else 0)
+
+    @PROPERTY_SETTINGS
+    @given(rules=rule_sets(last=True), events=stopping_and_going, grace=resume_graces)
+    def test_after_its_latest_resume_a_campaign_decides_as_a_new_one_would(
+        self, rules: RuleSet, events: list[Event], grace: float
+    ) -> None:
+        """From the send that resumed it, a campaign's decisions equal a fresh engine's fed only what came after."""
+        events = [event for event in events if event.campaign_id == "c1"]
+        engine = Engine(rules, resume_grace=grace)
+        decided = decided_by_index(engine, events)
+        model = episodes(rules, events, decided, grace)
+        resumed = [
+            index for index, episode in model.items() if episode.began == "resumed" and episode.first_index == index
+        ]
+        if not resumed:
+            return
+        start = resumed[-1]
+        fresh = decided_by_index(Engine(rules, resume_grace=grace), events[start:])
+
+        def essence(decision: Decision) -> tuple:
+            return (decision.id, decision.numerator, decision.denominator, decision.value, decision.superseded_by)
+
+        assert {index: [essence(d) for d in ds] for index, ds in decided.items() if index >= start} == {
+            index + start: [essence(d) for d in ds] for index, ds in fresh.items()
+        }

@@ -13,6 +13,7 @@ import pytest
 
 from guard.cli import main
 from guard.generate import generate
+from guard.testing.events import bounced, sent
 
 RULES = Path(__file__).parent.parent / "rules"
 
@@ -105,6 +106,64 @@ class TestReplay:
         code, out, err = run(["replay", str(quiet), "--rules", str(RULES), "--format", "json"], capsys)
         assert (code, out) == (0, "")
         assert err.startswith("0 decisions")
+
+
+RESUME_T0 = 1_767_258_000.0  # 2026-01-01T09:00:00Z
+
+
+def campaign_stretch(campaign_id: str, start: float, sends: int, bounce_every: int) -> list[bytes]:
+    """`sends` sends half a second apart, each `bounce_every`-th followed by its hard bounce."""
+    records = []
+    for n in range(sends):
+        records.append(sent(campaign_id, start + n / 2))
+        if (n + 1) % bounce_every == 0:
+            records.append(bounced(campaign_id, start + n / 2 + 0.25))
+    return records
+
+
+class TestResumedCampaign:
+    """A campaign paused on a bad list, still for two hours, then resumed: judged on what it does after the resume."""
+
+    RESUMED_AT = RESUME_T0 + 200 + 2 * 3600  # 400 sends take 200 s; then two hours still
+
+    def replay_of(self, tmp_path: Path, bounce_every_after: int, capsys: pytest.CaptureFixture[str]) -> list[dict]:
+        before = campaign_stretch("camp_resumed", RESUME_T0, 400, 5)  # 20% hard bounces
+        after = campaign_stretch("camp_resumed", self.RESUMED_AT, 400, bounce_every_after)
+        history = tmp_path / "resumed.jsonl"
+        history.write_bytes(b"".join(value + b"\n" for value in before + after))
+        code, out, _ = run(["replay", str(history), "--rules", str(RULES), "--format", "json"], capsys)
+        assert code == 0
+        return [json.loads(line) for line in out.splitlines()]
+
+    def test_a_cleaned_list_is_not_paused_again_after_the_resume(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        """Resumed at 1% hard bounces: the pause before the resume, and no decision after it."""
+        events = self.replay_of(tmp_path, 100, capsys)
+        assert [e["rule"]["action"] for e in events][:1] == ["pause"]
+        assert all(_epoch(e["timings"]["event_time"]) < self.RESUMED_AT for e in events)
+
+    def test_a_still_bad_list_is_paused_again_on_evidence_from_after_the_resume(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        """Resumed at 20%: a pause decision whose evidence lies entirely after the resume, which the audit shows."""
+        events = self.replay_of(tmp_path, 5, capsys)
+        after = [e for e in events if _epoch(e["timings"]["event_time"]) >= self.RESUMED_AT]
+        assert after and after[0]["rule"]["action"] == "pause"
+        evidence = after[0]["evidence"]
+        assert (_epoch(evidence["episode_from"]), evidence["episode_began"]) == (self.RESUMED_AT, "resumed")
+        assert _epoch(evidence["evidence_from"]) >= self.RESUMED_AT
+        assert evidence["denominator"] >= evidence["min_volume"]
+
+    def test_the_table_shows_the_episode_a_decision_judges(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        """The table's EPISODE column says `resumed` and when, for the decision after the resume."""
+        self.replay_of(tmp_path, 5, capsys)  # the JSON run, for the file
+        _, out, _ = run(["replay", str(tmp_path / "resumed.jsonl"), "--rules", str(RULES)], capsys)
+        header, *rows = out.splitlines()
+        assert header.split()[-2:] == ["FROM", "EPISODE"]
+        assert any(row.endswith("resumed 2026-01-01 11:03:20") for row in rows)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def _iso(epoch: float) -> str:

@@ -486,6 +486,107 @@ class TestRestart:
         assert len(standin.pause_requests()) == 1
 
 
+class TestResumedCampaign:
+    """A campaign the user resumes is judged on what it sends after the resume, not on what paused it."""
+
+    CAMPAIGN = "camp_resumed"
+
+    async def paused_then_resumed(
+        self, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> tuple[Guard, float]:
+        """A stale list (20% hard bounces) is paused by the live guard; the user resumes it through the API.
+        Returns the guard and the event time the stream goes on from: two hours after the stale stretch."""
+        standin.add_campaign(self.CAMPAIGN)
+        start = time.time() - 4 * 3600
+        stale = sending(self.CAMPAIGN, start, 200, 5)
+        await produce(producer, topics.input, stale)
+        service = await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        await until(lambda: service.metrics.records.labels("counted")._value.get() == len(stale))
+        async with httpx.AsyncClient(base_url=standin.url) as http:
+            answer = await http.post(
+                f"/v1/campaigns/{self.CAMPAIGN}/start", headers={"Authorization": f"Bearer {standin.api_key}"}
+            )
+        assert answer.json()["status"] == "running"
+        return service, start + 200 + 2 * 3600
+
+    async def test_a_cleaned_list_is_not_paused_again(
+        self, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """Resumed with 1% hard bounces: the evidence that paused it no longer counts, no second pause call."""
+        service, resumed_at = await self.paused_then_resumed(standin, producer, topics, run_guard)
+        clean = sending(self.CAMPAIGN, resumed_at, 300, 100)
+        counted = service.metrics.records.labels("counted")._value.get()
+        await produce(producer, topics.input, clean)
+        await until(lambda: service.metrics.records.labels("counted")._value.get() == counted + len(clean))
+        await asyncio.sleep(0.5)
+        assert len(standin.pause_requests(self.CAMPAIGN)) == 1
+        assert standin.status(self.CAMPAIGN) == "running"
+
+    async def test_a_still_bad_list_is_paused_once_more_after_min_volume(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """Resumed with the same 20%: exactly one more pause call, on evidence from after the resume, at min volume or later."""
+        service, resumed_at = await self.paused_then_resumed(standin, producer, topics, run_guard)
+        bad = sending(self.CAMPAIGN, resumed_at, 200, 5)  # 200 s: within the grace of the second pause
+        counted = service.metrics.records.labels("counted")._value.get()
+        await produce(producer, topics.input, bad)
+        await standin.wait_for_pauses(2, timeout=20)
+        await until(lambda: service.metrics.records.labels("counted")._value.get() == counted + len(bad))
+        await until(lambda: not service.metrics.inflight._value.get())
+        await asyncio.sleep(0.5)
+
+        assert len(standin.pause_requests(self.CAMPAIGN)) == 2
+        assert standin.status(self.CAMPAIGN) == "paused"
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=10**9, timeout=3))
+        called = [e for e in events if e["outcome"] == "fired" and e["superseded_by"] is None]
+        assert len(called) == 2
+        second = called[1]["evidence"]
+        assert (_epoch(second["episode_from"]), second["episode_began"]) == (pytest.approx(resumed_at), "resumed")
+        assert _epoch(second["evidence_from"]) >= _epoch(second["episode_from"])
+        assert second["denominator"] >= second["min_volume"]
+        assert standin.pause_requests(self.CAMPAIGN)[1].header("Idempotency-Key") == called[1]["decision_id"]
+
+    async def test_a_campaign_that_kept_sending_while_the_api_was_down_gets_every_pause(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """The pause call cannot land, the stale list keeps going past the grace: the first call is kept
+        retrying, a second decision is taken on the new evidence, and both calls are made once the API is back."""
+        standin.add_campaign(self.CAMPAIGN)
+        await standin.down()
+        start = time.time() - 4 * 3600
+        service = await run_guard()
+        await produce(producer, topics.input, sending(self.CAMPAIGN, start, 600, 5))  # 10 minutes, never stopped
+        await until(lambda: service.metrics.decisions.labels("hard-bounce-burst", "pause")._value.get() >= 2)
+        await standin.up()
+        await standin.wait_for_pauses(2, timeout=20)
+        await until(lambda: not service.metrics.inflight._value.get())
+
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=10**9, timeout=3))
+        called = sorted(e["decision_id"] for e in events if e["outcome"] == "fired" and e["superseded_by"] is None)
+        outcomes = {e["decision_id"]: e["outcome"] for e in events if e["outcome"] != "fired"}
+        assert len(called) >= 2
+        assert all(outcomes[decision_id] in ("paused", "already_paused") for decision_id in called)
+        keys = {r.header("Idempotency-Key") for r in standin.pause_requests(self.CAMPAIGN) if r.status == 200}
+        assert keys == set(called)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp()
+
+
 class TestReadiness:
     async def test_not_ready_until_the_log_up_to_the_committed_offset_is_replayed(
         self, kafka_broker: BrokerInfo, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics

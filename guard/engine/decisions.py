@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from guard.engine.episodes import EpisodeStart
 from guard.rules.models import Rule
 
 _DECISION_NAMESPACE = uuid.UUID("7f1c1d2e-5b3a-4c8e-9a61-3d2f0e4b8c10")
@@ -26,6 +27,8 @@ class Decision:
     message_ids: tuple[str, ...]
     lower_bound: float | None = None  # Wilson lower bound of the rate (rules with `confidence`)
     superseded_by: str | None = None  # a pause decision of another rule, within this rule's cooldown
+    episode_from: float | None = None  # event time the judged episode began (a start or resume); None: not seen
+    episode_began: EpisodeStart | None = None  # how it began
 
     @property
     def action(self) -> str:

@@ -12,6 +12,7 @@ from math import sqrt
 import msgspec
 
 from guard.engine.decisions import Decision, decision_id
+from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.windows import LastN
 from guard.events import Event, Signal
@@ -46,7 +47,8 @@ def wilson_lower_bound(successes: int, trials: int, z: float) -> float:
     """The Wilson score interval's lower end: a rate we are confident the true one exceeds."""
     if trials == 0:
         return 0.0
-    p, z2 = successes / trials, z * z
+    # more of-events than per-events (bounces of sends from before the window): no surer than 100%
+    p, z2 = min(successes / trials, 1.0), z * z
     centre = p + z2 / (2 * trials)
     margin = z * sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
     return max(0.0, (centre - margin) / (1 + z2 / trials))
@@ -73,6 +75,23 @@ def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
         bound = wilson_lower_bound(numerator, denominator, compiled.z)
         return Measure(numerator, denominator, value, enough and bound >= rule.threshold - _EPSILON, bound)
     return Measure(numerator, denominator, value, enough and numerator >= rule.threshold * denominator - _EPSILON)
+
+
+def _evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None]) -> float:
+    """Where a decision's counted evidence starts: the oldest send a count window counted, the
+    oldest bucket still inside a time window; never before the episode began."""
+    now = state.watermark
+    starts = []
+    for series in evidence:
+        if isinstance(series, LastN):
+            assert rule.last is not None
+            start = series.start_time(rule.last)
+        else:
+            start = series.start_time() if series is not None else None
+            start = max(start, now - rule.span) if start is not None else None
+        if start is not None:
+            starts.append(start)
+    return max(min(starts, default=now), state.started_at)
 
 
 def _sample_ids(series: Series | None, rule: Rule, now: float) -> tuple[str, ...]:
@@ -135,9 +154,10 @@ class CampaignState(msgspec.Struct, gc=False):
     # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
     # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules
     armed: bool = False
-    started_at: float = float("-inf")  # events from before the campaign's last start are ignored
+    started_at: float = float("-inf")  # the current episode's start: events from before it are ignored
+    began: EpisodeStart | None = None  # how the current episode began (None: with the first event seen)
     active: bool = True  # had events since the last sweep
-    last_pause: tuple[str, float] | None = None  # (decision id, event time) of the latest pause decision
+    last_pause: Pause | None = None  # the pause decision in force (episodes.py: PAUSED), None while running
 
 
 @dataclass(slots=True)
@@ -147,7 +167,8 @@ class EngineStats:
     events: int = 0
     duplicates: int = 0
     late: int = 0
-    resets: int = 0
+    resets: int = 0  # campaign.started for a campaign with state
+    resumes: int = 0  # sends after a pause decision and the grace
     dropped_campaigns: int = 0
     evicted_campaigns: int = 0  # dropped at capacity (`max_campaigns`), not for being idle
     ahead: int = 0  # stamped too far past the partition's clock: counted at the clock's time
@@ -164,13 +185,18 @@ class Engine:
     """
 
     def __init__(
-        self, rules: RuleSet, dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON, max_campaigns: int | None = None
+        self,
+        rules: RuleSet,
+        dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON,
+        resume_grace: float = DEFAULT_RESUME_GRACE,
+        max_campaigns: int | None = None,
     ) -> None:
         if max_campaigns is not None and max_campaigns < 1:
             raise ValueError("max_campaigns must be at least 1")
         self._plan = compile_plan(rules)
         self._campaigns: dict[str, CampaignState] = {}
         self._dedupe_horizon = dedupe_horizon
+        self._resume_grace = resume_grace  # see episodes.py
         self._max_campaigns = max_campaigns
         self._watermark = float("-inf")  # the partition's clock: latest event time accepted
         self._ahead: float | None = None  # the last event time found too far ahead, and not yet agreed with
@@ -196,12 +222,22 @@ class Engine:
             state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
             state.armed = True  # thresholds may have changed: evaluate at the next event
 
-    def _new_state(self, campaign_id: str, started_at: float = float("-inf")) -> CampaignState:
+    def _new_state(
+        self, campaign_id: str, started_at: float = float("-inf"), began: EpisodeStart | None = None
+    ) -> CampaignState:
         plan = self._plan
         state = CampaignState(plan.rules_for(campaign_id), [None] * len(plan.series_keys))
         if started_at != float("-inf"):
             state.watermark = state.started_at = started_at
+            state.began = began
         return state
+
+    def _resumed(self, campaign_id: str, state: CampaignState, time: float) -> CampaignState:
+        """A new episode from a resume: nothing but the dedupe memory carries over."""
+        resumed = self._campaigns[campaign_id] = self._new_state(campaign_id, time, EpisodeStart.RESUMED)
+        resumed.seen, resumed.seen_oldest = state.seen, state.seen_oldest
+        self.stats.resumes += 1
+        return resumed
 
     def process(self, event: Event) -> list[Decision]:
         """Count one event and return the decisions it causes (usually none)."""
@@ -217,10 +253,10 @@ class Engine:
             # dropped it, so how campaigns share an engine does not change a decision
             state = None
         if event.signal is Signal.STARTED:
-            # a (re)started campaign starts clean: evidence from before the start never counts again
+            # a (re)started campaign starts a new episode (episodes.py): earlier evidence never counts again
             if state is not None:
                 self.stats.resets += 1
-            self._track(campaign_id, self._new_state(campaign_id, started_at=time))
+            self._track(campaign_id, self._new_state(campaign_id, time, EpisodeStart.STARTED))
             self._advance(time)
             return []
         if state is None:
@@ -232,6 +268,8 @@ class Engine:
         if event.message_id is not None and self._is_duplicate(state, event):
             self.stats.duplicates += 1
             return []
+        if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
+            state = self._resumed(campaign_id, state, time)
         if time > state.watermark:
             state.watermark = time
         late = False
@@ -328,15 +366,10 @@ class Engine:
         if not _should_fire(state.rule_states, rule, measure.holds, now):
             return None
         evidence = [numerator_series, state.series[compiled.denominator.slot] if compiled.denominator else None]
-        starts = [start for series in evidence if series is not None and (start := series.start_time()) is not None]
         identity = decision_id(campaign_id, rule, now)
         superseded_by = None
         if rule.action == "pause":
-            # another rule paused this campaign moments ago: record this decision, call nobody
-            if state.last_pause is not None and now - state.last_pause[1] < rule.cooldown:
-                superseded_by = state.last_pause[0]
-            else:
-                state.last_pause = (identity, now)
+            state.last_pause, superseded_by = after_pause_decision(state.last_pause, identity, now, rule.cooldown)
         return Decision(
             id=identity,
             campaign_id=campaign_id,
@@ -345,10 +378,12 @@ class Engine:
             numerator=measure.numerator,
             denominator=measure.denominator,
             value=measure.value,
-            evidence_from=max(min(starts, default=now), now - rule.span),
+            evidence_from=_evidence_from(rule, state, evidence),
             message_ids=_sample_ids(numerator_series, rule, now),
             lower_bound=measure.lower_bound,
             superseded_by=superseded_by,
+            episode_from=state.started_at if state.began is not None else None,
+            episode_began=state.began,
         )
 
     def _sweep(self) -> None:

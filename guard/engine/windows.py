@@ -10,6 +10,7 @@ import msgspec
 BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
 SAMPLE_IDS = 3  # message ids kept as evidence for audits
 _NO_BUCKET = float("-inf")  # below any bucket index
+_INT32 = 2**31 - 1  # a send time kept by LastN is whole seconds from its first send, in an int32
 
 
 def _keep_latest(samples: list[tuple[float, str]] | None, sample: tuple[float, str]) -> list[tuple[float, str]]:
@@ -126,7 +127,8 @@ class LastN(msgspec.Struct, gc=False):
     for any N up to `size`: rules asking for different N of the same events share one.
 
     Counted by arrival, not by joining message ids: an of-event belongs to the span of per-events
-    it arrived in. Only the of-events' positions are stored (a few ints), so it stays small.
+    it arrived in. Only the of-events' positions are stored (a few ints), and the per-events' times
+    in a ring of whole seconds (4 bytes each), so an audit can say where the counted evidence starts.
     """
 
     size: int
@@ -134,9 +136,22 @@ class LastN(msgspec.Struct, gc=False):
     of_positions: array = msgspec.field(default_factory=lambda: array("q"))  # per_seen at each of-event
     total: int = 0  # len(of_positions), read on every event
     samples: list[tuple[float, str]] | None = None
+    # the last `size` per-events' times, by position % size, in whole seconds from `time_base`
+    per_times: array = msgspec.field(default_factory=lambda: array("i"))
+    time_base: float = 0.0  # the first per-event's time, floored to the second
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
-        self.per_seen += 1
+        position, times = self.per_seen, self.per_times
+        if not position:
+            self.time_base = time // 1
+        second = int((time - self.time_base) // 1)
+        if not -_INT32 <= second <= _INT32:  # a send decades away from the first: kept at the edge
+            second = _INT32 if second > 0 else -_INT32
+        if position < self.size:
+            times.append(second)
+        else:
+            times[position % self.size] = second
+        self.per_seen = position + 1
         oldest_gone = self.per_seen - self.size
         positions = self.of_positions
         if positions and positions[0] <= oldest_gone:
@@ -156,8 +171,19 @@ class LastN(msgspec.Struct, gc=False):
         positions = self.of_positions
         return len(positions) - bisect_right(positions, self.per_seen - size), min(self.per_seen, size)
 
-    def start_time(self) -> float | None:
-        return None  # counted by position, not time
+    def start_time(self, size: int) -> float | None:
+        """The time of the earliest of the last `size` per-events (whole seconds, rounded down);
+        None before the first."""
+        counted = min(self.per_seen, size)
+        if not counted:
+            return None
+        times, first = self.per_times, (self.per_seen - counted) % self.size
+        end = first + counted
+        if end <= len(times):
+            earliest = min(times[first:end])
+        else:  # the counted span wraps around the end of the ring
+            earliest = min(min(times[first:]), min(times[: end - self.size]))
+        return self.time_base + earliest
 
     def sample_ids_within(self, size: int) -> tuple[str, ...]:
         """The latest few message ids among the last `size` per-events."""
