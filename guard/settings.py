@@ -158,7 +158,7 @@ class Settings:
 def _secret_list(name: str, text: str) -> tuple[str, ...]:
     """Comma- or newline-separated secrets, whitespace stripped; an empty one is refused (it would
     make every signature computable by anyone)."""
-    items = tuple(item.strip() for item in text.replace("\n", ",").split(","))
+    items = tuple(item.strip() for item in text.strip().replace("\n", ",").split(","))
     if not items or any(not item for item in items):
         raise ConfigError(f"{name} holds an empty secret (comma-separated, none may be blank)")
     return items

@@ -296,8 +296,8 @@ class Ingest:
         return True
 
 
-def _answer(status: int, **body: str) -> web.Response:
-    return web.json_response(body, status=status)
+def _answer(code: int, **body: str) -> web.Response:
+    return web.json_response(body, status=code)
 
 
 async def run_until_signalled(ingest: Ingest) -> None:
