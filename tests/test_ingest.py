@@ -136,7 +136,7 @@ async def test_an_unsigned_or_forged_webhook_is_401_and_not_produced(ingest, top
     forged = webhook("camp_f", "m-forged")
     answer = await ingest.post(WEBHOOK_PATH, content=forged, headers=headers)
     assert answer.status_code == 401
-    assert "secret" not in answer.text.lower() or "whsec" not in answer.text
+    assert "whsec" not in answer.text
     good = webhook("camp_f", "m-good")
     assert (await ingest.post(WEBHOOK_PATH, content=good, headers=signed(good))).status_code == 200
     records = await read_all(kafka_bootstrap, topics.input, lambda r: "m-good" in message_ids(r))
