@@ -45,15 +45,17 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def measure(campaigns: int, sends: tuple[int, int], trace: bool) -> dict[str, Any]:
+def measure(
+    campaigns: int, sends: tuple[int, int], trace: bool, duration: float = 3600.0, horizon: float | None = None
+) -> dict[str, Any]:
     from guard.engine import Engine
     from guard.events import IgnoredEvent, MalformedEvent, decode
     from guard.generate import generate
     from guard.rules import load_rules
 
     rules = load_rules(ROOT / "rules")
-    records = generate(SEED, campaigns, 0, start=1_767_225_600.0, duration=3600.0, sends=sends).records
-    engine = Engine(rules)
+    records = generate(SEED, campaigns, 0, start=1_767_225_600.0, duration=duration, sends=sends).records
+    engine = Engine(rules) if horizon is None else Engine(rules, dedupe_horizon=horizon)
     if trace:
         tracemalloc.start(1)
     gc.collect()
@@ -162,11 +164,13 @@ def main() -> None:
     parser.add_argument("hi", type=int)
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--cap", type=int, help="flood: distinct one-event campaigns through an engine with this cap")
+    parser.add_argument("--duration", type=float, default=3600.0, help="seconds of event time the sends spread over")
+    parser.add_argument("--horizon", type=float, help="dedupe horizon in seconds (default: the engine's)")
     args = parser.parse_args()
     if args.cap is not None:
         emit(flood(args.campaigns, args.cap))
     else:
-        emit(measure(args.campaigns, (args.lo, args.hi), args.trace))
+        emit(measure(args.campaigns, (args.lo, args.hi), args.trace, args.duration, args.horizon))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""guard run | validate | schema | audit-schema | replay | test | generate | demo | standin"""
+"""guard run | ingest | validate | schema | audit-schema | replay | test | generate | demo | standin"""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.guard.log_level)
     asyncio.run(run_until_signalled(Service(settings, rules)))
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from guard.ingest.app import Ingest, IngestConfig, run_until_signalled
+    from guard.logs import configure_logging
+
+    try:
+        config = IngestConfig.from_env()
+    except ConfigError as error:
+        print(f"guard: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.guard.log_level)
+    asyncio.run(run_until_signalled(Ingest(config)))
     return 0
 
 
@@ -231,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run the service (settings from the environment, see README)").set_defaults(
         func=_run
     )
+    commands.add_parser(
+        "ingest", help="serve signed Leadterra webhooks and ARF complaints into Kafka (settings: README)"
+    ).set_defaults(func=_ingest)
     validate = commands.add_parser("validate", help="check rule files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path, help="rule files or directories")
     validate.set_defaults(func=_validate)

@@ -1,9 +1,10 @@
 """`guard demo`: the whole guard on a laptop, in under a minute.
 
-It starts the embedded Kafka broker and the Leadterra stand-in, runs the real service (the code
-behind `guard run`) with the shipped rules, streams seeded synthetic traffic in which a few
-campaigns go bad (two hours of sending, replayed fast), shows what happens live, prints a summary
-and cleans up after itself, Ctrl-C included.
+It starts the embedded Kafka broker and the Leadterra stand-in, runs the real services (the code
+behind `guard ingest` and `guard run`) with the shipped rules, posts seeded synthetic traffic in
+which a few campaigns go bad (two hours of sending, replayed fast) as signed webhooks, with a few
+forged ones among them that are rejected, shows what happens live, prints a summary and cleans up
+after itself, Ctrl-C included. The path is Leadterra's: webhook -> ingest -> Kafka -> guard -> pause.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import aiohttp
+from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 from rich.console import Console, Group
 from rich.live import Live
@@ -26,15 +28,19 @@ from rich.table import Table
 from guard.engine import Engine
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.generate import Traffic, generate
+from guard.ingest.app import WEBHOOK_PATH, Ingest, IngestConfig
+from guard.ingest.signature import SIGNATURE_HEADER, sign
 from guard.logs import configure_logging
 from guard.rules import RuleSet, load_rules
 from guard.service import Service
-from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, Settings
 from guard.testing.broker import FAST_GROUP, EmbeddedBroker
 from guard.testing.leadterra import LeadterraStandIn
 
 SIMULATED_SECONDS = 7200.0  # two hours of sending, squeezed into the demo's duration
 SETTLE_SECONDS = 3.0  # after the last event, time for the last pauses to land
+WEBHOOK_SECRET = b"whsec_demo"
+FORGERIES = 6  # unsigned or wrongly signed webhooks among the traffic, to show them rejected
 
 
 @dataclass
@@ -43,6 +49,8 @@ class DemoResult:
     paused: dict[str, str] = field(default_factory=dict)  # campaign -> rule, from the audit topic
     pause_calls: list[str] = field(default_factory=list)  # campaigns the stand-in got a pause for
     audit_lines: list[str] = field(default_factory=list)
+    accepted: int = 0  # webhooks `guard ingest` answered 200
+    rejected: list[int] = field(default_factory=list)  # its answers to the forged ones
 
     @property
     def caught(self) -> list[str]:
@@ -102,24 +110,23 @@ async def demo(duration: float, campaigns: int, bad: int, seed: int, rules_path:
                 ),
             )
             service = Service(settings, rules)
+            ingest = Ingest(IngestConfig(settings.kafka, settings.guard, IngestSettings(), (WEBHOOK_SECRET,)))
             running = asyncio.create_task(service.run())
+            receiving = asyncio.create_task(ingest.run())
             watcher = asyncio.create_task(_watch_audit(broker.bootstrap_servers, settings.guard.audit_topic, result))
             try:
                 await _until_consuming(service, running)
-                await _stream(
-                    traffic,
-                    settings.guard.input_topics[0],
-                    broker.bootstrap_servers,
-                    duration,
-                    rules,
-                    standin,
-                    result,
-                    console,
-                )
+                while not ingest.health.ready()[0]:
+                    if receiving.done():
+                        receiving.result()
+                    await asyncio.sleep(0.05)
+                url = f"http://127.0.0.1:{ingest.port}{WEBHOOK_PATH}"
+                await _stream(traffic, url, duration, rules, standin, result, console)
                 await asyncio.sleep(SETTLE_SECONDS)
             finally:
+                ingest.stop()
                 service.stop()
-                await asyncio.wait_for(running, timeout=30)
+                await asyncio.wait_for(asyncio.gather(running, receiving), timeout=30)
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
             result.pause_calls = sorted(
@@ -144,34 +151,46 @@ async def _until_consuming(service: Service, running: asyncio.Task[None]) -> Non
 
 async def _stream(
     traffic: Traffic,
-    topic: str,
-    bootstrap: str,
+    url: str,
     duration: float,
     rules: RuleSet,
     standin: LeadterraStandIn,
     result: DemoResult,
     console: Console,
 ) -> None:
-    """Produce the traffic evenly over `duration` seconds while redrawing the live view."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, linger_ms=5)
-    await producer.start()
+    """Post the traffic as signed webhooks evenly over `duration` seconds (and a few forged ones
+    that must be refused) while redrawing the live view."""
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32))
     mirror = Engine(rules)  # the view's own copy of the windows, to show how close each rule is
     records, started, sent = traffic.records, time.monotonic(), 0
+    forge_at = {len(records) * (n + 1) // (FORGERIES + 1) for n in range(FORGERIES)}
     live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+
+    async def post(body: bytes, signature: str | None) -> int:
+        headers = {SIGNATURE_HEADER: signature} if signature else {}
+        async with session.post(url, data=body, headers=headers) as answer:
+            await answer.read()
+            return answer.status
+
     try:
         if live is not None:
             live.start()
         while sent < len(records):
             await asyncio.sleep(0.1)
             due = min(len(records), int(len(records) * (time.monotonic() - started) / duration) + 1)
-            for record in records[sent:due]:
-                await producer.send(topic, key=record.key.encode(), value=record.value)
+            batch = records[sent:due]
+            statuses = await asyncio.gather(*(post(r.value, sign(WEBHOOK_SECRET, r.value)) for r in batch))
+            result.accepted += sum(status == 200 for status in statuses)
+            for record in batch:
                 try:
                     mirror.process(decode(record.value, record.time))
                 except (IgnoredEvent, MalformedEvent):
                     pass
+            for n in sorted(forge_at & set(range(sent, due))):
+                forged = records[n].value.replace(b'"message.sent"', b'"message.bounced"')
+                signature = None if n % 2 else sign(b"whsec_guessed", forged)  # unsigned, or a guessed secret
+                result.rejected.append(await post(forged, signature))
             sent = due
-            await producer.flush()
             if live is not None:
                 live.update(_view(traffic, mirror, standin, result, sent), refresh=True)
         if live is None:
@@ -179,7 +198,7 @@ async def _stream(
     finally:
         if live is not None:
             live.stop()
-        await producer.stop()
+        await session.close()
 
 
 async def _watch_audit(bootstrap: str, topic: str, result: DemoResult) -> None:
@@ -218,12 +237,20 @@ def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: D
         style = "bold red" if status == "paused" else ("yellow" if ratio >= 0.7 else "")
         truth = f"bad ({spec.bad_kind})" if spec.turns_at is not None else "healthy"
         table.add_row(spec.campaign_id, truth, closest, f"{ratio:.0%}", status, style=style)
-    return Group(table, *result.audit_lines[-6:])
+    webhooks = f"webhooks accepted by guard ingest: {result.accepted:,}; forged ones rejected: " + (
+        ", ".join(str(status) for status in result.rejected) or "none yet"
+    )
+    return Group(table, webhooks, *result.audit_lines[-6:])
 
 
 def summary(result: DemoResult) -> str:
     bad = result.traffic.bad
     lines = ["", "[bold]summary[/]"]
+    rejected = sum(status == 401 for status in result.rejected)
+    lines.append(
+        f"  webhooks through guard ingest: {result.accepted:,} signed accepted, "
+        f"{rejected} of {len(result.rejected)} forged rejected (401)"
+    )
     lines.append(
         f"  bad campaigns paused through the API: {len(result.caught)} of {len(bad)}  {', '.join(result.caught)}"
     )

@@ -15,7 +15,9 @@ def _answer(ok: bool, reason: str) -> web.Response:
     return web.json_response(body, status=200 if ok else 503)
 
 
-def health_app(health: Health, metrics: Metrics) -> web.Application:
+def health_app(health: Health, metrics: Metrics, app: web.Application | None = None) -> web.Application:
+    """/livez, /readyz and /metrics, added to `app` (a new one by default)."""
+
     async def livez(_: web.Request) -> web.Response:
         ok, reason = health.live()
         return web.json_response(
@@ -30,7 +32,7 @@ def health_app(health: Health, metrics: Metrics) -> web.Application:
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application() if app is None else app
     app.router.add_get("/livez", livez)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", prometheus)

@@ -27,7 +27,8 @@ def tansu_pids() -> set[int]:
 
 
 def test_the_demo_pauses_the_bad_campaigns_only_and_leaves_nothing_behind() -> None:
-    """A short demo run: every bad campaign paused through the API, no healthy one, no broker left."""
+    """A short demo run: the traffic posted as signed webhooks through `guard ingest`, the forged ones
+    refused; every bad campaign paused through the API, no healthy one, no broker left."""
     before = tansu_pids()
     run = subprocess.run(
         [sys.executable, "-m", "guard.cli", "demo", "--duration", "8"],
@@ -38,6 +39,7 @@ def test_the_demo_pauses_the_bad_campaigns_only_and_leaves_nothing_behind() -> N
         env={**os.environ, "COLUMNS": "200"},
     )
     assert run.returncode == 0, run.stderr
+    assert "6 of 6 forged rejected (401)" in run.stdout
     assert "bad campaigns paused through the API: 3 of 3" in run.stdout
     assert "healthy campaigns paused: 0" in run.stdout
     assert "missed" not in run.stdout

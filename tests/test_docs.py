@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings
+from guard.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, WebhookSettings
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -14,6 +14,10 @@ SETTINGS = [
     f"{prefix}{name.upper()}"
     for group, prefix in ((KafkaSettings, "KAFKA_"), (LeadterraSettings, "LEADTERRA_"), (GuardSettings, "GUARD_"))
     for name in group.model_fields
+] + [
+    field.validation_alias if isinstance(field.validation_alias, str) else f"{prefix}{name.upper()}"
+    for group, prefix in ((IngestSettings, "GUARD_INGEST_"), (WebhookSettings, "LEADTERRA_WEBHOOK_"))
+    for name, field in group.model_fields.items()
 ]
 
 

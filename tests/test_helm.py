@@ -571,3 +571,110 @@ class TestNetworkPolicy:
         """An empty `to` would allow any destination: the chart refuses to render."""
         result = render_text("--values", str(SCENARIOS["default"]), "--set", "networkPolicy.enabled=true")
         assert result.returncode != 0 and "networkPolicy.kafka.to is required" in result.stderr
+
+
+class TestIngest:
+    """`guard ingest` as its own Deployment and Service, off by default."""
+
+    NAME = f"{FULLNAME}-ingest"
+    ON = (
+        "--values",
+        str(SCENARIOS["default"]),
+        "--set",
+        "ingest.enabled=true",
+        "--set",
+        "ingest.webhookSecret.value=whsec_ci",
+    )
+    FULL = (
+        *ON,
+        *("--set", "ingest.arf.token=arf_ci", "--set", "ingest.networkPolicy.enabled=true"),
+        *("--set", "ingest.ingress.enabled=true", "--set", "ingest.ingress.tlsSecretName=ingest-tls"),
+    )
+
+    def _pod(self, objects: list[Obj]) -> Obj:
+        return the(objects, "Deployment", self.NAME)["spec"]["template"]
+
+    def test_is_off_by_default(self) -> None:
+        assert not [o for o in render_scenario("default") if o["metadata"]["name"] == self.NAME]
+
+    def test_lints_and_every_object_validates_strictly(self) -> None:
+        result = run_helm("lint", "--strict", str(CHART), *self.FULL[:2], *self.FULL[2:])
+        assert result.returncode == 0, result.stdout + result.stderr
+        for obj in render(*self.FULL):
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+    def test_no_selector_of_the_guard_matches_ingest_pods_and_the_reverse(self) -> None:
+        """Disjoint pods: the guard's Deployment, Service, PDB and NetworkPolicy never pick ingest pods."""
+        objects = render(*self.FULL, "--set", "networkPolicy.enabled=true")
+        ingest_labels = self._pod(objects)["metadata"]["labels"].items()
+        guard_labels = the(objects, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"].items()
+        for obj in objects:
+            spec = obj.get("spec", {})
+            selector = spec.get("selector", {}).get("matchLabels") or spec.get("podSelector", {}).get("matchLabels")
+            selector = selector or (spec.get("selector") if obj["kind"] == "Service" else None)
+            if not selector:
+                continue
+            mine = obj["metadata"]["name"] == self.NAME
+            assert (selector.items() <= ingest_labels) == mine, f"{obj['kind']}/{obj['metadata']['name']}"
+            assert (selector.items() <= guard_labels) != mine, f"{obj['kind']}/{obj['metadata']['name']}"
+
+    def test_runs_guard_ingest_with_probes_replicas_and_a_budget(self) -> None:
+        objects = render(*self.ON)
+        deployment = the(objects, "Deployment", self.NAME)
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["ingest"] and deployment["spec"]["replicas"] == 2
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+        assert the(objects, "PodDisruptionBudget", self.NAME)["spec"]["maxUnavailable"] == 1
+        service = the(objects, "Service", self.NAME)["spec"]
+        assert service["ports"][0]["targetPort"] == "http" and not service.get("publishNotReadyAddresses")
+
+    def test_secrets_are_files_from_a_secret_never_env_values(self) -> None:
+        objects = render(*self.FULL)
+        [container] = self._pod(objects)["spec"]["containers"]
+        env = {item["name"]: item for item in container["env"]}
+        assert "LEADTERRA_WEBHOOK_SECRET" not in env and "GUARD_ARF_TOKEN" not in env
+        assert not [
+            item for item in env.values() if "whsec_ci" in item.get("value", "") or "arf_ci" in item.get("value", "")
+        ]
+        [volume] = [v for v in self._pod(objects)["spec"]["volumes"] if v["name"] == "ingest-secret"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "ingest-secret"]
+        files = {f"{mount['mountPath']}/{item['path']}": item["key"] for item in volume["secret"]["items"]}
+        assert files[env["LEADTERRA_WEBHOOK_SECRET_FILE"]["value"]] == "webhook-secret"
+        assert files[env["GUARD_ARF_TOKEN_FILE"]["value"]] == "arf-token"
+        secret = the(objects, "Secret", self.NAME)
+        assert base64.b64decode(secret["data"]["webhook-secret"]) == b"whsec_ci"
+
+    def test_an_existing_secret_is_used_and_the_chart_creates_none(self) -> None:
+        objects = render(
+            "--values", str(SCENARIOS["default"]), "--set", "ingest.enabled=true",
+            "--set", "ingest.webhookSecret.existingSecret=leadterra-webhook", "--set", "ingest.webhookSecret.existingSecretKey=s",
+        )  # fmt: skip
+        assert not [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == self.NAME]
+        [volume] = [v for v in self._pod(objects)["spec"]["volumes"] if v["name"] == "ingest-secret"]
+        assert volume["secret"]["secretName"] == "leadterra-webhook"
+        assert volume["secret"]["items"] == [{"key": "s", "path": "webhook-secret"}]
+
+    def test_network_policy_lets_in_http_only_and_out_dns_and_kafka_only(self) -> None:
+        spec = the(render(*self.FULL), "NetworkPolicy", self.NAME)["spec"]
+        assert [rule["ports"] for rule in spec["ingress"]] == [[{"port": "http", "protocol": "TCP"}]]
+        egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
+        assert egress_ports == {53, 9092, 9093, 9094}  # no 443: the ingress never calls Leadterra
+
+    def test_the_ingress_has_tls_and_routes_only_the_webhook_paths(self) -> None:
+        spec = the(render(*self.FULL), "Ingress", self.NAME)["spec"]
+        assert spec["tls"] == [{"hosts": ["guard-ingest.example.com"], "secretName": "ingest-tls"}]
+        paths = [p["path"] for rule in spec["rules"] for p in rule["http"]["paths"]]
+        assert paths == ["/v1/webhooks/leadterra", "/v1/feedback/arf"]
+
+    @pytest.mark.parametrize(
+        ("extra", "message"),
+        [
+            (("--set", "ingest.enabled=true"), "ingest.webhookSecret.existingSecret"),
+            ((*ON[2:], "--set", "ingest.ingress.enabled=true"), "ingest.ingress.tlsSecretName"),
+            ((*ON[2:], "--set", "ingest.produceTimeoutSeconds=10"), "/ingest/produceTimeoutSeconds"),
+        ],
+    )
+    def test_settings_that_cannot_work_are_refused_at_render_time(self, extra: tuple[str, ...], message: str) -> None:
+        result = render_text("--values", str(SCENARIOS["default"]), *extra)
+        assert result.returncode != 0 and message in result.stderr, result.stderr

@@ -20,8 +20,8 @@ from guard.rules.models import Rule, RuleSet
 
 # Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
 _EPSILON = 1e-9
-# Leadterra retries a webhook after ~1m, 5m, 30m and 2h (then 8h): 3 h catches all but the last.
-DEFAULT_DEDUPE_HORIZON = 3 * 3600.0
+# Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
+DEFAULT_DEDUPE_HORIZON = 12 * 3600.0
 MAX_DEDUPE_KEYS_PER_CAMPAIGN = 50_000
 # An event stamped further than this past the partition's clock counts at the clock's time unless
 # a second one agrees (see `Engine._on_clock`): one forged timestamp cannot move time for everyone.

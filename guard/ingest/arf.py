@@ -1,0 +1,92 @@
+"""Feedback-loop reports (ARF, RFC 5965) -> `message.complained` events in Leadterra's envelope.
+
+A report is a `multipart/report; report-type=feedback-report` with three parts: a human-readable
+text, a `message/feedback-report` block of fields (Feedback-Type, Original-Mail-From,
+Arrival-Date, ...), and the reported message (`message/rfc822`, or `text/rfc822-headers` when the
+provider sends headers only). The campaign comes from a header the sender put on that message.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+from email.parser import HeaderParser
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from guard.errors import GuardError
+
+#: Feedback types that mean "a recipient called this spam"; not-spam and auth-failure do not.
+COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
+
+
+class UnusableReport(GuardError):
+    """The bytes are no ARF complaint the guard can count; the reason says why (dead-lettered)."""
+
+
+def complaint_event(raw: bytes, campaign_header: str) -> dict[str, Any]:
+    """The `message.complained` event an ARF report stands for; raises UnusableReport."""
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    if report.get_content_type() != "multipart/report":
+        raise UnusableReport(f"not an ARF report: content type {report.get_content_type()}, not multipart/report")
+    if (report.get_param("report-type") or "").lower() != "feedback-report":
+        raise UnusableReport("not an ARF report: report-type is not feedback-report")
+    fields, original = _parts(report)
+    feedback_type = str(fields.get("Feedback-Type", "")).strip().lower()
+    if not feedback_type:
+        raise UnusableReport("the feedback report has no Feedback-Type")
+    if feedback_type not in COMPLAINT_TYPES:
+        raise UnusableReport(f"Feedback-Type {feedback_type} is not a complaint")
+    if original is None:
+        raise UnusableReport("the report does not include the original message or its headers")
+    campaign_id = str(original.get(campaign_header, "")).strip()
+    if not campaign_id:
+        raise UnusableReport(f"the original message has no {campaign_header} header")
+    data: dict[str, Any] = {"campaignId": campaign_id, "feedbackType": feedback_type}
+    if message_id := str(original.get("Message-ID", "")).strip().strip("<>"):
+        data["messageId"] = message_id
+    if mail_from := str(fields.get("Original-Mail-From", "")).strip().strip("<>"):
+        data["originalMailFrom"] = mail_from
+    if recipient := str(fields.get("Original-Rcpt-To", "")).strip().strip("<>"):
+        data["recipient"] = recipient
+        data["recipientDomain"] = recipient.rpartition("@")[2].lower()
+    event: dict[str, Any] = {"event": "message.complained"}
+    # the complaint's time; without one the guard falls back to the record's time
+    if (when := _iso(fields.get("Arrival-Date")) or _iso(fields.get("Received-Date"))) is not None:
+        event["timestamp"] = when
+    event["data"] = data
+    return event
+
+
+def _parts(report: EmailMessage) -> tuple[EmailMessage, EmailMessage | None]:
+    fields: EmailMessage | None = None
+    original: EmailMessage | None = None
+    for part in report.iter_parts():
+        kind = part.get_content_type()
+        if kind == "message/feedback-report":
+            # the email package parses message/* bodies as a nested message: its headers are the fields
+            payload = part.get_payload()
+            fields = payload[0] if isinstance(payload, list) and payload else None
+        elif kind in ("message/rfc822", "message/rfc822-headers") and original is None:
+            payload = part.get_payload()
+            original = payload[0] if isinstance(payload, list) and payload else None
+        elif kind == "text/rfc822-headers" and original is None:
+            original = HeaderParser(policy=email.policy.default).parsestr(part.get_content())
+    if fields is None:
+        raise UnusableReport("the report has no message/feedback-report part")
+    return fields, original
+
+
+def _iso(value: object) -> str | None:
+    if value is None:
+        return None
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 5322 "-0000": time in UTC, zone unknown
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    return when.isoformat()

@@ -1,0 +1,166 @@
+"""The pure parts of `guard ingest`: signatures, webhook bodies, ARF reports, secret settings."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import pytest
+
+from guard.errors import ConfigError
+from guard.events import Signal, decode
+from guard.ingest.arf import UnusableReport, complaint_event
+from guard.ingest.signature import Verifier, sign
+from guard.ingest.webhook import UnusableWebhook, webhook_record
+from guard.settings import IngestSettings, WebhookSettings
+
+ARF = Path(__file__).parent / "arf"
+BODY = b'{"event":"message.sent","data":{"campaignId":"camp_1","messageId":"m1"}}'
+SECRET = b"whsec_current"
+
+
+def _mac(secret: bytes, body: bytes) -> bytes:
+    return hmac.new(secret, body, hashlib.sha256).digest()
+
+
+class TestVerifier:
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            pytest.param(lambda mac: mac.hex(), id="hex"),
+            pytest.param(lambda mac: mac.hex().upper(), id="HEX"),
+            pytest.param(lambda mac: "sha256=" + mac.hex(), id="sha256=hex"),
+            pytest.param(lambda mac: base64.b64encode(mac).decode(), id="base64"),
+            pytest.param(lambda mac: "sha256=" + base64.b64encode(mac).decode(), id="sha256=base64"),
+            pytest.param(lambda mac: base64.urlsafe_b64encode(mac).decode().rstrip("="), id="base64url-unpadded"),
+        ],
+    )
+    def test_accepts_every_spelling_of_the_right_mac(self, spelling) -> None:
+        """Leadterra does not document the encoding: hex and base64, with or without `sha256=`."""
+        assert Verifier((SECRET,)).verify(BODY, spelling(_mac(SECRET, BODY)))
+
+    @pytest.mark.parametrize(
+        "header",
+        [None, "", "sha256=", "garbage", _mac(b"other", BODY).hex(), _mac(SECRET, BODY + b" ").hex(), "00" * 32],
+    )
+    def test_rejects_missing_malformed_and_wrong_signatures(self, header: str | None) -> None:
+        """Another secret, another body, or no MAC at all: rejected."""
+        assert not Verifier((SECRET,)).verify(BODY, header)
+
+    def test_any_secret_of_a_rotation_verifies(self) -> None:
+        """With old and new secret configured, both verify and a third does not."""
+        verifier = Verifier((b"old", b"new"))
+        assert verifier.verify(BODY, sign(b"old", BODY)) and verifier.verify(BODY, sign(b"new", BODY))
+        assert not verifier.verify(BODY, sign(b"third", BODY))
+
+    def test_refuses_blank_secrets_and_never_shows_them(self) -> None:
+        """An empty secret would let anyone sign; the repr holds no secret."""
+        with pytest.raises(ValueError):
+            Verifier((b" ",))
+        assert "whsec" not in repr(Verifier((SECRET,)))
+
+
+class TestSecretSettings:
+    def test_comma_separated_secrets_are_stripped(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", " old , new ")
+        assert WebhookSettings().secrets() == (b"old", b"new")
+
+    def test_secrets_from_a_file_one_per_line(self, tmp_path: Path) -> None:
+        (tmp_path / "secret").write_text("old\nnew\n")
+        assert WebhookSettings(secret_file=tmp_path / "secret").secrets() == (b"old", b"new")
+
+    @pytest.mark.parametrize("value", ["", "  ", "hunter2,,b", "hunter2, "])
+    def test_a_blank_secret_is_refused_without_echoing_the_others(
+        self, monkeypatch: pytest.MonkeyPatch, value: str
+    ) -> None:
+        monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", value)
+        with pytest.raises(ConfigError, match="empty secret") as raised:
+            WebhookSettings().secrets()
+        assert "hunter2" not in str(raised.value)
+
+    def test_no_secret_is_an_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("LEADTERRA_WEBHOOK_SECRET", raising=False)
+        with pytest.raises(ConfigError, match="LEADTERRA_WEBHOOK_SECRET"):
+            WebhookSettings().secrets()
+
+
+class TestWebhookRecord:
+    def test_a_body_with_data_campaign_id_is_forwarded_byte_for_byte(self) -> None:
+        assert webhook_record(BODY, "ignored") == ("camp_1", BODY)
+
+    @pytest.mark.parametrize(
+        ("body", "param", "expected"),
+        [
+            ({"event": "reply.received", "data": {"reply": {"id": "r1", "campaignId": "camp_r"}}}, None, "camp_r"),
+            ({"event": "message.bounced", "data": {"messageId": "m"}}, "camp_q", "camp_q"),
+            ({"event": "campaign.started"}, "camp_s", "camp_s"),
+            ({"event": "reply.received", "data": {"reply": {"campaignId": "camp_r"}}}, "camp_q", "camp_r"),
+        ],
+    )
+    def test_the_campaign_id_is_found_and_written_into_data(self, body: dict, param: str | None, expected: str) -> None:
+        """data.campaignId, else data.reply.campaignId, else ?campaign=; the guard then decodes it."""
+        campaign_id, value = webhook_record(json.dumps(body).encode(), param)
+        assert campaign_id == expected
+        assert json.loads(value)["data"]["campaignId"] == expected
+
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            (b"not json", "not JSON"),
+            (b"[1, 2]", "not an object"),
+            (b'{"data": {"campaignId": "c"}}', "no event name"),
+            (b'{"event": "message.sent", "data": "x"}', "data is not an object"),
+            (b'{"event": "message.sent", "data": {"messageId": "m"}}', "no campaign id"),
+            (b'{"event": "message.sent", "data": {"campaignId": ""}}', "no campaign id"),
+        ],
+    )
+    def test_unusable_bodies_say_why(self, body: bytes, reason: str) -> None:
+        with pytest.raises(UnusableWebhook, match=reason):
+            webhook_record(body, None)
+
+
+class TestArf:
+    def test_an_abuse_report_becomes_a_complaint_of_the_campaign_in_the_original_headers(self) -> None:
+        event = complaint_event((ARF / "abuse.eml").read_bytes(), "X-Leadterra-Campaign-Id")
+        decoded = decode(json.dumps(event).encode(), 1773000000.0)
+        assert (decoded.signal, decoded.campaign_id, decoded.message_id) == (
+            Signal.COMPLAINED,
+            "camp_fbl_1",
+            "msg_8b1f2c@sender.example.com",
+        )
+        assert decoded.time == 1772992800.0  # Arrival-Date, Thu, 8 Mar 2026 14:00:00 -0400
+        assert event["data"]["feedbackType"] == "abuse"
+        assert event["data"]["recipientDomain"] == "mail.example.net"
+
+    def test_a_headers_only_report_works_too(self) -> None:
+        event = complaint_event((ARF / "abuse-headers-only.eml").read_bytes(), "X-Leadterra-Campaign-Id")
+        assert event["data"]["campaignId"] == "camp_fbl_2"
+
+    def test_the_campaign_header_is_configurable(self) -> None:
+        with pytest.raises(UnusableReport, match="X-Other"):
+            complaint_event((ARF / "abuse.eml").read_bytes(), "X-Other")
+
+    @pytest.mark.parametrize(
+        ("sample", "reason"),
+        [
+            ("abuse-no-campaign.eml", "no X-Leadterra-Campaign-Id header"),
+            ("not-a-report.eml", "not an ARF report"),
+        ],
+    )
+    def test_unusable_reports_say_why(self, sample: str, reason: str) -> None:
+        with pytest.raises(UnusableReport, match=reason):
+            complaint_event((ARF / sample).read_bytes(), "X-Leadterra-Campaign-Id")
+
+    def test_not_spam_is_no_complaint(self) -> None:
+        raw = (ARF / "abuse.eml").read_bytes().replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam")
+        with pytest.raises(UnusableReport, match="not-spam is not a complaint"):
+            complaint_event(raw, "X-Leadterra-Campaign-Id")
+
+    def test_arf_tokens_are_optional_and_blank_ones_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert IngestSettings().arf_tokens() == ()
+        monkeypatch.setenv("GUARD_ARF_TOKEN", "t1,")
+        with pytest.raises(ConfigError, match="GUARD_ARF_TOKEN"):
+            IngestSettings().arf_tokens()
