@@ -6,6 +6,7 @@ import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
@@ -21,6 +22,7 @@ from strategies import (
 
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
+from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.windows import BUCKETS_PER_WINDOW
 from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
@@ -265,7 +267,7 @@ def episodes(
     state: dict[str, Episode] = {}
     after: dict[int, Episode] = {}
     resumes = 0
-    for index, event in enumerate(events):
+    for index, event in enumerate(on_the_partition_clock(events)):
         episode = state.setdefault(event.campaign_id, Episode())
         if episode.watermark is not None and event.time - episode.watermark > rules.retention:
             episode = state[event.campaign_id] = Episode()
@@ -281,6 +283,24 @@ def episodes(
         episode.resumes = resumes
         after[index] = Episode(**vars(episode))
     return after
+
+
+def on_the_partition_clock(events: Sequence[Event]) -> list[Event]:
+    """The events at the times the engine counts them: one stamped more than MAX_AHEAD_SECONDS past
+    the partition's clock counts at the clock, unless the one before it was such an event too and
+    this one is not before it by more than the limit (the forged-timestamp defence)."""
+    clock, ahead, counted = float("-inf"), None, []
+    for event in events:
+        if event.time > clock + MAX_AHEAD_SECONDS and clock != float("-inf"):
+            if ahead is not None and event.time >= ahead - MAX_AHEAD_SECONDS:
+                ahead = None
+            else:
+                ahead, event = event.time, msgspec.structs.replace(event, time=clock)
+        else:
+            ahead = None
+        clock = max(clock, event.time)
+        counted.append(event)
+    return counted
 
 
 def decided_by_index(engine: Engine, events: Sequence[Event]) -> dict[int, list[Decision]]:

@@ -588,6 +588,7 @@ class TestIngest:
     FULL = (
         *ON,
         *("--set", "ingest.arf.token=arf_ci", "--set", "ingest.networkPolicy.enabled=true"),
+        *("--set-json", 'networkPolicy.kafka.to=[{"ipBlock": {"cidr": "10.1.0.0/16"}}]'),
         *("--set", "ingest.ingress.enabled=true", "--set", "ingest.ingress.tlsSecretName=ingest-tls"),
     )
 
@@ -660,6 +661,12 @@ class TestIngest:
         assert [rule["ports"] for rule in spec["ingress"]] == [[{"port": "http", "protocol": "TCP"}]]
         egress_ports = {p["port"] for rule in spec["egress"] for p in rule["ports"]}
         assert egress_ports == {53, 9092, 9093, 9094}  # no 443: the ingress never calls Leadterra
+        assert spec["egress"][1]["to"] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]  # the guard's Kafka peers
+
+    def test_network_policy_needs_the_kafka_peers(self) -> None:
+        """An ingest policy without networkPolicy.kafka.to would allow any destination: refused."""
+        result = run_helm("template", "g", str(CHART), *self.ON, "--set", "ingest.networkPolicy.enabled=true")
+        assert result.returncode != 0 and "networkPolicy.kafka.to is required" in result.stderr
 
     def test_the_ingress_has_tls_and_routes_only_the_webhook_paths(self) -> None:
         spec = the(render(*self.FULL), "Ingress", self.NAME)["spec"]

@@ -264,9 +264,11 @@ class Engine:
         state.active = True
         if time < state.started_at:
             self.stats.late += 1  # e.g. a retried webhook for a bounce from before the restart
+            self._advance(time)  # every event moves the partition's clock, counted or not
             return []
         if event.message_id is not None and self._is_duplicate(state, event):
             self.stats.duplicates += 1
+            self._advance(time)
             return []
         if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
             state = self._resumed(campaign_id, state, time)

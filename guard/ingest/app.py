@@ -112,6 +112,9 @@ class IngestHealth:
     def live(self) -> tuple[bool, str]:
         return True, "ok"
 
+    def warnings(self) -> list[str]:
+        return []
+
     def ready(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "stopping"
