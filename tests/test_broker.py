@@ -66,7 +66,7 @@ async def test_session_broker_round_trip_with_manual_commit(
 
 def test_kafka_bootstrap_derives_from_kafka_broker(kafka_broker: BrokerInfo, kafka_bootstrap: str) -> None:
     assert kafka_bootstrap == kafka_broker.bootstrap_servers
-    assert kafka_broker.kind in ("env", "testcontainers", "tansu")
+    assert kafka_broker.kind in ("env", "testcontainers", "tansu", "kafka")
     host, _, port = kafka_bootstrap.rpartition(":")
     with socket.create_connection((host, int(port)), timeout=2):
         pass

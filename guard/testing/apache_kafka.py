@@ -229,6 +229,8 @@ transaction.state.log.min.isr={min_isr}
 share.coordinator.state.topic.replication.factor={replicas}
 share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
+# tests use 2 s sessions (the default minimum is 6 s) so a crashed member is noticed quickly
+group.min.session.timeout.ms=500
 log.cleaner.dedupe.buffer.size=2097152
 """
 

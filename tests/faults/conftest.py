@@ -576,10 +576,6 @@ class Kit:
         self.rules = tmp_path / "fault-rules.yaml"
         self.rules.write_text(FAULT_RULES, encoding="utf-8")
 
-    def on(self, broker: BrokerInfo) -> Kit:
-        """The same kit against another broker (e.g. a dedicated one for a broker-crash test)."""
-        return Kit(broker, self.guards, self.tmp_path)
-
     def expected(self, records: Sequence[Record]) -> Expected:
         """The decisions of the fault rules over `records` (see `expected_decisions`)."""
         return expected_decisions(records, self.rules)
@@ -640,7 +636,14 @@ async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
 
 @pytest.fixture
 async def kit(kafka_broker: BrokerInfo, guards: Guards, tmp_path: Path) -> Kit:
+    """The kit on the session's broker: the test runs once per broker of the matrix."""
     return Kit(kafka_broker, guards, tmp_path)
+
+
+@pytest.fixture
+def kit_on(guards: Guards, tmp_path: Path) -> Callable[[BrokerInfo], Kit]:
+    """`kit_on(broker)`: a kit on a broker the test starts itself (it runs once, not per broker)."""
+    return lambda broker: Kit(broker, guards, tmp_path)
 
 
 # --------------------------------------------------------------------------- the report
