@@ -171,7 +171,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     run = matrix.cache_info().currsize and matrix()
     if not run or not run.used:
         return
-    ran = [f"{name} ({run.started[name]})" if run.started[name] else name for name in run.brokers if name in run.started]
+    ran = [
+        f"{name} ({run.started[name]})" if run.started[name] else name for name in run.brokers if name in run.started
+    ]
     line = "brokers: " + (", ".join(ran) if ran else "none started")
     if len(ran) == 1 and ran[0].startswith("tansu"):
         line = f"brokers: {ran[0]} only"

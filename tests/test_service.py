@@ -13,13 +13,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
 from guard.generate import generate
+from guard.kafka import topic_partitions
 from guard.rules import load_rules
 from guard.service import Service
 from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
@@ -161,11 +162,11 @@ def good_campaign(campaign_id: str, start: float) -> list[tuple[str, bytes]]:
 
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list:
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list = []
@@ -179,10 +180,10 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
 
 async def committed_total(bootstrap: str, topics: Topics, expected: int, timeout: float = 15.0) -> int:
     """The group's committed offsets on the input topic, summed, once they reach `expected` (or time runs out)."""
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topics.input)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()]
         deadline = time.monotonic() + timeout
         while True:
             total = sum([await consumer.committed(tp) or 0 for tp in partitions])

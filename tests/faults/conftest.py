@@ -35,8 +35,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from guard.engine import Decision, Engine
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.generate import Record
+from guard.kafka import topic_partitions
 from guard.replay import replay
 from guard.rules import load_rules
+from guard.settings import KafkaSettings
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -420,29 +422,27 @@ class Producer:
 
 
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of every partition of `topic`, up to the high watermark each had when read."""
+    """Every record of every partition of `topic`, up to where each partition ends once read."""
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topic)
+    if not partitions:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends: dict[TopicPartition, int] = {}
-        for tp in partitions:  # the high watermark of a fetch is right on every broker (see test-broker.md)
-            await consumer.getmany(tp, timeout_ms=300, max_records=1)
-            ends[tp] = consumer.highwater(tp) or 0
-            await consumer.seek_to_beginning(tp)
+        ends = await consumer.end_offsets(partitions)  # the embedded test broker's can be short: see below
         records: list[Any] = []
         deadline = time.monotonic() + timeout
-        reading = {tp for tp in partitions if ends[tp] > 0}
+        reading = set(partitions)
         while reading:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic}: {len(records)} records, still reading {reading}")
-            for tp, batch in (await consumer.getmany(*reading, timeout_ms=200, max_records=20_000)).items():
-                records.extend(r for r in batch if r.offset < ends[tp])
-                if await consumer.position(tp) >= ends[tp]:
+            for batch in (await consumer.getmany(*reading, timeout_ms=200, max_records=20_000)).values():
+                records.extend(batch)
+            for tp in list(reading):  # done at the end from ListOffsets and at a fetch's high watermark
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= max(ends[tp], highwater):
                     reading.discard(tp)
         return records
     finally:
@@ -469,9 +469,9 @@ class AuditTail:
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AuditTail:
+        partitions = await topic_partitions(KafkaSettings(bootstrap_servers=self.bootstrap), self.topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
         await consumer.start()
-        partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._follow(consumer))
