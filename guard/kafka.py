@@ -13,11 +13,11 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import BrokerResponseError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from guard.errors import GuardError
+from guard.errors import ConfigError, GuardError
 from guard.settings import KafkaSettings
 
 log = structlog.get_logger("guard.kafka")
@@ -57,6 +57,20 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         acks="all", enable_idempotence=settings.enable_idempotence, linger_ms=0, **client_options(settings)
     )
+
+
+async def start_producer(producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
+    """Start `producer`; a broker that refuses the idempotent producer is a configuration error."""
+    try:
+        await producer.start()
+    except BrokerResponseError as error:  # an unreachable broker is a KafkaConnectionError, not this
+        if not settings.enable_idempotence:
+            raise
+        await producer.stop()
+        raise ConfigError(
+            f"the Kafka brokers refused the idempotent producer (InitProducerId: {error}); "
+            "set KAFKA_ENABLE_IDEMPOTENCE=false for brokers without it"
+        ) from None
 
 
 def make_consumer(settings: KafkaSettings, group_id: str) -> AIOKafkaConsumer:

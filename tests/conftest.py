@@ -96,13 +96,16 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kafka_broker" in metafunc.fixturenames:
         brokers = matrix().brokers
-        matrix().used = True
         metafunc.parametrize("kafka_broker", brokers, ids=brokers, indirect=True, scope="session")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Fetch Apache Kafka's jars before the first test, outside any test's timeout."""
-    if "kafka" in matrix().brokers and any(_broker_of(item) == "kafka" for item in session.items):
+    selected = {_broker_of(item) for item in session.items} - {None}
+    if not selected:
+        return
+    matrix().used = True
+    if "kafka" in selected:
         try:
             kafka_classpath()
         except Exception as error:  # the fixture tries again and raises: its tests ERROR

@@ -71,7 +71,7 @@ def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, 
             bootstrap_servers=broker.bootstrap_servers,
             session_timeout_ms=2000,
             heartbeat_interval_ms=200,
-            enable_idempotence=broker.kind != "tansu",
+            **({} if broker.idempotence else {"enable_idempotence": False}),  # else the default: on
         ),
         leadterra=LeadterraSettings(
             api_url=standin.url,

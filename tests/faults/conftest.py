@@ -592,7 +592,6 @@ class Kit:
         env = {
             **clean_environ(),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap or self.bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": str(self.broker.kind != "tansu").lower(),
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
             "GUARD_RULES": str(self.rules),
@@ -610,6 +609,8 @@ class Kit:
             "LEADTERRA_BACKOFF_MAX": "0.5",
             "LEADTERRA_RETRY_DEADLINE": "60",
         }
+        if not self.broker.idempotence:  # else the default: the idempotent producer
+            env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
         if standin is not None:
             env |= {"LEADTERRA_API_URL": standin.url, "LEADTERRA_API_KEY": standin.api_key}
         else:
@@ -621,7 +622,7 @@ class Kit:
         return self.guards.start(env, name)
 
     def producer(self, bootstrap: str | None = None, **options: Any) -> Producer:
-        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.kind != "tansu", **options)
+        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.idempotence, **options)
 
     def audit_tail(self, topics: Topics, bootstrap: str | None = None) -> AuditTail:
         return AuditTail(bootstrap or self.bootstrap, topics.audit)
