@@ -88,9 +88,19 @@ def matrix() -> Matrix:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "apache_kafka: runs only when Apache Kafka is in the matrix (its launcher)")
     unknown = [name for name in _requested() or () if name not in KNOWN_BROKERS]
     if unknown:
         raise pytest.UsageError(f"GUARD_TEST_BROKERS: unknown broker(s) {unknown}; known: {', '.join(KNOWN_BROKERS)}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the Apache Kafka launcher need Java and Maven: left out (deselected, and the summary
+    says why Apache Kafka did not run) when Apache Kafka is not in the matrix."""
+    needing = [item for item in items if item.get_closest_marker("apache_kafka")]
+    if needing and "kafka" not in matrix().brokers:
+        config.hook.pytest_deselected(items=needing)
+        items[:] = [item for item in items if not item.get_closest_marker("apache_kafka")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
