@@ -34,8 +34,8 @@ from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.leadterra import LeadterraStandIn
 
 KNOWN_BROKERS = ("tansu", "kafka", "testcontainers")
-# Apache Kafka's first start also fetches its jars from Maven Central (once, into the cache)
-KAFKA_START_TIMEOUT = 180.0
+# within the tests' 120 s timeout; the jars are fetched before the first test (pytest_collection_finish)
+KAFKA_START_TIMEOUT = 90.0
 
 
 def _docker_answers() -> bool:
