@@ -1,6 +1,9 @@
 # make demo: see the guard pause bad campaigns on embedded defaults.
-# make test: lint, then the whole suite: unit, integration on a real broker, faults, Helm chart.
+# make test: lint, then the whole suite: unit, integration and faults on every broker of the
+# matrix (Tansu; Apache Kafka too when Java 17+ and Maven are present), Helm chart.
 PYTHON ?= python3
+# Apache Kafka's jars (fetched by Maven on first use) and other test tools live in the ignored .tools/
+export GUARD_KAFKA_CACHE ?= $(CURDIR)/.tools
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed

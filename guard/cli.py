@@ -34,7 +34,11 @@ def _run(args: argparse.Namespace) -> int:
         _error(f"invalid rules:\n{error}")
         return 2
     configure_logging(settings.guard.log_level)
-    asyncio.run(run_until_signalled(Service(settings, rules)))
+    try:
+        asyncio.run(run_until_signalled(Service(settings, rules)))
+    except ConfigError as error:  # found only once Kafka answers, e.g. a refused idempotent producer
+        print(f"guard: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

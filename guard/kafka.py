@@ -12,14 +12,18 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import BrokerResponseError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
-from guard.errors import GuardError
+from guard.errors import ConfigError, GuardError
 from guard.metrics import Metrics
 from guard.settings import KafkaSettings
 
 log = structlog.get_logger("guard.kafka")
+
+LOG_END_TIMEOUT = 30.0  # a fetch from a record the log holds is answered at once; this is for a broker in trouble
 
 
 class UnknownTopic(GuardError):
@@ -54,6 +58,20 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         acks="all", enable_idempotence=settings.enable_idempotence, linger_ms=0, **client_options(settings)
     )
+
+
+async def start_producer(producer: AIOKafkaProducer, settings: KafkaSettings) -> None:
+    """Start `producer`; a broker that refuses the idempotent producer is a configuration error."""
+    try:
+        await producer.start()
+    except BrokerResponseError as error:  # an unreachable broker is a KafkaConnectionError, not this
+        if not settings.enable_idempotence:
+            raise
+        await producer.stop()
+        raise ConfigError(
+            f"the Kafka brokers refused the idempotent producer (InitProducerId: {error}); "
+            "set KAFKA_ENABLE_IDEMPOTENCE=false for brokers without it"
+        ) from None
 
 
 def make_consumer(settings: KafkaSettings, group_id: str) -> AIOKafkaConsumer:
@@ -224,12 +242,12 @@ async def read_topic(
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of the records of every partition of `topic` with record time in [since, until],
     up to the end each partition had when reading started. Reads without a consumer group."""
+    partitions = await topic_partitions(settings, topic)
+    if not partitions:
+        raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
     consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
     try:
         await consumer.start()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
         consumer.assign(partitions)
         for tp in partitions:
             start = await start_offset(consumer, tp, None, since_ms)
@@ -257,14 +275,48 @@ async def read_topic(
         await consumer.stop()
 
 
+async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic`, asked of the brokers; [] when it does not exist.
+
+    A consumer's first metadata names no topics on Apache Kafka (the embedded test broker lists them
+    all), and a request that names the topic would create it where brokers auto-create topics: so
+    this asks for the metadata of every topic.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry["topic"] == topic and entry["error_code"] == 0:
+            return sorted(TopicPartition(topic, p["partition"]) for p in entry["partitions"])
+    return []
+
+
 async def _log_ends(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """Each partition's end when reading starts: the high watermark of a fetch, which every broker
-    reports correctly (the embedded test broker's ListOffsets LATEST does not)."""
-    ends = {}
+    """Each partition's end when reading starts.
+
+    `end_offsets` (ListOffsets LATEST) is the end on Apache Kafka; the embedded test broker answers
+    the start of the last batch instead, so the high watermark of a fetch from just before that
+    offset (where the log has a record, so the broker answers at once) raises it to the true end.
+    An end that cannot be learnt is an error, never 0: that would skip the partition's records.
+    """
+    ends = await consumer.end_offsets(partitions)
+    positions = {tp: await consumer.position(tp) for tp in partitions}
     for tp in partitions:
-        position = await consumer.position(tp)
-        await consumer.getmany(tp, timeout_ms=500, max_records=1)
-        ends[tp] = consumer.highwater(tp) or 0
+        consumer.seek(tp, max(0, ends[tp] - 1))
+    unknown = set(partitions)
+    deadline = time.monotonic() + LOG_END_TIMEOUT
+    while unknown:
+        if time.monotonic() > deadline:
+            raise KafkaTimeoutError(f"no high watermark within {LOG_END_TIMEOUT:.0f} s for {_names(sorted(unknown))}")
+        await consumer.getmany(*unknown, timeout_ms=100, max_records=1)
+        for tp in list(unknown):
+            if (highwater := consumer.highwater(tp)) is not None:
+                ends[tp] = max(ends[tp], highwater)
+                unknown.discard(tp)
+    for tp, position in positions.items():
         consumer.seek(tp, position)
     return ends
 

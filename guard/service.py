@@ -23,7 +23,7 @@ from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
 from guard.engine import Decision
 from guard.health import Health
-from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer
+from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer, start_producer
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.rules import RuleSet
@@ -90,7 +90,7 @@ class Service:
         self.metrics.campaigns_limit.set(settings.max_campaigns)
         await self.server.start()
         try:
-            await producer.start()
+            await start_producer(producer, self.settings.kafka)
             await consumer.start()
             consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self._assigned))
             log.info(

@@ -1,20 +1,41 @@
-"""Shared fixtures: one real Kafka broker per test session, fresh names per test.
+"""Shared fixtures: real Kafka brokers for the test session, fresh names per test.
 
-Broker choice: ``KAFKA_BOOTSTRAP_SERVERS`` if set; else Apache Kafka in testcontainers if a
-Docker engine answers; else the embedded Tansu broker (see guard/testing/broker.py).
+Which brokers run (the matrix): every test that uses ``kafka_broker`` (directly or through
+``kafka_bootstrap``, ``kit``, ...) runs once per broker, named ``[tansu]``, ``[kafka]``, ...
+
+* ``KAFKA_BOOTSTRAP_SERVERS`` set: only that broker (``[env]``).
+* ``GUARD_TEST_BROKERS`` set (``tansu``, ``kafka``, ``testcontainers``, comma-separated): exactly
+  those. A requested broker that cannot start makes its tests ERROR, never skip (CI sets
+  ``tansu,kafka``).
+* Otherwise, Apache Kafka in testcontainers when a Docker engine answers; else the embedded Tansu
+  and Apache Kafka from Maven Central jars (guard/testing/apache_kafka.py) when Java 17+ and Maven
+  are present, Tansu alone when not. The terminal summary says which brokers ran and why not.
+
+Each broker starts once per session: pytest orders the tests by the session-scoped parameter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from guard.testing.apache_kafka import KAFKA_VERSION, ApacheKafka, kafka_classpath, missing_tools
 from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.leadterra import LeadterraStandIn
+
+KNOWN_BROKERS = ("tansu", "kafka", "testcontainers")
+# within the tests' 120 s timeout; the jars are fetched before the first test (pytest_collection_finish)
+KAFKA_START_TIMEOUT = 90.0
 
 
 def _docker_answers() -> bool:
@@ -36,19 +57,144 @@ def _docker_answers() -> bool:
         return False
 
 
+@dataclass
+class Matrix:
+    """The brokers of this session, why Apache Kafka is not among them, and what each did."""
+
+    brokers: list[str]
+    kafka_not_run: str | None = None
+    used: bool = False  # some collected test needs a broker
+    started: dict[str, str] = field(default_factory=dict)  # broker -> detail for the summary
+    failed: dict[str, str] = field(default_factory=dict)  # broker -> why it did not start
+
+
+def _requested() -> list[str] | None:
+    """The brokers named by GUARD_TEST_BROKERS, or None when it is unset or empty."""
+    names = [name.strip() for name in os.environ.get("GUARD_TEST_BROKERS", "").split(",") if name.strip()]
+    return list(dict.fromkeys(names)) or None
+
+
+@functools.cache
+def matrix() -> Matrix:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return Matrix(["env"], "KAFKA_BOOTSTRAP_SERVERS is set: only that broker")
+    if requested := _requested():
+        not_run = None if "kafka" in requested else f"not requested (GUARD_TEST_BROKERS={','.join(requested)})"
+        return Matrix(requested, not_run)
+    if _docker_answers():
+        return Matrix(["testcontainers"], "a Docker engine answers: Apache Kafka runs in testcontainers")
+    why = missing_tools()
+    return Matrix(["tansu", "kafka"]) if why is None else Matrix(["tansu"], why)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "apache_kafka: runs only when Apache Kafka is in the matrix (its launcher)")
+    unknown = [name for name in _requested() or () if name not in KNOWN_BROKERS]
+    if unknown:
+        raise pytest.UsageError(f"GUARD_TEST_BROKERS: unknown broker(s) {unknown}; known: {', '.join(KNOWN_BROKERS)}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests of the Apache Kafka launcher need Java and Maven: left out (deselected, and the summary
+    says why Apache Kafka did not run) when Apache Kafka is not in the matrix."""
+    needing = [item for item in items if item.get_closest_marker("apache_kafka")]
+    if needing and "kafka" not in matrix().brokers:
+        config.hook.pytest_deselected(items=needing)
+        items[:] = [item for item in items if not item.get_closest_marker("apache_kafka")]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "kafka_broker" in metafunc.fixturenames:
+        brokers = matrix().brokers
+        metafunc.parametrize("kafka_broker", brokers, ids=brokers, indirect=True, scope="session")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fetch Apache Kafka's jars before the first test, outside any test's timeout."""
+    selected = {_broker_of(item) for item in session.items} - {None}
+    if not selected:
+        return
+    matrix().used = True
+    if "kafka" in selected:
+        try:
+            kafka_classpath()
+        except Exception as error:  # the fixture tries again and raises: its tests ERROR
+            matrix().failed["kafka"] = str(error)
+
+
+def _broker_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("kafka_broker") if callspec is not None else None
+
+
 @pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[BrokerInfo]:
-    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        yield BrokerInfo(servers, "env")
-    elif _docker_answers():
+def kafka_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
+    name = getattr(request, "param", None) or matrix().brokers[0]
+    try:
+        with _running(name) as broker:
+            yield broker
+    except Exception as error:
+        if name not in matrix().started:  # it did not start: the summary says so too
+            matrix().failed[name] = (str(error) or repr(error)).splitlines()[0]
+        raise
+
+
+@contextlib.contextmanager
+def _running(name: str) -> Iterator[BrokerInfo]:
+    """Start the named broker, note what the summary reports, stop it at the end."""
+    if name == "env":
+        matrix().started[name] = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        yield BrokerInfo(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "env")
+    elif name == "testcontainers":
         # testcontainers.kafka is a deprecated alias of this module (its import warns).
         from testcontainers.community.kafka import KafkaContainer
 
-        with KafkaContainer() as kafka:
-            yield BrokerInfo(kafka.get_bootstrap_server(), "testcontainers")
+        with KafkaContainer() as container:
+            matrix().started[name] = "Apache Kafka in a container"
+            yield BrokerInfo(container.get_bootstrap_server(), "testcontainers")
+    elif name == "tansu":
+        with EmbeddedBroker() as tansu:
+            matrix().started[name] = ""
+            yield BrokerInfo(tansu.bootstrap_servers, "tansu")
     else:
-        with EmbeddedBroker() as broker:
-            yield BrokerInfo(broker.bootstrap_servers, "tansu")
+        began = time.monotonic()
+        kafka = ApacheKafka()
+        try:
+            kafka.start(KAFKA_START_TIMEOUT)
+            detail = f"Apache Kafka {KAFKA_VERSION}, ready in {time.monotonic() - began:.1f} s"
+            matrix().started[name] = detail
+            yield BrokerInfo(kafka.bootstrap_servers, "kafka")
+            if (rss := _rss_mib(kafka.pid)) is not None:
+                matrix().started[name] = f"{detail}, {rss:.0f} MiB RSS at the end"
+        finally:
+            kafka.stop()
+
+
+def _rss_mib(pid: int | None) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return None
+    line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
+    return int(line.split()[1]) / 1024 if line else None
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """One line: which brokers the integration tests ran on, and why Apache Kafka did not."""
+    run = matrix.cache_info().currsize and matrix()
+    if not run or not run.used:
+        return
+    ran = [
+        f"{name} ({run.started[name]})" if run.started[name] else name for name in run.brokers if name in run.started
+    ]
+    line = "brokers: " + (", ".join(ran) if ran else "none started")
+    if len(ran) == 1 and ran[0].startswith("tansu"):
+        line = f"brokers: {ran[0]} only"
+    for name, why in run.failed.items():
+        line += f"; {name} FAILED to start: {why}"
+    if run.kafka_not_run and "kafka" not in run.failed:
+        line += f"; Apache Kafka not run: {run.kafka_not_run}"
+    terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

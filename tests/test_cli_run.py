@@ -16,7 +16,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from guard.testing.broker import BrokerInfo
+from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -69,6 +69,38 @@ class TestSettingsErrors:
         assert f"{tmp_path / 'bad.yaml'}:7: rule x: window:" in err
 
 
+class TestBrokerWithoutIdempotence:
+    async def test_a_refused_idempotent_producer_is_one_line_naming_the_setting_and_exit_2(self) -> None:
+        """The default KAFKA_ENABLE_IDEMPOTENCE=true against a broker without it (Tansu rejects
+        InitProducerId): one `guard:` line that names the setting, no traceback, exit 2 like other
+        configuration errors. Its own Tansu: the broker that refuses is what is under test."""
+        suffix = uuid.uuid4().hex[:8]
+        with EmbeddedBroker() as tansu:
+            code, _, err = await asyncio.wait_for(
+                run_cli(
+                    "run",
+                    env={
+                        "KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap_servers,
+                        "KAFKA_ENABLE_IDEMPOTENCE": "true",
+                        "GUARD_DRY_RUN": "true",
+                        "GUARD_RULES": str(RULES),
+                        "GUARD_INPUT_TOPICS": f"events-{suffix}",
+                        "GUARD_AUDIT_TOPIC": f"audit-{suffix}",
+                        "GUARD_DLQ_TOPIC": f"dlq-{suffix}",
+                        "GUARD_GROUP_ID": f"guard-{suffix}",
+                        "GUARD_HTTP_HOST": "127.0.0.1",
+                        "GUARD_HTTP_PORT": str(free_port()),
+                    },
+                ),
+                timeout=60,
+            )
+        assert code == 2, err
+        ours = [line for line in err.splitlines() if line.startswith("guard: ")]
+        assert len(ours) == 1, err
+        assert "KAFKA_ENABLE_IDEMPOTENCE=false" in ours[0]
+        assert "Traceback" not in err
+
+
 class TestRun:
     async def test_pauses_a_bad_campaign_and_stops_cleanly_on_sigterm(self, kafka_broker: BrokerInfo) -> None:
         """The real process pauses over real HTTP, logs JSON without the key, and exits 0 on SIGTERM."""
@@ -79,7 +111,6 @@ class TestRun:
             standin.add_campaign("camp_good")
             env = {
                 "KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-                "KAFKA_ENABLE_IDEMPOTENCE": str(kafka_broker.kind != "tansu").lower(),
                 "KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
                 "LEADTERRA_API_URL": standin.url,
@@ -92,6 +123,8 @@ class TestRun:
                 "GUARD_HTTP_HOST": "127.0.0.1",
                 "GUARD_HTTP_PORT": str(port),
             }
+            if not kafka_broker.idempotence:  # else the default: the idempotent producer
+                env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
             producer = AIOKafkaProducer(
                 bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides
             )

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+import structlog.testing
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
 from guard.generate import generate
+from guard.kafka import topic_partitions
 from guard.rules import load_rules
 from guard.service import Service
 from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
@@ -70,7 +72,7 @@ def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, 
             bootstrap_servers=broker.bootstrap_servers,
             session_timeout_ms=2000,
             heartbeat_interval_ms=200,
-            enable_idempotence=broker.kind != "tansu",
+            **({} if broker.idempotence else {"enable_idempotence": False}),  # else the default: on
         ),
         leadterra=LeadterraSettings(
             api_url=standin.url,
@@ -161,11 +163,11 @@ def good_campaign(campaign_id: str, start: float) -> list[tuple[str, bytes]]:
 
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 15.0) -> list:
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         records: list = []
@@ -179,10 +181,10 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float =
 
 async def committed_total(bootstrap: str, topics: Topics, expected: int, timeout: float = 15.0) -> int:
     """The group's committed offsets on the input topic, summed, once they reach `expected` (or time runs out)."""
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topics.input)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topics.input, p) for p in consumer.partitions_for_topic(topics.input) or ()]
         deadline = time.monotonic() + timeout
         while True:
             total = sum([await consumer.committed(tp) or 0 for tp in partitions])
@@ -409,6 +411,38 @@ class TestBadInput:
         dead = await read_topic(kafka_bootstrap, topics.dlq, expected=len(ancient))
         assert len(dead) == len(ancient)
         assert all(b"timestamp" in dict(record.headers)["guard.error"] for record in dead)
+
+
+class TestStartOffsets:
+    async def test_a_new_group_starts_at_the_look_back_and_never_fetches_older_records(
+        self, kafka_broker: BrokerInfo, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """A group without committed offsets starts each partition at `now - look-back` (48 h for
+        the shipped rules) through offsets_for_times: on Apache Kafka records older than that are
+        never fetched (no `too_old` count, no warning). Tansu cannot look offsets up by time: there
+        the guard reads from the beginning, skips the old records by their timestamp, and says so
+        once for all partitions."""
+        old, recent = time.time() - 3 * 86400, time.time() - 600
+        for at, count in ((old, 40), (recent, 20)):
+            for i in range(count):
+                campaign = f"camp_{i % 8}"
+                await producer.send(
+                    topics.input, key=campaign.encode(), value=sent(campaign, at + i), timestamp_ms=int((at + i) * 1000)
+                )
+        await producer.flush()
+        records = lambda outcome: service.metrics.records.labels(outcome)._value.get()  # noqa: E731
+
+        with structlog.testing.capture_logs() as logs:
+            service = await run_guard(dry_run=True)
+            await until(lambda: records("counted") + records("too_old") >= 20 and not service.health.recovering)
+            await asyncio.sleep(0.5)  # anything else fetched would be counted by now
+
+        fallback = [entry for entry in logs if "cannot look up offsets by time" in entry["event"]]
+        assert records("counted") == 20
+        if kafka_broker.kind == "tansu":
+            assert (records("too_old"), len(fallback)) == (40, 1)
+        else:
+            assert (records("too_old"), len(fallback)) == (0, 0)
 
 
 class TestHealth:

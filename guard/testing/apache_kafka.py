@@ -156,6 +156,8 @@ class ApacheKafka:
     :class:`KafkaCluster` build a quorum; alone it is a single-node cluster. ``data_dir`` holds
     its log dirs, config and output log; it survives :meth:`kill` and :meth:`restart` (a
     restarted node recovers its own log), and :meth:`stop` deletes it unless it was given.
+    ``advertised_port`` is the port clients connect to after bootstrap (default ``port``), e.g.
+    that of a proxy in front of the node.
     """
 
     def __init__(
@@ -170,9 +172,11 @@ class ApacheKafka:
         data_dir: Path | None = None,
         classpath: str | None = None,
         auto_create_topics: bool = True,
+        advertised_port: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.controller_port = controller_port or free_port()
         self.voters = voters or {node_id: self.controller_port}
         self.cluster_id = cluster_id or random_cluster_id()
@@ -214,7 +218,7 @@ class ApacheKafka:
 node.id={self.node_id}
 controller.quorum.voters={voters}
 listeners=PLAINTEXT://{_HOST}:{self.port},CONTROLLER://{_HOST}:{self.controller_port}
-advertised.listeners=PLAINTEXT://{_HOST}:{self.port}
+advertised.listeners=PLAINTEXT://{_HOST}:{self.advertised_port}
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -229,6 +233,8 @@ transaction.state.log.min.isr={min_isr}
 share.coordinator.state.topic.replication.factor={replicas}
 share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
+# tests use 2 s sessions (the default minimum is 6 s) so a crashed member is noticed quickly
+group.min.session.timeout.ms=500
 log.cleaner.dedupe.buffer.size=2097152
 """
 

@@ -35,8 +35,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from guard.engine import Decision, Engine
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.generate import Record
+from guard.kafka import topic_partitions
 from guard.replay import replay
 from guard.rules import load_rules
+from guard.settings import KafkaSettings
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -420,29 +422,27 @@ class Producer:
 
 
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
-    """Every record of every partition of `topic`, up to the high watermark each had when read."""
+    """Every record of every partition of `topic`, up to where each partition ends once read."""
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topic)
+    if not partitions:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
-            return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends: dict[TopicPartition, int] = {}
-        for tp in partitions:  # the high watermark of a fetch is right on every broker (see test-broker.md)
-            await consumer.getmany(tp, timeout_ms=300, max_records=1)
-            ends[tp] = consumer.highwater(tp) or 0
-            await consumer.seek_to_beginning(tp)
+        ends = await consumer.end_offsets(partitions)  # the embedded test broker's can be short: see below
         records: list[Any] = []
         deadline = time.monotonic() + timeout
-        reading = {tp for tp in partitions if ends[tp] > 0}
+        reading = set(partitions)
         while reading:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic}: {len(records)} records, still reading {reading}")
-            for tp, batch in (await consumer.getmany(*reading, timeout_ms=200, max_records=20_000)).items():
-                records.extend(r for r in batch if r.offset < ends[tp])
-                if await consumer.position(tp) >= ends[tp]:
+            for batch in (await consumer.getmany(*reading, timeout_ms=200, max_records=20_000)).values():
+                records.extend(batch)
+            for tp in list(reading):  # done at the end from ListOffsets and at a fetch's high watermark
+                highwater = consumer.highwater(tp)
+                if highwater is not None and await consumer.position(tp) >= max(ends[tp], highwater):
                     reading.discard(tp)
         return records
     finally:
@@ -469,9 +469,9 @@ class AuditTail:
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AuditTail:
+        partitions = await topic_partitions(KafkaSettings(bootstrap_servers=self.bootstrap), self.topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
         await consumer.start()
-        partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._follow(consumer))
@@ -576,10 +576,6 @@ class Kit:
         self.rules = tmp_path / "fault-rules.yaml"
         self.rules.write_text(FAULT_RULES, encoding="utf-8")
 
-    def on(self, broker: BrokerInfo) -> Kit:
-        """The same kit against another broker (e.g. a dedicated one for a broker-crash test)."""
-        return Kit(broker, self.guards, self.tmp_path)
-
     def expected(self, records: Sequence[Record]) -> Expected:
         """The decisions of the fault rules over `records` (see `expected_decisions`)."""
         return expected_decisions(records, self.rules)
@@ -596,7 +592,6 @@ class Kit:
         env = {
             **clean_environ(),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap or self.bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": str(self.broker.kind != "tansu").lower(),
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
             "GUARD_RULES": str(self.rules),
@@ -614,6 +609,8 @@ class Kit:
             "LEADTERRA_BACKOFF_MAX": "0.5",
             "LEADTERRA_RETRY_DEADLINE": "60",
         }
+        if not self.broker.idempotence:  # else the default: the idempotent producer
+            env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
         if standin is not None:
             env |= {"LEADTERRA_API_URL": standin.url, "LEADTERRA_API_KEY": standin.api_key}
         else:
@@ -625,7 +622,7 @@ class Kit:
         return self.guards.start(env, name)
 
     def producer(self, bootstrap: str | None = None, **options: Any) -> Producer:
-        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.kind != "tansu", **options)
+        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.idempotence, **options)
 
     def audit_tail(self, topics: Topics, bootstrap: str | None = None) -> AuditTail:
         return AuditTail(bootstrap or self.bootstrap, topics.audit)
@@ -640,7 +637,14 @@ async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
 
 @pytest.fixture
 async def kit(kafka_broker: BrokerInfo, guards: Guards, tmp_path: Path) -> Kit:
+    """The kit on the session's broker: the test runs once per broker of the matrix."""
     return Kit(kafka_broker, guards, tmp_path)
+
+
+@pytest.fixture
+def kit_on(guards: Guards, tmp_path: Path) -> Callable[[BrokerInfo], Kit]:
+    """`kit_on(broker)`: a kit on a broker the test starts itself (it runs once, not per broker)."""
+    return lambda broker: Kit(broker, guards, tmp_path)
 
 
 # --------------------------------------------------------------------------- the report
