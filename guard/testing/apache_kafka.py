@@ -207,7 +207,9 @@ class ApacheKafka:
         return self.data_dir / "kafka.log"
 
     def properties(self) -> str:
-        """The node's server.properties."""
+        """The node's server.properties. Test settings: no initial rebalance delay, and sessions down
+        to 1 s accepted (the default minimum, 6 s, rejects the tests' 2 s sessions with
+        InvalidSessionTimeoutError)."""
         voters = ",".join(f"{node}@{_HOST}:{port}" for node, port in sorted(self.voters.items()))
         replicas, min_isr = self.replication, max(1, self.replication - 1)
         return f"""process.roles=broker,controller
@@ -229,6 +231,7 @@ transaction.state.log.min.isr={min_isr}
 share.coordinator.state.topic.replication.factor={replicas}
 share.coordinator.state.topic.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
 log.cleaner.dedupe.buffer.size=2097152
 """
 

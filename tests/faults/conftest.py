@@ -37,8 +37,9 @@ from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.generate import Record
 from guard.replay import replay
 from guard.rules import load_rules
+from guard.testing.apache_kafka import KafkaCluster, KafkaUnavailable, kafka_classpath
 from guard.testing.broker import BrokerInfo
-from guard.testing.leadterra import LeadterraStandIn
+from guard.testing.leadterra import LeadterraStandIn, RecordedRequest
 
 HERE = Path(__file__).parent
 SHIPPED_RULES = HERE.parent.parent / "rules"
@@ -345,18 +346,33 @@ class Topics:
         return cls(f"{prefix}-events-{suffix}", f"{prefix}-audit-{suffix}", f"{prefix}-dlq-{suffix}", f"guard-{suffix}")
 
 
-async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> Topics:
+async def create_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int = 4,
+    *,
+    replicas: Sequence[int] = (),
+    configs: dict[str, str] | None = None,
+) -> Topics:
+    """Input, audit and dead-letter topics. `replicas`: the broker ids holding every partition, the
+    first one its preferred leader (a cluster test knows which broker leads what); one replica when
+    empty. `configs`: topic configs, e.g. {"min.insync.replicas": "2"}."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics(
-            [
-                NewTopic(t, num_partitions=partitions, replication_factor=1)
-                for t in (topics.input, topics.audit, topics.dlq)
-            ]
+        if replicas:
+            assignment = {p: list(replicas) for p in range(partitions)}
+            shape: dict[str, Any] = {"num_partitions": -1, "replication_factor": -1, "replica_assignments": assignment}
+        else:
+            shape = {"num_partitions": partitions, "replication_factor": 1}
+        response = await admin.create_topics(
+            [NewTopic(t, **shape, topic_configs=configs or {}) for t in (topics.input, topics.audit, topics.dlq)]
         )
     finally:
         await admin.close()
+    failed = [(name, code) for name, code, *_ in response.topic_errors if code]  # aiokafka does not raise
+    if failed:
+        raise RuntimeError(f"creating {failed}: error codes from the broker")
     return topics
 
 
@@ -419,12 +435,24 @@ class Producer:
         return counts
 
 
+async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
+    """The partitions of `topic` (none if it does not exist). Asked of the admin client: a consumer
+    that subscribed to nothing knows no topic on Apache Kafka (Tansu's metadata lists every topic)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (found,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p["partition"]) for p in sorted(found["partitions"], key=lambda p: p["partition"])]
+
+
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Any]:
     """Every record of every partition of `topic`, up to the high watermark each had when read."""
+    partitions = await partitions_of(bootstrap, topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:
             return []
         consumer.assign(partitions)
@@ -469,9 +497,9 @@ class AuditTail:
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AuditTail:
+        partitions = await partitions_of(self.bootstrap, self.topic)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
         await consumer.start()
-        partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or ())]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         self._task = asyncio.create_task(self._follow(consumer))
@@ -553,6 +581,55 @@ def expected_decisions(records: Sequence[Record], rules_path: Path) -> Expected:
     return Expected(decisions, cause)
 
 
+# --------------------------------------------------------------------------- pause requests
+
+
+@dataclass
+class Ledger:
+    """Every answered pause request and the campaign's status just before it (the stand-in's
+    `on_request` runs right after the handler, before anything else can touch the campaign)."""
+
+    standin: LeadterraStandIn
+    status: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[RecordedRequest, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.standin.on_request = self._seen
+
+    def _seen(self, request: RecordedRequest) -> None:
+        if request.is_pause and request.status == 200:
+            campaign = request.campaign_id or ""
+            self.calls.append((request, self.status.get(campaign, "running")))
+            self.status[campaign] = self.standin.status(campaign)
+
+    def resume(self, campaign: str) -> None:
+        self.standin.resume(campaign)
+        self.status[campaign] = "running"
+
+    def keys(self, campaign: str | None = None) -> list[str]:
+        return [r.header("Idempotency-Key") or "" for r, _ in self.calls if campaign in (None, r.campaign_id)]
+
+
+def check_pause_requests(ledger: Ledger, expected_ids: set[str], bad: set[str], healthy: list[str]) -> tuple[int, int]:
+    """The assertions shared by both cases; returns (answered requests, idempotent repeats)."""
+    standin = ledger.standin
+    every = standin.pause_requests()
+    keys = {r.header("Idempotency-Key") for r in every}
+    assert keys <= expected_ids, f"pause requests for decisions the log does not justify: {keys - expected_ids}"
+    assert set(ledger.keys()) == expected_ids, f"decisions never acted on: {expected_ids - set(ledger.keys())}"
+    assert {r.campaign_id for r in every} == bad, "exactly the bad campaigns are paused"
+    assert not any(standin.pause_requests(campaign) for campaign in healthy)
+    seen: set[str] = set()
+    repeats = 0
+    for request, before in ledger.calls:
+        key = request.header("Idempotency-Key") or ""
+        if key in seen:
+            repeats += 1
+            assert before == "paused", f"a repeat for {key} paused {request.campaign_id} again: not a no-op"
+        seen.add(key)
+    return len(ledger.calls), repeats
+
+
 # --------------------------------------------------------------------------- the kit
 
 
@@ -567,6 +644,8 @@ class Kit:
     free_port = staticmethod(free_port)
     read_all = staticmethod(read_all)
     committed = staticmethod(committed)
+    Ledger = Ledger
+    check_pause_requests = staticmethod(check_pause_requests)
     create_topics = staticmethod(create_topics)
     SHIPPED_RULES = SHIPPED_RULES
 
@@ -584,8 +663,17 @@ class Kit:
         """The decisions of the fault rules over `records` (see `expected_decisions`)."""
         return expected_decisions(records, self.rules)
 
-    async def topics(self, partitions: int = 4, bootstrap: str | None = None) -> Topics:
-        return await create_topics(bootstrap or self.bootstrap, Topics.fresh(), partitions)
+    async def topics(
+        self,
+        partitions: int = 4,
+        bootstrap: str | None = None,
+        *,
+        replicas: Sequence[int] = (),
+        configs: dict[str, str] | None = None,
+    ) -> Topics:
+        return await create_topics(
+            bootstrap or self.bootstrap, Topics.fresh(), partitions, replicas=replicas, configs=configs
+        )
 
     def env(
         self, topics: Topics, standin: LeadterraStandIn | None, *, bootstrap: str | None = None, **settings: object
@@ -596,7 +684,7 @@ class Kit:
         env = {
             **clean_environ(),
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap or self.bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": str(self.broker.kind != "tansu").lower(),
+            "KAFKA_ENABLE_IDEMPOTENCE": str(self.broker.idempotence).lower(),
             "KAFKA_SESSION_TIMEOUT_MS": "2000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "200",
             "GUARD_RULES": str(self.rules),
@@ -625,7 +713,7 @@ class Kit:
         return self.guards.start(env, name)
 
     def producer(self, bootstrap: str | None = None, **options: Any) -> Producer:
-        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.kind != "tansu", **options)
+        return Producer(bootstrap or self.bootstrap, idempotence=self.broker.idempotence, **options)
 
     def audit_tail(self, topics: Topics, bootstrap: str | None = None) -> AuditTail:
         return AuditTail(bootstrap or self.bootstrap, topics.audit)
@@ -641,6 +729,30 @@ async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
 @pytest.fixture
 async def kit(kafka_broker: BrokerInfo, guards: Guards, tmp_path: Path) -> Kit:
     return Kit(kafka_broker, guards, tmp_path)
+
+
+def _brokers_asked() -> set[str] | None:
+    """The brokers GUARD_TEST_BROKERS names (comma-separated, e.g. `tansu,kafka`); None when unset."""
+    value = os.environ.get("GUARD_TEST_BROKERS")
+    return None if value is None else {name.strip() for name in value.split(",") if name.strip()}
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes (KRaft, combined broker+controller) for the failover cases. When
+    GUARD_TEST_BROKERS asks for `kafka` a missing Java/Maven is an error; when it is unset, a skip
+    that says why; when it leaves Kafka out, a skip."""
+    asked = _brokers_asked()
+    if asked is not None and "kafka" not in asked:
+        pytest.skip(f"GUARD_TEST_BROKERS={os.environ['GUARD_TEST_BROKERS']} leaves out Apache Kafka")
+    try:
+        classpath = kafka_classpath()
+    except KafkaUnavailable as why:
+        if asked is None:
+            pytest.skip(f"Apache Kafka cannot run here: {why}")
+        pytest.fail(f"GUARD_TEST_BROKERS asks for Apache Kafka, which cannot run here: {why}", pytrace=False)
+    with KafkaCluster(3, classpath=classpath, auto_create_topics=False) as cluster:
+        yield cluster
 
 
 # --------------------------------------------------------------------------- the report
