@@ -1,19 +1,23 @@
-"""`python -m bench`: every benchmark of the guard, on this machine, in one go (~10-12 minutes on
+"""`python -m bench`: every benchmark of the guard, on this machine, in one go (~15-18 minutes on
 2 cores), then a table on stdout and bench/RESULTS.md.
 
-1. workload   ~1M seeded events (bench/workload.py) produced once to an embedded Tansu broker
-2. throughput bare aiokafka vs the guard vs Quix Streams on that topic, 3 repeats (throughput.py)
-3. recovery   restart a guard whose group committed the end of that topic: time to ready (recovery.py)
-4. profile    py-spy over the guard consuming that topic (profile.py)
-5. latency    a live `guard run` at 20k events/s, crossings injected, pause requests timed (latency.py)
+1. workload   ~1M seeded events (bench/workload.py) produced once to each broker: the embedded Tansu,
+              and a single-node Apache Kafka (KRaft, from Maven Central jars, guard/testing/apache_kafka.py)
+2. throughput bare aiokafka vs the guard vs Quix Streams on that topic, 3 repeats (throughput.py), per broker
+3. recovery   restart a guard whose group committed the end of that topic: time to ready (recovery.py), Tansu
+4. profile    py-spy over the guard consuming that topic (profile.py), Tansu
+5. latency    a live `guard run` at 20k events/s, crossings injected, pause requests timed (latency.py), per broker
 6. memory     state per active campaign at 10k and 100k campaigns, no Kafka (memory.py)
 
+On Apache Kafka the guard runs with its default idempotent producer (Tansu cannot). When Java 17+ or
+Maven is missing, the Kafka half is left out and the report says why.
+
 Options: --repeats N (default 3), --scale F (shrinks the workload's small campaigns, e.g. 0.1 for
-a quick check), --only SECTION[,SECTION...] (a partial run writes bench/.cache/RESULTS.partial.md
-and leaves RESULTS.md alone), --report-only (rewrite RESULTS.md from the last full run's figures,
-e.g. after editing bench/profile_notes.md), --remember (add the last full run's headline figures
-to bench/history.json, the before/after table). Every child process has a timeout; brokers and
-children are stopped on the way out, Ctrl-C included. Raw figures: bench/.cache/results.json,
+a quick check), --only SECTION[,SECTION...], --brokers tansu,kafka (a partial run writes
+bench/.cache/RESULTS.partial.md and leaves RESULTS.md alone), --report-only (rewrite RESULTS.md
+from the last full run's figures, e.g. after editing bench/profile_notes.md), --remember (add the
+last full run's headline figures to bench/history.json, the before/after table). Every child process
+has a timeout; brokers and children are stopped on the way out, Ctrl-C included. Raw figures: bench/.cache/results.json,
 children's logs: bench/.cache/logs/.
 """
 
@@ -21,10 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,12 +38,14 @@ from bench import latency, memory, profile, report, throughput, workload
 from bench.child import CACHE, ChildFailed, run_child
 
 SECTIONS = ("throughput", "recovery", "profile", "latency", "memory")
+BROKERS = ("tansu", "kafka")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--brokers", default=",".join(BROKERS), help=f"comma-separated, of: {', '.join(BROKERS)}")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite RESULTS.md from bench/.cache/results.json, run nothing"
@@ -57,8 +65,9 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
 
-    from guard.testing.broker import EmbeddedBroker
-
+    brokers = [name.strip() for name in args.brokers.split(",") if name.strip()]
+    if set(brokers) - set(BROKERS):
+        parser.error(f"unknown brokers: {', '.join(sorted(set(brokers) - set(BROKERS)))}")
     started = time.monotonic()
     results: dict[str, Any] = {
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
@@ -68,30 +77,37 @@ def main() -> int:
     }
     CACHE.mkdir(parents=True, exist_ok=True)
 
-    def section(name: str, work: Any) -> None:
+    def section(name: str, work: Any, into: dict[str, Any], broker: str) -> None:
         if name not in only:
             return
-        print(f"[bench] {name} ({time.monotonic() - started:.0f} s in)", flush=True)
+        label = name if broker == "tansu" else f"{name} ({broker})"
+        print(f"[bench] {label} ({time.monotonic() - started:.0f} s in)", flush=True)
         load_before, clock = os.getloadavg()[0], time.monotonic()
         try:
-            results[name] = work()
+            into[name] = work()
         except (ChildFailed, Exception) as error:  # one failed section must not lose the others
-            results[name] = {"error": f"{type(error).__name__}: {error}"}
-            results["errors"].append(f"{name}: {type(error).__name__}: {str(error).splitlines()[0]}")
+            into[name] = {"error": f"{type(error).__name__}: {error}"}
+            results["errors"].append(f"{label}: {type(error).__name__}: {str(error).splitlines()[0]}")
             traceback.print_exc()
-        results["sections"][name] = {
+        results["sections"][label] = {
             "seconds": time.monotonic() - clock,
             "load_before": load_before,
             "load_after": os.getloadavg()[0],
         }
 
+    traffic, generated = None, 0.0
     if only & {"throughput", "recovery", "profile"}:
         print("[bench] workload", flush=True)
         clock = time.perf_counter()
         traffic = workload.build(scale=args.scale)
         generated = time.perf_counter() - clock
-        with EmbeddedBroker() as broker:
-            bootstrap, topic = broker.bootstrap_servers, workload.new_name("events")
+
+    def measure(broker: str, bootstrap: str, into: dict[str, Any], latency_bootstrap: Any) -> None:
+        """The sections on one broker. Tansu: all; Apache Kafka: throughput and latency (recovery and
+        profile measure the guard, not the broker: once is enough)."""
+        idempotence = broker != "tansu"  # the guard's default; Tansu rejects the idempotent producer
+        if traffic is not None:
+            topic = workload.new_name("events")
             asyncio.run(workload.create_topic(bootstrap, topic))
             clock = time.perf_counter()
             counts = asyncio.run(workload.produce(bootstrap, topic, traffic.records))
@@ -100,7 +116,7 @@ def main() -> int:
             ends = asyncio.run(workload.high_watermarks(bootstrap, topic))
             if sum(ends.values()) != expect:
                 raise RuntimeError(f"produced {expect} records but the partitions end at {ends}")
-            results["workload"] = {
+            into["workload"] = {
                 "description": traffic.describe(),
                 "records": expect,
                 "partitions": counts,
@@ -108,25 +124,63 @@ def main() -> int:
                 "produce_s": produced,
                 "produce_rate": expect / produced,
             }
-            del traffic  # ~400 MB the children do not need
+            section(
+                "throughput", lambda: throughput.run(bootstrap, topic, expect, args.repeats, idempotence), into, broker
+            )
+            if broker == "tansu":
+                groups = [
+                    run["guard"]["group"]
+                    for run in (into.get("throughput") or {}).get("runs", [])
+                    if "error" not in run["guard"]
+                ]
+                section("recovery", lambda: _recovery(bootstrap, topic, expect, groups, args.repeats), into, broker)
+                section(
+                    "profile",
+                    lambda: profile.record(bootstrap, topic, workload.new_name("profile"), expect, 300),
+                    into,
+                    broker,
+                )
+        if "latency" in only:
+            with latency_bootstrap() as where:
+                section("latency", lambda: asyncio.run(latency.run(where, idempotence=idempotence)), into, broker)
 
-            section("throughput", lambda: throughput.run(bootstrap, topic, expect, args.repeats))
-            groups = [
-                run["guard"]["group"]
-                for run in (results.get("throughput") or {}).get("runs", [])
-                if "error" not in run["guard"]
-            ]
-            section("recovery", lambda: _recovery(bootstrap, topic, expect, groups, args.repeats))
-            section("profile", lambda: profile.record(bootstrap, topic, workload.new_name("profile"), expect, 300))
-    if "latency" in only:
-        with EmbeddedBroker() as broker:  # a fresh broker: the big topic out of the way
-            section("latency", lambda: asyncio.run(latency.run(broker.bootstrap_servers)))
-    section("memory", memory.run)
+    if "tansu" in brokers:
+        from guard.testing.broker import EmbeddedBroker
+
+        @contextlib.contextmanager
+        def fresh_tansu() -> Iterator[str]:  # a fresh broker for latency: the big topic out of the way
+            with EmbeddedBroker() as broker:
+                yield broker.bootstrap_servers
+
+        with EmbeddedBroker() as broker:
+            measure("tansu", broker.bootstrap_servers, results, fresh_tansu)
+    if "kafka" in brokers and only & {"throughput", "latency"}:
+        from guard.testing.apache_kafka import KAFKA_VERSION, ApacheKafka, KafkaUnavailable, kafka_classpath
+
+        kafka: dict[str, Any] = {"version": KAFKA_VERSION}
+        results["kafka"] = kafka
+        try:
+            classpath = kafka_classpath()
+        except KafkaUnavailable as why:
+            kafka["unavailable"] = str(why)
+            results["errors"].append(f"Apache Kafka: {str(why).splitlines()[0]}")
+        else:
+            clock = time.monotonic()
+            with ApacheKafka(classpath=classpath) as node:
+                kafka["ready_s"] = time.monotonic() - clock
+
+                @contextlib.contextmanager
+                def same_node() -> Iterator[str]:  # the big topic stays: Kafka serves a fresh one from its own log
+                    yield node.bootstrap_servers
+
+                measure("kafka", node.bootstrap_servers, kafka, same_node)
+    traffic = None  # ~400 MB the memory section does not need
+    section("memory", memory.run, results, "tansu")  # no broker involved
 
     results["elapsed"] = time.monotonic() - started
     results["fingerprint_end"] = report.fingerprint()
     results["commit_end"] = report.machine()["commit"]
-    complete = only == set(SECTIONS)
+    complete = only == set(SECTIONS) and set(brokers) == set(BROKERS)
     (CACHE / ("results.json" if complete else "results.partial.json")).write_text(
         json.dumps(results, indent=1, default=str)
     )

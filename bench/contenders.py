@@ -98,8 +98,11 @@ async def bare(bootstrap: str, topic: str, group: str, expect: int) -> dict[str,
     return _result(expect, started, first, first_count, done, committed, cpu_done - cpu_first)
 
 
-def guard_service(bootstrap: str, topic: str, group: str, *, dry_run: bool = True, leadterra: Any = None):
-    """The Service as `guard run` builds it, on the embedded broker, with the shipped rules."""
+def guard_service(
+    bootstrap: str, topic: str, group: str, *, dry_run: bool = True, leadterra: Any = None, idempotence: bool = False
+):
+    """The Service as `guard run` builds it, with the shipped rules. `idempotence`: the guard's
+    default, on brokers that support it (Tansu does not)."""
     from guard.rules import load_rules
     from guard.service import Service
     from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
@@ -107,7 +110,7 @@ def guard_service(bootstrap: str, topic: str, group: str, *, dry_run: bool = Tru
 
     rules_path = ROOT / "rules"
     settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=False, **FAST_GROUP),
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=idempotence, **FAST_GROUP),
         leadterra=leadterra or LeadterraSettings(),
         guard=GuardSettings(
             rules=rules_path,
@@ -166,13 +169,13 @@ class HandleClock:
             last = now
 
 
-async def guard(bootstrap: str, topic: str, group: str, expect: int) -> dict[str, Any]:
+async def guard(bootstrap: str, topic: str, group: str, expect: int, idempotence: bool = False) -> dict[str, Any]:
     from guard.logs import configure_logging
 
     configure_logging("INFO")  # as `guard run`: JSON lines on stderr (the child's log file)
     clock = HandleClock(expect)
     started = time.perf_counter()
-    service = guard_service(bootstrap, topic, group)
+    service = guard_service(bootstrap, topic, group, idempotence=idempotence)
     running = asyncio.create_task(service.run())
     watcher = asyncio.create_task(clock.watch_loop())
     try:
@@ -235,7 +238,8 @@ def quix(bootstrap: str, topic: str, group: str, expect: int, window: str, limit
         consumer_group=group,
         auto_offset_reset="earliest",
         state_dir=state_dir,
-        # Tansu holds each JoinGroup reply for half the session timeout (librdkafka default 45 s)
+        # Tansu holds each JoinGroup reply for half the session timeout (librdkafka default 45 s);
+        # 6 s is also Apache Kafka's smallest by default (group.min.session.timeout.ms)
         consumer_extra_config={"session.timeout.ms": 6000},
         on_message_processed=processed,
         loglevel="WARNING",
@@ -289,11 +293,12 @@ def main() -> None:
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--window", choices=("tumbling", "sliding"), default="tumbling")
     parser.add_argument("--limit", type=float, default=float("inf"), help="quix: stop after this many seconds")
+    parser.add_argument("--idempotence", choices=("true", "false"), default="false", help="guard: idempotent producer")
     args = parser.parse_args()
     if args.kind == "bare":
         result = asyncio.run(bare(args.bootstrap, args.topic, args.group, args.expect))
     elif args.kind == "guard":
-        result = asyncio.run(guard(args.bootstrap, args.topic, args.group, args.expect))
+        result = asyncio.run(guard(args.bootstrap, args.topic, args.group, args.expect, args.idempotence == "true"))
     else:
         result = quix(args.bootstrap, args.topic, args.group, args.expect, args.window, args.limit)
     emit(result)

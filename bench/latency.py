@@ -177,8 +177,11 @@ def summarize(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def run(bootstrap: str, timeout: float = 180.0, guard_command: list[str] | None = None) -> dict[str, Any]:
-    """`guard_command` replaces `guard run` (experiments with a patched guard); same environment."""
+async def run(
+    bootstrap: str, timeout: float = 180.0, guard_command: list[str] | None = None, idempotence: bool = False
+) -> dict[str, Any]:
+    """`guard_command` replaces `guard run` (experiments with a patched guard); same environment.
+    `idempotence`: the guard's KAFKA_ENABLE_IDEMPOTENCE (its default, true, where the broker supports it)."""
     from aiokafka import AIOKafkaProducer
 
     from guard.rules import load_rules
@@ -191,7 +194,7 @@ async def run(bootstrap: str, timeout: float = 180.0, guard_command: list[str] |
     async with LeadterraStandIn(create_unknown=True) as standin:
         env = {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "KAFKA_ENABLE_IDEMPOTENCE": str(idempotence).lower(),
             "KAFKA_SESSION_TIMEOUT_MS": str(FAST_GROUP["session_timeout_ms"]),
             "KAFKA_HEARTBEAT_INTERVAL_MS": str(FAST_GROUP["heartbeat_interval_ms"]),
             "LEADTERRA_API_URL": standin.url,

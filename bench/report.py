@@ -178,14 +178,64 @@ def targets(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def throughput_section(results: dict[str, Any]) -> list[str]:
+def all_targets(results: dict[str, Any]) -> list[list[str]]:
+    """The targets on Tansu, then the broker-bound ones (throughput ratios, latency) on Apache Kafka."""
+    rows = targets(results)
+    kafka = results.get("kafka") or {}
+    if not (kafka.get("throughput") or kafka.get("latency")):
+        return rows
+    for row in rows[:3]:
+        row[0] += ", Tansu"
+    for row in targets(kafka)[:3]:
+        rows.insert(rows.index(rows[-2]), [f"{row[0]}, Apache Kafka", *row[1:]])
+    return rows
+
+
+def floor_comparison(tansu: dict[str, Any], kafka: dict[str, Any], kafka_name: str) -> list[str]:
+    """Does the broker set the latency floor? The same figures side by side, each from its broker's run."""
+    a, b = tansu.get("latency") or {}, kafka.get("latency") or {}
+    if not a.get("pooled") or not b.get("pooled"):
+        return []
+    rows = []
+    for name, pick in (
+        ("produce -> pause request, p50", lambda r: (r.get("pooled") or {}).get("p50")),
+        ("produce -> pause request, p99", lambda r: (r.get("pooled") or {}).get("p99")),
+        ("produce -> decision, p99", lambda r: (r.get("to_decision") or {}).get("p99")),
+        ("decision -> pause request, p99", lambda r: (r.get("decision_to_request") or {}).get("p99")),
+        ("acks=all produce of the crossing record, p50", lambda r: r.get("produce_ack_p50")),
+        *(
+            (f"floor: bare aiokafka delivery lag, fetch_max_wait_ms={wait}, {q}", _control(wait, q))
+            for wait in ("500", "50")
+            for q in ("p50", "p99")
+        ),
+    ):
+        rows.append([name, fmt(pick(a), "ms", 1), fmt(pick(b), "ms", 1)])
+    return [
+        "## Latency floor: Tansu and Apache Kafka",
+        "",
+        "The decision latency and the bare consumer's delivery lag under the same 20k events/s load, from the two "
+        "runs above (one after the other, same machine, same client settings; the guard's producer is idempotent "
+        "on Kafka only). If the broker set the floor, Kafka would move both columns alike.",
+        "",
+        table(["", "Tansu", kafka_name], rows),
+        "",
+    ]
+
+
+def _control(wait: str, q: str) -> Any:
+    return lambda r: ((r.get("controls") or {}).get(wait) or {}).get(q)
+
+
+def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[str]:
     throughput = results.get("throughput")
     if not throughput:
         return []
+    if "error" in throughput:
+        return [f"## Throughput on {broker}", "", "Failed:", "", "```", throughput["error"][-2500:], "```", ""]
     runs = throughput["runs"]
     cut = throughput.get("repeats_asked", len(runs)) > len(runs)
     out = [
-        "## Throughput",
+        f"## Throughput on {broker}",
         "",
         f"{len(runs)} repeat(s){' (cut by the time budget)' if cut else ''}; in each, "
         f"the three contenders read the same {throughput['records']:,}-record topic "
@@ -305,12 +355,12 @@ def throughput_section(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def latency_section(results: dict[str, Any]) -> list[str]:
+def latency_section(results: dict[str, Any], broker: str = "Tansu") -> list[str]:
     latency = results.get("latency")
     if not latency:
         return []
     if "error" in latency:
-        return ["## Decision latency", "", "Failed:", "", "```", latency["error"][-2500:], "```", ""]
+        return [f"## Decision latency on {broker}", "", "Failed:", "", "```", latency["error"][-2500:], "```", ""]
     rows = [
         [
             f"block {number}",
@@ -363,7 +413,7 @@ def latency_section(results: dict[str, Any]) -> list[str]:
             )
     load = latency.get("load") or {}
     return [
-        "## Decision latency",
+        f"## Decision latency on {broker}",
         "",
         f"Background load {fmt(load.get('rate'), '/s')} events (target {latency['rate']:,}/s) into a live `guard run` "
         f"(not dry run) pointed at the Leadterra stand-in; {latency['injected']} crossings injected in "
@@ -628,7 +678,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- CPU: {info['cpu']}, {info['cores']} cores, {info['memory_gib']:.0f} GiB; load average at start "
         f"{' / '.join(f'{x:.2f}' for x in info['loadavg'])} (the machine is shared: compare ratios, not absolutes)",
         f"- Python {info['python']}; {versions}",
-        "- Broker: Tansu 0.6.0 (embedded, memory storage; see shared/test-broker.md), on the same 2 cores",
+        brokers_line(results),
         f"- guard at commit {info['commit']}{changed}",
         *_drift(results),
         "",
@@ -636,21 +686,30 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{workload.get('description', '-')}. Generated in {fmt(workload.get('generate_s'), 's', 1)}, produced to a "
         f"4-partition topic in {fmt(workload.get('produce_s'), 's', 1)} ({fmt(workload.get('produce_rate'), '/s')}), "
-        "before anything is measured. Each section below says what else it runs.",
+        "before anything is measured. Each section below says what else it runs."
+        + (
+            f" The same records produced to Apache Kafka in {fmt(results['kafka']['workload']['produce_s'], 's', 1)} "
+            f"({fmt(results['kafka']['workload']['produce_rate'], '/s')})."
+            if "workload" in (results.get("kafka") or {})
+            else ""
+        ),
         "",
         "## Targets",
         "",
-        table(["figure", "measured: median (min – max)", "target", ""], targets(results)),
+        table(["figure", "measured: median (min – max)", "target", ""], all_targets(results)),
         "",
     ]
-    for section in (
-        history_section,
-        throughput_section,
-        latency_section,
-        memory_section,
-        recovery_section,
-        profile_section,
-    ):
+    kafka = results.get("kafka") or {}
+    kafka_name = f"Apache Kafka {kafka.get('version', '')}".strip()
+    lines += history_section(results)
+    lines += throughput_section(results)
+    lines += throughput_section(kafka, kafka_name)
+    lines += latency_section(results)
+    lines += latency_section(kafka, kafka_name)
+    lines += floor_comparison(results, kafka, kafka_name)
+    if "unavailable" in kafka:
+        lines += [f"## {kafka_name}", "", f"Not measured: {kafka['unavailable']}", ""]
+    for section in (memory_section, recovery_section, profile_section):
         lines += section(results)
     sections = results.get("sections", {})
     if sections:
@@ -674,6 +733,17 @@ def markdown(results: dict[str, Any]) -> str:
     if errors:
         lines += ["## Errors", ""] + [f"- {error}" for error in errors] + [""]
     return "\n".join(lines)
+
+
+def brokers_line(results: dict[str, Any]) -> str:
+    kafka = results.get("kafka") or {}
+    line = "- Brokers: Tansu 0.6.0 (embedded, memory storage; see shared/test-broker.md)"
+    if "ready_s" in kafka:
+        line += (
+            f"; Apache Kafka {kafka['version']} (one KRaft node, broker and controller, from Maven Central jars, "
+            f"guard/testing/apache_kafka.py; ready in {kafka['ready_s']:.1f} s)"
+        )
+    return line + "; each on the same 2 cores as the clients, one at a time"
 
 
 def _drift(results: dict[str, Any]) -> list[str]:

@@ -43,7 +43,8 @@ def contender(kind: str, bootstrap: str, topic: str, expect: int, timeout: float
     return {**result, "group": group}
 
 
-def run(bootstrap: str, topic: str, expect: int, repeats: int) -> dict[str, Any]:
+def run(bootstrap: str, topic: str, expect: int, repeats: int, idempotence: bool = False) -> dict[str, Any]:
+    """`idempotence`: the guard's producer setting (its default, true, where the broker supports it)."""
     runs: list[dict[str, Any]] = []
     started = time.monotonic()
     for number in range(repeats):
@@ -54,7 +55,7 @@ def run(bootstrap: str, topic: str, expect: int, repeats: int) -> dict[str, Any]
         runs.append(
             {
                 "bare": contender("bare", bootstrap, topic, expect, 120),
-                "guard": contender("guard", bootstrap, topic, expect, 300),
+                "guard": contender("guard", bootstrap, topic, expect, 300, idempotence=str(idempotence).lower()),
                 "quix": contender(
                     "quix", bootstrap, topic, expect, TUMBLING_LIMIT + 120, window="tumbling", limit=limit
                 ),

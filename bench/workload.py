@@ -9,7 +9,7 @@ starts (so every event is inside the guard's 24 h lookback):
 
 Both come from `guard.generate` (seeds 6 and 7), merged by event time. Generating takes ~7 s, so
 nothing is cached: fresh traffic anchored to the current clock is simpler than re-timing a cache.
-The records are produced once to a 4-partition topic of an embedded Tansu broker, keyed by
+The records are produced once to a 4-partition topic of each broker (Tansu, Apache Kafka), keyed by
 campaign, with the record timestamp (CreateTime) set to the event time, before any contender
 runs: what is measured is consuming, never producing.
 """
@@ -123,10 +123,16 @@ async def produce(bootstrap: str, topic: str, records: list[Record]) -> dict[int
 
 async def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
     """Each partition's end as the fetch responses report it (Tansu's ListOffsets LATEST is wrong)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:  # a consumer that subscribed to nothing knows no topic on Apache Kafka
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = {}

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from guard.testing.apache_kafka import KAFKA_VERSION, ApacheKafka, kafka_classpath, missing_tools
+from guard.testing.apache_kafka import KAFKA_VERSION, ApacheKafka, KafkaCluster, kafka_classpath, missing_tools
 from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -137,6 +137,16 @@ def kafka_broker(request: pytest.FixtureRequest) -> Iterator[BrokerInfo]:
         if name not in matrix().started:  # it did not start: the summary says so too
             matrix().failed[name] = (str(error) or repr(error)).splitlines()[0]
         raise
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes (KRaft, combined broker+controller) for the failover cases: run when
+    Apache Kafka is in the matrix (an error when it cannot start), else skipped with the reason."""
+    if "kafka" not in matrix().brokers:
+        pytest.skip(f"Apache Kafka not in the matrix: {matrix().kafka_not_run}")
+    with KafkaCluster(3, auto_create_topics=False) as cluster:
+        yield cluster
 
 
 @contextlib.contextmanager

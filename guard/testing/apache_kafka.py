@@ -211,7 +211,9 @@ class ApacheKafka:
         return self.data_dir / "kafka.log"
 
     def properties(self) -> str:
-        """The node's server.properties."""
+        """The node's server.properties. Test settings: no initial rebalance delay, and sessions down
+        to 1 s accepted (the default minimum, 6 s, rejects the tests' 2 s sessions with
+        InvalidSessionTimeoutError)."""
         voters = ",".join(f"{node}@{_HOST}:{port}" for node, port in sorted(self.voters.items()))
         replicas, min_isr = self.replication, max(1, self.replication - 1)
         return f"""process.roles=broker,controller

@@ -40,7 +40,7 @@ from guard.replay import replay
 from guard.rules import load_rules
 from guard.settings import KafkaSettings
 from guard.testing.broker import BrokerInfo
-from guard.testing.leadterra import LeadterraStandIn
+from guard.testing.leadterra import LeadterraStandIn, RecordedRequest
 
 HERE = Path(__file__).parent
 SHIPPED_RULES = HERE.parent.parent / "rules"
@@ -347,18 +347,33 @@ class Topics:
         return cls(f"{prefix}-events-{suffix}", f"{prefix}-audit-{suffix}", f"{prefix}-dlq-{suffix}", f"guard-{suffix}")
 
 
-async def create_topics(bootstrap: str, topics: Topics, partitions: int = 4) -> Topics:
+async def create_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int = 4,
+    *,
+    replicas: Sequence[int] = (),
+    configs: dict[str, str] | None = None,
+) -> Topics:
+    """Input, audit and dead-letter topics. `replicas`: the broker ids holding every partition, the
+    first one its preferred leader (a cluster test knows which broker leads what); one replica when
+    empty. `configs`: topic configs, e.g. {"min.insync.replicas": "2"}."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics(
-            [
-                NewTopic(t, num_partitions=partitions, replication_factor=1)
-                for t in (topics.input, topics.audit, topics.dlq)
-            ]
+        if replicas:
+            assignment = {p: list(replicas) for p in range(partitions)}
+            shape: dict[str, Any] = {"num_partitions": -1, "replication_factor": -1, "replica_assignments": assignment}
+        else:
+            shape = {"num_partitions": partitions, "replication_factor": 1}
+        response = await admin.create_topics(
+            [NewTopic(t, **shape, topic_configs=configs or {}) for t in (topics.input, topics.audit, topics.dlq)]
         )
     finally:
         await admin.close()
+    failed = [(name, code) for name, code, *_ in response.topic_errors if code]  # aiokafka does not raise
+    if failed:
+        raise RuntimeError(f"creating {failed}: error codes from the broker")
     return topics
 
 
@@ -553,6 +568,55 @@ def expected_decisions(records: Sequence[Record], rules_path: Path) -> Expected:
     return Expected(decisions, cause)
 
 
+# --------------------------------------------------------------------------- pause requests
+
+
+@dataclass
+class Ledger:
+    """Every answered pause request and the campaign's status just before it (the stand-in's
+    `on_request` runs right after the handler, before anything else can touch the campaign)."""
+
+    standin: LeadterraStandIn
+    status: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[RecordedRequest, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.standin.on_request = self._seen
+
+    def _seen(self, request: RecordedRequest) -> None:
+        if request.is_pause and request.status == 200:
+            campaign = request.campaign_id or ""
+            self.calls.append((request, self.status.get(campaign, "running")))
+            self.status[campaign] = self.standin.status(campaign)
+
+    def resume(self, campaign: str) -> None:
+        self.standin.resume(campaign)
+        self.status[campaign] = "running"
+
+    def keys(self, campaign: str | None = None) -> list[str]:
+        return [r.header("Idempotency-Key") or "" for r, _ in self.calls if campaign in (None, r.campaign_id)]
+
+
+def check_pause_requests(ledger: Ledger, expected_ids: set[str], bad: set[str], healthy: list[str]) -> tuple[int, int]:
+    """The assertions shared by both cases; returns (answered requests, idempotent repeats)."""
+    standin = ledger.standin
+    every = standin.pause_requests()
+    keys = {r.header("Idempotency-Key") for r in every}
+    assert keys <= expected_ids, f"pause requests for decisions the log does not justify: {keys - expected_ids}"
+    assert set(ledger.keys()) == expected_ids, f"decisions never acted on: {expected_ids - set(ledger.keys())}"
+    assert {r.campaign_id for r in every} == bad, "exactly the bad campaigns are paused"
+    assert not any(standin.pause_requests(campaign) for campaign in healthy)
+    seen: set[str] = set()
+    repeats = 0
+    for request, before in ledger.calls:
+        key = request.header("Idempotency-Key") or ""
+        if key in seen:
+            repeats += 1
+            assert before == "paused", f"a repeat for {key} paused {request.campaign_id} again: not a no-op"
+        seen.add(key)
+    return len(ledger.calls), repeats
+
+
 # --------------------------------------------------------------------------- the kit
 
 
@@ -567,6 +631,8 @@ class Kit:
     free_port = staticmethod(free_port)
     read_all = staticmethod(read_all)
     committed = staticmethod(committed)
+    Ledger = Ledger
+    check_pause_requests = staticmethod(check_pause_requests)
     create_topics = staticmethod(create_topics)
     SHIPPED_RULES = SHIPPED_RULES
 
@@ -580,8 +646,17 @@ class Kit:
         """The decisions of the fault rules over `records` (see `expected_decisions`)."""
         return expected_decisions(records, self.rules)
 
-    async def topics(self, partitions: int = 4, bootstrap: str | None = None) -> Topics:
-        return await create_topics(bootstrap or self.bootstrap, Topics.fresh(), partitions)
+    async def topics(
+        self,
+        partitions: int = 4,
+        bootstrap: str | None = None,
+        *,
+        replicas: Sequence[int] = (),
+        configs: dict[str, str] | None = None,
+    ) -> Topics:
+        return await create_topics(
+            bootstrap or self.bootstrap, Topics.fresh(), partitions, replicas=replicas, configs=configs
+        )
 
     def env(
         self, topics: Topics, standin: LeadterraStandIn | None, *, bootstrap: str | None = None, **settings: object

@@ -21,58 +21,10 @@ import asyncio
 import random
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 
 import pytest
 
 from guard.generate import generate
-from guard.testing.leadterra import LeadterraStandIn, RecordedRequest
-
-
-@dataclass
-class Ledger:
-    """Every answered pause request and the campaign's status just before it (the stand-in's
-    `on_request` runs right after the handler, before anything else can touch the campaign)."""
-
-    standin: LeadterraStandIn
-    status: dict[str, str] = field(default_factory=dict)
-    calls: list[tuple[RecordedRequest, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.standin.on_request = self._seen
-
-    def _seen(self, request: RecordedRequest) -> None:
-        if request.is_pause and request.status == 200:
-            campaign = request.campaign_id or ""
-            self.calls.append((request, self.status.get(campaign, "running")))
-            self.status[campaign] = self.standin.status(campaign)
-
-    def resume(self, campaign: str) -> None:
-        self.standin.resume(campaign)
-        self.status[campaign] = "running"
-
-    def keys(self, campaign: str | None = None) -> list[str]:
-        return [r.header("Idempotency-Key") or "" for r, _ in self.calls if campaign in (None, r.campaign_id)]
-
-
-def check_pause_requests(ledger: Ledger, expected_ids: set[str], bad: set[str], healthy: list[str]) -> tuple[int, int]:
-    """The assertions shared by both cases; returns (answered requests, idempotent repeats)."""
-    standin = ledger.standin
-    every = standin.pause_requests()
-    keys = {r.header("Idempotency-Key") for r in every}
-    assert keys <= expected_ids, f"pause requests for decisions the log does not justify: {keys - expected_ids}"
-    assert set(ledger.keys()) == expected_ids, f"decisions never acted on: {expected_ids - set(ledger.keys())}"
-    assert {r.campaign_id for r in every} == bad, "exactly the bad campaigns are paused"
-    assert not any(standin.pause_requests(campaign) for campaign in healthy)
-    seen: set[str] = set()
-    repeats = 0
-    for request, before in ledger.calls:
-        key = request.header("Idempotency-Key") or ""
-        if key in seen:
-            repeats += 1
-            assert before == "paused", f"a repeat for {key} paused {request.campaign_id} again: not a no-op"
-        seen.add(key)
-    return len(ledger.calls), repeats
 
 
 async def wait_settled(kit, topics, tail, guard, expected_ids: set[str], total: int, timeout: float) -> None:
@@ -114,7 +66,7 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     for spec in traffic.campaigns:
         standin.add_campaign(spec.campaign_id)
     standin.latency = 1.0  # pause calls take a while, so kills can land while one is in flight
-    ledger = Ledger(standin)
+    ledger = kit.Ledger(standin)
     topics = await kit.topics()
     # a 1 s session: a restarted guard owns the partitions ~1.8 s after its start (2 s: ~5 s)
     env = kit.env(topics, standin, KAFKA_SESSION_TIMEOUT_MS=1000, KAFKA_HEARTBEAT_INTERVAL_MS=100)
@@ -176,7 +128,7 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     elapsed = time.monotonic() - started
 
     campaign, resumed_at, upto = resumed["campaign"], resumed["at"], resumed["upto"]
-    answered, repeats = check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
     per_life = Counter(
         (next(i for i, life in enumerate(lives + [final]) if life.alive_at(r.received_at)), r.header("Idempotency-Key"))
         for r, _ in ledger.calls
@@ -257,7 +209,7 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
     for spec in traffic.campaigns:
         standin.add_campaign(spec.campaign_id)
     standin.latency = 0.1
-    ledger = Ledger(standin)
+    ledger = kit.Ledger(standin)
     topics = await kit.topics()
     env = kit.env(topics, standin)  # session timeout 2 s, heartbeat 0.2 s
     a = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="replica-a")
@@ -294,7 +246,7 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
         assert await b.terminate() == 0
     elapsed = time.monotonic() - started
 
-    answered, repeats = check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
     per_key = Counter(ledger.keys())
     assert max(per_key.values()) <= 2, "at most one extra call per decision, after the crash"
     for key, count in per_key.items():
