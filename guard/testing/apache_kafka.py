@@ -30,7 +30,7 @@ import time
 import uuid
 from pathlib import Path
 
-from guard.testing.broker import free_port, port_accepts, process_dies_with_parent
+from guard.testing.broker import ChildProcess, free_port, port_accepts
 
 __all__ = ["KAFKA_VERSION", "ApacheKafka", "KafkaCluster", "KafkaUnavailable", "kafka_classpath"]
 
@@ -149,7 +149,7 @@ def random_cluster_id() -> str:
             return cluster_id
 
 
-class ApacheKafka:
+class ApacheKafka(ChildProcess):
     """One Apache Kafka node in KRaft combined mode (broker and controller) on loopback ports.
 
     ``node_id``, ``voters`` (``{node_id: controller_port}``) and ``cluster_id`` let
@@ -186,29 +186,10 @@ class ApacheKafka:
         self._owns_dir = data_dir is None
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix=f"kafka-{node_id}-"))
         self._classpath = classpath
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._formatted = False
+        self.log_path = self.data_dir / "kafka.log"
 
     def __repr__(self) -> str:
         return f"<ApacheKafka node {self.node_id} {self.bootstrap_servers} {'running' if self.running else 'stopped'}>"
-
-    def __enter__(self) -> ApacheKafka:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "kafka.log"
 
     def properties(self) -> str:
         """The node's server.properties. Test settings: no initial rebalance delay, and sessions down
@@ -267,15 +248,7 @@ log.cleaner.dedupe.buffer.size=2097152
             raise RuntimeError(f"{self.bootstrap_servers} is already in use")
         self.format()
         command = self._java("kafka.Kafka", str(self.data_dir / "server.properties"))
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                process_group=0,
-                preexec_fn=process_dies_with_parent(),
-            )
+        self._spawn(command)
         atexit.register(self.stop)
 
     def wait_ready(self, timeout: float = 60.0) -> ApacheKafka:
@@ -296,10 +269,6 @@ log.cleaner.dedupe.buffer.size=2097152
         self.spawn()
         return self.wait_ready(timeout)
 
-    def kill(self) -> None:
-        """SIGKILL the node (a crash); its log dirs stay, :meth:`start` brings it back on them."""
-        self._signal(signal.SIGKILL)
-
     def restart(self, timeout: float = 60.0) -> None:
         """A clean shutdown (SIGTERM) and a start on the same ports and log dirs."""
         self._signal(signal.SIGTERM)
@@ -311,28 +280,6 @@ log.cleaner.dedupe.buffer.size=2097152
         atexit.unregister(self.stop)
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def log_tail(self, max_chars: int = 4000) -> str:
-        if not self.log_path.exists():
-            return ""
-        return self.log_path.read_bytes()[-max_chars:].decode(errors="replace")
-
-    def _signal(self, sig: signal.Signals, grace: float = 5.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for s in (sig, signal.SIGKILL):
-            if proc.poll() is not None:
-                return
-            try:
-                os.killpg(proc.pid, s)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
 
 
 class KafkaCluster:

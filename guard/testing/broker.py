@@ -43,11 +43,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 __all__ = [
     "FAST_GROUP",
     "BrokerInfo",
+    "ChildProcess",
     "EmbeddedBroker",
     "free_port",
     "port_accepts",
@@ -141,7 +142,76 @@ def process_dies_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-class EmbeddedBroker:
+class ChildProcess:
+    """A server run as a child process: in its own process group, killed with its parent, its
+    output in a log file. Subclasses say how it starts (:meth:`start`) and stops (:meth:`stop`)."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, timeout: float = 30.0) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL it (a crash, for fault tests); :meth:`start` revives it."""
+        self._signal(signal.SIGKILL)
+
+    def log_tail(self, max_chars: int = 4000) -> str:
+        """The end of its combined stdout/stderr."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[-max_chars:].decode(errors="replace")
+
+    def _spawn(self, command: list[str], env: dict[str, str] | None = None) -> None:
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self._proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                process_group=0,
+                preexec_fn=process_dies_with_parent(),
+            )
+
+    def _signal(self, sig: signal.Signals, grace: float = 5.0) -> None:
+        """Send ``sig`` to its process group, wait ``grace`` s, then SIGKILL; forget it."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for s in (sig, signal.SIGKILL):
+            if proc.poll() is not None:
+                return
+            try:
+                os.killpg(proc.pid, s)  # own group (process_group=0), so pgid == pid
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+class EmbeddedBroker(ChildProcess):
     """A Tansu broker on ``127.0.0.1:port``, as a context manager or via :meth:`start`/:meth:`stop`.
 
     ``port=None`` picks a free port now, so :attr:`bootstrap_servers` is known before
@@ -169,26 +239,10 @@ class EmbeddedBroker:
         self.advertised_port = advertised_port if advertised_port is not None else self.port
         self.storage = storage
         self.env = dict(env or {})
-        self.log_path: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<EmbeddedBroker {self.bootstrap_servers} {self.storage} {state}>"
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
 
     def command(self) -> list[str]:
         """The command line :meth:`start` runs."""
@@ -220,16 +274,8 @@ class EmbeddedBroker:
             os.close(fd)
             self.log_path = Path(name)
             atexit.register(self.stop)
-        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            self._proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **self.env},
-                process_group=0,
-                preexec_fn=process_dies_with_parent(),
-            )
+        self._spawn(self.command(), env={**os.environ, **self.env})
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:
@@ -250,38 +296,10 @@ class EmbeddedBroker:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
 
-    def kill(self) -> None:
-        """SIGKILL the broker (a crash, for fault tests). :meth:`restart` or :meth:`start` revive it."""
-        self._signal(signal.SIGKILL)
-
     def restart(self, timeout: float = 10.0) -> None:
         """Stop (gracefully, if still running) and start again on the same port."""
         self._signal(signal.SIGTERM)
         self.start(timeout)
-
-    def log_tail(self, max_chars: int = 4000) -> str:
-        """The end of tansu's combined stdout/stderr."""
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_bytes()[-max_chars:].decode(errors="replace")
-
-    def _signal(self, sig: signal.Signals, grace: float = 5.0) -> None:
-        """Send ``sig`` to the broker's process group, wait ``grace`` s, then SIGKILL; forget it."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for s in (sig, signal.SIGKILL):
-            if proc.poll() is not None:
-                return
-            try:
-                os.killpg(proc.pid, s)  # own group (process_group=0), so pgid == pid
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
 
     def _failure(self, what: str) -> str:
         return f"{what}; command: {' '.join(self.command())}\n--- tansu output (tail) ---\n{self.log_tail()}"
