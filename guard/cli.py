@@ -62,6 +62,10 @@ def _validate(args: argparse.Namespace) -> int:
             failed = True
             continue
         print(f"{path}: {len(rules.rules)} rules OK ({', '.join(rule.name for rule in rules.rules)})")
+        if args.explain:
+            from guard.explain import explain_rules
+
+            print("".join(f"  {line}\n" for line in explain_rules(rules)), end="")
     return 1 if failed else 0
 
 
@@ -250,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(func=_ingest)
     validate = commands.add_parser("validate", help="check rule files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path, help="rule files or directories")
+    validate.add_argument(
+        "--explain", action="store_true", help="say for each rule, in counts of events, when it fires"
+    )
     validate.set_defaults(func=_validate)
     commands.add_parser("schema", help="print the JSON Schema of a rule file").set_defaults(func=_schema)
     commands.add_parser("audit-schema", help="print the JSON Schema of audit events").set_defaults(func=_audit_schema)
