@@ -203,7 +203,7 @@ def _test(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             failed = True
             continue
-        print(report(path, outcomes))
+        print(report(path, outcomes, verbose=args.verbose))
         failed = failed or not all(outcome.passed for outcome in outcomes)
     return 1 if failed else 0
 
@@ -274,6 +274,12 @@ def parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_replay)
     test = commands.add_parser("test", help="run rule tests (YAML); exit 1 on any failure")
     test.add_argument("files", nargs="+", type=Path)
+    test.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print every decision: when, on what counts, with what outcome",
+    )
     test.set_defaults(func=_test)
     generate = commands.add_parser("generate", help="write seeded synthetic traffic as JSONL")
     generate.add_argument("out", type=Path, help="output file (.gz to compress)")
