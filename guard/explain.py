@@ -34,7 +34,7 @@ def explain(rule: Rule) -> str:
     verb = "pauses" if rule.action == "pause" else "alerts"
     if rule.rate is None:
         assert rule.count is not None and rule.window is not None
-        text = f"{verb} when >= {rule.threshold:g} {_noun(rule.count)} arrive within {format_duration(rule.window)}"
+        text = f"{verb} when >= {rule.threshold:g} {noun(rule.count)} arrive within {format_duration(rule.window)}"
     elif rule.last is not None:
         text = f"{verb} when {_last_n(rule)}"
     else:
@@ -70,7 +70,7 @@ def _holds(rule: Rule, count: int, volume: int) -> bool:
 
 def _last_n(rule: Rule) -> str:
     assert rule.rate is not None and rule.last is not None
-    per, did = _noun(rule.rate.per), _verb(rule.rate.of, rule.rate.per)
+    per, did = noun(rule.rate.per), _verb(rule.rate.of, rule.rate.per)
     full = fewest_to_fire(rule, rule.last)
     if full is None:
         return f"never: no count of {did} among the last {rule.last} {per} reaches it{_sure(rule)}"
@@ -83,7 +83,7 @@ def _last_n(rule: Rule) -> str:
 
 def _windowed(rule: Rule) -> str:
     assert rule.rate is not None
-    per, did = _noun(rule.rate.per), _verb(rule.rate.of, rule.rate.per)
+    per, did = noun(rule.rate.per), _verb(rule.rate.of, rule.rate.per)
     first = smallest_volume(rule, 100 * (rule.min_volume or 1))
     if first is None:
         return f"never: no count of {did} reaches it{_sure(rule)}"
@@ -102,7 +102,7 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.4g}%"
 
 
-def _noun(selector: Selector) -> str:
+def noun(selector: Selector) -> str:
     kind = f"{selector.where.bounce_type} " if selector.where.bounce_type else ""
     return f"{kind}{_NOUNS[selector.signal]}{_qualifiers(selector)}"
 
