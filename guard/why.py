@@ -72,7 +72,7 @@ class ClosestApproach:
             if rule.rate is None:
                 return f"no {noun(rule.count)} counted" if rule.count is not None else "nothing counted"
             most, per = approach.most_volume, noun(rule.rate.per)
-            return f"never judged: at most {most:,} {per} at once, below its min_volume of {rule.min_volume:,}"
+            return f"never judged: at most {most:,} {per} in its window, below its min_volume of {rule.min_volume:,}"
         threshold = _value(rule.threshold, rule)
         if measure.denominator is None:
             assert rule.count is not None and rule.window is not None
