@@ -39,6 +39,7 @@ PYDANTIC_WORDING = (
     "instance of",
     "pydantic",
     "errors.pydantic.dev",
+    "should have at least",
 )
 
 
