@@ -66,6 +66,10 @@ def _validate(args: argparse.Namespace) -> int:
             failed = True
             continue
         print(f"{path}: {len(rules.rules)} rules OK ({', '.join(rule.name for rule in rules.rules)})")
+        if args.explain:
+            from guard.explain import explain_rules
+
+            print("".join(f"  {line}\n" for line in explain_rules(rules)), end="")
     return 1 if failed else 0
 
 
@@ -100,6 +104,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _replay_to_stdout(args: argparse.Namespace) -> int:
     from guard import replay as replaying
     from guard.report import Timelines, render_report
+    from guard.why import ClosestApproach
 
     try:
         rules = load_rules(args.rules)
@@ -110,6 +115,11 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"guard: {error}", file=sys.stderr)
         return 2
+    if args.why and not args.campaign:
+        _error("--why needs --campaign CAMPAIGN_ID: it explains one campaign")
+        return 2
+    window = _file_window(args)
+    why = ClosestApproach(args.campaign) if args.why else None
     with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
         records = _replay_source(args)
         if args.report and (args.source.startswith("kafka:") or args.source == "-"):
@@ -117,22 +127,36 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
             records, again = replaying.spool(records, copy), lambda: replaying.read_spool(copy)
         else:
             again = lambda: _replay_source(args)  # noqa: E731
-        result = replaying.replay(records, rules, progress=progress, **options)
+        result = replaying.replay(records, rules, progress=progress, on_event=why, **window, **options)
+        decisions = [d for d in result.decisions if args.campaign in (None, d.campaign_id)]
         if args.report:
-            timelines = Timelines(result.decisions)
-            replaying.replay(again(), rules, on_event=timelines, **options)
+            timelines = Timelines(decisions)
+            replaying.replay(again(), rules, on_event=timelines, **window, **options)
             try:
-                Path(args.report).write_text(render_report(result.decisions, timelines), encoding="utf-8")
+                Path(args.report).write_text(render_report(decisions, timelines), encoding="utf-8")
             except GuardError as error:
                 _error(str(error))
                 return 2
     if args.format == "json":
-        sys.stdout.write(replaying.decisions_json(result.decisions))
+        sys.stdout.write(replaying.decisions_json(decisions))
     else:
-        sys.stdout.write(replaying.decisions_table(result.decisions))
+        sys.stdout.write(replaying.decisions_table(decisions))
+    if why is not None:
+        print(why.report(rules, decisions), end="", file=sys.stderr if args.format == "json" else sys.stdout)
     counts = ", ".join(f"{name} {count}" for name, count in sorted(result.counts.items()))
-    print(f"{len(result.decisions)} decisions ({counts})", file=sys.stderr)
+    print(f"{len(decisions)} decisions ({counts}): {replaying.outcome_counts(decisions)}", file=sys.stderr)
     return 0
+
+
+def _file_window(args: argparse.Namespace) -> dict[str, float | None]:
+    """--since/--until for a file or stdin: by event time (the lines carry no record time); a
+    Kafka topic is cut by record time where it is read."""
+    if args.source.startswith("kafka:"):
+        return {}
+    return {
+        "since": _timestamp(args.since) if args.since else None,
+        "until": _timestamp(args.until) if args.until else None,
+    }
 
 
 def _engine_options() -> dict[str, float]:
@@ -203,7 +227,7 @@ def _test(args: argparse.Namespace) -> int:
             print(error, file=sys.stderr)
             failed = True
             continue
-        print(report(path, outcomes))
+        print(report(path, outcomes, verbose=args.verbose))
         failed = failed or not all(outcome.passed for outcome in outcomes)
     return 1 if failed else 0
 
@@ -254,6 +278,9 @@ def parser() -> argparse.ArgumentParser:
     ).set_defaults(func=_ingest)
     validate = commands.add_parser("validate", help="check rule files; exit 1 on any problem")
     validate.add_argument("paths", nargs="+", type=Path, help="rule files or directories")
+    validate.add_argument(
+        "--explain", action="store_true", help="say for each rule, in counts of events, when it fires"
+    )
     validate.set_defaults(func=_validate)
     commands.add_parser("schema", help="print the JSON Schema of a rule file").set_defaults(func=_schema)
     commands.add_parser("audit-schema", help="print the JSON Schema of audit events").set_defaults(func=_audit_schema)
@@ -266,11 +293,21 @@ def parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "json"), default="table", help="table, or JSON lines of audit events"
     )
     replay.add_argument("--report", type=Path, help="write an HTML report with a timeline per campaign that fired")
-    replay.add_argument("--since", help="kafka: only records from this ISO time")
-    replay.add_argument("--until", help="kafka: only records up to this ISO time")
+    replay.add_argument(
+        "--since", help="only from this ISO time: record time of a kafka: topic, event time of a file's lines"
+    )
+    replay.add_argument("--until", help="only up to this ISO time (as --since)")
+    replay.add_argument("--campaign", help="show only this campaign's decisions")
+    replay.add_argument("--why", action="store_true", help="with --campaign: how close each rule came to firing for it")
     replay.set_defaults(func=_replay)
     test = commands.add_parser("test", help="run rule tests (YAML); exit 1 on any failure")
     test.add_argument("files", nargs="+", type=Path)
+    test.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also print every decision: when, on what counts, with what outcome",
+    )
     test.set_defaults(func=_test)
     generate = commands.add_parser("generate", help="write seeded synthetic traffic as JSONL")
     generate.add_argument("out", type=Path, help="output file (.gz to compress)")

@@ -26,6 +26,7 @@ from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.events import Event, IgnoredEvent, MalformedEvent, decode
 from guard.kafka import read_topic
+from guard.outcomes import compared, outcome_of
 from guard.rules import RuleSet
 from guard.settings import KafkaSettings
 
@@ -60,10 +61,13 @@ def replay(
     progress: Callable[[int], None] | None = None,
     dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON,
     resume_grace: float = DEFAULT_RESUME_GRACE,
+    since: float | None = None,
+    until: float | None = None,
 ) -> ReplayResult:
     """Feed (value, record time) pairs through one Engine; `on_event(engine, event)` may read the
     engine after each counted event (the report's timelines do). The engine settings are the live
-    guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE)."""
+    guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE). Events outside [since, until] (event time)
+    are skipped, as if the history began and ended there."""
     engine, result = Engine(rules, dedupe_horizon, resume_grace), ReplayResult()
     counts = result.counts
     for number, (value, record_time) in enumerate(records, 1):
@@ -79,6 +83,9 @@ def replay(
             continue
         if math.isnan(event.time):
             counts["malformed"] += 1  # no usable timestamp and no record time to fall back on
+            continue
+        if (since is not None and event.time < since) or (until is not None and event.time > until):
+            counts["outside"] += 1
             continue
         counts["events"] += 1
         result.decisions.extend(engine.process(event))
@@ -99,26 +106,35 @@ def decisions_json(decisions: Iterable[Decision]) -> str:
 
 
 def decisions_table(decisions: list[Decision]) -> str:
-    """A readable table: campaign, rule, fired at, value vs threshold, evidence and where it starts,
-    and the episode judged (since the campaign's start or resume; `-`: all of its history seen)."""
+    """A readable table: campaign, rule, action and what became of it (paused: a pause call;
+    already_paused: covered by another rule's pause moments before, no call; recorded: an alert),
+    fired at, the value, the value compared with the threshold (the Wilson lower bound where the
+    rule sets `confidence`), the threshold, the evidence and where it starts, and the episode
+    judged (since the campaign's start or resume; `-`: all of its history seen)."""
     from datetime import datetime
 
     def utc(epoch: float) -> str:
         return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
-    header = ("CAMPAIGN", "RULE", "ACTION", "FIRED AT (UTC)", "VALUE", "THRESHOLD", "EVIDENCE", "FROM", "EPISODE")
+    header = (
+        "CAMPAIGN", "RULE", "ACTION", "OUTCOME", "FIRED AT (UTC)", "VALUE", "COMPARED", "THRESHOLD", "EVIDENCE",
+        "FROM", "EPISODE",
+    )  # fmt: skip
     rows = [header]
     for d in decisions:
         rate = d.denominator is not None
         began, since = d.episode_began, d.episode_from
         episode = f"{began} {utc(since)}" if began is not None and since is not None else "-"
+        bound = f" ({d.rule.confidence:.1%} bound)".replace(".0% bound", "% bound") if d.lower_bound is not None else ""
         rows.append(
             (
                 d.campaign_id,
                 d.rule.name,
                 d.rule.action,
+                outcome_of(d),
                 utc(d.fired_at),
                 f"{d.value:.2%}" if rate else f"{d.value:g}",
+                f"{compared(d):.2%}{bound}" if rate else f"{d.value:g}",
                 f"{d.rule.threshold:.2%}" if rate else f"{d.rule.threshold:g}",
                 f"{d.numerator}/{d.denominator}" if rate else f"{d.numerator} events",
                 utc(d.evidence_from),
@@ -128,6 +144,15 @@ def decisions_table(decisions: list[Decision]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
     return "".join(line + "\n" for line in lines)
+
+
+def outcome_counts(decisions: Iterable[Decision]) -> str:
+    """`3 pause calls, 7 already paused, 2 alerts`: what the decisions would have done."""
+    counts = Counter(outcome_of(d) for d in decisions)
+    return (
+        f"{counts['paused']} pause calls, {counts['already_paused']} already paused "
+        f"(covered by an earlier pause, no call), {counts['recorded']} alerts"
+    )
 
 
 _SPOOL_HEADER = struct.Struct("<Id")  # value length, record time

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from guard.engine import Decision, Engine
 from guard.errors import GuardError
 from guard.events import Event
+from guard.outcomes import compared, outcome_of
 from guard.rules.durations import format_duration
 from guard.rules.models import Rule
 
@@ -26,6 +27,8 @@ class Timelines:
         for decision in decisions:
             self.rules[decision.campaign_id].add(decision.rule.name)
         self.points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        # the Wilson lower bound, which rules with `confidence` compare with their threshold
+        self.bounds: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
 
     def __call__(self, engine: Engine, event: Event) -> None:
         names = self.rules.get(event.campaign_id)
@@ -34,6 +37,8 @@ class Timelines:
         for name, measure in engine.measure(event.campaign_id).items():
             if name in names:
                 self.points[(event.campaign_id, name)].append((event.time, measure.value))
+                if measure.lower_bound is not None:
+                    self.bounds[(event.campaign_id, name)].append((event.time, measure.lower_bound))
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -67,6 +72,17 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
         points = _thin(timelines.points.get((campaign_id, name), []))
         if points:
             axis.step([_utc(t) for t, _ in points], [v for _, v in points], where="post", color="#1f5fa8", lw=1.4)
+        bounds = _thin(timelines.bounds.get((campaign_id, name), []))
+        if bounds:  # what the rule compares: the rate we are `confidence` sure of
+            axis.step(
+                [_utc(t) for t, _ in bounds],
+                [v for _, v in bounds],
+                where="post",
+                color="#27ae60",
+                lw=1.2,
+                label=f"{rule.confidence:.1%} lower bound (compared)",
+            )
+            axis.legend(loc="upper left", fontsize=7)
         axis.axhline(rule.threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {rule.threshold:g}")
         for decision in decisions:
             if decision.rule.name == name:
@@ -100,19 +116,22 @@ def render_report(decisions: list[Decision], timelines: Timelines, *, title: str
     for campaign_id in sorted(by_campaign, key=lambda c: by_campaign[c][0].fired_at):
         campaign_decisions = by_campaign[campaign_id]
         rows = "".join(
-            f"<tr><td>{html.escape(d.rule.name)}</td><td>{d.rule.action}</td>"
-            f"<td>{_utc(d.fired_at):%Y-%m-%d %H:%M:%S}</td><td>{d.value:.4g}</td><td>{d.rule.threshold:.4g}</td>"
+            f"<tr><td>{html.escape(d.rule.name)}</td><td>{d.rule.action}</td><td>{outcome_of(d)}</td>"
+            f"<td>{_utc(d.fired_at):%Y-%m-%d %H:%M:%S}</td><td>{d.value:.4g}</td><td>{compared(d):.4g}</td>"
+            f"<td>{d.rule.threshold:.4g}</td>"
             f"<td>{d.numerator}{'/' + str(d.denominator) if d.denominator is not None else ''}</td>"
             f"<td>{html.escape(', '.join(d.message_ids))}</td></tr>"
             for d in campaign_decisions
         )
         sections.append(
             f"<section><h2>{html.escape(campaign_id)}</h2>"
-            "<table><tr><th>rule</th><th>action</th><th>fired at (UTC)</th><th>value</th><th>threshold</th>"
+            "<table><tr><th>rule</th><th>action</th><th>outcome</th><th>fired at (UTC)</th><th>value</th>"
+            "<th>compared</th><th>threshold</th>"
             f"<th>evidence</th><th>latest message ids</th></tr>{rows}</table>"
             f"{_campaign_svg(campaign_id, campaign_decisions, timelines)}</section>"
         )
     paused = len({d.campaign_id for d in decisions if d.rule.action == "pause"})
+    superseded = sum(outcome_of(d) == "already_paused" for d in decisions)
     body = "".join(sections) or "<p>No rule fired.</p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -123,7 +142,8 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.6rem; text-align: lef
 section {{ margin-bottom: 2.5rem; }} svg {{ max-width: 100%; height: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{len(decisions)} decisions; {paused} campaigns would have been paused;
+<p>{len(decisions)} decisions; {paused} campaigns would have been paused; {superseded} pause decisions
+already paused (covered by another rule's pause moments before: no call);
 {len(by_campaign)} campaigns with any decision.</p>
 {body}
 </body></html>

@@ -398,6 +398,108 @@ class TestRules:
         assert the(other, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/rules"] != checksum
 
 
+class TestOwnRules:
+    """A team ships its own rules: the documented ways work, replace or add as stated, and a bad
+    rule file stops the pod before the guard runs."""
+
+    TEAM = (
+        "groups:\n  - name: team\n    rules:\n      - name: team-bounces\n        description: our line\n"
+        "        rate: {of: {signal: bounced, where: {bounce_type: hard}}, per: sent}\n        last: 200\n"
+        "        threshold: 5%\n        min_volume: 50\n"
+    )
+
+    def rules_data(self, tmp_path: Path, *extra: str) -> dict[str, str]:
+        team = tmp_path / "team.yaml"
+        team.write_text(self.TEAM)
+        objects = render_scenario("default", "--set-file", f"rules.inline.team\\.yaml={team}", *extra)
+        return the(objects, "ConfigMap", f"{FULLNAME}-rules")["data"]
+
+    def test_set_file_with_the_escaped_dot_replaces_the_shipped_rules(self, tmp_path: Path) -> None:
+        """The values.yaml/NOTES recipe: `--set-file 'rules.inline.team\\.yaml=...'` -> team.yaml only."""
+        assert self.rules_data(tmp_path) == {"team.yaml": self.TEAM}
+
+    def test_keep_shipped_adds_them_to_the_shipped_rules(self, tmp_path: Path) -> None:
+        assert self.rules_data(tmp_path, "--set", "rules.keepShipped=true") == {**SHIPPED_RULES, "team.yaml": self.TEAM}
+
+    def test_the_values_yaml_example_is_a_valid_rule_file(self, tmp_path: Path) -> None:
+        """The commented example under rules.inline validates as it is shown."""
+        text = (CHART / "values.yaml").read_text(encoding="utf-8")
+        block = text.split("  #       team.yaml: |\n", 1)[1].split("  # or straight from a file", 1)[0]
+        example = "".join(line.removeprefix("  #         ") + "\n" for line in block.splitlines())
+        (tmp_path / "team.yaml").write_text(example)
+        result = subprocess.run([*GUARD, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+
+    @scenarios
+    def test_an_init_container_validates_the_mounted_rules_before_the_guard_starts(self, scenario: str) -> None:
+        """Same image and hardening as the guard, the same rules directory, `guard validate DIR`."""
+        objects = render_scenario(scenario)
+        [init] = pod_spec(objects)["initContainers"]
+        rules_dir = env_value(objects, "GUARD_RULES")
+        assert init["args"] == ["validate", rules_dir]
+        assert (init["image"], init["securityContext"]) == (
+            guard_container(objects)["image"],
+            guard_container(objects)["securityContext"],
+        )
+        [mount] = [m for m in init["volumeMounts"] if m["mountPath"] == rules_dir]
+        assert mount["name"] == mount_for(objects, rules_dir)[0]["name"] and mount["readOnly"] is True
+
+    def test_the_init_containers_command_rejects_an_invalid_rule_file(self, tmp_path: Path) -> None:
+        """Rendered with a typo (`bounce_typ`), the rules pass `helm template`; the init container's
+        command, run on the ConfigMap's files, exits 1 naming the file, line, rule and key."""
+        team = tmp_path / "team.yaml"
+        team.write_text(self.TEAM.replace("bounce_type", "bounce_typ"))
+        objects = render_scenario("default", "--set-file", f"rules.inline.team\\.yaml={team}")
+        rules_dir = tmp_path / "mounted"
+        rules_dir.mkdir()
+        for name, text in the(objects, "ConfigMap", f"{FULLNAME}-rules")["data"].items():
+            (rules_dir / name).write_text(text, encoding="utf-8")
+        [init] = pod_spec(objects)["initContainers"]
+        args = [str(rules_dir) if arg == env_value(objects, "GUARD_RULES") else arg for arg in init["args"]]
+        result = subprocess.run([*GUARD, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert f"{rules_dir}/team.yaml:6: rule team-bounces: rate.of.where.bounce_typ: unknown key 'bounce_typ'" in (
+            result.stderr
+        )
+
+    def test_the_init_container_can_be_turned_off(self) -> None:
+        assert "initContainers" not in pod_spec(render_scenario("default", "--set", "rules.validateOnStart=false"))
+
+
+class TestNotes:
+    """NOTES.txt (printed by `helm install`) agrees with the service."""
+
+    def notes(self, *args: str) -> str:
+        result = run_helm(
+            "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, "--values",
+            str(SCENARIOS["default"]), *args,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split("NOTES:", 1)[1]
+
+    def test_replicas_beyond_the_partitions_are_said_to_be_ready(self) -> None:
+        """guard/health.py: a replica without partitions is ready; NOTES must not say otherwise."""
+        notes = self.notes("--set", "replicaCount=3")
+        assert "not consuming yet" not in notes and "not ready" not in notes
+        assert "sit idle as standbys and are ready" in notes
+
+    def test_say_how_to_ship_ones_own_rules_and_what_they_replace(self) -> None:
+        notes = self.notes()
+        assert "Running now: the chart's copy of rules/ (the shipped set)" in notes
+        assert "--set-file 'rules.inline.team\\.yaml=rules/team.yaml'" in notes
+        assert "rules.inline replaces the shipped rules; rules.keepShipped=true adds to them instead." in notes
+        assert "-c validate-rules" in notes
+        replaced = self.notes("--set-string", "rules.inline.team\\.yaml=groups: []")
+        assert "Running now: rules.inline only (team.yaml), which replaces the shipped set" in replaced
+
+    def test_the_dedupe_horizon_default_is_the_services(self) -> None:
+        """values.yaml's dedupeHorizonSeconds is GUARD_DEDUPE_HORIZON's default."""
+        from guard.settings import GuardSettings
+
+        values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+        assert values["guard"]["dedupeHorizonSeconds"] == GuardSettings.model_fields["dedupe_horizon"].default
+
+
 class TestKafka:
     def test_sasl_password_comes_from_a_secret_and_tls_files_from_a_mounted_secret(self) -> None:
         objects = render_scenario("tls-sasl")

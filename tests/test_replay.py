@@ -13,6 +13,7 @@ import pytest
 
 from guard.cli import main
 from guard.generate import generate
+from guard.rules import load_rules
 from guard.testing.events import bounced, sent
 
 RULES = Path(__file__).parent.parent / "rules"
@@ -170,3 +171,100 @@ def _iso(epoch: float) -> str:
     from datetime import datetime
 
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
+class TestAuthorsView:
+    """What a rule author reads off a replay: outcomes, the compared value, a time range, and why a campaign did not fire."""
+
+    @pytest.fixture
+    def dead_and_healthy(self, tmp_path: Path) -> Path:
+        """camp_dead: 400 sends at 20% hard bounces (paused by the rate rule at 50 sends, the burst rule covered by it);
+        camp_fine: 400 sends at 1%, from 10:00."""
+        records = campaign_stretch("camp_dead", RESUME_T0, 400, 5) + campaign_stretch(
+            "camp_fine", RESUME_T0 + 3600, 400, 100
+        )
+        path = tmp_path / "history.jsonl"
+        path.write_bytes(b"".join(value + b"\n" for value in records))
+        return path
+
+    def test_the_table_shows_a_pause_covered_by_an_earlier_one_as_already_paused(
+        self, dead_and_healthy, capsys
+    ) -> None:  # noqa: ANN001
+        """One pause call and one already_paused row, with the value compared (the Wilson bound) beside the rate."""
+        _, out, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES)], capsys)
+        header, *rows = [line.split("  ") for line in out.splitlines()]
+        cells = [[cell.strip() for cell in row if cell.strip()] for row in [header, *rows]]
+        assert cells[0][:8] == [
+            "CAMPAIGN",
+            "RULE",
+            "ACTION",
+            "OUTCOME",
+            "FIRED AT (UTC)",
+            "VALUE",
+            "COMPARED",
+            "THRESHOLD",
+        ]
+        assert [row[:4] for row in cells[1:]] == [
+            ["camp_dead", "hard-bounce-rate", "pause", "paused"],
+            ["camp_dead", "hard-bounce-burst", "pause", "already_paused"],
+        ]
+        assert cells[2][5:8] == ["20.00%", "8.09% (99.9% bound)", "8.00%"]
+        assert err.endswith(": 1 pause calls, 1 already paused (covered by an earlier pause, no call), 0 alerts\n")
+
+    def test_json_and_html_say_which_decision_covered_the_other(self, dead_and_healthy, tmp_path, capsys) -> None:  # noqa: ANN001
+        """JSON: `superseded_by` is the rate decision's id; HTML: the row says already_paused."""
+        report = tmp_path / "report.html"
+        _, out, _ = run(
+            ["replay", str(dead_and_healthy), "--rules", str(RULES), "--format", "json", "--report", str(report)],
+            capsys,
+        )
+        rate, burst = (json.loads(line) for line in out.splitlines())
+        assert (rate["superseded_by"], burst["superseded_by"]) == (None, rate["decision_id"])
+        page = report.read_text()
+        assert "<tr><td>hard-bounce-burst</td><td>pause</td><td>already_paused</td>" in page
+        assert "<tr><td>hard-bounce-rate</td><td>pause</td><td>paused</td>" in page
+        assert "1 pause decisions\nalready paused" in page
+
+    def test_since_and_until_cut_a_file_by_event_time(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
+        """From 10:00 only camp_fine's hour is replayed: no decision, and the skipped events are counted."""
+        _, out, err = run(
+            ["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "2026-01-01T10:00:00Z"], capsys
+        )
+        assert out.splitlines()[1:] == []
+        assert "outside 480" in err
+        _, out, err = run(
+            ["replay", str(dead_and_healthy), "--rules", str(RULES), "--until", "2026-01-01T09:59:00Z"], capsys
+        )
+        assert len(out.splitlines()) == 3 and "outside 404" in err
+
+    def test_an_unreadable_since_is_refused(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
+        with pytest.raises(SystemExit, match="'yesterday' is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z"):
+            main(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "yesterday"])
+
+    def test_why_gives_every_rules_closest_approach_for_a_campaign_that_did_not_fire(
+        self, dead_and_healthy, capsys
+    ) -> None:  # noqa: ANN001
+        """camp_fine fired nothing: one line per shipped rule, with its best counts or why it was never judged."""
+        code, out, _ = run(
+            ["replay", str(dead_and_healthy), "--rules", str(RULES), "--campaign", "camp_fine", "--why"], capsys
+        )
+        assert code == 0
+        header, title, *lines = out.splitlines()
+        assert header.startswith("CAMPAIGN") and title == "camp_fine: closest approach of each rule over 404 events"
+        by_rule = dict(line.strip().split(": ", 1) for line in lines)
+        assert list(by_rule) == [rule.name for rule in load_rules(RULES).rules]
+        assert by_rule["hard-bounce-rate"].endswith(
+            ": 2 of 150 (1.33%, 99.9% sure over 0.20%) vs threshold 4.00%; it fires at >= 14 of 150"
+        )
+        assert by_rule[
+            "complaint-rate"
+        ] == "never judged: at most 0 sends in its window, below its min_volume of 300" or (
+            by_rule["complaint-rate"].startswith("closest at")
+        )
+        assert by_rule["gmail-complaint-rate"] == (
+            "never judged: at most 0 sends to gmail.com/googlemail.com in its window, below its min_volume of 1,000"
+        )
+
+    def test_why_needs_a_campaign(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
+        code, _, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--why"], capsys)
+        assert (code, err) == (2, "guard: --why needs --campaign CAMPAIGN_ID: it explains one campaign\n")

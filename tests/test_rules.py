@@ -151,19 +151,17 @@ class TestValidationMessages:
         [
             pytest.param(
                 GOOD + "        colour: red\n",
-                "rules.yaml:9: rule spike: colour: Extra inputs are not permitted",
+                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns)",
                 id="unknown-key",
             ),
             pytest.param(
                 GOOD.replace("count: bounced", "count: opened"),
-                "rules.yaml:6: rule spike: count.signal: Input should be 'sent', 'bounced', 'complained', "
-                "'unsubscribed' or 'replied'",
+                "rules.yaml:6: rule spike: count.signal: unknown value 'opened', did you mean 'complained'? (allowed: sent, bounced, complained, unsubscribed, replied); e.g. `signal: bounced`",
                 id="bad-signal-bare",
             ),
             pytest.param(
                 GOOD_RATE.replace("per: sent", "per: {signal: delivered}"),
-                "rules.yaml:8: rule rate: rate.per.signal: Input should be 'sent', 'bounced', 'complained', "
-                "'unsubscribed' or 'replied'",
+                "rules.yaml:8: rule rate: rate.per.signal: unknown value 'delivered' (allowed: sent, bounced, complained, unsubscribed, replied); e.g. `signal: bounced`",
                 id="bad-signal-in-mapping",
             ),
             pytest.param(
@@ -178,18 +176,17 @@ class TestValidationMessages:
             ),
             pytest.param(
                 GOOD_RATE.replace("bounce_type: hard", "bounce_type: permanent"),
-                "rules.yaml:7: rule rate: rate.of.where.bounce_type: Input should be 'hard' or 'soft'",
+                "rules.yaml:7: rule rate: rate.of.where.bounce_type: unknown value 'permanent' (allowed: hard, soft); e.g. `bounce_type: hard`",
                 id="bad-bounce-type-filter",
             ),
             pytest.param(
                 GOOD_RATE.replace("bounce_type: hard", "smtp_status: '5.1'"),
-                r"rules.yaml:7: rule rate: rate.of.where.smtp_status.0: String should match pattern "
-                r"'^[245](\.(\d{1,3}|x)){2}$'",
+                "rules.yaml:7: rule rate: rate.of.where.smtp_status.0: '5.1' is not an enhanced status code (class 2, 4 or 5, then two numbers or x); e.g. `smtp_status: 5.1.x`",
                 id="bad-smtp-status-pattern",
             ),
             pytest.param(
                 GOOD_RATE.replace("min_volume: 100", "min_volume: 0"),
-                "rules.yaml:11: rule rate: min_volume: Input should be greater than or equal to 1",
+                "rules.yaml:11: rule rate: min_volume: must be at least 1, got 0; e.g. `min_volume: 50`",
                 id="min-volume-zero",
             ),
             pytest.param(
@@ -199,47 +196,47 @@ class TestValidationMessages:
             ),
             pytest.param(
                 GOOD.replace("threshold: 3", "threshold: lots"),
-                "rules.yaml:8: rule spike: threshold: Input should be a valid number, unable to parse string as a number",
+                "rules.yaml:8: rule spike: threshold: 'lots' is not a number; write a percentage such as '4%', a fraction such as 0.04, or a whole number of events for a count",
                 id="threshold-not-a-number",
             ),
             pytest.param(
                 GOOD + "        labels: {team: 7}\n",
-                "rules.yaml:9: rule spike: labels.team: Input should be a valid string",
+                "rules.yaml:9: rule spike: labels.team: expected text, got 7 (quote it: '7'); e.g. `labels: {team: deliverability}`",
                 id="label-not-a-string",
             ),
             pytest.param(
                 GOOD.replace("name: spike", "name: bad name"),
-                "rules.yaml:4: rule bad name: name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]*$'",
+                "rules.yaml:4: rule bad name: name: 'bad name' is not a valid name (letters, digits, '-', '_' and '.', starting with a letter or digit); e.g. `name: hard-bounce-rate`",
                 id="bad-rule-name",
             ),
             pytest.param(
                 GOOD + "        action: delete\n",
-                "rules.yaml:9: rule spike: action: Input should be 'pause' or 'alert'",
+                "rules.yaml:9: rule spike: action: unknown value 'delete' (allowed: pause, alert); e.g. `action: pause`",
                 id="bad-action",
             ),
             pytest.param(
                 GOOD.replace("  - name: bounces\n    rules:\n", "  - rules:\n"),
-                "rules.yaml:2: groups.0.name: Field required",
+                "rules.yaml:2: groups.0.name: required but missing; e.g. `name: hard-bounce-rate`",
                 id="group-without-name",
             ),
             pytest.param(
                 GOOD.replace("        description: too many bounces\n", ""),
-                "rules.yaml:4: rule spike: description: Field required",
+                "rules.yaml:4: rule spike: description: required but missing; e.g. `description: Hard bounces mean a stale or scraped list.`",
                 id="missing-description",
             ),
             pytest.param(
                 "groups:\n  - name: g\n    rules:\n      - 5\n",
-                "rules.yaml:4: rule #1 of group #1: Input should be a valid dictionary or instance of Rule",
+                "rules.yaml:4: rule #1 of group #1: expected a mapping (key: value), got 5; e.g. `rules: [{name: hard-bounce-rate, description: ..., rate: ..., last: 150, threshold: 4%, min_volume: 50}]`",
                 id="rule-not-a-mapping",
             ),
             pytest.param(
                 "- 1\n- 2\n",
-                "rules.yaml:1: Input should be a valid dictionary or instance of RuleFile",
+                "rules.yaml:1: expected a mapping (key: value), got a list; e.g. `groups: [{name: bounces, rules: [...]}]`",
                 id="top-level-list",
             ),
             pytest.param(
                 "groups: []\n",
-                "rules.yaml:1: groups: Tuple should have at least 1 item after validation, not 0",
+                "rules.yaml:1: groups: needs at least 1 item(s), got none; e.g. `groups: [{name: bounces, rules: [...]}]`",
                 id="no-groups",
             ),
         ],
@@ -254,7 +251,7 @@ class TestValidationMessages:
         [
             pytest.param(
                 GOOD_RATE.replace("        min_volume: 100\n", ""),
-                "rules.yaml:4: rule rate: min_volume: a rate rule needs `min_volume`: 1 bounce in 2 sends is no evidence",
+                "rules.yaml:4: rule rate: min_volume: a rate rule needs `min_volume`, e.g. `min_volume: 50`: it stays silent until `per` has that many events (1 bounce in 2 sends is no evidence)",
                 id="rate-without-min-volume",
             ),
             pytest.param(
@@ -281,7 +278,8 @@ class TestValidationMessages:
             ),
             pytest.param(
                 GOOD_RATE.replace("threshold: 5%", "threshold: 150%"),
-                "a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'",
+                "a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'; this one reads as 150% "
+                "(for 1.5 percent write '1.5%')",
                 id="rate-threshold-above-one",
             ),
             pytest.param(

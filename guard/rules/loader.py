@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from guard.errors import GuardError
+from guard.rules.messages import problem
 from guard.rules.models import RuleFile, RuleSet
 
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
@@ -22,6 +23,7 @@ RULE_FILE_SUFFIXES = (".yaml", ".yml")
 MAX_RULE_FILE_BYTES = 1024 * 1024
 MAX_NESTING = 64  # collections within collections (the YAML composer recurses per level)
 MAX_NODES = 100_000  # nodes once aliases are expanded ("billion laughs": each level multiplies)
+RULE_SCOPE = ("groups", None, "rules", None, "rule")  # problems name the rule they are in
 
 
 class RuleFileError(GuardError, ValueError):
@@ -89,8 +91,22 @@ def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
 
 
 def _parse_file(name: str, text: str, problems: list[str]) -> tuple[RuleFile, dict[tuple, int]] | None:
+    document = read_document(name, text, problems, needs="groups:")
+    if document is None:
+        return None
+    data, lines = document
+    try:
+        return RuleFile.model_validate(data), lines
+    except ValidationError as error:
+        problems.extend(validation_problems(name, data, lines, error, RuleFile, RULE_SCOPE))
+        return None
+
+
+def read_document(name: str, text: str, problems: list[str], *, needs: str) -> tuple[object, dict[tuple, int]] | None:
+    """A bounded YAML document's data and the line of each key path, or None with the problems
+    appended (not YAML, too large, empty, a key given twice). `needs` says what an empty file lacks."""
     if len(text) > MAX_RULE_FILE_BYTES:
-        problems.append(f"{name}: {len(text):,} characters; a rule file may have at most {MAX_RULE_FILE_BYTES:,}")
+        problems.append(f"{name}: {len(text):,} characters; a file may have at most {MAX_RULE_FILE_BYTES:,}")
         return None
     try:
         node, data = _read_yaml(text)
@@ -109,21 +125,22 @@ def _parse_file(name: str, text: str, problems: list[str]) -> tuple[RuleFile, di
         problems.append(f"{name}: not valid YAML: a value does not fit its tag or form (e.g. `!!timestamp x`)")
         return None
     if data is None:
-        problems.append(f"{name}: the file is empty; it needs `groups:`")
+        problems.append(f"{name}: the file is empty; it needs `{needs}`")
         return None
     duplicates: list[str] = []
     lines = _line_index(node, duplicates=duplicates)
     if duplicates:  # YAML would silently keep the last value
         problems.extend(f"{name}:{duplicate}" for duplicate in duplicates)
         return None
-    try:
-        return RuleFile.model_validate(data), lines
-    except ValidationError as error:
-        details = error.errors()
-        for detail in details:
-            if not _echo_of_item_errors(detail, details):
-                problems.append(_describe(name, data, lines, detail))
-        return None
+    return data, lines
+
+
+def validation_problems(
+    name: str, data: object, lines: dict[tuple, int], error: ValidationError, root: type[BaseModel], scope: tuple
+) -> list[str]:
+    """One line per problem of a document that `root` rejected (see messages.problem)."""
+    details = error.errors()
+    return [problem(name, data, lines, d, root, scope) for d in details if not _echo_of_item_errors(d, details)]
 
 
 class _TooLarge(Exception):
@@ -175,30 +192,6 @@ def _echo_of_item_errors(detail: dict, details: list[dict]) -> bool:
     """pydantic adds 'too short' for a list whose items all failed; the item errors say it better."""
     loc = detail["loc"]
     return detail["type"] == "too_short" and any(d["loc"][: len(loc)] == loc and d["loc"] != loc for d in details)
-
-
-def _describe(name: str, data: object, lines: dict[tuple, int], detail: dict) -> str:
-    loc = tuple(detail["loc"])
-    rule_loc = loc[:4] if len(loc) >= 4 and loc[0] == "groups" and loc[2] == "rules" else None
-    field = loc[4:] if rule_loc else loc
-    # pydantic puts union and validator details in the location; keep the keys a user wrote
-    field = tuple(
-        part for part in field if not (isinstance(part, str) and ("[" in part or part.startswith("function")))
-    )
-    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), None)
-    where = f"{name}:{line}" if line else name
-    rule = f" rule {_rule_name(data, rule_loc)}:" if rule_loc else ""
-    field_text = f" {'.'.join(map(str, field))}:" if field else ""
-    message = detail["msg"].removeprefix("Value error, ")
-    return f"{where}:{rule}{field_text} {message}"
-
-
-def _rule_name(data: object, rule_loc: tuple) -> str:
-    try:
-        rule = data["groups"][rule_loc[1]]["rules"][rule_loc[3]]  # type: ignore[index]
-        return str(rule["name"])
-    except (KeyError, IndexError, TypeError):
-        return f"#{rule_loc[3] + 1} of group #{rule_loc[1] + 1}"
 
 
 def _line_index(node: yaml.Node | None, path: tuple = (), *, duplicates: list[str]) -> dict[tuple, int]:

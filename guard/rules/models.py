@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -52,14 +53,30 @@ def _as_tuple(value: object) -> object:
 
 
 def _percent(value: object) -> object:
+    """'4%' and '4 %' -> 0.04; other text names the forms a threshold takes."""
     if isinstance(value, bool):
         raise ValueError("a threshold is a number or a percentage such as '0.3%', not a boolean")
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            return float(value.strip()[:-1]) / 100
-        except ValueError:
-            raise ValueError(f"{value!r} is not a percentage; write e.g. '0.3%'") from None
-    return value
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if match := re.fullmatch(r"([-+]?[\d.]+)\s*(%|percent|per ?cent|pct)", text, re.IGNORECASE):
+        number = _number(match[1], value)
+        if match[2] != "%":
+            raise ValueError(f"{value!r}: write a percentage as '{number:g}%' (or the fraction {number / 100:g})")
+        return number / 100
+    if text.endswith("%"):
+        raise ValueError(f"{value!r} is not a percentage; write e.g. '0.3%'")
+    return _number(text, value)
+
+
+def _number(text: str, value: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a number; write a percentage such as '4%', a fraction such as 0.04, "
+            "or a whole number of events for a count"
+        ) from None
 
 
 # an empty list would match nothing, which is never what a rule means: say so instead
@@ -185,7 +202,12 @@ class Rule(_Frozen):
             raise ValueError("a threshold is a finite number")
         condition = _condition(info)
         if condition == "rate" and not 0 < threshold <= 1:
-            raise ValueError("a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'")
+            hint = (
+                f"; this one reads as {threshold:.0%} (for {threshold:g} percent write '{threshold:g}%')"
+                if 1 < threshold <= 100
+                else ""
+            )
+            raise ValueError(f"a rate threshold is a fraction in (0, 1], e.g. 0.03 or '3%'{hint}")
         if condition == "count" and (threshold < 1 or threshold != int(threshold)):
             raise ValueError("a count threshold is a whole number >= 1")
         return threshold
@@ -195,7 +217,10 @@ class Rule(_Frozen):
     def _volume_fits_condition(cls, min_volume: int | None, info: ValidationInfo) -> int | None:
         condition = _condition(info)
         if condition == "rate" and min_volume is None:
-            raise ValueError("a rate rule needs `min_volume`: 1 bounce in 2 sends is no evidence")
+            raise ValueError(
+                "a rate rule needs `min_volume`, e.g. `min_volume: 50`: it stays silent until `per` has that many "
+                "events (1 bounce in 2 sends is no evidence)"
+            )
         if condition == "count" and min_volume is not None:
             raise ValueError("`min_volume` applies to rate rules only")
         return min_volume

@@ -53,15 +53,17 @@ app.kubernetes.io/part-of: deliverability-guard
 /etc/guard/rules
 {{- end }}
 
-{{/* The rules ConfigMap's data: rules.inline, or else the chart's files/rules/*.yaml|yml. */}}
+{{/* The rules ConfigMap's data: the chart's files/rules/*.yaml|yml, replaced by rules.inline
+     when set, or with rules.inline added (same file name: the inline one) under rules.keepShipped. */}}
 {{- define "guard.rulesData" -}}
 {{- $data := dict }}
-{{- if .Values.rules.inline }}
-{{- $data = .Values.rules.inline }}
-{{- else }}
+{{- if or (not .Values.rules.inline) .Values.rules.keepShipped }}
 {{- range $path, $unused := .Files.Glob "files/rules/*.{yaml,yml}" }}
 {{- $_ := set $data (base $path) ($.Files.Get $path) }}
 {{- end }}
+{{- end }}
+{{- range $name, $text := .Values.rules.inline }}
+{{- $_ := set $data $name $text }}
 {{- end }}
 {{- if not $data }}
 {{- fail "no rules: set rules.inline or keep the chart's files/rules/*.yaml" }}
