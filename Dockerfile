@@ -3,29 +3,58 @@
 # Build:  docker build -t deliverability-guard:0.1.0 .
 # Runs as UID 10001 with a read-only root filesystem (the guard writes nothing; mount an
 # emptyDir at /tmp). Probes are Kubernetes' (/livez, /readyz on 8080), so no HEALTHCHECK.
+#
+# Supply chain: the base image is pinned by digest, every Python package is installed with
+# --require-hashes from docker/*.lock (`make lock` regenerates them from pyproject.toml and
+# constraints.txt), wheels only (no sdist builds anything). The runtime image holds the venv
+# and nothing else of the build: no pip, no setuptools, no guard/testing (the stand-ins of
+# `guard demo` and `guard standin`, which say so and exit 2 there).
 
-# ---- build: install the package and its pinned dependencies into a venv ----
-FROM python:3.11.14-slim-bookworm AS build
+# The base of both stages: one Python, so the venv's interpreter link resolves in the runtime.
+# The digest is the multi-architecture index of python:3.11.14-slim-bookworm as published in
+# public Dockerfiles that pin it; it was not pulled where this file was written (no registry
+# there). To update: pick the new patch tag, then
+#   docker buildx imagetools inspect python:3.11.N-slim-bookworm --format '{{json .Manifest.Digest}}'
+# and put tag and digest here (tests/test_dockerfile.py checks the shape, not the registry).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
+
+# ---- build: a venv with the locked dependencies and the guard's wheel ----
+FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-RUN python -m venv /opt/guard \
- && /opt/guard/bin/pip install --upgrade pip==25.3
-
 WORKDIR /src
-# Dependencies first, so a code-only change reuses this layer's cache.
-COPY pyproject.toml constraints.txt ./
+# The build tools (pip, setuptools) in a venv of their own, never copied on.
+COPY docker/build-requirements.lock docker/
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary :all: -r docker/build-requirements.lock
+
+# Dependencies first, so a code-only change reuses this layer's cache. The runtime venv has no pip:
+# the build venv's pip installs into it.
+COPY docker/requirements.lock docker/
+RUN python -m venv --without-pip /opt/guard \
+ && /opt/build/bin/pip --python /opt/guard/bin/python install \
+      --require-hashes --no-deps --only-binary :all: -r docker/requirements.lock
+
+# The guard itself: a wheel built offline with the locked setuptools, its dependencies already there.
+# .dockerignore keeps guard/testing out of the context, so out of the wheel.
+COPY pyproject.toml README.md ./
 COPY guard/ ./guard/
-# The runtime dependencies only (no test extras), at the versions in constraints.txt.
-RUN /opt/guard/bin/pip install -c constraints.txt . \
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /wheels . \
+ && /opt/build/bin/pip --python /opt/guard/bin/python install --no-deps --no-index /wheels/*.whl \
+ && test ! -e /opt/guard/lib/python3.11/site-packages/guard/testing \
  && /opt/guard/bin/guard --help >/dev/null
 
 # ---- runtime: the venv, the default rules, a non-root user ----
-FROM python:3.11.14-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
-RUN groupadd --system --gid 10001 guard \
+# The base image's own pip (and ensurepip's bundled copy) go too: nothing here installs packages.
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+ && rm -rf /usr/local/lib/python3.11/ensurepip /usr/local/bin/pip* \
+ && ! python -c 'import pip' 2>/dev/null \
+ && groupadd --system --gid 10001 guard \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin guard
 

@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench quality clean
+.PHONY: demo test bench quality lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(INSTALLED)
 # Detection delay and healthy campaigns paused, shipped rules vs baselines (writes bench/QUALITY.md).
 quality: $(INSTALLED)
 	$(BIN)/python -m bench.quality
+
+# The image's hashed dependency locks (docker/*.lock), after a change to pyproject.toml or constraints.txt.
+lock:
+	scripts/lock-image.sh
 
 clean:
 	rm -rf $(VENV) .venv-peer .pytest_cache .hypothesis .tools

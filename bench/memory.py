@@ -14,8 +14,13 @@ Flood: 200,000 distinct campaign ids, one `message.sent` each (a hostile or brok
 through one engine with the default cap (GUARD_MAX_CAMPAIGNS, 50,000) and without one; RSS is
 read every 10,000 events, so the peak shows whether memory stays bounded while the flood lasts.
 
+Id flood: 2,000,000 distinct message ids into three campaigns (one `message.sent` each, 1,000 a
+second of event time) through one engine with a budget of dedupe keys (GUARD_MAX_DEDUPE_KEYS's
+default) and without one; RSS as for the flood above, and the keys remembered at the end.
+
     python -m bench.memory CAMPAIGNS SENDS_LO SENDS_HI [--trace]
     python -m bench.memory FLOOD 0 0 --cap CAP   (CAP 0: no cap)
+    python -m bench.memory IDS 0 0 --keys BUDGET   (BUDGET 0: no budget)
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ BUSY_CAMPAIGNS = 2_000
 SEED = 11
 FLOOD = 200_000
 FLOOD_CAPS = (50_000, 0)  # the default cap, and none
+ID_FLOOD = 2_000_000
+ID_FLOOD_BUDGETS = (1_000_000, 0)  # a budget the flood exceeds, and none
 
 
 def rss_bytes() -> int:
@@ -130,6 +137,41 @@ def flood(campaigns: int, cap: int) -> dict[str, Any]:
     }
 
 
+def id_flood(ids: int, budget: int) -> dict[str, Any]:
+    """RSS while `ids` distinct message ids go into three campaigns of one engine with `budget` dedupe keys."""
+    import json
+
+    from guard.engine import Engine
+    from guard.events import decode
+    from guard.rules import load_rules
+
+    engine = Engine(load_rules(ROOT / "rules"), max_dedupe_keys=budget or None)
+    start = 1_767_225_600.0
+    gc.collect()
+    before = peak = rss_bytes()
+    started = time.perf_counter()
+    for n in range(ids):
+        data = {"campaignId": f"camp_{n % 3}", "messageId": f"msg_{n:09d}"}
+        engine.process(
+            decode(json.dumps({"event": "message.sent", "timestamp": None, "data": data}).encode(), start + n / 1000)
+        )
+        if n % 50_000 == 0:
+            peak = max(peak, rss_bytes())
+    elapsed = time.perf_counter() - started
+    gc.collect()
+    after = rss_bytes()
+    return {
+        "ids": ids,
+        "budget": budget,
+        "keys": engine.dedupe_keys,
+        "evicted": engine.dedupe_evicted,
+        "rss_delta": after - before,
+        "rss_peak_delta": max(peak, after) - before,
+        "per_key": (after - before) / max(1, engine.dedupe_keys),
+        "events_per_s": ids / elapsed,
+    }
+
+
 def _source(filename: str, lineno: int) -> str:
     try:
         return Path(filename).read_text().splitlines()[lineno - 1].strip()[:90]
@@ -154,6 +196,10 @@ def run(timeout: float = 240.0) -> dict[str, Any]:
         run_child("bench.memory", [str(FLOOD), "0", "0", "--cap", str(cap)], timeout, f"memory-flood-{cap}")
         for cap in FLOOD_CAPS
     ]
+    results["id_flood"] = [
+        run_child("bench.memory", [str(ID_FLOOD), "0", "0", "--keys", str(keys)], timeout, f"memory-ids-{keys}")
+        for keys in ID_FLOOD_BUDGETS
+    ]
     return results
 
 
@@ -164,11 +210,14 @@ def main() -> None:
     parser.add_argument("hi", type=int)
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--cap", type=int, help="flood: distinct one-event campaigns through an engine with this cap")
+    parser.add_argument("--keys", type=int, help="id flood: distinct message ids through an engine with this budget")
     parser.add_argument("--duration", type=float, default=3600.0, help="seconds of event time the sends spread over")
     parser.add_argument("--horizon", type=float, help="dedupe horizon in seconds (default: the engine's)")
     args = parser.parse_args()
     if args.cap is not None:
         emit(flood(args.campaigns, args.cap))
+    elif args.keys is not None:
+        emit(id_flood(args.campaigns, args.keys))
     else:
         emit(measure(args.campaigns, (args.lo, args.hi), args.trace, args.duration, args.horizon))
 

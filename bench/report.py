@@ -508,6 +508,29 @@ def memory_section(results: dict[str, Any]) -> list[str]:
             ),
             "",
         ]
+    id_floods = [run for run in memory.get("id_flood", []) if "error" not in run]
+    if id_floods:
+        out += [
+            "A flood of distinct message ids into three campaigns, one `message.sent` each, through one engine (the "
+            "budget is its share of GUARD_MAX_DEDUPE_KEYS):",
+            "",
+            table(
+                ["message ids", "budget", "keys at the end", "forgotten early", "RSS growth", "peak", "per key"],
+                [
+                    [
+                        f"{run['ids']:,}",
+                        f"{run['budget']:,}" if run["budget"] else "none",
+                        f"{run['keys']:,}",
+                        f"{run['evicted']:,}",
+                        fmt(run["rss_delta"] / KIB / KIB, "MiB", 1),
+                        fmt(run["rss_peak_delta"] / KIB / KIB, "MiB", 1),
+                        f"{run['per_key']:.1f} B",
+                    ]
+                    for run in id_floods
+                ],
+            ),
+            "",
+        ]
     return out
 
 

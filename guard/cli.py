@@ -255,14 +255,31 @@ def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
 
+def _without_test_tools(command: str, error: ModuleNotFoundError) -> int:
+    """`guard demo` and `guard standin` run the stand-ins of guard/testing, which a runtime install
+    (the container image) leaves out: one clear line instead of an ImportError's traceback."""
+    _error(
+        f"`guard {command}` needs guard/testing and the test extra, which this installation leaves out (the "
+        f"container image does): run it from a source checkout after `pip install -e '.[test]'` "
+        f"(missing: {error.name})"
+    )
+    return 2
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from guard.demo import run_demo
+    try:
+        from guard.demo import run_demo
+    except ModuleNotFoundError as error:
+        return _without_test_tools("demo", error)
 
     return asyncio.run(run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed))
 
 
 def _standin(args: argparse.Namespace) -> int:
-    from guard.testing.leadterra import main as standin_main
+    try:
+        from guard.testing.leadterra import main as standin_main
+    except ModuleNotFoundError as error:
+        return _without_test_tools("standin", error)
 
     return standin_main(args.standin_args)
 

@@ -67,6 +67,18 @@ class Metrics:
             "Campaigns whose state was dropped to stay within GUARD_MAX_CAMPAIGNS (their evidence starts again).",
             registry=r,
         )
+        self.dedupe_keys = Gauge(
+            "guard_dedupe_keys", "(campaign, event, messageId) keys remembered to count retries once.", registry=r
+        )
+        self.dedupe_keys_limit = Gauge(
+            "guard_dedupe_keys_limit", "Most dedupe keys this process remembers (GUARD_MAX_DEDUPE_KEYS).", registry=r
+        )
+        self.dedupe_evicted = Counter(
+            "guard_dedupe_keys_evicted_total",
+            "Dedupe keys forgotten before GUARD_DEDUPE_HORIZON to stay within GUARD_MAX_DEDUPE_KEYS, oldest first "
+            "(a retry of one counts again).",
+            registry=r,
+        )
         self.auth_failed = Gauge(
             "guard_api_authentication_failed",
             "1 after Leadterra rejected the API key: nothing is protected.",

@@ -85,6 +85,7 @@ class Pipeline:
     this process owns or how their batches interleave. The price: a process that owns some of
     the partitions uses only their shares, and a partition with more campaigns than its share
     evicts although others have room (keys are hashed, so the shares fill evenly in practice).
+    The budget of dedupe keys (`max_dedupe_keys`) is shared out the same way.
     """
 
     def __init__(
@@ -96,28 +97,38 @@ class Pipeline:
         *,
         dedupe_horizon: float,
         max_campaigns: int | None = None,
+        max_dedupe_keys: int | None = None,
         partition_count: Callable[[], int] = lambda: 1,
         resume_grace: float = DEFAULT_RESUME_GRACE,
     ) -> None:
         self.rules = rules
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
         self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
-        self._max_campaigns, self._partition_count = max_campaigns, partition_count
+        self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
+        self._partition_count = partition_count
         self._partitions: dict[TopicPartition, tuple[Engine, PartitionProgress]] = {}
         self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
+        self.dedupe_evicted = 0  # dedupe keys forgotten at the budget, likewise
 
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
     def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int) -> None:
-        engine = Engine(self.rules, self._dedupe_horizon, self._resume_grace, self.campaign_share())
+        engine = Engine(
+            self.rules, self._dedupe_horizon, self._resume_grace, self.campaign_share(), self.dedupe_key_share()
+        )
         self._partitions[tp] = (engine, PartitionProgress(committed, lookback_ms))
 
     def campaign_share(self) -> int | None:
         """The most campaigns one partition's engine tracks: the cap over every input partition."""
-        if self._max_campaigns is None:
-            return None
-        return math.ceil(self._max_campaigns / max(1, self._partition_count()))
+        return self._share(self._max_campaigns)
+
+    def dedupe_key_share(self) -> int | None:
+        """The most dedupe keys one partition's engine remembers: the budget over every input partition."""
+        return self._share(self._max_dedupe_keys)
+
+    def _share(self, limit: int | None) -> int | None:
+        return None if limit is None else math.ceil(limit / max(1, self._partition_count()))
 
     def revoke(self, tp: TopicPartition) -> None:
         self._partitions.pop(tp, None)
@@ -156,6 +167,9 @@ class Pipeline:
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
 
+    def dedupe_keys(self) -> int:
+        return sum(engine.dedupe_keys for engine, _ in self._partitions.values())
+
     async def handle(self, tp: TopicPartition, records: Sequence[Any]) -> None:
         """Steps 1-5 for one batch of one partition."""
         if not records or tp not in self._partitions:
@@ -178,7 +192,7 @@ class Pipeline:
         too_old = ignored = dead_lettered = replayed = counted = 0  # locals: a Counter per record costs
         dead_letters = []
         stats = engine.stats
-        before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns)
+        before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
         replay_until, new_group, lookback_ms = progress.replay_until, progress.new_group, progress.lookback_ms
         for record in records:
             offset = record.offset
@@ -225,3 +239,6 @@ class Pipeline:
         if evicted := stats.evicted_campaigns - before[3]:
             self.evicted += evicted
             self._metrics.evicted.inc(evicted)
+        if forgotten := engine.dedupe_evicted - before[4]:
+            self.dedupe_evicted += forgotten
+            self._metrics.dedupe_evicted.inc(forgotten)

@@ -83,11 +83,13 @@ class Service:
             self.metrics,
             dedupe_horizon=settings.dedupe_horizon,
             max_campaigns=settings.max_campaigns,
+            max_dedupe_keys=settings.max_dedupe_keys,
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
             resume_grace=settings.resume_grace,
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
+        self.metrics.dedupe_keys_limit.set(settings.max_dedupe_keys)
         await self.server.start()
         try:
             await start_producer(producer, self.settings.kafka)
@@ -154,6 +156,7 @@ class Service:
                 await self._commit(consumer, pipeline)
                 await self._track_recovery(consumer, pipeline)
                 self.metrics.campaigns.set(pipeline.campaigns())
+                self.metrics.dedupe_keys.set(pipeline.dedupe_keys())
                 self.health.evictions(pipeline.evicted, settings.max_campaigns)
                 self.metrics.partitions.set(len(pipeline.assigned))
                 next_tick = now + settings.commit_interval

@@ -192,8 +192,17 @@ class GuardSettings(BaseSettings):
         ge=1,
         description=(
             "Most campaigns one process keeps state for, shared out evenly over the input partitions; beyond it the "
-            "least recently active are evicted. A campaign costs about 3.6 KiB: 50,000 is ~180 MiB, inside the "
-            "chart's 512 MiB limit with room for busy campaigns."
+            "least recently active are evicted. A campaign's windows and rule states cost about 2.1 KiB: 50,000 is "
+            "~105 MiB (its dedupe keys count in GUARD_MAX_DEDUPE_KEYS)."
+        ),
+    )
+    max_dedupe_keys: int = Field(
+        10_000_000,
+        ge=1,
+        description=(
+            "Most (campaign, event, messageId) keys one process remembers for GUARD_DEDUPE_HORIZON, shared out evenly "
+            "over the input partitions; beyond it the oldest are forgotten first (a retry of one counts again). A key "
+            "costs 12-14 bytes: 10,000,000 is ~135 MiB at most, 12 h of ~230 events a second with a messageId."
         ),
     )
     resume_grace: float = Field(

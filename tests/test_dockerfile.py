@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,8 +18,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+LOCKS = {"runtime": ROOT / "docker" / "requirements.lock", "build": ROOT / "docker" / "build-requirements.lock"}
 
-PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$")
+PINNED_BASE = re.compile(r"^python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}$")
+LOCKED = re.compile(r"^([A-Za-z0-9._-]+)==(\S+) \\$")
+HASH = re.compile(r"^--hash=sha256:[0-9a-f]{64}( \\)?$")
 SECRET_LIKE = re.compile(r"(^|/)(\.env(\..*)?|.*\.(pem|key|p12|pfx)|id_[a-z0-9]+|secrets?(/.*)?|\.git(/.*)?)$", re.I)
 
 
@@ -48,11 +56,13 @@ def instructions(text: str) -> list[Instruction]:
 
 
 def stages(parsed: list[Instruction]) -> list[list[Instruction]]:
-    """Instructions split into build stages, each starting with its FROM."""
+    """Instructions split into build stages, each starting with its FROM (global ARGs before it left out)."""
     result: list[list[Instruction]] = []
     for instruction in parsed:
         if instruction.keyword == "FROM":
             result.append([])
+        if not result and instruction.keyword == "ARG":
+            continue
         assert result, f"line {instruction.line}: {instruction.keyword} before the first FROM"
         result[-1].append(instruction)
     return result
@@ -63,6 +73,52 @@ def from_image(instruction: Instruction) -> tuple[str, str | None]:
     words = [w for w in instruction.arguments.split() if not w.startswith("--")]
     name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
     return words[0], name
+
+
+def global_args(parsed: list[Instruction]) -> dict[str, str]:
+    """The ARGs before the first FROM, with their defaults: what FROM lines may use."""
+    defaults = {}
+    for instruction in parsed:
+        if instruction.keyword == "FROM":
+            break
+        if instruction.keyword == "ARG":
+            name, _, default = instruction.arguments.partition("=")
+            defaults[name] = default
+    return defaults
+
+
+def resolved(image: str, defaults: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults.get(m.group(1), m.group(0)), image)
+
+
+def run_commands(stage: list[Instruction]) -> list[str]:
+    """Each shell command of a stage's RUN instructions (split at `&&`)."""
+    return [command.strip() for i in stage if i.keyword == "RUN" for command in i.arguments.split("&&")]
+
+
+def pip_installs(parsed: list[Instruction]) -> list[list[str]]:
+    return [shlex.split(c) for c in run_commands(parsed) if re.search(r"\bpip\b.*\binstall\b", c)]
+
+
+def lock_pins(path: Path) -> dict[str, tuple[str, int]]:
+    """A hashed lock -> {normalised name: (version, hashes)}; asserts every pin carries hashes."""
+    pins: dict[str, tuple[str, int]] = {}
+    current = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if match := LOCKED.match(stripped):
+            current = normalised(match.group(1))
+            pins[current] = (match.group(2), 0)
+        else:
+            assert current is not None and HASH.match(stripped), f"{path.name}: unexpected line {line!r}"
+            pins[current] = (pins[current][0], pins[current][1] + 1)
+    return pins
+
+
+def normalised(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def copy_sources(instruction: Instruction) -> tuple[list[str], bool]:
@@ -139,16 +195,17 @@ class TestBaseImages:
         """A build stage installs; the final stage only receives the venv."""
         assert len(stages(parsed)) >= 2
 
-    def test_every_base_image_is_python_311_slim_bookworm_pinned_to_a_patch_release(
+    def test_every_base_image_is_python_311_slim_bookworm_pinned_by_tag_and_digest(
         self, parsed: list[Instruction]
     ) -> None:
-        """`python:3.11-slim` would move under us; `3.11.N-slim-bookworm` (optionally @sha256) does not."""
+        """A tag moves under us; `python:3.11.N-slim-bookworm@sha256:...` does not (ARG defaults resolved)."""
         stage_names = {from_image(i)[1] for i in parsed if i.keyword == "FROM"} - {None}
+        defaults = global_args(parsed)
         for instruction in parsed:
             if instruction.keyword == "FROM":
-                image, _ = from_image(instruction)
+                image = resolved(from_image(instruction)[0], defaults)
                 if image not in stage_names:
-                    assert PINNED_BASE.match(image), f"line {instruction.line}: unpinned base image {image}"
+                    assert PINNED_BASE.match(image), f"line {instruction.line}: base image {image} has no digest"
 
     def test_build_and_final_stages_share_one_base_so_the_venv_python_matches(self, parsed: list[Instruction]) -> None:
         """The venv's interpreter symlink points into the base image's Python."""
@@ -205,6 +262,82 @@ class TestFinalStage:
                 assert not re.search(r"(API_KEY|PASSWORD|SECRET|TOKEN)\b", instruction.arguments, re.I), instruction
 
 
+class TestRuntimeContents:
+    def test_only_the_venv_comes_from_the_build_stage(self, final_stage: list[Instruction]) -> None:
+        """Build tools, sources and wheels stay behind."""
+        from_build = [copy_sources(i)[0] for i in final_stage if i.keyword == "COPY" and not copy_sources(i)[1]]
+        assert from_build == [["/opt/guard"]]
+
+    def test_the_venv_is_made_without_pip(self, parsed: list[Instruction]) -> None:
+        [build] = [stage for stage in stages(parsed) if from_image(stage[0])[1] == "build"]
+        venvs = [c for c in run_commands(build) if re.search(r"-m venv .*/opt/guard$", c)]
+        assert venvs and all("--without-pip" in c for c in venvs)
+
+    def test_the_base_images_pip_is_removed_from_the_runtime(self, final_stage: list[Instruction]) -> None:
+        commands = run_commands(final_stage)
+        assert any(re.search(r"pip uninstall --yes .*\bpip\b", c) for c in commands)
+        assert any("ensurepip" in c and c.startswith("rm -rf") for c in commands)
+        assert "! python -c 'import pip' 2>/dev/null" in commands  # the build fails if pip is still there
+
+    def test_guard_testing_stays_out_of_the_image(self, parsed: list[Instruction], ignore_patterns: list[str]) -> None:
+        """Out of the build context (so of the wheel), and the build checks the venv."""
+        assert dockerignored("guard/testing/leadterra.py", ignore_patterns)
+        assert any(c.startswith("test ! -e /opt/guard/") and c.endswith("/guard/testing") for c in run_commands(parsed))
+
+
+def image_package(tmp_path: Path, ignore_patterns: list[str]) -> Path:
+    """guard/ as the build context has it (.dockerignore applied): the package the image installs."""
+    for path in (ROOT / "guard").rglob("*.py"):
+        relative = str(path.relative_to(ROOT))
+        if not dockerignored(relative, ignore_patterns):
+            (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, tmp_path / relative)
+    return tmp_path
+
+
+def run_image_guard(package: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`guard ARGS` with only the image's package and the installed dependencies (-S: no editable .pth)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), sysconfig.get_paths()["purelib"]])}
+    return subprocess.run(
+        [sys.executable, "-S", "-m", "guard.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=package,
+        timeout=60,
+        check=False,
+    )
+
+
+class TestImagePackage:
+    """What the guard in the image does without guard/testing (no Docker engine: the same files, run here)."""
+
+    def test_the_service_and_the_rule_tools_need_no_guard_testing(
+        self, tmp_path: Path, ignore_patterns: list[str]
+    ) -> None:
+        package = image_package(tmp_path, ignore_patterns)
+        assert not (package / "guard" / "testing").exists()
+        result = run_image_guard(package, "validate", str(ROOT / "rules"))
+        assert result.returncode == 0, result.stderr
+        script = "import guard.service, guard.ingest.app, guard.replay, guard.cli"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), sysconfig.get_paths()["purelib"]])}
+        imported = subprocess.run(
+            [sys.executable, "-S", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+        assert imported.returncode == 0, imported.stderr
+
+    @pytest.mark.parametrize("command", ["demo", "standin"])
+    def test_demo_and_standin_say_in_one_line_what_they_need(
+        self, command: str, tmp_path: Path, ignore_patterns: list[str]
+    ) -> None:
+        result = run_image_guard(image_package(tmp_path, ignore_patterns), command)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        [line] = result.stderr.splitlines()
+        assert f"`guard {command}` needs guard/testing and the test extra" in line
+        assert "source checkout" in line and "pip install -e '.[test]'" in line
+
+
 def final_env(stage: list[Instruction]) -> dict[str, str]:
     env: dict[str, str] = {}
     for instruction in stage:
@@ -216,10 +349,60 @@ def final_env(stage: list[Instruction]) -> dict[str, str]:
 
 
 class TestInstall:
-    def test_installs_the_package_with_the_constraints_and_no_test_extras(self, parsed: list[Instruction]) -> None:
-        runs = " ".join(i.arguments for i in parsed if i.keyword == "RUN")
-        assert re.search(r"pip install -c constraints\.txt \.(\s|$)", runs)
-        assert "[test]" not in runs
+    def test_every_download_is_checked_against_a_committed_hashed_lock(self, parsed: list[Instruction]) -> None:
+        """pip installs from an index only with --require-hashes -r a lock (wheels only, no sdist to build);
+        what it installs without hashes is the guard's own wheel, with --no-index."""
+        installs = pip_installs(parsed)
+        assert installs
+        for words in installs:
+            if "--no-index" in words:
+                continue
+            assert "--require-hashes" in words and "--no-deps" in words, words
+            assert words[words.index("--only-binary") + 1] == ":all:", words
+            lock = ROOT / words[words.index("-r") + 1]
+            assert lock in LOCKS.values(), words
+        locks_used = {ROOT / w[w.index("-r") + 1] for w in installs if "-r" in w}
+        assert locks_used == set(LOCKS.values())
+
+    def test_installs_no_test_extras(self, parsed: list[Instruction]) -> None:
+        assert not any("[test]" in word for words in pip_installs(parsed) for word in words)
+
+    @pytest.mark.parametrize("lock", sorted(LOCKS))
+    def test_every_pin_of_a_lock_carries_hashes(self, lock: str) -> None:
+        pins = lock_pins(LOCKS[lock])
+        assert pins and all(hashes >= 1 for _, hashes in pins.values())
+
+    def test_the_runtime_lock_is_pyprojects_dependencies_at_constraints_versions(self) -> None:
+        """A stale lock (a dependency changed without `make lock`) fails here rather than in the image."""
+        import tomllib
+
+        pins = lock_pins(LOCKS["runtime"])
+        project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        for requirement in project["dependencies"]:
+            name, version = requirement.split("==")
+            assert pins.get(normalised(name), (None,))[0] == version, f"{requirement} is not in the lock"
+        constraints = dict(
+            line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines() if "==" in line
+        )
+        constrained = {normalised(name): version for name, version in constraints.items()}
+        assert {name: version for name, (version, _) in pins.items()} == {name: constrained[name] for name in pins}, (
+            "the lock and constraints.txt disagree"
+        )
+
+    def test_the_build_lock_has_the_build_backend_of_pyproject(self) -> None:
+        import tomllib
+
+        backend = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
+        pins = lock_pins(LOCKS["build"])
+        for requirement in backend:
+            name, version = requirement.split("==")
+            assert pins[normalised(name)][0] == version
+
+    def test_the_locks_are_made_by_pinned_pip_tools_with_hashes(self) -> None:
+        script = (ROOT / "scripts" / "lock-image.sh").read_text(encoding="utf-8")
+        assert re.search(r"pip-tools==\d+\.\d+\.\d+", script) and "--generate-hashes" in script
+        for lock in LOCKS.values():
+            assert "pip-compile" in lock.read_text(encoding="utf-8").splitlines()[4]
 
     def test_never_adds_from_a_url(self, parsed: list[Instruction]) -> None:
         """ADD of a URL fetches unpinned bytes at build time; COPY is all this build needs."""
@@ -268,13 +451,24 @@ class TestDockerignore:
             "helm/deliverability-guard/Chart.yaml",
             "deliverability_guard.egg-info/PKG-INFO",
             "rules/tests/default_test.yaml",
+            "guard/testing/leadterra.py",
+            "constraints.txt",
         ],
     )
     def test_excludes(self, path: str, ignore_patterns: list[str]) -> None:
         assert dockerignored(path, ignore_patterns)
 
     @pytest.mark.parametrize(
-        "path", ["pyproject.toml", "constraints.txt", "guard/cli.py", "guard/rules/loader.py", "rules/default.yaml"]
+        "path",
+        [
+            "pyproject.toml",
+            "README.md",
+            "docker/requirements.lock",
+            "docker/build-requirements.lock",
+            "guard/cli.py",
+            "guard/rules/loader.py",
+            "rules/default.yaml",
+        ],
     )
     def test_keeps_what_the_build_needs(self, path: str, ignore_patterns: list[str]) -> None:
         assert not dockerignored(path, ignore_patterns)

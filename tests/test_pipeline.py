@@ -71,3 +71,24 @@ async def test_records_delivered_again_within_an_assignment_count_once() -> None
     assert outcome(metrics, "counted") == len(stream)
     ids = [decision.id for decision in decisions.submitted]
     assert ids and len(ids) == len(set(ids)), "a decision was taken twice"
+
+
+async def test_each_partition_remembers_its_share_of_the_dedupe_budget() -> None:
+    """GUARD_MAX_DEDUPE_KEYS over 4 input partitions: a partition flooded with unique message ids
+    keeps at most a quarter of it, and what it forgets is counted."""
+    metrics = Metrics()
+    pipeline = Pipeline(
+        load_rules(RULES),
+        Decisions(),
+        NoDeadLetters(),
+        metrics,
+        dedupe_horizon=12 * 3600,
+        max_dedupe_keys=4_000,
+        partition_count=lambda: 4,
+    )
+    assert pipeline.dedupe_key_share() == 1_000
+    pipeline.assign(TP, committed=None, lookback_ms=0)
+    start = time.time() - 600
+    await pipeline.handle(TP, records([sent("camp", start + n * 0.01) for n in range(5_000)]))
+    assert 0 < pipeline.dedupe_keys() <= 1_000
+    assert pipeline.dedupe_evicted == metrics.dedupe_evicted._value.get() == 5_000 - pipeline.dedupe_keys()

@@ -12,6 +12,7 @@ from math import sqrt
 import msgspec
 
 from guard.engine.decisions import Decision, decision_id
+from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.windows import LastN
@@ -22,7 +23,6 @@ from guard.rules.models import Rule, RuleSet
 _EPSILON = 1e-9
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
 DEFAULT_DEDUPE_HORIZON = 12 * 3600.0
-MAX_DEDUPE_KEYS_PER_CAMPAIGN = 50_000
 # An event stamped further than this past the partition's clock counts at the clock's time unless
 # a second one agrees (see `Engine._on_clock`): one forged timestamp cannot move time for everyone.
 # A day: longer than any quiet spell of a partition in use, far shorter than a forged month.
@@ -149,8 +149,6 @@ class CampaignState(msgspec.Struct, gc=False):
     series: list[Series | None]  # by the plan's slot; None until an event feeds it
     watermark: float = float("-inf")  # latest event time seen for the campaign
     rule_states: dict[str, RuleState] = msgspec.field(default_factory=dict)
-    seen: dict[int, float] = msgspec.field(default_factory=dict)  # hash(signal, message id) -> event time
-    seen_oldest: float = float("inf")  # the event time of the first key in `seen` (the oldest)
     # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
     # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules
     armed: bool = False
@@ -182,6 +180,11 @@ class Engine:
     cooldown (or close to firing) last, ties in the order they were first tracked. An evicted
     campaign that comes back starts with no evidence. The order depends only on the events, so
     the same log, rules and capacity give the same decisions.
+
+    Duplicates are found in one store of (campaign, signal, messageId) keys for the partition,
+    kept for `dedupe_horizon` of the partition's clock in at most `max_dedupe_keys` keys, oldest
+    forgotten first (dedupe.py). The keys outlive a campaign's eviction or restart: a retry is a
+    duplicate whatever became of its campaign.
     """
 
     def __init__(
@@ -190,12 +193,13 @@ class Engine:
         dedupe_horizon: float = DEFAULT_DEDUPE_HORIZON,
         resume_grace: float = DEFAULT_RESUME_GRACE,
         max_campaigns: int | None = None,
+        max_dedupe_keys: int | None = None,
     ) -> None:
         if max_campaigns is not None and max_campaigns < 1:
             raise ValueError("max_campaigns must be at least 1")
         self._plan = compile_plan(rules)
         self._campaigns: dict[str, CampaignState] = {}
-        self._dedupe_horizon = dedupe_horizon
+        self._seen = DedupeStore(dedupe_horizon, max_dedupe_keys)
         self._resume_grace = resume_grace  # see episodes.py
         self._max_campaigns = max_campaigns
         self._watermark = float("-inf")  # the partition's clock: latest event time accepted
@@ -206,6 +210,16 @@ class Engine:
     @property
     def campaigns(self) -> int:
         return len(self._campaigns)
+
+    @property
+    def dedupe_keys(self) -> int:
+        """The (campaign, signal, messageId) keys remembered now."""
+        return self._seen.keys
+
+    @property
+    def dedupe_evicted(self) -> int:
+        """Keys forgotten before the horizon to stay within `max_dedupe_keys`: a retry of one counts again."""
+        return self._seen.evicted
 
     def rules_for(self, campaign_id: str) -> tuple[CompiledRule, ...]:
         return self._plan.rules_for(campaign_id)
@@ -232,10 +246,9 @@ class Engine:
             state.began = began
         return state
 
-    def _resumed(self, campaign_id: str, state: CampaignState, time: float) -> CampaignState:
-        """A new episode from a resume: nothing but the dedupe memory carries over."""
+    def _resumed(self, campaign_id: str, time: float) -> CampaignState:
+        """A new episode from a resume: nothing carries over (the dedupe keys are the partition's)."""
         resumed = self._campaigns[campaign_id] = self._new_state(campaign_id, time, EpisodeStart.RESUMED)
-        resumed.seen, resumed.seen_oldest = state.seen, state.seen_oldest
         self.stats.resumes += 1
         return resumed
 
@@ -266,12 +279,12 @@ class Engine:
             self.stats.late += 1  # e.g. a retried webhook for a bounce from before the restart
             self._advance(time)  # every event moves the partition's clock, counted or not
             return []
-        if event.message_id is not None and self._is_duplicate(state, event):
+        if event.message_id is not None and self._is_duplicate(event):
             self.stats.duplicates += 1
             self._advance(time)
             return []
         if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
-            state = self._resumed(campaign_id, state, time)
+            state = self._resumed(campaign_id, time)
         if time > state.watermark:
             state.watermark = time
         late = False
@@ -337,21 +350,9 @@ class Engine:
             if time >= self._next_sweep:
                 self._sweep()
 
-    def _is_duplicate(self, state: CampaignState, event: Event) -> bool:
-        seen = state.seen
-        key = hash((event.signal, event.message_id))
-        if key in seen:
-            return True
-        seen[key] = event.time
-        if len(seen) == 1:
-            state.seen_oldest = event.time
-        # keys arrive roughly in time order, so the oldest sit at the front of the dict
-        horizon = state.watermark - self._dedupe_horizon
-        if state.seen_oldest < horizon or len(seen) > MAX_DEDUPE_KEYS_PER_CAMPAIGN:
-            while seen and (len(seen) > MAX_DEDUPE_KEYS_PER_CAMPAIGN or seen[next(iter(seen))] < horizon):
-                del seen[next(iter(seen))]
-            state.seen_oldest = seen[next(iter(seen))] if seen else float("inf")
-        return False
+    def _is_duplicate(self, event: Event) -> bool:
+        key = hash((event.campaign_id, event.signal, event.message_id))
+        return self._seen.seen(key, event.time if event.time > self._watermark else self._watermark)
 
     def measure(self, campaign_id: str) -> dict[str, Measure]:
         """Each applicable rule's current value for a campaign, at its latest event time."""
