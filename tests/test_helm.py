@@ -492,12 +492,25 @@ class TestNotes:
         replaced = self.notes("--set-string", "rules.inline.team\\.yaml=groups: []")
         assert "Running now: rules.inline only (team.yaml), which replaces the shipped set" in replaced
 
-    def test_the_dedupe_horizon_default_is_the_services(self) -> None:
-        """values.yaml's dedupeHorizonSeconds is GUARD_DEDUPE_HORIZON's default."""
+    @pytest.mark.parametrize(
+        ("value", "field", "variable"),
+        [
+            ("dedupeHorizonSeconds", "dedupe_horizon", "GUARD_DEDUPE_HORIZON"),
+            ("resumeGraceSeconds", "resume_grace", "GUARD_RESUME_GRACE"),
+            ("maxCampaigns", "max_campaigns", "GUARD_MAX_CAMPAIGNS"),
+            ("maxDedupeKeys", "max_dedupe_keys", "GUARD_MAX_DEDUPE_KEYS"),
+        ],
+    )
+    def test_engine_limits_default_to_the_services_and_reach_the_pod(
+        self, value: str, field: str, variable: str
+    ) -> None:
+        """values.yaml's guard.<value> is the service's default, and the pod gets it as <variable>."""
         from guard.settings import GuardSettings
 
         values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-        assert values["guard"]["dedupeHorizonSeconds"] == GuardSettings.model_fields["dedupe_horizon"].default
+        assert values["guard"][value] == GuardSettings.model_fields[field].default
+        [container] = the(render_scenario("default"), "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"]
+        assert {"name": variable, "value": str(values["guard"][value])} in container["env"]
 
 
 class TestKafka:
