@@ -13,7 +13,7 @@ _NO_BUCKET = float("-inf")  # below any bucket index
 _INT32 = 2**31 - 1  # a send time kept by LastN is whole seconds from its first send, in an int32
 
 
-def _keep_latest(samples: list[tuple[float, str]] | None, sample: tuple[float, str]) -> list[tuple[float, str]]:
+def _keep_latest(samples: list | None, sample: tuple[float, str] | tuple[int, str]) -> list:
     if samples is None:
         return [sample]
     samples.append(sample)
@@ -135,7 +135,7 @@ class LastN(msgspec.Struct, gc=False):
     per_seen: int = 0
     of_positions: array = msgspec.field(default_factory=lambda: array("q"))  # per_seen at each of-event
     total: int = 0  # len(of_positions), read on every event
-    samples: list[tuple[float, str]] | None = None
+    samples: list[tuple[int, str]] | None = None  # (per_seen, message id), newest last
     # the last `size` per-events' times, by position % size, in whole seconds from `time_base`
     per_times: array = msgspec.field(default_factory=lambda: array("i"))
     time_base: float = 0.0  # the first per-event's time, floored to the second
