@@ -117,8 +117,10 @@ class Rebalance(ConsumerRebalanceListener):
         consumer: AIOKafkaConsumer,
         pipeline: Any,
         on_assigned: Callable[[int, bool], None] = lambda lookback_ms, fresh: None,
+        checkpoints: Any = None,  # a guard.checkpoints.Checkpointer: restores on assignment, writes on revoke
     ) -> None:
         self._consumer, self._pipeline, self._on_assigned = consumer, pipeline, on_assigned
+        self._checkpoints = checkpoints
         self._warned_time_lookup = False
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -129,6 +131,8 @@ class Rebalance(ConsumerRebalanceListener):
                 self._pipeline.committed(offsets)
             except Exception as error:  # the new owner replays from the last commit: late, not lost
                 log.warning("commit on revoke failed", error=str(error))
+        if self._checkpoints is not None:  # the next owner restores from here
+            await self._checkpoints.write([tp for tp in revoked if self._pipeline.owns(tp)])
         for tp in revoked:
             self._pipeline.revoke(tp)
         log.info("partitions revoked", partitions=_names(revoked))
@@ -140,8 +144,14 @@ class Rebalance(ConsumerRebalanceListener):
         # first: the poll loop runs while this listener awaits, and must not act on what the
         # new partitions replay before the audit has been read again
         self._on_assigned(lookback_ms, bool(fresh))
+        restored = await self._checkpoints.restore(fresh, lookback_ms) if self._checkpoints and fresh else {}
         for tp in fresh:
             committed = await self._consumer.committed(tp)
+            if tp in restored:  # state as of the checkpoint's offset: read on from there
+                engine, offset = restored[tp]
+                self._consumer.seek(tp, offset)
+                self._pipeline.assign(tp, committed, lookback_ms, engine)
+                continue
             start = await start_offset(self._consumer, tp, committed, lookback_ms)
             if start is None:
                 if not self._warned_time_lookup:

@@ -102,3 +102,17 @@ class Metrics:
             registry=r,
         )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)
+        self.checkpoints = Counter(
+            "guard_checkpoints_total",
+            "State checkpoints by result: written, failed (not written), restored (used on assignment), corrupt "
+            "(torn or damaged: ignored), mismatch (other rules, settings or format), stale (older than the "
+            "look-back), unreadable (the state topic could not be read); all but written and restored replay.",
+            ["result"],
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "guard_checkpoint_bytes", "Size of the last checkpoint written (one partition).", registry=r
+        )
+        self.checkpoint_seconds = Histogram(
+            "guard_checkpoint_seconds", "Time to write one partition's checkpoint.", registry=r
+        )

@@ -34,6 +34,7 @@ from aiokafka import TopicPartition
 
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.snapshot import restore, snapshot
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
 from guard.rules import RuleSet
@@ -52,7 +53,9 @@ class DeadLetterSink(Protocol):
 class PartitionProgress:
     """What of one partition is replayed, handled, pending and committed."""
 
-    __slots__ = ("replay_until", "new_group", "lookback_ms", "next_offset", "pending", "last_committed", "replayed")
+    __slots__ = (
+        "replay_until", "new_group", "lookback_ms", "next_offset", "pending", "last_committed", "replayed", "busy",
+    )  # fmt: skip
 
     def __init__(self, committed: int | None, lookback_ms: int) -> None:
         self.replay_until = committed or 0  # records below this offset only rebuild state
@@ -63,6 +66,7 @@ class PartitionProgress:
         self.last_committed = committed
         # pause decisions met while replaying; None once handed over for the audit check
         self.replayed: dict[str, Decision] | None = {}
+        self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
 
     def recorded(self, offset: int) -> None:
         self.pending[offset] -= 1
@@ -113,11 +117,31 @@ class Pipeline:
     def owns(self, tp: TopicPartition) -> bool:
         return tp in self._partitions
 
-    def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int) -> None:
-        engine = Engine(
+    def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int, engine: Engine | None = None) -> None:
+        """Own `tp`, with a fresh engine or one restored from a checkpoint (`restored_engine`)."""
+        self._partitions[tp] = (engine or self._new_engine(), PartitionProgress(committed, lookback_ms))
+
+    def _new_engine(self) -> Engine:
+        return Engine(
             self.rules, self._dedupe_horizon, self._resume_grace, self.campaign_share(), self.dedupe_key_share()
         )
-        self._partitions[tp] = (engine, PartitionProgress(committed, lookback_ms))
+
+    def restored_engine(self, data: bytes) -> Engine:
+        """An engine as this pipeline builds them, with a snapshot's state (SnapshotError if it does not fit)."""
+        engine = self._new_engine()
+        restore(data, self.rules, engine)
+        return engine
+
+    def snapshot(self, tp: TopicPartition) -> tuple[bytes, int] | None:
+        """`tp`'s engine state and the offset it covers (its next record), or None while that is not a
+        resting point: mid-batch, before any record, or before the replay is over and handed over."""
+        owned = self._partitions.get(tp)
+        if owned is None:
+            return None
+        engine, progress = owned
+        if progress.busy or progress.next_offset is None or progress.replayed is not None:
+            return None
+        return snapshot(engine, self.rules), progress.next_offset
 
     def campaign_share(self) -> int | None:
         """The most campaigns one partition's engine tracks: the cap over every input partition."""
@@ -175,6 +199,15 @@ class Pipeline:
         if not records or tp not in self._partitions:
             return
         engine, progress = self._partitions[tp]
+        progress.busy = True
+        try:
+            await self._handle(tp, records, engine, progress)
+        finally:
+            progress.busy = False
+
+    async def _handle(
+        self, tp: TopicPartition, records: Sequence[Any], engine: Engine, progress: PartitionProgress
+    ) -> None:
         if progress.next_offset is not None and records[0].offset < progress.next_offset:
             again = sum(1 for record in records if record.offset < progress.next_offset)
             log.warning(

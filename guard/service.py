@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from guard.actions.dispatch import Dispatcher, Publish
 from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
+from guard.checkpoints import Checkpointer, CheckpointStore
 from guard.engine import Decision
 from guard.health import Health
 from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer, start_producer
@@ -54,6 +55,10 @@ class Service:
         self._settled = SettledDecisions(settings.kafka, settings.guard.audit_topic)
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._resuming = 0  # replayed decisions on their way to the dispatcher (`_resume_unsettled`)
+        self._unsettled_at_stop = False  # decisions cancelled at shutdown: no checkpoint may cover them
 
     @property
     def assigned(self) -> int:
@@ -94,7 +99,9 @@ class Service:
         try:
             await start_producer(producer, self.settings.kafka)
             await consumer.start()
-            consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self._assigned))
+            self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher)
+            listener = Rebalance(consumer, pipeline, self._assigned, self._checkpointer)
+            consumer.subscribe(list(settings.input_topics), listener=listener)
             log.info(
                 "guard started",
                 topics=list(settings.input_topics),
@@ -107,10 +114,15 @@ class Service:
             cancelled = await dispatcher.drain(settings.shutdown_grace)
             if cancelled:
                 log.warning("decisions not settled at shutdown; a restart resumes them", count=cancelled)
+                self._unsettled_at_stop = True
             await self._commit(consumer, pipeline)
+            if self._checkpointing is not None:
+                await asyncio.gather(self._checkpointing, return_exceptions=True)
+            if self._checkpointer is not None:
+                await self._checkpointer.write(pipeline.assigned)
         finally:
             self.health.stopping = True
-            pending = [*self._background, *([self._probe] if self._probe else [])]
+            pending = [*self._background, *(task for task in (self._probe, self._checkpointing) if task)]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -120,6 +132,31 @@ class Service:
                 await pause_client.aclose()
             await self.server.stop()
             log.info("guard stopped")
+
+    async def _checkpoints(
+        self, producer: AIOKafkaProducer, pipeline: Pipeline, dispatcher: Dispatcher
+    ) -> Checkpointer | None:
+        """Checkpoints, when they are on and their topic exists."""
+        settings = self.settings.guard
+        if not settings.checkpoint_interval:
+            return None
+        store = CheckpointStore(self.settings.kafka, producer, settings.state_topic, settings.group_id)
+        if not await store.exists():
+            log.warning(
+                "state topic missing: no checkpoints; a restart replays the rules' look-back",
+                topic=settings.state_topic,
+                hint="create it with cleanup.policy=compact",
+            )
+            return None
+
+        def idle() -> bool:  # every decision so far settled (see Checkpointer)
+            return dispatcher.inflight == 0 and not self._resuming and not self._unsettled_at_stop
+
+        return Checkpointer(store, pipeline, self.metrics, idle)
+
+    def _checkpoint_due(self, pipeline: Pipeline) -> None:
+        if self._checkpointer is not None and (self._checkpointing is None or self._checkpointing.done()):
+            self._checkpointing = asyncio.create_task(self._checkpointer.write(pipeline.assigned))
 
     def _pause_client(self) -> PauseClient | None:
         leadterra = self.settings.leadterra
@@ -139,6 +176,7 @@ class Service:
         settings = self.settings.guard
         watcher = RulesWatcher(settings.rules, self.rules) if settings.rules_reload_interval else None
         next_tick = next_reload = next_probe = time.monotonic()
+        next_checkpoint = next_tick + settings.checkpoint_interval
         self.health.polling = True
         while not self._stop.is_set():
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
@@ -160,6 +198,9 @@ class Service:
                 self.health.evictions(pipeline.evicted, settings.max_campaigns)
                 self.metrics.partitions.set(len(pipeline.assigned))
                 next_tick = now + settings.commit_interval
+            if settings.checkpoint_interval and now >= next_checkpoint:
+                self._checkpoint_due(pipeline)
+                next_checkpoint = now + settings.checkpoint_interval
             if watcher is not None and now >= next_reload:
                 self._reload(watcher, pipeline)
                 next_reload = now + settings.rules_reload_interval
@@ -206,6 +247,7 @@ class Service:
             remaining += max(0, pipeline.replay_until(tp) - position)
             replayed = pipeline.caught_up(tp, position)
             if replayed:
+                self._resuming += 1
                 self._spawn(self._resume_unsettled(replayed))
         self.metrics.recovering.set(remaining)
         # partitions the listener is still positioning have not started to replay
@@ -227,11 +269,14 @@ class Service:
 
     async def _resume_unsettled(self, replayed: list[Decision]) -> None:
         """Decisions recorded (`fired`) before a restart but never given an outcome: act on them."""
-        await self._settled.wait()
-        for decision in replayed:
-            if decision.id not in self._settled and self._dispatcher is not None:
-                self.metrics.resumed.inc()
-                self._dispatcher.resume(decision)
+        try:
+            await self._settled.wait()
+            for decision in replayed:
+                if decision.id not in self._settled and self._dispatcher is not None:
+                    self.metrics.resumed.inc()
+                    self._dispatcher.resume(decision)
+        finally:
+            self._resuming -= 1
 
     def _reload(self, watcher: RulesWatcher, pipeline: Pipeline) -> None:
         change = watcher.poll()

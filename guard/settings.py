@@ -212,6 +212,17 @@ class GuardSettings(BaseSettings):
         "flight when the pause landed; a send after it means the campaign runs again and is judged anew "
         "on its new evidence only. Covers delivery of mail in transit, webhook lag and the pause call's retries.",
     )
+    state_topic: str = Field(
+        "guard.state",
+        description="Compacted topic of state checkpoints (cleanup.policy=compact); while it does not exist at "
+        "start-up, a restart replays the rules' look-back instead.",
+    )
+    checkpoint_interval: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds between state checkpoints of each partition, also written on revoke and SIGTERM; a "
+        "restart restores the newest and replays only what came after it (0 = no checkpoints).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
 
     @field_validator("input_topics", mode="before")

@@ -1,0 +1,231 @@
+"""Checkpoints: each input partition's engine snapshot in a compacted Kafka topic, beside the offset it covers.
+
+A checkpoint of partition `<topic>[<p>]` for group `<g>` is written as
+- chunks of the snapshot, keyed `<g>/<topic>/<p>/<slot>/<n>`, each under CHUNK_BYTES (a message stays
+  under the broker's default 1 MB limit), then
+- a manifest, keyed `<g>/<topic>/<p>`, written only once every chunk is: it names the offset the
+  snapshot covers (the next record to read), the rules' version, the snapshot format, the slot, the
+  chunk count, the snapshot's length and SHA-256, and when it was written.
+Consecutive checkpoints alternate between two slots, so a write torn by a crash leaves the previous
+checkpoint whole: its manifest still names the other slot. Compaction keeps the newest value per key;
+reading keeps the same. A manifest whose chunks do not add up to its hash is refused (torn or corrupt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from guard.engine import Engine
+from guard.engine.snapshot import FORMAT, SnapshotError, rules_version
+from guard.kafka import UnknownTopic, read_topic, topic_partitions
+from guard.metrics import Metrics
+from guard.pipeline import Pipeline
+from guard.settings import KafkaSettings
+
+log = structlog.get_logger("guard.checkpoints")
+
+CHUNK_BYTES = 512 * 1024  # well under the broker's and the producer's 1 MB defaults, with room for key and headers
+RECORD_FORMAT = 1  # the manifest's own layout
+
+
+class Manifest(msgspec.Struct, array_like=True):
+    format: int  # RECORD_FORMAT
+    snapshot_format: int
+    offset: int  # the first input record the snapshot does not cover
+    rules_version: str
+    slot: int
+    chunks: int
+    size: int
+    sha256: bytes
+    written_ms: int  # wall clock: a checkpoint older than the rules' look-back is not used
+
+
+_manifest_decoder = msgspec.msgpack.Decoder(Manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    offset: int
+    rules_version: str
+    snapshot_format: int
+    written_ms: int
+    slot: int
+    data: bytes
+
+
+class CheckpointError(ValueError):
+    """A stored checkpoint that cannot be used: torn, corrupt, or of another record format."""
+
+
+def partition_key(group: str, tp: TopicPartition) -> str:
+    return f"{group}/{tp.topic}/{tp.partition}"
+
+
+def records(
+    group: str, tp: TopicPartition, data: bytes, offset: int, rules_version: str, snapshot_format: int, slot: int
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) records of one checkpoint, in the order they must be written: the manifest last."""
+    prefix = partition_key(group, tp)
+    chunks = [data[at : at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)] or [b""]
+    manifest = Manifest(
+        RECORD_FORMAT,
+        snapshot_format,
+        offset,
+        rules_version,
+        slot,
+        len(chunks),
+        len(data),
+        hashlib.sha256(data).digest(),
+        int(time.time() * 1000),
+    )
+    written = [(f"{prefix}/{slot}/{n}".encode(), chunk) for n, chunk in enumerate(chunks)]
+    return [*written, (prefix.encode(), msgspec.msgpack.encode(manifest))]
+
+
+def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> Checkpoint:
+    """The checkpoint a manifest names, from the newest value of every key; CheckpointError if it does not add up."""
+    try:
+        manifest = _manifest_decoder.decode(manifest_value)
+    except msgspec.DecodeError as error:
+        raise CheckpointError(f"unreadable manifest: {error}") from None
+    if manifest.format != RECORD_FORMAT:
+        raise CheckpointError(f"checkpoint record format {manifest.format}, this guard reads {RECORD_FORMAT}")
+    parts = [latest.get(f"{prefix}/{manifest.slot}/{n}".encode()) for n in range(manifest.chunks)]
+    if any(part is None for part in parts):
+        raise CheckpointError("chunks missing")
+    data = b"".join(parts)  # type: ignore[arg-type]
+    if len(data) != manifest.size or hashlib.sha256(data).digest() != manifest.sha256:
+        raise CheckpointError("chunks do not match the manifest (a torn or corrupt write)")
+    return Checkpoint(
+        manifest.offset, manifest.rules_version, manifest.snapshot_format, manifest.written_ms, manifest.slot, data
+    )
+
+
+class CheckpointStore:
+    """Writes and reads the checkpoints of one consumer group's partitions."""
+
+    def __init__(self, settings: KafkaSettings, producer: AIOKafkaProducer, topic: str, group: str) -> None:
+        self._settings, self._producer, self.topic, self._group = settings, producer, topic, group
+        self._slots: dict[TopicPartition, int] = {}
+
+    async def exists(self) -> bool:
+        return bool(await topic_partitions(self._settings, self.topic))
+
+    async def write(
+        self, tp: TopicPartition, data: bytes, offset: int, rules_version: str, snapshot_format: int
+    ) -> int:
+        """Write one checkpoint: every chunk acknowledged, then the manifest. Returns the bytes written."""
+        slot = self._slots.get(tp, 0)
+        written = records(self._group, tp, data, offset, rules_version, snapshot_format, slot)
+        *chunks, (manifest_key, manifest) = written
+        deliveries = [await self._producer.send(self.topic, key=key, value=value) for key, value in chunks]
+        await asyncio.gather(*deliveries)
+        await self._producer.send_and_wait(self.topic, key=manifest_key, value=manifest)
+        self._slots[tp] = 1 - slot
+        return sum(len(value) for _, value in written)
+
+    async def load(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Checkpoint | CheckpointError]:
+        """The newest checkpoint of each of `partitions` that has one (or why it cannot be used)."""
+        latest: dict[bytes, bytes] = {}
+        try:
+            async for batch in read_topic(self._settings, self.topic, 0):
+                for record in batch:
+                    if record.key is not None and record.value is not None:
+                        latest[record.key] = record.value
+                    elif record.key is not None:
+                        latest.pop(record.key, None)  # a tombstone
+        except UnknownTopic:
+            return {}
+        found: dict[TopicPartition, Checkpoint | CheckpointError] = {}
+        for tp in partitions:
+            prefix = partition_key(self._group, tp)
+            manifest = latest.get(prefix.encode())
+            if manifest is None:
+                continue
+            try:
+                found[tp] = checkpoint = assemble(manifest, latest, prefix)
+            except CheckpointError as error:
+                found[tp] = error
+                continue
+            # the next checkpoint goes to the other slot: the one just read stays whole until it is done
+            self._slots[tp] = 1 - checkpoint.slot
+        return found
+
+
+class Checkpointer:
+    """When to checkpoint and whether a stored checkpoint is used, for the service and the rebalance listener.
+
+    A snapshot of a partition covers offset O (its next record) only when every decision before O is
+    settled (its outcome written, or an alert's `fired`): no decision is in flight anywhere in the
+    process (`idle`), the partition is not in the middle of a batch, and its replay is over with the
+    replayed decisions handed to the audit check. A restore then needs nothing from before O.
+    """
+
+    def __init__(self, store: CheckpointStore, pipeline: Pipeline, metrics: Metrics, idle: Callable[[], bool]) -> None:
+        self._store, self._pipeline, self._metrics, self._idle = store, pipeline, metrics, idle
+
+    async def write(self, partitions: list[TopicPartition]) -> None:
+        """Checkpoint each of `partitions` that can be now; a failed write is logged and counted, never raised."""
+        for tp in partitions:
+            if not self._idle():
+                return
+            taken = self._pipeline.snapshot(tp)
+            if taken is None:
+                continue
+            data, offset = taken
+            started = time.monotonic()
+            try:
+                size = await self._store.write(tp, data, offset, rules_version(self._pipeline.rules), FORMAT)
+            except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
+                self._metrics.checkpoints.labels("failed").inc()
+                log.warning("checkpoint not written", partition=f"{tp.topic}[{tp.partition}]", error=repr(error))
+                continue
+            self._metrics.checkpoints.labels("written").inc()
+            self._metrics.checkpoint_bytes.set(size)
+            self._metrics.checkpoint_seconds.observe(time.monotonic() - started)
+
+    async def restore(
+        self, partitions: list[TopicPartition], lookback_ms: int
+    ) -> dict[TopicPartition, tuple[Engine, int]]:
+        """An engine restored from each partition's newest usable checkpoint, and the offset to read on from.
+        A partition without one replays the look-back as before; an unusable one is logged and counted."""
+        try:
+            found = await self._store.load(partitions)
+        except Exception as error:  # the state topic unreadable: replay, as without checkpoints
+            self._metrics.checkpoints.labels("unreadable").inc()
+            log.warning("checkpoints not read; replaying the look-back", error=repr(error))
+            return {}
+        restored = {}
+        version = rules_version(self._pipeline.rules)
+        for tp, checkpoint in found.items():
+            name = f"{tp.topic}[{tp.partition}]"
+            if isinstance(checkpoint, CheckpointError):
+                self._metrics.checkpoints.labels("corrupt").inc()
+                log.warning("checkpoint unusable; replaying the look-back", partition=name, error=str(checkpoint))
+                continue
+            if checkpoint.snapshot_format != FORMAT or checkpoint.rules_version != version:
+                self._metrics.checkpoints.labels("mismatch").inc()
+                log.info("checkpoint of other rules or format; replaying the look-back", partition=name)
+                continue
+            if checkpoint.written_ms < lookback_ms:
+                self._metrics.checkpoints.labels("stale").inc()
+                log.info("checkpoint older than the look-back; replaying it", partition=name)
+                continue
+            try:
+                engine = self._pipeline.restored_engine(checkpoint.data)
+            except SnapshotError as error:
+                self._metrics.checkpoints.labels("corrupt").inc()
+                log.warning("checkpoint unusable; replaying the look-back", partition=name, error=str(error))
+                continue
+            self._metrics.checkpoints.labels("restored").inc()
+            log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=len(checkpoint.data))
+            restored[tp] = (engine, checkpoint.offset)
+        return restored

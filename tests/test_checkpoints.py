@@ -1,0 +1,192 @@
+"""State checkpoints: written to a compacted topic, restored on assignment, refused when torn or corrupt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from test_service import (  # noqa: F401  (fixtures)
+    RunGuard,
+    Topics,
+    produce,
+    producer,
+    run_guard,
+    topics,
+    until,
+)
+
+from guard.checkpoints import CHUNK_BYTES, CheckpointError, assemble, partition_key, records
+from guard.kafka import topic_partitions
+from guard.settings import KafkaSettings
+from guard.testing.events import bounced, sent
+from guard.testing.leadterra import LeadterraStandIn
+
+RULE = """groups:
+  - name: g
+    rules:
+      - name: bounce-count
+        description: ten bounces within the hour
+        count: bounced
+        window: 1h
+        threshold: 10
+"""
+
+
+class TestRecords:
+    TP = TopicPartition("events", 3)
+
+    def test_chunks_stay_under_the_message_limit_and_the_manifest_comes_last(self) -> None:
+        data = bytes(range(256)) * (3 * CHUNK_BYTES // 256 + 7)
+        written = records("g", self.TP, data, 42, "v1", 1, slot=1)
+        assert [key for key, _ in written] == [
+            b"g/events/3/1/0",
+            b"g/events/3/1/1",
+            b"g/events/3/1/2",
+            b"g/events/3/1/3",
+            b"g/events/3",
+        ]
+        assert all(len(value) <= CHUNK_BYTES for _, value in written)
+        checkpoint = assemble(written[-1][1], dict(written), partition_key("g", self.TP))
+        assert (checkpoint.offset, checkpoint.rules_version, checkpoint.slot, checkpoint.data) == (42, "v1", 1, data)
+
+    def test_a_torn_write_leaves_the_previous_checkpoint_whole(self) -> None:
+        """The next checkpoint goes to the other slot: its chunks written, its manifest not, the old one still reads."""
+        prefix = partition_key("g", self.TP)
+        old = records("g", self.TP, b"old" * 1000, 10, "v1", 1, slot=0)
+        new = records("g", self.TP, b"new" * 1000, 20, "v1", 1, slot=1)
+        latest = dict(old) | dict(new[:-1])
+        assert assemble(latest[prefix.encode()], latest, prefix).data == b"old" * 1000
+
+    @pytest.mark.parametrize("damage", ["missing", "changed", "manifest"])
+    def test_a_damaged_checkpoint_is_refused(self, damage: str) -> None:
+        prefix = partition_key("g", self.TP)
+        latest = dict(records("g", self.TP, b"x" * (CHUNK_BYTES + 10), 10, "v1", 1, slot=0))
+        if damage == "missing":
+            del latest[f"{prefix}/0/1".encode()]
+        elif damage == "changed":
+            latest[f"{prefix}/0/1".encode()] = b"y" * 10
+        else:
+            latest[prefix.encode()] = b"\xc1garbage"
+        with pytest.raises(CheckpointError):
+            assemble(latest[prefix.encode()], latest, prefix)
+
+
+async def create_state_topic(bootstrap: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, num_partitions=1, replication_factor=1, topic_configs={"cleanup.policy": "compact"})]
+        )
+    finally:
+        await admin.close()
+    settings = KafkaSettings(bootstrap_servers=bootstrap)
+    deadline = time.monotonic() + 15
+    while not await topic_partitions(settings, name):  # metadata reaches every broker a moment later
+        assert time.monotonic() < deadline, f"topic {name} not visible"
+        await asyncio.sleep(0.1)
+
+
+def bounces(campaign_id: str, start: float, count: int) -> list[tuple[str, bytes]]:
+    return [(campaign_id, bounced(campaign_id, start + i)) for i in range(count)]
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULE)
+    return path
+
+
+@pytest.mark.integration
+class TestRestart:
+    async def started(self, run_guard: RunGuard, topics: Topics, rules: Path, **options: object):  # noqa: F811
+        return await run_guard(rules=rules, state_topic=f"state-{topics.group}", checkpoint_interval=0.2, **options)
+
+    async def test_evidence_from_before_a_restart_counts_without_replaying_it(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        """Six bounces before SIGTERM, four after: the tenth pauses, and the second guard replays nothing."""
+        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await self.started(run_guard, topics, rules)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        assert first.metrics.checkpoints.labels("written")._value.get() >= 1
+
+        second = await self.started(run_guard, topics, rules)
+        await produce(producer, topics.input, bounces("camp", start + 100, 4))
+        await standin.wait_for_pauses(1, timeout=20)
+        assert second.metrics.checkpoints.labels("restored")._value.get() == 1
+        assert second.metrics.records.labels("replayed")._value.get() == 0
+        assert second.metrics.records.labels("counted")._value.get() == 4
+
+    async def test_a_corrupt_checkpoint_is_ignored_and_the_look_back_replayed(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        """Every chunk overwritten with garbage: counted as corrupt, the replay rebuilds the same evidence."""
+        state_topic = f"state-{topics.group}"
+        await create_state_topic(kafka_bootstrap, state_topic)
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await self.started(run_guard, topics, rules)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        for partition in range(4):
+            for slot in (0, 1):
+                key = f"{topics.group}/{topics.input}/{partition}/{slot}/0".encode()
+                await producer.send_and_wait(state_topic, key=key, value=b"garbage")
+
+        second = await self.started(run_guard, topics, rules)
+        await produce(producer, topics.input, bounces("camp", start + 100, 4))
+        await standin.wait_for_pauses(1, timeout=20)
+        assert second.metrics.checkpoints.labels("corrupt")._value.get() == 1
+        assert second.metrics.checkpoints.labels("restored")._value.get() == 0
+        assert second.metrics.records.labels("replayed")._value.get() == 7
+
+    async def test_a_resumed_campaign_is_not_paused_again_after_a_restart(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        """Paused, then resumed by the user: the restored guard neither calls again nor re-decides."""
+        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, bounces("camp", start, 10))
+        first = await self.started(run_guard, topics, rules)
+        await standin.wait_for_pauses(1, timeout=20)
+        await until(lambda: first.metrics.inflight._value.get() == 0)
+        await first.shutdown()
+        standin.resume("camp")
+
+        second = await self.started(run_guard, topics, rules)
+        await produce(producer, topics.input, [("camp", sent("camp", start + 20 + i)) for i in range(5)])
+        await until(lambda: second.metrics.records.labels("counted")._value.get() >= 5)
+        assert second.metrics.checkpoints.labels("restored")._value.get() == 1
+        assert second.metrics.records.labels("replayed")._value.get() == 0
+        assert len(standin.pause_requests()) == 1
+        assert standin.status("camp") == "running"
