@@ -18,6 +18,12 @@ one assignment) are skipped and counted as `redelivered`: evidence counts once.
 An offset is committable once every record before it is handled and its decisions recorded: the
 lowest pending offset, or the next offset to read when nothing is pending. Commits never move
 backwards.
+Checkpoints (guard/checkpoints.py) are a stronger point than a commit: a partition's engine
+snapshot covers offset O (its next record) only between batches, after its replay is handed to the
+audit check, and while no decision of the process is in flight: every decision before O is then
+settled, not just recorded. A partition restored from one starts reading at O with the committed
+offset C as usual: records in [O, C) only rebuild state (step 3), and when C < O the records in
+[C, O) are neither replayed nor acted on again, their decisions being settled already.
 """
 
 from __future__ import annotations

@@ -499,6 +499,8 @@ class TestNotes:
             ("resumeGraceSeconds", "resume_grace", "GUARD_RESUME_GRACE"),
             ("maxCampaigns", "max_campaigns", "GUARD_MAX_CAMPAIGNS"),
             ("maxDedupeKeys", "max_dedupe_keys", "GUARD_MAX_DEDUPE_KEYS"),
+            ("stateTopic", "state_topic", "GUARD_STATE_TOPIC"),
+            ("checkpointIntervalSeconds", "checkpoint_interval", "GUARD_CHECKPOINT_INTERVAL"),
         ],
     )
     def test_engine_limits_default_to_the_services_and_reach_the_pod(
