@@ -202,13 +202,13 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     was taken with. SnapshotError (and `engine` untouched) if it is not such a snapshot."""
     try:
         head = _head_decoder.decode(data)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, ValueError) as error:  # ValueError: e.g. a string that is not UTF-8
         raise SnapshotError(f"not a snapshot: {error}") from None
     if head.format != FORMAT:
         raise SnapshotError(f"snapshot format {head.format}, this guard reads {FORMAT}")
     try:
         partition = _decoder.decode(data)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, ValueError) as error:
         raise SnapshotError(f"corrupt snapshot: {error}") from None
     if partition.settings != _settings(engine, rules):
         raise SnapshotError("snapshot taken with other rules or settings")
