@@ -179,6 +179,12 @@ class GuardSettings(BaseSettings):
         20.0, gt=0, description="Seconds SIGTERM waits for in-flight pauses; keep below the pod's grace period."
     )
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
+    kafka_connect_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds `guard run` keeps trying to reach Kafka at start-up (with backoff) before it exits 2; "
+        "long enough for a broker started alongside the guard.",
+    )
     rules_reload_interval: float = Field(
         5.0, ge=0, description="Seconds between checks of the rule files for changes (0 = never reload)."
     )
