@@ -61,6 +61,13 @@ class KafkaSettings(BaseSettings):
             redact.register(password.get_secret_value() if isinstance(password, SecretStr) else password)
         return values
 
+    @field_validator("sasl_username", "sasl_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty or whitespace-only value (an empty Secret) is no value: refused like a missing one."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
+
     @model_validator(mode="after")
     def _complete(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL") and not (
