@@ -143,6 +143,8 @@ def _quiet_logs(path: Path) -> None:
     configure_logging("INFO")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    for kept in logging.getLogger().handlers[0].filters:  # repeated client lines held back there too
+        handler.addFilter(kept)
     logging.getLogger().handlers[:] = [handler]
 
 
