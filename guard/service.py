@@ -170,7 +170,7 @@ class Service:
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_before_delay(limit) | (lambda _: self._stop.is_set()),
-                wait=wait_exponential_jitter(initial=0.5, max=CONNECT_BACKOFF_MAX, jitter=0.5),
+                wait=wait_exponential_jitter(multiplier=0.5, max=CONNECT_BACKOFF_MAX, jitter=0.5),
                 retry=retry_if_exception_type(KafkaUnreachable),
                 before_sleep=retrying,
                 sleep=pause,
