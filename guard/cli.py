@@ -20,6 +20,8 @@ from guard.rules.models import RuleFile
 
 
 def _run(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from guard.logs import configure_logging
     from guard.service import Service, run_until_signalled
     from guard.settings import Settings
@@ -36,8 +38,11 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(settings.guard.log_level)
     try:
         asyncio.run(run_until_signalled(Service(settings, rules)))
-    except ConfigError as error:  # found only once Kafka answers, e.g. a refused idempotent producer
-        print(f"guard: {error}", file=sys.stderr)
+    except GuardError as error:  # Kafka not reachable in time, or refusing the idempotent producer
+        _error(str(error))
+        return 2
+    except KafkaError as error:  # the brokers went away between answering and starting
+        _error(f"cannot start on Kafka at {settings.kafka.bootstrap_servers}: {error or type(error).__name__}")
         return 2
     return 0
 
@@ -118,6 +123,9 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
     if args.why and not args.campaign:
         _error("--why needs --campaign CAMPAIGN_ID: it explains one campaign")
         return 2
+    if problem := _unreadable(args.source):
+        _error(problem)
+        return 2
     window = _file_window(args)
     why = ClosestApproach(args.campaign) if args.why else None
     with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
@@ -146,6 +154,17 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{name} {count}" for name, count in sorted(result.counts.items()))
     print(f"{len(decisions)} decisions ({counts}): {replaying.outcome_counts(decisions)}", file=sys.stderr)
     return 0
+
+
+def _unreadable(source: str) -> str | None:
+    """Why a replay source file cannot be read, or None (stdin and kafka: are checked as they are read)."""
+    if source == "-" or source.startswith("kafka:"):
+        return None
+    try:
+        with open(source, "rb"):
+            return None
+    except OSError as error:
+        return f"cannot read {source}: {error.strerror or type(error).__name__}"
 
 
 def _file_window(args: argparse.Namespace) -> dict[str, float | None]:
@@ -237,16 +256,34 @@ def _generate(args: argparse.Namespace) -> int:
 
     from guard.generate import generate
 
+    if problem := _traffic_problem(args):
+        _error(problem)
+        return 2
     traffic = generate(args.seed, args.campaigns, args.bad, duration=args.duration)
     opener = gzip.open if str(args.out).endswith(".gz") else open
-    with opener(args.out, "wb") as out:
-        for record in traffic.records:
-            out.write(record.value + b"\n")
+    try:
+        with opener(args.out, "wb") as out:
+            for record in traffic.records:
+                out.write(record.value + b"\n")
+    except OSError as error:
+        _error(f"cannot write {args.out}: {error.strerror or error}")
+        return 2
     bad = ", ".join(f"{c} at {_iso(t)}" for c, t in sorted(traffic.bad.items()))
     print(
         f"{len(traffic.records)} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr
     )
     return 0
+
+
+def _traffic_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with --campaigns/--bad/--duration of `generate` and `demo`, or None."""
+    if args.campaigns < 1:
+        return f"--campaigns must be at least 1, got {args.campaigns}"
+    if not 0 <= args.bad <= args.campaigns:
+        return f"--bad must be between 0 and --campaigns ({args.campaigns}), got {args.bad}"
+    if args.duration <= 0:
+        return f"--duration must be above 0 seconds, got {args.duration:g}"
+    return None
 
 
 def _iso(epoch: float) -> str:
@@ -272,16 +309,33 @@ def _demo(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as error:
         return _without_test_tools("demo", error)
 
-    return asyncio.run(run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed))
+    if problem := _traffic_problem(args):
+        _error(problem)
+        return 2
+    try:
+        load_rules(args.rules)  # before the broker starts: a wrong path is one line
+    except RuleFileError as error:
+        _error(f"invalid rules (--rules):\n{error}")
+        return 2
+    return asyncio.run(
+        run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed, rules_path=args.rules)
+    )
 
 
 def _standin(args: argparse.Namespace) -> int:
     try:
-        from guard.testing.leadterra import main as standin_main
+        from guard.testing.leadterra import serve
     except ModuleNotFoundError as error:
         return _without_test_tools("standin", error)
 
-    return standin_main(args.standin_args)
+    try:
+        asyncio.run(serve(args.host, args.port, args.api_key, args.create_unknown))
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:  # the port is taken, or the address is not this host's
+        _error(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}")
+        return 2
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -338,9 +392,12 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--campaigns", type=int, default=12)
     demo.add_argument("--bad", type=int, default=3)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--rules", type=Path, default=Path("rules"), help="rule file or directory (default: rules)")
     demo.set_defaults(func=_demo)
     standin = commands.add_parser("standin", help="serve the local Leadterra stand-in (for tests and demos)")
-    standin.add_argument("standin_args", nargs=argparse.REMAINDER, help="--port, --api-key, --create-unknown")
+    from guard.testing.leadterra import add_arguments as standin_arguments
+
+    standin_arguments(standin)
     standin.set_defaults(func=_standin)
     return root
 

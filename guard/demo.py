@@ -25,13 +25,16 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from guard.engine import Engine
+from guard.engine import Engine, Measure
 from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.explain import noun
 from guard.generate import Traffic, generate
 from guard.ingest.app import WEBHOOK_PATH, Ingest, IngestConfig
 from guard.ingest.signature import SIGNATURE_HEADER, sign
 from guard.logs import configure_logging
 from guard.rules import RuleSet, load_rules
+from guard.rules.durations import format_duration
+from guard.rules.models import Rule
 from guard.service import Service
 from guard.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, Settings
 from guard.testing.broker import FAST_GROUP, EmbeddedBroker
@@ -51,6 +54,7 @@ class DemoResult:
     audit_lines: list[str] = field(default_factory=list)
     accepted: int = 0  # webhooks `guard ingest` answered 200
     rejected: list[int] = field(default_factory=list)  # its answers to the forged ones
+    fired: dict[str, set[str]] = field(default_factory=dict)  # campaign -> rules the view's engine fired
 
     @property
     def caught(self) -> list[str]:
@@ -139,6 +143,8 @@ def _quiet_logs(path: Path) -> None:
     configure_logging("INFO")
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    for kept in logging.getLogger().handlers[0].filters:  # repeated client lines held back there too
+        handler.addFilter(kept)
     logging.getLogger().handlers[:] = [handler]
 
 
@@ -183,7 +189,8 @@ async def _stream(
             result.accepted += sum(status == 200 for status in statuses)
             for record in batch:
                 try:
-                    mirror.process(decode(record.value, record.time))
+                    for decision in mirror.process(decode(record.value, record.time)):
+                        result.fired.setdefault(decision.campaign_id, set()).add(decision.rule.name)
                 except (IgnoredEvent, MalformedEvent):
                     pass
             for n in sorted(forge_at & set(range(sent, due))):
@@ -224,23 +231,44 @@ async def _watch_audit(bootstrap: str, topic: str, result: DemoResult) -> None:
 
 def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: DemoResult, sent: int) -> Group:
     table = Table(title=f"{sent:,} of {len(traffic.records):,} events streamed", expand=False)
-    for column in ("campaign", "truth", "closest rule", "value / threshold", "status"):
+    for column in ("campaign", "truth", "closest rule", "value / threshold", "status", "why not paused"):
         table.add_column(column)
     for spec in traffic.campaigns:
         measures = mirror.measure(spec.campaign_id)
-        closest, ratio = "-", 0.0
+        closest, ratio, why = "-", 0.0, ""
         for compiled in mirror.rules_for(spec.campaign_id):
             measure, rule = measures.get(compiled.rule.name), compiled.rule
             if measure is not None and measure.value / rule.threshold > ratio:
                 closest, ratio = rule.name, measure.value / rule.threshold
+                why = _why_not_paused(mirror, spec.campaign_id, rule, measure, result.fired)
         status = standin.campaigns.get(spec.campaign_id, "running")
         style = "bold red" if status == "paused" else ("yellow" if ratio >= 0.7 else "")
         truth = f"bad ({spec.bad_kind})" if spec.turns_at is not None else "healthy"
-        table.add_row(spec.campaign_id, truth, closest, f"{ratio:.0%}", status, style=style)
+        shown = why if ratio >= 1 and status != "paused" else ""
+        table.add_row(spec.campaign_id, truth, closest, f"{ratio:.0%}", status, shown, style=style)
     webhooks = f"webhooks accepted by guard ingest: {result.accepted:,}; forged ones rejected: " + (
         ", ".join(str(status) for status in result.rejected) or "none yet"
     )
     return Group(table, webhooks, *result.audit_lines[-6:])
+
+
+def _why_not_paused(engine: Engine, campaign_id: str, rule: Rule, measure: Measure, fired: dict[str, set[str]]) -> str:
+    """Why a rule whose raw value is at or over its threshold has not paused the campaign."""
+    if measure.denominator is not None and measure.denominator < (rule.min_volume or 0):
+        per = noun(rule.rate.per) if rule.rate is not None else "events"
+        return f"below min volume: {measure.denominator:,} of {rule.min_volume:,} {per}"
+    if measure.lower_bound is not None and not measure.holds:
+        return (
+            f"not sure enough: {rule.confidence:.0%} bound {measure.lower_bound:.2%} below {rule.threshold:.2%}"
+        ).replace(".0%", "%")
+    if engine.cooldown_until(campaign_id, rule.name) is not None:
+        return f"in cooldown ({format_duration(rule.cooldown)}) after it fired"
+    if rule.action != "pause":
+        did = " (it fired)" if rule.name in fired.get(campaign_id, ()) else ""
+        return f"an {rule.action} rule: it records, never pauses{did}"
+    if measure.holds and rule.for_:
+        return f"must hold for {format_duration(rule.for_)} first"
+    return "pausing"
 
 
 def summary(result: DemoResult) -> str:

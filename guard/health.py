@@ -9,7 +9,8 @@ class Health:
     """Liveness: the poll loop turns and the API key works. Readiness: live, polling, not stopping.
 
     Readiness does not require owning partitions: replicas beyond the partition count are idle
-    by design, and must not block rollouts or disruption budgets.
+    by design, and must not block rollouts or disruption budgets. It does require that some
+    configured input topic exists: a guard subscribed only to missing topics protects nothing.
     """
 
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
@@ -20,6 +21,9 @@ class Health:
         self.joined = False  # the consumer group assigned this replica its partitions (maybe none)
         self.recovering = False  # some partition is still replaying up to its committed offset
         self.kafka_error: str | None = None  # the last failed reachability probe, until one succeeds
+        self.connecting = False  # start-up: trying to reach Kafka (alive, not ready)
+        self.input_topics: tuple[str, ...] = ()  # the configured input topics
+        self.missing_topics: tuple[str, ...] = ()  # those of them the brokers do not know
         self.stopping = False
         self.auth_failed = False
         self._last_poll = time.monotonic()
@@ -39,9 +43,12 @@ class Health:
 
     def warnings(self) -> list[str]:
         """Degraded but working: shown on /readyz beside the status."""
+        warnings = []
+        if self.missing_topics and self.missing_topics != self.input_topics:
+            warnings.append(f"input topics that do not exist: {', '.join(self.missing_topics)} (GUARD_INPUT_TOPICS)")
         if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
-            return [self._evicting[1]]
-        return []
+            warnings.append(self._evicting[1])
+        return warnings
 
     def polled(self) -> None:
         self._last_poll = time.monotonic()
@@ -52,7 +59,7 @@ class Health:
     def live(self) -> tuple[bool, str]:
         if self.auth_failed:
             return False, "Leadterra rejected the API key (401): no campaign can be paused"
-        if time.monotonic() - self._last_poll > self.STALL_SECONDS:
+        if not self.connecting and time.monotonic() - self._last_poll > self.STALL_SECONDS:
             return False, "the poll loop has not turned for a minute"
         return True, "ok"
 
@@ -62,6 +69,10 @@ class Health:
             return live, reason
         if self.stopping:
             return False, "stopping"
+        if self.connecting:
+            return False, f"connecting to Kafka: {self.kafka_error or 'first attempt'}"
+        if self.input_topics and self.missing_topics == self.input_topics:
+            return False, f"no input topic exists: {', '.join(self.missing_topics)} (GUARD_INPUT_TOPICS)"
         if not (self.polling and self.joined):
             return False, "not in the consumer group yet"
         if self.kafka_error is not None:

@@ -13,7 +13,8 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import BrokerResponseError, KafkaTimeoutError
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
@@ -50,6 +51,33 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
             sasl_plain_password=settings.sasl_password.get_secret_value(),
         )
     return options
+
+
+class KafkaUnreachable(GuardError):
+    """No bootstrap server answered; the message names each server and its error."""
+
+
+async def reach(settings: KafkaSettings, timeout: float) -> None:
+    """Connect to the bootstrap servers in turn until one answers (TLS and SASL included); raises
+    KafkaUnreachable naming each server's error. aiokafka's own bootstrap only says it failed."""
+    options = client_options(settings)
+    del options["bootstrap_servers"]
+    errors = []
+    for host, port, _ in collect_hosts(settings.bootstrap_servers, randomize=False):
+        try:
+            connection = await asyncio.wait_for(create_conn(host, port, **options), timeout)
+        except (OSError, KafkaError, TimeoutError) as error:
+            errors.append(f"{host}:{port}: {_reason(error)}")
+            continue
+        connection.close()
+        return
+    raise KafkaUnreachable("; ".join(errors))
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "no answer"
+    return str(error) or type(error).__name__
 
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:

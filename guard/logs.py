@@ -22,6 +22,31 @@ def _redact_rendered(_: object, __: str, line: str) -> str:
     return redact(line)
 
 
+class RepeatedLines(logging.Filter):
+    """Kafka and HTTP clients repeat themselves during an outage (hundreds of lines a minute, one
+    per reconnect attempt), drowning the guard's own lines. Of each kind of line (logger, level
+    and message template) from a logger not the guard's own, the first passes, then at most one
+    per `interval` seconds, carrying how many were held back meanwhile."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._kinds: dict[tuple[str, int, object], tuple[float, int]] = {}  # kind -> (last passed, held back)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("guard"):
+            return True  # the guard's own state changes always pass
+        kind = (record.name, record.levelno, record.msg)
+        passed, held = self._kinds.get(kind, (float("-inf"), 0))
+        if record.created - passed < self.interval:
+            self._kinds[kind] = (passed, held + 1)
+            return False
+        self._kinds[kind] = (record.created, 0)
+        if held:
+            record.msg = f"{record.msg} [{held} more like this in the last {record.created - passed:.0f} s]"
+        return True
+
+
 def configure_logging(level: str = "INFO") -> None:
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -42,6 +67,7 @@ def configure_logging(level: str = "INFO") -> None:
             ],
         )
     )
+    handler.addFilter(RepeatedLines())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -57,6 +57,11 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
+        self.topics_missing = Gauge(
+            "guard_input_topics_missing",
+            "Configured input topics (GUARD_INPUT_TOPICS) the brokers do not know: nothing on them is protected.",
+            registry=r,
+        )
         self.partitions = Gauge("guard_assigned_partitions", "Input partitions this replica owns.", registry=r)
         self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
         self.campaigns_limit = Gauge(

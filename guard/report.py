@@ -29,16 +29,30 @@ class Timelines:
         self.points: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
         # the Wilson lower bound, which rules with `confidence` compare with their threshold
         self.bounds: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        # spans of event time [start, end] in which a rate rule had less than its min_volume (end None: still)
+        self.short: dict[tuple[str, str], list[list[float | None]]] = defaultdict(list)
 
     def __call__(self, engine: Engine, event: Event) -> None:
         names = self.rules.get(event.campaign_id)
         if not names:
             return
+        min_volumes = {c.rule.name: c.rule.min_volume for c in engine.rules_for(event.campaign_id)}
         for name, measure in engine.measure(event.campaign_id).items():
             if name in names:
-                self.points[(event.campaign_id, name)].append((event.time, measure.value))
+                key = (event.campaign_id, name)
+                self.points[key].append((event.time, measure.value))
                 if measure.lower_bound is not None:
-                    self.bounds[(event.campaign_id, name)].append((event.time, measure.lower_bound))
+                    self.bounds[key].append((event.time, measure.lower_bound))
+                if measure.denominator is not None:
+                    self._volume(key, event.time, measure.denominator >= (min_volumes.get(name) or 0))
+
+    def _volume(self, key: tuple[str, str], time: float, enough: bool) -> None:
+        spans = self.short[key]
+        open_span = bool(spans) and spans[-1][1] is None
+        if not enough and not open_span:
+            spans.append([time, None])
+        elif enough and open_span:
+            spans[-1][1] = time
 
 
 def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -81,7 +95,20 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
                 color="#27ae60",
                 lw=1.2,
                 label=f"{rule.confidence:.1%} lower bound (compared)",
+                gid=f"compared-bound-{name}",
             )
+        end = points[-1][0] if points else None
+        for n, (start, stop) in enumerate(timelines.short.get((campaign_id, name), [])):
+            axis.axvspan(
+                _utc(start),  # type: ignore[arg-type]
+                _utc(stop if stop is not None else end or start),  # type: ignore[arg-type]
+                color="#999999",
+                alpha=0.18,
+                lw=0,
+                label=None if n else f"below min_volume ({rule.min_volume:,}): not judged",
+                gid=f"below-min-volume-{name}-{n}",
+            )
+        if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="upper left", fontsize=7)
         axis.axhline(rule.threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {rule.threshold:g}")
         for decision in decisions:
@@ -108,6 +135,19 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
     return svg[svg.index("<svg") :]
 
 
+def _key(decisions: list[Decision]) -> str:
+    """How to read the plots: which line each rule compares with its threshold."""
+    parts = ["Blue: the raw value; dashed red: the threshold; a vertical line: the rule fired."]
+    if any(d.rule.confidence is not None for d in decisions):
+        parts.append(
+            "Green: the lower bound of the rate at the rule's confidence, which is what those rules compare "
+            "with the threshold, so the blue line may cross it well before the rule fires."
+        )
+    if any(d.rule.min_volume for d in decisions):
+        parts.append("Grey: fewer events than the rule's min_volume, when it judges nothing.")
+    return " ".join(parts)
+
+
 def render_report(decisions: list[Decision], timelines: Timelines, *, title: str = "Guard replay") -> str:
     by_campaign: dict[str, list[Decision]] = defaultdict(list)
     for decision in decisions:
@@ -128,6 +168,7 @@ def render_report(decisions: list[Decision], timelines: Timelines, *, title: str
             "<table><tr><th>rule</th><th>action</th><th>outcome</th><th>fired at (UTC)</th><th>value</th>"
             "<th>compared</th><th>threshold</th>"
             f"<th>evidence</th><th>latest message ids</th></tr>{rows}</table>"
+            f"<p class=key>{_key(campaign_decisions)}</p>"
             f"{_campaign_svg(campaign_id, campaign_decisions, timelines)}</section>"
         )
     paused = len({d.campaign_id for d in decisions if d.rule.action == "pause"})

@@ -61,6 +61,13 @@ class KafkaSettings(BaseSettings):
             redact.register(password.get_secret_value() if isinstance(password, SecretStr) else password)
         return values
 
+    @field_validator("sasl_username", "sasl_password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        """An empty or whitespace-only value (an empty Secret) is no value: refused like a missing one."""
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if isinstance(text, str) and not text.strip() else value
+
     @model_validator(mode="after")
     def _complete(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL") and not (
@@ -179,6 +186,12 @@ class GuardSettings(BaseSettings):
         20.0, gt=0, description="Seconds SIGTERM waits for in-flight pauses; keep below the pod's grace period."
     )
     commit_interval: float = Field(1.0, gt=0, description="Seconds between offset commits.")
+    kafka_connect_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds `guard run` keeps trying to reach Kafka at start-up (with backoff) before it exits 2; "
+        "long enough for a broker started alongside the guard.",
+    )
     rules_reload_interval: float = Field(
         5.0, ge=0, description="Seconds between checks of the rule files for changes (0 = never reload)."
     )

@@ -44,3 +44,9 @@ def test_the_demo_pauses_the_bad_campaigns_only_and_leaves_nothing_behind() -> N
     assert "healthy campaigns paused: 0" in run.stdout
     assert "missed" not in run.stdout
     assert tansu_pids() <= before
+    header = next(line for line in run.stdout.splitlines() if "closest rule" in line)
+    assert "why not paused" in header
+    for row in (line.split("│") for line in run.stdout.splitlines() if line.startswith("│ camp_")):
+        ratio, status, why = (cell.strip() for cell in row[4:7])
+        if int(ratio.rstrip("%")) >= 100 and status == "running":  # over a threshold, not paused: says why
+            assert why, row

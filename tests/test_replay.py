@@ -225,6 +225,16 @@ class TestAuthorsView:
         assert "<tr><td>hard-bounce-rate</td><td>pause</td><td>paused</td>" in page
         assert "1 pause decisions\nalready paused" in page
 
+    def test_the_report_draws_the_compared_bound_and_marks_min_volume(self, dead_and_healthy, tmp_path, capsys) -> None:  # noqa: ANN001
+        """Rules with `confidence` compare the Wilson bound, not the raw rate: the plot draws it, greys the
+        time below min_volume, and the key under the table says how to read them."""
+        report = tmp_path / "report.html"
+        run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--report", str(report)], capsys)
+        page = report.read_text()
+        assert 'id="compared-bound-hard-bounce-rate"' in page
+        assert 'id="below-min-volume-hard-bounce-rate-0"' in page
+        assert "which is what those rules compare" in page and "min_volume" in page
+
     def test_since_and_until_cut_a_file_by_event_time(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
         """From 10:00 only camp_fine's hour is replayed: no decision, and the skipped events are counted."""
         _, out, err = run(

@@ -64,6 +64,17 @@ class TestSettingsErrors:
             pytest.param({"LEADTERRA_API_KEY": ""}, "LEADTERRA_API_KEY", id="empty-key"),
             pytest.param({"LEADTERRA_API_KEY": " \n"}, "LEADTERRA_API_KEY", id="blank-key"),
             pytest.param(
+                {
+                    **SASL_INCOMPLETE,
+                    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+                    "KAFKA_SASL_USERNAME": "guard",
+                    "KAFKA_SASL_PASSWORD": " \t",
+                    "LEADTERRA_API_KEY": API_KEY,
+                },
+                "KAFKA_SASL_PASSWORD",
+                id="blank-sasl-password",
+            ),
+            pytest.param(
                 {"LEADTERRA_API_KEY": API_KEY, "LEADTERRA_API_URL": "http://api.example.com"},
                 "LEADTERRA_ALLOW_INSECURE_HTTP",
                 id="cleartext-api-url",

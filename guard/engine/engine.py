@@ -361,6 +361,16 @@ class Engine:
             return {}
         return {compiled.rule.name: _measure(compiled, state) for compiled in state.rules}
 
+    def cooldown_until(self, campaign_id: str, rule_name: str) -> float | None:
+        """Event time until which a rule that fired for a campaign stays quiet; None when not cooling down."""
+        state = self._campaigns.get(campaign_id)
+        rule_state = state.rule_states.get(rule_name) if state is not None else None
+        if rule_state is None or rule_state.last_fired is None:
+            return None
+        rule = next(c.rule for c in state.rules if c.rule.name == rule_name)  # type: ignore[union-attr]
+        until = rule_state.last_fired + rule.cooldown
+        return until if until > state.watermark else None  # type: ignore[union-attr]
+
     def _evaluate(
         self, compiled: CompiledRule, state: CampaignState, campaign_id: str, numerator_series: Series | None
     ) -> Decision | None:

@@ -709,6 +709,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m guard.testing.leadterra",
         description="Serve a local stand-in for the Leadterra API.",
     )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(serve(args.host, args.port, args.api_key, args.create_unknown))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The stand-in's options (`guard standin` has the same)."""
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port (default 8099)")
     parser.add_argument(
@@ -721,12 +732,6 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="treat any unknown campaign id as an existing running campaign",
     )
-    args = parser.parse_args(argv)
-    try:
-        asyncio.run(serve(args.host, args.port, args.api_key, args.create_unknown))
-    except KeyboardInterrupt:
-        pass
-    return 0
 
 
 if __name__ == "__main__":
