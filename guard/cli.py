@@ -1,4 +1,5 @@
-"""guard run | ingest | validate | schema | audit-schema | replay | test | generate | demo | standin"""
+"""guard run | ingest | validate | schema | audit-schema | replay | decisions | exempt | test | generate | demo |
+standin"""
 
 from __future__ import annotations
 
@@ -216,6 +217,86 @@ def _progress():  # noqa: ANN202
         yield lambda count: bar.advance(task, count)
 
 
+def _decisions(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from guard import decisions
+    from guard.kafka import UnknownTopic
+
+    campaign = args.campaign or args.campaign_option
+    if args.explain and not campaign:
+        _error("--explain needs a CAMPAIGN: it explains that campaign's latest decision")
+        return 2
+    try:
+        since = _since(args.since)
+        settings, topic = _audit_source(args.topic)
+        folded = asyncio.run(_read_audit(settings, topic, int(since * 1000)))
+    except ConfigError as error:
+        _error(str(error))
+        return 2
+    except UnknownTopic as error:
+        _error(str(error))
+        return 1
+    except (KafkaError, OSError) as error:
+        _error(f"cannot read the audit topic: {error or type(error).__name__}")
+        return 1
+    filters = decisions.Filters(since, campaign, args.rule, args.outcome, args.workspace)
+    found = [record for record in folded.decisions if filters.keep(record)]
+    if folded.unreadable:
+        print(f"{folded.unreadable} records of the audit topic are not audit events; skipped", file=sys.stderr)
+    if args.explain:
+        if not found:
+            _error(f"no decision for {campaign} since {_iso(since)}")
+            return 1
+        if len(found) > 1:
+            print(f"the latest of {len(found)} decisions; narrow with --rule or --since", file=sys.stderr)
+        sys.stdout.write(decisions.explain(found[-1]))
+        return 0
+    sys.stdout.write(decisions.json_lines(found) if args.format == "json" else decisions.table(found))
+    print(f"{len(found)} decisions since {_iso(since)}", file=sys.stderr)
+    return 0
+
+
+def _since(text: str) -> float:
+    """An ISO 8601 time, or a duration back from now (`24h`, `7d`)."""
+    import time
+
+    from guard.rules.durations import parse_duration
+
+    if text[:1].isdigit() and not any(c in text for c in "-:T"):
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError:
+            pass
+    return _timestamp(text)
+
+
+def _audit_source(topic: str | None):  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from guard.settings import GuardSettings, kafka_settings_from_env
+
+    settings = kafka_settings_from_env()
+    if topic:
+        return settings, topic
+    try:
+        return settings, GuardSettings().audit_topic
+    except ValidationError as error:
+        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
+    from guard.decisions import fold
+    from guard.kafka import read_topic
+
+    values: list[bytes | None] = []
+    async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:
+        async for records in batches:
+            values.extend(record.value for record in records)
+    return fold(values)
+
+
 def _test(args: argparse.Namespace) -> int:
     from guard.ruletest import RuleTestError, report, run_file
 
@@ -300,6 +381,21 @@ def parser() -> argparse.ArgumentParser:
     replay.add_argument("--campaign", help="show only this campaign's decisions")
     replay.add_argument("--why", action="store_true", help="with --campaign: how close each rule came to firing for it")
     replay.set_defaults(func=_replay)
+    decisions = commands.add_parser("decisions", help="what the guard decided, read from the audit topic")
+    decisions.add_argument("campaign", nargs="?", help="only this campaign (an id or a glob)")
+    decisions.add_argument("--campaign", dest="campaign_option", help="the same as CAMPAIGN")
+    decisions.add_argument("--since", default="7d", help="an ISO time, or a duration back from now (default 7d)")
+    decisions.add_argument("--rule", help="only this rule (a name or a glob)")
+    decisions.add_argument(
+        "--outcome",
+        choices=("fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted"),
+        help="only decisions with this outcome (`fired`: not settled yet)",
+    )
+    decisions.add_argument("--workspace", help="only this Leadterra workspace")
+    decisions.add_argument("--format", choices=("table", "json"), default="table", help="table, or JSON lines")
+    decisions.add_argument("--explain", action="store_true", help="with CAMPAIGN: its latest decision in full")
+    decisions.add_argument("--topic", help="the audit topic (default: GUARD_AUDIT_TOPIC, else guard.audit)")
+    decisions.set_defaults(func=_decisions)
     test = commands.add_parser("test", help="run rule tests (YAML); exit 1 on any failure")
     test.add_argument("files", nargs="+", type=Path)
     test.add_argument(
