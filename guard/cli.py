@@ -297,6 +297,118 @@ async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN
     return fold(values)
 
 
+MAX_EXEMPTION_SECONDS = 90 * 86400.0  # a longer one is a rule change: write it into the rule's `campaigns`
+
+
+def _exempt(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    modes = sum(map(bool, (args.campaign, args.list, args.revoke)))
+    if modes != 1:
+        _error("give a CAMPAIGN (with --for and --reason), or --list, or --revoke ID")
+        return 2
+    try:
+        settings, topic = _control_source()
+        if args.list:
+            return asyncio.run(_exempt_list(settings, topic))
+        if args.revoke:
+            return asyncio.run(_exempt_revoke(settings, topic, args.revoke))
+        return asyncio.run(_exempt_add(settings, topic, args))
+    except ConfigError as error:
+        _error(str(error))
+        return 2
+    except (KafkaError, OSError) as error:
+        _error(f"cannot reach the control topic: {error or type(error).__name__}")
+        return 1
+
+
+def _control_source():  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from guard.settings import GuardSettings, kafka_settings_from_env
+
+    settings = kafka_settings_from_env()
+    try:
+        return settings, GuardSettings().control_topic
+    except ValidationError as error:
+        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  # noqa: ANN001
+    import getpass
+    import time
+
+    from pydantic import ValidationError
+
+    from guard import control
+    from guard.exemptions import new_exemption
+    from guard.rules.durations import parse_duration
+
+    if not args.for_ or not args.reason:
+        _error("an exemption needs --for (e.g. 24h) and --reason")
+        return 2
+    try:
+        seconds = parse_duration(args.for_)
+    except ValueError as error:
+        _error(f"--for: {error}")
+        return 2
+    if not 0 < seconds <= MAX_EXEMPTION_SECONDS:
+        _error("--for is more than 0 and at most 90d; for longer, exclude the campaign in the rule's `campaigns`")
+        return 2
+    now = time.time()
+    try:
+        exemption = new_exemption(
+            args.campaign, seconds=seconds, reason=args.reason, by=args.by or getpass.getuser(), rule=args.rule, now=now
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in error.errors())
+        _error(f"invalid exemption: {problems}")
+        return 2
+    if not await control.ensure_topic(settings, topic):
+        _error(f"the control topic {topic!r} does not exist and cannot be created; create it (compacted)")
+        return 1
+    # expired exemptions are tombstoned on the way, so compaction can drop them
+    expired = [e for e in (await control.read_all(settings, topic)).all() if e.expires_at.timestamp() <= now]
+    records = [(exemption.key, exemption.model_dump_json().encode())] + [(e.key, None) for e in expired]
+    await control.write(settings, topic, records)
+    scope = f"rule {exemption.rule}" if exemption.rule else "every rule"
+    print(
+        f"{exemption.id}: {exemption.campaigns} exempted from {scope} until "
+        f"{exemption.expires_at:%Y-%m-%d %H:%M:%S} UTC (by {exemption.by}: {exemption.reason})"
+    )
+    return 0
+
+
+async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
+    import time
+
+    from guard import control
+
+    now = time.time()
+    exemptions = list((await control.read_all(settings, topic)).all())
+    active = [e for e in exemptions if e.expires_at.timestamp() > now]
+    rows = [("ID", "CAMPAIGNS", "RULE", "UNTIL (UTC)", "BY", "REASON")]
+    rows += [(e.id, e.campaigns, e.rule or "*", f"{e.expires_at:%Y-%m-%d %H:%M:%S}", e.by, e.reason) for e in active]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(active)} exemptions in force ({len(exemptions) - len(active)} expired)", file=sys.stderr)
+    return 0
+
+
+async def _exempt_revoke(settings, topic: str, exemption_id: str) -> int:  # noqa: ANN001
+    from guard import control
+
+    known = {e.id: e for e in (await control.read_all(settings, topic)).all()}
+    if exemption_id not in known:
+        _error(f"no exemption {exemption_id!r} (guard exempt --list shows them)")
+        return 1
+    await control.write(settings, topic, [(known[exemption_id].key, None)])
+    print(f"{exemption_id} revoked: {known[exemption_id].campaigns} is guarded again")
+    return 0
+
+
 def _test(args: argparse.Namespace) -> int:
     from guard.ruletest import RuleTestError, report, run_file
 
@@ -396,6 +508,17 @@ def parser() -> argparse.ArgumentParser:
     decisions.add_argument("--explain", action="store_true", help="with CAMPAIGN: its latest decision in full")
     decisions.add_argument("--topic", help="the audit topic (default: GUARD_AUDIT_TOPIC, else guard.audit)")
     decisions.set_defaults(func=_decisions)
+    exempt = commands.add_parser(
+        "exempt", help="keep a campaign running despite the rules, for a while (the control topic)"
+    )
+    exempt.add_argument("campaign", nargs="?", help="a campaign id, or a glob such as 'camp_seed_*'")
+    exempt.add_argument("--for", dest="for_", metavar="DURATION", help="how long, e.g. 24h (at most 90d)")
+    exempt.add_argument("--reason", help="why: shown in the audit and in --list")
+    exempt.add_argument("--rule", help="only from this rule (a name or a glob); default every rule")
+    exempt.add_argument("--by", help="who asks (default: the OS user)")
+    exempt.add_argument("--list", action="store_true", help="the exemptions in force")
+    exempt.add_argument("--revoke", metavar="ID", help="end an exemption now")
+    exempt.set_defaults(func=_exempt)
     test = commands.add_parser("test", help="run rule tests (YAML); exit 1 on any failure")
     test.add_argument("files", nargs="+", type=Path)
     test.add_argument(

@@ -34,7 +34,7 @@ class Metrics:
         )
         self.actions = Counter(
             "guard_actions_total",
-            "Pause outcomes: paused, already_paused, not_running, dry_run, failed.",
+            "Pause outcomes: paused, already_paused, not_running, dry_run, failed, exempted.",
             ["outcome"],
             registry=r,
         )

@@ -21,7 +21,9 @@ from aiokafka.errors import KafkaError
 from guard.actions.dispatch import Dispatcher, Publish
 from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
+from guard.control import ensure_topic, follow
 from guard.engine import Decision
+from guard.exemptions import Exemptions
 from guard.health import Health
 from guard.kafka import DeadLetters, Rebalance, make_consumer, make_producer, start_producer
 from guard.metrics import Metrics
@@ -52,6 +54,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._dispatcher: Dispatcher | None = None
         self._settled = SettledDecisions(settings.kafka, settings.guard.audit_topic)
+        self.exemptions = Exemptions()
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
 
@@ -75,6 +78,7 @@ class Service:
             self.health,
             self._settled,
             dry_run=settings.dry_run,
+            exemptions=self.exemptions,
         )
         self.pipeline = pipeline = Pipeline(
             self.rules,
@@ -91,6 +95,7 @@ class Service:
         await self.server.start()
         try:
             await start_producer(producer, self.settings.kafka)
+            self._spawn(self._follow_control())
             await consumer.start()
             consumer.subscribe(list(settings.input_topics), listener=Rebalance(consumer, pipeline, self._assigned))
             log.info(
@@ -216,6 +221,15 @@ class Service:
         if fresh:
             self.health.recovering = True  # until `_track_recovery` has seen them replayed
             self._spawn(self._settled.refresh(lookback_ms))
+
+    async def _follow_control(self) -> None:
+        """Exemptions: the control topic made if missing, read whole before any pause, then followed."""
+        topic = self.settings.guard.control_topic
+        try:
+            await ensure_topic(self.settings.kafka, topic)
+        except (KafkaError, OSError) as error:  # `follow` retries, and says when it cannot read
+            log.warning("cannot check the control topic", topic=topic, error=repr(error))
+        await follow(self.settings.kafka, topic, self.exemptions)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -171,6 +171,10 @@ class GuardSettings(BaseSettings):
     input_topics: CommaList = Field(("leadterra.events",), description="Comma-separated topics of events.")
     audit_topic: str = Field("guard.audit", description="Where every decision and outcome is recorded.")
     dlq_topic: str = Field("guard.dlq", description="Where malformed records go, with the reason in headers.")
+    control_topic: str = Field(
+        "guard.control",
+        description="Compacted topic of operator records (exemptions, `guard exempt`); created when missing.",
+    )
     group_id: str = Field("deliverability-guard", description="Consumer group; replicas share it.")
     dry_run: bool = Field(False, description="Decide and audit, but never call the pause API.")
     http_host: str = Field("0.0.0.0", description="Address of /livez, /readyz and /metrics.")

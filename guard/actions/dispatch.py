@@ -10,8 +10,9 @@ from typing import Any
 import structlog
 
 from guard.actions.pause import PauseClient, PauseResult
-from guard.audit import AuditEvent, Outcome, Result, audit_event
+from guard.audit import AuditEvent, ExemptionRef, Outcome, Result, audit_event
 from guard.engine import Decision
+from guard.exemptions import Exemptions
 from guard.health import Health
 from guard.metrics import Metrics
 from guard.settled import SettledDecisions
@@ -35,9 +36,10 @@ class Dispatcher:
         settled: SettledDecisions,
         *,
         dry_run: bool,
+        exemptions: Exemptions | None = None,
     ) -> None:
         self._client, self._publish, self._metrics, self._health = pause_client, publish, metrics, health
-        self._settled = settled
+        self._settled, self._exemptions = settled, exemptions
         self._dry_run = dry_run or pause_client is None
         self._tasks: set[asyncio.Task[None]] = set()
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
@@ -145,6 +147,20 @@ class Dispatcher:
             self._acting.discard(decision.id)
 
     async def _act(self, decision: Decision, decided_at: float) -> None:
+        if self._exemptions is not None:
+            await self._exemptions.wait()  # the control topic read to its end: no exemption missed
+            # wall clock now, not event time: an exemption is an operator's word about the present
+            exemption = self._exemptions.find(decision.campaign_id, decision.rule.name, time.time())
+            if exemption is not None:
+                log.info(
+                    "pause not made: the campaign is exempted",
+                    campaign_id=decision.campaign_id,
+                    rule=decision.rule.name,
+                    decision_id=decision.id,
+                    exemption=exemption.id,
+                )
+                await self._record(decision, "exempted", decided_at, exemption=exemption.ref())
+                return
         if decision.superseded_by is not None:
             await self._record(decision, "already_paused", decided_at)
             return
@@ -189,13 +205,20 @@ class Dispatcher:
         decided_at: float,
         result: Result | None = None,
         answered_at: float | None = None,
+        exemption: ExemptionRef | None = None,
     ) -> None:
         """Audit the outcome; from then on no guard process acts on this decision again."""
         self._metrics.actions.labels(outcome).inc()
         dry_run = self._dry_run or outcome == "dry_run"
         await self._publish(
             audit_event(
-                decision, outcome, decided_at=decided_at, dry_run=dry_run, result=result, answered_at=answered_at
+                decision,
+                outcome,
+                decided_at=decided_at,
+                dry_run=dry_run,
+                result=result,
+                answered_at=answered_at,
+                exemption=exemption,
             )
         )
         self._settled.add(decision.id)
