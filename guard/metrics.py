@@ -89,4 +89,10 @@ class Metrics:
             "Decisions recorded before a restart without an outcome, acted on after it.",
             registry=r,
         )
+        self.notifications = Counter(
+            "guard_notifications_total",
+            "Notifications by channel kind (slack, webhook) and result: sent, or failed (after retries; audited).",
+            ["channel", "result"],
+            registry=r,
+        )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)

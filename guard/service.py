@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from guard.actions.dispatch import Dispatcher, Publish
+from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
 from guard.control import ensure_topic, follow
@@ -40,6 +41,7 @@ PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request check
 MAX_RECORDS_PER_POLL = 500  # small batches: pause tasks, probes and heartbeats run between them
 POLL_TIMEOUT_MS = 200
 AUDIT_RETRY_SECONDS = 1.0
+NOTIFY_GRACE_SECONDS = 2.0  # messages still under way at shutdown get this long, after the pauses settled
 
 
 class Service:
@@ -71,14 +73,23 @@ class Service:
         producer = make_producer(self.settings.kafka)
         consumer = make_consumer(self.settings.kafka, settings.group_id)
         pause_client = self._pause_client()
+        publish = _publisher(producer, settings.audit_topic)
+        notifier = Notifier(
+            publish,
+            self.metrics,
+            global_slack_url=settings.slack_url(),
+            global_link=settings.notify_link,
+            deadline=settings.notify_deadline,
+        )
         self._dispatcher = dispatcher = Dispatcher(
             pause_client,
-            _publisher(producer, settings.audit_topic),
+            publish,
             self.metrics,
             self.health,
             self._settled,
             dry_run=settings.dry_run,
             exemptions=self.exemptions,
+            notifier=notifier,
         )
         self.pipeline = pipeline = Pipeline(
             self.rules,
@@ -117,6 +128,7 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            await notifier.aclose(NOTIFY_GRACE_SECONDS)
             await consumer.stop()
             await producer.stop()
             if pause_client is not None:

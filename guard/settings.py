@@ -208,6 +208,34 @@ class GuardSettings(BaseSettings):
         "on its new evidence only. Covers delivery of mail in transit, webhook lag and the pause call's retries.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="A Slack incoming webhook told of every pause outcome (paused, failed). Never logged."
+    )
+    slack_webhook_url_file: FilePath | None = Field(None, description="A file holding that URL, e.g. a mounted Secret.")
+    notify_link: str | None = Field(
+        None, description="Link in those Slack messages, e.g. 'https://app.leadterra.co/campaigns/{campaign_id}'."
+    )
+    notify_deadline: float = Field(
+        120.0, gt=0, description="Seconds a notification keeps being retried before it is audited as notify_failed."
+    )
+
+    @field_validator("slack_webhook_url", mode="before")
+    @classmethod
+    def _register_url(cls, value: Any) -> Any:
+        """The URL holds Slack's token: masked everywhere from the moment it is read."""
+        redact.register(value.get_secret_value() if isinstance(value, SecretStr) else value)
+        return value or None
+
+    def slack_url(self) -> SecretStr | None:
+        """GUARD_SLACK_WEBHOOK_URL, or the content of GUARD_SLACK_WEBHOOK_URL_FILE (stripped)."""
+        if self.slack_webhook_url is not None or self.slack_webhook_url_file is None:
+            return self.slack_webhook_url
+        try:
+            text = self.slack_webhook_url_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"GUARD_SLACK_WEBHOOK_URL_FILE cannot be read: {type(error).__name__}") from None
+        redact.register(text)
+        return SecretStr(text.strip()) if text.strip() else None
 
     @field_validator("input_topics", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient, PauseResult
 from guard.audit import AuditEvent, ExemptionRef, Outcome, Result, audit_event
 from guard.engine import Decision
@@ -37,9 +38,10 @@ class Dispatcher:
         *,
         dry_run: bool,
         exemptions: Exemptions | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self._client, self._publish, self._metrics, self._health = pause_client, publish, metrics, health
-        self._settled, self._exemptions = settled, exemptions
+        self._settled, self._exemptions, self._notifier = settled, exemptions, notifier
         self._dry_run = dry_run or pause_client is None
         self._tasks: set[asyncio.Task[None]] = set()
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
@@ -121,8 +123,11 @@ class Dispatcher:
             threshold=rule.threshold,
             decision_id=decision.id,
         )
-        await self._publish(audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run))
+        fired = audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run)
+        await self._publish(fired)
         on_recorded()
+        if self._notifier is not None:
+            self._notifier.notify(decision, fired)
         if rule.action == "pause":
             await self._pause(decision, decided_at)
 
@@ -210,15 +215,16 @@ class Dispatcher:
         """Audit the outcome; from then on no guard process acts on this decision again."""
         self._metrics.actions.labels(outcome).inc()
         dry_run = self._dry_run or outcome == "dry_run"
-        await self._publish(
-            audit_event(
-                decision,
-                outcome,
-                decided_at=decided_at,
-                dry_run=dry_run,
-                result=result,
-                answered_at=answered_at,
-                exemption=exemption,
-            )
+        event = audit_event(
+            decision,
+            outcome,
+            decided_at=decided_at,
+            dry_run=dry_run,
+            result=result,
+            answered_at=answered_at,
+            exemption=exemption,
         )
+        await self._publish(event)
         self._settled.add(decision.id)
+        if self._notifier is not None:  # after the outcome is recorded; it only starts a task
+            self._notifier.notify(decision, event)
