@@ -21,7 +21,8 @@ class Health:
         self.recovering = False  # some partition is still replaying up to its committed offset
         self.kafka_error: str | None = None  # the last failed reachability probe, until one succeeds
         self.stopping = False
-        self.auth_failed = False
+        self.auth_failed = False  # every key in use was rejected: nothing is protected
+        self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
         self._last_poll = time.monotonic()
         self._evicted = 0  # campaigns evicted at the cap so far
         self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
@@ -39,15 +40,23 @@ class Health:
 
     def warnings(self) -> list[str]:
         """Degraded but working: shown on /readyz beside the status."""
+        found = [
+            f"Leadterra rejected the API key of workspace {workspace or '(default key)'} (401): its campaigns "
+            "cannot be paused"
+            for workspace in sorted(self.rejected, key=str)
+            if not self.auth_failed
+        ]
         if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
-            return [self._evicting[1]]
-        return []
+            found.append(self._evicting[1])
+        return found
 
     def polled(self) -> None:
         self._last_poll = time.monotonic()
 
-    def authentication_failed(self) -> None:
-        self.auth_failed = True
+    def authentication_failed(self, workspace: str | None = None, keys: int = 1) -> None:
+        """A 401 with the key of `workspace`, one of `keys` keys in use."""
+        self.rejected.add(workspace)
+        self.auth_failed = len(self.rejected) >= keys
 
     def live(self) -> tuple[bool, str]:
         if self.auth_failed:

@@ -72,6 +72,13 @@ class Metrics:
             "1 after Leadterra rejected the API key: nothing is protected.",
             registry=r,
         )
+        self.workspace_auth_failed = Gauge(
+            "guard_workspace_authentication_failed",
+            "1 for a workspace (of LEADTERRA_API_KEYS_FILE) whose key Leadterra rejected: its campaigns are not "
+            "protected, the others are.",
+            ["workspace"],
+            registry=r,
+        )
         self.rule_reloads = Counter(
             "guard_rule_reloads_total",
             "Rule file changes seen, by result: applied or rejected.",

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 
 from guard.actions.dispatch import Dispatcher, Publish
 from guard.actions.notify import Notifier
@@ -34,6 +35,7 @@ from guard.rules.watch import RulesWatcher
 from guard.server import HealthServer
 from guard.settings import Settings
 from guard.settled import SettledDecisions
+from guard.workspaces import WorkspaceMap
 
 log = structlog.get_logger("guard.service")
 
@@ -72,7 +74,13 @@ class Service:
         settings = self.settings.guard
         producer = make_producer(self.settings.kafka)
         consumer = make_consumer(self.settings.kafka, settings.group_id)
-        pause_client = self._pause_client()
+        pause_client = self._pause_client(self.settings.leadterra.key())
+        workspace_clients = {
+            workspace: client
+            for workspace, key in self.settings.leadterra.workspace_keys().items()
+            if (client := self._pause_client(key)) is not None
+        }
+        workspaces = WorkspaceMap(settings.max_campaigns)
         publish = _publisher(producer, settings.audit_topic)
         notifier = Notifier(
             publish,
@@ -90,6 +98,8 @@ class Service:
             dry_run=settings.dry_run,
             exemptions=self.exemptions,
             notifier=notifier,
+            workspace_clients=workspace_clients,
+            workspaces=workspaces,
         )
         self.pipeline = pipeline = Pipeline(
             self.rules,
@@ -100,6 +110,7 @@ class Service:
             max_campaigns=settings.max_campaigns,
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
             resume_grace=settings.resume_grace,
+            workspaces=workspaces,
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
@@ -131,14 +142,14 @@ class Service:
             await notifier.aclose(NOTIFY_GRACE_SECONDS)
             await consumer.stop()
             await producer.stop()
-            if pause_client is not None:
-                await pause_client.aclose()
+            for client in [pause_client, *workspace_clients.values()]:
+                if client is not None:
+                    await client.aclose()
             await self.server.stop()
             log.info("guard stopped")
 
-    def _pause_client(self) -> PauseClient | None:
+    def _pause_client(self, key: SecretStr | None) -> PauseClient | None:
         leadterra = self.settings.leadterra
-        key = leadterra.key()
         if self.settings.guard.dry_run or key is None:
             return None
         return PauseClient(

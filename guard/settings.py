@@ -92,6 +92,9 @@ class LeadterraSettings(BaseSettings):
     api_url: str = Field("https://app.leadterra.co", description="Base URL; paths under /v1 are appended.")
     api_key: SecretStr | None = Field(None, description="Workspace API key (sk_live_...). Never logged.")
     api_key_file: FilePath | None = Field(None, description="A file holding the key, e.g. a mounted Secret.")
+    api_keys_file: FilePath | None = Field(
+        None, description="A YAML or JSON file mapping workspace ids to their keys (several workspaces)."
+    )
     request_timeout: float = Field(10.0, gt=0, description="Seconds per HTTP attempt.")
     retry_deadline: float = Field(
         300.0, gt=0, description="Seconds a pause keeps retrying 429/5xx/timeouts before it is audited as failed."
@@ -151,6 +154,12 @@ class LeadterraSettings(BaseSettings):
     def key(self) -> SecretStr | None:
         """The API key, from the variable or the file (whitespace stripped; empty means none)."""
         return self._key
+
+    def workspace_keys(self) -> dict[str, SecretStr]:
+        """workspace -> key from LEADTERRA_API_KEYS_FILE ({} without it); ConfigError when it is wrong."""
+        from guard.workspaces import read_api_keys
+
+        return read_api_keys(self.api_keys_file) if self.api_keys_file is not None else {}
 
 
 def _loopback(host: str) -> bool:
@@ -257,10 +266,12 @@ class Settings:
     def from_env(cls) -> Settings:
         """Read the environment; raises ConfigError naming every wrong variable."""
         settings = cls(**_read({"kafka": KafkaSettings, "leadterra": LeadterraSettings, "guard": GuardSettings}))
-        if not settings.guard.dry_run and settings.leadterra.key() is None:
+        has_keys = settings.leadterra.key() is not None or bool(settings.leadterra.workspace_keys())
+        if not settings.guard.dry_run and not has_keys:
             raise ConfigError(
                 "invalid settings:\n"
-                "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE) is required unless GUARD_DRY_RUN=true"
+                "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE, or LEADTERRA_API_KEYS_FILE) is required unless "
+                "GUARD_DRY_RUN=true"
             )
         return settings
 
