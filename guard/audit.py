@@ -20,7 +20,9 @@ SCHEMA_VERSION = 1
 MAX_ERROR_CHARS = 500
 _AUDIT_NAMESPACE = uuid.UUID("0b5e8f4a-3c1d-4e7a-9f2b-6a8d1c3e5f70")
 
-Outcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed"]
+Outcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "notify_failed"]
+# what became of the decision itself; `notify_failed` only reports on a notification about it
+FINAL_OUTCOMES = ("paused", "already_paused", "not_running", "dry_run", "failed", "exempted")
 
 
 class _Model(BaseModel):
@@ -73,6 +75,26 @@ class Result(_Model):
     error: str | None
 
 
+class ExemptionRef(_Model):
+    """The exemption that kept the guard from acting (`exempted` events)."""
+
+    id: str
+    campaigns: str = Field(description="The campaign id or glob the exemption covers, e.g. 'camp_seed_*'.")
+    rule: str | None = Field(description="The rule name (or glob) it covers; null: every rule.")
+    reason: str
+    by: str
+    expires_at: datetime
+
+
+class NotificationFailure(_Model):
+    """A notification about an outcome that could not be delivered (`notify_failed` events)."""
+
+    channel: str = Field(description="`slack` or `webhook`, and the channel's name in the rule file.")
+    about: str = Field(description="The outcome the notification was about.")
+    attempts: int
+    error: str
+
+
 class Timings(_Model):
     event_time: datetime = Field(description="When the crossing event happened (event time).")
     decided_at: datetime = Field(description="Wall clock when the guard decided.")
@@ -87,6 +109,7 @@ class AuditEvent(_Model):
     decision_id: str = Field(description="Deterministic id of the decision; equal for its fired and outcome events.")
     outcome: Outcome
     campaign_id: str
+    workspace_id: str | None = Field(None, description="The Leadterra workspace of the campaign; null: not known.")
     dry_run: bool
     rule: RuleRef
     evidence: Evidence
@@ -96,6 +119,8 @@ class AuditEvent(_Model):
         description="Another rule's pause decision for this campaign, moments earlier: this one calls nobody "
         "and is recorded as already_paused.",
     )
+    exemption: ExemptionRef | None = Field(None, description="Why the guard did not act (`exempted`).")
+    notification: NotificationFailure | None = Field(None, description="What failed (`notify_failed`).")
     timings: Timings
 
 
@@ -103,8 +128,10 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
 
-def audit_id(decision_id: str, outcome: Outcome) -> str:
-    return str(uuid.uuid5(_AUDIT_NAMESPACE, f"{decision_id}/{outcome}"))
+def audit_id(decision_id: str, outcome: Outcome, detail: str = "") -> str:
+    """`detail` tells apart events of one outcome kind, e.g. failed notifications per channel."""
+    name = f"{decision_id}/{outcome}" + (f"/{detail}" if detail else "")
+    return str(uuid.uuid5(_AUDIT_NAMESPACE, name))
 
 
 def audit_event(
@@ -115,16 +142,22 @@ def audit_event(
     dry_run: bool,
     result: Result | None = None,
     answered_at: float | None = None,
+    workspace_id: str | None = None,
+    exemption: ExemptionRef | None = None,
+    notification: NotificationFailure | None = None,
 ) -> AuditEvent:
     rule = decision.rule
     if result is not None and result.error is not None:
         # redacted before it is cut, so a cut cannot leave half a secret
         result = result.model_copy(update={"error": redact(result.error)[:MAX_ERROR_CHARS]})
+    if notification is not None:
+        notification = notification.model_copy(update={"error": redact(notification.error)[:MAX_ERROR_CHARS]})
     return AuditEvent(
-        id=audit_id(decision.id, outcome),
+        id=audit_id(decision.id, outcome, notification.channel if notification is not None else ""),
         decision_id=decision.id,
         outcome=outcome,
         campaign_id=decision.campaign_id,
+        workspace_id=workspace_id,
         dry_run=dry_run,
         rule=RuleRef(
             name=rule.name,
@@ -150,6 +183,8 @@ def audit_event(
         ),
         result=result,
         superseded_by=decision.superseded_by,
+        exemption=exemption,
+        notification=notification,
         timings=Timings(
             event_time=_utc(decision.fired_at),
             decided_at=_utc(decided_at),

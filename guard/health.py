@@ -25,7 +25,8 @@ class Health:
         self.input_topics: tuple[str, ...] = ()  # the configured input topics
         self.missing_topics: tuple[str, ...] = ()  # those of them the brokers do not know
         self.stopping = False
-        self.auth_failed = False
+        self.auth_failed = False  # every key in use was rejected: nothing is protected
+        self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
         self._last_poll = time.monotonic()
         self._evicted = 0  # campaigns evicted at the cap so far
         self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
@@ -43,7 +44,12 @@ class Health:
 
     def warnings(self) -> list[str]:
         """Degraded but working: shown on /readyz beside the status."""
-        warnings = []
+        warnings = [
+            f"Leadterra rejected the API key of workspace {workspace or '(default key)'} (401): its campaigns "
+            "cannot be paused"
+            for workspace in sorted(self.rejected, key=str)
+            if not self.auth_failed
+        ]
         if self.missing_topics and self.missing_topics != self.input_topics:
             warnings.append(f"input topics that do not exist: {', '.join(self.missing_topics)} (GUARD_INPUT_TOPICS)")
         if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
@@ -53,8 +59,10 @@ class Health:
     def polled(self) -> None:
         self._last_poll = time.monotonic()
 
-    def authentication_failed(self) -> None:
-        self.auth_failed = True
+    def authentication_failed(self, workspace: str | None = None, keys: int = 1) -> None:
+        """A 401 with the key of `workspace`, one of `keys` keys in use."""
+        self.rejected.add(workspace)
+        self.auth_failed = len(self.rejected) >= keys
 
     def live(self) -> tuple[bool, str]:
         if self.auth_failed:

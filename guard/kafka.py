@@ -293,7 +293,7 @@ async def read_topic(
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, start)
-        ends = await _log_ends(consumer, partitions)
+        ends = await log_ends(consumer, partitions)
         reading = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while reading:
             fetched = await consumer.getmany(*reading, timeout_ms=1000, max_records=10_000)
@@ -332,7 +332,7 @@ async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPar
     return []
 
 
-async def _log_ends(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def log_ends(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
     """Each partition's end when reading starts.
 
     `end_offsets` (ListOffsets LATEST) is the end on Apache Kafka; the embedded test broker answers

@@ -34,7 +34,7 @@ class Metrics:
         )
         self.actions = Counter(
             "guard_actions_total",
-            "Pause outcomes: paused, already_paused, not_running, dry_run, failed.",
+            "Pause outcomes: paused, already_paused, not_running, dry_run, failed, exempted.",
             ["outcome"],
             registry=r,
         )
@@ -89,6 +89,13 @@ class Metrics:
             "1 after Leadterra rejected the API key: nothing is protected.",
             registry=r,
         )
+        self.workspace_auth_failed = Gauge(
+            "guard_workspace_authentication_failed",
+            "1 for a workspace (of LEADTERRA_API_KEYS_FILE) whose key Leadterra rejected: its campaigns are not "
+            "protected, the others are.",
+            ["workspace"],
+            registry=r,
+        )
         self.rule_reloads = Counter(
             "guard_rule_reloads_total",
             "Rule file changes seen, by result: applied or rejected.",
@@ -104,6 +111,12 @@ class Metrics:
         self.resumed = Counter(
             "guard_resumed_decisions_total",
             "Decisions recorded before a restart without an outcome, acted on after it.",
+            registry=r,
+        )
+        self.notifications = Counter(
+            "guard_notifications_total",
+            "Notifications by channel kind (slack, webhook) and result: sent, or failed (after retries; audited).",
+            ["channel", "result"],
             registry=r,
         )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)

@@ -44,6 +44,7 @@ from guard.engine.snapshot import restore, snapshot
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
 from guard.rules import RuleSet
+from guard.workspaces import WorkspaceMap
 
 log = structlog.get_logger("guard.pipeline")
 
@@ -110,8 +111,10 @@ class Pipeline:
         max_dedupe_keys: int | None = None,
         partition_count: Callable[[], int] = lambda: 1,
         resume_grace: float = DEFAULT_RESUME_GRACE,
+        workspaces: WorkspaceMap | None = None,
     ) -> None:
         self.rules = rules
+        self._workspaces = workspaces  # which workspace each campaign's events name, for the action
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
         self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
@@ -249,6 +252,8 @@ class Pipeline:
                     dead_letters.append(await self._dead_letters.send(record, str(error)))
                 dead_lettered += 1
                 continue
+            if event.workspace_id is not None and self._workspaces is not None:
+                self._workspaces.note(event.campaign_id, event.workspace_id)
             decisions = process(event)
             if replaying:
                 replayed += 1

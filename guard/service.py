@@ -18,14 +18,18 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
 from guard.actions.dispatch import Dispatcher, Publish
+from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
 from guard.checkpoints import Checkpointer, CheckpointStore
+from guard.control import ensure_topic, follow
 from guard.engine import Decision
 from guard.errors import ConfigError
+from guard.exemptions import Exemptions
 from guard.health import Health
 from guard.kafka import DeadLetters, KafkaUnreachable, Rebalance, make_consumer, make_producer, reach, start_producer
 from guard.metrics import Metrics
@@ -35,6 +39,7 @@ from guard.rules.watch import RulesWatcher
 from guard.server import HealthServer
 from guard.settings import Settings
 from guard.settled import SettledDecisions
+from guard.workspaces import WorkspaceMap
 
 log = structlog.get_logger("guard.service")
 
@@ -43,6 +48,7 @@ PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request check
 MAX_RECORDS_PER_POLL = 500  # small batches: pause tasks, probes and heartbeats run between them
 POLL_TIMEOUT_MS = 200
 AUDIT_RETRY_SECONDS = 1.0
+NOTIFY_GRACE_SECONDS = 2.0  # messages still under way at shutdown get this long, after the pauses settled
 
 
 class Service:
@@ -57,6 +63,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._dispatcher: Dispatcher | None = None
         self._settled = SettledDecisions(settings.kafka, settings.guard.audit_topic)
+        self.exemptions = Exemptions()
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
         self._checkpointer: Checkpointer | None = None
@@ -83,14 +90,32 @@ class Service:
             ) from None
         producer = make_producer(self.settings.kafka)
         consumer = make_consumer(self.settings.kafka, settings.group_id)
-        pause_client = self._pause_client()
+        pause_client = self._pause_client(self.settings.leadterra.key())
+        workspace_clients = {
+            workspace: client
+            for workspace, key in self.settings.leadterra.workspace_keys().items()
+            if (client := self._pause_client(key)) is not None
+        }
+        workspaces = WorkspaceMap(settings.max_campaigns)
+        publish = _publisher(producer, settings.audit_topic)
+        notifier = Notifier(
+            publish,
+            self.metrics,
+            global_slack_url=settings.slack_url(),
+            global_link=settings.notify_link,
+            deadline=settings.notify_deadline,
+        )
         self._dispatcher = dispatcher = Dispatcher(
             pause_client,
-            _publisher(producer, settings.audit_topic),
+            publish,
             self.metrics,
             self.health,
             self._settled,
             dry_run=settings.dry_run,
+            exemptions=self.exemptions,
+            notifier=notifier,
+            workspace_clients=workspace_clients,
+            workspaces=workspaces,
         )
         self.pipeline = pipeline = Pipeline(
             self.rules,
@@ -102,6 +127,7 @@ class Service:
             max_dedupe_keys=settings.max_dedupe_keys,
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
             resume_grace=settings.resume_grace,
+            workspaces=workspaces,
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
@@ -111,6 +137,7 @@ class Service:
             if not await self._reach_kafka():
                 return
             await start_producer(producer, self.settings.kafka)
+            self._spawn(self._follow_control())
             await consumer.start()
             self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher)
             listener = Rebalance(consumer, pipeline, self._assigned, self._checkpointer)
@@ -134,10 +161,12 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            await notifier.aclose(NOTIFY_GRACE_SECONDS)
             await consumer.stop()
             await producer.stop()
-            if pause_client is not None:
-                await pause_client.aclose()
+            for client in [pause_client, *workspace_clients.values()]:
+                if client is not None:
+                    await client.aclose()
             await self.server.stop()
             log.info("guard stopped")
 
@@ -256,9 +285,8 @@ class Service:
             log.info("input topics found", topics=found)
         self.health.missing_topics = missing
 
-    def _pause_client(self) -> PauseClient | None:
+    def _pause_client(self, key: SecretStr | None) -> PauseClient | None:
         leadterra = self.settings.leadterra
-        key = leadterra.key()
         if self.settings.guard.dry_run or key is None:
             return None
         return PauseClient(
@@ -360,6 +388,15 @@ class Service:
         if fresh:
             self.health.recovering = True  # until `_track_recovery` has seen them replayed
             self._spawn(self._settled.refresh(lookback_ms))
+
+    async def _follow_control(self) -> None:
+        """Exemptions: the control topic made if missing, read whole before any pause, then followed."""
+        topic = self.settings.guard.control_topic
+        try:
+            await ensure_topic(self.settings.kafka, topic)
+        except (KafkaError, OSError) as error:  # `follow` retries, and says when it cannot read
+            log.warning("cannot check the control topic", topic=topic, error=repr(error))
+        await follow(self.settings.kafka, topic, self.exemptions)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

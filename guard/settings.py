@@ -99,6 +99,9 @@ class LeadterraSettings(BaseSettings):
     api_url: str = Field("https://app.leadterra.co", description="Base URL; paths under /v1 are appended.")
     api_key: SecretStr | None = Field(None, description="Workspace API key (sk_live_...). Never logged.")
     api_key_file: FilePath | None = Field(None, description="A file holding the key, e.g. a mounted Secret.")
+    api_keys_file: FilePath | None = Field(
+        None, description="A YAML or JSON file mapping workspace ids to their keys (several workspaces)."
+    )
     request_timeout: float = Field(10.0, gt=0, description="Seconds per HTTP attempt.")
     retry_deadline: float = Field(
         300.0, gt=0, description="Seconds a pause keeps retrying 429/5xx/timeouts before it is audited as failed."
@@ -159,6 +162,12 @@ class LeadterraSettings(BaseSettings):
         """The API key, from the variable or the file (whitespace stripped; empty means none)."""
         return self._key
 
+    def workspace_keys(self) -> dict[str, SecretStr]:
+        """workspace -> key from LEADTERRA_API_KEYS_FILE ({} without it); ConfigError when it is wrong."""
+        from guard.workspaces import read_api_keys
+
+        return read_api_keys(self.api_keys_file) if self.api_keys_file is not None else {}
+
 
 def _loopback(host: str) -> bool:
     if host == "localhost":
@@ -178,6 +187,10 @@ class GuardSettings(BaseSettings):
     input_topics: CommaList = Field(("leadterra.events",), description="Comma-separated topics of events.")
     audit_topic: str = Field("guard.audit", description="Where every decision and outcome is recorded.")
     dlq_topic: str = Field("guard.dlq", description="Where malformed records go, with the reason in headers.")
+    control_topic: str = Field(
+        "guard.control",
+        description="Compacted topic of operator records (exemptions, `guard exempt`); created when missing.",
+    )
     group_id: str = Field("deliverability-guard", description="Consumer group; replicas share it.")
     dry_run: bool = Field(False, description="Decide and audit, but never call the pause API.")
     http_host: str = Field("0.0.0.0", description="Address of /livez, /readyz and /metrics.")
@@ -237,6 +250,34 @@ class GuardSettings(BaseSettings):
         "restart restores the newest and replays only what came after it (0 = no checkpoints).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
+    slack_webhook_url: SecretStr | None = Field(
+        None, description="A Slack incoming webhook told of every pause outcome (paused, failed). Never logged."
+    )
+    slack_webhook_url_file: FilePath | None = Field(None, description="A file holding that URL, e.g. a mounted Secret.")
+    notify_link: str | None = Field(
+        None, description="Link in those Slack messages, e.g. 'https://app.leadterra.co/campaigns/{campaign_id}'."
+    )
+    notify_deadline: float = Field(
+        120.0, gt=0, description="Seconds a notification keeps being retried before it is audited as notify_failed."
+    )
+
+    @field_validator("slack_webhook_url", mode="before")
+    @classmethod
+    def _register_url(cls, value: Any) -> Any:
+        """The URL holds Slack's token: masked everywhere from the moment it is read."""
+        redact.register(value.get_secret_value() if isinstance(value, SecretStr) else value)
+        return value or None
+
+    def slack_url(self) -> SecretStr | None:
+        """GUARD_SLACK_WEBHOOK_URL, or the content of GUARD_SLACK_WEBHOOK_URL_FILE (stripped)."""
+        if self.slack_webhook_url is not None or self.slack_webhook_url_file is None:
+            return self.slack_webhook_url
+        try:
+            text = self.slack_webhook_url_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"GUARD_SLACK_WEBHOOK_URL_FILE cannot be read: {type(error).__name__}") from None
+        redact.register(text)
+        return SecretStr(text.strip()) if text.strip() else None
 
     @field_validator("input_topics", mode="before")
     @classmethod
@@ -258,10 +299,12 @@ class Settings:
     def from_env(cls) -> Settings:
         """Read the environment; raises ConfigError naming every wrong variable."""
         settings = cls(**_read({"kafka": KafkaSettings, "leadterra": LeadterraSettings, "guard": GuardSettings}))
-        if not settings.guard.dry_run and settings.leadterra.key() is None:
+        has_keys = settings.leadterra.key() is not None or bool(settings.leadterra.workspace_keys())
+        if not settings.guard.dry_run and not has_keys:
             raise ConfigError(
                 "invalid settings:\n"
-                "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE) is required unless GUARD_DRY_RUN=true"
+                "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE, or LEADTERRA_API_KEYS_FILE) is required unless "
+                "GUARD_DRY_RUN=true"
             )
         return settings
 

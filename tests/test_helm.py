@@ -157,8 +157,16 @@ pytestmark = pytest.mark.usefixtures("helm")
 
 class TestScenarios:
     def test_the_ci_scenarios_are_all_there(self) -> None:
-        """defaults, existing secret, TLS+SASL, ServiceMonitor on, dry run, inline rules."""
-        assert set(SCENARIOS) == {"default", "existing-secret", "tls-sasl", "servicemonitor", "dry-run", "inline-rules"}
+        """defaults, existing secret, TLS+SASL, ServiceMonitor on, dry run, inline rules, workspaces and notifications."""
+        assert set(SCENARIOS) == {
+            "default",
+            "existing-secret",
+            "tls-sasl",
+            "servicemonitor",
+            "dry-run",
+            "inline-rules",
+            "workspaces-notifications",
+        }
 
 
 class TestLint:
@@ -289,6 +297,50 @@ class TestApiKey:
         assert mount.get("readOnly") is True
         assert volume["secret"]["secretName"] == secret_name
         assert {"key": key, "path": path.removeprefix(mount["mountPath"] + "/")} in volume["secret"]["items"]
+
+
+class TestWorkspacesAndNotifications:
+    def test_the_workspace_keys_file_comes_from_a_secret_and_no_single_key_is_needed(self) -> None:
+        objects = render_scenario("workspaces-notifications")
+        assert "LEADTERRA_API_KEY_FILE" not in env_of(objects)
+        path = env_value(objects, "LEADTERRA_API_KEYS_FILE")
+        mount, volume = mount_for(objects, path)
+        assert mount.get("readOnly") is True
+        assert volume["secret"]["secretName"] == "leadterra-workspace-keys"
+        assert {"key": "keys.yaml", "path": path.removeprefix(mount["mountPath"] + "/")} in volume["secret"]["items"]
+
+    def test_the_slack_url_is_a_mounted_file_and_never_a_value(self) -> None:
+        objects = render_scenario("workspaces-notifications")
+        assert "GUARD_SLACK_WEBHOOK_URL" not in env_of(objects)
+        path = env_value(objects, "GUARD_SLACK_WEBHOOK_URL_FILE")
+        mount, volume = mount_for(objects, path)
+        assert mount.get("readOnly") is True and volume["secret"]["secretName"] == "guard-slack"
+        assert {"key": "url", "path": "url"} in volume["secret"]["items"]
+        assert env_value(objects, "GUARD_NOTIFY_LINK") == "https://app.leadterra.co/campaigns/{campaign_id}"
+        assert env_value(objects, "GUARD_NOTIFY_DEADLINE") == "120"
+
+    def test_secrets_for_rule_file_channels_are_mounted_under_etc_guard_notify(self) -> None:
+        objects = render_scenario("workspaces-notifications")
+        mount, volume = mount_for(objects, "/etc/guard/notify/team-webhook/url")
+        assert mount.get("readOnly") is True and volume["secret"]["secretName"] == "team-webhook"
+
+    def test_without_them_nothing_is_mounted_and_the_control_topic_is_set(self) -> None:
+        objects = render_scenario("default")
+        assert not {"LEADTERRA_API_KEYS_FILE", "GUARD_SLACK_WEBHOOK_URL_FILE", "GUARD_NOTIFY_LINK"} & set(
+            env_of(objects)
+        )
+        assert env_value(objects, "GUARD_CONTROL_TOPIC") == "guard.control"
+
+    @pytest.mark.parametrize(
+        "wrong",
+        [
+            "notifications.deadlineSeconds=-1",
+            "notifications.link=slack.com/x",
+            "notifications.secretMounts[0]=Not_A_Name",
+        ],
+    )
+    def test_the_schema_rejects_wrong_values(self, wrong: str) -> None:
+        assert render_text("--values", str(SCENARIOS["default"]), "--set", wrong).returncode != 0
 
 
 class TestPod:

@@ -151,7 +151,7 @@ class TestValidationMessages:
         [
             pytest.param(
                 GOOD + "        colour: red\n",
-                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns)",
+                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, notify)",
                 id="unknown-key",
             ),
             pytest.param(

@@ -9,12 +9,15 @@ from typing import Any
 
 import structlog
 
+from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient, PauseResult
-from guard.audit import AuditEvent, Outcome, Result, audit_event
+from guard.audit import AuditEvent, ExemptionRef, Outcome, Result, audit_event
 from guard.engine import Decision
+from guard.exemptions import Exemptions
 from guard.health import Health
 from guard.metrics import Metrics
 from guard.settled import SettledDecisions
+from guard.workspaces import WorkspaceMap
 
 log = structlog.get_logger("guard.actions")
 
@@ -35,10 +38,16 @@ class Dispatcher:
         settled: SettledDecisions,
         *,
         dry_run: bool,
+        exemptions: Exemptions | None = None,
+        notifier: Notifier | None = None,
+        workspace_clients: dict[str, PauseClient] | None = None,
+        workspaces: WorkspaceMap | None = None,
     ) -> None:
         self._client, self._publish, self._metrics, self._health = pause_client, publish, metrics, health
-        self._settled = settled
-        self._dry_run = dry_run or pause_client is None
+        self._settled, self._exemptions, self._notifier = settled, exemptions, notifier
+        self._workspace_clients, self._workspaces = workspace_clients or {}, workspaces
+        self._keys = len(self._workspace_clients) + (pause_client is not None)
+        self._dry_run = dry_run or (pause_client is None and not workspace_clients)
         self._tasks: set[asyncio.Task[None]] = set()
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
 
@@ -119,8 +128,13 @@ class Dispatcher:
             threshold=rule.threshold,
             decision_id=decision.id,
         )
-        await self._publish(audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run))
+        fired = audit_event(
+            decision, "fired", decided_at=decided_at, dry_run=self._dry_run, workspace_id=self._workspace(decision)
+        )
+        await self._publish(fired)
         on_recorded()
+        if self._notifier is not None:
+            self._notifier.notify(decision, fired)
         if rule.action == "pause":
             await self._pause(decision, decided_at)
 
@@ -144,15 +158,50 @@ class Dispatcher:
         finally:
             self._acting.discard(decision.id)
 
+    def _workspace(self, decision: Decision) -> str | None:
+        return self._workspaces.of(decision.campaign_id) if self._workspaces is not None else None
+
+    def _client_for(self, workspace: str | None) -> PauseClient | None:
+        """The workspace's own key when the keys file has it, else the single key."""
+        return self._workspace_clients.get(workspace, self._client) if workspace is not None else self._client
+
     async def _act(self, decision: Decision, decided_at: float) -> None:
+        if self._exemptions is not None:
+            await self._exemptions.wait()  # the control topic read to its end: no exemption missed
+            # wall clock now, not event time: an exemption is an operator's word about the present
+            exemption = self._exemptions.find(decision.campaign_id, decision.rule.name, time.time())
+            if exemption is not None:
+                log.info(
+                    "pause not made: the campaign is exempted",
+                    campaign_id=decision.campaign_id,
+                    rule=decision.rule.name,
+                    decision_id=decision.id,
+                    exemption=exemption.id,
+                )
+                await self._record(decision, "exempted", decided_at, exemption=exemption.ref())
+                return
         if decision.superseded_by is not None:
             await self._record(decision, "already_paused", decided_at)
             return
-        if self._dry_run or self._client is None:
+        if self._dry_run:
             await self._record(decision, "dry_run", decided_at)
             return
+        workspace = self._workspace(decision)
+        client = self._client_for(workspace)
+        if client is None:
+            no_key = PauseResult(
+                "failed",
+                None,
+                0,
+                error_code="no_api_key",
+                error=f"no API key for workspace {workspace or '(none named)'}; no call made",
+                answered_at=time.time(),
+            )
+            log.error("no API key for the campaign's workspace", campaign_id=decision.campaign_id, workspace=workspace)
+            await self._record(decision, "failed", decided_at, _result(no_key), no_key.answered_at)
+            return
         try:
-            outcome = await self._client.pause(decision.campaign_id, idempotency_key=decision.id)
+            outcome = await client.pause(decision.campaign_id, idempotency_key=decision.id)
         except Exception as error:  # a bug must still leave an audited outcome, never a silent task
             log.exception("pause call crashed", campaign_id=decision.campaign_id, decision_id=decision.id)
             outcome = PauseResult(
@@ -161,9 +210,16 @@ class Dispatcher:
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
         if outcome.authentication_failed:
-            self._health.authentication_failed()
-            self._metrics.auth_failed.set(1)
-            log.error("Leadterra rejected the API key: no campaign can be paused", campaign_id=decision.campaign_id)
+            self._health.authentication_failed(workspace if client is not self._client else None, self._keys)
+            if self._health.auth_failed:
+                self._metrics.auth_failed.set(1)
+            if workspace is not None and client is not self._client:
+                self._metrics.workspace_auth_failed.labels(workspace).set(1)
+            log.error(
+                "Leadterra rejected the API key: campaigns of this workspace cannot be paused",
+                campaign_id=decision.campaign_id,
+                workspace=workspace,
+            )
         (log.error if outcome.outcome == "failed" else log.info)(
             "pause " + outcome.outcome,
             campaign_id=decision.campaign_id,
@@ -172,15 +228,7 @@ class Dispatcher:
             attempts=outcome.attempts,
             error_code=outcome.error_code,
         )
-        result = Result(
-            http_status=outcome.http_status,
-            attempts=outcome.attempts,
-            paused_at=outcome.paused_at,
-            campaign_status=outcome.campaign_status,
-            error_code=outcome.error_code,
-            error=outcome.error,
-        )
-        await self._record(decision, outcome.outcome, decided_at, result, outcome.answered_at)
+        await self._record(decision, outcome.outcome, decided_at, _result(outcome), outcome.answered_at)
 
     async def _record(
         self,
@@ -189,13 +237,33 @@ class Dispatcher:
         decided_at: float,
         result: Result | None = None,
         answered_at: float | None = None,
+        exemption: ExemptionRef | None = None,
     ) -> None:
         """Audit the outcome; from then on no guard process acts on this decision again."""
         self._metrics.actions.labels(outcome).inc()
         dry_run = self._dry_run or outcome == "dry_run"
-        await self._publish(
-            audit_event(
-                decision, outcome, decided_at=decided_at, dry_run=dry_run, result=result, answered_at=answered_at
-            )
+        event = audit_event(
+            decision,
+            outcome,
+            decided_at=decided_at,
+            dry_run=dry_run,
+            result=result,
+            answered_at=answered_at,
+            workspace_id=self._workspace(decision),
+            exemption=exemption,
         )
+        await self._publish(event)
         self._settled.add(decision.id)
+        if self._notifier is not None:  # after the outcome is recorded; it only starts a task
+            self._notifier.notify(decision, event)
+
+
+def _result(outcome: PauseResult) -> Result:
+    return Result(
+        http_status=outcome.http_status,
+        attempts=outcome.attempts,
+        paused_at=outcome.paused_at,
+        campaign_status=outcome.campaign_status,
+        error_code=outcome.error_code,
+        error=outcome.error,
+    )

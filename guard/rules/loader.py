@@ -84,6 +84,8 @@ def parse_rules(sources: Iterable[tuple[str, str]]) -> RuleSet:
                     problems.append(f"{name}:{line}: rule {rule.name}: name: already used in {where[rule.name]}")
                     continue
                 where[rule.name] = name
+                if rule.notify is None and rule_file.notify is not None:
+                    rule = rule.model_copy(update={"notify": rule_file.notify})
                 rules.append(rule)
     if problems:
         raise RuleFileError(problems)

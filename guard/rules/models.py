@@ -29,6 +29,7 @@ from pydantic import (
 
 from guard.rules.durations import PATTERN as DURATION_PATTERN
 from guard.rules.durations import format_duration, parse_duration
+from guard.rules.notify import Notify
 
 MAX_DURATION = 30 * 86400.0
 LAST_N_IDLE_HORIZON = 86400.0
@@ -187,6 +188,7 @@ class Rule(_Frozen):
     severity: Literal["critical", "warning", "info"] = "warning"
     labels: dict[str, str] = Field(default_factory=dict, description="Free labels copied into every audit event.")
     campaigns: CampaignFilter = CampaignFilter()
+    notify: Notify | None = Field(None, description="Who is told about this rule's outcomes (else the file's).")
 
     @field_validator("window")
     @classmethod
@@ -246,7 +248,9 @@ class Rule(_Frozen):
     @cached_property
     def version(self) -> str:
         """A short hash of the rule's content: audits say exactly which rule text fired."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+        # `notify` says who hears of a decision, not what is decided: a new channel keeps the version
+        content = self.model_dump(mode="json", by_alias=True, exclude={"notify"})
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -259,6 +263,7 @@ class RuleFile(_Frozen):
     """The top level of a rule file."""
 
     groups: tuple[RuleGroup, ...] = Field(min_length=1)
+    notify: Notify | None = Field(None, description="Who is told about the outcomes of every rule of this file.")
 
 
 class RuleSet(_Frozen):

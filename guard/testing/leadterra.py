@@ -120,6 +120,9 @@ class CampaignStats:
         }
 
 
+_WORKSPACE = web.RequestKey("workspace", str)  # the workspace of the request's key (None: the default key)
+
+
 @dataclass
 class _Campaign:
     id: str
@@ -268,6 +271,9 @@ class LeadterraStandIn:
         self._port = port
         self._campaigns: dict[str, _Campaign] = {}
         self._faults: deque[_Fault] = deque()
+        # workspaces: one key each (the default `api_key` is the workspace None)
+        self._workspace_keys: dict[str, str] = {}  # key -> workspace id
+        self._campaign_workspace: dict[str, str | None] = {}
         self._waiters: set[asyncio.Future[None]] = set()
         self._in_flight = 0
         self._runner: web.AppRunner | None = None
@@ -350,6 +356,14 @@ class LeadterraStandIn:
 
     # ----------------------------------------------------------------- state
 
+    def add_workspace(self, workspace_id: str, key: str) -> None:
+        """Another workspace with its own key; its campaigns answer only to that key."""
+        self._workspace_keys[key] = workspace_id
+
+    def revoke_key(self, key: str) -> None:
+        """The key stops working: every call with it is a 401 from now on."""
+        self._workspace_keys.pop(key, None)
+
     def add_campaign(
         self,
         campaign_id: str,
@@ -357,12 +371,15 @@ class LeadterraStandIn:
         *,
         name: str | None = None,
         leads: int = DEFAULT_LEADS,
+        workspace: str | None = None,
     ) -> None:
-        """Seed a campaign. ``leads=0`` makes ``start`` on a draft fail with ``no_leads_enrolled``."""
+        """Seed a campaign (in `workspace`, else in the default key's). ``leads=0`` makes ``start``
+        on a draft fail with ``no_leads_enrolled``."""
         if status not in _STATUSES:
             raise ValueError(f"status must be one of {_STATUSES}, not {status!r}")
         if campaign_id in self._campaigns:
             raise ValueError(f"campaign {campaign_id!r} already exists")
+        self._campaign_workspace[campaign_id] = workspace
         campaign = _Campaign(
             id=campaign_id,
             name=name or campaign_id,
@@ -593,7 +610,12 @@ class LeadterraStandIn:
     def _authenticate(self, request: web.Request) -> None:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         valid = scheme.lower() == "bearer" and secrets.compare_digest(token.encode(), self.api_key.encode())
-        if not valid:
+        workspace = next(
+            (ws for key, ws in self._workspace_keys.items() if secrets.compare_digest(token.encode(), key.encode())),
+            None,
+        )
+        request[_WORKSPACE] = workspace
+        if not valid and (scheme.lower() != "bearer" or workspace is None):
             raise _ApiError(
                 401,
                 "authentication_failed",
@@ -610,7 +632,10 @@ class LeadterraStandIn:
     def _found(self, request: web.Request) -> _Campaign:
         campaign_id = request.match_info["campaign_id"]
         try:
-            return self._campaign(campaign_id)
+            campaign = self._campaign(campaign_id)
+            if self._campaign_workspace.get(campaign_id) != request.get(_WORKSPACE):
+                raise KeyError(campaign_id)  # one key sees its own workspace only
+            return campaign
         except KeyError:
             raise _ApiError(404, "campaign_not_found", f"no campaign {campaign_id!r} in this workspace") from None
 

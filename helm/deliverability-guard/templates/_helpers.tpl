@@ -90,8 +90,8 @@ app.kubernetes.io/part-of: deliverability-guard
 
 {{/* Settings the guard itself would reject at start-up, refused at install time instead. */}}
 {{- define "guard.validate" -}}
-{{- if and (not .Values.guard.dryRun) (not (include "guard.apiKeySecretName" .)) }}
-{{- fail "leadterra.existingSecret (or leadterra.apiKey) is required unless guard.dryRun=true: without a key the guard cannot pause anything" }}
+{{- if and (not .Values.guard.dryRun) (not (include "guard.apiKeySecretName" .)) (not .Values.leadterra.workspaceKeysSecret) }}
+{{- fail "leadterra.existingSecret (or leadterra.apiKey, or leadterra.workspaceKeysSecret) is required unless guard.dryRun=true: without a key the guard cannot pause anything" }}
 {{- end }}
 {{- $kafka := .Values.kafka }}
 {{- if hasPrefix "SASL" $kafka.securityProtocol }}

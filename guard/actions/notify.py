@@ -1,0 +1,244 @@
+"""Notifications: after an outcome is audited, tell Slack and webhooks, in tasks of their own.
+
+Nothing here is awaited by a pause or an offset commit: `notify` only starts tasks. Each message
+is retried with backoff (tenacity) until `deadline`; one that cannot be delivered is logged,
+counted (`guard_notifications_total{result="failed"}`) and audited as `notify_failed`. URLs and
+signing secrets are read from the environment or files when first needed and registered with the
+redaction point at once: they never reach a log line, an audit event or a metric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import structlog
+from pydantic import SecretStr
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from guard import redact
+from guard.audit import AuditEvent, NotificationFailure, audit_event
+from guard.engine import Decision
+from guard.errors import GuardError
+from guard.metrics import Metrics
+from guard.rules.notify import Notify, SecretSource, SlackChannel, WebhookChannel
+
+log = structlog.get_logger("guard.notify")
+
+SIGNATURE_HEADER = "X-Guard-Signature"  # sha256=<hex HMAC-SHA256 of the raw body>, as Leadterra signs its webhooks
+GLOBAL = "GUARD_SLACK_WEBHOOK_URL"
+GLOBAL_OUTCOMES = frozenset(Notify.model_fields["outcomes"].default)  # paused, failed: what a pause came to
+
+Publish = Callable[[AuditEvent], Awaitable[None]]
+
+
+class _Undeliverable(GuardError):
+    """A receiver answered 429 or 5xx, or the connection failed: worth another try."""
+
+
+class _Refused(GuardError):
+    """A receiver answered 4xx (but 429) or a secret cannot be read: another try would not help."""
+
+
+@dataclass(frozen=True)
+class _Target:
+    name: str  # `slack:ENV_NAME`, `webhook:/path/of/file`: says which channel, never its URL
+    channel: SlackChannel | WebhookChannel
+    url: SecretStr | None = None  # given by a setting rather than named by the channel
+
+
+class Notifier:
+    def __init__(
+        self,
+        publish: Publish,
+        metrics: Metrics,
+        *,
+        global_slack_url: SecretStr | None = None,
+        global_link: str | None = None,
+        timeout: float = 10.0,
+        deadline: float = 120.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self._publish, self._metrics = publish, metrics
+        self._global_url = global_slack_url
+        self._global_link = global_link
+        self._deadline, self._backoff = deadline, (backoff_initial, backoff_max)
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def notify(self, decision: Decision, event: AuditEvent) -> None:
+        """Start a task per channel that wants to hear of `event`'s outcome; returns at once."""
+        for target in self._targets(decision, event.outcome):
+            task = asyncio.create_task(self._deliver(target, decision, event), name=f"notify-{event.id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _targets(self, decision: Decision, outcome: str) -> list[_Target]:
+        targets = []
+        notify = decision.rule.notify
+        if notify is not None and outcome in notify.outcomes:
+            if notify.slack is not None:
+                targets.append(_Target(f"slack:{_where(notify.slack.url)}", notify.slack))
+            if notify.webhook is not None:
+                targets.append(_Target(f"webhook:{_where(notify.webhook.url)}", notify.webhook))
+        if self._global_url is not None and outcome in GLOBAL_OUTCOMES:
+            channel = SlackChannel(url=SecretSource(env=GLOBAL), link=self._global_link)
+            targets.append(_Target(f"slack:{GLOBAL}", channel, self._global_url))
+        return targets
+
+    async def _deliver(self, target: _Target, decision: Decision, event: AuditEvent) -> None:
+        kind = "slack" if isinstance(target.channel, SlackChannel) else "webhook"
+        attempts = 0
+        try:
+            request = self._request(target, event)
+            retrying = AsyncRetrying(
+                stop=stop_after_delay(self._deadline),
+                wait=wait_random_exponential(multiplier=self._backoff[0], max=self._backoff[1]),
+                retry=retry_if_exception_type(_Undeliverable),
+            )
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    await self._post(*request)
+        except (RetryError, _Undeliverable, _Refused) as error:
+            reason = error.last_attempt.exception() if isinstance(error, RetryError) else error
+            await self._failed(target.name, kind, decision, event, attempts, str(reason))
+            return
+        except Exception as error:  # a bug must still be counted and audited, never a silent task
+            log.exception("notification crashed", channel=target.name, audit_id=event.id)
+            await self._failed(target.name, kind, decision, event, attempts, f"internal error: {type(error).__name__}")
+            return
+        self._metrics.notifications.labels(kind, "sent").inc()
+        log.info("notification sent", channel=target.name, outcome=event.outcome, campaign_id=event.campaign_id)
+
+    def _request(self, target: _Target, event: AuditEvent) -> tuple[str, bytes, dict[str, str]]:
+        channel = target.channel
+        url = target.url.get_secret_value() if target.url is not None else _read(channel.url)
+        if isinstance(channel, SlackChannel):
+            return url, slack_message(event, channel.link), {"Content-Type": "application/json"}
+        body = event.model_dump_json().encode()
+        signature = hmac.new(_read(channel.secret).encode(), body, hashlib.sha256).hexdigest()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: f"sha256={signature}",
+            "X-Guard-Event-Id": event.id,
+        }
+        return url, body, headers
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        try:
+            response = await self._client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as error:
+            raise _Undeliverable(f"{type(error).__name__}") from None  # its text may quote the URL
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Undeliverable(f"HTTP {response.status_code}")
+        if response.status_code >= 300:
+            raise _Refused(f"HTTP {response.status_code}")
+
+    async def _failed(
+        self, name: str, kind: str, decision: Decision, event: AuditEvent, attempts: int, error: str
+    ) -> None:
+        self._metrics.notifications.labels(kind, "failed").inc()
+        log.error("notification not delivered", channel=name, audit_id=event.id, attempts=attempts, error=error)
+        failure = NotificationFailure(channel=name, about=event.outcome, attempts=attempts, error=error)
+        await self._publish(
+            audit_event(
+                decision,
+                "notify_failed",
+                decided_at=event.timings.decided_at.timestamp(),
+                dry_run=event.dry_run,
+                workspace_id=event.workspace_id,
+                notification=failure,
+            )
+        )
+
+    async def aclose(self, grace: float) -> None:
+        """Give messages under way `grace` seconds, then cancel the rest (they are logged, not audited)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
+        left = list(self._tasks)
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        if left:
+            log.warning("notifications not sent at shutdown", count=len(left))
+        await self._client.aclose()
+
+
+def _where(source: SecretSource) -> str:
+    return source.env or source.file or ""
+
+
+def _read(source: SecretSource) -> str:
+    """The value behind `source`, registered for redaction before anything can quote it."""
+    if source.env is not None:
+        value = os.environ.get(source.env, "")
+        redact.register(value)
+        if not value.strip():
+            raise _Refused(f"the environment variable {source.env} is not set")
+        return value.strip()
+    assert source.file is not None
+    try:
+        value = Path(source.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise _Refused(f"cannot read {source.file}: {type(error).__name__}") from None
+    redact.register(value)
+    if not value.strip():
+        raise _Refused(f"{source.file} is empty")
+    return value.strip()
+
+
+_HEADLINES = {
+    "paused": ":octagonal_sign: Paused",
+    "already_paused": ":pause_button: Already paused",
+    "not_running": ":information_source: Not running",
+    "dry_run": ":test_tube: Would pause (dry run)",
+    "failed": ":rotating_light: Pause FAILED for",
+    "exempted": ":shield: Exempted, still running:",
+    "fired": ":warning: Rule fired for",
+}
+
+
+def slack_message(event: AuditEvent, link: str | None) -> bytes:
+    """A readable Slack message: campaign, rule, value against threshold, window, outcome, link."""
+    evidence, rate = event.evidence, event.evidence.denominator is not None
+    compared = evidence.lower_bound if evidence.lower_bound is not None else evidence.value
+    shown = f"{compared:.2%}" if rate else f"{compared:g}"
+    threshold = f"{evidence.threshold:.2%}" if rate else f"{evidence.threshold:g}"
+    counts = f"{evidence.numerator} of {evidence.denominator}" if rate else f"{evidence.numerator} events"
+    bound = " (lower bound)" if evidence.lower_bound is not None else ""
+    workspace = f" in workspace `{_escape(event.workspace_id)}`" if event.workspace_id else ""
+    lines = [
+        f"{_HEADLINES.get(event.outcome, event.outcome)} campaign `{_escape(event.campaign_id)}`{workspace}",
+        f"Rule *{_escape(event.rule.name)}*: {shown}{bound} vs threshold {threshold} over {evidence.window} ({counts})",
+        f"Outcome: {event.outcome}",
+    ]
+    if event.result is not None and event.result.error_code:
+        lines.append(f"Error: {_escape(event.result.error_code)}")
+    if event.exemption is not None:
+        lines.append(
+            f"Exemption {event.exemption.id} by {_escape(event.exemption.by)}: {_escape(event.exemption.reason)}"
+        )
+    if link:
+        fields = {  # quoted: an id is a path segment of the link, never more
+            "campaign_id": quote(event.campaign_id, safe=""),
+            "workspace_id": quote(event.workspace_id or "", safe=""),
+            "rule": quote(event.rule.name, safe=""),
+            "decision_id": event.decision_id,
+        }
+        lines.append(f"<{link.format_map(fields)}|Open the campaign>")
+    return json.dumps({"text": "\n".join(lines)}).encode()
+
+
+def _escape(text: str) -> str:
+    """Slack's three control characters in message text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,69 @@
+"""Leadterra workspaces: one API key each, and which workspace a campaign is in.
+
+The keys file (LEADTERRA_API_KEYS_FILE) maps workspace ids to keys, in YAML or JSON:
+`{ws_acme: sk_live_..., ws_beta: sk_live_...}`. A campaign's workspace is the `workspaceId` its
+events carry; the guard remembers the latest one per campaign (a bounded map, kept outside the
+pure engine) so that a decision can be acted on with its workspace's key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from pathlib import Path
+
+import yaml
+from pydantic import SecretStr
+
+from guard import redact
+from guard.errors import ConfigError
+
+_HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
+_WORKSPACE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def read_api_keys(path: Path) -> dict[str, SecretStr]:
+    """workspace -> key from the file; ConfigError naming the problem (never a key) otherwise."""
+    name = "LEADTERRA_API_KEYS_FILE"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{name} cannot be read: {type(error).__name__}") from None
+    redact.register(text)  # masked before anything could quote it, a parse error included
+    for line in text.splitlines():
+        redact.register(*(part.strip(" \"'") for part in line.split(":", 1)[1:]))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{name} is neither YAML nor JSON; write `workspace_id: key` lines") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{name} must map workspace ids to keys, e.g. `ws_acme: sk_live_...`")
+    keys: dict[str, SecretStr] = {}
+    for workspace, key in data.items():
+        if not isinstance(workspace, str) or not _WORKSPACE_ID.fullmatch(workspace):
+            raise ConfigError(f"{name}: {str(workspace)[:40]!r} is not a workspace id")
+        if not isinstance(key, str) or not _HEADER_SAFE_KEY.fullmatch(key.strip()):
+            raise ConfigError(
+                f"{name}: the key of workspace {workspace} is empty or holds characters an HTTP header cannot carry"
+            )
+        redact.register(key)
+        keys[workspace] = SecretStr(key.strip())
+    return keys
+
+
+class WorkspaceMap:
+    """campaign id -> the workspace its latest event named; at most `limit` campaigns, the least
+    recently seen forgotten first (their next event names the workspace again)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._of: OrderedDict[str, str] = OrderedDict()
+
+    def note(self, campaign_id: str, workspace_id: str) -> None:
+        self._of[campaign_id] = workspace_id
+        self._of.move_to_end(campaign_id)
+        if len(self._of) > self._limit:
+            self._of.popitem(last=False)
+
+    def of(self, campaign_id: str) -> str | None:
+        return self._of.get(campaign_id)

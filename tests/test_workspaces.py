@@ -1,0 +1,142 @@
+"""Several Leadterra workspaces, one key each, on a real broker and the stand-in over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from test_service import Guard, Topics, audits, produce, producer, read_topic, settings_for, topics, until  # noqa: F401
+
+from guard.errors import ConfigError
+from guard.rules import load_rules
+from guard.settings import LeadterraSettings
+from guard.testing.broker import BrokerInfo
+from guard.testing.events import envelope
+from guard.testing.leadterra import LeadterraStandIn
+from guard.workspaces import read_api_keys
+
+pytestmark = pytest.mark.integration
+
+KEYS = "ws_a: sk_live_workspace_a_1234\nws_b: sk_live_workspace_b_5678\n"
+
+
+def bad_campaign_in(workspace: str, campaign_id: str, start: float) -> list[tuple[str, bytes]]:
+    """300 sends at 1% hard bounces, then 150 at 12.5%, every event naming its workspace."""
+    records = []
+    for i in range(450):
+        records.append(
+            (
+                campaign_id,
+                envelope(
+                    "message.sent", campaign_id, start + i, messageId=f"{campaign_id}-s{i}", workspaceId=workspace
+                ),
+            )
+        )
+        if (i + 1) % (100 if i < 300 else 8) == 0:
+            records.append(
+                (
+                    campaign_id,
+                    envelope(
+                        "message.bounced",
+                        campaign_id,
+                        start + i + 0.5,
+                        messageId=f"{campaign_id}-b{i}",
+                        bounceType="hard",
+                        bounceReason="550 5.1.1 user unknown",
+                        workspaceId=workspace,
+                    ),
+                )
+            )
+    return records
+
+
+@pytest.fixture
+async def guard(
+    kafka_broker: BrokerInfo,
+    standin: LeadterraStandIn,
+    topics: Topics,  # noqa: F811
+    tmp_path: Path,
+) -> AsyncIterator[Guard]:
+    """A guard holding the keys of ws_a and ws_b (from a keys file) and no single key."""
+    (tmp_path / "keys.yaml").write_text(KEYS)
+    settings = settings_for(kafka_broker, standin, topics)
+    settings.leadterra = LeadterraSettings(
+        api_url=standin.url, api_keys_file=tmp_path / "keys.yaml", backoff_initial=0.02, backoff_max=0.1
+    )
+    service = Guard(settings, load_rules(settings.guard.rules))
+    service.task = asyncio.create_task(service.run())
+    await until(lambda: service.assigned > 0 or service.task.done(), timeout=20)
+    yield service
+    await service.shutdown()
+
+
+async def test_a_revoked_key_stops_only_its_own_workspace(
+    kafka_bootstrap: str,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    guard: Guard,
+) -> None:
+    """ws_b's key is revoked in Leadterra: its campaign's pause is audited as failed (401), health and
+    metrics name ws_b, and a campaign of ws_a that turns bad afterwards is still paused with ws_a's key."""
+    standin.add_workspace("ws_a", "sk_live_workspace_a_1234")
+    standin.add_workspace("ws_b", "sk_live_workspace_b_5678")
+    standin.revoke_key("sk_live_workspace_b_5678")
+    standin.add_campaign("camp_b", workspace="ws_b")
+    standin.add_campaign("camp_a", workspace="ws_a")
+
+    await produce(producer, topics.input, bad_campaign_in("ws_b", "camp_b", time.time() - 1200))
+    first = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+    assert [(e["outcome"], e["workspace_id"]) for e in first] == [("fired", "ws_b"), ("failed", "ws_b")]
+    assert first[1]["result"]["http_status"] == 401
+
+    await produce(producer, topics.input, bad_campaign_in("ws_a", "camp_a", time.time() - 600))
+    await standin.wait_for_pauses(1, timeout=20)
+    assert standin.status("camp_a") == "paused" and standin.status("camp_b") == "running"
+    assert standin.pause_requests("camp_a")[0].header("Authorization") == "Bearer sk_live_workspace_a_1234"
+    events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=4))
+    assert [(e["outcome"], e["workspace_id"]) for e in events if e["campaign_id"] == "camp_a"] == [
+        ("fired", "ws_a"),
+        ("paused", "ws_a"),
+    ]
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
+        live, ready, metrics = [await client.get(path) for path in ("/livez", "/readyz", "/metrics")]
+    assert live.status_code == 200 and ready.status_code == 200
+    assert any("workspace ws_b (401)" in warning for warning in ready.json()["warnings"])
+    assert 'guard_workspace_authentication_failed{workspace="ws_b"} 1.0' in metrics.text
+    assert "guard_api_authentication_failed 0.0" in metrics.text
+
+
+class TestKeysFile:
+    def test_reads_yaml_and_json(self, tmp_path: Path) -> None:
+        (tmp_path / "keys.yaml").write_text(KEYS)
+        (tmp_path / "keys.json").write_text('{"ws_a": "sk_live_a_0001"}')
+        keys = read_api_keys(tmp_path / "keys.yaml")
+        assert {ws: key.get_secret_value() for ws, key in keys.items()} == {
+            "ws_a": "sk_live_workspace_a_1234",
+            "ws_b": "sk_live_workspace_b_5678",
+        }
+        assert read_api_keys(tmp_path / "keys.json")["ws_a"].get_secret_value() == "sk_live_a_0001"
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [
+            ("- sk_live_only_a_key", "must map workspace ids to keys"),
+            ("ws_a: 'sk live with space'", "the key of workspace ws_a is empty or holds characters"),
+            ("ws_a: [sk_live_x]", "the key of workspace ws_a is empty"),
+            ("'ws a': sk_live_secret_9", "is not a workspace id"),
+        ],
+    )
+    def test_a_wrong_file_is_a_clear_error_without_the_key(self, tmp_path: Path, text: str, message: str) -> None:
+        (tmp_path / "keys.yaml").write_text(text)
+        with pytest.raises(ConfigError) as raised:
+            read_api_keys(tmp_path / "keys.yaml")
+        assert message in str(raised.value)
+        secret = text.split(":")[-1].strip(" -[]'")
+        assert secret not in str(raised.value)
