@@ -231,8 +231,8 @@ def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: D
         closest, ratio = "-", 0.0
         for compiled in mirror.rules_for(spec.campaign_id):
             measure, rule = measures.get(compiled.rule.name), compiled.rule
-            if measure is not None and measure.value / rule.threshold > ratio:
-                closest, ratio = rule.name, measure.value / rule.threshold
+            if measure is not None and measure.value / rule.level > ratio:
+                closest, ratio = rule.name, measure.value / rule.level
         status = standin.campaigns.get(spec.campaign_id, "running")
         style = "bold red" if status == "paused" else ("yellow" if ratio >= 0.7 else "")
         truth = f"bad ({spec.bad_kind})" if spec.turns_at is not None else "healthy"

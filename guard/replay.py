@@ -109,7 +109,6 @@ def decisions_table(decisions: list[Decision]) -> str:
     header = ("CAMPAIGN", "RULE", "ACTION", "FIRED AT (UTC)", "VALUE", "THRESHOLD", "EVIDENCE", "FROM", "EPISODE")
     rows = [header]
     for d in decisions:
-        rate = d.denominator is not None
         began, since = d.episode_began, d.episode_from
         episode = f"{began} {utc(since)}" if began is not None and since is not None else "-"
         rows.append(
@@ -118,9 +117,7 @@ def decisions_table(decisions: list[Decision]) -> str:
                 d.rule.name,
                 d.rule.action,
                 utc(d.fired_at),
-                f"{d.value:.2%}" if rate else f"{d.value:g}",
-                f"{d.rule.threshold:.2%}" if rate else f"{d.rule.threshold:g}",
-                f"{d.numerator}/{d.denominator}" if rate else f"{d.numerator} events",
+                *_value_threshold_evidence(d),
                 utc(d.evidence_from),
                 episode,
             )
@@ -128,6 +125,16 @@ def decisions_table(decisions: list[Decision]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows)
     return "".join(line + "\n" for line in lines)
+
+
+def _value_threshold_evidence(d: Decision) -> tuple[str, str, str]:
+    """A rate as percentages, a count as numbers, a cusum as its statistic against its alarm level
+    (nats) with the `of`/`per` events since it last rose from zero."""
+    if d.rule.cusum is not None:
+        return f"{d.value:.2f}", f"{d.rule.level:.2f} (cusum)", f"{d.numerator}/{d.denominator} since rise"
+    if d.denominator is not None:
+        return f"{d.value:.2%}", f"{d.rule.level:.2%}", f"{d.numerator}/{d.denominator}"
+    return f"{d.value:g}", f"{d.rule.level:g}", f"{d.numerator} events"
 
 
 _SPOOL_HEADER = struct.Struct("<Id")  # value length, record time

@@ -259,12 +259,12 @@ class TestValidationMessages:
             ),
             pytest.param(
                 GOOD.replace("count: bounced", "count: bounced\n        rate: {of: bounced, per: sent}"),
-                "rules.yaml:4: rule spike: give exactly one condition: `rate` or `count`",
+                "rules.yaml:4: rule spike: give exactly one condition: `rate`, `count` or `cusum`",
                 id="both-conditions",
             ),
             pytest.param(
                 GOOD.replace("        count: bounced\n", ""),
-                "rules.yaml:4: rule spike: give exactly one condition: `rate` or `count`",
+                "rules.yaml:4: rule spike: give exactly one condition: `rate`, `count` or `cusum`",
                 id="neither-condition",
             ),
         ],

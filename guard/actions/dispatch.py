@@ -116,7 +116,7 @@ class Dispatcher:
             rule=rule.name,
             action=rule.action,
             value=decision.value,
-            threshold=rule.threshold,
+            threshold=rule.level,
             decision_id=decision.id,
         )
         await self._publish(audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run))

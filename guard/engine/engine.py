@@ -11,6 +11,7 @@ from math import sqrt
 
 import msgspec
 
+from guard.engine.cusum import Cusum
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
 from guard.engine.plan import CompiledRule, Series, compile_plan
@@ -34,7 +35,8 @@ EVICT_SHARE = 20  # 1/20 = 5%
 
 @dataclass(frozen=True, slots=True)
 class Measure:
-    """A rule's value for one campaign at one moment, and whether its condition holds."""
+    """A rule's value for one campaign at one moment, and whether its condition holds. For a cusum
+    rule the value is the statistic, and the counts are the `of` and `per` events of its current run."""
 
     numerator: int
     denominator: int | None
@@ -61,6 +63,13 @@ def _count(state: CampaignState, slot: int) -> int:
 
 def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
     rule = compiled.rule
+    if rule.cusum is not None:
+        cusum = state.series[compiled.numerator.slot]
+        if cusum is None:
+            return Measure(0, 0, 0.0, False)
+        assert isinstance(cusum, Cusum)
+        statistic = cusum.statistic
+        return Measure(cusum.run_of, cusum.run_per, statistic, statistic >= rule.cusum.threshold - _EPSILON)
     if compiled.denominator is None:
         numerator = _count(state, compiled.numerator.slot)
         return Measure(numerator, None, float(numerator), numerator >= rule.threshold)
@@ -79,11 +88,14 @@ def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
 
 def _evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None]) -> float:
     """Where a decision's counted evidence starts: the oldest send a count window counted, the
-    oldest bucket still inside a time window; never before the episode began."""
+    oldest bucket still inside a time window, the first event of a cusum's run; never before the
+    episode began."""
     now = state.watermark
     starts = []
     for series in evidence:
-        if isinstance(series, LastN):
+        if isinstance(series, Cusum):
+            start = series.run_from
+        elif isinstance(series, LastN):
             assert rule.last is not None
             start = series.start_time(rule.last)
         else:
@@ -97,6 +109,8 @@ def _evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | Non
 def _sample_ids(series: Series | None, rule: Rule, now: float) -> tuple[str, ...]:
     if series is None:
         return ()
+    if isinstance(series, Cusum):
+        return tuple(series.samples or ())
     if isinstance(series, LastN):
         assert rule.last is not None
         return series.sample_ids_within(rule.last)

@@ -10,22 +10,23 @@ from functools import partial
 from statistics import NormalDist
 from typing import Any
 
+from guard.engine.cusum import Cusum
 from guard.engine.windows import LastN, SlidingCount
 from guard.events import Event, Signal
-from guard.rules.models import Rule, RuleSet, Selector, Where
+from guard.rules.models import CusumCondition, Rule, RuleSet, Selector, Where
 
 Matcher = Callable[[Event], bool]
 
 
-Series = SlidingCount | LastN
+Series = SlidingCount | LastN | Cusum
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesSpec:
     """Where events of one signal (with its filters) are counted; rules share equal specs.
 
-    A time window is one series per selector and window; a `last` window is one series fed by two
-    specs of the same key: the `of` events and the `per` events."""
+    A time window is one series per selector and window; a `last` window or a cusum is one series
+    fed by two specs of the same key: the `of` events and the `per` events."""
 
     key: str
     slot: int  # where a campaign keeps this series (one list per campaign, no dict)
@@ -43,7 +44,7 @@ class CompiledRule:
     applies_to: Callable[[str], bool] | None  # None: every campaign
     z: float | None  # one-sided normal quantile of `confidence`
     # the numerator a rule needs before it can hold: threshold (count) or threshold * min_volume
-    # (rate: n/d >= t with d >= v means n >= t*v); below it, evaluating is pointless
+    # (rate: n/d >= t with d >= v means n >= t*v), or a cusum's level; below it, evaluating is pointless
     needed: float
 
 
@@ -74,7 +75,7 @@ def compile_plan(rules: RuleSet) -> Plan:
     def slot(key: str) -> int:
         return slots.setdefault(key, len(slots))
 
-    numerators = {_numerator_key(rule) for rule in rules.rules}
+    numerators = {_numerator_key(rule) for rule in rules.rules if rule.cusum is None}
 
     def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
@@ -103,9 +104,22 @@ def compile_plan(rules: RuleSet) -> Plan:
             specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, LastN.add_per)
         return specs[key, "of"], specs[key, "per"]
 
+    def cusum(condition: CusumCondition) -> tuple[SeriesSpec, SeriesSpec]:
+        # rules with the same test share a statistic, whatever their budgets (only the level differs)
+        test = f"{condition.of.model_dump_json()}/{condition.per.model_dump_json()}"
+        key = f"{test}@cusum:{condition.healthy!r}:{condition.bad!r}"
+        if (key, "of") not in specs:
+            make = partial(Cusum, condition.rise, condition.fall)
+            of, per = condition.of, condition.per
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, Cusum.add_of)
+            specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, Cusum.add_per)
+        return specs[key, "of"], specs[key, "per"]
+
     compiled = []
     for rule in rules.rules:
-        if rule.rate is not None and rule.last is not None:
+        if rule.cusum is not None:
+            numerator, denominator = cusum(rule.cusum)
+        elif rule.rate is not None and rule.last is not None:
             numerator, denominator = last(rule.rate.of, rule.rate.per)
         elif rule.rate is not None:
             assert rule.window is not None
@@ -114,7 +128,7 @@ def compile_plan(rules: RuleSet) -> Plan:
             assert rule.count is not None and rule.window is not None
             numerator, denominator = windowed(rule.count, rule.window), None
         z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
-        needed = rule.threshold * (rule.min_volume or 1) if rule.rate is not None else rule.threshold
+        needed = rule.level * (rule.min_volume or 1) if rule.rate is not None else rule.level
         compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, needed - 1e-9))
     feeds: dict[Signal, list[Feed]] = {}
     for spec in specs.values():

@@ -3,7 +3,9 @@
 A rule file looks like a Prometheus rule file: `groups:` of named `rules:`, each with a condition,
 a `window`, a `threshold`, an optional `for`, `labels` and a `description`. The condition is
 either a `rate` (one signal per another, e.g. hard bounces per send) or a `count` of one signal.
-A rule fires when its value reaches the threshold (value >= threshold).
+A rule fires when its value reaches the threshold (value >= threshold). A `cusum` condition is a
+sequential test instead: a statistic that climbs on `of` events and drifts down on `per` events,
+firing when it reaches the level its false-alarm budget sets.
 """
 
 from __future__ import annotations
@@ -107,6 +109,69 @@ class RateCondition(_Frozen):
     per: Selector
 
 
+def _fraction(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a rate is a number or a percentage such as '2%', not a boolean")
+    return _percent(value)
+
+
+Fraction = Annotated[float, BeforeValidator(_fraction), Field(gt=0, lt=1)]
+
+
+class CusumCondition(_Frozen):
+    """A sequential test of each `per` event (e.g. a send) as a Bernoulli trial of an `of` event
+    (e.g. a hard bounce): the CUSUM of the log-likelihood ratio between the `healthy` and the `bad` rate.
+
+    Each `per` event adds ln((1-bad)/(1-healthy)) (a clean send: down), each `of` event adds
+    ln(bad/healthy) - ln((1-bad)/(1-healthy)) (it turns one of those sends into an outcome: up); the
+    statistic never goes below 0 and fires at ln(campaign_size / false_alarms). Outcomes arrive after
+    their sends, so each event counts as it arrives."""
+
+    of: Selector
+    per: Selector
+    healthy: Fraction = Field(
+        description="The `of` rate of a good campaign, e.g. '2%': at or below it the statistic falls."
+    )
+    bad: Fraction = Field(
+        description="The `of` rate worth firing on, above `healthy`, e.g. '8%': at or above it the statistic climbs."
+    )
+    false_alarms: Fraction = Field(
+        description="The false-alarm budget: at most this share of campaigns at the healthy rate fires by chance, "
+        "e.g. '0.1%'..."
+    )
+    campaign_size: int = Field(
+        ge=1,
+        le=10**9,
+        description="...each sending this many `per` events. The alarm level is ln(campaign_size / false_alarms).",
+    )
+
+    @model_validator(mode="after")
+    def _bad_above_healthy(self) -> CusumCondition:
+        if self.bad <= self.healthy:
+            raise ValueError(
+                f"bad ({self.bad:.4g}) must be above healthy ({self.healthy:.4g}): the statistic climbs only at rates "
+                "nearer `bad` than `healthy`"
+            )
+        return self
+
+    @cached_property
+    def fall(self) -> float:
+        """Added per `per` event (negative): the log-likelihood ratio of a send without an outcome."""
+        return math.log((1 - self.bad) / (1 - self.healthy))
+
+    @cached_property
+    def rise(self) -> float:
+        """Added per `of` event: ln(bad/healthy), less the clean-send step its send already added."""
+        return math.log(self.bad / self.healthy) - self.fall
+
+    @cached_property
+    def threshold(self) -> float:
+        """The alarm level h in nats. The CUSUM's chance of ever firing within N trials at the healthy
+        rate is at most N * e^-h (Ville's inequality over each start), so h = ln(N / budget) keeps a
+        campaign of `campaign_size` healthy trials within its budget; in practice well within it."""
+        return math.log(self.campaign_size / self.false_alarms)
+
+
 class CampaignFilter(_Frozen):
     """Campaign id globs the rule applies to; exclude wins over include."""
 
@@ -115,11 +180,9 @@ class CampaignFilter(_Frozen):
 
 
 def _condition(info: ValidationInfo) -> str | None:
-    """ "rate" or "count" when exactly one is given (else the model check reports it)."""
-    rate, count = info.data.get("rate"), info.data.get("count")
-    if (rate is None) == (count is None):
-        return None
-    return "rate" if rate is not None else "count"
+    """ "rate", "count" or "cusum" when exactly one is given (else the model check reports it)."""
+    given = [name for name in ("rate", "count", "cusum") if info.data.get(name) is not None]
+    return given[0] if len(given) == 1 else None
 
 
 class Rule(_Frozen):
@@ -127,8 +190,13 @@ class Rule(_Frozen):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = Field(min_length=1, description="Why the rule exists; shown in audits and logs.")
-    rate: RateCondition | None = Field(None, description="Fire on a rate; give `rate` or `count`.")
-    count: Selector | None = Field(None, description="Fire on a count; give `rate` or `count`.")
+    rate: RateCondition | None = Field(None, description="Fire on a rate; give one of `rate`, `count`, `cusum`.")
+    count: Selector | None = Field(None, description="Fire on a count; give one of `rate`, `count`, `cusum`.")
+    cusum: CusumCondition | None = Field(
+        None,
+        description="Fire on a sequential test between a healthy and a bad rate, instead of `rate` or `count`: "
+        "no `window`, `last`, `threshold`, `min_volume` or `confidence` (the alarm level follows from its budget).",
+    )
     window: Duration | None = Field(
         None, description="Sliding event-time window, from 1m to 30d. A rate rule may give `last` instead."
     )
@@ -138,9 +206,10 @@ class Rule(_Frozen):
         le=100_000,
         description="Rate rules: judge the campaign's last N `per` events (e.g. sends) instead of a time window.",
     )
-    threshold: Annotated[float, BeforeValidator(_percent)] = Field(
+    threshold: Annotated[float | None, BeforeValidator(_percent)] = Field(
+        None,
         description="Fires when the value reaches this: a fraction or percentage ('0.3%') for a rate, "
-        "a whole number for a count."
+        "a whole number for a count. Required for both; a `cusum` rule has none.",
     )
     min_volume: int | None = Field(
         None,
@@ -180,7 +249,9 @@ class Rule(_Frozen):
 
     @field_validator("threshold")
     @classmethod
-    def _threshold_fits_condition(cls, threshold: float, info: ValidationInfo) -> float:
+    def _threshold_fits_condition(cls, threshold: float | None, info: ValidationInfo) -> float | None:
+        if threshold is None:
+            return None
         if not math.isfinite(threshold):
             raise ValueError("a threshold is a finite number")
         condition = _condition(info)
@@ -196,14 +267,18 @@ class Rule(_Frozen):
         condition = _condition(info)
         if condition == "rate" and min_volume is None:
             raise ValueError("a rate rule needs `min_volume`: 1 bounce in 2 sends is no evidence")
-        if condition == "count" and min_volume is not None:
+        if condition in ("count", "cusum") and min_volume is not None:
             raise ValueError("`min_volume` applies to rate rules only")
         return min_volume
 
     @model_validator(mode="after")
     def _one_condition(self) -> Rule:
+        if self.cusum is not None:
+            return self._cusum_alone()
         if (self.rate is None) == (self.count is None):
-            raise ValueError("give exactly one condition: `rate` or `count`")
+            raise ValueError("give exactly one condition: `rate`, `count` or `cusum`")
+        if self.threshold is None:
+            raise ValueError(f"a {'rate' if self.rate is not None else 'count'} rule needs `threshold`")
         if self.count is not None and (self.last is not None or self.confidence is not None):
             raise ValueError("`last` and `confidence` apply to rate rules only")
         if (self.window is None) == (self.last is None):
@@ -212,10 +287,30 @@ class Rule(_Frozen):
             raise ValueError(f"min_volume {self.min_volume} can never be reached within the last {self.last} events")
         return self
 
+    def _cusum_alone(self) -> Rule:
+        others = [name for name in ("rate", "count") if getattr(self, name) is not None]
+        if others:
+            raise ValueError(f"give exactly one condition: `cusum` or `{others[0]}`, not both")
+        given = [name for name in ("window", "last", "threshold", "confidence") if getattr(self, name) is not None]
+        if given:
+            raise ValueError(
+                f"a cusum rule takes no `{given[0]}`: it weighs every `per` event since the campaign's episode "
+                "began, and its alarm level follows from `false_alarms` and `campaign_size`"
+            )
+        return self
+
+    @property
+    def level(self) -> float:
+        """The value at which the rule fires: its threshold, or a cusum's alarm level."""
+        if self.cusum is not None:
+            return self.cusum.threshold
+        assert self.threshold is not None
+        return self.threshold
+
     @property
     def span(self) -> float:
-        """How far back in event time the rule looks: its window; a `last` rule keeps a campaign's
-        evidence through up to a day without events."""
+        """How far back in event time the rule looks: its window; a `last` or `cusum` rule keeps a
+        campaign's evidence through up to a day without events."""
         return self.window if self.window is not None else LAST_N_IDLE_HORIZON
 
     @cached_property
