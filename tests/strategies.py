@@ -200,6 +200,32 @@ def last_rules(draw: st.DrawFn, name: str = "last-rule") -> Rule:
     )
 
 
+@st.composite
+def cusum_rules(draw: st.DrawFn, name: str = "cusum-rule", *, for_: bool = True) -> Rule:
+    """A sequential test, from one that fires on a bounce or two to one that needs a long run."""
+    healthy, bad = draw(
+        st.sampled_from(((0.01, 0.08), (0.02, 0.08), (0.05, 0.5), (0.1, 0.3), (0.001, 0.01), (0.02, 0.9)))
+    )
+    return Rule.model_validate(
+        {
+            "name": name,
+            "description": "generated",
+            "cusum": {
+                "of": draw(selectors(st.sampled_from(("bounced", "bounced", "complained")))),
+                "per": draw(selectors(st.sampled_from(("sent", "sent", "bounced")))),
+                "healthy": healthy,
+                "bad": bad,
+                "false_alarms": draw(st.sampled_from(("0.1%", "1%", "10%", 0.5))),
+                "campaign_size": draw(st.sampled_from((1, 10, 100, 1000, 50_000))),
+            },
+            "for": draw(st.sampled_from((0, 0, 300))) if for_ else 0,
+            "keep_firing_for": draw(st.sampled_from((0, 0, 120))) if for_ else 0,
+            "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
+            "action": draw(st.sampled_from(("pause", "alert"))),
+        }
+    )
+
+
 # How long after a pause decision sends are still mail in flight: none, a minute, the default five.
 resume_graces = st.sampled_from((0.0, 60.0, 300.0))
 
@@ -209,10 +235,10 @@ campaign_filters = st.sampled_from(
 
 
 @st.composite
-def rule_sets(draw: st.DrawFn, max_rules: int = 4, *, last: bool = False) -> RuleSet:
-    """One to `max_rules` rules, count and rate mixed (and count windows, with `last`), with unique
-    names and campaign filters."""
-    kinds = (count_rules, rate_rules, last_rules) if last else (count_rules, rate_rules)
+def rule_sets(draw: st.DrawFn, max_rules: int = 4, *, last: bool = False, cusum: bool = False) -> RuleSet:
+    """One to `max_rules` rules, count and rate mixed (and count windows, with `last`; sequential
+    tests, with `cusum`), with unique names and campaign filters."""
+    kinds = (count_rules, rate_rules) + ((last_rules,) if last else ()) + ((cusum_rules,) if cusum else ())
     rules = []
     for number in range(draw(st.integers(1, max_rules))):
         kind = draw(st.sampled_from(kinds))
@@ -233,8 +259,8 @@ class Case:
 
 
 @st.composite
-def cases(draw: st.DrawFn, **stream_options: object) -> Case:
-    return Case(draw(rule_sets()), draw(event_streams(**stream_options)))
+def cases(draw: st.DrawFn, *, cusum: bool = False, **stream_options: object) -> Case:
+    return Case(draw(rule_sets(cusum=cusum)), draw(event_streams(**stream_options)))
 
 
 # -- hostile input ------------------------------------------------------------------------------

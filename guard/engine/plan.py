@@ -111,8 +111,9 @@ def compile_plan(rules: RuleSet) -> Plan:
         if (key, "of") not in specs:
             make = partial(Cusum, condition.rise, condition.fall)
             of, per = condition.of, condition.per
-            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, Cusum.add_of)
+            # `per` first: an event that is both (e.g. hard bounces per bounce) is a trial, then its outcome
             specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, Cusum.add_per)
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, Cusum.add_of)
         return specs[key, "of"], specs[key, "per"]
 
     compiled = []
