@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import subprocess
 import sys
 from datetime import UTC
@@ -170,3 +171,54 @@ def _iso(epoch: float) -> str:
     from datetime import datetime
 
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat()
+
+
+CUSUM_RULES = """\
+groups:
+  - name: bounces
+    rules:
+      - name: stale-list
+        description: a sequential test of each send
+        cusum:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+          healthy: 2%
+          bad: 8%
+          false_alarms: 0.1%
+          campaign_size: 50000
+        action: pause
+"""
+
+
+class TestCusumReplay:
+    """A cusum rule in `guard replay`: its statistic against its alarm level, in the table, the JSON and the report."""
+
+    def history(self, tmp_path: Path) -> tuple[Path, Path]:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(CUSUM_RULES)
+        clean = campaign_stretch("camp_turns", RESUME_T0, 1000, 50)  # 2%: the statistic stays low
+        stale = campaign_stretch("camp_turns", RESUME_T0 + 500, 400, 5)  # then 20%
+        history = tmp_path / "cusum.jsonl"
+        history.write_bytes(b"".join(value + b"\n" for value in clean + stale))
+        return history, rules
+
+    def test_the_json_evidence_carries_the_statistic_and_its_level(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        """One pause after the turn, valued at the statistic, against ln(50000 / 0.1%), over the run since it rose."""
+        history, rules = self.history(tmp_path)
+        _, out, _ = run(["replay", str(history), "--rules", str(rules), "--format", "json"], capsys)
+        (event,) = [json.loads(line) for line in out.splitlines()]
+        evidence = event["evidence"]
+        assert evidence["window"] == "cusum 2% vs 8%"
+        assert evidence["threshold"] == pytest.approx(math.log(50_000 / 0.001))
+        assert evidence["threshold"] <= evidence["value"] < evidence["threshold"] + math.log(0.08 / 0.02) + 0.1
+        assert _epoch(evidence["evidence_to"]) >= RESUME_T0 + 500  # after the turn
+        assert evidence["numerator"] >= 1 and evidence["denominator"] >= evidence["numerator"]
+        assert evidence["min_volume"] is None
+
+    def test_the_table_and_the_report_show_the_statistic(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        history, rules = self.history(tmp_path)
+        report = tmp_path / "report.html"
+        _, out, _ = run(["replay", str(history), "--rules", str(rules), "--report", str(report)], capsys)
+        header, row = out.splitlines()
+        assert "stale-list" in row and "17.73 (cusum)" in row and "since rise" in row
+        assert "cusum of 0.02 against 0.08" in report.read_text()

@@ -115,7 +115,20 @@ def _fraction(value: object) -> object:
     return _percent(value)
 
 
-Fraction = Annotated[float, BeforeValidator(_fraction), Field(gt=0, lt=1)]
+Fraction = Annotated[
+    float,
+    BeforeValidator(_fraction),
+    Field(gt=0, lt=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                {"type": "string", "pattern": r"^\s*[0-9]*\.?[0-9]+\s*%\s*$"},
+            ],
+            "description": "A fraction between 0 and 1, or a percentage such as '2%'.",
+        }
+    ),
+]
 
 
 class CusumCondition(_Frozen):
