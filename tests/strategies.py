@@ -116,6 +116,33 @@ def stop_and_go_streams(draw: st.DrawFn) -> list[Event]:
     return events
 
 
+@st.composite
+def joined_streams(draw: st.DrawFn, max_size: int = 150) -> list[Event]:
+    """One campaign's in-order sends (each with its own message id) and outcomes that quote the id
+    of an earlier send, recent or long gone, or an id no send had, or none; no (signal, id) twice."""
+    events: list[Event] = []
+    sent: list[str] = []
+    used: set[tuple[Signal, str]] = set()
+    now = T0
+    for number in range(draw(st.integers(1, max_size))):
+        now += draw(st.integers(0, 20))
+        domain = draw(st.sampled_from(DOMAINS))
+        if not sent or draw(st.integers(0, 2)) > 0:
+            sent.append(f"s{number}")
+            events.append(Event(Signal.SENT, "c1", now, sent[-1], domain))
+            continue
+        signal = draw(st.sampled_from((Signal.BOUNCED, Signal.BOUNCED, Signal.COMPLAINED)))
+        back = draw(st.one_of(st.integers(0, 5), st.integers(0, 80), st.none()))
+        message_id = sent[max(0, len(sent) - 1 - back)] if back is not None else draw(st.sampled_from(("gone", None)))
+        if message_id is not None and (signal, message_id) in used:
+            message_id = f"x{number}"
+        if message_id is not None:
+            used.add((signal, message_id))
+        bounce_type = draw(st.sampled_from(("hard", "soft"))) if signal is Signal.BOUNCED else None
+        events.append(Event(signal, "c1", now, message_id, domain, bounce_type))
+    return events
+
+
 # -- rules --------------------------------------------------------------------------------------
 
 windows = st.one_of(st.sampled_from((60.0, 300.0, 3600.0, 86400.0)), st.integers(60, 86400).map(float))

@@ -704,6 +704,17 @@ class TestCountWindows:
         assert fired(engine, sends(50) + bounces + later + [bounce(T0 + 300, "b9")]) == []
         assert engine.measure("c1")["last"].numerator == 1
 
+    def test_a_bounce_counts_with_its_own_send(self) -> None:
+        """Bounces quoting sends 10-14 of 60 count while those sends are among the last 50, and leave with them;
+        bounces of no send still in memory (an unknown id, or none) count as the latest send's."""
+        engine = Engine(rules(last_rule(threshold="50%")))
+        run(engine, sends(60) + [bounce(T0 + 100 + n, f"s{10 + n}") for n in range(5)])
+        assert engine.measure("c1")["last"].numerator == 5
+        run(engine, sends(3, start=T0 + 200, prefix="t"))
+        assert engine.measure("c1")["last"].numerator == 2  # s10-s12 left the last 50
+        run(engine, [bounce(T0 + 300, "s0"), bounce(T0 + 301)] + sends(47, start=T0 + 400, prefix="u"))
+        assert engine.measure("c1")["last"].numerator == 2  # the latest two sends' bounces, as they arrived
+
     def test_needs_min_volume_sends_before_judging(self) -> None:
         """3 bounces after 10 sends is 30%, but 10 sends are below min_volume 20."""
         engine = Engine(rules(last_rule()))

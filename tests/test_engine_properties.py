@@ -17,6 +17,8 @@ from strategies import (
     count_rules,
     cusum_rules,
     event_streams,
+    joined_streams,
+    last_rules,
     rate_rules,
     resume_graces,
     rule_sets,
@@ -315,6 +317,37 @@ class TestCusum:
                 run.count(rule.cusum.fall),
             )
             assert audit_event(decision, "fired", decided_at=0.0, dry_run=True).evidence.threshold == rule.level
+
+
+# -- count windows: outcomes joined to their sends ------------------------------------------------
+
+
+class TestCountWindowsJoinTheirSends:
+    """`last: N` counts the outcomes of its own N sends: an outcome quoting a send's message id
+    belongs to that send while it is among the last N; any other counts as the latest send's."""
+
+    @PROPERTY_SETTINGS
+    @given(rule=last_rules(), events=joined_streams())
+    def test_the_counts_are_the_outcomes_of_the_last_n_sends(self, rule: Rule, events: list[Event]) -> None:
+        """After every event, numerator and denominator equal a brute-force join of the log."""
+        assert rule.rate is not None and rule.last is not None
+        rule = Rule.model_validate({**rule.model_dump(by_alias=True), "action": "alert"})
+        engine = Engine(RuleSet(rules=(rule,)))
+        sends: list[str | None] = []  # message ids of the `per` events, in order
+        owners: list[int] = []  # for each `of` event, the index of the send it belongs to
+        for event in events:
+            engine.process(event)
+            if selected(rule.rate.per, event):
+                sends.append(event.message_id)
+            if selected(rule.rate.of, event):
+                recent = sends[-rule.last :]
+                if event.message_id is not None and event.message_id in recent:
+                    owners.append(len(sends) - len(recent) + recent.index(event.message_id))
+                else:
+                    owners.append(len(sends) - 1)
+            measure = engine.measure("c1").get(rule.name)
+            counted = sum(1 for owner in owners if owner >= len(sends) - rule.last)
+            assert (measure.numerator, measure.denominator) == (counted, min(len(sends), rule.last))
 
 
 class TestSwappingRules:
