@@ -55,7 +55,7 @@ class Evidence(_Model):
         "(the log-likelihood ratio of the bad rate against the healthy one, in nats)."
     )
     threshold: float = Field(
-        description="What the value had to reach; for cusum rules the alarm level ln(campaign_size / false_alarms)."
+        description="What the value had to reach; for cusum rules the alarm level its false-alarm budget sets."
     )
     min_volume: int | None
     evidence_from: datetime = Field(

@@ -203,13 +203,13 @@ class TestCusumReplay:
         return history, rules
 
     def test_the_json_evidence_carries_the_statistic_and_its_level(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-        """One pause after the turn, valued at the statistic, against ln(50000 / 0.1%), over the run since it rose."""
+        """One pause after the turn, valued at the statistic, against the rule's level, over the run since it rose."""
         history, rules = self.history(tmp_path)
         _, out, _ = run(["replay", str(history), "--rules", str(rules), "--format", "json"], capsys)
         (event,) = [json.loads(line) for line in out.splitlines()]
         evidence = event["evidence"]
         assert evidence["window"] == "cusum 2% vs 8%"
-        assert evidence["threshold"] == pytest.approx(math.log(50_000 / 0.001))
+        assert evidence["threshold"] == pytest.approx(14.35, abs=0.01)
         assert evidence["threshold"] <= evidence["value"] < evidence["threshold"] + math.log(0.08 / 0.02) + 0.1
         assert _epoch(evidence["evidence_to"]) >= RESUME_T0 + 500  # after the turn
         assert evidence["numerator"] >= 1 and evidence["denominator"] >= evidence["numerator"]
@@ -220,5 +220,5 @@ class TestCusumReplay:
         report = tmp_path / "report.html"
         _, out, _ = run(["replay", str(history), "--rules", str(rules), "--report", str(report)], capsys)
         header, row = out.splitlines()
-        assert "stale-list" in row and "17.73 (cusum)" in row and "since rise" in row
+        assert "stale-list" in row and "14.35 (cusum)" in row and "since rise" in row
         assert "cusum of 0.02 against 0.08" in report.read_text()

@@ -731,12 +731,15 @@ class TestCusumRules:
     """A cusum rule names two rates and a false-alarm budget; its alarm level follows from the budget."""
 
     def test_the_alarm_level_follows_from_the_budget(self, tmp_path: Path) -> None:
-        """h = ln(campaign_size / false_alarms); the steps are the log-likelihood ratios of the two rates."""
+        """h keeps the budget by Siegmund's ARL0 = (e^h - h - 1) / I0; the steps are the log-likelihood ratios."""
         path = tmp_path / "rules.yaml"
         path.write_text(GOOD_CUSUM)
         (rule,) = load_rules(path).rules
         assert rule.cusum is not None
-        assert rule.level == pytest.approx(math.log(50_000 / 0.001))
+        healthy_information = 0.02 * math.log(0.02 / 0.08) + 0.98 * math.log(0.98 / 0.92)
+        arl = 50_000 / -math.log(1 - 0.001)
+        assert (math.exp(rule.level) - rule.level - 1) / healthy_information == pytest.approx(arl)
+        assert rule.level == pytest.approx(14.35, abs=0.01)
         assert rule.cusum.fall == pytest.approx(math.log(0.92 / 0.98))
         assert rule.cusum.rise + rule.cusum.fall == pytest.approx(math.log(0.08 / 0.02))
         assert rule.threshold is None and rule.span == 86400.0

@@ -45,7 +45,7 @@ class Measure:
     lower_bound: float | None = None  # Wilson lower bound of the rate, for rules with `confidence`
 
 
-def wilson_lower_bound(successes: int, trials: int, z: float) -> float:
+def wilson_lower_bound(successes: int, trials: float, z: float) -> float:
     """The Wilson score interval's lower end: a rate we are confident the true one exceeds."""
     if trials == 0:
         return 0.0
@@ -76,14 +76,25 @@ def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
     if rule.last is not None:
         series = state.series[compiled.numerator.slot]
         numerator, denominator = series.counts(rule.last) if series is not None else (0, 0)
+    elif compiled.weights is not None:
+        numerator = _count(state, compiled.numerator.slot)
+        series = state.series[compiled.denominator.slot]
+        denominator = series.weighted_count(state.watermark, compiled.weights) if series is not None else 0.0
     else:
         numerator, denominator = _count(state, compiled.numerator.slot), _count(state, compiled.denominator.slot)
+    return _rate_measure(compiled, numerator, denominator)
+
+
+def _rate_measure(compiled: CompiledRule, numerator: int, denominator: float) -> Measure:
+    """A rate's measure; a denominator weighted by outcome delay (a float) is reported rounded."""
+    rule = compiled.rule
     value = numerator / denominator if denominator else 0.0
     enough = denominator >= (rule.min_volume or 0)
+    threshold, reported = rule.level, round(denominator)
     if compiled.z is not None:
         bound = wilson_lower_bound(numerator, denominator, compiled.z)
-        return Measure(numerator, denominator, value, enough and bound >= rule.threshold - _EPSILON, bound)
-    return Measure(numerator, denominator, value, enough and numerator >= rule.threshold * denominator - _EPSILON)
+        return Measure(numerator, reported, value, enough and bound >= threshold - _EPSILON, bound)
+    return Measure(numerator, reported, value, enough and numerator >= threshold * denominator - _EPSILON)
 
 
 def _evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None]) -> float:

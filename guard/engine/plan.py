@@ -11,7 +11,7 @@ from statistics import NormalDist
 from typing import Any
 
 from guard.engine.cusum import Cusum
-from guard.engine.windows import LastN, SlidingCount
+from guard.engine.windows import BUCKETS_PER_WINDOW, LastN, SlidingCount
 from guard.events import Event, Signal
 from guard.rules.models import CusumCondition, Rule, RuleSet, Selector, Where
 
@@ -43,6 +43,8 @@ class CompiledRule:
     denominator: SeriesSpec | None
     applies_to: Callable[[str], bool] | None  # None: every campaign
     z: float | None  # one-sided normal quantile of `confidence`
+    # `rate.delay`: the weight of a `per` event by its age in buckets of the denominator's longer window
+    weights: tuple[float, ...] | None
     # the numerator a rule needs before it can hold: threshold (count) or threshold * min_volume
     # (rate: n/d >= t with d >= v means n >= t*v), or a cusum's level; below it, evaluating is pointless
     needed: float
@@ -124,13 +126,14 @@ def compile_plan(rules: RuleSet) -> Plan:
             numerator, denominator = last(rule.rate.of, rule.rate.per)
         elif rule.rate is not None:
             assert rule.window is not None
-            numerator, denominator = windowed(rule.rate.of, rule.window), windowed(rule.rate.per, rule.window)
+            numerator, denominator = windowed(rule.rate.of, rule.window), windowed(rule.rate.per, rule.span)
         else:
             assert rule.count is not None and rule.window is not None
             numerator, denominator = windowed(rule.count, rule.window), None
         z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
         needed = rule.level * (rule.min_volume or 1) if rule.rate is not None else rule.level
-        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, needed - 1e-9))
+        weights = _delay_weights(rule)
+        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, weights, needed - 1e-9))
     feeds: dict[Signal, list[Feed]] = {}
     for spec in specs.values():
         feeds.setdefault(spec.signal, []).append((spec.slot, spec.matches, spec.add, spec.make))
@@ -141,6 +144,17 @@ def compile_plan(rules: RuleSet) -> Plan:
         numerator_signals=frozenset(rule.numerator.signal for rule in compiled),
         retention=rules.retention,
     )
+
+
+def _delay_weights(rule: Rule) -> tuple[float, ...] | None:
+    """For `rate.delay`: a `per` event aged `a` counts by the share of its `of` events due within
+    the window, arrived(a) - arrived(a - window); by bucket of the denominator's window (the rule's
+    window plus the delay's max), each bucket at its middle."""
+    if rule.rate is None or rule.rate.delay is None or rule.window is None:
+        return None
+    delay, window, width = rule.rate.delay, rule.window, rule.span / BUCKETS_PER_WINDOW
+    ages = [(buckets + 0.5) * width for buckets in range(BUCKETS_PER_WINDOW + 1)]
+    return tuple(delay.arrived(age) - delay.arrived(age - window) for age in ages)
 
 
 def _numerator_key(rule: Rule) -> str:

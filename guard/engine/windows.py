@@ -120,6 +120,19 @@ class SlidingCount(msgspec.Struct, gc=False):
         self._expire(now // self.width - BUCKETS_PER_WINDOW)
         return self.total
 
+    def weighted_count(self, now: float, weights: tuple[float, ...]) -> float:
+        """The count over the window ending at `now`, each bucket's events weighted by its age in
+        buckets: weights[0] for now's bucket, weights[59] for the oldest."""
+        newest = now // self.width
+        self._expire(newest - BUCKETS_PER_WINDOW)
+        older, last = self.older, len(weights) - 1
+        total = 0.0
+        for position in range(0, len(older), 2):
+            total += older[position + 1] * weights[min(last, max(0, int(newest - older[position])))]
+        if self.newest_count:
+            total += self.newest_count * weights[min(last, max(0, int(newest - self.newest)))]
+        return total
+
     def sample_ids(self, now: float) -> tuple[str, ...]:
         """The latest few message ids still inside the window ending at `now`."""
         oldest_kept = now // self.width - BUCKETS_PER_WINDOW

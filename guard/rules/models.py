@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 from functools import cached_property
+from statistics import NormalDist
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -102,11 +103,47 @@ class Selector(_Frozen):
         return {"signal": value} if isinstance(value, str) else value
 
 
+class OutcomeDelay(_Frozen):
+    """How long after its `per` event an `of` event arrives (a complaint after its send): log-normal,
+    half within `median`, 99% within `max`, all within `max`."""
+
+    median: Duration = Field(description="Half of the `of` events arrive within this of their `per` event, e.g. '2h'.")
+    max: Duration = Field(description="Every `of` event arrives within this, e.g. '2d' (99% by the curve).")
+
+    @model_validator(mode="after")
+    def _median_below_max(self) -> OutcomeDelay:
+        if not 1 <= self.median < self.max <= MAX_DURATION:
+            raise ValueError(
+                f"the median delay ({format_duration(self.median)}) must be at least 1s and below max "
+                f"({format_duration(self.max)}), which is at most 30d"
+            )
+        return self
+
+    def arrived(self, age: float) -> float:
+        """The share of `of` events that have arrived `age` seconds after their `per` event."""
+        if age <= 0:
+            return 0.0
+        if age >= self.max:
+            return 1.0
+        spread = math.log(self.max / self.median) / _Z99
+        return NormalDist().cdf(math.log(age / self.median) / spread)
+
+
+_Z99 = NormalDist().inv_cdf(0.99)
+
+
 class RateCondition(_Frozen):
     """`of` events per `per` events within the window, e.g. hard bounces per send."""
 
     of: Selector
     per: Selector
+    delay: OutcomeDelay | None = Field(
+        None,
+        description="Time windows: `of` events arrive this long after their `per` event (complaints after their "
+        "send), so the denominator counts each `per` event by the share of its `of` events due within the window: "
+        "a send too recent to have complained counts in part, a send from before the window whose complaints "
+        "still land in it counts too.",
+    )
 
 
 def _fraction(value: object) -> object:
@@ -137,8 +174,8 @@ class CusumCondition(_Frozen):
 
     Each `per` event adds ln((1-bad)/(1-healthy)) (a clean send: down), each `of` event adds
     ln(bad/healthy) - ln((1-bad)/(1-healthy)) (it turns one of those sends into an outcome: up); the
-    statistic never goes below 0 and fires at ln(campaign_size / false_alarms). Outcomes arrive after
-    their sends, so each event counts as it arrives."""
+    statistic never goes below 0 and fires at the level h that keeps the false-alarm budget (see
+    `threshold`). Outcomes arrive after their sends, so each event counts as it arrives."""
 
     of: Selector
     per: Selector
@@ -155,7 +192,7 @@ class CusumCondition(_Frozen):
     campaign_size: int = Field(
         ge=1,
         le=10**9,
-        description="...each sending this many `per` events. The alarm level is ln(campaign_size / false_alarms).",
+        description="...each sending this many `per` events at the healthy rate; the alarm level follows from both.",
     )
 
     @model_validator(mode="after")
@@ -179,10 +216,19 @@ class CusumCondition(_Frozen):
 
     @cached_property
     def threshold(self) -> float:
-        """The alarm level h in nats. The CUSUM's chance of ever firing within N trials at the healthy
-        rate is at most N * e^-h (Ville's inequality over each start), so h = ln(N / budget) keeps a
-        campaign of `campaign_size` healthy trials within its budget; in practice well within it."""
-        return math.log(self.campaign_size / self.false_alarms)
+        """The alarm level h in nats: a campaign of `campaign_size` trials at the healthy rate fires by
+        chance with probability `false_alarms`, by Siegmund's approximation of the average run to a
+        false alarm, ARL0 = (e^h - h - 1) / I0 (I0 the information per healthy trial), with
+        false alarms as rare events: 1 - exp(-campaign_size / ARL0) = false_alarms. The overshoot
+        at the alarm makes the true chance a little smaller; a rate below `healthy`, far smaller."""
+        healthy_information = self.healthy * math.log(self.healthy / self.bad) + (1 - self.healthy) * math.log(
+            (1 - self.healthy) / (1 - self.bad)
+        )
+        arl = self.campaign_size / -math.log1p(-self.false_alarms)
+        level = math.log(arl * healthy_information + 1)
+        for _ in range(100):  # e^h = ARL0 * I0 + h + 1: a contraction, converged in a few steps
+            level = math.log(arl * healthy_information + level + 1)
+        return max(level, 1e-9)
 
 
 class CampaignFilter(_Frozen):
@@ -312,6 +358,14 @@ class Rule(_Frozen):
             )
         return self
 
+    @model_validator(mode="after")
+    def _delay_needs_a_time_window(self) -> Rule:
+        if self.rate is not None and self.rate.delay is not None and self.window is None:
+            raise ValueError(
+                "`rate.delay` applies to time windows: a count window (`last`) joins outcomes to their sends instead"
+            )
+        return self
+
     @property
     def level(self) -> float:
         """The value at which the rule fires: its threshold, or a cusum's alarm level."""
@@ -322,9 +376,11 @@ class Rule(_Frozen):
 
     @property
     def span(self) -> float:
-        """How far back in event time the rule looks: its window; a `last` or `cusum` rule keeps a
-        campaign's evidence through up to a day without events."""
-        return self.window if self.window is not None else LAST_N_IDLE_HORIZON
+        """How far back in event time the rule looks: its window (and the outcome delay before it); a
+        `last` or `cusum` rule keeps a campaign's evidence through up to a day without events."""
+        if self.window is None:
+            return LAST_N_IDLE_HORIZON
+        return self.window + (self.rate.delay.max if self.rate is not None and self.rate.delay is not None else 0.0)
 
     @cached_property
     def version(self) -> str:
