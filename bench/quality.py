@@ -6,7 +6,8 @@ business hours, in bursts (hourly volumes drawn from a gamma distribution). Heal
 0.5-2% hard bounces, 0.02-0.08% complaints, 1-3% soft bounces, 0.2-1% unsubscribes, 40% Gmail
 recipients. A bad campaign turns, at a random send between 20% and 80% of its volume, into a
 stale list (8-15% hard bounces) or an offensive one (0.3-1% complaints), half each. Bounces
-arrive 2-90 s after their send, complaints 5 minutes to 2 days after (log-normal, median ~2 h).
+arrive 2-90 s after their send, complaints 5 minutes to 2 days after (log-normal, median ~2 h);
+every event carries its send's message id.
 
 Per rule set: bad campaigns paused after their turn, missed, paused before their turn; the
 detection delay in sends made after the turn until the pause (median, p90); and the share of
@@ -129,24 +130,25 @@ def events(spec: Spec) -> tuple[list[float], Iterator[Event]]:
         profile = spec.bad if spec.turn is not None and number >= spec.turn else spec.healthy
         assert profile is not None
         domain = "gmail.com" if rng.random() < 0.4 else "outlook.com"
-        heap.append((at, number * 4, Event(Signal.SENT, cid, at, None, domain)))
+        mid = f"{cid}-{number}"  # outcomes quote their send's message id, as Leadterra's do
+        heap.append((at, number * 4, Event(Signal.SENT, cid, at, mid, domain)))
         draw = rng.random()
         if draw < profile.hard:
             bounce_at = at + rng.uniform(2, 90)
             heap.append(
-                (bounce_at, number * 4 + 1, Event(Signal.BOUNCED, cid, bounce_at, None, domain, "hard", "5.1.1"))
+                (bounce_at, number * 4 + 1, Event(Signal.BOUNCED, cid, bounce_at, mid, domain, "hard", "5.1.1"))
             )
         elif draw < profile.hard + profile.soft:
             bounce_at = at + rng.uniform(60, 900)
             heap.append(
-                (bounce_at, number * 4 + 1, Event(Signal.BOUNCED, cid, bounce_at, None, domain, "soft", "4.2.2"))
+                (bounce_at, number * 4 + 1, Event(Signal.BOUNCED, cid, bounce_at, mid, domain, "soft", "4.2.2"))
             )
         elif rng.random() < profile.complaint:
             complained_at = at + min(2 * DAY, max(300.0, rng.lognormvariate(math.log(2 * HOUR), 1.2)))
-            heap.append((complained_at, number * 4 + 2, Event(Signal.COMPLAINED, cid, complained_at, None, domain)))
+            heap.append((complained_at, number * 4 + 2, Event(Signal.COMPLAINED, cid, complained_at, mid, domain)))
         elif rng.random() < profile.unsubscribe:
             replied_at = at + rng.uniform(HOUR, DAY)
-            heap.append((replied_at, number * 4 + 3, Event(Signal.UNSUBSCRIBED, cid, replied_at, None, domain)))
+            heap.append((replied_at, number * 4 + 3, Event(Signal.UNSUBSCRIBED, cid, replied_at, mid, domain)))
     heapq.heapify(heap)
 
     def ordered() -> Iterator[Event]:

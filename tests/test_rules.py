@@ -89,14 +89,17 @@ class TestShippedRules:
         assert rules.sources == (str(RULES_DIR / "default.yaml"),)
 
     def test_the_shipped_percentages_are_fractions(self) -> None:
-        """'4%' and '0.3%' in default.yaml are 0.04 and 0.003."""
-        thresholds = {rule.name: rule.threshold for rule in load_rules(RULES_DIR).rules}
-        assert thresholds["hard-bounce-rate"] == 0.04
-        assert thresholds["gmail-complaint-rate"] == 0.003
+        """'8%' and '0.3%' in default.yaml are 0.08 and 0.003; the cusum's '2%' against '8%' too."""
+        rules = {rule.name: rule for rule in load_rules(RULES_DIR).rules}
+        assert rules["hard-bounce-burst"].threshold == 0.08
+        assert rules["gmail-complaint-rate"].threshold == 0.003
+        cusum = rules["hard-bounce-rate"].cusum
+        assert cusum is not None and (cusum.healthy, cusum.bad) == (0.02, 0.08)
 
-    def test_the_rules_look_back_two_days(self) -> None:
-        """The look-back the service needs is the longest window, cooldown or `for` of the set."""
-        assert load_rules(RULES_DIR).retention == 2 * 86400.0
+    def test_the_rules_look_back_three_days(self) -> None:
+        """The look-back the service needs is the longest window (with the outcome delay before it), cooldown
+        or `for` of the set: gmail-complaint-rate's day, and the two days its complaints may take."""
+        assert load_rules(RULES_DIR).retention == 3 * 86400.0
 
 
 class TestValidateCommand:
