@@ -79,24 +79,18 @@ def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
     elif compiled.weights is not None:
         numerator = _count(state, compiled.numerator.slot)
         series = state.series[compiled.denominator.slot]
-        if series is None:
-            return _rate_measure(compiled, numerator, 0.0, 0.0)
-        weights, inside = compiled.weights
-        now = state.watermark
-        return _rate_measure(
-            compiled, numerator, series.weighted_count(now, weights), series.weighted_count(now, inside)
-        )
+        denominator = series.weighted_count(state.watermark, compiled.weights) if series is not None else 0.0
     else:
         numerator, denominator = _count(state, compiled.numerator.slot), _count(state, compiled.denominator.slot)
-    return _rate_measure(compiled, numerator, denominator, denominator)
+    return _rate_measure(compiled, numerator, denominator)
 
 
-def _rate_measure(compiled: CompiledRule, numerator: int, denominator: float, volume: float) -> Measure:
-    """A rate's measure. With `rate.delay` the denominator is weighted (reported rounded) while
-    `min_volume` counts the `per` events in the window (`volume`)."""
+def _rate_measure(compiled: CompiledRule, numerator: int, denominator: float) -> Measure:
+    """A rate's measure. With `rate.delay` the denominator, weighted, is the evidence `min_volume`
+    and `confidence` judge (the sends whose complaints are due), reported rounded."""
     rule = compiled.rule
     value = numerator / denominator if denominator else 0.0
-    enough = volume >= (rule.min_volume or 0)
+    enough = denominator >= (rule.min_volume or 0)
     threshold, reported = rule.level, round(denominator)
     if compiled.z is not None:
         bound = wilson_lower_bound(numerator, denominator, compiled.z)

@@ -43,9 +43,8 @@ class CompiledRule:
     denominator: SeriesSpec | None
     applies_to: Callable[[str], bool] | None  # None: every campaign
     z: float | None  # one-sided normal quantile of `confidence`
-    # `rate.delay`: the weight of a `per` event by its age in buckets of the denominator's longer window,
-    # and 1 for the buckets inside the rule's own window (for min_volume, which counts events)
-    weights: tuple[tuple[float, ...], tuple[float, ...]] | None
+    # `rate.delay`: the weight of a `per` event by its age in buckets of the denominator's longer window
+    weights: tuple[float, ...] | None
     # the numerator a rule needs before it can hold: threshold (count) or threshold * min_volume
     # (rate: n/d >= t with d >= v means n >= t*v), or a cusum's level; below it, evaluating is pointless
     needed: float
@@ -147,17 +146,15 @@ def compile_plan(rules: RuleSet) -> Plan:
     )
 
 
-def _delay_weights(rule: Rule) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+def _delay_weights(rule: Rule) -> tuple[float, ...] | None:
     """For `rate.delay`: a `per` event aged `a` counts by the share of its `of` events due within
     the window, arrived(a) - arrived(a - window); by bucket of the denominator's window (the rule's
-    window plus the delay's max), each bucket at its middle. And which buckets lie in the window."""
+    window plus the delay's max), each bucket at its middle."""
     if rule.rate is None or rule.rate.delay is None or rule.window is None:
         return None
     delay, window, width = rule.rate.delay, rule.window, rule.span / BUCKETS_PER_WINDOW
     ages = [(buckets + 0.5) * width for buckets in range(BUCKETS_PER_WINDOW + 1)]
-    weights = tuple(delay.arrived(age) - delay.arrived(age - window) for age in ages)
-    inside = tuple(1.0 if buckets * width < window else 0.0 for buckets in range(BUCKETS_PER_WINDOW + 1))
-    return weights, inside
+    return tuple(delay.arrived(age) - delay.arrived(age - window) for age in ages)
 
 
 def _numerator_key(rule: Rule) -> str:
