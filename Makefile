@@ -31,7 +31,8 @@ bench: $(INSTALLED)
 	.venv-peer/bin/pip install --quiet --disable-pip-version-check quixstreams==3.28.1 aiokafka==0.14.0
 	BENCH_PEER_PYTHON=$(CURDIR)/.venv-peer/bin/python $(BIN)/python -m bench
 
-# Detection delay and healthy campaigns paused, shipped rules vs baselines (writes bench/QUALITY.md).
+# Detection delay and healthy campaigns paused, shipped rules vs baselines and the bound (writes bench/QUALITY.md
+# and bench/frontier.png).
 quality: $(INSTALLED)
 	$(BIN)/python -m bench.quality
 

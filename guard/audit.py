@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from guard.engine import Decision
 from guard.redact import redact
 from guard.rules.durations import format_duration
+from guard.rules.models import Rule
 
 SCHEMA_VERSION = 1
 MAX_ERROR_CHARS = 500
@@ -39,15 +40,30 @@ class RuleRef(_Model):
 
 
 class Evidence(_Model):
-    window: str = Field(description="The rule's sliding window, e.g. '1h', or 'last 200' for a count window.")
-    numerator: int = Field(description="Matching events in the window (the count, for count rules).")
-    denominator: int | None = Field(description="`per` events in the window; null for count rules.")
-    value: float = Field(description="numerator/denominator for rates, the count for counts.")
-    threshold: float
+    window: str = Field(
+        description="The rule's sliding window, e.g. '1h', or 'last 200' for a count window, or 'cusum 2% vs 8%' "
+        "(healthy vs bad rate) for a cusum rule."
+    )
+    numerator: int = Field(
+        description="Matching events in the window (the count, for count rules); cusum rules: `of` events since "
+        "the statistic last rose from zero."
+    )
+    denominator: int | None = Field(
+        description="`per` events in the window; null for count rules; cusum rules: `per` events since the "
+        "statistic last rose from zero."
+    )
+    value: float = Field(
+        description="numerator/denominator for rates, the count for counts; for cusum rules the CUSUM statistic "
+        "(the log-likelihood ratio of the bad rate against the healthy one, in nats)."
+    )
+    threshold: float = Field(
+        description="What the value had to reach; for cusum rules the alarm level its false-alarm budget sets."
+    )
     min_volume: int | None
     evidence_from: datetime = Field(
         description="Event time where the counted evidence starts: the oldest send a count window counted, the "
-        "start of the oldest bucket still inside a time window. Never before `episode_from`."
+        "start of the oldest bucket still inside a time window, the first event since a cusum statistic last rose "
+        "from zero. Never before `episode_from`."
     )
     evidence_to: datetime = Field(description="Event time of the event that crossed the threshold.")
     episode_from: datetime | None = Field(
@@ -168,11 +184,11 @@ def audit_event(
             labels=rule.labels,
         ),
         evidence=Evidence(
-            window=format_duration(rule.window) if rule.window is not None else f"last {rule.last}",
+            window=_window_text(rule),
             numerator=decision.numerator,
             denominator=decision.denominator,
             value=decision.value,
-            threshold=rule.threshold,
+            threshold=rule.level,
             min_volume=rule.min_volume,
             evidence_from=_utc(decision.evidence_from),
             evidence_to=_utc(decision.fired_at),
@@ -191,6 +207,12 @@ def audit_event(
             answered_at=_utc(answered_at) if answered_at is not None else None,
         ),
     )
+
+
+def _window_text(rule: Rule) -> str:
+    if rule.cusum is not None:
+        return f"cusum {rule.cusum.healthy * 100:.6g}% vs {rule.cusum.bad * 100:.6g}%"
+    return format_duration(rule.window) if rule.window is not None else f"last {rule.last}"
 
 
 def audit_json_schema() -> dict:

@@ -238,8 +238,8 @@ def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: D
         closest, ratio, why = "-", 0.0, ""
         for compiled in mirror.rules_for(spec.campaign_id):
             measure, rule = measures.get(compiled.rule.name), compiled.rule
-            if measure is not None and measure.value / rule.threshold > ratio:
-                closest, ratio = rule.name, measure.value / rule.threshold
+            if measure is not None and measure.value / rule.level > ratio:
+                closest, ratio = rule.name, measure.value / rule.level
                 why = _why_not_paused(mirror, spec.campaign_id, rule, measure, result.fired)
         status = standin.campaigns.get(spec.campaign_id, "running")
         style = "bold red" if status == "paused" else ("yellow" if ratio >= 0.7 else "")

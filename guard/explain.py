@@ -8,6 +8,7 @@ they are what the guard does, not a rounding of the threshold.
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 
 from guard.engine.engine import wilson_lower_bound
@@ -32,7 +33,9 @@ def explain_rules(rules: RuleSet) -> list[str]:
 def explain(rule: Rule) -> str:
     """One line: when the rule fires, in counts of events."""
     verb = "pauses" if rule.action == "pause" else "alerts"
-    if rule.rate is None:
+    if rule.cusum is not None:
+        text = f"{verb} when {_cusum(rule)}"
+    elif rule.rate is None:
         assert rule.count is not None and rule.window is not None
         text = f"{verb} when >= {rule.threshold:g} {noun(rule.count)} arrive within {format_duration(rule.window)}"
     elif rule.last is not None:
@@ -42,6 +45,20 @@ def explain(rule: Rule) -> str:
     if rule.for_:
         text += f"; only once that holds for {format_duration(rule.for_)}"
     return f"{rule.name}: {text}{_campaigns(rule)}"
+
+
+def _cusum(rule: Rule) -> str:
+    """A cusum in counts: how many `of` events in a row fire it from zero, and the rates it weighs."""
+    cusum = rule.cusum
+    assert cusum is not None
+    in_a_row = math.ceil(cusum.threshold / (cusum.rise + cusum.fall) - _EPSILON)
+    per, did = noun(cusum.per), _verb(cusum.of, cusum.per)
+    return (
+        f"the evidence that {per} {did} at {_percent(cusum.bad)} rather than {_percent(cusum.healthy)} reaches "
+        f"{cusum.threshold:.2f} (a cusum; e.g. {in_a_row} {per} in a row that {did}, from a clean start); "
+        f"false alarms: {_percent(cusum.false_alarms)} of campaigns of {cusum.campaign_size:,} {per} at "
+        f"{_percent(cusum.healthy)}"
+    )
 
 
 def fewest_to_fire(rule: Rule, volume: int) -> int | None:

@@ -122,7 +122,6 @@ def decisions_table(decisions: list[Decision]) -> str:
     )  # fmt: skip
     rows = [header]
     for d in decisions:
-        rate = d.denominator is not None
         began, since = d.episode_began, d.episode_from
         episode = f"{began} {utc(since)}" if began is not None and since is not None else "-"
         bound = f" ({d.rule.confidence:.1%} bound)".replace(".0% bound", "% bound") if d.lower_bound is not None else ""
@@ -133,10 +132,7 @@ def decisions_table(decisions: list[Decision]) -> str:
                 d.rule.action,
                 outcome_of(d),
                 utc(d.fired_at),
-                f"{d.value:.2%}" if rate else f"{d.value:g}",
-                f"{compared(d):.2%}{bound}" if rate else f"{d.value:g}",
-                f"{d.rule.threshold:.2%}" if rate else f"{d.rule.threshold:g}",
-                f"{d.numerator}/{d.denominator}" if rate else f"{d.numerator} events",
+                *_value_compared_threshold_evidence(d, bound),
                 utc(d.evidence_from),
                 episode,
             )
@@ -153,6 +149,18 @@ def outcome_counts(decisions: Iterable[Decision]) -> str:
         f"{counts['paused']} pause calls, {counts['already_paused']} already paused "
         f"(covered by an earlier pause, no call), {counts['recorded']} alerts"
     )
+
+
+def _value_compared_threshold_evidence(d: Decision, bound: str) -> tuple[str, str, str, str]:
+    """A rate as percentages, a count as numbers, a cusum as its statistic against its alarm level
+    (nats) with the `of`/`per` events since it last rose from zero; the compared value is the
+    Wilson bound where the rule has `confidence`."""
+    if d.rule.cusum is not None:
+        statistic = f"{d.value:.2f}"
+        return statistic, statistic, f"{d.rule.level:.2f} (cusum)", f"{d.numerator}/{d.denominator} since rise"
+    if d.denominator is not None:
+        return f"{d.value:.2%}", f"{compared(d):.2%}{bound}", f"{d.rule.level:.2%}", f"{d.numerator}/{d.denominator}"
+    return f"{d.value:g}", f"{d.value:g}", f"{d.rule.level:g}", f"{d.numerator} events"
 
 
 _SPOOL_HEADER = struct.Struct("<Id")  # value length, record time

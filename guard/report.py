@@ -63,7 +63,10 @@ def _thin(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _window_text(rule: Rule) -> str:
-    return f"the last {rule.last} events" if rule.window is None else f"{format_duration(rule.window)} windows"
+    if rule.cusum is not None:
+        return f"cusum of {rule.cusum.healthy:.4g} against {rule.cusum.bad:.4g}"
+    over = f"the last {rule.last} events" if rule.window is None else f"{format_duration(rule.window)} windows"
+    return f"{'rate' if rule.rate else 'count'} over {over}"
 
 
 def _utc(epoch: float) -> datetime:
@@ -110,17 +113,17 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
             )
         if axis.get_legend_handles_labels()[0]:
             axis.legend(loc="upper left", fontsize=7)
-        axis.axhline(rule.threshold, color="#c0392b", ls="--", lw=1, label=f"threshold {rule.threshold:g}")
+        axis.axhline(rule.level, color="#c0392b", ls="--", lw=1, label=f"threshold {rule.level:g}")
         for decision in decisions:
             if decision.rule.name == name:
                 axis.axvline(_utc(decision.fired_at), color="#c0392b" if rule.action == "pause" else "#e67e22", lw=2)
                 axis.annotate(
-                    rule.action, (_utc(decision.fired_at), rule.threshold), xytext=(4, 6), textcoords="offset points"
+                    rule.action, (_utc(decision.fired_at), rule.level), xytext=(4, 6), textcoords="offset points"
                 )
         if rule.rate is not None:
             axis.yaxis.set_major_formatter(PercentFormatter(1.0))
         axis.set_title(
-            f"{name}  ({'rate' if rule.rate else 'count'} over {_window_text(rule)})",
+            f"{name}  ({_window_text(rule)})",
             fontsize=9,
             loc="left",
         )
@@ -158,7 +161,7 @@ def render_report(decisions: list[Decision], timelines: Timelines, *, title: str
         rows = "".join(
             f"<tr><td>{html.escape(d.rule.name)}</td><td>{d.rule.action}</td><td>{outcome_of(d)}</td>"
             f"<td>{_utc(d.fired_at):%Y-%m-%d %H:%M:%S}</td><td>{d.value:.4g}</td><td>{compared(d):.4g}</td>"
-            f"<td>{d.rule.threshold:.4g}</td>"
+            f"<td>{d.rule.level:.4g}</td>"
             f"<td>{d.numerator}{'/' + str(d.denominator) if d.denominator is not None else ''}</td>"
             f"<td>{html.escape(', '.join(d.message_ids))}</td></tr>"
             for d in campaign_decisions

@@ -47,7 +47,7 @@ class ClosestApproach:
             if measure.denominator is not None and measure.denominator < (rule.min_volume or 0):
                 continue
             compared = measure.lower_bound if measure.lower_bound is not None else measure.value
-            closeness = compared / rule.threshold
+            closeness = compared / rule.level
             if closeness > rule_approach.closeness:
                 rule_approach.closeness, rule_approach.measure, rule_approach.at = closeness, measure, event.time
 
@@ -70,10 +70,16 @@ class ClosestApproach:
         measure = approach.measure
         if measure is None:
             if rule.rate is None:
-                return f"no {noun(rule.count)} counted" if rule.count is not None else "nothing counted"
+                return f"no {noun(rule.count)} counted" if rule.count is not None else "nothing above zero yet"
             most, per = approach.most_volume, noun(rule.rate.per)
             return f"never judged: at most {most:,} {per} in its window, below its min_volume of {rule.min_volume:,}"
-        threshold = _value(rule.threshold, rule)
+        threshold = _value(rule.level, rule)
+        if rule.cusum is not None:
+            return (
+                f"closest at {_utc(approach.at)}: a cusum of {measure.value:.2f} against its alarm level "
+                f"{rule.level:.2f} ({measure.numerator:,} {noun(rule.cusum.of)} and {measure.denominator:,} "
+                f"{noun(rule.cusum.per)} since it last rose from zero)"
+            )
         if measure.denominator is None:
             assert rule.count is not None and rule.window is not None
             return (

@@ -116,6 +116,33 @@ def stop_and_go_streams(draw: st.DrawFn) -> list[Event]:
     return events
 
 
+@st.composite
+def joined_streams(draw: st.DrawFn, max_size: int = 150) -> list[Event]:
+    """One campaign's in-order sends (each with its own message id) and outcomes that quote the id
+    of an earlier send, recent or long gone, or an id no send had, or none; no (signal, id) twice."""
+    events: list[Event] = []
+    sent: list[str] = []
+    used: set[tuple[Signal, str]] = set()
+    now = T0
+    for number in range(draw(st.integers(1, max_size))):
+        now += draw(st.integers(0, 20))
+        domain = draw(st.sampled_from(DOMAINS))
+        if not sent or draw(st.integers(0, 2)) > 0:
+            sent.append(f"s{number}")
+            events.append(Event(Signal.SENT, "c1", now, sent[-1], domain))
+            continue
+        signal = draw(st.sampled_from((Signal.BOUNCED, Signal.BOUNCED, Signal.COMPLAINED)))
+        back = draw(st.one_of(st.integers(0, 5), st.integers(0, 80), st.none()))
+        message_id = sent[max(0, len(sent) - 1 - back)] if back is not None else draw(st.sampled_from(("gone", None)))
+        if message_id is not None and (signal, message_id) in used:
+            message_id = f"x{number}"
+        if message_id is not None:
+            used.add((signal, message_id))
+        bounce_type = draw(st.sampled_from(("hard", "soft"))) if signal is Signal.BOUNCED else None
+        events.append(Event(signal, "c1", now, message_id, domain, bounce_type))
+    return events
+
+
 # -- rules --------------------------------------------------------------------------------------
 
 windows = st.one_of(st.sampled_from((60.0, 300.0, 3600.0, 86400.0)), st.integers(60, 86400).map(float))
@@ -200,6 +227,32 @@ def last_rules(draw: st.DrawFn, name: str = "last-rule") -> Rule:
     )
 
 
+@st.composite
+def cusum_rules(draw: st.DrawFn, name: str = "cusum-rule", *, for_: bool = True) -> Rule:
+    """A sequential test, from one that fires on a bounce or two to one that needs a long run."""
+    healthy, bad = draw(
+        st.sampled_from(((0.01, 0.08), (0.02, 0.08), (0.05, 0.5), (0.1, 0.3), (0.001, 0.01), (0.02, 0.9)))
+    )
+    return Rule.model_validate(
+        {
+            "name": name,
+            "description": "generated",
+            "cusum": {
+                "of": draw(selectors(st.sampled_from(("bounced", "bounced", "complained")))),
+                "per": draw(selectors(st.sampled_from(("sent", "sent", "bounced")))),
+                "healthy": healthy,
+                "bad": bad,
+                "false_alarms": draw(st.sampled_from(("0.1%", "1%", "10%", 0.5))),
+                "campaign_size": draw(st.sampled_from((1, 10, 100, 1000, 50_000))),
+            },
+            "for": draw(st.sampled_from((0, 0, 300))) if for_ else 0,
+            "keep_firing_for": draw(st.sampled_from((0, 0, 120))) if for_ else 0,
+            "cooldown": draw(st.sampled_from((0, 60, 3600, 86400))),
+            "action": draw(st.sampled_from(("pause", "alert"))),
+        }
+    )
+
+
 # How long after a pause decision sends are still mail in flight: none, a minute, the default five.
 resume_graces = st.sampled_from((0.0, 60.0, 300.0))
 
@@ -209,10 +262,10 @@ campaign_filters = st.sampled_from(
 
 
 @st.composite
-def rule_sets(draw: st.DrawFn, max_rules: int = 4, *, last: bool = False) -> RuleSet:
-    """One to `max_rules` rules, count and rate mixed (and count windows, with `last`), with unique
-    names and campaign filters."""
-    kinds = (count_rules, rate_rules, last_rules) if last else (count_rules, rate_rules)
+def rule_sets(draw: st.DrawFn, max_rules: int = 4, *, last: bool = False, cusum: bool = False) -> RuleSet:
+    """One to `max_rules` rules, count and rate mixed (and count windows, with `last`; sequential
+    tests, with `cusum`), with unique names and campaign filters."""
+    kinds = (count_rules, rate_rules) + ((last_rules,) if last else ()) + ((cusum_rules,) if cusum else ())
     rules = []
     for number in range(draw(st.integers(1, max_rules))):
         kind = draw(st.sampled_from(kinds))
@@ -233,8 +286,8 @@ class Case:
 
 
 @st.composite
-def cases(draw: st.DrawFn, **stream_options: object) -> Case:
-    return Case(draw(rule_sets()), draw(event_streams(**stream_options)))
+def cases(draw: st.DrawFn, *, cusum: bool = False, **stream_options: object) -> Case:
+    return Case(draw(rule_sets(cusum=cusum)), draw(event_streams(**stream_options)))
 
 
 # -- hostile input ------------------------------------------------------------------------------

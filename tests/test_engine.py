@@ -704,6 +704,17 @@ class TestCountWindows:
         assert fired(engine, sends(50) + bounces + later + [bounce(T0 + 300, "b9")]) == []
         assert engine.measure("c1")["last"].numerator == 1
 
+    def test_a_bounce_counts_with_its_own_send(self) -> None:
+        """Bounces quoting sends 10-14 of 60 count while those sends are among the last 50, and leave with them;
+        bounces of no send still in memory (an unknown id, or none) count as the latest send's."""
+        engine = Engine(rules(last_rule(threshold="50%")))
+        run(engine, sends(60) + [bounce(T0 + 100 + n, f"s{10 + n}") for n in range(5)])
+        assert engine.measure("c1")["last"].numerator == 5
+        run(engine, sends(3, start=T0 + 200, prefix="t"))
+        assert engine.measure("c1")["last"].numerator == 2  # s10-s12 left the last 50
+        run(engine, [bounce(T0 + 300, "s0"), bounce(T0 + 301)] + sends(47, start=T0 + 400, prefix="u"))
+        assert engine.measure("c1")["last"].numerator == 2  # the latest two sends' bounces, as they arrived
+
     def test_needs_min_volume_sends_before_judging(self) -> None:
         """3 bounces after 10 sends is 30%, but 10 sends are below min_volume 20."""
         engine = Engine(rules(last_rule()))
@@ -1034,3 +1045,71 @@ class TestEpisodeTransitions:
         fired(engine, [started(T0 + HOUR), sent(T0 + HOUR + 1, "new")])
         assert (engine.stats.resets, engine.stats.resumes) == (1, 0)
         assert engine.measure("c1")["last"].denominator == 1
+
+
+def delayed_complaint_rule(**fields: object) -> Rule:
+    """Complaints per send over 24 h, arriving a median 2 h and at most 2 days after their send."""
+    return Rule.model_validate(
+        {
+            "name": "complaints",
+            "description": "test rule",
+            "rate": {"of": "complained", "per": "sent", "delay": {"median": "2h", "max": "2d"}},
+            "window": "24h",
+            "threshold": "0.3%",
+            "min_volume": 100,
+            **fields,
+        }
+    )
+
+
+class TestOutcomeDelay:
+    """`rate.delay` counts each send by the share of its complaints due within the window."""
+
+    @staticmethod
+    def expected_denominator(rule: Rule, send_times: list[float], now: float) -> float:
+        """The README's rule, by hand: a send aged a counts arrived(a) - arrived(a - window), its age taken at
+        the middle of its bucket (1/60 of window + max); only sends within those 60 buckets count."""
+        assert rule.rate is not None and rule.rate.delay is not None and rule.window is not None
+        width = (rule.window + rule.rate.delay.max) / 60
+        total = 0.0
+        for time in send_times:
+            buckets = int(now // width - time // width)
+            if buckets < 60:
+                age = (buckets + 0.5) * width
+                total += rule.rate.delay.arrived(age) - rule.rate.delay.arrived(age - rule.window)
+        return total
+
+    def test_the_denominator_weighs_each_send_by_the_complaints_it_has_had_time_for(self) -> None:
+        """Sends every 10 minutes for three days: fresh ones count in part, yesterday's in part, older ones not;
+        in steady sending the parts add up to a day's sends, as many as complaints could have come from."""
+        rule = delayed_complaint_rule()
+        engine = Engine(rules(rule))
+        times = [T0 + 600.0 * n for n in range(3 * 144)]
+        run(engine, [sent(time, f"s{n}") for n, time in enumerate(times)])
+        measure = engine.measure("c1")["complaints"]
+        expected = self.expected_denominator(rule, times, times[-1])
+        assert measure.denominator == round(expected)
+        assert expected == pytest.approx(144, abs=2)
+
+    def test_late_complaints_of_a_busy_day_do_not_pause_a_quiet_next_day(self) -> None:
+        """2,000 sends over 8 hours of day one and 4 complaints about them (0.2%): two that day, two late, at
+        7 hours into day two, after its 100 sends. A plain 24 h window reads the first late one against the
+        300 sends still inside it (0.33%, over the line); the delayed one against the sends they came from."""
+        day_one = [sent(T0 + 14.4 * n, f"s{n}") for n in range(2000)]
+        early = [complaint(T0 + 3 * HOUR, "s100"), complaint(T0 + 6 * HOUR, "s900")]
+        day_two = [sent(T0 + DAY + 36 * n, f"t{n}") for n in range(100)]
+        late = [complaint(T0 + DAY + 7 * HOUR + 60 * n, f"s{1500 + n}") for n in range(2)]
+        history = sorted(day_one + early + day_two + late, key=lambda event: event.time)
+        plain = Engine(rules(delayed_complaint_rule(rate={"of": "complained", "per": "sent"})))
+        delayed = Engine(rules(delayed_complaint_rule()))
+        assert [(d.numerator, d.denominator) for d in fired(plain, history)] == [(1, 300)]
+        assert fired(delayed, history) == []
+        measure = delayed.measure("c1")["complaints"]
+        assert measure.numerator == 2 and measure.value < 0.003 and measure.denominator > 700
+
+    def test_a_delay_needs_a_time_window(self) -> None:
+        """A count window joins outcomes to their sends instead."""
+        with pytest.raises(ValidationError, match="`rate.delay` applies to time windows"):
+            delayed_complaint_rule(window=None, last=500)
+        with pytest.raises(ValidationError, match="must be at least 1s and below max"):
+            delayed_complaint_rule(rate={"of": "complained", "per": "sent", "delay": {"median": "3d", "max": "2d"}})

@@ -7,19 +7,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import (
+    CAMPAIGNS,
     Case,
     cases,
     count_rules,
+    cusum_rules,
     event_streams,
+    joined_streams,
+    last_rules,
     rate_rules,
     resume_graces,
     rule_sets,
     stop_and_go_streams,
 )
 
+from guard.audit import audit_event
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
@@ -68,6 +74,8 @@ def applies(rule: Rule, campaign_id: str) -> bool:
 
 
 def selectors_of(rule: Rule) -> tuple[Selector, Selector | None]:
+    if rule.cusum is not None:
+        return rule.cusum.of, rule.cusum.per
     if rule.rate is not None:
         return rule.rate.of, rule.rate.per
     assert rule.count is not None
@@ -118,7 +126,7 @@ class TestDeterminism:
     """The same log and the same rules give the same decisions."""
 
     @PROPERTY_SETTINGS
-    @given(case=cases())
+    @given(case=cases(cusum=True))
     def test_the_same_events_give_the_same_decisions(self, case: Case) -> None:
         """Two fresh engines fed the same events decide the same, ids and stats included."""
         first, second = Engine(case.rules), Engine(case.rules)
@@ -129,7 +137,7 @@ class TestDeterminism:
         assert first.stats == second.stats
 
     @PROPERTY_SETTINGS
-    @given(case=cases(late=False))
+    @given(case=cases(cusum=True, late=False))
     def test_a_campaign_decides_alone_when_events_are_in_order(self, case: Case) -> None:
         """With times in order, a campaign's decisions do not depend on other campaigns' events."""
         together = run_all(case.rules, case.events)
@@ -223,11 +231,130 @@ class TestFiresExactlyAtTheCrossing:
             assert decision.numerator == bucketed_count(seen, numerator_selector, rule.window, decision.fired_at)
 
 
+# -- cusum rules: the statistic read straight from its definition ---------------------------------
+
+
+def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[list[float]]:
+    """For each event of the list, the increments of the campaign's current episode after it, in
+    arrival order: a `per` event adds the clean-send step, an `of` event the rise (an event that is
+    both: the trial first). A `campaign.started` or a day without events starts afresh, and
+    events from before the episode's start never count (streams without pauses: no resumes)."""
+    assert rule.cusum is not None
+    condition, retention = rule.cusum, RuleSet(rules=(rule,)).retention
+    steps: list[float] = []
+    started, watermark = float("-inf"), None
+    after = []
+    for event in on_the_partition_clock(events):
+        if event.campaign_id == campaign_id:
+            if watermark is not None and event.time - watermark > retention:
+                steps, started, watermark = [], float("-inf"), None
+            if event.signal is Signal.STARTED:
+                steps, started, watermark = [], event.time, event.time
+            elif event.time >= started:
+                watermark = event.time if watermark is None else max(watermark, event.time)
+                if selected(condition.per, event):
+                    steps = [*steps, condition.fall]
+                if selected(condition.of, event):
+                    steps = [*steps, condition.rise]
+        after.append(steps)
+    return after
+
+
+def largest_tail_sum(steps: Sequence[float]) -> float:
+    """The CUSUM by its other definition: the largest sum of a run of the latest increments (or 0)."""
+    return max([0.0, *(sum(steps[start:]) for start in range(len(steps)))])
+
+
+cusum_streams = event_streams(unique_ids=True, max_size=120)  # late events and starts, no duplicates
+
+
+class TestCusum:
+    """A cusum rule's statistic is the largest tail sum of its increments, and it fires where that first reaches h."""
+
+    @PROPERTY_SETTINGS
+    @given(rule=cusum_rules(), events=cusum_streams)
+    def test_the_statistic_is_the_largest_sum_of_the_latest_increments(self, rule: Rule, events: list[Event]) -> None:
+        """After every event, each campaign's statistic equals the brute-force tail sum of its episode's increments."""
+        rule = Rule.model_validate({**rule.model_dump(by_alias=True), "action": "alert"})  # no pause, no resume
+        engine = Engine(RuleSet(rules=(rule,)))
+        expected = {campaign_id: cusum_steps(rule, events, campaign_id) for campaign_id in CAMPAIGNS}
+        for index, event in enumerate(events):
+            engine.process(event)
+            for campaign_id in CAMPAIGNS:
+                measure = engine.measure(campaign_id).get(rule.name)
+                statistic = measure.value if measure is not None else 0.0
+                assert statistic == pytest.approx(largest_tail_sum(expected[campaign_id][index]), abs=1e-9)
+
+    @PROPERTY_SETTINGS
+    @given(rule=cusum_rules(for_=False), events=in_order_streams)
+    def test_a_cusum_rule_fires_first_where_the_statistic_first_reaches_its_level(
+        self, rule: Rule, events: list[Event]
+    ) -> None:
+        """The first decision of each campaign is at the first event whose statistic reaches ln(size / budget),
+        quoting that statistic, the level, and the `of`/`per` events since the statistic last rose from zero."""
+        assert rule.cusum is not None
+        first_decisions: dict[str, tuple[int, Decision]] = {}
+        for index, decision in run_all(RuleSet(rules=(rule,)), events):
+            first_decisions.setdefault(decision.campaign_id, (index, decision))
+        expected: dict[str, int] = {}
+        for campaign_id in CAMPAIGNS:
+            for index, steps in enumerate(cusum_steps(rule, events, campaign_id)):
+                if events[index].campaign_id == campaign_id and largest_tail_sum(steps) >= rule.level - EPSILON:
+                    expected[campaign_id] = index
+                    break
+        assert {campaign: index for campaign, (index, _) in first_decisions.items()} == expected
+        for campaign_id, (index, decision) in first_decisions.items():
+            steps = cusum_steps(rule, events, campaign_id)[index]
+            assert decision.value == pytest.approx(largest_tail_sum(steps), abs=1e-9)
+            # the run: the increments after the last point where the prefix sum was at its lowest
+            prefix = [0.0]
+            for step in steps:
+                prefix.append(prefix[-1] + step)
+            lowest = min(prefix)
+            run = steps[max(n for n, total in enumerate(prefix) if total <= lowest + 1e-9) :]
+            assert (decision.numerator, decision.denominator) == (
+                run.count(rule.cusum.rise),
+                run.count(rule.cusum.fall),
+            )
+            assert audit_event(decision, "fired", decided_at=0.0, dry_run=True).evidence.threshold == rule.level
+
+
+# -- count windows: outcomes joined to their sends ------------------------------------------------
+
+
+class TestCountWindowsJoinTheirSends:
+    """`last: N` counts the outcomes of its own N sends: an outcome quoting a send's message id
+    belongs to that send while it is among the last N; any other counts as the latest send's."""
+
+    @PROPERTY_SETTINGS
+    @given(rule=last_rules(), events=joined_streams())
+    def test_the_counts_are_the_outcomes_of_the_last_n_sends(self, rule: Rule, events: list[Event]) -> None:
+        """After every event, numerator and denominator equal a brute-force join of the log."""
+        assert rule.rate is not None and rule.last is not None
+        rule = Rule.model_validate({**rule.model_dump(by_alias=True), "action": "alert"})
+        engine = Engine(RuleSet(rules=(rule,)))
+        sends: list[str | None] = []  # message ids of the `per` events, in order
+        owners: list[int] = []  # for each `of` event, the index of the send it belongs to
+        for event in events:
+            engine.process(event)
+            if selected(rule.rate.per, event):
+                sends.append(event.message_id)
+            if selected(rule.rate.of, event):
+                recent = sends[-rule.last :]
+                if event.message_id is not None and event.message_id in recent:
+                    owners.append(len(sends) - len(recent) + recent.index(event.message_id))
+                else:
+                    owners.append(len(sends) - 1)
+            measure = engine.measure("c1").get(rule.name)
+            counted = sum(1 for owner in owners if owner >= len(sends) - rule.last)
+            assert (measure.numerator, measure.denominator) == (counted, min(len(sends), rule.last))
+
+
 class TestSwappingRules:
     """Reloading the same rules mid-stream changes nothing."""
 
     @PROPERTY_SETTINGS
-    @given(case=cases(), data=st.data())
+    @given(case=cases(cusum=True), data=st.data())
     def test_reloading_equal_rules_mid_stream_keeps_every_decision(self, case: Case, data: st.DataObject) -> None:
         """set_rules with an equal (freshly parsed) rule set at any point gives the same decisions as no reload."""
         split = data.draw(st.integers(0, len(case.events)), label="reload before event")
@@ -315,7 +442,7 @@ class TestResumes:
     """A campaign that sends after a pause decision and the grace is judged on its new evidence only."""
 
     @PROPERTY_SETTINGS
-    @given(rules=rule_sets(last=True), events=stopping_and_going, grace=resume_graces)
+    @given(rules=rule_sets(last=True, cusum=True), events=stopping_and_going, grace=resume_graces)
     def test_a_decisions_evidence_never_reaches_back_across_a_resume(
         self, rules: RuleSet, events: list[Event], grace: float
     ) -> None:
@@ -339,7 +466,7 @@ class TestResumes:
         assert engine.stats.resumes == (model[len(events) - 1].resumes if events else 0)
 
     @PROPERTY_SETTINGS
-    @given(rules=rule_sets(last=True), events=stopping_and_going, grace=resume_graces)
+    @given(rules=rule_sets(last=True, cusum=True), events=stopping_and_going, grace=resume_graces)
     def test_after_its_latest_resume_a_campaign_decides_as_a_new_one_would(
         self, rules: RuleSet, events: list[Event], grace: float
     ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import subprocess
 import sys
 from datetime import UTC
@@ -64,7 +65,7 @@ class TestReplay:
         header, *rows = out.splitlines()
         assert header.split()[:3] == ["CAMPAIGN", "RULE", "ACTION"]
         assert rows and all(row.startswith("camp_") for row in rows)
-        assert any("hard-bounce-rate" in row and "4.00%" in row and "/150" in row for row in rows)
+        assert any("hard-bounce-rate" in row and "10.41 (cusum)" in row and "since rise" in row for row in rows)
 
     def test_writes_an_html_report_with_a_timeline_per_campaign_that_fired(self, history, tmp_path, capsys) -> None:  # noqa: ANN001
         """One section with an SVG plot per campaign with a decision."""
@@ -150,7 +151,7 @@ class TestResumedCampaign:
         evidence = after[0]["evidence"]
         assert (_epoch(evidence["episode_from"]), evidence["episode_began"]) == (self.RESUMED_AT, "resumed")
         assert _epoch(evidence["evidence_from"]) >= self.RESUMED_AT
-        assert evidence["denominator"] >= evidence["min_volume"]
+        assert evidence["denominator"] >= (evidence["min_volume"] or evidence["numerator"])
 
     def test_the_table_shows_the_episode_a_decision_judges(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
         """The table's EPISODE column says `resumed` and when, for the decision after the resume."""
@@ -231,8 +232,8 @@ class TestAuthorsView:
         report = tmp_path / "report.html"
         run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--report", str(report)], capsys)
         page = report.read_text()
-        assert 'id="compared-bound-hard-bounce-rate"' in page
-        assert 'id="below-min-volume-hard-bounce-rate-0"' in page
+        assert 'id="compared-bound-hard-bounce-burst"' in page
+        assert 'id="below-min-volume-hard-bounce-burst-0"' in page
         assert "which is what those rules compare" in page and "min_volume" in page
 
     def test_since_and_until_cut_a_file_by_event_time(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
@@ -263,9 +264,10 @@ class TestAuthorsView:
         assert header.startswith("CAMPAIGN") and title == "camp_fine: closest approach of each rule over 404 events"
         by_rule = dict(line.strip().split(": ", 1) for line in lines)
         assert list(by_rule) == [rule.name for rule in load_rules(RULES).rules]
-        assert by_rule["hard-bounce-rate"].endswith(
-            ": 2 of 150 (1.33%, 99.9% sure over 0.20%) vs threshold 4.00%; it fires at >= 14 of 150"
+        assert by_rule["hard-bounce-burst"].endswith(
+            ": 1 of 50 (2.00%, 99.9% sure over 0.17%) vs threshold 8.00%; it fires at >= 10 of 50"
         )
+        assert " a cusum of 1.45 against its alarm level 10.41 (" in by_rule["hard-bounce-rate"]
         assert by_rule[
             "complaint-rate"
         ] == "never judged: at most 0 sends in its window, below its min_volume of 300" or (
@@ -278,3 +280,54 @@ class TestAuthorsView:
     def test_why_needs_a_campaign(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
         code, _, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--why"], capsys)
         assert (code, err) == (2, "guard: --why needs --campaign CAMPAIGN_ID: it explains one campaign\n")
+
+
+CUSUM_RULES = """\
+groups:
+  - name: bounces
+    rules:
+      - name: stale-list
+        description: a sequential test of each send
+        cusum:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+          healthy: 2%
+          bad: 8%
+          false_alarms: 0.1%
+          campaign_size: 50000
+        action: pause
+"""
+
+
+class TestCusumReplay:
+    """A cusum rule in `guard replay`: its statistic against its alarm level, in the table, the JSON and the report."""
+
+    def history(self, tmp_path: Path) -> tuple[Path, Path]:
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(CUSUM_RULES)
+        clean = campaign_stretch("camp_turns", RESUME_T0, 1000, 50)  # 2%: the statistic stays low
+        stale = campaign_stretch("camp_turns", RESUME_T0 + 500, 400, 5)  # then 20%
+        history = tmp_path / "cusum.jsonl"
+        history.write_bytes(b"".join(value + b"\n" for value in clean + stale))
+        return history, rules
+
+    def test_the_json_evidence_carries_the_statistic_and_its_level(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        """One pause after the turn, valued at the statistic, against the rule's level, over the run since it rose."""
+        history, rules = self.history(tmp_path)
+        _, out, _ = run(["replay", str(history), "--rules", str(rules), "--format", "json"], capsys)
+        (event,) = [json.loads(line) for line in out.splitlines()]
+        evidence = event["evidence"]
+        assert evidence["window"] == "cusum 2% vs 8%"
+        assert evidence["threshold"] == pytest.approx(14.35, abs=0.01)
+        assert evidence["threshold"] <= evidence["value"] < evidence["threshold"] + math.log(0.08 / 0.02) + 0.1
+        assert _epoch(evidence["evidence_to"]) >= RESUME_T0 + 500  # after the turn
+        assert evidence["numerator"] >= 1 and evidence["denominator"] >= evidence["numerator"]
+        assert evidence["min_volume"] is None
+
+    def test_the_table_and_the_report_show_the_statistic(self, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        history, rules = self.history(tmp_path)
+        report = tmp_path / "report.html"
+        _, out, _ = run(["replay", str(history), "--rules", str(rules), "--report", str(report)], capsys)
+        header, row = out.splitlines()
+        assert "stale-list" in row and "14.35 (cusum)" in row and "since rise" in row
+        assert "cusum of 0.02 against 0.08" in report.read_text()

@@ -89,14 +89,17 @@ class TestShippedRules:
         assert rules.sources == (str(RULES_DIR / "default.yaml"),)
 
     def test_the_shipped_percentages_are_fractions(self) -> None:
-        """'4%' and '0.3%' in default.yaml are 0.04 and 0.003."""
-        thresholds = {rule.name: rule.threshold for rule in load_rules(RULES_DIR).rules}
-        assert thresholds["hard-bounce-rate"] == 0.04
-        assert thresholds["gmail-complaint-rate"] == 0.003
+        """'8%' and '0.3%' in default.yaml are 0.08 and 0.003; the cusum's '2%' against '8%' too."""
+        rules = {rule.name: rule for rule in load_rules(RULES_DIR).rules}
+        assert rules["hard-bounce-burst"].threshold == 0.08
+        assert rules["gmail-complaint-rate"].threshold == 0.003
+        cusum = rules["hard-bounce-rate"].cusum
+        assert cusum is not None and (cusum.healthy, cusum.bad) == (0.02, 0.08)
 
-    def test_the_rules_look_back_two_days(self) -> None:
-        """The look-back the service needs is the longest window, cooldown or `for` of the set."""
-        assert load_rules(RULES_DIR).retention == 2 * 86400.0
+    def test_the_rules_look_back_three_days(self) -> None:
+        """The look-back the service needs is the longest window (with the outcome delay before it), cooldown
+        or `for` of the set: gmail-complaint-rate's day, and the two days its complaints may take."""
+        assert load_rules(RULES_DIR).retention == 3 * 86400.0
 
 
 class TestValidateCommand:
@@ -256,12 +259,12 @@ class TestValidationMessages:
             ),
             pytest.param(
                 GOOD.replace("count: bounced", "count: bounced\n        rate: {of: bounced, per: sent}"),
-                "rules.yaml:4: rule spike: give exactly one condition: `rate` or `count`",
+                "rules.yaml:4: rule spike: give exactly one condition: `rate`, `count` or `cusum`",
                 id="both-conditions",
             ),
             pytest.param(
                 GOOD.replace("        count: bounced\n", ""),
-                "rules.yaml:4: rule spike: give exactly one condition: `rate` or `count`",
+                "rules.yaml:4: rule spike: give exactly one condition: `rate`, `count` or `cusum`",
                 id="neither-condition",
             ),
         ],
@@ -706,3 +709,100 @@ class TestModelsAreFrozen:
         """extra='forbid' holds for the rule set too."""
         with pytest.raises(pydantic.ValidationError):
             RuleSet.model_validate({"rules": [], "more": 1})
+
+
+GOOD_CUSUM = """\
+groups:
+  - name: bounces
+    rules:
+      - name: stale-list
+        description: a sequential test of each send
+        cusum:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+          healthy: 2%
+          bad: 8%
+          false_alarms: 0.1%
+          campaign_size: 50000
+"""
+#  line 4: the rule   line 6: cusum   line 9: healthy   line 10: bad   line 11: false_alarms   line 12: campaign_size
+
+
+class TestCusumRules:
+    """A cusum rule names two rates and a false-alarm budget; its alarm level follows from the budget."""
+
+    def test_the_alarm_level_follows_from_the_budget(self, tmp_path: Path) -> None:
+        """h keeps the budget by Siegmund's ARL0 = (e^h - h - 1) / I0; the steps are the log-likelihood ratios."""
+        path = tmp_path / "rules.yaml"
+        path.write_text(GOOD_CUSUM)
+        (rule,) = load_rules(path).rules
+        assert rule.cusum is not None
+        healthy_information = 0.02 * math.log(0.02 / 0.08) + 0.98 * math.log(0.98 / 0.92)
+        arl = 50_000 / -math.log(1 - 0.001)
+        assert (math.exp(rule.level) - rule.level - 1) / healthy_information == pytest.approx(arl)
+        assert rule.level == pytest.approx(14.35, abs=0.01)
+        assert rule.cusum.fall == pytest.approx(math.log(0.92 / 0.98))
+        assert rule.cusum.rise + rule.cusum.fall == pytest.approx(math.log(0.08 / 0.02))
+        assert rule.threshold is None and rule.span == 86400.0
+
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            pytest.param(
+                GOOD_CUSUM.replace("bad: 8%", "bad: 2%"),
+                "rules.yaml:6: rule stale-list: cusum: bad (0.02) must be above healthy (0.02): the statistic climbs "
+                "only at rates nearer `bad` than `healthy`",
+                id="bad-not-above-healthy",
+            ),
+            pytest.param(
+                GOOD_CUSUM.replace("healthy: 2%", "healthy: 0"),
+                "rules.yaml:9: rule stale-list: cusum.healthy: Input should be greater than 0",
+                id="healthy-zero",
+            ),
+            pytest.param(
+                GOOD_CUSUM.replace("bad: 8%", "bad: 100%"),
+                "rules.yaml:10: rule stale-list: cusum.bad: Input should be less than 1",
+                id="bad-one",
+            ),
+            pytest.param(
+                GOOD_CUSUM.replace("false_alarms: 0.1%", "false_alarms: yes"),
+                "rules.yaml:11: rule stale-list: cusum.false_alarms: a rate is a number or a percentage such as '2%', "
+                "not a boolean",
+                id="budget-boolean",
+            ),
+            pytest.param(
+                GOOD_CUSUM.replace("          campaign_size: 50000\n", ""),
+                "rules.yaml:6: rule stale-list: cusum.campaign_size: Field required",
+                id="no-campaign-size",
+            ),
+            pytest.param(
+                GOOD_CUSUM + "        threshold: 12\n",
+                "rules.yaml:4: rule stale-list: a cusum rule takes no `threshold`: it weighs every `per` event since "
+                "the campaign's episode began, and its alarm level follows from `false_alarms` and `campaign_size`",
+                id="threshold-given",
+            ),
+            pytest.param(
+                GOOD_CUSUM + "        last: 150\n",
+                "rules.yaml:4: rule stale-list: a cusum rule takes no `last`: it weighs every `per` event since "
+                "the campaign's episode began, and its alarm level follows from `false_alarms` and `campaign_size`",
+                id="window-given",
+            ),
+            pytest.param(
+                GOOD_CUSUM + "        min_volume: 100\n",
+                "rules.yaml:13: rule stale-list: min_volume: `min_volume` applies to rate rules only",
+                id="min-volume-given",
+            ),
+            pytest.param(
+                GOOD_CUSUM + "        count: bounced\n",
+                "rules.yaml:4: rule stale-list: give exactly one condition: `cusum` or `count`, not both",
+                id="two-conditions",
+            ),
+            pytest.param(
+                GOOD_RATE.replace("        threshold: 5%\n", ""),
+                "rules.yaml:4: rule rate: a rate rule needs `threshold`",
+                id="rate-without-threshold",
+            ),
+        ],
+    )
+    def test_a_cusum_problem_is_one_clear_line(self, text: str, expected: str) -> None:
+        assert problems(text) == [expected]

@@ -125,7 +125,7 @@ class Dispatcher:
             rule=rule.name,
             action=rule.action,
             value=decision.value,
-            threshold=rule.threshold,
+            threshold=rule.level,
             decision_id=decision.id,
         )
         fired = audit_event(

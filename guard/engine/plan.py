@@ -10,22 +10,23 @@ from functools import partial
 from statistics import NormalDist
 from typing import Any
 
-from guard.engine.windows import LastN, SlidingCount
+from guard.engine.cusum import Cusum
+from guard.engine.windows import BUCKETS_PER_WINDOW, LastN, SlidingCount
 from guard.events import Event, Signal
-from guard.rules.models import Rule, RuleSet, Selector, Where
+from guard.rules.models import CusumCondition, Rule, RuleSet, Selector, Where
 
 Matcher = Callable[[Event], bool]
 
 
-Series = SlidingCount | LastN
+Series = SlidingCount | LastN | Cusum
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesSpec:
     """Where events of one signal (with its filters) are counted; rules share equal specs.
 
-    A time window is one series per selector and window; a `last` window is one series fed by two
-    specs of the same key: the `of` events and the `per` events."""
+    A time window is one series per selector and window; a `last` window or a cusum is one series
+    fed by two specs of the same key: the `of` events and the `per` events."""
 
     key: str
     slot: int  # where a campaign keeps this series (one list per campaign, no dict)
@@ -42,8 +43,10 @@ class CompiledRule:
     denominator: SeriesSpec | None
     applies_to: Callable[[str], bool] | None  # None: every campaign
     z: float | None  # one-sided normal quantile of `confidence`
+    # `rate.delay`: the weight of a `per` event by its age in buckets of the denominator's longer window
+    weights: tuple[float, ...] | None
     # the numerator a rule needs before it can hold: threshold (count) or threshold * min_volume
-    # (rate: n/d >= t with d >= v means n >= t*v); below it, evaluating is pointless
+    # (rate: n/d >= t with d >= v means n >= t*v), or a cusum's level; below it, evaluating is pointless
     needed: float
 
 
@@ -74,7 +77,7 @@ def compile_plan(rules: RuleSet) -> Plan:
     def slot(key: str) -> int:
         return slots.setdefault(key, len(slots))
 
-    numerators = {_numerator_key(rule) for rule in rules.rules}
+    numerators = {_numerator_key(rule) for rule in rules.rules if rule.cusum is None}
 
     def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
@@ -103,19 +106,34 @@ def compile_plan(rules: RuleSet) -> Plan:
             specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, LastN.add_per)
         return specs[key, "of"], specs[key, "per"]
 
+    def cusum(condition: CusumCondition) -> tuple[SeriesSpec, SeriesSpec]:
+        # rules with the same test share a statistic, whatever their budgets (only the level differs)
+        test = f"{condition.of.model_dump_json()}/{condition.per.model_dump_json()}"
+        key = f"{test}@cusum:{condition.healthy!r}:{condition.bad!r}"
+        if (key, "of") not in specs:
+            make = partial(Cusum, condition.rise, condition.fall)
+            of, per = condition.of, condition.per
+            # `per` first: an event that is both (e.g. hard bounces per bounce) is a trial, then its outcome
+            specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, Cusum.add_per)
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, Cusum.add_of)
+        return specs[key, "of"], specs[key, "per"]
+
     compiled = []
     for rule in rules.rules:
-        if rule.rate is not None and rule.last is not None:
+        if rule.cusum is not None:
+            numerator, denominator = cusum(rule.cusum)
+        elif rule.rate is not None and rule.last is not None:
             numerator, denominator = last(rule.rate.of, rule.rate.per)
         elif rule.rate is not None:
             assert rule.window is not None
-            numerator, denominator = windowed(rule.rate.of, rule.window), windowed(rule.rate.per, rule.window)
+            numerator, denominator = windowed(rule.rate.of, rule.window), windowed(rule.rate.per, rule.span)
         else:
             assert rule.count is not None and rule.window is not None
             numerator, denominator = windowed(rule.count, rule.window), None
         z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
-        needed = rule.threshold * (rule.min_volume or 1) if rule.rate is not None else rule.threshold
-        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, needed - 1e-9))
+        needed = rule.level * (rule.min_volume or 1) if rule.rate is not None else rule.level
+        weights = _delay_weights(rule)
+        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, weights, needed - 1e-9))
     feeds: dict[Signal, list[Feed]] = {}
     for spec in specs.values():
         feeds.setdefault(spec.signal, []).append((spec.slot, spec.matches, spec.add, spec.make))
@@ -126,6 +144,17 @@ def compile_plan(rules: RuleSet) -> Plan:
         numerator_signals=frozenset(rule.numerator.signal for rule in compiled),
         retention=rules.retention,
     )
+
+
+def _delay_weights(rule: Rule) -> tuple[float, ...] | None:
+    """For `rate.delay`: a `per` event aged `a` counts by the share of its `of` events due within
+    the window, arrived(a) - arrived(a - window); by bucket of the denominator's window (the rule's
+    window plus the delay's max), each bucket at its middle."""
+    if rule.rate is None or rule.rate.delay is None or rule.window is None:
+        return None
+    delay, window, width = rule.rate.delay, rule.window, rule.span / BUCKETS_PER_WINDOW
+    ages = [(buckets + 0.5) * width for buckets in range(BUCKETS_PER_WINDOW + 1)]
+    return tuple(delay.arrived(age) - delay.arrived(age - window) for age in ages)
 
 
 def _numerator_key(rule: Rule) -> str:

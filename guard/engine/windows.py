@@ -13,6 +13,16 @@ _NO_BUCKET = float("-inf")  # below any bucket index
 _INT32 = 2**31 - 1  # a send time kept by LastN is whole seconds from its first send, in an int32
 
 
+_NO_ID = 0  # the hash ring's entry for a per-event without a message id
+
+
+def _id_hash(message_id: str | None) -> int:
+    """A message id as a signed 32-bit int (a collision among a window's sends: ~1 in 10 million)."""
+    if message_id is None:
+        return _NO_ID
+    return (hash(message_id) & 0xFFFFFFFF) - 0x80000000
+
+
 def _keep_latest(samples: list | None, sample: tuple[float, str] | tuple[int, str]) -> list:
     if samples is None:
         return [sample]
@@ -110,6 +120,19 @@ class SlidingCount(msgspec.Struct, gc=False):
         self._expire(now // self.width - BUCKETS_PER_WINDOW)
         return self.total
 
+    def weighted_count(self, now: float, weights: tuple[float, ...]) -> float:
+        """The count over the window ending at `now`, each bucket's events weighted by its age in
+        buckets: weights[0] for now's bucket, weights[59] for the oldest."""
+        newest = now // self.width
+        self._expire(newest - BUCKETS_PER_WINDOW)
+        older, last = self.older, len(weights) - 1
+        total = 0.0
+        for position in range(0, len(older), 2):
+            total += older[position + 1] * weights[min(last, max(0, int(newest - older[position])))]
+        if self.newest_count:
+            total += self.newest_count * weights[min(last, max(0, int(newest - self.newest)))]
+        return total
+
     def sample_ids(self, now: float) -> tuple[str, ...]:
         """The latest few message ids still inside the window ending at `now`."""
         oldest_kept = now // self.width - BUCKETS_PER_WINDOW
@@ -126,9 +149,12 @@ class LastN(msgspec.Struct, gc=False):
     """Of-events among a campaign's last N per-events (e.g. hard bounces among the last 200 sends),
     for any N up to `size`: rules asking for different N of the same events share one.
 
-    Counted by arrival, not by joining message ids: an of-event belongs to the span of per-events
-    it arrived in. Only the of-events' positions are stored (a few ints), and the per-events' times
-    in a ring of whole seconds (4 bytes each), so an audit can say where the counted evidence starts.
+    An of-event belongs to the per-event with its message id (a bounce to its send), found among the
+    last `size` per-events: it counts while that send is among the last N. An of-event whose send
+    is not among them (no message id, or sent earlier) belongs to the latest per-event, as if its
+    send were the latest. Only the of-events' positions are stored (a few ints), and per per-event
+    its time in whole seconds and a 32-bit hash of its message id, in two rings (8 bytes a send),
+    so an audit can say where the counted evidence starts.
     """
 
     size: int
@@ -139,6 +165,8 @@ class LastN(msgspec.Struct, gc=False):
     # the last `size` per-events' times, by position % size, in whole seconds from `time_base`
     per_times: array = msgspec.field(default_factory=lambda: array("i"))
     time_base: float = 0.0  # the first per-event's time, floored to the second
+    # the same per-events' message ids, hashed to 32 bits (_NO_ID: none), by position % size
+    per_ids: array = msgspec.field(default_factory=lambda: array("i"))
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
         position, times = self.per_seen, self.per_times
@@ -147,10 +175,13 @@ class LastN(msgspec.Struct, gc=False):
         second = int((time - self.time_base) // 1)
         if not -_INT32 <= second <= _INT32:  # a send decades away from the first: kept at the edge
             second = _INT32 if second > 0 else -_INT32
+        hashed = _id_hash(message_id)
         if position < self.size:
             times.append(second)
+            self.per_ids.append(hashed)
         else:
             times[position % self.size] = second
+            self.per_ids[position % self.size] = hashed
         self.per_seen = position + 1
         oldest_gone = self.per_seen - self.size
         positions = self.of_positions
@@ -160,11 +191,28 @@ class LastN(msgspec.Struct, gc=False):
         return True
 
     def add_of(self, time: float, message_id: str | None, now: float) -> bool:
-        self.of_positions.append(self.per_seen)
+        position = self._send_of(message_id)
+        positions = self.of_positions
+        if position == self.per_seen or not positions or positions[-1] <= position:
+            positions.append(position)
+        else:  # the outcome of an earlier send: among the counted, in order of position
+            positions.insert(bisect_right(positions, position), position)
         self.total += 1
         if message_id is not None:
-            self.samples = _keep_latest(self.samples, (self.per_seen, message_id))
+            self.samples = _keep_latest(self.samples, (position, message_id))
         return True
+
+    def _send_of(self, message_id: str | None) -> int:
+        """Where an of-event counts: 1 + the position of the per-event with its message id among
+        the last `size`, else the latest per-event's (`per_seen`)."""
+        if message_id is None or not self.per_seen:
+            return self.per_seen
+        try:
+            slot = self.per_ids.index(_id_hash(message_id))  # a C scan of at most `size` ints
+        except ValueError:
+            return self.per_seen
+        latest = self.per_seen - 1
+        return latest - (latest - slot) % self.size + 1
 
     def counts(self, size: int) -> tuple[int, int]:
         """(of-events, per-events) within the last `size` per-events."""

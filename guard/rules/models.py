@@ -3,7 +3,9 @@
 A rule file looks like a Prometheus rule file: `groups:` of named `rules:`, each with a condition,
 a `window`, a `threshold`, an optional `for`, `labels` and a `description`. The condition is
 either a `rate` (one signal per another, e.g. hard bounces per send) or a `count` of one signal.
-A rule fires when its value reaches the threshold (value >= threshold).
+A rule fires when its value reaches the threshold (value >= threshold). A `cusum` condition is a
+sequential test instead: a statistic that climbs on `of` events and drifts down on `per` events,
+firing when it reaches the level its false-alarm budget sets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import math
 import re
 from functools import cached_property
+from statistics import NormalDist
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -118,11 +121,132 @@ class Selector(_Frozen):
         return {"signal": value} if isinstance(value, str) else value
 
 
+class OutcomeDelay(_Frozen):
+    """How long after its `per` event an `of` event arrives (a complaint after its send): log-normal,
+    half within `median`, 99% within `max`, all within `max`."""
+
+    median: Duration = Field(description="Half of the `of` events arrive within this of their `per` event, e.g. '2h'.")
+    max: Duration = Field(description="Every `of` event arrives within this, e.g. '2d' (99% by the curve).")
+
+    @model_validator(mode="after")
+    def _median_below_max(self) -> OutcomeDelay:
+        if not 1 <= self.median < self.max <= MAX_DURATION:
+            raise ValueError(
+                f"the median delay ({format_duration(self.median)}) must be at least 1s and below max "
+                f"({format_duration(self.max)}), which is at most 30d"
+            )
+        return self
+
+    def arrived(self, age: float) -> float:
+        """The share of `of` events that have arrived `age` seconds after their `per` event."""
+        if age <= 0:
+            return 0.0
+        if age >= self.max:
+            return 1.0
+        spread = math.log(self.max / self.median) / _Z99
+        return NormalDist().cdf(math.log(age / self.median) / spread)
+
+
+_Z99 = NormalDist().inv_cdf(0.99)
+
+
 class RateCondition(_Frozen):
     """`of` events per `per` events within the window, e.g. hard bounces per send."""
 
     of: Selector
     per: Selector
+    delay: OutcomeDelay | None = Field(
+        None,
+        description="Time windows: `of` events arrive this long after their `per` event (complaints after their "
+        "send), so the denominator counts each `per` event by the share of its `of` events due within the window: "
+        "a send too recent to have complained counts in part, a send from before the window whose complaints "
+        "still land in it counts too.",
+    )
+
+
+def _fraction(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a rate is a number or a percentage such as '2%', not a boolean")
+    return _percent(value)
+
+
+Fraction = Annotated[
+    float,
+    BeforeValidator(_fraction),
+    Field(gt=0, lt=1),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                {"type": "string", "pattern": r"^\s*[0-9]*\.?[0-9]+\s*%\s*$"},
+            ],
+            "description": "A fraction between 0 and 1, or a percentage such as '2%'.",
+        }
+    ),
+]
+
+
+class CusumCondition(_Frozen):
+    """A sequential test of each `per` event (e.g. a send) as a Bernoulli trial of an `of` event
+    (e.g. a hard bounce): the CUSUM of the log-likelihood ratio between the `healthy` and the `bad` rate.
+
+    Each `per` event adds ln((1-bad)/(1-healthy)) (a clean send: down), each `of` event adds
+    ln(bad/healthy) - ln((1-bad)/(1-healthy)) (it turns one of those sends into an outcome: up); the
+    statistic never goes below 0 and fires at the level h that keeps the false-alarm budget (see
+    `threshold`). Outcomes arrive after their sends, so each event counts as it arrives."""
+
+    of: Selector
+    per: Selector
+    healthy: Fraction = Field(
+        description="The `of` rate of a good campaign, e.g. '2%': at or below it the statistic falls."
+    )
+    bad: Fraction = Field(
+        description="The `of` rate worth firing on, above `healthy`, e.g. '8%': at or above it the statistic climbs."
+    )
+    false_alarms: Fraction = Field(
+        description="The false-alarm budget: at most this share of campaigns at the healthy rate fires by chance, "
+        "e.g. '0.1%'..."
+    )
+    campaign_size: int = Field(
+        ge=1,
+        le=10**9,
+        description="...each sending this many `per` events at the healthy rate; the alarm level follows from both.",
+    )
+
+    @model_validator(mode="after")
+    def _bad_above_healthy(self) -> CusumCondition:
+        if self.bad <= self.healthy:
+            raise ValueError(
+                f"bad ({self.bad:.4g}) must be above healthy ({self.healthy:.4g}): the statistic climbs only at rates "
+                "nearer `bad` than `healthy`"
+            )
+        return self
+
+    @cached_property
+    def fall(self) -> float:
+        """Added per `per` event (negative): the log-likelihood ratio of a send without an outcome."""
+        return math.log((1 - self.bad) / (1 - self.healthy))
+
+    @cached_property
+    def rise(self) -> float:
+        """Added per `of` event: ln(bad/healthy), less the clean-send step its send already added."""
+        return math.log(self.bad / self.healthy) - self.fall
+
+    @cached_property
+    def threshold(self) -> float:
+        """The alarm level h in nats: a campaign of `campaign_size` trials at the healthy rate fires by
+        chance with probability `false_alarms`, by Siegmund's approximation of the average run to a
+        false alarm, ARL0 = (e^h - h - 1) / I0 (I0 the information per healthy trial), with
+        false alarms as rare events: 1 - exp(-campaign_size / ARL0) = false_alarms. The overshoot
+        at the alarm makes the true chance a little smaller; a rate below `healthy`, far smaller."""
+        healthy_information = self.healthy * math.log(self.healthy / self.bad) + (1 - self.healthy) * math.log(
+            (1 - self.healthy) / (1 - self.bad)
+        )
+        arl = self.campaign_size / -math.log1p(-self.false_alarms)
+        level = math.log(arl * healthy_information + 1)
+        for _ in range(100):  # e^h = ARL0 * I0 + h + 1: a contraction, converged in a few steps
+            level = math.log(arl * healthy_information + level + 1)
+        return max(level, 1e-9)
 
 
 class CampaignFilter(_Frozen):
@@ -133,11 +257,9 @@ class CampaignFilter(_Frozen):
 
 
 def _condition(info: ValidationInfo) -> str | None:
-    """ "rate" or "count" when exactly one is given (else the model check reports it)."""
-    rate, count = info.data.get("rate"), info.data.get("count")
-    if (rate is None) == (count is None):
-        return None
-    return "rate" if rate is not None else "count"
+    """ "rate", "count" or "cusum" when exactly one is given (else the model check reports it)."""
+    given = [name for name in ("rate", "count", "cusum") if info.data.get(name) is not None]
+    return given[0] if len(given) == 1 else None
 
 
 class Rule(_Frozen):
@@ -145,8 +267,13 @@ class Rule(_Frozen):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = Field(min_length=1, description="Why the rule exists; shown in audits and logs.")
-    rate: RateCondition | None = Field(None, description="Fire on a rate; give `rate` or `count`.")
-    count: Selector | None = Field(None, description="Fire on a count; give `rate` or `count`.")
+    rate: RateCondition | None = Field(None, description="Fire on a rate; give one of `rate`, `count`, `cusum`.")
+    count: Selector | None = Field(None, description="Fire on a count; give one of `rate`, `count`, `cusum`.")
+    cusum: CusumCondition | None = Field(
+        None,
+        description="Fire on a sequential test between a healthy and a bad rate, instead of `rate` or `count`: "
+        "no `window`, `last`, `threshold`, `min_volume` or `confidence` (the alarm level follows from its budget).",
+    )
     window: Duration | None = Field(
         None, description="Sliding event-time window, from 1m to 30d. A rate rule may give `last` instead."
     )
@@ -156,9 +283,10 @@ class Rule(_Frozen):
         le=100_000,
         description="Rate rules: judge the campaign's last N `per` events (e.g. sends) instead of a time window.",
     )
-    threshold: Annotated[float, BeforeValidator(_percent)] = Field(
+    threshold: Annotated[float | None, BeforeValidator(_percent)] = Field(
+        None,
         description="Fires when the value reaches this: a fraction or percentage ('0.3%') for a rate, "
-        "a whole number for a count."
+        "a whole number for a count. Required for both; a `cusum` rule has none.",
     )
     min_volume: int | None = Field(
         None,
@@ -199,7 +327,9 @@ class Rule(_Frozen):
 
     @field_validator("threshold")
     @classmethod
-    def _threshold_fits_condition(cls, threshold: float, info: ValidationInfo) -> float:
+    def _threshold_fits_condition(cls, threshold: float | None, info: ValidationInfo) -> float | None:
+        if threshold is None:
+            return None
         if not math.isfinite(threshold):
             raise ValueError("a threshold is a finite number")
         condition = _condition(info)
@@ -223,14 +353,18 @@ class Rule(_Frozen):
                 "a rate rule needs `min_volume`, e.g. `min_volume: 50`: it stays silent until `per` has that many "
                 "events (1 bounce in 2 sends is no evidence)"
             )
-        if condition == "count" and min_volume is not None:
+        if condition in ("count", "cusum") and min_volume is not None:
             raise ValueError("`min_volume` applies to rate rules only")
         return min_volume
 
     @model_validator(mode="after")
     def _one_condition(self) -> Rule:
+        if self.cusum is not None:
+            return self._cusum_alone()
         if (self.rate is None) == (self.count is None):
-            raise ValueError("give exactly one condition: `rate` or `count`")
+            raise ValueError("give exactly one condition: `rate`, `count` or `cusum`")
+        if self.threshold is None:
+            raise ValueError(f"a {'rate' if self.rate is not None else 'count'} rule needs `threshold`")
         if self.count is not None and (self.last is not None or self.confidence is not None):
             raise ValueError("`last` and `confidence` apply to rate rules only")
         if (self.window is None) == (self.last is None):
@@ -239,11 +373,41 @@ class Rule(_Frozen):
             raise ValueError(f"min_volume {self.min_volume} can never be reached within the last {self.last} events")
         return self
 
+    def _cusum_alone(self) -> Rule:
+        others = [name for name in ("rate", "count") if getattr(self, name) is not None]
+        if others:
+            raise ValueError(f"give exactly one condition: `cusum` or `{others[0]}`, not both")
+        given = [name for name in ("window", "last", "threshold", "confidence") if getattr(self, name) is not None]
+        if given:
+            raise ValueError(
+                f"a cusum rule takes no `{given[0]}`: it weighs every `per` event since the campaign's episode "
+                "began, and its alarm level follows from `false_alarms` and `campaign_size`"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _delay_needs_a_time_window(self) -> Rule:
+        if self.rate is not None and self.rate.delay is not None and self.window is None:
+            raise ValueError(
+                "`rate.delay` applies to time windows: a count window (`last`) joins outcomes to their sends instead"
+            )
+        return self
+
+    @property
+    def level(self) -> float:
+        """The value at which the rule fires: its threshold, or a cusum's alarm level."""
+        if self.cusum is not None:
+            return self.cusum.threshold
+        assert self.threshold is not None
+        return self.threshold
+
     @property
     def span(self) -> float:
-        """How far back in event time the rule looks: its window; a `last` rule keeps a campaign's
-        evidence through up to a day without events."""
-        return self.window if self.window is not None else LAST_N_IDLE_HORIZON
+        """How far back in event time the rule looks: its window (and the outcome delay before it); a
+        `last` or `cusum` rule keeps a campaign's evidence through up to a day without events."""
+        if self.window is None:
+            return LAST_N_IDLE_HORIZON
+        return self.window + (self.rate.delay.max if self.rate is not None and self.rate.delay is not None else 0.0)
 
     @cached_property
     def version(self) -> str:
