@@ -106,7 +106,15 @@ def _windowed(rule: Rule) -> str:
         return f"never: no count of {did} reaches it{_sure(rule)}"
     volumes = sorted({first, *(multiple * (rule.min_volume or 1) for multiple in _VOLUMES[1:])})
     counts = ", ".join(f">= {fewest_to_fire(rule, n):,} of {n:,}" for n in volumes)
-    return f"{per} that {did}{_sure(rule)}: {counts} {per}; not before {first:,} {per}"
+    text = f"{per} that {did}{_sure(rule)}: {counts} {per}; not before {first:,} {per}"
+    if rule.rate.delay is not None:  # the engine weighs each send by the share of its outcomes already due
+        delay = rule.rate.delay
+        outcomes = _NOUNS.get(rule.rate.of.signal, "events")
+        text += (
+            f" (each counted by the share of its {outcomes} already due: half arrive within "
+            f"{format_duration(delay.median)}, all within {format_duration(delay.max)}; a fresh one counts for less)"
+        )
+    return text
 
 
 def _sure(rule: Rule) -> str:

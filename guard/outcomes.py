@@ -29,6 +29,8 @@ def evidence_text(decision: Decision) -> str:
     rule = decision.rule
     if decision.denominator is None:
         return f"{decision.numerator} events"
+    if rule.cusum is not None:
+        return f"a cusum of {decision.value:.2f} ({decision.numerator} of {decision.denominator} since it rose)"
     text = f"{decision.numerator} of {decision.denominator} ({decision.value:.2%}"
     if decision.lower_bound is not None and rule.confidence is not None:
         text += f"; {rule.confidence:.1%} sure over {decision.lower_bound:.2%}".replace(".0% sure", "% sure")

@@ -233,8 +233,10 @@ def _describe_fired(decision: Decision) -> str:
 
 
 def _threshold(decision: Decision) -> str:
-    threshold = decision.rule.threshold
-    return f"{threshold:.2%}" if decision.denominator is not None else f"{threshold:g}"
+    level = decision.rule.level
+    if decision.rule.cusum is not None:
+        return f"{level:.2f} (cusum)"
+    return f"{level:.2%}" if decision.denominator is not None else f"{level:g}"
 
 
 def run_file(path: Path) -> list[Outcome]:

@@ -142,8 +142,14 @@ def _rate_rules() -> list:
         pytest.param(source, rule, id=rule.name)
         for source, rules in (("shipped", load_rules(RULES_DIR)), ("team", team))
         for rule in rules.rules
-        if rule.rate is not None
+        if rule.rate is not None and rule.rate.delay is None  # delayed rates count sends by weight: see below
     ]
+
+
+def test_a_delayed_rate_says_its_counts_are_of_sends_whose_outcomes_are_due() -> None:
+    """A rate with `delay` weighs a fresh send less: its line says so rather than promising whole counts."""
+    [line] = [line for line in explain(RULES_DIR) if line.startswith("gmail-complaint-rate: ")]
+    assert "(each counted by the share of its complaints already due: half arrive within 2h, all within 2d;" in line
 
 
 @pytest.mark.parametrize(("source", "rule"), _rate_rules())

@@ -154,7 +154,7 @@ class TestValidationMessages:
         [
             pytest.param(
                 GOOD + "        colour: red\n",
-                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, notify)",
+                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, notify)",
                 id="unknown-key",
             ),
             pytest.param(
@@ -756,12 +756,12 @@ class TestCusumRules:
             ),
             pytest.param(
                 GOOD_CUSUM.replace("healthy: 2%", "healthy: 0"),
-                "rules.yaml:9: rule stale-list: cusum.healthy: Input should be greater than 0",
+                "rules.yaml:9: rule stale-list: cusum.healthy: must be more than 0, got 0; e.g. `healthy: 2% (the rate of a good campaign)`",
                 id="healthy-zero",
             ),
             pytest.param(
                 GOOD_CUSUM.replace("bad: 8%", "bad: 100%"),
-                "rules.yaml:10: rule stale-list: cusum.bad: Input should be less than 1",
+                "rules.yaml:10: rule stale-list: cusum.bad: must be less than 1, got '100%'; e.g. `bad: 8% (the rate worth pausing on, above healthy)`",
                 id="bad-one",
             ),
             pytest.param(
@@ -772,7 +772,7 @@ class TestCusumRules:
             ),
             pytest.param(
                 GOOD_CUSUM.replace("          campaign_size: 50000\n", ""),
-                "rules.yaml:6: rule stale-list: cusum.campaign_size: Field required",
+                "rules.yaml:6: rule stale-list: cusum.campaign_size: required but missing; e.g. `campaign_size: 50000 (sends of a large campaign)`",
                 id="no-campaign-size",
             ),
             pytest.param(

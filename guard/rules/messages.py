@@ -23,6 +23,13 @@ EXAMPLES = {
     "description": "description: Hard bounces mean a stale or scraped list.",
     "rate": "rate: {of: {signal: bounced, where: {bounce_type: hard}}, per: sent}",
     "count": "count: complained",
+    "cusum": "cusum: {of: {signal: bounced, where: {bounce_type: hard}}, per: sent, healthy: 2%, bad: 8%, "
+    "false_alarms: 5%, campaign_size: 50000}",
+    "healthy": "healthy: 2% (the rate of a good campaign)",
+    "bad": "bad: 8% (the rate worth pausing on, above healthy)",
+    "false_alarms": "false_alarms: 5% (of campaigns at the healthy rate paused by chance)",
+    "campaign_size": "campaign_size: 50000 (sends of a large campaign)",
+    "delay": "delay: {median: 2h, max: 2d}",
     "of": "of: {signal: bounced, where: {bounce_type: hard}}",
     "per": "per: sent",
     "signal": "signal: bounced",
