@@ -209,6 +209,22 @@ def rate_rules(draw: st.DrawFn, name: str = "rate-rule", *, for_: bool = True) -
 
 
 @st.composite
+def delayed_rate_rules(draw: st.DrawFn, name: str = "delayed-rate-rule") -> Rule:
+    """A rate whose `of` events arrive after their sends (`rate.delay`): the sends count weighted."""
+    median, most = draw(st.sampled_from(((60, 600), (300, 3600), (1800, 86400), (7200, 2 * 86400))))
+    return Rule.model_validate(
+        {
+            **draw(rate_rules(name)).model_dump(by_alias=True, exclude={"rate"}),
+            "rate": {
+                "of": draw(selectors(st.sampled_from(("complained", "bounced", "unsubscribed")))),
+                "per": "sent",
+                "delay": {"median": median, "max": most},
+            },
+        }
+    )
+
+
+@st.composite
 def last_rules(draw: st.DrawFn, name: str = "last-rule") -> Rule:
     """A count window: `of` among the campaign's last N sends, sometimes with a confidence."""
     size = draw(st.integers(10, 40))
@@ -262,10 +278,14 @@ campaign_filters = st.sampled_from(
 
 
 @st.composite
-def rule_sets(draw: st.DrawFn, max_rules: int = 4, *, last: bool = False, cusum: bool = False) -> RuleSet:
+def rule_sets(
+    draw: st.DrawFn, max_rules: int = 4, *, last: bool = False, cusum: bool = False, delayed: bool = False
+) -> RuleSet:
     """One to `max_rules` rules, count and rate mixed (and count windows, with `last`; sequential
-    tests, with `cusum`), with unique names and campaign filters."""
+    tests, with `cusum`; rates of outcomes that arrive late, with `delayed`), with unique names and
+    campaign filters."""
     kinds = (count_rules, rate_rules) + ((last_rules,) if last else ()) + ((cusum_rules,) if cusum else ())
+    kinds += (delayed_rate_rules,) if delayed else ()
     rules = []
     for number in range(draw(st.integers(1, max_rules))):
         kind = draw(st.sampled_from(kinds))

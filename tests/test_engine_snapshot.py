@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import event_streams, resume_graces, rule_sets, stop_and_go_streams
 
 from guard.engine import Engine
+from guard.engine import snapshot as snapshots
+from guard.engine.plan import Series
 from guard.engine.snapshot import FORMAT, SnapshotError, restore, rules_version, snapshot
 from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
@@ -34,7 +43,7 @@ def _restored(engine: Engine, rules: RuleSet, options: dict) -> Engine:
 class TestRestoring:
     @PROPERTY_SETTINGS
     @given(
-        rules=rule_sets(last=True),
+        rules=rule_sets(last=True, cusum=True, delayed=True),
         events=streams,
         options=engine_options,
         data=st.data(),
@@ -58,7 +67,7 @@ class TestRestoring:
         assert engine.stats == uninterrupted.stats
 
     @PROPERTY_SETTINGS
-    @given(rules=rule_sets(), events=event_streams(max_size=120), data=st.data())
+    @given(rules=rule_sets(last=True, cusum=True, delayed=True), events=event_streams(max_size=120), data=st.data())
     def test_a_snapshot_after_a_reload_restores_under_the_new_rules(
         self, rules: RuleSet, events: list[Event], data: st.DataObject
     ) -> None:
@@ -176,7 +185,81 @@ class TestCoverage:
         derived = {"_plan", "stats"}  # the plan from the rules; stats are stored too, as counters
         assert set(vars(Engine(RULES))) == stored | derived
 
+    def test_every_kind_of_series_is_stored(self) -> None:
+        """A new kind of series must get a mirror in the snapshot (and FORMAT raised)."""
+        assert set(snapshots._SERIES) == set(typing.get_args(Series))
+
     def test_a_snapshot_is_compact(self) -> None:
         """Every structure is an array (no field names on the wire)."""
         data = snapshot(_busy_engine(RULES), RULES)
         assert b"watermark" not in data and b"newest_count" not in data
+
+
+# Run in a subprocess with a given PYTHONHASHSEED: stage "take" processes the first events and
+# writes a snapshot to the file; stage "continue" restores it, processes the rest and prints what
+# came of it. Sends m0..m49; then retries of m0..m9 (duplicates), hard bounces of m40..m49 (each
+# joins its send: among the last 30 sends it counts only while that send does), 25 more sends.
+_ACROSS = """
+import json, sys
+from guard.engine import Engine
+from guard.engine.snapshot import restore, snapshot
+from guard.events import Event, Signal
+from guard.rules import Rule, RuleSet
+
+RULES = RuleSet(rules=(Rule.model_validate({
+    "name": "hard-bounces", "description": "d", "rate": {"of": {"signal": "bounced", "where": {"bounce_type": "hard"}},
+    "per": "sent"}, "last": 30, "threshold": "50%", "min_volume": 30}),))
+T0 = 1_714_564_800.0
+FIRST = [Event(Signal.SENT, "c1", T0 + n, f"m{n}") for n in range(50)]
+REST = (
+    [Event(Signal.SENT, "c1", T0 + 50, f"m{n}") for n in range(10)]
+    + [Event(Signal.BOUNCED, "c1", T0 + 51, f"m{n}", bounce_type="hard") for n in range(40, 50)]
+    + [Event(Signal.SENT, "c1", T0 + 52 + n, f"m{n}") for n in range(50, 75)]
+)
+
+def outcome(engine):
+    measure = engine.measure("c1")["hard-bounces"]
+    return {"duplicates": engine.stats.duplicates, "counted": [measure.numerator, measure.denominator]}
+
+if __name__ == "__main__":
+    stage, path = sys.argv[1:]
+    engine = Engine(RULES)
+    if stage == "take":
+        for event in FIRST:
+            engine.process(event)
+        open(path, "wb").write(snapshot(engine, RULES))
+    else:
+        restore(open(path, "rb").read(), RULES, engine)
+        for event in REST:
+            engine.process(event)
+        print(json.dumps(outcome(engine)))
+"""
+
+
+def _stage(stage: str, path: Path, seed: int) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _ACROSS, stage, str(path)],
+        env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+class TestAcrossProcesses:
+    def test_a_snapshot_restored_in_another_process_still_knows_its_keys_and_sends(self, tmp_path: Path) -> None:
+        """Taken in a process with one hash seed, continued in one with another: retries are still
+        duplicates and bounces still join their sends, as in one process that never stopped."""
+        script: dict = {"__name__": "across"}
+        exec(_ACROSS, script)
+        uninterrupted = Engine(script["RULES"])
+        for event in script["FIRST"] + script["REST"]:
+            uninterrupted.process(event)
+        expected = script["outcome"](uninterrupted)
+        assert expected == {"duplicates": 10, "counted": [5, 30]}  # the bounces of m45..m49 still count
+        path = tmp_path / "snapshot"
+        _stage("take", path, seed=1)
+        assert json.loads(_stage("continue", path, seed=2)) == expected

@@ -1,6 +1,7 @@
 """The keys one partition's engine has seen, to count a retried webhook once: compact and bounded.
 
-A key is a 64-bit fingerprint of (campaign, signal, messageId). Keys live in generations of the
+A key is a 64-bit fingerprint of (campaign, signal, messageId), the same in every process
+(fingerprints.py), so the keys survive a snapshot. Keys live in generations of the
 partition's clock: a generation is open for 1/GENERATIONS of the horizon (or until it holds its
 share of the budget), and is forgotten whole once the clock is more than the horizon past its
 newest key. So a key is remembered for at least the horizon after it was first seen, and at most
@@ -68,7 +69,7 @@ class DedupeStore:
             self._rotate(now)
         index = fingerprint & self._mask
         bucket = self._buckets[index]
-        stored = (fingerprint >> 8 & _U56).to_bytes(7, "little")  # bits 8-63 (of a negative hash too)
+        stored = (fingerprint >> 8 & _U56).to_bytes(7, "little")  # bits 8-63
         at = bucket.find(stored)
         while at >= 0:
             if not at & 7:  # at an entry's start: a match across two entries is no match

@@ -15,6 +15,7 @@ from guard.engine.cusum import Cusum
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
+from guard.engine.fingerprints import event_key
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.windows import LastN
 from guard.events import Event, Signal
@@ -377,7 +378,7 @@ class Engine:
                 self._sweep()
 
     def _is_duplicate(self, event: Event) -> bool:
-        key = hash((event.campaign_id, event.signal, event.message_id))
+        key = event_key(event.campaign_id, event.signal, event.message_id)  # type: ignore[arg-type]
         return self._seen.seen(key, event.time if event.time > self._watermark else self._watermark)
 
     def measure(self, campaign_id: str) -> dict[str, Measure]:

@@ -3,8 +3,10 @@
 A snapshot holds everything that decides what the engine does next: each campaign's series, rule
 states and episode, in the order they were first tracked (eviction breaks ties by it); the
 partition's clock and the timestamp it has not yet agreed with; the dedupe store's generations and
-buckets; the counters. Restored into an engine with the same rules and settings, the events after
-it give exactly the decisions an engine that never stopped would give.
+buckets; the counters. Each series is stored whole: a time window's buckets, a count window's
+sends (times and message-id hashes), a cusum's run. Restored into an engine with the same rules and
+settings, the events after it give exactly the decisions an engine that never stopped would give, in
+any process: the dedupe keys and message-id hashes are stable hashes (fingerprints.py), not `hash()`.
 
 What is derived is not stored: the compiled rules (from the rule set, whose version the snapshot
 names) and each campaign's rules (from its id). The snapshot's types mirror the state's own fields,
@@ -26,11 +28,13 @@ from typing import Any
 import msgspec
 
 from guard.engine import dedupe
+from guard.engine.cusum import Cusum
 from guard.engine.engine import CampaignState, Engine, EngineStats, RuleState
+from guard.engine.plan import Series
 from guard.engine.windows import LastN, SlidingCount
 from guard.rules.models import RuleSet
 
-FORMAT = 1  # raise with any change to what is stored
+FORMAT = 2  # raise with any change to what is stored
 
 
 class SnapshotError(ValueError):
@@ -51,6 +55,9 @@ def _mirror(cls: type, *, skip: tuple[str, ...] = (), extra: tuple[tuple[str, An
 
 _Sliding = _mirror(SlidingCount, tag=0)
 _Last = _mirror(LastN, tag=1)
+_Cusum = _mirror(Cusum, tag=2)
+_SERIES = {SlidingCount: _Sliding, LastN: _Last, Cusum: _Cusum}  # every kind of series, and its mirror
+_KINDS = {mirror: kind for kind, mirror in _SERIES.items()}
 _RuleState = _mirror(RuleState)
 _Stats = _mirror(EngineStats)
 _Generation = _mirror(dedupe._Generation)
@@ -58,7 +65,7 @@ _Generation = _mirror(dedupe._Generation)
 _Campaign = _mirror(
     CampaignState,
     skip=("rules", "series", "rule_states"),
-    extra=(("id", str), ("series", list[_Sliding | _Last | None]), ("rule_states", dict[str, _RuleState])),
+    extra=(("id", str), ("series", list[_Sliding | _Last | _Cusum | None]), ("rule_states", dict[str, _RuleState])),
 )
 _BUILT_APART = ("id", "series", "rule_states")
 
@@ -112,7 +119,16 @@ def _enc_hook(value: object) -> object:
     raise NotImplementedError(f"no snapshot encoding for {type(value).__name__}")
 
 
-_ARRAY_TYPES = {"older": "d", "of_positions": "q", "per_times": "i"}  # the windows' array fields
+def _array_types(kind: type) -> dict[str, str]:
+    """A series' array fields and their typecodes, from the arrays its fields start as."""
+    return {
+        field.name: field.default_factory().typecode
+        for field in msgspec.structs.fields(kind)
+        if field.type is array and callable(field.default_factory)
+    }
+
+
+_ARRAY_TYPES = {kind: _array_types(kind) for kind in _SERIES}
 
 
 def _array(typecode: str, data: bytes) -> array:
@@ -156,11 +172,7 @@ def snapshot(engine: Engine, rules: RuleSet) -> bytes:
     )
     campaigns = [
         _Campaign(
-            **{
-                name: getattr(state, name)
-                for name in _Campaign.__struct_fields__
-                if name not in ("id", "series", "rule_states")
-            },
+            **{name: getattr(state, name) for name in _Campaign.__struct_fields__ if name not in _BUILT_APART},
             id=campaign_id,
             series=[_series_mirror(series) for series in state.series],
             rule_states={name: _mirror_of(rule_state, _RuleState) for name, rule_state in state.rule_states.items()},
@@ -180,18 +192,19 @@ def snapshot(engine: Engine, rules: RuleSet) -> bytes:
     return _encoder.encode(partition)
 
 
-def _series_mirror(series: SlidingCount | LastN | None) -> Any:
+def _series_mirror(series: Series | None) -> Any:
     if series is None:
         return None
-    return _mirror_of(series, _Sliding if isinstance(series, SlidingCount) else _Last)
+    return _mirror_of(series, _SERIES[type(series)])
 
 
-def _series(mirror: Any) -> SlidingCount | LastN | None:
+def _series(mirror: Any) -> Series | None:
     if mirror is None:
         return None
-    kind = SlidingCount if isinstance(mirror, _Sliding) else LastN
+    kind = _KINDS[type(mirror)]
+    arrays = _ARRAY_TYPES[kind]
     values = {
-        name: _array(_ARRAY_TYPES[name], value) if name in _ARRAY_TYPES else value
+        name: _array(arrays[name], value) if name in arrays else value
         for name, value in msgspec.structs.asdict(mirror).items()
     }
     return kind(**values)

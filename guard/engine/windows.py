@@ -7,6 +7,8 @@ from bisect import bisect_right
 
 import msgspec
 
+from guard.engine.fingerprints import message_key
+
 BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
 SAMPLE_IDS = 3  # message ids kept as evidence for audits
 _NO_BUCKET = float("-inf")  # below any bucket index
@@ -17,10 +19,11 @@ _NO_ID = 0  # the hash ring's entry for a per-event without a message id
 
 
 def _id_hash(message_id: str | None) -> int:
-    """A message id as a signed 32-bit int (a collision among a window's sends: ~1 in 10 million)."""
+    """A message id as a signed 32-bit int, the same in every process (a collision among a window's
+    sends: ~1 in 10 million)."""
     if message_id is None:
         return _NO_ID
-    return (hash(message_id) & 0xFFFFFFFF) - 0x80000000
+    return (message_key(message_id) & 0xFFFFFFFF) - 0x80000000
 
 
 def _keep_latest(samples: list | None, sample: tuple[float, str] | tuple[int, str]) -> list:
