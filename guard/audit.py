@@ -81,6 +81,21 @@ class Evidence(_Model):
         description="Wilson lower bound of the rate, for rules with `confidence` (what must reach the threshold).",
     )
 
+    @property
+    def sequential(self) -> bool:
+        """A cusum rule's evidence: its value is a statistic in nats, not a rate or a count."""
+        return self.window.startswith("cusum ")
+
+    def readable(self) -> tuple[str, str, str]:
+        """(the value the rule compared, its threshold, what was counted), as a person reads them."""
+        if self.sequential:
+            counted = f"{self.numerator} of {self.denominator} since it rose"
+            return f"{self.value:.2f}", f"{self.threshold:.2f}", counted
+        compared = self.lower_bound if self.lower_bound is not None else self.value
+        if self.denominator is not None:
+            return f"{compared:.2%}", f"{self.threshold:.2%}", f"{self.numerator} of {self.denominator}"
+        return f"{compared:g}", f"{self.threshold:g}", f"{self.numerator} events"
+
 
 class Result(_Model):
     http_status: int | None = Field(description="Last HTTP status from Leadterra; null if none arrived.")

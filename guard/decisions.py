@@ -97,16 +97,15 @@ def table(records: list[DecisionRecord]) -> str:
     rows = [header]
     for record in records:
         event = record.latest
-        evidence, rate = event.evidence, event.evidence.denominator is not None
-        compared = evidence.lower_bound if evidence.lower_bound is not None else evidence.value
-        value = f"{_ratio(compared, rate)} / {_ratio(evidence.threshold, rate)}"
+        compared, threshold, _ = event.evidence.readable()
+        value = f"{compared} / {threshold}"
         rows.append(
             (
                 event.campaign_id,
                 event.workspace_id or "-",
                 event.rule.name,
                 value,
-                evidence.window,
+                event.evidence.window,
                 record.outcome_name + (" (notify failed)" if record.notes else ""),
                 _utc(record.when),
             )
@@ -131,7 +130,12 @@ def explain(record: DecisionRecord) -> str:
         f"  rule      {rule.name} (version {rule.version}, action {rule.action}, severity {rule.severity})",
         f"            {rule.description}",
     ]
-    if rate:
+    if evidence.sequential:
+        lines.append(
+            f"  evidence  a cusum of {evidence.value:.2f} ({evidence.numerator} of {evidence.denominator} since it "
+            f"rose from zero) against its alarm level {evidence.threshold:.2f}"
+        )
+    elif rate:
         counted = f"{evidence.numerator} of {evidence.denominator} ({evidence.value:.2%})"
         if evidence.lower_bound is not None:
             counted += f", lower bound {evidence.lower_bound:.2%}"

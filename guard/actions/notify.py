@@ -210,11 +210,8 @@ _HEADLINES = {
 
 def slack_message(event: AuditEvent, link: str | None) -> bytes:
     """A readable Slack message: campaign, rule, value against threshold, window, outcome, link."""
-    evidence, rate = event.evidence, event.evidence.denominator is not None
-    compared = evidence.lower_bound if evidence.lower_bound is not None else evidence.value
-    shown = f"{compared:.2%}" if rate else f"{compared:g}"
-    threshold = f"{evidence.threshold:.2%}" if rate else f"{evidence.threshold:g}"
-    counts = f"{evidence.numerator} of {evidence.denominator}" if rate else f"{evidence.numerator} events"
+    evidence = event.evidence
+    shown, threshold, counts = evidence.readable()
     bound = " (lower bound)" if evidence.lower_bound is not None else ""
     workspace = f" in workspace `{_escape(event.workspace_id)}`" if event.workspace_id else ""
     lines = [
