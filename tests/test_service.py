@@ -418,12 +418,12 @@ class TestStartOffsets:
     async def test_a_new_group_starts_at_the_look_back_and_never_fetches_older_records(
         self, kafka_broker: BrokerInfo, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
     ) -> None:
-        """A group without committed offsets starts each partition at `now - look-back` (48 h for
-        the shipped rules) through offsets_for_times: on Apache Kafka records older than that are
-        never fetched (no `too_old` count, no warning). Tansu cannot look offsets up by time: there
-        the guard reads from the beginning, skips the old records by their timestamp, and says so
-        once for all partitions."""
-        old, recent = time.time() - 3 * 86400, time.time() - 600
+        """A group without committed offsets starts each partition at `now - look-back` (the longest
+        any shipped rule looks back) through offsets_for_times: on Apache Kafka records older than
+        that are never fetched (no `too_old` count, no warning). Tansu cannot look offsets up by time:
+        there the guard reads from the beginning, skips the old records by their timestamp, and says
+        so once for all partitions."""
+        old, recent = time.time() - load_rules(RULES).retention - 3600, time.time() - 600
         for at, count in ((old, 40), (recent, 20)):
             for i in range(count):
                 campaign = f"camp_{i % 8}"
