@@ -323,6 +323,8 @@ def hostile(now: float) -> list[Hostile]:
             (f"camp_hostile_big_{n}", sent(f"camp_hostile_big_{n}", "2026-01-01T00:00:00Z", note="x" * 3 * 2**20), now)
             for n in range(2)
         ),
+        # poison pills: malformed and too big to dead-letter whole (over the producer's 1 MiB request)
+        *((f"camp_hostile_poison_{n}", b"{" + b"%d" % n * 2 * 2**20, now) for n in range(2)),
     ]
 
 
@@ -442,13 +444,16 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
         f"with {len(good):,} good records; + {kinds['odd']} odd-but-valid ones (record-time fallbacks, 50 KB "
         f"bounce reasons, unknown fields) on campaigns of their own; + {len(hostiles)} hostile ones, "
         f"gzip-compressed, among the good ones: event and record time 30 days ahead, year 1900, year-0-ish "
-        f"(0001-01-01T00:00:00+23:59), 3 MiB values; produced from the guard's start, while it joins its group",
+        f"(0001-01-01T00:00:00+23:59), 3 MiB values, 2 MiB malformed ones (poison pills); produced from the guard's "
+        f"start, while it joins its group",
         f"no crash ({live[0]}/{live[1]} on /livez,/readyz after); {len(dead_letters):,} dead letters (metric "
         f"{dead_lettered:,.0f}) + {ignored:,.0f} ignored = {len(dead_letters) + ignored:,.0f}; counted "
         f"{metrics.records('counted'):,.0f} = good + odd; {len(fired)} decisions = offline run over the good records "
         f"only; consumed in {seconds:.1f} s from the guard's start; {metrics.records('redelivered'):,.0f} records "
         f"delivered again by the consumer and skipped; top reasons {dict(reasons.most_common(4))}; hostile ones "
-        f"{dict(hostile_fates)}, {metrics.records('ahead'):.0f} counted at the partition's clock; campaigns tracked "
+        f"{dict(hostile_fates)}, {metrics.records('ahead'):.0f} counted at the partition's clock, "
+        f"{metrics('guard_dead_letters_total', result='truncated'):.0f} poison pills dead-lettered cut to 16 KiB; "
+        f"campaigns tracked "
         f"{metrics('guard_campaigns_tracked'):.0f} of at most {metrics('guard_campaigns_limit'):,.0f}; RSS {rss_mib:.0f} MiB",
     )
     assert len(dead_letters) == dead_lettered == kinds["dead"] + hostile_fates["dead"]
@@ -458,7 +463,11 @@ async def test_ten_thousand_malformed_messages_change_nothing(kit, standin, repo
     assert metrics.records("ahead") == 2  # the two records 30 days ahead
     assert metrics("guard_campaigns_tracked") <= metrics("guard_campaigns_limit")
     dead_values = [v for kind, v in fuzzed if kind == "dead"] + [v for _, v, at in hostiles if fate(v, at) == "dead"]
-    assert Counter(r.value for r in dead_letters) == Counter(dead_values)
+    cut = [r for r in dead_letters if dict(r.headers).get("guard.truncated") == b"true"]
+    poison = [v for campaign, v, _ in hostiles if campaign.startswith("camp_hostile_poison_")]
+    assert sorted(int(dict(r.headers)["guard.source.size"]) for r in cut) == sorted(len(v) for v in poison)
+    assert all(any(v.startswith(r.value) for v in poison) and len(r.value) <= 16 * 1024 for r in cut)
+    assert Counter(r.value for r in dead_letters if r not in cut) == Counter(v for v in dead_values if v not in poison)
     assert all(dict(r.headers)["guard.error"] for r in dead_letters)
     assert all(dict(r.headers)["guard.source"].startswith(topics.input.encode()) for r in dead_letters)
     assert fired == sorted(d.id for d in expected.decisions)
