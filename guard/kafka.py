@@ -17,6 +17,7 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from guard.errors import ConfigError, GuardError
 from guard.metrics import Metrics
@@ -313,6 +314,22 @@ async def read_topic(
         await consumer.stop()
 
 
+@retry(
+    # the admin client asks one broker; while that one is down (a failover) another answers on retry
+    retry=retry_if_exception(lambda error: isinstance(error, KafkaError) and error.retriable),
+    wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+async def _describe_topics(settings: KafkaSettings) -> list[dict[str, Any]]:
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        return await admin.describe_topics()
+    finally:
+        await admin.close()
+
+
 async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
     """The partitions of `topic`, asked of the brokers; [] when it does not exist.
 
@@ -320,12 +337,7 @@ async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPar
     all), and a request that names the topic would create it where brokers auto-create topics: so
     this asks for the metadata of every topic.
     """
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics()
-    finally:
-        await admin.close()
+    described = await _describe_topics(settings)
     for entry in described:
         if entry["topic"] == topic and entry["error_code"] == 0:
             return sorted(TopicPartition(topic, p["partition"]) for p in entry["partitions"])

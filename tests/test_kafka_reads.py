@@ -19,9 +19,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from guard.kafka import read_topic, settled_decision_ids
+from guard.kafka import read_topic, settled_decision_ids, topic_partitions
 from guard.settings import KafkaSettings
-from guard.testing.apache_kafka import ApacheKafka
+from guard.testing.apache_kafka import ApacheKafka, KafkaCluster
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration
@@ -179,3 +179,24 @@ async def test_settled_ids_are_read_over_a_slow_link(kafka_broker: BrokerInfo) -
         )
 
     assert found == settled
+
+
+@pytest.mark.timeout(120)
+async def test_topic_partitions_are_found_while_a_broker_of_the_cluster_is_down(kafka_cluster: KafkaCluster) -> None:
+    """The admin client asks one broker of those it knows: with one of three down, a lookup that
+    picked it is asked again of another (a new guard starting during a failover must not give up)."""
+    topic = f"lookup-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=3)])
+    finally:
+        await admin.close()
+    settings = KafkaSettings(bootstrap_servers=kafka_cluster.bootstrap_servers)
+    down = kafka_cluster.node(1)
+    down.kill()
+    try:
+        found = [len(await topic_partitions(settings, topic)) for _ in range(12)]
+    finally:
+        down.start()
+    assert found == [4] * 12
