@@ -84,10 +84,6 @@ def fold(values: Iterable[bytes | None]) -> Folded:
     return Folded(sorted(by_id.values(), key=lambda r: (r.when, r.latest.campaign_id)), unreadable)
 
 
-def _ratio(value: float, rate: bool) -> str:
-    return f"{value:.2%}" if rate else f"{value:g}"
-
-
 def _utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S")
 
