@@ -281,7 +281,7 @@ class TestRuntimeContents:
 
     def test_guard_testing_stays_out_of_the_image(self, parsed: list[Instruction], ignore_patterns: list[str]) -> None:
         """Out of the build context (so of the wheel), and the build checks the venv."""
-        assert dockerignored("guard/testing/leadterra.py", ignore_patterns)
+        assert dockerignored("guard/testing/leadterra/standin.py", ignore_patterns)
         assert any(c.startswith("test ! -e /opt/guard/") and c.endswith("/guard/testing") for c in run_commands(parsed))
 
 
@@ -451,7 +451,7 @@ class TestDockerignore:
             "helm/deliverability-guard/Chart.yaml",
             "deliverability_guard.egg-info/PKG-INFO",
             "rules/tests/default_test.yaml",
-            "guard/testing/leadterra.py",
+            "guard/testing/leadterra/standin.py",
             "constraints.txt",
         ],
     )

@@ -1,0 +1,3 @@
+from guard.testing.leadterra.serve import main
+
+raise SystemExit(main())
