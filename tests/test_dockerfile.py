@@ -337,6 +337,14 @@ class TestImagePackage:
         assert f"`guard {command}` needs guard/testing and the test extra" in line
         assert "source checkout" in line and "pip install -e '.[test]'" in line
 
+    def test_demo_and_standin_are_not_offered_without_guard_testing(
+        self, tmp_path: Path, ignore_patterns: list[str]
+    ) -> None:
+        """Not in the image's `guard --help`: a command offered there would only fail."""
+        result = run_image_guard(image_package(tmp_path, ignore_patterns), "--help")
+        assert result.returncode == 0, result.stderr
+        assert "replay" in result.stdout and "demo" not in result.stdout and "standin" not in result.stdout
+
 
 def final_env(stage: list[Instruction]) -> dict[str, str]:
     env: dict[str, str] = {}

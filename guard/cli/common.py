@@ -1,0 +1,42 @@
+"""Helpers every command shares: one error line through the redaction point, times from the command line."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC
+
+from guard.redact import redact
+
+
+def print_error(message: str) -> None:
+    """A CLI error message, through the redaction point like every other output."""
+    print(redact(f"guard: {message}"), file=sys.stderr)
+
+
+def parse_time(text: str) -> float:
+    from guard.events import epoch_from_iso
+
+    epoch = epoch_from_iso(text)
+    if epoch is None:
+        raise SystemExit(f"guard: {text!r} is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
+    return epoch
+
+
+def parse_since(text: str) -> float:
+    """An ISO 8601 time, or a duration back from now (`24h`, `7d`)."""
+    import time
+
+    from guard.rules.durations import parse_duration
+
+    if text[:1].isdigit() and not any(c in text for c in "-:T"):
+        try:
+            return time.time() - parse_duration(text)
+        except ValueError:
+            pass
+    return parse_time(text)
+
+
+def iso_time(epoch: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")

@@ -1,0 +1,130 @@
+"""`guard generate | demo | standin`: synthetic traffic, the demo and the Leadterra stand-in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+
+from guard.cli.common import iso_time, print_error
+from guard.rules import RuleFileError, load_rules
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import gzip
+
+    from guard.generate import generate
+
+    if problem := _traffic_problem(args):
+        print_error(problem)
+        return 2
+    traffic = generate(args.seed, args.campaigns, args.bad, duration=args.duration)
+    opener = gzip.open if str(args.out).endswith(".gz") else open
+    try:
+        with opener(args.out, "wb") as out:
+            for record in traffic.records:
+                out.write(record.value + b"\n")
+    except OSError as error:
+        print_error(f"cannot write {args.out}: {error.strerror or error}")
+        return 2
+    bad = ", ".join(f"{c} at {iso_time(t)}" for c, t in sorted(traffic.bad.items()))
+    print(
+        f"{len(traffic.records)} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr
+    )
+    return 0
+
+
+def _traffic_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with --campaigns/--bad/--duration of `generate` and `demo`, or None."""
+    if args.campaigns < 1:
+        return f"--campaigns must be at least 1, got {args.campaigns}"
+    if not 0 <= args.bad <= args.campaigns:
+        return f"--bad must be between 0 and --campaigns ({args.campaigns}), got {args.bad}"
+    if args.duration <= 0:
+        return f"--duration must be above 0 seconds, got {args.duration:g}"
+    return None
+
+
+TEST_TOOL_COMMANDS = ("demo", "standin")
+
+
+def test_tools_missing() -> str | None:
+    """Why `guard demo` and `guard standin` are not offered here, or None: they run the stand-ins of
+    guard/testing, which a runtime install (the container image) leaves out."""
+    return None if importlib.util.find_spec("guard.testing") is not None else _NEEDS_TEST_TOOLS
+
+
+_NEEDS_TEST_TOOLS = (
+    "`guard {command}` needs guard/testing and the test extra, which this installation leaves out (the container "
+    "image does): run it from a source checkout after `pip install -e '.[test]'`"
+)
+
+
+def _without_test_tools(command: str, error: ModuleNotFoundError) -> int:
+    """guard/testing is there but a test extra is not: one clear line instead of an ImportError's traceback."""
+    print_error(f"{_NEEDS_TEST_TOOLS.format(command=command)} (missing: {error.name})")
+    return 2
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from guard.demo import run_demo
+    except ModuleNotFoundError as error:
+        return _without_test_tools("demo", error)
+
+    if problem := _traffic_problem(args):
+        print_error(problem)
+        return 2
+    try:
+        load_rules(args.rules)  # before the broker starts: a wrong path is one line
+    except RuleFileError as error:
+        print_error(f"invalid rules (--rules):\n{error}")
+        return 2
+    return asyncio.run(
+        run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed, rules_path=args.rules)
+    )
+
+
+def _standin(args: argparse.Namespace) -> int:
+    try:
+        from guard.testing.leadterra import serve
+    except ModuleNotFoundError as error:
+        return _without_test_tools("standin", error)
+
+    try:
+        asyncio.run(serve(args.host, args.port, args.api_key, args.create_unknown))
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:  # the port is taken, or the address is not this host's
+        print_error(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}")
+        return 2
+    return 0
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    generate = commands.add_parser("generate", help="write seeded synthetic traffic as JSONL")
+    generate.add_argument("out", type=Path, help="output file (.gz to compress)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--campaigns", type=int, default=20)
+    generate.add_argument("--bad", type=int, default=3, help="how many campaigns turn bad")
+    generate.add_argument("--duration", type=float, default=7200.0, help="seconds of sending")
+    generate.set_defaults(func=_generate)
+    if test_tools_missing() is None:
+        _add_test_tools(commands)
+
+
+def _add_test_tools(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser("demo", help="embedded broker + Leadterra stand-in + synthetic traffic, live view")
+    demo.add_argument("--duration", type=float, default=40.0, help="wall-clock seconds of traffic")
+    demo.add_argument("--campaigns", type=int, default=12)
+    demo.add_argument("--bad", type=int, default=3)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--rules", type=Path, default=Path("rules"), help="rule file or directory (default: rules)")
+    demo.set_defaults(func=_demo)
+    standin = commands.add_parser("standin", help="serve the local Leadterra stand-in (for tests and demos)")
+    from guard.testing.leadterra import add_arguments as standin_arguments
+
+    standin_arguments(standin)
+    standin.set_defaults(func=_standin)

@@ -1,0 +1,218 @@
+"""`guard decisions` and `guard exempt`: what the running guard decided, and what it must leave alone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+from guard.cli.common import iso_time, parse_since, print_error
+from guard.errors import ConfigError
+
+
+def _decisions(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from guard import decisions
+    from guard.kafka import UnknownTopic
+
+    campaign = args.campaign or args.campaign_option
+    if args.explain and not campaign:
+        print_error("--explain needs a CAMPAIGN: it explains that campaign's latest decision")
+        return 2
+    try:
+        since = parse_since(args.since)
+        settings, topic = _audit_source(args.topic)
+        folded = asyncio.run(_read_audit(settings, topic, int(since * 1000)))
+    except ConfigError as error:
+        print_error(str(error))
+        return 2
+    except UnknownTopic as error:
+        print_error(str(error))
+        return 1
+    except (KafkaError, OSError) as error:
+        print_error(f"cannot read the audit topic: {error or type(error).__name__}")
+        return 1
+    filters = decisions.Filters(since, campaign, args.rule, args.outcome, args.workspace)
+    found = [record for record in folded.decisions if filters.keep(record)]
+    if folded.unreadable:
+        print(f"{folded.unreadable} records of the audit topic are not audit events; skipped", file=sys.stderr)
+    if args.explain:
+        if not found:
+            print_error(f"no decision for {campaign} since {iso_time(since)}")
+            return 1
+        if len(found) > 1:
+            print(f"the latest of {len(found)} decisions; narrow with --rule or --since", file=sys.stderr)
+        sys.stdout.write(decisions.explain(found[-1]))
+        return 0
+    sys.stdout.write(decisions.json_lines(found) if args.format == "json" else decisions.table(found))
+    print(f"{len(found)} decisions since {iso_time(since)}", file=sys.stderr)
+    return 0
+
+
+def _audit_source(topic: str | None):  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from guard.settings import GuardSettings, kafka_settings_from_env
+
+    settings = kafka_settings_from_env()
+    if topic:
+        return settings, topic
+    try:
+        return settings, GuardSettings().audit_topic
+    except ValidationError as error:
+        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
+    from guard.decisions import fold
+    from guard.kafka import read_topic
+
+    values: list[bytes | None] = []
+    async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:
+        async for records in batches:
+            values.extend(record.value for record in records)
+    return fold(values)
+
+
+MAX_EXEMPTION_SECONDS = 90 * 86400.0  # a longer one is a rule change: write it into the rule's `campaigns`
+
+
+def _exempt(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    modes = sum(map(bool, (args.campaign, args.list, args.revoke)))
+    if modes != 1:
+        print_error("give a CAMPAIGN (with --for and --reason), or --list, or --revoke ID")
+        return 2
+    try:
+        settings, topic = _control_source()
+        if args.list:
+            return asyncio.run(_exempt_list(settings, topic))
+        if args.revoke:
+            return asyncio.run(_exempt_revoke(settings, topic, args.revoke))
+        return asyncio.run(_exempt_add(settings, topic, args))
+    except ConfigError as error:
+        print_error(str(error))
+        return 2
+    except (KafkaError, OSError) as error:
+        print_error(f"cannot reach the control topic: {error or type(error).__name__}")
+        return 1
+
+
+def _control_source():  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from guard.settings import GuardSettings, kafka_settings_from_env
+
+    settings = kafka_settings_from_env()
+    try:
+        return settings, GuardSettings().control_topic
+    except ValidationError as error:
+        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  # noqa: ANN001
+    import getpass
+    import time
+
+    from pydantic import ValidationError
+
+    from guard import control
+    from guard.exemptions import new_exemption
+    from guard.rules.durations import parse_duration
+
+    if not args.for_ or not args.reason:
+        print_error("an exemption needs --for (e.g. 24h) and --reason")
+        return 2
+    try:
+        seconds = parse_duration(args.for_)
+    except ValueError as error:
+        print_error(f"--for: {error}")
+        return 2
+    if not 0 < seconds <= MAX_EXEMPTION_SECONDS:
+        print_error("--for is more than 0 and at most 90d; for longer, exclude the campaign in the rule's `campaigns`")
+        return 2
+    now = time.time()
+    try:
+        exemption = new_exemption(
+            args.campaign, seconds=seconds, reason=args.reason, by=args.by or getpass.getuser(), rule=args.rule, now=now
+        )
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in error.errors())
+        print_error(f"invalid exemption: {problems}")
+        return 2
+    if not await control.ensure_topic(settings, topic):
+        print_error(f"the control topic {topic!r} does not exist and cannot be created; create it (compacted)")
+        return 1
+    # expired exemptions are tombstoned on the way, so compaction can drop them
+    expired = [e for e in (await control.read_all(settings, topic)).all() if e.expires_at.timestamp() <= now]
+    records = [(exemption.key, exemption.model_dump_json().encode())] + [(e.key, None) for e in expired]
+    await control.write(settings, topic, records)
+    scope = f"rule {exemption.rule}" if exemption.rule else "every rule"
+    print(
+        f"{exemption.id}: {exemption.campaigns} exempted from {scope} until "
+        f"{exemption.expires_at:%Y-%m-%d %H:%M:%S} UTC (by {exemption.by}: {exemption.reason})"
+    )
+    return 0
+
+
+async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
+    import time
+
+    from guard import control
+
+    now = time.time()
+    exemptions = list((await control.read_all(settings, topic)).all())
+    active = [e for e in exemptions if e.expires_at.timestamp() > now]
+    rows = [("ID", "CAMPAIGNS", "RULE", "UNTIL (UTC)", "BY", "REASON")]
+    rows += [(e.id, e.campaigns, e.rule or "*", f"{e.expires_at:%Y-%m-%d %H:%M:%S}", e.by, e.reason) for e in active]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(active)} exemptions in force ({len(exemptions) - len(active)} expired)", file=sys.stderr)
+    return 0
+
+
+async def _exempt_revoke(settings, topic: str, exemption_id: str) -> int:  # noqa: ANN001
+    from guard import control
+
+    known = {e.id: e for e in (await control.read_all(settings, topic)).all()}
+    if exemption_id not in known:
+        print_error(f"no exemption {exemption_id!r} (guard exempt --list shows them)")
+        return 1
+    await control.write(settings, topic, [(known[exemption_id].key, None)])
+    print(f"{exemption_id} revoked: {known[exemption_id].campaigns} is guarded again")
+    return 0
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    decisions = commands.add_parser("decisions", help="what the guard decided, read from the audit topic")
+    decisions.add_argument("campaign", nargs="?", help="only this campaign (an id or a glob)")
+    decisions.add_argument("--campaign", dest="campaign_option", help="the same as CAMPAIGN")
+    decisions.add_argument("--since", default="7d", help="an ISO time, or a duration back from now (default 7d)")
+    decisions.add_argument("--rule", help="only this rule (a name or a glob)")
+    decisions.add_argument(
+        "--outcome",
+        choices=("fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted"),
+        help="only decisions with this outcome (`fired`: not settled yet)",
+    )
+    decisions.add_argument("--workspace", help="only this Leadterra workspace")
+    decisions.add_argument("--format", choices=("table", "json"), default="table", help="table, or JSON lines")
+    decisions.add_argument("--explain", action="store_true", help="with CAMPAIGN: its latest decision in full")
+    decisions.add_argument("--topic", help="the audit topic (default: GUARD_AUDIT_TOPIC, else guard.audit)")
+    decisions.set_defaults(func=_decisions)
+    exempt = commands.add_parser(
+        "exempt", help="keep a campaign running despite the rules, for a while (the control topic)"
+    )
+    exempt.add_argument("campaign", nargs="?", help="a campaign id, or a glob such as 'camp_seed_*'")
+    exempt.add_argument("--for", dest="for_", metavar="DURATION", help="how long, e.g. 24h (at most 90d)")
+    exempt.add_argument("--reason", help="why: shown in the audit and in --list")
+    exempt.add_argument("--rule", help="only from this rule (a name or a glob); default every rule")
+    exempt.add_argument("--by", help="who asks (default: the OS user)")
+    exempt.add_argument("--list", action="store_true", help="the exemptions in force")
+    exempt.add_argument("--revoke", metavar="ID", help="end an exemption now")
+    exempt.set_defaults(func=_exempt)

@@ -1,0 +1,165 @@
+"""`guard replay`: what the rules would have done over a history, from a file, stdin or a topic."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from pathlib import Path
+
+from guard.cli.common import parse_time, print_error
+from guard.errors import ConfigError, GuardError
+from guard.rules import RuleFileError, load_rules
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    try:
+        return _replay_to_stdout(args)
+    except ConfigError as error:
+        print_error(str(error))
+        return 2
+    except (KafkaError, OSError) as error:
+        print_error(f"cannot read {args.source}: {error or type(error).__name__}")
+        return 1
+
+
+def _replay_to_stdout(args: argparse.Namespace) -> int:
+    from guard import replay as replaying
+    from guard.report import Timelines, render_report
+    from guard.why import ClosestApproach
+
+    try:
+        rules = load_rules(args.rules)
+        options = _engine_options()
+    except RuleFileError as error:
+        print_error(f"invalid rules:\n{error}")
+        return 2
+    except ConfigError as error:
+        print(f"guard: {error}", file=sys.stderr)
+        return 2
+    if args.why and not args.campaign:
+        print_error("--why needs --campaign CAMPAIGN_ID: it explains one campaign")
+        return 2
+    if problem := _unreadable(args.source):
+        print_error(problem)
+        return 2
+    window = _file_window(args)
+    why = ClosestApproach(args.campaign) if args.why else None
+    with tempfile.TemporaryDirectory() as scratch, _progress() as progress:
+        records = _replay_source(args)
+        if args.report and (args.source.startswith("kafka:") or args.source == "-"):
+            copy = Path(scratch) / "spool"
+            records, again = replaying.spool(records, copy), lambda: replaying.read_spool(copy)
+        else:
+            again = lambda: _replay_source(args)  # noqa: E731
+        result = replaying.replay(records, rules, progress=progress, on_event=why, **window, **options)
+        decisions = [d for d in result.decisions if args.campaign in (None, d.campaign_id)]
+        if args.report:
+            timelines = Timelines(decisions)
+            replaying.replay(again(), rules, on_event=timelines, **window, **options)
+            try:
+                Path(args.report).write_text(render_report(decisions, timelines), encoding="utf-8")
+            except GuardError as error:
+                print_error(str(error))
+                return 2
+    if args.format == "json":
+        sys.stdout.write(replaying.decisions_json(decisions))
+    else:
+        sys.stdout.write(replaying.decisions_table(decisions))
+    if why is not None:
+        print(why.report(rules, decisions), end="", file=sys.stderr if args.format == "json" else sys.stdout)
+    counts = ", ".join(f"{name} {count}" for name, count in sorted(result.counts.items()))
+    print(f"{len(decisions)} decisions ({counts}): {replaying.outcome_counts(decisions)}", file=sys.stderr)
+    return 0
+
+
+def _unreadable(source: str) -> str | None:
+    """Why a replay source file cannot be read, or None (stdin and kafka: are checked as they are read)."""
+    if source == "-" or source.startswith("kafka:"):
+        return None
+    try:
+        with open(source, "rb"):
+            return None
+    except OSError as error:
+        return f"cannot read {source}: {error.strerror or type(error).__name__}"
+
+
+def _file_window(args: argparse.Namespace) -> dict[str, float | None]:
+    """--since/--until for a file or stdin: by event time (the lines carry no record time); a
+    Kafka topic is cut by record time where it is read."""
+    if args.source.startswith("kafka:"):
+        return {}
+    return {
+        "since": parse_time(args.since) if args.since else None,
+        "until": parse_time(args.until) if args.until else None,
+    }
+
+
+def _engine_options() -> dict[str, float]:
+    """The engine settings `guard run` reads (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE), read the same
+    way, so that a replay decides what the live guard decides."""
+    from pydantic import ValidationError
+
+    from guard.settings import GuardSettings
+
+    try:
+        guard = GuardSettings()
+    except ValidationError as error:
+        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace}
+
+
+def _replay_source(args: argparse.Namespace):  # noqa: ANN202
+    from guard import replay as replaying
+
+    if args.source.startswith("kafka:"):
+        from guard.settings import kafka_settings_from_env
+
+        since = int(parse_time(args.since) * 1000) if args.since else 0
+        until = int(parse_time(args.until) * 1000) if args.until else None
+        settings = kafka_settings_from_env()  # before reading: a ConfigError, not a traceback quoting the input
+        return replaying.kafka_records(settings, args.source.removeprefix("kafka:"), since, until)
+    return replaying.jsonl_records(args.source)
+
+
+@contextlib.contextmanager
+def _progress():  # noqa: ANN202
+    """A progress callback drawing on stderr, or None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.completed:,.0f} records"),
+        TextColumn("{task.speed} /s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("replay", total=None)
+        yield lambda count: bar.advance(task, count)
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    replay = commands.add_parser("replay", help="what the rules would have done over a history (no API calls)")
+    replay.add_argument(
+        "source", help="a JSONL file of events (gzip ok), - for stdin, or kafka:TOPIC (KAFKA_* settings)"
+    )
+    replay.add_argument("--rules", type=Path, default=Path("rules"), help="rule file or directory (default: rules)")
+    replay.add_argument(
+        "--format", choices=("table", "json"), default="table", help="table, or JSON lines of audit events"
+    )
+    replay.add_argument("--report", type=Path, help="write an HTML report with a timeline per campaign that fired")
+    replay.add_argument(
+        "--since", help="only from this ISO time: record time of a kafka: topic, event time of a file's lines"
+    )
+    replay.add_argument("--until", help="only up to this ISO time (as --since)")
+    replay.add_argument("--campaign", help="show only this campaign's decisions")
+    replay.add_argument("--why", action="store_true", help="with --campaign: how close each rule came to firing for it")
+    replay.set_defaults(func=_replay)

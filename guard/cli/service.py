@@ -1,0 +1,62 @@
+"""`guard run` and `guard ingest`: the two services."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from guard.cli.common import print_error
+from guard.errors import ConfigError, GuardError
+from guard.rules import RuleFileError, load_rules
+
+
+def _run(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
+    from guard.logs import configure_logging
+    from guard.service import Service, run_until_signalled
+    from guard.settings import Settings
+
+    try:
+        settings = Settings.from_env()
+        rules = load_rules(settings.guard.rules)
+    except ConfigError as error:
+        print_error(str(error))
+        return 2
+    except RuleFileError as error:
+        print_error(f"invalid rules:\n{error}")
+        return 2
+    configure_logging(settings.guard.log_level)
+    try:
+        asyncio.run(run_until_signalled(Service(settings, rules)))
+    except GuardError as error:  # Kafka not reachable in time, or refusing the idempotent producer
+        print_error(str(error))
+        return 2
+    except KafkaError as error:  # the brokers went away between answering and starting
+        print_error(f"cannot start on Kafka at {settings.kafka.bootstrap_servers}: {error or type(error).__name__}")
+        return 2
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from guard.ingest.app import Ingest, IngestConfig, run_until_signalled
+    from guard.logs import configure_logging
+
+    try:
+        config = IngestConfig.from_env()
+    except ConfigError as error:
+        print(f"guard: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.guard.log_level)
+    asyncio.run(run_until_signalled(Ingest(config)))
+    return 0
+
+
+def add(commands: argparse._SubParsersAction) -> None:
+    commands.add_parser("run", help="run the service (settings from the environment, see README)").set_defaults(
+        func=_run
+    )
+    commands.add_parser(
+        "ingest", help="serve signed Leadterra webhooks and ARF complaints into Kafka (settings: README)"
+    ).set_defaults(func=_ingest)
