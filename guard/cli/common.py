@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC
 
+from guard.errors import ConfigError, GuardError
 from guard.redact import redact
 
 
@@ -40,3 +42,21 @@ def iso_time(epoch: float) -> str:
     from datetime import datetime
 
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
+
+
+def exit_code(work: Callable[[], int], unreachable: str) -> int:
+    """`work`'s exit code; a wrong setting is 2, Kafka or a file out of reach is 1, each said in one line
+    (`unreachable` says what could not be done, e.g. "cannot read the audit topic")."""
+    from aiokafka.errors import KafkaError
+
+    try:
+        return work()
+    except ConfigError as error:
+        print_error(str(error))
+        return 2
+    except GuardError as error:  # e.g. the topic does not exist
+        print_error(str(error))
+        return 1
+    except (KafkaError, OSError) as error:
+        print_error(f"{unreachable}: {error or type(error).__name__}")
+        return 1

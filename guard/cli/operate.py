@@ -7,33 +7,24 @@ import asyncio
 import contextlib
 import sys
 
-from guard.cli.common import iso_time, parse_since, print_error
+from guard.cli.common import exit_code, iso_time, parse_since, print_error
 from guard.errors import ConfigError
 
 
 def _decisions(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    from guard import decisions
-    from guard.kafka import UnknownTopic
-
     campaign = args.campaign or args.campaign_option
     if args.explain and not campaign:
         print_error("--explain needs a CAMPAIGN: it explains that campaign's latest decision")
         return 2
-    try:
-        since = parse_since(args.since)
-        settings, topic = _audit_source(args.topic)
-        folded = asyncio.run(_read_audit(settings, topic, int(since * 1000)))
-    except ConfigError as error:
-        print_error(str(error))
-        return 2
-    except UnknownTopic as error:
-        print_error(str(error))
-        return 1
-    except (KafkaError, OSError) as error:
-        print_error(f"cannot read the audit topic: {error or type(error).__name__}")
-        return 1
+    return exit_code(lambda: _show_decisions(args, campaign), "cannot read the audit topic")
+
+
+def _show_decisions(args: argparse.Namespace, campaign: str | None) -> int:
+    from guard import decisions
+
+    since = parse_since(args.since)
+    settings, topic = _audit_source(args.topic)
+    folded = asyncio.run(_read_audit(settings, topic, int(since * 1000)))
     filters = decisions.Filters(since, campaign, args.rule, args.outcome, args.workspace)
     found = [record for record in folded.decisions if filters.keep(record)]
     if folded.unreadable:
@@ -81,25 +72,20 @@ MAX_EXEMPTION_SECONDS = 90 * 86400.0  # a longer one is a rule change: write it 
 
 
 def _exempt(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
     modes = sum(map(bool, (args.campaign, args.list, args.revoke)))
     if modes != 1:
         print_error("give a CAMPAIGN (with --for and --reason), or --list, or --revoke ID")
         return 2
-    try:
-        settings, topic = _control_source()
-        if args.list:
-            return asyncio.run(_exempt_list(settings, topic))
-        if args.revoke:
-            return asyncio.run(_exempt_revoke(settings, topic, args.revoke))
-        return asyncio.run(_exempt_add(settings, topic, args))
-    except ConfigError as error:
-        print_error(str(error))
-        return 2
-    except (KafkaError, OSError) as error:
-        print_error(f"cannot reach the control topic: {error or type(error).__name__}")
-        return 1
+    return exit_code(lambda: _exempt_on_control_topic(args), "cannot reach the control topic")
+
+
+def _exempt_on_control_topic(args: argparse.Namespace) -> int:
+    settings, topic = _control_source()
+    if args.list:
+        return asyncio.run(_exempt_list(settings, topic))
+    if args.revoke:
+        return asyncio.run(_exempt_revoke(settings, topic, args.revoke))
+    return asyncio.run(_exempt_add(settings, topic, args))
 
 
 def _control_source():  # noqa: ANN202

@@ -8,22 +8,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from guard.cli.common import parse_time, print_error
+from guard.cli.common import exit_code, parse_time, print_error
 from guard.errors import ConfigError, GuardError
 from guard.rules import RuleFileError, load_rules
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from aiokafka.errors import KafkaError
-
-    try:
-        return _replay_to_stdout(args)
-    except ConfigError as error:
-        print_error(str(error))
-        return 2
-    except (KafkaError, OSError) as error:
-        print_error(f"cannot read {args.source}: {error or type(error).__name__}")
-        return 1
+    return exit_code(lambda: _replay_to_stdout(args), f"cannot read {args.source}")
 
 
 def _replay_to_stdout(args: argparse.Namespace) -> int:
@@ -38,7 +29,7 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
         print_error(f"invalid rules:\n{error}")
         return 2
     except ConfigError as error:
-        print(f"guard: {error}", file=sys.stderr)
+        print_error(str(error))
         return 2
     if args.why and not args.campaign:
         print_error("--why needs --campaign CAMPAIGN_ID: it explains one campaign")
