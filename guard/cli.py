@@ -240,7 +240,7 @@ def _decisions(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
     from guard import decisions
-    from guard.kafka import UnknownTopic
+    from guard.topics import UnknownTopic
 
     campaign = args.campaign or args.campaign_option
     if args.explain and not campaign:
@@ -307,7 +307,7 @@ def _audit_source(topic: str | None):  # noqa: ANN202
 
 async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
     from guard.decisions import fold
-    from guard.kafka import read_topic
+    from guard.topics import read_topic
 
     values: list[bytes | None] = []
     async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:
