@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -296,3 +298,14 @@ async def _outcome(published: list[AuditEvent], outcome: str) -> None:
 class NoDeadLetters:
     async def send(self, record: object, reason: str) -> asyncio.Future:
         raise AssertionError(f"nothing here is malformed, got {reason}")
+
+
+@pytest.mark.parametrize("module", ["guard.pipeline", "guard.recovery"])
+def test_the_middle_imports_no_kafka_client(module: str) -> None:
+    """The pipeline and recovery work on partitions as keys: aiokafka stays at the edge (fresh interpreter)."""
+    script = f"import sys, {module}; print('aiokafka' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
