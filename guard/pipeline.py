@@ -44,7 +44,7 @@ from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
-from guard.recovery import RECOVERING, AuditScan, PartitionRecovery, Stage
+from guard.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.rules import RuleSet
 from guard.workspaces import WorkspaceMap
 
@@ -63,10 +63,6 @@ class Partition(Hashable, Protocol):
 
 def name(tp: Partition) -> str:
     return f"{tp.topic}[{tp.partition}]"
-
-
-class AuditRead(Protocol):
-    async def wait(self) -> None: ...
 
 
 class Dispatch(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -16,18 +16,13 @@ from guard.engine import Decision
 from guard.exemptions import Exemptions
 from guard.health import Health
 from guard.metrics import Metrics
+from guard.recovery import AuditRead
 from guard.settled import SettledDecisions
 from guard.workspaces import WorkspaceMap
 
 log = structlog.get_logger("guard.actions")
 
 Publish = Callable[[AuditEvent], Awaitable[None]]
-
-
-class AuditRead(Protocol):
-    """Done once the audit topic has been read for the decision's partition (guard.recovery.AuditRead)."""
-
-    async def wait(self) -> None: ...
 
 
 class Dispatcher:
