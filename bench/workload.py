@@ -22,11 +22,13 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
 from guard.generate import Record, generate
+from guard.settings import KafkaSettings
+from guard.topics import log_ends, topic_partitions
 
 PARTITIONS = 4
 DURATION = 7200.0  # seconds of event time
@@ -122,23 +124,12 @@ async def produce(bootstrap: str, topic: str, records: list[Record]) -> dict[int
 
 
 async def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's end as the fetch responses report it (Tansu's ListOffsets LATEST is wrong)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:  # a consumer that subscribed to nothing knows no topic on Apache Kafka
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+    """Each partition's end (Tansu's ListOffsets LATEST is short: `log_ends` reads the high watermark)."""
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topic)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
         consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = {}
-        for tp in partitions:
-            await consumer.getmany(tp, timeout_ms=2000, max_records=1)
-            ends[tp.partition] = consumer.highwater(tp) or 0
-        return ends
+        return {tp.partition: end for tp, end in (await log_ends(consumer, partitions)).items()}
     finally:
         await consumer.stop()

@@ -25,10 +25,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from guard.engine import Engine
 from guard.engine.snapshot import FORMAT, SnapshotError, rules_version
-from guard.kafka import UnknownTopic, read_topic, topic_partitions
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
 from guard.settings import KafkaSettings
+from guard.topics import UnknownTopic, read_topic, topic_partitions
 
 log = structlog.get_logger("guard.checkpoints")
 

@@ -18,8 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from guard.exemptions import Exemptions
-from guard.kafka import client_options, log_ends, read_topic, topic_partitions
+from guard.kafka import client_options
 from guard.settings import KafkaSettings
+from guard.topics import log_ends, read_topic, topic_partitions
 
 log = structlog.get_logger("guard.control")
 

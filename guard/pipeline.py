@@ -1,14 +1,15 @@
 """decode -> evaluate -> act -> audit -> commit, per partition, in that order.
 
 For each batch of records of one partition:
-1. Records older than the lookback that need no replay are skipped. The lookback is the longest
-   any rule looks back (window, cooldown or `for`), measured from when the partition was assigned.
+1. Records older than the look-back cut-off that need no replay are skipped. The look-back is the
+   longest any rule looks back (window, cooldown or `for`); the cut-off (`since_ms`) is that far
+   before the partition was assigned.
 2. Each record is decoded; a malformed one is sent to the dead-letter topic, an unknown event
    name is counted and skipped.
 3. The event goes through the partition's engine. Records before the committed offset were
    handled before a restart or rebalance: they only rebuild the windows and rule states. Their
-   pause decisions are kept aside: once the partition has caught up, the service checks the
-   audit topic and acts on any whose outcome was never recorded (the guard died mid-call).
+   pause decisions are kept aside: once the partition has caught up, guard.recovery checks them
+   against the audit topic and acts on any whose outcome was never recorded (the guard died mid-call).
 4. Each live decision goes to the dispatcher, which records it (`fired`) in the audit topic,
    then acts and records the outcome in its own task. Its record's offset is pending until the
    `fired` record is written: from then on a restart finds it (step 3), so nothing is lost.
@@ -20,9 +21,9 @@ lowest pending offset, or the next offset to read when nothing is pending. Commi
 backwards.
 Checkpoints (guard/checkpoints.py) are a stronger point than a commit: a partition's engine
 snapshot covers offset O (its next record) only between batches, after its replay is handed to the
-audit check, and while no decision of the process is in flight: every decision before O is then
-settled, not just recorded. A partition restored from one starts reading at O with the committed
-offset C as usual: records in [O, C) only rebuild state (step 3), and when C < O the records in
+audit check (guard.recovery: caught up), and while no decision of the process is in flight: every
+decision before O is then settled, not just recorded. A partition restored from one starts reading
+at O with the committed offset C as usual: records in [O, C) only rebuild state (step 3), and when C < O the records in
 [C, O) are neither replayed nor acted on again, their decisions being settled already.
 """
 
@@ -31,26 +32,41 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
 import structlog
-from aiokafka import TopicPartition
 
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
+from guard.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.rules import RuleSet
 from guard.workspaces import WorkspaceMap
 
 log = structlog.get_logger("guard.pipeline")
 
 
+class Partition(Hashable, Protocol):
+    """An input partition (aiokafka's TopicPartition is one): the pipeline needs no Kafka client."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+
+def name(tp: Partition) -> str:
+    return f"{tp.topic}[{tp.partition}]"
+
+
 class Dispatch(Protocol):
-    def submit(self, decision: Decision, on_recorded: Callable[[], None]) -> None: ...
+    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None) -> None: ...
 
 
 class DeadLetterSink(Protocol):
@@ -58,21 +74,20 @@ class DeadLetterSink(Protocol):
 
 
 class PartitionProgress:
-    """What of one partition is replayed, handled, pending and committed."""
+    """What of one partition is handled, pending and committed; its recovery (guard.recovery) says
+    what is replayed."""
 
-    __slots__ = (
-        "replay_until", "new_group", "lookback_ms", "next_offset", "pending", "last_committed", "replayed", "busy",
-    )  # fmt: skip
+    __slots__ = ("recovery", "audit_read", "new_group", "since_ms", "next_offset", "pending", "last_committed", "busy")
 
-    def __init__(self, committed: int | None, lookback_ms: int) -> None:
-        self.replay_until = committed or 0  # records below this offset only rebuild state
-        self.new_group = committed is None  # then records older than the lookback are not acted on
-        self.lookback_ms = lookback_ms
+    def __init__(
+        self, committed: int | None, since_ms: int, recovery: PartitionRecovery, audit_read: AuditRead | None
+    ) -> None:
+        self.recovery, self.audit_read = recovery, audit_read  # a live pause waits for `audit_read`
+        self.new_group = committed is None  # then records older than the cut-off are not acted on
+        self.since_ms = since_ms  # epoch ms: the look-back cut-off
         self.next_offset: int | None = None
         self.pending: Counter[int] = Counter()
         self.last_committed = committed
-        # pause decisions met while replaying; None once handed over for the audit check
-        self.replayed: dict[str, Decision] | None = {}
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
 
     def recorded(self, offset: int) -> None:
@@ -85,6 +100,17 @@ class PartitionProgress:
         if offset is None or (self.last_committed is not None and offset <= self.last_committed):
             return None
         return offset
+
+
+@dataclass(slots=True)
+class Tally:
+    """What became of one batch's records, for the `records` metric."""
+
+    too_old: int = 0
+    ignored: int = 0
+    dead_lettered: int = 0
+    replayed: int = 0
+    counted: int = 0
 
 
 class Pipeline:
@@ -119,16 +145,29 @@ class Pipeline:
         self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
         self._partition_count = partition_count
-        self._partitions: dict[TopicPartition, tuple[Engine, PartitionProgress]] = {}
+        self._partitions: dict[Partition, tuple[Engine, PartitionProgress]] = {}
         self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
         self.dedupe_evicted = 0  # dedupe keys forgotten at the budget, likewise
 
-    def owns(self, tp: TopicPartition) -> bool:
+    def owns(self, tp: Partition) -> bool:
         return tp in self._partitions
 
-    def assign(self, tp: TopicPartition, committed: int | None, lookback_ms: int, engine: Engine | None = None) -> None:
-        """Own `tp`, with a fresh engine or one restored from a checkpoint (`restored_engine`)."""
-        self._partitions[tp] = (engine or self._new_engine(), PartitionProgress(committed, lookback_ms))
+    def assign(
+        self,
+        tp: Partition,
+        committed: int | None,
+        since_ms: int,
+        engine: Engine | None = None,
+        recovery: PartitionRecovery | None = None,
+        audit_read: AuditRead | None = None,
+    ) -> None:
+        """Own `tp`, with a fresh engine or one restored from a checkpoint (`restored_engine`), positioned
+        in `recovery` (guard.recovery.Recovery.positioned); its live pauses wait for `audit_read`."""
+        if recovery is None:  # on its own (tools, tests): nothing else to wait for
+            recovery = PartitionRecovery(name(tp), AuditScan.finished())
+            recovery.positioned(committed)
+        progress = PartitionProgress(committed, since_ms, recovery, audit_read)
+        self._partitions[tp] = (engine or self._new_engine(), progress)
 
     def _new_engine(self) -> Engine:
         return Engine(
@@ -141,14 +180,14 @@ class Pipeline:
         restore(data, self.rules, engine)
         return engine
 
-    def snapshot(self, tp: TopicPartition) -> tuple[bytes, int] | None:
+    def snapshot(self, tp: Partition) -> tuple[bytes, int] | None:
         """`tp`'s engine state and the offset it covers (its next record), or None while that is not a
         resting point: mid-batch, before any record, or before the replay is over and handed over."""
         owned = self._partitions.get(tp)
         if owned is None:
             return None
         engine, progress = owned
-        if progress.busy or progress.next_offset is None or progress.replayed is not None:
+        if progress.busy or progress.next_offset is None or progress.recovery.stage in RECOVERING:
             return None
         return snapshot(engine, self.rules), progress.next_offset
 
@@ -163,7 +202,7 @@ class Pipeline:
     def _share(self, limit: int | None) -> int | None:
         return None if limit is None else math.ceil(limit / max(1, self._partition_count()))
 
-    def revoke(self, tp: TopicPartition) -> None:
+    def revoke(self, tp: Partition) -> None:
         self._partitions.pop(tp, None)
 
     def set_rules(self, rules: RuleSet) -> None:
@@ -173,26 +212,14 @@ class Pipeline:
             engine.set_rules(rules)
 
     @property
-    def assigned(self) -> list[TopicPartition]:
+    def assigned(self) -> list[Partition]:
         return list(self._partitions)
 
-    def replay_until(self, tp: TopicPartition) -> int:
-        return self._partitions[tp][1].replay_until
-
-    def caught_up(self, tp: TopicPartition, position: int) -> list[Decision] | None:
-        """Once `tp` has read up to where the previous owner stopped, its replayed pause
-        decisions (once; None before and after) for the service to check against the audit."""
-        progress = self._partitions[tp][1]
-        if progress.replayed is None or position < progress.replay_until:
-            return None
-        replayed, progress.replayed = list(progress.replayed.values()), None
-        return replayed
-
-    def committable(self) -> dict[TopicPartition, int]:
+    def committable(self) -> dict[Partition, int]:
         offsets = {tp: progress.committable() for tp, (_, progress) in self._partitions.items()}
         return {tp: offset for tp, offset in offsets.items() if offset is not None}
 
-    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+    def committed(self, offsets: dict[Partition, int]) -> None:
         for tp, offset in offsets.items():
             if tp in self._partitions:
                 self._partitions[tp][1].last_committed = offset
@@ -203,7 +230,7 @@ class Pipeline:
     def dedupe_keys(self) -> int:
         return sum(engine.dedupe_keys for engine, _ in self._partitions.values())
 
-    async def handle(self, tp: TopicPartition, records: Sequence[Any]) -> None:
+    async def handle(self, tp: Partition, records: Sequence[Any]) -> None:
         """Steps 1-5 for one batch of one partition."""
         if not records or tp not in self._partitions:
             return
@@ -214,65 +241,72 @@ class Pipeline:
         finally:
             progress.busy = False
 
-    async def _handle(
-        self, tp: TopicPartition, records: Sequence[Any], engine: Engine, progress: PartitionProgress
-    ) -> None:
-        if progress.next_offset is not None and records[0].offset < progress.next_offset:
-            again = sum(1 for record in records if record.offset < progress.next_offset)
-            log.warning(
-                "records delivered again; skipped",
-                partition=f"{tp.topic}[{tp.partition}]",
-                first_offset=records[0].offset,
-                handled_up_to=progress.next_offset - 1,
-                skipped=again,
-            )
-            self._metrics.records.labels("redelivered").inc(again)
-            records = records[again:]  # offsets ascend within a batch
-            if not records:
-                return
-        process = engine.process
-        too_old = ignored = dead_lettered = replayed = counted = 0  # locals: a Counter per record costs
-        dead_letters = []
+    async def _handle(self, tp: Partition, records: Sequence[Any], engine: Engine, progress: PartitionProgress) -> None:
+        records = self._new_records(tp, records, progress)
+        if not records:
+            return
         stats = engine.stats
         before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
-        replay_until, new_group, lookback_ms = progress.replay_until, progress.new_group, progress.lookback_ms
+        tally, dead_letters = Tally(), []
+        process, recovery = engine.process, progress.recovery
+        replay_until, new_group, since_ms = recovery.replay_until, progress.new_group, progress.since_ms
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
-            if record.timestamp < lookback_ms and (replaying or new_group):
-                too_old += 1
+            if record.timestamp < since_ms and (replaying or new_group):
+                tally.too_old += 1
                 continue
             try:
                 event = decode(record.value, record.timestamp / 1000)
             except IgnoredEvent:
-                ignored += 1
+                tally.ignored += 1
                 continue
             except MalformedEvent as error:
                 if not replaying:  # dead-lettered before the restart already
                     dead_letters.append(await self._dead_letters.send(record, str(error)))
-                dead_lettered += 1
+                tally.dead_lettered += 1
                 continue
             if event.workspace_id is not None and self._workspaces is not None:
                 self._workspaces.note(event.campaign_id, event.workspace_id)
             decisions = process(event)
             if replaying:
-                replayed += 1
-                if decisions and progress.replayed is not None:
-                    progress.replayed.update((d.id, d) for d in decisions if d.action == "pause")
+                tally.replayed += 1
+                if decisions and recovery.stage is Stage.REPLAYING:  # kept aside until caught up
+                    recovery.keep(decisions)
                 continue
-            counted += 1
+            tally.counted += 1
             for decision in decisions:
                 progress.pending[offset] += 1
-                self._dispatcher.submit(decision, partial(progress.recorded, offset))
+                self._dispatcher.submit(decision, partial(progress.recorded, offset), progress.audit_read)
         if dead_letters:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
+        self._count(tally, engine, before)
+
+    def _new_records(self, tp: Partition, records: Sequence[Any], progress: PartitionProgress) -> Sequence[Any]:
+        """`records` without those this partition's engine has handled already (counted `redelivered`)."""
+        if progress.next_offset is None or records[0].offset >= progress.next_offset:
+            return records
+        again = sum(1 for record in records if record.offset < progress.next_offset)
+        log.warning(
+            "records delivered again; skipped",
+            partition=name(tp),
+            first_offset=records[0].offset,
+            handled_up_to=progress.next_offset - 1,
+            skipped=again,
+        )
+        self._metrics.records.labels("redelivered").inc(again)
+        return records[again:]  # offsets ascend within a batch
+
+    def _count(self, tally: Tally, engine: Engine, before: tuple[int, int, int, int, int]) -> None:
+        """The batch's outcomes, and what the engine counted meanwhile, into the metrics."""
+        stats = engine.stats
         outcomes = {
-            "too_old": too_old,
-            "ignored": ignored,
-            "dead_lettered": dead_lettered,
-            "replayed": replayed,
-            "counted": counted,
+            "too_old": tally.too_old,
+            "ignored": tally.ignored,
+            "dead_lettered": tally.dead_lettered,
+            "replayed": tally.replayed,
+            "counted": tally.counted,
             "duplicate": stats.duplicates - before[0],
             "late": stats.late - before[1],
             "ahead": stats.ahead - before[2],

@@ -25,10 +25,10 @@ from guard.engine import Decision, Engine
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.events import Event, IgnoredEvent, MalformedEvent, decode
-from guard.kafka import read_topic
 from guard.outcomes import compared, outcome_of
 from guard.rules import RuleSet
 from guard.settings import KafkaSettings
+from guard.topics import read_topic
 
 # A line's record time when replaying files: none, so a line without a timestamp is malformed.
 NO_RECORD_TIME = math.nan

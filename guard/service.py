@@ -1,9 +1,9 @@
 """`guard run`: wires settings, Kafka, the pipeline, the pause client and the health server.
 
-The poll loop never waits on Leadterra: pauses run in tasks (guard.actions.dispatch). Every
-`commit_interval` it also commits what is settled, notes which partitions have caught up after
-an assignment (and resumes decisions recorded without an outcome before the restart), and looks
-for changed rule files.
+The poll loop never waits on Leadterra: pauses run in tasks (guard.actions.dispatch). After each
+batch while some partition recovers, and every `commit_interval`, it tells guard.recovery how far
+the replaying partitions have read; every `commit_interval` it also commits what is settled and
+looks for changed rule files.
 """
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
 from guard.checkpoints import Checkpointer, CheckpointStore
 from guard.control import ensure_topic, follow
+from guard.dead_letters import DeadLetters
 from guard.engine import Decision
 from guard.errors import ConfigError
 from guard.exemptions import Exemptions
 from guard.health import Health
-from guard.kafka import DeadLetters, KafkaUnreachable, Rebalance, make_consumer, make_producer, reach, start_producer
+from guard.kafka import KafkaUnreachable, make_consumer, make_producer, reach, start_producer
 from guard.metrics import Metrics
 from guard.pipeline import Pipeline
+from guard.rebalance import Rebalance
+from guard.recovery import Recovery
 from guard.rules import RuleSet
 from guard.rules.watch import RulesWatcher
 from guard.server import HealthServer
@@ -68,7 +71,6 @@ class Service:
         self._probe: asyncio.Task[None] | None = None
         self._checkpointer: Checkpointer | None = None
         self._checkpointing: asyncio.Task[None] | None = None
-        self._resuming = 0  # replayed decisions on their way to the dispatcher (`_resume_unsettled`)
         self._unsettled_at_stop = False  # decisions cancelled at shutdown: no checkpoint may cover them
 
     @property
@@ -129,6 +131,7 @@ class Service:
             resume_grace=settings.resume_grace,
             workspaces=workspaces,
         )
+        recovery = Recovery(self.health, self._settled.scan, self._settled.__contains__, self._resume)
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
         self.metrics.dedupe_keys_limit.set(settings.max_dedupe_keys)
@@ -139,12 +142,12 @@ class Service:
             await start_producer(producer, self.settings.kafka)
             self._spawn(self._follow_control())
             await consumer.start()
-            self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher)
-            listener = Rebalance(consumer, pipeline, self._assigned, self._checkpointer)
+            self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher, recovery)
+            listener = Rebalance(consumer, pipeline, recovery, self._checkpointer)
             consumer.subscribe(list(settings.input_topics), listener=listener)
             await self._check_topics(consumer)
             log.info("guard started", topics=list(settings.input_topics), http_port=self.server.port)
-            await self._poll(consumer, pipeline)
+            await self._poll(consumer, pipeline, recovery)
             self.health.stopping = True
             cancelled = await dispatcher.drain(settings.shutdown_grace)
             if cancelled:
@@ -161,6 +164,7 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            await recovery.aclose()
             await notifier.aclose(NOTIFY_GRACE_SECONDS)
             await consumer.stop()
             await producer.stop()
@@ -171,7 +175,7 @@ class Service:
             log.info("guard stopped")
 
     async def _checkpoints(
-        self, producer: AIOKafkaProducer, pipeline: Pipeline, dispatcher: Dispatcher
+        self, producer: AIOKafkaProducer, pipeline: Pipeline, dispatcher: Dispatcher, recovery: Recovery
     ) -> Checkpointer | None:
         """Checkpoints, when they are on and their topic exists."""
         settings = self.settings.guard
@@ -187,7 +191,7 @@ class Service:
             return None
 
         def idle() -> bool:  # every decision so far settled (see Checkpointer)
-            return dispatcher.inflight == 0 and not self._resuming and not self._unsettled_at_stop
+            return dispatcher.inflight == 0 and not recovery.resuming and not self._unsettled_at_stop
 
         return Checkpointer(store, pipeline, self.metrics, idle)
 
@@ -298,7 +302,7 @@ class Service:
             backoff_max=leadterra.backoff_max,
         )
 
-    async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
+    async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline, recovery: Recovery) -> None:
         settings = self.settings.guard
         watcher = RulesWatcher(settings.rules, self.rules) if settings.rules_reload_interval else None
         next_tick = next_reload = next_probe = time.monotonic()
@@ -310,15 +314,15 @@ class Service:
             for tp, records in batches.items():
                 await pipeline.handle(tp, records)
             await asyncio.sleep(0)  # aiokafka returns buffered records without yielding; let others run
-            if self.health.recovering:  # ready as soon as the replay is done, not at the next tick
-                await self._track_recovery(consumer, pipeline)
+            if recovery.recovering:  # ready as soon as the replay is done, not at the next tick
+                await self._track_recovery(consumer, recovery)
             now = time.monotonic()
             if now >= next_probe and self._probe is None:
                 self._probe = asyncio.create_task(self._probe_kafka(consumer))
                 next_probe = now + PROBE_SECONDS
             if now >= next_tick:
                 await self._commit(consumer, pipeline)
-                await self._track_recovery(consumer, pipeline)
+                await self._track_recovery(consumer, recovery)
                 self.metrics.campaigns.set(pipeline.campaigns())
                 self.metrics.dedupe_keys.set(pipeline.dedupe_keys())
                 self.health.evictions(pipeline.evicted, settings.max_campaigns)
@@ -360,34 +364,21 @@ class Service:
         pipeline.committed(offsets)
         self.metrics.commits.labels("ok").inc()
 
-    async def _track_recovery(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
-        """Readiness waits until every partition has replayed up to its committed offset; then
-        the decisions met while replaying are checked against the audit topic."""
-        remaining = 0
-        for tp in pipeline.assigned:
+    async def _track_recovery(self, consumer: AIOKafkaConsumer, recovery: Recovery) -> None:
+        """How far each replaying partition has read, for guard.recovery to move on those caught up."""
+        positions = {}
+        for tp in recovery.replaying():
             try:
-                position = await consumer.position(tp)
+                positions[tp] = await consumer.position(tp)
             except KafkaError:  # revoked meanwhile (the rebalance listener runs alongside this loop)
                 continue
-            if not pipeline.owns(tp):
-                continue
-            remaining += max(0, pipeline.replay_until(tp) - position)
-            replayed = pipeline.caught_up(tp, position)
-            if replayed:
-                self._resuming += 1
-                self._spawn(self._resume_unsettled(replayed))
-        self.metrics.recovering.set(remaining)
-        # partitions the listener is still positioning have not started to replay
-        positioning = any(not pipeline.owns(tp) for tp in consumer.assignment())
-        self.health.recovering = remaining > 0 or positioning
+        self.metrics.recovering.set(recovery.progress(positions))
 
-    def _assigned(self, lookback_ms: int, fresh: bool) -> None:
-        """Joined the group; for new partitions, learn which decisions already have an outcome
-        before acting on any."""
-        self.health.joined = True
-        if fresh:
-            self.health.recovering = True  # until `_track_recovery` has seen them replayed
-            self._spawn(self._settled.refresh(lookback_ms))
+    def _resume(self, decision: Decision) -> None:
+        """A decision recorded (`fired`) before a restart but never given an outcome: act on it."""
+        if self._dispatcher is not None:
+            self.metrics.resumed.inc()
+            self._dispatcher.resume(decision)
 
     async def _follow_control(self) -> None:
         """Exemptions: the control topic made if missing, read whole before any pause, then followed."""
@@ -402,17 +393,6 @@ class Service:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _resume_unsettled(self, replayed: list[Decision]) -> None:
-        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them."""
-        try:
-            await self._settled.wait()
-            for decision in replayed:
-                if decision.id not in self._settled and self._dispatcher is not None:
-                    self.metrics.resumed.inc()
-                    self._dispatcher.resume(decision)
-        finally:
-            self._resuming -= 1
 
     def _reload(self, watcher: RulesWatcher, pipeline: Pipeline) -> None:
         change = watcher.poll()

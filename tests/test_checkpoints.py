@@ -20,10 +20,10 @@ from test_service import (  # noqa: F401  (fixtures)
 )
 
 from guard.checkpoints import CHUNK_BYTES, CheckpointError, assemble, partition_key, records
-from guard.kafka import topic_partitions
 from guard.settings import KafkaSettings
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
+from guard.topics import topic_partitions
 
 RULE = """groups:
   - name: g

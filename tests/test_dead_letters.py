@@ -8,7 +8,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from test_service import read_topic
 
-from guard.kafka import TRUNCATED_BYTES, DeadLetters
+from guard.dead_letters import TRUNCATED_BYTES, DeadLetters
 from guard.metrics import Metrics
 from guard.testing.broker import BrokerInfo
 

@@ -60,7 +60,7 @@ async def test_a_decision_met_again_while_its_call_is_under_way_is_not_called_tw
         dispatcher.submit(decision, lambda: None)
         while not standin.in_flight:
             await asyncio.sleep(0.01)
-        dispatcher.resume(decision)  # as `_resume_unsettled` does after the replay
+        dispatcher.resume(decision)  # as guard.recovery does once the replay is checked against the audit
         await dispatcher.drain(10)
     finally:
         await client.aclose()

@@ -1,4 +1,4 @@
-"""Reading a whole topic (guard.kafka.read_topic, settled_decision_ids): every partition up to its
+"""Reading a whole topic (guard.topics.read_topic, guard.settled.settled_decision_ids): every partition up to its
 true end, on every broker of the matrix, and over a slow link.
 
 Where a partition ends is learnt from ListOffsets LATEST, raised by a fetch's high watermark (the
@@ -19,10 +19,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from guard.kafka import read_topic, settled_decision_ids, topic_partitions
 from guard.settings import KafkaSettings
+from guard.settled import settled_decision_ids
 from guard.testing.apache_kafka import ApacheKafka, KafkaCluster
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
+from guard.topics import read_topic, topic_partitions
 
 pytestmark = pytest.mark.integration
 

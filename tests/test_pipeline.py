@@ -26,7 +26,7 @@ class Decisions:
     def __init__(self) -> None:
         self.submitted: list[Decision] = []
 
-    def submit(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
+    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: object = None) -> None:
         self.submitted.append(decision)
         on_recorded()
 
@@ -54,7 +54,7 @@ async def test_records_delivered_again_within_an_assignment_count_once() -> None
     records starts the campaign afresh."""
     metrics, decisions = Metrics(), Decisions()
     pipeline = Pipeline(load_rules(RULES), decisions, NoDeadLetters(), metrics, dedupe_horizon=3 * 3600)
-    pipeline.assign(TP, committed=None, lookback_ms=0)
+    pipeline.assign(TP, committed=None, since_ms=0)
     start = time.time() - 600
     values = [started("camp", start)]
     for n in range(300):  # a list gone bad: every fourth send bounces
@@ -87,7 +87,7 @@ async def test_each_partition_remembers_its_share_of_the_dedupe_budget() -> None
         partition_count=lambda: 4,
     )
     assert pipeline.dedupe_key_share() == 1_000
-    pipeline.assign(TP, committed=None, lookback_ms=0)
+    pipeline.assign(TP, committed=None, since_ms=0)
     start = time.time() - 600
     await pipeline.handle(TP, records([sent("camp", start + n * 0.01) for n in range(5_000)]))
     assert 0 < pipeline.dedupe_keys() <= 1_000

@@ -21,13 +21,13 @@ from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
 from guard.generate import generate
-from guard.kafka import topic_partitions
 from guard.rules import load_rules
 from guard.service import Service
 from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, complained, sent
 from guard.testing.leadterra import LeadterraStandIn
+from guard.topics import topic_partitions
 
 RULES = Path(__file__).parent.parent / "rules"
 

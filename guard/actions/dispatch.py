@@ -16,6 +16,7 @@ from guard.engine import Decision
 from guard.exemptions import Exemptions
 from guard.health import Health
 from guard.metrics import Metrics
+from guard.recovery import AuditRead
 from guard.settled import SettledDecisions
 from guard.workspaces import WorkspaceMap
 
@@ -55,9 +56,9 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._tasks)
 
-    def submit(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
-        """Record, act and record the outcome, in a task of its own."""
-        self._spawn(self._settle(decision, on_recorded), decision)
+    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None = None) -> None:
+        """Record, act and record the outcome, in a task of its own; a pause first waits for `audit_read`."""
+        self._spawn(self._settle(decision, on_recorded, audit_read), decision)
 
     def resume(self, decision: Decision) -> None:
         """Act on a decision recorded before a restart whose outcome never was."""
@@ -90,7 +91,7 @@ class Dispatcher:
         await asyncio.gather(*left, return_exceptions=True)
         return len(left)
 
-    async def _settle(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
+    async def _settle(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None) -> None:
         """`_record_and_act`, with a crash (a bug, or evidence no audit event can hold) logged and
         counted and the decision's offset released all the same: a partition never stalls on one."""
         released = False
@@ -102,7 +103,7 @@ class Dispatcher:
                 on_recorded()
 
         try:
-            await self._record_and_act(decision, release)
+            await self._record_and_act(decision, release, audit_read)
         except Exception:
             self._metrics.decision_errors.inc()
             log.exception(
@@ -114,7 +115,9 @@ class Dispatcher:
             )
             release()
 
-    async def _record_and_act(self, decision: Decision, on_recorded: Callable[[], None]) -> None:
+    async def _record_and_act(
+        self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None
+    ) -> None:
         decided_at = time.time()
         rule = decision.rule
         self._metrics.decisions.labels(rule.name, rule.action).inc()
@@ -136,10 +139,11 @@ class Dispatcher:
         if self._notifier is not None:
             self._notifier.notify(decision, fired)
         if rule.action == "pause":
-            await self._pause(decision, decided_at)
+            await self._pause(decision, decided_at, audit_read)
 
-    async def _pause(self, decision: Decision, decided_at: float) -> None:
-        await self._settled.wait()
+    async def _pause(self, decision: Decision, decided_at: float, audit_read: AuditRead | None = None) -> None:
+        if audit_read is not None:
+            await audit_read.wait()
         if decision.id in self._settled:
             # acted on before a restart or rebalance (the audit says so): never again, even if the
             # user has resumed the campaign since

@@ -35,12 +35,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from guard.engine import Decision, Engine
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.generate import Record
-from guard.kafka import topic_partitions
 from guard.replay import replay
 from guard.rules import load_rules
 from guard.settings import KafkaSettings
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn, RecordedRequest
+from guard.topics import log_ends, topic_partitions
 
 HERE = Path(__file__).parent
 SHIPPED_RULES = HERE.parent.parent / "rules"
@@ -446,19 +446,16 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[An
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)  # the embedded test broker's can be short: see below
+        ends = await log_ends(consumer, partitions)
         records: list[Any] = []
         deadline = time.monotonic() + timeout
-        reading = set(partitions)
+        reading = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while reading:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic}: {len(records)} records, still reading {reading}")
             for batch in (await consumer.getmany(*reading, timeout_ms=200, max_records=20_000)).values():
                 records.extend(batch)
-            for tp in list(reading):  # done at the end from ListOffsets and at a fetch's high watermark
-                highwater = consumer.highwater(tp)
-                if highwater is not None and await consumer.position(tp) >= max(ends[tp], highwater):
-                    reading.discard(tp)
+            reading = {tp for tp in reading if await consumer.position(tp) < ends[tp]}
         return records
     finally:
         await consumer.stop()

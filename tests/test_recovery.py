@@ -1,0 +1,311 @@
+"""guard.recovery on its own: each transition of a newly assigned partition, and what waits on the
+audit rescan (no broker needed: the rescan is a coroutine the test holds)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from guard.actions.dispatch import Dispatcher
+from guard.audit import AuditEvent
+from guard.engine import Decision, Engine
+from guard.events import decode
+from guard.health import Health
+from guard.metrics import Metrics
+from guard.pipeline import Pipeline
+from guard.recovery import AuditScan, IllegalTransition, PartitionRecovery, Recovery, Stage
+from guard.rules import load_rules
+from guard.settings import KafkaSettings
+from guard.settled import SettledDecisions
+from guard.testing.events import bounced, sent
+
+RULES = Path(__file__).parent.parent / "rules"
+A, B = TopicPartition("events", 0), TopicPartition("events", 1)
+
+
+def bad_list(campaign_id: str, start: float) -> list[bytes]:
+    """Sends of which one in four bounce: the shipped rules pause the campaign."""
+    values = []
+    for n in range(200):
+        values.append(sent(campaign_id, start + n))
+        if n % 4 == 0:
+            values.append(bounced(campaign_id, start + n + 0.5))
+    return values
+
+
+def pause_decision(campaign_id: str) -> Decision:
+    engine, start = Engine(load_rules(RULES)), time.time() - 600
+    for value in bad_list(campaign_id, start):
+        for decision in engine.process(decode(value, time.time())):
+            if decision.action == "pause":
+                return decision
+    raise AssertionError("premise: the shipped rules pause this campaign")
+
+
+def alert_of(decision: Decision) -> Decision:
+    return dataclasses.replace(decision, rule=decision.rule.model_copy(update={"action": "alert"}))
+
+
+def replaying(committed: int = 10, scan: AuditScan | None = None) -> PartitionRecovery:
+    state = PartitionRecovery("events[0]", scan or AuditScan(0))
+    state.positioned(committed)
+    return state
+
+
+class TestPartitionTransitions:
+    def test_a_new_partition_is_positioning(self) -> None:
+        assert PartitionRecovery("events[0]", AuditScan(0)).stage is Stage.POSITIONING
+
+    def test_positioned_replays_up_to_the_committed_offset(self) -> None:
+        state = replaying(committed=42)
+        assert (state.stage, state.replay_until) == (Stage.REPLAYING, 42)
+
+    def test_a_new_group_has_nothing_to_replay(self) -> None:
+        assert replaying(committed=None).replay_until == 0  # type: ignore[arg-type]
+
+    def test_positioned_twice_is_refused(self) -> None:
+        state = replaying()
+        with pytest.raises(IllegalTransition, match=r"events\[0\]: cannot be positioned while replaying"):
+            state.positioned(5)
+
+    def test_keep_holds_pause_decisions_only_and_each_once(self) -> None:
+        state, pause = replaying(), pause_decision("camp")
+        state.keep([pause, alert_of(pause)])
+        state.keep([pause])
+        assert state.caught_up(10) == [pause]
+
+    def test_keep_is_refused_before_positioning_and_after_catching_up(self) -> None:
+        state = PartitionRecovery("events[0]", AuditScan(0))
+        with pytest.raises(IllegalTransition, match="cannot keep replayed decisions while positioning"):
+            state.keep([])
+        state.positioned(0)
+        state.caught_up(0)
+        with pytest.raises(IllegalTransition, match="while caught up"):
+            state.keep([])
+
+    def test_not_caught_up_before_the_replay_end(self) -> None:
+        state = replaying(committed=10)
+        assert state.remaining(4) == 6
+        assert state.caught_up(9) is None
+        assert state.stage is Stage.REPLAYING
+
+    def test_caught_up_hands_the_kept_decisions_over_once(self) -> None:
+        state, pause = replaying(committed=10), pause_decision("camp")
+        state.keep([pause])
+        assert state.caught_up(10) == [pause]
+        assert (state.stage, state.remaining(0)) == (Stage.CAUGHT_UP, 0)
+        with pytest.raises(IllegalTransition, match="cannot catch up while caught up"):
+            state.caught_up(11)
+
+    def test_catching_up_is_refused_while_positioning(self) -> None:
+        with pytest.raises(IllegalTransition, match="cannot catch up while positioning"):
+            PartitionRecovery("events[0]", AuditScan(0)).caught_up(0)
+
+    def test_ready_waits_for_the_audit_rescan(self) -> None:
+        scan = AuditScan(0)
+        state = replaying(committed=0, scan=scan)
+        state.caught_up(0)
+        with pytest.raises(IllegalTransition, match="cannot be ready while the audit rescan runs"):
+            state.ready()
+        scan.finish()
+        state.ready()
+        assert state.stage is Stage.READY
+
+    def test_ready_is_refused_before_catching_up(self) -> None:
+        with pytest.raises(IllegalTransition, match="cannot be ready while replaying"):
+            replaying(scan=AuditScan.finished()).ready()
+
+
+class TestAuditScan:
+    def test_decisions_handed_over_come_back_when_it_finishes(self) -> None:
+        scan, pause = AuditScan(0), pause_decision("camp")
+        scan.hand_over([pause])
+        assert scan.finish() == [pause]
+        assert scan.done and scan.handed_over == []
+
+    def test_finishing_twice_or_handing_over_after_is_refused(self) -> None:
+        scan = AuditScan.finished()
+        with pytest.raises(IllegalTransition, match="finished twice"):
+            scan.finish()
+        with pytest.raises(IllegalTransition, match="checked at once"):
+            scan.hand_over([])
+
+
+class Harness:
+    """A Recovery whose audit rescans the test finishes by hand."""
+
+    def __init__(self, settled: set[str] | None = None) -> None:
+        self.health = Health()
+        self.settled = settled or set()
+        self.resumed: list[Decision] = []
+        self.scans: list[asyncio.Event] = []
+        self.recovery = Recovery(self.health, self.rescan, self.settled.__contains__, self.resumed.append)
+
+    async def rescan(self, since_ms: int) -> None:
+        done = asyncio.Event()
+        self.scans.append(done)
+        await done.wait()
+
+    async def finish_scan(self, n: int) -> None:
+        self.scans[n].set()
+        for _ in range(3):  # the scan task runs on
+            await asyncio.sleep(0)
+
+    async def assign(self, *partitions: TopicPartition, committed: int | None = 10) -> None:
+        self.recovery.assigned([(tp, f"{tp.topic}[{tp.partition}]") for tp in partitions], 0)
+        await asyncio.sleep(0)  # the rescan starts
+        for tp in partitions:
+            self.recovery.positioned(tp, committed)
+
+
+class TestRecovery:
+    async def test_assignment_makes_the_guard_recover_until_every_partition_has_caught_up(self) -> None:
+        h = Harness()
+        h.recovery.assigned([(A, "events[0]"), (B, "events[1]")], 0)
+        assert h.health.joined and h.health.recovering
+        assert h.recovery.stage(A) is Stage.POSITIONING
+        h.recovery.positioned(A, 10)
+        h.recovery.positioned(B, 0)
+        assert h.recovery.progress({A: 4, B: 0}) == 6
+        assert h.recovery.stage(B) is Stage.CAUGHT_UP and h.health.recovering
+        assert h.recovery.progress({A: 10}) == 0
+        assert not h.health.recovering  # ready on /readyz once replayed, as before, rescan or not
+        assert h.recovery.stage(A) is Stage.CAUGHT_UP
+        await h.recovery.aclose()
+
+    async def test_an_assignment_without_new_partitions_only_joins(self) -> None:
+        h = Harness()
+        h.recovery.assigned([], 0)
+        assert h.health.joined and not h.health.recovering and h.scans == []
+
+    async def test_kept_decisions_are_checked_once_the_rescan_is_done(self) -> None:
+        settled, unsettled = pause_decision("camp_settled"), pause_decision("camp_unsettled")
+        h = Harness(settled={settled.id})
+        await h.assign(A)
+        h.recovery[A].keep([settled, unsettled])
+        h.recovery.progress({A: 10})
+        assert h.recovery.resuming and h.resumed == []
+        await h.finish_scan(0)
+        assert h.resumed == [unsettled]
+        assert h.recovery.stage(A) is Stage.READY and not h.recovery.resuming
+
+    async def test_caught_up_after_the_rescan_is_ready_at_once(self) -> None:
+        unsettled = pause_decision("camp")
+        h = Harness()
+        await h.assign(A)
+        await h.finish_scan(0)
+        h.recovery[A].keep([unsettled])
+        h.recovery.progress({A: 10})
+        assert h.resumed == [unsettled] and h.recovery.stage(A) is Stage.READY
+
+    async def test_decisions_handed_over_are_checked_even_if_the_partition_moves_meanwhile(self) -> None:
+        unsettled = pause_decision("camp")
+        h = Harness()
+        await h.assign(A)
+        h.recovery[A].keep([unsettled])
+        h.recovery.progress({A: 10})
+        h.recovery.revoked(A)
+        assert h.recovery.stage(A) is None
+        await h.finish_scan(0)
+        assert h.resumed == [unsettled]
+
+    async def test_a_failed_rescan_still_lets_the_partitions_act(self) -> None:
+        async def broken(since_ms: int) -> None:
+            raise RuntimeError("a bug")
+
+        recovery = Recovery(Health(), broken, lambda _: False, lambda _: None)
+        recovery.assigned([(A, "events[0]")], 0)
+        recovery.positioned(A, 0)
+        recovery.progress({A: 0})
+        await asyncio.wait_for(recovery.audit_read(A).wait(), 1)
+        assert recovery.stage(A) is Stage.READY
+
+    async def test_a_ready_partition_does_not_wait_for_another_partitions_rescan(self) -> None:
+        h = Harness()
+        await h.assign(A)
+        await h.finish_scan(0)
+        h.recovery.progress({A: 10})
+        await h.assign(B)  # the rescan for B runs on
+        await asyncio.wait_for(h.recovery.audit_read(A).wait(), 1)
+        waiting = asyncio.create_task(h.recovery.audit_read(B).wait())
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await h.finish_scan(1)
+        await asyncio.wait_for(waiting, 1)
+
+    async def test_a_partition_assigned_again_waits_for_its_newest_rescan(self) -> None:
+        h = Harness()
+        await h.assign(A)
+        waiting = asyncio.create_task(h.recovery.audit_read(A).wait())
+        h.recovery.revoked(A)
+        await h.assign(A)  # back before the first rescan is done: the second one counts
+        await h.finish_scan(0)
+        assert not waiting.done()
+        await h.finish_scan(1)
+        await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_live_pause_of_a_ready_partition_does_not_wait_for_another_partitions_audit_rescan() -> None:
+    """Partition A is ready; partition B has just been assigned and its audit rescan is slow. A bad
+    campaign on A is paused (dry run: the outcome recorded) without waiting for B's rescan."""
+    published: list[AuditEvent] = []
+
+    async def publish(event: AuditEvent) -> None:
+        published.append(event)
+
+    h = Harness()
+    settled = SettledDecisions(KafkaSettings(), "audit")
+    dispatcher = Dispatcher(None, publish, Metrics(), h.health, settled, dry_run=True)
+    pipeline = Pipeline(load_rules(RULES), dispatcher, NoDeadLetters(), Metrics(), dedupe_horizon=3 * 3600)
+    for tp in (A, B):
+        h.recovery.assigned([(tp, str(tp))], 0)
+        await asyncio.sleep(0)
+        pipeline.assign(tp, None, 0, None, h.recovery.positioned(tp, None), h.recovery.audit_read(tp))
+        h.recovery.progress({tp: 0})
+        if tp == A:
+            await h.finish_scan(0)
+    assert h.recovery.stage(A) is Stage.READY and h.recovery.stage(B) is Stage.CAUGHT_UP
+
+    now_ms = int(time.time() * 1000)
+    values = bad_list("camp_on_a", time.time() - 600)
+    await pipeline.handle(
+        A,
+        [
+            ConsumerRecord(A.topic, A.partition, n, now_ms, 0, b"k", v, None, 1, len(v), ())
+            for n, v in enumerate(values)
+        ],
+    )
+    try:
+        await asyncio.wait_for(_outcome(published, "dry_run"), 2)
+    finally:
+        await h.finish_scan(1)
+        await dispatcher.drain(5)
+
+
+async def _outcome(published: list[AuditEvent], outcome: str) -> None:
+    while not any(event.outcome == outcome for event in published):
+        await asyncio.sleep(0.01)
+
+
+class NoDeadLetters:
+    async def send(self, record: object, reason: str) -> asyncio.Future:
+        raise AssertionError(f"nothing here is malformed, got {reason}")
+
+
+@pytest.mark.parametrize("module", ["guard.pipeline", "guard.recovery"])
+def test_the_middle_imports_no_kafka_client(module: str) -> None:
+    """The pipeline and recovery work on partitions as keys: aiokafka stays at the edge (fresh interpreter)."""
+    script = f"import sys, {module}; print('aiokafka' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
