@@ -150,10 +150,8 @@ def stream(specs: list[CampaignSpec], seed: int = 0) -> Iterator[Record]:
     The same records, in the same order, as `generate` (ties in time keep the campaign order), but
     memory grows with the number of campaigns, not of events: one lazy stream per campaign, merged.
     """
-    streams = (
-        _keyed(number, _campaign_events(spec, random.Random(f"{seed}/{number}"))) for number, spec in enumerate(specs)
-    )
-    for _time, _campaign, record in heapq.merge(*streams):
+    streams = (_campaign_events(spec, random.Random(f"{seed}/{number}"), number) for number, spec in enumerate(specs))
+    for _time, _order, record in heapq.merge(*streams):
         yield record
 
 
@@ -219,28 +217,25 @@ _COMPLAINT_DELAY = (30.0, 1800.0)
 _REPLY_DELAY = (120.0, 3600.0)
 
 
-def _keyed(number: int, records: Iterator[Record]) -> Iterator[tuple[float, int, Record]]:
-    """Merge keys: time, then the campaign's place in the plan (a time is never shared within a stream's head)."""
-    for record in records:
-        yield record.time, number, record
-
-
-def _campaign_events(spec: CampaignSpec, rng: random.Random) -> Iterator[Record]:
-    """One campaign's events in time order (ties in the order they were drawn).
+def _campaign_events(spec: CampaignSpec, rng: random.Random, number: int) -> Iterator[tuple[float, int, Record]]:
+    """One campaign's events in time order, keyed (time, order) for the merge: the order is the
+    campaign's place in the plan, then the order of drawing, so equal times keep both.
 
     Sends are drawn in time order; a follow-up (bounce, complaint, reply) waits in a small heap until
     the sends have passed its time: whatever the heap holds up to the floor of later draws can go.
     """
     pending: list[tuple[float, int, Record]] = []
-    drawn = itertools.count()
+    drawn = itertools.count(number << 32)
     for floor, record in _drawn_events(spec, rng):
-        heapq.heappush(pending, (record.time, next(drawn), record))
-        while pending[0][0] <= floor:
-            yield heapq.heappop(pending)[2]
-            if not pending:
-                break
+        keyed = (record.time, next(drawn), record)
+        if record.time > floor:  # a follow-up: later than its send, so it waits
+            heapq.heappush(pending, keyed)
+            continue
+        while pending and pending[0][0] <= floor:  # drawn earlier, so first on a tie
+            yield heapq.heappop(pending)
+        yield keyed
     while pending:
-        yield heapq.heappop(pending)[2]
+        yield heapq.heappop(pending)
 
 
 def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[float, Record]]:
