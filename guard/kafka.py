@@ -4,7 +4,6 @@ rebalance listener, and the dead-letter sink."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -17,8 +16,10 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import BrokerResponseError, KafkaError, KafkaTimeoutError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from guard.audit import read_audit_outcome
 from guard.errors import ConfigError, GuardError
 from guard.metrics import Metrics
 from guard.settings import KafkaSettings
@@ -374,16 +375,20 @@ async def log_ends(consumer: AIOKafkaConsumer, partitions: list[TopicPartition])
 async def settled_decision_ids(settings: KafkaSettings, audit_topic: str, since_ms: int) -> set[str]:
     """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`."""
     settled: set[str] = set()
+    unreadable = 0
     try:
         async with aclosing(read_topic(settings, audit_topic, since_ms)) as batches:  # closed even if cancelled
             async for records in batches:
                 for record in records:
                     try:
-                        event = json.loads(record.value)
-                        if event["outcome"] != "fired":
-                            settled.add(event["decision_id"])
-                    except (TypeError, ValueError, KeyError):
-                        continue  # not an audit event of ours: nothing to learn from it
+                        event = read_audit_outcome(record.value)
+                    except ValidationError:
+                        unreadable += 1  # not an audit event of ours: nothing to learn from it
+                        continue
+                    if event.outcome != "fired":
+                        settled.add(event.decision_id)
     except UnknownTopic:
         pass  # nothing was ever audited
+    if unreadable:
+        log.warning("audit records that are no audit event skipped", topic=audit_topic, count=unreadable)
     return settled
