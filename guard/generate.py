@@ -13,6 +13,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Literal
 
 import msgspec
@@ -144,15 +145,41 @@ def generate(seed: int = 0, campaigns: int = 20, bad: int = 3, **options: object
     return Traffic(tuple(specs), tuple(stream(specs, seed)))
 
 
-def stream(specs: list[CampaignSpec], seed: int = 0) -> Iterator[Record]:
+def stream(specs: list[CampaignSpec], seed: int = 0, slice_events: int = 50_000) -> Iterator[Record]:
     """The planned campaigns' events in event-time order, drawn as they are needed.
 
-    The same records, in the same order, as `generate` (ties in time keep the campaign order), but
-    memory grows with the number of campaigns, not of events: one lazy stream per campaign, merged.
+    The same records, in the same order, as `generate`, but memory grows with the number of
+    campaigns, not of events: one lazy stream per campaign, in time order, taken a slice of event
+    time at a time. A slice holds about `slice_events` events (50,000: some 20 MB of records):
+    every campaign's events before its end, in plan order, then sorted by time (stable: equal times
+    keep the campaign order, as one sort of everything does). Drawing a few dozen events of a
+    campaign at a go, rather than one event per campaign in turn (a heap merge), keeps its state in
+    the CPU caches: at thousands of campaigns that is half again the speed.
     """
-    streams = (_campaign_events(spec, random.Random(f"{seed}/{number}"), number) for number, spec in enumerate(specs))
-    for _time, _order, record in heapq.merge(*streams):
-        yield record
+    streams = [_campaign_events(spec, random.Random(f"{seed}/{number}")) for number, spec in enumerate(specs)]
+    heads: list[Record | None] = [next(events) for events in streams]  # a campaign has at least its start
+    first, last = min(spec.start for spec in specs), max(spec.start + spec.duration for spec in specs)
+    per_slice = max(slice_events, 4 * len(specs))  # a few events per campaign and visit, at least
+    step = max((last - first) * per_slice / expected_count(specs), 1e-3)
+    live, end = list(range(len(streams))), first
+    while live:
+        end += step
+        batch: list[Record] = []
+        going: list[int] = []
+        for number in live:
+            head, events = heads[number], streams[number]
+            while head is not None and head.time < end:
+                batch.append(head)
+                head = next(events, None)
+            heads[number] = head
+            if head is not None:
+                going.append(number)
+        live = going
+        batch.sort(key=_time)
+        yield from batch
+
+
+_time = attrgetter("time")
 
 
 def expected_count(specs: list[CampaignSpec]) -> int:
@@ -217,25 +244,23 @@ _COMPLAINT_DELAY = (30.0, 1800.0)
 _REPLY_DELAY = (120.0, 3600.0)
 
 
-def _campaign_events(spec: CampaignSpec, rng: random.Random, number: int) -> Iterator[tuple[float, int, Record]]:
-    """One campaign's events in time order, keyed (time, order) for the merge: the order is the
-    campaign's place in the plan, then the order of drawing, so equal times keep both.
+def _campaign_events(spec: CampaignSpec, rng: random.Random) -> Iterator[Record]:
+    """One campaign's events in time order; equal times in the order they were drawn.
 
     Sends are drawn in time order; a follow-up (bounce, complaint, reply) waits in a small heap until
     the sends have passed its time: whatever the heap holds up to the floor of later draws can go.
     """
     pending: list[tuple[float, int, Record]] = []
-    drawn = itertools.count(number << 32)
+    drawn = itertools.count()
     for floor, record in _drawn_events(spec, rng):
-        keyed = (record.time, next(drawn), record)
         if record.time > floor:  # a follow-up: later than its send, so it waits
-            heapq.heappush(pending, keyed)
+            heapq.heappush(pending, (record.time, next(drawn), record))
             continue
         while pending and pending[0][0] <= floor:  # drawn earlier, so first on a tie
-            yield heapq.heappop(pending)
-        yield keyed
+            yield heapq.heappop(pending)[2]
+        yield record
     while pending:
-        yield heapq.heappop(pending)
+        yield heapq.heappop(pending)[2]
 
 
 def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[float, Record]]:

@@ -71,10 +71,11 @@ class TestGenerator:
 
 
 class TestStreaming:
-    def test_the_stream_is_the_held_traffic_drawn_lazily(self) -> None:
-        """`stream` yields exactly `generate`'s records in the same order, one at a time."""
+    @pytest.mark.parametrize("slice_events", [50_000, 1_000, 1], ids=["one-slice", "slices", "tiny-slices"])
+    def test_the_stream_is_the_held_traffic_drawn_lazily(self, slice_events: int) -> None:
+        """`stream` yields exactly `generate`'s records in the same order, however it slices event time."""
         specs = plan(7, 15, 3)
-        records = stream(specs, 7)
+        records = stream(specs, 7, slice_events)
         assert next(records) == generate(7, 15, 3).records[0]
         assert (next(records), *records) == generate(7, 15, 3).records[1:]
 
