@@ -61,8 +61,7 @@ def injection(campaign: str, at: float, rules: Any) -> tuple[list[bytes], bytes,
     """(evidence, crossing record, rule) for a fresh campaign: a start, SENDS sends, then hard
     bounces one at a time; the crossing record is the first at which the shipped rules decide to
     pause, found by running the guard's own Engine over the sequence (so it follows rule changes)."""
-    from guard.engine import Engine
-    from guard.events import decode
+    from guard.engine import Engine, record_decisions
 
     values = [_event("campaign.started", campaign, at, {})]
     for n in range(SENDS):
@@ -70,11 +69,9 @@ def injection(campaign: str, at: float, rules: Any) -> tuple[list[bytes], bytes,
     for n in range(SENDS):
         data = {"messageId": f"m{n}", "recipient": f"lead{n}@acme.com", "bounceType": "hard"}
         values.append(_event("message.bounced", campaign, at, {**data, "bounceReason": "550 5.1.1 no such user"}))
-    engine = Engine(rules)
-    for position, value in enumerate(values):
-        pauses = [d for d in engine.process(decode(value, at)) if d.action == "pause"]
-        if pauses:
-            return values[:position], value, pauses[0].rule.name
+    for position, decision in record_decisions(Engine(rules), ((value, at) for value in values)):
+        if decision.action == "pause":
+            return values[:position], values[position], decision.rule.name
     raise RuntimeError(f"no shipped rule pauses a campaign with {SENDS} sends, all hard-bounced")
 
 
@@ -280,6 +277,8 @@ async def decided_at(bootstrap: str, audit_topic: str, campaigns: set[str]) -> d
     """campaign -> `timings.decided_at` of its `fired` audit record (when the guard decided)."""
     from aiokafka import AIOKafkaConsumer
 
+    from guard.audit import read_audit
+
     consumer = AIOKafkaConsumer(audit_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     found: dict[str, float] = {}
@@ -288,9 +287,9 @@ async def decided_at(bootstrap: str, audit_topic: str, campaigns: set[str]) -> d
         while len(found) < len(campaigns) and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
-                    event = msgspec.json.decode(record.value)
-                    if event["outcome"] == "fired" and event["campaign_id"] in campaigns:
-                        found[event["campaign_id"]] = datetime.fromisoformat(event["timings"]["decided_at"]).timestamp()
+                    event = read_audit(record.value)  # the guard's own audit topic: anything else is a bug
+                    if event.outcome == "fired" and event.campaign_id in campaigns:
+                        found[event.campaign_id] = event.timings.decided_at.timestamp()
     finally:
         await consumer.stop()
     return found

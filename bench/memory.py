@@ -26,6 +26,7 @@ default) and without one; RSS as for the flood above, and the keys remembered at
 from __future__ import annotations
 
 import argparse
+import collections
 import gc
 import time
 import tracemalloc
@@ -55,8 +56,7 @@ def rss_bytes() -> int:
 def measure(
     campaigns: int, sends: tuple[int, int], trace: bool, duration: float = 3600.0, horizon: float | None = None
 ) -> dict[str, Any]:
-    from guard.engine import Engine
-    from guard.events import IgnoredEvent, MalformedEvent, decode
+    from guard.engine import Engine, record_decisions
     from guard.generate import generate
     from guard.rules import load_rules
 
@@ -68,11 +68,7 @@ def measure(
     gc.collect()
     before = rss_bytes()
     started = time.perf_counter()
-    for record in records:
-        try:
-            engine.process(decode(record.value, record.time))
-        except (IgnoredEvent, MalformedEvent):
-            pass
+    collections.deque(record_decisions(engine, ((record.value, record.time) for record in records)), maxlen=0)
     elapsed = time.perf_counter() - started
     gc.collect()
     after = rss_bytes()

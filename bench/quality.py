@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from guard.engine import Engine
+from guard.engine import Engine, decide
 from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet, load_rules
 
@@ -162,8 +162,8 @@ def simulate(spec: Spec, rules: RuleSet) -> Outcome:
     """Stream the campaign through a fresh engine until a pause decision (then it stops sending)."""
     engine = Engine(rules)
     times, stream = events(spec)
-    for event in stream:
-        for decision in engine.process(event):
+    for _, decisions in decide(engine, stream):
+        for decision in decisions:
             if decision.action == "pause":
                 # what was sent up to the decision; in-flight mail is delivered but nothing new starts
                 sent = bisect.bisect_right(times, decision.fired_at)
@@ -216,8 +216,8 @@ def first_fires(spec: Spec) -> tuple[Spec, dict[str, int]]:
     """Sends made by the first firing of each frontier rule (absent: never fired)."""
     engine, fired = Engine(frontier_rules()), {}
     times, stream = events(spec)
-    for event in stream:
-        for decision in engine.process(event):
+    for _, decisions in decide(engine, stream):
+        for decision in decisions:
             fired.setdefault(decision.rule.name, bisect.bisect_right(times, decision.fired_at))
     return spec, fired
 

@@ -2,6 +2,10 @@
 
 The id of an audit event depends only on the decision and the outcome kind, so a decision replayed
 after a crash produces events with the same ids and consumers can drop the repeats.
+
+`AuditEvent` is the one definition of the record: the guard writes it, and every reader decodes
+through it (`read_audit`, or `read_audit_outcome` for readers that need only the outcome), validated;
+a record that does not validate is no audit event of this version, and readers skip and count it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from guard.engine import Decision
 from guard.redact import redact
@@ -98,6 +102,8 @@ class Evidence(_Model):
 
 
 class Result(_Model):
+    """What the pause call came to, as audited (`PauseClient.pause` answers with one)."""
+
     http_status: int | None = Field(description="Last HTTP status from Leadterra; null if none arrived.")
     attempts: int
     paused_at: str | None = Field(description="`pausedAt` as Leadterra returned it.")
@@ -228,6 +234,29 @@ def _window_text(rule: Rule) -> str:
     if rule.cusum is not None:
         return f"cusum {rule.cusum.healthy * 100:.6g}% vs {rule.cusum.bad * 100:.6g}%"
     return format_duration(rule.window) if rule.window is not None else f"last {rule.last}"
+
+
+def read_audit(value: bytes | None) -> AuditEvent:
+    """Decode one audit record value, validated; raises pydantic's ValidationError for what is none."""
+    return AuditEvent.model_validate_json(value or b"")
+
+
+# The outcome of an audit event and the decision it is about, in AuditEvent's own field definitions,
+# for readers that need no more (a restart rescans the whole recent audit topic for them): later
+# fields, and events of a later version that adds some, do not stop them.
+AuditOutcome = create_model(
+    "AuditOutcome",
+    __config__=ConfigDict(frozen=True, extra="ignore"),
+    **{
+        name: (AuditEvent.model_fields[name].annotation, AuditEvent.model_fields[name])
+        for name in ("decision_id", "outcome")
+    },  # type: ignore[call-overload]
+)
+
+
+def read_audit_outcome(value: bytes | None) -> BaseModel:
+    """(decision_id, outcome) of one audit record value, validated; raises pydantic's ValidationError."""
+    return AuditOutcome.model_validate_json(value or b"")
 
 
 def audit_json_schema() -> dict:

@@ -10,7 +10,6 @@ after itself, Ctrl-C included. The path is Leadterra's: webhook -> ingest -> Kaf
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 import time
@@ -20,13 +19,13 @@ from pathlib import Path
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from guard.engine import Engine, Measure
-from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.audit import read_audit
+from guard.engine import Engine, Measure, record_decisions
 from guard.explain import noun
 from guard.generate import Traffic, generate
 from guard.ingest.app import WEBHOOK_PATH, Ingest, IngestConfig
@@ -187,12 +186,8 @@ async def _stream(
             batch = records[sent:due]
             statuses = await asyncio.gather(*(post(r.value, sign(WEBHOOK_SECRET, r.value)) for r in batch))
             result.accepted += sum(status == 200 for status in statuses)
-            for record in batch:
-                try:
-                    for decision in mirror.process(decode(record.value, record.time)):
-                        result.fired.setdefault(decision.campaign_id, set()).add(decision.rule.name)
-                except (IgnoredEvent, MalformedEvent):
-                    pass
+            for _, decision in record_decisions(mirror, ((record.value, record.time) for record in batch)):
+                result.fired.setdefault(decision.campaign_id, set()).add(decision.rule.name)
             for n in sorted(forge_at & set(range(sent, due))):
                 forged = records[n].value.replace(b'"message.sent"', b'"message.bounced"')
                 signature = None if n % 2 else sign(b"whsec_guessed", forged)  # unsigned, or a guessed secret
@@ -215,15 +210,19 @@ async def _watch_audit(bootstrap: str, topic: str, result: DemoResult) -> None:
     await consumer.start()
     try:
         async for record in consumer:
-            event = json.loads(record.value)
-            evidence = event["evidence"]
-            if event["outcome"] == "paused":
-                result.paused[event["campaign_id"]] = event["rule"]["name"]
-            if event["outcome"] != "fired":
+            try:
+                event = read_audit(record.value)
+            except ValidationError:
+                result.audit_lines.append(f"skipped an audit record that is no audit event (offset {record.offset})")
+                continue
+            evidence = event.evidence
+            if event.outcome == "paused":
+                result.paused[event.campaign_id] = event.rule.name
+            if event.outcome != "fired":
                 result.audit_lines.append(
-                    f"{event['outcome']:>8}  {event['campaign_id']}  {event['rule']['name']}: "
-                    f"{evidence['numerator']}/{evidence['denominator'] or '-'} = {evidence['value']:.3g} "
-                    f"(threshold {evidence['threshold']:g}, window {evidence['window']})"
+                    f"{event.outcome:>8}  {event.campaign_id}  {event.rule.name}: "
+                    f"{evidence.numerator}/{evidence.denominator or '-'} = {evidence.value:.3g} "
+                    f"(threshold {evidence.threshold:g}, window {evidence.window})"
                 )
     finally:
         await consumer.stop()

@@ -6,10 +6,14 @@ bad, and when" is known exactly and can be checked against what the guard paused
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Literal
 
 import msgspec
@@ -136,13 +140,80 @@ def plan(
 
 
 def generate(seed: int = 0, campaigns: int = 20, bad: int = 3, **options: object) -> Traffic:
-    """Plan the campaigns and draw their events (deterministic for a seed)."""
+    """Plan the campaigns and draw their events (deterministic for a seed), all held in memory."""
     specs = plan(seed, campaigns, bad, **options)  # type: ignore[arg-type]
-    records: list[Record] = []
-    for number, spec in enumerate(specs):
-        records.extend(_campaign_events(spec, random.Random(f"{seed}/{number}")))
-    records.sort(key=lambda record: record.time)
-    return Traffic(tuple(specs), tuple(records))
+    return Traffic(tuple(specs), tuple(stream(specs, seed)))
+
+
+def stream(specs: list[CampaignSpec], seed: int = 0, slice_events: int = 50_000) -> Iterator[Record]:
+    """The planned campaigns' events in event-time order, drawn as they are needed.
+
+    The same records, in the same order, as `generate`, but memory grows with the number of
+    campaigns, not of events: one lazy stream per campaign, in time order, taken a slice of event
+    time at a time. A slice holds about `slice_events` events (50,000: some 20 MB of records):
+    every campaign's events before its end, in plan order, then sorted by time (stable: equal times
+    keep the campaign order, as one sort of everything does). Drawing a few dozen events of a
+    campaign at a go, rather than one event per campaign in turn (a heap merge), keeps its state in
+    the CPU caches: at thousands of campaigns that is half again the speed.
+    """
+    streams = [_campaign_events(spec, random.Random(f"{seed}/{number}")) for number, spec in enumerate(specs)]
+    heads: list[Record | None] = [next(events) for events in streams]  # a campaign has at least its start
+    first, last = min(spec.start for spec in specs), max(spec.start + spec.duration for spec in specs)
+    per_slice = max(slice_events, 4 * len(specs))  # a few events per campaign and visit, at least
+    step = max((last - first) * per_slice / expected_count(specs), 1e-3)
+    live, end = list(range(len(streams))), first
+    while live:
+        end += step
+        batch: list[Record] = []
+        going: list[int] = []
+        for number in live:
+            head, events = heads[number], streams[number]
+            while head is not None and head.time < end:
+                batch.append(head)
+                head = next(events, None)
+            heads[number] = head
+            if head is not None:
+                going.append(number)
+        live = going
+        batch.sort(key=_time)
+        yield from batch
+
+
+_time = attrgetter("time")
+
+
+def expected_count(specs: list[CampaignSpec]) -> int:
+    """About how many events `stream` yields for these campaigns, from the plan alone (no drawing)."""
+    return round(sum(_expected_events(spec) for spec in specs))
+
+
+def _expected_events(spec: CampaignSpec) -> float:
+    after = 0.0 if spec.turns_at is None else (spec.start + spec.duration - spec.turns_at) / spec.duration
+    per_send = 1.0
+    for rates, share in ((spec.rates, 1.0 - after), (spec.bad_rates, after)):
+        if rates is None or share == 0.0:
+            continue
+        bounced = rates.hard_bounce + rates.soft_bounce
+        follow_ups = (
+            rates.hard_bounce * _fits(spec.duration, *_HARD_BOUNCE_DELAY)
+            + rates.soft_bounce * _fits(spec.duration, *_SOFT_BOUNCE_DELAY)
+            + (1 - bounced) * rates.complaint * _fits(spec.duration, *_COMPLAINT_DELAY)
+            + (1 - bounced)
+            * (1 - rates.complaint * _fits(spec.duration, *_COMPLAINT_DELAY))
+            * rates.unsubscribe
+            * _fits(spec.duration, *_REPLY_DELAY)
+        )
+        per_send += share * follow_ups
+    return 1 + spec.sends * per_send
+
+
+def _fits(length: float, low: float, high: float) -> float:
+    """The chance that a follow-up `low`..`high` seconds after a send uniform over `length` lands within it."""
+    if high <= length:
+        return 1 - (low + high) / (2 * length)
+    if low >= length:
+        return 0.0
+    return (length - low) ** 2 / (2 * length * (high - low))
 
 
 _encode = msgspec.json.Encoder().encode
@@ -166,42 +237,82 @@ def _domain(rng: random.Random) -> str:
     return rng.choice(_COMPANY_DOMAINS)
 
 
+# Seconds from a send to its follow-up event.
+_HARD_BOUNCE_DELAY = (2.0, 90.0)
+_SOFT_BOUNCE_DELAY = (60.0, 900.0)
+_COMPLAINT_DELAY = (30.0, 1800.0)
+_REPLY_DELAY = (120.0, 3600.0)
+
+
 def _campaign_events(spec: CampaignSpec, rng: random.Random) -> Iterator[Record]:
+    """One campaign's events in time order; equal times in the order they were drawn.
+
+    Sends are drawn in time order; a follow-up (bounce, complaint, reply) waits in a small heap until
+    the sends have passed its time: whatever the heap holds up to the floor of later draws can go.
+    """
+    pending: list[tuple[float, int, Record]] = []
+    drawn = itertools.count()
+    for floor, record in _drawn_events(spec, rng):
+        if record.time > floor:  # a follow-up: later than its send, so it waits
+            heapq.heappush(pending, (record.time, next(drawn), record))
+            continue
+        while pending and pending[0][0] <= floor:  # drawn earlier, so first on a tie
+            yield heapq.heappop(pending)[2]
+        yield record
+    while pending:
+        yield heapq.heappop(pending)[2]
+
+
+def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[float, Record]]:
+    """One campaign's events in the order they are drawn (each send, then its follow-up if any), each with
+    the floor of what is drawn after it: the time of the latest send, since sends are drawn sorted."""
     end = spec.start + spec.duration
     campaign_id = spec.campaign_id
-    yield _record("campaign.started", campaign_id, spec.start, {})
-    times = sorted(rng.uniform(spec.start, end) for _ in range(spec.sends))
+    yield spec.start, _record("campaign.started", campaign_id, spec.start, {})
+    times = array("d", sorted(rng.uniform(spec.start, end) for _ in range(spec.sends)))
     for number, at in enumerate(times):
         rates = spec.bad_rates if spec.turns_at is not None and at >= spec.turns_at else spec.rates
         assert rates is not None
         message_id = f"msg_{campaign_id}_{number}"
         recipient = f"lead{number}@{_domain(rng)}"
-        yield _record(
-            "message.sent", campaign_id, at, {"messageId": message_id, "recipient": recipient, "sequenceStep": 1}
+        yield (
+            at,
+            _record(
+                "message.sent", campaign_id, at, {"messageId": message_id, "recipient": recipient, "sequenceStep": 1}
+            ),
         )
         draw = rng.random()
         if draw < rates.hard_bounce:
             bounce_at, data = (
-                at + rng.uniform(2, 90),
+                at + rng.uniform(*_HARD_BOUNCE_DELAY),
                 {"bounceType": "hard", "bounceReason": rng.choice(HARD_BOUNCE_REASONS)},
             )
         elif draw < rates.hard_bounce + rates.soft_bounce:
             bounce_at, data = (
-                at + rng.uniform(60, 900),
+                at + rng.uniform(*_SOFT_BOUNCE_DELAY),
                 {"bounceType": "soft", "bounceReason": rng.choice(SOFT_BOUNCE_REASONS)},
             )
         else:
             bounce_at = None
         if bounce_at is not None:
             if bounce_at <= end:
-                yield _record(
-                    "message.bounced", campaign_id, bounce_at, {"messageId": message_id, "recipient": recipient, **data}
+                yield (
+                    at,
+                    _record(
+                        "message.bounced",
+                        campaign_id,
+                        bounce_at,
+                        {"messageId": message_id, "recipient": recipient, **data},
+                    ),
                 )
             continue
-        if rng.random() < rates.complaint and (complained_at := at + rng.uniform(30, 1800)) <= end:
-            yield _record(
-                "message.complained", campaign_id, complained_at, {"messageId": message_id, "recipient": recipient}
+        if rng.random() < rates.complaint and (complained_at := at + rng.uniform(*_COMPLAINT_DELAY)) <= end:
+            yield (
+                at,
+                _record(
+                    "message.complained", campaign_id, complained_at, {"messageId": message_id, "recipient": recipient}
+                ),
             )
-        elif rng.random() < rates.unsubscribe and (replied_at := at + rng.uniform(120, 3600)) <= end:
+        elif rng.random() < rates.unsubscribe and (replied_at := at + rng.uniform(*_REPLY_DELAY)) <= end:
             reply = {"id": f"rpl_{campaign_id}_{number}", "classification": "unsubscribe", "campaignId": campaign_id}
-            yield _record("reply.received", campaign_id, replied_at, {"messageId": message_id, "reply": reply})
+            yield at, _record("reply.received", campaign_id, replied_at, {"messageId": message_id, "reply": reply})

@@ -21,10 +21,10 @@ from datetime import UTC
 from pathlib import Path
 
 from guard.audit import audit_event
-from guard.engine import Decision, Engine
+from guard.engine import Decision, Engine, decide, decode_records
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
-from guard.events import Event, IgnoredEvent, MalformedEvent, decode
+from guard.events import Event
 from guard.outcomes import compared, outcome_of
 from guard.rules import RuleSet
 from guard.settings import KafkaSettings
@@ -70,30 +70,38 @@ def replay(
     are skipped, as if the history began and ended there."""
     engine, result = Engine(rules, dedupe_horizon, resume_grace), ReplayResult()
     counts = result.counts
-    for number, (value, record_time) in enumerate(records, 1):
-        if progress is not None and number % 10_000 == 0:
-            progress(10_000)
-        try:
-            event = decode(value, record_time)
-        except IgnoredEvent:
-            counts["ignored"] += 1
-            continue
-        except MalformedEvent:
-            counts["malformed"] += 1
-            continue
-        if math.isnan(event.time):
-            counts["malformed"] += 1  # no usable timestamp and no record time to fall back on
-            continue
-        if (since is not None and event.time < since) or (until is not None and event.time > until):
-            counts["outside"] += 1
-            continue
-        counts["events"] += 1
-        result.decisions.extend(engine.process(event))
+
+    def within(events: Iterable[Event]) -> Iterator[Event]:
+        for event in events:
+            if (since is not None and event.time < since) or (until is not None and event.time > until):
+                counts["outside"] += 1
+            else:
+                counts["events"] += 1
+                yield event
+
+    for event, decisions in decide(engine, within(decode_records(_reporting(records, progress), counts))):
+        result.decisions.extend(decisions)
         if on_event is not None:
             on_event(engine, event)
     counts["duplicates"], counts["late"] = engine.stats.duplicates, engine.stats.late
     result.decisions.sort(key=lambda d: (d.fired_at, d.campaign_id, d.rule.name))
     return result
+
+
+def _reporting(
+    records: Iterable[tuple[bytes, float]], progress: Callable[[int], None] | None
+) -> Iterable[tuple[bytes, float]]:
+    """The records, calling `progress(10_000)` every 10,000 of them."""
+    if progress is None:
+        return records
+
+    def reported() -> Iterator[tuple[bytes, float]]:
+        for number, record in enumerate(records, 1):
+            if number % 10_000 == 0:
+                progress(10_000)
+            yield record
+
+    return reported()
 
 
 def decisions_json(decisions: Iterable[Decision]) -> str:

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guard.engine import Decision, Engine
+from guard.engine import Decision, Engine, decide
 from guard.errors import GuardError
 from guard.events import Event, Signal
 from guard.outcomes import DecisionOutcome, evidence_text, outcome_of
@@ -188,7 +188,7 @@ class _Case:
 def run_test(case: _Case, engine: Engine) -> Outcome:
     test = case.test
     events = sorted((event for stream in case.streams for event in stream), key=lambda event: event.time)
-    decisions = [d for e in events for d in engine.process(e)]
+    decisions = [d for _, caused in decide(engine, events) for d in caused]
     unmatched = list(decisions)
     missing = []
     for expected in test.expect:

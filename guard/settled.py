@@ -7,12 +7,13 @@ for the rules' look-back (guard.recovery): the pauses of those partitions wait f
 
 from __future__ import annotations
 
-import json
 from contextlib import aclosing
 
 import structlog
 from aiokafka.errors import KafkaError
+from pydantic import ValidationError
 
+from guard.audit import read_audit_outcome
 from guard.settings import KafkaSettings
 from guard.topics import UnknownTopic, read_topic
 
@@ -22,18 +23,22 @@ log = structlog.get_logger("guard.settled")
 async def settled_decision_ids(settings: KafkaSettings, audit_topic: str, since_ms: int) -> set[str]:
     """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`."""
     settled: set[str] = set()
+    unreadable = 0
     try:
         async with aclosing(read_topic(settings, audit_topic, since_ms)) as batches:  # closed even if cancelled
             async for records in batches:
                 for record in records:
                     try:
-                        event = json.loads(record.value)
-                        if event["outcome"] != "fired":
-                            settled.add(event["decision_id"])
-                    except (TypeError, ValueError, KeyError):
-                        continue  # not an audit event of ours: nothing to learn from it
+                        event = read_audit_outcome(record.value)
+                    except ValidationError:
+                        unreadable += 1  # not an audit event of ours: nothing to learn from it
+                        continue
+                    if event.outcome != "fired":
+                        settled.add(event.decision_id)
     except UnknownTopic:
         pass  # nothing was ever audited
+    if unreadable:
+        log.warning("audit records that are no audit event skipped", topic=audit_topic, count=unreadable)
     return settled
 
 

@@ -13,8 +13,7 @@ from pydantic import SecretStr
 from guard.actions.dispatch import Dispatcher
 from guard.actions.pause import PauseClient
 from guard.audit import AuditEvent
-from guard.engine import Decision, Engine
-from guard.events import decode
+from guard.engine import Decision, Engine, record_decisions
 from guard.health import Health
 from guard.metrics import Metrics
 from guard.rules import load_rules
@@ -28,12 +27,15 @@ RULES = Path(__file__).parent.parent / "rules"
 
 def pause_decision(campaign_id: str) -> Decision:
     """A real decision of the shipped rules: a campaign whose sends bounce one in four."""
-    engine, start = Engine(load_rules(RULES)), time.time() - 600
-    for n in range(200):
-        for value in [sent(campaign_id, start + n), *([bounced(campaign_id, start + n + 0.5)] if n % 4 == 0 else [])]:
-            for decision in engine.process(decode(value, time.time())):
-                if decision.action == "pause":
-                    return decision
+    start = time.time() - 600
+    values = (
+        value
+        for n in range(200)
+        for value in [sent(campaign_id, start + n), *([bounced(campaign_id, start + n + 0.5)] if n % 4 == 0 else [])]
+    )
+    for _, decision in record_decisions(Engine(load_rules(RULES)), ((value, time.time()) for value in values)):
+        if decision.action == "pause":
+            return decision
     raise AssertionError("premise: the shipped rules pause this campaign")
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
+import pytest
+
+from guard.cli import main
 from guard.events import Signal, decode
-from guard.generate import generate
+from guard.generate import expected_count, generate, plan, stream
 
 
 def decoded(traffic):  # noqa: ANN001, ANN201
@@ -64,3 +68,31 @@ class TestGenerator:
             "message.complained",
             "reply.received",
         }
+
+
+class TestStreaming:
+    @pytest.mark.parametrize("slice_events", [50_000, 1_000, 1], ids=["one-slice", "slices", "tiny-slices"])
+    def test_the_stream_is_the_held_traffic_drawn_lazily(self, slice_events: int) -> None:
+        """`stream` yields exactly `generate`'s records in the same order, however it slices event time."""
+        specs = plan(7, 15, 3)
+        records = stream(specs, 7, slice_events)
+        assert next(records) == generate(7, 15, 3).records[0]
+        assert (next(records), *records) == generate(7, 15, 3).records[1:]
+
+    def test_the_expected_count_is_within_a_percent(self) -> None:
+        """The count said up front comes from the plan alone and lands close to what is drawn."""
+        for seed, campaigns, bad in ((1, 40, 5), (2, 12, 12), (3, 3, 0)):
+            drawn = len(generate(seed, campaigns, bad).records)
+            assert abs(expected_count(plan(seed, campaigns, bad)) - drawn) < 0.01 * drawn
+
+    def test_the_cli_says_the_count_before_the_events_and_the_exact_count_after(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`guard generate` writes the stream as JSONL, announcing about how many events first."""
+        out = tmp_path / "traffic.jsonl"
+        assert main(["generate", str(out), "--seed", "4", "--campaigns", "6", "--bad", "1"]) == 0
+        first, last = capsys.readouterr().err.splitlines()
+        records = generate(4, 6, 1).records
+        assert out.read_bytes() == b"".join(record.value + b"\n" for record in records)
+        assert first == f"writing about {expected_count(plan(4, 6, 1))} events to {out}"
+        assert last.startswith(f"{len(records)} events for 6 campaigns; turning bad: camp_4")

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -180,6 +181,30 @@ async def test_settled_ids_are_read_over_a_slow_link(kafka_broker: BrokerInfo) -
         )
 
     assert found == settled
+
+
+async def test_settled_ids_skip_and_count_records_that_are_no_audit_event(
+    kafka_broker: BrokerInfo, topic_name: str
+) -> None:
+    """A record that does not validate as an audit event (not JSON, an empty value, an outcome the
+    guard never writes, no decision id) settles nothing and stops nothing: the rest are read and
+    the skipped ones are counted in one warning."""
+    await create_topic(kafka_broker.bootstrap_servers, topic_name, 1)
+    settled, pending = str(uuid.uuid4()), str(uuid.uuid4())
+    bogus = json.dumps({"decision_id": str(uuid.uuid4()), "outcome": "vanished"}).encode()
+    values = [b"{not json", outcome(settled, "fired"), bogus, b"", json.dumps({"outcome": "paused"}).encode()]
+    values += [outcome(pending, "fired"), outcome(settled, "paused")]
+    now_ms = int(time.time() * 1000)
+    await produce(kafka_broker, topic_name, {0: values}, now_ms)
+
+    with structlog.testing.capture_logs() as logs:
+        found = await asyncio.wait_for(
+            settled_decision_ids(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), topic_name, 0), 60
+        )
+
+    assert found == {settled}
+    skipped = [line for line in logs if line["event"] == "audit records that are no audit event skipped"]
+    assert [(line["log_level"], line["count"], line["topic"]) for line in skipped] == [("warning", 4, topic_name)]
 
 
 @pytest.mark.timeout(120)

@@ -194,22 +194,21 @@ class Dispatcher:
         client = self._client_for(workspace)
         if client is None:
             no_key = PauseResult(
-                "failed",
-                None,
-                0,
+                outcome="failed",
+                attempts=0,
                 error_code="no_api_key",
                 error=f"no API key for workspace {workspace or '(none named)'}; no call made",
                 answered_at=time.time(),
             )
             log.error("no API key for the campaign's workspace", campaign_id=decision.campaign_id, workspace=workspace)
-            await self._record(decision, "failed", decided_at, _result(no_key), no_key.answered_at)
+            await self._record(decision, "failed", decided_at, no_key, no_key.answered_at)
             return
         try:
             outcome = await client.pause(decision.campaign_id, idempotency_key=decision.id)
         except Exception as error:  # a bug must still leave an audited outcome, never a silent task
             log.exception("pause call crashed", campaign_id=decision.campaign_id, decision_id=decision.id)
             outcome = PauseResult(
-                "failed", None, 1, error_code="internal_error", error=repr(error), answered_at=time.time()
+                outcome="failed", attempts=1, error_code="internal_error", error=repr(error), answered_at=time.time()
             )
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
@@ -232,7 +231,7 @@ class Dispatcher:
             attempts=outcome.attempts,
             error_code=outcome.error_code,
         )
-        await self._record(decision, outcome.outcome, decided_at, _result(outcome), outcome.answered_at)
+        await self._record(decision, outcome.outcome, decided_at, outcome, outcome.answered_at)
 
     async def _record(
         self,
@@ -260,14 +259,3 @@ class Dispatcher:
         self._settled.add(decision.id)
         if self._notifier is not None:  # after the outcome is recorded; it only starts a task
             self._notifier.notify(decision, event)
-
-
-def _result(outcome: PauseResult) -> Result:
-    return Result(
-        http_status=outcome.http_status,
-        attempts=outcome.attempts,
-        paused_at=outcome.paused_at,
-        campaign_status=outcome.campaign_status,
-        error_code=outcome.error_code,
-        error=outcome.error,
-    )

@@ -11,16 +11,16 @@ import asyncio
 import json
 import re
 import time
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
 from guard import redact
+from guard.audit import Result
 from guard.events import epoch_from_iso
 
 # pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
@@ -37,16 +37,19 @@ _DOT_SEGMENTS = frozenset({".", ".."})
 PauseOutcome = Literal["paused", "already_paused", "not_running", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
-class PauseResult:
+class PauseResult(Result):
+    """The audited result of a call, with what the audit event carries elsewhere: the outcome (the
+    event's own) and when the answer came (its timings). As an audit event's `result` it is written
+    as a `Result`: these two fields stay off the wire."""
+
     outcome: PauseOutcome
-    http_status: int | None
-    attempts: int
-    paused_at: str | None = None
-    campaign_status: str | None = None
-    error_code: str | None = None
-    error: str | None = None
     answered_at: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unanswered_are_null(cls, fields: dict[str, object]) -> dict[str, object]:
+        """What the answer did not give (no status without an answer, no error on success) is null."""
+        return {**dict.fromkeys(Result.model_fields, None), **fields}
 
     @property
     def authentication_failed(self) -> bool:
@@ -90,9 +93,8 @@ class PauseClient:
         if campaign_id in _DOT_SEGMENTS:
             # quote() keeps dots, and a dot segment is resolved away: ".." would POST /v1/pause
             return PauseResult(
-                "failed",
-                None,
-                0,
+                outcome="failed",
+                attempts=0,
                 error_code="invalid_campaign_id",
                 error="a campaign id of only dots cannot be a path segment; no call made",
                 answered_at=time.time(),
@@ -124,9 +126,9 @@ class PauseClient:
         except _Retryable:
             pass
         return PauseResult(
-            "failed",
-            last_status,
-            attempts,
+            outcome="failed",
+            http_status=last_status,
+            attempts=attempts,
             error_code="retry_deadline_exceeded",
             error=last_error,
             answered_at=time.time(),
@@ -156,18 +158,24 @@ def _result(status: int, body: bytes, attempts: int, started: float) -> PauseRes
     if status != 200:
         code = _error_code(body)
         return PauseResult(
-            "failed", status, attempts, error_code=code or f"http_{status}", error=f"HTTP {status}", answered_at=now
+            outcome="failed",
+            http_status=status,
+            attempts=attempts,
+            error_code=code or f"http_{status}",
+            error=f"HTTP {status}",
+            answered_at=now,
         )
     answer = _json(body)
     campaign_status = _token(answer.get("status")) if isinstance(answer, dict) else None
     paused_at = _token(answer.get("pausedAt")) if isinstance(answer, dict) else None
+    answered = {"http_status": status, "attempts": attempts, "paused_at": paused_at, "campaign_status": campaign_status}
     if campaign_status == "draft":
-        return PauseResult("not_running", status, attempts, paused_at, campaign_status, answered_at=now)
+        return PauseResult(outcome="not_running", **answered, answered_at=now)
     if campaign_status != "paused":
         error = "the answer has no campaign status" if campaign_status is None else "unexpected campaign status"
-        return PauseResult("failed", status, attempts, paused_at, campaign_status, "unexpected_response", error, now)
+        return PauseResult(outcome="failed", **answered, error_code="unexpected_response", error=error, answered_at=now)
     outcome = "already_paused" if _before(paused_at, started - ALREADY_PAUSED_TOLERANCE_SECONDS) else "paused"
-    return PauseResult(outcome, status, attempts, paused_at, campaign_status, answered_at=now)
+    return PauseResult(outcome=outcome, **answered, answered_at=now)
 
 
 def _json(body: bytes) -> object:

@@ -15,24 +15,26 @@ from guard.rules import RuleFileError, load_rules
 def _generate(args: argparse.Namespace) -> int:
     import gzip
 
-    from guard.generate import generate
+    from guard.generate import expected_count, plan, stream
 
     if problem := _traffic_problem(args):
         print_error(problem)
         return 2
-    traffic = generate(args.seed, args.campaigns, args.bad, duration=args.duration)
+    specs = plan(args.seed, args.campaigns, args.bad, duration=args.duration)
     opener = gzip.open if str(args.out).endswith(".gz") else open
+    written = 0
     try:
         with opener(args.out, "wb") as out:
-            for record in traffic.records:
+            print(f"writing about {expected_count(specs)} events to {args.out}", file=sys.stderr, flush=True)
+            for record in stream(specs, args.seed):
                 out.write(record.value + b"\n")
+                written += 1
     except OSError as error:
         print_error(f"cannot write {args.out}: {error.strerror or error}")
         return 2
-    bad = ", ".join(f"{c} at {iso_time(t)}" for c, t in sorted(traffic.bad.items()))
-    print(
-        f"{len(traffic.records)} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr
-    )
+    turning = sorted((spec.campaign_id, spec.turns_at) for spec in specs if spec.turns_at is not None)
+    bad = ", ".join(f"{c} at {iso_time(t)}" for c, t in turning)
+    print(f"{written} events for {args.campaigns} campaigns; turning bad: {bad or 'none'}", file=sys.stderr)
     return 0
 
 

@@ -59,7 +59,7 @@ def _audit_source(topic: str | None):  # noqa: ANN202
 
 async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
     from guard.decisions import fold
-    from guard.kafka import read_topic
+    from guard.topics import read_topic
 
     values: list[bytes | None] = []
     async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:

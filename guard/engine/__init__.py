@@ -2,5 +2,6 @@
 
 from guard.engine.decisions import Decision
 from guard.engine.engine import Engine, EngineStats, Measure
+from guard.engine.runner import decide, decode_records, record_decisions
 
-__all__ = ["Decision", "Engine", "EngineStats", "Measure"]
+__all__ = ["Decision", "Engine", "EngineStats", "Measure", "decide", "decode_records", "record_decisions"]

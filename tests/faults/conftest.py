@@ -32,8 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
-from guard.engine import Decision, Engine
-from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.engine import Decision, Engine, record_decisions
 from guard.generate import Record
 from guard.replay import replay
 from guard.rules import load_rules
@@ -552,14 +551,9 @@ def expected_decisions(records: Sequence[Record], rules_path: Path) -> Expected:
     Cross-checked with `guard.replay.replay`, the engine behind `guard replay`."""
     rules = load_rules(rules_path)
     engine, decisions, cause = Engine(rules), [], {}
-    for index, record in enumerate(records):
-        try:
-            event = decode(record.value, record.time)
-        except (MalformedEvent, IgnoredEvent):
-            continue
-        for decision in engine.process(event):
-            decisions.append(decision)
-            cause[decision.id] = index
+    for index, decision in record_decisions(engine, ((record.value, record.time) for record in records)):
+        decisions.append(decision)
+        cause[decision.id] = index
     replayed = replay(((r.value, r.time) for r in records), rules)
     assert {d.id for d in replayed.decisions} == set(cause), "guard.replay disagrees with the engine"
     return Expected(decisions, cause)

@@ -1,0 +1,63 @@
+"""Records or events through an Engine, as replay, the demo, the benchmarks and the tests all run it.
+
+`guard run` has its own loop (guard/pipeline.py): it dead-letters what does not decode and tracks
+offsets, which is I/O. Everything else that wants "these records, these rules: which decisions?" runs
+them through here, so a record that does not decode is skipped the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from guard.engine.decisions import Decision
+from guard.engine.engine import Engine
+from guard.events import Event, IgnoredEvent, MalformedEvent, decode
+
+
+def decode_records(records: Iterable[tuple[bytes, float]], skipped: Counter[str] | None = None) -> Iterator[Event]:
+    """The events of (value, record time) pairs, in order. A record that is no event is skipped and
+    counted in `skipped`: "ignored" (an event the guard does not count) or "malformed" (bad bytes, or
+    no usable time: no timestamp and no record time to fall back on); nothing is raised."""
+    for value, record_time in records:
+        event = _event(value, record_time)
+        if not isinstance(event, str):
+            yield event
+        elif skipped is not None:
+            skipped[event] += 1
+
+
+def decide(engine: Engine, events: Iterable[Event]) -> Iterator[tuple[Event, list[Decision]]]:
+    """Each event, once the engine has counted it, with the decisions it caused (usually none). Lazy:
+    a caller may stop at the first pause, or read the engine between events."""
+    process = engine.process
+    for event in events:
+        yield event, process(event)
+
+
+def record_decisions(
+    engine: Engine, records: Iterable[tuple[bytes, float]], skipped: Counter[str] | None = None
+) -> Iterator[tuple[int, Decision]]:
+    """The decisions of (value, record time) pairs, each with the position (from 0) of the record that
+    caused it; records that are no event are skipped and counted as `decode_records` says."""
+    process = engine.process
+    for position, (value, record_time) in enumerate(records):
+        event = _event(value, record_time)
+        if isinstance(event, str):
+            if skipped is not None:
+                skipped[event] += 1
+            continue
+        for decision in process(event):
+            yield position, decision
+
+
+def _event(value: bytes, record_time: float) -> Event | str:
+    """The event of one record, or why it is none ("ignored", "malformed")."""
+    try:
+        event = decode(value, record_time)
+    except IgnoredEvent:
+        return "ignored"
+    except MalformedEvent:
+        return "malformed"
+    return "malformed" if math.isnan(event.time) else event
