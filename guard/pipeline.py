@@ -4,7 +4,8 @@ For each batch of records of one partition:
 1. Records older than the lookback that need no replay are skipped. The lookback is the longest
    any rule looks back (window, cooldown or `for`), measured from when the partition was assigned.
 2. Each record is decoded; a malformed one is sent to the dead-letter topic, an unknown event
-   name is counted and skipped.
+   name is counted and skipped. An event of a topic mapped to a workspace (GUARD_TOPIC_WORKSPACES)
+   is in that workspace; one whose `workspaceId` names another is dead-lettered as misrouted.
 3. The event goes through the partition's engine. Records before the committed offset were
    handled before a restart or rebalance: they only rebuild the windows and rule states. Their
    pause decisions are kept aside: once the partition has caught up, the service checks the
@@ -44,7 +45,7 @@ from guard.engine.snapshot import restore, snapshot
 from guard.events import IgnoredEvent, MalformedEvent, decode
 from guard.metrics import Metrics
 from guard.rules import RuleSet
-from guard.workspaces import WorkspaceMap
+from guard.workspaces import WorkspaceMap, in_workspace
 
 log = structlog.get_logger("guard.pipeline")
 
@@ -112,9 +113,11 @@ class Pipeline:
         partition_count: Callable[[], int] = lambda: 1,
         resume_grace: float = DEFAULT_RESUME_GRACE,
         workspaces: WorkspaceMap | None = None,
+        topic_workspaces: dict[str, str] | None = None,
     ) -> None:
         self.rules = rules
         self._workspaces = workspaces  # which workspace each campaign's events name, for the action
+        self._topic_workspaces = topic_workspaces or {}  # topic -> the workspace of its events
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
         self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
@@ -236,6 +239,8 @@ class Pipeline:
         stats = engine.stats
         before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
         replay_until, new_group, lookback_ms = progress.replay_until, progress.new_group, progress.lookback_ms
+        topic_workspace = self._topic_workspaces.get(tp.topic)
+        source = f"topic {tp.topic} (GUARD_TOPIC_WORKSPACES)"
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -244,6 +249,8 @@ class Pipeline:
                 continue
             try:
                 event = decode(record.value, record.timestamp / 1000)
+                if topic_workspace is not None:
+                    event = in_workspace(event, topic_workspace, source)
             except IgnoredEvent:
                 ignored += 1
                 continue

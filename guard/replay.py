@@ -29,6 +29,7 @@ from guard.kafka import read_topic
 from guard.outcomes import compared, outcome_of
 from guard.rules import RuleSet
 from guard.settings import KafkaSettings
+from guard.workspaces import in_workspace
 
 # A line's record time when replaying files: none, so a line without a timestamp is malformed.
 NO_RECORD_TIME = math.nan
@@ -63,11 +64,14 @@ def replay(
     resume_grace: float = DEFAULT_RESUME_GRACE,
     since: float | None = None,
     until: float | None = None,
+    workspace: str | None = None,
 ) -> ReplayResult:
     """Feed (value, record time) pairs through one Engine; `on_event(engine, event)` may read the
     engine after each counted event (the report's timelines do). The engine settings are the live
     guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE). Events outside [since, until] (event time)
-    are skipped, as if the history began and ended there."""
+    are skipped, as if the history began and ended there. With `workspace`, events that name no
+    workspace are in it, and those naming another are malformed, as `guard run` does with a topic
+    of GUARD_TOPIC_WORKSPACES."""
     engine, result = Engine(rules, dedupe_horizon, resume_grace), ReplayResult()
     counts = result.counts
     for number, (value, record_time) in enumerate(records, 1):
@@ -75,6 +79,8 @@ def replay(
             progress(10_000)
         try:
             event = decode(value, record_time)
+            if workspace is not None:
+                event = in_workspace(event, workspace, "this replay (--workspace, GUARD_TOPIC_WORKSPACES)")
         except IgnoredEvent:
             counts["ignored"] += 1
             continue

@@ -128,6 +128,7 @@ class Service:
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
             resume_grace=settings.resume_grace,
             workspaces=workspaces,
+            topic_workspaces=settings.topic_workspaces,
         )
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)

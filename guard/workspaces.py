@@ -2,8 +2,12 @@
 
 The keys file (LEADTERRA_API_KEYS_FILE) maps workspace ids to keys, in YAML or JSON:
 `{ws_acme: sk_live_..., ws_beta: sk_live_...}`. A campaign's workspace is the `workspaceId` its
-events carry; the guard remembers the latest one per campaign (a bounded map, kept outside the
-pure engine) so that a decision can be acted on with its workspace's key.
+events carry, or the workspace their topic is mapped to (GUARD_TOPIC_WORKSPACES); the guard
+remembers the latest one per campaign (a bounded map, kept outside the pure engine) so that a
+decision can be acted on with its workspace's key.
+
+Campaign ids are taken as unique across workspaces (Leadterra's are `camp_` and a ULID): a
+campaign's state is keyed by its id alone, and its workspace decides which rules apply to it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
+import msgspec
 import yaml
 from pydantic import SecretStr
 
 from guard import redact
 from guard.errors import ConfigError
+from guard.events import Event, MalformedEvent
 
 _HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
 _WORKSPACE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -49,6 +55,36 @@ def read_api_keys(path: Path) -> dict[str, SecretStr]:
         redact.register(key)
         keys[workspace] = SecretStr(key.strip())
     return keys
+
+
+def parse_topic_workspaces(text: str) -> dict[str, str]:
+    """`topic=workspace` pairs, comma-separated -> {topic: workspace}; ValueError naming the bad pair."""
+    mapping: dict[str, str] = {}
+    for pair in (part.strip() for part in text.split(",")):
+        if not pair:
+            continue
+        topic, equals, workspace = (part.strip() for part in pair.partition("="))
+        if not equals or not topic or not _WORKSPACE_ID.fullmatch(workspace):
+            raise ValueError(
+                f"{pair[:80]!r} is not `topic=workspace_id`; write e.g. 'leadterra.acme=ws_acme,leadterra.beta=ws_beta'"
+            )
+        if mapping.get(topic, workspace) != workspace:
+            raise ValueError(f"topic {topic} is mapped to two workspaces, {mapping[topic]} and {workspace}")
+        mapping[topic] = workspace
+    return mapping
+
+
+def in_workspace(event: Event, workspace_id: str, source: str) -> Event:
+    """The event read from `source` (e.g. "topic leadterra.acme"), whose events are in `workspace_id`:
+    in that workspace when it names none; one naming another workspace is misrouted (MalformedEvent,
+    so dead-lettered): acted on, it would be paused with the key of a workspace it is not in."""
+    if event.workspace_id is None:
+        return msgspec.structs.replace(event, workspace_id=workspace_id)
+    if event.workspace_id != workspace_id:
+        raise MalformedEvent(
+            f"misrouted: data.workspaceId {event.workspace_id!r} is not {workspace_id}, the workspace of {source}"
+        )
+    return event
 
 
 class WorkspaceMap:
