@@ -205,6 +205,7 @@ class Service:
             brokers=kafka.bootstrap_servers,
             security_protocol=kafka.security_protocol,
             topics=list(guard.input_topics),
+            **({"topic_workspaces": guard.topic_workspaces} if guard.topic_workspaces else {}),
             group=guard.group_id,
             audit_topic=guard.audit_topic,
             dlq_topic=guard.dlq_topic,

@@ -109,7 +109,7 @@ async def test_a_revoked_key_stops_only_its_own_workspace(
 
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
         live, ready, metrics = [await client.get(path) for path in ("/livez", "/readyz", "/metrics")]
-    assert live.status_code == 200 and ready.status_code == 200
+    assert live.status_code == 200 and ready.status_code == 200, ready.text
     assert any("workspace ws_b (401)" in warning for warning in ready.json()["warnings"])
     assert 'guard_workspace_authentication_failed{workspace="ws_b"} 1.0' in metrics.text
     assert "guard_api_authentication_failed 0.0" in metrics.text
