@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 from pydantic import ValidationError
 
@@ -174,6 +175,14 @@ class TestLoaderMessages:
     def test_a_bare_id_or_list_is_the_include_list(self, extra: str) -> None:
         rules = parse_rules([("rules.yaml", RULE_FILE.format(extra=extra))])
         assert rules.rules[0].workspaces is not None and rules.rules[0].workspaces.include == ("ws_acme",)
+
+    @pytest.mark.parametrize("workspaces", [["ws_acme"], "ws_acme", {"include": ["ws_*"], "exclude": ["ws_t"]}])
+    def test_the_schema_takes_every_form(self, workspaces: object, capsys: pytest.CaptureFixture[str]) -> None:
+        """`guard schema` (for editors) accepts what the loader accepts."""
+        assert main(["schema"]) == 0
+        schema = json.loads(capsys.readouterr().out)
+        rule = {"name": "r", "description": "d", "count": {"signal": "bounced"}, "window": "1h", "threshold": 3}
+        jsonschema.validate({"groups": [{"name": "g", "rules": [{**rule, "workspaces": workspaces}]}]}, schema)
 
 
 class TestTopicWorkspaces:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 CountedSignal = Literal["sent", "bounced", "complained", "unsubscribed", "replied"]
 
@@ -70,3 +72,13 @@ class WorkspaceFilter(Frozen):
     @classmethod
     def _bare_list(cls, value: object) -> object:
         return {"include": value} if isinstance(value, str | list | tuple) else value
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """The bare forms too, so that an editor checking a rule file against `guard schema` takes them."""
+        schema = handler(core)
+        bare = [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]
+        return {
+            "anyOf": [{key: value for key, value in schema.items() if key != "description"}, *bare],
+            "description": schema.get("description", ""),
+        }
