@@ -16,6 +16,8 @@ A script is steps joined by ", then ": `N KIND` followed by any of `with P% KIND
 sent, hard_bounce, soft_bounce, complaint, unsubscribe, reply. The N events of a step are spread
 evenly so the last one lands at the end of `over` (all at once without it); `with 2% hard_bounce`
 follows every 50th of them with a hard bounce a second later. Times are offsets from the test's start.
+`workspaces: {camp_a: ws_acme}` beside `input` makes a campaign's events name a workspace, for
+rules scoped with `workspaces:`; a campaign not in it is in none.
 
 An expectation matches a decision of its campaign and rule; `at`, `action` (pause, alert) and
 `outcome` (paused: a pause call; already_paused: covered by another rule's pause moments before,
