@@ -279,3 +279,16 @@ def _record_time(record_time: float) -> float:
     if not EARLIEST_EVENT_TIME <= record_time <= LATEST_EVENT_TIME:
         raise MalformedEvent(f"no usable event time: no timestamp, and the record time {record_time!r} is out of range")
     return record_time
+
+
+def in_workspace(event: Event, workspace_id: str, source: str) -> Event:
+    """The event read from `source` (e.g. "topic leadterra.acme"), whose events are in `workspace_id`:
+    in that workspace when it names none; one naming another workspace is misrouted (MalformedEvent,
+    so dead-lettered): acted on, it would be paused with the key of a workspace it is not in."""
+    if event.workspace_id is None:
+        return msgspec.structs.replace(event, workspace_id=workspace_id)
+    if event.workspace_id != workspace_id:
+        raise MalformedEvent(
+            f"misrouted: data.workspaceId {event.workspace_id!r} is not {workspace_id}, the workspace of {source}"
+        )
+    return event

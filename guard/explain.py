@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from guard.engine.engine import wilson_lower_bound
+from guard.engine.measure import wilson_lower_bound
 from guard.rules.durations import format_duration
 from guard.rules.models import Rule, RuleSet, Selector
 
@@ -150,4 +150,9 @@ def _qualifiers(selector: Selector) -> str:
 def _campaigns(rule: Rule) -> str:
     include, exclude = rule.campaigns.include, rule.campaigns.exclude
     text = "" if include == ("*",) else f"; campaigns {', '.join(include)} only"
-    return text + (f"; not campaigns {', '.join(exclude)}" if exclude else "")
+    text += f"; not campaigns {', '.join(exclude)}" if exclude else ""
+    if rule.workspaces is not None:
+        include, exclude = rule.workspaces.include, rule.workspaces.exclude
+        text += "; campaigns of a named workspace" if include == ("*",) else f"; workspaces {', '.join(include)} only"
+        text += f"; not workspaces {', '.join(exclude)}" if exclude else ""
+    return text

@@ -5,7 +5,8 @@ For each batch of records of one partition:
    longest any rule looks back (window, cooldown or `for`); the cut-off (`since_ms`) is that far
    before the partition was assigned.
 2. Each record is decoded; a malformed one is sent to the dead-letter topic, an unknown event
-   name is counted and skipped.
+   name is counted and skipped. An event of a topic mapped to a workspace (GUARD_TOPIC_WORKSPACES)
+   is in that workspace; one whose `workspaceId` names another is dead-lettered as misrouted.
 3. The event goes through the partition's engine. Records before the committed offset were
    handled before a restart or rebalance: they only rebuild the windows and rule states. Their
    pause decisions are kept aside: once the partition has caught up, guard.recovery checks them
@@ -42,7 +43,7 @@ import structlog
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
-from guard.events import IgnoredEvent, MalformedEvent, decode
+from guard.events import IgnoredEvent, MalformedEvent, decode, in_workspace
 from guard.metrics import Metrics
 from guard.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.rules import RuleSet
@@ -138,9 +139,11 @@ class Pipeline:
         partition_count: Callable[[], int] = lambda: 1,
         resume_grace: float = DEFAULT_RESUME_GRACE,
         workspaces: WorkspaceMap | None = None,
+        topic_workspaces: dict[str, str] | None = None,
     ) -> None:
         self.rules = rules
         self._workspaces = workspaces  # which workspace each campaign's events name, for the action
+        self._topic_workspaces = topic_workspaces or {}  # topic -> the workspace of its events
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
         self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
@@ -250,6 +253,8 @@ class Pipeline:
         tally, dead_letters = Tally(), []
         process, recovery = engine.process, progress.recovery
         replay_until, new_group, since_ms = recovery.replay_until, progress.new_group, progress.since_ms
+        topic_workspace = self._topic_workspaces.get(tp.topic)
+        source = f"topic {tp.topic} (GUARD_TOPIC_WORKSPACES)"
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -258,6 +263,8 @@ class Pipeline:
                 continue
             try:
                 event = decode(record.value, record.timestamp / 1000)
+                if topic_workspace is not None:
+                    event = in_workspace(event, topic_workspace, source)
             except IgnoredEvent:
                 tally.ignored += 1
                 continue

@@ -18,18 +18,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC
+from functools import partial
 from pathlib import Path
 
 from guard.audit import audit_event
 from guard.engine import Decision, Engine, decide, decode_records
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
-from guard.events import Event
+from guard.events import Event, in_workspace
 from guard.outcomes import compared, outcome_of
 from guard.rules import RuleSet
 from guard.settings import KafkaSettings
 from guard.topics import read_topic
 
+_REPLAY_SOURCE = "this replay (--workspace, GUARD_TOPIC_WORKSPACES)"
 # A line's record time when replaying files: none, so a line without a timestamp is malformed.
 NO_RECORD_TIME = math.nan
 
@@ -63,13 +65,17 @@ def replay(
     resume_grace: float = DEFAULT_RESUME_GRACE,
     since: float | None = None,
     until: float | None = None,
+    workspace: str | None = None,
 ) -> ReplayResult:
     """Feed (value, record time) pairs through one Engine; `on_event(engine, event)` may read the
     engine after each counted event (the report's timelines do). The engine settings are the live
     guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE). Events outside [since, until] (event time)
-    are skipped, as if the history began and ended there."""
+    are skipped, as if the history began and ended there. With `workspace`, events that name no
+    workspace are in it, and those naming another are malformed, as `guard run` does with a topic
+    of GUARD_TOPIC_WORKSPACES."""
     engine, result = Engine(rules, dedupe_horizon, resume_grace), ReplayResult()
     counts = result.counts
+    assign = None if workspace is None else partial(in_workspace, workspace_id=workspace, source=_REPLAY_SOURCE)
 
     def within(events: Iterable[Event]) -> Iterator[Event]:
         for event in events:
@@ -79,7 +85,7 @@ def replay(
                 counts["events"] += 1
                 yield event
 
-    for event, decisions in decide(engine, within(decode_records(_reporting(records, progress), counts))):
+    for event, decisions in decide(engine, within(decode_records(_reporting(records, progress), counts, assign))):
         result.decisions.extend(decisions)
         if on_event is not None:
             on_event(engine, event)

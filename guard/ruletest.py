@@ -16,6 +16,8 @@ A script is steps joined by ", then ": `N KIND` followed by any of `with P% KIND
 sent, hard_bounce, soft_bounce, complaint, unsubscribe, reply. The N events of a step are spread
 evenly so the last one lands at the end of `over` (all at once without it); `with 2% hard_bounce`
 follows every 50th of them with a hard bounce a second later. Times are offsets from the test's start.
+`workspaces: {camp_a: ws_acme}` beside `input` makes a campaign's events name a workspace, for
+rules scoped with `workspaces:`; a campaign not in it is in none.
 
 An expectation matches a decision of its campaign and rule; `at`, `action` (pause, alert) and
 `outcome` (paused: a pause call; already_paused: covered by another rule's pause moments before,
@@ -87,6 +89,9 @@ class Expectation(_Frozen):
 class RuleTest(_Frozen):
     name: str
     input: dict[str, str] = Field(description="campaign id -> event script")
+    workspaces: dict[str, str] = Field(
+        default_factory=dict, description="campaign id -> the workspace its events name (none if not given)"
+    )
     expect: list[Expectation] = Field(default_factory=list, description="Decisions expected; [] = nothing fires.")
 
 
@@ -111,15 +116,15 @@ class StepError(ValueError):
     """A script step cannot be read."""
 
 
-def script_events(campaign_id: str, script: str) -> list[Event]:
-    """Events of one campaign's script, in order; StepError for a step that cannot be read."""
+def script_events(campaign_id: str, script: str, workspace_id: str | None = None) -> list[Event]:
+    """Events of one campaign's script, in order, naming `workspace_id`; StepError for a step that cannot be read."""
     events, clock, number = [], 0.0, 0
     for step in (part.strip() for part in script.split(", then ")):
         if step.startswith("wait "):
             clock += _duration(step.removeprefix("wait ").strip(), step)
             continue
         if step == "started":
-            events.append(Event(Signal.STARTED, campaign_id, START + clock))
+            events.append(Event(Signal.STARTED, campaign_id, START + clock, workspace_id=workspace_id))
             continue
         parts = _read_step(step)
         count, over = int(parts["count"]), _duration(parts["over"], step) if parts.get("over") else 0.0
@@ -139,6 +144,7 @@ def script_events(campaign_id: str, script: str) -> list[Event]:
                         recipient_domain=parts.get("domain"),
                         bounce_type=bounce_type,
                         smtp_status=parts.get("status"),
+                        workspace_id=workspace_id,
                     )
                 )
         clock += over
@@ -286,9 +292,12 @@ def _case(
     streams = []
     for campaign, script in test.input.items():
         try:
-            streams.append(script_events(campaign, script))
+            streams.append(script_events(campaign, script, test.workspaces.get(campaign)))
         except StepError as error:
             problem(("input", campaign), str(error))
+    for campaign in test.workspaces:
+        if campaign not in test.input:
+            problem(("workspaces", campaign), unknown(campaign, list(test.input), "campaign") + " in `input`")
     names = [rule.name for rule in rules.rules]
     for number, expected in enumerate(test.expect):
         if expected.rule not in names:

@@ -130,6 +130,7 @@ class Service:
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
             resume_grace=settings.resume_grace,
             workspaces=workspaces,
+            topic_workspaces=settings.topic_workspaces,
         )
         recovery = Recovery(self.health, self._settled.scan, self._settled.__contains__, self._resume)
         self.metrics.rules_loaded.set(len(self.rules.rules))
@@ -208,6 +209,7 @@ class Service:
             brokers=kafka.bootstrap_servers,
             security_protocol=kafka.security_protocol,
             topics=list(guard.input_topics),
+            **({"topic_workspaces": guard.topic_workspaces} if guard.topic_workspaces else {}),
             group=guard.group_id,
             audit_topic=guard.audit_topic,
             dlq_topic=guard.dlq_topic,

@@ -15,6 +15,7 @@ from guard import redact
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import ConfigError
+from guard.workspaces import parse_topic_workspaces
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -249,6 +250,11 @@ class GuardSettings(BaseSettings):
         description="Seconds between state checkpoints of each partition, also written on revoke and SIGTERM; a "
         "restart restores the newest and replays only what came after it (0 = no checkpoints).",
     )
+    topic_workspaces: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Comma-separated `topic=workspace_id` pairs, e.g. 'leadterra.acme=ws_acme,leadterra.beta=ws_beta': "
+        "events of a mapped topic without `workspaceId` are in its workspace; one naming another is dead-lettered.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
     slack_webhook_url: SecretStr | None = Field(
         None, description="A Slack incoming webhook told of every pause outcome (paused, failed). Never logged."
@@ -278,6 +284,17 @@ class GuardSettings(BaseSettings):
             raise ConfigError(f"GUARD_SLACK_WEBHOOK_URL_FILE cannot be read: {type(error).__name__}") from None
         redact.register(text)
         return SecretStr(text.strip()) if text.strip() else None
+
+    @field_validator("topic_workspaces", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        return parse_topic_workspaces(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _mapped_topics_are_read(self) -> GuardSettings:
+        if unread := sorted(set(self.topic_workspaces) - set(self.input_topics)):
+            raise ValueError(f"GUARD_TOPIC_WORKSPACES maps {', '.join(unread)}, not in GUARD_INPUT_TOPICS")
+        return self
 
     @field_validator("input_topics", mode="before")
     @classmethod

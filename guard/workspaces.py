@@ -2,8 +2,12 @@
 
 The keys file (LEADTERRA_API_KEYS_FILE) maps workspace ids to keys, in YAML or JSON:
 `{ws_acme: sk_live_..., ws_beta: sk_live_...}`. A campaign's workspace is the `workspaceId` its
-events carry; the guard remembers the latest one per campaign (a bounded map, kept outside the
-pure engine) so that a decision can be acted on with its workspace's key.
+events carry, or the workspace their topic is mapped to (GUARD_TOPIC_WORKSPACES); the guard
+remembers the latest one per campaign (a bounded map, kept outside the pure engine) so that a
+decision can be acted on with its workspace's key.
+
+Campaign ids are taken as unique across workspaces (Leadterra's are `camp_` and a ULID): a
+campaign's state is keyed by its id alone, and its workspace decides which rules apply to it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,23 @@ def read_api_keys(path: Path) -> dict[str, SecretStr]:
         redact.register(key)
         keys[workspace] = SecretStr(key.strip())
     return keys
+
+
+def parse_topic_workspaces(text: str) -> dict[str, str]:
+    """`topic=workspace` pairs, comma-separated -> {topic: workspace}; ValueError naming the bad pair."""
+    mapping: dict[str, str] = {}
+    for pair in (part.strip() for part in text.split(",")):
+        if not pair:
+            continue
+        topic, equals, workspace = (part.strip() for part in pair.partition("="))
+        if not equals or not topic or not _WORKSPACE_ID.fullmatch(workspace):
+            raise ValueError(
+                f"{pair[:80]!r} is not `topic=workspace_id`; write e.g. 'leadterra.acme=ws_acme,leadterra.beta=ws_beta'"
+            )
+        if mapping.get(topic, workspace) != workspace:
+            raise ValueError(f"topic {topic} is mapped to two workspaces, {mapping[topic]} and {workspace}")
+        mapping[topic] = workspace
+    return mapping
 
 
 class WorkspaceMap:

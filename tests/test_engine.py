@@ -778,7 +778,7 @@ class TestConfidence:
 
     def test_the_bound_is_the_wilson_score_interval(self) -> None:
         """Checked against a published value: 81 of 263 at z=1.96 gives 0.2553."""
-        from guard.engine.engine import wilson_lower_bound
+        from guard.engine.measure import wilson_lower_bound
 
         assert wilson_lower_bound(81, 263, 1.959964) == pytest.approx(0.2553, abs=1e-4)
         assert wilson_lower_bound(0, 0, 1.96) == 0.0

@@ -309,6 +309,12 @@ class TestWorkspacesAndNotifications:
         assert volume["secret"]["secretName"] == "leadterra-workspace-keys"
         assert {"key": "keys.yaml", "path": path.removeprefix(mount["mountPath"] + "/")} in volume["secret"]["items"]
 
+    def test_topics_map_to_workspaces(self) -> None:
+        """guard.topicWorkspaces becomes GUARD_TOPIC_WORKSPACES, pairs in topic order; none without it."""
+        objects = render_scenario("workspaces-notifications")
+        assert env_value(objects, "GUARD_TOPIC_WORKSPACES") == "leadterra.acme=ws_acme,leadterra.beta=ws_beta"
+        assert "GUARD_TOPIC_WORKSPACES" not in env_of(render_scenario("default"))
+
     def test_the_slack_url_is_a_mounted_file_and_never_a_value(self) -> None:
         objects = render_scenario("workspaces-notifications")
         assert "GUARD_SLACK_WEBHOOK_URL" not in env_of(objects)
@@ -337,6 +343,7 @@ class TestWorkspacesAndNotifications:
             "notifications.deadlineSeconds=-1",
             "notifications.link=slack.com/x",
             "notifications.secretMounts[0]=Not_A_Name",
+            "guard.topicWorkspaces.leadterra=not a workspace",
         ],
     )
     def test_the_schema_rejects_wrong_values(self, wrong: str) -> None:

@@ -154,7 +154,7 @@ class TestValidationMessages:
         [
             pytest.param(
                 GOOD + "        colour: red\n",
-                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, notify)",
+                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, workspaces, notify)",
                 id="unknown-key",
             ),
             pytest.param(

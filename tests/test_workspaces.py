@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from test_service import Guard, Topics, audits, produce, producer, read_topic, settings_for, topics, until  # noqa: F401
 
 from guard.errors import ConfigError
 from guard.rules import load_rules
-from guard.settings import LeadterraSettings
+from guard.settings import GuardSettings, LeadterraSettings
 from guard.testing.broker import BrokerInfo
-from guard.testing.events import envelope
+from guard.testing.events import bounced, envelope
 from guard.testing.leadterra import LeadterraStandIn
 from guard.workspaces import read_api_keys
 
@@ -116,6 +118,83 @@ async def test_a_revoked_key_stops_only_its_own_workspace(
     assert any("workspace ws_b (401)" in warning for warning in ready.json()["warnings"])
     assert 'guard_workspace_authentication_failed{workspace="ws_b"} 1.0' in metrics.text
     assert "guard_api_authentication_failed 0.0" in metrics.text
+
+
+SCOPED_RULES = """
+groups:
+  - name: workspace-a
+    rules:
+      - name: hard-bounces-of-ws-a
+        description: ws_a's campaigns pause on ten hard bounces within an hour.
+        count: {signal: bounced, where: {bounce_type: hard}}
+        window: 1h
+        threshold: 10
+        workspaces: [ws_a]
+"""
+
+
+async def test_a_rule_scoped_to_one_workspace_pauses_only_its_campaigns_by_topic_mapping(
+    kafka_bootstrap: str,
+    kafka_broker: BrokerInfo,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two topics mapped to ws_a and ws_b, events naming no workspace, the same bad traffic on both: the
+    rule scoped to ws_a pauses ws_a's campaign with ws_a's key and leaves ws_b's alone; a record of ws_a's
+    topic that names ws_b is dead-lettered as misrouted, not counted for either."""
+    topic_b = f"{topics.input}-b"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic_b, num_partitions=4, replication_factor=1)])
+    finally:
+        await admin.close()
+    standin.add_workspace("ws_a", "sk_live_workspace_a_1234")
+    standin.add_workspace("ws_b", "sk_live_workspace_b_5678")
+    standin.add_campaign("camp_a", workspace="ws_a")
+    standin.add_campaign("camp_b", workspace="ws_b")
+    (tmp_path / "keys.yaml").write_text(KEYS)
+    (tmp_path / "rules.yaml").write_text(SCOPED_RULES)
+    settings = settings_for(kafka_broker, standin, topics, rules=tmp_path / "rules.yaml")
+    mapping = {"input_topics": (topics.input, topic_b), "topic_workspaces": f"{topics.input}=ws_a,{topic_b}=ws_b"}
+    settings.guard = GuardSettings(**{**settings.guard.model_dump(), **mapping})
+    settings.leadterra = LeadterraSettings(
+        api_url=standin.url, api_keys_file=tmp_path / "keys.yaml", backoff_initial=0.02, backoff_max=0.1
+    )
+    start = time.time() - 600
+    misrouted = envelope("message.bounced", "camp_a", start + 1, messageId="m-x", bounceType="hard", workspaceId="ws_b")
+    await produce(producer, topics.input, [("camp_a", misrouted)])
+    for topic, campaign_id in ((topics.input, "camp_a"), (topic_b, "camp_b")):
+        bounces = [bounced(campaign_id, start + 10 + i) for i in range(12)]
+        await produce(producer, topic, [(campaign_id, value) for value in bounces])
+    # last on camp_b's partition: once it is dead-lettered, every camp_b event before it was counted
+    await produce(producer, topic_b, [("camp_b", envelope("message.sent", "camp_b", start + 30, workspaceId="ws_a"))])
+
+    service = Guard(settings, load_rules(settings.guard.rules))
+    service.task = asyncio.create_task(service.run())
+    try:
+        await standin.wait_for_pauses(1, timeout=20)
+        dead = await read_topic(kafka_bootstrap, topics.dlq, expected=2)
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+    finally:
+        await service.shutdown()
+    assert standin.status("camp_a") == "paused" and standin.status("camp_b") == "running"
+    assert standin.pause_requests("camp_a")[0].header("Authorization") == "Bearer sk_live_workspace_a_1234"
+    assert [(e["campaign_id"], e["outcome"], e["workspace_id"]) for e in events] == [
+        ("camp_a", "fired", "ws_a"),
+        ("camp_a", "paused", "ws_a"),
+    ]
+    # fired on camp_a's tenth bounce of its own topic: the misrouted one was not counted
+    fired_on = datetime.fromisoformat(events[0]["evidence"]["evidence_to"]).timestamp()
+    assert fired_on == pytest.approx(start + 19, abs=0.01)
+    reasons = sorted(dict(record.headers)["guard.error"].decode() for record in dead)
+    assert reasons == [
+        f"misrouted: data.workspaceId 'ws_a' is not ws_b, the workspace of topic {topic_b} (GUARD_TOPIC_WORKSPACES)",
+        f"misrouted: data.workspaceId 'ws_b' is not ws_a, the workspace of topic {topics.input} "
+        "(GUARD_TOPIC_WORKSPACES)",
+    ]
 
 
 class TestKeysFile:

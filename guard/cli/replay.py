@@ -7,6 +7,7 @@ import contextlib
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from guard.cli.common import exit_code, parse_time, print_error
 from guard.errors import ConfigError, GuardError
@@ -24,7 +25,7 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
 
     try:
         rules = load_rules(args.rules)
-        options = _engine_options()
+        options = _engine_options(args)
     except RuleFileError as error:
         print_error(f"invalid rules:\n{error}")
         return 2
@@ -89,9 +90,10 @@ def _file_window(args: argparse.Namespace) -> dict[str, float | None]:
     }
 
 
-def _engine_options() -> dict[str, float]:
+def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine settings `guard run` reads (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE), read the same
-    way, so that a replay decides what the live guard decides."""
+    way, so that a replay decides what the live guard decides; and the workspace of the events
+    (--workspace, else GUARD_TOPIC_WORKSPACES' for a kafka: topic)."""
     from pydantic import ValidationError
 
     from guard.settings import GuardSettings
@@ -101,7 +103,9 @@ def _engine_options() -> dict[str, float]:
     except ValidationError as error:
         problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
-    return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace}
+    topic = args.source.removeprefix("kafka:") if args.source.startswith("kafka:") else None
+    workspace = args.workspace or (guard.topic_workspaces.get(topic) if topic is not None else None)
+    return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace, "workspace": workspace}
 
 
 def _replay_source(args: argparse.Namespace):  # noqa: ANN202
@@ -152,5 +156,8 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     replay.add_argument("--until", help="only up to this ISO time (as --since)")
     replay.add_argument("--campaign", help="show only this campaign's decisions")
+    replay.add_argument(
+        "--workspace", help="the workspace of events without workspaceId (default: the topic's GUARD_TOPIC_WORKSPACES)"
+    )
     replay.add_argument("--why", action="store_true", help="with --campaign: how close each rule came to firing for it")
     replay.set_defaults(func=_replay)

@@ -7,22 +7,19 @@ decisions, which is what makes at-least-once delivery and rebuilding state after
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import sqrt
 
 import msgspec
 
-from guard.engine.cusum import Cusum
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
 from guard.engine.fingerprints import event_key
+from guard.engine.measure import Measure, evidence_from, sample_ids
+from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
-from guard.engine.windows import LastN
 from guard.events import Event, Signal
 from guard.rules.models import Rule, RuleSet
 
-# Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
-_EPSILON = 1e-9
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
 DEFAULT_DEDUPE_HORIZON = 12 * 3600.0
 # An event stamped further than this past the partition's clock counts at the clock's time unless
@@ -32,102 +29,6 @@ MAX_AHEAD_SECONDS = 86_400.0
 # At capacity, this share of the tracked campaigns is evicted at once, so the sort that picks them
 # runs once per that many new campaigns, not once per campaign.
 EVICT_SHARE = 20  # 1/20 = 5%
-
-
-@dataclass(frozen=True, slots=True)
-class Measure:
-    """A rule's value for one campaign at one moment, and whether its condition holds. For a cusum
-    rule the value is the statistic, and the counts are the `of` and `per` events of its current run."""
-
-    numerator: int
-    denominator: int | None
-    value: float
-    holds: bool
-    lower_bound: float | None = None  # Wilson lower bound of the rate, for rules with `confidence`
-
-
-def wilson_lower_bound(successes: int, trials: float, z: float) -> float:
-    """The Wilson score interval's lower end: a rate we are confident the true one exceeds."""
-    if trials == 0:
-        return 0.0
-    # more of-events than per-events (bounces of sends from before the window): no surer than 100%
-    p, z2 = min(successes / trials, 1.0), z * z
-    centre = p + z2 / (2 * trials)
-    margin = z * sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
-    return max(0.0, (centre - margin) / (1 + z2 / trials))
-
-
-def _count(state: CampaignState, slot: int) -> int:
-    series = state.series[slot]
-    return series.count_at(state.watermark) if series is not None else 0
-
-
-def _measure(compiled: CompiledRule, state: CampaignState) -> Measure:
-    rule = compiled.rule
-    if rule.cusum is not None:
-        cusum = state.series[compiled.numerator.slot]
-        if cusum is None:
-            return Measure(0, 0, 0.0, False)
-        assert isinstance(cusum, Cusum)
-        statistic = cusum.statistic
-        return Measure(cusum.run_of, cusum.run_per, statistic, statistic >= rule.cusum.threshold - _EPSILON)
-    if compiled.denominator is None:
-        numerator = _count(state, compiled.numerator.slot)
-        return Measure(numerator, None, float(numerator), numerator >= rule.threshold)
-    if rule.last is not None:
-        series = state.series[compiled.numerator.slot]
-        numerator, denominator = series.counts(rule.last) if series is not None else (0, 0)
-    elif compiled.weights is not None:
-        numerator = _count(state, compiled.numerator.slot)
-        series = state.series[compiled.denominator.slot]
-        denominator = series.weighted_count(state.watermark, compiled.weights) if series is not None else 0.0
-    else:
-        numerator, denominator = _count(state, compiled.numerator.slot), _count(state, compiled.denominator.slot)
-    return _rate_measure(compiled, numerator, denominator)
-
-
-def _rate_measure(compiled: CompiledRule, numerator: int, denominator: float) -> Measure:
-    """A rate's measure. With `rate.delay` the denominator, weighted, is the evidence `min_volume`
-    and `confidence` judge (the sends whose complaints are due), reported rounded."""
-    rule = compiled.rule
-    value = numerator / denominator if denominator else 0.0
-    enough = denominator >= (rule.min_volume or 0)
-    threshold, reported = rule.level, round(denominator)
-    if compiled.z is not None:
-        bound = wilson_lower_bound(numerator, denominator, compiled.z)
-        return Measure(numerator, reported, value, enough and bound >= threshold - _EPSILON, bound)
-    return Measure(numerator, reported, value, enough and numerator >= threshold * denominator - _EPSILON)
-
-
-def _evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None]) -> float:
-    """Where a decision's counted evidence starts: the oldest send a count window counted, the
-    oldest bucket still inside a time window, the first event of a cusum's run; never before the
-    episode began."""
-    now = state.watermark
-    starts = []
-    for series in evidence:
-        if isinstance(series, Cusum):
-            start = series.run_from
-        elif isinstance(series, LastN):
-            assert rule.last is not None
-            start = series.start_time(rule.last)
-        else:
-            start = series.start_time() if series is not None else None
-            start = max(start, now - rule.span) if start is not None else None
-        if start is not None:
-            starts.append(start)
-    return max(min(starts, default=now), state.started_at)
-
-
-def _sample_ids(series: Series | None, rule: Rule, now: float) -> tuple[str, ...]:
-    if series is None:
-        return ()
-    if isinstance(series, Cusum):
-        return tuple(series.samples or ())
-    if isinstance(series, LastN):
-        assert rule.last is not None
-        return series.sample_ids_within(rule.last)
-    return series.sample_ids(now)
 
 
 @dataclass(slots=True)
@@ -183,6 +84,7 @@ class CampaignState(msgspec.Struct, gc=False):
     began: EpisodeStart | None = None  # how the current episode began (None: with the first event seen)
     active: bool = True  # had events since the last sweep
     last_pause: Pause | None = None  # the pause decision in force (episodes.py: PAUSED), None while running
+    workspace_id: str | None = None  # the workspace its latest event named (None: none yet): decides `rules`
 
 
 @dataclass(slots=True)
@@ -249,7 +151,9 @@ class Engine:
         return self._seen.evicted
 
     def rules_for(self, campaign_id: str) -> tuple[CompiledRule, ...]:
-        return self._plan.rules_for(campaign_id)
+        """The rules that apply to a campaign: for its workspace when tracked, else for no workspace."""
+        state = self._campaigns.get(campaign_id)
+        return state.rules if state is not None else self._plan.rules_for(campaign_id)
 
     def set_rules(self, rules: RuleSet) -> None:
         """Swap the rule set, keeping every counted series and rule state the new set still uses."""
@@ -258,16 +162,22 @@ class Engine:
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
         names = {compiled.rule.name for compiled in plan.rules}
         for campaign_id, state in self._campaigns.items():
-            state.rules = plan.rules_for(campaign_id)
+            state.rules = plan.rules_for(campaign_id, state.workspace_id)
             state.series = [state.series[old] if old is not None else None for old in kept]
             state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
             state.armed = True  # thresholds may have changed: evaluate at the next event
 
     def _new_state(
-        self, campaign_id: str, started_at: float = float("-inf"), began: EpisodeStart | None = None
+        self,
+        campaign_id: str,
+        workspace_id: str | None,
+        started_at: float = float("-inf"),
+        began: EpisodeStart | None = None,
     ) -> CampaignState:
         plan = self._plan
-        state = CampaignState(plan.rules_for(campaign_id), [None] * len(plan.series_keys))
+        state = CampaignState(
+            plan.rules_for(campaign_id, workspace_id), [None] * len(plan.series_keys), workspace_id=workspace_id
+        )
         if started_at != float("-inf"):
             state.watermark = state.started_at = started_at
             state.began = began
@@ -275,7 +185,8 @@ class Engine:
 
     def _resumed(self, campaign_id: str, time: float) -> CampaignState:
         """A new episode from a resume: nothing carries over (the dedupe keys are the partition's)."""
-        resumed = self._campaigns[campaign_id] = self._new_state(campaign_id, time, EpisodeStart.RESUMED)
+        workspace_id = self._campaigns[campaign_id].workspace_id
+        resumed = self._campaigns[campaign_id] = self._new_state(campaign_id, workspace_id, time, EpisodeStart.RESUMED)
         self.stats.resumes += 1
         return resumed
 
@@ -296,11 +207,14 @@ class Engine:
             # a (re)started campaign starts a new episode (episodes.py): earlier evidence never counts again
             if state is not None:
                 self.stats.resets += 1
-            self._track(campaign_id, self._new_state(campaign_id, time, EpisodeStart.STARTED))
+            workspace_id = event.workspace_id or (state.workspace_id if state is not None else None)
+            self._track(campaign_id, self._new_state(campaign_id, workspace_id, time, EpisodeStart.STARTED))
             self._advance(time)
             return []
         if state is None:
-            state = self._track(campaign_id, self._new_state(campaign_id))
+            state = self._track(campaign_id, self._new_state(campaign_id, event.workspace_id))
+        elif event.workspace_id is not None and event.workspace_id != state.workspace_id:
+            self._move(campaign_id, state, event.workspace_id)
         state.active = True
         if time < state.started_at:
             self.stats.late += 1  # e.g. a retried webhook for a bounce from before the restart
@@ -339,6 +253,17 @@ class Engine:
             state.armed = armed
         self._advance(time)
         return decisions
+
+    def _move(self, campaign_id: str, state: CampaignState, workspace_id: str) -> None:
+        """The campaign's events name a workspace (another one, or one for the first time): the rules
+        of that workspace apply from now on; the states of rules that no longer apply are dropped."""
+        state.workspace_id = workspace_id
+        rules = self._plan.rules_for(campaign_id, workspace_id)
+        if rules != state.rules:
+            state.rules = rules
+            names = {compiled.rule.name for compiled in rules}
+            state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
+            state.armed = True  # a rule new to the campaign may hold already: evaluate at this event
 
     def _on_clock(self, event: Event) -> Event:
         """An event stamped more than MAX_AHEAD_SECONDS past the partition's clock: a forged or
@@ -386,7 +311,7 @@ class Engine:
         state = self._campaigns.get(campaign_id)
         if state is None:
             return {}
-        return {compiled.rule.name: _measure(compiled, state) for compiled in state.rules}
+        return {compiled.rule.name: measure_of(compiled, state) for compiled in state.rules}
 
     def cooldown_until(self, campaign_id: str, rule_name: str) -> float | None:
         """Event time until which a rule that fired for a campaign stays quiet; None when not cooling down."""
@@ -402,7 +327,7 @@ class Engine:
         self, compiled: CompiledRule, state: CampaignState, campaign_id: str, numerator_series: Series | None
     ) -> Decision | None:
         rule, now = compiled.rule, state.watermark
-        measure = _measure(compiled, state)
+        measure = measure_of(compiled, state)
         if not _should_fire(state.rule_states, rule, measure.holds, now):
             return None
         evidence = [numerator_series, state.series[compiled.denominator.slot] if compiled.denominator else None]
@@ -418,8 +343,8 @@ class Engine:
             numerator=measure.numerator,
             denominator=measure.denominator,
             value=measure.value,
-            evidence_from=_evidence_from(rule, state, evidence),
-            message_ids=_sample_ids(numerator_series, rule, now),
+            evidence_from=evidence_from(rule, state, evidence),
+            message_ids=sample_ids(numerator_series, rule, now),
             lower_bound=measure.lower_bound,
             superseded_by=superseded_by,
             episode_from=state.started_at if state.began is not None else None,

@@ -13,7 +13,8 @@ from typing import Any
 from guard.engine.cusum import Cusum
 from guard.engine.windows import BUCKETS_PER_WINDOW, LastN, SlidingCount
 from guard.events import Event, Signal
-from guard.rules.models import CusumCondition, Rule, RuleSet, Selector, Where
+from guard.rules.filters import Selector, Where
+from guard.rules.models import CusumCondition, Rule, RuleSet
 
 Matcher = Callable[[Event], bool]
 
@@ -41,7 +42,7 @@ class CompiledRule:
     rule: Rule
     numerator: SeriesSpec
     denominator: SeriesSpec | None
-    applies_to: Callable[[str], bool] | None  # None: every campaign
+    applies_to: Callable[[str, str | None], bool] | None  # (campaign id, workspace id); None: every campaign
     z: float | None  # one-sided normal quantile of `confidence`
     # `rate.delay`: the weight of a `per` event by its age in buckets of the denominator's longer window
     weights: tuple[float, ...] | None
@@ -61,12 +62,16 @@ class Plan:
     series_keys: tuple[str, ...]  # by slot
     numerator_signals: frozenset[Signal]  # the signals whose events can make a rule hold
     retention: float  # how long an idle campaign's state can still matter
+    scoped: bool  # some rule names campaigns or workspaces
 
-    def rules_for(self, campaign_id: str) -> tuple[CompiledRule, ...]:
-        if all(compiled.applies_to is None for compiled in self.rules):
-            return self.rules  # the common case: no rule names campaigns, one shared tuple
+    def rules_for(self, campaign_id: str, workspace_id: str | None = None) -> tuple[CompiledRule, ...]:
+        """The rules that apply to a campaign in a workspace (None: its events named none)."""
+        if not self.scoped:
+            return self.rules  # the common case: no rule names campaigns or workspaces, one shared tuple
         return tuple(
-            compiled for compiled in self.rules if compiled.applies_to is None or compiled.applies_to(campaign_id)
+            compiled
+            for compiled in self.rules
+            if compiled.applies_to is None or compiled.applies_to(campaign_id, workspace_id)
         )
 
 
@@ -133,7 +138,7 @@ def compile_plan(rules: RuleSet) -> Plan:
         z = NormalDist().inv_cdf(rule.confidence) if rule.confidence is not None else None
         needed = rule.level * (rule.min_volume or 1) if rule.rate is not None else rule.level
         weights = _delay_weights(rule)
-        compiled.append(CompiledRule(rule, numerator, denominator, _campaign_filter(rule), z, weights, needed - 1e-9))
+        compiled.append(CompiledRule(rule, numerator, denominator, _scope(rule), z, weights, needed - 1e-9))
     feeds: dict[Signal, list[Feed]] = {}
     for spec in specs.values():
         feeds.setdefault(spec.signal, []).append((spec.slot, spec.matches, spec.add, spec.make))
@@ -143,6 +148,7 @@ def compile_plan(rules: RuleSet) -> Plan:
         series_keys=tuple(slots),
         numerator_signals=frozenset(rule.numerator.signal for rule in compiled),
         retention=rules.retention,
+        scoped=any(c.applies_to is not None for c in compiled),
     )
 
 
@@ -189,12 +195,26 @@ def _matcher(where: Where) -> Matcher | None:
     return lambda event: all(check(event) for check in checks)
 
 
-def _campaign_filter(rule: Rule) -> Callable[[str], bool] | None:
-    if rule.campaigns.include == ("*",) and not rule.campaigns.exclude:
+def _scope(rule: Rule) -> Callable[[str, str | None], bool] | None:
+    """Whether the rule applies to (campaign id, workspace id); None when to every campaign. A rule
+    with `workspaces` applies to no campaign outside a workspace (workspace None)."""
+    campaigns = _globs(rule.campaigns.include, rule.campaigns.exclude)
+    if rule.workspaces is None:
+        return None if campaigns is None else lambda campaign_id, _: campaigns(campaign_id)
+    workspaces = _globs(rule.workspaces.include, rule.workspaces.exclude) or (lambda _: True)
+    if campaigns is None:
+        return lambda _, workspace_id: workspace_id is not None and workspaces(workspace_id)
+    return lambda campaign_id, workspace_id: (
+        workspace_id is not None and workspaces(workspace_id) and campaigns(campaign_id)
+    )
+
+
+def _globs(include: tuple[str, ...], exclude: tuple[str, ...]) -> Callable[[str], bool] | None:
+    """Matches ids of `include` but not of `exclude` (exclude wins); None when that is every id."""
+    if include == ("*",) and not exclude:
         return None
-    include, exclude = _glob_regex(rule.campaigns.include), rule.campaigns.exclude
+    included = _glob_regex(include)
     excluded = _glob_regex(exclude) if exclude else None
-    return lambda campaign_id: (
-        include.match(campaign_id) is not None
-        and not (excluded is not None and excluded.match(campaign_id) is not None)
+    return lambda value: (
+        included.match(value) is not None and not (excluded is not None and excluded.match(value) is not None)
     )

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from guard.engine.decisions import Decision
 from guard.engine.engine import Engine
 from guard.events import Event, IgnoredEvent, MalformedEvent, decode
 
 
-def decode_records(records: Iterable[tuple[bytes, float]], skipped: Counter[str] | None = None) -> Iterator[Event]:
+def decode_records(
+    records: Iterable[tuple[bytes, float]],
+    skipped: Counter[str] | None = None,
+    assign: Callable[[Event], Event] | None = None,
+) -> Iterator[Event]:
     """The events of (value, record time) pairs, in order. A record that is no event is skipped and
     counted in `skipped`: "ignored" (an event the guard does not count) or "malformed" (bad bytes, or
-    no usable time: no timestamp and no record time to fall back on); nothing is raised."""
+    no usable time: no timestamp and no record time to fall back on); nothing is raised. `assign`
+    completes each decoded event (e.g. `in_workspace`); a MalformedEvent it raises counts as malformed."""
     for value, record_time in records:
-        event = _event(value, record_time)
+        event = _event(value, record_time, assign)
         if not isinstance(event, str):
             yield event
         elif skipped is not None:
@@ -52,10 +57,12 @@ def record_decisions(
             yield position, decision
 
 
-def _event(value: bytes, record_time: float) -> Event | str:
+def _event(value: bytes, record_time: float, assign: Callable[[Event], Event] | None = None) -> Event | str:
     """The event of one record, or why it is none ("ignored", "malformed")."""
     try:
         event = decode(value, record_time)
+        if assign is not None:
+            event = assign(event)
     except IgnoredEvent:
         return "ignored"
     except MalformedEvent:

@@ -34,7 +34,7 @@ from guard.engine.plan import Series
 from guard.engine.windows import LastN, SlidingCount
 from guard.rules.models import RuleSet
 
-FORMAT = 2  # raise with any change to what is stored
+FORMAT = 3  # raise with any change to what is stored
 
 
 class SnapshotError(ValueError):
@@ -61,7 +61,7 @@ _KINDS = {mirror: kind for kind, mirror in _SERIES.items()}
 _RuleState = _mirror(RuleState)
 _Stats = _mirror(EngineStats)
 _Generation = _mirror(dedupe._Generation)
-# `rules` is derived from the campaign id; `series` holds the windows as mirrors
+# `rules` is derived from the campaign id and workspace; `series` holds the windows as mirrors
 _Campaign = _mirror(
     CampaignState,
     skip=("rules", "series", "rule_states"),
@@ -246,7 +246,8 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         rule_states = {
             name: RuleState(**msgspec.structs.asdict(state)) for name, state in fields.pop("rule_states").items()
         }
-        campaigns[campaign_id] = CampaignState(engine.rules_for(campaign_id), series, rule_states=rule_states, **fields)
+        rules = engine._plan.rules_for(campaign_id, fields["workspace_id"])
+        campaigns[campaign_id] = CampaignState(rules, series, rule_states=rule_states, **fields)
     return campaigns
 
 

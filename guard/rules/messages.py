@@ -49,12 +49,14 @@ EXAMPLES = {
     "severity": "severity: critical",
     "labels": "labels: {team: deliverability}",
     "campaigns": "campaigns: {include: ['*'], exclude: ['camp_test_*']}",
+    "workspaces": "workspaces: [ws_acme, 'ws_eu_*'] (or {include: [...], exclude: [...]})",
     "include": "include: ['camp_eu_*']",
     "exclude": "exclude: ['camp_test_*']",
     # rule-test files
     "tests": "tests: [{name: a stale list is paused, input: {camp_a: 200 sent over 20m}, expect: []}]",
     "input": "input: {camp_a: '200 sent over 20m, then 15 hard_bounce over 5m'}",
     "expect": "expect: [{campaign: camp_a, rule: hard-bounce-rate, at: 20m40s, action: pause}]",
+    "RuleTest.workspaces": "workspaces: {camp_a: ws_acme} (campaign id: the workspace its events name)",
     "campaign": "campaign: camp_a",
     "rule": "rule: hard-bounce-rate",
     "at": "at: 20m40s",
@@ -62,12 +64,24 @@ EXAMPLES = {
 }
 
 
+# keys whose example shows their parts too: `workspaces.include` is shown workspace ids, not campaign ids
+_WHOLE_EXAMPLES = frozenset({"workspaces"})
+
+
 def describe(root: type[BaseModel], loc: tuple, detail: dict[str, Any]) -> str:
     """The message for one pydantic error `detail` at `loc` under the model `root`."""
     kind, given = detail["type"], detail.get("input")
     key = next((part for part in reversed(loc) if isinstance(part, str)), None)
     # the example of the innermost key that has one; the file's first key at the top
-    shown = next((part for part in reversed(loc) if part in EXAMPLES), None) or next(iter(root.model_fields))
+    shown = (
+        next((part for part in loc if part in _WHOLE_EXAMPLES), None)
+        or next((part for part in reversed(loc) if part in EXAMPLES), None)
+        or next(iter(root.model_fields))
+    )
+    # a key two files use differently has its example per model: `RuleTest.workspaces`
+    owner = model_at(root, loc[: loc.index(shown)]) if shown in loc else None
+    if owner is not None and f"{owner.__name__}.{shown}" in EXAMPLES:
+        shown = f"{owner.__name__}.{shown}"
     if kind == "extra_forbidden":
         allowed = allowed_keys(root, loc[:-1])
         return unknown(str(loc[-1]), allowed, "key")

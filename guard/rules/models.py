@@ -19,9 +19,7 @@ from statistics import NormalDist
 from typing import Annotated, Literal
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     ValidationInfo,
@@ -32,12 +30,11 @@ from pydantic import (
 
 from guard.rules.durations import PATTERN as DURATION_PATTERN
 from guard.rules.durations import format_duration, parse_duration
+from guard.rules.filters import CampaignFilter, Frozen, Selector, WorkspaceFilter
 from guard.rules.notify import Notify
 
 MAX_DURATION = 30 * 86400.0
 LAST_N_IDLE_HORIZON = 86400.0
-
-CountedSignal = Literal["sent", "bounced", "complained", "unsubscribed", "replied"]
 
 Duration = Annotated[
     float,
@@ -50,10 +47,6 @@ Duration = Annotated[
         }
     ),
 ]
-
-
-def _as_tuple(value: object) -> object:
-    return (value,) if isinstance(value, str) else value
 
 
 def _percent(value: object) -> object:
@@ -83,45 +76,7 @@ def _number(text: str, value: str) -> float:
         ) from None
 
 
-# an empty list would match nothing, which is never what a rule means: say so instead
-Globs = Annotated[tuple[str, ...], BeforeValidator(_as_tuple), Field(min_length=1)]
-StatusPatterns = Annotated[
-    tuple[Annotated[str, Field(pattern=r"^[245](\.(\d{1,3}|x)){2}$")], ...],
-    BeforeValidator(_as_tuple),
-    Field(min_length=1),
-]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-class Where(_Frozen):
-    """Filters on event fields; all given filters must match."""
-
-    bounce_type: Literal["hard", "soft"] | None = Field(None, description="Only bounces of this type.")
-    recipient_domain: Globs | None = Field(
-        None, description="Recipient domain globs, e.g. 'gmail.com' or ['outlook.*', 'hotmail.*']."
-    )
-    smtp_status: StatusPatterns | None = Field(
-        None,
-        description="Enhanced status codes parsed from bounceReason, with x as a wildcard: '5.1.x', '5.7.1'.",
-    )
-
-
-class Selector(_Frozen):
-    """A signal, optionally narrowed by `where`. A bare signal name is accepted: `per: sent`."""
-
-    signal: CountedSignal
-    where: Where = Where()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_name(cls, value: object) -> object:
-        return {"signal": value} if isinstance(value, str) else value
-
-
-class OutcomeDelay(_Frozen):
+class OutcomeDelay(Frozen):
     """How long after its `per` event an `of` event arrives (a complaint after its send): log-normal,
     half within `median`, 99% within `max`, all within `max`."""
 
@@ -150,7 +105,7 @@ class OutcomeDelay(_Frozen):
 _Z99 = NormalDist().inv_cdf(0.99)
 
 
-class RateCondition(_Frozen):
+class RateCondition(Frozen):
     """`of` events per `per` events within the window, e.g. hard bounces per send."""
 
     of: Selector
@@ -186,7 +141,7 @@ Fraction = Annotated[
 ]
 
 
-class CusumCondition(_Frozen):
+class CusumCondition(Frozen):
     """A sequential test of each `per` event (e.g. a send) as a Bernoulli trial of an `of` event
     (e.g. a hard bounce): the CUSUM of the log-likelihood ratio between the `healthy` and the `bad` rate.
 
@@ -249,20 +204,13 @@ class CusumCondition(_Frozen):
         return max(level, 1e-9)
 
 
-class CampaignFilter(_Frozen):
-    """Campaign id globs the rule applies to; exclude wins over include."""
-
-    include: Globs = ("*",)
-    exclude: Annotated[tuple[str, ...], BeforeValidator(_as_tuple)] = ()
-
-
 def _condition(info: ValidationInfo) -> str | None:
     """ "rate", "count" or "cusum" when exactly one is given (else the model check reports it)."""
     given = [name for name in ("rate", "count", "cusum") if info.data.get(name) is not None]
     return given[0] if len(given) == 1 else None
 
 
-class Rule(_Frozen):
+class Rule(Frozen):
     """One threshold rule over a sliding event-time window of a campaign's events."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
@@ -316,6 +264,11 @@ class Rule(_Frozen):
     severity: Literal["critical", "warning", "info"] = "warning"
     labels: dict[str, str] = Field(default_factory=dict, description="Free labels copied into every audit event.")
     campaigns: CampaignFilter = CampaignFilter()
+    workspaces: WorkspaceFilter | None = Field(
+        None,
+        description="Leadterra workspace id globs: the rule applies only to campaigns in these workspaces (of "
+        "`workspaceId` or the topic's mapped workspace); without it, to every campaign.",
+    )
     notify: Notify | None = Field(None, description="Who is told about this rule's outcomes (else the file's).")
 
     @field_validator("window")
@@ -412,25 +365,28 @@ class Rule(_Frozen):
     @cached_property
     def version(self) -> str:
         """A short hash of the rule's content: audits say exactly which rule text fired."""
-        # `notify` says who hears of a decision, not what is decided: a new channel keeps the version
-        content = self.model_dump(mode="json", by_alias=True, exclude={"notify"})
+        # `notify` says who hears of a decision, not what is decided: a new channel keeps the version;
+        # a rule without `workspaces` keeps the version it had before rules could name workspaces
+        content = self.model_dump(
+            mode="json", by_alias=True, exclude={"notify", *(() if self.workspaces else ("workspaces",))}
+        )
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-class RuleGroup(_Frozen):
+class RuleGroup(Frozen):
     name: str = Field(min_length=1)
     rules: tuple[Rule, ...] = Field(min_length=1)
 
 
-class RuleFile(_Frozen):
+class RuleFile(Frozen):
     """The top level of a rule file."""
 
     groups: tuple[RuleGroup, ...] = Field(min_length=1)
     notify: Notify | None = Field(None, description="Who is told about the outcomes of every rule of this file.")
 
 
-class RuleSet(_Frozen):
+class RuleSet(Frozen):
     """Every rule from every file, names unique."""
 
     rules: tuple[Rule, ...]
