@@ -1,6 +1,6 @@
 # make demo: see the guard pause bad campaigns on embedded defaults.
-# make test: lint, then the whole suite: unit, integration and faults on every broker of the
-# matrix (Tansu; Apache Kafka too when Java 17+ and Maven are present), Helm chart.
+# make test: lint (ruff; lint-imports: the layering contracts of pyproject.toml), then the whole suite: unit,
+# integration and faults on every broker of the matrix (Tansu; Apache Kafka too when Java 17+ and Maven are present), Helm chart.
 PYTHON ?= python3
 # Apache Kafka's jars (fetched by Maven on first use) and other test tools live in the ignored .tools/
 export GUARD_KAFKA_CACHE ?= $(CURDIR)/.tools
@@ -22,6 +22,7 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/ruff check guard tests bench
 	$(BIN)/ruff format --check guard tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
 
 # Speed, latency, memory and recovery against the ceiling and a peer (writes bench/RESULTS.md).

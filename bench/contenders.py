@@ -3,7 +3,7 @@ same pre-produced topic (bench/workload.py) with a consumer group of its own:
 
 * `bare`:  aiokafka, `getmany(max_records=5000)` in a loop, counting records: the ceiling of any
            aiokafka-based consumer in Python on this machine.
-* `guard`: the real `guard.service.Service` (dry run, the shipped rules/, its own group), done when
+* `guard`: the real `guard.runtime.service.Service` (dry run, the shipped rules/, its own group), done when
            its `guard_records_total` (counted + replayed + too_old + ignored + dead_lettered)
            reaches the topic size, then until every partition's offset is committed.
 * `quix`:  the peer, Quix Streams: per campaign, the hard-bounce rate over a 1 h tumbling or
@@ -104,8 +104,8 @@ def guard_service(
     """The Service as `guard run` builds it, with the shipped rules. `idempotence`: the guard's
     default, on brokers that support it (Tansu does not)."""
     from guard.rules import load_rules
-    from guard.service import Service
-    from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+    from guard.runtime.service import Service
+    from guard.runtime.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
     from guard.testing.broker import FAST_GROUP
 
     rules_path = ROOT / "rules"
@@ -139,7 +139,7 @@ class HandleClock:
     were handled, and the longest the event loop went without running other tasks."""
 
     def __init__(self, expect: int) -> None:
-        from guard.pipeline import Pipeline
+        from guard.runtime.pipeline import Pipeline
 
         self.expect, self.count, self.first, self.first_count, self.done = expect, 0, 0.0, 0, 0.0
         self.cpu_first = self.cpu_done = 0.0
@@ -170,7 +170,7 @@ class HandleClock:
 
 
 async def guard(bootstrap: str, topic: str, group: str, expect: int, idempotence: bool = False) -> dict[str, Any]:
-    from guard.logs import configure_logging
+    from guard.telemetry.logs import configure_logging
 
     configure_logging("INFO")  # as `guard run`: JSON lines on stderr (the child's log file)
     clock = HandleClock(expect)

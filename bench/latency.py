@@ -3,7 +3,7 @@ arriving at Leadterra, under a steady background load.
 
 Workload: a real `guard run` process (not dry run; the shipped rules/) reads a fresh 4-partition
 topic and calls a `LeadterraStandIn(create_unknown=True)` served by this process. A child process
-produces a steady 20,000 events/s to that topic (guard.generate traffic of 12,500 healthy
+produces a steady 20,000 events/s to that topic (guard.tools.generate traffic of 12,500 healthy
 campaigns, seed 9, re-stamped with the current time as it goes, cycled). Meanwhile this process
 injects crossings for fresh campaigns, 3 blocks of 40. A campaign's sequence is a start, 200
 sends, then hard bounces; the crossing record is the first of them at which the shipped rules
@@ -83,7 +83,7 @@ async def load(bootstrap: str, topic: str, rate: int, seconds: float) -> dict[st
     from aiokafka import AIOKafkaProducer
     from aiokafka.partitioner import murmur2
 
-    from guard.generate import generate
+    from guard.tools.generate import generate
 
     records = generate(9, 12_500, 0, start=time.time() - 3600, duration=3600.0, sends=(10, 20)).records
     marker = b'"timestamp":"'
@@ -277,7 +277,7 @@ async def decided_at(bootstrap: str, audit_topic: str, campaigns: set[str]) -> d
     """campaign -> `timings.decided_at` of its `fired` audit record (when the guard decided)."""
     from aiokafka import AIOKafkaConsumer
 
-    from guard.audit import read_audit
+    from guard.contracts.audit import read_audit
 
     consumer = AIOKafkaConsumer(audit_topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()

@@ -1,6 +1,6 @@
 """Memory: what the guard's state costs per active campaign, without Kafka.
 
-Workload: for N active campaigns (10,000 and 100,000), `guard.generate` traffic with the same mix
+Workload: for N active campaigns (10,000 and 100,000), `guard.tools.generate` traffic with the same mix
 as the throughput workload's small campaigns (10-20 sends each, healthy bounce, complaint and
 unsubscribe rates, seed 11), all within one hour of event time so every campaign is active in
 every window. In a child process per N: the records (bytes) are generated first; then, with the
@@ -57,8 +57,8 @@ def measure(
     campaigns: int, sends: tuple[int, int], trace: bool, duration: float = 3600.0, horizon: float | None = None
 ) -> dict[str, Any]:
     from guard.engine import Engine, record_decisions
-    from guard.generate import generate
     from guard.rules import load_rules
+    from guard.tools.generate import generate
 
     rules = load_rules(ROOT / "rules")
     records = generate(SEED, campaigns, 0, start=1_767_225_600.0, duration=duration, sends=sends).records
@@ -102,8 +102,8 @@ def flood(campaigns: int, cap: int) -> dict[str, Any]:
     """RSS while `campaigns` distinct one-event campaigns go through one engine capped at `cap`."""
     import json
 
+    from guard.contracts.events import decode
     from guard.engine import Engine
-    from guard.events import decode
     from guard.rules import load_rules
 
     engine = Engine(load_rules(ROOT / "rules"), max_campaigns=cap or None)
@@ -137,8 +137,8 @@ def id_flood(ids: int, budget: int) -> dict[str, Any]:
     """RSS while `ids` distinct message ids go into three campaigns of one engine with `budget` dedupe keys."""
     import json
 
+    from guard.contracts.events import decode
     from guard.engine import Engine
-    from guard.events import decode
     from guard.rules import load_rules
 
     engine = Engine(load_rules(ROOT / "rules"), max_dedupe_keys=budget or None)

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from guard.contracts.events import Event, Signal
 from guard.engine import Engine, decide
-from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet, load_rules
 
 ROOT = Path(__file__).resolve().parent.parent

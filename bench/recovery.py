@@ -29,7 +29,7 @@ POLL_SECONDS = 0.005
 
 
 async def recover(bootstrap: str, topic: str, group: str, expect: int, t0: float) -> dict[str, Any]:
-    from guard.logs import configure_logging
+    from guard.telemetry.logs import configure_logging
 
     configure_logging("INFO")
     imported = time.time() - t0

@@ -7,7 +7,7 @@ starts (so every event is inside the guard's 24 h lookback):
 * 100 large campaigns sending 1,000-3,000 messages each, 10 of which turn bad (stale list or
   offensive template) part-way, so some rules fire.
 
-Both come from `guard.generate` (seeds 6 and 7), merged by event time. Generating takes ~7 s, so
+Both come from `guard.tools.generate` (seeds 6 and 7), merged by event time. Generating takes ~7 s, so
 nothing is cached: fresh traffic anchored to the current clock is simpler than re-timing a cache.
 The records are produced once to a 4-partition topic of each broker (Tansu, Apache Kafka), keyed by
 campaign, with the record timestamp (CreateTime) set to the event time, before any contender
@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 
-from guard.generate import Record, generate
-from guard.settings import KafkaSettings
-from guard.topics import log_ends, topic_partitions
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import log_ends, topic_partitions
+from guard.tools.generate import Record, generate
 
 PARTITIONS = 4
 DURATION = 7200.0  # seconds of event time
@@ -50,7 +50,7 @@ class Workload:
             f"{len(self.records):,} events over {self.campaigns:,} campaigns "
             f"({SMALL['campaigns']:,} sending {SMALL['sends'][0]}-{SMALL['sends'][1]} messages, "
             f"{LARGE['campaigns']} sending {LARGE['sends'][0]:,}-{LARGE['sends'][1]:,} of which {self.bad} turn bad), "
-            f"{DURATION / 3600:g} h of event time, guard.generate seeds {SMALL['seed']} and {LARGE['seed']}"
+            f"{DURATION / 3600:g} h of event time, guard.tools.generate seeds {SMALL['seed']} and {LARGE['seed']}"
         )
 
 

@@ -3,7 +3,7 @@
 GuardError
  +-- ConfigError           a setting is wrong; the service refuses to start
  +-- RuleFileError         a rule file is invalid; every problem is listed (guard.rules.loader)
- +-- MalformedEvent        record bytes break the event contract; dead-lettered (guard.events)
+ +-- MalformedEvent        record bytes break the event contract; dead-lettered (guard.contracts.events)
 """
 
 

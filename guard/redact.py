@@ -2,7 +2,7 @@
 
 Log lines (a structlog processor that also sees aiokafka's and httpx's lines), audit events'
 `result.error`, the health endpoints' reasons and the CLI's error messages all pass through
-`redact`. Secrets are registered the moment settings read them (guard.settings), before any
+`redact`. Secrets are registered the moment settings read them (guard.runtime.settings), before any
 validation could quote them: the Leadterra API key and the Kafka SASL password.
 """
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from guard.events import Event, Signal
+from guard.contracts.events import Event, Signal
 from guard.rules.models import Rule, RuleSet
 
 T0 = 1_714_564_800.0  # 2024-05-01T12:00:00Z: far from the epoch, as real event times are

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from guard.actions.audit import audit_event
 from guard.actions.pause import PauseResult
-from guard.audit import AuditEvent, Result, audit_event, read_audit, read_audit_outcome
+from guard.contracts.audit import AuditEvent, Result, read_audit, read_audit_outcome
 from guard.engine import Decision, Engine, record_decisions
 from guard.rules import load_rules
 from guard.testing.events import bounced, sent

@@ -19,11 +19,11 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
-from guard.checkpoints import CHUNK_BYTES, CheckpointError, assemble, partition_key, records
-from guard.settings import KafkaSettings
+from guard.runtime.checkpoints import CHUNK_BYTES, CheckpointError, assemble, partition_key, records
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import topic_partitions
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
-from guard.topics import topic_partitions
 
 RULE = """groups:
   - name: g

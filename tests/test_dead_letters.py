@@ -8,8 +8,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from test_service import read_topic
 
-from guard.dead_letters import TRUNCATED_BYTES, DeadLetters
-from guard.metrics import Metrics
+from guard.runtime.dead_letters import TRUNCATED_BYTES, DeadLetters
+from guard.telemetry.metrics import Metrics
 from guard.testing.broker import BrokerInfo
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from test_dispatch import pause_decision
 
-from guard.audit import ExemptionRef, Result, audit_event
+from guard.actions.audit import audit_event
 from guard.cli import main
+from guard.contracts.audit import ExemptionRef, Result
 from guard.testing.broker import BrokerInfo
 
 pytestmark = pytest.mark.integration

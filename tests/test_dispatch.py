@@ -12,13 +12,13 @@ from pydantic import SecretStr
 
 from guard.actions.dispatch import Dispatcher
 from guard.actions.pause import PauseClient
-from guard.audit import AuditEvent
+from guard.contracts.audit import AuditEvent
 from guard.engine import Decision, Engine, record_decisions
-from guard.health import Health
-from guard.metrics import Metrics
 from guard.rules import load_rules
-from guard.settings import KafkaSettings
-from guard.settled import SettledDecisions
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.settled import SettledDecisions
+from guard.telemetry.health import Health
+from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -62,7 +62,7 @@ async def test_a_decision_met_again_while_its_call_is_under_way_is_not_called_tw
         dispatcher.submit(decision, lambda: None)
         while not standin.in_flight:
             await asyncio.sleep(0.01)
-        dispatcher.resume(decision)  # as guard.recovery does once the replay is checked against the audit
+        dispatcher.resume(decision)  # as guard.runtime.recovery does once the replay is checked against the audit
         await dispatcher.drain(10)
     finally:
         await client.aclose()

@@ -319,7 +319,7 @@ class TestImagePackage:
         assert not (package / "guard" / "testing").exists()
         result = run_image_guard(package, "validate", str(ROOT / "rules"))
         assert result.returncode == 0, result.stderr
-        script = "import guard.service, guard.ingest.app, guard.replay, guard.cli"
+        script = "import guard.runtime.service, guard.ingest.app, guard.tools.replay, guard.cli"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(package), sysconfig.get_paths()["purelib"]])}
         imported = subprocess.run(
             [sys.executable, "-S", "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False
@@ -473,7 +473,8 @@ class TestDockerignore:
             "README.md",
             "docker/requirements.lock",
             "docker/build-requirements.lock",
-            "guard/cli.py",
+            "guard/cli/__init__.py",
+            "guard/runtime/service.py",
             "guard/rules/loader.py",
             "rules/default.yaml",
         ],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, WebhookSettings
+from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, WebhookSettings
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -23,7 +23,7 @@ SETTINGS = [
 
 @pytest.mark.parametrize("variable", SETTINGS)
 def test_every_setting_is_in_the_readme_table(variable: str) -> None:
-    """A setting added to guard/settings.py without a README row fails here."""
+    """A setting added to guard/runtime/settings.py without a README row fails here."""
     assert f"| `{variable}` |" in README
 
 

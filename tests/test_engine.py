@@ -8,11 +8,11 @@ import pytest
 from pydantic import ValidationError
 from strategies import T0
 
+from guard.contracts.events import Event, Signal
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.episodes import after_pause_decision, resumes
-from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -743,7 +743,7 @@ class TestCountWindows:
 
     def test_the_audit_window_names_the_count(self) -> None:
         """Audit evidence says 'last 50' instead of a duration."""
-        from guard.audit import audit_event
+        from guard.actions.audit import audit_event
 
         [decision] = fired(Engine(rules(last_rule())), sends(50) + [bounce(T0 + 60 + n, f"b{n}") for n in range(5)])
         assert audit_event(decision, "fired", decided_at=T0, dry_run=True).evidence.window == "last 50"

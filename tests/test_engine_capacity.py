@@ -5,8 +5,8 @@ from __future__ import annotations
 from strategies import T0
 from test_engine import HOUR, bounce, fired, rule, rules, sent
 
+from guard.contracts.events import Event, Signal
 from guard.engine import Engine
-from guard.events import Event, Signal
 
 DAY = 86_400.0  # guard.engine.engine.MAX_AHEAD_SECONDS
 

@@ -25,12 +25,12 @@ from strategies import (
     stop_and_go_streams,
 )
 
-from guard.audit import audit_event
+from guard.actions.audit import audit_event
+from guard.contracts.events import Event, Signal
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.windows import BUCKETS_PER_WINDOW
-from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
 from guard.rules.models import Selector
 

@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import event_streams, resume_graces, rule_sets, stop_and_go_streams
 
+from guard.contracts.events import Event, Signal
 from guard.engine import Engine
 from guard.engine import snapshot as snapshots
 from guard.engine.plan import Series
 from guard.engine.snapshot import FORMAT, SnapshotError, restore, rules_version, snapshot
-from guard.events import Event, Signal
 from guard.rules import Rule, RuleSet
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
@@ -203,7 +203,7 @@ _ACROSS = """
 import json, sys
 from guard.engine import Engine
 from guard.engine.snapshot import restore, snapshot
-from guard.events import Event, Signal
+from guard.contracts.events import Event, Signal
 from guard.rules import Rule, RuleSet
 
 RULES = RuleSet(rules=(Rule.model_validate({

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import T0
 
-from guard.events import (
+from guard.contracts.events import (
     MAX_ADDRESS_LENGTH,
     MAX_FUTURE_SKEW_SECONDS,
     MAX_ID_LENGTH,

@@ -23,8 +23,8 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
+from guard.actions.exemptions import Exemptions, new_exemption
 from guard.cli import main
-from guard.exemptions import Exemptions, new_exemption
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from guard.contracts.events import Event, Signal
 from guard.engine import Engine
-from guard.events import Event, Signal
 from guard.rules import RuleSet, load_rules, parse_rules
 from guard.rules.models import Rule, Selector
 

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import env_values, hostile_envelopes, record_times, yaml_texts
 
+from guard.contracts.events import Event, IgnoredEvent, MalformedEvent, decode
 from guard.errors import ConfigError
-from guard.events import Event, IgnoredEvent, MalformedEvent, decode
 from guard.rules import RuleFileError
 from guard.rules.loader import parse_rules
-from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.runtime.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from guard.cli import main
-from guard.events import Signal, decode
-from guard.generate import expected_count, generate, plan, stream
+from guard.contracts.events import Signal, decode
+from guard.tools.generate import expected_count, generate, plan, stream
 
 
 def decoded(traffic):  # noqa: ANN001, ANN201

@@ -537,7 +537,7 @@ class TestNotes:
         return result.stdout.split("NOTES:", 1)[1]
 
     def test_replicas_beyond_the_partitions_are_said_to_be_ready(self) -> None:
-        """guard/health.py: a replica without partitions is ready; NOTES must not say otherwise."""
+        """guard/telemetry/health.py: a replica without partitions is ready; NOTES must not say otherwise."""
         notes = self.notes("--set", "replicaCount=3")
         assert "not consuming yet" not in notes and "not ready" not in notes
         assert "sit idle as standbys and are ready" in notes
@@ -566,7 +566,7 @@ class TestNotes:
         self, value: str, field: str, variable: str
     ) -> None:
         """values.yaml's guard.<value> is the service's default, and the pod gets it as <variable>."""
-        from guard.settings import GuardSettings
+        from guard.runtime.settings import GuardSettings
 
         values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
         assert values["guard"][value] == GuardSettings.model_fields[field].default
@@ -674,7 +674,7 @@ class TestMonitoring:
         assert "consumer lag is not exported by the guard" in dashboard["description"].lower()
 
     def test_dashboard_queries_name_only_metrics_the_guard_exports_and_cover_them(self) -> None:
-        from guard.metrics import Metrics
+        from guard.telemetry.metrics import Metrics
 
         exported = set()
         for family in Metrics().registry.collect():

@@ -18,10 +18,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
-from guard.events import Signal, decode
+from guard.contracts.events import Signal, decode
 from guard.ingest.app import ARF_PATH, WEBHOOK_PATH, Ingest, IngestConfig
 from guard.ingest.signature import SIGNATURE_HEADER, sign
-from guard.settings import GuardSettings, IngestSettings, KafkaSettings
+from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
 
 pytestmark = pytest.mark.integration

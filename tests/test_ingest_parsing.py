@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from guard.contracts.events import Signal, decode
 from guard.errors import ConfigError
-from guard.events import Signal, decode
 from guard.ingest.arf import UnusableReport, complaint_event
 from guard.ingest.signature import Verifier, sign
 from guard.ingest.webhook import UnusableWebhook, webhook_record
-from guard.settings import IngestSettings, WebhookSettings
+from guard.runtime.settings import IngestSettings, WebhookSettings
 
 ARF = Path(__file__).parent / "arf"
 BODY = b'{"event":"message.sent","data":{"campaignId":"camp_1","messageId":"m1"}}'

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from guard.contracts.events import decode
 from guard.engine import Engine
-from guard.events import decode
 from guard.ingest.webhook import webhook_record
 from guard.rules import Rule, RuleSet
-from guard.settings import GuardSettings
+from guard.runtime.settings import GuardSettings
 
 T0, MINUTE, HOUR = 1_767_225_600.0, 60.0, 3600.0
 BOUNCES_PER_DAY = Rule.model_validate(

@@ -1,4 +1,4 @@
-"""Reading a whole topic (guard.topics.read_topic, guard.settled.settled_decision_ids): every partition up to its
+"""Reading a whole topic (guard.runtime.topics.read_topic, guard.runtime.settled.settled_decision_ids): every partition up to its
 true end, on every broker of the matrix, and over a slow link.
 
 Where a partition ends is learnt from ListOffsets LATEST, raised by a fetch's high watermark (the
@@ -20,11 +20,11 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from guard.settings import KafkaSettings
-from guard.settled import settled_decision_ids
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.settled import settled_decision_ids
+from guard.runtime.topics import read_topic, topic_partitions
 from guard.testing.apache_kafka import ApacheKafka, KafkaCluster
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
-from guard.topics import read_topic, topic_partitions
 
 pytestmark = pytest.mark.integration
 

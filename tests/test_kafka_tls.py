@@ -3,7 +3,7 @@
 Tansu 0.6.0 cannot terminate TLS itself (see the guard.testing.broker docstring), so a small
 asyncio proxy terminates TLS on 127.0.0.1 and forwards the plaintext bytes to a dedicated Tansu
 that advertises the proxy's port: clients reach the broker, after bootstrap too, only over TLS.
-Certificates come from throwaway trustme CAs; clients are built by guard.kafka from settings.
+Certificates come from throwaway trustme CAs; clients are built by guard.runtime.kafka from settings.
 
 These tests run once, on their own Tansu, not per broker of the matrix: what they check is the
 guard's client side of TLS, which the proxy serves the same whatever broker sits behind it.
@@ -26,8 +26,8 @@ import trustme
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
-from guard.kafka import client_options, make_consumer, make_producer
-from guard.settings import KafkaSettings
+from guard.runtime.kafka import client_options, make_consumer, make_producer
+from guard.runtime.settings import KafkaSettings
 from guard.testing.broker import EmbeddedBroker
 
 

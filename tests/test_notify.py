@@ -184,7 +184,7 @@ def test_slack_text_escapes_what_slack_would_read_as_markup() -> None:
     """A campaign id with `<`, `>` or `&` cannot make a link or a mention in the message."""
     from test_dispatch import pause_decision
 
-    from guard.audit import audit_event
+    from guard.actions.audit import audit_event
 
     event = audit_event(pause_decision("camp_<!here>&"), "paused", decided_at=time.time(), dry_run=False)
     text = json.loads(slack_message(event, None))["text"]

@@ -11,9 +11,9 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from guard.engine import Decision
-from guard.metrics import Metrics
-from guard.pipeline import Pipeline
 from guard.rules import load_rules
+from guard.runtime.pipeline import Pipeline
+from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent, started
 
 RULES = Path(__file__).parent.parent / "rules"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from guard.cli import main
-from guard.generate import generate
 from guard.rules import load_rules
 from guard.testing.events import bounced, sent
+from guard.tools.generate import generate
 
 RULES = Path(__file__).parent.parent / "rules"
 

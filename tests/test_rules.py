@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from strategies import T0, count_rules, rate_rules
 
 from guard.cli import main
+from guard.contracts.events import Event, Signal
 from guard.engine import Engine
-from guard.events import Event, Signal
 from guard.rules import Rule, RuleFileError, RuleSet, load_rules, parse_rules
 from guard.rules.durations import format_duration, parse_duration
 

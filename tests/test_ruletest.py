@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from guard.cli import main
-from guard.events import Signal
-from guard.ruletest import START, StepError, script_events
+from guard.contracts.events import Signal
+from guard.tools.ruletest import START, StepError, script_events
 
 SHIPPED_TESTS = sorted((Path(__file__).parent.parent / "rules" / "tests").glob("*.yaml"))
 RULE = """

@@ -21,8 +21,9 @@ from test_cli_run import GUARD, RULES, free_port, run_cli
 from test_dispatch import pause_decision
 from test_service import read_topic
 
+from guard.actions.audit import audit_event
 from guard.actions.pause import PauseClient
-from guard.audit import Result, audit_event
+from guard.contracts.audit import Result
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn

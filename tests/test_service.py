@@ -20,14 +20,14 @@ from pydantic import SecretStr
 from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
-from guard.generate import generate
 from guard.rules import load_rules
-from guard.service import Service
-from guard.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.runtime.service import Service
+from guard.runtime.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.runtime.topics import topic_partitions
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, complained, sent
 from guard.testing.leadterra import LeadterraStandIn
-from guard.topics import topic_partitions
+from guard.tools.generate import generate
 
 RULES = Path(__file__).parent.parent / "rules"
 

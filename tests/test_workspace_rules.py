@@ -10,15 +10,15 @@ import pytest
 from pydantic import ValidationError
 
 from guard.cli import main
+from guard.contracts.events import Event, MalformedEvent, Signal, in_workspace
 from guard.engine import Engine
 from guard.engine.snapshot import restore, snapshot
-from guard.events import Event, MalformedEvent, Signal, in_workspace
-from guard.explain import explain
-from guard.replay import replay
 from guard.rules import Rule, RuleFileError, RuleSet
 from guard.rules.loader import parse_rules
-from guard.settings import GuardSettings
+from guard.runtime.settings import GuardSettings
 from guard.testing.events import envelope
+from guard.tools.explain import explain
+from guard.tools.replay import replay
 
 T0 = 1_700_000_000.0
 

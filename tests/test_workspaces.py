@@ -14,13 +14,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from test_service import Guard, Topics, audits, produce, producer, read_topic, settings_for, topics, until  # noqa: F401
 
+from guard.actions.workspaces import read_api_keys
 from guard.errors import ConfigError
 from guard.rules import load_rules
-from guard.settings import GuardSettings, LeadterraSettings
+from guard.runtime.settings import GuardSettings, LeadterraSettings
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, envelope
 from guard.testing.leadterra import LeadterraStandIn
-from guard.workspaces import read_api_keys
 
 pytestmark = pytest.mark.integration
 

@@ -5,24 +5,37 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
+from guard.actions.audit import audit_event
+from guard.actions.exemptions import Exemptions
 from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient, PauseResult
-from guard.audit import AuditEvent, ExemptionRef, Outcome, Result, audit_event
+from guard.actions.workspaces import WorkspaceMap
+from guard.contracts.audit import AuditEvent, ExemptionRef, Outcome, Result
 from guard.engine import Decision
-from guard.exemptions import Exemptions
-from guard.health import Health
-from guard.metrics import Metrics
-from guard.recovery import AuditRead
-from guard.settled import SettledDecisions
-from guard.workspaces import WorkspaceMap
+from guard.telemetry.health import Health
+from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.actions")
 
 Publish = Callable[[AuditEvent], Awaitable[None]]
+
+
+class Settled(Protocol):
+    """Decision ids with an outcome in the audit topic (the runtime reads it: guard.runtime.settled)."""
+
+    def __contains__(self, decision_id: str) -> bool: ...
+
+    def add(self, decision_id: str) -> None: ...
+
+
+class AuditRead(Protocol):
+    """What a live pause waits for: the audit rescan that may hold its outcome (guard.runtime.recovery)."""
+
+    async def wait(self) -> None: ...
 
 
 class Dispatcher:
@@ -36,7 +49,7 @@ class Dispatcher:
         publish: Publish,
         metrics: Metrics,
         health: Health,
-        settled: SettledDecisions,
+        settled: Settled,
         *,
         dry_run: bool,
         exemptions: Exemptions | None = None,

@@ -25,11 +25,12 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from guard import redact
-from guard.audit import AuditEvent, NotificationFailure, audit_event
+from guard.actions.audit import audit_event
+from guard.contracts.audit import AuditEvent, NotificationFailure
 from guard.engine import Decision
 from guard.errors import GuardError
-from guard.metrics import Metrics
 from guard.rules.notify import Notify, SecretSource, SlackChannel, WebhookChannel
+from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.notify")
 

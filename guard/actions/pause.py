@@ -20,8 +20,8 @@ from pydantic import SecretStr, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
 from guard import redact
-from guard.audit import Result
-from guard.events import epoch_from_iso
+from guard.contracts.audit import Result
+from guard.contracts.events import epoch_from_iso
 
 # pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0

@@ -16,7 +16,7 @@ def print_error(message: str) -> None:
 
 
 def parse_time(text: str) -> float:
-    from guard.events import epoch_from_iso
+    from guard.contracts.events import epoch_from_iso
 
     epoch = epoch_from_iso(text)
     if epoch is None:

@@ -15,7 +15,7 @@ from guard.rules import RuleFileError, load_rules
 def _generate(args: argparse.Namespace) -> int:
     import gzip
 
-    from guard.generate import expected_count, plan, stream
+    from guard.tools.generate import expected_count, plan, stream
 
     if problem := _traffic_problem(args):
         print_error(problem)
@@ -72,7 +72,7 @@ def _without_test_tools(command: str, error: ModuleNotFoundError) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     try:
-        from guard.demo import run_demo
+        from guard.tools.demo import run_demo
     except ModuleNotFoundError as error:
         return _without_test_tools("demo", error)
 

@@ -20,7 +20,7 @@ def _decisions(args: argparse.Namespace) -> int:
 
 
 def _show_decisions(args: argparse.Namespace, campaign: str | None) -> int:
-    from guard import decisions
+    from guard.tools import decisions
 
     since = parse_since(args.since)
     settings, topic = _audit_source(args.topic)
@@ -45,7 +45,7 @@ def _show_decisions(args: argparse.Namespace, campaign: str | None) -> int:
 def _audit_source(topic: str | None):  # noqa: ANN202
     from pydantic import ValidationError
 
-    from guard.settings import GuardSettings, kafka_settings_from_env
+    from guard.runtime.settings import GuardSettings, kafka_settings_from_env
 
     settings = kafka_settings_from_env()
     if topic:
@@ -58,8 +58,8 @@ def _audit_source(topic: str | None):  # noqa: ANN202
 
 
 async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
-    from guard.decisions import fold
-    from guard.topics import read_topic
+    from guard.runtime.topics import read_topic
+    from guard.tools.decisions import fold
 
     values: list[bytes | None] = []
     async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:
@@ -91,7 +91,7 @@ def _exempt_on_control_topic(args: argparse.Namespace) -> int:
 def _control_source():  # noqa: ANN202
     from pydantic import ValidationError
 
-    from guard.settings import GuardSettings, kafka_settings_from_env
+    from guard.runtime.settings import GuardSettings, kafka_settings_from_env
 
     settings = kafka_settings_from_env()
     try:
@@ -107,9 +107,9 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
 
     from pydantic import ValidationError
 
-    from guard import control
-    from guard.exemptions import new_exemption
+    from guard.actions.exemptions import new_exemption
     from guard.rules.durations import parse_duration
+    from guard.runtime import control
 
     if not args.for_ or not args.reason:
         print_error("an exemption needs --for (e.g. 24h) and --reason")
@@ -149,7 +149,7 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
 async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
     import time
 
-    from guard import control
+    from guard.runtime import control
 
     now = time.time()
     exemptions = list((await control.read_all(settings, topic)).all())
@@ -164,7 +164,7 @@ async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
 
 
 async def _exempt_revoke(settings, topic: str, exemption_id: str) -> int:  # noqa: ANN001
-    from guard import control
+    from guard.runtime import control
 
     known = {e.id: e for e in (await control.read_all(settings, topic)).all()}
     if exemption_id not in known:

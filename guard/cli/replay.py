@@ -19,9 +19,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_to_stdout(args: argparse.Namespace) -> int:
-    from guard import replay as replaying
-    from guard.report import Timelines, render_report
-    from guard.why import ClosestApproach
+    from guard.tools import replay as replaying
+    from guard.tools.report import Timelines, render_report
+    from guard.tools.why import ClosestApproach
 
     try:
         rules = load_rules(args.rules)
@@ -96,7 +96,7 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     (--workspace, else GUARD_TOPIC_WORKSPACES' for a kafka: topic)."""
     from pydantic import ValidationError
 
-    from guard.settings import GuardSettings
+    from guard.runtime.settings import GuardSettings
 
     try:
         guard = GuardSettings()
@@ -109,10 +109,10 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _replay_source(args: argparse.Namespace):  # noqa: ANN202
-    from guard import replay as replaying
+    from guard.tools import replay as replaying
 
     if args.source.startswith("kafka:"):
-        from guard.settings import kafka_settings_from_env
+        from guard.runtime.settings import kafka_settings_from_env
 
         since = int(parse_time(args.since) * 1000) if args.since else 0
         until = int(parse_time(args.until) * 1000) if args.until else None

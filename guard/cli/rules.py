@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from guard.audit import audit_json_schema
+from guard.contracts.audit import audit_json_schema
 from guard.rules import RuleFileError, load_rules
 from guard.rules.models import RuleFile
 
@@ -23,7 +23,7 @@ def _validate(args: argparse.Namespace) -> int:
             continue
         print(f"{path}: {len(rules.rules)} rules OK ({', '.join(rule.name for rule in rules.rules)})")
         if args.explain:
-            from guard.explain import explain_rules
+            from guard.tools.explain import explain_rules
 
             print("".join(f"  {line}\n" for line in explain_rules(rules)), end="")
     return 1 if failed else 0
@@ -40,7 +40,7 @@ def _audit_schema(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from guard.ruletest import RuleTestError, report, run_file
+    from guard.tools.ruletest import RuleTestError, report, run_file
 
     failed = False
     for path in args.files:

@@ -14,9 +14,9 @@ from guard.rules import RuleFileError, load_rules
 def _run(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from guard.logs import configure_logging
-    from guard.service import Service, run_until_signalled
-    from guard.settings import Settings
+    from guard.runtime.service import Service, run_until_signalled
+    from guard.runtime.settings import Settings
+    from guard.telemetry.logs import configure_logging
 
     try:
         settings = Settings.from_env()
@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     from guard.ingest.app import Ingest, IngestConfig, run_until_signalled
-    from guard.logs import configure_logging
+    from guard.telemetry.logs import configure_logging
 
     try:
         config = IngestConfig.from_env()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from guard.contracts.events import Event, Signal
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
@@ -17,7 +18,6 @@ from guard.engine.fingerprints import event_key
 from guard.engine.measure import Measure, evidence_from, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
-from guard.events import Event, Signal
 from guard.rules.models import Rule, RuleSet
 
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from guard.events import Signal
+from guard.contracts.events import Signal
 
 # Mail in flight when a pause lands is delivered (and reported) for a while: Leadterra delivers mail
 # in transit, webhooks lag, and the pause call may be retried (LEADTERRA_RETRY_DEADLINE, also 5 min).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from xxhash import xxh3_64_intdigest
 
-from guard.events import Signal
+from guard.contracts.events import Signal
 
 
 def event_key(campaign_id: str, signal: Signal, message_id: str) -> int:

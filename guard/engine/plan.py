@@ -10,9 +10,9 @@ from functools import partial
 from statistics import NormalDist
 from typing import Any
 
+from guard.contracts.events import Event, Signal
 from guard.engine.cusum import Cusum
 from guard.engine.windows import BUCKETS_PER_WINDOW, LastN, SlidingCount
-from guard.events import Event, Signal
 from guard.rules.filters import Selector, Where
 from guard.rules.models import CusumCondition, Rule, RuleSet
 

@@ -1,6 +1,6 @@
 """Records or events through an Engine, as replay, the demo, the benchmarks and the tests all run it.
 
-`guard run` has its own loop (guard/pipeline.py): it dead-letters what does not decode and tracks
+`guard run` has its own loop (guard/runtime/pipeline.py): it dead-letters what does not decode and tracks
 offsets, which is I/O. Everything else that wants "these records, these rules: which decisions?" runs
 them through here, so a record that does not decode is skipped the same way everywhere.
 """
@@ -11,9 +11,9 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
+from guard.contracts.events import Event, IgnoredEvent, MalformedEvent, decode
 from guard.engine.decisions import Decision
 from guard.engine.engine import Engine
-from guard.events import Event, IgnoredEvent, MalformedEvent, decode
 
 
 def decode_records(

@@ -29,9 +29,9 @@ from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
 from guard.ingest.signature import SIGNATURE_HEADER, Verifier
 from guard.ingest.webhook import UnusableWebhook, webhook_record
-from guard.kafka import client_options
-from guard.server import health_app
-from guard.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
+from guard.runtime.kafka import client_options
+from guard.runtime.server import health_app
+from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
 
 log = structlog.get_logger("guard.ingest")
 

@@ -33,13 +33,13 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from guard.engine import Decision, Engine, record_decisions
-from guard.generate import Record
-from guard.replay import replay
 from guard.rules import load_rules
-from guard.settings import KafkaSettings
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import log_ends, topic_partitions
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn, RecordedRequest
-from guard.topics import log_ends, topic_partitions
+from guard.tools.generate import Record
+from guard.tools.replay import replay
 
 HERE = Path(__file__).parent
 SHIPPED_RULES = HERE.parent.parent / "rules"
@@ -548,14 +548,14 @@ class Expected:
 def expected_decisions(records: Sequence[Record], rules_path: Path) -> Expected:
     """The same engine as `guard run`, over the same records in the same order (one engine for all
     campaigns; the engine promises that how campaigns share an engine changes no decision).
-    Cross-checked with `guard.replay.replay`, the engine behind `guard replay`."""
+    Cross-checked with `guard.tools.replay.replay`, the engine behind `guard replay`."""
     rules = load_rules(rules_path)
     engine, decisions, cause = Engine(rules), [], {}
     for index, decision in record_decisions(engine, ((record.value, record.time) for record in records)):
         decisions.append(decision)
         cause[decision.id] = index
     replayed = replay(((r.value, r.time) for r in records), rules)
-    assert {d.id for d in replayed.decisions} == set(cause), "guard.replay disagrees with the engine"
+    assert {d.id for d in replayed.decisions} == set(cause), "guard.tools.replay disagrees with the engine"
     return Expected(decisions, cause)
 
 

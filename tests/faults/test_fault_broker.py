@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guard.generate import generate
 from guard.testing.broker import BrokerInfo, EmbeddedBroker
+from guard.tools.generate import generate
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 OUTAGE = 6.0

@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 
+from guard.contracts.events import MalformedEvent, decode
 from guard.engine import Engine
-from guard.events import MalformedEvent, decode
 from guard.rules.loader import parse_rules
 from guard.testing.events import bounced, sent
 

@@ -33,9 +33,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from guard.generate import generate
 from guard.testing.apache_kafka import ApacheKafka, KafkaCluster
 from guard.testing.broker import BrokerInfo, port_accepts
+from guard.tools.generate import generate
 
 MIN_ISR = {"min.insync.replicas": "2"}
 

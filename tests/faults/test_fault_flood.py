@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from guard.generate import generate
+from guard.tools.generate import generate
 
 SEED = 13
 FLOOD = 50_000

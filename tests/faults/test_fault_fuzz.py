@@ -31,8 +31,8 @@ from collections.abc import Callable
 
 import pytest
 
-from guard.events import IgnoredEvent, MalformedEvent, decode
-from guard.generate import generate
+from guard.contracts.events import IgnoredEvent, MalformedEvent, decode
+from guard.tools.generate import generate
 
 BAD = 10_000
 ODD = 400

@@ -1,7 +1,7 @@
 """Cases 1 and 2: the guard SIGKILLed while a seeded stream with known bad campaigns flows.
 
 The expected decisions are computed offline with the same engine over the same records
-(`kit.expected`, cross-checked with `guard.replay.replay`); the live result is compared by decision
+(`kit.expected`, cross-checked with `guard.tools.replay.replay`); the live result is compared by decision
 id, since a pause request's Idempotency-Key is its decision id. What is asserted, precisely:
 
 * every pause decision of the offline run got at least one answered (200) pause request with its id
@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from guard.generate import generate
+from guard.tools.generate import generate
 
 
 async def wait_settled(kit, topics, tail, guard, expected_ids: set[str], total: int, timeout: float) -> None:

@@ -28,8 +28,8 @@ import time
 
 import pytest
 
-from guard.generate import generate
 from guard.rules import load_rules
+from guard.tools.generate import generate
 
 EVENTS = 1_000_000
 WARM_UP = 200_000

@@ -11,18 +11,12 @@ a record that does not validate is no audit event of this version, and readers s
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from guard.engine import Decision
-from guard.redact import redact
-from guard.rules.durations import format_duration
-from guard.rules.models import Rule
-
 SCHEMA_VERSION = 1
-MAX_ERROR_CHARS = 500
 _AUDIT_NAMESPACE = uuid.UUID("0b5e8f4a-3c1d-4e7a-9f2b-6a8d1c3e5f70")
 
 Outcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "notify_failed"]
@@ -161,79 +155,10 @@ class AuditEvent(_Model):
     timings: Timings
 
 
-def _utc(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, tz=UTC)
-
-
 def audit_id(decision_id: str, outcome: Outcome, detail: str = "") -> str:
     """`detail` tells apart events of one outcome kind, e.g. failed notifications per channel."""
     name = f"{decision_id}/{outcome}" + (f"/{detail}" if detail else "")
     return str(uuid.uuid5(_AUDIT_NAMESPACE, name))
-
-
-def audit_event(
-    decision: Decision,
-    outcome: Outcome,
-    *,
-    decided_at: float,
-    dry_run: bool,
-    result: Result | None = None,
-    answered_at: float | None = None,
-    workspace_id: str | None = None,
-    exemption: ExemptionRef | None = None,
-    notification: NotificationFailure | None = None,
-) -> AuditEvent:
-    rule = decision.rule
-    if result is not None and result.error is not None:
-        # redacted before it is cut, so a cut cannot leave half a secret
-        result = result.model_copy(update={"error": redact(result.error)[:MAX_ERROR_CHARS]})
-    if notification is not None:
-        notification = notification.model_copy(update={"error": redact(notification.error)[:MAX_ERROR_CHARS]})
-    return AuditEvent(
-        id=audit_id(decision.id, outcome, notification.channel if notification is not None else ""),
-        decision_id=decision.id,
-        outcome=outcome,
-        campaign_id=decision.campaign_id,
-        workspace_id=workspace_id,
-        dry_run=dry_run,
-        rule=RuleRef(
-            name=rule.name,
-            version=rule.version,
-            action=rule.action,
-            severity=rule.severity,
-            description=rule.description,
-            labels=rule.labels,
-        ),
-        evidence=Evidence(
-            window=_window_text(rule),
-            numerator=decision.numerator,
-            denominator=decision.denominator,
-            value=decision.value,
-            threshold=rule.level,
-            min_volume=rule.min_volume,
-            evidence_from=_utc(decision.evidence_from),
-            evidence_to=_utc(decision.fired_at),
-            episode_from=_utc(decision.episode_from) if decision.episode_from is not None else None,
-            episode_began=decision.episode_began.value if decision.episode_began is not None else None,
-            message_ids=list(decision.message_ids),
-            lower_bound=decision.lower_bound,
-        ),
-        result=result,
-        superseded_by=decision.superseded_by,
-        exemption=exemption,
-        notification=notification,
-        timings=Timings(
-            event_time=_utc(decision.fired_at),
-            decided_at=_utc(decided_at),
-            answered_at=_utc(answered_at) if answered_at is not None else None,
-        ),
-    )
-
-
-def _window_text(rule: Rule) -> str:
-    if rule.cusum is not None:
-        return f"cusum {rule.cusum.healthy * 100:.6g}% vs {rule.cusum.bad * 100:.6g}%"
-    return format_duration(rule.window) if rule.window is not None else f"last {rule.last}"
 
 
 def read_audit(value: bytes | None) -> AuditEvent:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from guard.health import Health
-from guard.metrics import Metrics
 from guard.redact import redact
+from guard.telemetry.health import Health
+from guard.telemetry.metrics import Metrics
 
 
 def _answer(ok: bool, reason: str) -> web.Response:

@@ -17,12 +17,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from guard.exemptions import Exemptions
-from guard.kafka import client_options
-from guard.settings import KafkaSettings
-from guard.topics import log_ends, read_topic, topic_partitions
+from guard.actions.exemptions import Exemptions
+from guard.runtime.kafka import client_options
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import log_ends, read_topic, topic_partitions
 
-log = structlog.get_logger("guard.control")
+log = structlog.get_logger("guard.runtime.control")
 
 RETRY_SECONDS = 5.0  # between attempts to find or read the control topic when it is missing or unreachable
 POLL_TIMEOUT_MS = 500

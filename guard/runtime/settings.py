@@ -12,10 +12,10 @@ from pydantic import Field, FilePath, PrivateAttr, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from guard import redact
+from guard.actions.workspaces import parse_topic_workspaces
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import ConfigError
-from guard.workspaces import parse_topic_workspaces
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -165,7 +165,7 @@ class LeadterraSettings(BaseSettings):
 
     def workspace_keys(self) -> dict[str, SecretStr]:
         """workspace -> key from LEADTERRA_API_KEYS_FILE ({} without it); ConfigError when it is wrong."""
-        from guard.workspaces import read_api_keys
+        from guard.actions.workspaces import read_api_keys
 
         return read_api_keys(self.api_keys_file) if self.api_keys_file is not None else {}
 

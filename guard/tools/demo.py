@@ -24,20 +24,20 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from guard.audit import read_audit
+from guard.contracts.audit import read_audit
 from guard.engine import Engine, Measure, record_decisions
-from guard.explain import noun
-from guard.generate import Traffic, generate
 from guard.ingest.app import WEBHOOK_PATH, Ingest, IngestConfig
 from guard.ingest.signature import SIGNATURE_HEADER, sign
-from guard.logs import configure_logging
 from guard.rules import RuleSet, load_rules
 from guard.rules.durations import format_duration
 from guard.rules.models import Rule
-from guard.service import Service
-from guard.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.runtime.service import Service
+from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, LeadterraSettings, Settings
+from guard.telemetry.logs import configure_logging
 from guard.testing.broker import FAST_GROUP, EmbeddedBroker
 from guard.testing.leadterra import LeadterraStandIn
+from guard.tools.explain import noun
+from guard.tools.generate import Traffic, generate
 
 SIMULATED_SECONDS = 7200.0  # two hours of sending, squeezed into the demo's duration
 SETTLE_SECONDS = 3.0  # after the last event, time for the last pauses to land

@@ -8,12 +8,12 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from guard.pipeline import Pipeline
-from guard.recovery import Recovery
-from guard.start_offsets import seek_to_start
-from guard.topics import names
+from guard.runtime.pipeline import Pipeline
+from guard.runtime.recovery import Recovery
+from guard.runtime.start_offsets import seek_to_start
+from guard.runtime.topics import names
 
-log = structlog.get_logger("guard.rebalance")
+log = structlog.get_logger("guard.runtime.rebalance")
 
 
 class Rebalance(ConsumerRebalanceListener):
@@ -21,7 +21,7 @@ class Rebalance(ConsumerRebalanceListener):
 
     aiokafka runs these in its coordinator task: the poll loop goes on while they await. They
     share no lock with it; a partition joins the pipeline only once it is positioned, and `recovery`
-    (guard.recovery) takes it from there.
+    (guard.runtime.recovery) takes it from there.
     """
 
     def __init__(
@@ -29,7 +29,7 @@ class Rebalance(ConsumerRebalanceListener):
         consumer: AIOKafkaConsumer,
         pipeline: Pipeline,
         recovery: Recovery,
-        checkpoints: Any = None,  # a guard.checkpoints.Checkpointer: restores on assignment, writes on revoke
+        checkpoints: Any = None,  # a guard.runtime.checkpoints.Checkpointer: restores on assignment, writes on revoke
     ) -> None:
         self._consumer, self._pipeline, self._recovery = consumer, pipeline, recovery
         self._checkpoints = checkpoints

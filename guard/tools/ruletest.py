@@ -33,15 +33,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from guard.contracts.events import Event, Signal
 from guard.engine import Decision, Engine, decide
 from guard.errors import GuardError
-from guard.events import Event, Signal
-from guard.outcomes import DecisionOutcome, evidence_text, outcome_of
 from guard.rules import RuleFileError, RuleSet, load_rules
 from guard.rules.durations import format_duration, parse_duration
 from guard.rules.loader import read_document, validation_problems
 from guard.rules.messages import unknown
 from guard.rules.models import Duration
+from guard.tools.outcomes import DecisionOutcome, evidence_text, outcome_of
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z; only offsets from it matter
 TEST_SCOPE = ("tests", None, "test")  # problems name the test they are in

@@ -31,9 +31,9 @@ from typing import Any
 import structlog
 
 from guard.engine import Decision
-from guard.health import Health
+from guard.telemetry.health import Health
 
-log = structlog.get_logger("guard.recovery")
+log = structlog.get_logger("guard.runtime.recovery")
 
 
 class Stage(enum.Enum):
@@ -154,7 +154,7 @@ class AuditRead:
 class Recovery:
     """Every assigned partition's stage, the audit rescans, and `health.recovering`.
 
-    `rescan(since_ms)` is the audit read (guard.settled.SettledDecisions.scan); `settled(id)` says whether
+    `rescan(since_ms)` is the audit read (guard.runtime.settled.SettledDecisions.scan); `settled(id)` says whether
     the audit holds an outcome for a decision; `resume(decision)` acts on one that has none."""
 
     def __init__(

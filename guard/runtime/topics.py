@@ -14,9 +14,9 @@ from aiokafka.structs import ConsumerRecord
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from guard.errors import GuardError
-from guard.kafka import client_options
-from guard.settings import KafkaSettings
-from guard.start_offsets import seek_to_start
+from guard.runtime.kafka import client_options
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.start_offsets import seek_to_start
 
 LOG_END_TIMEOUT = 30.0  # a fetch from a record the log holds is answered at once; this is for a broker in trouble
 

@@ -3,7 +3,7 @@
 An exemption is a record on the compacted control topic, key `exemption/<id>`, value its JSON;
 revoking it writes a tombstone (null value) for the key, so compaction keeps the latest word on
 each. The guard reads the whole topic before it acts and follows it while it runs
-(guard.control); the action layer asks `Exemptions.find` when a pause is due. Expiry is by wall
+(guard.runtime.control); the action layer asks `Exemptions.find` when a pause is due. Expiry is by wall
 clock at that moment: an expired record simply no longer matches.
 """
 
@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from guard.audit import ExemptionRef
+from guard.contracts.audit import ExemptionRef
 
-log = structlog.get_logger("guard.exemptions")
+log = structlog.get_logger("guard.actions.exemptions")
 
 KEY_PREFIX = "exemption/"
 

@@ -1,7 +1,7 @@
 """`guard run`: wires settings, Kafka, the pipeline, the pause client and the health server.
 
 The poll loop never waits on Leadterra: pauses run in tasks (guard.actions.dispatch). After each
-batch while some partition recovers, and every `commit_interval`, it tells guard.recovery how far
+batch while some partition recovers, and every `commit_interval`, it tells guard.runtime.recovery how far
 the replaying partitions have read; every `commit_interval` it also commits what is settled and
 looks for changed rule files.
 """
@@ -22,29 +22,29 @@ from pydantic import SecretStr
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
 from guard.actions.dispatch import Dispatcher, Publish
+from guard.actions.exemptions import Exemptions
 from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient
-from guard.audit import AuditEvent
-from guard.checkpoints import Checkpointer, CheckpointStore
-from guard.control import ensure_topic, follow
-from guard.dead_letters import DeadLetters
+from guard.actions.workspaces import WorkspaceMap
+from guard.contracts.audit import AuditEvent
 from guard.engine import Decision
 from guard.errors import ConfigError
-from guard.exemptions import Exemptions
-from guard.health import Health
-from guard.kafka import KafkaUnreachable, make_consumer, make_producer, reach, start_producer
-from guard.metrics import Metrics
-from guard.pipeline import Pipeline
-from guard.rebalance import Rebalance
-from guard.recovery import Recovery
 from guard.rules import RuleSet
 from guard.rules.watch import RulesWatcher
-from guard.server import HealthServer
-from guard.settings import Settings
-from guard.settled import SettledDecisions
-from guard.workspaces import WorkspaceMap
+from guard.runtime.checkpoints import Checkpointer, CheckpointStore
+from guard.runtime.control import ensure_topic, follow
+from guard.runtime.dead_letters import DeadLetters
+from guard.runtime.kafka import KafkaUnreachable, make_consumer, make_producer, reach, start_producer
+from guard.runtime.pipeline import Pipeline
+from guard.runtime.rebalance import Rebalance
+from guard.runtime.recovery import Recovery
+from guard.runtime.server import HealthServer
+from guard.runtime.settings import Settings
+from guard.runtime.settled import SettledDecisions
+from guard.telemetry.health import Health
+from guard.telemetry.metrics import Metrics
 
-log = structlog.get_logger("guard.service")
+log = structlog.get_logger("guard.runtime.service")
 
 CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
 PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request checks Kafka is reachable
@@ -367,7 +367,7 @@ class Service:
         self.metrics.commits.labels("ok").inc()
 
     async def _track_recovery(self, consumer: AIOKafkaConsumer, recovery: Recovery) -> None:
-        """How far each replaying partition has read, for guard.recovery to move on those caught up."""
+        """How far each replaying partition has read, for guard.runtime.recovery to move on those caught up."""
         positions = {}
         for tp in recovery.replaying():
             try:

@@ -12,7 +12,7 @@ from aiokafka.errors import BrokerResponseError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
 from guard.errors import ConfigError, GuardError
-from guard.settings import KafkaSettings
+from guard.runtime.settings import KafkaSettings
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:

@@ -25,12 +25,12 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from guard.engine import Engine
 from guard.engine.snapshot import FORMAT, SnapshotError, rules_version
-from guard.metrics import Metrics
-from guard.pipeline import Pipeline
-from guard.settings import KafkaSettings
-from guard.topics import UnknownTopic, read_topic, topic_partitions
+from guard.runtime.pipeline import Pipeline
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import UnknownTopic, read_topic, topic_partitions
+from guard.telemetry.metrics import Metrics
 
-log = structlog.get_logger("guard.checkpoints")
+log = structlog.get_logger("guard.runtime.checkpoints")
 
 CHUNK_BYTES = 512 * 1024  # well under the broker's and the producer's 1 MB defaults, with room for key and headers
 RECORD_FORMAT = 1  # the manifest's own layout

@@ -21,15 +21,15 @@ from datetime import UTC
 from functools import partial
 from pathlib import Path
 
-from guard.audit import audit_event
+from guard.actions.audit import audit_event
+from guard.contracts.events import Event, in_workspace
 from guard.engine import Decision, Engine, decide, decode_records
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
-from guard.events import Event, in_workspace
-from guard.outcomes import compared, outcome_of
 from guard.rules import RuleSet
-from guard.settings import KafkaSettings
-from guard.topics import read_topic
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import read_topic
+from guard.tools.outcomes import compared, outcome_of
 
 _REPLAY_SOURCE = "this replay (--workspace, GUARD_TOPIC_WORKSPACES)"
 # A line's record time when replaying files: none, so a line without a timestamp is malformed.

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from guard.contracts.events import Event
 from guard.engine import Decision, Engine, Measure
-from guard.events import Event
-from guard.explain import fewest_to_fire, noun
 from guard.rules import RuleSet
 from guard.rules.durations import format_duration
 from guard.rules.models import Rule
+from guard.tools.explain import fewest_to_fire, noun
 
 
 @dataclass

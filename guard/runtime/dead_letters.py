@@ -8,9 +8,9 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from guard.metrics import Metrics
+from guard.telemetry.metrics import Metrics
 
-log = structlog.get_logger("guard.dead_letters")
+log = structlog.get_logger("guard.runtime.dead_letters")
 
 TRUNCATED_BYTES = 16 * 1024  # what a dead letter keeps of a record too big to copy whole
 MAX_REASON_CHARS = 1000

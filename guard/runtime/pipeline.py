@@ -9,7 +9,7 @@ For each batch of records of one partition:
    is in that workspace; one whose `workspaceId` names another is dead-lettered as misrouted.
 3. The event goes through the partition's engine. Records before the committed offset were
    handled before a restart or rebalance: they only rebuild the windows and rule states. Their
-   pause decisions are kept aside: once the partition has caught up, guard.recovery checks them
+   pause decisions are kept aside: once the partition has caught up, guard.runtime.recovery checks them
    against the audit topic and acts on any whose outcome was never recorded (the guard died mid-call).
 4. Each live decision goes to the dispatcher, which records it (`fired`) in the audit topic,
    then acts and records the outcome in its own task. Its record's offset is pending until the
@@ -20,9 +20,9 @@ one assignment) are skipped and counted as `redelivered`: evidence counts once.
 An offset is committable once every record before it is handled and its decisions recorded: the
 lowest pending offset, or the next offset to read when nothing is pending. Commits never move
 backwards.
-Checkpoints (guard/checkpoints.py) are a stronger point than a commit: a partition's engine
+Checkpoints (guard/runtime/checkpoints.py) are a stronger point than a commit: a partition's engine
 snapshot covers offset O (its next record) only between batches, after its replay is handed to the
-audit check (guard.recovery: caught up), and while no decision of the process is in flight: every
+audit check (guard.runtime.recovery: caught up), and while no decision of the process is in flight: every
 decision before O is then settled, not just recorded. A partition restored from one starts reading
 at O with the committed offset C as usual: records in [O, C) only rebuild state (step 3), and when C < O the records in
 [C, O) are neither replayed nor acted on again, their decisions being settled already.
@@ -40,16 +40,16 @@ from typing import Any, Protocol
 
 import structlog
 
+from guard.actions.workspaces import WorkspaceMap
+from guard.contracts.events import IgnoredEvent, MalformedEvent, decode, in_workspace
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
-from guard.events import IgnoredEvent, MalformedEvent, decode, in_workspace
-from guard.metrics import Metrics
-from guard.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.rules import RuleSet
-from guard.workspaces import WorkspaceMap
+from guard.runtime.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
+from guard.telemetry.metrics import Metrics
 
-log = structlog.get_logger("guard.pipeline")
+log = structlog.get_logger("guard.runtime.pipeline")
 
 
 class Partition(Hashable, Protocol):
@@ -75,7 +75,7 @@ class DeadLetterSink(Protocol):
 
 
 class PartitionProgress:
-    """What of one partition is handled, pending and committed; its recovery (guard.recovery) says
+    """What of one partition is handled, pending and committed; its recovery (guard.runtime.recovery) says
     what is replayed."""
 
     __slots__ = ("recovery", "audit_read", "new_group", "since_ms", "next_offset", "pending", "last_committed", "busy")
@@ -165,7 +165,7 @@ class Pipeline:
         audit_read: AuditRead | None = None,
     ) -> None:
         """Own `tp`, with a fresh engine or one restored from a checkpoint (`restored_engine`), positioned
-        in `recovery` (guard.recovery.Recovery.positioned); its live pauses wait for `audit_read`."""
+        in `recovery` (guard.runtime.recovery.Recovery.positioned); its live pauses wait for `audit_read`."""
         if recovery is None:  # on its own (tools, tests): nothing else to wait for
             recovery = PartitionRecovery(name(tp), AuditScan.finished())
             recovery.positioned(committed)

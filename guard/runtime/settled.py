@@ -2,7 +2,7 @@
 
 The audit topic is the record: a decision with any outcome but `fired` was acted on (or given
 up on) by some guard process. On every assignment of new partitions the audit topic is read again
-for the rules' look-back (guard.recovery): the pauses of those partitions wait for it.
+for the rules' look-back (guard.runtime.recovery): the pauses of those partitions wait for it.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import structlog
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from guard.audit import read_audit_outcome
-from guard.settings import KafkaSettings
-from guard.topics import UnknownTopic, read_topic
+from guard.contracts.audit import read_audit_outcome
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.topics import UnknownTopic, read_topic
 
-log = structlog.get_logger("guard.settled")
+log = structlog.get_logger("guard.runtime.settled")
 
 
 async def settled_decision_ids(settings: KafkaSettings, audit_topic: str, since_ms: int) -> set[str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from guard.audit import FINAL_OUTCOMES, AuditEvent
+from guard.contracts.audit import FINAL_OUTCOMES, AuditEvent
 
 
 @dataclass

@@ -9,12 +9,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from guard.contracts.events import Event
 from guard.engine import Decision, Engine
 from guard.errors import GuardError
-from guard.events import Event
-from guard.outcomes import compared, outcome_of
 from guard.rules.durations import format_duration
 from guard.rules.models import Rule
+from guard.tools.outcomes import compared, outcome_of
 
 MAX_POINTS = 800  # per line; more adds bytes, not insight
 

@@ -1,0 +1,93 @@
+"""What a decision and its outcome become on the audit topic: the `AuditEvent` of guard.contracts.audit,
+built from the engine's decision, with error texts redacted and cut."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from guard.contracts.audit import (
+    AuditEvent,
+    Evidence,
+    ExemptionRef,
+    NotificationFailure,
+    Outcome,
+    Result,
+    RuleRef,
+    Timings,
+    audit_id,
+)
+from guard.engine import Decision
+from guard.redact import redact
+from guard.rules.durations import format_duration
+from guard.rules.models import Rule
+
+MAX_ERROR_CHARS = 500
+
+
+def audit_event(
+    decision: Decision,
+    outcome: Outcome,
+    *,
+    decided_at: float,
+    dry_run: bool,
+    result: Result | None = None,
+    answered_at: float | None = None,
+    workspace_id: str | None = None,
+    exemption: ExemptionRef | None = None,
+    notification: NotificationFailure | None = None,
+) -> AuditEvent:
+    rule = decision.rule
+    if result is not None and result.error is not None:
+        # redacted before it is cut, so a cut cannot leave half a secret
+        result = result.model_copy(update={"error": redact(result.error)[:MAX_ERROR_CHARS]})
+    if notification is not None:
+        notification = notification.model_copy(update={"error": redact(notification.error)[:MAX_ERROR_CHARS]})
+    return AuditEvent(
+        id=audit_id(decision.id, outcome, notification.channel if notification is not None else ""),
+        decision_id=decision.id,
+        outcome=outcome,
+        campaign_id=decision.campaign_id,
+        workspace_id=workspace_id,
+        dry_run=dry_run,
+        rule=RuleRef(
+            name=rule.name,
+            version=rule.version,
+            action=rule.action,
+            severity=rule.severity,
+            description=rule.description,
+            labels=rule.labels,
+        ),
+        evidence=Evidence(
+            window=_window_text(rule),
+            numerator=decision.numerator,
+            denominator=decision.denominator,
+            value=decision.value,
+            threshold=rule.level,
+            min_volume=rule.min_volume,
+            evidence_from=_utc(decision.evidence_from),
+            evidence_to=_utc(decision.fired_at),
+            episode_from=_utc(decision.episode_from) if decision.episode_from is not None else None,
+            episode_began=decision.episode_began.value if decision.episode_began is not None else None,
+            message_ids=list(decision.message_ids),
+            lower_bound=decision.lower_bound,
+        ),
+        result=result,
+        superseded_by=decision.superseded_by,
+        exemption=exemption,
+        notification=notification,
+        timings=Timings(
+            event_time=_utc(decision.fired_at),
+            decided_at=_utc(decided_at),
+            answered_at=_utc(answered_at) if answered_at is not None else None,
+        ),
+    )
+
+
+def _window_text(rule: Rule) -> str:
+    if rule.cusum is not None:
+        return f"cusum {rule.cusum.healthy * 100:.6g}% vs {rule.cusum.bad * 100:.6g}%"
+    return format_duration(rule.window) if rule.window is not None else f"last {rule.last}"
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=UTC)
