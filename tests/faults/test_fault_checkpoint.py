@@ -129,6 +129,11 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
 
         after = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="after")
         await after.wait_ready()
+
+        async def owns_all() -> bool:  # ready says 200 before the join too; restores come before the partitions
+            return (await after.metrics())("guard_assigned_partitions") == 4
+
+        await kit.wait_until(owns_all, 30, 0.05, "the restarted guard owns every partition")
         restart = await after.metrics()
         for part in parts[1:]:
             await producer.send_all(topics.input, [(r.key, r.value) for r in part])
