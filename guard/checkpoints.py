@@ -225,11 +225,11 @@ class Checkpointer:
         for tp in partitions:
             if not self._idle():
                 return
+            started = time.monotonic()  # the snapshot's encoding counts: it holds the event loop
             taken = self._pipeline.snapshot(tp)
             if taken is None:
                 continue
             data, offset = taken
-            started = time.monotonic()
             try:
                 size = await self._store.write(tp, data, offset, rules_version(self._pipeline.rules), FORMAT)
             except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more

@@ -134,5 +134,5 @@ class Metrics:
             "guard_checkpoint_bytes", "Size of the last checkpoint written (one partition).", registry=r
         )
         self.checkpoint_seconds = Histogram(
-            "guard_checkpoint_seconds", "Time to write one partition's checkpoint.", registry=r
+            "guard_checkpoint_seconds", "Time to take (encode) and write one partition's checkpoint.", registry=r
         )
