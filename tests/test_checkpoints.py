@@ -20,7 +20,15 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
-from guard.checkpoints import CHUNK_BYTES, CheckpointError, CheckpointStore, assemble, partition_key, records
+from guard.checkpoints import (
+    CHUNK_BYTES,
+    CheckpointError,
+    CheckpointStore,
+    TornCheckpoint,
+    assemble,
+    partition_key,
+    records,
+)
 from guard.kafka import read_topic, topic_partitions
 from guard.settings import KafkaSettings
 from guard.testing.events import bounced, sent
@@ -232,3 +240,28 @@ async def test_chunk_keys_a_smaller_checkpoint_leaves_unused_get_tombstones(
     assert stored[b"g/events/2/1/1"] is None and stored[b"g/events/2/1/2"] is None
     checkpoint = (await CheckpointStore(settings, producer, state_topic, "g").load([tp]))[tp]
     assert (checkpoint.offset, checkpoint.data) == (40, small)
+
+
+@pytest.mark.integration
+async def test_chunks_written_after_the_manifest_are_a_torn_write(
+    kafka_bootstrap: str,
+    producer: AIOKafkaProducer,  # noqa: F811
+) -> None:
+    """A crash between the chunks and the manifest: a first checkpoint's chunks alone are TornCheckpoint; a later
+    one's chunks beside an older whole checkpoint leave that one in use, with the torn chunks counted."""
+    state_topic = f"state-{uuid.uuid4().hex[:10]}"
+    await create_state_topic(kafka_bootstrap, state_topic)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    first, second = TopicPartition("events", 0), TopicPartition("events", 1)
+    data = b"d" * (CHUNK_BYTES + 1)
+    for key, value in records("g", first, data, 10, "v1", 1, slot=0)[:-1]:  # the manifest never written
+        await producer.send_and_wait(state_topic, key=key, value=value)
+    for key, value in records("g", second, data, 10, "v1", 1, slot=0):
+        await producer.send_and_wait(state_topic, key=key, value=value)
+    await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
+    for key, value in records("g", second, b"newer", 20, "v1", 1, slot=1)[:-1]:
+        await producer.send_and_wait(state_topic, key=key, value=value)
+
+    found = await CheckpointStore(settings, producer, state_topic, "g").load([first, second])
+    assert isinstance(found[first], TornCheckpoint)
+    assert (found[second].offset, found[second].data, found[second].torn) == (10, data, 1)
