@@ -191,9 +191,13 @@ async def state_bytes(bootstrap: str, state: str, group: str, topic: str) -> dic
     from guard.checkpoints import Checkpoint, CheckpointStore
     from guard.settings import KafkaSettings
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)  # unused: CheckpointStore reads without it
-    store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), producer, state, group)
-    found = await store.load([TopicPartition(topic, p) for p in range(4)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)  # the store's writer, not used to read
+    await producer.start()
+    try:
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), producer, state, group)
+        found = await store.load([TopicPartition(topic, p) for p in range(4)])
+    finally:
+        await producer.stop()
     return {str(tp.partition): len(c.data) for tp, c in found.items() if isinstance(c, Checkpoint)}
 
 
