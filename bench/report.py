@@ -560,7 +560,9 @@ def recovery_section(results: dict[str, Any]) -> list[str]:
         return []
     if "error" in recovery:
         return ["## Recovery", "", "Failed:", "", "```", recovery["error"][-2500:], "```", ""]
-    sizes = recovery["sizes"]
+    sizes = recovery.get("sizes")
+    if not sizes:  # a run from before the recovery section measured checkpoints
+        return []
     out = [
         "## Recovery",
         "",
