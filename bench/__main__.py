@@ -4,7 +4,8 @@
 1. workload   ~1M seeded events (bench/workload.py) produced once to each broker: the embedded Tansu,
               and a single-node Apache Kafka (KRaft, from Maven Central jars, guard/testing/apache_kafka.py)
 2. throughput bare aiokafka vs the guard vs Quix Streams on that topic, 3 repeats (throughput.py), per broker
-3. recovery   restart a guard whose group committed the end of that topic: time to ready (recovery.py), Tansu
+3. recovery   restart -> ready with and without checkpoints, over 1M and 5M events of history; checkpoint size
+              and time; throughput with checkpoints on / off (recovery.py, its own topics), Tansu
 4. profile    py-spy over the guard consuming that topic (profile.py), Tansu
 5. latency    a live `guard run` at 20k events/s, crossings injected, pause requests timed (latency.py), per broker
 6. memory     state per active campaign at 10k and 100k campaigns, no Kafka (memory.py)
@@ -13,7 +14,8 @@ On Apache Kafka the guard runs with its default idempotent producer (Tansu canno
 Maven is missing, the Kafka half is left out and the report says why.
 
 Options: --repeats N (default 3), --scale F (shrinks the workload's small campaigns, e.g. 0.1 for
-a quick check), --only SECTION[,SECTION...], --brokers tansu,kafka (a partial run writes
+a quick check), --only SECTION[,SECTION...], --recovery-sizes N[,N...] (events of history, default
+1M and 5M), --brokers tansu,kafka (a partial run writes
 bench/.cache/RESULTS.partial.md and leaves RESULTS.md alone), --report-only (rewrite RESULTS.md
 from the last full run's figures, e.g. after editing bench/profile_notes.md), --remember (add the
 last full run's headline figures to bench/history.json, the before/after table). Every child process
@@ -34,8 +36,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import latency, memory, profile, report, throughput, workload
-from bench.child import CACHE, ChildFailed, run_child
+from bench import latency, memory, profile, recovery, report, throughput, workload
+from bench.child import CACHE, ChildFailed
 
 SECTIONS = ("throughput", "recovery", "profile", "latency", "memory")
 BROKERS = ("tansu", "kafka")
@@ -47,6 +49,11 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--brokers", default=",".join(BROKERS), help=f"comma-separated, of: {', '.join(BROKERS)}")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated, of: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--recovery-sizes",
+        default=",".join(str(size) for size in recovery.SIZES),
+        help="comma-separated events of history for the recovery section",
+    )
     parser.add_argument(
         "--report-only", action="store_true", help="rewrite RESULTS.md from bench/.cache/results.json, run nothing"
     )
@@ -96,7 +103,8 @@ def main() -> int:
         }
 
     traffic, generated = None, 0.0
-    if only & {"throughput", "recovery", "profile"}:
+    sizes = tuple(int(size) for size in args.recovery_sizes.split(","))
+    if only & {"throughput", "profile"}:
         print("[bench] workload", flush=True)
         clock = time.perf_counter()
         traffic = workload.build(scale=args.scale)
@@ -128,18 +136,14 @@ def main() -> int:
                 "throughput", lambda: throughput.run(bootstrap, topic, expect, args.repeats, idempotence), into, broker
             )
             if broker == "tansu":
-                groups = [
-                    run["guard"]["group"]
-                    for run in (into.get("throughput") or {}).get("runs", [])
-                    if "error" not in run["guard"]
-                ]
-                section("recovery", lambda: _recovery(bootstrap, topic, expect, groups, args.repeats), into, broker)
                 section(
                     "profile",
                     lambda: profile.record(bootstrap, topic, workload.new_name("profile"), expect, 300),
                     into,
                     broker,
                 )
+        if broker == "tansu":
+            section("recovery", lambda: recovery.run(bootstrap, sizes), into, broker)
         if "latency" in only:
             with latency_bootstrap() as where:
                 section("latency", lambda: asyncio.run(latency.run(where, idempotence=idempotence)), into, broker)
@@ -188,24 +192,6 @@ def main() -> int:
     print(report.write(results, target))
     print(f"\n[bench] wrote {target} in {results['elapsed'] / 60:.1f} minutes", flush=True)
     return 1 if results["errors"] else 0
-
-
-def _recovery(bootstrap: str, topic: str, expect: int, groups: list[str], repeats: int) -> dict[str, Any]:
-    """Restart from the groups the throughput runs committed (a guard run first if there are none)."""
-    if not groups:
-        first = throughput.contender("guard", bootstrap, topic, expect, 300)
-        if "error" in first:
-            raise ChildFailed(first["error"])
-        groups = [first["group"]]
-    runs = []
-    for number in range(repeats):
-        group = groups[number % len(groups)]
-        args = ["--bootstrap", bootstrap, "--topic", topic, "--group", group, "--expect", str(expect)]
-        try:
-            runs.append(run_child("bench.recovery", [*args, "--t0", str(time.time())], 300, f"recovery-{number}"))
-        except ChildFailed as error:
-            runs.append({"error": str(error)})
-    return {"runs": runs, "records": expect}
 
 
 if __name__ == "__main__":

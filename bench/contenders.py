@@ -99,10 +99,18 @@ async def bare(bootstrap: str, topic: str, group: str, expect: int) -> dict[str,
 
 
 def guard_service(
-    bootstrap: str, topic: str, group: str, *, dry_run: bool = True, leadterra: Any = None, idempotence: bool = False
+    bootstrap: str,
+    topic: str,
+    group: str,
+    *,
+    dry_run: bool = True,
+    leadterra: Any = None,
+    idempotence: bool = False,
+    **options: Any,
 ):
     """The Service as `guard run` builds it, with the shipped rules. `idempotence`: the guard's
-    default, on brokers that support it (Tansu does not)."""
+    default, on brokers that support it (Tansu does not). `options`: further GuardSettings, e.g.
+    state_topic and checkpoint_interval (checkpoints are off unless both are given)."""
     from guard.rules import load_rules
     from guard.runtime.service import Service
     from guard.runtime.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
@@ -121,6 +129,7 @@ def guard_service(
             dry_run=dry_run,
             http_host="127.0.0.1",
             http_port=0,
+            **({"checkpoint_interval": 0} | options),
         ),
     )
     return Service(settings, load_rules(rules_path))
@@ -169,13 +178,16 @@ class HandleClock:
             last = now
 
 
-async def guard(bootstrap: str, topic: str, group: str, expect: int, idempotence: bool = False) -> dict[str, Any]:
+async def guard(
+    bootstrap: str, topic: str, group: str, expect: int, idempotence: bool = False, **options: Any
+) -> dict[str, Any]:
+    """`options`: further GuardSettings (see guard_service)."""
     from guard.telemetry.logs import configure_logging
 
     configure_logging("INFO")  # as `guard run`: JSON lines on stderr (the child's log file)
     clock = HandleClock(expect)
     started = time.perf_counter()
-    service = guard_service(bootstrap, topic, group, idempotence=idempotence)
+    service = guard_service(bootstrap, topic, group, idempotence=idempotence, **options)
     running = asyncio.create_task(service.run())
     watcher = asyncio.create_task(clock.watch_loop())
     try:
@@ -200,7 +212,11 @@ async def guard(bootstrap: str, topic: str, group: str, expect: int, idempotence
     finally:
         watcher.cancel()
         service.stop()
-        await asyncio.wait_for(running, 30)
+        await asyncio.wait_for(running, 60)
+    checkpoints = {  # with checkpoints on, the stop wrote one of every partition
+        "written": registry.get_sample_value("guard_checkpoints_total", {"result": "written"}) or 0,
+        "seconds": registry.get_sample_value("guard_checkpoint_seconds_sum") or 0,
+    }
     return _result(
         expect,
         started,
@@ -212,6 +228,7 @@ async def guard(bootstrap: str, topic: str, group: str, expect: int, idempotence
         outcomes={o: int(v) for o, v in outcomes.items() if v},
         decisions=int(decisions),
         loop_max_stall_s=clock.max_stall,
+        checkpoints=checkpoints,
     )
 
 
@@ -294,11 +311,20 @@ def main() -> None:
     parser.add_argument("--window", choices=("tumbling", "sliding"), default="tumbling")
     parser.add_argument("--limit", type=float, default=float("inf"), help="quix: stop after this many seconds")
     parser.add_argument("--idempotence", choices=("true", "false"), default="false", help="guard: idempotent producer")
+    parser.add_argument("--state-topic", help="guard: checkpoints to this topic (with --checkpoint-interval)")
+    parser.add_argument("--checkpoint-interval", type=float, default=0.0, help="guard: seconds between checkpoints")
+    parser.add_argument("--max-campaigns", type=int, help="guard: GUARD_MAX_CAMPAIGNS")
     args = parser.parse_args()
+    options: dict[str, Any] = {"checkpoint_interval": args.checkpoint_interval}
+    if args.state_topic:
+        options["state_topic"] = args.state_topic
+    if args.max_campaigns:
+        options["max_campaigns"] = args.max_campaigns
     if args.kind == "bare":
         result = asyncio.run(bare(args.bootstrap, args.topic, args.group, args.expect))
     elif args.kind == "guard":
-        result = asyncio.run(guard(args.bootstrap, args.topic, args.group, args.expect, args.idempotence == "true"))
+        idempotence = args.idempotence == "true"
+        result = asyncio.run(guard(args.bootstrap, args.topic, args.group, args.expect, idempotence, **options))
     else:
         result = quix(args.bootstrap, args.topic, args.group, args.expect, args.window, args.limit)
     emit(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,17 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
-from guard.runtime.checkpoints import CHUNK_BYTES, CheckpointError, assemble, partition_key, records
+from guard.runtime.checkpoints import (
+    CHUNK_BYTES,
+    CheckpointError,
+    CheckpointStore,
+    TornCheckpoint,
+    assemble,
+    partition_key,
+    records,
+)
 from guard.runtime.settings import KafkaSettings
-from guard.runtime.topics import topic_partitions
+from guard.runtime.topics import read_topic, topic_partitions
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -190,3 +199,69 @@ class TestRestart:
         assert second.metrics.records.labels("replayed")._value.get() == 0
         assert len(standin.pause_requests()) == 1
         assert standin.status("camp") == "running"
+
+
+@pytest.mark.integration
+async def test_chunk_keys_a_smaller_checkpoint_leaves_unused_get_tombstones(
+    kafka_bootstrap: str,
+    producer: AIOKafkaProducer,  # noqa: F811
+) -> None:
+    """Three chunks in each slot, then one: the slot's two unused chunk keys end with null values (compaction
+    drops them), also when the writer is a new process that learnt the stored chunks by reading."""
+    state_topic = f"state-{uuid.uuid4().hex[:10]}"
+    await create_state_topic(kafka_bootstrap, state_topic)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    tp = TopicPartition("events", 2)
+    big, small = b"b" * (2 * CHUNK_BYTES + 1), b"small"
+    first = CheckpointStore(settings, producer, state_topic, "g")
+    await first.write(tp, big, 10, "v1", 1)  # slot 0
+    await first.write(tp, big, 20, "v1", 1)  # slot 1
+
+    async def newest() -> dict[bytes, bytes | None]:
+        values: dict[bytes, bytes | None] = {}
+        async for batch in read_topic(settings, state_topic, 0):
+            values.update((record.key, record.value) for record in batch)
+        return values
+
+    stored = await newest()
+    assert all(stored[f"g/events/2/{slot}/{n}".encode()] is not None for slot in (0, 1) for n in range(3))
+
+    second = CheckpointStore(settings, producer, state_topic, "g")  # a restarted guard
+    assert (await second.load([tp]))[tp].offset == 20
+    await second.write(tp, small, 30, "v1", 1)  # slot 0, one chunk
+    stored = await newest()
+    assert stored[b"g/events/2/0/0"] == small
+    assert stored[b"g/events/2/0/1"] is None and stored[b"g/events/2/0/2"] is None
+    assert all(stored[f"g/events/2/1/{n}".encode()] is not None for n in range(3)), "the other slot is kept whole"
+    assert (await second.load([tp]))[tp].data == small
+
+    await second.write(tp, small, 40, "v1", 1)  # slot 1
+    stored = await newest()
+    assert stored[b"g/events/2/1/1"] is None and stored[b"g/events/2/1/2"] is None
+    checkpoint = (await CheckpointStore(settings, producer, state_topic, "g").load([tp]))[tp]
+    assert (checkpoint.offset, checkpoint.data) == (40, small)
+
+
+@pytest.mark.integration
+async def test_chunks_written_after_the_manifest_are_a_torn_write(
+    kafka_bootstrap: str,
+    producer: AIOKafkaProducer,  # noqa: F811
+) -> None:
+    """A crash between the chunks and the manifest: a first checkpoint's chunks alone are TornCheckpoint; a later
+    one's chunks beside an older whole checkpoint leave that one in use, with the torn chunks counted."""
+    state_topic = f"state-{uuid.uuid4().hex[:10]}"
+    await create_state_topic(kafka_bootstrap, state_topic)
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    first, second = TopicPartition("events", 0), TopicPartition("events", 1)
+    data = b"d" * (CHUNK_BYTES + 1)
+    for key, value in records("g", first, data, 10, "v1", 1, slot=0)[:-1]:  # the manifest never written
+        await producer.send_and_wait(state_topic, key=key, value=value)
+    for key, value in records("g", second, data, 10, "v1", 1, slot=0):
+        await producer.send_and_wait(state_topic, key=key, value=value)
+    await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
+    for key, value in records("g", second, b"newer", 20, "v1", 1, slot=1)[:-1]:
+        await producer.send_and_wait(state_topic, key=key, value=value)
+
+    found = await CheckpointStore(settings, producer, state_topic, "g").load([first, second])
+    assert isinstance(found[first], TornCheckpoint)
+    assert (found[second].offset, found[second].data, found[second].torn) == (10, data, 1)

@@ -17,12 +17,15 @@ array (no field names on the wire); arrays of numbers are their raw little-endia
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import hashlib
 import sys
 import typing
 from array import array
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -158,6 +161,21 @@ def _mirror_of(value: Any, mirror: Any) -> Any:
     return mirror(*(getattr(value, name) for name in mirror.__struct_fields__))
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a snapshot's objects are built or read. They are
+    hundreds of thousands of small containers, none in a cycle, whose allocation would trigger
+    full collections over the whole state again and again: this more than halves the time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_collector_paused()
 def snapshot(engine: Engine, rules: RuleSet) -> bytes:
     """The engine's whole state (it was built with `rules`, or reloaded to them last)."""
     seen = engine._seen
@@ -210,6 +228,7 @@ def _series(mirror: Any) -> Series | None:
     return kind(**values)
 
 
+@_collector_paused()
 def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     """Load a snapshot into `engine`, freshly built with `rules` and the settings the snapshot
     was taken with. SnapshotError (and `engine` untouched) if it is not such a snapshot."""

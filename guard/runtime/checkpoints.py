@@ -7,16 +7,20 @@ A checkpoint of partition `<topic>[<p>]` for group `<g>` is written as
   snapshot covers (the next record to read), the rules' version, the snapshot format, the slot, the
   chunk count, the snapshot's length and SHA-256, and when it was written.
 Consecutive checkpoints alternate between two slots, so a write torn by a crash leaves the previous
-checkpoint whole: its manifest still names the other slot. Compaction keeps the newest value per key;
-reading keeps the same. A manifest whose chunks do not add up to its hash is refused (torn or corrupt).
+checkpoint whole: its manifest still names the other slot. Such a torn write shows on reading as chunks
+written (by the writer's record timestamps) after the manifest: counted, and the manifest's checkpoint used.
+Compaction keeps the newest value per key; reading keeps the same. A manifest whose chunks do not add up to
+its hash is refused (torn or corrupt). Once a manifest is acknowledged, chunk keys of its slot beyond its
+chunk count (left by a larger checkpoint, or a torn one) get tombstones, so compaction removes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -59,14 +63,35 @@ class Checkpoint:
     written_ms: int
     slot: int
     data: bytes
+    torn: int = 0  # chunks of a later write whose manifest never arrived (a crash mid-write); not used
 
 
 class CheckpointError(ValueError):
     """A stored checkpoint that cannot be used: torn, corrupt, or of another record format."""
 
 
+class TornCheckpoint(CheckpointError):
+    """Chunks of a partition's first checkpoint, written without their manifest (a crash mid-write)."""
+
+
 def partition_key(group: str, tp: TopicPartition) -> str:
     return f"{group}/{tp.topic}/{tp.partition}"
+
+
+def chunk_key(prefix: str, slot: int, number: int) -> bytes:
+    return f"{prefix}/{slot}/{number}".encode()
+
+
+def stored_chunks(prefix: str, keys: Iterable[bytes]) -> dict[int, set[int]]:
+    """The chunk numbers present per slot among `keys`, for the partition of `prefix`."""
+    found: dict[int, set[int]] = {0: set(), 1: set()}
+    start = f"{prefix}/".encode()
+    for key in keys:
+        if key.startswith(start):
+            slot, _, number = key[len(start) :].partition(b"/")
+            if slot in (b"0", b"1") and number.isdigit():
+                found[int(slot)].add(int(number))
+    return found
 
 
 def records(
@@ -86,7 +111,7 @@ def records(
         hashlib.sha256(data).digest(),
         int(time.time() * 1000),
     )
-    written = [(f"{prefix}/{slot}/{n}".encode(), chunk) for n, chunk in enumerate(chunks)]
+    written = [(chunk_key(prefix, slot, n), chunk) for n, chunk in enumerate(chunks)]
     return [*written, (prefix.encode(), msgspec.msgpack.encode(manifest))]
 
 
@@ -98,7 +123,7 @@ def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> 
         raise CheckpointError(f"unreadable manifest: {error}") from None
     if manifest.format != RECORD_FORMAT:
         raise CheckpointError(f"checkpoint record format {manifest.format}, this guard reads {RECORD_FORMAT}")
-    parts = [latest.get(f"{prefix}/{manifest.slot}/{n}".encode()) for n in range(manifest.chunks)]
+    parts = [latest.get(chunk_key(prefix, manifest.slot, n)) for n in range(manifest.chunks)]
     if any(part is None for part in parts):
         raise CheckpointError("chunks missing")
     data = b"".join(parts)  # type: ignore[arg-type]
@@ -115,6 +140,7 @@ class CheckpointStore:
     def __init__(self, settings: KafkaSettings, producer: AIOKafkaProducer, topic: str, group: str) -> None:
         self._settings, self._producer, self.topic, self._group = settings, producer, topic, group
         self._slots: dict[TopicPartition, int] = {}
+        self._chunks: dict[tuple[TopicPartition, int], set[int]] = {}  # chunk numbers stored per (partition, slot)
 
     async def exists(self) -> bool:
         return bool(await topic_partitions(self._settings, self.topic))
@@ -130,16 +156,30 @@ class CheckpointStore:
         await asyncio.gather(*deliveries)
         await self._producer.send_and_wait(self.topic, key=manifest_key, value=manifest)
         self._slots[tp] = 1 - slot
+        await self._tombstone_beyond(tp, slot, len(chunks))
         return sum(len(value) for _, value in written)
+
+    async def _tombstone_beyond(self, tp: TopicPartition, slot: int, count: int) -> None:
+        """Null values for the slot's chunk keys the manifest just written does not use."""
+        stored = self._chunks.get((tp, slot), set())
+        stale = sorted(number for number in stored if number >= count)
+        if stale:
+            prefix = partition_key(self._group, tp)
+            keys = [chunk_key(prefix, slot, n) for n in stale]
+            deliveries = [await self._producer.send(self.topic, key=key, value=None) for key in keys]
+            await asyncio.gather(*deliveries)
+        self._chunks[(tp, slot)] = set(range(count))
 
     async def load(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Checkpoint | CheckpointError]:
         """The newest checkpoint of each of `partitions` that has one (or why it cannot be used)."""
         latest: dict[bytes, bytes] = {}
+        written_ms: dict[bytes, int] = {}  # each key's newest record timestamp (the writer's clock)
         try:
             async for batch in read_topic(self._settings, self.topic, 0):
                 for record in batch:
                     if record.key is not None and record.value is not None:
                         latest[record.key] = record.value
+                        written_ms[record.key] = record.timestamp
                     elif record.key is not None:
                         latest.pop(record.key, None)  # a tombstone
         except UnknownTopic:
@@ -147,16 +187,24 @@ class CheckpointStore:
         found: dict[TopicPartition, Checkpoint | CheckpointError] = {}
         for tp in partitions:
             prefix = partition_key(self._group, tp)
+            stored = stored_chunks(prefix, latest)
+            for slot, numbers in stored.items():
+                self._chunks[(tp, slot)] = numbers
             manifest = latest.get(prefix.encode())
             if manifest is None:
+                if stored[0] or stored[1]:
+                    found[tp] = TornCheckpoint("chunks without a manifest: the first checkpoint's write was torn")
                 continue
             try:
-                found[tp] = checkpoint = assemble(manifest, latest, prefix)
+                checkpoint = assemble(manifest, latest, prefix)
             except CheckpointError as error:
                 found[tp] = error
                 continue
+            other = 1 - checkpoint.slot
+            torn = sum(1 for n in stored[other] if written_ms[chunk_key(prefix, other, n)] > checkpoint.written_ms)
+            found[tp] = dataclasses.replace(checkpoint, torn=torn) if torn else checkpoint
             # the next checkpoint goes to the other slot: the one just read stays whole until it is done
-            self._slots[tp] = 1 - checkpoint.slot
+            self._slots[tp] = other
         return found
 
 
@@ -177,11 +225,11 @@ class Checkpointer:
         for tp in partitions:
             if not self._idle():
                 return
+            started = time.monotonic()  # the snapshot's encoding counts: it holds the event loop
             taken = self._pipeline.snapshot(tp)
             if taken is None:
                 continue
             data, offset = taken
-            started = time.monotonic()
             try:
                 size = await self._store.write(tp, data, offset, rules_version(self._pipeline.rules), FORMAT)
             except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
@@ -207,10 +255,21 @@ class Checkpointer:
         version = rules_version(self._pipeline.rules)
         for tp, checkpoint in found.items():
             name = f"{tp.topic}[{tp.partition}]"
+            if isinstance(checkpoint, TornCheckpoint):
+                self._metrics.checkpoints.labels("torn").inc()
+                log.warning("checkpoint write was torn; replaying the look-back", partition=name, error=str(checkpoint))
+                continue
             if isinstance(checkpoint, CheckpointError):
                 self._metrics.checkpoints.labels("corrupt").inc()
                 log.warning("checkpoint unusable; replaying the look-back", partition=name, error=str(checkpoint))
                 continue
+            if checkpoint.torn:
+                self._metrics.checkpoints.labels("torn").inc()
+                log.warning(
+                    "a later checkpoint write was torn (its chunks without a manifest); the previous one is used",
+                    partition=name,
+                    chunks=checkpoint.torn,
+                )
             if checkpoint.snapshot_format != FORMAT or checkpoint.rules_version != version:
                 self._metrics.checkpoints.labels("mismatch").inc()
                 log.info("checkpoint of other rules or format; replaying the look-back", partition=name)

@@ -122,9 +122,11 @@ class Metrics:
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)
         self.checkpoints = Counter(
             "guard_checkpoints_total",
-            "State checkpoints by result: written, failed (not written), restored (used on assignment), corrupt "
-            "(torn or damaged: ignored), mismatch (other rules, settings or format), stale (older than the "
-            "look-back), unreadable (the state topic could not be read); all but written and restored replay.",
+            "State checkpoints by result: written, failed (not written), restored (used on assignment), torn (a write "
+            "cut by a crash, its chunks without a manifest: the previous checkpoint is used, else the look-back "
+            "replayed), corrupt (damaged: ignored), mismatch (other rules, settings or format), stale (older than "
+            "the look-back), unreadable (the state topic could not be read); corrupt, mismatch, stale and "
+            "unreadable replay the look-back.",
             ["result"],
             registry=r,
         )
@@ -132,5 +134,5 @@ class Metrics:
             "guard_checkpoint_bytes", "Size of the last checkpoint written (one partition).", registry=r
         )
         self.checkpoint_seconds = Histogram(
-            "guard_checkpoint_seconds", "Time to write one partition's checkpoint.", registry=r
+            "guard_checkpoint_seconds", "Time to take (encode) and write one partition's checkpoint.", registry=r
         )

@@ -333,17 +333,24 @@ class Guards:
 
 @dataclass
 class Topics:
-    """Fresh input, audit and dead-letter topics and a fresh group id."""
+    """Fresh input, audit, dead-letter and state (checkpoint) topics and a fresh group id."""
 
     input: str
     audit: str
     dlq: str
     group: str
+    state: str
 
     @classmethod
     def fresh(cls, prefix: str = "fault") -> Topics:
         suffix = uuid.uuid4().hex[:10]
-        return cls(f"{prefix}-events-{suffix}", f"{prefix}-audit-{suffix}", f"{prefix}-dlq-{suffix}", f"guard-{suffix}")
+        return cls(
+            f"{prefix}-events-{suffix}",
+            f"{prefix}-audit-{suffix}",
+            f"{prefix}-dlq-{suffix}",
+            f"guard-{suffix}",
+            f"{prefix}-state-{suffix}",
+        )
 
 
 async def create_topics(
@@ -354,19 +361,26 @@ async def create_topics(
     replicas: Sequence[int] = (),
     configs: dict[str, str] | None = None,
 ) -> Topics:
-    """Input, audit and dead-letter topics. `replicas`: the broker ids holding every partition, the
-    first one its preferred leader (a cluster test knows which broker leads what); one replica when
-    empty. `configs`: topic configs, e.g. {"min.insync.replicas": "2"}."""
+    """Input, audit and dead-letter topics, and the compacted one-partition state topic. `replicas`: the
+    broker ids holding every partition, the first one its preferred leader (a cluster test knows which
+    broker leads what); one replica when empty. `configs`: topic configs, e.g. {"min.insync.replicas": "2"}."""
+
+    def shape(count: int) -> dict[str, Any]:
+        if replicas:
+            assignment = {p: list(replicas) for p in range(count)}
+            return {"num_partitions": -1, "replication_factor": -1, "replica_assignments": assignment}
+        return {"num_partitions": count, "replication_factor": 1}
+
+    compacted = (configs or {}) | {"cleanup.policy": "compact"}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        if replicas:
-            assignment = {p: list(replicas) for p in range(partitions)}
-            shape: dict[str, Any] = {"num_partitions": -1, "replication_factor": -1, "replica_assignments": assignment}
-        else:
-            shape = {"num_partitions": partitions, "replication_factor": 1}
         response = await admin.create_topics(
-            [NewTopic(t, **shape, topic_configs=configs or {}) for t in (topics.input, topics.audit, topics.dlq)]
+            [
+                NewTopic(t, **shape(partitions), topic_configs=configs or {})
+                for t in (topics.input, topics.audit, topics.dlq)
+            ]
+            + [NewTopic(topics.state, **shape(1), topic_configs=compacted)]
         )
     finally:
         await admin.close()
@@ -653,7 +667,8 @@ class Kit:
         self, topics: Topics, standin: LeadterraStandIn | None, *, bootstrap: str | None = None, **settings: object
     ) -> dict[str, str]:
         """The environment of `guard run` for these topics: the fault rules, fast group settings, a
-        fresh HTTP port; dry run without a stand-in. `settings` are extra variables, e.g.
+        fresh HTTP port; dry run without a stand-in; checkpoints to the test's state topic, off unless
+        the case sets GUARD_CHECKPOINT_INTERVAL. `settings` are extra variables, e.g.
         LEADTERRA_RETRY_DEADLINE=90 or GUARD_RULES=<the shipped rules>."""
         env = {
             **clean_environ(),
@@ -665,6 +680,8 @@ class Kit:
             "GUARD_AUDIT_TOPIC": topics.audit,
             "GUARD_DLQ_TOPIC": topics.dlq,
             "GUARD_GROUP_ID": topics.group,
+            "GUARD_STATE_TOPIC": topics.state,
+            "GUARD_CHECKPOINT_INTERVAL": "0",
             "GUARD_HTTP_HOST": "127.0.0.1",
             "GUARD_HTTP_PORT": str(free_port()),
             "GUARD_COMMIT_INTERVAL": "0.2",

@@ -69,7 +69,10 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     ledger = kit.Ledger(standin)
     topics = await kit.topics()
     # a 1 s session: a restarted guard owns the partitions ~1.8 s after its start (2 s: ~5 s)
-    env = kit.env(topics, standin, KAFKA_SESSION_TIMEOUT_MS=1000, KAFKA_HEARTBEAT_INTERVAL_MS=100)
+    # checkpoints every second: kills land beside (and in) their writes, restarts restore from them
+    env = kit.env(
+        topics, standin, KAFKA_SESSION_TIMEOUT_MS=1000, KAFKA_HEARTBEAT_INTERVAL_MS=100, GUARD_CHECKPOINT_INTERVAL=1
+    )
 
     where: list[tuple[int, int]] = []  # (partition, offset) of each record, in order
     produced_upto = [float("-inf")]  # event time of the last record produced
@@ -150,16 +153,19 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     resumed_logs = sum(
         1 for life in lives + [final] for e in life.logs() if e["event"].startswith("resuming a decision")
     )
+    restores = sum(1 for life in lives + [final] for e in life.logs() if e["event"] == "checkpoint restored")
+    assert restores > 0, "restarts restored checkpoints"
     report_row(
         "1 SIGKILL x20 while a stream flows",
-        f"{len(records):,} records (30 campaigns, 6 turn bad) produced in 40 chunks over ~40 s; {KILLS} SIGKILLs at "
+        f"{len(records):,} records (30 campaigns, 6 turn bad) produced in 40 chunks over ~40 s; checkpoints every "
+        f"second; {KILLS} SIGKILLs at "
         f"seeded moments ({phases['start-up']} during start-up/join/replay, {phases['live']} while live, of which "
         f"{phases['mid-call']} during a pause call), a restart after each; pause calls take 1 s; the user resumed "
         f"{campaign} after its pause settled, before kill #{resumed['kill']}",
         f"{len(expected_ids)} pause decisions expected offline = {len(set(ledger.keys()))} decision ids paid live; "
         f"{answered} answered pause requests, {repeats} idempotent repeats (same key, campaign already paused; "
-        f"{in_process} of them by the same process after a rebalance); {resumed_logs} decisions resumed from the "
-        f"audit topic after a crash; resumed "
+        f"{in_process} of them by the same process after a rebalance); {restores} partition checkpoints restored; "
+        f"{resumed_logs} decisions resumed from the audit topic after a crash; resumed "
         f"campaign: {len(after)} requests after the resume ({len(allowed)} new breach(es) in later evidence), final "
         f"status {standin.status(campaign)}; healthy campaigns untouched; {len(audit)} audit events; {elapsed:.0f} s",
     )
@@ -211,7 +217,7 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
     standin.latency = 0.1
     ledger = kit.Ledger(standin)
     topics = await kit.topics()
-    env = kit.env(topics, standin)  # session timeout 2 s, heartbeat 0.2 s
+    env = kit.env(topics, standin, GUARD_CHECKPOINT_INTERVAL=1)  # session timeout 2 s, heartbeat 0.2 s
     a = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="replica-a")
     b = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="replica-b")
 
@@ -254,14 +260,14 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
             calls = [r for r, _ in ledger.calls if r.header("Idempotency-Key") == key]
             assert calls[1].received_at > killed_at
     assert all(standin.status(c) == "paused" for c in traffic.bad)
-    replayed = metrics.records("replayed")
-    assert replayed > 0, "the survivor rebuilt the killed replica's partitions from the log"
+    replayed, restored = metrics.records("replayed"), metrics("guard_checkpoints_total", result="restored")
+    assert replayed > 0 or restored > 0, "the survivor rebuilt the killed replica's partitions"
     report_row(
         "2 two replicas, one SIGKILLed",
         f"{len(records):,} records (24 campaigns, 5 turn bad) in 12 chunks; replicas split the 4 partitions "
         f"{split_as[0]:.0f}/{split_as[1]:.0f}; replica A SIGKILLed after chunk {kill_after + 1}; session timeout 2 s",
-        f"survivor owned all 4 partitions {takeover:.1f} s after the kill and replayed {replayed:,.0f} records to "
-        f"rebuild state; {len(expected_ids)} pause decisions expected = paid; {answered} answered requests, "
+        f"survivor owned all 4 partitions {takeover:.1f} s after the kill, restored {restored:.0f} checkpoint(s) "
+        f"and replayed {replayed:,.0f} records to rebuild state; {len(expected_ids)} pause decisions expected = paid; {answered} answered requests, "
         f"{repeats} idempotent repeat(s) after the crash; healthy untouched; {elapsed:.0f} s",
     )
     assert takeover < 10
