@@ -13,11 +13,12 @@ import msgspec
 from guard.contracts.events import Event, Signal
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
-from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, Pause, after_pause_decision, resumes
+from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, after_pause_decision, resumes
 from guard.engine.fingerprints import event_key
 from guard.engine.measure import Measure, evidence_from, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
+from guard.engine.state import CampaignState, RuleState
 from guard.rules.models import Rule, RuleSet
 
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
@@ -29,16 +30,6 @@ MAX_AHEAD_SECONDS = 86_400.0
 # At capacity, this share of the tracked campaigns is evicted at once, so the sort that picks them
 # runs once per that many new campaigns, not once per campaign.
 EVICT_SHARE = 20  # 1/20 = 5%
-
-
-@dataclass(slots=True)
-class RuleState:
-    """Where one rule stands for one campaign."""
-
-    pending_since: float | None = None  # condition true since (for `for`)
-    firing: bool = False  # fired during the current breach; quiet until the condition clears
-    last_fired: float | None = None
-    clear_since: float | None = None  # condition false since, while firing (for `keep_firing_for`)
 
 
 def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now: float) -> bool:
@@ -68,23 +59,6 @@ def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now
         return False
     state.firing, state.last_fired = True, now
     return True
-
-
-class CampaignState(msgspec.Struct, gc=False):
-    """Everything kept about one campaign (gc=False: no cycles; the collector need not scan it)."""
-
-    rules: tuple[CompiledRule, ...]
-    series: list[Series | None]  # by the plan's slot; None until an event feeds it
-    watermark: float = float("-inf")  # latest event time seen for the campaign
-    rule_states: dict[str, RuleState] = msgspec.field(default_factory=dict)
-    # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
-    # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules
-    armed: bool = False
-    started_at: float = float("-inf")  # the current episode's start: events from before it are ignored
-    began: EpisodeStart | None = None  # how the current episode began (None: with the first event seen)
-    active: bool = True  # had events since the last sweep
-    last_pause: Pause | None = None  # the pause decision in force (episodes.py: PAUSED), None while running
-    workspace_id: str | None = None  # the workspace its latest event named (None: none yet): decides `rules`
 
 
 @dataclass(slots=True)

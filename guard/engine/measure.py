@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import sqrt
-from typing import TYPE_CHECKING
 
 from guard.engine.cusum import Cusum
 from guard.engine.plan import CompiledRule, Series
+from guard.engine.state import CampaignState
 from guard.engine.windows import LastN
 from guard.rules.models import Rule
-
-if TYPE_CHECKING:
-    from guard.engine.engine import CampaignState
 
 # Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
 _EPSILON = 1e-9

@@ -32,8 +32,9 @@ import msgspec
 
 from guard.engine import dedupe
 from guard.engine.cusum import Cusum
-from guard.engine.engine import CampaignState, Engine, EngineStats, RuleState
+from guard.engine.engine import Engine, EngineStats
 from guard.engine.plan import Series
+from guard.engine.state import CampaignState, RuleState
 from guard.engine.windows import LastN, SlidingCount
 from guard.rules.models import RuleSet
 

@@ -1,0 +1,37 @@
+"""What the engine keeps per campaign: its series, its rules' states, its episode and workspace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from guard.engine.episodes import EpisodeStart, Pause
+from guard.engine.plan import CompiledRule, Series
+
+
+@dataclass(slots=True)
+class RuleState:
+    """Where one rule stands for one campaign."""
+
+    pending_since: float | None = None  # condition true since (for `for`)
+    firing: bool = False  # fired during the current breach; quiet until the condition clears
+    last_fired: float | None = None
+    clear_since: float | None = None  # condition false since, while firing (for `keep_firing_for`)
+
+
+class CampaignState(msgspec.Struct, gc=False):
+    """Everything kept about one campaign (gc=False: no cycles; the collector need not scan it)."""
+
+    rules: tuple[CompiledRule, ...]
+    series: list[Series | None]  # by the plan's slot; None until an event feeds it
+    watermark: float = float("-inf")  # latest event time seen for the campaign
+    rule_states: dict[str, RuleState] = msgspec.field(default_factory=dict)
+    # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
+    # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules
+    armed: bool = False
+    started_at: float = float("-inf")  # the current episode's start: events from before it are ignored
+    began: EpisodeStart | None = None  # how the current episode began (None: with the first event seen)
+    active: bool = True  # had events since the last sweep
+    last_pause: Pause | None = None  # the pause decision in force (episodes.py: PAUSED), None while running
+    workspace_id: str | None = None  # the workspace its latest event named (None: none yet): decides `rules`
