@@ -1,4 +1,5 @@
-"""Actions on the outside world: the Leadterra pause call, with its retry policy."""
+"""A decision acted on: the dispatcher, the Leadterra pause call, notifications, exemptions, workspace keys,
+and the audit event built from a decision."""
 
 from guard.actions.pause import PauseClient, PauseResult
 

@@ -1,0 +1,1 @@
+"""Metrics, health and log configuration: what the services say about themselves."""
