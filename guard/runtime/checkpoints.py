@@ -186,8 +186,16 @@ def complete(prefix: str, latest: dict[bytes, tuple[bytes | None, int]]) -> int 
 class CheckpointStore:
     """Writes and reads the checkpoints of one consumer group's partitions."""
 
-    def __init__(self, settings: KafkaSettings, producer: AIOKafkaProducer, topic: str, group: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        producer: AIOKafkaProducer,
+        topic: str,
+        group: str,
+        first_window: int = FIRST_WINDOW,
+    ) -> None:
         self._settings, self._producer, self.topic, self._group = settings, producer, topic, group
+        self._first_window = first_window
         self._slots: dict[TopicPartition, int] = {}
         self._chunks: dict[tuple[TopicPartition, int], set[int]] = {}  # chunk numbers stored per (partition, slot)
         self.records_read = 0  # records of the state topic the last `load` read
@@ -260,7 +268,7 @@ class CheckpointStore:
         earliest: dict[int, int] = {}  # per state partition: the oldest record time read
         self.records_read = 0
         prefixes = [partition_key(self._group, tp) for tp in partitions]
-        async with aclosing(read_backwards(self._settings, self.topic, FIRST_WINDOW)) as windows:
+        async with aclosing(read_backwards(self._settings, self.topic, self._first_window)) as windows:
             async for window in windows:
                 self.records_read += len(window.records)
                 newer = {}
