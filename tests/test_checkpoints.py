@@ -85,12 +85,16 @@ class TestRecords:
             assemble(latest[prefix.encode()], latest, prefix)
 
 
-async def create_state_topic(bootstrap: str, name: str) -> None:
+async def create_state_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(name, num_partitions=1, replication_factor=1, topic_configs={"cleanup.policy": "compact"})]
+            [
+                NewTopic(
+                    name, num_partitions=partitions, replication_factor=1, topic_configs={"cleanup.policy": "compact"}
+                )
+            ]
         )
     finally:
         await admin.close()
@@ -382,3 +386,25 @@ class TestTail:
         found = await store.load([self.TP, never])
         assert never not in found and found[self.TP].offset == 9
         assert store.records_read == held
+
+    async def test_a_state_topic_of_several_partitions_is_read_back_to_the_newest_manifest_in_each(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        """The checkpoint in state partition 1, a later torn write's chunks in partition 0 behind twenty newer
+        records: partition 0 is read back past them to the manifest's time, so the torn write is seen."""
+        state_topic = f"state-{uuid.uuid4().hex[:10]}"
+        await create_state_topic(kafka_bootstrap, state_topic, partitions=3)
+        whole = b"w" * (3 * CHUNK_BYTES + 1)
+        for key, value in records("g", self.TP, whole, 600, "v1", 1, slot=0):
+            await producer.send_and_wait(state_topic, key=key, value=value, partition=1)
+        await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
+        for key, value in records("g", self.TP, b"t" * (2 * CHUNK_BYTES), 700, "v1", 1, slot=1)[:-1]:
+            await producer.send_and_wait(state_topic, key=key, value=value, partition=0)
+        for n in range(20):  # another group's checkpoints, newer than everything above
+            await producer.send_and_wait(state_topic, key=b"h/events/0/0/%d" % n, value=b"x", partition=0)
+
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), producer, state_topic, "g", 1)
+        found = await store.load([self.TP])
+        assert (found[self.TP].offset, found[self.TP].data, found[self.TP].torn) == (600, whole, 2)
