@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -70,6 +71,16 @@ class TestRecords:
         new = records("g", self.TP, b"new" * 1000, 20, "v1", 1, slot=1)
         latest = dict(old) | dict(new[:-1])
         assert assemble(latest[prefix.encode()], latest, prefix).data == b"old" * 1000
+
+    def test_a_manifest_from_before_it_named_the_other_slots_chunks_still_reads(self) -> None:
+        """A state topic written by the previous release: its manifests end before `other_chunks`."""
+        prefix = partition_key("g", self.TP)
+        latest = dict(records("g", self.TP, b"x" * 10, 10, "v1", 1, slot=1, other_chunks=3))
+        fields = msgspec.msgpack.decode(latest[prefix.encode()])
+        assert fields[-1] == 3, "other_chunks is the manifest's last field"
+        latest[prefix.encode()] = msgspec.msgpack.encode(fields[:-1])
+        checkpoint = assemble(latest[prefix.encode()], latest, prefix)
+        assert (checkpoint.offset, checkpoint.data, checkpoint.other_chunks) == (10, b"x" * 10, 0)
 
     @pytest.mark.parametrize("damage", ["missing", "changed", "manifest"])
     def test_a_damaged_checkpoint_is_refused(self, damage: str) -> None:
