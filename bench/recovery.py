@@ -87,6 +87,7 @@ async def recover(
             r: int(registry.get_sample_value("guard_checkpoints_total", {"result": r}) or 0)
             for r in ("restored", "torn", "corrupt", "mismatch", "stale")
         }
+        state_records_read = int(registry.get_sample_value("guard_checkpoint_records_read") or 0)
     finally:
         service.stop()
         await asyncio.wait_for(running, 60)
@@ -99,6 +100,7 @@ async def recover(
         "readyz_status": status,
         "outcomes": outcomes,
         "checkpoints": checkpoints,
+        "state_records_read": state_records_read,  # the state topic's tail the restore read
         "replay_rate": expect / (replayed - assigned) if replayed and assigned and not state_topic else None,
     }
 

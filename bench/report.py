@@ -572,7 +572,8 @@ def recovery_section(results: dict[str, Any]) -> list[str]:
         "(off-on, on-off): without checkpoints, and with a checkpoint of every partition every 10 s (the default is "
         "60 s) and on stop; the on/off ratio is taken within each pair, then averaged. Then a group of each kind gets "
         "a restarted guard (a new process; interpreter start and imports count): without checkpoints it replays "
-        "every record, with them it restores each partition's newest checkpoint and reads nothing before it. One "
+        "every record, with them it restores each partition's newest checkpoint and reads nothing before it, "
+        "reading the state topic from its end back to the newest checkpoints. One "
         "restart each; the checkpoint's time is guard_checkpoint_seconds (encode + write, per partition) of the "
         "checkpoints written at stop (bench/recovery.py).",
         "",
@@ -588,6 +589,7 @@ def recovery_section(results: dict[str, Any]) -> list[str]:
                 f"{size['events']:,}",
                 fmt(off.get("ready_s"), "s", 1),
                 fmt(on.get("ready_s"), "s", 2),
+                fmt(on.get("state_records_read")),
                 " / ".join(fmt(pair["off"].get("rate"), "/s") for pair in size.get("pairs", [])),
                 " / ".join(fmt(pair["on"].get("rate"), "/s") for pair in size.get("pairs", [])),
                 fmt(size.get("rate_ratio"), "x", 3),
@@ -602,6 +604,7 @@ def recovery_section(results: dict[str, Any]) -> list[str]:
                 "events of history",
                 "ready after restart, no checkpoints (replay)",
                 "ready after restart, checkpoints",
+                "state topic records the restore read",
                 "throughput off (pair 1 / 2)",
                 "throughput on (pair 1 / 2)",
                 "on / off",

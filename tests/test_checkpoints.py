@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,6 +23,7 @@ from test_service import (  # noqa: F401  (fixtures)
 
 from guard.runtime.checkpoints import (
     CHUNK_BYTES,
+    FIRST_WINDOW,
     CheckpointError,
     CheckpointStore,
     TornCheckpoint,
@@ -70,6 +72,16 @@ class TestRecords:
         latest = dict(old) | dict(new[:-1])
         assert assemble(latest[prefix.encode()], latest, prefix).data == b"old" * 1000
 
+    def test_a_manifest_from_before_it_named_the_other_slots_chunks_still_reads(self) -> None:
+        """A state topic written by the previous release: its manifests end before `other_chunks`."""
+        prefix = partition_key("g", self.TP)
+        latest = dict(records("g", self.TP, b"x" * 10, 10, "v1", 1, slot=1, other_chunks=3))
+        fields = msgspec.msgpack.decode(latest[prefix.encode()])
+        assert fields[-1] == 3, "other_chunks is the manifest's last field"
+        latest[prefix.encode()] = msgspec.msgpack.encode(fields[:-1])
+        checkpoint = assemble(latest[prefix.encode()], latest, prefix)
+        assert (checkpoint.offset, checkpoint.data, checkpoint.other_chunks) == (10, b"x" * 10, 0)
+
     @pytest.mark.parametrize("damage", ["missing", "changed", "manifest"])
     def test_a_damaged_checkpoint_is_refused(self, damage: str) -> None:
         prefix = partition_key("g", self.TP)
@@ -84,12 +96,16 @@ class TestRecords:
             assemble(latest[prefix.encode()], latest, prefix)
 
 
-async def create_state_topic(bootstrap: str, name: str) -> None:
+async def create_state_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(name, num_partitions=1, replication_factor=1, topic_configs={"cleanup.policy": "compact"})]
+            [
+                NewTopic(
+                    name, num_partitions=partitions, replication_factor=1, topic_configs={"cleanup.policy": "compact"}
+                )
+            ]
         )
     finally:
         await admin.close()
@@ -226,8 +242,11 @@ async def test_chunk_keys_a_smaller_checkpoint_leaves_unused_get_tombstones(
     stored = await newest()
     assert all(stored[f"g/events/2/{slot}/{n}".encode()] is not None for slot in (0, 1) for n in range(3))
 
-    second = CheckpointStore(settings, producer, state_topic, "g")  # a restarted guard
+    # a restarted guard whose first window holds just the newest checkpoint (slot 1: three chunks, the manifest):
+    # slot 0's chunk count comes from that manifest, not from reading slot 0's chunks
+    second = CheckpointStore(settings, producer, state_topic, "g", first_window=4)
     assert (await second.load([tp]))[tp].offset == 20
+    assert second.records_read == 4
     await second.write(tp, small, 30, "v1", 1)  # slot 0, one chunk
     stored = await newest()
     assert stored[b"g/events/2/0/0"] == small
@@ -265,3 +284,138 @@ async def test_chunks_written_after_the_manifest_are_a_torn_write(
     found = await CheckpointStore(settings, producer, state_topic, "g").load([first, second])
     assert isinstance(found[first], TornCheckpoint)
     assert (found[second].offset, found[second].data, found[second].torn) == (10, data, 1)
+
+
+async def write_records(producer: AIOKafkaProducer, topic: str, written: list[tuple[bytes, bytes]]) -> None:  # noqa: F811
+    for key, value in written:
+        await producer.send_and_wait(topic, key=key, value=value)
+
+
+@pytest.mark.integration
+class TestTail:
+    """A restore reads the state topic from its end backwards, only as far as the newest checkpoints reach."""
+
+    TP = TopicPartition("events", 1)
+    OTHER = TopicPartition("events", 2)
+
+    async def superseded(self, bootstrap: str, producer: AIOKafkaProducer, count: int) -> tuple[str, int]:  # noqa: F811
+        """A state topic holding `count` superseded one-chunk checkpoints of two partitions (Tansu never compacts,
+        Kafka never compacts the active segment); returns its name and the records it holds."""
+        state_topic = f"state-{uuid.uuid4().hex[:10]}"
+        await create_state_topic(bootstrap, state_topic)
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=bootstrap), producer, state_topic, "g")
+        for n in range(count):
+            await store.write(self.TP, b"old %d" % n, n, "v1", 1)
+            await store.write(self.OTHER, b"other %d" % n, n, "v1", 1)
+        return state_topic, 4 * count
+
+    async def test_many_superseded_checkpoints_are_not_read(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        state_topic, held = await self.superseded(kafka_bootstrap, producer, 150)
+        settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+        data = b"n" * (2 * CHUNK_BYTES + 1)
+        await CheckpointStore(settings, producer, state_topic, "g").write(self.TP, data, 1000, "v1", 1)
+
+        store = CheckpointStore(settings, producer, state_topic, "g")
+        found = await store.load([self.TP, self.OTHER])
+        assert (found[self.TP].offset, found[self.TP].data, found[self.TP].torn) == (1000, data, 0)
+        assert (found[self.OTHER].offset, found[self.OTHER].data) == (149, b"other 149")
+        assert store.records_read <= FIRST_WINDOW < held
+
+    async def test_a_newest_checkpoint_across_several_windows_is_read_whole(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        """Four chunks and the manifest, read in windows of 2, 4, ...: the load goes on until every chunk is in."""
+        state_topic, held = await self.superseded(kafka_bootstrap, producer, 20)
+        settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+        data = bytes(range(256)) * (3 * CHUNK_BYTES // 256 + 1)
+        await write_records(producer, state_topic, records("g", self.TP, data, 500, "v1", 1, slot=0))
+
+        store = CheckpointStore(settings, producer, state_topic, "g", first_window=2)
+        found = await store.load([self.TP])
+        assert (found[self.TP].offset, found[self.TP].data) == (500, data)
+        assert store.records_read == 2 + 4
+        assert store.records_read < held
+
+    async def test_a_torn_write_beyond_the_first_window_leaves_the_previous_checkpoint_in_use(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        """The newest records are a torn write's chunks (no manifest): reading goes past them to the whole
+        checkpoint before, uses it and counts the torn chunks; the next write tombstones them."""
+        state_topic, held = await self.superseded(kafka_bootstrap, producer, 20)
+        settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+        whole = b"w" * (CHUNK_BYTES + 1)
+        await write_records(producer, state_topic, records("g", self.TP, whole, 600, "v1", 1, slot=0))
+        await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
+        torn = records("g", self.TP, b"t" * (2 * CHUNK_BYTES + 1), 700, "v1", 1, slot=1)[:-1]
+        await write_records(producer, state_topic, torn)
+
+        store = CheckpointStore(settings, producer, state_topic, "g", first_window=2)
+        found = await store.load([self.TP])
+        assert (found[self.TP].offset, found[self.TP].data, found[self.TP].torn) == (600, whole, 3)
+        assert store.records_read < held
+
+        await store.write(self.TP, b"small", 800, "v1", 1)  # slot 1, one chunk: the torn chunks 1 and 2 go
+        values: dict[bytes, bytes | None] = {}
+        async for batch in read_topic(settings, state_topic, 0):
+            values.update((record.key, record.value) for record in batch)
+        assert values[b"g/events/1/1/0"] == b"small"
+        assert values[b"g/events/1/1/1"] is None and values[b"g/events/1/1/2"] is None
+
+    async def test_a_damaged_newest_checkpoint_is_refused_not_replaced_by_an_older_one(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        """A chunk of the newest checkpoint overwritten: the newest value counts, so the checkpoint is corrupt."""
+        state_topic, held = await self.superseded(kafka_bootstrap, producer, 20)
+        settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+        written = records("g", self.TP, b"c" * (2 * CHUNK_BYTES + 1), 900, "v1", 1, slot=0)
+        await write_records(producer, state_topic, written)
+        await producer.send_and_wait(state_topic, key=written[1][0], value=b"garbage")
+
+        store = CheckpointStore(settings, producer, state_topic, "g", first_window=2)
+        found = await store.load([self.TP])
+        assert isinstance(found[self.TP], CheckpointError)
+        assert store.records_read < held
+
+    async def test_a_partition_without_a_checkpoint_reads_to_the_start(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        state_topic, held = await self.superseded(kafka_bootstrap, producer, 10)
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), producer, state_topic, "g", 2)
+        never = TopicPartition("events", 3)
+        found = await store.load([self.TP, never])
+        assert never not in found and found[self.TP].offset == 9
+        assert store.records_read == held
+
+    async def test_a_state_topic_of_several_partitions_is_read_back_to_the_newest_manifest_in_each(
+        self,
+        kafka_bootstrap: str,
+        producer: AIOKafkaProducer,  # noqa: F811
+    ) -> None:
+        """The checkpoint in state partition 1, a later torn write's chunks in partition 0 behind twenty newer
+        records: partition 0 is read back past them to the manifest's time, so the torn write is seen."""
+        state_topic = f"state-{uuid.uuid4().hex[:10]}"
+        await create_state_topic(kafka_bootstrap, state_topic, partitions=3)
+        whole = b"w" * (3 * CHUNK_BYTES + 1)
+        for key, value in records("g", self.TP, whole, 600, "v1", 1, slot=0):
+            await producer.send_and_wait(state_topic, key=key, value=value, partition=1)
+        await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
+        for key, value in records("g", self.TP, b"t" * (2 * CHUNK_BYTES), 700, "v1", 1, slot=1)[:-1]:
+            await producer.send_and_wait(state_topic, key=key, value=value, partition=0)
+        for n in range(20):  # another group's checkpoints, newer than everything above
+            await producer.send_and_wait(state_topic, key=b"h/events/0/0/%d" % n, value=b"x", partition=0)
+
+        store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), producer, state_topic, "g", 1)
+        found = await store.load([self.TP])
+        assert (found[self.TP].offset, found[self.TP].data, found[self.TP].torn) == (600, whole, 2)

@@ -12,6 +12,15 @@ written (by the writer's record timestamps) after the manifest: counted, and the
 Compaction keeps the newest value per key; reading keeps the same. A manifest whose chunks do not add up to
 its hash is refused (torn or corrupt). Once a manifest is acknowledged, chunk keys of its slot beyond its
 chunk count (left by a larger checkpoint, or a torn one) get tombstones, so compaction removes them.
+
+Reading starts at the state topic's end and goes backwards in windows of doubling size, until it has every
+asked partition's newest manifest and that manifest's chunks (written just before it), and has reached the
+manifest's time in every partition of the state topic (so chunks of a torn later write are seen): superseded
+checkpoints that compaction has not removed yet (it never touches the active segment) are not read. A
+partition without a manifest costs a read to the start. What the writer must tombstone is not read either:
+each manifest carries how many chunk keys the other slot holds, and chunks of the other slot seen in the
+tail (a torn write) are added. Stale keys of a write cut between its manifest and its tombstones stay until
+a larger checkpoint of that slot overwrites them.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import Callable, Iterable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import msgspec
@@ -31,12 +41,13 @@ from guard.engine import Engine
 from guard.engine.snapshot import FORMAT, SnapshotError, rules_version
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.settings import KafkaSettings
-from guard.runtime.topics import UnknownTopic, read_topic, topic_partitions
+from guard.runtime.topics import UnknownTopic, Window, read_backwards, topic_partitions
 from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.runtime.checkpoints")
 
 CHUNK_BYTES = 512 * 1024  # well under the broker's and the producer's 1 MB defaults, with room for key and headers
+FIRST_WINDOW = 64  # offsets of each state partition read first (up to 32 MiB of chunks); each further window doubles
 RECORD_FORMAT = 1  # the manifest's own layout
 
 
@@ -50,6 +61,7 @@ class Manifest(msgspec.Struct, array_like=True):
     size: int
     sha256: bytes
     written_ms: int  # wall clock: a checkpoint older than the rules' look-back is not used
+    other_chunks: int = 0  # chunk keys the other slot holds (numbers below this): the next write's tombstones
 
 
 _manifest_decoder = msgspec.msgpack.Decoder(Manifest)
@@ -64,6 +76,8 @@ class Checkpoint:
     slot: int
     data: bytes
     torn: int = 0  # chunks of a later write whose manifest never arrived (a crash mid-write); not used
+    chunks: int = 0
+    other_chunks: int = 0
 
 
 class CheckpointError(ValueError):
@@ -95,7 +109,14 @@ def stored_chunks(prefix: str, keys: Iterable[bytes]) -> dict[int, set[int]]:
 
 
 def records(
-    group: str, tp: TopicPartition, data: bytes, offset: int, rules_version: str, snapshot_format: int, slot: int
+    group: str,
+    tp: TopicPartition,
+    data: bytes,
+    offset: int,
+    rules_version: str,
+    snapshot_format: int,
+    slot: int,
+    other_chunks: int = 0,
 ) -> list[tuple[bytes, bytes]]:
     """The (key, value) records of one checkpoint, in the order they must be written: the manifest last."""
     prefix = partition_key(group, tp)
@@ -110,6 +131,7 @@ def records(
         len(data),
         hashlib.sha256(data).digest(),
         int(time.time() * 1000),
+        other_chunks,
     )
     written = [(chunk_key(prefix, slot, n), chunk) for n, chunk in enumerate(chunks)]
     return [*written, (prefix.encode(), msgspec.msgpack.encode(manifest))]
@@ -130,17 +152,53 @@ def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> 
     if len(data) != manifest.size or hashlib.sha256(data).digest() != manifest.sha256:
         raise CheckpointError("chunks do not match the manifest (a torn or corrupt write)")
     return Checkpoint(
-        manifest.offset, manifest.rules_version, manifest.snapshot_format, manifest.written_ms, manifest.slot, data
+        manifest.offset,
+        manifest.rules_version,
+        manifest.snapshot_format,
+        manifest.written_ms,
+        manifest.slot,
+        data,
+        chunks=manifest.chunks,
+        other_chunks=manifest.other_chunks,
     )
+
+
+def complete(prefix: str, latest: dict[bytes, tuple[bytes | None, int]]) -> int | None:
+    """The time of the partition's newest manifest once it and its chunks have been read (or it is unreadable,
+    so its chunks do not matter), else None: read further back."""
+    found = latest.get(prefix.encode())
+    if found is None:
+        return None
+    value, written_ms = found
+    if value is None:
+        return written_ms
+    try:
+        manifest = _manifest_decoder.decode(value)
+    except msgspec.DecodeError:
+        return written_ms
+    if manifest.format != RECORD_FORMAT:
+        return written_ms
+    if all(chunk_key(prefix, manifest.slot, n) in latest for n in range(manifest.chunks)):
+        return written_ms
+    return None
 
 
 class CheckpointStore:
     """Writes and reads the checkpoints of one consumer group's partitions."""
 
-    def __init__(self, settings: KafkaSettings, producer: AIOKafkaProducer, topic: str, group: str) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        producer: AIOKafkaProducer,
+        topic: str,
+        group: str,
+        first_window: int = FIRST_WINDOW,
+    ) -> None:
         self._settings, self._producer, self.topic, self._group = settings, producer, topic, group
+        self._first_window = first_window
         self._slots: dict[TopicPartition, int] = {}
         self._chunks: dict[tuple[TopicPartition, int], set[int]] = {}  # chunk numbers stored per (partition, slot)
+        self.records_read = 0  # records of the state topic the last `load` read
 
     async def exists(self) -> bool:
         return bool(await topic_partitions(self._settings, self.topic))
@@ -150,7 +208,8 @@ class CheckpointStore:
     ) -> int:
         """Write one checkpoint: every chunk acknowledged, then the manifest. Returns the bytes written."""
         slot = self._slots.get(tp, 0)
-        written = records(self._group, tp, data, offset, rules_version, snapshot_format, slot)
+        other_chunks = max(self._chunks.get((tp, 1 - slot), set()), default=-1) + 1
+        written = records(self._group, tp, data, offset, rules_version, snapshot_format, slot, other_chunks)
         *chunks, (manifest_key, manifest) = written
         deliveries = [await self._producer.send(self.topic, key=key, value=value) for key, value in chunks]
         await asyncio.gather(*deliveries)
@@ -172,40 +231,67 @@ class CheckpointStore:
 
     async def load(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Checkpoint | CheckpointError]:
         """The newest checkpoint of each of `partitions` that has one (or why it cannot be used)."""
-        latest: dict[bytes, bytes] = {}
-        written_ms: dict[bytes, int] = {}  # each key's newest record timestamp (the writer's clock)
         try:
-            async for batch in read_topic(self._settings, self.topic, 0):
-                for record in batch:
-                    if record.key is not None and record.value is not None:
-                        latest[record.key] = record.value
-                        written_ms[record.key] = record.timestamp
-                    elif record.key is not None:
-                        latest.pop(record.key, None)  # a tombstone
+            latest = await self._read_tail(partitions)
         except UnknownTopic:
             return {}
+        values = {key: value for key, (value, _) in latest.items() if value is not None}
         found: dict[TopicPartition, Checkpoint | CheckpointError] = {}
         for tp in partitions:
             prefix = partition_key(self._group, tp)
-            stored = stored_chunks(prefix, latest)
+            stored = stored_chunks(prefix, values)
             for slot, numbers in stored.items():
                 self._chunks[(tp, slot)] = numbers
-            manifest = latest.get(prefix.encode())
+            manifest = values.get(prefix.encode())
             if manifest is None:
                 if stored[0] or stored[1]:
                     found[tp] = TornCheckpoint("chunks without a manifest: the first checkpoint's write was torn")
                 continue
             try:
-                checkpoint = assemble(manifest, latest, prefix)
+                checkpoint = assemble(manifest, values, prefix)
             except CheckpointError as error:
                 found[tp] = error
                 continue
             other = 1 - checkpoint.slot
-            torn = sum(1 for n in stored[other] if written_ms[chunk_key(prefix, other, n)] > checkpoint.written_ms)
+            torn = sum(1 for n in stored[other] if latest[chunk_key(prefix, other, n)][1] > checkpoint.written_ms)
             found[tp] = dataclasses.replace(checkpoint, torn=torn) if torn else checkpoint
+            self._chunks[(tp, checkpoint.slot)] |= set(range(checkpoint.chunks))
+            self._chunks[(tp, other)] |= set(range(checkpoint.other_chunks))
             # the next checkpoint goes to the other slot: the one just read stays whole until it is done
             self._slots[tp] = other
         return found
+
+    async def _read_tail(self, partitions: list[TopicPartition]) -> dict[bytes, tuple[bytes | None, int]]:
+        """The newest value (None: a tombstone) and record time of each key in the state topic's tail, read
+        backwards until every partition's newest checkpoint is in it."""
+        latest: dict[bytes, tuple[bytes | None, int]] = {}
+        earliest: dict[int, int] = {}  # per state partition: the oldest record time read
+        self.records_read = 0
+        prefixes = [partition_key(self._group, tp) for tp in partitions]
+        async with aclosing(read_backwards(self._settings, self.topic, self._first_window)) as windows:
+            async for window in windows:
+                self.records_read += len(window.records)
+                newer = {}
+                for record in window.records:  # offset order within a partition, and a key has one partition
+                    if record.key is not None and record.key not in latest:
+                        newer[record.key] = (record.value, record.timestamp)
+                    earliest[record.partition] = min(earliest.get(record.partition, record.timestamp), record.timestamp)
+                latest.update(newer)
+                if self._enough(prefixes, latest, earliest, window):
+                    break
+        return latest
+
+    @staticmethod
+    def _enough(
+        prefixes: list[str], latest: dict[bytes, tuple[bytes | None, int]], earliest: dict[int, int], window: Window
+    ) -> bool:
+        """Every newest manifest read with its chunks, and every state partition read back to their time."""
+        times = [complete(prefix, latest) for prefix in prefixes]
+        if any(written_ms is None for written_ms in times):
+            return False
+        since = min(times, default=0)
+        reached = {tp.partition for tp in window.at_start}
+        return all(partition in reached or oldest <= since for partition, oldest in earliest.items())
 
 
 class Checkpointer:
@@ -251,6 +337,7 @@ class Checkpointer:
             self._metrics.checkpoints.labels("unreadable").inc()
             log.warning("checkpoints not read; replaying the look-back", error=repr(error))
             return {}
+        self._metrics.checkpoint_records_read.set(self._store.records_read)
         restored = {}
         version = rules_version(self._pipeline.rules)
         for tp, checkpoint in found.items():

@@ -1,10 +1,11 @@
-"""Reading topics without a consumer group: their partitions, where each ends, and every record of a
-time range up to those ends."""
+"""Reading topics without a consumer group: their partitions, where each ends, every record of a
+time range up to those ends, and a topic's tail, newest windows first."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -62,6 +63,57 @@ async def read_topic(
                 yield batch
     finally:
         await consumer.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    records: list[ConsumerRecord]  # in offset order within each partition
+    at_start: frozenset[TopicPartition]  # partitions read back to their start: nothing older is left
+
+
+async def read_backwards(settings: KafkaSettings, topic: str, first: int) -> AsyncIterator[Window]:
+    """Windows of every partition of `topic`, from the end each had when reading started back to its start:
+    the newest `first` offsets, then the `2 * first` before them, and so on, each twice the one before.
+    The caller stops iterating (in `contextlib.aclosing`) once it has what it needs."""
+    partitions = await topic_partitions(settings, topic)
+    if not partitions:
+        raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    try:
+        await consumer.start()
+        consumer.assign(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        lower = await log_ends(consumer, partitions)
+        size = first
+        while any(lower[tp] > starts[tp] for tp in partitions):
+            upper = dict(lower)
+            lower = {tp: max(starts[tp], upper[tp] - size) for tp in partitions}
+            records = await _read_range(consumer, lower, upper)
+            yield Window(records, frozenset(tp for tp in partitions if lower[tp] <= starts[tp]))
+            size *= 2
+    finally:
+        await consumer.stop()
+
+
+async def _read_range(
+    consumer: AIOKafkaConsumer, lower: dict[TopicPartition, int], upper: dict[TopicPartition, int]
+) -> list[ConsumerRecord]:
+    """The records of each partition from `lower` (inclusive) to `upper` (exclusive)."""
+    reading = {tp for tp in lower if lower[tp] < upper[tp]}
+    for tp in reading:
+        consumer.seek(tp, lower[tp])
+    read: list[ConsumerRecord] = []
+    while reading:
+        fetched = await consumer.getmany(*reading, timeout_ms=1000, max_records=10_000)
+        for tp, records in fetched.items():
+            for record in records:
+                if record.offset >= upper[tp]:
+                    reading.discard(tp)
+                    break
+                read.append(record)
+            if tp in reading and await consumer.position(tp) >= upper[tp]:
+                reading.discard(tp)
+    return read
 
 
 @retry(

@@ -133,6 +133,11 @@ class Metrics:
         self.checkpoint_bytes = Gauge(
             "guard_checkpoint_bytes", "Size of the last checkpoint written (one partition).", registry=r
         )
+        self.checkpoint_records_read = Gauge(
+            "guard_checkpoint_records_read",
+            "Records of the state topic the last restore read: its tail, back to each partition's newest checkpoint.",
+            registry=r,
+        )
         self.checkpoint_seconds = Histogram(
             "guard_checkpoint_seconds", "Time to take (encode) and write one partition's checkpoint.", registry=r
         )
