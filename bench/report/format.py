@@ -43,3 +43,12 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def row(name: str, value: str, target: str, met: bool | None) -> list[str]:
     return [name, value, target, "-" if met is None else ("met" if met else "**missed**")]
+
+
+def failed(title: str, error: str) -> list[str]:
+    """A section whose measurement failed: its title and the error's end (where the cause is)."""
+    return [f"## {title}", "", "Failed:", "", *quoted(error)]
+
+
+def quoted(error: str) -> list[str]:
+    return ["```", error[-2500:], "```", ""]

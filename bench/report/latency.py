@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import fmt, fmt_spread, table
+from bench.report.format import failed, fmt, fmt_spread, table
 
 
 def latency_section(results: dict[str, Any], broker: str = "Tansu") -> list[str]:
@@ -12,7 +12,7 @@ def latency_section(results: dict[str, Any], broker: str = "Tansu") -> list[str]
     if not latency:
         return []
     if "error" in latency:
-        return [f"## Decision latency on {broker}", "", "Failed:", "", "```", latency["error"][-2500:], "```", ""]
+        return failed(f"Decision latency on {broker}", latency["error"])
     rows = [
         [
             f"block {number}",

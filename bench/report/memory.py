@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import KIB, fmt, table
+from bench.report.format import KIB, failed, fmt, table
 
 
 def memory_section(results: dict[str, Any]) -> list[str]:
@@ -12,7 +12,7 @@ def memory_section(results: dict[str, Any]) -> list[str]:
     if not memory:
         return []
     if "error" in memory:
-        return ["## Memory", "", "Failed:", "", "```", memory["error"][-2500:], "```", ""]
+        return failed("Memory", memory["error"])
     rows = [
         [
             f"{size['campaigns']:,}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.child import ROOT
-from bench.report.format import fmt, table
+from bench.report.format import failed, fmt, table
 
 NOTES = ROOT / "bench" / "profile_notes.md"
 
@@ -15,7 +15,7 @@ def profile_section(results: dict[str, Any]) -> list[str]:
     if not profile:
         return []
     if "error" in profile:
-        return ["## Profile", "", "Failed:", "", "```", profile["error"][-2500:], "```", ""]
+        return failed("Profile", profile["error"])
     parsed, run = profile["profile"], profile["run"]
     out = [
         "## Profile",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report.format import fmt, fmt_spread, spread, table
+from bench.report.format import failed, fmt, fmt_spread, quoted, spread, table
 
 
 def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[str]:
@@ -12,7 +12,7 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
     if not throughput:
         return []
     if "error" in throughput:
-        return [f"## Throughput on {broker}", "", "Failed:", "", "```", throughput["error"][-2500:], "```", ""]
+        return failed(f"Throughput on {broker}", throughput["error"])
     runs = throughput["runs"]
     cut = throughput.get("repeats_asked", len(runs)) > len(runs)
     out = [
@@ -122,9 +122,9 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
     for kind in ("bare", "guard", "quix"):
         for number, run in enumerate(runs, 1):
             if "error" in run[kind]:
-                out += [f"**{kind}, repeat {number} failed:**", "", "```", run[kind]["error"][-2500:], "```", ""]
+                out += [f"**{kind}, repeat {number} failed:**", "", *quoted(run[kind]["error"])]
     if "error" in sliding:
-        out += ["**Quix Streams sliding window failed:**", "", "```", sliding["error"][-2500:], "```", ""]
+        out += ["**Quix Streams sliding window failed:**", "", *quoted(sliding["error"])]
     elif sliding and sliding.get("campaigns_over_threshold") is not None:
         out += [
             "Quix Streams' sliding window updates every window of the key that the record falls in, so its cost per "
