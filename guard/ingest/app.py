@@ -115,7 +115,8 @@ class IngestHealth:
 
 
 class Ingest:
-    """The HTTP routes, the producer, and their lifecycle. `run()` returns after `stop()` has drained."""
+    """The HTTP routes, the producer, and their lifecycle. `run()` returns after `stop()` has drained:
+    in-flight requests answered, the producer flushed."""
 
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
@@ -290,17 +291,3 @@ class Ingest:
 
 def _answer(code: int, **body: str) -> web.Response:
     return web.json_response(body, status=code)
-
-
-async def run_until_signalled(ingest: Ingest) -> None:
-    """Run until SIGTERM or SIGINT, then drain: in-flight requests are answered, the producer flushed."""
-    import signal
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, ingest.stop)
-    try:
-        await ingest.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
