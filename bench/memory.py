@@ -30,6 +30,7 @@ import collections
 import gc
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,72 +101,68 @@ def measure(
 
 def flood(campaigns: int, cap: int) -> dict[str, Any]:
     """RSS while `campaigns` distinct one-event campaigns go through one engine capped at `cap`."""
-    import json
-
-    from guard.contracts.events import decode
     from guard.engine import Engine
     from guard.rules import load_rules
 
     engine = Engine(load_rules(ROOT / "rules"), max_campaigns=cap or None)
-    start = 1_767_225_600.0
-    gc.collect()
-    before = peak = rss_bytes()
-    started = time.perf_counter()
-    for n in range(campaigns):
-        value = json.dumps(
-            {"event": "message.sent", "timestamp": None, "data": {"campaignId": f"flood_{n:07d}", "messageId": f"m{n}"}}
-        ).encode()
-        engine.process(decode(value, start + n * 0.01))
-        if n % 10_000 == 0:
-            peak = max(peak, rss_bytes())
-    elapsed = time.perf_counter() - started
-    gc.collect()
-    after = rss_bytes()
+    grown, peak, elapsed = _sends_through(
+        engine, campaigns, lambda n: {"campaignId": f"flood_{n:07d}", "messageId": f"m{n}"}, 0.01, 10_000
+    )
     return {
         "campaigns": campaigns,
         "cap": cap,
         "tracked": engine.campaigns,
         "evicted": engine.stats.evicted_campaigns,
-        "rss_delta": after - before,
-        "rss_peak_delta": max(peak, after) - before,
-        "per_tracked": (after - before) / max(1, engine.campaigns),
+        "rss_delta": grown,
+        "rss_peak_delta": peak,
+        "per_tracked": grown / max(1, engine.campaigns),
         "events_per_s": campaigns / elapsed,
     }
 
 
 def id_flood(ids: int, budget: int) -> dict[str, Any]:
     """RSS while `ids` distinct message ids go into three campaigns of one engine with `budget` dedupe keys."""
-    import json
-
-    from guard.contracts.events import decode
     from guard.engine import Engine
     from guard.rules import load_rules
 
     engine = Engine(load_rules(ROOT / "rules"), max_dedupe_keys=budget or None)
-    start = 1_767_225_600.0
-    gc.collect()
-    before = peak = rss_bytes()
-    started = time.perf_counter()
-    for n in range(ids):
-        data = {"campaignId": f"camp_{n % 3}", "messageId": f"msg_{n:09d}"}
-        engine.process(
-            decode(json.dumps({"event": "message.sent", "timestamp": None, "data": data}).encode(), start + n / 1000)
-        )
-        if n % 50_000 == 0:
-            peak = max(peak, rss_bytes())
-    elapsed = time.perf_counter() - started
-    gc.collect()
-    after = rss_bytes()
+    grown, peak, elapsed = _sends_through(
+        engine, ids, lambda n: {"campaignId": f"camp_{n % 3}", "messageId": f"msg_{n:09d}"}, 1 / 1000, 50_000
+    )
     return {
         "ids": ids,
         "budget": budget,
         "keys": engine.dedupe_keys,
         "evicted": engine.dedupe_evicted,
-        "rss_delta": after - before,
-        "rss_peak_delta": max(peak, after) - before,
-        "per_key": (after - before) / max(1, engine.dedupe_keys),
+        "rss_delta": grown,
+        "rss_peak_delta": peak,
+        "per_key": grown / max(1, engine.dedupe_keys),
         "events_per_s": ids / elapsed,
     }
+
+
+def _sends_through(
+    engine: Any, count: int, data: Callable[[int], dict[str, str]], spacing: float, every: int
+) -> tuple[int, int, float]:
+    """`count` `message.sent` events, the n-th with `data(n)`, `spacing` s of event time apart, through the engine:
+    RSS growth at the end and at its peak (read every `every` events), and the seconds it took."""
+    import json
+
+    from guard.contracts.events import decode
+
+    start = 1_767_225_600.0
+    gc.collect()
+    before = peak = rss_bytes()
+    started = time.perf_counter()
+    for n in range(count):
+        value = json.dumps({"event": "message.sent", "timestamp": None, "data": data(n)}).encode()
+        engine.process(decode(value, start + n * spacing))
+        if n % every == 0:
+            peak = max(peak, rss_bytes())
+    elapsed = time.perf_counter() - started
+    gc.collect()
+    after = rss_bytes()
+    return after - before, max(peak, after) - before, elapsed
 
 
 def _source(filename: str, lineno: int) -> str:

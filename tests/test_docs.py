@@ -23,7 +23,7 @@ SETTINGS = [
 
 @pytest.mark.parametrize("variable", SETTINGS)
 def test_every_setting_is_in_the_readme_table(variable: str) -> None:
-    """A setting added to guard/runtime/settings.py without a README row fails here."""
+    """A setting added to guard/runtime/settings/ without a README row fails here."""
     assert f"| `{variable}` |" in README
 
 

@@ -13,6 +13,7 @@ from guard.actions.audit import audit_event
 from guard.actions.exemptions import Exemptions
 from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient, PauseResult
+from guard.actions.tasks import wait_then_cancel
 from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.audit import AuditEvent, ExemptionRef, Outcome, Result
 from guard.engine import Decision
@@ -96,13 +97,7 @@ class Dispatcher:
         """Wait up to `timeout` s for in-flight decisions; cancel the rest (a restart resumes them:
         recorded ones from the audit topic, unrecorded ones from their uncommitted offsets).
         Returns how many were cancelled."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        left = list(self._tasks)
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
-        return len(left)
+        return await wait_then_cancel(self._tasks, timeout)
 
     async def _settle(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None) -> None:
         """`_record_and_act`, with a crash (a bug, or evidence no audit event can hold) logged and

@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from guard import redact
 from guard.actions.audit import audit_event
+from guard.actions.tasks import wait_then_cancel
 from guard.contracts.audit import AuditEvent, NotificationFailure
 from guard.engine import Decision
 from guard.errors import GuardError
@@ -164,14 +165,9 @@ class Notifier:
 
     async def aclose(self, grace: float) -> None:
         """Give messages under way `grace` seconds, then cancel the rest (they are logged, not audited)."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=grace)
-        left = list(self._tasks)
-        for task in left:
-            task.cancel()
-        await asyncio.gather(*left, return_exceptions=True)
+        left = await wait_then_cancel(self._tasks, grace)
         if left:
-            log.warning("notifications not sent at shutdown", count=len(left))
+            log.warning("notifications not sent at shutdown", count=left)
         await self._client.aclose()
 
 

@@ -22,7 +22,8 @@ from pydantic import SecretStr
 from guard import redact
 from guard.errors import ConfigError
 
-_HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
+# What an `Authorization: Bearer <key>` header can carry: visible ASCII, no spaces.
+HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
 _WORKSPACE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
@@ -46,7 +47,7 @@ def read_api_keys(path: Path) -> dict[str, SecretStr]:
     for workspace, key in data.items():
         if not isinstance(workspace, str) or not _WORKSPACE_ID.fullmatch(workspace):
             raise ConfigError(f"{name}: {str(workspace)[:40]!r} is not a workspace id")
-        if not isinstance(key, str) or not _HEADER_SAFE_KEY.fullmatch(key.strip()):
+        if not isinstance(key, str) or not HEADER_SAFE_KEY.fullmatch(key.strip()):
             raise ConfigError(
                 f"{name}: the key of workspace {workspace} is empty or holds characters an HTTP header cannot carry"
             )

@@ -14,8 +14,9 @@ from guard.rules import RuleFileError, load_rules
 def _run(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
-    from guard.runtime.service import Service, run_until_signalled
+    from guard.runtime.service import Service
     from guard.runtime.settings import Settings
+    from guard.runtime.signals import run_until_signalled
     from guard.telemetry.logs import configure_logging
 
     try:
@@ -40,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from guard.ingest.app import Ingest, IngestConfig, run_until_signalled
+    from guard.ingest.app import Ingest, IngestConfig
+    from guard.runtime.signals import run_until_signalled
     from guard.telemetry.logs import configure_logging
 
     try:

@@ -23,7 +23,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from pydantic import ValidationError
 
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
@@ -32,6 +31,7 @@ from guard.ingest.webhook import UnusableWebhook, webhook_record
 from guard.runtime.kafka import client_options
 from guard.runtime.server import health_app
 from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
+from guard.runtime.settings.env import invalid, read_each
 
 log = structlog.get_logger("guard.ingest")
 
@@ -52,20 +52,9 @@ class IngestConfig:
     @classmethod
     def from_env(cls) -> IngestConfig:
         """Read the environment; raises ConfigError naming every wrong variable."""
-        problems, groups = [], {}
-        for name, group, prefix in (
-            ("kafka", KafkaSettings, "KAFKA_"),
-            ("guard", GuardSettings, "GUARD_"),
-            ("ingest", IngestSettings, "GUARD_INGEST_"),
-            ("webhook", WebhookSettings, "LEADTERRA_WEBHOOK_"),
-        ):
-            try:
-                groups[name] = group()
-            except ValidationError as error:
-                for detail in error.errors():
-                    loc = "_".join(str(part) for part in detail["loc"]).upper()
-                    variable = loc if loc.startswith("GUARD_") else prefix + loc  # aliased fields are named in full
-                    problems.append(f"{variable}: {detail['msg'].removeprefix('Value error, ')}")
+        groups, problems = read_each(
+            {"kafka": KafkaSettings, "guard": GuardSettings, "ingest": IngestSettings, "webhook": WebhookSettings}
+        )
         secrets: tuple[bytes, ...] = ()
         tokens: tuple[bytes, ...] = ()
         try:
@@ -76,7 +65,7 @@ class IngestConfig:
         except ConfigError as error:
             problems.append(str(error))
         if problems:
-            raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+            raise invalid(problems)
         return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens)
 
     def __repr__(self) -> str:  # never the secrets
@@ -126,7 +115,8 @@ class IngestHealth:
 
 
 class Ingest:
-    """The HTTP routes, the producer, and their lifecycle. `run()` returns after `stop()` has drained."""
+    """The HTTP routes, the producer, and their lifecycle. `run()` returns after `stop()` has drained:
+    in-flight requests answered, the producer flushed."""
 
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
@@ -301,17 +291,3 @@ class Ingest:
 
 def _answer(code: int, **body: str) -> web.Response:
     return web.json_response(body, status=code)
-
-
-async def run_until_signalled(ingest: Ingest) -> None:
-    """Run until SIGTERM or SIGINT, then drain: in-flight requests are answered, the producer flushed."""
-    import signal
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, ingest.stop)
-    try:
-        await ingest.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

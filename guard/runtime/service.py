@@ -9,8 +9,6 @@ looks for changed rule files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -19,7 +17,6 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
 from guard.actions.dispatch import Dispatcher, Publish
 from guard.actions.exemptions import Exemptions
@@ -28,26 +25,24 @@ from guard.actions.pause import PauseClient
 from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.audit import AuditEvent
 from guard.engine import Decision
-from guard.errors import ConfigError
 from guard.rules import RuleSet
 from guard.rules.watch import RulesWatcher
 from guard.runtime.checkpoints import Checkpointer, CheckpointStore
 from guard.runtime.control import ensure_topic, follow
 from guard.runtime.dead_letters import DeadLetters
-from guard.runtime.kafka import KafkaUnreachable, make_consumer, make_producer, reach, start_producer
+from guard.runtime.kafka import make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.rebalance import Rebalance
 from guard.runtime.recovery import Recovery
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import Settings
 from guard.runtime.settled import SettledDecisions
+from guard.runtime.startup import PROBE_SECONDS, check_topics, log_configuration, reach_kafka, serve_probes
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.runtime.service")
 
-CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
-PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request checks Kafka is reachable
 MAX_RECORDS_PER_POLL = 500  # small batches: pause tasks, probes and heartbeats run between them
 POLL_TIMEOUT_MS = 200
 AUDIT_RETRY_SECONDS = 1.0
@@ -83,13 +78,7 @@ class Service:
 
     async def run(self) -> None:
         settings = self.settings.guard
-        try:  # first: probes answer while Kafka is still being reached
-            await self.server.start()
-        except OSError as error:
-            raise ConfigError(
-                f"cannot serve /livez, /readyz and /metrics on {settings.http_host}:{settings.http_port} "
-                f"(GUARD_HTTP_HOST, GUARD_HTTP_PORT): {error.strerror or error}"
-            ) from None
+        await serve_probes(self.server, settings)
         producer = make_producer(self.settings.kafka)
         consumer = make_consumer(self.settings.kafka, settings.group_id)
         pause_client = self._pause_client(self.settings.leadterra.key())
@@ -136,9 +125,9 @@ class Service:
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
         self.metrics.dedupe_keys_limit.set(settings.max_dedupe_keys)
-        self._log_configuration()
+        log_configuration(self.settings, self.rules, self.server.port)
         try:
-            if not await self._reach_kafka():
+            if not await reach_kafka(self.settings.kafka, settings.kafka_connect_timeout, self.health, self._stop):
                 return
             await start_producer(producer, self.settings.kafka)
             self._spawn(self._follow_control())
@@ -146,7 +135,7 @@ class Service:
             self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher, recovery)
             listener = Rebalance(consumer, pipeline, recovery, self._checkpointer)
             consumer.subscribe(list(settings.input_topics), listener=listener)
-            await self._check_topics(consumer)
+            await check_topics(consumer, settings.input_topics, self.health, self.metrics)
             log.info("guard started", topics=list(settings.input_topics), http_port=self.server.port)
             await self._poll(consumer, pipeline, recovery)
             self.health.stopping = True
@@ -200,97 +189,6 @@ class Service:
         if self._checkpointer is not None and (self._checkpointing is None or self._checkpointing.done()):
             self._checkpointing = asyncio.create_task(self._checkpointer.write(pipeline.assigned))
 
-    def _log_configuration(self) -> None:
-        """One line with the effective configuration, for whoever reads the logs first (no secrets:
-        the key and password are not in it, and every line passes the redaction point)."""
-        kafka, guard = self.settings.kafka, self.settings.guard
-        log.info(
-            "guard starting",
-            brokers=kafka.bootstrap_servers,
-            security_protocol=kafka.security_protocol,
-            topics=list(guard.input_topics),
-            **({"topic_workspaces": guard.topic_workspaces} if guard.topic_workspaces else {}),
-            group=guard.group_id,
-            audit_topic=guard.audit_topic,
-            dlq_topic=guard.dlq_topic,
-            rules={rule.name: rule.version for rule in self.rules.rules},
-            rules_path=str(guard.rules),
-            dry_run=guard.dry_run,
-            leadterra=self.settings.leadterra.api_url,
-            http=f"{guard.http_host}:{self.server.port}",
-        )
-
-    async def _reach_kafka(self) -> bool:
-        """Start-up waits for Kafka (a broker starting alongside the guard, DNS not there yet): one
-        line per attempt, backing off, until GUARD_KAFKA_CONNECT_TIMEOUT. False if stopped meanwhile."""
-        servers, limit = self.settings.kafka.bootstrap_servers, self.settings.guard.kafka_connect_timeout
-        self.health.connecting = True
-
-        async def pause(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), seconds)
-
-        def retrying(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            self.health.kafka_error = str(error)
-            log.warning(
-                "Kafka not reachable; retrying",
-                servers=servers,
-                error=str(error),
-                attempt=state.attempt_number,
-                retry_in=round(state.upcoming_sleep, 1),
-            )
-
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_before_delay(limit) | (lambda _: self._stop.is_set()),
-                wait=wait_exponential_jitter(multiplier=0.5, max=CONNECT_BACKOFF_MAX, jitter=0.5),
-                retry=retry_if_exception_type(KafkaUnreachable),
-                before_sleep=retrying,
-                sleep=pause,
-                reraise=True,
-            ):
-                with attempt:
-                    await reach(self.settings.kafka, PROBE_SECONDS)
-        except KafkaUnreachable as error:
-            if self._stop.is_set():
-                return False
-            raise KafkaUnreachable(
-                f"Kafka not reachable at {servers} within {limit:g} s (GUARD_KAFKA_CONNECT_TIMEOUT): {error}"
-            ) from None
-        if attempt.retry_state.attempt_number > 1:
-            log.info("Kafka reachable", servers=servers)
-        self.health.connecting, self.health.kafka_error = False, None
-        self.health.polled()  # the stall clock starts now, not when connecting began
-        return not self._stop.is_set()
-
-    async def _check_topics(self, consumer: AIOKafkaConsumer, known: set[str] | None = None) -> None:
-        """Input topics the brokers do not know: an error line when that changes, a metric, and
-        not ready while none of them exists (a typo in GUARD_INPUT_TOPICS on brokers that do not
-        create topics on demand would otherwise look healthy while protecting nothing)."""
-        configured = self.settings.guard.input_topics
-        if known is None:
-            try:
-                known = await asyncio.wait_for(consumer.topics(), PROBE_SECONDS)
-            except (KafkaError, OSError, TimeoutError):
-                return  # the reachability probe reports that
-        missing = tuple(topic for topic in configured if topic not in known)
-        self.health.input_topics = configured
-        self.metrics.topics_missing.set(len(missing))
-        if missing == self.health.missing_topics:
-            return
-        if missing:
-            log.error(
-                "input topics do not exist; nothing on them is protected",
-                missing=list(missing),
-                present=[topic for topic in configured if topic not in missing],
-                setting="GUARD_INPUT_TOPICS",
-            )
-        found = [topic for topic in self.health.missing_topics if topic not in missing]
-        if found:
-            log.info("input topics found", topics=found)
-        self.health.missing_topics = missing
-
     def _pause_client(self, key: SecretStr | None) -> PauseClient | None:
         leadterra = self.settings.leadterra
         if self.settings.guard.dry_run or key is None:
@@ -342,7 +240,7 @@ class Service:
         (the consumer itself just retries quietly and returns empty batches)."""
         try:
             known = await asyncio.wait_for(consumer.topics(), PROBE_SECONDS)
-            await self._check_topics(consumer, known)
+            await check_topics(consumer, self.settings.guard.input_topics, self.health, self.metrics, known)
             if self.health.kafka_error is not None:
                 log.info("Kafka reachable again")
             self.health.kafka_error = None
@@ -424,15 +322,3 @@ def _publisher(producer: AIOKafkaProducer, topic: str) -> Publish:
                 await asyncio.sleep(AUDIT_RETRY_SECONDS)
 
     return publish
-
-
-async def run_until_signalled(service: Service) -> None:
-    """Run the service; SIGTERM and SIGINT start a graceful stop."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, service.stop)
-    try:
-        await service.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)

@@ -1,0 +1,45 @@
+"""Settings from the environment, grouped per subsystem, one module per group. Every field says its unit and why."""
+
+from __future__ import annotations
+
+from guard.errors import ConfigError
+from guard.runtime.settings.env import read_groups
+from guard.runtime.settings.guard import GuardSettings
+from guard.runtime.settings.ingest import IngestSettings, WebhookSettings
+from guard.runtime.settings.kafka import KafkaSettings
+from guard.runtime.settings.leadterra import LeadterraSettings
+
+__all__ = [
+    "GuardSettings",
+    "IngestSettings",
+    "KafkaSettings",
+    "LeadterraSettings",
+    "Settings",
+    "WebhookSettings",
+    "kafka_settings_from_env",
+]
+
+
+class Settings:
+    """All settings, read once at start-up."""
+
+    def __init__(self, kafka: KafkaSettings, leadterra: LeadterraSettings, guard: GuardSettings) -> None:
+        self.kafka, self.leadterra, self.guard = kafka, leadterra, guard
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the environment; raises ConfigError naming every wrong variable."""
+        settings = cls(**read_groups({"kafka": KafkaSettings, "leadterra": LeadterraSettings, "guard": GuardSettings}))
+        has_keys = settings.leadterra.key() is not None or bool(settings.leadterra.workspace_keys())
+        if not settings.guard.dry_run and not has_keys:
+            raise ConfigError(
+                "invalid settings:\n"
+                "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE, or LEADTERRA_API_KEYS_FILE) is required unless "
+                "GUARD_DRY_RUN=true"
+            )
+        return settings
+
+
+def kafka_settings_from_env() -> KafkaSettings:
+    """The `KAFKA_*` settings alone (for `guard replay kafka:...`); raises ConfigError like `Settings.from_env`."""
+    return read_groups({"kafka": KafkaSettings})["kafka"]

@@ -1,0 +1,70 @@
+"""`guard ingest`: the webhook signing secrets and the limits of its routes."""
+
+from __future__ import annotations
+
+from pydantic import Field, FilePath, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from guard.errors import ConfigError
+from guard.runtime.settings.env import secret_list
+
+
+class WebhookSettings(BaseSettings):
+    """How `guard ingest` checks Leadterra's webhook signatures (`LEADTERRA_WEBHOOK_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="LEADTERRA_WEBHOOK_", extra="ignore")
+
+    secret: SecretStr | None = Field(
+        None, description="Signing secret(s), comma-separated: during a rotation both verify. Never logged."
+    )
+    secret_file: FilePath | None = Field(None, description="A file holding the secret(s), e.g. a mounted Secret.")
+
+    def secrets(self) -> tuple[bytes, ...]:
+        """The signing secrets; raises ConfigError when none is set or one is blank."""
+        if self.secret is not None and self.secret_file is not None:
+            raise ConfigError("set LEADTERRA_WEBHOOK_SECRET or LEADTERRA_WEBHOOK_SECRET_FILE, not both")
+        if self.secret is not None:
+            return tuple(s.encode() for s in secret_list("LEADTERRA_WEBHOOK_SECRET", self.secret.get_secret_value()))
+        if self.secret_file is not None:
+            text = self.secret_file.read_text(encoding="utf-8")
+            return tuple(s.encode() for s in secret_list("LEADTERRA_WEBHOOK_SECRET_FILE", text))
+        raise ConfigError("LEADTERRA_WEBHOOK_SECRET (or LEADTERRA_WEBHOOK_SECRET_FILE) is required by guard ingest")
+
+
+class IngestSettings(BaseSettings):
+    """`guard ingest`: limits of its HTTP routes and the feedback-loop (ARF) route (`GUARD_INGEST_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="GUARD_INGEST_", extra="ignore", populate_by_name=True)
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger request bodies are refused with 413.")
+    read_timeout: float = Field(5.0, gt=0, description="Seconds to receive a request body; slower clients get 408.")
+    produce_timeout: float = Field(
+        5.0,
+        gt=0,
+        lt=10,
+        description="Seconds to wait for the broker's acknowledgement before answering 503; below "
+        "Leadterra's 10 s answer budget so it retries rather than times out.",
+    )
+    arf_campaign_header: str = Field(
+        "X-Leadterra-Campaign-Id",
+        min_length=1,
+        validation_alias="GUARD_ARF_CAMPAIGN_HEADER",
+        description="Header of the reported (original) message that holds the campaign id.",
+    )
+    arf_token: SecretStr | None = Field(
+        None,
+        validation_alias="GUARD_ARF_TOKEN",
+        description="Bearer token(s) of POST /v1/feedback/arf, comma-separated; unset = route off. Never logged.",
+    )
+    arf_token_file: FilePath | None = Field(
+        None, validation_alias="GUARD_ARF_TOKEN_FILE", description="A file holding the ARF bearer token(s)."
+    )
+
+    def arf_tokens(self) -> tuple[bytes, ...]:
+        """The bearer tokens of the ARF route (empty: the route is off); blank ones are refused."""
+        if self.arf_token is not None:
+            return tuple(s.encode() for s in secret_list("GUARD_ARF_TOKEN", self.arf_token.get_secret_value()))
+        if self.arf_token_file is not None:
+            text = self.arf_token_file.read_text(encoding="utf-8")
+            return tuple(s.encode() for s in secret_list("GUARD_ARF_TOKEN_FILE", text))
+        return ()

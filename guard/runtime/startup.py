@@ -1,0 +1,137 @@
+"""What `guard run` checks as it starts: the probe server up, Kafka reached (waiting for a broker
+starting alongside), the input topics known to the brokers, and the effective configuration logged."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
+
+from guard.errors import ConfigError
+from guard.rules import RuleSet
+from guard.runtime.kafka import KafkaUnreachable, reach
+from guard.runtime.server import HealthServer
+from guard.runtime.settings import GuardSettings, KafkaSettings, Settings
+from guard.telemetry.health import Health
+from guard.telemetry.metrics import Metrics
+
+log = structlog.get_logger("guard.runtime.service")  # the service's lines, under the name they always had
+
+CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
+PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request checks Kafka is reachable
+
+
+async def serve_probes(server: HealthServer, settings: GuardSettings) -> None:
+    """First of all, so that probes answer while Kafka is still being reached."""
+    try:
+        await server.start()
+    except OSError as error:
+        raise ConfigError(
+            f"cannot serve /livez, /readyz and /metrics on {settings.http_host}:{settings.http_port} "
+            f"(GUARD_HTTP_HOST, GUARD_HTTP_PORT): {error.strerror or error}"
+        ) from None
+
+
+def log_configuration(settings: Settings, rules: RuleSet, http_port: int) -> None:
+    """One line with the effective configuration, for whoever reads the logs first (no secrets:
+    the key and password are not in it, and every line passes the redaction point)."""
+    kafka, guard = settings.kafka, settings.guard
+    log.info(
+        "guard starting",
+        brokers=kafka.bootstrap_servers,
+        security_protocol=kafka.security_protocol,
+        topics=list(guard.input_topics),
+        **({"topic_workspaces": guard.topic_workspaces} if guard.topic_workspaces else {}),
+        group=guard.group_id,
+        audit_topic=guard.audit_topic,
+        dlq_topic=guard.dlq_topic,
+        rules={rule.name: rule.version for rule in rules.rules},
+        rules_path=str(guard.rules),
+        dry_run=guard.dry_run,
+        leadterra=settings.leadterra.api_url,
+        http=f"{guard.http_host}:{http_port}",
+    )
+
+
+async def reach_kafka(kafka: KafkaSettings, limit: float, health: Health, stop: asyncio.Event) -> bool:
+    """Start-up waits for Kafka (a broker starting alongside the guard, DNS not there yet): one
+    line per attempt, backing off, until `limit` seconds (GUARD_KAFKA_CONNECT_TIMEOUT). False if
+    stopped meanwhile."""
+    servers = kafka.bootstrap_servers
+    health.connecting = True
+
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    def retrying(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        health.kafka_error = str(error)
+        log.warning(
+            "Kafka not reachable; retrying",
+            servers=servers,
+            error=str(error),
+            attempt=state.attempt_number,
+            retry_in=round(state.upcoming_sleep, 1),
+        )
+
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_before_delay(limit) | (lambda _: stop.is_set()),
+            wait=wait_exponential_jitter(multiplier=0.5, max=CONNECT_BACKOFF_MAX, jitter=0.5),
+            retry=retry_if_exception_type(KafkaUnreachable),
+            before_sleep=retrying,
+            sleep=pause,
+            reraise=True,
+        ):
+            with attempt:
+                await reach(kafka, PROBE_SECONDS)
+    except KafkaUnreachable as error:
+        if stop.is_set():
+            return False
+        raise KafkaUnreachable(
+            f"Kafka not reachable at {servers} within {limit:g} s (GUARD_KAFKA_CONNECT_TIMEOUT): {error}"
+        ) from None
+    if attempt.retry_state.attempt_number > 1:
+        log.info("Kafka reachable", servers=servers)
+    health.connecting, health.kafka_error = False, None
+    health.polled()  # the stall clock starts now, not when connecting began
+    return not stop.is_set()
+
+
+async def check_topics(
+    consumer: AIOKafkaConsumer,
+    configured: tuple[str, ...],
+    health: Health,
+    metrics: Metrics,
+    known: set[str] | None = None,
+) -> None:
+    """Input topics the brokers do not know: an error line when that changes, a metric, and
+    not ready while none of them exists (a typo in GUARD_INPUT_TOPICS on brokers that do not
+    create topics on demand would otherwise look healthy while protecting nothing). Checked at
+    start-up and with every probe of Kafka."""
+    if known is None:
+        try:
+            known = await asyncio.wait_for(consumer.topics(), PROBE_SECONDS)
+        except (KafkaError, OSError, TimeoutError):
+            return  # the reachability probe reports that
+    missing = tuple(topic for topic in configured if topic not in known)
+    health.input_topics = configured
+    metrics.topics_missing.set(len(missing))
+    if missing == health.missing_topics:
+        return
+    if missing:
+        log.error(
+            "input topics do not exist; nothing on them is protected",
+            missing=list(missing),
+            present=[topic for topic in configured if topic not in missing],
+            setting="GUARD_INPUT_TOPICS",
+        )
+    found = [topic for topic in health.missing_topics if topic not in missing]
+    if found:
+        log.info("input topics found", topics=found)
+    health.missing_topics = missing
