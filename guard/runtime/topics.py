@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +37,7 @@ async def read_topic(
 ) -> AsyncIterator[list[ConsumerRecord]]:
     """Batches of the records of every partition of `topic` with record time in [since, until],
     up to the end each partition had when reading started. Reads without a consumer group."""
-    partitions = await topic_partitions(settings, topic)
-    if not partitions:
-        raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
-    try:
-        await consumer.start()
-        consumer.assign(partitions)
+    async with _reader(settings, topic) as (consumer, partitions):
         for tp in partitions:
             await seek_to_start(consumer, tp, None, since_ms)
         ends = await log_ends(consumer, partitions)
@@ -61,8 +56,6 @@ async def read_topic(
                     reading.discard(tp)
             if batch:
                 yield batch
-    finally:
-        await consumer.stop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +68,7 @@ async def read_backwards(settings: KafkaSettings, topic: str, first: int) -> Asy
     """Windows of every partition of `topic`, from the end each had when reading started back to its start:
     the newest `first` offsets, then the `2 * first` before them, and so on, each twice the one before.
     The caller stops iterating (in `contextlib.aclosing`) once it has what it needs."""
-    partitions = await topic_partitions(settings, topic)
-    if not partitions:
-        raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
-    try:
-        await consumer.start()
-        consumer.assign(partitions)
+    async with _reader(settings, topic) as (consumer, partitions):
         starts = await consumer.beginning_offsets(partitions)
         lower = await log_ends(consumer, partitions)
         size = first
@@ -91,6 +78,19 @@ async def read_backwards(settings: KafkaSettings, topic: str, first: int) -> Asy
             records = await _read_range(consumer, lower, upper)
             yield Window(records, frozenset(tp for tp in partitions if lower[tp] <= starts[tp]))
             size *= 2
+
+
+@asynccontextmanager
+async def _reader(settings: KafkaSettings, topic: str) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer without a group, assigned every partition of `topic` (UnknownTopic if it has none)."""
+    partitions = await topic_partitions(settings, topic)
+    if not partitions:
+        raise UnknownTopic(f"topic {topic!r} does not exist or has no partitions")
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    try:
+        await consumer.start()
+        consumer.assign(partitions)
+        yield consumer, partitions
     finally:
         await consumer.stop()
 
