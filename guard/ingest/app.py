@@ -65,7 +65,8 @@ class IngestConfig:
                 for detail in error.errors():
                     loc = "_".join(str(part) for part in detail["loc"]).upper()
                     variable = loc if loc.startswith("GUARD_") else prefix + loc  # aliased fields are named in full
-                    problems.append(f"{variable}: {detail['msg'].removeprefix('Value error, ')}")
+                    message = detail["msg"].removeprefix("Value error, ")
+                    problems.append(f"{variable}: {message}" if loc else message)  # a check of several names them
         secrets: tuple[bytes, ...] = ()
         tokens: tuple[bytes, ...] = ()
         try:

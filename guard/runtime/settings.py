@@ -331,6 +331,11 @@ def kafka_settings_from_env() -> KafkaSettings:
     return _read({"kafka": KafkaSettings})["kafka"]
 
 
+def guard_settings_from_env() -> GuardSettings:
+    """The `GUARD_*` settings alone (for the tools); raises ConfigError like `Settings.from_env`."""
+    return _read({"guard": GuardSettings})["guard"]
+
+
 def _read(groups: dict[str, type[BaseSettings]]) -> dict[str, Any]:
     """Each group from the environment, or ConfigError listing every problem. The messages are
     pydantic's without the input values, which may be secrets."""
