@@ -160,6 +160,19 @@ class TestLoaderMessages:
                 "e.g. `workspaces: [ws_acme, 'ws_eu_*'] (or {include: [...], exclude: [...]})`",
             ),
             (
+                '        workspaces: [ws_acme, ""]',
+                "rules.yaml:9: rule spike: workspaces.include.1: must not be empty",
+            ),
+            (
+                '        workspaces: ["ws_acme\\n"]',
+                "rules.yaml:9: rule spike: workspaces.include.0: 'ws_acme\\n' holds control or bidirectional "
+                "formatting characters: it could match nothing",
+            ),
+            (
+                '        campaigns: {include: ["camp_\\u202e*"]}',
+                "rules.yaml:9: rule spike: campaigns.include.0: 'camp_\\u202e*' holds control or bidirectional",
+            ),
+            (
                 "        workspaces: [ws_acme, 7]",
                 "rules.yaml:9: rule spike: workspaces.include.1: expected text, got 7 (quote it: '7'); "
                 "e.g. `workspaces: [ws_acme, 'ws_eu_*'] (or {include: [...], exclude: [...]})`",
