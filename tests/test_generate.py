@@ -96,3 +96,11 @@ class TestStreaming:
         assert out.read_bytes() == b"".join(record.value + b"\n" for record in records)
         assert first == f"writing about {expected_count(plan(4, 6, 1))} events to {out}"
         assert last.startswith(f"{len(records)} events for 6 campaigns; turning bad: camp_4")
+
+    @pytest.mark.parametrize("duration", ["nan", "inf", "0", "-5"])
+    def test_a_duration_that_is_no_positive_number_is_one_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], duration: str
+    ) -> None:
+        assert main(["generate", str(tmp_path / "out.jsonl"), "--campaigns", "4", "--duration", duration]) == 2
+        assert capsys.readouterr().err == f"guard: --duration must be a number of seconds above 0, got {duration}\n"
+        assert not (tmp_path / "out.jsonl").exists()

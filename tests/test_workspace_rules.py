@@ -160,6 +160,19 @@ class TestLoaderMessages:
                 "e.g. `workspaces: [ws_acme, 'ws_eu_*'] (or {include: [...], exclude: [...]})`",
             ),
             (
+                '        workspaces: [ws_acme, ""]',
+                "rules.yaml:9: rule spike: workspaces.include.1: must not be empty",
+            ),
+            (
+                '        workspaces: ["ws_acme\\n"]',
+                "rules.yaml:9: rule spike: workspaces.include.0: 'ws_acme\\n' holds control or bidirectional "
+                "formatting characters: it could match nothing",
+            ),
+            (
+                '        campaigns: {include: ["camp_\\u202e*"]}',
+                "rules.yaml:9: rule spike: campaigns.include.0: 'camp_\\u202e*' holds control or bidirectional",
+            ),
+            (
                 "        workspaces: [ws_acme, 7]",
                 "rules.yaml:9: rule spike: workspaces.include.1: expected text, got 7 (quote it: '7'); "
                 "e.g. `workspaces: [ws_acme, 'ws_eu_*'] (or {include: [...], exclude: [...]})`",
@@ -269,3 +282,38 @@ class TestReplayAndRuleTests:
         )
         assert main(["test", str(tmp_path / "test.yaml")]) != 0
         assert "test t: workspaces.camp_b: unknown campaign 'camp_b'" in capsys.readouterr().err
+
+
+class TestMappingSettingsInTheTools:
+    """A mapping of a topic not read is one line naming GUARD_TOPIC_WORKSPACES in every command that
+    reads the GUARD_* settings, as `guard run` says it (no `GUARD_:`, no pydantic prefix)."""
+
+    MESSAGE = "GUARD_TOPIC_WORKSPACES maps leadterra.other, not in GUARD_INPUT_TOPICS"
+
+    @pytest.fixture(autouse=True)
+    def mapping_of_an_unread_topic(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GUARD_INPUT_TOPICS", "leadterra.acme")
+        monkeypatch.setenv("GUARD_TOPIC_WORKSPACES", "leadterra.other=ws_a")
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached: the settings stop it first
+        monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", "whsec_test_only")
+
+    @pytest.mark.parametrize(
+        "command",
+        [["replay", "events.jsonl", "--rules", "rules.yaml"], ["decisions", "--since", "1h"], ["exempt", "--list"]],
+    )
+    def test_a_tool_says_it_in_one_line(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: list[str]
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "events.jsonl").write_text("")
+        (tmp_path / "rules.yaml").write_text(SCOPED)
+        assert main(command) == 2
+        assert capsys.readouterr().err == f"guard: invalid settings:\n  {self.MESSAGE}\n"
+
+    def test_guard_ingest_says_it_in_one_line(self) -> None:
+        from guard.errors import ConfigError
+        from guard.ingest.app import IngestConfig
+
+        with pytest.raises(ConfigError) as raised:
+            IngestConfig.from_env()
+        assert str(raised.value) == f"invalid settings:\n  {self.MESSAGE}"

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from test_checkpoints import create_state_topic
 from test_service import Guard, Topics, audits, produce, producer, read_topic, settings_for, topics, until  # noqa: F401
 
 from guard.actions.workspaces import read_api_keys
@@ -195,6 +196,56 @@ async def test_a_rule_scoped_to_one_workspace_pauses_only_its_campaigns_by_topic
         f"misrouted: data.workspaceId 'ws_b' is not ws_a, the workspace of topic {topics.input} "
         "(GUARD_TOPIC_WORKSPACES)",
     ]
+
+
+async def test_a_campaign_keeps_its_workspace_key_across_a_restart_from_a_checkpoint(
+    kafka_bootstrap: str,
+    kafka_broker: BrokerInfo,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """camp_a's events name ws_a before a SIGTERM, not after: restored from the checkpoint, the rule
+    scoped to ws_a still fires for it (the engine's state holds the workspace), and the pause is made with
+    ws_a's key, not failed for want of one (no single key is set)."""
+    state_topic = f"state-{topics.group}"
+    await create_state_topic(kafka_bootstrap, state_topic)
+    standin.add_workspace("ws_a", "sk_live_workspace_a_1234")
+    standin.add_campaign("camp_a", workspace="ws_a")
+    (tmp_path / "keys.yaml").write_text(KEYS)
+    (tmp_path / "rules.yaml").write_text(SCOPED_RULES)
+    settings = settings_for(
+        kafka_broker, standin, topics, rules=tmp_path / "rules.yaml", state_topic=state_topic, checkpoint_interval=0.2
+    )
+    settings.leadterra = LeadterraSettings(
+        api_url=standin.url, api_keys_file=tmp_path / "keys.yaml", backoff_initial=0.02, backoff_max=0.1
+    )
+    start = time.time() - 600
+
+    def hard_bounce(i: int, **workspace: str) -> tuple[str, bytes]:
+        value = envelope("message.bounced", "camp_a", start + i, messageId=f"b{i}", bounceType="hard", **workspace)
+        return ("camp_a", value)
+
+    await produce(producer, topics.input, [hard_bounce(i, workspaceId="ws_a") for i in range(6)])
+    first = Guard(settings, load_rules(settings.guard.rules))
+    first.task = asyncio.create_task(first.run())
+    try:
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 6, timeout=20)
+    finally:
+        await first.shutdown()
+    assert first.metrics.checkpoints.labels("written")._value.get() >= 1
+
+    second = Guard(settings, load_rules(settings.guard.rules))
+    second.task = asyncio.create_task(second.run())
+    try:
+        await produce(producer, topics.input, [hard_bounce(i) for i in range(6, 10)])
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2, timeout=20))
+    finally:
+        await second.shutdown()
+    assert second.metrics.checkpoints.labels("restored")._value.get() == 1
+    assert [(e["outcome"], e["workspace_id"]) for e in events] == [("fired", "ws_a"), ("paused", "ws_a")]
+    assert standin.pause_requests("camp_a")[0].header("Authorization") == "Bearer sk_live_workspace_a_1234"
 
 
 class TestKeysFile:

@@ -171,6 +171,10 @@ class Dispatcher:
             self._acting.discard(decision.id)
 
     def _workspace(self, decision: Decision) -> str | None:
+        """The workspace the decision was made in: the engine's (restored with a checkpoint, unlike the
+        map of what events named since the start), else the latest one the campaign's events named."""
+        if decision.workspace_id is not None:
+            return decision.workspace_id
         return self._workspaces.of(decision.campaign_id) if self._workspaces is not None else None
 
     def _client_for(self, workspace: str | None) -> PauseClient | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def _traffic_problem(args: argparse.Namespace) -> str | None:
         return f"--campaigns must be at least 1, got {args.campaigns}"
     if not 0 <= args.bad <= args.campaigns:
         return f"--bad must be between 0 and --campaigns ({args.campaigns}), got {args.bad}"
-    if args.duration <= 0:
-        return f"--duration must be above 0 seconds, got {args.duration:g}"
+    if not 0 < args.duration < math.inf:  # NaN too: no comparison holds for it
+        return f"--duration must be a number of seconds above 0, got {args.duration:g}"
     return None
 
 

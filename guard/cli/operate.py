@@ -8,7 +8,6 @@ import contextlib
 import sys
 
 from guard.cli.common import exit_code, iso_time, parse_since, print_error
-from guard.errors import ConfigError
 
 
 def _decisions(args: argparse.Namespace) -> int:
@@ -43,18 +42,12 @@ def _show_decisions(args: argparse.Namespace, campaign: str | None) -> int:
 
 
 def _audit_source(topic: str | None):  # noqa: ANN202
-    from pydantic import ValidationError
-
-    from guard.runtime.settings import GuardSettings, kafka_settings_from_env
+    from guard.runtime.settings import guard_settings_from_env, kafka_settings_from_env
 
     settings = kafka_settings_from_env()
     if topic:
         return settings, topic
-    try:
-        return settings, GuardSettings().audit_topic
-    except ValidationError as error:
-        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    return settings, guard_settings_from_env().audit_topic
 
 
 async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
@@ -89,16 +82,10 @@ def _exempt_on_control_topic(args: argparse.Namespace) -> int:
 
 
 def _control_source():  # noqa: ANN202
-    from pydantic import ValidationError
-
-    from guard.runtime.settings import GuardSettings, kafka_settings_from_env
+    from guard.runtime.settings import guard_settings_from_env, kafka_settings_from_env
 
     settings = kafka_settings_from_env()
-    try:
-        return settings, GuardSettings().control_topic
-    except ValidationError as error:
-        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    return settings, guard_settings_from_env().control_topic
 
 
 async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  # noqa: ANN001

@@ -94,15 +94,9 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """The engine settings `guard run` reads (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE), read the same
     way, so that a replay decides what the live guard decides; and the workspace of the events
     (--workspace, else GUARD_TOPIC_WORKSPACES' for a kafka: topic)."""
-    from pydantic import ValidationError
+    from guard.runtime.settings import guard_settings_from_env
 
-    from guard.runtime.settings import GuardSettings
-
-    try:
-        guard = GuardSettings()
-    except ValidationError as error:
-        problems = [f"GUARD_{'_'.join(map(str, d['loc'])).upper()}: {d['msg']}" for d in error.errors()]
-        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+    guard = guard_settings_from_env()
     topic = args.source.removeprefix("kafka:") if args.source.startswith("kafka:") else None
     workspace = args.workspace or (guard.topic_workspaces.get(topic) if topic is not None else None)
     return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace, "workspace": workspace}

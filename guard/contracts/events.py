@@ -114,7 +114,7 @@ EARLIEST_EVENT_TIME = 0.0  # 1970-01-01T00:00:00Z
 LATEST_EVENT_TIME = 253402300799.0  # 9999-12-31T23:59:59Z
 # Control characters (C0, DEL, C1) and bidirectional formatting characters: in an id they could
 # forge log lines or make one id look like another to an operator.
-_UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+UNSAFE_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 _decoder = msgspec.json.Decoder(_Envelope)
 _data_decoder = msgspec.json.Decoder(_Data)
@@ -214,7 +214,7 @@ def _screen(campaign_id: str, message_id: str | None, data: _Data) -> None:
         ("recipient", data.recipient),
         ("recipientDomain", data.recipientDomain),
     ):
-        if value is not None and _UNSAFE_CHARACTERS.search(value):
+        if value is not None and UNSAFE_CHARACTERS.search(value):
             raise MalformedEvent(f"data.{name} holds control or bidirectional formatting characters")
 
 

@@ -29,6 +29,7 @@ class Decision:
     superseded_by: str | None = None  # a pause decision of another rule, within this rule's cooldown
     episode_from: float | None = None  # event time the judged episode began (a start or resume); None: not seen
     episode_began: EpisodeStart | None = None  # how it began
+    workspace_id: str | None = None  # the campaign's workspace as the engine knew it (None: its events named none)
 
     @property
     def action(self) -> str:

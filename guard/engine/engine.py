@@ -323,6 +323,7 @@ class Engine:
             superseded_by=superseded_by,
             episode_from=state.started_at if state.began is not None else None,
             episode_began=state.began,
+            workspace_id=state.workspace_id,
         )
 
     def _sweep(self) -> None:

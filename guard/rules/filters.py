@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
+
+from guard.contracts.events import UNSAFE_CHARACTERS
 
 CountedSignal = Literal["sent", "bounced", "complained", "unsubscribed", "replied"]
 
@@ -15,8 +25,16 @@ def _as_tuple(value: object) -> object:
     return (value,) if isinstance(value, str) else value
 
 
-# an empty list would match nothing, which is never what a rule means: say so instead
-Globs = Annotated[tuple[str, ...], BeforeValidator(_as_tuple), Field(min_length=1)]
+def _matchable(pattern: str) -> str:
+    """An id or domain holding such characters makes its event malformed: the glob would match nothing."""
+    if UNSAFE_CHARACTERS.search(pattern):
+        raise ValueError(f"{pattern!r} holds control or bidirectional formatting characters: it could match nothing")
+    return pattern
+
+
+# an empty glob or list would match nothing, which is never what a rule means: say so instead
+Glob = Annotated[str, Field(min_length=1), AfterValidator(_matchable)]
+Globs = Annotated[tuple[Glob, ...], BeforeValidator(_as_tuple), Field(min_length=1)]
 StatusPatterns = Annotated[
     tuple[Annotated[str, Field(pattern=r"^[245](\.(\d{1,3}|x)){2}$")], ...],
     BeforeValidator(_as_tuple),

@@ -16,6 +16,7 @@ __all__ = [
     "LeadterraSettings",
     "Settings",
     "WebhookSettings",
+    "guard_settings_from_env",
     "kafka_settings_from_env",
 ]
 
@@ -43,3 +44,8 @@ class Settings:
 def kafka_settings_from_env() -> KafkaSettings:
     """The `KAFKA_*` settings alone (for `guard replay kafka:...`); raises ConfigError like `Settings.from_env`."""
     return read_groups({"kafka": KafkaSettings})["kafka"]
+
+
+def guard_settings_from_env() -> GuardSettings:
+    """The `GUARD_*` settings alone (for the tools); raises ConfigError like `Settings.from_env`."""
+    return read_groups({"guard": GuardSettings})["guard"]
