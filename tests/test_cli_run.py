@@ -164,3 +164,24 @@ class TestRun:
             assert "guard started" in messages and "pause paused" in messages and messages[-1] == "guard stopped"
             assert any(entry["logger"].startswith("aiokafka.") for entry in logs)  # stdlib logs join the JSON stream
             assert "sk_test_secret_value" not in err.decode()
+
+
+class TestShellManners:
+    """What a shell user meets: a closed pipe and a wrong port end with one line or none, never a traceback."""
+
+    def test_a_reader_that_goes_away_ends_the_output_quietly(self) -> None:
+        import subprocess
+
+        process = subprocess.Popen([*GUARD, "audit-schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        process.stdout.close()  # before the first write: the guard meets a broken pipe, as under `| head`
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 1
+        assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()
+
+    def test_a_port_out_of_range_is_one_line(self) -> None:
+        import subprocess
+
+        result = subprocess.run([*GUARD, "standin", "--port", "99999"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        assert "99999 is not a TCP port" in result.stderr.splitlines()[-1]

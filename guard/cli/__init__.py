@@ -4,6 +4,7 @@ standin"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (`guard schema | head`): as quiet as other Unix tools
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 1
     except Exception:  # a bug: its traceback still goes through the redaction point
         print(redact(traceback.format_exc()), file=sys.stderr, end="")
         return 1

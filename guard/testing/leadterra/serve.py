@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The stand-in's options (`guard standin` has the same)."""
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8099, help="0 picks a free port (default 8099)")
+    parser.add_argument("--port", type=_port, default=8099, help="0 picks a free port (default 8099)")
     parser.add_argument(
         "--api-key",
         default=os.environ.get("LEADTERRA_API_KEY", DEFAULT_API_KEY),
@@ -72,3 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="treat any unknown campaign id as an existing running campaign",
     )
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0 to 65535)")
+    return port
