@@ -208,6 +208,16 @@ class TestValidationMessages:
                 id="label-not-a-string",
             ),
             pytest.param(
+                GOOD + "        labels: {team: 0.5}\n",
+                "rules.yaml:9: rule spike: labels.team: expected text, got 0.5 (quote it: '0.5'); e.g. `labels: {team: deliverability}`",
+                id="label-a-fraction",
+            ),
+            pytest.param(
+                GOOD + "        labels: {team: [a, b]}\n",
+                "rules.yaml:9: rule spike: labels.team: expected text, got a list; e.g. `labels: {team: deliverability}`",
+                id="label-a-list-is-not-told-to-quote",
+            ),
+            pytest.param(
                 GOOD.replace("name: spike", "name: bad name"),
                 "rules.yaml:4: rule bad name: name: 'bad name' is not a valid name (letters, digits, '-', '_' and '.', starting with a letter or digit); e.g. `name: hard-bounce-rate`",
                 id="bad-rule-name",

@@ -96,6 +96,8 @@ def describe(root: type[BaseModel], loc: tuple, detail: dict[str, Any]) -> str:
         text = detail["msg"].removeprefix("Value error, ")
         # our own validators already teach; anything else from pydantic gets an example at least
         return text if kind == "value_error" else f"{_plain(text)}{_example(shown)}"
+    if kind == "string_type" and isinstance(given, int | float) and not isinstance(given, bool):
+        message += f" (quote it: '{given}')"  # YAML read a number where text was meant
     return message.format(got=_shown(given), **(detail.get("ctx") or {})) + _example(shown)
 
 
@@ -234,7 +236,7 @@ _MESSAGES = {
     "int_from_float": "expected a whole number, got {got}",
     "bool_type": "expected true or false, got {got}",
     "bool_parsing": "expected true or false, got {got}",
-    "string_type": "expected text, got {got} (quote it: '7')",
+    "string_type": "expected text, got {got}",
     "greater_than_equal": "must be at least {ge}, got {got}",
     "greater_than": "must be more than {gt}, got {got}",
     "less_than_equal": "must be at most {le}, got {got}",
