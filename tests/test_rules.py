@@ -158,6 +158,11 @@ class TestValidationMessages:
                 id="unknown-key",
             ),
             pytest.param(
+                GOOD + "        colour[0]: red\n",
+                "rules.yaml:9: rule spike: colour[0]: unknown key 'colour[0]' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, workspaces, notify)",
+                id="unknown-key-with-a-bracket",
+            ),
+            pytest.param(
                 GOOD.replace("count: bounced", "count: opened"),
                 "rules.yaml:6: rule spike: count.signal: unknown value 'opened', did you mean 'complained'? (allowed: sent, bounced, complained, unsubscribed, replied); e.g. `signal: bounced`",
                 id="bad-signal-bare",

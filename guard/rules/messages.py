@@ -110,9 +110,11 @@ def problem(
     the noun last: ("groups", None, "rules", None, "rule") names rules, ("tests", None, "test")
     names tests. `lines` maps locations to line numbers."""
     # pydantic puts union and validator details in the location; keep the keys a user wrote
-    loc = tuple(
-        part for part in detail["loc"] if not (isinstance(part, str) and ("[" in part or part.startswith("function")))
-    )
+    raw = detail["loc"]
+    kept = raw[:-1] if detail["type"] == "extra_forbidden" else raw  # an unknown key is the user's, whatever it holds
+    loc = tuple(part for part in kept if not (isinstance(part, str) and ("[" in part or part.startswith("function"))))
+    if kept is not raw:
+        loc += raw[-1:]
     *pattern, noun = scope
     inside = len(loc) >= len(pattern) and all(p is None or p == part for p, part in zip(pattern, loc, strict=False))
     field = loc[len(pattern) :] if inside else loc
