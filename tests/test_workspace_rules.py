@@ -284,6 +284,35 @@ class TestReplayAndRuleTests:
         assert "test t: workspaces.camp_b: unknown campaign 'camp_b'" in capsys.readouterr().err
 
 
+class TestWorkspaceIdForm:
+    """A workspace id has one form everywhere (events, the keys file, GUARD_TOPIC_WORKSPACES, replay, rule
+    tests): an empty or odd one could never be matched to a key, so it is refused where it enters."""
+
+    @pytest.mark.parametrize("workspace", ["", "ws acme", "ws_a\n", "w" * 129])
+    def test_an_event_naming_no_usable_workspace_is_malformed(self, workspace: str) -> None:
+        from guard.contracts.events import decode
+
+        value = envelope("message.bounced", "c1", T0, messageId="m1", workspaceId=workspace)
+        with pytest.raises(MalformedEvent, match="workspaceId .* is not a workspace id|workspaceId"):
+            decode(value, T0)
+
+    def test_replay_refuses_an_empty_workspace(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "rules.yaml").write_text(SCOPED)
+        (tmp_path / "events.jsonl").write_text("")
+        args = ["replay", str(tmp_path / "events.jsonl"), "--rules", str(tmp_path / "rules.yaml"), "--workspace", ""]
+        assert main(args) == 2
+        assert capsys.readouterr().err == "guard: --workspace '' is not a workspace id, e.g. ws_acme\n"
+
+    def test_a_rule_test_refuses_an_empty_workspace(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        (tmp_path / "rules.yaml").write_text(SCOPED)
+        (tmp_path / "test.yaml").write_text(
+            "rules: rules.yaml\ntests:\n  - name: t\n    input: {camp_a: 3 soft_bounce over 3m}\n"
+            "    workspaces: {camp_a: ''}\n"
+        )
+        assert main(["test", str(tmp_path / "test.yaml")]) != 0
+        assert "workspaces.camp_a" in capsys.readouterr().err
+
+
 class TestMappingSettingsInTheTools:
     """A mapping of a topic not read is one line naming GUARD_TOPIC_WORKSPACES in every command that
     reads the GUARD_* settings, as `guard run` says it (no `GUARD_:`, no pydantic prefix)."""

@@ -20,11 +20,12 @@ import yaml
 from pydantic import SecretStr
 
 from guard import redact
+from guard.contracts.events import WORKSPACE_ID_PATTERN
 from guard.errors import ConfigError
 
 # What an `Authorization: Bearer <key>` header can carry: visible ASCII, no spaces.
 HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
-_WORKSPACE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_WORKSPACE_ID = re.compile(WORKSPACE_ID_PATTERN)
 
 
 def read_api_keys(path: Path) -> dict[str, SecretStr]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from guard.cli.common import exit_code, parse_time, print_error
+from guard.contracts.events import WORKSPACE_ID_PATTERN
 from guard.errors import ConfigError, GuardError
 from guard.rules import RuleFileError, load_rules
 
@@ -98,6 +100,8 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
 
     guard = guard_settings_from_env()
     topic = args.source.removeprefix("kafka:") if args.source.startswith("kafka:") else None
+    if args.workspace is not None and not re.fullmatch(WORKSPACE_ID_PATTERN, args.workspace):
+        raise ConfigError(f"--workspace {args.workspace[:40]!r} is not a workspace id, e.g. ws_acme")
     workspace = args.workspace or (guard.topic_workspaces.get(topic) if topic is not None else None)
     return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace, "workspace": workspace}
 

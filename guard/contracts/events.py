@@ -59,6 +59,10 @@ MAX_ID_LENGTH = 256
 MAX_ADDRESS_LENGTH = 320  # an email address: 64 for the local part, 255 for the domain
 # Strings the guard keeps (and logs) have bounded lengths, checked by msgspec as it decodes.
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
+# A workspace id's form, the same in events, the keys file and GUARD_TOPIC_WORKSPACES: an empty or odd
+# one could never be matched to a key, so it is malformed here rather than a pause that cannot be made.
+WORKSPACE_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+_WORKSPACE_ID = re.compile(WORKSPACE_ID_PATTERN)
 _Address = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_LENGTH)]
 
 
@@ -188,6 +192,11 @@ def _event(signal: Signal, data: _Data, time: float, screen: bool) -> Event:
         raise MalformedEvent("data.campaignId is missing")
     if screen:
         _screen(campaign_id, message_id, data)
+    if data.workspaceId is not None and not _WORKSPACE_ID.match(data.workspaceId):
+        raise MalformedEvent(
+            f"data.workspaceId {data.workspaceId[:40]!r} is not a workspace id (1 to 128 letters, digits, '_', '.', "
+            "':' or '-'): no key could be found for it"
+        )
     if signal is Signal.BOUNCED:
         return _bounce(data, campaign_id, message_id, time)
     return Event(

@@ -29,11 +29,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from guard.contracts.events import Event, Signal
+from guard.contracts.events import WORKSPACE_ID_PATTERN, Event, Signal
 from guard.engine import Decision, Engine, decide
 from guard.errors import GuardError
 from guard.rules import RuleFileError, RuleSet, load_rules
@@ -89,7 +89,7 @@ class Expectation(_Frozen):
 class RuleTest(_Frozen):
     name: str
     input: dict[str, str] = Field(description="campaign id -> event script")
-    workspaces: dict[str, str] = Field(
+    workspaces: dict[str, Annotated[str, StringConstraints(pattern=WORKSPACE_ID_PATTERN)]] = Field(
         default_factory=dict, description="campaign id -> the workspace its events name (none if not given)"
     )
     expect: list[Expectation] = Field(default_factory=list, description="Decisions expected; [] = nothing fires.")
