@@ -143,8 +143,8 @@ class TestRun:
             )
             try:
                 await standin.wait_for_pauses(1, timeout=30)
-                # a first pause can come from the first positioned partition while others are still
-                # being positioned: ready follows once every partition is (README: /readyz)
+                # a first pause can come from the first partition caught up while others still
+                # replay: ready follows once every partition has (README: /readyz)
                 async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
                     deadline = time.monotonic() + 10
                     while (ready := await http.get("/readyz")).status_code != 200 and time.monotonic() < deadline:

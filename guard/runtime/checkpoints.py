@@ -374,4 +374,5 @@ class Checkpointer:
             self._metrics.checkpoints.labels("restored").inc()
             log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=len(checkpoint.data))
             restored[tp] = (engine, checkpoint.offset)
+            await asyncio.sleep(0)  # decoding holds the loop: let heartbeats and the poll loop in between partitions
         return restored

@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from guard.engine import Engine
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.recovery import Recovery
-from guard.runtime.start_offsets import seek_to_start
+from guard.runtime.start_offsets import start_offsets
 from guard.runtime.topics import names
 
 log = structlog.get_logger("guard.runtime.rebalance")
+
+POSITIONING_DEADLINE = 300.0  # seconds of retriable broker errors before the partitions are given up
+
+
+def retriable(error: BaseException) -> bool:
+    """A broker error worth another try (a leader moving, a timeout); not an authorization or a bug."""
+    if isinstance(error, (OSError, KafkaTimeoutError)):  # aiokafka does not mark its timeout retriable
+        return True
+    return isinstance(error, KafkaError) and error.retriable
 
 
 class Rebalance(ConsumerRebalanceListener):
     """Commits what is settled before partitions move, and positions newly assigned ones.
 
-    aiokafka runs these in its coordinator task: the poll loop goes on while they await. They
-    share no lock with it; a partition joins the pipeline only once it is positioned, and `recovery`
-    (guard.runtime.recovery) takes it from there.
+    aiokafka runs these in its coordinator task: the poll loop goes on while they await, and while
+    `on_partitions_assigned` runs the consumer sends no heartbeats. So the assignment only pauses
+    the new partitions and hands them to a positioning task (restore the checkpoint, look up the
+    committed and start offsets); a restore slower than the session timeout would otherwise get
+    the guard expelled from its group, and expelled again on every join. A partition joins the
+    pipeline, and is resumed, once it is positioned; `recovery` (guard.runtime.recovery) takes it
+    from there.
     """
 
     def __init__(
@@ -30,12 +47,17 @@ class Rebalance(ConsumerRebalanceListener):
         pipeline: Pipeline,
         recovery: Recovery,
         checkpoints: Any = None,  # a guard.runtime.checkpoints.Checkpointer: restores on assignment, writes on revoke
+        *,
+        deadline: float = POSITIONING_DEADLINE,
     ) -> None:
         self._consumer, self._pipeline, self._recovery = consumer, pipeline, recovery
-        self._checkpoints = checkpoints
+        self._checkpoints, self._deadline = checkpoints, deadline
+        self._positioning: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._warned_time_lookup = False
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._cancel()  # partitions still positioning are positioned again by their next assignment
         offsets = {tp: offset for tp, offset in self._pipeline.committable().items() if tp in revoked}
         if offsets:
             try:
@@ -54,19 +76,72 @@ class Rebalance(ConsumerRebalanceListener):
         # the rules in force now decide how far back to rebuild (a reload may have changed them)
         since_ms = max(0, int((time.time() - self._pipeline.rules.retention) * 1000))
         fresh = [tp for tp in assigned if not self._pipeline.owns(tp)]
+        log.info("partitions assigned", partitions=names(assigned), fresh=names(fresh))
+        if not fresh:
+            self._recovery.assigned([], since_ms)
+            return
+        self._consumer.pause(*fresh)  # nothing is read from them before their start is known
+        if self._closed:  # shutting down: the next owner positions them
+            return
         self._recovery.assigned([(tp, f"{tp.topic}[{tp.partition}]") for tp in fresh], since_ms)
-        restored = await self._checkpoints.restore(fresh, since_ms) if self._checkpoints and fresh else {}
-        for tp in fresh:
-            committed = await self._consumer.committed(tp)
-            engine = None
-            if tp in restored:  # state as of the checkpoint's offset: read on from there
-                engine, offset = restored[tp]
-                self._consumer.seek(tp, offset)
-            elif await seek_to_start(self._consumer, tp, committed, since_ms) and not self._warned_time_lookup:
+        task = asyncio.create_task(self._position(fresh, since_ms))
+        self._positioning.add(task)
+        task.add_done_callback(self._positioning.discard)
+
+    async def _position(self, fresh: list[TopicPartition], since_ms: int) -> None:
+        """Restore, look up and seek `fresh`, then hand them to the pipeline, all at once. Retriable
+        broker errors are retried until the deadline; then, or on any other error, the guard reports
+        itself not live (guard.runtime.recovery: stuck) so that the group hands them on."""
+        started = time.monotonic()
+        try:
+            rules = self._pipeline.rules
+            restored = await self._checkpoints.restore(fresh, since_ms) if self._checkpoints else {}
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception(retriable),
+                wait=wait_exponential_jitter(multiplier=0.5, max=10),
+                stop=stop_after_delay(self._deadline),
+                before_sleep=_log_retry,
+                reraise=True,
+            ):
+                with attempt:
+                    offsets = await asyncio.gather(*map(self._consumer.committed, fresh))
+                    committed = dict(zip(fresh, offsets, strict=True))
+                    unrestored = {tp: offset for tp, offset in committed.items() if tp not in restored}
+                    starts, from_beginning = await start_offsets(self._consumer, unrestored, since_ms)
+            starts |= {tp: offset for tp, (_, offset) in restored.items()}
+            if missing := [tp for tp in fresh if starts.get(tp, -1) < 0]:
+                raise KafkaError(f"no start offset for {names(missing)}")
+            if from_beginning and not self._warned_time_lookup:
+                self._warned_time_lookup = True
                 log.warning(
                     "the broker cannot look up offsets by time; reading from the beginning and skipping old records"
                 )
-                self._warned_time_lookup = True
-            recovery = self._recovery.positioned(tp, committed)
-            self._pipeline.assign(tp, committed, since_ms, engine, recovery, self._recovery.audit_read(tp))
-        log.info("partitions assigned", partitions=names(assigned), fresh=names(fresh))
+            # from here on no await: the partitions join the pipeline together, or not at all if revoked before
+            for tp in fresh:
+                engine: Engine | None = restored[tp][0] if tp in restored else None
+                if engine is not None and self._pipeline.rules is not rules:  # reloaded meanwhile
+                    engine.set_rules(self._pipeline.rules)
+                self._consumer.seek(tp, starts[tp])
+                recovery = self._recovery.positioned(tp, committed[tp])
+                self._pipeline.assign(tp, committed[tp], since_ms, engine, recovery, self._recovery.audit_read(tp))
+            self._consumer.resume(*fresh)
+        except Exception as error:
+            log.exception("partitions not positioned; reporting not live", partitions=names(fresh))
+            self._recovery.stuck(names(fresh), error)
+            return
+        log.info("partitions positioned", partitions=names(fresh), seconds=round(time.monotonic() - started, 3))
+
+    async def close(self) -> None:
+        """At shutdown: stop positioning, and position nothing assigned from now on."""
+        self._closed = True
+        await self._cancel()
+
+    async def _cancel(self) -> None:
+        for task in list(self._positioning):
+            task.cancel()
+        await asyncio.gather(*self._positioning, return_exceptions=True)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning("positioning new partitions failed; retrying", error=repr(error), attempt=state.attempt_number)

@@ -4,7 +4,8 @@ Each partition this process is given goes, in this order and no other:
 
     POSITIONING -> REPLAYING -> CAUGHT_UP -> READY
 
-- POSITIONING: assigned; the rebalance listener restores its checkpoint or looks up its start offset.
+- POSITIONING: assigned and paused; a task of the rebalance listener restores its checkpoint or looks up
+  its start offset, beside the heartbeats (guard.runtime.rebalance).
 - REPLAYING: positioned. Records below `replay_until` (its committed offset: where the previous owner
   stopped) only rebuild the engine's state; the pause decisions met there are kept aside.
 - CAUGHT_UP: read up to `replay_until`. The kept-aside decisions are handed to the audit check.
@@ -211,6 +212,11 @@ class Recovery:
     def audit_read(self, tp: Hashable) -> AuditRead:
         """What a live pause from `tp` waits on: the audit rescan of `tp`'s newest assignment."""
         return AuditRead(self._partitions, tp)
+
+    def stuck(self, names: list[str], error: BaseException) -> None:
+        """New partitions could not be positioned: /livez fails, so the process is restarted and the
+        group hands them to a replica that can read them, instead of holding them unread."""
+        self._health.stuck = f"partitions {', '.join(names)} cannot be positioned: {error!r}"
 
     def revoked(self, tp: Hashable) -> None:
         self._partitions.pop(tp, None)

@@ -122,6 +122,7 @@ class Service:
             topic_workspaces=settings.topic_workspaces,
         )
         recovery = Recovery(self.health, self._settled.scan, self._settled.__contains__, self._resume)
+        listener: Rebalance | None = None
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
         self.metrics.dedupe_keys_limit.set(settings.max_dedupe_keys)
@@ -139,6 +140,7 @@ class Service:
             log.info("guard started", topics=list(settings.input_topics), http_port=self.server.port)
             await self._poll(consumer, pipeline, recovery)
             self.health.stopping = True
+            await listener.close()
             cancelled = await dispatcher.drain(settings.shutdown_grace)
             if cancelled:
                 log.warning("decisions not settled at shutdown; a restart resumes them", count=cancelled)
@@ -154,6 +156,8 @@ class Service:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            if listener is not None:
+                await listener.close()
             await recovery.aclose()
             await notifier.aclose(NOTIFY_GRACE_SECONDS)
             await consumer.stop()

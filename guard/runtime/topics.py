@@ -38,8 +38,7 @@ async def read_topic(
     """Batches of the records of every partition of `topic` with record time in [since, until],
     up to the end each partition had when reading started. Reads without a consumer group."""
     async with _reader(settings, topic) as (consumer, partitions):
-        for tp in partitions:
-            await seek_to_start(consumer, tp, None, since_ms)
+        await seek_to_start(consumer, dict.fromkeys(partitions), since_ms)
         ends = await log_ends(consumer, partitions)
         reading = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
         while reading:

@@ -26,6 +26,7 @@ class Health:
         self.missing_topics: tuple[str, ...] = ()  # those of them the brokers do not know
         self.stopping = False
         self.auth_failed = False  # every key in use was rejected: nothing is protected
+        self.stuck: str | None = None  # assigned partitions that cannot be read: a restart hands them on
         self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
         self._last_poll = time.monotonic()
         self._evicted = 0  # campaigns evicted at the cap so far
@@ -67,6 +68,8 @@ class Health:
     def live(self) -> tuple[bool, str]:
         if self.auth_failed:
             return False, "Leadterra rejected the API key (401): no campaign can be paused"
+        if self.stuck is not None:
+            return False, self.stuck
         if not self.connecting and time.monotonic() - self._last_poll > self.STALL_SECONDS:
             return False, "the poll loop has not turned for a minute"
         return True, "ok"

@@ -1,0 +1,138 @@
+"""guard.runtime.rebalance on a real broker: new partitions are paused in the assignment callback and
+positioned by a task beside it (aiokafka sends no heartbeats during the callback); a revoke or a
+shutdown cancels that task and leaves nothing half-assigned."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import GroupAuthorizationFailedError, KafkaTimeoutError, NotLeaderForPartitionError
+
+from guard.actions.dispatch import Dispatcher
+from guard.contracts.audit import AuditEvent
+from guard.rules import load_rules
+from guard.runtime.pipeline import Pipeline
+from guard.runtime.rebalance import Rebalance, retriable
+from guard.runtime.recovery import Recovery, Stage
+from guard.runtime.settings import KafkaSettings
+from guard.runtime.settled import SettledDecisions
+from guard.telemetry.health import Health
+from guard.telemetry.metrics import Metrics
+from guard.testing.broker import BrokerInfo
+from guard.testing.events import sent
+
+pytestmark = pytest.mark.integration
+
+RULES = Path(__file__).parent.parent / "rules"
+PARTITIONS = 3
+
+
+class NoDeadLetters:
+    async def send(self, record: object, reason: str) -> asyncio.Future:
+        raise AssertionError(f"nothing here is malformed: {reason}")
+
+
+class Harness:
+    def __init__(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+        self.consumer, self.tps, self.health = consumer, tps, Health()
+
+        async def publish(event: AuditEvent) -> None:
+            return None
+
+        async def rescan(since_ms: int) -> None:
+            return None
+
+        settled = SettledDecisions(KafkaSettings(), "audit")
+        dispatcher = Dispatcher(None, publish, Metrics(), self.health, settled, dry_run=True)
+        self.pipeline = Pipeline(load_rules(RULES), dispatcher, NoDeadLetters(), Metrics(), dedupe_horizon=3600)
+        self.recovery = Recovery(self.health, rescan, settled.__contains__, lambda _: None)
+        self.rebalance = Rebalance(consumer, self.pipeline, self.recovery)
+
+    async def positioned(self, timeout: float = 20) -> None:
+        async with asyncio.timeout(timeout):
+            while not all(self.pipeline.owns(tp) for tp in self.tps):
+                await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def harness(kafka_broker: BrokerInfo, topic_name: str, group_id: str) -> AsyncIterator[Harness]:
+    """A topic of 3 partitions holding 5, 0 and 20 recent records, and a consumer of the group
+    `group_id` given its partitions by hand (the group's assignment is not what is tested here)."""
+    bootstrap = kafka_broker.bootstrap_servers
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_broker.producer_overrides)
+    await producer.start()
+    try:
+        now = time.time()
+        for partition, count in [(0, 5), (2, 20)]:
+            for n in range(count):
+                await producer.send_and_wait(topic_name, sent(f"camp_{partition}", now - 60 + n), partition=partition)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(topic_name, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    try:
+        yield Harness(consumer, tps)
+    finally:
+        await consumer.stop()
+
+
+async def test_new_partitions_are_paused_then_positioned_beside_the_callback(harness: Harness) -> None:
+    """When the callback returns the partitions are paused, not yet the pipeline's, and /readyz says
+    recovering; the task then seeks each to its start (the committed offset of partition 2), hands them to
+    the pipeline and resumes them."""
+    consumer, tps = harness.consumer, harness.tps
+    await consumer.commit({tps[2]: 7})
+    await harness.rebalance.on_partitions_assigned(tps)
+    assert consumer.paused() == set(tps)
+    assert not any(harness.pipeline.owns(tp) for tp in tps)
+    assert {harness.recovery.stage(tp) for tp in tps} == {Stage.POSITIONING}
+    assert harness.health.recovering
+
+    await harness.positioned()
+    assert consumer.paused() == set()
+    assert [await consumer.position(tp) for tp in tps] == [0, 0, 0]  # the committed 7 is replayed from the start
+    assert harness.recovery[tps[2]].replay_until == 7
+    assert harness.recovery[tps[0]].replay_until == 0
+
+
+async def test_a_revoke_while_positioning_leaves_nothing_half_assigned(harness: Harness) -> None:
+    tps = harness.tps
+    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.rebalance.on_partitions_revoked(tps)
+    await asyncio.sleep(1)  # a positioning task left running would hand them to the pipeline meanwhile
+    assert not any(harness.pipeline.owns(tp) for tp in tps)
+    assert all(harness.recovery.stage(tp) is None for tp in tps)
+    assert not harness.health.recovering
+
+    await harness.rebalance.on_partitions_assigned(tps)  # the next assignment positions them afresh
+    await harness.positioned()
+    assert harness.health.stuck is None
+
+
+async def test_after_shutdown_began_nothing_is_positioned(harness: Harness) -> None:
+    await harness.rebalance.close()
+    await harness.rebalance.on_partitions_assigned(harness.tps)
+    await asyncio.sleep(1)
+    assert harness.consumer.paused() == set(harness.tps)
+    assert not any(harness.pipeline.owns(tp) for tp in harness.tps)
+
+
+def test_only_errors_worth_another_try_are_retried() -> None:
+    assert retriable(KafkaTimeoutError()) and retriable(NotLeaderForPartitionError()) and retriable(OSError())
+    assert not retriable(GroupAuthorizationFailedError()) and not retriable(ValueError())
+
+
+def test_partitions_that_cannot_be_positioned_make_the_guard_not_live() -> None:
+    """Paused partitions nobody reads must go to another replica: /livez fails, Kubernetes restarts the pod."""
+    health = Health()
+    recovery = Recovery(health, lambda since_ms: asyncio.sleep(0), lambda _: False, lambda _: None)
+    recovery.stuck(["events[0]"], GroupAuthorizationFailedError())
+    live, reason = health.live()
+    assert not live and "events[0]" in reason and "GroupAuthorizationFailedError" in reason
