@@ -10,6 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from guard.actions.pause import PauseClient
+from guard.runtime.settings import LeadterraSettings
 from guard.testing.leadterra import LeadterraStandIn
 
 
@@ -99,6 +100,88 @@ class TestFinalErrors:
         standin.fail_next(1, status=400, code="invalid_request")
         result = await pause(standin, "camp_running")
         assert (result.outcome, result.error_code, result.attempts) == ("failed", "invalid_request", 1)
+
+
+class TestKeyRotation:
+    """A key read from a file (a mounted Secret) is read again when Leadterra rejects it."""
+
+    @pytest.fixture(autouse=True)
+    def _no_key_in_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        for name in ("LEADTERRA_API_KEY", "LEADTERRA_API_KEY_FILE", "LEADTERRA_API_KEYS_FILE"):
+            monkeypatch.delenv(name, raising=False)
+
+    async def test_a_rotated_key_is_read_again_and_the_pause_lands(self, standin: LeadterraStandIn, tmp_path) -> None:
+        """The old key is revoked and the file holds the new one: a second attempt, at once, with it."""
+        key_file = tmp_path / "api-key"
+        key_file.write_text("sk_live_old\n")
+        old = SecretStr("sk_live_old")
+        settings = LeadterraSettings(api_url=standin.url, api_key_file=key_file)
+        standin.api_key = "sk_live_new"  # the old key no longer works
+        key_file.write_text("sk_live_new\n")  # the Secret rewritten in place
+        pause_client = PauseClient(standin.url, old, deadline=5, backoff_initial=0.01, key_source=settings.key_source())
+        try:
+            result = await pause_client.pause("camp_running", idempotency_key="decision-1")
+            again = await pause_client.pause("camp_draft", idempotency_key="decision-2")
+        finally:
+            await pause_client.aclose()
+        assert (result.outcome, result.http_status, result.attempts) == ("paused", 200, 2)
+        sent = [r.header("Authorization") for r in standin.requests]
+        assert sent == ["Bearer sk_live_old", "Bearer sk_live_new", "Bearer sk_live_new"]
+        assert (again.outcome, again.attempts) == ("not_running", 1)  # later calls keep the new key
+
+    async def test_a_rejected_key_its_file_still_holds_is_final(self, standin: LeadterraStandIn, tmp_path) -> None:
+        """Revoked before its Secret was rewritten: one attempt, an authentication failure as without a
+        file (README: rewrite the Secret before revoking the old key); the file is read, never retried."""
+        key_file = tmp_path / "api-key"
+        key_file.write_text("sk_live_wrong")
+        settings = LeadterraSettings(api_url=standin.url, api_key_file=key_file)
+        key, source = settings.key(), settings.key_source()
+        assert key is not None
+        pause_client = PauseClient(standin.url, key, deadline=5, backoff_initial=0.01, key_source=source)
+        try:
+            result = await pause_client.pause("camp_running", idempotency_key="decision-1")
+        finally:
+            await pause_client.aclose()
+        assert (result.outcome, result.http_status, result.attempts) == ("failed", 401, 1)
+        assert result.authentication_failed and "sk_live_wrong" not in repr(result)
+
+    async def test_a_new_key_rejected_too_is_not_retried_again(self, standin: LeadterraStandIn, tmp_path) -> None:
+        key_file = tmp_path / "api-key"
+        key_file.write_text("sk_live_also_wrong")
+        source = LeadterraSettings(api_url=standin.url, api_key_file=key_file).key_source()
+        pause_client = PauseClient(
+            standin.url, SecretStr("sk_live_wrong"), deadline=5, backoff_initial=0.01, key_source=source
+        )
+        try:
+            result = await pause_client.pause("camp_running", idempotency_key="decision-1")
+        finally:
+            await pause_client.aclose()
+        assert (result.outcome, result.http_status, result.attempts) == ("failed", 401, 2)
+
+    async def test_an_unreadable_or_unsafe_file_keeps_the_key_in_use(self, tmp_path) -> None:
+        """Mid-rotation the file may be missing or half-written: no new key, nothing raised."""
+        key_file = tmp_path / "api-key"
+        key_file.write_text("sk_live_old")
+        source = LeadterraSettings(api_key_file=key_file).key_source()
+        assert source is not None
+        key_file.write_text("sk live\x00broken")
+        assert source() is None
+        key_file.unlink()
+        assert source() is None
+
+    def test_a_key_in_a_variable_has_no_source(self, tmp_path) -> None:
+        """LEADTERRA_API_KEY cannot change under a running process: a 401 stays final (TestFinalErrors)."""
+        key_file = tmp_path / "api-key"
+        key_file.write_text("sk_live_file")
+        assert LeadterraSettings(api_key="sk_live_var", api_key_file=key_file).key_source() is None
+        keys = tmp_path / "keys.yaml"
+        keys.write_text("ws_a: sk_live_a\n")
+        source = LeadterraSettings(api_key="sk_live_var", api_keys_file=keys).key_source("ws_a")
+        assert source is not None and source().get_secret_value() == "sk_live_a"
+        keys.write_text("ws_a: sk_live_a2\n")
+        assert source().get_secret_value() == "sk_live_a2"
+        keys.write_text("ws_b: sk_live_b\n")  # the workspace gone from the file: keep the key in use
+        assert source() is None
 
 
 class TestRetries:

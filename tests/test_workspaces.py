@@ -121,6 +121,57 @@ async def test_a_revoked_key_stops_only_its_own_workspace(
     assert "guard_api_authentication_failed 0.0" in metrics.text
 
 
+async def test_a_key_rotated_in_its_secret_is_used_without_a_restart(
+    kafka_bootstrap: str,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    guard: Guard,
+    tmp_path: Path,
+) -> None:
+    """The operator's rotation, in order: ws_b's key was revoked (a pause failed with 401, ws_b flagged);
+    the keys file (a mounted Secret) is rewritten with ws_b's new key, and the old ws_a key revoked
+    right after its own rewrite. The running guard reads the file again on the next 401: both later
+    pauses land with the new keys, and health and metrics no longer name ws_b."""
+    standin.add_workspace("ws_a", "sk_live_workspace_a_1234")
+    standin.add_workspace("ws_b", "sk_live_workspace_b_5678")
+    for campaign, workspace in [("camp_b1", "ws_b"), ("camp_b2", "ws_b"), ("camp_a", "ws_a")]:
+        standin.add_campaign(campaign, workspace=workspace)
+    standin.revoke_key("sk_live_workspace_b_5678")
+    (tmp_path / "keys.yaml").write_text("ws_a: sk_live_workspace_a_1234\nws_b: sk_live_workspace_b_5678\n")
+    await produce(producer, topics.input, bad_campaign_in("ws_b", "camp_b1", time.time() - 1800))
+    first = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+    assert [e["outcome"] for e in first] == ["fired", "failed"]
+    assert guard.health.rejected == {"ws_b"}
+
+    standin.add_workspace("ws_b", "sk_live_workspace_b_rotated")
+    standin.add_workspace("ws_a", "sk_live_workspace_a_rotated")
+    (tmp_path / "keys.yaml").write_text("ws_a: sk_live_workspace_a_rotated\nws_b: sk_live_workspace_b_rotated\n")
+    standin.revoke_key("sk_live_workspace_a_1234")
+    await produce(producer, topics.input, bad_campaign_in("ws_b", "camp_b2", time.time() - 1200))
+    await produce(producer, topics.input, bad_campaign_in("ws_a", "camp_a", time.time() - 600))
+    await standin.wait_for_pauses(2, timeout=20)
+    assert standin.status("camp_b2") == "paused" and standin.status("camp_a") == "paused"
+    assert [r.header("Authorization") for r in standin.pause_requests("camp_a")] == [
+        "Bearer sk_live_workspace_a_1234",
+        "Bearer sk_live_workspace_a_rotated",
+    ]
+    events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=6))
+    assert sorted((e["campaign_id"], e["outcome"]) for e in events if e["outcome"] != "fired") == [
+        ("camp_a", "paused"),
+        ("camp_b1", "failed"),
+        ("camp_b2", "paused"),
+    ]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
+        for _ in range(100):
+            ready, metrics = [await client.get(path) for path in ("/readyz", "/metrics")]
+            if ready.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+    assert ready.status_code == 200 and not ready.json().get("warnings"), ready.text
+    assert 'guard_workspace_authentication_failed{workspace="ws_b"} 0.0' in metrics.text
+
+
 SCOPED_RULES = """
 groups:
   - name: workspace-a

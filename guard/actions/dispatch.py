@@ -224,12 +224,18 @@ class Dispatcher:
             )
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
+        key_of = workspace if client is not self._client else None
+        if outcome.http_status == 200 and key_of in self._health.rejected:  # a rotated key works
+            self._health.authenticated(key_of)
+            self._metrics.auth_failed.set(0)
+            if key_of is not None:
+                self._metrics.workspace_auth_failed.labels(key_of).set(0)
         if outcome.authentication_failed:
-            self._health.authentication_failed(workspace if client is not self._client else None, self._keys)
+            self._health.authentication_failed(key_of, self._keys)
             if self._health.auth_failed:
                 self._metrics.auth_failed.set(1)
-            if workspace is not None and client is not self._client:
-                self._metrics.workspace_auth_failed.labels(workspace).set(1)
+            if key_of is not None:
+                self._metrics.workspace_auth_failed.labels(key_of).set(1)
             log.error(
                 "Leadterra rejected the API key: campaigns of this workspace cannot be paused",
                 campaign_id=decision.campaign_id,

@@ -1,8 +1,10 @@
 """POST /v1/campaigns/{id}/pause, following the action contract in DESIGN.md.
 
-200 is done (`paused`, or `draft` for a campaign that never ran); 400/404 are final; 401 is final
-and means the guard can protect nothing; 429, 5xx, timeouts and connection errors are retried with
-exponential backoff and full jitter, honouring Retry-After, until the deadline.
+200 is done (`paused`, or `draft` for a campaign that never ran); 400/404 are final; 429, 5xx,
+timeouts and connection errors are retried with exponential backoff and full jitter, honouring
+Retry-After, until the deadline. 401 means the key was rejected: a key read from a file (a mounted
+Secret, rewritten in place when the key is rotated) is read again, and a new one there is used at
+once, for this call and the next; otherwise 401 is final and means this key protects nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import Literal
 from urllib.parse import quote
 
 import httpx
+import structlog
 from pydantic import SecretStr, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
@@ -33,6 +37,8 @@ MAX_RESPONSE_BYTES = 64 * 1024
 _TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
 # Path segments that HTTP clients and servers remove or resolve ("a/.." is "/"): never a campaign.
 _DOT_SEGMENTS = frozenset({".", ".."})
+
+log = structlog.get_logger("guard.actions.pause")
 
 PauseOutcome = Literal["paused", "already_paused", "not_running", "failed"]
 
@@ -62,6 +68,11 @@ class _Retryable(Exception):
         self.status, self.retry_after = status, retry_after
 
 
+class _NewKey(_Retryable):
+    """The key was rejected and its file holds another now: retried at once (never twice: the new
+    key, rejected too, is no longer new)."""
+
+
 class PauseClient:
     """Pauses campaigns. One instance per process; calls for different campaigns run concurrently."""
 
@@ -74,15 +85,28 @@ class PauseClient:
         deadline: float = 300.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        key_source: Callable[[], SecretStr | None] | None = None,
     ) -> None:
-        redact.register(api_key.get_secret_value())  # whatever echoes it (an error, a proxy) is masked
-        self._client = httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            headers={"Authorization": f"Bearer {api_key.get_secret_value()}", "Content-Type": "application/json"},
-        )
+        headers = {"Content-Type": "application/json"}
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
+        self._use(api_key)
+        self._key_source = key_source  # the key as its file holds it now (None: a key that cannot change)
         self._deadline, self._timeout = deadline, timeout
         self._jitter = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
+
+    def _use(self, key: SecretStr) -> None:
+        self._key = key.get_secret_value()
+        redact.register(self._key)  # whatever echoes it (an error, a proxy) is masked
+        self._client.headers["Authorization"] = f"Bearer {self._key}"
+
+    def _new_key(self) -> bool:
+        """After a 401: whether the key's file holds another key now (then it is in use)."""
+        key = self._key_source() if self._key_source is not None else None
+        if key is None or key.get_secret_value() == self._key:
+            return False
+        self._use(key)
+        log.info("the API key was rejected and its file holds a new one; using it")
+        return True
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -122,6 +146,8 @@ class PauseClient:
                     if response.status_code in RETRYABLE_STATUSES:
                         last_error = f"HTTP {response.status_code} {_error_code(body) or ''}".strip()
                         raise _Retryable(last_error, response.status_code, _retry_after(response))
+                    if response.status_code == 401 and self._new_key():
+                        raise _NewKey("HTTP 401; retried with the new key", 401)
                     return _result(response.status_code, body, attempts, started)
         except _Retryable:
             pass
@@ -147,8 +173,10 @@ class PauseClient:
             return response, bytes(body[:MAX_RESPONSE_BYTES])
 
     def _wait(self, state: RetryCallState) -> float:
-        wait = self._jitter(state)
         error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _NewKey):
+            return 0.0
+        wait = self._jitter(state)
         retry_after = getattr(error, "retry_after", None)
         return max(wait, retry_after) if retry_after is not None else wait
 

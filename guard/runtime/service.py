@@ -85,7 +85,7 @@ class Service:
         workspace_clients = {
             workspace: client
             for workspace, key in self.settings.leadterra.workspace_keys().items()
-            if (client := self._pause_client(key)) is not None
+            if (client := self._pause_client(key, workspace)) is not None
         }
         workspaces = WorkspaceMap(settings.max_campaigns)
         publish = _publisher(producer, settings.audit_topic)
@@ -193,7 +193,7 @@ class Service:
         if self._checkpointer is not None and (self._checkpointing is None or self._checkpointing.done()):
             self._checkpointing = asyncio.create_task(self._checkpointer.write(pipeline.assigned))
 
-    def _pause_client(self, key: SecretStr | None) -> PauseClient | None:
+    def _pause_client(self, key: SecretStr | None, workspace: str | None = None) -> PauseClient | None:
         leadterra = self.settings.leadterra
         if self.settings.guard.dry_run or key is None:
             return None
@@ -204,6 +204,7 @@ class Service:
             deadline=leadterra.retry_deadline,
             backoff_initial=leadterra.backoff_initial,
             backoff_max=leadterra.backoff_max,
+            key_source=leadterra.key_source(workspace),
         )
 
     async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline, recovery: Recovery) -> None:

@@ -65,6 +65,11 @@ class Health:
         self.rejected.add(workspace)
         self.auth_failed = len(self.rejected) >= keys
 
+    def authenticated(self, workspace: str | None = None) -> None:
+        """A call with the key of `workspace` succeeded (after a rotation): it is no longer rejected."""
+        self.rejected.discard(workspace)
+        self.auth_failed = False
+
     def live(self) -> tuple[bool, str]:
         if self.auth_failed:
             return False, "Leadterra rejected the API key (401): no campaign can be paused"

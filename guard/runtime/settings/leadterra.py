@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard import redact
 from guard.actions.workspaces import HEADER_SAFE_KEY, read_api_keys
+from guard.errors import ConfigError
 
 
 class LeadterraSettings(BaseSettings):
@@ -57,21 +60,13 @@ class LeadterraSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _usable(self) -> LeadterraSettings:
-        key = self.api_key.get_secret_value() if self.api_key is not None else None
-        source = "LEADTERRA_API_KEY"
-        if key is None and self.api_key_file is not None:
-            try:
-                text = self.api_key_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as error:
-                raise ValueError(f"LEADTERRA_API_KEY_FILE cannot be read: {type(error).__name__}") from None
-            redact.register(text)
-            key, source = text.strip() or None, "the file LEADTERRA_API_KEY_FILE"
-        if key is not None and not HEADER_SAFE_KEY.fullmatch(key):
-            raise ValueError(
-                f"the API key in {source} holds characters an HTTP header cannot carry (spaces, control or "
-                "non-ASCII characters inside it); check how the Secret was written"
-            )
-        self._key = SecretStr(key) if key is not None else None
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value()
+            if not HEADER_SAFE_KEY.fullmatch(key):
+                raise ValueError(f"the API key in LEADTERRA_API_KEY {_UNSAFE_KEY}")
+            self._key = SecretStr(key)
+        elif self.api_key_file is not None:
+            self._key = _read_key_file(self.api_key_file)
         url = urlsplit(self.api_url)
         if url.scheme == "http" and not _loopback(url.hostname or "") and not self.allow_insecure_http:
             raise ValueError(
@@ -87,6 +82,44 @@ class LeadterraSettings(BaseSettings):
     def workspace_keys(self) -> dict[str, SecretStr]:
         """workspace -> key from LEADTERRA_API_KEYS_FILE ({} without it); ConfigError when it is wrong."""
         return read_api_keys(self.api_keys_file) if self.api_keys_file is not None else {}
+
+    def key_source(self, workspace: str | None = None) -> Callable[[], SecretStr | None] | None:
+        """What the key of `workspace` (None: LEADTERRA_API_KEY's) is now, read again from its file (a
+        mounted Secret is rewritten in place when the key is rotated); None for a key given in a
+        variable. The reader returns None while the file is unreadable or wrong: the key in use stays."""
+        if workspace is not None and self.api_keys_file is not None:
+            path = self.api_keys_file
+            return lambda: _quietly(lambda: read_api_keys(path).get(workspace))
+        if workspace is None and self.api_key is None and self.api_key_file is not None:
+            path = self.api_key_file
+            return lambda: _quietly(lambda: _read_key_file(path))
+        return None
+
+
+_UNSAFE_KEY = (
+    "holds characters an HTTP header cannot carry (spaces, control or non-ASCII characters inside it); "
+    "check how the Secret was written"
+)
+
+
+def _read_key_file(path: Path) -> SecretStr | None:
+    """The key in LEADTERRA_API_KEY_FILE (whitespace stripped; empty means none); ValueError when unusable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"LEADTERRA_API_KEY_FILE cannot be read: {type(error).__name__}") from None
+    redact.register(text)
+    key = text.strip()
+    if key and not HEADER_SAFE_KEY.fullmatch(key):
+        raise ValueError(f"the API key in the file LEADTERRA_API_KEY_FILE {_UNSAFE_KEY}")
+    return SecretStr(key) if key else None
+
+
+def _quietly(read: Callable[[], SecretStr | None]) -> SecretStr | None:
+    try:
+        return read()
+    except (ValueError, ConfigError):  # mid-rotation or broken: keep the key in use
+        return None
 
 
 def _loopback(host: str) -> bool:
