@@ -130,20 +130,49 @@ class TestKeyRotation:
         assert (again.outcome, again.attempts) == ("not_running", 1)  # later calls keep the new key
 
     async def test_a_rejected_key_its_file_still_holds_is_final(self, standin: LeadterraStandIn, tmp_path) -> None:
-        """Revoked before its Secret was rewritten: one attempt, an authentication failure as without a
-        file (README: rewrite the Secret before revoking the old key); the file is read, never retried."""
+        """Revoked before its Secret was rewritten: the file is read once, then one attempt is all, an
+        authentication failure as without a file (README: rewrite the Secret before revoking the old key)."""
         key_file = tmp_path / "api-key"
         key_file.write_text("sk_live_wrong")
         settings = LeadterraSettings(api_url=standin.url, api_key_file=key_file)
         key, source = settings.key(), settings.key_source()
-        assert key is not None
-        pause_client = PauseClient(standin.url, key, deadline=5, backoff_initial=0.01, key_source=source)
+        assert key is not None and source is not None
+        reads = []
+
+        def counted() -> SecretStr | None:
+            reads.append(1)
+            return source()
+
+        pause_client = PauseClient(standin.url, key, deadline=5, backoff_initial=0.01, key_source=counted)
         try:
             result = await pause_client.pause("camp_running", idempotency_key="decision-1")
         finally:
             await pause_client.aclose()
         assert (result.outcome, result.http_status, result.attempts) == ("failed", 401, 1)
-        assert result.authentication_failed and "sk_live_wrong" not in repr(result)
+        assert result.authentication_failed and len(reads) == 1
+
+    async def test_calls_rejected_together_all_land_with_the_new_key(self, standin: LeadterraStandIn, tmp_path) -> None:
+        """Several pauses in flight with the old key when it is revoked: the first 401 reads the new key
+        from the file, the others find it in use and retry with it too; none is lost."""
+        campaigns = [f"camp_{n}" for n in range(6)]
+        for campaign in campaigns:
+            standin.add_campaign(campaign)
+        key_file = tmp_path / "api-key"
+        key_file.write_text("sk_live_new")
+        source = LeadterraSettings(api_url=standin.url, api_key_file=key_file).key_source()
+        standin.api_key = "sk_live_new"
+        standin.latency = 0.2  # the six requests with the old key are all out before the first 401 is back
+        pause_client = PauseClient(
+            standin.url, SecretStr("sk_live_old"), deadline=5, backoff_initial=0.01, key_source=source
+        )
+        try:
+            results = await asyncio.gather(*(pause_client.pause(c, idempotency_key=f"decision-{c}") for c in campaigns))
+        finally:
+            await pause_client.aclose()
+        assert [(r.outcome, r.attempts) for r in results] == [("paused", 2)] * len(campaigns)
+        sent = [r.header("Authorization") for r in standin.requests]
+        assert sent[: len(campaigns)] == ["Bearer sk_live_old"] * len(campaigns)
+        assert sent[len(campaigns) :] == ["Bearer sk_live_new"] * len(campaigns)
 
     async def test_a_new_key_rejected_too_is_not_retried_again(self, standin: LeadterraStandIn, tmp_path) -> None:
         key_file = tmp_path / "api-key"

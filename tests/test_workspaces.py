@@ -19,6 +19,7 @@ from guard.actions.workspaces import read_api_keys
 from guard.errors import ConfigError
 from guard.rules import load_rules
 from guard.runtime.settings import GuardSettings, LeadterraSettings
+from guard.telemetry.health import Health
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, envelope
 from guard.testing.leadterra import LeadterraStandIn
@@ -163,9 +164,9 @@ async def test_a_key_rotated_in_its_secret_is_used_without_a_restart(
         ("camp_b2", "paused"),
     ]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
-        for _ in range(100):
+        for _ in range(100):  # /readyz is 200 with a rejected workspace too: wait for its warning to go
             ready, metrics = [await client.get(path) for path in ("/readyz", "/metrics")]
-            if ready.status_code == 200:
+            if ready.status_code == 200 and not ready.json().get("warnings"):
                 break
             await asyncio.sleep(0.1)
     assert ready.status_code == 200 and not ready.json().get("warnings"), ready.text
@@ -326,3 +327,16 @@ class TestKeysFile:
         assert message in str(raised.value)
         secret = text.split(":")[-1].strip(" -[]'")
         assert secret not in str(raised.value)
+
+
+def test_a_key_that_works_again_is_no_longer_reported() -> None:
+    """Every key rejected (not live), then one works again after its rotation: live, the other still named."""
+    health = Health()
+    health.authentication_failed("ws_a", keys=2)
+    health.authentication_failed(None, keys=2)
+    assert health.auth_failed and not health.live()[0]
+    health.authenticated(None)
+    assert health.live()[0] and not health.auth_failed
+    assert [w for w in health.warnings() if "401" in w] == [
+        "Leadterra rejected the API key of workspace ws_a (401): its campaigns cannot be paused"
+    ]

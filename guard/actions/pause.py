@@ -68,11 +68,6 @@ class _Retryable(Exception):
         self.status, self.retry_after = status, retry_after
 
 
-class _NewKey(_Retryable):
-    """The key was rejected and its file holds another now: retried at once (never twice: the new
-    key, rejected too, is no longer new)."""
-
-
 class PauseClient:
     """Pauses campaigns. One instance per process; calls for different campaigns run concurrently."""
 
@@ -86,26 +81,31 @@ class PauseClient:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         key_source: Callable[[], SecretStr | None] | None = None,
+        workspace: str | None = None,
     ) -> None:
-        headers = {"Content-Type": "application/json"}
-        self._client = httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
+        self._client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, headers={"Content-Type": "application/json"}
+        )
         self._use(api_key)
         self._key_source = key_source  # the key as its file holds it now (None: a key that cannot change)
+        self._workspace = workspace  # whose key this is, for logs
         self._deadline, self._timeout = deadline, timeout
         self._jitter = wait_random_exponential(multiplier=backoff_initial, max=backoff_max)
 
     def _use(self, key: SecretStr) -> None:
         self._key = key.get_secret_value()
         redact.register(self._key)  # whatever echoes it (an error, a proxy) is masked
-        self._client.headers["Authorization"] = f"Bearer {self._key}"
 
-    def _new_key(self) -> bool:
-        """After a 401: whether the key's file holds another key now (then it is in use)."""
+    def _untried_key(self, tried: set[str]) -> bool:
+        """After a 401: whether a key this call has not sent yet is in use now, switched by another call
+        meanwhile or read from the key's file (then it is in use for every call)."""
+        if self._key not in tried:
+            return True
         key = self._key_source() if self._key_source is not None else None
         if key is None or key.get_secret_value() == self._key:
             return False
         self._use(key)
-        log.info("the API key was rejected and its file holds a new one; using it")
+        log.info("the API key was rejected and its file holds a new one; using it", workspace=self._workspace)
         return True
 
     async def aclose(self) -> None:
@@ -126,6 +126,7 @@ class PauseClient:
         # one path segment, whatever the id holds: "a/../b" must not pause b
         path = f"/v1/campaigns/{quote(campaign_id, safe='')}/pause"
         attempts, last_status, last_error = 0, None, "no attempt made"
+        tried: set[str] = set()  # keys this call sent: after a 401, one not among them is tried at once
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
             stop=stop_before_delay(self._deadline),
@@ -135,20 +136,22 @@ class PauseClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    attempts += 1
-                    try:
-                        async with asyncio.timeout(self._timeout):  # the whole attempt, a trickling body too
-                            response, body = await self._post(path, idempotency_key)
-                    except (httpx.TransportError, TimeoutError) as error:
-                        last_status, last_error = None, f"{type(error).__name__}: {error}"
-                        raise _Retryable(last_error) from None
-                    last_status = response.status_code
-                    if response.status_code in RETRYABLE_STATUSES:
-                        last_error = f"HTTP {response.status_code} {_error_code(body) or ''}".strip()
-                        raise _Retryable(last_error, response.status_code, _retry_after(response))
-                    if response.status_code == 401 and self._new_key():
-                        raise _NewKey("HTTP 401; retried with the new key", 401)
-                    return _result(response.status_code, body, attempts, started)
+                    while True:  # again at once only after a 401 with a key since replaced
+                        attempts += 1
+                        key = self._key
+                        tried.add(key)
+                        try:
+                            async with asyncio.timeout(self._timeout):  # the whole attempt, a trickling body too
+                                response, body = await self._post(path, key, idempotency_key)
+                        except (httpx.TransportError, TimeoutError) as error:
+                            last_status, last_error = None, f"{type(error).__name__}: {error}"
+                            raise _Retryable(last_error) from None
+                        last_status = response.status_code
+                        if response.status_code in RETRYABLE_STATUSES:
+                            last_error = f"HTTP {response.status_code} {_error_code(body) or ''}".strip()
+                            raise _Retryable(last_error, response.status_code, _retry_after(response))
+                        if response.status_code != 401 or not self._untried_key(tried):
+                            return _result(response.status_code, body, attempts, started)
         except _Retryable:
             pass
         return PauseResult(
@@ -160,10 +163,10 @@ class PauseClient:
             answered_at=time.time(),
         )
 
-    async def _post(self, path: str, idempotency_key: str) -> tuple[httpx.Response, bytes]:
+    async def _post(self, path: str, key: str, idempotency_key: str) -> tuple[httpx.Response, bytes]:
         """The response and at most MAX_RESPONSE_BYTES of its body; the rest is never read (the
         connection is closed instead). Raw bytes, and no compression asked for: no decompression bomb."""
-        headers = {"Idempotency-Key": idempotency_key, "Accept-Encoding": "identity"}
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key, "Accept-Encoding": "identity"}
         async with self._client.stream("POST", path, headers=headers) as response:
             body = bytearray()
             async for chunk in response.aiter_raw():
@@ -173,10 +176,8 @@ class PauseClient:
             return response, bytes(body[:MAX_RESPONSE_BYTES])
 
     def _wait(self, state: RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _NewKey):
-            return 0.0
         wait = self._jitter(state)
+        error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         return max(wait, retry_after) if retry_after is not None else wait
 

@@ -205,6 +205,7 @@ class Service:
             backoff_initial=leadterra.backoff_initial,
             backoff_max=leadterra.backoff_max,
             key_source=leadterra.key_source(workspace),
+            workspace=workspace,
         )
 
     async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline, recovery: Recovery) -> None:

@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard import redact
 from guard.actions.workspaces import HEADER_SAFE_KEY, read_api_keys
 from guard.errors import ConfigError
+
+log = structlog.get_logger("guard.runtime.settings")
 
 
 class LeadterraSettings(BaseSettings):
@@ -118,7 +121,8 @@ def _read_key_file(path: Path) -> SecretStr | None:
 def _quietly(read: Callable[[], SecretStr | None]) -> SecretStr | None:
     try:
         return read()
-    except (ValueError, ConfigError):  # mid-rotation or broken: keep the key in use
+    except (ValueError, ConfigError) as error:  # mid-rotation or broken: keep the key in use
+        log.warning("the API key file cannot be read again; the key in use stays", error=str(error))
         return None
 
 
