@@ -124,6 +124,68 @@ async def test_after_shutdown_began_nothing_is_positioned(harness: Harness) -> N
     assert not any(harness.pipeline.owns(tp) for tp in harness.tps)
 
 
+async def read_all_and_ready(harness: Harness) -> dict[TopicPartition, int]:
+    """Read the topic to its end through the pipeline, commit, and bring every partition to READY
+    (what the service's poll loop does); returns the committed offsets."""
+    consumer, pipeline = harness.consumer, harness.pipeline
+    read = 0
+    async with asyncio.timeout(20):
+        while read < 25:
+            for tp, records in (await consumer.getmany(timeout_ms=200)).items():
+                await pipeline.handle(tp, records)
+                read += len(records)
+        while not all(harness.recovery.stage(tp) is Stage.READY for tp in harness.tps):
+            harness.recovery.progress({tp: await consumer.position(tp) for tp in harness.tps})
+            await asyncio.sleep(0.01)
+    offsets = pipeline.committable()
+    await consumer.commit(offsets)
+    pipeline.committed(offsets)
+    return offsets
+
+
+async def test_partitions_given_back_by_a_rebalance_are_ready_at_once(harness: Harness) -> None:
+    """aiokafka revokes every partition at each rebalance: those that come back untouched keep their
+    engines and read on where they stopped, without a restore, a replay or an audit rescan; a partition
+    never read (nothing to keep) is positioned afresh."""
+    tps, pipeline, consumer = harness.tps, harness.pipeline, harness.consumer
+    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.positioned()
+    assert await read_all_and_ready(harness) == {tps[0]: 5, tps[2]: 20}
+    assert pipeline.campaigns() == 2
+
+    await harness.rebalance.on_partitions_revoked(tps)
+    assert pipeline.campaigns() == 0 and not harness.health.recovering
+    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.positioned()
+    assert pipeline.campaigns() == 2  # the same engines: nothing replayed
+    assert [harness.recovery.stage(tp) for tp in (tps[0], tps[2])] == [Stage.READY, Stage.READY]
+    assert [await consumer.position(tp) for tp in tps] == [5, 0, 20]
+
+
+async def test_a_partition_another_process_read_meanwhile_is_positioned_afresh(
+    harness: Harness, kafka_broker: BrokerInfo, group_id: str
+) -> None:
+    """Its committed offset moved while it was away: the parked engine is stale and dropped."""
+    tps, consumer = harness.tps, harness.consumer
+    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.positioned()
+    await read_all_and_ready(harness)
+    await harness.rebalance.on_partitions_revoked(tps)
+
+    other = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers, group_id=group_id)
+    await other.start()
+    try:
+        other.assign([tps[0]])
+        await other.commit({tps[0]: 3})  # another member read partition 0 and committed
+    finally:
+        await other.stop()
+    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.positioned()
+    assert harness.recovery.stage(tps[2]) is Stage.READY
+    assert harness.recovery.stage(tps[0]) is Stage.REPLAYING and harness.recovery[tps[0]].replay_until == 3
+    assert [await consumer.position(tp) for tp in (tps[0], tps[2])] == [0, 20]
+
+
 def test_only_errors_worth_another_try_are_retried() -> None:
     assert retriable(KafkaTimeoutError()) and retriable(NotLeaderForPartitionError()) and retriable(OSError())
     assert not retriable(GroupAuthorizationFailedError()) and not retriable(ValueError())

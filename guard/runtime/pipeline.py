@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -149,6 +149,9 @@ class Pipeline:
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
         self._partition_count = partition_count
         self._partitions: dict[Partition, tuple[Engine, PartitionProgress]] = {}
+        # revoked partitions this process may be given back by the same rebalance (aiokafka revokes every
+        # partition on each one): their engines and progress, kept until the assignment says
+        self._parked: dict[Partition, tuple[Engine, PartitionProgress]] = {}
         self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
         self.dedupe_evicted = 0  # dedupe keys forgotten at the budget, likewise
 
@@ -208,10 +211,32 @@ class Pipeline:
     def revoke(self, tp: Partition) -> None:
         self._partitions.pop(tp, None)
 
+    def park(self, tp: Partition) -> None:
+        """Revoke `tp` but keep its engine and progress, in case the rebalance gives it back."""
+        if (owned := self._partitions.pop(tp, None)) is not None:
+            self._parked[tp] = owned
+
+    def parked(self, tp: Partition) -> tuple[int | None, int | None] | None:
+        """A parked partition's last committed offset and next offset to read, or None if not parked."""
+        if tp not in self._parked:
+            return None
+        progress = self._parked[tp][1]
+        return progress.last_committed, progress.next_offset
+
+    def unpark(self, tp: Partition) -> PartitionRecovery:
+        """Own a parked partition again, its engine and progress as they were; returns its recovery (ready)."""
+        self._partitions[tp] = owned = self._parked.pop(tp)
+        return owned[1].recovery
+
+    def drop_parked(self, keep: Iterable[Partition] = ()) -> None:
+        """Forget the parked partitions but those in `keep`: another process owns them now."""
+        kept = set(keep)
+        self._parked = {tp: owned for tp, owned in self._parked.items() if tp in kept}
+
     def set_rules(self, rules: RuleSet) -> None:
-        """Swap the rules of every partition at once; counted evidence is kept."""
+        """Swap the rules of every partition at once (parked ones too); counted evidence is kept."""
         self.rules = rules
-        for engine, _ in self._partitions.values():
+        for engine, _ in [*self._partitions.values(), *self._parked.values()]:
             engine.set_rules(rules)
 
     @property

@@ -18,6 +18,9 @@ waits until that scan is done, so a decision the previous owner settled is never
 partitions owned before the rebalance act at once. A partition revoked while its decisions wait for the
 scan leaves them with the scan: they are still checked and resumed, as its next owner would do.
 
+A READY partition revoked and given back to this process untouched (guard.runtime.rebalance keeps it)
+is READY again at once (`kept`).
+
 `Recovery` alone moves partitions between stages, and alone decides `Health.recovering` (some
 partition positioning or replaying: /readyz answers 503 until every one has caught up).
 """
@@ -217,6 +220,14 @@ class Recovery:
         """New partitions could not be positioned: /livez fails, so the process is restarted and the
         group hands them to a replica that can read them, instead of holding them unread."""
         self._health.stuck = f"partitions {', '.join(names)} cannot be positioned: {error!r}"
+
+    def kept(self, tp: Hashable, state: PartitionRecovery) -> None:
+        """`tp` was revoked and given back, its state untouched meanwhile: it is READY again at once, with
+        nothing to replay and no audit rescan to wait for (this process has been acting on it)."""
+        if state.stage is not Stage.READY:
+            raise IllegalTransition(f"{state.name}: only a ready partition is kept over a rebalance")
+        self._partitions[tp] = state
+        self._update()
 
     def revoked(self, tp: Hashable) -> None:
         self._partitions.pop(tp, None)
