@@ -51,12 +51,35 @@ class Harness:
         dispatcher = Dispatcher(None, publish, Metrics(), self.health, settled, dry_run=True)
         self.pipeline = Pipeline(load_rules(RULES), dispatcher, NoDeadLetters(), Metrics(), dedupe_horizon=3600)
         self.recovery = Recovery(self.health, rescan, settled.__contains__, lambda _: None)
-        self.rebalance = Rebalance(consumer, self.pipeline, self.recovery)
+        self.generation = 0  # the group's generation as the coordinator would give it; +1 per rebalance
+        self.rebalance = Rebalance(consumer, self.pipeline, self.recovery, generation=lambda: self.generation)
+
+    async def rebalance_to(self, tps: list[TopicPartition], generations: int = 1) -> None:
+        """What aiokafka does at a rebalance: revoke everything, then assign `tps` in a later generation."""
+        await self.rebalance.on_partitions_revoked(self.tps)
+        self.generation += generations
+        await self.rebalance.on_partitions_assigned(tps)
 
     async def positioned(self, timeout: float = 20) -> None:
+        await self.positioned_only(self.tps, timeout)
+
+    async def positioned_only(self, tps: list[TopicPartition], timeout: float = 20) -> None:
         async with asyncio.timeout(timeout):
-            while not all(self.pipeline.owns(tp) for tp in self.tps):
+            while not all(self.pipeline.owns(tp) for tp in tps):
                 await asyncio.sleep(0.01)
+
+
+async def produce(broker: BrokerInfo, topic: str, counts: dict[int, int]) -> None:
+    """`count` recent sends of campaign `camp_<partition>` to each partition."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers, **broker.producer_overrides)
+    await producer.start()
+    try:
+        now = time.time()
+        for partition, count in counts.items():
+            for n in range(count):
+                await producer.send_and_wait(topic, sent(f"camp_{partition}", now - 60 + n), partition=partition)
+    finally:
+        await producer.stop()
 
 
 @pytest.fixture
@@ -64,15 +87,7 @@ async def harness(kafka_broker: BrokerInfo, topic_name: str, group_id: str) -> A
     """A topic of 3 partitions holding 5, 0 and 20 recent records, and a consumer of the group
     `group_id` given its partitions by hand (the group's assignment is not what is tested here)."""
     bootstrap = kafka_broker.bootstrap_servers
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_broker.producer_overrides)
-    await producer.start()
-    try:
-        now = time.time()
-        for partition, count in [(0, 5), (2, 20)]:
-            for n in range(count):
-                await producer.send_and_wait(topic_name, sent(f"camp_{partition}", now - 60 + n), partition=partition)
-    finally:
-        await producer.stop()
+    await produce(kafka_broker, topic_name, {0: 5, 2: 20})
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     tps = [TopicPartition(topic_name, p) for p in range(PARTITIONS)]
@@ -124,66 +139,90 @@ async def test_after_shutdown_began_nothing_is_positioned(harness: Harness) -> N
     assert not any(harness.pipeline.owns(tp) for tp in harness.tps)
 
 
-async def read_all_and_ready(harness: Harness) -> dict[TopicPartition, int]:
-    """Read the topic to its end through the pipeline, commit, and bring every partition to READY
-    (what the service's poll loop does); returns the committed offsets."""
+async def read_and_ready(harness: Harness, count: int) -> None:
+    """Read `count` records through the pipeline and bring every partition to READY (what the
+    service's poll loop does)."""
     consumer, pipeline = harness.consumer, harness.pipeline
     read = 0
     async with asyncio.timeout(20):
-        while read < 25:
+        while read < count:
             for tp, records in (await consumer.getmany(timeout_ms=200)).items():
                 await pipeline.handle(tp, records)
                 read += len(records)
-        while not all(harness.recovery.stage(tp) is Stage.READY for tp in harness.tps):
-            harness.recovery.progress({tp: await consumer.position(tp) for tp in harness.tps})
+        while not all(harness.recovery.stage(tp) is Stage.READY for tp in harness.pipeline.assigned):
+            harness.recovery.progress({tp: await consumer.position(tp) for tp in harness.pipeline.assigned})
             await asyncio.sleep(0.01)
-    offsets = pipeline.committable()
-    await consumer.commit(offsets)
-    pipeline.committed(offsets)
-    return offsets
 
 
-async def test_partitions_given_back_by_a_rebalance_are_ready_at_once(harness: Harness) -> None:
-    """aiokafka revokes every partition at each rebalance: those that come back untouched keep their
-    engines and read on where they stopped, without a restore, a replay or an audit rescan; a partition
-    never read (nothing to keep) is positioned afresh."""
+async def commit(harness: Harness, offsets: dict[TopicPartition, int]) -> None:
+    await harness.consumer.commit(offsets)
+    harness.pipeline.committed(offsets)
+
+
+async def test_partitions_given_back_by_the_next_generation_are_ready_at_once(
+    harness: Harness, kafka_broker: BrokerInfo
+) -> None:
+    """aiokafka revokes every partition at each rebalance: those the next generation gives back keep
+    their engines and read on from the next record, not from the committed offset, without a restore, a
+    replay or an audit rescan; one never read is positioned afresh; one not given back is dropped."""
     tps, pipeline, consumer = harness.tps, harness.pipeline, harness.consumer
     await harness.rebalance.on_partitions_assigned(tps)
     await harness.positioned()
-    assert await read_all_and_ready(harness) == {tps[0]: 5, tps[2]: 20}
+    await read_and_ready(harness, 25)
+    await commit(harness, {tps[0]: 2})  # partition 0 committed up to 2 of its 5, partition 2 not at all
     assert pipeline.campaigns() == 2
 
-    await harness.rebalance.on_partitions_revoked(tps)
-    assert pipeline.campaigns() == 0 and not harness.health.recovering
-    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.rebalance_to(tps)
     await harness.positioned()
     assert pipeline.campaigns() == 2  # the same engines: nothing replayed
     assert [harness.recovery.stage(tp) for tp in (tps[0], tps[2])] == [Stage.READY, Stage.READY]
     assert [await consumer.position(tp) for tp in tps] == [5, 0, 20]
 
+    await produce(kafka_broker, tps[0].topic, {0: 3})
+    await read_and_ready(harness, 3)  # read on: new records counted once, the commit moves past them
+    assert pipeline.committable()[tps[0]] == 8
 
-async def test_a_partition_another_process_read_meanwhile_is_positioned_afresh(
+    await harness.rebalance_to([tps[0]])  # partition 2 goes to another member
+    await harness.positioned_only([tps[0]])
+    assert pipeline.parked(tps[2]) is None and pipeline.campaigns() == 1
+
+
+async def test_a_partition_whose_offset_moved_meanwhile_is_positioned_afresh(
     harness: Harness, kafka_broker: BrokerInfo, group_id: str
 ) -> None:
-    """Its committed offset moved while it was away: the parked engine is stale and dropped."""
-    tps, consumer = harness.tps, harness.consumer
+    """Another member committed partition 0 further while it was away: the parked engine is stale."""
+    tps = harness.tps
     await harness.rebalance.on_partitions_assigned(tps)
     await harness.positioned()
-    await read_all_and_ready(harness)
+    await read_and_ready(harness, 25)
+    await commit(harness, {tps[0]: 2, tps[2]: 20})
     await harness.rebalance.on_partitions_revoked(tps)
 
     other = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap_servers, group_id=group_id)
     await other.start()
     try:
         other.assign([tps[0]])
-        await other.commit({tps[0]: 3})  # another member read partition 0 and committed
+        await other.commit({tps[0]: 4})
     finally:
         await other.stop()
+    harness.generation += 1
     await harness.rebalance.on_partitions_assigned(tps)
     await harness.positioned()
     assert harness.recovery.stage(tps[2]) is Stage.READY
-    assert harness.recovery.stage(tps[0]) is Stage.REPLAYING and harness.recovery[tps[0]].replay_until == 3
-    assert [await consumer.position(tp) for tp in (tps[0], tps[2])] == [0, 20]
+    assert harness.recovery.stage(tps[0]) is Stage.REPLAYING and harness.recovery[tps[0]].replay_until == 4
+
+
+async def test_nothing_is_kept_when_a_generation_went_by_without_this_process(harness: Harness) -> None:
+    """Expelled or late to a rebalance, it missed a generation: another member may have read its
+    partitions and committed nothing yet, so the parked engines are stale although the offsets did not move."""
+    tps = harness.tps
+    await harness.rebalance.on_partitions_assigned(tps)
+    await harness.positioned()
+    await read_and_ready(harness, 25)
+    await harness.rebalance_to(tps, generations=2)
+    await harness.positioned()
+    assert [harness.recovery.stage(tp) for tp in tps] == [Stage.REPLAYING] * 3  # new engines, positioned afresh
+    assert harness.pipeline.campaigns() == 0
 
 
 def test_only_errors_worth_another_try_are_retried() -> None:

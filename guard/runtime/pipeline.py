@@ -223,10 +223,14 @@ class Pipeline:
         progress = self._parked[tp][1]
         return progress.last_committed, progress.next_offset
 
-    def unpark(self, tp: Partition) -> PartitionRecovery:
-        """Own a parked partition again, its engine and progress as they were; returns its recovery (ready)."""
+    def unpark(self, tp: Partition) -> tuple[PartitionRecovery, int]:
+        """Own a parked partition again, its engine and progress as they are; returns its recovery (ready)
+        and the next offset to read (a batch handled while it was parked counts)."""
         self._partitions[tp] = owned = self._parked.pop(tp)
-        return owned[1].recovery
+        progress = owned[1]
+        if progress.next_offset is None:
+            raise ValueError(f"{name(tp)} was parked before reading anything: nothing to keep")
+        return progress.recovery, progress.next_offset
 
     def drop_parked(self, keep: Iterable[Partition] = ()) -> None:
         """Forget the parked partitions but those in `keep`: another process owns them now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import structlog
@@ -43,8 +44,9 @@ class Rebalance(ConsumerRebalanceListener):
     from there.
 
     aiokafka revokes every partition at each rebalance and most come back to the same process. A
-    ready partition is parked on revoke, its engine and progress kept; given back with its committed
-    offset unchanged (no other process read it meanwhile), it is ready again at once, read on from
+    ready partition is parked on revoke, its engine and progress kept. Given back by the very next
+    generation of the group (so no other member can have owned it in between) with its committed
+    offset unchanged, it is ready again at once, before the others are positioned, and read on from
     where it stopped: a rebalance holds up only the partitions it moved.
     """
 
@@ -55,10 +57,13 @@ class Rebalance(ConsumerRebalanceListener):
         recovery: Recovery,
         checkpoints: Any = None,  # a guard.runtime.checkpoints.Checkpointer: restores on assignment, writes on revoke
         *,
+        generation: Callable[[], int | None] | None = None,
         deadline: float = POSITIONING_DEADLINE,
     ) -> None:
         self._consumer, self._pipeline, self._recovery = consumer, pipeline, recovery
         self._checkpoints, self._deadline = checkpoints, deadline
+        self._generation = generation or partial(group_generation, consumer)
+        self._last_generation: int | None = None
         self._positioning: set[asyncio.Task[None]] = set()
         self._closed = False
         self._warned_time_lookup = False
@@ -85,72 +90,89 @@ class Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # the rules in force now decide how far back to rebuild (a reload may have changed them)
         since_ms = max(0, int((time.time() - self._pipeline.rules.retention) * 1000))
-        self._pipeline.drop_parked(keep=assigned)  # those not given back belong to another process now
-        fresh = [tp for tp in assigned if not self._pipeline.owns(tp)]
-        log.info("partitions assigned", partitions=names(assigned), fresh=names(fresh))
-        if not fresh:
-            self._recovery.assigned([], since_ms)
+        generation = self._generation()
+        if generation is None or self._last_generation is None or generation != self._last_generation + 1:
+            self._pipeline.drop_parked()  # a generation went by without this process: others may have read them
+        else:
+            self._pipeline.drop_parked(keep=assigned)  # those not given back belong to another process now
+        self._last_generation = generation
+        returning = [tp for tp in assigned if self._pipeline.parked(tp) is not None]
+        fresh = [tp for tp in assigned if not self._pipeline.owns(tp) and tp not in returning]
+        log.info("partitions assigned", partitions=names(assigned), fresh=names(fresh), returning=names(returning))
+        self._recovery.assigned([(tp, f"{tp.topic}[{tp.partition}]") for tp in fresh], since_ms)
+        if not fresh and not returning:
             return
-        self._consumer.pause(*fresh)  # nothing is read from them before their start is known
+        self._consumer.pause(*fresh, *returning)  # nothing is read from them before their start is known
         if self._closed:  # shutting down: the next owner positions them
             return
-        self._recovery.assigned([(tp, f"{tp.topic}[{tp.partition}]") for tp in fresh], since_ms)
-        task = asyncio.create_task(self._position(fresh, since_ms))
+        task = asyncio.create_task(self._position(returning, fresh, since_ms))
         self._positioning.add(task)
         task.add_done_callback(self._positioning.discard)
 
-    async def _position(self, fresh: list[TopicPartition], since_ms: int) -> None:
-        """Keep, restore or look up each of `fresh`, then hand them to the pipeline, all at once.
-        Retriable broker errors are retried until the deadline; then, or on any other error, the guard
-        reports itself not live (guard.runtime.recovery: stuck) so that the group hands them on."""
+    async def _position(self, returning: list[TopicPartition], fresh: list[TopicPartition], since_ms: int) -> None:
+        """Keep the `returning` partitions whose committed offset did not move (ready at once), then
+        restore or look up the others and hand them to the pipeline together. Retriable broker errors are
+        retried until the deadline; then, or on any other error, the guard reports itself not live
+        (guard.runtime.recovery: stuck) so that the group hands them on."""
         started = time.monotonic()
         try:
-            rules = self._pipeline.rules
-            offsets = await self._retrying(lambda: asyncio.gather(*map(self._consumer.committed, fresh)))
-            committed = dict(zip(fresh, offsets, strict=True))
-            kept = {tp: parked[1] for tp in fresh if (parked := self._kept(tp, committed[tp])) is not None}
-            rest = [tp for tp in fresh if tp not in kept]
-            restored = await self._checkpoints.restore(rest, since_ms) if self._checkpoints and rest else {}
-            unrestored = {tp: committed[tp] for tp in rest if tp not in restored}
-            starts, from_beginning = await self._retrying(lambda: start_offsets(self._consumer, unrestored, since_ms))
-            starts |= {tp: offset for tp, (_, offset) in restored.items()} | kept
-            if missing := [tp for tp in fresh if starts.get(tp, -1) < 0]:
-                raise KafkaError(f"no start offset for {names(missing)}")
-            if from_beginning and not self._warned_time_lookup:
-                self._warned_time_lookup = True
-                log.warning(
-                    "the broker cannot look up offsets by time; reading from the beginning and skipping old records"
-                )
-            # from here on no await: the partitions join the pipeline together, or not at all if revoked before
-            self._pipeline.drop_parked(keep=kept)  # parked, but read by another process meanwhile: start afresh
-            for tp in fresh:
-                self._consumer.seek(tp, starts[tp])
-                if tp in kept:
-                    self._recovery.kept(tp, self._pipeline.unpark(tp))
-                    continue
-                engine: Engine | None = restored[tp][0] if tp in restored else None
-                if engine is not None and self._pipeline.rules is not rules:  # reloaded meanwhile
-                    engine.set_rules(self._pipeline.rules)
-                recovery = self._recovery.positioned(tp, committed[tp])
-                self._pipeline.assign(tp, committed[tp], since_ms, engine, recovery, self._recovery.audit_read(tp))
-            self._consumer.resume(*fresh)
+            kept: list[TopicPartition] = []
+            if returning:
+                offsets = await self._retrying(lambda: asyncio.gather(*map(self._consumer.committed, returning)))
+                kept = [tp for tp, offset in zip(returning, offsets, strict=True) if self._untouched(tp, offset)]
+                # no await from here: owned and ready again, or dropped and positioned as new
+                self._pipeline.drop_parked(keep=kept)
+                for tp in kept:
+                    recovery, next_offset = self._pipeline.unpark(tp)
+                    self._consumer.seek(tp, next_offset)
+                    self._recovery.kept(tp, recovery)
+                self._consumer.resume(*kept)
+                moved = [tp for tp in returning if tp not in kept]
+                self._recovery.assigned([(tp, f"{tp.topic}[{tp.partition}]") for tp in moved], since_ms)
+                fresh = moved + fresh
+            if fresh:
+                await self._position_fresh(fresh, since_ms)
         except Exception as error:
-            log.exception("partitions not positioned; reporting not live", partitions=names(fresh))
-            self._recovery.stuck(names(fresh), error)
+            log.exception("partitions not positioned; reporting not live", partitions=names({*returning, *fresh}))
+            self._recovery.stuck(names({*returning, *fresh}), error)
             return
         log.info(
             "partitions positioned",
-            partitions=names(fresh),
+            partitions=names([*kept, *fresh]),
             kept=names(kept),
             seconds=round(time.monotonic() - started, 3),
         )
 
-    def _kept(self, tp: TopicPartition, committed: int | None) -> tuple[int | None, int] | None:
-        """A parked partition given back untouched: no offset committed since this process parked it."""
+    def _untouched(self, tp: TopicPartition, committed: int | None) -> bool:
+        """A parked partition's committed offset is the one this process last committed or saw."""
         parked = self._pipeline.parked(tp)
-        if parked is None or parked[1] is None or parked[0] != committed:
-            return None
-        return parked[0], parked[1]
+        return parked is not None and parked[1] is not None and parked[0] == committed
+
+    async def _position_fresh(self, fresh: list[TopicPartition], since_ms: int) -> None:
+        """Restore or look up `fresh`, then hand them to the pipeline, all at once."""
+        rules = self._pipeline.rules
+        offsets = await self._retrying(lambda: asyncio.gather(*map(self._consumer.committed, fresh)))
+        committed = dict(zip(fresh, offsets, strict=True))
+        restored = await self._checkpoints.restore(fresh, since_ms) if self._checkpoints else {}
+        unrestored = {tp: committed[tp] for tp in fresh if tp not in restored}
+        starts, from_beginning = await self._retrying(lambda: start_offsets(self._consumer, unrestored, since_ms))
+        starts |= {tp: offset for tp, (_, offset) in restored.items()}
+        if missing := [tp for tp in fresh if starts.get(tp, -1) < 0]:
+            raise KafkaError(f"no start offset for {names(missing)}")
+        if from_beginning and not self._warned_time_lookup:
+            self._warned_time_lookup = True
+            log.warning(
+                "the broker cannot look up offsets by time; reading from the beginning and skipping old records"
+            )
+        # from here on no await: the partitions join the pipeline together, or not at all if revoked before
+        for tp in fresh:
+            engine: Engine | None = restored[tp][0] if tp in restored else None
+            if engine is not None and self._pipeline.rules is not rules:  # reloaded meanwhile
+                engine.set_rules(self._pipeline.rules)
+            self._consumer.seek(tp, starts[tp])
+            recovery = self._recovery.positioned(tp, committed[tp])
+            self._pipeline.assign(tp, committed[tp], since_ms, engine, recovery, self._recovery.audit_read(tp))
+        self._consumer.resume(*fresh)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(
@@ -173,6 +195,13 @@ class Rebalance(ConsumerRebalanceListener):
         for task in list(self._positioning):
             task.cancel()
         await asyncio.gather(*self._positioning, return_exceptions=True)
+
+
+def group_generation(consumer: AIOKafkaConsumer) -> int | None:
+    """The consumer group generation this consumer joined last, or None where aiokafka does not say
+    (a private attribute: without it nothing is kept over a rebalance)."""
+    generation = getattr(getattr(consumer, "_coordinator", None), "generation", None)
+    return generation if isinstance(generation, int) and generation >= 0 else None
 
 
 def _log_retry(state: RetryCallState) -> None:
