@@ -149,8 +149,8 @@ class Pipeline:
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
         self._partition_count = partition_count
         self._partitions: dict[Partition, tuple[Engine, PartitionProgress]] = {}
-        # revoked partitions this process may be given back by the same rebalance (aiokafka revokes every
-        # partition on each one): their engines and progress, kept until the assignment says
+        # revoked partitions the rebalance may give back to this process (aiokafka revokes every partition
+        # at each one): their engines and progress, kept until the assignment says
         self._parked: dict[Partition, tuple[Engine, PartitionProgress]] = {}
         self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
         self.dedupe_evicted = 0  # dedupe keys forgotten at the budget, likewise
@@ -226,10 +226,10 @@ class Pipeline:
     def unpark(self, tp: Partition) -> tuple[PartitionRecovery, int]:
         """Own a parked partition again, its engine and progress as they are; returns its recovery (ready)
         and the next offset to read (a batch handled while it was parked counts)."""
-        self._partitions[tp] = owned = self._parked.pop(tp)
-        progress = owned[1]
+        progress = self._parked[tp][1]
         if progress.next_offset is None:
             raise ValueError(f"{name(tp)} was parked before reading anything: nothing to keep")
+        self._partitions[tp] = self._parked.pop(tp)
         return progress.recovery, progress.next_offset
 
     def drop_parked(self, keep: Iterable[Partition] = ()) -> None:
