@@ -35,6 +35,7 @@ def audit_event(
     workspace_id: str | None = None,
     exemption: ExemptionRef | None = None,
     notification: NotificationFailure | None = None,
+    note: str | None = None,
 ) -> AuditEvent:
     rule = decision.rule
     if result is not None and result.error is not None:
@@ -75,6 +76,7 @@ def audit_event(
         superseded_by=decision.superseded_by,
         exemption=exemption,
         notification=notification,
+        note=redact(note)[:MAX_ERROR_CHARS] if note is not None else None,
         timings=Timings(
             event_time=_utc(decision.fired_at),
             decided_at=_utc(decided_at),

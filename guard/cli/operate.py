@@ -170,7 +170,7 @@ def add(commands: argparse._SubParsersAction) -> None:
     decisions.add_argument("--rule", help="only this rule (a name or a glob)")
     decisions.add_argument(
         "--outcome",
-        choices=("fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted"),
+        choices=("fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "superseded"),
         help="only decisions with this outcome (`fired`: not settled yet)",
     )
     decisions.add_argument("--workspace", help="only this Leadterra workspace")

@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 SCHEMA_VERSION = 1
 _AUDIT_NAMESPACE = uuid.UUID("0b5e8f4a-3c1d-4e7a-9f2b-6a8d1c3e5f70")
 
-Outcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "notify_failed"]
+Outcome = Literal[
+    "fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "superseded", "notify_failed"
+]
 # what became of the decision itself; `notify_failed` only reports on a notification about it
-FINAL_OUTCOMES = ("paused", "already_paused", "not_running", "dry_run", "failed", "exempted")
+FINAL_OUTCOMES = ("paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "superseded")
 
 
 class _Model(BaseModel):
@@ -152,6 +154,12 @@ class AuditEvent(_Model):
     )
     exemption: ExemptionRef | None = Field(None, description="Why the guard did not act (`exempted`).")
     notification: NotificationFailure | None = Field(None, description="What failed (`notify_failed`).")
+    note: str | None = Field(
+        None,
+        description="Why the guard acted as it did where the outcome alone does not say: why a decision was "
+        "`superseded` (a backlog: the campaign's episode ended before the guard caught up), or a side surface "
+        "that failed and was left out (an exemption that could not be evaluated does not exempt).",
+    )
     timings: Timings
 
 

@@ -11,7 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-NotifyOutcome = Literal["fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted"]
+NotifyOutcome = Literal[
+    "fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "superseded"
+]
 LINK_FIELDS = frozenset({"campaign_id", "workspace_id", "rule", "decision_id"})
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
