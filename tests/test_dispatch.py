@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-import structlog.testing
+import pytest
 from pydantic import SecretStr
 
+from guard.actions import dispatch
 from guard.actions.dispatch import Dispatcher
+from guard.actions.exemptions import Exemption, Exemptions
 from guard.actions.pause import PauseClient
 from guard.contracts.audit import AuditEvent
 from guard.engine import Decision, Engine, record_decisions
@@ -70,23 +74,208 @@ async def test_a_decision_met_again_while_its_call_is_under_way_is_not_called_tw
     assert [event.outcome for event in published] == ["fired", "paused"]
 
 
-async def test_a_decision_no_audit_event_can_hold_is_logged_counted_and_releases_its_offset() -> None:
-    """Evidence stamped before year 1 in UTC cannot be written as an audit event: the crash is
-    logged and counted, and the offset is released, so the partition's commits go on."""
-    published: list[AuditEvent] = []
+class Audit:
+    """The audit topic as a list; `fail` makes the next writes raise (a bug in the writer, not Kafka)."""
 
-    async def publish(event: AuditEvent) -> None:
-        published.append(event)
+    def __init__(self, fail: int = 0) -> None:
+        self.events: list[AuditEvent] = []
+        self.fail = fail
 
-    metrics = Metrics()
-    dispatcher = Dispatcher(None, publish, metrics, Health(), SettledDecisions(KafkaSettings(), "audit"), dry_run=True)
+    async def __call__(self, event: AuditEvent) -> None:
+        if self.fail:
+            self.fail -= 1
+            raise RuntimeError("a bug while writing the audit event")
+        self.events.append(event)
+
+    def outcomes(self, decision: Decision) -> list[str]:
+        return [event.outcome for event in self.events if event.decision_id == decision.id]
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[PauseClient]]:
+    """Pause clients made by `dispatcher_for`, closed after the test."""
+    made: list[PauseClient] = []
+    yield made
+    for client in made:
+        await client.aclose()
+
+
+def dispatcher_for(
+    standin: LeadterraStandIn | None, audit: Audit, metrics: Metrics, clients: list[PauseClient], **options: Any
+) -> Dispatcher:
+    client = None
+    if standin is not None:
+        client = PauseClient(
+            standin.url, SecretStr(standin.api_key), timeout=5, deadline=1, backoff_initial=0.01, backoff_max=0.05
+        )
+        clients.append(client)
+    return Dispatcher(
+        client, audit, metrics, Health(), SettledDecisions(KafkaSettings(), "audit"), dry_run=standin is None, **options
+    )
+
+
+async def test_a_decision_whose_times_no_datetime_holds_is_still_recorded(
+    clients: list[PauseClient],
+) -> None:
+    """Evidence stamped before year 1 in UTC: the audit event says the earliest time it can hold, and the
+    decision is settled like any other (it used to crash, leaving a `fired` decision without an outcome)."""
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(None, audit, metrics, clients)
     decision = dataclasses.replace(pause_decision("camp_ancient"), fired_at=-62135683140.0)
     released: list[bool] = []
-    with structlog.testing.capture_logs() as logs:
-        dispatcher.submit(decision, lambda: released.append(True))
-        assert await dispatcher.drain(5) == 0
+    dispatcher.submit(decision, lambda: released.append(True))
+    assert await dispatcher.drain(5) == 0
     assert released == [True]
-    assert published == []
-    assert metrics.decision_errors._value.get() == 1
-    [crash] = [entry for entry in logs if entry["log_level"] == "error"]
-    assert crash["decision_id"] == decision.id and crash["recorded"] is False
+    assert audit.outcomes(decision) == ["fired", "dry_run"]
+    assert audit.events[0].timings.event_time.year == 1
+    assert metrics.decision_errors._value.get() == 0
+
+
+async def test_a_crashed_decision_is_tried_again_and_holds_its_offset_until_recorded(
+    clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while recording `fired`: the crash is counted and the decision tried again, never settled silently;
+    its offset is released only once `fired` is written, and the pause is made."""
+    monkeypatch.setattr(dispatch, "CRASH_BACKOFF", (0.01, 0.05))
+    standin.add_campaign("camp_crash")
+    audit, metrics = Audit(fail=2), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients)
+    decision = pause_decision("camp_crash")
+    released: list[int] = []
+    dispatcher.submit(decision, lambda: released.append(len(audit.events)))
+    assert await dispatcher.drain(10) == 0
+    assert metrics.decision_errors._value.get() == 2
+    assert released == [1]  # after the `fired` record, not at the crash
+    assert audit.outcomes(decision) == ["fired", "paused"]
+    assert len(standin.pause_requests("camp_crash")) == 1
+
+
+class BrokenExemptions(Exemptions):
+    """An exemption store that raises or hangs: the decision must pause all the same."""
+
+    def __init__(self, hang: bool) -> None:
+        super().__init__()
+        self.hang = hang
+        self.loaded()
+
+    async def wait(self) -> None:
+        if self.hang:
+            await asyncio.Event().wait()
+
+    def find(self, campaign_id: str, rule_name: str, now: float) -> Exemption | None:
+        raise ValueError("year 0 is out of range")
+
+
+@pytest.mark.parametrize("hang", [False, True], ids=["raises", "hangs"])
+async def test_an_exemption_store_that_fails_does_not_exempt(
+    clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch, hang: bool
+) -> None:
+    monkeypatch.setattr(dispatch, "EXEMPTIONS_WAIT_SECONDS", 0.2)
+    standin.add_campaign("camp_x")
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients, exemptions=BrokenExemptions(hang))
+    decision = pause_decision("camp_x")
+    dispatcher.submit(decision, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(decision) == ["fired", "paused"]
+    assert "exemptions not consulted" in (audit.events[-1].note or "")
+    assert metrics.side_surface_errors.labels("exemptions")._value.get() == 1
+    assert metrics.decision_errors._value.get() == 0
+
+
+class BrokenNotifier:
+    def notify(self, decision: Decision, event: AuditEvent) -> None:
+        raise KeyError("campaign")  # e.g. a link format naming an unknown field
+
+
+async def test_a_notifier_that_raises_never_reaches_the_decision(
+    clients: list[PauseClient], standin: LeadterraStandIn
+) -> None:
+    standin.add_campaign("camp_n")
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients, notifier=BrokenNotifier())
+    decision = pause_decision("camp_n")
+    dispatcher.submit(decision, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(decision) == ["fired", "paused"]
+    assert metrics.side_surface_errors.labels("notifications")._value.get() == 2  # about `fired`, then `paused`
+    assert metrics.decision_errors._value.get() == 0
+
+
+class HangingAuditRead:
+    async def wait(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_an_audit_read_that_hangs_lets_the_pause_go_ahead(
+    clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "AUDIT_READ_WAIT_SECONDS", 0.2)
+    standin.add_campaign("camp_a")
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients)
+    decision = pause_decision("camp_a")
+    dispatcher.submit(decision, lambda: None, HangingAuditRead())
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(decision) == ["fired", "paused"]
+    assert "audit_read not consulted (no answer in time)" in (audit.events[-1].note or "")
+
+
+def covered(decision: Decision) -> Decision:
+    """Another rule's decision for the same campaign moments later, covered by `decision`."""
+    later = decision.rule.model_copy(update={"name": decision.rule.name + "-2"})
+    return dataclasses.replace(
+        decision, id=decision.id[:-4] + "beef", rule=later, fired_at=decision.fired_at + 1, superseded_by=decision.id
+    )
+
+
+async def test_already_paused_only_over_a_pause_that_landed(
+    clients: list[PauseClient], standin: LeadterraStandIn
+) -> None:
+    """The covering pause is under way (a slow API) when the covered decision comes: it waits, then is
+    `already_paused` without a call of its own."""
+    standin.add_campaign("camp_slow")
+    standin.latency = 0.3
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients)
+    first = pause_decision("camp_slow")
+    second = covered(first)
+    dispatcher.submit(first, lambda: None)
+    dispatcher.submit(second, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(first) == ["fired", "paused"]
+    assert audit.outcomes(second) == ["fired", "already_paused"]
+    assert len(standin.pause_requests("camp_slow")) == 1
+
+
+async def test_a_decision_covered_by_a_failed_pause_calls_for_itself(
+    clients: list[PauseClient], standin: LeadterraStandIn
+) -> None:
+    """The covering pause failed (404 here; the same for retries exhausted): the covered decision is not
+    `already_paused`, it makes its own call, and its audit event says why."""
+    standin.latency = 0.2
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients)
+    first = pause_decision("camp_unknown")
+    second = covered(first)
+    dispatcher.submit(first, lambda: None)
+    dispatcher.submit(second, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(first) == ["fired", "failed"]
+    assert audit.outcomes(second) == ["fired", "failed"]
+    assert len(standin.pause_requests("camp_unknown")) == 2
+    assert f"covered by decision {first.id}, whose pause ended failed" in (audit.events[-1].note or "")
+
+
+async def test_a_decision_covered_by_one_this_process_never_saw_calls_for_itself(
+    clients: list[PauseClient], standin: LeadterraStandIn
+) -> None:
+    """After a restart the covering decision's outcome is not known here: an idempotent call of its own."""
+    standin.add_campaign("camp_r")
+    audit, metrics = Audit(), Metrics()
+    dispatcher = dispatcher_for(standin, audit, metrics, clients)
+    second = covered(pause_decision("camp_r"))
+    dispatcher.submit(second, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(second) == ["fired", "paused"]
+    assert len(standin.pause_requests("camp_r")) == 1

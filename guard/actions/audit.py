@@ -3,6 +3,7 @@ built from the engine's decision, with error texts redacted and cut."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 from guard.contracts.audit import (
@@ -91,5 +92,11 @@ def _window_text(rule: Rule) -> str:
     return format_duration(rule.window) if rule.window is not None else f"last {rule.last}"
 
 
+# The times a datetime can hold: an audit event is written for any decision, whatever its evidence's times.
+_EARLIEST, _LATEST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+
+
 def _utc(epoch: float) -> datetime:
+    if not math.isfinite(epoch) or not _EARLIEST.timestamp() <= epoch <= _LATEST.timestamp():
+        return _EARLIEST if not epoch > 0 else _LATEST
     return datetime.fromtimestamp(epoch, tz=UTC)

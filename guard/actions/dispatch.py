@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from guard.actions.audit import audit_event
-from guard.actions.exemptions import Exemptions
+from guard.actions.boundary import Unavailable, consult, tell
+from guard.actions.exemptions import Exemption, Exemptions
 from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient, PauseResult
 from guard.actions.tasks import wait_then_cancel
@@ -23,6 +26,16 @@ from guard.telemetry.metrics import Metrics
 log = structlog.get_logger("guard.actions")
 
 Publish = Callable[[AuditEvent], Awaitable[None]]
+
+# The control topic is read to its end before the first pause (no exemption missed); a pause waits no longer.
+EXEMPTIONS_WAIT_SECONDS = 30.0
+# After a restart a pause waits for the audit rescan that may hold its outcome; a read slower than this is
+# treated as failed: the pause goes ahead (an idempotent call), its audit event says so.
+AUDIT_READ_WAIT_SECONDS = 120.0
+# Outcomes after which the campaign is not sending: a decision covered by one is `already_paused`.
+LANDED = frozenset({"paused", "already_paused", "not_running", "dry_run"})
+REMEMBERED_OUTCOMES = 10_000  # settled outcomes kept for decisions covered by them (a cooldown's worth and more)
+CRASH_BACKOFF = (0.5, 30.0)  # a crashed decision is tried again after this (initial, most) seconds
 
 
 class Settled(Protocol):
@@ -39,10 +52,17 @@ class AuditRead(Protocol):
     async def wait(self) -> None: ...
 
 
+Work = Callable[[Callable[[], None]], Coroutine[Any, Any, None]]  # given `release`, settles one decision
+
+
 class Dispatcher:
     """Runs each decision to a settled state: `fired` audited, pause called (unless alert or dry
     run), outcome audited. `on_recorded` is called once `fired` is written, which lets the offset
-    be committed: a restart finds a recorded decision without an outcome and resumes it."""
+    be committed: a restart finds a recorded decision without an outcome and resumes it.
+
+    Side surfaces (exemptions, notifications, the audit read) are consulted through guard.actions.boundary:
+    none of them can stop, skip or crash a pause. A decision that crashes all the same (a bug) is retried
+    until it settles, its offset held meanwhile: never settled silently."""
 
     def __init__(
         self,
@@ -65,6 +85,9 @@ class Dispatcher:
         self._dry_run = dry_run or (pause_client is None and not workspace_clients)
         self._tasks: set[asyncio.Task[None]] = set()
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
+        # a pause decision under way -> its outcome once recorded (None: not known), for the decisions it covers
+        self._landing: dict[str, asyncio.Future[str | None]] = {}
+        self._outcomes: OrderedDict[str, str] = OrderedDict()  # recent pause decisions' recorded outcomes
 
     @property
     def inflight(self) -> int:
@@ -72,17 +95,21 @@ class Dispatcher:
 
     def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None = None) -> None:
         """Record, act and record the outcome, in a task of its own; a pause first waits for `audit_read`."""
-        self._spawn(self._settle(decision, on_recorded, audit_read), decision)
+        self._spawn(decision, lambda release: self._record_and_act(decision, release, audit_read), on_recorded)
 
     def resume(self, decision: Decision) -> None:
         """Act on a decision recorded before a restart whose outcome never was."""
         log.warning(
             "resuming a decision recorded before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
         )
-        self._spawn(self._pause(decision, time.time()), decision)
+        decided_at = time.time()
+        self._spawn(decision, lambda _: self._pause(decision, decided_at), lambda: None)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], decision: Decision) -> None:
-        task = asyncio.create_task(work, name=f"decision-{decision.id}")
+    def _spawn(self, decision: Decision, work: Work, on_recorded: Callable[[], None]) -> None:
+        landing = None
+        if decision.rule.action == "pause" and decision.id not in self._landing:
+            landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._settle(decision, work, on_recorded, landing), name=f"decision-{decision.id}")
         self._tasks.add(task)
         self._metrics.inflight.set(len(self._tasks))
         task.add_done_callback(self._done)
@@ -99,9 +126,15 @@ class Dispatcher:
         Returns how many were cancelled."""
         return await wait_then_cancel(self._tasks, timeout)
 
-    async def _settle(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None) -> None:
-        """`_record_and_act`, with a crash (a bug, or evidence no audit event can hold) logged and
-        counted and the decision's offset released all the same: a partition never stalls on one."""
+    async def _settle(
+        self,
+        decision: Decision,
+        work: Work,
+        on_recorded: Callable[[], None],
+        landing: asyncio.Future[str | None] | None,
+    ) -> None:
+        """`work` until it returns. A crash is logged, counted and tried again with backoff; the offset is
+        released only by `work` (once `fired` is written), so a crash never lets a commit pass the decision."""
         released = False
 
         def release() -> None:
@@ -110,18 +143,37 @@ class Dispatcher:
                 released = True
                 on_recorded()
 
-        try:
-            await self._record_and_act(decision, release, audit_read)
-        except Exception:
+        def crashed(state: RetryCallState) -> None:
             self._metrics.decision_errors.inc()
-            log.exception(
-                "decision crashed before it was settled; its input offset moves on",
+            error = state.outcome.exception() if state.outcome is not None else None
+            log.error(
+                "decision crashed before it was settled; trying again",
                 campaign_id=decision.campaign_id,
                 rule=decision.rule.name,
                 decision_id=decision.id,
                 recorded=released,
+                attempt=state.attempt_number,
+                exc_info=error,
             )
-            release()
+            if landing is not None and not landing.done():
+                landing.set_result(None)  # the decisions it covers stop waiting and call for themselves
+
+        retrying = AsyncRetrying(
+            wait=wait_exponential(multiplier=CRASH_BACKOFF[0], max=CRASH_BACKOFF[1]),
+            retry=retry_if_exception_type(Exception),
+            before_sleep=crashed,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await work(release)
+        finally:
+            if landing is not None:
+                if not landing.done():
+                    landing.set_result(self._outcomes.get(decision.id))
+                if self._landing.get(decision.id) is landing:
+                    del self._landing[decision.id]
 
     async def _record_and_act(
         self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None
@@ -144,14 +196,23 @@ class Dispatcher:
         )
         await self._publish(fired)
         on_recorded()
-        if self._notifier is not None:
-            self._notifier.notify(decision, fired)
+        self._notify(decision, fired)
         if rule.action == "pause":
             await self._pause(decision, decided_at, audit_read)
 
+    def _notify(self, decision: Decision, event: AuditEvent) -> None:
+        if self._notifier is not None:
+            notifier = self._notifier
+            tell("notifications", lambda: notifier.notify(decision, event), self._metrics, decision_id=decision.id)
+
     async def _pause(self, decision: Decision, decided_at: float, audit_read: AuditRead | None = None) -> None:
+        notes = []
         if audit_read is not None:
-            await audit_read.wait()
+            read = await consult(
+                "audit_read", audit_read.wait, AUDIT_READ_WAIT_SECONDS, self._metrics, decision_id=decision.id
+            )
+            if isinstance(read, Unavailable):
+                notes.append(read.note)
         if decision.id in self._settled:
             # acted on before a restart or rebalance (the audit says so): never again, even if the
             # user has resumed the campaign since
@@ -166,9 +227,31 @@ class Dispatcher:
             return
         self._acting.add(decision.id)
         try:
-            await self._act(decision, decided_at)
+            await self._act(decision, decided_at, notes)
         finally:
             self._acting.discard(decision.id)
+
+    async def _exempting(self, decision: Decision) -> Exemption | None | Unavailable:
+        """The exemption covering the decision now, if any; Unavailable when the store fails or hangs: no exemption."""
+        exemptions = self._exemptions
+        if exemptions is None:
+            return None
+
+        async def find() -> Exemption | None:
+            await exemptions.wait()  # the control topic read to its end: no exemption missed
+            # wall clock now, not event time: an exemption is an operator's word about the present
+            return exemptions.find(decision.campaign_id, decision.rule.name, time.time())
+
+        return await consult("exemptions", find, EXEMPTIONS_WAIT_SECONDS, self._metrics, decision_id=decision.id)
+
+    async def _covering_outcome(self, decision: Decision) -> str | None:
+        """What became of the pause decision that covers this one: waited for while it is under way here; None
+        when this process does not know (decided before a restart)."""
+        assert decision.superseded_by is not None
+        landing = self._landing.get(decision.superseded_by)
+        if landing is not None:
+            return await asyncio.shield(landing)  # a cancelled waiter must not cancel the covering decision
+        return self._outcomes.get(decision.superseded_by)
 
     def _workspace(self, decision: Decision) -> str | None:
         """The workspace the decision was made in: the engine's (restored with a checkpoint, unlike the
@@ -181,26 +264,33 @@ class Dispatcher:
         """The workspace's own key when the keys file has it, else the single key."""
         return self._workspace_clients.get(workspace, self._client) if workspace is not None else self._client
 
-    async def _act(self, decision: Decision, decided_at: float) -> None:
-        if self._exemptions is not None:
-            await self._exemptions.wait()  # the control topic read to its end: no exemption missed
-            # wall clock now, not event time: an exemption is an operator's word about the present
-            exemption = self._exemptions.find(decision.campaign_id, decision.rule.name, time.time())
-            if exemption is not None:
-                log.info(
-                    "pause not made: the campaign is exempted",
-                    campaign_id=decision.campaign_id,
-                    rule=decision.rule.name,
-                    decision_id=decision.id,
-                    exemption=exemption.id,
-                )
-                await self._record(decision, "exempted", decided_at, exemption=exemption.ref())
-                return
-        if decision.superseded_by is not None:
-            await self._record(decision, "already_paused", decided_at)
+    async def _act(self, decision: Decision, decided_at: float, notes: list[str]) -> None:
+        exemption = await self._exempting(decision)
+        if isinstance(exemption, Unavailable):
+            notes.append(exemption.note)  # an exemption that cannot be evaluated does not exempt
+        elif exemption is not None:
+            log.info(
+                "pause not made: the campaign is exempted",
+                campaign_id=decision.campaign_id,
+                rule=decision.rule.name,
+                decision_id=decision.id,
+                exemption=exemption.id,
+            )
+            await self._record(decision, "exempted", decided_at, exemption=exemption.ref(), notes=notes)
             return
+        if decision.superseded_by is not None:
+            covering = await self._covering_outcome(decision)
+            if covering in LANDED:
+                await self._record(decision, "already_paused", decided_at, notes=notes)
+                return
+            # the covering pause failed, or its outcome is not known here: this decision calls for itself
+            notes.append(
+                f"covered by decision {decision.superseded_by}, whose pause "
+                + (f"ended {covering}" if covering is not None else "is not known to have landed")
+                + ": called for itself"
+            )
         if self._dry_run:
-            await self._record(decision, "dry_run", decided_at)
+            await self._record(decision, "dry_run", decided_at, notes=notes)
             return
         workspace = self._workspace(decision)
         client = self._client_for(workspace)
@@ -213,7 +303,7 @@ class Dispatcher:
                 answered_at=time.time(),
             )
             log.error("no API key for the campaign's workspace", campaign_id=decision.campaign_id, workspace=workspace)
-            await self._record(decision, "failed", decided_at, no_key, no_key.answered_at)
+            await self._record(decision, "failed", decided_at, no_key, no_key.answered_at, notes=notes)
             return
         try:
             outcome = await client.pause(decision.campaign_id, idempotency_key=decision.id)
@@ -249,7 +339,7 @@ class Dispatcher:
             attempts=outcome.attempts,
             error_code=outcome.error_code,
         )
-        await self._record(decision, outcome.outcome, decided_at, outcome, outcome.answered_at)
+        await self._record(decision, outcome.outcome, decided_at, outcome, outcome.answered_at, notes=notes)
 
     async def _record(
         self,
@@ -259,6 +349,7 @@ class Dispatcher:
         result: Result | None = None,
         answered_at: float | None = None,
         exemption: ExemptionRef | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         """Audit the outcome; from then on no guard process acts on this decision again."""
         self._metrics.actions.labels(outcome).inc()
@@ -272,8 +363,19 @@ class Dispatcher:
             answered_at=answered_at,
             workspace_id=self._workspace(decision),
             exemption=exemption,
+            note="; ".join(notes) if notes else None,
         )
         await self._publish(event)
         self._settled.add(decision.id)
-        if self._notifier is not None:  # after the outcome is recorded; it only starts a task
-            self._notifier.notify(decision, event)
+        self._landed(decision.id, outcome)
+        self._notify(decision, event)  # after the outcome is recorded; it only starts a task
+
+    def _landed(self, decision_id: str, outcome: str) -> None:
+        """Remember a pause decision's outcome for the decisions it covers, and wake those waiting for it."""
+        self._outcomes[decision_id] = outcome
+        self._outcomes.move_to_end(decision_id)
+        if len(self._outcomes) > REMEMBERED_OUTCOMES:
+            self._outcomes.popitem(last=False)
+        landing = self._landing.get(decision_id)
+        if landing is not None and not landing.done():
+            landing.set_result(outcome)

@@ -34,7 +34,7 @@ class Metrics:
         )
         self.actions = Counter(
             "guard_actions_total",
-            "Pause outcomes: paused, already_paused, not_running, dry_run, failed, exempted.",
+            "Pause outcomes: paused, already_paused, not_running, dry_run, failed, exempted, superseded.",
             ["outcome"],
             registry=r,
         )
@@ -53,7 +53,14 @@ class Metrics:
         )
         self.decision_errors = Counter(
             "guard_decision_errors_total",
-            "Decisions that crashed before they were settled (logged with their id); their input offsets move on.",
+            "Crashes of a decision before it was settled (logged with its id), each retried: above zero is a bug.",
+            registry=r,
+        )
+        self.side_surface_errors = Counter(
+            "guard_side_surface_errors_total",
+            "A side surface (exemptions, notifications, audit_read) that failed or did not answer while a decision "
+            "consulted it; the decision went on without it and its audit event says so.",
+            ["surface"],
             registry=r,
         )
         self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
