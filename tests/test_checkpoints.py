@@ -21,11 +21,14 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
+from guard.runtime.checkpoint_records import Manifest, complete, whole
 from guard.runtime.checkpoints import (
     CHUNK_BYTES,
     FIRST_WINDOW,
+    Checkpoint,
     CheckpointError,
     CheckpointStore,
+    InvalidCheckpoint,
     TornCheckpoint,
     assemble,
     partition_key,
@@ -94,6 +97,72 @@ class TestRecords:
             latest[prefix.encode()] = b"\xc1garbage"
         with pytest.raises(CheckpointError):
             assemble(latest[prefix.encode()], latest, prefix)
+
+
+class CountingLookups(dict):
+    """The newest values of the state topic, counting how many keys are looked up in it."""
+
+    lookups = 0
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        self.lookups += 1
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(key)
+
+
+def forged_manifest(value: bytes, **changes: object) -> bytes:
+    """A manifest with some fields changed, re-encoded as any writer of the state topic could."""
+    fields = msgspec.msgpack.decode(value)
+    for name, changed in changes.items():
+        fields[Manifest.__struct_fields__.index(name)] = changed
+    return msgspec.msgpack.encode(fields)
+
+
+class TestBounds:
+    """A manifest is input: its sizes, counts and offset are bounded as it is decoded, before anything is built."""
+
+    TP = TopicPartition("events", 0)
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"offset": -1},
+            {"chunks": 300_000_000},
+            {"chunks": 2},  # one chunk holds 10 bytes
+            {"size": 2**40, "chunks": 2**40 // CHUNK_BYTES},
+            {"slot": 7},
+            {"other_chunks": 300_000_000},
+            {"sha256": b"short"},
+            {"written_ms": -5},
+        ],
+        ids=lambda changes: ",".join(changes),
+    )
+    def test_a_manifest_out_of_bounds_is_invalid_and_nothing_is_looked_up_for_it(self, changes: dict) -> None:
+        """`chunks=300000000` built a list of that many lookups before any check (the event loop froze)."""
+        prefix = partition_key("g", self.TP)
+        latest = CountingLookups(records("g", self.TP, b"x" * 10, 10, "v1", 1, slot=0))
+        manifest = forged_manifest(latest[prefix.encode()], **changes)
+        latest[prefix.encode()] = manifest
+        latest.lookups = 0
+        with pytest.raises(InvalidCheckpoint):
+            assemble(manifest, latest, prefix)
+        assert complete(prefix, latest, [(manifest, 1)]) is None, "an unusable manifest: read further back"
+        assert latest.lookups == 0
+
+    def test_an_invalid_newest_manifest_leaves_the_whole_checkpoint_before_it_in_use(self) -> None:
+        prefix = partition_key("g", self.TP)
+        older = records("g", self.TP, b"old", 10, "v1", 1, slot=0)
+        newer = records("g", self.TP, b"new", 20, "v1", 1, slot=1)
+        forged = forged_manifest(newer[-1][1], offset=-1)
+        values = dict(older) | dict(newer[:-1])
+        manifests = [(forged, 3), (older[-1][1], 1)]
+        assert complete(prefix, values, manifests) == 1
+        invalid, checkpoint = whole(prefix, manifests, values)
+        assert isinstance(invalid, InvalidCheckpoint) and "offset" in str(invalid)
+        assert isinstance(checkpoint, Checkpoint) and (checkpoint.offset, checkpoint.data) == (10, b"old")
 
 
 async def create_state_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
