@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -21,6 +22,7 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
+from guard.engine import snapshot as snapshots
 from guard.runtime.checkpoint_records import Manifest, complete, whole
 from guard.runtime.checkpoints import (
     CHUNK_BYTES,
@@ -488,3 +490,96 @@ class TestTail:
         store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), producer, state_topic, "g", 1)
         found = await store.load([self.TP])
         assert (found[self.TP].offset, found[self.TP].data, found[self.TP].torn) == (600, whole, 2)
+
+
+YEAR_9999 = 253_402_300_799.0
+
+
+async def newest_values(settings: KafkaSettings, topic: str) -> dict[bytes, bytes | None]:
+    values: dict[bytes, bytes | None] = {}
+    async for batch in read_topic(settings, topic, 0):
+        values.update((record.key, record.value) for record in batch)
+    return values
+
+
+def forged_snapshot(data: bytes, case: str) -> bytes:
+    """The snapshot with its dedupe table size or every campaign's times forged."""
+    fields = msgspec.msgpack.decode(data)
+    if case == "bits":
+        fields[snapshots._Partition.__struct_fields__.index("dedupe")][0] = 2**63 - 1
+    else:
+        for campaign in fields[snapshots._Partition.__struct_fields__.index("campaigns")]:
+            for name in ("started_at", "watermark"):
+                campaign[snapshots._Campaign.__struct_fields__.index(name)] = YEAR_9999
+    return msgspec.msgpack.encode(fields)
+
+
+async def forge(producer: AIOKafkaProducer, state_topic: str, group: str, case: str) -> int:  # noqa: F811
+    """Write a forged newest checkpoint of every partition that has one, with a plain producer; returns how many."""
+    values = await newest_values(KafkaSettings(bootstrap_servers=producer.client._bootstrap_servers), state_topic)
+    manifests = {
+        key: value for key, value in values.items() if key.count(b"/") == 2 and key.startswith(b"%s/" % group.encode())
+    }
+    for key, value in manifests.items():
+        assert value is not None
+        if case in ("offset", "chunks"):
+            changes = {"offset": -1} if case == "offset" else {"chunks": 3_000_000}
+            await producer.send_and_wait(state_topic, key=key, value=forged_manifest(value, **changes))
+            continue
+        prefix = key.decode()
+        checkpoint = assemble(value, {k: v for k, v in values.items() if v is not None}, prefix)
+        topic, partition = prefix.split("/")[1:]
+        data = forged_snapshot(checkpoint.data, case)
+        written = records(
+            group,
+            TopicPartition(topic, int(partition)),
+            data,
+            checkpoint.offset,
+            checkpoint.rules_version,
+            checkpoint.snapshot_format,
+            slot=1 - checkpoint.slot,
+        )
+        await write_records(producer, state_topic, written)
+    return len(manifests)
+
+
+@pytest.mark.integration
+class TestForged:
+    """Forged newest checkpoints on the state topic (anyone who can write it): the restarted guard counts each
+    as invalid, comes up live and ready with every partition positioned, and pauses a bad campaign."""
+
+    @pytest.mark.parametrize("case", ["offset", "chunks", "bits", "year-9999"])
+    async def test_a_forged_checkpoint_is_counted_and_skipped_and_the_bad_campaign_paused(
+        self,
+        case: str,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        state_topic = f"state-{topics.group}"
+        await create_state_topic(kafka_bootstrap, state_topic)
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await run_guard(rules=rules, state_topic=state_topic, checkpoint_interval=0.2)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        forged = await forge(producer, state_topic, topics.group, case)
+        assert forged >= 1
+
+        second = await run_guard(rules=rules, state_topic=state_topic, checkpoint_interval=60)
+        await produce(producer, topics.input, bounces("camp", start + 100, 4))
+        await standin.wait_for_pauses(1, timeout=20)
+        checkpoints = second.metrics.checkpoints
+        assert checkpoints.labels("invalid")._value.get() == forged
+        assert checkpoints.labels("corrupt")._value.get() == 0
+        await until(lambda: second.assigned == 4)  # every partition positioned and owned
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.server.port}") as http:
+            deadline = time.monotonic() + 15
+            while (await http.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, "not ready"
+                await asyncio.sleep(0.1)
+            assert (await http.get("/livez")).status_code == 200

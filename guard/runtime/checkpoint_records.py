@@ -66,7 +66,7 @@ class Checkpoint:
     torn: int = 0  # chunks of a later write whose manifest never arrived (a crash mid-write); not used
     chunks: int = 0
     other_chunks: int = 0
-    skipped: tuple[str, ...] = ()  # why each newer manifest of the partition could not be used
+    skipped: tuple[CheckpointError, ...] = ()  # why each newer manifest of the partition could not be used
     previous: Checkpoint | None = None  # the whole checkpoint before it, if its records were read
 
 

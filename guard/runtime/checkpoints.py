@@ -149,7 +149,7 @@ class CheckpointStore:
             checkpoint = candidates[-1]
             other = 1 - checkpoint.slot
             torn = sum(1 for n in stored[other] if latest[chunk_key(prefix, other, n)][1] > checkpoint.written_ms)
-            skipped = tuple(str(error) for error in candidates[:-1])
+            skipped = tuple(error for error in candidates[:-1] if isinstance(error, CheckpointError))
             found[tp] = dataclasses.replace(checkpoint, torn=torn, skipped=skipped)
             self._chunks[(tp, checkpoint.slot)] |= set(range(checkpoint.chunks))
             self._chunks[(tp, other)] |= set(range(checkpoint.other_chunks))
@@ -281,8 +281,8 @@ class Checkpointer:
                 partition=name,
                 chunks=found.torn,
             )
-        for reason in found.skipped:
-            self._unusable(name, CheckpointError(reason), "using the checkpoint before it")
+        for error in found.skipped:
+            self._unusable(name, error, "using the checkpoint before it")
         version = rules_version(self._pipeline.rules)
         checkpoint: Checkpoint | None = found
         while checkpoint is not None:
