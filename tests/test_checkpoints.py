@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -21,11 +22,15 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
+from guard.engine import snapshot as snapshots
+from guard.runtime.checkpoint_records import Manifest, complete, whole
 from guard.runtime.checkpoints import (
     CHUNK_BYTES,
     FIRST_WINDOW,
+    Checkpoint,
     CheckpointError,
     CheckpointStore,
+    InvalidCheckpoint,
     TornCheckpoint,
     assemble,
     partition_key,
@@ -94,6 +99,72 @@ class TestRecords:
             latest[prefix.encode()] = b"\xc1garbage"
         with pytest.raises(CheckpointError):
             assemble(latest[prefix.encode()], latest, prefix)
+
+
+class CountingLookups(dict):
+    """The newest values of the state topic, counting how many keys are looked up in it."""
+
+    lookups = 0
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        self.lookups += 1
+        return super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        self.lookups += 1
+        return super().__contains__(key)
+
+
+def forged_manifest(value: bytes, **changes: object) -> bytes:
+    """A manifest with some fields changed, re-encoded as any writer of the state topic could."""
+    fields = msgspec.msgpack.decode(value)
+    for name, changed in changes.items():
+        fields[Manifest.__struct_fields__.index(name)] = changed
+    return msgspec.msgpack.encode(fields)
+
+
+class TestBounds:
+    """A manifest is input: its sizes, counts and offset are bounded as it is decoded, before anything is built."""
+
+    TP = TopicPartition("events", 0)
+
+    @pytest.mark.parametrize(
+        "changes",
+        [
+            {"offset": -1},
+            {"chunks": 300_000_000},
+            {"chunks": 2},  # one chunk holds 10 bytes
+            {"size": 2**40, "chunks": 2**40 // CHUNK_BYTES},
+            {"slot": 7},
+            {"other_chunks": 300_000_000},
+            {"sha256": b"short"},
+            {"written_ms": -5},
+        ],
+        ids=lambda changes: ",".join(changes),
+    )
+    def test_a_manifest_out_of_bounds_is_invalid_and_nothing_is_looked_up_for_it(self, changes: dict) -> None:
+        """`chunks=300000000` built a list of that many lookups before any check (the event loop froze)."""
+        prefix = partition_key("g", self.TP)
+        latest = CountingLookups(records("g", self.TP, b"x" * 10, 10, "v1", 1, slot=0))
+        manifest = forged_manifest(latest[prefix.encode()], **changes)
+        latest[prefix.encode()] = manifest
+        latest.lookups = 0
+        with pytest.raises(InvalidCheckpoint):
+            assemble(manifest, latest, prefix)
+        assert complete(prefix, latest, [(manifest, 1)]) is None, "an unusable manifest: read further back"
+        assert latest.lookups == 0
+
+    def test_an_invalid_newest_manifest_leaves_the_whole_checkpoint_before_it_in_use(self) -> None:
+        prefix = partition_key("g", self.TP)
+        older = records("g", self.TP, b"old", 10, "v1", 1, slot=0)
+        newer = records("g", self.TP, b"new", 20, "v1", 1, slot=1)
+        forged = forged_manifest(newer[-1][1], offset=-1)
+        values = dict(older) | dict(newer[:-1])
+        manifests = [(forged, 3), (older[-1][1], 1)]
+        assert complete(prefix, values, manifests) == 1
+        invalid, checkpoint = whole(prefix, manifests, values)
+        assert isinstance(invalid, InvalidCheckpoint) and "offset" in str(invalid)
+        assert isinstance(checkpoint, Checkpoint) and (checkpoint.offset, checkpoint.data) == (10, b"old")
 
 
 async def create_state_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
@@ -419,3 +490,96 @@ class TestTail:
         store = CheckpointStore(KafkaSettings(bootstrap_servers=kafka_bootstrap), producer, state_topic, "g", 1)
         found = await store.load([self.TP])
         assert (found[self.TP].offset, found[self.TP].data, found[self.TP].torn) == (600, whole, 2)
+
+
+YEAR_9999 = 253_402_300_799.0
+
+
+async def newest_values(settings: KafkaSettings, topic: str) -> dict[bytes, bytes | None]:
+    values: dict[bytes, bytes | None] = {}
+    async for batch in read_topic(settings, topic, 0):
+        values.update((record.key, record.value) for record in batch)
+    return values
+
+
+def forged_snapshot(data: bytes, case: str) -> bytes:
+    """The snapshot with its dedupe table size or every campaign's times forged."""
+    fields = msgspec.msgpack.decode(data)
+    if case == "bits":
+        fields[snapshots._Partition.__struct_fields__.index("dedupe")][0] = 2**63 - 1
+    else:
+        for campaign in fields[snapshots._Partition.__struct_fields__.index("campaigns")]:
+            for name in ("started_at", "watermark"):
+                campaign[snapshots._Campaign.__struct_fields__.index(name)] = YEAR_9999
+    return msgspec.msgpack.encode(fields)
+
+
+async def forge(producer: AIOKafkaProducer, state_topic: str, group: str, case: str) -> int:  # noqa: F811
+    """Write a forged newest checkpoint of every partition that has one, with a plain producer; returns how many."""
+    values = await newest_values(KafkaSettings(bootstrap_servers=producer.client._bootstrap_servers), state_topic)
+    manifests = {
+        key: value for key, value in values.items() if key.count(b"/") == 2 and key.startswith(b"%s/" % group.encode())
+    }
+    for key, value in manifests.items():
+        assert value is not None
+        if case in ("offset", "chunks"):
+            changes = {"offset": -1} if case == "offset" else {"chunks": 3_000_000}
+            await producer.send_and_wait(state_topic, key=key, value=forged_manifest(value, **changes))
+            continue
+        prefix = key.decode()
+        checkpoint = assemble(value, {k: v for k, v in values.items() if v is not None}, prefix)
+        topic, partition = prefix.split("/")[1:]
+        data = forged_snapshot(checkpoint.data, case)
+        written = records(
+            group,
+            TopicPartition(topic, int(partition)),
+            data,
+            checkpoint.offset,
+            checkpoint.rules_version,
+            checkpoint.snapshot_format,
+            slot=1 - checkpoint.slot,
+        )
+        await write_records(producer, state_topic, written)
+    return len(manifests)
+
+
+@pytest.mark.integration
+class TestForged:
+    """Forged newest checkpoints on the state topic (anyone who can write it): the restarted guard counts each
+    as invalid, comes up live and ready with every partition positioned, and pauses a bad campaign."""
+
+    @pytest.mark.parametrize("case", ["offset", "chunks", "bits", "year-9999"])
+    async def test_a_forged_checkpoint_is_counted_and_skipped_and_the_bad_campaign_paused(
+        self,
+        case: str,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        state_topic = f"state-{topics.group}"
+        await create_state_topic(kafka_bootstrap, state_topic)
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await run_guard(rules=rules, state_topic=state_topic, checkpoint_interval=0.2)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        forged = await forge(producer, state_topic, topics.group, case)
+        assert forged >= 1
+
+        second = await run_guard(rules=rules, state_topic=state_topic, checkpoint_interval=60)
+        await produce(producer, topics.input, bounces("camp", start + 100, 4))
+        await standin.wait_for_pauses(1, timeout=20)
+        checkpoints = second.metrics.checkpoints
+        assert checkpoints.labels("invalid")._value.get() == forged
+        assert checkpoints.labels("corrupt")._value.get() == 0
+        await until(lambda: second.assigned == 4)  # every partition positioned and owned
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{second.server.port}") as http:
+            deadline = time.monotonic() + 15
+            while (await http.get("/readyz")).status_code != 200:
+                assert time.monotonic() < deadline, "not ready"
+                await asyncio.sleep(0.1)
+            assert (await http.get("/livez")).status_code == 200

@@ -9,6 +9,7 @@ import sys
 import typing
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -176,6 +177,99 @@ class TestRefusing:
         # a flipped bit inside a number can still read as a snapshot (the checkpoint's checksum
         # catches that): then it must at least be usable
         engine.process(Event(Signal.SENT, "c1", 1_714_570_000.0, message_id="x"))
+
+
+YEAR_9999 = 253_402_300_799.0
+
+
+def _forged(data: bytes, change: typing.Callable[[list], None]) -> bytes:
+    """The snapshot with some of its values changed, re-encoded as a writer of the state topic could."""
+    fields = msgspec.msgpack.decode(data)
+    change(fields)
+    return msgspec.msgpack.encode(fields)
+
+
+def _field(mirror: typing.Any, name: str) -> int:
+    return mirror.__struct_fields__.index(name)
+
+
+def _campaigns(fields: list) -> list:
+    return fields[_field(snapshots._Partition, "campaigns")]
+
+
+def _dedupe(fields: list) -> list:
+    return fields[_field(snapshots._Partition, "dedupe")]
+
+
+class TestBounding:
+    """A snapshot is input (whoever can write the state topic): what no engine with its rules and settings
+    could have made is refused before it is used, and before any size it names is allocated."""
+
+    @pytest.mark.parametrize("name", ["started_at", "watermark"])
+    def test_a_campaign_time_past_the_partitions_clock_is_refused(self, name: str) -> None:
+        """Year 9999 as a campaign's episode start or latest time would count all its later bounces as late."""
+        data = _forged(
+            snapshot(_busy_engine(RULES), RULES),
+            lambda fields: _campaigns(fields)[0].__setitem__(_field(snapshots._Campaign, name), YEAR_9999),
+        )
+        engine = Engine(RULES)
+        with pytest.raises(SnapshotError, match="past the partition's clock"):
+            restore(data, RULES, engine)
+        assert engine.campaigns == 0
+
+    def test_a_rule_state_past_the_clock_is_refused(self) -> None:
+        """A last firing in year 9999 would keep the rule in its cooldown for ever."""
+
+        def fired_far_ahead(fields: list) -> None:
+            campaign = _campaigns(fields)[0]
+            campaign[_field(snapshots._Campaign, "rule_states")] = {"bounces": [None, True, YEAR_9999, None]}
+
+        data = _forged(snapshot(_busy_engine(RULES), RULES), fired_far_ahead)
+        with pytest.raises(SnapshotError, match="past the partition's clock"):
+            restore(data, RULES, Engine(RULES))
+
+    @pytest.mark.parametrize("bits", [2**63 - 1, 64, 7])
+    def test_a_dedupe_table_size_no_engine_makes_is_refused_before_it_is_computed(self, bits: int) -> None:
+        """`bits=2**63-1` made `1 << bits` raise MemoryError, which nothing caught."""
+        data = _forged(snapshot(_busy_engine(RULES), RULES), lambda fields: _dedupe(fields).__setitem__(0, bits))
+        with pytest.raises(SnapshotError, match="dedupe table"):
+            restore(data, RULES, Engine(RULES))
+
+    def test_dedupe_keys_that_do_not_add_up_are_refused(self) -> None:
+        keys = _field(snapshots._Dedupe, "keys")
+        data = _forged(snapshot(_busy_engine(RULES), RULES), lambda fields: _dedupe(fields).__setitem__(keys, 10**9))
+        with pytest.raises(SnapshotError, match="dedupe keys"):
+            restore(data, RULES, Engine(RULES))
+
+    def test_a_window_longer_than_its_rule_keeps_is_refused(self) -> None:
+        """A million buckets in a window of sixty: no rule made it."""
+
+        def grown(fields: list) -> None:
+            series = _campaigns(fields)[0][_field(snapshots._Campaign, "series")]
+            window = next(value for value in series if value is not None)
+            window[1 + _field(snapshots._Sliding, "older")] = bytes(16 * 10**6)  # after the union's tag
+
+        data = _forged(snapshot(_busy_engine(RULES), RULES), grown)
+        with pytest.raises(SnapshotError, match="bucket fields"):
+            restore(data, RULES, Engine(RULES))
+
+    def test_more_campaigns_than_the_engine_tracks_are_refused(self) -> None:
+        def doubled(fields: list) -> None:
+            campaigns, at = _campaigns(fields), _field(snapshots._Campaign, "id")
+            campaigns += [[*campaign[:at], f"copy-{n}", *campaign[at + 1 :]] for n, campaign in enumerate(campaigns)]
+
+        data = _forged(snapshot(_busy_engine(RULES, max_campaigns=7), RULES), doubled)
+        with pytest.raises(SnapshotError, match="more than the 7 tracked"):
+            restore(data, RULES, Engine(RULES, max_campaigns=7))
+
+    def test_a_clock_ahead_of_the_bound_given_is_refused_before_the_rest_is_read(self) -> None:
+        data = snapshot(_busy_engine(RULES), RULES)
+        clock = 1_714_564_800.0 + 199
+        snapshots.check_clock(data, clock)
+        with pytest.raises(SnapshotError, match="clock"):
+            snapshots.check_clock(data, clock - 1)
+        with pytest.raises(SnapshotError, match="clock"):
+            snapshots.check_clock(_forged(data, lambda fields: fields.__setitem__(2, float("nan"))), clock)
 
 
 class TestCoverage:

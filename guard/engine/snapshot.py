@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import math
 import sys
 import typing
 from array import array
@@ -35,10 +36,11 @@ from guard.engine.cusum import Cusum
 from guard.engine.engine import Engine, EngineStats
 from guard.engine.plan import Series
 from guard.engine.state import CampaignState, RuleState
-from guard.engine.windows import LastN, SlidingCount
+from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, LastN, SlidingCount
 from guard.rules.models import RuleSet
 
 FORMAT = 3  # raise with any change to what is stored
+_MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 
 
 class SnapshotError(ValueError):
@@ -111,6 +113,14 @@ class _Head(msgspec.Struct, array_like=True):
     format: int
 
 
+class _Clock(msgspec.Struct, array_like=True):
+    """The fields up to the partition's clock, to bound it before the rest is read."""
+
+    format: int
+    settings: msgspec.Raw
+    watermark: float
+
+
 _LITTLE = sys.byteorder == "little"
 
 
@@ -146,6 +156,7 @@ def _array(typecode: str, data: bytes) -> array:
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _head_decoder = msgspec.msgpack.Decoder(_Head)
 _decoder = msgspec.msgpack.Decoder(_Partition)
+_clock_decoder = msgspec.msgpack.Decoder(_Clock)
 
 
 def rules_version(rules: RuleSet) -> str:
@@ -229,10 +240,24 @@ def _series(mirror: Any) -> Series | None:
     return kind(**values)
 
 
+def check_clock(data: bytes, latest: float) -> None:
+    """SnapshotError unless the snapshot's partition clock is at most `latest` (event time). The caller
+    bounds it by when the snapshot was written, as the engine bounds an event by its clock: a clock far
+    ahead would count every later event as late."""
+    try:
+        clock = _clock_decoder.decode(data).watermark
+    except (msgspec.DecodeError, ValueError) as error:
+        raise SnapshotError(f"not a snapshot: {error}") from None
+    if not clock <= latest:  # NaN too
+        raise SnapshotError(f"the partition's clock ({clock}) is past {latest}")
+
+
 @_collector_paused()
 def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     """Load a snapshot into `engine`, freshly built with `rules` and the settings the snapshot
-    was taken with. SnapshotError (and `engine` untouched) if it is not such a snapshot."""
+    was taken with. SnapshotError (and `engine` untouched) if it is not such a snapshot, or holds
+    what that engine could not have made: times past the partition's clock, series or a dedupe
+    store of other sizes than its rules and settings give (each size checked before it is used)."""
     try:
         head = _head_decoder.decode(data)
     except (msgspec.DecodeError, ValueError) as error:  # ValueError: e.g. a string that is not UTF-8
@@ -246,7 +271,8 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     if partition.settings != _settings(engine, rules):
         raise SnapshotError("snapshot taken with other rules or settings")
     try:
-        campaigns, store = _campaigns(partition, engine), _store(partition.dedupe, engine._seen)
+        _check_clock(partition)
+        campaigns, store = _campaigns(partition, engine), _store(partition.dedupe, engine._seen, partition.watermark)
     except (TypeError, ValueError, KeyError, IndexError) as error:
         raise SnapshotError(f"corrupt snapshot: {error}") from None
     engine._campaigns, engine._seen = campaigns, store
@@ -254,27 +280,99 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     engine.stats = EngineStats(**msgspec.structs.asdict(partition.stats))
 
 
+def _time(value: float | None, clock: float, what: str) -> None:
+    """A time the engine keeps: unset, or not after the partition's clock (NaN never)."""
+    if value is not None and value != -math.inf and not value <= clock:
+        raise ValueError(f"{what} ({value}) is past the partition's clock ({clock})")
+
+
+def _check_clock(partition: _Partition) -> None:
+    clock = partition.watermark
+    if not (clock == -math.inf or math.isfinite(clock)):
+        raise ValueError(f"the partition's clock is {clock}")
+    for name, value in (("ahead", partition.ahead), ("next_sweep", partition.next_sweep)):
+        if value is not None and math.isnan(value):
+            raise ValueError(f"{name} is NaN")
+
+
 def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState]:
-    slots = len(engine._plan.series_keys)
+    if engine._max_campaigns is not None and len(partition.campaigns) > engine._max_campaigns:
+        raise ValueError(f"{len(partition.campaigns)} campaigns, more than the {engine._max_campaigns} tracked")
+    plan, clock = engine._plan, partition.watermark
+    makes = {slot: make for feeds in plan.feeds.values() for slot, _, _, make in feeds}
+    slots = len(plan.series_keys)
     campaigns = {}
     for mirror in partition.campaigns:
         fields = msgspec.structs.asdict(mirror)
         campaign_id = fields.pop("id")
+        if len(fields["series"]) != slots:
+            raise ValueError(f"{len(fields['series'])} series for {slots} slots")
         series = [_series(value) for value in fields.pop("series")]
-        if len(series) != slots:
-            raise ValueError(f"{len(series)} series for {slots} slots")
+        for slot, value in enumerate(series):
+            if value is not None:
+                _check_series(value, makes[slot](), clock)
         rule_states = {
             name: RuleState(**msgspec.structs.asdict(state)) for name, state in fields.pop("rule_states").items()
         }
-        rules = engine._plan.rules_for(campaign_id, fields["workspace_id"])
-        campaigns[campaign_id] = CampaignState(rules, series, rule_states=rule_states, **fields)
+        rules = plan.rules_for(campaign_id, fields["workspace_id"])
+        if unknown := set(rule_states) - {compiled.rule.name for compiled in rules}:
+            raise ValueError(f"states of rules that do not apply: {sorted(unknown)}")
+        state = CampaignState(rules, series, rule_states=rule_states, **fields)
+        times = [state.watermark, state.started_at, state.last_pause[1] if state.last_pause else None]
+        times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]
+        for value in times:
+            _time(value, clock, f"a time of campaign {campaign_id!r}")
+        campaigns[campaign_id] = state
     return campaigns
 
 
-def _store(mirror: _Dedupe, fresh: dedupe.DedupeStore) -> dedupe.DedupeStore:
-    """The fresh store (of the same horizon and budget) filled with the snapshot's keys."""
+def _check_series(series: Series, fresh: Series, clock: float) -> None:
+    """A series as its slot's rule makes them (its window, size or weights), holding no more than it keeps."""
+    if type(series) is not type(fresh):
+        raise ValueError(f"a {type(series).__name__} where the rules keep a {type(fresh).__name__}")
+    if isinstance(series, SlidingCount):
+        assert isinstance(fresh, SlidingCount)
+        if (series.width, series.keep_samples) != (fresh.width, fresh.keep_samples):
+            raise ValueError("a window of another length")
+        if len(series.older) % 2 or len(series.older) > 2 * BUCKETS_PER_WINDOW:
+            raise ValueError(f"{len(series.older)} bucket fields in a window of {BUCKETS_PER_WINDOW}")
+        _time(max([series.newest, *series.older[::2]]), clock // series.width, "a window's bucket")
+    elif isinstance(series, LastN):
+        assert isinstance(fresh, LastN)
+        kept = min(series.per_seen, series.size)
+        if series.size != fresh.size or not len(series.per_times) == len(series.per_ids) == kept:
+            raise ValueError("a count window of another size")
+        positions = series.of_positions
+        if series.total != len(positions) or (positions and positions[-1] > series.per_seen):
+            raise ValueError("a count window's outcomes do not add up")
+        _time(series.time_base if series.per_seen else None, clock, "a count window's first send")
+    elif isinstance(series, Cusum):
+        assert isinstance(fresh, Cusum)
+        if (series.rise, series.fall) != (fresh.rise, fresh.fall):
+            raise ValueError("a cusum of other weights")
+        _time(series.run_from, clock, "a cusum's run")
+    if len(series.samples or ()) > SAMPLE_IDS:
+        raise ValueError(f"more than {SAMPLE_IDS} sample ids")
+
+
+def _store(mirror: _Dedupe, fresh: dedupe.DedupeStore, clock: float) -> dedupe.DedupeStore:
+    """The fresh store (of the same horizon and budget) filled with the snapshot's keys, once they
+    add up: its table size checked before it is computed (`1 << bits` of a forged `bits` is no table)."""
+    fixed = fresh._max_keys is not None  # with a budget the table never grows
+    if not (mirror.bits == fresh._bits if fixed else fresh._bits <= mirror.bits <= _MAX_BITS):
+        raise ValueError(f"a dedupe table of 2**{mirror.bits} buckets")
     if len(mirror.buckets) != 1 << mirror.bits:
         raise ValueError("dedupe buckets do not match their count")
+    if any(len(bucket) % dedupe._ENTRY for bucket in mirror.buckets):
+        raise ValueError("a dedupe bucket of partial entries")
+    stored = sum(map(len, mirror.buckets)) // dedupe._ENTRY
+    if len(mirror.generations) > 256 or not stored == mirror.keys == sum(g.keys for g in mirror.generations):
+        raise ValueError("dedupe keys do not add up")
+    if fixed and mirror.keys > fresh._max_keys:  # type: ignore[operator]
+        raise ValueError(f"{mirror.keys} dedupe keys, more than the budget")
+    for generation in mirror.generations:
+        _time(generation.newest, clock, "a dedupe generation")
+    _time(mirror.rotate_at, clock + fresh._span, "the next dedupe generation")
     generations = deque(dedupe._Generation(**msgspec.structs.asdict(g)) for g in mirror.generations)
     fresh._bits, fresh._mask, fresh._buckets = mirror.bits, (1 << mirror.bits) - 1, mirror.buckets
     fresh._generations, fresh._rotate_at, fresh._sequence = generations, mirror.rotate_at, mirror.sequence

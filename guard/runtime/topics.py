@@ -145,6 +145,19 @@ async def topic_partitions(settings: KafkaSettings, topic: str) -> list[TopicPar
     return []
 
 
+async def offset_ranges(settings: KafkaSettings, partitions: list[TopicPartition]) -> dict[TopicPartition, range]:
+    """The offsets a reader of each partition can be positioned at: its log start to its log end, both
+    included. Reads without a consumer group."""
+    ranges: dict[TopicPartition, range] = {}
+    for topic in sorted({tp.topic for tp in partitions}):
+        async with _reader(settings, topic) as (consumer, every):
+            asked = [tp for tp in every if tp in set(partitions)]
+            starts = await consumer.beginning_offsets(asked)
+            ends = await log_ends(consumer, asked)
+            ranges |= {tp: range(starts[tp], ends[tp] + 1) for tp in asked}
+    return ranges
+
+
 async def log_ends(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
     """Each partition's end when reading starts.
 

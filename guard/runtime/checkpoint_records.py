@@ -1,0 +1,215 @@
+"""A checkpoint's records in the state topic: its chunks and its manifest, written and read back; no I/O.
+
+A checkpoint of partition `<topic>[<p>]` for group `<g>` is
+- chunks of the snapshot, keyed `<g>/<topic>/<p>/<slot>/<n>`, each under CHUNK_BYTES (a message stays
+  under the broker's default 1 MB limit), then
+- a manifest, keyed `<g>/<topic>/<p>`, written only once every chunk is: it names the offset the
+  snapshot covers (the next record to read), the rules' version, the snapshot format, the slot, the
+  chunk count, the snapshot's length and SHA-256, and when it was written.
+Whoever can write the state topic can write anything there: a manifest is bounded as it is decoded (its
+sizes and counts before anything is allocated for them), and chunks that do not add up to its hash are
+refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Annotated
+
+import msgspec
+from aiokafka import TopicPartition
+
+CHUNK_BYTES = 512 * 1024  # well under the broker's and the producer's 1 MB defaults, with room for key and headers
+RECORD_FORMAT = 1  # the manifest's own layout
+MAX_BYTES = 1 << 30  # a snapshot this large is no partition's state within GUARD_MAX_CAMPAIGNS' reach: refused
+MAX_CHUNKS = MAX_BYTES // CHUNK_BYTES
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_CHUNKS)]
+
+
+class Manifest(msgspec.Struct, array_like=True):
+    """Bounded as it is decoded (the state topic is input, whoever wrote it): a manifest out of these
+    bounds is refused before anything is allocated for it."""
+
+    format: int  # RECORD_FORMAT
+    snapshot_format: int
+    offset: Annotated[int, msgspec.Meta(ge=0)]  # the first input record the snapshot does not cover
+    rules_version: Annotated[str, msgspec.Meta(max_length=64)]
+    slot: Annotated[int, msgspec.Meta(ge=0, le=1)]
+    chunks: Count
+    size: Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)]
+    sha256: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+    written_ms: Annotated[int, msgspec.Meta(ge=0)]  # wall clock: a checkpoint older than the look-back is not used
+    other_chunks: Count = 0  # chunk keys the other slot holds (numbers below this): the next write's tombstones
+
+    def __post_init__(self) -> None:
+        if self.chunks != max(1, -(-self.size // CHUNK_BYTES)):
+            raise ValueError(f"{self.chunks} chunks for {self.size} bytes")
+
+
+_manifest_decoder = msgspec.msgpack.Decoder(Manifest)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    offset: int
+    rules_version: str
+    snapshot_format: int
+    written_ms: int
+    slot: int
+    data: bytes
+    torn: int = 0  # chunks of a later write whose manifest never arrived (a crash mid-write); not used
+    chunks: int = 0
+    other_chunks: int = 0
+    skipped: tuple[CheckpointError, ...] = ()  # why each newer manifest of the partition could not be used
+    previous: Checkpoint | None = None  # the whole checkpoint before it, if its records were read
+
+
+class CheckpointError(ValueError):
+    """A stored checkpoint that cannot be used: torn, corrupt, or of another record format."""
+
+
+class TornCheckpoint(CheckpointError):
+    """Chunks of a partition's first checkpoint, written without their manifest (a crash mid-write)."""
+
+
+class InvalidCheckpoint(CheckpointError):
+    """A checkpoint whose bytes add up but whose values do not: out of bounds, forged or from a broken writer."""
+
+
+def partition_key(group: str, tp: TopicPartition) -> str:
+    return f"{group}/{tp.topic}/{tp.partition}"
+
+
+def chunk_key(prefix: str, slot: int, number: int) -> bytes:
+    return f"{prefix}/{slot}/{number}".encode()
+
+
+def stored_chunks(prefix: str, keys: Iterable[bytes]) -> dict[int, set[int]]:
+    """The chunk numbers present per slot among `keys`, for the partition of `prefix`."""
+    found: dict[int, set[int]] = {0: set(), 1: set()}
+    start = f"{prefix}/".encode()
+    for key in keys:
+        if key.startswith(start):
+            slot, _, number = key[len(start) :].partition(b"/")
+            if slot in (b"0", b"1") and number.isdigit():
+                found[int(slot)].add(int(number))
+    return found
+
+
+def records(
+    group: str,
+    tp: TopicPartition,
+    data: bytes,
+    offset: int,
+    rules_version: str,
+    snapshot_format: int,
+    slot: int,
+    other_chunks: int = 0,
+) -> list[tuple[bytes, bytes]]:
+    """The (key, value) records of one checkpoint, in the order they must be written: the manifest last."""
+    prefix = partition_key(group, tp)
+    chunks = [data[at : at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)] or [b""]
+    manifest = Manifest(
+        RECORD_FORMAT,
+        snapshot_format,
+        offset,
+        rules_version,
+        slot,
+        len(chunks),
+        len(data),
+        hashlib.sha256(data).digest(),
+        int(time.time() * 1000),
+        other_chunks,
+    )
+    written = [(chunk_key(prefix, slot, n), chunk) for n, chunk in enumerate(chunks)]
+    return [*written, (prefix.encode(), msgspec.msgpack.encode(manifest))]
+
+
+def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> Checkpoint:
+    """The checkpoint a manifest names, from the newest value of every key; CheckpointError if it does not add up."""
+    manifest = manifest_of(manifest_value)
+    parts = [latest.get(chunk_key(prefix, manifest.slot, n)) for n in range(manifest.chunks)]
+    if any(part is None for part in parts):
+        raise CheckpointError("chunks missing")
+    data = b"".join(parts)  # type: ignore[arg-type]
+    if len(data) != manifest.size or hashlib.sha256(data).digest() != manifest.sha256:
+        raise CheckpointError("chunks do not match the manifest (a torn or corrupt write)")
+    return Checkpoint(
+        manifest.offset,
+        manifest.rules_version,
+        manifest.snapshot_format,
+        manifest.written_ms,
+        manifest.slot,
+        data,
+        chunks=manifest.chunks,
+        other_chunks=manifest.other_chunks,
+    )
+
+
+def manifest_of(value: bytes) -> Manifest:
+    """The manifest `value` holds, within its bounds; CheckpointError if it does not."""
+    try:
+        manifest = _manifest_decoder.decode(value)
+    except msgspec.ValidationError as error:  # "... at `$[2]`": name the field
+        named = re.sub(r"`\$\[(\d+)\]`", lambda at: Manifest.__struct_fields__[int(at[1])], str(error))
+        raise InvalidCheckpoint(f"invalid manifest: {named}") from None
+    except Exception as error:  # whatever the bytes: unusable, never a crash
+        raise CheckpointError(f"unreadable manifest: {error!r}") from None
+    if manifest.format != RECORD_FORMAT:
+        raise CheckpointError(f"checkpoint record format {manifest.format}, this guard reads {RECORD_FORMAT}")
+    return manifest
+
+
+def complete(
+    prefix: str, latest: dict[bytes, tuple[bytes | None, int]], manifests: list[tuple[bytes | None, int]] | None = None
+) -> int | None:
+    """The time of the partition's newest usable manifest once it and its chunks have been read, else None:
+    read further back. `manifests` are every value of its manifest key read, newest first (default: the
+    newest alone); an unusable one is passed over for the one before it, a tombstone ends the search."""
+    if manifests is None:
+        manifests = [latest[prefix.encode()]] if prefix.encode() in latest else []
+    for value, written_ms in manifests:
+        if value is None:
+            return written_ms
+        try:
+            manifest = manifest_of(value)
+        except CheckpointError:
+            continue
+        if all(chunk_key(prefix, manifest.slot, n) in latest for n in range(manifest.chunks)):
+            return written_ms
+        return None
+    return None
+
+
+def whole(
+    prefix: str, manifests: list[tuple[bytes | None, int]], values: dict[bytes, bytes]
+) -> list[Checkpoint | CheckpointError]:
+    """Why each newer manifest cannot be used, then the newest whole checkpoint and the one before it
+    (its `previous`); up to a tombstone. Ends with an error when no whole checkpoint was read."""
+    tried: list[Checkpoint | CheckpointError] = []
+    found: Checkpoint | None = None
+    for value, _ in manifests:
+        if value is None:
+            break
+        try:
+            checkpoint = assemble(value, values, prefix)
+        except CheckpointError as error:
+            if found is None:
+                tried.append(error)
+            continue
+        except Exception as error:  # whatever a record holds: unusable, never a crash
+            if found is None:
+                tried.append(CheckpointError(f"unreadable checkpoint: {error!r}"))
+            continue
+        if found is not None:
+            tried[-1] = dataclasses.replace(found, previous=checkpoint)
+            break
+        found = checkpoint
+        tried.append(checkpoint)
+    return tried
