@@ -24,14 +24,13 @@ from pydantic import SecretStr, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
 from guard import redact
+from guard.actions.responses import send_capped
 from guard.contracts.audit import Result
 from guard.contracts.events import epoch_from_iso
 
 # pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
-# An answer is a few hundred bytes; beyond this a body is not read (a proxy's error page, or worse).
-MAX_RESPONSE_BYTES = 64 * 1024
 # Values taken from a response into the audit (status, pausedAt, error code) look like this; anything
 # else, e.g. a body echoing the request's headers, is not copied.
 _TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
@@ -164,16 +163,9 @@ class PauseClient:
         )
 
     async def _post(self, path: str, key: str, idempotency_key: str) -> tuple[httpx.Response, bytes]:
-        """The response and at most MAX_RESPONSE_BYTES of its body; the rest is never read (the
-        connection is closed instead). Raw bytes, and no compression asked for: no decompression bomb."""
-        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key, "Accept-Encoding": "identity"}
-        async with self._client.stream("POST", path, headers=headers) as response:
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) >= MAX_RESPONSE_BYTES:
-                    break
-            return response, bytes(body[:MAX_RESPONSE_BYTES])
+        """The response and at most 64 KiB of its body (a proxy's error page, or worse)."""
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
+        return await send_capped(self._client, "POST", path, headers=headers)
 
     def _wait(self, state: RetryCallState) -> float:
         wait = self._jitter(state)
