@@ -342,6 +342,7 @@ class TestWorkspacesAndNotifications:
         [
             "notifications.deadlineSeconds=-1",
             "notifications.link=slack.com/x",
+            "notifications.link=https://app.leadterra.co/campaigns/{campaign}",
             "notifications.secretMounts[0]=Not_A_Name",
             "guard.topicWorkspaces.leadterra=not a workspace",
         ],

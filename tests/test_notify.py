@@ -1,8 +1,11 @@
-"""Notifications end to end: a real broker, the Leadterra stand-in, and Slack-like and webhook
-receivers served by aiohttp on 127.0.0.1."""
+"""Notifications end to end (a real broker, the Leadterra stand-in, and Slack-like and webhook
+receivers served by aiohttp on 127.0.0.1), and the notifier alone against such receivers: nothing a
+link, a receiver or a bug does reaches the decision that asked for a message."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -15,7 +18,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import SecretStr
+from test_cli_run import RULES, free_port, run_cli
+from test_dispatch import pause_decision
 from test_service import (  # noqa: F401  (fixtures)
     RunGuard,
     Topics,
@@ -30,10 +37,13 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
-from guard.actions.notify import slack_message
+from guard.actions.audit import audit_event
+from guard.actions.notify import NOTIFIER, Notifier, slack_message
+from guard.contracts.audit import AuditEvent
+from guard.engine import Decision
+from guard.rules import RuleFileError, parse_rules
+from guard.telemetry.metrics import Metrics
 from guard.testing.leadterra import LeadterraStandIn
-
-pytestmark = pytest.mark.integration
 
 RULE = """
 notify:
@@ -86,6 +96,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.cleanup()
 
 
+@pytest.mark.integration
 class TestSlack:
     async def test_the_slack_url_alone_tells_of_every_pause(
         self,
@@ -117,6 +128,7 @@ class TestSlack:
         assert guard.metrics.notifications.labels("slack", "sent")._value.get() == 1
 
 
+@pytest.mark.integration
 class TestWebhook:
     async def test_a_rule_file_webhook_gets_the_audit_event_signed(
         self,
@@ -147,6 +159,7 @@ class TestWebhook:
         assert headers["X-Guard-Event-Id"] == event["id"]
 
 
+@pytest.mark.integration
 class TestFailingReceiver:
     async def test_a_failing_receiver_delays_no_pause_and_its_failure_is_audited(
         self,
@@ -182,10 +195,158 @@ class TestFailingReceiver:
 
 def test_slack_text_escapes_what_slack_would_read_as_markup() -> None:
     """A campaign id with `<`, `>` or `&` cannot make a link or a mention in the message."""
-    from test_dispatch import pause_decision
-
-    from guard.actions.audit import audit_event
-
     event = audit_event(pause_decision("camp_<!here>&"), "paused", decided_at=time.time(), dry_run=False)
     text = json.loads(slack_message(event, None))["text"]
     assert "camp_&lt;!here&gt;&amp;" in text and "<!here>" not in text
+
+
+DECISION: Decision = pause_decision("camp_total")
+PAUSED = audit_event(DECISION, "paused", decided_at=time.time(), dry_run=False)
+
+# Links a setting or a rule file may not give: each was accepted before, and each runs more of
+# str.format than filling in a field (a 2 GB padding, a repr, an attribute, an index), or is no URL.
+WRONG_LINKS = [
+    pytest.param("https://app.example/c/{campaign_id:>2000000000}", "{campaign_id:>2000000000}", id="format-spec"),
+    pytest.param("https://app.example/c/{campaign_id!r}", "{campaign_id!r}", id="conversion"),
+    pytest.param("https://app.example/c/{rule.__class__}", "{rule.__class__}", id="attribute"),
+    pytest.param("https://app.example/c/{rule[0]}", "{rule[0]}", id="index"),
+    pytest.param("/campaigns/{campaign_id}", "https://", id="not-a-url"),
+    pytest.param("https://app.example/c/{campaign_id}|<!here>", "'|'", id="slack-markup"),
+]
+
+
+class TestLinks:
+    """A link is checked where it is given: a rule file, or GUARD_NOTIFY_LINK at start-up."""
+
+    @pytest.mark.parametrize(("link", "named"), WRONG_LINKS)
+    def test_a_rule_file_with_a_wrong_link_is_refused_saying_why(self, link: str, named: str) -> None:
+        text = (
+            f"notify:\n  slack:\n    url: {{env: TEAM_SLACK_URL}}\n    link: '{link}'\n" + RULE[RULE.index("groups:") :]
+        )
+        with pytest.raises(RuleFileError) as raised:
+            parse_rules([("team.yaml", text)])
+        [problem] = raised.value.problems
+        assert problem.startswith("team.yaml:4:") and "link" in problem and named in problem, problem
+
+    @pytest.mark.parametrize(
+        ("link", "named"),
+        [pytest.param("https://app.example/c/{campaign}", "{campaign}", id="typo"), *WRONG_LINKS],
+    )
+    async def test_guard_run_refuses_a_wrong_link_at_start_up(self, link: str, named: str) -> None:
+        """Exit 2 with one line naming GUARD_NOTIFY_LINK, as for every wrong setting, before any
+        connection (the broker here does not exist: reaching for it would be another error)."""
+        env = {
+            "GUARD_NOTIFY_LINK": link,
+            "GUARD_RULES": str(RULES),
+            "GUARD_HTTP_PORT": "0",
+            "GUARD_KAFKA_CONNECT_TIMEOUT": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "LEADTERRA_API_KEY": "sk_live_notify_link_test",
+        }
+        code, _, err = await run_cli("run", env=env)
+        assert code == 2, err
+        [line] = [line for line in err.splitlines() if "GUARD_NOTIFY_LINK" in line]
+        assert named in line and "Traceback" not in err
+
+    @settings(max_examples=300, deadline=None)
+    @given(link=st.one_of(st.text(max_size=80), st.text(max_size=40).map(lambda tail: "https://app.example/" + tail)))
+    def test_a_slack_message_is_made_whatever_the_link(self, link: str) -> None:
+        """slack_message is total: a link that is not valid is left out, never an exception."""
+        text = json.loads(slack_message(PAUSED, link))["text"]
+        assert text.startswith(":octagonal_sign: Paused campaign `camp_total`")
+
+
+@dataclass
+class Endpoint:
+    """A receiver on 127.0.0.1 answering 200 with a body of `body_size` bytes, sent as fast as taken."""
+
+    body_size: int = 0
+    url: str = ""
+    requests: list[bytes] = field(default_factory=list)
+    body_bytes_sent: int = 0
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[Endpoint]:
+    got = Endpoint()
+    chunk = b"x" * 65536
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        got.requests.append(await request.read())
+        response = web.StreamResponse(status=200)
+        response.content_length = got.body_size
+        await response.prepare(request)
+        try:
+            while got.body_bytes_sent < got.body_size:
+                size = min(len(chunk), got.body_size - got.body_bytes_sent)
+                await response.write(chunk[:size])
+                got.body_bytes_sent += size
+        except (ConnectionError, RuntimeError):  # the client hung up: what it read is what was sent
+            pass
+        finally:
+            got.answered.set()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", handle)
+    runner = web.AppRunner(app, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    got.url = f"http://127.0.0.1:{port}/services/T000/B000/s3cr3tT0ken"
+    yield got
+    await runner.cleanup()
+
+
+def notifier(endpoint: Endpoint, published: list[AuditEvent], **kwargs: object) -> tuple[Notifier, Metrics]:
+    async def publish(event: AuditEvent) -> None:
+        published.append(event)
+
+    metrics = Metrics()
+    options: dict = {"global_slack_url": SecretStr(endpoint.url), "deadline": 5.0, "backoff_initial": 0.01, **kwargs}
+    return Notifier(publish, metrics, **options), metrics
+
+
+class TestNotifier:
+    """The notifier alone, against a receiver on 127.0.0.1: no broker needed."""
+
+    async def test_an_endless_answer_is_not_read_and_the_message_counts_as_sent(self, endpoint: Endpoint) -> None:
+        """A receiver answering 200 with a 100 MB body: the status is the answer, the body is not read
+        (the server can write only what the sockets buffer), the message is counted as sent."""
+        endpoint.body_size = 100 * 1024 * 1024
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(endpoint, published)
+        notify.notify(DECISION, PAUSED)
+        await notify.aclose(grace=20)
+        await asyncio.wait_for(endpoint.answered.wait(), timeout=20)
+        assert len(endpoint.requests) == 1
+        assert endpoint.body_bytes_sent < 32 * 1024 * 1024
+        assert metrics.notifications.labels("slack", "sent")._value.get() == 1
+        assert published == []
+
+    async def test_a_link_given_wrong_is_left_out_of_the_message(self, endpoint: Endpoint) -> None:
+        """A Notifier made with a wrong link (only past the settings' check): messages go without it."""
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(endpoint, published, global_link="https://app.example/c/{campaign}")
+        notify.notify(DECISION, PAUSED)
+        await notify.aclose(grace=20)
+        text = json.loads(endpoint.requests[0])["text"]
+        assert "camp_total" in text and "Open the campaign" not in text
+        assert metrics.notifications.labels("slack", "sent")._value.get() == 1
+
+    async def test_a_crash_inside_notify_is_audited_never_raised(self, endpoint: Endpoint) -> None:
+        """Whatever fails inside `notify` (here a rule whose notify section is not one) stays there:
+        the caller, a decision, goes on; the failure is logged, counted and audited `notify_failed`."""
+        broken = dataclasses.replace(DECISION, rule=DECISION.rule.model_copy(update={"notify": "not a section"}))
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(endpoint, published)
+        notify.notify(broken, PAUSED)
+        await notify.aclose(grace=20)
+        assert [(e.outcome, e.notification.channel if e.notification else None) for e in published] == [
+            ("notify_failed", NOTIFIER)
+        ]
+        assert published[0].notification is not None
+        assert published[0].notification.error == "internal error: AttributeError"
+        assert metrics.notifications.labels(NOTIFIER, "failed")._value.get() == 1

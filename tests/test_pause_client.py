@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
+import os
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from guard.actions.pause import PauseClient
-from guard.runtime.settings import LeadterraSettings
+from guard.actions import keyfiles
+from guard.actions.keyfiles import KeyFile
+from guard.actions.pause import KeySource, PauseClient
+from guard.actions.workspaces import read_api_keys
+from guard.runtime.settings import LeadterraSettings, leadterra
 from guard.testing.leadterra import LeadterraStandIn
 
 
@@ -187,30 +195,159 @@ class TestKeyRotation:
             await pause_client.aclose()
         assert (result.outcome, result.http_status, result.attempts) == ("failed", 401, 2)
 
-    async def test_an_unreadable_or_unsafe_file_keeps_the_key_in_use(self, tmp_path) -> None:
+    async def test_an_unreadable_or_unsafe_file_keeps_the_key_in_use(
+        self, tmp_path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Mid-rotation the file may be missing or half-written: no new key, nothing raised."""
+        monkeypatch.setattr(keyfiles, "REREAD_SECONDS", 0.0)
         key_file = tmp_path / "api-key"
         key_file.write_text("sk_live_old")
         source = LeadterraSettings(api_key_file=key_file).key_source()
         assert source is not None
         key_file.write_text("sk live\x00broken")
-        assert source() is None
+        assert await source() is None
         key_file.unlink()
-        assert source() is None
+        assert await source() is None
 
-    def test_a_key_in_a_variable_has_no_source(self, tmp_path) -> None:
+    async def test_a_key_in_a_variable_has_no_source(self, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         """LEADTERRA_API_KEY cannot change under a running process: a 401 stays final (TestFinalErrors)."""
+        monkeypatch.setattr(keyfiles, "REREAD_SECONDS", 0.0)
         key_file = tmp_path / "api-key"
         key_file.write_text("sk_live_file")
         assert LeadterraSettings(api_key="sk_live_var", api_key_file=key_file).key_source() is None
         keys = tmp_path / "keys.yaml"
         keys.write_text("ws_a: sk_live_a\n")
         source = LeadterraSettings(api_key="sk_live_var", api_keys_file=keys).key_source("ws_a")
-        assert source is not None and source().get_secret_value() == "sk_live_a"
+        assert source is not None and (await source()).get_secret_value() == "sk_live_a"
         keys.write_text("ws_a: sk_live_a2\n")
-        assert source().get_secret_value() == "sk_live_a2"
+        assert (await source()).get_secret_value() == "sk_live_a2"
         keys.write_text("ws_b: sk_live_b\n")  # the workspace gone from the file: keep the key in use
-        assert source() is None
+        assert await source() is None
+
+
+def write_keys(path: Path, workspaces: int, key: str) -> None:
+    """A keys file of `workspaces` workspaces (ws_0000, ...), all with `key`, last written an hour ago
+    (a Secret mounted long before: its unchanged version can be trusted)."""
+    path.write_text("".join(f"ws_{n:04d}: {key}\n" for n in range(workspaces)))
+    an_hour_ago = time.time() - 3600
+    os.utime(path, (an_hour_ago, an_hour_ago))
+
+
+async def key_now(source: KeySource | Callable[[], SecretStr | None]) -> SecretStr | None:
+    """What a key source says, whether it answers at once or must be awaited."""
+    key = source()
+    return await key if inspect.isawaitable(key) else key
+
+
+class TestKeysFileRereads:
+    """A 401 reads the keys file again; 2,000 workspaces make it ~100 ms of parsing (issue 24)."""
+
+    @pytest.fixture
+    def reads(self, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+        """Each read of a keys file the settings make, counted (True: the event loop ran meanwhile)."""
+        seen: list[bool] = []
+        read = leadterra.read_api_keys
+
+        def counted(path: Path) -> dict[str, SecretStr]:
+            seen.append(True)
+            return read(path)
+
+        monkeypatch.setattr(leadterra, "read_api_keys", counted)
+        return seen
+
+    async def test_calls_rejected_together_read_the_file_once(
+        self, standin: LeadterraStandIn, tmp_path: Path, reads: list[bool]
+    ) -> None:
+        """Twenty workspaces' pauses rejected at once: one read of the 2,000-workspace file answers them
+        all, and every pause lands with the new key."""
+        keys = tmp_path / "keys.yaml"
+        write_keys(keys, 2000, "sk_live_new")
+        settings = LeadterraSettings(api_url=standin.url, api_keys_file=keys)
+        standin.api_key = "sk_live_new"
+        standin.latency = 0.2  # every request with an old key is out before the first 401 is back
+        workspaces = [f"ws_{n:04d}" for n in range(20)]
+        clients = [
+            PauseClient(standin.url, SecretStr(f"sk_live_old_{w}"), deadline=5, backoff_initial=0.01, key_source=source)
+            for w in workspaces
+            if (source := settings.key_source(w)) is not None
+        ]
+        for w in workspaces:
+            standin.add_campaign(f"camp_{w}")
+        try:
+            results = await asyncio.gather(
+                *(c.pause(f"camp_{w}", idempotency_key=f"d-{w}") for c, w in zip(clients, workspaces, strict=True))
+            )
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+        assert [(r.outcome, r.attempts) for r in results] == [("paused", 2)] * len(workspaces)
+        assert len(reads) == 1
+
+    async def test_the_file_is_read_off_the_event_loop(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """While the file is read, the event loop serves other tasks (the health probes among them): here
+        the read waits for a task of the loop to let it go on."""
+        keys = tmp_path / "keys.yaml"
+        write_keys(keys, 2000, "sk_live_new")
+        let_go = threading.Event()
+        released: list[bool] = []
+        read = leadterra.read_api_keys
+
+        def waiting(path: Path) -> dict[str, SecretStr]:
+            released.append(let_go.wait(timeout=5))  # False: the loop stood still while the file was read
+            return read(path)
+
+        monkeypatch.setattr(leadterra, "read_api_keys", waiting)
+        source = LeadterraSettings(api_keys_file=keys).key_source("ws_0007")
+        assert source is not None
+
+        async def loop_runs() -> None:
+            await asyncio.sleep(0)
+            let_go.set()
+
+        key, _ = await asyncio.gather(key_now(source), loop_runs())
+        assert released == [True]
+        assert key is not None and key.get_secret_value() == "sk_live_new"
+
+    async def test_an_unchanged_file_is_not_read_again(self, tmp_path: Path, reads: list[bool]) -> None:
+        """The file is read on the first 401; later ones read it only once it has changed."""
+        keys = tmp_path / "keys.yaml"
+        write_keys(keys, 2000, "sk_live_a")
+        source = LeadterraSettings(api_keys_file=keys).key_source("ws_0001")
+        assert source is not None
+        for _ in range(5):
+            assert (await key_now(source)).get_secret_value() == "sk_live_a"
+        assert len(reads) == 1
+        write_keys(keys, 2000, "sk_live_b_rotated")
+        assert (await key_now(source)).get_secret_value() == "sk_live_b_rotated"
+        assert len(reads) == 2
+
+    async def test_a_file_changing_again_and_again_is_read_at_most_once_per_interval(self, tmp_path: Path) -> None:
+        """The file rewritten before every 401: each answer is the newest key, but reads are spaced by
+        the interval (here 0.2 s), and callers meanwhile wait for the next read together."""
+        keys = tmp_path / "keys.yaml"
+        read_at: list[float] = []
+
+        def parse(path: Path) -> dict[str, SecretStr]:
+            read_at.append(time.monotonic())
+            return read_api_keys(path)
+
+        key_file = KeyFile(keys, parse, name="LEADTERRA_API_KEYS_FILE", min_interval=0.2)
+        for n in range(3):
+            write_keys(keys, 10 + n, f"sk_live_{n}")
+            together = await asyncio.gather(*(key_file.current() for _ in range(5)))
+            assert [k["ws_0000"].get_secret_value() for k in together if k is not None] == [f"sk_live_{n}"] * 5
+        assert len(read_at) == 3
+        assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(read_at))
+
+    async def test_a_failing_parser_keeps_the_key_in_use(self, tmp_path: Path) -> None:
+        """A bug in reading the file (not only a wrong file) answers None: the key in use stays, the
+        pause goes on."""
+        keys = tmp_path / "keys.yaml"
+        write_keys(keys, 1, "sk_live_a")
+
+        def broken(path: Path) -> dict[str, SecretStr]:
+            raise RuntimeError("a bug")
+
+        assert await KeyFile(keys, broken, name="LEADTERRA_API_KEYS_FILE").current() is None
 
 
 class TestRetries:

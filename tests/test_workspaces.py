@@ -24,8 +24,6 @@ from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, envelope
 from guard.testing.leadterra import LeadterraStandIn
 
-pytestmark = pytest.mark.integration
-
 KEYS = "ws_a: sk_live_workspace_a_1234\nws_b: sk_live_workspace_b_5678\n"
 
 
@@ -79,6 +77,7 @@ async def guard(
     await service.shutdown()
 
 
+@pytest.mark.integration
 async def test_a_revoked_key_stops_only_its_own_workspace(
     kafka_bootstrap: str,
     standin: LeadterraStandIn,
@@ -122,6 +121,7 @@ async def test_a_revoked_key_stops_only_its_own_workspace(
     assert "guard_api_authentication_failed 0.0" in metrics.text
 
 
+@pytest.mark.integration
 async def test_a_key_rotated_in_its_secret_is_used_without_a_restart(
     kafka_bootstrap: str,
     standin: LeadterraStandIn,
@@ -186,6 +186,7 @@ groups:
 """
 
 
+@pytest.mark.integration
 async def test_a_rule_scoped_to_one_workspace_pauses_only_its_campaigns_by_topic_mapping(
     kafka_bootstrap: str,
     kafka_broker: BrokerInfo,
@@ -250,6 +251,7 @@ async def test_a_rule_scoped_to_one_workspace_pauses_only_its_campaigns_by_topic
     ]
 
 
+@pytest.mark.integration
 async def test_a_campaign_keeps_its_workspace_key_across_a_restart_from_a_checkpoint(
     kafka_bootstrap: str,
     kafka_broker: BrokerInfo,

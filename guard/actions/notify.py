@@ -1,10 +1,12 @@
 """Notifications: after an outcome is audited, tell Slack and webhooks, in tasks of their own.
 
-Nothing here is awaited by a pause or an offset commit: `notify` only starts tasks. Each message
-is retried with backoff (tenacity) until `deadline`; one that cannot be delivered is logged,
-counted (`guard_notifications_total{result="failed"}`) and audited as `notify_failed`. URLs and
-signing secrets are read from the environment or files when first needed and registered with the
-redaction point at once: they never reach a log line, an audit event or a metric.
+Nothing here is awaited by a pause or an offset commit: `notify` only starts tasks, and never
+raises into its caller. Each message is retried with backoff (tenacity) until `deadline`; one that
+cannot be delivered, or that fails in any other way, is logged, counted
+(`guard_notifications_total{result="failed"}`) and audited as `notify_failed`. A receiver's answer
+is read with a cap (guard.actions.responses). URLs and signing secrets are read from the
+environment or files when first needed and registered with the redaction point at once: they never
+reach a log line, an audit event or a metric.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -26,11 +29,12 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from guard import redact
 from guard.actions.audit import audit_event
+from guard.actions.responses import send_capped
 from guard.actions.tasks import wait_then_cancel
 from guard.contracts.audit import AuditEvent, NotificationFailure
 from guard.engine import Decision
 from guard.errors import GuardError
-from guard.rules.notify import Notify, SecretSource, SlackChannel, WebhookChannel
+from guard.rules.notify import Notify, SecretSource, SlackChannel, WebhookChannel, check_link, render_link
 from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.notify")
@@ -38,6 +42,8 @@ log = structlog.get_logger("guard.notify")
 SIGNATURE_HEADER = "X-Guard-Signature"  # sha256=<hex HMAC-SHA256 of the raw body>, as Leadterra signs its webhooks
 GLOBAL = "GUARD_SLACK_WEBHOOK_URL"
 GLOBAL_OUTCOMES = frozenset(Notify.model_fields["outcomes"].default)  # paused, failed: what a pause came to
+# How a failure is named when it happened before its channel was known (a bug in `notify` itself).
+NOTIFIER = "notifier"
 
 Publish = Callable[[AuditEvent], Awaitable[None]]
 
@@ -71,18 +77,41 @@ class Notifier:
         backoff_max: float = 30.0,
     ) -> None:
         self._publish, self._metrics = publish, metrics
-        self._global_url = global_slack_url
-        self._global_link = global_link
-        self._deadline, self._backoff = deadline, (backoff_initial, backoff_max)
+        self._global: _Target | None = None
+        if global_slack_url is not None:
+            channel = SlackChannel(url=SecretSource(env=GLOBAL), link=_usable_link(global_link))
+            self._global = _Target(f"slack:{GLOBAL}", channel, global_slack_url)
+        self._deadline, self._backoff, self._timeout = deadline, (backoff_initial, backoff_max), timeout
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def notify(self, decision: Decision, event: AuditEvent) -> None:
-        """Start a task per channel that wants to hear of `event`'s outcome; returns at once."""
-        for target in self._targets(decision, event.outcome):
-            task = asyncio.create_task(self._deliver(target, decision, event), name=f"notify-{event.id}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        """Start a task per channel that wants to hear of `event`'s outcome; returns at once.
+
+        Never raises: the caller is a decision, and a notification is a side path of it. Whatever goes
+        wrong here is logged, counted and audited as `notify_failed`, like a message not delivered."""
+        try:
+            for target in self._targets(decision, event.outcome):
+                self._spawn(self._deliver(target, decision, event), event)
+        except Exception as error:
+            try:
+                log.exception("notification crashed", audit_id=event.id)
+                self._metrics.notifications.labels(NOTIFIER, "failed").inc()
+                failure = NotificationFailure(
+                    channel=NOTIFIER, about=event.outcome, attempts=0, error=f"internal error: {type(error).__name__}"
+                )
+                self._spawn(self._audit_failure(decision, event, failure), event)
+            except Exception:  # nothing left to tell it with; the decision goes on all the same
+                log.exception("notification crashed and its failure cannot be audited")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], event: AuditEvent) -> None:
+        try:
+            task = asyncio.create_task(work, name=f"notify-{event.id}")
+        except BaseException:
+            work.close()  # never started: no "coroutine was never awaited" on top of the error
+            raise
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _targets(self, decision: Decision, outcome: str) -> list[_Target]:
         targets = []
@@ -92,9 +121,8 @@ class Notifier:
                 targets.append(_Target(f"slack:{_where(notify.slack.url)}", notify.slack))
             if notify.webhook is not None:
                 targets.append(_Target(f"webhook:{_where(notify.webhook.url)}", notify.webhook))
-        if self._global_url is not None and outcome in GLOBAL_OUTCOMES:
-            channel = SlackChannel(url=SecretSource(env=GLOBAL), link=self._global_link)
-            targets.append(_Target(f"slack:{GLOBAL}", channel, self._global_url))
+        if self._global is not None and outcome in GLOBAL_OUTCOMES:
+            targets.append(self._global)
         return targets
 
     async def _deliver(self, target: _Target, decision: Decision, event: AuditEvent) -> None:
@@ -137,9 +165,12 @@ class Notifier:
         return url, body, headers
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> None:
+        """One attempt, bounded in time; its status is the answer, so no byte of the body is read (a
+        receiver answering 200 with an endless or trickling body has the message: a delivery, not a hang)."""
         try:
-            response = await self._client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as error:
+            async with asyncio.timeout(self._timeout):
+                response, _ = await send_capped(self._client, "POST", url, headers=headers, content=body, cap=0)
+        except (httpx.HTTPError, TimeoutError) as error:
             raise _Undeliverable(f"{type(error).__name__}") from None  # its text may quote the URL
         if response.status_code == 429 or response.status_code >= 500:
             raise _Undeliverable(f"HTTP {response.status_code}")
@@ -152,16 +183,22 @@ class Notifier:
         self._metrics.notifications.labels(kind, "failed").inc()
         log.error("notification not delivered", channel=name, audit_id=event.id, attempts=attempts, error=error)
         failure = NotificationFailure(channel=name, about=event.outcome, attempts=attempts, error=error)
-        await self._publish(
-            audit_event(
-                decision,
-                "notify_failed",
-                decided_at=event.timings.decided_at.timestamp(),
-                dry_run=event.dry_run,
-                workspace_id=event.workspace_id,
-                notification=failure,
+        await self._audit_failure(decision, event, failure)
+
+    async def _audit_failure(self, decision: Decision, event: AuditEvent, failure: NotificationFailure) -> None:
+        try:
+            await self._publish(
+                audit_event(
+                    decision,
+                    "notify_failed",
+                    decided_at=event.timings.decided_at.timestamp(),
+                    dry_run=event.dry_run,
+                    workspace_id=event.workspace_id,
+                    notification=failure,
+                )
             )
-        )
+        except Exception:  # the audit producer gave up: the log line and the metric still say it
+            log.exception("notify_failed not audited", channel=failure.channel, audit_id=event.id)
 
     async def aclose(self, grace: float) -> None:
         """Give messages under way `grace` seconds, then cancel the rest (they are logged, not audited)."""
@@ -169,6 +206,17 @@ class Notifier:
         if left:
             log.warning("notifications not sent at shutdown", count=left)
         await self._client.aclose()
+
+
+def _usable_link(link: str | None) -> str | None:
+    """GUARD_NOTIFY_LINK as checked at start-up; one given otherwise and wrong is left out of messages."""
+    if not link:
+        return None
+    try:
+        return check_link(link)
+    except ValueError as error:
+        log.error("the notification link is not valid; messages go without it", error=str(error))
+        return None
 
 
 def _where(source: SecretSource) -> str:
@@ -222,14 +270,14 @@ def slack_message(event: AuditEvent, link: str | None) -> bytes:
         lines.append(
             f"Exemption {event.exemption.id} by {_escape(event.exemption.by)}: {_escape(event.exemption.reason)}"
         )
-    if link:
-        fields = {  # quoted: an id is a path segment of the link, never more
-            "campaign_id": quote(event.campaign_id, safe=""),
-            "workspace_id": quote(event.workspace_id or "", safe=""),
-            "rule": quote(event.rule.name, safe=""),
-            "decision_id": event.decision_id,
-        }
-        lines.append(f"<{link.format_map(fields)}|Open the campaign>")
+    fields = {  # quoted: an id is a path segment of the link, never more
+        "campaign_id": quote(event.campaign_id, safe=""),
+        "workspace_id": quote(event.workspace_id or "", safe=""),
+        "rule": quote(event.rule.name, safe=""),
+        "decision_id": quote(event.decision_id, safe=""),
+    }
+    if link and (url := render_link(link, fields)) is not None:  # a link that is not valid is left out
+        lines.append(f"<{url}|Open the campaign>")
     return json.dumps({"text": "\n".join(lines)}).encode()
 
 

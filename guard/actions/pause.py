@@ -3,8 +3,9 @@
 200 is done (`paused`, or `draft` for a campaign that never ran); 400/404 are final; 429, 5xx,
 timeouts and connection errors are retried with exponential backoff and full jitter, honouring
 Retry-After, until the deadline. 401 means the key was rejected: a key read from a file (a mounted
-Secret, rewritten in place when the key is rotated) is read again, and a new one there is used at
-once, for this call and the next; otherwise 401 is final and means this key protects nothing.
+Secret, rewritten in place when the key is rotated) is read again (off the event loop, see
+guard.actions.keyfiles), and a new one there is used at once, for this call and the next; otherwise
+401 is final and means this key protects nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Literal
 from urllib.parse import quote
@@ -24,14 +25,13 @@ from pydantic import SecretStr, model_validator
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
 from guard import redact
+from guard.actions.responses import send_capped
 from guard.contracts.audit import Result
 from guard.contracts.events import epoch_from_iso
 
 # pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
-# An answer is a few hundred bytes; beyond this a body is not read (a proxy's error page, or worse).
-MAX_RESPONSE_BYTES = 64 * 1024
 # Values taken from a response into the audit (status, pausedAt, error code) look like this; anything
 # else, e.g. a body echoing the request's headers, is not copied.
 _TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
@@ -39,6 +39,9 @@ _TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
 _DOT_SEGMENTS = frozenset({".", ".."})
 
 log = structlog.get_logger("guard.actions.pause")
+
+# What the key is now, read again from its file after a 401; None: no new key (unreadable, or gone).
+KeySource = Callable[[], Awaitable[SecretStr | None]]
 
 PauseOutcome = Literal["paused", "already_paused", "not_running", "failed"]
 
@@ -80,7 +83,7 @@ class PauseClient:
         deadline: float = 300.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
-        key_source: Callable[[], SecretStr | None] | None = None,
+        key_source: KeySource | None = None,
         workspace: str | None = None,
     ) -> None:
         self._client = httpx.AsyncClient(
@@ -96,13 +99,17 @@ class PauseClient:
         self._key = key.get_secret_value()
         redact.register(self._key)  # whatever echoes it (an error, a proxy) is masked
 
-    def _untried_key(self, tried: set[str]) -> bool:
+    async def _untried_key(self, tried: set[str]) -> bool:
         """After a 401: whether a key this call has not sent yet is in use now, switched by another call
         meanwhile or read from the key's file (then it is in use for every call)."""
         if self._key not in tried:
             return True
-        key = self._key_source() if self._key_source is not None else None
-        if key is None or key.get_secret_value() == self._key:
+        if self._key_source is None:
+            return False
+        key = await self._key_source()  # off the event loop, one read shared by the calls asking together
+        if self._key not in tried:  # switched by another call while this one waited
+            return True
+        if key is None or key.get_secret_value() in tried:
             return False
         self._use(key)
         log.info("the API key was rejected and its file holds a new one; using it", workspace=self._workspace)
@@ -150,7 +157,7 @@ class PauseClient:
                         if response.status_code in RETRYABLE_STATUSES:
                             last_error = f"HTTP {response.status_code} {_error_code(body) or ''}".strip()
                             raise _Retryable(last_error, response.status_code, _retry_after(response))
-                        if response.status_code != 401 or not self._untried_key(tried):
+                        if response.status_code != 401 or not await self._untried_key(tried):
                             return _result(response.status_code, body, attempts, started)
         except _Retryable:
             pass
@@ -164,16 +171,9 @@ class PauseClient:
         )
 
     async def _post(self, path: str, key: str, idempotency_key: str) -> tuple[httpx.Response, bytes]:
-        """The response and at most MAX_RESPONSE_BYTES of its body; the rest is never read (the
-        connection is closed instead). Raw bytes, and no compression asked for: no decompression bomb."""
-        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key, "Accept-Encoding": "identity"}
-        async with self._client.stream("POST", path, headers=headers) as response:
-            body = bytearray()
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) >= MAX_RESPONSE_BYTES:
-                    break
-            return response, bytes(body[:MAX_RESPONSE_BYTES])
+        """The response and at most 64 KiB of its body (a proxy's error page, or worse)."""
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_key}
+        return await send_capped(self._client, "POST", path, headers=headers)
 
     def _wait(self, state: RetryCallState) -> float:
         wait = self._jitter(state)

@@ -6,7 +6,9 @@ signing secret come from an environment variable or a file, read when a message 
 
 from __future__ import annotations
 
+import re
 import string
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -15,7 +17,44 @@ NotifyOutcome = Literal[
     "fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "superseded"
 ]
 LINK_FIELDS = frozenset({"campaign_id", "workspace_id", "rule", "decision_id"})
+MAX_LINK_CHARS = 500
+_KNOWN = ", ".join(f"{{{name}}}" for name in sorted(LINK_FIELDS))
+# Whitespace and control characters end a URL; `<`, `>` and `|` are Slack's markup around it (`<url|text>`).
+_NOT_IN_A_LINK = re.compile(r"[\s<>|\x00-\x1f\x7f]")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def check_link(link: str) -> str:
+    """`link` when it is an http(s) URL whose only fields are LINK_FIELDS written bare (`{campaign_id}`);
+    ValueError saying what is wrong otherwise. Bare only: a format spec (`{campaign_id:>2000000000}`
+    builds a 2 GB string), a conversion (`!r`) or an attribute or index (`{rule.__class__}`) would let a
+    setting or a rule file run str.format's machinery on every message."""
+    if len(link) > MAX_LINK_CHARS:
+        raise ValueError(f"the link has {len(link)} characters; at most {MAX_LINK_CHARS}")
+    if not link.startswith(("https://", "http://")):
+        raise ValueError("the link must start with https:// (or http://)")
+    try:
+        parts = list(string.Formatter().parse(link))
+    except ValueError as error:
+        raise ValueError(f"not a link template ({error}); write literal braces as {{{{ and }}}}") from None
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if name not in LINK_FIELDS or spec or conversion:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"{written} in the link: only {_KNOWN} may be filled in, each written bare")
+    if unsafe := _NOT_IN_A_LINK.search(link):
+        raise ValueError(f"the link holds {unsafe.group()!r}: no spaces, control characters, <, > or | in a link")
+    return link
+
+
+def render_link(link: str, fields: Mapping[str, str]) -> str | None:
+    """`link` with its fields filled in from `fields`, or None when it is not a valid link (never raises)."""
+    try:
+        parts = list(string.Formatter().parse(check_link(link)))
+    except (TypeError, ValueError):
+        return None
+    return "".join(literal + (fields.get(name, "") if name is not None else "") for literal, name, _, _ in parts)
 
 
 def _as_tuple(value: object) -> object:
@@ -45,23 +84,14 @@ class SlackChannel(_Frozen):
     url: SecretSource = Field(description="Where the webhook URL is: `{env: NAME}` or `{file: PATH}`.")
     link: str | None = Field(
         None,
-        max_length=500,
         description="Link to the campaign, with {campaign_id}, {workspace_id}, {rule} or {decision_id}, e.g. "
         "'https://app.leadterra.co/campaigns/{campaign_id}'.",
     )
 
     @field_validator("link")
     @classmethod
-    def _known_fields(cls, link: str | None) -> str | None:
-        if link is None:
-            return link
-        try:
-            names = {name for _, name, _, _ in string.Formatter().parse(link) if name is not None}
-        except ValueError as error:
-            raise ValueError(f"not a link template: {error}") from None
-        if unknown := names - LINK_FIELDS:
-            raise ValueError(f"unknown field(s) {sorted(unknown)} in the link; known: {sorted(LINK_FIELDS)}")
-        return link
+    def _link(cls, link: str | None) -> str | None:
+        return link if link is None else check_link(link)
 
 
 class WebhookChannel(_Frozen):

@@ -122,7 +122,8 @@ class Metrics:
         )
         self.notifications = Counter(
             "guard_notifications_total",
-            "Notifications by channel kind (slack, webhook) and result: sent, or failed (after retries; audited).",
+            "Notifications by channel kind (slack, webhook; notifier: a failure before a channel was chosen) and "
+            "result: sent, or failed (after retries; audited).",
             ["channel", "result"],
             registry=r,
         )

@@ -13,6 +13,7 @@ from guard.actions.workspaces import parse_topic_workspaces
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import ConfigError
+from guard.rules.notify import check_link
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -99,7 +100,9 @@ class GuardSettings(BaseSettings):
     )
     slack_webhook_url_file: FilePath | None = Field(None, description="A file holding that URL, e.g. a mounted Secret.")
     notify_link: str | None = Field(
-        None, description="Link in those Slack messages, e.g. 'https://app.leadterra.co/campaigns/{campaign_id}'."
+        None,
+        description="Link in those Slack messages, e.g. 'https://app.leadterra.co/campaigns/{campaign_id}': "
+        "{campaign_id}, {workspace_id}, {rule} and {decision_id} are filled in; checked at start-up.",
     )
     notify_deadline: float = Field(
         120.0, gt=0, description="Seconds a notification keeps being retried before it is audited as notify_failed."
@@ -122,6 +125,12 @@ class GuardSettings(BaseSettings):
             raise ConfigError(f"GUARD_SLACK_WEBHOOK_URL_FILE cannot be read: {type(error).__name__}") from None
         redact.register(text)
         return SecretStr(text.strip()) if text.strip() else None
+
+    @field_validator("notify_link")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        """A typo (`{campaign}`) found now, not by every message failing after its pause."""
+        return check_link(value) if value else None
 
     @field_validator("topic_workspaces", mode="before")
     @classmethod

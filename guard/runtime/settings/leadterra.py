@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
 from pydantic import Field, FilePath, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard import redact
+from guard.actions.keyfiles import KeyFile
+from guard.actions.pause import KeySource
 from guard.actions.workspaces import HEADER_SAFE_KEY, read_api_keys
-from guard.errors import ConfigError
-
-log = structlog.get_logger("guard.runtime.settings")
 
 
 class LeadterraSettings(BaseSettings):
@@ -42,6 +39,8 @@ class LeadterraSettings(BaseSettings):
         description="Allow an http:// API URL to a host that is not loopback (the key then travels in cleartext).",
     )
     _key: SecretStr | None = PrivateAttr(None)
+    _key_file: KeyFile[SecretStr | None] | None = PrivateAttr(None)
+    _keys_file: KeyFile[dict[str, SecretStr]] | None = PrivateAttr(None)
 
     @field_validator("api_url")
     @classmethod
@@ -86,16 +85,26 @@ class LeadterraSettings(BaseSettings):
         """workspace -> key from LEADTERRA_API_KEYS_FILE ({} without it); ConfigError when it is wrong."""
         return read_api_keys(self.api_keys_file) if self.api_keys_file is not None else {}
 
-    def key_source(self, workspace: str | None = None) -> Callable[[], SecretStr | None] | None:
+    def key_source(self, workspace: str | None = None) -> KeySource | None:
         """What the key of `workspace` (None: LEADTERRA_API_KEY's) is now, read again from its file (a
         mounted Secret is rewritten in place when the key is rotated); None for a key given in a
-        variable. The reader returns None while the file is unreadable or wrong: the key in use stays."""
+        variable. The reader returns None while the file is unreadable or wrong: the key in use stays.
+        The clients of all workspaces share one reader of the keys file (guard.actions.keyfiles): a
+        burst of 401s reads it once, off the event loop."""
         if workspace is not None and self.api_keys_file is not None:
-            path = self.api_keys_file
-            return lambda: _quietly(lambda: read_api_keys(path).get(workspace))
+            if self._keys_file is None:
+                self._keys_file = KeyFile(self.api_keys_file, read_api_keys, name="LEADTERRA_API_KEYS_FILE")
+            keys_file = self._keys_file
+
+            async def workspace_key() -> SecretStr | None:
+                keys = await keys_file.current()
+                return keys.get(workspace) if keys is not None else None
+
+            return workspace_key
         if workspace is None and self.api_key is None and self.api_key_file is not None:
-            path = self.api_key_file
-            return lambda: _quietly(lambda: _read_key_file(path))
+            if self._key_file is None:
+                self._key_file = KeyFile(self.api_key_file, _read_key_file, name="LEADTERRA_API_KEY_FILE")
+            return self._key_file.current
         return None
 
 
@@ -116,14 +125,6 @@ def _read_key_file(path: Path) -> SecretStr | None:
     if key and not HEADER_SAFE_KEY.fullmatch(key):
         raise ValueError(f"the API key in the file LEADTERRA_API_KEY_FILE {_UNSAFE_KEY}")
     return SecretStr(key) if key else None
-
-
-def _quietly(read: Callable[[], SecretStr | None]) -> SecretStr | None:
-    try:
-        return read()
-    except (ValueError, ConfigError) as error:  # mid-rotation or broken: keep the key in use
-        log.warning("the API key file cannot be read again; the key in use stays", error=str(error))
-        return None
 
 
 def _loopback(host: str) -> bool:
