@@ -61,9 +61,6 @@ async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN
     return fold(values)
 
 
-MAX_EXEMPTION_SECONDS = 90 * 86400.0  # a longer one is a rule change: write it into the rule's `campaigns`
-
-
 def _exempt(args: argparse.Namespace) -> int:
     modes = sum(map(bool, (args.campaign, args.list, args.revoke)))
     if modes != 1:
@@ -81,6 +78,13 @@ def _exempt_on_control_topic(args: argparse.Namespace) -> int:
     return asyncio.run(_exempt_add(settings, topic, args))
 
 
+async def _read_control(settings, topic: str):  # noqa: ANN001, ANN202
+    """The control topic's exemptions."""
+    from guard.runtime import control
+
+    return await control.read_all(settings, topic)
+
+
 def _control_source():  # noqa: ANN202
     from guard.runtime.settings import guard_settings_from_env, kafka_settings_from_env
 
@@ -94,7 +98,7 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
 
     from pydantic import ValidationError
 
-    from guard.actions.exemptions import new_exemption
+    from guard.actions.exemptions import MAX_EXEMPTION_SECONDS, new_exemption
     from guard.rules.durations import parse_duration
     from guard.runtime import control
 
@@ -136,28 +140,40 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
 async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
     import time
 
-    from guard.runtime import control
+    from guard.actions.exemptions import KEY_PREFIX
+    from guard.contracts.events import UNSAFE_CHARACTERS
 
     now = time.time()
-    exemptions = list((await control.read_all(settings, topic)).all())
+    store = await _read_control(settings, topic)
+    exemptions = store.all()
     active = [e for e in exemptions if e.expires_at.timestamp() > now]
     rows = [("ID", "CAMPAIGNS", "RULE", "UNTIL (UTC)", "BY", "REASON")]
     rows += [(e.id, e.campaigns, e.rule or "*", f"{e.expires_at:%Y-%m-%d %H:%M:%S}", e.by, e.reason) for e in active]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for key_id, why in store.skipped.items():
+        shown = UNSAFE_CHARACTERS.sub("?", key_id)  # a key is anyone's bytes: not the terminal's controls
+        print_error(f"{KEY_PREFIX}{shown}: skipped, it exempts nothing ({why}); --revoke {shown} removes it")
     print(f"{len(active)} exemptions in force ({len(exemptions) - len(active)} expired)", file=sys.stderr)
     return 0
 
 
 async def _exempt_revoke(settings, topic: str, exemption_id: str) -> int:  # noqa: ANN001
+    from guard.actions.exemptions import KEY_PREFIX
     from guard.runtime import control
 
-    known = {e.id: e for e in (await control.read_all(settings, topic)).all()}
+    store = await _read_control(settings, topic)
+    known = {e.id: e for e in store.all()}
+    key = (KEY_PREFIX + exemption_id).encode()
+    if exemption_id in store.skipped:  # a record the guard skips: removed, so compaction can drop it
+        await control.write(settings, topic, [(key, None)])
+        print(f"{KEY_PREFIX}{exemption_id} removed (it exempted nothing)")
+        return 0
     if exemption_id not in known:
         print_error(f"no exemption {exemption_id!r} (guard exempt --list shows them)")
         return 1
-    await control.write(settings, topic, [(known[exemption_id].key, None)])
+    await control.write(settings, topic, [(key, None)])
     print(f"{exemption_id} revoked: {known[exemption_id].campaigns} is guarded again")
     return 0
 

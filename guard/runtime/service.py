@@ -61,7 +61,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._dispatcher: Dispatcher | None = None
         self._settled = SettledDecisions(settings.kafka, settings.guard.audit_topic)
-        self.exemptions = Exemptions()
+        self.exemptions = Exemptions(self.metrics)
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
         self._checkpointer: Checkpointer | None = None
