@@ -51,9 +51,11 @@ def _audit_source(topic: str | None):  # noqa: ANN202
 
 
 async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
+    from guard.runtime.kafka import PROBE_SECONDS, reach
     from guard.runtime.topics import read_topic
     from guard.tools.decisions import fold
 
+    await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
     values: list[bytes | None] = []
     async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:
         async for records in batches:
@@ -79,9 +81,12 @@ def _exempt_on_control_topic(args: argparse.Namespace) -> int:
 
 
 async def _read_control(settings, topic: str):  # noqa: ANN001, ANN202
-    """The control topic's exemptions."""
+    """The control topic's exemptions, once Kafka answered (a broker that refuses or never answers:
+    one line within seconds)."""
     from guard.runtime import control
+    from guard.runtime.kafka import PROBE_SECONDS, reach
 
+    await reach(settings, PROBE_SECONDS)
     return await control.read_all(settings, topic)
 
 
@@ -101,6 +106,7 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
     from guard.actions.exemptions import MAX_EXEMPTION_SECONDS, new_exemption
     from guard.rules.durations import parse_duration
     from guard.runtime import control
+    from guard.runtime.kafka import PROBE_SECONDS, reach
 
     if not args.for_ or not args.reason:
         print_error("an exemption needs --for (e.g. 24h) and --reason")
@@ -122,6 +128,7 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
         problems = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in error.errors())
         print_error(f"invalid exemption: {problems}")
         return 2
+    await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
     if not await control.ensure_topic(settings, topic):
         print_error(f"the control topic {topic!r} does not exist and cannot be created; create it (compacted)")
         return 1
