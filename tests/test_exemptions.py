@@ -1,15 +1,19 @@
 """Exemptions: `guard exempt` writes to the control topic of a real broker; the running guard
-honours them, audits `exempted`, forgets them when they expire, and keeps them across a restart."""
+honours them, audits `exempted`, forgets them when they expire, and keeps them across a restart.
+A control record is input: one that is malformed, oversized or under another key exempts nothing
+and stops no pause."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from test_service import (  # noqa: F401  (fixtures)
     RunGuard,
     Topics,
@@ -23,12 +27,23 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
-from guard.actions.exemptions import Exemptions, new_exemption
+from guard.actions.exemptions import MAX_EXEMPTIONS, MAX_VALUE_BYTES, Exemptions, new_exemption
 from guard.cli import main
+from guard.telemetry.metrics import Metrics
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn
 
-pytestmark = pytest.mark.integration
+# records as someone other than `guard exempt` may write them (all valid but for what each test changes)
+VALID = {
+    "id": "ex_0000000000a1",
+    "campaigns": "camp_other",
+    "rule": None,
+    "reason": "seed test",
+    "by": "ana",
+    "created_at": "2026-01-01T00:00:00Z",
+    "expires_at": "2026-01-02T00:00:00Z",
+}
+IN_FORCE = 1767261600.0  # 2026-01-01T10:00:00Z
 
 
 @pytest.fixture
@@ -64,33 +79,130 @@ def by_campaign(events: list[dict]) -> dict[str, list[str]]:
     return outcomes
 
 
+def record(**fields: object) -> tuple[bytes, bytes]:
+    """An exemption record (key, value) with VALID's fields, some replaced; the key names its id."""
+    value = {**VALID, **fields}
+    return f"exemption/{value['id']}".encode(), json.dumps(value).encode()
+
+
 class TestExemptionRecords:
     def test_a_pattern_covers_matching_campaigns_until_it_expires(self) -> None:
         store = Exemptions()
-        exemption = new_exemption("camp_seed_*", seconds=60, reason="seed test", by="ana", rule=None, now=1000.0)
+        exemption = new_exemption("camp_seed_*", seconds=60, reason="seed test", by="ana", rule=None, now=IN_FORCE)
         store.apply(exemption.key, exemption.model_dump_json().encode())
-        assert store.find("camp_seed_7", "hard-bounce-rate", 1030.0) == exemption
-        assert store.find("camp_other", "hard-bounce-rate", 1030.0) is None
-        assert store.find("camp_seed_7", "hard-bounce-rate", 1060.0) is None  # expired
+        assert store.find("camp_seed_7", "hard-bounce-rate", IN_FORCE + 30) == exemption
+        assert store.find("camp_other", "hard-bounce-rate", IN_FORCE + 30) is None
+        assert store.find("camp_seed_7", "hard-bounce-rate", IN_FORCE + 60) is None  # expired
 
     def test_a_rule_scoped_exemption_leaves_the_other_rules_in_force(self) -> None:
         store = Exemptions()
-        exemption = new_exemption("camp_1", seconds=60, reason="noisy", by="ana", rule="complaint-*", now=1000.0)
+        exemption = new_exemption("camp_1", seconds=60, reason="noisy", by="ana", rule="complaint-*", now=IN_FORCE)
         store.apply(exemption.key, exemption.model_dump_json().encode())
-        assert store.find("camp_1", "complaint-rate", 1001.0) == exemption
-        assert store.find("camp_1", "hard-bounce-rate", 1001.0) is None
+        assert store.find("camp_1", "complaint-rate", IN_FORCE + 1) == exemption
+        assert store.find("camp_1", "hard-bounce-rate", IN_FORCE + 1) is None
 
     def test_a_tombstone_revokes_and_a_malformed_record_is_skipped(self) -> None:
         store = Exemptions()
-        exemption = new_exemption("camp_1", seconds=60, reason="x", by="ana", rule=None, now=1000.0)
+        exemption = new_exemption("camp_1", seconds=60, reason="x", by="ana", rule=None, now=IN_FORCE)
         store.apply(exemption.key, exemption.model_dump_json().encode())
         store.apply(b"exemption/ex_000000000000", b"{not json")
         store.apply(b"something/else", b"{}")
         assert len(store) == 1
         store.apply(exemption.key, None)
-        assert store.find("camp_1", "any", 1001.0) is None
+        assert store.find("camp_1", "any", IN_FORCE + 1) is None
 
 
+class TestInvalidRecords:
+    """Whoever can write the control topic writes input: an invalid record is counted, holds nothing and
+    never makes `find` raise, whatever else the store holds."""
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            pytest.param({"expires_at": "0001-01-01T00:00:00"}, id="year-1-without-zone"),
+            pytest.param({"created_at": "2026-01-01T00:00:00", "expires_at": "2026-01-02T00:00:00"}, id="no-zone"),
+            pytest.param({"expires_at": "9999-12-31T23:59:59+00:00"}, id="year-9999"),
+            pytest.param({"created_at": "0001-01-01T00:00:00+00:00"}, id="year-1-with-zone"),
+            pytest.param({"expires_at": "2025-12-31T00:00:00Z"}, id="expires-before-created"),
+            pytest.param({"expires_at": "2026-06-01T00:00:00Z"}, id="over-90-days"),
+            pytest.param({"reason": "x" * 501}, id="reason-over-its-cap"),
+            pytest.param({"reason": "ok\x1b[2J"}, id="terminal-control-characters"),
+            pytest.param({"campaigns": ""}, id="empty-glob"),
+            pytest.param({"extra": 1}, id="unknown-field"),
+        ],
+    )
+    def test_an_invalid_exemption_is_skipped_counted_and_find_stays_total(self, fields: dict[str, object]) -> None:
+        metrics = Metrics()
+        store = Exemptions(metrics)
+        store.apply(*record(id="ex_0000000000b2", campaigns="camp_x", expires_at="2026-01-01T12:00:00+02:00"))
+        key, value = record(**fields)
+        store.apply(key, value.replace(b"\\x1b", b"\\u001b"))
+        store.apply(*record(id="ex_0000000000c3", campaigns="camp_x"))
+        assert len(store) == 2
+        assert key.decode().removeprefix("exemption/") in store.skipped
+        assert metrics.control_records.labels("invalid")._value.get() == 1
+        assert metrics.control_records.labels("applied")._value.get() == 2
+        for campaign in ("camp_other", "camp_x", "camp_bad"):
+            store.find(campaign, "hard-bounce-rate", IN_FORCE)  # never raises
+        assert store.find("camp_other", "any", IN_FORCE) is None  # a bad exemption means no exemption
+        assert store.find("camp_x", "any", IN_FORCE).id == "ex_0000000000c3"  # the zoned ones compare
+
+    def test_an_oversized_value_is_invalid_before_it_is_parsed(self) -> None:
+        store = Exemptions()
+        key, _ = record()
+        store.apply(key, b'{"reason": "' + b" " * MAX_VALUE_BYTES + b'"}')
+        assert len(store) == 0 and f"over {MAX_VALUE_BYTES}" in store.skipped["ex_0000000000a1"]
+
+    def test_the_key_is_the_identity_a_tombstone_for_it_revokes_what_it_held(self) -> None:
+        """A record whose key names another id is invalid; a later invalid record for a key drops
+        what the key held, as compaction would keep only the later one."""
+        metrics = Metrics()
+        store = Exemptions(metrics)
+        _, value = record(id="ex_0000000000a1", campaigns="camp_1")
+        store.apply(b"exemption/ex_0000000000ff", value)  # key and id differ
+        assert len(store) == 0 and "not the key's" in store.skipped["ex_0000000000ff"]
+        store.apply(*record(campaigns="camp_1"))
+        assert store.find("camp_1", "any", IN_FORCE) is not None
+        store.apply(record()[0], b"{not json")
+        assert store.find("camp_1", "any", IN_FORCE) is None
+        store.apply(*record(campaigns="camp_1"))
+        store.apply(record()[0], None)
+        assert len(store) == 0 and "ex_0000000000a1" not in store.skipped
+        assert metrics.control_records.labels("invalid")._value.get() == 2
+        assert metrics.control_records.labels("revoked")._value.get() == 1
+
+    def test_a_record_made_for_the_future_holds_only_from_then(self) -> None:
+        """created_at bounds it too: a record dated ahead cannot exempt from now until long after its 90 days."""
+        store = Exemptions()
+        store.apply(*record(created_at="2030-01-01T00:00:00Z", expires_at="2030-02-01T00:00:00Z"))
+        assert store.find("camp_other", "any", IN_FORCE) is None
+        assert store.find("camp_other", "any", 1893542400.0) is not None  # 2030-01-01T02:00:00Z
+
+    def test_other_record_kinds_are_ignored_and_counted(self) -> None:
+        metrics = Metrics()
+        store = Exemptions(metrics)
+        store.apply(None, b"{}")
+        store.apply(b"something/else", b"{}")
+        assert len(store) == 0 and not store.skipped
+        assert metrics.control_records.labels("ignored")._value.get() == 2
+
+    def test_the_number_held_is_bounded_and_expired_ones_make_room(self) -> None:
+        store = Exemptions()
+        for n in range(MAX_EXEMPTIONS):
+            store.apply(*record(id=f"ex_{n:012x}"))  # expired by the wall clock now
+        fresh = new_exemption("camp_1", seconds=60, reason="x", by="ana", rule=None, now=time.time())
+        store.apply(fresh.key, fresh.model_dump_json().encode())
+        assert len(store) == 1 and store.find("camp_1", "any", time.time()) == fresh
+        for _ in range(MAX_EXEMPTIONS - 1):
+            made = new_exemption("camp_2", seconds=60, reason="x", by="ana", rule=None, now=time.time())
+            store.apply(made.key, made.model_dump_json().encode())
+        over = new_exemption("camp_3", seconds=60, reason="x", by="ana", rule=None, now=time.time())
+        store.apply(over.key, over.model_dump_json().encode())
+        assert len(store) == MAX_EXEMPTIONS and "over" in store.skipped[over.id]
+        assert store.find("camp_3", "any", time.time()) is None
+
+
+@pytest.mark.integration
 class TestExemptionsInTheGuard:
     async def test_an_exemption_stops_the_pause_is_audited_and_survives_a_restart(
         self,
@@ -191,3 +303,51 @@ class TestExemptionsInTheGuard:
         assert code == 2 and "--for: '1 day' is not a duration" in err
         code, _, err = await guard_cli(capsys, "exempt", "--revoke", "ex_0123456789ab")
         assert code == 1 and "no exemption 'ex_0123456789ab'" in err
+
+
+@pytest.mark.integration
+class TestInvalidRecordsOnTheTopic:
+    async def test_malformed_and_mismatched_records_stop_no_pause_and_list_without_a_traceback(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        control_topic: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """A zone-less year-1 exemption of another campaign (which crashed every decision), and an
+        exemption of the bad campaign stored under another key and then "revoked" by a tombstone for
+        that key (which it used to survive): the bad campaign is paused, the records are counted, and
+        `guard exempt --list` names them, one line each."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(control_topic, 1, 1, topic_configs={"cleanup.policy": "compact"})])
+        finally:
+            await admin.close()
+        in_force = new_exemption("camp_bad", seconds=3600, reason="x", by="ana", rule=None, now=time.time())
+        mismatched = in_force.model_dump_json().encode()  # valid, but stored under another id's key
+        for key, value in (
+            record(id="ex_0000000000d1", created_at="0001-01-01T00:00:00", expires_at="0001-01-01T00:00:00"),
+            (b"exemption/ex_0000000000f1", mismatched),
+            (b"exemption/ex_0000000000f1", None),
+        ):
+            await producer.send_and_wait(control_topic, key=key, value=value)
+        standin.add_campaign("camp_bad")
+        guard = await run_guard(control_topic=control_topic)
+        await produce(producer, topics.input, bad_campaign("camp_bad", time.time() - 600))
+        await standin.wait_for_pauses(1, timeout=20)
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+
+        assert by_campaign(events) == {"camp_bad": ["fired", "paused"]}
+        assert guard.metrics.decision_errors._value.get() == 0
+        assert guard.metrics.control_records.labels("invalid")._value.get() == 2
+        assert guard.metrics.control_records.labels("revoked")._value.get() == 1
+        code, out, err = await guard_cli(capsys, "exempt", "--list")
+        assert code == 0 and "Traceback" not in err, err
+        assert "0 exemptions in force" in err
+        assert [line.split(":")[1].strip() for line in err.splitlines() if "skipped" in line] == [
+            "exemption/ex_0000000000d1"
+        ]

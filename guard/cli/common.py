@@ -49,11 +49,19 @@ def exit_code(work: Callable[[], int], unreachable: str) -> int:
     (`unreachable` says what could not be done, e.g. "cannot read the audit topic")."""
     from aiokafka.errors import KafkaError
 
+    from guard.runtime.kafka import PROBE_SECONDS, KafkaUnreachable
+
     try:
         return work()
     except ConfigError as error:
         print_error(str(error))
         return 2
+    except KafkaUnreachable as error:  # the probe a command makes before it reads or writes Kafka
+        print_error(
+            f"{unreachable}: Kafka refused or did not answer within {PROBE_SECONDS:g} s ({error}); "
+            "check KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_*"
+        )
+        return 1
     except GuardError as error:  # e.g. the topic does not exist
         print_error(str(error))
         return 1

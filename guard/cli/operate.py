@@ -51,17 +51,16 @@ def _audit_source(topic: str | None):  # noqa: ANN202
 
 
 async def _read_audit(settings, topic: str, since_ms: int):  # noqa: ANN001, ANN202
+    from guard.runtime.kafka import PROBE_SECONDS, reach
     from guard.runtime.topics import read_topic
     from guard.tools.decisions import fold
 
+    await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
     values: list[bytes | None] = []
     async with contextlib.aclosing(read_topic(settings, topic, since_ms)) as batches:
         async for records in batches:
             values.extend(record.value for record in records)
     return fold(values)
-
-
-MAX_EXEMPTION_SECONDS = 90 * 86400.0  # a longer one is a rule change: write it into the rule's `campaigns`
 
 
 def _exempt(args: argparse.Namespace) -> int:
@@ -81,6 +80,16 @@ def _exempt_on_control_topic(args: argparse.Namespace) -> int:
     return asyncio.run(_exempt_add(settings, topic, args))
 
 
+async def _read_control(settings, topic: str):  # noqa: ANN001, ANN202
+    """The control topic's exemptions, once Kafka answered (a broker that refuses or never answers:
+    one line within seconds)."""
+    from guard.runtime import control
+    from guard.runtime.kafka import PROBE_SECONDS, reach
+
+    await reach(settings, PROBE_SECONDS)
+    return await control.read_all(settings, topic)
+
+
 def _control_source():  # noqa: ANN202
     from guard.runtime.settings import guard_settings_from_env, kafka_settings_from_env
 
@@ -94,9 +103,10 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
 
     from pydantic import ValidationError
 
-    from guard.actions.exemptions import new_exemption
+    from guard.actions.exemptions import MAX_EXEMPTION_SECONDS, new_exemption
     from guard.rules.durations import parse_duration
     from guard.runtime import control
+    from guard.runtime.kafka import PROBE_SECONDS, reach
 
     if not args.for_ or not args.reason:
         print_error("an exemption needs --for (e.g. 24h) and --reason")
@@ -118,6 +128,7 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
         problems = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in error.errors())
         print_error(f"invalid exemption: {problems}")
         return 2
+    await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
     if not await control.ensure_topic(settings, topic):
         print_error(f"the control topic {topic!r} does not exist and cannot be created; create it (compacted)")
         return 1
@@ -136,28 +147,40 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
 async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
     import time
 
-    from guard.runtime import control
+    from guard.actions.exemptions import KEY_PREFIX
+    from guard.contracts.events import UNSAFE_CHARACTERS
 
     now = time.time()
-    exemptions = list((await control.read_all(settings, topic)).all())
+    store = await _read_control(settings, topic)
+    exemptions = store.all()
     active = [e for e in exemptions if e.expires_at.timestamp() > now]
     rows = [("ID", "CAMPAIGNS", "RULE", "UNTIL (UTC)", "BY", "REASON")]
     rows += [(e.id, e.campaigns, e.rule or "*", f"{e.expires_at:%Y-%m-%d %H:%M:%S}", e.by, e.reason) for e in active]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    for key_id, why in store.skipped.items():
+        shown = UNSAFE_CHARACTERS.sub("?", key_id)  # a key is anyone's bytes: not the terminal's controls
+        print_error(f"{KEY_PREFIX}{shown}: skipped, it exempts nothing ({why}); --revoke {shown} removes it")
     print(f"{len(active)} exemptions in force ({len(exemptions) - len(active)} expired)", file=sys.stderr)
     return 0
 
 
 async def _exempt_revoke(settings, topic: str, exemption_id: str) -> int:  # noqa: ANN001
+    from guard.actions.exemptions import KEY_PREFIX
     from guard.runtime import control
 
-    known = {e.id: e for e in (await control.read_all(settings, topic)).all()}
+    store = await _read_control(settings, topic)
+    known = {e.id: e for e in store.all()}
+    key = (KEY_PREFIX + exemption_id).encode()
+    if exemption_id in store.skipped:  # a record the guard skips: removed, so compaction can drop it
+        await control.write(settings, topic, [(key, None)])
+        print(f"{KEY_PREFIX}{exemption_id} removed (it exempted nothing)")
+        return 0
     if exemption_id not in known:
         print_error(f"no exemption {exemption_id!r} (guard exempt --list shows them)")
         return 1
-    await control.write(settings, topic, [(known[exemption_id].key, None)])
+    await control.write(settings, topic, [(key, None)])
     print(f"{exemption_id} revoked: {known[exemption_id].campaigns} is guarded again")
     return 0
 

@@ -49,8 +49,9 @@ async def ensure_topic(settings: KafkaSettings, topic: str) -> bool:
 
 
 async def read_all(settings: KafkaSettings, topic: str) -> Exemptions:
-    """The control topic's exemptions up to its end now (empty when the topic does not exist)."""
-    store = Exemptions()
+    """The control topic's exemptions up to its end now (empty when the topic does not exist); the
+    records skipped are in its `skipped`, for the caller to show."""
+    store = Exemptions(log_skipped=False)
     if await topic_partitions(settings, topic):
         async with aclosing(read_topic(settings, topic, 0)) as batches:
             async for records in batches:

@@ -14,6 +14,10 @@ from aiokafka.helpers import create_ssl_context
 from guard.errors import ConfigError, GuardError
 from guard.runtime.settings import KafkaSettings
 
+# how often, and how long at most, a probe checks Kafka is reachable (per bootstrap server for `reach`):
+# `guard run` probes at start-up and while it runs, a `guard` command once before it reads or writes Kafka
+PROBE_SECONDS = 5.0
+
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
     """Connection and security options shared by the consumer and the producer."""

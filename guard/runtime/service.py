@@ -30,14 +30,14 @@ from guard.rules.watch import RulesWatcher
 from guard.runtime.checkpoints import Checkpointer, CheckpointStore
 from guard.runtime.control import ensure_topic, follow
 from guard.runtime.dead_letters import DeadLetters
-from guard.runtime.kafka import make_consumer, make_producer, start_producer
+from guard.runtime.kafka import PROBE_SECONDS, make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.rebalance import Rebalance
 from guard.runtime.recovery import Recovery
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import Settings
 from guard.runtime.settled import SettledDecisions
-from guard.runtime.startup import PROBE_SECONDS, check_topics, log_configuration, reach_kafka, serve_probes
+from guard.runtime.startup import check_topics, log_configuration, reach_kafka, serve_probes
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 
@@ -61,7 +61,7 @@ class Service:
         self.pipeline: Pipeline | None = None
         self._dispatcher: Dispatcher | None = None
         self._settled = SettledDecisions(settings.kafka, settings.guard.audit_topic)
-        self.exemptions = Exemptions()
+        self.exemptions = Exemptions(self.metrics)
         self._background: set[asyncio.Task[None]] = set()
         self._probe: asyncio.Task[None] | None = None
         self._checkpointer: Checkpointer | None = None

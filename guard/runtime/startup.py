@@ -13,7 +13,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 
 from guard.errors import ConfigError
 from guard.rules import RuleSet
-from guard.runtime.kafka import KafkaUnreachable, reach
+from guard.runtime.kafka import PROBE_SECONDS, KafkaUnreachable, reach
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import GuardSettings, KafkaSettings, Settings
 from guard.telemetry.health import Health
@@ -22,7 +22,6 @@ from guard.telemetry.metrics import Metrics
 log = structlog.get_logger("guard.runtime.service")  # the service's lines, under the name they always had
 
 CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
-PROBE_SECONDS = 5.0  # how often, and how long at most, a metadata request checks Kafka is reachable
 
 
 async def serve_probes(server: HealthServer, settings: GuardSettings) -> None:

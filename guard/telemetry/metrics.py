@@ -127,6 +127,15 @@ class Metrics:
             ["channel", "result"],
             registry=r,
         )
+        self.control_records = Counter(
+            "guard_control_records_total",
+            "Records read from the control topic (GUARD_CONTROL_TOPIC) by result: applied (an exemption held), "
+            "revoked (a tombstone), ignored (another kind of record), invalid (not a valid exemption for its key: "
+            "skipped and logged, what the key held is dropped), over_limit (a valid exemption not held: too many "
+            "in force). Every replica reads the whole topic at start-up and counts it again.",
+            ["result"],
+            registry=r,
+        )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)
         self.checkpoints = Counter(
             "guard_checkpoints_total",

@@ -27,6 +27,7 @@ from guard.engine import Decision, Engine, decide, decode_records
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.rules import RuleSet
+from guard.runtime.kafka import PROBE_SECONDS, reach
 from guard.runtime.settings import KafkaSettings
 from guard.runtime.topics import read_topic
 from guard.tools.outcomes import compared, outcome_of
@@ -204,6 +205,7 @@ def kafka_records(
     batches: queue.Queue[list[tuple[bytes, float]] | BaseException | None] = queue.Queue(maxsize=8)
 
     async def read() -> None:
+        await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
         async with aclosing(read_topic(settings, topic, since_ms, until_ms)) as reader:
             async for records in reader:
                 batches.put([(record.value, record.timestamp / 1000) for record in records if record.value is not None])
