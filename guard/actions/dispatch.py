@@ -277,3 +277,55 @@ class Dispatcher:
         self._settled.add(decision.id)
         if self._notifier is not None:  # after the outcome is recorded; it only starts a task
             self._notifier.notify(decision, event)
+
+    def supersede(
+        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None = None
+    ) -> None:
+        """Record a pause decision of a backlog that is no longer current (guard.runtime.catchup), in a task of
+        its own: `fired`, then `superseded` with `note` saying why; no pause call, and no notification unless
+        a rule asks for `superseded`. `on_recorded` is called once both are written: a restart must not find a
+        `fired` without its outcome and act on it. A decision with an outcome already keeps it."""
+        self._spawn(self._supersede(decision, on_recorded, note, audit_read), decision)
+
+    async def _supersede(
+        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None
+    ) -> None:
+        released = False
+        try:
+            if audit_read is not None:
+                await audit_read.wait()
+            if decision.id not in self._settled and decision.id not in self._acting:  # else acted on, or being
+                outcome = await self._record_superseded(decision, note)
+                released = True
+                on_recorded()
+                if self._notifier is not None:  # only channels whose rule asks for `superseded`
+                    self._notifier.notify(decision, outcome)
+        except Exception:  # cancelled at shutdown, it stays pending instead: a restart derives it again
+            self._metrics.decision_errors.inc()
+            log.exception(
+                "superseded decision crashed before it was recorded; its input offset moves on",
+                campaign_id=decision.campaign_id,
+                decision_id=decision.id,
+            )
+        if not released:
+            on_recorded()
+
+    async def _record_superseded(self, decision: Decision, note: str) -> AuditEvent:
+        decided_at, rule, workspace = time.time(), decision.rule, self._workspace(decision)
+        self._metrics.decisions.labels(rule.name, rule.action).inc()
+        log.info(
+            "pause decision superseded: its episode ended before the guard caught up",
+            campaign_id=decision.campaign_id,
+            rule=rule.name,
+            decision_id=decision.id,
+            note=note,
+        )
+        fired = audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run, workspace_id=workspace)
+        await self._publish(fired)
+        outcome = audit_event(
+            decision, "superseded", decided_at=decided_at, dry_run=self._dry_run, workspace_id=workspace, note=note
+        )
+        await self._publish(outcome)
+        self._settled.add(decision.id)
+        self._metrics.actions.labels("superseded").inc()
+        return outcome
