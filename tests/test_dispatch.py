@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from guard.actions import dispatch
 from guard.actions.dispatch import Dispatcher
 from guard.actions.exemptions import Exemption, Exemptions
+from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient
 from guard.contracts.audit import AuditEvent
 from guard.engine import Decision, Engine, record_decisions
@@ -25,6 +26,7 @@ from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
+from guard.tools.decisions import explain, fold
 
 RULES = Path(__file__).parent.parent / "rules"
 
@@ -279,3 +281,58 @@ async def test_a_decision_covered_by_one_this_process_never_saw_calls_for_itself
     assert await dispatcher.drain(10) == 0
     assert audit.outcomes(second) == ["fired", "paused"]
     assert len(standin.pause_requests("camp_r")) == 1
+
+
+class TestSupersede:
+    """A pause decision of a backlog whose episode ended before the guard caught up (guard.runtime.catchup)."""
+
+    NOTE = "the campaign kept sending after this decision and its resume grace"
+
+    async def test_it_is_recorded_with_its_note_and_calls_no_one(self, standin: LeadterraStandIn) -> None:
+        """`fired`, then `superseded` with the note; no pause call, no notification (Slack hears of pauses and
+        failures only), counted as an action's outcome, its offset released once both are written."""
+        standin.add_campaign("camp_over")
+        published: list[AuditEvent] = []
+
+        async def publish(event: AuditEvent) -> None:
+            published.append(event)
+
+        metrics, settled = Metrics(), SettledDecisions(KafkaSettings(), "audit")
+        client = PauseClient(
+            standin.url, SecretStr(standin.api_key), timeout=5, deadline=10, backoff_initial=0.01, backoff_max=0.05
+        )
+        notifier = Notifier(publish, metrics, global_slack_url=SecretStr(f"{standin.url}/slack"), deadline=1)
+        dispatcher = Dispatcher(client, publish, metrics, Health(), settled, dry_run=False, notifier=notifier)
+        decision = pause_decision("camp_over")
+        released: list[int] = []
+        try:
+            dispatcher.supersede(decision, lambda: released.append(len(published)), self.NOTE)
+            assert await dispatcher.drain(5) == 0
+            await notifier.aclose(2)
+        finally:
+            await client.aclose()
+        assert [(event.outcome, event.note) for event in published] == [("fired", None), ("superseded", self.NOTE)]
+        assert released == [2]
+        assert standin.requests == []
+        assert decision.id in settled
+        assert metrics.actions.labels("superseded")._value.get() == 1
+        assert metrics.notifications.labels("slack", "sent")._value.get() == 0
+        [record] = fold(event.model_dump_json().encode() for event in published).decisions
+        assert f"note      {self.NOTE}" in explain(record)  # what `guard decisions --explain` shows
+
+    async def test_a_decision_with_an_outcome_keeps_it(self) -> None:
+        """Acted on before a restart (the audit says so): nothing more is written, the offset is released."""
+        published: list[AuditEvent] = []
+
+        async def publish(event: AuditEvent) -> None:
+            published.append(event)
+
+        settled = SettledDecisions(KafkaSettings(), "audit")
+        dispatcher = Dispatcher(None, publish, Metrics(), Health(), settled, dry_run=True)
+        decision = pause_decision("camp_paused_before")
+        settled.add(decision.id)
+        released: list[bool] = []
+        dispatcher.supersede(decision, lambda: released.append(True), self.NOTE)
+        assert await dispatcher.drain(5) == 0
+        assert published == []
+        assert released == [True]

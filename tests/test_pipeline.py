@@ -10,9 +10,10 @@ from pathlib import Path
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from guard.engine import Decision
+from guard.engine import Decision, Engine, record_decisions
 from guard.rules import load_rules
-from guard.runtime.pipeline import Pipeline
+from guard.runtime.pipeline import Pipeline, name
+from guard.runtime.recovery import AuditScan, PartitionRecovery
 from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent, started
 
@@ -25,10 +26,24 @@ class Decisions:
 
     def __init__(self) -> None:
         self.submitted: list[Decision] = []
+        self.superseded: list[tuple[Decision, str]] = []
 
     def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: object = None) -> None:
         self.submitted.append(decision)
         on_recorded()
+
+    def supersede(
+        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: object = None
+    ) -> None:
+        self.superseded.append((decision, note))
+        on_recorded()
+
+    def pauses(self, campaign_id: str) -> list[Decision]:
+        """The pause calls this campaign's decisions came to (not those covered by another decision)."""
+        return [d for d in self.submitted if d.campaign_id == campaign_id and d.superseded_by is None]
+
+    def superseded_of(self, campaign_id: str) -> list[Decision]:
+        return [decision for decision, _ in self.superseded if decision.campaign_id == campaign_id]
 
 
 class NoDeadLetters:
@@ -41,6 +56,46 @@ def records(values: list[bytes], first_offset: int = 0) -> list[ConsumerRecord]:
     return [
         ConsumerRecord(TP.topic, TP.partition, first_offset + n, now_ms, 0, b"camp", value, None, 4, len(value), ())
         for n, value in enumerate(values)
+    ]
+
+
+STILL_BAD, HEALTHY_SINCE = "camp_still_bad", "camp_healthy_since"
+
+
+def steady(campaign_id: str, start: float, end: float, bounce_every: int) -> list[tuple[str, bytes, float]]:
+    """A send every 2 s from `start` until `end`, each `bounce_every`-th followed by its hard bounce."""
+    events = []
+    for n in range(int((end - start) / 2)):
+        at = start + 2 * n
+        events.append((campaign_id, sent(campaign_id, at), at))
+        if (n + 1) % bounce_every == 0:
+            events.append((campaign_id, bounced(campaign_id, at + 0.5), at + 0.5))
+    return events
+
+
+def three_hours(end: float) -> list[tuple[str, bytes, float]]:
+    """Three hours of history up to `end`, in event-time order (key, value, event time): `camp_still_bad` at
+    12.5% hard bounces, `camp_healthy_since` at 12.5% for its first 20 minutes and 1% since. The engine
+    reads each pause decision followed by sends past the grace as a resume: judged as logged, the first
+    is paused 22 times, the second 3. The first's sends stop a minute after its last pause decision, so
+    it is paused now in that reading (bad now) whichever phase of its cycle the three hours end in."""
+    start = end - 3 * 3600
+    still_bad = steady(STILL_BAD, start, end, 8)
+    decided = [
+        decision.fired_at
+        for _, decision in record_decisions(Engine(load_rules(RULES)), ((value, at) for _, value, at in still_bad))
+        if decision.action == "pause" and decision.superseded_by is None
+    ]
+    events = [event for event in still_bad if event[2] <= decided[-1] + 60]
+    events += steady(HEALTHY_SINCE, start, start + 1200, 8) + steady(HEALTHY_SINCE, start + 1200, end, 100)
+    return sorted(events, key=lambda event: event[2])
+
+
+def logged(events: list[tuple[str, bytes, float]]) -> list[ConsumerRecord]:
+    """As a producer logs them as they happen: each record's Kafka timestamp is its event time."""
+    return [
+        ConsumerRecord(TP.topic, TP.partition, n, int(at * 1000), 0, key.encode(), value, None, 4, len(value), ())
+        for n, (key, value, at) in enumerate(events)
     ]
 
 
@@ -92,3 +147,82 @@ async def test_each_partition_remembers_its_share_of_the_dedupe_budget() -> None
     await pipeline.handle(TP, records([sent("camp", start + n * 0.01) for n in range(5_000)]))
     assert 0 < pipeline.dedupe_keys() <= 1_000
     assert pipeline.dedupe_evicted == metrics.dedupe_evicted._value.get() == 5_000 - pipeline.dedupe_keys()
+
+
+class TestBacklog:
+    """A backlog ends as if the guard had kept up and been obeyed (DESIGN promise 10, guard.runtime.catchup)."""
+
+    @staticmethod
+    def pipeline(decisions: Decisions, metrics: Metrics | None = None) -> Pipeline:
+        pipeline = Pipeline(load_rules(RULES), decisions, NoDeadLetters(), metrics or Metrics(), dedupe_horizon=3600)
+        recovery = PartitionRecovery(name(TP), AuditScan.finished())
+        recovery.positioned(None)  # a first deploy: no committed offset
+        recovery.caught_up(0)  # nothing to replay: checkpoints may be taken
+        pipeline.assign(TP, committed=None, since_ms=0, recovery=recovery)
+        return pipeline
+
+    async def test_a_first_deploy_pauses_the_campaign_still_bad_once_and_the_one_healthy_since_never(self) -> None:
+        """Three hours logged, the last record seven minutes old, read in batches of 500: nothing is acted on
+        until the partition reaches its log end; then one pause for the campaign still paused in the engine's
+        reading, and every other decision superseded with a note saying why."""
+        decisions, metrics = Decisions(), Metrics()
+        pipeline = self.pipeline(decisions, metrics)
+        stream = logged(three_hours(time.time() - 420))
+        batches = [stream[n : n + 500] for n in range(0, len(stream), 500)]
+        held = []
+        for batch in batches[:-1]:
+            await pipeline.handle(TP, batch, log_end=len(stream))
+            assert decisions.submitted == []
+            held.append(metrics.held._value.get())
+        assert max(held) > 0
+        await pipeline.handle(TP, batches[-1], log_end=len(stream))
+
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(HEALTHY_SINCE) == []
+        assert len(decisions.superseded_of(STILL_BAD)) >= 20
+        assert len(decisions.superseded_of(HEALTHY_SINCE)) == 3
+        assert pipeline.held() == metrics.held._value.get() == 0
+        assert pipeline.committable() == {TP: len(stream)}  # every decision recorded: nothing pending
+        notes = {note.split(" (")[0] for _, note in decisions.superseded}
+        assert "the campaign kept sending after this decision and its resume grace" in notes
+
+    async def test_decisions_are_held_while_the_partition_is_behind_and_no_checkpoint_covers_them(self) -> None:
+        """Short of the log end nothing is acted on, the offset commits stop before the first held decision
+        and no snapshot is taken; once the consumer's position reaches the log end, the current one is acted on."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        stream = logged(three_hours(time.time() - 420))
+        await pipeline.handle(TP, stream, log_end=len(stream) + 10)  # more in the log than this batch
+        assert decisions.submitted == []
+        assert pipeline.held() == 1  # the others were superseded at the end of the batch already
+        assert pipeline.snapshot(TP) is None
+        assert pipeline.committable()[TP] < len(stream)
+        pipeline.caught_up(TP, position=len(stream) + 10, log_end=len(stream) + 10)  # control records at the end
+        assert [decision.campaign_id for decision in decisions.submitted] == [STILL_BAD]
+        assert pipeline.snapshot(TP) is not None
+        assert pipeline.committable() == {TP: len(stream)}
+
+    async def test_a_revoked_partition_drops_its_held_decisions_a_parked_one_keeps_them(self) -> None:
+        """Revoked, the held decisions go with the partition (their offsets were never committed: the next
+        owner derives them again); parked, they wait for the partition to come back."""
+        metrics = Metrics()
+        pipeline = self.pipeline(Decisions(), metrics)
+        stream = logged(three_hours(time.time() - 420))
+        await pipeline.handle(TP, stream, log_end=len(stream) + 10)
+        pipeline.park(TP)
+        assert pipeline.held() == metrics.held._value.get() == 1
+        pipeline.unpark(TP)
+        pipeline.revoke(TP)
+        assert pipeline.held() == metrics.held._value.get() == 0
+
+    async def test_a_guard_that_keeps_up_acts_at_once(self) -> None:
+        """Records younger than the resume grace: the pause goes to the dispatcher within the batch that
+        caused it, however much the log holds after it."""
+        decisions, metrics = Decisions(), Metrics()
+        pipeline = self.pipeline(decisions, metrics)
+        start = time.time() - 200
+        values = [value for key, value, _ in steady(STILL_BAD, start, start + 200, 4)]
+        await pipeline.handle(TP, records(values), log_end=10**6)
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.superseded == []
+        assert pipeline.held() == metrics.held._value.get() == 0

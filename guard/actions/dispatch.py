@@ -379,3 +379,36 @@ class Dispatcher:
         landing = self._landing.get(decision_id)
         if landing is not None and not landing.done():
             landing.set_result(outcome)
+
+    def supersede(
+        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None = None
+    ) -> None:
+        """Record a pause decision of a backlog that is no longer current (guard.runtime.catchup), in a task of
+        its own: `fired`, then `superseded` with `note` saying why; no pause call, and no notification unless
+        a rule asks for `superseded`. `on_recorded` is called once both are written: a restart must not find a
+        `fired` without its outcome and act on it. A decision with an outcome already keeps it."""
+        self._spawn(decision, lambda release: self._supersede(decision, release, note, audit_read), on_recorded)
+
+    async def _supersede(
+        self, decision: Decision, release: Callable[[], None], note: str, audit_read: AuditRead | None
+    ) -> None:
+        if audit_read is not None:
+            await consult(
+                "audit_read", audit_read.wait, AUDIT_READ_WAIT_SECONDS, self._metrics, decision_id=decision.id
+            )
+        if decision.id in self._settled or decision.id in self._acting:  # acted on already, or being
+            release()
+            return
+        decided_at, rule, workspace = time.time(), decision.rule, self._workspace(decision)
+        self._metrics.decisions.labels(rule.name, rule.action).inc()
+        log.info(
+            "pause decision superseded: its episode ended before the guard caught up",
+            campaign_id=decision.campaign_id,
+            rule=rule.name,
+            decision_id=decision.id,
+            note=note,
+        )
+        fired = audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run, workspace_id=workspace)
+        await self._publish(fired)
+        await self._record(decision, "superseded", decided_at, notes=[note])
+        release()

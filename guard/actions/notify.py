@@ -249,6 +249,7 @@ _HEADLINES = {
     "dry_run": ":test_tube: Would pause (dry run)",
     "failed": ":rotating_light: Pause FAILED for",
     "exempted": ":shield: Exempted, still running:",
+    "superseded": ":fast_forward: Not paused (superseded after a backlog):",
     "fired": ":warning: Rule fired for",
 }
 
@@ -270,6 +271,8 @@ def slack_message(event: AuditEvent, link: str | None) -> bytes:
         lines.append(
             f"Exemption {event.exemption.id} by {_escape(event.exemption.by)}: {_escape(event.exemption.reason)}"
         )
+    if event.note:
+        lines.append(f"Note: {_escape(event.note)}")
     fields = {  # quoted: an id is a path segment of the link, never more
         "campaign_id": quote(event.campaign_id, safe=""),
         "workspace_id": quote(event.workspace_id or "", safe=""),

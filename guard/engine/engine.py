@@ -13,7 +13,7 @@ import msgspec
 from guard.contracts.events import Event, Signal
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
-from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart, after_pause_decision, resumes
+from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode, EpisodeStart, after_pause_decision, resumes
 from guard.engine.fingerprints import event_key
 from guard.engine.measure import Measure, evidence_from, sample_ids
 from guard.engine.measure import measure as measure_of
@@ -286,6 +286,14 @@ class Engine:
         if state is None:
             return {}
         return {compiled.rule.name: measure_of(compiled, state) for compiled in state.rules}
+
+    def episode(self, campaign_id: str) -> Episode | None:
+        """A campaign's current episode and the pause decision in force; None when it is not tracked."""
+        state = self._campaigns.get(campaign_id)
+        if state is None:
+            return None
+        pause = state.last_pause[0] if state.last_pause is not None else None
+        return Episode(state.began, state.started_at if state.began is not None else None, pause)
 
     def cooldown_until(self, campaign_id: str, rule_name: str) -> float | None:
         """Event time until which a rule that fired for a campaign stays quiet; None when not cooling down."""

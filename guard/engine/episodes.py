@@ -31,6 +31,7 @@ campaign idle for longer than every rule looks back starts afresh (RUNNING, noth
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import NamedTuple
 
 from guard.contracts.events import Signal
 
@@ -46,6 +47,14 @@ class EpisodeStart(StrEnum):
 
     STARTED = "started"  # campaign.started
     RESUMED = "resumed"  # the first send after a pause decision and the grace
+
+
+class Episode(NamedTuple):
+    """Where a campaign's current episode stands (Engine.episode), for the runtime to read."""
+
+    began: EpisodeStart | None  # how it began; None: with the first event seen
+    since: float | None  # event time it began; None: with the first event seen
+    pause: str | None  # the id of the pause decision in force (PAUSED); None while running
 
 
 def resumes(signal: Signal, time: float, pause: Pause | None, grace: float) -> bool:

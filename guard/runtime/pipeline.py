@@ -14,6 +14,9 @@ For each batch of records of one partition:
 4. Each live decision goes to the dispatcher, which records it (`fired`) in the audit topic,
    then acts and records the outcome in its own task. Its record's offset is pending until the
    `fired` record is written: from then on a restart finds it (step 3), so nothing is lost.
+   A pause decision of a partition that is behind is held instead, its offset pending, until the
+   partition catches up; then it is acted on if still current, else audited `superseded`
+   (guard.runtime.catchup).
 5. Dead-letter writes are awaited before the batch counts as handled.
 Records at offsets this partition's engine has already handled (the consumer went back within
 one assignment) are skipped and counted as `redelivered`: evidence counts once.
@@ -22,8 +25,8 @@ lowest pending offset, or the next offset to read when nothing is pending. Commi
 backwards.
 Checkpoints (guard/runtime/checkpoints.py) are a stronger point than a commit: a partition's engine
 snapshot covers offset O (its next record) only between batches, after its replay is handed to the
-audit check (guard.runtime.recovery: caught up), and while no decision of the process is in flight: every
-decision before O is then settled, not just recorded. A partition restored from one starts reading
+audit check (guard.runtime.recovery: caught up), and while no decision of the process is in flight nor held:
+every decision before O is then settled, not just recorded. A partition restored from one starts reading
 at O with the committed offset C as usual: records in [O, C) only rebuild state (step 3), and when C < O the records in
 [C, O) are neither replayed nor acted on again, their decisions being settled already.
 """
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -46,6 +50,7 @@ from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import RuleSet
+from guard.runtime.catchup import Held, behind, release
 from guard.runtime.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.telemetry.metrics import Metrics
 
@@ -69,6 +74,10 @@ def name(tp: Partition) -> str:
 class Dispatch(Protocol):
     def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None) -> None: ...
 
+    def supersede(
+        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None
+    ) -> None: ...
+
 
 class DeadLetterSink(Protocol):
     async def send(self, record: Any, reason: str) -> asyncio.Future: ...
@@ -78,7 +87,17 @@ class PartitionProgress:
     """What of one partition is handled, pending and committed; its recovery (guard.runtime.recovery) says
     what is replayed."""
 
-    __slots__ = ("recovery", "audit_read", "new_group", "since_ms", "next_offset", "pending", "last_committed", "busy")
+    __slots__ = (
+        "recovery",
+        "audit_read",
+        "new_group",
+        "since_ms",
+        "next_offset",
+        "pending",
+        "held",
+        "last_committed",
+        "busy",
+    )
 
     def __init__(
         self, committed: int | None, since_ms: int, recovery: PartitionRecovery, audit_read: AuditRead | None
@@ -88,6 +107,7 @@ class PartitionProgress:
         self.since_ms = since_ms  # epoch ms: the look-back cut-off
         self.next_offset: int | None = None
         self.pending: Counter[int] = Counter()
+        self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
 
@@ -140,6 +160,7 @@ class Pipeline:
         resume_grace: float = DEFAULT_RESUME_GRACE,
         workspaces: WorkspaceMap | None = None,
         topic_workspaces: dict[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.rules = rules
         self._workspaces = workspaces  # which workspace each campaign's events name, for the action
@@ -148,6 +169,7 @@ class Pipeline:
         self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
         self._partition_count = partition_count
+        self._clock = clock  # wall clock, against the records' Kafka timestamps: is a partition behind?
         self._partitions: dict[Partition, tuple[Engine, PartitionProgress]] = {}
         # revoked partitions the rebalance may give back to this process (aiokafka revokes every partition
         # at each one): their engines and progress, kept until the assignment says
@@ -188,12 +210,13 @@ class Pipeline:
 
     def snapshot(self, tp: Partition) -> tuple[bytes, int] | None:
         """`tp`'s engine state and the offset it covers (its next record), or None while that is not a
-        resting point: mid-batch, before any record, or before the replay is over and handed over."""
+        resting point: mid-batch, before any record, before the replay is over and handed over, or while
+        a decision is pending (held ones included: a checkpoint past them would lose them)."""
         owned = self._partitions.get(tp)
         if owned is None:
             return None
         engine, progress = owned
-        if progress.busy or progress.next_offset is None or progress.recovery.stage in RECOVERING:
+        if progress.busy or progress.next_offset is None or progress.recovery.stage in RECOVERING or progress.pending:
             return None
         return snapshot(engine, self.rules), progress.next_offset
 
@@ -209,10 +232,12 @@ class Pipeline:
         return None if limit is None else math.ceil(limit / max(1, self._partition_count()))
 
     def revoke(self, tp: Partition) -> None:
+        """Forget `tp`, its held decisions too: their offsets were never committed, the next owner derives them."""
         self._partitions.pop(tp, None)
+        self._count_held()
 
     def park(self, tp: Partition) -> None:
-        """Revoke `tp` but keep its engine and progress, in case the rebalance gives it back."""
+        """Revoke `tp` but keep its engine and progress (held decisions too), in case the rebalance gives it back."""
         if (owned := self._partitions.pop(tp, None)) is not None:
             self._parked[tp] = owned
 
@@ -236,6 +261,7 @@ class Pipeline:
         """Forget the parked partitions but those in `keep`: another process owns them now."""
         kept = set(keep)
         self._parked = {tp: owned for tp, owned in self._parked.items() if tp in kept}
+        self._count_held()
 
     def set_rules(self, rules: RuleSet) -> None:
         """Swap the rules of every partition at once (parked ones too); counted evidence is kept."""
@@ -256,27 +282,47 @@ class Pipeline:
             if tp in self._partitions:
                 self._partitions[tp][1].last_committed = offset
 
+    def held(self) -> int:
+        """Pause decisions held until their partition catches up (parked partitions' too)."""
+        return sum(len(progress.held) for _, progress in [*self._partitions.values(), *self._parked.values()])
+
+    def holding(self) -> list[Partition]:
+        """The owned partitions that hold decisions."""
+        return [tp for tp, (_, progress) in self._partitions.items() if progress.held]
+
+    def caught_up(self, tp: Partition, position: int, log_end: int | None) -> None:
+        """Act on `tp`'s held decisions once its `position` reached `log_end` with no batch to say so (the
+        records at its end were control records or read already): they are current, the engine has not moved."""
+        if tp in self._partitions and log_end is not None and position >= log_end:
+            engine, progress = self._partitions[tp]
+            if progress.held and not progress.busy:
+                self._settle_held(engine, progress, caught_up=True)
+
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
 
     def dedupe_keys(self) -> int:
         return sum(engine.dedupe_keys for engine, _ in self._partitions.values())
 
-    async def handle(self, tp: Partition, records: Sequence[Any]) -> None:
-        """Steps 1-5 for one batch of one partition."""
+    async def handle(self, tp: Partition, records: Sequence[Any], log_end: int | None = None) -> None:
+        """Steps 1-5 for one batch of one partition; `log_end` is the partition's end as the consumer
+        last saw it (its high watermark), which tells whether the batch caught up (catchup.py)."""
         if not records or tp not in self._partitions:
             return
         engine, progress = self._partitions[tp]
         progress.busy = True
         try:
-            await self._handle(tp, records, engine, progress)
+            await self._handle(tp, records, engine, progress, log_end)
         finally:
             progress.busy = False
 
-    async def _handle(self, tp: Partition, records: Sequence[Any], engine: Engine, progress: PartitionProgress) -> None:
+    async def _handle(
+        self, tp: Partition, records: Sequence[Any], engine: Engine, progress: PartitionProgress, log_end: int | None
+    ) -> None:
         records = self._new_records(tp, records, progress)
         if not records:
             return
+        now, grace = self._clock(), self._resume_grace
         stats = engine.stats
         before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
         tally, dead_letters = Tally(), []
@@ -313,11 +359,35 @@ class Pipeline:
             tally.counted += 1
             for decision in decisions:
                 progress.pending[offset] += 1
-                self._dispatcher.submit(decision, partial(progress.recorded, offset), progress.audit_read)
+                held = progress.held
+                if decision.action == "pause" and (
+                    behind(record.timestamp, now, grace) or decision.superseded_by in held
+                ):
+                    held[decision.id] = Held(decision, offset)
+                else:
+                    self._dispatcher.submit(decision, partial(progress.recorded, offset), progress.audit_read)
         if dead_letters:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
+        if progress.held:
+            caught_up = (log_end is not None and progress.next_offset >= log_end) or not behind(
+                records[-1].timestamp, now, grace
+            )
+            self._settle_held(engine, progress, caught_up)
         self._count(tally, engine, before)
+
+    def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool) -> None:
+        """Supersede the held decisions no longer current; once caught up, act on the others (catchup.py)."""
+        for held, note in release(progress.held, engine.episode, caught_up):
+            recorded = partial(progress.recorded, held.offset)
+            if note is None:
+                self._dispatcher.submit(held.decision, recorded, progress.audit_read)
+            else:
+                self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)
+        self._count_held()
+
+    def _count_held(self) -> None:
+        self._metrics.held.set(self.held())
 
     def _new_records(self, tp: Partition, records: Sequence[Any], progress: PartitionProgress) -> Sequence[Any]:
         """`records` without those this partition's engine has handled already (counted `redelivered`)."""

@@ -14,7 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
@@ -141,6 +141,8 @@ class Service:
             await self._poll(consumer, pipeline, recovery)
             self.health.stopping = True
             await listener.close()
+            if held := pipeline.held():
+                log.info("held decisions of a backlog not recorded; a restart derives them again", count=held)
             cancelled = await dispatcher.drain(settings.shutdown_grace)
             if cancelled:
                 log.warning("decisions not settled at shutdown; a restart resumes them", count=cancelled)
@@ -218,7 +220,7 @@ class Service:
             batches = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
             self.health.polled()
             for tp, records in batches.items():
-                await pipeline.handle(tp, records)
+                await pipeline.handle(tp, records, _log_end(consumer, tp))
             await asyncio.sleep(0)  # aiokafka returns buffered records without yielding; let others run
             if recovery.recovering:  # ready as soon as the replay is done, not at the next tick
                 await self._track_recovery(consumer, recovery)
@@ -227,6 +229,7 @@ class Service:
                 self._probe = asyncio.create_task(self._probe_kafka(consumer))
                 next_probe = now + PROBE_SECONDS
             if now >= next_tick:
+                await self._release_caught_up(consumer, pipeline)
                 await self._commit(consumer, pipeline)
                 await self._track_recovery(consumer, recovery)
                 self.metrics.campaigns.set(pipeline.campaigns())
@@ -269,6 +272,15 @@ class Service:
             return
         pipeline.committed(offsets)
         self.metrics.commits.labels("ok").inc()
+
+    async def _release_caught_up(self, consumer: AIOKafkaConsumer, pipeline: Pipeline) -> None:
+        """Partitions holding decisions that caught up with no batch to say so (guard.runtime.catchup)."""
+        for tp in pipeline.holding():
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:  # revoked meanwhile
+                continue
+            pipeline.caught_up(tp, position, _log_end(consumer, tp))
 
     async def _track_recovery(self, consumer: AIOKafkaConsumer, recovery: Recovery) -> None:
         """How far each replaying partition has read, for guard.runtime.recovery to move on those caught up."""
@@ -313,6 +325,11 @@ class Service:
         self.metrics.rule_reloads.labels("applied").inc()
         self.metrics.rules_loaded.set(len(change.rules.rules))
         log.info("rules reloaded", rules=[rule.name for rule in change.rules.rules])
+
+
+def _log_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+    """The partition's end as the consumer last saw it (its high watermark); None when not known (yet)."""
+    return consumer.highwater(tp) if tp in consumer.assignment() else None
 
 
 def _publisher(producer: AIOKafkaProducer, topic: str) -> Publish:

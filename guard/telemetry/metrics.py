@@ -34,7 +34,8 @@ class Metrics:
         )
         self.actions = Counter(
             "guard_actions_total",
-            "Pause outcomes: paused, already_paused, not_running, dry_run, failed, exempted, superseded.",
+            "Pause outcomes: paused, already_paused, not_running, dry_run, failed, exempted, superseded (a decision "
+            "of a backlog whose episode ended before the guard caught up: not acted on).",
             ["outcome"],
             registry=r,
         )
@@ -64,6 +65,12 @@ class Metrics:
             registry=r,
         )
         self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
+        self.held = Gauge(
+            "guard_held_decisions",
+            "Pause decisions of a backlog held until their partition catches up: then acted on if still current, "
+            "else audited as superseded.",
+            registry=r,
+        )
         self.topics_missing = Gauge(
             "guard_input_topics_missing",
             "Configured input topics (GUARD_INPUT_TOPICS) the brokers do not know: nothing on them is protected.",

@@ -149,6 +149,10 @@ def explain(record: DecisionRecord) -> str:
     lines.append(f"  outcome   {record.outcome_name}" + (" (dry run)" if event.dry_run else ""))
     if event.superseded_by:
         lines.append(f"            covered by decision {event.superseded_by} of another rule, moments before")
+    if record.outcome_name == "superseded":
+        lines.append("            not acted on: decided in a backlog, no longer in force when the guard caught up")
+    if event.note:
+        lines.append(f"  note      {event.note}")
     if event.exemption is not None:
         exemption = event.exemption
         scope = f"rule {exemption.rule}" if exemption.rule else "every rule"

@@ -1,0 +1,86 @@
+"""Catch-up: a backlog ends as if the guard had kept up and been obeyed (DESIGN promise 10).
+
+The engine judges a log in event time as if each pause had landed the moment it was decided: a send
+later than a pause decision plus the resume grace reads as a resume (guard.engine.episodes). A guard
+that keeps up acts at once, and its pause lands before such sends exist. A guard that is behind (a
+first deploy over a history, an outage, a lag spike) finds them in the log already: acting on every
+decision of a backlog would pause a still-bad campaign once per episode it seemed to have, and a
+campaign healthy for hours since. So the difference is made in acting, at the runtime edge; the
+engine is unchanged and `guard replay` shows what a guard that kept up would decide:
+
+1. A live pause decision whose record is older than the resume grace by its Kafka timestamp (later
+   records that read as its resume may be in the log already) is held in its partition's progress,
+   and so is one covered by a held decision (`superseded_by`): its offset stays pending, so no commit
+   passes it, and nothing records it yet. Alerts, and the pauses of a guard that keeps up (records
+   younger than the grace), go to the dispatcher at once: decision latency does not change.
+2. After each batch, a held decision no longer current is superseded: recorded `fired`, then
+   `superseded` with a note saying why, never acted on. Current: the engine's pause in force for the
+   campaign is this decision, or the one it is covered by; a campaign the engine no longer tracks
+   counts as current (fail toward the pause).
+3. Once the partition has caught up (its position reached the log end the consumer last saw, or its
+   latest record is younger than the grace), the held decisions still current go to the dispatcher:
+   one pause per campaign bad now.
+
+No checkpoint is taken while a partition holds a decision. A parked partition keeps its held
+decisions; a revoked one drops them, and a stopping guard records none: their offsets were never
+committed, so whoever reads the partition next derives them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from guard.engine import Decision
+from guard.engine.episodes import Episode, EpisodeStart
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A pause decision waiting for its partition to catch up, and the offset of the record that caused it."""
+
+    decision: Decision
+    offset: int
+
+
+def behind(record_timestamp_ms: int, now: float, grace: float) -> bool:
+    """A record older than the resume grace: records that read as a resume after it may be in the log already."""
+    return now - record_timestamp_ms / 1000 > grace
+
+
+def release(
+    held: dict[str, Held], episode_of: Callable[[str], Episode | None], caught_up: bool
+) -> Iterator[tuple[Held, str | None]]:
+    """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
+    those no longer current at once, the others once the partition has `caught_up`. A campaign the engine
+    no longer tracks counts as current (fail toward the pause)."""
+    for decision_id, entry in list(held.items()):
+        episode = episode_of(entry.decision.campaign_id)
+        if episode is not None and not current(entry.decision, episode):
+            yield entry, why_superseded(episode)
+        elif caught_up:
+            yield entry, None
+        else:
+            continue
+        del held[decision_id]
+
+
+def current(decision: Decision, episode: Episode) -> bool:
+    """The decision (or the one it is covered by) is the campaign's pause in force."""
+    return episode.pause == (decision.superseded_by or decision.id)
+
+
+def why_superseded(episode: Episode) -> str:
+    """The audit note of a decision that is no longer current."""
+    behind_then = "before the guard caught up: the guard was not acting then"
+    if episode.pause is not None:
+        return f"a later decision {episode.pause} took its place {behind_then}"
+    if episode.since is None:
+        return f"the campaign ran again after this decision {behind_then}"
+    since = datetime.fromtimestamp(episode.since, tz=UTC).isoformat().replace("+00:00", "Z")
+    if episode.began is EpisodeStart.STARTED:
+        return f"the campaign was started again after this decision (a new episode from {since}) {behind_then}"
+    return (
+        f"the campaign kept sending after this decision and its resume grace (a new episode from {since}) {behind_then}"
+    )

@@ -1,0 +1,112 @@
+"""A backlog ends as if the guard had kept up and been obeyed (DESIGN promise 10), on a real broker:
+a first deploy over three hours of history, through the real Service, the Leadterra stand-in and a
+Slack-like receiver over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from datetime import datetime
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+from test_notify import Receiver, receiver  # noqa: F401  (fixture)
+from test_pipeline import HEALTHY_SINCE, STILL_BAD, steady, three_hours
+from test_service import (  # noqa: F401  (fixtures)
+    Guard,
+    RunGuard,
+    Topics,
+    audits,
+    producer,
+    read_topic,
+    run_guard,
+    topics,
+    until,
+)
+
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.testing.leadterra import LeadterraStandIn
+
+pytestmark = pytest.mark.integration
+
+
+async def produce_as_logged(client: AIOKafkaProducer, topic: str, events: list[tuple[str, bytes, float]]) -> None:
+    """As a producer logs events as they happen: each record's timestamp is its event time."""
+    for key, value, at in events:
+        await client.send(topic, key=key.encode(), value=value, timestamp_ms=int(at * 1000))
+    await client.flush()
+
+
+async def settled(guard: Guard, counted: int) -> None:
+    """Every record counted, no decision held or in flight."""
+    await until(lambda: guard.metrics.records.labels("counted")._value.get() >= counted, timeout=60)
+    await until(lambda: not guard.metrics.held._value.get() and not guard.metrics.inflight._value.get(), timeout=30)
+
+
+def outcomes(events: list[dict]) -> Counter[tuple[str, str]]:
+    """(campaign, outcome) of every audit event."""
+    return Counter((event["campaign_id"], event["outcome"]) for event in events)
+
+
+async def test_a_first_deploy_over_three_hours_pauses_the_campaign_still_bad_once_and_the_other_never(
+    kafka_bootstrap: str,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    run_guard: RunGuard,  # noqa: F811
+    receiver: Receiver,  # noqa: F811
+) -> None:
+    """Three hours logged before the guard's first start (no committed offsets): one pause call, one Slack
+    message, for the campaign bad now; none for the one bad three hours ago and healthy since; every other
+    decision audited `fired` then `superseded`, with a note. Then the user resumes the campaign and it sends
+    the same list again: judged afresh on its new evidence, it is paused once more."""
+    for campaign in (STILL_BAD, HEALTHY_SINCE):
+        standin.add_campaign(campaign)
+    history = three_hours(time.time())
+    await produce_as_logged(producer, topics.input, history)
+
+    guard = await run_guard(slack_webhook_url=SecretStr(receiver.url))
+    await standin.wait_for_pauses(1, timeout=60, campaign_id=STILL_BAD)
+    await settled(guard, len(history))
+    await asyncio.sleep(0.5)  # a second call would have been made by now
+
+    assert len(standin.pause_requests(STILL_BAD)) == 1
+    assert standin.pause_requests(HEALTHY_SINCE) == []
+    assert standin.status(HEALTHY_SINCE) == "running"
+    events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=10**9, timeout=3))
+    counts = outcomes(events)
+    assert counts[STILL_BAD, "paused"] == 1
+    assert counts[HEALTHY_SINCE, "superseded"] == counts[HEALTHY_SINCE, "fired"] == 3
+    assert counts[STILL_BAD, "superseded"] >= 20
+    fired = sum(count for (_, outcome), count in counts.items() if outcome == "fired")
+    assert fired == len(events) - fired, "every decision recorded has exactly one outcome"
+    assert all(event["note"] for event in events if event["outcome"] == "superseded")
+    assert guard.metrics.actions.labels("superseded")._value.get() == counts[STILL_BAD, "superseded"] + 3
+    assert len(receiver.received) == 1  # Slack hears of the pause only
+
+    paused = next(e for e in events if e["outcome"] == "paused")
+    decided_at = datetime.fromisoformat(paused["timings"]["event_time"]).timestamp()
+    acted_at = datetime.fromisoformat(paused["timings"]["decided_at"]).timestamp()
+    assert acted_at - decided_at > DEFAULT_RESUME_GRACE  # held while the guard was behind, acted on once caught up
+
+    # the user resumes it after the pause landed; it sends the same stale list, past the grace
+    standin.resume(STILL_BAD)
+    resumed_at = max(time.time(), decided_at + DEFAULT_RESUME_GRACE + 1)
+    again = steady(STILL_BAD, resumed_at, resumed_at + 400, 8)  # 400 s: within the grace of the next pause
+    counted = guard.metrics.records.labels("counted")._value.get()
+    for key, value, _ in again:  # live: stamped by the producer now
+        await producer.send(topics.input, key=key.encode(), value=value)
+    await producer.flush()
+    await standin.wait_for_pauses(2, timeout=30, campaign_id=STILL_BAD)
+    await settled(guard, counted + len(again))
+    await asyncio.sleep(0.5)
+
+    assert len(standin.pause_requests(STILL_BAD)) == 2
+    events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=10**9, timeout=3))
+    assert outcomes(events)[STILL_BAD, "paused"] == 2
+    second = [e for e in events if e["outcome"] == "paused"][-1]["evidence"]
+    assert second["episode_began"] == "resumed"
+    assert datetime.fromisoformat(second["episode_from"]).timestamp() == pytest.approx(resumed_at)
+    assert len(receiver.received) == 2
