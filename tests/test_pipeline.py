@@ -10,6 +10,7 @@ from pathlib import Path
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from guard.contracts.events import decode
 from guard.engine import Decision, Engine, record_decisions
 from guard.rules import load_rules
 from guard.runtime.pipeline import Pipeline, name
@@ -73,7 +74,7 @@ def steady(campaign_id: str, start: float, end: float, bounce_every: int) -> lis
     return events
 
 
-def three_hours(end: float) -> list[tuple[str, bytes, float]]:
+def three_hours(end: float, *, sending_to_the_end: bool = False) -> list[tuple[str, bytes, float]]:
     """Three hours of history up to `end`, in event-time order (key, value, event time): `camp_still_bad` at
     12.5% hard bounces, `camp_healthy_since` at 12.5% for its first 20 minutes and 1% since. The engine
     reads each pause decision followed by sends past the grace as a resume: judged as logged, the first
@@ -86,7 +87,7 @@ def three_hours(end: float) -> list[tuple[str, bytes, float]]:
         for _, decision in record_decisions(Engine(load_rules(RULES)), ((value, at) for _, value, at in still_bad))
         if decision.action == "pause" and decision.superseded_by is None
     ]
-    events = [event for event in still_bad if event[2] <= decided[-1] + 60]
+    events = still_bad if sending_to_the_end else [event for event in still_bad if event[2] <= decided[-1] + 60]
     events += steady(HEALTHY_SINCE, start, start + 1200, 8) + steady(HEALTHY_SINCE, start + 1200, end, 100)
     return sorted(events, key=lambda event: event[2])
 
@@ -226,3 +227,34 @@ class TestBacklog:
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.superseded == []
         assert pipeline.held() == metrics.held._value.get() == 0
+
+    async def test_a_history_that_ends_in_an_episode_too_young_to_judge_still_pauses_once(self) -> None:
+        """The still-bad campaign sends to the end of its history, so the engine's reading ends in a new episode
+        with fewer sends than a bad campaign needs to fire again: its latest conclusive evidence is the last
+        decision's, which stands. One pause; the one healthy for hours since, none."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        stream = logged(three_hours(time.time() - 30, sending_to_the_end=True))
+        engine = Engine(load_rules(RULES))
+        for record in stream:
+            engine.process(decode(record.value, record.timestamp / 1000))
+        assert engine.episode(STILL_BAD).pause is None, "premise: the history ends in a new, young episode"
+        for n in range(0, len(stream), 500):
+            await pipeline.handle(TP, stream[n : n + 500], log_end=len(stream))
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(HEALTHY_SINCE) == []
+        assert len(decisions.superseded_of(HEALTHY_SINCE)) == 3
+
+    async def test_a_history_produced_all_at_once_is_judged_by_its_event_times(self) -> None:
+        """A bridge that forwards three hours of history in a minute: the records are fresh, their events are
+        not. Held by event time until the log end; one pause, as for a history logged as it happened."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        events = three_hours(time.time() - 420)
+        stream = records([value for _, value, _ in events])  # every Kafka timestamp is now
+        for n in range(0, len(stream), 500):
+            await pipeline.handle(TP, stream[n : n + 500], log_end=len(stream))
+            if n + 500 < len(stream):
+                assert decisions.submitted == []
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(HEALTHY_SINCE) == []

@@ -37,9 +37,9 @@ from guard.engine.engine import Engine, EngineStats
 from guard.engine.plan import Series
 from guard.engine.state import CampaignState, RuleState
 from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, LastN, SlidingCount
-from guard.rules.models import RuleSet
+from guard.rules.models import MAX_LAST, RuleSet
 
-FORMAT = 3  # raise with any change to what is stored
+FORMAT = 4  # raise with any change to what is stored
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 
 
@@ -318,6 +318,8 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         if unknown := set(rule_states) - {compiled.rule.name for compiled in rules}:
             raise ValueError(f"states of rules that do not apply: {sorted(unknown)}")
         state = CampaignState(rules, series, rule_states=rule_states, **fields)
+        if state.sends < 0:
+            raise ValueError(f"campaign {campaign_id!r}: {state.sends} sends")
         times = [state.watermark, state.started_at, state.last_pause[1] if state.last_pause else None]
         times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]
         for value in times:
@@ -339,9 +341,10 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
         _time(max([series.newest, *series.older[::2]]), clock // series.width, "a window's bucket")
     elif isinstance(series, LastN):
         assert isinstance(fresh, LastN)
+        # a reload keeps a series whose size the old rules set, so the size is bounded by what a rule may ask
         kept = min(series.per_seen, series.size)
-        if series.size != fresh.size or not len(series.per_times) == len(series.per_ids) == kept:
-            raise ValueError("a count window of another size")
+        if not 1 <= series.size <= MAX_LAST or not len(series.per_times) == len(series.per_ids) == kept:
+            raise ValueError("a count window of a size no rule can ask for, or holding another number of sends")
         positions = series.of_positions
         if series.total != len(positions) or (positions and positions[-1] > series.per_seen):
             raise ValueError("a count window's outcomes do not add up")

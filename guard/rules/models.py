@@ -76,6 +76,9 @@ def _number(text: str, value: str) -> float:
         ) from None
 
 
+MAX_LAST = 100_000  # the longest count window (`last: N`) a rule may ask for
+
+
 class OutcomeDelay(Frozen):
     """How long after its `per` event an `of` event arrives (a complaint after its send): log-normal,
     half within `median`, 99% within `max`, all within `max`."""
@@ -188,6 +191,15 @@ class CusumCondition(Frozen):
         return math.log(self.bad / self.healthy) - self.fall
 
     @cached_property
+    def sends_to_detect(self) -> float:
+        """About how many `per` events a campaign at the `bad` rate needs for the statistic to reach the level:
+        the level over the information per bad trial (the statistic's drift at the bad rate)."""
+        bad_information = self.bad * math.log(self.bad / self.healthy) + (1 - self.bad) * math.log(
+            (1 - self.bad) / (1 - self.healthy)
+        )
+        return self.threshold / bad_information
+
+    @cached_property
     def threshold(self) -> float:
         """The alarm level h in nats: a campaign of `campaign_size` trials at the healthy rate fires by
         chance with probability `false_alarms`, by Siegmund's approximation of the average run to a
@@ -228,7 +240,7 @@ class Rule(Frozen):
     last: int | None = Field(
         None,
         ge=10,
-        le=100_000,
+        le=MAX_LAST,
         description="Rate rules: judge the campaign's last N `per` events (e.g. sends) instead of a time window.",
     )
     threshold: Annotated[float | None, BeforeValidator(_percent)] = Field(

@@ -8,18 +8,22 @@ decision of a backlog would pause a still-bad campaign once per episode it seeme
 campaign healthy for hours since. So the difference is made in acting, at the runtime edge; the
 engine is unchanged and `guard replay` shows what a guard that kept up would decide:
 
-1. A live pause decision whose record is older than the resume grace by its Kafka timestamp (later
-   records that read as its resume may be in the log already) is held in its partition's progress,
+1. A live pause decision whose record is older than the resume grace by its Kafka timestamp, or whose
+   event is older than that by event time (a history produced all at once has fresh record times), is
+   held in its partition's progress: later records that read as its resume may be in the log already;
    and so is one covered by a held decision (`superseded_by`): its offset stays pending, so no commit
    passes it, and nothing records it yet. Alerts, and the pauses of a guard that keeps up (records
    younger than the grace), go to the dispatcher at once: decision latency does not change.
 2. After each batch, a held decision no longer current is superseded: recorded `fired`, then
    `superseded` with a note saying why, never acted on. Current: the engine's pause in force for the
-   campaign is this decision, or the one it is covered by; a campaign the engine no longer tracks
-   counts as current (fail toward the pause).
-3. Once the partition has caught up (its position reached the log end the consumer last saw, or its
-   latest record is younger than the grace), the held decisions still current go to the dispatcher:
-   one pause per campaign bad now.
+   campaign is this decision, or the one it is covered by; or the campaign has run since in an episode
+   too young for the decision's rule to judge (it lasted less than the rule's window and its `per`
+   events are under `min_volume`), so the latest conclusive evidence is still the decision's; a
+   campaign the engine no longer tracks counts as current (fail toward the pause).
+3. Once the partition has caught up (its position reached the log end the consumer last saw, or both
+   its latest record and its clock, the latest event time, are younger than the grace: a guard keeping
+   up with heavy traffic may never end a batch at the log end), the held decisions still current go to
+   the dispatcher: one pause per campaign bad now.
 
 No checkpoint is taken while a partition holds a decision. A parked partition keeps its held
 decisions; a revoked one drops them, and a stopping guard records none: their offsets were never
@@ -44,20 +48,29 @@ class Held:
     offset: int
 
 
-def behind(record_timestamp_ms: int, now: float, grace: float) -> bool:
-    """A record older than the resume grace: records that read as a resume after it may be in the log already."""
-    return now - record_timestamp_ms / 1000 > grace
+def behind(record_timestamp_ms: int, event_time: float, now: float, grace: float) -> bool:
+    """A record, or its event, older than the resume grace: records that read as a resume after it may be in
+    the log already."""
+    return now - min(record_timestamp_ms / 1000, event_time) > grace
 
 
 def release(
-    held: dict[str, Held], episode_of: Callable[[str], Episode | None], caught_up: bool
+    held: dict[str, Held],
+    episode_of: Callable[[str], Episode | None],
+    judged: Callable[[str, str], bool],
+    caught_up: bool,
 ) -> Iterator[tuple[Held, str | None]]:
     """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
-    those no longer current at once, the others once the partition has `caught_up`. A campaign the engine
-    no longer tracks counts as current (fail toward the pause)."""
+    those no longer current at once, the others once the partition has `caught_up`."""
+    latest: dict[str, Decision] = {}  # per campaign, its latest held pause decision that calls for itself
+    for entry in held.values():
+        decision = entry.decision
+        if decision.superseded_by is None and decision.fired_at >= latest.get(decision.campaign_id, decision).fired_at:
+            latest[decision.campaign_id] = decision
     for decision_id, entry in list(held.items()):
-        episode = episode_of(entry.decision.campaign_id)
-        if episode is not None and not current(entry.decision, episode):
+        decision = entry.decision
+        episode = episode_of(decision.campaign_id)
+        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), judged):
             yield entry, why_superseded(episode)
         elif caught_up:
             yield entry, None
@@ -66,9 +79,15 @@ def release(
         del held[decision_id]
 
 
-def current(decision: Decision, episode: Episode) -> bool:
-    """The decision (or the one it is covered by) is the campaign's pause in force."""
-    return episode.pause == (decision.superseded_by or decision.id)
+def current(decision: Decision, episode: Episode, latest: Decision | None, judged: Callable[[str, str], bool]) -> bool:
+    """The decision (or the one it is covered by) is the campaign's pause in force. Or no pause is in force: the
+    campaign ran again after its latest pause decision, in an episode too young for that decision's rule to
+    judge (`judged`); the latest conclusive evidence is still that decision's, so it stands (fail toward the
+    pause). A campaign the engine no longer tracks has no episode and counts as current."""
+    calling = decision.superseded_by or decision.id
+    if episode.pause is not None:
+        return episode.pause == calling
+    return latest is not None and latest.id == calling and not judged(latest.campaign_id, latest.rule.name)
 
 
 def why_superseded(episode: Episode) -> str:

@@ -361,7 +361,7 @@ class Pipeline:
                 progress.pending[offset] += 1
                 held = progress.held
                 if decision.action == "pause" and (
-                    behind(record.timestamp, now, grace) or decision.superseded_by in held
+                    behind(record.timestamp, decision.fired_at, now, grace) or decision.superseded_by in held
                 ):
                     held[decision.id] = Held(decision, offset)
                 else:
@@ -370,15 +370,15 @@ class Pipeline:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
         if progress.held:
-            caught_up = (log_end is not None and progress.next_offset >= log_end) or not behind(
-                records[-1].timestamp, now, grace
+            caught_up = (log_end is None or progress.next_offset >= log_end) or not behind(
+                records[-1].timestamp, engine.clock, now, grace
             )
             self._settle_held(engine, progress, caught_up)
         self._count(tally, engine, before)
 
     def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool) -> None:
         """Supersede the held decisions no longer current; once caught up, act on the others (catchup.py)."""
-        for held, note in release(progress.held, engine.episode, caught_up):
+        for held, note in release(progress.held, engine.episode, engine.judged, caught_up):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
                 self._dispatcher.submit(held.decision, recorded, progress.audit_read)
