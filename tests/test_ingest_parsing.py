@@ -50,6 +50,42 @@ class TestVerifier:
         """Another secret, another body, or no MAC at all: rejected."""
         assert not Verifier((SECRET,)).verify(BODY, header)
 
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            pytest.param(lambda mac: mac.hex(), id="hex"),
+            pytest.param(lambda mac: "sha256=" + mac.hex(), id="sha256=hex"),
+            pytest.param(lambda mac: base64.b64encode(mac).decode(), id="base64"),
+            pytest.param(lambda mac: base64.urlsafe_b64encode(mac).decode().rstrip("="), id="base64url-unpadded"),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "near_miss",
+        [
+            pytest.param(lambda mac: mac[:-1] + bytes([mac[-1] ^ 0x01]), id="last-byte-wrong"),
+            pytest.param(lambda mac: bytes([mac[0] ^ 0x80]) + mac[1:], id="first-byte-wrong"),
+            pytest.param(lambda mac: mac[:16] + bytes([mac[16] ^ 0xFF]) + mac[17:], id="middle-byte-wrong"),
+            pytest.param(lambda mac: mac[:-1], id="truncated-by-one-byte"),
+            pytest.param(lambda mac: mac + b"\x00", id="one-byte-too-long"),
+            pytest.param(lambda mac: mac[:4] + _mac(b"whsec_other", BODY)[4:], id="right-prefix-other-secret"),
+        ],
+    )
+    def test_every_byte_of_the_mac_counts(self, near_miss, spelling) -> None:
+        """A MAC wrong in one byte only, a byte short or long, or another secret's MAC that begins like
+        the right one: rejected in every spelling, so a verifier comparing a prefix could not pass."""
+        right = _mac(SECRET, BODY)
+        wrong = near_miss(right)
+        assert wrong != right
+        assert not Verifier((SECRET,)).verify(BODY, spelling(wrong))
+
+    def test_a_mac_of_the_right_length_for_another_secret_is_rejected_also_during_a_rotation(self) -> None:
+        """Old and new secrets configured: a third secret's MAC, 32 bytes like theirs, verifies under none."""
+        verifier = Verifier((b"old", b"new"))
+        third = _mac(b"third", BODY)
+        assert len(third) == len(_mac(b"old", BODY))
+        assert not verifier.verify(BODY, third.hex())
+        assert not verifier.verify(BODY, base64.b64encode(third).decode())
+
     def test_any_secret_of_a_rotation_verifies(self) -> None:
         """With old and new secret configured, both verify and a third does not."""
         verifier = Verifier((b"old", b"new"))
