@@ -36,7 +36,12 @@ class IngestSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GUARD_INGEST_", extra="ignore", populate_by_name=True)
 
-    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger request bodies are refused with 413.")
+    max_body_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="Larger request bodies are refused with 413. The default leaves room for the record's key "
+        "and headers below Kafka's default record size (1,048,588 bytes); a smaller input topic lowers it.",
+    )
     read_timeout: float = Field(5.0, gt=0, description="Seconds to receive a request body; slower clients get 408.")
     produce_timeout: float = Field(
         5.0,
