@@ -115,3 +115,52 @@ async def test_a_dead_letter_reason_is_bounded_whatever_the_body_says(kafka_brok
     assert [r.value for r in dead] == [raw]
     reason = dict(dead[0].headers)["guard.error"]
     assert reason.startswith(b"Feedback-Type q") and len(reason) <= MAX_REASON_CHARS
+
+
+HEADERS_ONLY = (ARF / "abuse-headers-only.eml").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "reason"),
+    [
+        pytest.param(
+            WEBHOOK_PATH,
+            b'{"event": "message.sent", "data": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+            "nested too deep",
+            id="json",
+        ),
+        pytest.param(
+            ARF_PATH,
+            HEADERS_ONLY.replace(b"text/rfc822-headers\n", b"text/rfc822-headers; charset=x-no-such\n"),
+            "unknown charset",
+            id="arf-unknown-charset",
+        ),
+        pytest.param(
+            ARF_PATH,
+            HEADERS_ONLY.replace(b"message/feedback-report\n", b"message/feedback-report " + b"(" * 2000 + b"\n"),
+            "unreadable report: RecursionError",
+            id="arf-comment-2000-deep",
+        ),
+        pytest.param(
+            ARF_PATH,
+            b'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\n\n'
+            + b"--b\nContent-Type: text/plain\n\nx\n" * 30_000
+            + b"--b--\n",
+            "more than 100 MIME parts",
+            id="arf-30000-parts",
+        ),
+    ],
+)
+async def test_a_hostile_body_is_dead_lettered_with_its_reason_not_a_500(kafka_broker, path, body, reason) -> None:
+    """Nesting past the recursion limit, an unknown charset: 200 and in the dead-letter topic as it
+    came, with the reason, like any unusable body (they were 500s); 30,000 parts are refused unparsed
+    (the email package took seconds over them, on the event loop)."""
+    topics = Topics()
+    await make_topics(kafka_broker.bootstrap_servers, topics)
+    headers = signed(body) if path == WEBHOOK_PATH else {"Authorization": f"Bearer {ARF_TOKEN.decode()}"}
+    async with door(kafka_broker, topics) as client:
+        answer = await client.post(path, content=body, headers=headers)
+        assert answer.status_code == 200, answer.text[:300]
+        assert answer.json()["status"] == "dead_lettered" and reason in answer.json()["reason"]
+    dead = await read_all(kafka_broker.bootstrap_servers, topics.dlq, lambda r: len(r) >= 1)
+    assert [r.value for r in dead] == [body]

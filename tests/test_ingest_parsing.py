@@ -200,3 +200,72 @@ class TestArf:
         monkeypatch.setenv("GUARD_ARF_TOKEN", "t1,")
         with pytest.raises(ConfigError, match="GUARD_ARF_TOKEN"):
             IngestSettings().arf_tokens()
+
+
+def _nested_multipart(depth: int) -> bytes:
+    """A multipart/report whose first part is a multipart holding a multipart ... `depth` deep."""
+    head = b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=feedback-report; boundary="b0"\n\n'
+    opening = b"".join(b'--b%d\nContent-Type: multipart/mixed; boundary="b%d"\n\n' % (i, i + 1) for i in range(depth))
+    closing = b"".join(b"--b%d--\n" % i for i in reversed(range(depth + 1)))
+    return head + opening + closing
+
+
+def _many_parts(parts: int) -> bytes:
+    head = b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=feedback-report; boundary="b"\n\n'
+    return head + b"--b\nContent-Type: text/plain\n\nx\n" * parts + b"--b--\n"
+
+
+HEADERS_ONLY = (ARF / "abuse-headers-only.eml").read_bytes()
+
+
+class TestHostileReports:
+    """Every report the email package chokes on is an UnusableReport (dead-lettered, 200), never a 500."""
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            pytest.param(
+                HEADERS_ONLY.replace(
+                    b"Content-Type: text/rfc822-headers\n", b"Content-Type: text/rfc822-headers; charset=x-no-such\n"
+                ),
+                "charset",
+                id="unknown-charset",
+            ),
+            pytest.param(
+                HEADERS_ONLY.replace(
+                    b"Content-Type: message/feedback-report\n",
+                    b"Content-Type: message/feedback-report " + b"(" * 2000 + b")" * 2000 + b"\n",
+                ),
+                "unreadable",
+                id="content-type-comment-2000-deep",
+            ),
+            pytest.param(_nested_multipart(3000), "MIME parts", id="multipart-3000-deep"),
+            pytest.param(_many_parts(32_000), "MIME parts", id="32000-parts"),
+        ],
+    )
+    def test_is_unusable_with_its_reason(self, raw: bytes, reason: str) -> None:
+        with pytest.raises(UnusableReport, match=reason):
+            complaint_event(raw, "X-Leadterra-Campaign-Id")
+
+    def test_the_part_count_is_checked_before_the_email_package_parses(self, monkeypatch) -> None:
+        """Bounded in work: a report of 32,000 parts is refused without one line parsed."""
+        import email
+
+        def parse(*args, **kwargs):
+            raise AssertionError("parsed")
+
+        monkeypatch.setattr(email, "message_from_bytes", parse)
+        with pytest.raises(UnusableReport, match="MIME parts"):
+            complaint_event(_many_parts(32_000), "X-Leadterra-Campaign-Id")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"event": "message.sent", "data": ' + b"[" * 1000 + b"]" * 1000 + b"}", id="json-1000-deep"),
+        pytest.param(b'{"event": "x", "data": {"reply": ' + b"[" * 5000 + b"]" * 5000 + b"}}", id="reply-5000-deep"),
+    ],
+)
+def test_a_deeply_nested_webhook_is_unusable_not_an_error(body: bytes) -> None:
+    with pytest.raises(UnusableWebhook):
+        webhook_record(body, "camp")

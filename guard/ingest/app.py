@@ -250,7 +250,8 @@ class Ingest:
             if not self._bearer_ok(request.headers.get("Authorization", "")):
                 return self._unauthorized("arf", "missing or invalid bearer token")
             try:
-                event = complaint_event(body, self.config.ingest.arf_campaign_header)
+                # off the event loop: a signed webhook is not kept waiting while a report is parsed
+                event = await asyncio.to_thread(complaint_event, body, self.config.ingest.arf_campaign_header)
             except UnusableReport as error:
                 return await self._dead_letter("arf", body, str(error))
             return await self._produce("arf", event["data"]["campaignId"], msgspec.json.encode(event))

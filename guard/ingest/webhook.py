@@ -19,6 +19,7 @@ from guard.contracts.events import MAX_ID_LENGTH
 from guard.errors import GuardError
 
 _Object = dict[str, msgspec.Raw]
+TOO_DEEP = "not JSON the guard can read: nested too deep"
 
 
 class UnusableWebhook(GuardError):
@@ -33,6 +34,8 @@ def webhook_record(body: bytes, campaign_param: str | None) -> tuple[str, bytes]
         raise UnusableWebhook("not a webhook envelope: the JSON is not an object") from None
     except msgspec.DecodeError as error:
         raise UnusableWebhook(f"not JSON: {error}") from None
+    except RecursionError:  # msgspec's answer to nesting deeper than it decodes
+        raise UnusableWebhook(TOO_DEEP) from None
     event = _value(envelope.get("event"))
     if not isinstance(event, str) or not event:
         raise UnusableWebhook("not a webhook envelope: no event name")
@@ -65,6 +68,8 @@ def _value(raw: msgspec.Raw | None, kind: Any = Any) -> Any:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError:
         return None
+    except RecursionError:
+        raise UnusableWebhook(TOO_DEEP) from None
 
 
 def _usable(value: Any) -> bool:
