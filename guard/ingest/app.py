@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
+from guard.ingest.door import ConnectionCap
 from guard.ingest.limits import door_limit, producer_request_size, topic_message_limit
 from guard.ingest.signature import SIGNATURE_HEADER, Verifier
 from guard.ingest.webhook import UnusableWebhook, webhook_record
@@ -42,6 +43,7 @@ WEBHOOK_PATH = "/v1/webhooks/leadterra"
 ARF_PATH = "/v1/feedback/arf"
 PROBE_SECONDS = 5.0  # how often a metadata request checks the brokers (readiness)
 CONNECT_RETRY_SECONDS = 1.0
+LINGER_SECONDS = 1.0  # an unread body (401 before reading it) is discarded this long, then the connection closed
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)  # the record, not the broker: 413
 
 
@@ -92,6 +94,11 @@ class IngestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.connections_refused = Counter(
+            "guard_ingest_connections_refused_total",
+            "Connections answered 503 and closed because GUARD_INGEST_MAX_CONNECTIONS were open.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "guard_ingest_dead_letters_total",
             "Dead-letter writes by result: written (as it came), truncated (too big to copy whole: cut), "
@@ -139,6 +146,7 @@ class Ingest:
         self.body_limit = config.ingest.max_body_bytes  # lowered at start-up to what a record of the topic holds
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port = config.guard.http_port
 
     def app(self) -> web.Application:
@@ -155,17 +163,29 @@ class Ingest:
     async def run(self) -> None:
         settings = self.config.ingest
         # handlers are not cancelled when a client goes away: a record being produced is finished
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=settings.produce_timeout + 1)
+        self._runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            shutdown_timeout=settings.produce_timeout + 1,
+            keepalive_timeout=settings.idle_timeout,  # from the connection's start: slow headers too
+            max_line_size=settings.max_header_bytes,
+            max_field_size=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            lingering_time=LINGER_SECONDS,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.guard.http_host, self.config.guard.http_port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert self._runner.server is not None
+        accept = ConnectionCap(self._runner.server, settings.max_connections, self.metrics.connections_refused)
+        guard = self.config.guard
+        self._listener = await asyncio.get_running_loop().create_server(accept, guard.http_host, guard.http_port)
+        self.port = self._listener.sockets[0].getsockname()[1]
         probe = asyncio.create_task(self._connect_and_probe())
         log.info("ingest started", http_port=self.port, topic=self.config.guard.input_topics[0])
         try:
             await self._stop.wait()
         finally:
             self.health.stopping = True
+            self._listener.close()  # no new connections
             await self._runner.cleanup()  # in-flight requests finish first
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
@@ -234,8 +254,12 @@ class Ingest:
         self.health.kafka_error = repr(error) or "no answer"
 
     async def _webhook(self, request: web.Request) -> web.Response:
+        # a header that spells no MAC is refused before a byte of the body is read
+        if (claimed := self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))) is None:
+            return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
+
         async def handle(body: bytes) -> web.Response:
-            if not self.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
+            if not self.verifier.matches(body, claimed):
                 return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
             try:
                 campaign_id, value = webhook_record(body, request.query.get("campaign"))
@@ -246,9 +270,10 @@ class Ingest:
         return await self._with_body(request, "leadterra", handle)
 
     async def _arf(self, request: web.Request) -> web.Response:
+        if not self._bearer_ok(request.headers.get("Authorization", "")):  # before reading the body
+            return self._unauthorized("arf", "missing or invalid bearer token")
+
         async def handle(body: bytes) -> web.Response:
-            if not self._bearer_ok(request.headers.get("Authorization", "")):
-                return self._unauthorized("arf", "missing or invalid bearer token")
             try:
                 # off the event loop: a signed webhook is not kept waiting while a report is parsed
                 event = await asyncio.to_thread(complaint_event, body, self.config.ingest.arf_campaign_header)
