@@ -50,6 +50,42 @@ class TestVerifier:
         """Another secret, another body, or no MAC at all: rejected."""
         assert not Verifier((SECRET,)).verify(BODY, header)
 
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            pytest.param(lambda mac: mac.hex(), id="hex"),
+            pytest.param(lambda mac: "sha256=" + mac.hex(), id="sha256=hex"),
+            pytest.param(lambda mac: base64.b64encode(mac).decode(), id="base64"),
+            pytest.param(lambda mac: base64.urlsafe_b64encode(mac).decode().rstrip("="), id="base64url-unpadded"),
+        ],
+    )
+    @pytest.mark.parametrize(
+        "near_miss",
+        [
+            pytest.param(lambda mac: mac[:-1] + bytes([mac[-1] ^ 0x01]), id="last-byte-wrong"),
+            pytest.param(lambda mac: bytes([mac[0] ^ 0x80]) + mac[1:], id="first-byte-wrong"),
+            pytest.param(lambda mac: mac[:16] + bytes([mac[16] ^ 0xFF]) + mac[17:], id="middle-byte-wrong"),
+            pytest.param(lambda mac: mac[:-1], id="truncated-by-one-byte"),
+            pytest.param(lambda mac: mac + b"\x00", id="one-byte-too-long"),
+            pytest.param(lambda mac: mac[:4] + _mac(b"whsec_other", BODY)[4:], id="right-prefix-other-secret"),
+        ],
+    )
+    def test_every_byte_of_the_mac_counts(self, near_miss, spelling) -> None:
+        """A MAC wrong in one byte only, a byte short or long, or another secret's MAC that begins like
+        the right one: rejected in every spelling, so a verifier comparing a prefix could not pass."""
+        right = _mac(SECRET, BODY)
+        wrong = near_miss(right)
+        assert wrong != right
+        assert not Verifier((SECRET,)).verify(BODY, spelling(wrong))
+
+    def test_a_mac_of_the_right_length_for_another_secret_is_rejected_also_during_a_rotation(self) -> None:
+        """Old and new secrets configured: a third secret's MAC, 32 bytes like theirs, verifies under none."""
+        verifier = Verifier((b"old", b"new"))
+        third = _mac(b"third", BODY)
+        assert len(third) == len(_mac(b"old", BODY))
+        assert not verifier.verify(BODY, third.hex())
+        assert not verifier.verify(BODY, base64.b64encode(third).decode())
+
     def test_any_secret_of_a_rotation_verifies(self) -> None:
         """With old and new secret configured, both verify and a third does not."""
         verifier = Verifier((b"old", b"new"))
@@ -164,3 +200,72 @@ class TestArf:
         monkeypatch.setenv("GUARD_ARF_TOKEN", "t1,")
         with pytest.raises(ConfigError, match="GUARD_ARF_TOKEN"):
             IngestSettings().arf_tokens()
+
+
+def _nested_multipart(depth: int) -> bytes:
+    """A multipart/report whose first part is a multipart holding a multipart ... `depth` deep."""
+    head = b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=feedback-report; boundary="b0"\n\n'
+    opening = b"".join(b'--b%d\nContent-Type: multipart/mixed; boundary="b%d"\n\n' % (i, i + 1) for i in range(depth))
+    closing = b"".join(b"--b%d--\n" % i for i in reversed(range(depth + 1)))
+    return head + opening + closing
+
+
+def _many_parts(parts: int) -> bytes:
+    head = b'MIME-Version: 1.0\nContent-Type: multipart/report; report-type=feedback-report; boundary="b"\n\n'
+    return head + b"--b\nContent-Type: text/plain\n\nx\n" * parts + b"--b--\n"
+
+
+HEADERS_ONLY = (ARF / "abuse-headers-only.eml").read_bytes()
+
+
+class TestHostileReports:
+    """Every report the email package chokes on is an UnusableReport (dead-lettered, 200), never a 500."""
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            pytest.param(
+                HEADERS_ONLY.replace(
+                    b"Content-Type: text/rfc822-headers\n", b"Content-Type: text/rfc822-headers; charset=x-no-such\n"
+                ),
+                "charset",
+                id="unknown-charset",
+            ),
+            pytest.param(
+                HEADERS_ONLY.replace(
+                    b"Content-Type: message/feedback-report\n",
+                    b"Content-Type: message/feedback-report " + b"(" * 2000 + b")" * 2000 + b"\n",
+                ),
+                "unreadable",
+                id="content-type-comment-2000-deep",
+            ),
+            pytest.param(_nested_multipart(3000), "MIME parts", id="multipart-3000-deep"),
+            pytest.param(_many_parts(32_000), "MIME parts", id="32000-parts"),
+        ],
+    )
+    def test_is_unusable_with_its_reason(self, raw: bytes, reason: str) -> None:
+        with pytest.raises(UnusableReport, match=reason):
+            complaint_event(raw, "X-Leadterra-Campaign-Id")
+
+    def test_the_part_count_is_checked_before_the_email_package_parses(self, monkeypatch) -> None:
+        """Bounded in work: a report of 32,000 parts is refused without one line parsed."""
+        import email
+
+        def parse(*args, **kwargs):
+            raise AssertionError("parsed")
+
+        monkeypatch.setattr(email, "message_from_bytes", parse)
+        with pytest.raises(UnusableReport, match="MIME parts"):
+            complaint_event(_many_parts(32_000), "X-Leadterra-Campaign-Id")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"event": "message.sent", "data": ' + b"[" * 1000 + b"]" * 1000 + b"}", id="json-1000-deep"),
+        pytest.param(b'{"event": "x", "data": {"reply": ' + b"[" * 5000 + b"]" * 5000 + b"}}", id="reply-5000-deep"),
+    ],
+)
+def test_a_deeply_nested_webhook_is_unusable_not_an_error(body: bytes) -> None:
+    with pytest.raises(UnusableWebhook):
+        webhook_record(body, "camp")

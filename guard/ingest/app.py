@@ -2,10 +2,11 @@
 
 Nothing is answered 2xx before the broker acknowledged the record (acks=all, idempotent
 producer): a broker that does not answer within `produce_timeout` makes the answer 503, so the
-sender retries. A signed body the guard cannot use goes, as it came, to the dead-letter topic
-with the reason in headers and is answered 200 (retrying it would not help). A record that timed
-out may still reach the topic later; the sender's retry then duplicates it, and the guard counts
-an (event, messageId) pair once.
+sender retries; only such a broker makes `/readyz` say so. A body larger than a record of the topic
+holds is 413, like one over the body limit (limits.py). A signed body the guard cannot use goes, as
+it came (cut when too large), to the dead-letter topic with the reason in headers and is answered
+200 (retrying it would not help). A record that timed out may still reach the topic later; the
+sender's retry then duplicates it, and the guard counts an (event, messageId) pair once.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import msgspec
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
+from guard.ingest.door import ConnectionCap
+from guard.ingest.limits import door_limit, producer_request_size, topic_message_limit
 from guard.ingest.signature import SIGNATURE_HEADER, Verifier
 from guard.ingest.webhook import UnusableWebhook, webhook_record
+from guard.runtime.dead_letters import MAX_REASON_CHARS, DeadLetters, Letter
 from guard.runtime.kafka import client_options
 from guard.runtime.server import health_app
 from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
@@ -39,6 +43,8 @@ WEBHOOK_PATH = "/v1/webhooks/leadterra"
 ARF_PATH = "/v1/feedback/arf"
 PROBE_SECONDS = 5.0  # how often a metadata request checks the brokers (readiness)
 CONNECT_RETRY_SECONDS = 1.0
+LINGER_SECONDS = 1.0  # an unread body (401 before reading it) is discarded this long, then the connection closed
+TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)  # the record, not the broker: 413
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,18 @@ class IngestMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.connections_refused = Counter(
+            "guard_ingest_connections_refused_total",
+            "Connections answered 503 and closed because GUARD_INGEST_MAX_CONNECTIONS were open.",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "guard_ingest_dead_letters_total",
+            "Dead-letter writes by result: written (as it came), truncated (too big to copy whole: cut), "
+            "failed (not written; the request was answered 503).",
+            ["result"],
+            registry=r,
+        )
 
 
 class IngestHealth:
@@ -124,8 +142,11 @@ class Ingest:
         self._arf_digests = tuple(hashlib.sha256(token).digest() for token in config.arf_tokens)
         self.metrics, self.health = IngestMetrics(), IngestHealth()
         self._producer: AIOKafkaProducer | None = None
+        self._dead_letters: DeadLetters | None = None
+        self.body_limit = config.ingest.max_body_bytes  # lowered at start-up to what a record of the topic holds
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port = config.guard.http_port
 
     def app(self) -> web.Application:
@@ -142,17 +163,29 @@ class Ingest:
     async def run(self) -> None:
         settings = self.config.ingest
         # handlers are not cancelled when a client goes away: a record being produced is finished
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=settings.produce_timeout + 1)
+        self._runner = web.AppRunner(
+            self.app(),
+            access_log=None,
+            shutdown_timeout=settings.produce_timeout + 1,
+            keepalive_timeout=settings.idle_timeout,  # from the connection's start: slow headers too
+            max_line_size=settings.max_header_bytes,
+            max_field_size=settings.max_header_bytes,
+            max_headers=settings.max_headers,
+            lingering_time=LINGER_SECONDS,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.guard.http_host, self.config.guard.http_port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert self._runner.server is not None
+        accept = ConnectionCap(self._runner.server, settings.max_connections, self.metrics.connections_refused)
+        guard = self.config.guard
+        self._listener = await asyncio.get_running_loop().create_server(accept, guard.http_host, guard.http_port)
+        self.port = self._listener.sockets[0].getsockname()[1]
         probe = asyncio.create_task(self._connect_and_probe())
         log.info("ingest started", http_port=self.port, topic=self.config.guard.input_topics[0])
         try:
             await self._stop.wait()
         finally:
             self.health.stopping = True
+            self._listener.close()  # no new connections
             await self._runner.cleanup()  # in-flight requests finish first
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
@@ -169,16 +202,20 @@ class Ingest:
                 enable_idempotence=kafka.enable_idempotence,
                 linger_ms=0,  # concurrent requests batch by themselves while one is in flight
                 request_timeout_ms=timeout_ms,  # a record not acknowledged by then fails: 503, not 2xx
+                max_request_size=producer_request_size(self.config.ingest.max_body_bytes),
                 **client_options(kafka),
             )
             try:
                 await producer.start()
-                self._producer = producer
-                self.health.connected = True
+                await self._check_topic_limit()
             except (KafkaError, OSError) as error:
                 await producer.stop()
                 self._unreachable(error)
                 await asyncio.sleep(CONNECT_RETRY_SECONDS)
+                continue
+            self._producer = producer
+            self._dead_letters = DeadLetters(producer, self.config.guard.dlq_topic, self.metrics)
+            self.health.connected = True
         while True:
             await asyncio.sleep(PROBE_SECONDS)
             try:
@@ -186,6 +223,25 @@ class Ingest:
                 self._reachable()
             except (KafkaError, OSError, TimeoutError) as error:
                 self._unreachable(error)
+
+    async def _check_topic_limit(self) -> None:
+        """Lower the door's limit to what one record of the input topic holds, saying so once."""
+        topic, max_body = self.config.guard.input_topics[0], self.config.ingest.max_body_bytes
+        try:
+            topic_limit = await topic_message_limit(self.config.kafka, topic)
+        except Exception as error:  # not allowed to describe it, say: a side check never keeps the door shut
+            log.info("the topic's max.message.bytes is not known", topic=topic, error=repr(error))
+            return
+        self.body_limit = door_limit(max_body, topic_limit)
+        if self.body_limit < max_body:
+            log.warning(
+                "the input topic takes smaller records than GUARD_INGEST_MAX_BODY_BYTES: larger bodies are "
+                "refused with 413 (raise its max.message.bytes or lower GUARD_INGEST_MAX_BODY_BYTES)",
+                topic=topic,
+                max_message_bytes=topic_limit,
+                max_body_bytes=max_body,
+                body_limit=self.body_limit,
+            )
 
     def _reachable(self) -> None:
         if self.health.kafka_error is not None:
@@ -198,8 +254,12 @@ class Ingest:
         self.health.kafka_error = repr(error) or "no answer"
 
     async def _webhook(self, request: web.Request) -> web.Response:
+        # a header that spells no MAC is refused before a byte of the body is read
+        if (claimed := self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))) is None:
+            return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
+
         async def handle(body: bytes) -> web.Response:
-            if not self.verifier.verify(body, request.headers.get(SIGNATURE_HEADER)):
+            if not self.verifier.matches(body, claimed):
                 return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
             try:
                 campaign_id, value = webhook_record(body, request.query.get("campaign"))
@@ -210,11 +270,13 @@ class Ingest:
         return await self._with_body(request, "leadterra", handle)
 
     async def _arf(self, request: web.Request) -> web.Response:
+        if not self._bearer_ok(request.headers.get("Authorization", "")):  # before reading the body
+            return self._unauthorized("arf", "missing or invalid bearer token")
+
         async def handle(body: bytes) -> web.Response:
-            if not self._bearer_ok(request.headers.get("Authorization", "")):
-                return self._unauthorized("arf", "missing or invalid bearer token")
             try:
-                event = complaint_event(body, self.config.ingest.arf_campaign_header)
+                # off the event loop: a signed webhook is not kept waiting while a report is parsed
+                event = await asyncio.to_thread(complaint_event, body, self.config.ingest.arf_campaign_header)
             except UnusableReport as error:
                 return await self._dead_letter("arf", body, str(error))
             return await self._produce("arf", event["data"]["campaignId"], msgspec.json.encode(event))
@@ -237,10 +299,9 @@ class Ingest:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.ingest.read_timeout):
-                body = await request.read()
+                body = await _read_body(request, self.body_limit)
         except web.HTTPRequestEntityTooLarge:
-            self.metrics.requests.labels(route, "too_large").inc()
-            return _answer(413, error=f"body larger than {self.config.ingest.max_body_bytes} bytes")
+            return self._too_large(route)
         except TimeoutError:
             self.metrics.requests.labels(route, "timeout").inc()
             return _answer(408, error="request body not received in time")
@@ -249,44 +310,74 @@ class Ingest:
             self.metrics.produce_seconds.observe(time.perf_counter() - started)
         return response
 
+    def _too_large(self, route: str) -> web.Response:
+        self.metrics.requests.labels(route, "too_large").inc()
+        return _answer(413, error=f"body larger than {self.body_limit} bytes")
+
+    def _unavailable(self, route: str) -> web.Response:
+        self.metrics.requests.labels(route, "unavailable").inc()
+        return _answer(503, error="Kafka unavailable; retry later")
+
     def _unauthorized(self, route: str, reason: str) -> web.Response:
         self.metrics.requests.labels(route, "unauthorized").inc()
         return _answer(401, error=reason)
 
     async def _produce(self, route: str, campaign_id: str, value: bytes) -> web.Response:
-        topic = self.config.guard.input_topics[0]
-        if not await self._send(topic, value, campaign_id.encode(), []):
-            self.metrics.requests.labels(route, "unavailable").inc()
-            return _answer(503, error="Kafka unavailable; retry later")
+        sent = await self._send(self.config.guard.input_topics[0], value, campaign_id.encode())
+        if sent == "too_large":
+            return self._too_large(route)
+        if sent != "acknowledged":
+            return self._unavailable(route)
         self.metrics.requests.labels(route, "produced").inc()
         return _answer(200, status="accepted")
 
     async def _dead_letter(self, route: str, body: bytes, reason: str) -> web.Response:
-        headers = [
-            ("guard.error", reason.encode()),
-            ("guard.source", f"ingest {WEBHOOK_PATH if route == 'leadterra' else ARF_PATH}".encode()),
-            ("guard.source.timestamp", str(int(time.time() * 1000)).encode()),
-        ]
-        if not await self._send(self.config.guard.dlq_topic, body, None, headers):
-            self.metrics.requests.labels(route, "unavailable").inc()
-            return _answer(503, error="Kafka unavailable; retry later")
+        """As it came, or cut when too large (DeadLetters); 503 only when not written in time."""
+        reason = reason[:MAX_REASON_CHARS]
+        if self._dead_letters is None:
+            return self._unavailable(route)
+        source = f"ingest {WEBHOOK_PATH if route == 'leadterra' else ARF_PATH}"
+        letter = Letter(body, None, (), source, int(time.time() * 1000))
+        written = await self._dead_letters.send_letter(letter, reason)
+        # not cancelled when late: a dead letter that still lands is harmless beside the sender's retry
+        await asyncio.wait([written], timeout=self.config.ingest.produce_timeout)
+        if not written.done() or written.result() == "failed":
+            return self._unavailable(route)
         self.metrics.requests.labels(route, "dead_lettered").inc()
         log.warning("request dead-lettered", route=route, reason=reason)
         return _answer(200, status="dead_lettered", reason=reason)
 
-    async def _send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> bool:
-        """True once the broker acknowledged the record; False when it did not in time."""
+    async def _send(self, topic: str, value: bytes, key: bytes) -> str:
+        """ "acknowledged" once the broker has the record; "too_large" when the producer or the broker
+        refuses its size (the brokers are fine); "unavailable" when there was no answer in time."""
         producer = self._producer
         if producer is None:
-            return False
+            return "unavailable"
         try:
             async with asyncio.timeout(self.config.ingest.produce_timeout):
-                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                await producer.send_and_wait(topic, value=value, key=key)
+        except TOO_LARGE as error:
+            log.warning("record refused as too large", topic=topic, size=len(value), error=repr(error))
+            return "too_large"
         except (KafkaError, OSError, TimeoutError) as error:
             self._unreachable(error)
-            return False
+            return "unavailable"
         self._reachable()
-        return True
+        return "acknowledged"
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be over `limit`: by its Content-Length
+    before a byte is read, else once the bytes read pass it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _answer(code: int, **body: str) -> web.Response:

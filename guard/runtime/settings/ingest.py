@@ -36,7 +36,12 @@ class IngestSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GUARD_INGEST_", extra="ignore", populate_by_name=True)
 
-    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Larger request bodies are refused with 413.")
+    max_body_bytes: int = Field(
+        1_000_000,
+        ge=1024,
+        description="Larger request bodies are refused with 413. The default leaves room for the record's key "
+        "and headers below Kafka's default record size (1,048,588 bytes); a smaller input topic lowers it.",
+    )
     read_timeout: float = Field(5.0, gt=0, description="Seconds to receive a request body; slower clients get 408.")
     produce_timeout: float = Field(
         5.0,
@@ -45,6 +50,22 @@ class IngestSettings(BaseSettings):
         description="Seconds to wait for the broker's acknowledgement before answering 503; below "
         "Leadterra's 10 s answer budget so it retries rather than times out.",
     )
+    max_connections: int = Field(
+        128,
+        ge=1,
+        description="Open connections at most; one more is answered 503 and closed. Sizes the chart's memory "
+        "limit with the body and header limits.",
+    )
+    idle_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a connection may stay without a complete request header: a slow header or an "
+        "idle keep-alive connection is closed.",
+    )
+    max_header_bytes: int = Field(
+        8190, ge=1024, description="Longest request line or header field; a longer one is answered 400."
+    )
+    max_headers: int = Field(32, ge=8, description="Header fields per request at most; more are answered 400.")
     arf_campaign_header: str = Field(
         "X-Leadterra-Campaign-Id",
         min_length=1,
