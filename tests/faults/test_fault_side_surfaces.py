@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -29,7 +30,7 @@ from guard.contracts.audit import read_audit
 from guard.engine import Engine
 from guard.engine.snapshot import FORMAT, rules_version, snapshot
 from guard.rules import load_rules
-from guard.runtime.checkpoints import Manifest, partition_key, records
+from guard.runtime.checkpoint_records import Manifest, partition_key, records
 from guard.testing.events import bounced, sent
 
 BAD = [f"camp_bad_{n}" for n in range(6)]
@@ -43,9 +44,14 @@ def bad_campaign(campaign: str, start: float) -> list[tuple[str, bytes]]:
     ]
 
 
-def exemption(id_: str, campaigns: str, expires_at: str, created_at: str = "2026-01-01T00:00:00Z") -> bytes:
+def exemption(id_: str, campaigns: str, expires_at: str, created_at: str | None = None) -> bytes:
+    created_at = created_at or iso(time.time() - 60)
     record = {"id": id_, "campaigns": campaigns, "rule": None, "reason": "seed list", "by": "ops"}
     return json.dumps(record | {"created_at": created_at, "expires_at": expires_at}).encode()
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
 
 
 def control_records() -> list[tuple[bytes, bytes]]:
@@ -55,11 +61,11 @@ def control_records() -> list[tuple[bytes, bytes]]:
         # a zone-less and a zoned record covering one campaign together broke max()
         (b"exemption/ex_00000000aa02", exemption("ex_00000000aa02", f"{UNRELATED}*", "2999-01-01T00:00:00")),
         # its key says one id, its value another: it would survive its own revocation
-        (b"exemption/ex_00000000aa03", exemption("ex_00000000aa04", MISMATCHED, "2999-01-01T00:00:00Z")),
+        (b"exemption/ex_00000000aa03", exemption("ex_00000000aa04", MISMATCHED, iso(time.time() + 86400))),
         (b"exemption/ex_00000000aa05", b"\xff\x00 not json"),
         (b"exemption/ex_00000000aa06", json.dumps({"id": "ex_00000000aa06", "reason": "x" * 900_000}).encode()),
         # a valid one among them still exempts
-        (b"exemption/ex_00000000aa07", exemption("ex_00000000aa07", EXEMPT, "2999-01-01T00:00:00Z")),
+        (b"exemption/ex_00000000aa07", exemption("ex_00000000aa07", EXEMPT, iso(time.time() + 86400))),
     ]
 
 
@@ -75,10 +81,10 @@ def state_records(kit, topics) -> list[tuple[bytes, bytes]]:
     tp = [TopicPartition(topics.input, p) for p in range(3)]
     whole_but_offset = records(topics.group, tp[0], data, -1, version, FORMAT, 0)
     *chunks, (key, value) = records(topics.group, tp[1], data, 0, version, FORMAT, 0)
-    manifest = msgspec.msgpack.decode(value, type=Manifest)
-    huge = msgspec.structs.replace(manifest, chunks=300_000_000)
+    fields = msgspec.msgpack.decode(value)  # the manifest as its array of fields, forged below any check
+    fields[list(Manifest.__struct_fields__).index("chunks")] = 300_000_000
     garbage = [(partition_key(topics.group, tp[2]).encode(), b"\x93\xff garbage")]
-    return [*whole_but_offset, *chunks, (key, msgspec.msgpack.encode(huge)), *garbage]
+    return [*whole_but_offset, *chunks, (key, msgspec.msgpack.encode(fields)), *garbage]
 
 
 class Receiver:
