@@ -34,6 +34,7 @@ from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.leadterra import LeadterraStandIn
 
 KNOWN_BROKERS = ("tansu", "kafka", "testcontainers")
+BROKER_FIXTURES = frozenset({"kafka_broker", "kafka_cluster"})
 # within the tests' 120 s timeout; the jars are fetched before the first test (pytest_collection_finish)
 KAFKA_START_TIMEOUT = 90.0
 
@@ -95,8 +96,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests of the Apache Kafka launcher need Java and Maven: left out (deselected, and the summary
-    says why Apache Kafka did not run) when Apache Kafka is not in the matrix."""
+    """A test is an integration test when it uses a broker fixture (or says so itself, when it starts a broker
+    of its own): the mark follows what the test needs, not the module it is in. Tests of the Apache Kafka
+    launcher need Java and Maven: left out (deselected, and the summary says why Apache Kafka did not run)
+    when Apache Kafka is not in the matrix."""
+    for item in items:
+        if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
     needing = [item for item in items if item.get_closest_marker("apache_kafka")]
     if needing and "kafka" not in matrix().brokers:
         config.hook.pytest_deselected(items=needing)

@@ -23,8 +23,6 @@ from guard.testing.leadterra import LeadterraStandIn
 RULES = Path(__file__).parent.parent / "rules"
 GUARD = [sys.executable, "-m", "guard.cli"]
 
-pytestmark = pytest.mark.integration
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -69,6 +67,7 @@ class TestSettingsErrors:
         assert f"{tmp_path / 'bad.yaml'}:7: rule x: window:" in err
 
 
+@pytest.mark.integration  # starts a broker of its own
 class TestBrokerWithoutIdempotence:
     async def test_a_refused_idempotent_producer_is_one_line_naming_the_setting_and_exit_2(self) -> None:
         """The default KAFKA_ENABLE_IDEMPOTENCE=true against a broker without it (Tansu rejects

@@ -12,8 +12,6 @@ from guard.runtime.dead_letters import TRUNCATED_BYTES, DeadLetters
 from guard.telemetry.metrics import Metrics
 from guard.testing.broker import BrokerInfo
 
-pytestmark = pytest.mark.integration
-
 
 def record(value: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> ConsumerRecord:
     return ConsumerRecord(

@@ -16,8 +16,6 @@ from guard.cli import main
 from guard.contracts.audit import ExemptionRef, Result
 from guard.testing.broker import BrokerInfo
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def audit_topic(kafka_broker: BrokerInfo, topic_name: str, monkeypatch: pytest.MonkeyPatch) -> str:

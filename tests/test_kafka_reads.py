@@ -26,8 +26,6 @@ from guard.runtime.topics import read_topic, topic_partitions
 from guard.testing.apache_kafka import ApacheKafka, KafkaCluster
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
 
-pytestmark = pytest.mark.integration
-
 SLOW_LINK_DELAY = 0.8  # seconds added to every answer of the broker: more than a fetch used to be given
 
 

@@ -26,8 +26,6 @@ from guard.telemetry.metrics import Metrics
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import sent
 
-pytestmark = pytest.mark.integration
-
 RULES = Path(__file__).parent.parent / "rules"
 PARTITIONS = 3
 

@@ -32,8 +32,6 @@ API_KEY = "sk_live_" + uuid.uuid4().hex
 SASL_PASSWORD = "pw-" + uuid.uuid4().hex
 SECRETS = (API_KEY, SASL_PASSWORD)
 
-pytestmark = pytest.mark.integration
-
 
 def leaks(*outputs: str | bytes | None) -> list[str]:
     """Which secrets (or their first half) appear in any output."""

@@ -31,8 +31,6 @@ from guard.tools.generate import generate
 
 RULES = Path(__file__).parent.parent / "rules"
 
-pytestmark = pytest.mark.integration
-
 
 class Topics:
     def __init__(self) -> None:

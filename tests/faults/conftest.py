@@ -99,8 +99,7 @@ FAULT_RULES = """groups:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if HERE in item.path.parents:
-            item.add_marker(pytest.mark.faults)
-            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.faults)  # integration too when it needs a broker (tests/conftest.py)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -86,6 +86,7 @@ def s3_broker(s3_endpoint: str) -> Iterator[EmbeddedBroker]:
         broker.stop()
 
 
+@pytest.mark.integration  # a broker of its own, crashed on purpose
 @pytest.mark.timeout(150)
 async def test_the_guard_rides_out_a_broker_crash_and_loses_nothing(kit_on, standin, s3_broker, report_row) -> None:
     kit = kit_on(BrokerInfo(s3_broker.bootstrap_servers, "tansu"))
