@@ -14,8 +14,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from guard.actions.audit import audit_event
 from guard.actions.boundary import Unavailable, consult, tell
 from guard.actions.exemptions import Exemption, Exemptions
+from guard.actions.keys import PauseKeys
 from guard.actions.notify import Notifier
-from guard.actions.pause import PauseClient, PauseResult
+from guard.actions.pause import PauseClient
 from guard.actions.tasks import wait_then_cancel
 from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.audit import AuditEvent, ExemptionRef, Outcome, Result
@@ -78,11 +79,10 @@ class Dispatcher:
         workspace_clients: dict[str, PauseClient] | None = None,
         workspaces: WorkspaceMap | None = None,
     ) -> None:
-        self._client, self._publish, self._metrics, self._health = pause_client, publish, metrics, health
-        self._settled, self._exemptions, self._notifier = settled, exemptions, notifier
-        self._workspace_clients, self._workspaces = workspace_clients or {}, workspaces
-        self._keys = len(self._workspace_clients) + (pause_client is not None)
-        self._dry_run = dry_run or (pause_client is None and not workspace_clients)
+        self._publish, self._metrics = publish, metrics
+        self._settled, self._exemptions, self._notifier, self._workspaces = settled, exemptions, notifier, workspaces
+        self._keys = PauseKeys(pause_client, workspace_clients or {}, health, metrics)
+        self._dry_run = dry_run or self._keys.none
         self._tasks: set[asyncio.Task[None]] = set()
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
         # a pause decision under way -> its outcome once recorded (None: not known), for the decisions it covers
@@ -260,10 +260,6 @@ class Dispatcher:
             return decision.workspace_id
         return self._workspaces.of(decision.campaign_id) if self._workspaces is not None else None
 
-    def _client_for(self, workspace: str | None) -> PauseClient | None:
-        """The workspace's own key when the keys file has it, else the single key."""
-        return self._workspace_clients.get(workspace, self._client) if workspace is not None else self._client
-
     async def _act(self, decision: Decision, decided_at: float, notes: list[str]) -> None:
         exemption = await self._exempting(decision)
         if isinstance(exemption, Unavailable):
@@ -292,45 +288,9 @@ class Dispatcher:
         if self._dry_run:
             await self._record(decision, "dry_run", decided_at, notes=notes)
             return
-        workspace = self._workspace(decision)
-        client = self._client_for(workspace)
-        if client is None:
-            no_key = PauseResult(
-                outcome="failed",
-                attempts=0,
-                error_code="no_api_key",
-                error=f"no API key for workspace {workspace or '(none named)'}; no call made",
-                answered_at=time.time(),
-            )
-            log.error("no API key for the campaign's workspace", campaign_id=decision.campaign_id, workspace=workspace)
-            await self._record(decision, "failed", decided_at, no_key, no_key.answered_at, notes=notes)
-            return
-        try:
-            outcome = await client.pause(decision.campaign_id, idempotency_key=decision.id)
-        except Exception as error:  # a bug must still leave an audited outcome, never a silent task
-            log.exception("pause call crashed", campaign_id=decision.campaign_id, decision_id=decision.id)
-            outcome = PauseResult(
-                outcome="failed", attempts=1, error_code="internal_error", error=repr(error), answered_at=time.time()
-            )
+        outcome = await self._keys.pause(decision.campaign_id, self._workspace(decision), decision.id)
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
-        key_of = workspace if client is not self._client else None
-        if outcome.http_status == 200 and key_of in self._health.rejected:  # a rotated key works
-            self._health.authenticated(key_of)
-            self._metrics.auth_failed.set(0)
-            if key_of is not None:
-                self._metrics.workspace_auth_failed.labels(key_of).set(0)
-        if outcome.authentication_failed:
-            self._health.authentication_failed(key_of, self._keys)
-            if self._health.auth_failed:
-                self._metrics.auth_failed.set(1)
-            if key_of is not None:
-                self._metrics.workspace_auth_failed.labels(key_of).set(1)
-            log.error(
-                "Leadterra rejected the API key: campaigns of this workspace cannot be paused",
-                campaign_id=decision.campaign_id,
-                workspace=workspace,
-            )
         (log.error if outcome.outcome == "failed" else log.info)(
             "pause " + outcome.outcome,
             campaign_id=decision.campaign_id,

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -51,6 +50,7 @@ from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import RuleSet
 from guard.runtime.catchup import Held, behind, release
+from guard.runtime.progress import PartitionProgress
 from guard.runtime.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.telemetry.metrics import Metrics
 
@@ -81,46 +81,6 @@ class Dispatch(Protocol):
 
 class DeadLetterSink(Protocol):
     async def send(self, record: Any, reason: str) -> asyncio.Future: ...
-
-
-class PartitionProgress:
-    """What of one partition is handled, pending and committed; its recovery (guard.runtime.recovery) says
-    what is replayed."""
-
-    __slots__ = (
-        "recovery",
-        "audit_read",
-        "new_group",
-        "since_ms",
-        "next_offset",
-        "pending",
-        "held",
-        "last_committed",
-        "busy",
-    )
-
-    def __init__(
-        self, committed: int | None, since_ms: int, recovery: PartitionRecovery, audit_read: AuditRead | None
-    ) -> None:
-        self.recovery, self.audit_read = recovery, audit_read  # a live pause waits for `audit_read`
-        self.new_group = committed is None  # then records older than the cut-off are not acted on
-        self.since_ms = since_ms  # epoch ms: the look-back cut-off
-        self.next_offset: int | None = None
-        self.pending: Counter[int] = Counter()
-        self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
-        self.last_committed = committed
-        self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
-
-    def recorded(self, offset: int) -> None:
-        self.pending[offset] -= 1
-        if self.pending[offset] <= 0:
-            del self.pending[offset]
-
-    def committable(self) -> int | None:
-        offset = min(self.pending) if self.pending else self.next_offset
-        if offset is None or (self.last_committed is not None and offset <= self.last_committed):
-            return None
-        return offset
 
 
 @dataclass(slots=True)

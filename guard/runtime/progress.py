@@ -1,0 +1,50 @@
+"""One partition's progress: what is handled, pending (decisions not yet recorded, held ones included) and
+committed. The commit rule lives here: an offset is committable once every record before it is handled and
+every decision it caused is recorded."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from guard.runtime.catchup import Held
+from guard.runtime.recovery import AuditRead, PartitionRecovery
+
+
+class PartitionProgress:
+    """What of one partition is handled, pending and committed; its recovery (guard.runtime.recovery) says
+    what is replayed."""
+
+    __slots__ = (
+        "recovery",
+        "audit_read",
+        "new_group",
+        "since_ms",
+        "next_offset",
+        "pending",
+        "held",
+        "last_committed",
+        "busy",
+    )
+
+    def __init__(
+        self, committed: int | None, since_ms: int, recovery: PartitionRecovery, audit_read: AuditRead | None
+    ) -> None:
+        self.recovery, self.audit_read = recovery, audit_read  # a live pause waits for `audit_read`
+        self.new_group = committed is None  # then records older than the cut-off are not acted on
+        self.since_ms = since_ms  # epoch ms: the look-back cut-off
+        self.next_offset: int | None = None
+        self.pending: Counter[int] = Counter()
+        self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
+        self.last_committed = committed
+        self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
+
+    def recorded(self, offset: int) -> None:
+        self.pending[offset] -= 1
+        if self.pending[offset] <= 0:
+            del self.pending[offset]
+
+    def committable(self) -> int | None:
+        offset = min(self.pending) if self.pending else self.next_offset
+        if offset is None or (self.last_committed is not None and offset <= self.last_committed):
+            return None
+        return offset
