@@ -87,7 +87,7 @@ def settings_for(broker: BrokerInfo, standin: LeadterraStandIn, topics: Topics, 
             group_id=topics.group,
             http_host="127.0.0.1",
             http_port=0,
-            **{"commit_interval": 0.1, **guard},
+            **{"commit_interval": 0.1, "checkpoint_interval": 0, **guard},  # checkpoints: test_checkpoints
         ),
     )
 

@@ -106,7 +106,9 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
     from guard.actions.exemptions import MAX_EXEMPTION_SECONDS, new_exemption
     from guard.rules.durations import parse_duration
     from guard.runtime import control
+    from guard.runtime.internal_topics import control_topic, create_if_missing
     from guard.runtime.kafka import PROBE_SECONDS, reach
+    from guard.runtime.settings import guard_settings_from_env
 
     if not args.for_ or not args.reason:
         print_error("an exemption needs --for (e.g. 24h) and --reason")
@@ -129,8 +131,12 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
         print_error(f"invalid exemption: {problems}")
         return 2
     await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
-    if not await control.ensure_topic(settings, topic):
-        print_error(f"the control topic {topic!r} does not exist and cannot be created; create it (compacted)")
+    replicas = guard_settings_from_env().internal_replication_factor
+    if refused := await create_if_missing(settings, control_topic(topic), replicas):
+        print_error(
+            f"the control topic {topic!r} does not exist and cannot be created ({refused}); "
+            f"create {control_topic(topic).what_to_create(replicas)}"
+        )
         return 1
     # expired exemptions are tombstoned on the way, so compaction can drop them
     expired = [e for e in (await control.read_all(settings, topic)).all() if e.expires_at.timestamp() <= now]

@@ -1,4 +1,5 @@
-"""The control topic (GUARD_CONTROL_TOPIC): a compacted topic of operator records (exemptions).
+"""The control topic (GUARD_CONTROL_TOPIC): a compacted topic of operator records (exemptions), made
+by guard.runtime.internal_topics.
 
 `follow` is the running guard's reader: it reads the whole topic from the beginning, marks the
 store loaded once it has reached the end the topic had when reading started, then keeps
@@ -14,7 +15,6 @@ from contextlib import aclosing
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from guard.actions.exemptions import Exemptions
@@ -26,26 +26,6 @@ log = structlog.get_logger("guard.runtime.control")
 
 RETRY_SECONDS = 5.0  # between attempts to find or read the control topic when it is missing or unreachable
 POLL_TIMEOUT_MS = 500
-
-
-async def ensure_topic(settings: KafkaSettings, topic: str) -> bool:
-    """Create the control topic, compacted, with one partition, when it does not exist. Returns
-    whether it exists afterwards (a broker may refuse to create topics: it is then the operator's)."""
-    if await topic_partitions(settings, topic):
-        return True
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replicas = max(1, min(3, brokers))
-        await admin.create_topics(
-            [NewTopic(topic, 1, replicas, topic_configs={"cleanup.policy": "compact", "min.compaction.lag.ms": "0"})]
-        )
-    except KafkaError as error:
-        log.warning("cannot create the control topic", topic=topic, error=repr(error))
-    finally:
-        await admin.close()
-    return bool(await topic_partitions(settings, topic))
 
 
 async def read_all(settings: KafkaSettings, topic: str) -> Exemptions:

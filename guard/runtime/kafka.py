@@ -1,12 +1,14 @@
-"""Kafka clients from settings: connection and security options, the producer, the consumer, and a
-reachability check that names each bootstrap server's error."""
+"""Kafka clients from settings: connection and security options, the producer, the consumer of the
+input topics (which never makes the brokers create one), and a reachability check that names each
+bootstrap server's error."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import BrokerResponseError, KafkaError
 from aiokafka.helpers import create_ssl_context
@@ -90,8 +92,33 @@ async def start_producer(producer: AIOKafkaProducer, settings: KafkaSettings) ->
         ) from None
 
 
-def make_consumer(settings: KafkaSettings, group_id: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
+class InputConsumer(AIOKafkaConsumer):
+    """The consumer of the input topics. It never makes the brokers create one: a metadata request that
+    names a missing topic creates it where brokers create topics on demand (Apache Kafka's default, the
+    embedded test broker), so a typo would be made, with the brokers' default partitions, and reported
+    found; aiokafka 0.14 has no setting for that request's `allow_auto_topic_creation` (KIP-361). So
+    it subscribes to a pattern that matches exactly the configured names: aiokafka then asks for the
+    metadata of every topic (which creates none) and subscribes to those of them that exist. A topic
+    that appears changes the member's subscription, and with it the group's assignment."""
+
+    def subscribe_exactly(self, topics: tuple[str, ...], listener: ConsumerRebalanceListener) -> None:
+        names = "|".join(re.escape(topic) for topic in topics)
+        self.subscribe(pattern=rf"^(?:{names})\Z", listener=listener)
+
+    async def partition_counts(self) -> dict[str, int]:
+        """Every topic the brokers know now, with its partition count (one metadata request; raises
+        KafkaError when no broker answers)."""
+        cluster = await self._client.fetch_all_metadata()
+        return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
+
+    async def refresh_metadata(self) -> None:
+        """Bring the consumer's own metadata up to date now, not at the next `metadata_max_age_ms`
+        (5 minutes): a topic created since, or given more partitions, reaches the subscription."""
+        await self._client.force_metadata_update()
+
+
+def make_consumer(settings: KafkaSettings, group_id: str) -> InputConsumer:
+    return InputConsumer(
         group_id=group_id,
         enable_auto_commit=False,  # offsets are committed only once their decisions are settled
         auto_offset_reset="earliest",

@@ -28,16 +28,18 @@ from guard.engine import Decision
 from guard.rules import RuleSet
 from guard.rules.watch import RulesWatcher
 from guard.runtime.checkpoints import Checkpointer, CheckpointStore
-from guard.runtime.control import ensure_topic, follow
+from guard.runtime.control import follow
 from guard.runtime.dead_letters import DeadLetters
-from guard.runtime.kafka import PROBE_SECONDS, make_consumer, make_producer, start_producer
+from guard.runtime.input_topics import InputTopics
+from guard.runtime.internal_topics import control_topic, ensure, state_topic
+from guard.runtime.kafka import PROBE_SECONDS, InputConsumer, make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.rebalance import Rebalance
 from guard.runtime.recovery import Recovery
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import Settings
 from guard.runtime.settled import SettledDecisions
-from guard.runtime.startup import check_topics, log_configuration, reach_kafka, serve_probes
+from guard.runtime.startup import log_configuration, reach_kafka, serve_probes
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 
@@ -66,6 +68,7 @@ class Service:
         self._probe: asyncio.Task[None] | None = None
         self._checkpointer: Checkpointer | None = None
         self._checkpointing: asyncio.Task[None] | None = None
+        self._inputs: InputTopics | None = None
         self._unsettled_at_stop = False  # decisions cancelled at shutdown: no checkpoint may cover them
 
     @property
@@ -135,8 +138,10 @@ class Service:
             await consumer.start()
             self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher, recovery)
             listener = Rebalance(consumer, pipeline, recovery, self._checkpointer)
-            consumer.subscribe(list(settings.input_topics), listener=listener)
-            await check_topics(consumer, settings.input_topics, self.health, self.metrics)
+            consumer.subscribe_exactly(settings.input_topics, listener)
+            self._inputs = InputTopics(consumer, settings.input_topics, self.health, self.metrics)
+            await self._inputs.check()
+            self._spawn(self._inputs.watch())
             log.info("guard started", topics=list(settings.input_topics), http_port=self.server.port)
             await self._poll(consumer, pipeline, recovery)
             self.health.stopping = True
@@ -173,18 +178,16 @@ class Service:
     async def _checkpoints(
         self, producer: AIOKafkaProducer, pipeline: Pipeline, dispatcher: Dispatcher, recovery: Recovery
     ) -> Checkpointer | None:
-        """Checkpoints, when they are on and their topic exists."""
+        """Checkpoints, when they are on and their topic exists (made here when missing)."""
         settings = self.settings.guard
         if not settings.checkpoint_interval:
             return None
-        store = CheckpointStore(self.settings.kafka, producer, settings.state_topic, settings.group_id)
-        if not await store.exists():
-            log.warning(
-                "state topic missing: no checkpoints; a restart replays the rules' look-back",
-                topic=settings.state_topic,
-                hint="create it with cleanup.policy=compact",
-            )
+        topic = state_topic(settings.state_topic)
+        if not await ensure(
+            self.settings.kafka, topic, settings.internal_replication_factor, self.health, self.metrics
+        ):
             return None
+        store = CheckpointStore(self.settings.kafka, producer, settings.state_topic, settings.group_id)
 
         def idle() -> bool:  # every decision so far settled (see Checkpointer)
             return dispatcher.inflight == 0 and not recovery.resuming and not self._unsettled_at_stop
@@ -244,12 +247,13 @@ class Service:
                 self._reload(watcher, pipeline)
                 next_reload = now + settings.rules_reload_interval
 
-    async def _probe_kafka(self, consumer: AIOKafkaConsumer) -> None:
+    async def _probe_kafka(self, consumer: InputConsumer) -> None:
         """Readiness follows the brokers: a metadata request that fails or hangs means unreachable
         (the consumer itself just retries quietly and returns empty batches)."""
         try:
-            known = await asyncio.wait_for(consumer.topics(), PROBE_SECONDS)
-            await check_topics(consumer, self.settings.guard.input_topics, self.health, self.metrics, known)
+            known = await asyncio.wait_for(consumer.partition_counts(), PROBE_SECONDS)
+            if self._inputs is not None:
+                await self._inputs.check(known)
             if self.health.kafka_error is not None:
                 log.info("Kafka reachable again")
             self.health.kafka_error = None
@@ -300,12 +304,16 @@ class Service:
 
     async def _follow_control(self) -> None:
         """Exemptions: the control topic made if missing, read whole before any pause, then followed."""
-        topic = self.settings.guard.control_topic
-        try:
-            await ensure_topic(self.settings.kafka, topic)
-        except (KafkaError, OSError) as error:  # `follow` retries, and says when it cannot read
-            log.warning("cannot check the control topic", topic=topic, error=repr(error))
-        await follow(self.settings.kafka, topic, self.exemptions)
+        settings = self.settings.guard
+        # `follow` retries, and says when it cannot read
+        await ensure(
+            self.settings.kafka,
+            control_topic(settings.control_topic),
+            settings.internal_replication_factor,
+            self.health,
+            self.metrics,
+        )
+        await follow(self.settings.kafka, settings.control_topic, self.exemptions)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

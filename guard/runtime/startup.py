@@ -1,5 +1,5 @@
 """What `guard run` checks as it starts: the probe server up, Kafka reached (waiting for a broker
-starting alongside), the input topics known to the brokers, and the effective configuration logged."""
+starting alongside), and the effective configuration logged (the input topics: guard.runtime.input_topics)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 
 import structlog
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
 from guard.errors import ConfigError
@@ -17,7 +15,6 @@ from guard.runtime.kafka import PROBE_SECONDS, KafkaUnreachable, reach
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import GuardSettings, KafkaSettings, Settings
 from guard.telemetry.health import Health
-from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.runtime.service")  # the service's lines, under the name they always had
 
@@ -100,37 +97,3 @@ async def reach_kafka(kafka: KafkaSettings, limit: float, health: Health, stop: 
     health.connecting, health.kafka_error = False, None
     health.polled()  # the stall clock starts now, not when connecting began
     return not stop.is_set()
-
-
-async def check_topics(
-    consumer: AIOKafkaConsumer,
-    configured: tuple[str, ...],
-    health: Health,
-    metrics: Metrics,
-    known: set[str] | None = None,
-) -> None:
-    """Input topics the brokers do not know: an error line when that changes, a metric, and
-    not ready while none of them exists (a typo in GUARD_INPUT_TOPICS on brokers that do not
-    create topics on demand would otherwise look healthy while protecting nothing). Checked at
-    start-up and with every probe of Kafka."""
-    if known is None:
-        try:
-            known = await asyncio.wait_for(consumer.topics(), PROBE_SECONDS)
-        except (KafkaError, OSError, TimeoutError):
-            return  # the reachability probe reports that
-    missing = tuple(topic for topic in configured if topic not in known)
-    health.input_topics = configured
-    metrics.topics_missing.set(len(missing))
-    if missing == health.missing_topics:
-        return
-    if missing:
-        log.error(
-            "input topics do not exist; nothing on them is protected",
-            missing=list(missing),
-            present=[topic for topic in configured if topic not in missing],
-            setting="GUARD_INPUT_TOPICS",
-        )
-    found = [topic for topic in health.missing_topics if topic not in missing]
-    if found:
-        log.info("input topics found", topics=found)
-    health.missing_topics = missing

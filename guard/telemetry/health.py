@@ -9,8 +9,10 @@ class Health:
     """Liveness: the poll loop turns and the API key works. Readiness: live, polling, not stopping.
 
     Readiness does not require owning partitions: replicas beyond the partition count are idle
-    by design, and must not block rollouts or disruption budgets. It does require that some
-    configured input topic exists: a guard subscribed only to missing topics protects nothing.
+    by design, and must not block rollouts or disruption budgets. It does require that every
+    configured input topic exists and that the consumer has seen all its partitions (so the group
+    has handed them to some member): a missing topic, a typo, or one created after the guard
+    started is not protected, and is not ready until it is read.
     """
 
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
@@ -22,8 +24,9 @@ class Health:
         self.recovering = False  # some partition is still replaying up to its committed offset
         self.kafka_error: str | None = None  # the last failed reachability probe, until one succeeds
         self.connecting = False  # start-up: trying to reach Kafka (alive, not ready)
-        self.input_topics: tuple[str, ...] = ()  # the configured input topics
         self.missing_topics: tuple[str, ...] = ()  # those of them the brokers do not know
+        self.unread_topics: tuple[str, ...] = ()  # known to the brokers, not all partitions in the consumer's metadata
+        self.internal_topics: dict[str, str] = {}  # internal topics missing and refused: what to create
         self.stopping = False
         self.auth_failed = False  # every key in use was rejected: nothing is protected
         self.stuck: str | None = None  # assigned partitions that cannot be read: a restart hands them on
@@ -51,8 +54,7 @@ class Health:
             for workspace in sorted(self.rejected, key=str)
             if not self.auth_failed
         ]
-        if self.missing_topics and self.missing_topics != self.input_topics:
-            warnings.append(f"input topics that do not exist: {', '.join(self.missing_topics)} (GUARD_INPUT_TOPICS)")
+        warnings.extend(self.internal_topics[topic] for topic in sorted(self.internal_topics))
         if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
             warnings.append(self._evicting[1])
         return warnings
@@ -87,8 +89,13 @@ class Health:
             return False, "stopping"
         if self.connecting:
             return False, f"connecting to Kafka: {self.kafka_error or 'first attempt'}"
-        if self.input_topics and self.missing_topics == self.input_topics:
-            return False, f"no input topic exists: {', '.join(self.missing_topics)} (GUARD_INPUT_TOPICS)"
+        if self.missing_topics:
+            return False, (
+                f"input topics that do not exist: {', '.join(self.missing_topics)} (GUARD_INPUT_TOPICS); "
+                "the guard never creates them"
+            )
+        if self.unread_topics:
+            return False, f"input topics whose partitions are not read yet: {', '.join(self.unread_topics)}"
         if not (self.polling and self.joined):
             return False, "not in the consumer group yet"
         if self.kafka_error is not None:

@@ -76,6 +76,18 @@ class Metrics:
             "Configured input topics (GUARD_INPUT_TOPICS) the brokers do not know: nothing on them is protected.",
             registry=r,
         )
+        self.topics_unread = Gauge(
+            "guard_input_topics_unread",
+            "Input topics the brokers know with partitions this replica's consumer has not seen yet (created or "
+            "grown since it last looked): not protected until the group assigns them, seconds later.",
+            registry=r,
+        )
+        self.internal_topics_missing = Gauge(
+            "guard_internal_topics_missing",
+            "The guard's own topics (GUARD_STATE_TOPIC, GUARD_CONTROL_TOPIC) missing because the brokers refused "
+            "to create them; /readyz says what to create.",
+            registry=r,
+        )
         self.partitions = Gauge("guard_assigned_partitions", "Input partitions this replica owns.", registry=r)
         self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
         self.campaigns_limit = Gauge(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr, ValidationError
 from rich.console import Console, Group
 from rich.live import Live
@@ -43,6 +44,7 @@ SIMULATED_SECONDS = 7200.0  # two hours of sending, squeezed into the demo's dur
 SETTLE_SECONDS = 3.0  # after the last event, time for the last pauses to land
 WEBHOOK_SECRET = b"whsec_demo"
 FORGERIES = 6  # unsigned or wrongly signed webhooks among the traffic, to show them rejected
+DEMO_PARTITIONS = 4  # as the embedded broker makes topics on demand
 
 
 @dataclass
@@ -112,6 +114,7 @@ async def demo(duration: float, campaigns: int, bad: int, seed: int, rules_path:
                     http_port=0,
                 ),
             )
+            await _make_topic(broker.bootstrap_servers, settings.guard.input_topics[0])
             service = Service(settings, rules)
             ingest = Ingest(IngestConfig(settings.kafka, settings.guard, IngestSettings(), (WEBHOOK_SECRET,)))
             running = asyncio.create_task(service.run())
@@ -145,6 +148,16 @@ def _quiet_logs(path: Path) -> None:
     for kept in logging.getLogger().handlers[0].filters:  # repeated client lines held back there too
         handler.addFilter(kept)
     logging.getLogger().handlers[:] = [handler]
+
+
+async def _make_topic(bootstrap: str, topic: str) -> None:
+    """The events topic, made as a deployment's own side makes it: the guard never creates an input topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, DEMO_PARTITIONS, 1)])
+    finally:
+        await admin.close()
 
 
 async def _until_consuming(service: Service, running: asyncio.Task[None]) -> None:

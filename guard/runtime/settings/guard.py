@@ -31,6 +31,12 @@ class GuardSettings(BaseSettings):
         "guard.control",
         description="Compacted topic of operator records (exemptions, `guard exempt`); created when missing.",
     )
+    internal_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Replication factor of the topics the guard creates for itself when missing (GUARD_STATE_TOPIC, "
+        "GUARD_CONTROL_TOPIC); unset: the number of brokers, at most 3, as Kafka Streams advises for its own.",
+    )
     group_id: str = Field("deliverability-guard", description="Consumer group; replicas share it.")
     dry_run: bool = Field(False, description="Decide and audit, but never call the pause API.")
     http_host: str = Field("0.0.0.0", description="Address of /livez, /readyz and /metrics.")
@@ -80,8 +86,8 @@ class GuardSettings(BaseSettings):
     )
     state_topic: str = Field(
         "guard.state",
-        description="Compacted topic of state checkpoints (cleanup.policy=compact); while it does not exist at "
-        "start-up, a restart replays the rules' look-back instead.",
+        description="Compacted topic of state checkpoints; created when missing (compacted, one partition, a short "
+        "segment.ms). Where the brokers refuse, there are no checkpoints and a restart replays the rules' look-back.",
     )
     checkpoint_interval: float = Field(
         60.0,
