@@ -51,7 +51,7 @@ from guard.runtime.checkpoint_records import (
 )
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.settings import KafkaSettings
-from guard.runtime.topics import UnknownTopic, Window, offset_ranges, read_backwards, topic_partitions
+from guard.runtime.topics import UnknownTopic, Window, offset_ranges, read_backwards
 from guard.telemetry.metrics import Metrics
 
 __all__ = [
@@ -90,9 +90,6 @@ class CheckpointStore:
         self._slots: dict[TopicPartition, int] = {}
         self._chunks: dict[tuple[TopicPartition, int], set[int]] = {}  # chunk numbers stored per (partition, slot)
         self.records_read = 0  # records of the state topic the last `load` read
-
-    async def exists(self) -> bool:
-        return bool(await topic_partitions(self._settings, self.topic))
 
     async def offset_ranges(self, partitions: list[TopicPartition]) -> dict[TopicPartition, range]:
         """The offsets a checkpoint of each input partition may name: its log start to its log end."""
