@@ -1,0 +1,85 @@
+"""A backlog ends as if the guard had kept up and been obeyed (promise 10), met as a user meets it:
+a first deploy over hours of history, and a restart after an outage."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+MINUTE, HOUR = 60.0, 3600.0
+ACTED = {"paused", "already_paused", "failed", "not_running", "dry_run"}  # outcomes that say "paused it"
+
+
+async def test_a_first_deploy_over_three_hours_of_history_pauses_once_what_is_bad_now(deploy) -> None:
+    """The topic holds three hours of mail when the guard is first deployed: the campaign bad all along
+    is paused once, the one bad for 20 minutes three hours ago and healthy since is not paused, and
+    healthy campaigns are left alone."""
+    S, bad, healthy = deploy.Stretch, deploy.BAD, deploy.HEALTHY
+    still_bad, healthy_since, clean = "camp_bad_all_along", "camp_bad_3h_ago", ["camp_clean_1", "camp_clean_2"]
+    deploy.campaigns(still_bad, healthy_since, *clean)
+    now = time.time()
+    start = now - 3 * HOUR
+    await deploy.produce(  # the webhook bridge has been writing for three hours (the broker made the topic)
+        deploy.history(
+            deploy.mail(still_bad, S(start, now, bad), until=now),
+            deploy.mail(
+                healthy_since, S(start, start + 20 * MINUTE, bad), S(start + 20 * MINUTE, now, healthy), until=now
+            ),
+            *(deploy.mail(campaign, S(start, now, healthy), until=now) for campaign in clean),
+        )
+    )
+
+    guard = deploy.start()
+    await guard.wait_ready(60)
+    await deploy.settle(guard)
+    tally = await deploy.tally()
+
+    assert tally.calls[still_bad] == 1, tally
+    assert tally.outcomes(still_bad)["paused"] == 1 and not tally.outcomes(still_bad)["failed"], tally
+    assert tally.notified(still_bad) == Counter(paused=1), tally
+    assert tally.calls[healthy_since] == 0, tally
+    assert not ACTED & set(tally.outcomes(healthy_since)), tally
+    assert not tally.notified(healthy_since), tally
+    assert not any(tally.calls[c] or tally.outcomes(c) or tally.notified(c) for c in clean), tally
+
+
+async def test_a_restart_after_a_forty_minute_outage_pauses_once_each_campaign_bad_now(deploy) -> None:
+    """The guard ran, caught up, and was stopped (SIGTERM) for 40 minutes while mail went on: started
+    again, it pauses each campaign bad now once, and not the one bad early in the outage and healthy
+    since."""
+    S, bad, healthy = deploy.Stretch, deploy.BAD, deploy.HEALTHY
+    throughout, late, early, clean = "camp_bad_throughout", "camp_bad_lately", "camp_bad_early", "camp_clean"
+    campaigns = [throughout, late, early, clean]
+    deploy.campaigns(*campaigns)
+    now = time.time()
+    outage = now - 40 * MINUTE
+    await deploy.produce(  # the hour before the outage: every campaign healthy
+        deploy.history(*(deploy.mail(c, S(outage - HOUR, outage, healthy), until=outage) for c in campaigns))
+    )
+    guard = deploy.start("before")
+    await guard.wait_ready(60)
+    await deploy.settle(guard)
+    assert not (await deploy.tally()).calls, "nothing was bad before the outage"
+    assert await guard.terminate() == 0
+
+    await deploy.produce(  # the 40 minutes of the outage
+        deploy.history(
+            deploy.mail(throughout, S(outage, now, bad), until=now),
+            deploy.mail(late, S(outage, now - 10 * MINUTE, healthy), S(now - 10 * MINUTE, now, bad), until=now),
+            deploy.mail(early, S(outage, outage + 8 * MINUTE, bad), S(outage + 8 * MINUTE, now, healthy), until=now),
+            deploy.mail(clean, S(outage, now, healthy), until=now),
+        )
+    )
+    guard = deploy.start("after")
+    await guard.wait_ready(60)
+    await deploy.settle(guard)
+    tally = await deploy.tally()
+
+    for campaign in (throughout, late):
+        assert tally.calls[campaign] == 1, tally
+        assert tally.outcomes(campaign)["paused"] == 1 and not tally.outcomes(campaign)["failed"], tally
+        assert tally.notified(campaign) == Counter(paused=1), tally
+    assert tally.calls[early] == 0, tally
+    assert not ACTED & set(tally.outcomes(early)), tally
+    assert not tally.notified(early), tally
+    assert not (tally.calls[clean] or tally.outcomes(clean) or tally.notified(clean)), tally
