@@ -249,8 +249,18 @@ class TestAuthorsView:
         assert len(out.splitlines()) == 3 and "outside 404" in err
 
     def test_an_unreadable_since_is_refused(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
-        with pytest.raises(SystemExit, match="'yesterday' is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z"):
-            main(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "yesterday"])
+        """One line, exit 2, saying both forms a time may take."""
+        code, out, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "yesterday"], capsys)
+        assert (code, out) == (2, "")
+        assert err == (
+            "guard: 'yesterday' is neither an ISO 8601 time (2026-01-01T00:00:00Z) nor a duration back from now "
+            "(2h, 7d)\n"
+        )
+
+    def test_since_takes_a_duration_as_decisions_does(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
+        """`--since 2h` counts back from now, with the parser `guard decisions` uses: a 2026 file is all before it."""
+        code, out, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "2h"], capsys)
+        assert code == 0 and out.splitlines()[1:] == [] and "outside 884" in err
 
     def test_why_gives_every_rules_closest_approach_for_a_campaign_that_did_not_fire(
         self, dead_and_healthy, capsys

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from guard.cli.common import iso_time, print_error
+from guard.cli.common import iso_time, print_error, rules_problem
 from guard.rules import RuleFileError, load_rules
 
 
@@ -115,7 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         load_rules(args.rules)  # before the broker starts: a wrong path is one line
     except RuleFileError as error:
-        print_error(f"invalid rules (--rules):\n{error}")
+        print_error(rules_problem(args.rules, error, "--rules"))
         return 2
     return asyncio.run(
         run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed, rules_path=args.rules)
