@@ -224,7 +224,19 @@ class TestAuthorsView:
         page = report.read_text()
         assert "<tr><td>hard-bounce-burst</td><td>pause</td><td>already_paused</td>" in page
         assert "<tr><td>hard-bounce-rate</td><td>pause</td><td>paused</td>" in page
-        assert "1 pause decisions\nalready paused" in page
+        assert "1 pause decision already paused" in page
+
+    def test_the_report_reads_as_the_table_does(self, dead_and_healthy, tmp_path, capsys) -> None:  # noqa: ANN001
+        """Rates in percent as in the CLI's table, a cusum against its level, one legend, counts in the singular
+        where they are one, dates kept on one line."""
+        report = tmp_path / "report.html"
+        run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--report", str(report)], capsys)
+        page = report.read_text()
+        assert "<td>20.00%</td><td>8.09% (99.9% bound)</td><td>8.00%</td><td>10/50</td>" in page
+        assert "since rise</td>" in page and "(cusum)</td>" in page
+        assert page.count("<p class=key>") == 1
+        assert "1 campaign would have been paused" in page and "1 campaign with any decision" in page
+        assert "white-space: nowrap" in page
 
     def test_the_report_draws_the_compared_bound_and_marks_min_volume(self, dead_and_healthy, tmp_path, capsys) -> None:  # noqa: ANN001
         """Rules with `confidence` compare the Wilson bound, not the raw rate: the plot draws it, greys the
