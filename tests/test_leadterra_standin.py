@@ -11,7 +11,7 @@ from datetime import datetime
 import httpx
 import pytest
 
-from guard.testing.leadterra import LeadterraStandIn, serve
+from guard.testing.leadterra import DEFAULT_API_KEY, LeadterraStandIn, serve
 
 KEY = "sk_test_unit"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -353,3 +353,25 @@ async def test_serve_runs_until_cancelled_and_logs_one_line_per_request(capsys):
     err = capsys.readouterr().err
     assert "POST /v1/campaigns/camp_cli/pause -> 200" in err
     assert KEY not in err
+
+
+class TestStartLine:
+    """`guard standin` says where the key it accepts came from, never the key itself."""
+
+    def test_a_key_given_by_option(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from guard.testing.leadterra.serve import accepted_key
+
+        monkeypatch.setenv("LEADTERRA_API_KEY", "sk_env")
+        assert accepted_key("sk_option") == ("sk_option", "the key given by --api-key")
+
+    def test_a_key_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from guard.testing.leadterra.serve import accepted_key
+
+        monkeypatch.setenv("LEADTERRA_API_KEY", " sk_env ")
+        assert accepted_key(None) == ("sk_env", "the key in LEADTERRA_API_KEY")
+
+    def test_the_default_key_is_shown(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from guard.testing.leadterra.serve import accepted_key
+
+        monkeypatch.delenv("LEADTERRA_API_KEY", raising=False)
+        assert accepted_key(None) == (DEFAULT_API_KEY, f"key {DEFAULT_API_KEY}")

@@ -224,7 +224,19 @@ class TestAuthorsView:
         page = report.read_text()
         assert "<tr><td>hard-bounce-burst</td><td>pause</td><td>already_paused</td>" in page
         assert "<tr><td>hard-bounce-rate</td><td>pause</td><td>paused</td>" in page
-        assert "1 pause decisions\nalready paused" in page
+        assert "1 pause decision already paused" in page
+
+    def test_the_report_reads_as_the_table_does(self, dead_and_healthy, tmp_path, capsys) -> None:  # noqa: ANN001
+        """Rates in percent as in the CLI's table, a cusum against its level, one legend, counts in the singular
+        where they are one, dates kept on one line."""
+        report = tmp_path / "report.html"
+        run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--report", str(report)], capsys)
+        page = report.read_text()
+        assert "<td>20.00%</td><td>8.09% (99.9% bound)</td><td>8.00%</td><td>10/50</td>" in page
+        assert "since rise</td>" in page and "(cusum)</td>" in page
+        assert page.count("<p class=key>") == 1
+        assert "1 campaign would have been paused" in page and "1 campaign with any decision" in page
+        assert "white-space: nowrap" in page
 
     def test_the_report_draws_the_compared_bound_and_marks_min_volume(self, dead_and_healthy, tmp_path, capsys) -> None:  # noqa: ANN001
         """Rules with `confidence` compare the Wilson bound, not the raw rate: the plot draws it, greys the
@@ -249,8 +261,18 @@ class TestAuthorsView:
         assert len(out.splitlines()) == 3 and "outside 404" in err
 
     def test_an_unreadable_since_is_refused(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
-        with pytest.raises(SystemExit, match="'yesterday' is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z"):
-            main(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "yesterday"])
+        """One line, exit 2, saying both forms a time may take."""
+        code, out, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "yesterday"], capsys)
+        assert (code, out) == (2, "")
+        assert err == (
+            "guard: 'yesterday' is neither an ISO 8601 time (2026-01-01T00:00:00Z) nor a duration back from now "
+            "(2h, 7d)\n"
+        )
+
+    def test_since_takes_a_duration_as_decisions_does(self, dead_and_healthy, capsys) -> None:  # noqa: ANN001
+        """`--since 2h` counts back from now, with the parser `guard decisions` uses: a 2026 file is all before it."""
+        code, out, err = run(["replay", str(dead_and_healthy), "--rules", str(RULES), "--since", "2h"], capsys)
+        assert code == 0 and out.splitlines()[1:] == [] and "outside 884" in err
 
     def test_why_gives_every_rules_closest_approach_for_a_campaign_that_did_not_fire(
         self, dead_and_healthy, capsys

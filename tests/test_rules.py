@@ -406,7 +406,8 @@ class TestValidationMessages:
             ),
             pytest.param(
                 "groups:\n\tname: g\n",
-                "rules.yaml:2: not valid YAML: found character '\\t' that cannot start any token",
+                "rules.yaml:2: not valid YAML: found character '\\t' that cannot start any token; this line is "
+                "indented with a tab, which YAML does not allow: indent with spaces",
                 id="tab",
             ),
             pytest.param(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import UTC
+from pathlib import Path
 
 from guard.errors import ConfigError, GuardError
 from guard.redact import redact
@@ -15,27 +16,37 @@ def print_error(message: str) -> None:
     print(redact(f"guard: {message}"), file=sys.stderr)
 
 
-def parse_time(text: str) -> float:
-    from guard.contracts.events import epoch_from_iso
+def parse_time(text: str, now: float | None = None) -> float:
+    """A time from the command line (`--since`, `--until` of every command): an ISO 8601 time, or a
+    duration back from now as the rules write durations (`90m`, `24h`, `7d`). ConfigError otherwise."""
+    import time
 
+    from guard.contracts.events import epoch_from_iso
+    from guard.rules.durations import parse_duration
+
+    text = text.strip()
+    if text[:1].isdigit() and not any(c in text for c in "-:T"):
+        try:
+            return (time.time() if now is None else now) - parse_duration(text)
+        except ValueError:
+            pass
     epoch = epoch_from_iso(text)
     if epoch is None:
-        raise SystemExit(f"guard: {text!r} is not an ISO 8601 time, e.g. 2026-01-01T00:00:00Z")
+        raise ConfigError(
+            f"{text[:40]!r} is neither an ISO 8601 time (2026-01-01T00:00:00Z) nor a duration back from now (2h, 7d)"
+        )
     return epoch
 
 
-def parse_since(text: str) -> float:
-    """An ISO 8601 time, or a duration back from now (`24h`, `7d`)."""
-    import time
-
-    from guard.rules.durations import parse_duration
-
-    if text[:1].isdigit() and not any(c in text for c in "-:T"):
-        try:
-            return time.time() - parse_duration(text)
-        except ValueError:
-            pass
-    return parse_time(text)
+def rules_problem(path: Path, error: Exception, setting: str) -> str:
+    """The line for rules that could not be loaded; a path that does not exist names the setting or
+    option that chose it (a default relative to the working directory is the usual slip)."""
+    if not path.exists():
+        return (
+            f"no rule file or folder at {path} (from {Path.cwd()}): point {setting} at your rule file or a "
+            "folder of them, e.g. the checkout's rules/"
+        )
+    return f"invalid rules:\n{error}"
 
 
 def iso_time(epoch: float) -> str:

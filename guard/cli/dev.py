@@ -1,4 +1,5 @@
-"""`guard generate | demo | standin`: synthetic traffic, the demo and the Leadterra stand-in."""
+"""`guard generate | demo | standin | dev kafka`: synthetic traffic, the demo, the Leadterra stand-in and a
+local Apache Kafka."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 import importlib.util
 import math
 import sys
+import time
 from pathlib import Path
 
-from guard.cli.common import iso_time, print_error
+from guard.cli.common import iso_time, print_error, rules_problem
 from guard.rules import RuleFileError, load_rules
 
 
@@ -39,6 +41,36 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _produce(args: argparse.Namespace) -> int:
+    from guard.cli.common import exit_code
+
+    if not args.to.startswith("kafka:") or not args.to.removeprefix("kafka:"):
+        print_error(f"the destination is kafka:TOPIC, e.g. kafka:leadterra.events, got {args.to!r}")
+        return 2
+    if args.source != "-":
+        try:
+            with open(args.source, "rb"):  # a missing file: one line before Kafka is asked anything
+                pass
+        except OSError as error:
+            print_error(f"cannot read {args.source}: {error.strerror or type(error).__name__}")
+            return 2
+    return exit_code(lambda: _produce_to_kafka(args), f"cannot write {args.to}")
+
+
+def _produce_to_kafka(args: argparse.Namespace) -> int:
+    from guard.runtime.settings import kafka_settings_from_env
+    from guard.tools.produce import produce
+    from guard.tools.replay import jsonl_records
+
+    settings = kafka_settings_from_env()
+    topic = args.to.removeprefix("kafka:")
+    lines = (value for value, _ in jsonl_records(args.source))
+    produced = asyncio.run(produce(settings, topic, lines))
+    unkeyed = f" ({produced.unkeyed} without a campaign id: the guard dead-letters them)" if produced.unkeyed else ""
+    print(f"{produced.written} records written to {topic}, keyed by campaign id{unkeyed}", file=sys.stderr)
+    return 0
+
+
 def _traffic_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with --campaigns/--bad/--duration of `generate` and `demo`, or None."""
     if args.campaigns < 1:
@@ -50,11 +82,11 @@ def _traffic_problem(args: argparse.Namespace) -> str | None:
     return None
 
 
-TEST_TOOL_COMMANDS = ("demo", "standin")
+TEST_TOOL_COMMANDS = ("demo", "standin", "dev")
 
 
 def test_tools_missing() -> str | None:
-    """Why `guard demo` and `guard standin` are not offered here, or None: they run the stand-ins of
+    """Why `guard demo`, `guard standin` and `guard dev` are not offered here, or None: they run the stand-ins of
     guard/testing, which a runtime install (the container image) leaves out."""
     return None if importlib.util.find_spec("guard.testing") is not None else _NEEDS_TEST_TOOLS
 
@@ -83,7 +115,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         load_rules(args.rules)  # before the broker starts: a wrong path is one line
     except RuleFileError as error:
-        print_error(f"invalid rules (--rules):\n{error}")
+        print_error(rules_problem(args.rules, error, "--rules"))
         return 2
     return asyncio.run(
         run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed, rules_path=args.rules)
@@ -106,6 +138,64 @@ def _standin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev_kafka(args: argparse.Namespace) -> int:
+    """A local Apache Kafka, assembled from Maven Central jars as the tests' is, until Ctrl-C or SIGTERM."""
+    import signal
+
+    from guard.testing.apache_kafka import (
+        KAFKA_VERSION,
+        ApacheKafka,
+        KafkaUnavailable,
+        default_cache,
+        kafka_classpath,
+        missing_tools,
+    )
+    from guard.testing.broker import port_accepts
+
+    if why := missing_tools():
+        print_error(
+            f"cannot start Apache Kafka: {why}; install Java 17+ and Maven, or try `make demo` (embedded broker)"
+        )
+        return 2
+    if port_accepts(args.port):
+        print_error(f"127.0.0.1:{args.port} is already in use; pick another with --port")
+        return 2
+    cache = default_cache()
+    if not (cache / f"kafka-{KAFKA_VERSION}" / "lib" / ".complete").exists():
+        print(
+            f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {cache} (once)", file=sys.stderr, flush=True
+        )
+    try:
+        classpath = kafka_classpath(cache=cache)
+    except KafkaUnavailable as error:
+        print_error(str(error))
+        return 2
+    broker = ApacheKafka(port=args.port, classpath=classpath)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # as Ctrl-C: the broker and its data go with this command
+    try:
+        broker.start(timeout=120)
+        print(
+            f"Apache Kafka {KAFKA_VERSION} on {broker.bootstrap_servers} (data in {broker.data_dir}, deleted on "
+            "exit); Ctrl-C stops it",
+            flush=True,
+        )
+        while broker.running:
+            time.sleep(0.5)
+        print_error(f"Apache Kafka stopped by itself; its log ends:\n{broker.log_tail()}")
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except RuntimeError as error:  # it did not come up: the message holds its log's end
+        print_error(str(error))
+        return 1
+    finally:
+        broker.stop()
+
+
 def add(commands: argparse._SubParsersAction) -> None:
     generate = commands.add_parser("generate", help="write seeded synthetic traffic as JSONL")
     generate.add_argument("out", type=Path, help="output file (.gz to compress)")
@@ -114,6 +204,10 @@ def add(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--bad", type=int, default=3, help="how many campaigns turn bad")
     generate.add_argument("--duration", type=float, default=7200.0, help="seconds of sending")
     generate.set_defaults(func=_generate)
+    produce = commands.add_parser("produce", help="send a JSONL history of events into a topic, keyed by campaign")
+    produce.add_argument("source", help="a JSONL file of events (gzip ok; `guard generate` writes one), or - for stdin")
+    produce.add_argument("to", metavar="kafka:TOPIC", help="the topic, e.g. kafka:leadterra.events (KAFKA_* settings)")
+    produce.set_defaults(func=_produce)
     if test_tools_missing() is None:
         _add_test_tools(commands)
 
@@ -131,3 +225,9 @@ def _add_test_tools(commands: argparse._SubParsersAction) -> None:
 
     standin_arguments(standin)
     standin.set_defaults(func=_standin)
+    dev = commands.add_parser("dev", help="local servers for trying the guard out").add_subparsers(
+        dest="server", required=True
+    )
+    kafka = dev.add_parser("kafka", help="a local Apache Kafka (Java 17+ and Maven), until Ctrl-C")
+    kafka.add_argument("--port", type=int, default=9092, help="its port on 127.0.0.1 (default 9092)")
+    kafka.set_defaults(func=_dev_kafka)

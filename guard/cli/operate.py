@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import sys
 
-from guard.cli.common import exit_code, iso_time, parse_since, print_error
+from guard.cli.common import exit_code, iso_time, parse_time, print_error
 
 
 def _decisions(args: argparse.Namespace) -> int:
@@ -21,7 +21,7 @@ def _decisions(args: argparse.Namespace) -> int:
 def _show_decisions(args: argparse.Namespace, campaign: str | None) -> int:
     from guard.tools import decisions
 
-    since = parse_since(args.since)
+    since = parse_time(args.since)
     settings, topic = _audit_source(args.topic)
     folded = asyncio.run(_read_audit(settings, topic, int(since * 1000)))
     filters = decisions.Filters(since, campaign, args.rule, args.outcome, args.workspace)

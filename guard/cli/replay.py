@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from guard.cli.common import exit_code, parse_time, print_error
+from guard.cli.common import exit_code, parse_time, print_error, rules_problem
 from guard.contracts.events import WORKSPACE_ID_PATTERN
 from guard.errors import ConfigError, GuardError
 from guard.rules import RuleFileError, load_rules
@@ -28,8 +28,10 @@ def _replay_to_stdout(args: argparse.Namespace) -> int:
     try:
         rules = load_rules(args.rules)
         options = _engine_options(args)
+        args.since_at = parse_time(args.since) if args.since else None  # once: a duration counts back from now
+        args.until_at = parse_time(args.until) if args.until else None
     except RuleFileError as error:
-        print_error(f"invalid rules:\n{error}")
+        print_error(rules_problem(args.rules, error, "--rules"))
         return 2
     except ConfigError as error:
         print_error(str(error))
@@ -86,10 +88,7 @@ def _file_window(args: argparse.Namespace) -> dict[str, float | None]:
     Kafka topic is cut by record time where it is read."""
     if args.source.startswith("kafka:"):
         return {}
-    return {
-        "since": parse_time(args.since) if args.since else None,
-        "until": parse_time(args.until) if args.until else None,
-    }
+    return {"since": args.since_at, "until": args.until_at}
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,8 +111,8 @@ def _replay_source(args: argparse.Namespace):  # noqa: ANN202
     if args.source.startswith("kafka:"):
         from guard.runtime.settings import kafka_settings_from_env
 
-        since = int(parse_time(args.since) * 1000) if args.since else 0
-        until = int(parse_time(args.until) * 1000) if args.until else None
+        since = int(args.since_at * 1000) if args.since_at is not None else 0
+        until = int(args.until_at * 1000) if args.until_at is not None else None
         settings = kafka_settings_from_env()  # before reading: a ConfigError, not a traceback quoting the input
         return replaying.kafka_records(settings, args.source.removeprefix("kafka:"), since, until)
     return replaying.jsonl_records(args.source)
@@ -150,9 +149,11 @@ def add(commands: argparse._SubParsersAction) -> None:
     )
     replay.add_argument("--report", type=Path, help="write an HTML report with a timeline per campaign that fired")
     replay.add_argument(
-        "--since", help="only from this ISO time: record time of a kafka: topic, event time of a file's lines"
+        "--since",
+        help="only from this ISO time or duration back from now (2h): record time of a kafka: topic, event time "
+        "of a file's lines",
     )
-    replay.add_argument("--until", help="only up to this ISO time (as --since)")
+    replay.add_argument("--until", help="only up to this ISO time or duration back from now (as --since)")
     replay.add_argument("--campaign", help="show only this campaign's decisions")
     replay.add_argument(
         "--workspace", help="the workspace of events without workspaceId (default: the topic's GUARD_TOPIC_WORKSPACES)"

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from guard.cli.common import print_error
+from guard.cli.common import print_error, rules_problem
 from guard.errors import ConfigError, GuardError
 from guard.rules import RuleFileError, load_rules
 
@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         print_error(str(error))
         return 2
     except RuleFileError as error:
-        print_error(f"invalid rules:\n{error}")
+        print_error(rules_problem(settings.guard.rules, error, "GUARD_RULES"))
         return 2
     configure_logging(settings.guard.log_level)
     try:
@@ -51,7 +51,14 @@ def _ingest(args: argparse.Namespace) -> int:
         print(f"guard: {error}", file=sys.stderr)
         return 2
     configure_logging(config.guard.log_level)
-    asyncio.run(run_until_signalled(Ingest(config)))
+    try:
+        asyncio.run(run_until_signalled(Ingest(config)))
+    except OSError as error:  # the port is taken, or the address is not this host's
+        print_error(
+            f"cannot serve on {config.guard.http_host}:{config.guard.http_port} (GUARD_HTTP_HOST, GUARD_HTTP_PORT): "
+            f"{error.strerror or error}"
+        )
+        return 2
     return 0
 
 

@@ -118,7 +118,8 @@ def read_document(name: str, text: str, problems: list[str], *, needs: str) -> t
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        problems.append(f"{name}{line}: not valid YAML: {getattr(error, 'problem', None) or error}")
+        hint = _tab_hint(text, mark.line) if mark is not None else ""
+        problems.append(f"{name}{line}: not valid YAML: {getattr(error, 'problem', None) or error}{hint}")
         return None
     except (ValueError, OverflowError) as error:  # PyYAML's constructors: `2024-02-30` is no date
         problems.append(f"{name}: not valid YAML: {error}")
@@ -135,6 +136,17 @@ def read_document(name: str, text: str, problems: list[str], *, needs: str) -> t
         problems.extend(f"{name}:{duplicate}" for duplicate in duplicates)
         return None
     return data, lines
+
+
+def _tab_hint(text: str, line: int) -> str:
+    """What to do about a tab in the indentation of the line YAML stopped at (or the one before it,
+    where a tab-indented key often makes the next line the one that fails)."""
+    lines = text.splitlines()
+    for number in (line, line - 1):
+        if 0 <= number < len(lines) and "\t" in lines[number][: len(lines[number]) - len(lines[number].lstrip())]:
+            where = "this line" if number == line else f"line {number + 1}"
+            return f"; {where} is indented with a tab, which YAML does not allow: indent with spaces"
+    return ""
 
 
 def validation_problems(

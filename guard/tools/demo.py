@@ -229,39 +229,70 @@ async def _watch_audit(bootstrap: str, topic: str, result: DemoResult) -> None:
                 result.audit_lines.append(f"skipped an audit record that is no audit event (offset {record.offset})")
                 continue
             evidence = event.evidence
-            if event.outcome == "paused":
-                result.paused[event.campaign_id] = event.rule.name
+            if event.outcome == "paused":  # the first: a later pause of the same campaign finds it paused
+                result.paused.setdefault(event.campaign_id, event.rule.name)
             if event.outcome != "fired":
                 result.audit_lines.append(
                     f"{event.outcome:>8}  {event.campaign_id}  {event.rule.name}: "
-                    f"{evidence.numerator}/{evidence.denominator or '-'} = {evidence.value:.3g} "
-                    f"(threshold {evidence.threshold:g}, window {evidence.window})"
+                    + compared_text(
+                        evidence.window, evidence.value, evidence.threshold, evidence.numerator, evidence.denominator
+                    )
                 )
     finally:
         await consumer.stop()
 
 
+def compared_text(window: str, value: float, threshold: float, numerator: int, denominator: float | None) -> str:
+    """What a rule compared, as its audit event says: a cusum's statistic against its alarm level, a
+    rate in percent against its threshold, a count against its threshold."""
+    if window.startswith("cusum"):
+        return (
+            f"statistic {value:.2f} reached its level {threshold:.2f} ({window}; "
+            f"{numerator} of {denominator:,.0f} since it rose)"
+        )
+    if denominator is not None:
+        return f"{value:.2%} of {denominator:,.0f} reached {threshold:.2%} ({numerator} events, {window})"
+    return f"{numerator} events reached {threshold:g} ({window})"
+
+
 def _view(traffic: Traffic, mirror: Engine, standin: LeadterraStandIn, result: DemoResult, sent: int) -> Group:
     table = Table(title=f"{sent:,} of {len(traffic.records):,} events streamed", expand=False)
-    for column in ("campaign", "truth", "closest rule", "value / threshold", "status", "why not paused"):
-        table.add_column(column)
+    for column in ("campaign", "truth", "rule"):  # names whole; the last column wraps instead
+        table.add_column(column, no_wrap=True)
+    table.add_column("% of its threshold", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("why not paused", overflow="fold")
     for spec in traffic.campaigns:
-        measures = mirror.measure(spec.campaign_id)
-        closest, ratio, why = "-", 0.0, ""
-        for compiled in mirror.rules_for(spec.campaign_id):
-            measure, rule = measures.get(compiled.rule.name), compiled.rule
-            if measure is not None and measure.value / rule.level > ratio:
-                closest, ratio = rule.name, measure.value / rule.level
-                why = _why_not_paused(mirror, spec.campaign_id, rule, measure, result.fired)
         status = standin.campaigns.get(spec.campaign_id, "running")
+        ratios = {  # how far each rule is along its way to firing (the statistic or value over its level)
+            compiled.rule.name: (compiled.rule, measure, measure.value / compiled.rule.level)
+            for compiled in mirror.rules_for(spec.campaign_id)
+            if (measure := mirror.measure(spec.campaign_id).get(compiled.rule.name)) is not None
+        }
+        paused_by = result.paused.get(spec.campaign_id) if status == "paused" else None
+        closest = paused_by or max(ratios, key=lambda name: ratios[name][2], default=None)
+        ratio = ratios[closest][2] if closest in ratios else 0.0
+        why = ""
+        if closest in ratios and ratio >= 1 and status != "paused":
+            rule, measure, _ = ratios[closest]
+            why = _why_not_paused(mirror, spec.campaign_id, rule, measure, result.fired)
         style = "bold red" if status == "paused" else ("yellow" if ratio >= 0.7 else "")
         truth = f"bad ({spec.bad_kind})" if spec.turns_at is not None else "healthy"
-        shown = why if ratio >= 1 and status != "paused" else ""
-        table.add_row(spec.campaign_id, truth, closest, f"{ratio:.0%}", status, shown, style=style)
+        shown_rule = f"paused by {paused_by}" if paused_by else (closest or "-")
+        table.add_row(spec.campaign_id, truth, shown_rule, f"{ratio:.0%}", status, why, style=style)
     webhooks = f"webhooks accepted by guard ingest: {result.accepted:,}; forged ones rejected: " + (
         ", ".join(str(status) for status in result.rejected) or "none yet"
     )
-    return Group(table, webhooks, *result.audit_lines[-6:])
+    tail = result.audit_lines[-6:]
+    if any("already_paused" in line for line in tail):
+        tail.append(KEEPS_SENDING)
+    return Group(table, webhooks, *tail)
+
+
+KEEPS_SENDING = (
+    "(the synthetic history keeps sending after a pause, as if nobody had paused it: the rules keep firing on "
+    "it, and each later decision is recorded already_paused, with no call)"
+)
 
 
 def _why_not_paused(engine: Engine, campaign_id: str, rule: Rule, measure: Measure, fired: dict[str, set[str]]) -> str:

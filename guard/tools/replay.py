@@ -139,7 +139,7 @@ def decisions_table(decisions: list[Decision]) -> str:
     for d in decisions:
         began, since = d.episode_began, d.episode_from
         episode = f"{began} {utc(since)}" if began is not None and since is not None else "-"
-        bound = f" ({d.rule.confidence:.1%} bound)".replace(".0% bound", "% bound") if d.lower_bound is not None else ""
+        bound = bound_label(d)
         rows.append(
             (
                 d.campaign_id,
@@ -147,7 +147,7 @@ def decisions_table(decisions: list[Decision]) -> str:
                 d.rule.action,
                 outcome_of(d),
                 utc(d.fired_at),
-                *_value_compared_threshold_evidence(d, bound),
+                *value_compared_threshold_evidence(d, bound),
                 utc(d.evidence_from),
                 episode,
             )
@@ -166,7 +166,12 @@ def outcome_counts(decisions: Iterable[Decision]) -> str:
     )
 
 
-def _value_compared_threshold_evidence(d: Decision, bound: str) -> tuple[str, str, str, str]:
+def bound_label(d: Decision) -> str:
+    """` (95% bound)` after a compared value that is the Wilson bound, else nothing."""
+    return f" ({d.rule.confidence:.1%} bound)".replace(".0% bound", "% bound") if d.lower_bound is not None else ""
+
+
+def value_compared_threshold_evidence(d: Decision, bound: str) -> tuple[str, str, str, str]:
     """A rate as percentages, a count as numbers, a cusum as its statistic against its alarm level
     (nats) with the `of`/`per` events since it last rose from zero; the compared value is the
     Wilson bound where the rule has `confidence`."""

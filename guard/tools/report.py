@@ -14,7 +14,7 @@ from guard.engine import Decision, Engine
 from guard.errors import GuardError
 from guard.rules.durations import format_duration
 from guard.rules.models import Rule
-from guard.tools.outcomes import compared, outcome_of
+from guard.tools.outcomes import outcome_of
 
 MAX_POINTS = 800  # per line; more adds bytes, not insight
 
@@ -77,7 +77,7 @@ def _campaign_svg(campaign_id: str, decisions: list[Decision], timelines: Timeli
     try:
         import matplotlib
     except ImportError:
-        raise GuardError("the HTML report needs matplotlib: pip install 'deliverability-guard[report]'") from None
+        raise GuardError("the HTML report needs matplotlib, the report extra: pip install '.[report]'") from None
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
@@ -151,6 +151,22 @@ def _key(decisions: list[Decision]) -> str:
     return " ".join(parts)
 
 
+def _row(d: Decision) -> str:
+    """One decision as the CLI's table shows it: rates in percent, a cusum as statistic against level."""
+    from guard.tools.replay import bound_label, value_compared_threshold_evidence
+
+    value, compared_value, threshold, evidence = value_compared_threshold_evidence(d, bound_label(d))
+    cells = (
+        html.escape(d.rule.name), d.rule.action, outcome_of(d), f"{_utc(d.fired_at):%Y-%m-%d %H:%M:%S}", value,
+        compared_value, threshold, evidence, html.escape(", ".join(d.message_ids)),
+    )  # fmt: skip
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def render_report(decisions: list[Decision], timelines: Timelines, *, title: str = "Guard replay") -> str:
     by_campaign: dict[str, list[Decision]] = defaultdict(list)
     for decision in decisions:
@@ -158,20 +174,12 @@ def render_report(decisions: list[Decision], timelines: Timelines, *, title: str
     sections = []
     for campaign_id in sorted(by_campaign, key=lambda c: by_campaign[c][0].fired_at):
         campaign_decisions = by_campaign[campaign_id]
-        rows = "".join(
-            f"<tr><td>{html.escape(d.rule.name)}</td><td>{d.rule.action}</td><td>{outcome_of(d)}</td>"
-            f"<td>{_utc(d.fired_at):%Y-%m-%d %H:%M:%S}</td><td>{d.value:.4g}</td><td>{compared(d):.4g}</td>"
-            f"<td>{d.rule.level:.4g}</td>"
-            f"<td>{d.numerator}{'/' + str(d.denominator) if d.denominator is not None else ''}</td>"
-            f"<td>{html.escape(', '.join(d.message_ids))}</td></tr>"
-            for d in campaign_decisions
-        )
+        rows = "".join(_row(d) for d in campaign_decisions)
         sections.append(
             f"<section><h2>{html.escape(campaign_id)}</h2>"
             "<table><tr><th>rule</th><th>action</th><th>outcome</th><th>fired at (UTC)</th><th>value</th>"
             "<th>compared</th><th>threshold</th>"
             f"<th>evidence</th><th>latest message ids</th></tr>{rows}</table>"
-            f"<p class=key>{_key(campaign_decisions)}</p>"
             f"{_campaign_svg(campaign_id, campaign_decisions, timelines)}</section>"
         )
     paused = len({d.campaign_id for d in decisions if d.rule.action == "pause"})
@@ -182,13 +190,15 @@ def render_report(decisions: list[Decision], timelines: Timelines, *, title: str
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 960px; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.6rem; text-align: left; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 0.2rem 0.6rem; text-align: left; white-space: nowrap; }}
+td:last-child {{ white-space: normal; }}
 section {{ margin-bottom: 2.5rem; }} svg {{ max-width: 100%; height: auto; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{len(decisions)} decisions; {paused} campaigns would have been paused; {superseded} pause decisions
-already paused (covered by another rule's pause moments before: no call);
-{len(by_campaign)} campaigns with any decision.</p>
+<p>{_plural(len(decisions), "decision")}; {_plural(paused, "campaign")} would have been paused;
+{_plural(superseded, "pause decision")} already paused (covered by another rule's pause moments before: no call);
+{_plural(len(by_campaign), "campaign")} with any decision.</p>
+<p class=key>{_key(decisions)}</p>
 {body}
 </body></html>
 """

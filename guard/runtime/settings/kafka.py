@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from guard import redact
+
+_LISTENER_PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*://")
+# a DNS name or IPv4 address, or an IPv6 address in brackets; the port is optional (aiokafka's default 9092)
+_HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.%A-Za-z]+\])(?::(?P<port>[0-9]{1,5}))?")
 
 
 class KafkaSettings(BaseSettings):
@@ -39,6 +44,23 @@ class KafkaSettings(BaseSettings):
         False,
         description="Allow SASL PLAIN over SASL_PLAINTEXT, which sends the password in cleartext (a lab only).",
     )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        """host:port entries as the clients take them. A listener name in front (`PLAINTEXT://host:9092`,
+        as a broker's `listeners` line reads) is dropped, as Kafka's own clients drop it; anything else
+        that is not host[:port] is refused now, not retried for minutes as a name DNS does not know."""
+        servers = []
+        for entry in value.split(","):
+            server = _LISTENER_PREFIX.sub("", entry.strip())
+            match = _HOST_PORT.fullmatch(server)
+            if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+                raise ValueError(
+                    f"{entry.strip()[:80]!r} is not host:port; write host:port[,host:port...], e.g. kafka:9092"
+                )
+            servers.append(server)
+        return ",".join(servers)
 
     @model_validator(mode="before")
     @classmethod

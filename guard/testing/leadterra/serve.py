@@ -25,16 +25,26 @@ def _log_request(request: RecordedRequest) -> None:
     _log(f"{stamp} {request.method} {request.path} -> {answer} ({elapsed_ms:.1f} ms)")
 
 
+def accepted_key(given: str | None) -> tuple[str, str]:
+    """The key the stand-in accepts and where it came from, for its start line (which never shows
+    a key the user chose): --api-key, else $LEADTERRA_API_KEY (as the guard beside it reads it), else the default."""
+    if given is not None:
+        return given, "the key given by --api-key"
+    if from_env := os.environ.get("LEADTERRA_API_KEY", "").strip():
+        return from_env, "the key in LEADTERRA_API_KEY"
+    return DEFAULT_API_KEY, f"key {DEFAULT_API_KEY}"
+
+
 async def serve(
     host: str = "127.0.0.1",
     port: int = 8099,
-    api_key: str = DEFAULT_API_KEY,
+    api_key: str | None = None,
     create_unknown: bool = False,
 ) -> None:
     """Run a stand-in until cancelled, logging one line per request to stderr."""
+    api_key, key_hint = accepted_key(api_key)
     standin = LeadterraStandIn(api_key=api_key, create_unknown=create_unknown, on_request=_log_request)
     await standin.start(host=host, port=port)
-    key_hint = f"key {api_key}" if api_key == DEFAULT_API_KEY else "the key given by --api-key"
     unknown = "unknown campaigns act as running" if create_unknown else "unknown campaigns are 404"
     _log(f"Leadterra stand-in on {standin.url} (Bearer {key_hint}; {unknown})")
     try:
@@ -64,7 +74,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=_port, default=8099, help="0 picks a free port (default 8099)")
     parser.add_argument(
         "--api-key",
-        default=os.environ.get("LEADTERRA_API_KEY", DEFAULT_API_KEY),
         help=f"the accepted bearer key (default: $LEADTERRA_API_KEY, else {DEFAULT_API_KEY})",
     )
     parser.add_argument(

@@ -1,0 +1,105 @@
+"""A newcomer's slips get one clear line at once, naming the setting and the fix: a listener name in
+KAFKA_BOOTSTRAP_SERVERS, rules not found from another folder, a tab in YAML, a taken port."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from guard.cli import main
+from guard.errors import ConfigError
+from guard.rules import RuleFileError, parse_rules
+from guard.runtime.settings import kafka_settings_from_env
+
+ROOT = Path(__file__).parent.parent
+
+
+class TestBootstrapServers:
+    @pytest.mark.parametrize(
+        ("given", "used"),
+        [
+            ("PLAINTEXT://127.0.0.1:29192", "127.0.0.1:29192"),
+            (
+                "SASL_SSL://b1.example.com:9096, SASL_SSL://b2.example.com:9096",
+                "b1.example.com:9096,b2.example.com:9096",
+            ),
+            ("kafka:9092", "kafka:9092"),
+            ("[::1]:9092", "[::1]:9092"),
+        ],
+    )
+    def test_a_listener_name_in_front_is_dropped(self, monkeypatch: pytest.MonkeyPatch, given: str, used: str) -> None:
+        """`PLAINTEXT://host:port`, as a broker's listeners line reads, is understood as Kafka's own clients do."""
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", given)
+        assert kafka_settings_from_env().bootstrap_servers == used
+
+    @pytest.mark.parametrize("given", ["kafka:99999", "http//kafka", "kafka:9092,", "kafka:port"])
+    def test_another_form_is_refused_naming_the_variable(self, monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+        """Refused at start-up with the fix, instead of minutes of retries against a name DNS does not know."""
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", given)
+        with pytest.raises(ConfigError, match=r"KAFKA_BOOTSTRAP_SERVERS: .* is not host:port; write host:port"):
+            kafka_settings_from_env()
+
+    def test_guard_run_says_it_in_one_line(self, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:99999")
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        assert capsys.readouterr().err == (
+            "guard: invalid settings:\n  KAFKA_BOOTSTRAP_SERVERS: 'kafka:99999' is not host:port; write "
+            "host:port[,host:port...], e.g. kafka:9092\n"
+        )
+
+
+class TestRulesNotFound:
+    def test_guard_run_outside_the_checkout_names_guard_rules(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys
+    ) -> None:  # noqa: ANN001
+        """The default `rules` is relative to the working directory: the line says so and names GUARD_RULES."""
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("GUARD_RULES", raising=False)
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        assert capsys.readouterr().err == (
+            f"guard: no rule file or folder at rules (from {tmp_path}): point GUARD_RULES at your rule file or a "
+            "folder of them, e.g. the checkout's rules/\n"
+        )
+
+    def test_replay_names_its_option(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "events.jsonl").write_text("")
+        assert main(["replay", "events.jsonl"]) == 2
+        assert "point --rules at your rule file" in capsys.readouterr().err
+
+
+class TestTabsInYaml:
+    @pytest.mark.parametrize(
+        ("text", "where"),
+        [
+            ("groups:\n  - name: a\n    rules:\n\t- name: x\n", "rules.yaml:4: "),
+            ("groups:\n  - name: a\n\trules: []\n", "rules.yaml:3: "),
+        ],
+    )
+    def test_a_tab_is_explained(self, text: str, where: str) -> None:
+        """YAML's own message names the tab; the line adds what to do about it."""
+        with pytest.raises(RuleFileError) as error:
+            parse_rules([("rules.yaml", text)])
+        (problem,) = error.value.problems
+        assert problem.startswith(where) and problem.endswith(
+            "this line is indented with a tab, which YAML does not allow: indent with spaces"
+        )
+
+
+def test_ingest_on_a_taken_port_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+    """No traceback: the address, the settings that chose it, and why."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", "whsec_test")
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        monkeypatch.setenv("GUARD_HTTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("GUARD_HTTP_PORT", str(port))
+        assert main(["ingest"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"guard: cannot serve on 127.0.0.1:{port} (GUARD_HTTP_HOST, GUARD_HTTP_PORT): ")
