@@ -15,8 +15,8 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 import structlog
@@ -54,6 +54,7 @@ class IngestConfig:
     ingest: IngestSettings
     webhook_secrets: tuple[bytes, ...]
     arf_tokens: tuple[bytes, ...] = ()
+    campaign_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)  # campaign -> its own secrets
 
     @classmethod
     def from_env(cls) -> IngestConfig:
@@ -63,16 +64,18 @@ class IngestConfig:
         )
         secrets: tuple[bytes, ...] = ()
         tokens: tuple[bytes, ...] = ()
+        campaign_secrets: dict[str, tuple[bytes, ...]] = {}
         try:
             if "webhook" in groups:
-                secrets = groups.pop("webhook").secrets()
+                webhook = groups.pop("webhook")
+                secrets, campaign_secrets = webhook.secrets(), webhook.campaign_secrets()
             if "ingest" in groups:
                 tokens = groups["ingest"].arf_tokens()
         except ConfigError as error:
             problems.append(str(error))
         if problems:
             raise invalid(problems)
-        return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens)
+        return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens, campaign_secrets=campaign_secrets)
 
     def __repr__(self) -> str:  # never the secrets
         return f"<IngestConfig topic={self.guard.input_topics[0]} dlq={self.guard.dlq_topic}>"
@@ -138,7 +141,7 @@ class Ingest:
 
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
-        self.verifier = Verifier(config.webhook_secrets)
+        self.verifier = Verifier(config.webhook_secrets, config.campaign_secrets)
         self._arf_digests = tuple(hashlib.sha256(token).digest() for token in config.arf_tokens)
         self.metrics, self.health = IngestMetrics(), IngestHealth()
         self._producer: AIOKafkaProducer | None = None
@@ -254,15 +257,17 @@ class Ingest:
         self.health.kafka_error = repr(error) or "no answer"
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        # a header that spells no MAC is refused before a byte of the body is read
-        if (claimed := self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))) is None:
+        # a header that spells no MAC, or a URL no secret can sign for, is refused before the body is read
+        url_campaign = (request.query.get("campaign") or "").strip() or None  # unsigned: picks a secret, no more
+        claimed = self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))
+        if claimed is None or not self.verifier.can_verify(url_campaign):
             return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
 
         async def handle(body: bytes) -> web.Response:
-            if not self.verifier.matches(body, claimed):
+            if (signer := self.verifier.signer(body, claimed, url_campaign)) is None:
                 return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
             try:
-                campaign_id, value = webhook_record(body, request.query.get("campaign"))
+                campaign_id, value = webhook_record(body, signer.campaign)
             except UnusableWebhook as error:
                 return await self._dead_letter("leadterra", body, str(error))
             return await self._produce("leadterra", campaign_id, value)
