@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from guard.cli.common import print_error
 from guard.errors import ConfigError, GuardError
@@ -48,10 +47,14 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         config = IngestConfig.from_env()
     except ConfigError as error:
-        print(f"guard: {error}", file=sys.stderr)
+        print_error(str(error))
         return 2
     configure_logging(config.guard.log_level)
-    asyncio.run(run_until_signalled(Ingest(config)))
+    try:
+        asyncio.run(run_until_signalled(Ingest(config)))
+    except GuardError as error:  # its port not to be had
+        print_error(str(error))
+        return 2
     return 0
 
 

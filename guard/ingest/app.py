@@ -36,6 +36,7 @@ from guard.runtime.kafka import client_options
 from guard.runtime.server import health_app
 from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
 from guard.runtime.settings.env import invalid, read_each
+from guard.runtime.startup import listening
 
 log = structlog.get_logger("guard.ingest")
 
@@ -180,7 +181,14 @@ class Ingest:
         assert self._runner.server is not None
         accept = ConnectionCap(self._runner.server, settings.max_connections, self.metrics.connections_refused)
         guard = self.config.guard
-        self._listener = await asyncio.get_running_loop().create_server(accept, guard.http_host, guard.http_port)
+        try:
+            with listening(guard, f"{WEBHOOK_PATH}, /livez, /readyz and /metrics"):
+                self._listener = await asyncio.get_running_loop().create_server(
+                    accept, guard.http_host, guard.http_port
+                )
+        except ConfigError:
+            await self._runner.cleanup()
+            raise
         self.port = self._listener.sockets[0].getsockname()[1]
         probe = asyncio.create_task(self._connect_and_probe())
         log.info("ingest started", http_port=self.port, topic=self.config.guard.input_topics[0])
