@@ -23,11 +23,11 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
-from guard.ingest.door import ConnectionCap
+from guard.ingest.door import ConnectionCap, ParserErrors
+from guard.ingest.health import IngestHealth, IngestMetrics
 from guard.ingest.limits import door_limit, producer_request_size, topic_message_limit
 from guard.ingest.signature import SIGNATURE_HEADER, Verifier
 from guard.ingest.webhook import UnusableWebhook, webhook_record
@@ -82,60 +82,6 @@ class IngestConfig:
         return f"<IngestConfig topic={self.guard.input_topics[0]} dlq={self.guard.dlq_topic}>"
 
 
-class IngestMetrics:
-    def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter(
-            "guard_ingest_requests_total",
-            "Requests by route (leadterra, arf) and outcome: produced, dead_lettered, unauthorized, "
-            "unavailable (503), too_large (413), timeout (408).",
-            ["route", "outcome"],
-            registry=r,
-        )
-        self.produce_seconds = Histogram(
-            "guard_ingest_produce_duration_seconds",
-            "From a request's first byte read to the broker's acknowledgement.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
-        self.connections_refused = Counter(
-            "guard_ingest_connections_refused_total",
-            "Connections answered 503 and closed because GUARD_INGEST_MAX_CONNECTIONS were open.",
-            registry=r,
-        )
-        self.dead_letters = Counter(
-            "guard_ingest_dead_letters_total",
-            "Dead-letter writes by result: written (as it came), truncated (too big to copy whole: cut), "
-            "failed (not written; the request was answered 503).",
-            ["result"],
-            registry=r,
-        )
-
-
-class IngestHealth:
-    """Live while the process serves; ready once connected to Kafka, while it answers, not stopping."""
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.kafka_error: str | None = None
-        self.stopping = False
-
-    def live(self) -> tuple[bool, str]:
-        return True, "ok"
-
-    def warnings(self) -> list[str]:
-        return []
-
-    def ready(self) -> tuple[bool, str]:
-        if self.stopping:
-            return False, "stopping"
-        if not self.connected:
-            return False, "not connected to Kafka yet"
-        if self.kafka_error is not None:
-            return False, f"Kafka unreachable: {self.kafka_error}"
-        return True, "ok"
-
-
 class Ingest:
     """The HTTP routes, the producer, and their lifecycle. `run()` returns after `stop()` has drained:
     in-flight requests answered, the producer flushed."""
@@ -176,10 +122,14 @@ class Ingest:
             max_field_size=settings.max_header_bytes,
             max_headers=settings.max_headers,
             lingering_time=LINGER_SECONDS,
+            logger=ParserErrors(self.metrics.bad_requests),
         )
         await self._runner.setup()
         assert self._runner.server is not None
-        accept = ConnectionCap(self._runner.server, settings.max_connections, self.metrics.connections_refused)
+        metrics = self.metrics
+        accept = ConnectionCap(
+            self._runner.server, settings.max_connections, metrics.connections_refused, metrics.connections_evicted
+        )
         guard = self.config.guard
         try:
             with listening(guard, f"{WEBHOOK_PATH}, /livez, /readyz and /metrics"):
@@ -318,6 +268,9 @@ class Ingest:
         except TimeoutError:
             self.metrics.requests.labels(route, "timeout").inc()
             return _answer(408, error="request body not received in time")
+        except ConnectionError:  # the client went away mid-body: nobody to answer, nothing to log
+            self.metrics.requests.labels(route, "disconnected").inc()
+            return _answer(400, error="connection lost before the body was received")
         response = await handle(body)
         if response.status < 300:
             self.metrics.produce_seconds.observe(time.perf_counter() - started)
