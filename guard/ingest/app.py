@@ -12,6 +12,7 @@ sender's retry then duplicates it, and the guard counts an (event, messageId) pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
@@ -97,6 +98,7 @@ class Ingest:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._door: ConnectionCap | None = None
         self.port = config.guard.http_port
 
     def app(self) -> web.Application:
@@ -127,7 +129,7 @@ class Ingest:
         await self._runner.setup()
         assert self._runner.server is not None
         metrics = self.metrics
-        accept = ConnectionCap(
+        self._door = accept = ConnectionCap(
             self._runner.server, settings.max_connections, metrics.connections_refused, metrics.connections_evicted
         )
         guard = self.config.guard
@@ -262,13 +264,17 @@ class Ingest:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.ingest.read_timeout):
-                body = await _read_body(request, self.body_limit)
+                with self._door.reading_body(request.protocol) if self._door else contextlib.nullcontext():
+                    body = await _read_body(request, self.body_limit)
         except web.HTTPRequestEntityTooLarge:
             return self._too_large(route)
         except TimeoutError:
             self.metrics.requests.labels(route, "timeout").inc()
             return _answer(408, error="request body not received in time")
-        except ConnectionError:  # the client went away mid-body: nobody to answer, nothing to log
+        except (ConnectionError, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and request.transport is not None:
+                raise  # not aiohttp's "Connection closed." of a connection closed to make room
+            # the client went away mid-body, or its connection was closed to make room: nobody to answer
             self.metrics.requests.labels(route, "disconnected").inc()
             return _answer(400, error="connection lost before the body was received")
         response = await handle(body)

@@ -5,9 +5,11 @@ aiohttp bounds header size and count and closes connections idle past `keepalive
 also runs from the moment a connection opens, so a header sent too slowly is cut off too); it has
 no bound on open connections. The listener's protocol factory is that bound. At the bound, the
 oldest connection that is not in a request (its headers unfinished, or idle between requests) is
-closed to admit the new one, so clients that hold connections without sending cannot keep a signed
-webhook out; only when every connection is in a request is the new one answered 503 and closed,
-before any of its bytes are read.
+closed to admit the new one, else the one that has been sending its body the longest (a body is read
+before its signature can be checked: a sender slower than the others is the likeliest to be no
+sender at all), so clients that hold connections cannot keep a signed webhook out. Only when every
+connection is past its body (being answered: produced, refused) is the new one answered 503 and
+closed, before any of its bytes are read.
 
 A request line or header over the limits, or bytes that are not HTTP, is answered 400 by aiohttp,
 which logs an error with a traceback for each: such requests are counted instead, and the first
@@ -17,7 +19,9 @@ one said once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -47,18 +51,30 @@ def _between_requests(handler: RequestHandler) -> bool:
 
 class ConnectionCap:
     """A protocol factory for `loop.create_server`: aiohttp's handler while fewer than `limit` are open;
-    at the limit, the oldest connection between requests is closed to make room (`evicted`), and when
-    every one is in a request the new one is answered 503 (`refused`)."""
+    at the limit, the oldest connection between requests, else the oldest still sending its body, is
+    closed to make room (`evicted`), and otherwise the new one is answered 503 (`refused`)."""
 
     def __init__(self, server: web.Server, limit: int, refused: Counter, evicted: Counter) -> None:
         self._server, self._limit, self._refused, self._evicted = server, limit, refused, evicted
+        self._reading: dict[RequestHandler, None] = {}  # an ordered set: the longest reading first
+
+    @contextlib.contextmanager
+    def reading_body(self, connection: RequestHandler | None) -> Iterator[None]:
+        """While a request's body is read on `connection`, it may be closed to make room."""
+        if connection is not None:
+            self._reading[connection] = None
+        try:
+            yield
+        finally:
+            self._reading.pop(connection, None)  # type: ignore[arg-type]
 
     def __call__(self) -> asyncio.BaseProtocol:
         open_ = [handler for handler in self._server.connections if handler.transport is not None]
         if len(open_) >= self._limit:
             # oldest first: the server keeps its connections in the order they were made
-            oldest = next((handler for handler in open_ if _between_requests(handler)), None)
-            if oldest is None:
+            idle = (handler for handler in open_ if _between_requests(handler))
+            reading = (handler for handler in self._reading if handler.transport is not None)
+            if (oldest := next(idle, None) or next(reading, None)) is None:
                 self._refused.inc()
                 return _Busy()
             oldest.force_close()
