@@ -184,3 +184,27 @@ class TestShellManners:
         assert result.returncode == 2
         assert "Traceback" not in result.stderr
         assert "99999 is not a TCP port" in result.stderr.splitlines()[-1]
+
+    @pytest.mark.parametrize("command", ["run", "ingest"])
+    def test_a_taken_port_is_one_line(self, command: str) -> None:
+        """`guard run` and `guard ingest` on a port another process holds: one line naming the settings, exit 2."""
+        import subprocess
+
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            env = {
+                **os.environ,
+                "GUARD_HTTP_HOST": "127.0.0.1",
+                "GUARD_HTTP_PORT": str(port),
+                "GUARD_DRY_RUN": "true",
+                "GUARD_RULES": str(RULES),
+                "LEADTERRA_WEBHOOK_SECRET": "whsec_port",
+                "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # never reached: the port comes first
+            }
+            result = subprocess.run([*GUARD, command], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("guard:")]
+        assert f"127.0.0.1:{port} (GUARD_HTTP_HOST, GUARD_HTTP_PORT)" in line

@@ -833,6 +833,20 @@ class TestIngest:
         assert volume["secret"]["secretName"] == "leadterra-webhook"
         assert volume["secret"]["items"] == [{"key": "s", "path": "webhook-secret"}]
 
+    def test_campaign_secrets_are_a_file_from_the_existing_secret(self) -> None:
+        """ingest.webhookSecret.campaignSecretsKey mounts the campaigns' own webhook secrets beside the account's."""
+        objects = render(
+            "--values", str(SCENARIOS["default"]), "--set", "ingest.enabled=true",
+            "--set", "ingest.webhookSecret.existingSecret=leadterra-webhook",
+            "--set", "ingest.webhookSecret.campaignSecretsKey=campaigns.yaml",
+        )  # fmt: skip
+        [container] = self._pod(objects)["spec"]["containers"]
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        [volume] = [v for v in self._pod(objects)["spec"]["volumes"] if v["name"] == "ingest-secret"]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "ingest-secret"]
+        files = {f"{mount['mountPath']}/{item['path']}": item["key"] for item in volume["secret"]["items"]}
+        assert files[env["LEADTERRA_WEBHOOK_CAMPAIGN_SECRETS_FILE"]] == "campaigns.yaml"
+
     def test_network_policy_lets_in_http_only_and_out_dns_and_kafka_only(self) -> None:
         spec = the(render(*self.FULL), "NetworkPolicy", self.NAME)["spec"]
         assert [rule["ports"] for rule in spec["ingress"]] == [[{"port": "http", "protocol": "TCP"}]]

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 ARF = Path(__file__).parent / "arf"
 SECRET, OLD_SECRET, ARF_TOKEN = b"whsec_new", b"whsec_old", b"arf-token-1"
+CAMPAIGN_SECRETS = {"camp_own": (b"whsec_own",)}  # camp_own's webhook (?campaign=camp_own) has its own secret
 
 
 class Topics:
@@ -70,6 +71,7 @@ async def running_ingest(broker: BrokerInfo, topics: Topics, **ingest: object) -
         ingest=IngestSettings(**ingest),
         webhook_secrets=(OLD_SECRET, SECRET),
         arf_tokens=(ARF_TOKEN,),
+        campaign_secrets=CAMPAIGN_SECRETS,
     )
     service = Ingest(config)
     task = asyncio.create_task(service.run())
@@ -154,16 +156,39 @@ async def test_both_secrets_of_a_rotation_are_accepted(ingest, topics, kafka_boo
     assert sorted(message_ids(records)) == ["m-new", "m-old"]
 
 
-async def test_the_campaign_comes_from_the_reply_or_the_url(ingest, topics, kafka_bootstrap) -> None:
-    """Without data.campaignId: data.reply.campaignId, else ?campaign=; written into data.campaignId."""
+async def test_the_campaign_comes_from_the_reply_or_the_campaign_secret(ingest, topics, kafka_bootstrap) -> None:
+    """Without data.campaignId: data.reply.campaignId, else the campaign whose own secret signed the body
+    at its URL (?campaign=camp_own); written into data.campaignId."""
     reply = json.dumps({"event": "reply.received", "data": {"reply": {"id": "r1", "campaignId": "camp_x"}}}).encode()
     bounce = webhook(None, "m-b", "message.bounced")
     assert (await ingest.post(WEBHOOK_PATH, content=reply, headers=signed(reply))).status_code == 200
-    url = f"{WEBHOOK_PATH}?campaign=camp_y"
-    assert (await ingest.post(url, content=bounce, headers=signed(bounce))).status_code == 200
+    url = f"{WEBHOOK_PATH}?campaign=camp_own"
+    assert (await ingest.post(url, content=bounce, headers=signed(bounce, b"whsec_own"))).status_code == 200
     records = await read_all(kafka_bootstrap, topics.input, lambda r: len(r) >= 2)
     got = {record.key: json.loads(record.value)["data"]["campaignId"] for record in records}
-    assert got == {b"camp_x": "camp_x", b"camp_y": "camp_y"}
+    assert got == {b"camp_x": "camp_x", b"camp_own": "camp_own"}
+
+
+async def test_a_signed_body_cannot_be_pinned_on_a_campaign_by_the_url(ingest, topics, kafka_bootstrap) -> None:
+    """The URL is not signed: a body naming no campaign, signed with the account secret, posted with
+    ?campaign=camp_a and ?campaign=camp_b, lands under neither (dead-lettered, the reason says why); camp_own's
+    secret signs only at camp_own's URL, and only for camp_own."""
+    body = webhook(None, "m-pinned", "message.bounced")
+    for campaign in ("camp_a", "camp_b"):
+        answer = await ingest.post(f"{WEBHOOK_PATH}?campaign={campaign}", content=body, headers=signed(body))
+        assert answer.status_code == 200 and answer.json()["status"] == "dead_lettered", answer.text
+        assert "?campaign= is not signed" in answer.json()["reason"]
+    own = signed(body, b"whsec_own")
+    for url in (f"{WEBHOOK_PATH}?campaign=camp_a", WEBHOOK_PATH):  # camp_own's secret elsewhere: not a signature
+        assert (await ingest.post(url, content=body, headers=own)).status_code == 401
+    other = webhook("camp_b", "m-other")  # camp_own's secret naming another campaign in the body
+    answer = await ingest.post(f"{WEBHOOK_PATH}?campaign=camp_own", content=other, headers=signed(other, b"whsec_own"))
+    assert answer.json()["status"] == "dead_lettered" and "speaks for that campaign only" in answer.json()["reason"]
+    assert (await ingest.post(f"{WEBHOOK_PATH}?campaign=camp_own", content=body, headers=own)).status_code == 200
+    dead = await read_all(kafka_bootstrap, topics.dlq, lambda r: len(r) >= 3)
+    assert sorted(r.value for r in dead) == sorted([body, body, other])
+    records = await read_all(kafka_bootstrap, topics.input, lambda r: False, timeout=1.0)  # all there is
+    assert [(r.key, json.loads(r.value)["data"]["campaignId"]) for r in records] == [(b"camp_own", "camp_own")]
 
 
 @pytest.mark.parametrize(

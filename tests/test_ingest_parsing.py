@@ -13,7 +13,7 @@ import pytest
 from guard.contracts.events import Signal, decode
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
-from guard.ingest.signature import Verifier, sign
+from guard.ingest.signature import Signer, Verifier, sign
 from guard.ingest.webhook import UnusableWebhook, webhook_record
 from guard.runtime.settings import IngestSettings, WebhookSettings
 
@@ -92,6 +92,18 @@ class TestVerifier:
         assert verifier.verify(BODY, sign(b"old", BODY)) and verifier.verify(BODY, sign(b"new", BODY))
         assert not verifier.verify(BODY, sign(b"third", BODY))
 
+    def test_a_campaign_secret_signs_only_at_its_campaign_url(self) -> None:
+        """camp_a's own secret is tried only for ?campaign=camp_a; an account secret anywhere, speaking for
+        no campaign of the URL's (the URL is not signed)."""
+        verifier = Verifier((SECRET,), {"camp_a": (b"whsec_a",)})
+        by_a, by_account = _mac(b"whsec_a", BODY), _mac(SECRET, BODY)
+        assert verifier.signer(BODY, by_a, "camp_a") == Signer("camp_a")
+        assert verifier.signer(BODY, by_a, "camp_b") is None
+        assert verifier.signer(BODY, by_a, None) is None
+        assert verifier.signer(BODY, by_account, "camp_a") == Signer(None)
+        assert verifier.signer(BODY, _mac(b"whsec_a", BODY + b" "), "camp_a") is None
+        assert not Verifier((), {"camp_a": (b"whsec_a",)}).can_verify("camp_b")
+
     def test_refuses_blank_secrets_and_never_shows_them(self) -> None:
         """An empty secret would let anyone sign; the repr holds no secret."""
         with pytest.raises(ValueError):
@@ -117,6 +129,23 @@ class TestSecretSettings:
             WebhookSettings().secrets()
         assert "hunter2" not in str(raised.value)
 
+    def test_campaign_secrets_from_a_file(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """One secret, or a list during a rotation, per campaign; then no account secret is needed."""
+        monkeypatch.delenv("LEADTERRA_WEBHOOK_SECRET", raising=False)
+        (tmp_path / "campaigns.yaml").write_text("camp_a: whsec_a\ncamp_b: [whsec_b_old, whsec_b_new]\n")
+        settings = WebhookSettings(campaign_secrets_file=tmp_path / "campaigns.yaml")
+        assert settings.secrets() == ()
+        assert settings.campaign_secrets() == {"camp_a": (b"whsec_a",), "camp_b": (b"whsec_b_old", b"whsec_b_new")}
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [("camp_a: ''\n", "empty secret"), ("- whsec_1\n", "must map campaign ids"), ("camp_a: [1]\n", "not text")],
+    )
+    def test_a_wrong_campaign_secrets_file_is_refused(self, tmp_path: Path, text: str, message: str) -> None:
+        (tmp_path / "campaigns.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            WebhookSettings(campaign_secrets_file=tmp_path / "campaigns.yaml").campaign_secrets()
+
     def test_no_secret_is_an_error(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("LEADTERRA_WEBHOOK_SECRET", raising=False)
         with pytest.raises(ConfigError, match="LEADTERRA_WEBHOOK_SECRET"):
@@ -125,22 +154,35 @@ class TestSecretSettings:
 
 class TestWebhookRecord:
     def test_a_body_with_data_campaign_id_is_forwarded_byte_for_byte(self) -> None:
-        assert webhook_record(BODY, "ignored") == ("camp_1", BODY)
+        assert webhook_record(BODY, None) == ("camp_1", BODY)
+        assert webhook_record(BODY, "camp_1") == ("camp_1", BODY)
 
     @pytest.mark.parametrize(
-        ("body", "param", "expected"),
+        ("body", "bound", "expected"),
         [
             ({"event": "reply.received", "data": {"reply": {"id": "r1", "campaignId": "camp_r"}}}, None, "camp_r"),
             ({"event": "message.bounced", "data": {"messageId": "m"}}, "camp_q", "camp_q"),
             ({"event": "campaign.started"}, "camp_s", "camp_s"),
-            ({"event": "reply.received", "data": {"reply": {"campaignId": "camp_r"}}}, "camp_q", "camp_r"),
+            ({"event": "reply.received", "data": {"reply": {"campaignId": "camp_q"}}}, "camp_q", "camp_q"),
         ],
     )
-    def test_the_campaign_id_is_found_and_written_into_data(self, body: dict, param: str | None, expected: str) -> None:
-        """data.campaignId, else data.reply.campaignId, else ?campaign=; the guard then decodes it."""
-        campaign_id, value = webhook_record(json.dumps(body).encode(), param)
+    def test_the_campaign_id_is_found_and_written_into_data(self, body: dict, bound: str | None, expected: str) -> None:
+        """data.campaignId, else data.reply.campaignId, else the campaign the signing secret is bound to."""
+        campaign_id, value = webhook_record(json.dumps(body).encode(), bound)
         assert campaign_id == expected
         assert json.loads(value)["data"]["campaignId"] == expected
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            pytest.param({"event": "message.sent", "data": {"campaignId": "camp_b"}}, id="data"),
+            pytest.param({"event": "reply.received", "data": {"reply": {"campaignId": "camp_b"}}}, id="reply"),
+        ],
+    )
+    def test_a_campaign_secret_cannot_speak_for_another_campaign(self, body: dict) -> None:
+        """Signed with camp_a's own secret, a body naming camp_b is unusable: that secret speaks for camp_a only."""
+        with pytest.raises(UnusableWebhook, match="signed with the secret of campaign 'camp_a'"):
+            webhook_record(json.dumps(body).encode(), "camp_a")
 
     @pytest.mark.parametrize(
         ("body", "reason"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from guard.cli.common import print_error, rules_problem
 from guard.errors import ConfigError, GuardError
@@ -48,16 +47,13 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         config = IngestConfig.from_env()
     except ConfigError as error:
-        print(f"guard: {error}", file=sys.stderr)
+        print_error(str(error))
         return 2
     configure_logging(config.guard.log_level)
     try:
         asyncio.run(run_until_signalled(Ingest(config)))
-    except OSError as error:  # the port is taken, or the address is not this host's
-        print_error(
-            f"cannot serve on {config.guard.http_host}:{config.guard.http_port} (GUARD_HTTP_HOST, GUARD_HTTP_PORT): "
-            f"{error.strerror or error}"
-        )
+    except GuardError as error:  # its port not to be had
+        print_error(str(error))
         return 2
     return 0
 

@@ -3,5 +3,8 @@
 signature.py  X-Leadterra-Signature checks (HMAC-SHA256, hex or base64, several secrets)
 webhook.py    a webhook body -> (campaign id, record value), pure
 arf.py        an ARF report -> a `message.complained` event, pure
-app.py        the HTTP routes, the producer, health and metrics
+app.py        the HTTP routes and the producer
+door.py       connections before they are requests: the cap, who makes room, malformed requests
+health.py     its metrics, liveness and readiness
+limits.py     how large a body can be: the door, the producer and the topic agree
 """

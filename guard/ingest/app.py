@@ -12,22 +12,23 @@ sender's retry then duplicates it, and the guard counts an (event, messageId) pa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 import msgspec
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
-from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
-from guard.ingest.door import ConnectionCap
+from guard.ingest.door import ConnectionCap, ParserErrors
+from guard.ingest.health import IngestHealth, IngestMetrics
 from guard.ingest.limits import door_limit, producer_request_size, topic_message_limit
 from guard.ingest.signature import SIGNATURE_HEADER, Verifier
 from guard.ingest.webhook import UnusableWebhook, webhook_record
@@ -36,6 +37,7 @@ from guard.runtime.kafka import client_options
 from guard.runtime.server import health_app
 from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
 from guard.runtime.settings.env import invalid, read_each
+from guard.runtime.startup import listening
 
 log = structlog.get_logger("guard.ingest")
 
@@ -54,6 +56,7 @@ class IngestConfig:
     ingest: IngestSettings
     webhook_secrets: tuple[bytes, ...]
     arf_tokens: tuple[bytes, ...] = ()
+    campaign_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)  # campaign -> its own secrets
 
     @classmethod
     def from_env(cls) -> IngestConfig:
@@ -63,73 +66,21 @@ class IngestConfig:
         )
         secrets: tuple[bytes, ...] = ()
         tokens: tuple[bytes, ...] = ()
+        campaign_secrets: dict[str, tuple[bytes, ...]] = {}
         try:
             if "webhook" in groups:
-                secrets = groups.pop("webhook").secrets()
+                webhook = groups.pop("webhook")
+                secrets, campaign_secrets = webhook.secrets(), webhook.campaign_secrets()
             if "ingest" in groups:
                 tokens = groups["ingest"].arf_tokens()
         except ConfigError as error:
             problems.append(str(error))
         if problems:
             raise invalid(problems)
-        return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens)
+        return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens, campaign_secrets=campaign_secrets)
 
     def __repr__(self) -> str:  # never the secrets
         return f"<IngestConfig topic={self.guard.input_topics[0]} dlq={self.guard.dlq_topic}>"
-
-
-class IngestMetrics:
-    def __init__(self) -> None:
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter(
-            "guard_ingest_requests_total",
-            "Requests by route (leadterra, arf) and outcome: produced, dead_lettered, unauthorized, "
-            "unavailable (503), too_large (413), timeout (408).",
-            ["route", "outcome"],
-            registry=r,
-        )
-        self.produce_seconds = Histogram(
-            "guard_ingest_produce_duration_seconds",
-            "From a request's first byte read to the broker's acknowledgement.",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
-        self.connections_refused = Counter(
-            "guard_ingest_connections_refused_total",
-            "Connections answered 503 and closed because GUARD_INGEST_MAX_CONNECTIONS were open.",
-            registry=r,
-        )
-        self.dead_letters = Counter(
-            "guard_ingest_dead_letters_total",
-            "Dead-letter writes by result: written (as it came), truncated (too big to copy whole: cut), "
-            "failed (not written; the request was answered 503).",
-            ["result"],
-            registry=r,
-        )
-
-
-class IngestHealth:
-    """Live while the process serves; ready once connected to Kafka, while it answers, not stopping."""
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.kafka_error: str | None = None
-        self.stopping = False
-
-    def live(self) -> tuple[bool, str]:
-        return True, "ok"
-
-    def warnings(self) -> list[str]:
-        return []
-
-    def ready(self) -> tuple[bool, str]:
-        if self.stopping:
-            return False, "stopping"
-        if not self.connected:
-            return False, "not connected to Kafka yet"
-        if self.kafka_error is not None:
-            return False, f"Kafka unreachable: {self.kafka_error}"
-        return True, "ok"
 
 
 class Ingest:
@@ -138,7 +89,7 @@ class Ingest:
 
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
-        self.verifier = Verifier(config.webhook_secrets)
+        self.verifier = Verifier(config.webhook_secrets, config.campaign_secrets)
         self._arf_digests = tuple(hashlib.sha256(token).digest() for token in config.arf_tokens)
         self.metrics, self.health = IngestMetrics(), IngestHealth()
         self._producer: AIOKafkaProducer | None = None
@@ -147,6 +98,7 @@ class Ingest:
         self._stop = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._door: ConnectionCap | None = None
         self.port = config.guard.http_port
 
     def app(self) -> web.Application:
@@ -172,12 +124,23 @@ class Ingest:
             max_field_size=settings.max_header_bytes,
             max_headers=settings.max_headers,
             lingering_time=LINGER_SECONDS,
+            logger=ParserErrors(self.metrics.bad_requests),
         )
         await self._runner.setup()
         assert self._runner.server is not None
-        accept = ConnectionCap(self._runner.server, settings.max_connections, self.metrics.connections_refused)
+        metrics = self.metrics
+        self._door = accept = ConnectionCap(
+            self._runner.server, settings.max_connections, metrics.connections_refused, metrics.connections_evicted
+        )
         guard = self.config.guard
-        self._listener = await asyncio.get_running_loop().create_server(accept, guard.http_host, guard.http_port)
+        try:
+            with listening(guard, f"{WEBHOOK_PATH}, /livez, /readyz and /metrics"):
+                self._listener = await asyncio.get_running_loop().create_server(
+                    accept, guard.http_host, guard.http_port
+                )
+        except ConfigError:
+            await self._runner.cleanup()
+            raise
         self.port = self._listener.sockets[0].getsockname()[1]
         probe = asyncio.create_task(self._connect_and_probe())
         log.info("ingest started", http_port=self.port, topic=self.config.guard.input_topics[0])
@@ -254,15 +217,17 @@ class Ingest:
         self.health.kafka_error = repr(error) or "no answer"
 
     async def _webhook(self, request: web.Request) -> web.Response:
-        # a header that spells no MAC is refused before a byte of the body is read
-        if (claimed := self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))) is None:
+        # a header that spells no MAC, or a URL no secret can sign for, is refused before the body is read
+        url_campaign = (request.query.get("campaign") or "").strip() or None  # unsigned: picks a secret, no more
+        claimed = self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))
+        if claimed is None or not self.verifier.can_verify(url_campaign):
             return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
 
         async def handle(body: bytes) -> web.Response:
-            if not self.verifier.matches(body, claimed):
+            if (signer := self.verifier.signer(body, claimed, url_campaign)) is None:
                 return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
             try:
-                campaign_id, value = webhook_record(body, request.query.get("campaign"))
+                campaign_id, value = webhook_record(body, signer.campaign)
             except UnusableWebhook as error:
                 return await self._dead_letter("leadterra", body, str(error))
             return await self._produce("leadterra", campaign_id, value)
@@ -299,12 +264,19 @@ class Ingest:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.ingest.read_timeout):
-                body = await _read_body(request, self.body_limit)
+                with self._door.reading_body(request.protocol) if self._door else contextlib.nullcontext():
+                    body = await _read_body(request, self.body_limit)
         except web.HTTPRequestEntityTooLarge:
             return self._too_large(route)
         except TimeoutError:
             self.metrics.requests.labels(route, "timeout").inc()
             return _answer(408, error="request body not received in time")
+        except (ConnectionError, RuntimeError) as error:
+            if isinstance(error, RuntimeError) and request.transport is not None:
+                raise  # not aiohttp's "Connection closed." of a connection closed to make room
+            # the client went away mid-body, or its connection was closed to make room: nobody to answer
+            self.metrics.requests.labels(route, "disconnected").inc()
+            return _answer(400, error="connection lost before the body was received")
         response = await handle(body)
         if response.status < 300:
             self.metrics.produce_seconds.observe(time.perf_counter() - started)

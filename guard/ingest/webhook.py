@@ -1,8 +1,11 @@
 """A signed Leadterra webhook body -> the record the guard reads (pure).
 
 Leadterra documents `campaignId` only inside `data.reply`, so the campaign comes from
-`data.campaignId`, else `data.reply.campaignId`, else the webhook URL's `campaign` query parameter
-(one webhook registered per campaign), and is written into `data.campaignId`, the guard's contract.
+`data.campaignId`, else `data.reply.campaignId`, else the campaign the body's signing secret is bound
+to (one webhook, with its own secret, registered per campaign), and is written into
+`data.campaignId`, the guard's contract. The URL's `?campaign=` is not signed: it only picks which
+campaign's secret to try (signature.py), and never attributes a body by itself. A body signed with a
+campaign's secret that names another campaign is unusable: that secret cannot speak for it.
 
 Only the envelope and `data` are decoded; every other value is copied byte for byte (msgspec.Raw),
 so the record is never larger than the body plus the campaign id it gains (a number such as `1e15`
@@ -26,8 +29,9 @@ class UnusableWebhook(GuardError):
     """A signed body the guard cannot use (a retry would not help); dead-lettered with this reason."""
 
 
-def webhook_record(body: bytes, campaign_param: str | None) -> tuple[str, bytes]:
-    """(campaign id, record value); the body's own bytes when it already carries data.campaignId."""
+def webhook_record(body: bytes, bound_campaign: str | None) -> tuple[str, bytes]:
+    """(campaign id, record value); the body's own bytes when it already carries data.campaignId.
+    `bound_campaign`: the campaign the signing secret is bound to, None for an account secret."""
     try:
         envelope = msgspec.json.decode(body, type=_Object)
     except msgspec.ValidationError:
@@ -44,20 +48,32 @@ def webhook_record(body: bytes, campaign_param: str | None) -> tuple[str, bytes]
     if data is None and bytes(raw_data or b"").strip() != b"null":
         raise UnusableWebhook("not a webhook envelope: data is not an object")
     data = data or {}
-    if _usable(own := _value(data.get("campaignId"))):
-        return own, body
-    reply = _value(data.get("reply"))
-    campaign_id = reply.get("campaignId") if isinstance(reply, dict) else None
-    if not _usable(campaign_id):
-        campaign_id = campaign_param.strip() if campaign_param else None
+    in_data = _value(data.get("campaignId"))
+    named = in_data if _usable(in_data) else _reply_campaign(data)
+    if named is not None and bound_campaign is not None and named != bound_campaign:
+        raise UnusableWebhook(
+            f"the body names campaign {named[:80]!r}, but it is signed with the secret of campaign "
+            f"{bound_campaign[:80]!r}, which speaks for that campaign only"
+        )
+    if named is not None and named == in_data:
+        return named, body
+    campaign_id = named or bound_campaign
     if not campaign_id:
         raise UnusableWebhook(
-            "no campaign id: neither data.campaignId, data.reply.campaignId nor the URL's ?campaign= parameter"
+            "no campaign id: neither data.campaignId nor data.reply.campaignId, and not signed with a campaign's "
+            "own secret (the URL's ?campaign= is not signed: it counts only with that campaign's secret, "
+            "LEADTERRA_WEBHOOK_CAMPAIGN_SECRETS_FILE)"
         )
     _bounded(campaign_id)
     data["campaignId"] = msgspec.Raw(msgspec.json.encode(campaign_id))
     envelope["data"] = msgspec.Raw(msgspec.json.encode(data))
     return campaign_id, msgspec.json.encode(envelope)
+
+
+def _reply_campaign(data: _Object) -> str | None:
+    reply = _value(data.get("reply"))
+    campaign_id = reply.get("campaignId") if isinstance(reply, dict) else None
+    return campaign_id if _usable(campaign_id) else None
 
 
 def _value(raw: msgspec.Raw | None, kind: Any = Any) -> Any:

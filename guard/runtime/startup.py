@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
@@ -21,15 +22,23 @@ log = structlog.get_logger("guard.runtime.service")  # the service's lines, unde
 CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
 
 
-async def serve_probes(server: HealthServer, settings: GuardSettings) -> None:
-    """First of all, so that probes answer while Kafka is still being reached."""
+@contextlib.contextmanager
+def listening(settings: GuardSettings, routes: str = "/livez, /readyz and /metrics") -> Iterator[None]:
+    """A port that cannot be had (taken, not allowed, no such address) is a ConfigError naming the
+    settings: one line from the command, not a traceback."""
     try:
-        await server.start()
+        yield
     except OSError as error:
         raise ConfigError(
-            f"cannot serve /livez, /readyz and /metrics on {settings.http_host}:{settings.http_port} "
+            f"cannot serve {routes} on {settings.http_host}:{settings.http_port} "
             f"(GUARD_HTTP_HOST, GUARD_HTTP_PORT): {error.strerror or error}"
         ) from None
+
+
+async def serve_probes(server: HealthServer, settings: GuardSettings) -> None:
+    """First of all, so that probes answer while Kafka is still being reached."""
+    with listening(settings):
+        await server.start()
 
 
 def log_configuration(settings: Settings, rules: RuleSet, http_port: int) -> None:

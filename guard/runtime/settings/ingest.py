@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import yaml
 from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from guard import redact
+from guard.contracts.events import MAX_ID_LENGTH
 from guard.errors import ConfigError
 from guard.runtime.settings.env import secret_list
 
@@ -18,9 +23,15 @@ class WebhookSettings(BaseSettings):
         None, description="Signing secret(s), comma-separated: during a rotation both verify. Never logged."
     )
     secret_file: FilePath | None = Field(None, description="A file holding the secret(s), e.g. a mounted Secret.")
+    campaign_secrets_file: FilePath | None = Field(
+        None,
+        description="YAML or JSON mapping campaign ids to the signing secret(s) of their own webhook "
+        "(`?campaign=<id>`): the only secrets that may attribute a body naming no campaign. Never logged.",
+    )
 
     def secrets(self) -> tuple[bytes, ...]:
-        """The signing secrets; raises ConfigError when none is set or one is blank."""
+        """The account's signing secrets (may be none when campaigns have their own); raises ConfigError
+        when none at all is set or one is blank."""
         if self.secret is not None and self.secret_file is not None:
             raise ConfigError("set LEADTERRA_WEBHOOK_SECRET or LEADTERRA_WEBHOOK_SECRET_FILE, not both")
         if self.secret is not None:
@@ -28,7 +39,46 @@ class WebhookSettings(BaseSettings):
         if self.secret_file is not None:
             text = self.secret_file.read_text(encoding="utf-8")
             return tuple(s.encode() for s in secret_list("LEADTERRA_WEBHOOK_SECRET_FILE", text))
-        raise ConfigError("LEADTERRA_WEBHOOK_SECRET (or LEADTERRA_WEBHOOK_SECRET_FILE) is required by guard ingest")
+        if self.campaign_secrets_file is not None:
+            return ()
+        raise ConfigError(
+            "LEADTERRA_WEBHOOK_SECRET (or LEADTERRA_WEBHOOK_SECRET_FILE, or LEADTERRA_WEBHOOK_CAMPAIGN_SECRETS_FILE) "
+            "is required by guard ingest"
+        )
+
+    def campaign_secrets(self) -> dict[str, tuple[bytes, ...]]:
+        """campaign -> its own webhook's signing secret(s) ({} without the file); ConfigError naming the
+        problem (never a secret) when the file is wrong."""
+        if self.campaign_secrets_file is None:
+            return {}
+        return read_campaign_secrets(self.campaign_secrets_file)
+
+
+def read_campaign_secrets(path: Path) -> dict[str, tuple[bytes, ...]]:
+    """`camp_123: whsec_...` lines (a list, or a comma-separated string, during a rotation)."""
+    name = "LEADTERRA_WEBHOOK_CAMPAIGN_SECRETS_FILE"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{name} cannot be read: {type(error).__name__}") from None
+    redact.register(text)  # masked before anything could quote it, a parse error included
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"{name} is neither YAML nor JSON; write `campaign_id: secret` lines") from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"{name} must map campaign ids to secrets, e.g. `camp_123: whsec_...`")
+    secrets: dict[str, tuple[bytes, ...]] = {}
+    for campaign, value in data.items():
+        if not isinstance(campaign, str) or not campaign.strip() or len(campaign) > MAX_ID_LENGTH:
+            raise ConfigError(f"{name}: {str(campaign)[:40]!r} is not a campaign id")
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, str) for item in items):
+            raise ConfigError(f"{name}: the secret of campaign {campaign[:80]} is not text")
+        found = secret_list(f"{name} (campaign {campaign[:80]})", ",".join(items))
+        redact.register(*found)
+        secrets[campaign.strip()] = tuple(item.encode() for item in found)
+    return secrets
 
 
 class IngestSettings(BaseSettings):

@@ -44,9 +44,19 @@ app.kubernetes.io/part-of: deliverability-guard
 {{- end }}
 {{- end }}
 
+{{/* The key of the campaigns' own webhook secrets in that Secret; empty: none. */}}
+{{- define "guard.ingest.campaignSecretsKey" -}}
+{{- if .Values.ingest.webhookSecret.existingSecret }}
+{{- .Values.ingest.webhookSecret.campaignSecretsKey }}
+{{- end }}
+{{- end }}
+
 {{- define "guard.ingest.validate" -}}
 {{- if not (or .Values.ingest.webhookSecret.existingSecret (trim .Values.ingest.webhookSecret.value)) }}
 {{- fail "ingest.webhookSecret.existingSecret (or ingest.webhookSecret.value) is required with ingest.enabled: unsigned webhooks are refused" }}
+{{- end }}
+{{- if and .Values.ingest.webhookSecret.campaignSecretsKey (not .Values.ingest.webhookSecret.existingSecret) }}
+{{- fail "ingest.webhookSecret.campaignSecretsKey names a key of ingest.webhookSecret.existingSecret, which is not set" }}
 {{- end }}
 {{- if and .Values.ingest.ingress.enabled (not .Values.ingest.ingress.tlsSecretName) }}
 {{- fail "ingest.ingress.tlsSecretName is required with ingest.ingress.enabled: Leadterra posts to HTTPS URLs only" }}
