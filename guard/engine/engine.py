@@ -205,8 +205,6 @@ class Engine:
             return []
         if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
             state = self._resumed(campaign_id, time)
-        if event.signal is Signal.SENT:
-            state.sends += 1
         if time > state.watermark:
             state.watermark = time
         late = False
@@ -301,25 +299,6 @@ class Engine:
             return None
         pause = state.last_pause[0] if state.last_pause is not None else None
         return Episode(state.began, state.started_at if state.began is not None else None, pause)
-
-    def judged(self, campaign_id: str, rule_name: str) -> bool:
-        """Whether the campaign's current episode holds enough evidence for the rule to have fired in it had
-        the campaign still been bad: it lasted the rule's window, its `per` events reached `min_volume`, or
-        (cusum) it sent about as many messages as a bad campaign needs to reach the level. False when the
-        campaign is not tracked or the episode is too young to tell."""
-        state = self._campaigns.get(campaign_id)
-        compiled = next((c for c in state.rules if c.rule.name == rule_name), None) if state is not None else None
-        if state is None or compiled is None:
-            return state is not None  # a rule that no longer applies to the campaign cannot judge it again
-        rule = compiled.rule
-        if rule.cusum is not None:
-            return state.sends >= rule.cusum.sends_to_detect
-        if rule.window is not None and state.watermark - state.started_at >= rule.window:
-            return True
-        if compiled.denominator is None or rule.min_volume is None:
-            return False
-        per = state.series[compiled.denominator.slot]
-        return per is not None and per.total >= rule.min_volume
 
     def cooldown_until(self, campaign_id: str, rule_name: str) -> float | None:
         """Event time until which a rule that fired for a campaign stays quiet; None when not cooling down."""

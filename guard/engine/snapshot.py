@@ -39,7 +39,7 @@ from guard.engine.state import CampaignState, RuleState
 from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, LastN, SlidingCount
 from guard.rules.models import MAX_LAST, RuleSet
 
-FORMAT = 4  # raise with any change to what is stored
+FORMAT = 3  # raise with any change to what is stored
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 
 
@@ -318,8 +318,6 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         if unknown := set(rule_states) - {compiled.rule.name for compiled in rules}:
             raise ValueError(f"states of rules that do not apply: {sorted(unknown)}")
         state = CampaignState(rules, series, rule_states=rule_states, **fields)
-        if state.sends < 0:
-            raise ValueError(f"campaign {campaign_id!r}: {state.sends} sends")
         times = [state.watermark, state.started_at, state.last_pause[1] if state.last_pause else None]
         times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]
         for value in times:

@@ -34,5 +34,4 @@ class CampaignState(msgspec.Struct, gc=False):
     began: EpisodeStart | None = None  # how the current episode began (None: with the first event seen)
     active: bool = True  # had events since the last sweep
     last_pause: Pause | None = None  # the pause decision in force (episodes.py: PAUSED), None while running
-    sends: int = 0  # `message.sent` events counted in the current episode: how much it has shown
     workspace_id: str | None = None  # the workspace its latest event named (None: none yet): decides `rules`

@@ -191,15 +191,6 @@ class CusumCondition(Frozen):
         return math.log(self.bad / self.healthy) - self.fall
 
     @cached_property
-    def sends_to_detect(self) -> float:
-        """About how many `per` events a campaign at the `bad` rate needs for the statistic to reach the level:
-        the level over the information per bad trial (the statistic's drift at the bad rate)."""
-        bad_information = self.bad * math.log(self.bad / self.healthy) + (1 - self.bad) * math.log(
-            (1 - self.bad) / (1 - self.healthy)
-        )
-        return self.threshold / bad_information
-
-    @cached_property
     def threshold(self) -> float:
         """The alarm level h in nats: a campaign of `campaign_size` trials at the healthy rate fires by
         chance with probability `false_alarms`, by Siegmund's approximation of the average run to a
