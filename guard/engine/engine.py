@@ -15,7 +15,7 @@ from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode, EpisodeStart, after_pause_decision, resumes
 from guard.engine.fingerprints import event_key
-from guard.engine.measure import Measure, evidence_from, sample_ids
+from guard.engine.measure import Measure, evidence_from, leans_bad, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.state import CampaignState, RuleState
@@ -299,6 +299,18 @@ class Engine:
             return None
         pause = state.last_pause[0] if state.last_pause is not None else None
         return Episode(state.began, state.started_at if state.began is not None else None, pause)
+
+    def leans_bad(self, campaign_id: str) -> bool:
+        """Whether the campaign's current evidence is at least halfway to some pause rule firing: a cusum
+        statistic at half its level or more, a count at half its threshold, a rate over its threshold (only
+        short of `min_volume` or `confidence`). What a still-bad campaign's episode shows before it is proven,
+        and a healthy one's almost never. False when the campaign is not tracked."""
+        state = self._campaigns.get(campaign_id)
+        return state is not None and any(
+            leans_bad(compiled, measure_of(compiled, state))
+            for compiled in state.rules
+            if compiled.rule.action == "pause"
+        )
 
     def cooldown_until(self, campaign_id: str, rule_name: str) -> float | None:
         """Event time until which a rule that fired for a campaign stays quiet; None when not cooling down."""

@@ -80,6 +80,16 @@ def _rate_measure(compiled: CompiledRule, numerator: int, denominator: float) ->
     return Measure(numerator, reported, value, enough and numerator >= threshold * denominator - _EPSILON)
 
 
+def leans_bad(compiled: CompiledRule, measure: Measure) -> bool:
+    """The measure is at least halfway to the rule firing (see Engine.leans_bad)."""
+    rule = compiled.rule
+    if rule.cusum is not None:
+        return measure.value >= rule.cusum.threshold / 2
+    if compiled.denominator is None:
+        return measure.value >= rule.threshold / 2
+    return measure.numerator > 0 and measure.value >= rule.level - _EPSILON
+
+
 def evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None]) -> float:
     """Where a decision's counted evidence starts: the oldest send a count window counted, the
     oldest bucket still inside a time window, the first event of a cusum's run; never before the

@@ -16,12 +16,12 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
    younger than the grace), go to the dispatcher at once: decision latency does not change.
 2. After each batch, a held decision no longer current is superseded: recorded `fired`, then
    `superseded` with a note saying why, never acted on. Current: the engine's pause in force for the
-   campaign is this decision, or the one it is covered by; a campaign the engine no longer tracks
-   counts as current (fail toward the pause). A campaign that ran on after a decision (a new episode,
-   in the engine's reading) is judged on that episode like any running campaign: one still bad is
-   paused as soon as its new evidence proves it, live if its history ends before (its sends go on);
-   one healthy since, never. Acting on its earlier decision instead would pause every low-volume
-   campaign that recovered but has not yet sent enough to prove it.
+   campaign is this decision, or the one it is covered by. Or the campaign ran on after its latest
+   decision (a new episode in the engine's reading) and what it shows since still leans bad: halfway to
+   a pause rule firing (a cusum at half its level, a rate over its threshold short of `min_volume`),
+   which a still-bad campaign's young episode shows and a recovered one's almost never, however few
+   its sends; then its latest decision stands. A campaign the engine no longer tracks counts as
+   current (fail toward the pause).
 3. Once the partition has caught up (its position reached the log end the consumer last saw, or both
    its latest record and its clock, the latest event time, are younger than the grace: a guard keeping
    up with heavy traffic may never end a batch at the log end), the held decisions still current go to
@@ -57,14 +57,22 @@ def behind(record_timestamp_ms: int, event_time: float, now: float, grace: float
 
 
 def release(
-    held: dict[str, Held], episode_of: Callable[[str], Episode | None], caught_up: bool
+    held: dict[str, Held],
+    episode_of: Callable[[str], Episode | None],
+    leans_bad: Callable[[str], bool],
+    caught_up: bool,
 ) -> Iterator[tuple[Held, str | None]]:
     """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
-    those no longer current at once, the others once the partition has `caught_up`. A campaign the engine
-    no longer tracks counts as current (fail toward the pause)."""
+    those no longer current at once, the others once the partition has `caught_up`."""
+    latest: dict[str, Decision] = {}  # per campaign, its latest held pause decision that calls for itself
+    for entry in held.values():
+        decision = entry.decision
+        if decision.superseded_by is None and decision.fired_at >= latest.get(decision.campaign_id, decision).fired_at:
+            latest[decision.campaign_id] = decision
     for decision_id, entry in list(held.items()):
-        episode = episode_of(entry.decision.campaign_id)
-        if episode is not None and not current(entry.decision, episode):
+        decision = entry.decision
+        episode = episode_of(decision.campaign_id)
+        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), leans_bad):
             yield entry, why_superseded(episode)
         elif caught_up:
             yield entry, None
@@ -73,9 +81,15 @@ def release(
         del held[decision_id]
 
 
-def current(decision: Decision, episode: Episode) -> bool:
-    """The decision (or the one it is covered by) is the campaign's pause in force."""
-    return episode.pause == (decision.superseded_by or decision.id)
+def current(decision: Decision, episode: Episode, latest: Decision | None, leans_bad: Callable[[str], bool]) -> bool:
+    """The decision (or the one it is covered by) is the campaign's pause in force. Or no pause is in force, the
+    campaign having run on after its latest pause decision, and what it shows since still leans bad (halfway to
+    a pause rule firing, Engine.leans_bad): that decision stands. A campaign the engine no longer tracks has no
+    episode and counts as current."""
+    calling = decision.superseded_by or decision.id
+    if episode.pause is not None:
+        return episode.pause == calling
+    return latest is not None and latest.id == calling and leans_bad(decision.campaign_id)
 
 
 def why_superseded(episode: Episode) -> str:

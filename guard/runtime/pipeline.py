@@ -338,7 +338,7 @@ class Pipeline:
 
     def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool) -> None:
         """Supersede the held decisions no longer current; once caught up, act on the others (catchup.py)."""
-        for held, note in release(progress.held, engine.episode, caught_up):
+        for held, note in release(progress.held, engine.episode, engine.leans_bad, caught_up):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
                 self._dispatcher.submit(held.decision, recorded, progress.audit_read)
