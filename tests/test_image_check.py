@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
+import subprocess
+import textwrap
 from pathlib import Path
 from types import ModuleType
 
@@ -69,3 +72,52 @@ class TestRunsAsTheChartDoes:
     def test_the_rules_are_the_charts_mounted_read_only(self, options: list[str]) -> None:
         chart_rules = ROOT / "helm" / "deliverability-guard" / "files" / "rules"
         assert f"--volume={chart_rules}:/etc/guard/rules:ro" in options
+
+
+def ci_copy(tmp_path: Path, *, tests: str, image_check: str) -> Path:
+    """A checkout with the real .ci/run, and `make` and scripts/image-check.sh replaced by these lines."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy(ROOT / ".ci" / "run", tmp_path / ".ci" / "run")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "image-check.sh").write_text(image_check)
+    makefile = f".venv/.installed:\n\t@echo venv ready\n\ntest:\n{textwrap.indent(tests, chr(9))}\n"
+    (tmp_path / "Makefile").write_text(makefile)
+    return tmp_path
+
+
+def run_ci(checkout: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", ".ci/run"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+class TestCiRunsTheImageCheck:
+    def test_the_check_runs_while_the_suite_runs_and_its_log_follows(self, tmp_path: Path) -> None:
+        """The suite waits here for a file only the image check writes: CI finishes only if both run at once."""
+        checkout = ci_copy(
+            tmp_path,
+            tests="@for i in $$(seq 100); do test -e started && break; sleep 0.1; done; test -e started\n@echo suite done",
+            image_check="touch started\necho 'image check: OK'\n",
+        )
+        result = run_ci(checkout)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert out.index("suite done") < out.index("---- image check") < out.index("image check: OK")
+
+    def test_a_failed_image_check_fails_ci(self, tmp_path: Path) -> None:
+        checkout = ci_copy(tmp_path, tests="@echo suite done", image_check="echo 'image check: FAILED'\nexit 3\n")
+        result = run_ci(checkout)
+        assert result.returncode == 3
+        assert "image check: FAILED" in result.stdout and "the image check failed" in result.stdout
+
+    def test_a_failed_suite_fails_ci_after_the_image_checks_log(self, tmp_path: Path) -> None:
+        checkout = ci_copy(tmp_path, tests="@exit 4", image_check="echo 'image check: OK'\n")
+        result = run_ci(checkout)
+        assert result.returncode != 0
+        assert "image check: OK" in result.stdout
