@@ -16,6 +16,8 @@
 # there). To update: pick the new patch tag, then
 #   docker buildx imagetools inspect python:3.11.N-slim-bookworm --format '{{json .Manifest.Digest}}'
 # and put tag and digest here (tests/test_dockerfile.py checks the shape, not the registry).
+# scripts/image-check.sh (CI) builds this file with --build-arg PYTHON_IMAGE=<a stand-in made from
+# Debian's python3.11> and runs the result as the Helm chart does.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 # ---- build: a venv with the locked dependencies and the guard's wheel ----

@@ -1,6 +1,7 @@
 # make demo: see the guard pause bad campaigns on embedded defaults.
 # make test: lint (ruff; lint-imports: the layering contracts of pyproject.toml), then the whole suite: unit,
 # integration and faults on every broker of the matrix (Tansu; Apache Kafka too when Java 17+ and Maven are present), Helm chart.
+# make image-check: the image built with podman and run as the Helm chart runs it (root; CI runs it beside make test).
 PYTHON ?= python3
 # Apache Kafka's jars (fetched by Maven on first use) and other test tools live in the ignored .tools/
 export GUARD_KAFKA_CACHE ?= $(CURDIR)/.tools
@@ -8,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench quality lock clean
+.PHONY: demo test image-check bench quality lock clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ test: $(INSTALLED)
 	$(BIN)/ruff format --check guard tests bench
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest
+
+image-check: $(INSTALLED)
+	scripts/image-check.sh
 
 # Speed, latency, memory and recovery against the ceiling and a peer (writes bench/RESULTS.md).
 bench: $(INSTALLED)
