@@ -136,20 +136,56 @@ async def test_a_decision_whose_times_no_datetime_holds_is_still_recorded(
 async def test_a_crashed_decision_is_tried_again_and_holds_its_offset_until_recorded(
     clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bug while recording `fired`: the crash is counted and the decision tried again, never settled silently;
-    its offset is released only once `fired` is written, and the pause is made."""
+    """A bug while recording `fired`: the pause is made all the same (the write is a side surface), the crash is
+    counted and the decision tried again, never settled silently; its offset is released only once `fired` is
+    written, and the campaign is paused once."""
     monkeypatch.setattr(dispatch, "CRASH_BACKOFF", (0.01, 0.05))
     standin.add_campaign("camp_crash")
-    audit, metrics = Audit(fail=2), Metrics()
+    audit, metrics = Audit(fail=1), Metrics()
     dispatcher = dispatcher_for(standin, audit, metrics, clients)
     decision = pause_decision("camp_crash")
-    released: list[int] = []
-    dispatcher.submit(decision, lambda: released.append(len(audit.events)))
+    released: list[list[str]] = []
+    dispatcher.submit(decision, lambda: released.append(audit.outcomes(decision)))
     assert await dispatcher.drain(10) == 0
-    assert metrics.decision_errors._value.get() == 2
-    assert released == [1]  # after the `fired` record, not at the crash
-    assert audit.outcomes(decision) == ["fired", "paused"]
+    assert metrics.decision_errors._value.get() == 1
+    assert metrics.side_surface_errors.labels("audit_write")._value.get() == 1
+    assert released and "fired" in released[0]  # after the `fired` record, not at the crash
+    assert sorted(audit.outcomes(decision)) == ["fired", "paused"]
     assert len(standin.pause_requests("camp_crash")) == 1
+
+
+class SlowAudit(Audit):
+    """An audit topic that takes no write for a while (a broker without the topic, and no auto-create)."""
+
+    def __init__(self, until: asyncio.Event) -> None:
+        super().__init__()
+        self.until = until
+
+    async def __call__(self, event: AuditEvent) -> None:
+        await self.until.wait()
+        await super().__call__(event)
+
+
+async def test_an_audit_topic_that_takes_no_write_holds_the_pause_back_only_briefly(
+    clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `fired` record cannot be written: after the wait the pause is made; the offset is released only once
+    the record is written, and the outcome says it was acted on before."""
+    monkeypatch.setattr(dispatch, "AUDIT_WRITE_WAIT_SECONDS", 0.2)
+    standin.add_campaign("camp_w")
+    writable, metrics = asyncio.Event(), Metrics()
+    audit = SlowAudit(writable)
+    dispatcher = dispatcher_for(standin, audit, metrics, clients)
+    decision = pause_decision("camp_w")
+    released: list[bool] = []
+    dispatcher.submit(decision, lambda: released.append(True))
+    await standin.wait_for_pauses(1, timeout=5)
+    assert released == []  # not recorded yet: the offset stays pending
+    writable.set()
+    assert await dispatcher.drain(10) == 0
+    assert released == [True]
+    assert sorted(audit.outcomes(decision)) == ["fired", "paused"]
+    assert "acted before its `fired` record was written" in (audit.events[-1].note or audit.events[0].note or "")
 
 
 class BrokenExemptions(Exemptions):

@@ -212,6 +212,46 @@ class TestMissingInputTopics:
         assert error["missing"] == [typo] and error["present"] == [present]
 
 
+@pytest.mark.apache_kafka
+class TestABrokerThatCreatesNoTopic:
+    """Most managed Kafka creates no topic on demand: the guard makes the topics it writes (audit, dead letters)
+    as it makes its internal ones, or every decision would wait for an audit write that never lands."""
+
+    async def test_the_guard_makes_its_audit_and_dead_letter_topics_and_records_its_decisions(
+        self, strict_kafka: ApacheKafka, tmp_path: Path
+    ) -> None:
+        from test_input_topics import produce_a_bad_campaign
+
+        from guard.testing.broker import BrokerInfo
+        from guard.testing.kafka_reads import read_all
+
+        suffix = uuid.uuid4().hex[:8]
+        await make_topic(strict_kafka.bootstrap_servers, f"events-{suffix}", partitions=3)
+        await produce_a_bad_campaign(BrokerInfo(strict_kafka.bootstrap_servers, "kafka"), f"events-{suffix}")
+        env = guard_env(strict_kafka.bootstrap_servers, free_port(), suffix)
+        async with Guard(env, tmp_path / "guard.log") as guard:
+            await guard.until("/readyz", 200, timeout=60)
+            deadline = time.monotonic() + 30
+            outcomes: list[str] = []
+            while "dry_run" not in outcomes and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                outcomes = [
+                    json.loads(r.value)["outcome"]
+                    for r in await read_all(strict_kafka.bootstrap_servers, f"audit-{suffix}")
+                ]
+        assert "fired" in outcomes and "dry_run" in outcomes, outcomes
+        admin = AIOKafkaAdminClient(bootstrap_servers=strict_kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            described = {
+                t["topic"]: len(t["partitions"])
+                for t in await admin.describe_topics([f"audit-{suffix}", f"dlq-{suffix}"])
+            }
+        finally:
+            await admin.close()
+        assert described == {f"audit-{suffix}": 3, f"dlq-{suffix}": 3}  # as many partitions as the input
+
+
 class TestAnIdleReplicaStaysReady:
     async def test_a_member_owning_no_partition_of_an_existing_topic_is_ready(
         self, kafka_broker: Any, tmp_path: Path

@@ -29,3 +29,17 @@ class TestReadiness:
         health.internal_topics["guard.state"] = "create guard.state ..."
         assert health.ready() == (True, "ok")
         assert health.warnings() == ["create guard.state ..."]
+
+    def test_failing_audit_writes_are_unready_while_they_go_on(self, monkeypatch) -> None:
+        """Decisions are acted on but cannot be recorded: not ready, naming the topic, while writes keep
+        failing; ready again once one is written, or once the failures stop (nothing left to write)."""
+        health = Health()
+        health.polling = health.joined = True
+        health.audit_write_failed("the audit topic guard.audit (GUARD_AUDIT_TOPIC) cannot be written: X")
+        ok, reason = health.ready()
+        assert not ok and "guard.audit" in reason and "pauses go ahead" in reason
+        health.audit_written()
+        assert health.ready() == (True, "ok")
+        health.audit_write_failed("again")
+        monkeypatch.setattr(Health, "AUDIT_FAILING_SECONDS", 0.0)
+        assert health.ready() == (True, "ok")

@@ -33,6 +33,9 @@ EXEMPTIONS_WAIT_SECONDS = 30.0
 # After a restart a pause waits for the audit rescan that may hold its outcome; a read slower than this is
 # treated as failed: the pause goes ahead (an idempotent call), its audit event says so.
 AUDIT_READ_WAIT_SECONDS = 120.0
+# A decision's `fired` record is written before its pause is made; an audit topic that takes no write for this
+# long does not hold the pause back any longer (the record is written when the topic takes it).
+AUDIT_WRITE_WAIT_SECONDS = 10.0
 # Outcomes after which the campaign is not sending: a decision covered by one is `already_paused`.
 LANDED = frozenset({"paused", "already_paused", "not_running", "dry_run"})
 REMEMBERED_OUTCOMES = 10_000  # settled outcomes kept for decisions covered by them (a cooldown's worth and more)
@@ -194,19 +197,41 @@ class Dispatcher:
         fired = audit_event(
             decision, "fired", decided_at=decided_at, dry_run=self._dry_run, workspace_id=self._workspace(decision)
         )
-        await self._publish(fired)
-        on_recorded()
-        self._notify(decision, fired)
-        if rule.action == "pause":
-            await self._pause(decision, decided_at, audit_read)
+        writing = asyncio.ensure_future(self._publish(fired))
+        try:
+            # recorded first, so that a restart resumes it; but an audit topic that cannot be written does not
+            # hold a pause back for long: after a wait it is made, and recorded once the topic takes it
+            written = await consult(
+                "audit_write",
+                lambda: asyncio.shield(writing),
+                AUDIT_WRITE_WAIT_SECONDS,
+                self._metrics,
+                decision_id=decision.id,
+            )
+            notes = []
+            if isinstance(written, Unavailable):
+                notes.append(f"acted before its `fired` record was written ({written.reason}); recorded once written")
+            else:
+                on_recorded()
+                self._notify(decision, fired)
+            if rule.action == "pause":
+                await self._pause(decision, decided_at, audit_read, notes)
+            if isinstance(written, Unavailable):
+                await writing
+                on_recorded()
+                self._notify(decision, fired)
+        finally:
+            writing.cancel()  # a crash or shutdown: the offset stays pending, a restart derives the decision again
 
     def _notify(self, decision: Decision, event: AuditEvent) -> None:
         if self._notifier is not None:
             notifier = self._notifier
             tell("notifications", lambda: notifier.notify(decision, event), self._metrics, decision_id=decision.id)
 
-    async def _pause(self, decision: Decision, decided_at: float, audit_read: AuditRead | None = None) -> None:
-        notes = []
+    async def _pause(
+        self, decision: Decision, decided_at: float, audit_read: AuditRead | None = None, notes: list[str] | None = None
+    ) -> None:
+        notes = notes if notes is not None else []
         if audit_read is not None:
             read = await consult(
                 "audit_read", audit_read.wait, AUDIT_READ_WAIT_SECONDS, self._metrics, decision_id=decision.id

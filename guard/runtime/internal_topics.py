@@ -5,6 +5,9 @@ the configuration they need and a replication factor that follows the cluster.
   compacts the active segment, so a short `segment.ms` lets superseded checkpoints go; a minute of
   `min.compaction.lag.ms` keeps what a restore in progress has seen the end of.
 - the control topic (GUARD_CONTROL_TOPIC): exemptions (guard.runtime.control), compacted, one partition.
+- the audit and dead-letter topics (GUARD_AUDIT_TOPIC, GUARD_DLQ_TOPIC): what the guard writes, with the
+  brokers' default configuration and as many partitions as its input; a broker that does not create topics
+  on demand would otherwise leave every decision unrecorded.
 
 Input topics are never made here, nor anywhere in the guard (see guard.runtime.kafka.InputConsumer).
 Where the brokers refuse (ACLs, a creation policy, too few brokers for the replication factor), one
@@ -43,7 +46,7 @@ class InternalTopic:
 
     def what_to_create(self, replicas: int | None) -> str:
         """The topic as an operator should create it, e.g. with kafka-topics.sh."""
-        configs = ",".join(f"{key}={value}" for key, value in sorted(self.configs.items()))
+        configs = ",".join(f"{key}={value}" for key, value in sorted(self.configs.items())) or "the defaults"
         factor = replicas or f"min({MAX_REPLICAS}, brokers)"
         return f"{self.name} with {self.partitions} partition(s), replication factor {factor}, configs {configs}"
 
@@ -63,6 +66,19 @@ def state_topic(name: str) -> InternalTopic:
 def control_topic(name: str) -> InternalTopic:
     configs = {"cleanup.policy": "compact", "segment.ms": str(SEGMENT_MS), "min.compaction.lag.ms": "0"}
     return InternalTopic(name, "GUARD_CONTROL_TOPIC", "control topic", 1, configs, "no exemptions")
+
+
+def audit_topic(name: str, partitions: int) -> InternalTopic:
+    """Where every decision is recorded before it is acted on: without it no decision is recorded (the guard
+    pauses all the same, after a wait, but cannot prove it), so a missing one is made like the others. Keyed
+    by campaign like the input, with as many partitions."""
+    without = "decisions cannot be recorded (pauses go ahead after a wait, unaudited)"
+    return InternalTopic(name, "GUARD_AUDIT_TOPIC", "audit topic", partitions, {}, without)
+
+
+def dead_letter_topic(name: str, partitions: int) -> InternalTopic:
+    without = "malformed records cannot be kept (they are skipped and logged)"
+    return InternalTopic(name, "GUARD_DLQ_TOPIC", "dead-letter topic", partitions, {}, without)
 
 
 async def ensure(

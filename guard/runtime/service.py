@@ -31,7 +31,14 @@ from guard.runtime.checkpoints import Checkpointer, CheckpointStore
 from guard.runtime.control import follow
 from guard.runtime.dead_letters import DeadLetters
 from guard.runtime.input_topics import InputTopics
-from guard.runtime.internal_topics import control_topic, ensure, state_topic
+from guard.runtime.internal_topics import (
+    audit_topic,
+    control_topic,
+    create_if_missing,
+    dead_letter_topic,
+    ensure,
+    state_topic,
+)
 from guard.runtime.kafka import PROBE_SECONDS, InputConsumer, make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.rebalance import Rebalance
@@ -40,6 +47,7 @@ from guard.runtime.server import HealthServer
 from guard.runtime.settings import Settings
 from guard.runtime.settled import SettledDecisions
 from guard.runtime.startup import log_configuration, reach_kafka, serve_probes
+from guard.runtime.topics import topic_partitions
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 
@@ -91,7 +99,7 @@ class Service:
             if (client := self._pause_client(key, workspace)) is not None
         }
         workspaces = WorkspaceMap(settings.max_campaigns)
-        publish = _publisher(producer, settings.audit_topic)
+        publish = _publisher(producer, settings.audit_topic, self.health)
         notifier = Notifier(
             publish,
             self.metrics,
@@ -134,6 +142,7 @@ class Service:
             if not await reach_kafka(self.settings.kafka, settings.kafka_connect_timeout, self.health, self._stop):
                 return
             await start_producer(producer, self.settings.kafka)
+            self._spawn(self._ensure_outputs())
             self._spawn(self._follow_control())
             await consumer.start()
             self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher, recovery)
@@ -302,6 +311,24 @@ class Service:
             self.metrics.resumed.inc()
             self._dispatcher.resume(decision)
 
+    async def _ensure_outputs(self) -> None:
+        """The audit and dead-letter topics made if missing, with as many partitions as the largest input topic.
+        A refusal is one error line: where the topic then stays missing, failing audit writes make /readyz 503."""
+        settings = self.settings.guard
+        counts = [len(await topic_partitions(self.settings.kafka, topic)) for topic in settings.input_topics]
+        partitions = max(counts, default=1) or 1
+        for topic in (audit_topic(settings.audit_topic, partitions), dead_letter_topic(settings.dlq_topic, partitions)):
+            refused = await create_if_missing(self.settings.kafka, topic, settings.internal_replication_factor)
+            if refused is not None:
+                log.error(
+                    f"the {topic.role} does not exist and cannot be created",
+                    topic=topic.name,
+                    setting=topic.setting,
+                    create=topic.what_to_create(settings.internal_replication_factor),
+                    without=topic.without,
+                    error=refused,
+                )
+
     async def _follow_control(self) -> None:
         """Exemptions: the control topic made if missing, read whole before any pause, then followed."""
         settings = self.settings.guard
@@ -340,16 +367,19 @@ def _log_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
     return consumer.highwater(tp) if tp in consumer.assignment() else None
 
 
-def _publisher(producer: AIOKafkaProducer, topic: str) -> Publish:
+def _publisher(producer: AIOKafkaProducer, topic: str, health: Health) -> Publish:
     async def publish(event: AuditEvent) -> None:
-        """Retries until the audit record is written; shutdown cancels, leaving the offset uncommitted."""
+        """Retries until the audit record is written; shutdown cancels, leaving the offset uncommitted.
+        While writes fail, /readyz says so."""
         value, key = event.model_dump_json().encode(), event.campaign_id.encode()
         while True:
             try:
                 await producer.send_and_wait(topic, value=value, key=key)
+                health.audit_written()
                 return
             except KafkaError as error:
                 log.warning("audit write failed; retrying", error=str(error), audit_id=event.id)
+                health.audit_write_failed(f"the audit topic {topic} (GUARD_AUDIT_TOPIC) cannot be written: {error!r}")
                 await asyncio.sleep(AUDIT_RETRY_SECONDS)
 
     return publish

@@ -15,6 +15,7 @@ class Health:
     started is not protected, and is not ready until it is read.
     """
 
+    AUDIT_FAILING_SECONDS = 10.0  # a failed audit write this recent (retries come every second) means failing
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
     EVICTING_SECONDS = 300.0  # how long /readyz mentions campaigns evicted at the cap
 
@@ -28,6 +29,7 @@ class Health:
         self.unread_topics: tuple[str, ...] = ()  # known to the brokers, not all partitions in the consumer's metadata
         self.internal_topics: dict[str, str] = {}  # internal topics missing and refused: what to create
         self.stopping = False
+        self._audit_failed: tuple[float, str] | None = None  # (when, why) of the latest failed audit write
         self.auth_failed = False  # every key in use was rejected: nothing is protected
         self.stuck: str | None = None  # assigned partitions that cannot be read: a restart hands them on
         self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
@@ -58,6 +60,13 @@ class Health:
         if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
             warnings.append(self._evicting[1])
         return warnings
+
+    def audit_write_failed(self, why: str) -> None:
+        """An audit write failed (it is retried every second): not ready while that goes on."""
+        self._audit_failed = (time.monotonic(), why)
+
+    def audit_written(self) -> None:
+        self._audit_failed = None
 
     def polled(self) -> None:
         self._last_poll = time.monotonic()
@@ -100,6 +109,8 @@ class Health:
             return False, "not in the consumer group yet"
         if self.kafka_error is not None:
             return False, f"Kafka unreachable: {self.kafka_error}"
+        if self._audit_failed is not None and time.monotonic() - self._audit_failed[0] < self.AUDIT_FAILING_SECONDS:
+            return False, f"{self._audit_failed[1]}: pauses go ahead, unrecorded"
         if self.recovering:
             return False, "rebuilding state from the log"
         return True, "ok"
