@@ -220,6 +220,7 @@ class Producer:
         return counts
 
 
+@dataclass
 class AuditTail:
     """Follows the audit topic from its beginning in the background; keeps (arrival, event) pairs."""
 
