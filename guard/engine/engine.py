@@ -111,11 +111,6 @@ class Engine:
         self.stats = EngineStats()
 
     @property
-    def clock(self) -> float:
-        """The partition's clock: the latest event time accepted (-inf before any event)."""
-        return self._watermark
-
-    @property
     def campaigns(self) -> int:
         return len(self._campaigns)
 

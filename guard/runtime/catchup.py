@@ -22,10 +22,11 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
    which a still-bad campaign's young episode shows and a recovered one's almost never, however few
    its sends; then its latest decision stands. A campaign the engine no longer tracks counts as
    current (fail toward the pause).
-3. Once the partition has caught up (its position reached the log end the consumer last saw, or both
-   its latest record and its clock, the latest event time, are younger than the grace: a guard keeping
-   up with heavy traffic may never end a batch at the log end), the held decisions still current go to
-   the dispatcher: one pause per campaign bad now.
+3. Once the partition has caught up, the held decisions still current go to the dispatcher: one pause
+   per campaign bad now. Caught up: a batch whose live records are all younger than the grace, by record
+   and event time (live traffic after the backlog; a guard keeping up with heavy traffic may never end a
+   batch exactly at the log end), or the consumer at the log end and the log end resting there for a few
+   seconds (a backlog with nothing after it; records of a history still being forwarded move it).
 
 No checkpoint is taken while a partition holds a decision. A parked partition keeps its held
 decisions; a revoked one drops them, and a stopping guard records none: their offsets were never
