@@ -29,8 +29,6 @@ from test_service import (  # noqa: F401  (fixtures)
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.testing.leadterra import LeadterraStandIn
 
-pytestmark = pytest.mark.integration
-
 
 async def produce_as_logged(client: AIOKafkaProducer, topic: str, events: list[tuple[str, bytes, float]]) -> None:
     """As a producer logs events as they happen: each record's timestamp is its event time."""

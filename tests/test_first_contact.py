@@ -21,8 +21,6 @@ from test_cli_run import GUARD, RULES, free_port, run_cli
 from guard.testing.apache_kafka import ApacheKafka
 from guard.testing.broker import EmbeddedBroker
 
-pytestmark = pytest.mark.integration
-
 
 def guard_env(bootstrap: str, port: int, suffix: str, **extra: str) -> dict[str, str]:
     return {
@@ -114,6 +112,7 @@ def our_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("guard: ")]
 
 
+@pytest.mark.integration  # a broker of its own
 class TestKafkaNotThereYet:
     @pytest.mark.parametrize(
         "servers", [pytest.param(None, id="closed-port"), pytest.param("kafka.invalid:9092", id="unknown-name")]
@@ -174,6 +173,7 @@ def strict_kafka() -> Iterator[ApacheKafka]:
         kafka.stop()
 
 
+@pytest.mark.integration  # a broker of its own
 @pytest.mark.apache_kafka
 class TestMissingInputTopics:
     """Apache Kafka with topic auto-creation off (most managed Kafka): a typo in GUARD_INPUT_TOPICS
@@ -212,6 +212,7 @@ class TestMissingInputTopics:
         assert error["missing"] == [typo] and error["present"] == [present]
 
 
+@pytest.mark.integration  # a broker of its own
 @pytest.mark.apache_kafka
 class TestABrokerThatCreatesNoTopic:
     """Most managed Kafka creates no topic on demand: the guard makes the topics it writes (audit, dead letters)
@@ -272,6 +273,7 @@ class TestAnIdleReplicaStaysReady:
             assert [(await guard.get("/readyz")).status_code for guard in (one, two)] == [200, 200]
 
 
+@pytest.mark.integration  # a broker of its own
 class TestBrokerOutageLogs:
     async def test_a_dead_broker_gives_a_few_lines_not_hundreds(self, tmp_path: Path) -> None:
         """The broker is killed under a running guard: over 8 s the Kafka client's repeated lines are

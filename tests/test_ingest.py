@@ -24,8 +24,6 @@ from guard.ingest.signature import SIGNATURE_HEADER, sign
 from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
 
-pytestmark = pytest.mark.integration
-
 ARF = Path(__file__).parent / "arf"
 SECRET, OLD_SECRET, ARF_TOKEN = b"whsec_new", b"whsec_old", b"arf-token-1"
 CAMPAIGN_SECRETS = {"camp_own": (b"whsec_own",)}  # camp_own's webhook (?campaign=camp_own) has its own secret
@@ -300,6 +298,7 @@ def persistent_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         moto.wait()
 
 
+@pytest.mark.integration  # a broker of its own, stopped on purpose
 @pytest.mark.timeout(120)
 async def test_while_the_broker_is_down_answers_are_503_in_time_and_no_acked_request_is_lost(
     persistent_broker: EmbeddedBroker,

@@ -14,8 +14,6 @@ from test_ingest import ARF_TOKEN, Topics, create_topics, running_ingest, signed
 from guard.ingest.app import ARF_PATH, WEBHOOK_PATH
 from guard.ingest.signature import SIGNATURE_HEADER
 
-pytestmark = pytest.mark.integration
-
 ANSWER_WITHIN = 10.0  # seconds: far above any answer the door gives, far below the settings' timeouts
 
 

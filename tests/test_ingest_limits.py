@@ -19,8 +19,6 @@ from guard.runtime.dead_letters import MAX_REASON_CHARS
 from guard.runtime.settings import IngestSettings
 from guard.testing.broker import BrokerInfo
 
-pytestmark = pytest.mark.integration
-
 
 async def make_topics(bootstrap: str, topics: Topics, max_message_bytes: int | None = None) -> None:
     configs = {"max.message.bytes": str(max_message_bytes)} if max_message_bytes else {}

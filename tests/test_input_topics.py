@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from test_cli_run import free_port
@@ -19,8 +18,6 @@ from test_first_contact import Guard, guard_env
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
-
-pytestmark = pytest.mark.integration
 
 
 async def topics_of(bootstrap: str) -> set[str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from test_cli_run import free_port
@@ -15,8 +14,6 @@ from test_first_contact import Guard, guard_env
 from test_input_topics import metric, produce_a_bad_campaign
 
 from guard.testing.broker import BrokerInfo
-
-pytestmark = pytest.mark.integration
 
 
 async def describe(bootstrap: str, topic: str) -> tuple[int, dict[str, str]]:
