@@ -1,14 +1,15 @@
 """Kafka clients from settings: connection and security options, the producer, the consumer of the
-input topics (which never makes the brokers create one), and a reachability check that names each
-bootstrap server's error."""
+input topics (which never makes the brokers create one) and its lag, and a reachability check that names
+each bootstrap server's error."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import BrokerResponseError, KafkaError
 from aiokafka.helpers import create_ssl_context
@@ -115,6 +116,22 @@ class InputConsumer(AIOKafkaConsumer):
         """Bring the consumer's own metadata up to date now, not at the next `metadata_max_age_ms`
         (5 minutes): a topic created since, or given more partitions, reaches the subscription."""
         await self._client.force_metadata_update()
+
+
+async def consumer_lag(consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]) -> int:
+    """Records of `partitions` the consumer has not read yet: the log end its last fetch saw (the high
+    watermark) minus its position, summed, with no request to the brokers. A partition whose end is not
+    known yet, or that was revoked meanwhile, counts 0."""
+    lag = 0
+    for tp in partitions:
+        end = consumer.highwater(tp) if tp in consumer.assignment() else None
+        if end is None:
+            continue
+        try:
+            lag += max(0, end - await consumer.position(tp))
+        except KafkaError:  # revoked meanwhile (IllegalStateError)
+            continue
+    return lag
 
 
 def make_consumer(settings: KafkaSettings, group_id: str) -> InputConsumer:

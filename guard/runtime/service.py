@@ -39,7 +39,7 @@ from guard.runtime.internal_topics import (
     ensure,
     state_topic,
 )
-from guard.runtime.kafka import PROBE_SECONDS, InputConsumer, make_consumer, make_producer, start_producer
+from guard.runtime.kafka import PROBE_SECONDS, InputConsumer, consumer_lag, make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.rebalance import Rebalance
 from guard.runtime.recovery import Recovery
@@ -248,6 +248,7 @@ class Service:
                 self.metrics.dedupe_keys.set(pipeline.dedupe_keys())
                 self.health.evictions(pipeline.evicted, settings.max_campaigns)
                 self.metrics.partitions.set(len(pipeline.assigned))
+                self.metrics.consumer_lag.set(await consumer_lag(consumer, pipeline.assigned))
                 next_tick = now + settings.commit_interval
             if settings.checkpoint_interval and now >= next_checkpoint:
                 self._checkpoint_due(pipeline)

@@ -89,6 +89,12 @@ class Metrics:
             registry=r,
         )
         self.partitions = Gauge("guard_assigned_partitions", "Input partitions this replica owns.", registry=r)
+        self.consumer_lag = Gauge(
+            "guard_consumer_lag_records",
+            "Records of this replica's input partitions not read yet: each partition's log end as last fetched "
+            "minus the read position, summed (at each commit interval).",
+            registry=r,
+        )
         self.campaigns = Gauge("guard_campaigns_tracked", "Campaigns with state in memory.", registry=r)
         self.campaigns_limit = Gauge(
             "guard_campaigns_limit", "Most campaigns this process keeps state for (GUARD_MAX_CAMPAIGNS).", registry=r
