@@ -47,7 +47,11 @@ async def _consumed(kit, guard, total: int, samples: list | None = None) -> None
         metrics = await guard.metrics()
         if samples is not None:
             samples.append((metrics("guard_campaigns_tracked"), guard.rss_kib()))
-        return metrics.records("counted") == total and metrics("guard_inflight_actions") == 0
+        return (
+            metrics.records("counted") == total
+            and metrics("guard_inflight_actions") == 0
+            and metrics("guard_held_decisions") == 0  # a backlog's decisions, once the log end rests
+        )
 
     await kit.wait_until(done, 120, 0.2, "every record counted")
 
