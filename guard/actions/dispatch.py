@@ -114,12 +114,12 @@ class Dispatcher:
             landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._settle(decision, work, on_recorded, landing), name=f"decision-{decision.id}")
         self._tasks.add(task)
-        self._metrics.inflight.set(len(self._tasks))
+        self._metrics.unsettled(acting=len(self._tasks))
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._metrics.inflight.set(len(self._tasks))
+        self._metrics.unsettled(acting=len(self._tasks))
         if not task.cancelled() and task.exception() is not None:
             log.error("decision task crashed", exc_info=task.exception())
 

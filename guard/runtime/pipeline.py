@@ -358,7 +358,7 @@ class Pipeline:
         self._count_held()
 
     def _count_held(self) -> None:
-        self._metrics.held.set(self.held())
+        self._metrics.unsettled(held=self.held())
 
     def _new_records(self, tp: Partition, records: Sequence[Any], progress: PartitionProgress) -> Sequence[Any]:
         """`records` without those this partition's engine has handled already (counted `redelivered`)."""

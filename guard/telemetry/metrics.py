@@ -64,7 +64,12 @@ class Metrics:
             ["surface"],
             registry=r,
         )
-        self.inflight = Gauge("guard_inflight_actions", "Decisions whose action is not settled yet.", registry=r)
+        self.inflight = Gauge(
+            "guard_inflight_actions",
+            "Decisions whose action is not settled yet: being acted on, or held until a backlog is caught up.",
+            registry=r,
+        )
+        self._acting, self._held = 0, 0
         self.held = Gauge(
             "guard_held_decisions",
             "Pause decisions of a backlog held until their partition catches up: then acted on if still current, "
@@ -185,3 +190,11 @@ class Metrics:
         self.checkpoint_seconds = Histogram(
             "guard_checkpoint_seconds", "Time to take (encode) and write one partition's checkpoint.", registry=r
         )
+
+    def unsettled(self, *, acting: int | None = None, held: int | None = None) -> None:
+        """Decisions being acted on (the dispatcher's) and held (the pipeline's): `guard_inflight_actions` is both."""
+        self._acting = self._acting if acting is None else acting
+        if held is not None:
+            self._held = held
+            self.held.set(held)
+        self.inflight.set(self._acting + self._held)
