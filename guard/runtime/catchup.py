@@ -23,10 +23,10 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
    its sends; then its latest decision stands. A campaign the engine no longer tracks counts as
    current (fail toward the pause).
 3. Once the partition has caught up, the held decisions still current go to the dispatcher: one pause
-   per campaign bad now. Caught up: a batch whose live records are all younger than the grace, by record
-   and event time (live traffic after the backlog; a guard keeping up with heavy traffic may never end a
-   batch exactly at the log end), or the consumer at the log end and the log end resting there for a few
-   seconds (a backlog with nothing after it; records of a history still being forwarded move it).
+   per campaign bad now. Caught up: the consumer reached the log end it last saw, or a batch's live
+   records are all younger than the grace, by record and event time (a guard keeping up with heavy
+   traffic may never end a batch exactly at the log end). A history forwarded while the guard reads it
+   is live traffic from there: each record is acted on as it comes.
 
 No checkpoint is taken while a partition holds a decision. A parked partition keeps its held
 decisions; a revoked one drops them, and a stopping guard records none: their offsets were never

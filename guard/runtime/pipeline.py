@@ -56,10 +56,6 @@ from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.runtime.pipeline")
 
-# A partition holding a backlog's decisions has caught up once it reached its log end and the end rested there
-# this long: records of a history still being forwarded move it.
-LOG_END_REST_SECONDS = 5.0
-
 
 class Partition(Hashable, Protocol):
     """An input partition (aiokafka's TopicPartition is one): the pipeline needs no Kafka client."""
@@ -255,15 +251,12 @@ class Pipeline:
         return [tp for tp, (_, progress) in self._partitions.items() if progress.held]
 
     def caught_up(self, tp: Partition, position: int, log_end: int | None) -> None:
-        """Act on `tp`'s held decisions once its `position` reached `log_end` and the log end has rested there
-        for LOG_END_REST_SECONDS: the backlog is all in (records still being forwarded move it)."""
-        if tp not in self._partitions or log_end is None or position < log_end:
-            return
-        engine, progress = self._partitions[tp]
-        now = self._clock()
-        progress.saw_log_end(log_end, now)
-        if progress.held and not progress.busy and now - progress.log_end_since >= LOG_END_REST_SECONDS:
-            self._settle_held(engine, progress, caught_up=True)
+        """Act on `tp`'s held decisions once its `position` reached `log_end` with no batch to say so (the
+        records at its end were control records or read already): they are current, the engine has not moved."""
+        if tp in self._partitions and log_end is not None and position >= log_end:
+            engine, progress = self._partitions[tp]
+            if progress.held and not progress.busy:
+                self._settle_held(engine, progress, caught_up=True)
 
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
@@ -338,12 +331,10 @@ class Pipeline:
         if dead_letters:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
-        progress.saw_log_end(log_end, now)
         if progress.held:
-            # caught up: a batch of live records all younger than the grace (a guard keeping up may never end a
-            # batch exactly at the log end). A log end reached with older ones may still be growing (a history
-            # being forwarded): the tick (`caught_up`) waits for it to rest.
-            caught_up = log_end is None or now - oldest <= grace
+            # caught up: at the log end, or a batch of live records all younger than the grace (a guard keeping
+            # up with heavy traffic may never end a batch exactly at the log end)
+            caught_up = log_end is None or progress.next_offset >= log_end or now - oldest <= grace
             self._settle_held(engine, progress, caught_up)
         self._count(tally, engine, before)
 

@@ -22,8 +22,6 @@ class PartitionProgress:
         "next_offset",
         "pending",
         "held",
-        "log_end",
-        "log_end_since",
         "last_committed",
         "busy",
     )
@@ -37,14 +35,8 @@ class PartitionProgress:
         self.next_offset: int | None = None
         self.pending: Counter[int] = Counter()
         self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
-        self.log_end: int | None = None  # the partition's end as the consumer last saw it
-        self.log_end_since = 0.0  # wall clock since when it has stood there
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
-
-    def saw_log_end(self, log_end: int | None, now: float) -> None:
-        if log_end != self.log_end:
-            self.log_end, self.log_end_since = log_end, now
 
     def recorded(self, offset: int) -> None:
         self.pending[offset] -= 1

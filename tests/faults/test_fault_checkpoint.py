@@ -90,7 +90,7 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
     # the filler only sends (no bounce, no complaint) and stays under every rule's min_volume: no decision of its
     # own; its sends come before the traffic's, so every partition's clock moves as in the offline run
     filler = [(f"filler-{n:05d}", sent(f"filler-{n:05d}", now - 7300 + n / 1000)) for n in range(FILLER_CAMPAIGNS)]
-    expected = kit.expected(records)
+    expected = kit.expected(records, kit.NO_RESUMES)
     expected_ids = {d.id for d in expected.pauses}
     assert set(expected.pauses_by_campaign()) == set(traffic.bad), "premise: exactly the bad campaigns fire"
     for spec in traffic.campaigns:
@@ -98,7 +98,13 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
     standin.latency = 0.05
     ledger = kit.Ledger(standin)
     topics = await kit.topics()
-    env = kit.env(topics, standin, GUARD_CHECKPOINT_INTERVAL=1, GUARD_MAX_CAMPAIGNS=4 * FILLER_CAMPAIGNS)
+    env = kit.env(
+        topics,
+        standin,
+        GUARD_CHECKPOINT_INTERVAL=1,
+        GUARD_MAX_CAMPAIGNS=4 * FILLER_CAMPAIGNS,
+        GUARD_RESUME_GRACE=kit.NO_RESUMES,
+    )
     parts = chunks(records, 3)
 
     started = time.monotonic()
@@ -154,7 +160,9 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
     assert results == {"restored": 4, "torn": len(torn), "corrupt": 0, "stale": 0}, (
         f"each torn write counted, the previous whole checkpoints restored; {torn}:\n{after.log_tail()}"
     )
-    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
+    )
     assert max(Counter(ledger.keys()).values()) <= 1 + len(lives), "at most one repeat per crash"
     assert all(standin.status(c) == "paused" for c in traffic.bad)
     report_row(

@@ -210,7 +210,7 @@ async def test_the_leader_of_input_and_audit_dies_mid_stream(cluster_kit, kafka_
     victim = kafka_cluster.node(1)
     traffic = traffic_for(8)
     records = traffic.records
-    expected = kit.expected(records)
+    expected = kit.expected(records, kit.NO_RESUMES)
     expected_ids = {d.id for d in expected.pauses}
     assert set(expected.pauses_by_campaign()) == set(traffic.bad), "premise: exactly the bad campaigns fire"
     for spec in traffic.campaigns:
@@ -222,7 +222,7 @@ async def test_the_leader_of_input_and_audit_dies_mid_stream(cluster_kit, kafka_
     leaders = {leader for leader, _ in (await placement(kafka_cluster, watched)).values()}
     assert leaders == {victim.node_id}, f"premise: node {victim.node_id} leads every partition, not {leaders}"
     coordinated_by = await coordinator(kafka_cluster, topics.group)
-    guard = kit.guard(kit.env(topics, standin))
+    guard = kit.guard(kit.env(topics, standin, GUARD_RESUME_GRACE=kit.NO_RESUMES))
     await guard.wait_ready(60)
     pid = guard.pid
 
@@ -259,7 +259,9 @@ async def test_the_leader_of_input_and_audit_dies_mid_stream(cluster_kit, kafka_
     assert guard.running and guard.pid == pid, f"the guard died:\n{guard.log_tail()}"
     assert await guard.terminate() == 0
 
-    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
+    )
     assert max(Counter(ledger.keys()).values()) <= 2
     liveness, readiness = probes.between(kill_at)
     assert liveness == [200], f"/livez during and after the failover: {liveness}"
@@ -296,7 +298,7 @@ async def test_the_group_coordinator_dies_and_restarts_on_its_log(
     kit = cluster_kit
     traffic = traffic_for(9)
     records = traffic.records
-    expected = kit.expected(records)
+    expected = kit.expected(records, kit.NO_RESUMES)
     expected_ids = {d.id for d in expected.pauses}
     assert set(expected.pauses_by_campaign()) == set(traffic.bad), "premise: exactly the bad campaigns fire"
     for spec in traffic.campaigns:
@@ -310,7 +312,7 @@ async def test_the_group_coordinator_dies_and_restarts_on_its_log(
     watched = [topics.input, topics.audit, topics.dlq]
     leaders = {leader for leader, _ in (await placement(kafka_cluster, watched)).values()}
     assert victim.node_id not in leaders, "premise: the coordinator is a follower of every partition"
-    guard = kit.guard(kit.env(topics, standin))
+    guard = kit.guard(kit.env(topics, standin, GUARD_RESUME_GRACE=kit.NO_RESUMES))
     await guard.wait_ready(60)
     pid = guard.pid
 
@@ -348,7 +350,9 @@ async def test_the_group_coordinator_dies_and_restarts_on_its_log(
     kept = log_bytes(victim, topics.input)
     serving, restart_at = restarted["serving"], restarted["at"]
 
-    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
+    )
     assert max(Counter(ledger.keys()).values()) <= 2
     assert kept >= on_disk > 0, "the restarted broker kept its log and caught up"
     down_live, down_ready = probes.between(kill_at, restart_at)
@@ -379,7 +383,7 @@ async def test_the_guard_dies_during_a_leader_election(cluster_kit, kafka_cluste
     kit = cluster_kit
     traffic = traffic_for(10)
     records = traffic.records
-    expected = kit.expected(records)
+    expected = kit.expected(records, kit.NO_RESUMES)
     by_campaign = expected.pauses_by_campaign()
     expected_ids = {d.id for d in expected.pauses}
     assert set(by_campaign) == set(traffic.bad), "premise: exactly the bad campaigns fire"
@@ -400,7 +404,7 @@ async def test_the_guard_dies_during_a_leader_election(cluster_kit, kafka_cluste
     watched = [topics.input, topics.audit]
     leaders = {leader for leader, _ in (await placement(kafka_cluster, watched)).values()}
     assert leaders == {victim.node_id}, "premise: the coordinator leads every partition"
-    env = kit.env(topics, standin)
+    env = kit.env(topics, standin, GUARD_RESUME_GRACE=kit.NO_RESUMES)
     first = kit.guard(env, name="guard-a")
     await first.wait_ready(60)
 
@@ -442,7 +446,9 @@ async def test_the_guard_dies_during_a_leader_election(cluster_kit, kafka_cluste
     assert second.running, f"the new guard died:\n{second.log_tail()}"
     assert await second.terminate() == 0
 
-    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
+    )
     assert max(Counter(ledger.keys()).values()) <= 2, "at most one extra call per decision, after the crash"
     again = [r for r in standin.pause_requests(resumed) if r.received_at > resumed_at]
     assert not again, f"old evidence paused the resumed campaign {resumed} again"

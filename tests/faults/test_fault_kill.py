@@ -131,7 +131,9 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     elapsed = time.monotonic() - started
 
     campaign, resumed_at, upto = resumed["campaign"], resumed["at"], resumed["upto"]
-    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
+    )
     per_life = Counter(
         (next(i for i, life in enumerate(lives + [final]) if life.alive_at(r.received_at)), r.header("Idempotency-Key"))
         for r, _ in ledger.calls
@@ -149,7 +151,7 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     outcomes = defaultdict(set)
     for event in audit:
         outcomes[event["decision_id"]].add(event["outcome"])
-    assert all(outcomes[d] & {"paused", "already_paused"} for d in expected_ids)
+    assert all(outcomes[d] & {"paused", "already_paused", "superseded"} for d in expected_ids)
     resumed_logs = sum(
         1 for life in lives + [final] for e in life.logs() if e["event"].startswith("resuming a decision")
     )
@@ -252,7 +254,9 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
         assert await b.terminate() == 0
     elapsed = time.monotonic() - started
 
-    answered, repeats = kit.check_pause_requests(ledger, expected_ids, set(traffic.bad), traffic.healthy)
+    answered, repeats = kit.check_pause_requests(
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
+    )
     per_key = Counter(ledger.keys())
     assert max(per_key.values()) <= 2, "at most one extra call per decision, after the crash"
     for key, count in per_key.items():
