@@ -3,7 +3,6 @@ KAFKA_BOOTSTRAP_SERVERS, rules not found from another folder, a tab in YAML, a t
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -88,18 +87,3 @@ class TestTabsInYaml:
         assert problem.startswith(where) and problem.endswith(
             "this line is indented with a tab, which YAML does not allow: indent with spaces"
         )
-
-
-def test_ingest_on_a_taken_port_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
-    """No traceback: the address, the settings that chose it, and why."""
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", "whsec_test")
-        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
-        monkeypatch.setenv("GUARD_HTTP_HOST", "127.0.0.1")
-        monkeypatch.setenv("GUARD_HTTP_PORT", str(port))
-        assert main(["ingest"]) == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith(f"guard: cannot serve on 127.0.0.1:{port} (GUARD_HTTP_HOST, GUARD_HTTP_PORT): ")
