@@ -208,7 +208,8 @@ class TestBacklog:
         stream = logged(three_hours(time.time() - 420))
         await pipeline.handle(TP, stream, log_end=len(stream) + 10)  # more in the log than this batch
         assert decisions.submitted == []
-        assert pipeline.held() == 1  # the others were superseded at the end of the batch already
+        # each campaign's latest decision waits to be judged at catch-up; the earlier ones were superseded at once
+        assert pipeline.held() == 2
         assert pipeline.snapshot(TP) is None
         assert pipeline.committable()[TP] < len(stream)
         pipeline.caught_up(TP, position=len(stream) + 10, log_end=len(stream) + 10)  # control records at the end
@@ -224,7 +225,7 @@ class TestBacklog:
         stream = logged(three_hours(time.time() - 420))
         await pipeline.handle(TP, stream, log_end=len(stream) + 10)
         pipeline.park(TP)
-        assert pipeline.held() == metrics.held._value.get() == 1
+        assert pipeline.held() == metrics.held._value.get() == 2
         pipeline.unpark(TP)
         pipeline.revoke(TP)
         assert pipeline.held() == metrics.held._value.get() == 0
@@ -258,6 +259,29 @@ class TestBacklog:
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
         assert len(decisions.superseded_of(HEALTHY_SINCE)) == 3
+
+    async def test_a_batch_that_ends_early_in_a_new_episode_does_not_judge_it(self) -> None:
+        """A batch boundary where the still-bad campaign's new episode is a few sends old (not leaning bad yet):
+        its latest decision is not superseded there; it is judged when the partition has caught up, by what the
+        campaign shows then (leaning bad: paused once), as it would be had the whole backlog come in one batch."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        stream = logged(three_hours(time.time() - 30, sending_to_the_end=True))
+        engine = Engine(load_rules(RULES))
+        latest = None
+        boundary = None
+        for n, record in enumerate(stream):
+            for decision in engine.process(decode(record.value, record.timestamp / 1000)):
+                if decision.action == "pause" and decision.campaign_id == STILL_BAD and decision.superseded_by is None:
+                    latest, boundary = decision.id, None
+            episode = engine.episode(STILL_BAD)
+            if boundary is None and episode.pause is None and not engine.leans_bad(STILL_BAD):
+                boundary = n + 1  # the campaign's latest decision is no longer in force, and it leans nowhere yet
+        assert boundary is not None and engine.leans_bad(STILL_BAD), "premise: a young episode, leaning bad later"
+        await pipeline.handle(TP, stream[:boundary], log_end=len(stream))
+        await pipeline.handle(TP, stream[boundary:], log_end=len(stream))
+        assert [decision.id for decision in decisions.pauses(STILL_BAD)] == [latest]
+        assert decisions.pauses(HEALTHY_SINCE) == []
 
     async def test_a_history_produced_all_at_once_is_judged_by_its_event_times(self) -> None:
         """A bridge that forwards three hours of history in a minute: the records are fresh, their events are

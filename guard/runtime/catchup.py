@@ -20,8 +20,10 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
    decision (a new episode in the engine's reading) and what it shows since still leans bad: halfway to
    a pause rule firing (a cusum at half its level, a rate over its threshold short of `min_volume`),
    which a still-bad campaign's young episode shows and a recovered one's almost never, however few
-   its sends; then its latest decision stands. A campaign the engine no longer tracks counts as
-   current (fail toward the pause).
+   its sends; then its latest decision stands. That last test is made once the partition has caught
+   up, never at a batch's end before: what a campaign shows now is what counts, and a batch boundary
+   that falls where its new episode is a few sends old must not decide it. A campaign the engine no
+   longer tracks counts as current (fail toward the pause).
 3. Once the partition has caught up, the held decisions still current go to the dispatcher: one pause
    per campaign bad now. Caught up: the consumer reached the log end it last saw, or a batch's live
    records are all younger than the grace, by record and event time (a guard keeping up with heavy
@@ -70,10 +72,11 @@ def release(
         decision = entry.decision
         if decision.superseded_by is None and decision.fired_at >= latest.get(decision.campaign_id, decision).fired_at:
             latest[decision.campaign_id] = decision
+    judged = leans_bad if caught_up else lambda _campaign: True  # "bad now" is judged once caught up
     for decision_id, entry in list(held.items()):
         decision = entry.decision
         episode = episode_of(decision.campaign_id)
-        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), leans_bad):
+        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), judged):
             yield entry, why_superseded(episode)
         elif caught_up:
             yield entry, None

@@ -15,9 +15,10 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -233,6 +234,7 @@ class AuditTail:
     bootstrap: str
     topic: str
     events: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    written: dict[str, float] = field(default_factory=dict)  # audit id: the record's timestamp (the writer's clock)
     _task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> AuditTail:
@@ -254,7 +256,10 @@ class AuditTail:
             while True:
                 for batch in (await consumer.getmany(timeout_ms=100)).values():
                     now = time.monotonic()
-                    self.events.extend((now, json.loads(r.value)) for r in batch)
+                    for record in batch:
+                        event = json.loads(record.value)
+                        self.events.append((now, event))
+                        self.written.setdefault(event["id"], record.timestamp / 1000)
         finally:
             await consumer.stop()
 
@@ -264,9 +269,10 @@ class AuditTail:
     def settled(self, decision_id: str) -> bool:
         return any(o != "fired" for o in self.outcomes(decision_id))
 
-    def superseded(self) -> set[str]:
-        """Decisions audited `superseded`: a backlog's, never acted on (guard.runtime.catchup)."""
-        return {e["decision_id"] for _, e in self.events if e["outcome"] == "superseded"}
+    def superseded(self) -> dict[str, float]:
+        """Decisions audited `superseded` (a backlog's, not acted on: guard.runtime.catchup), each with when its
+        first `superseded` record was written."""
+        return {e["decision_id"]: self.written[e["id"]] for _, e in self.events if e["outcome"] == "superseded"}
 
     def fired(self) -> dict[str, dict[str, Any]]:
         return {e["decision_id"]: e for _, e in self.events if e["outcome"] == "fired"}
@@ -351,17 +357,34 @@ class Ledger:
 
 
 def check_pause_requests(
-    ledger: Ledger, expected_ids: set[str], bad: set[str], healthy: list[str], superseded: set[str] = frozenset()
+    ledger: Ledger,
+    expected_ids: set[str],
+    bad: set[str],
+    healthy: list[str],
+    superseded: Mapping[str, float] = MappingProxyType({}),
+    lives: Sequence[GuardProcess] = (),
 ) -> tuple[int, int]:
     """The assertions shared by the cases; returns (answered requests, idempotent repeats). `superseded`: decisions
-    audited `superseded` (a backlog's, no longer current when the guard caught up: guard.runtime.catchup); every
-    other expected decision is acted on, and each bad campaign paused."""
+    audited `superseded` (a backlog's, no longer current when the guard caught up: guard.runtime.catchup) and when;
+    every other expected decision is acted on, and each bad campaign paused. `lives`: the processes of a case that
+    kills its guards. A killed life's `superseded` was never committed: a later life derives the decision again and
+    judges it at its own catch-up, over a log that has grown since, so one life's superseded decision may be acted on
+    by another; never by the life that superseded it."""
     standin = ledger.standin
     every = standin.pause_requests()
     keys = {r.header("Idempotency-Key") for r in every}
     assert keys <= expected_ids, f"pause requests for decisions the log does not justify: {keys - expected_ids}"
-    assert superseded <= expected_ids and not superseded & keys, "a superseded decision was acted on"
-    acted = expected_ids - superseded
+    assert set(superseded) <= expected_ids, "a decision the log does not justify was superseded"
+
+    def life(moment: float) -> int | None:
+        return next((i for i, guard in enumerate(lives) if guard.alive_at(moment)), None)
+
+    for request in every:
+        key = request.header("Idempotency-Key") or ""
+        if key in superseded:
+            by = life(superseded[key])
+            assert by is not None and life(request.received_at) != by, f"superseded decision {key} was acted on"
+    acted = expected_ids - set(superseded) | set(ledger.keys())
     assert set(ledger.keys()) == acted, f"decisions never acted on: {acted - set(ledger.keys())}"
     assert {r.campaign_id for r in every} == bad, "exactly the bad campaigns are paused"
     assert not any(standin.pause_requests(campaign) for campaign in healthy)

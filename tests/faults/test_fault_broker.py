@@ -158,7 +158,7 @@ async def test_the_guard_rides_out_a_broker_crash_and_loses_nothing(kit_on, stan
         f"{len(expected_ids) - len(first_ids)} after); counted={metrics.records('counted'):,.0f}",
     )
     assert starts == 1, "no crash loop: the process started once"
-    assert paid == expected_ids - superseded  # a backlog's decisions no longer current are audited, not called
+    assert paid == expected_ids - set(superseded)  # a backlog's decisions no longer current are audited, not called
     assert {r.campaign_id for r in standin.pause_requests()} == set(traffic.bad)
     assert metrics.records("counted") == len(records), "every record processed once, none lost"
     assert 0 < len(first_ids) < len(expected_ids)
