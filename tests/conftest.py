@@ -31,6 +31,7 @@ import pytest
 
 from guard.testing.apache_kafka import KAFKA_VERSION, ApacheKafka, KafkaCluster, kafka_classpath, missing_tools
 from guard.testing.broker import BrokerInfo, EmbeddedBroker
+from guard.testing.guard_process import Guards
 from guard.testing.leadterra import LeadterraStandIn
 
 KNOWN_BROKERS = ("tansu", "kafka", "testcontainers")
@@ -233,3 +234,11 @@ async def standin() -> AsyncIterator[LeadterraStandIn]:
     """The Leadterra stand-in on a free port of 127.0.0.1, with no campaigns yet."""
     async with LeadterraStandIn() as server:
         yield server
+
+
+@pytest.fixture
+async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
+    """Guard processes started by the test (`guard run` as deployed), all stopped at its end."""
+    fleet = Guards(tmp_path)
+    yield fleet
+    await fleet.close()

@@ -403,13 +403,6 @@ class Deployment:
 
 
 @pytest.fixture
-async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
-    fleet = Guards(tmp_path)
-    yield fleet
-    await fleet.close()
-
-
-@pytest.fixture
 async def slack() -> AsyncIterator[SlackReceiver]:
     async with SlackReceiver() as receiver:
         yield receiver

@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -487,13 +487,6 @@ class Kit:
 
     def audit_tail(self, topics: Topics, bootstrap: str | None = None) -> AuditTail:
         return AuditTail(bootstrap or self.bootstrap, topics.audit)
-
-
-@pytest.fixture
-async def guards(tmp_path: Path) -> AsyncIterator[Guards]:
-    fleet = Guards(tmp_path)
-    yield fleet
-    await fleet.close()
 
 
 @pytest.fixture
