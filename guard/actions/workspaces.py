@@ -16,7 +16,6 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
-import yaml
 from pydantic import SecretStr
 
 from guard import redact
@@ -26,27 +25,12 @@ from guard.errors import ConfigError
 # What an `Authorization: Bearer <key>` header can carry: visible ASCII, no spaces.
 HEADER_SAFE_KEY = re.compile(r"[\x21-\x7e]+")
 _WORKSPACE_ID = re.compile(WORKSPACE_ID_PATTERN)
-# libyaml's safe loader where PyYAML was built with it: the same documents, a tenth of the parse time
-# (2,000 workspaces: ~10 ms instead of ~100 ms), which matters when a rotation re-reads the file.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def read_api_keys(path: Path) -> dict[str, SecretStr]:
     """workspace -> key from the file; ConfigError naming the problem (never a key) otherwise."""
     name = "LEADTERRA_API_KEYS_FILE"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{name} cannot be read: {type(error).__name__}") from None
-    redact.register(text)  # masked before anything could quote it, a parse error included
-    for line in text.splitlines():
-        redact.register(*(part.strip(" \"'") for part in line.split(":", 1)[1:]))
-    try:
-        data = yaml.load(text, Loader=_SAFE_LOADER)
-    except yaml.YAMLError:
-        raise ConfigError(f"{name} is neither YAML nor JSON; write `workspace_id: key` lines") from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{name} must map workspace ids to keys, e.g. `ws_acme: sk_live_...`")
+    data = redact.read_secrets_file(path, name, "workspace ids to keys", "ws_acme: sk_live_...")
     keys: dict[str, SecretStr] = {}
     for workspace, key in data.items():
         if not isinstance(workspace, str) or not _WORKSPACE_ID.fullmatch(workspace):

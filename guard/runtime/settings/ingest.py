@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -57,17 +56,7 @@ class WebhookSettings(BaseSettings):
 def read_campaign_secrets(path: Path) -> dict[str, tuple[bytes, ...]]:
     """`camp_123: whsec_...` lines (a list, or a comma-separated string, during a rotation)."""
     name = "LEADTERRA_WEBHOOK_CAMPAIGN_SECRETS_FILE"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{name} cannot be read: {type(error).__name__}") from None
-    redact.register(text)  # masked before anything could quote it, a parse error included
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"{name} is neither YAML nor JSON; write `campaign_id: secret` lines") from None
-    if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{name} must map campaign ids to secrets, e.g. `camp_123: whsec_...`")
+    data = redact.read_secrets_file(path, name, "campaign ids to secrets", "camp_123: whsec_...")
     secrets: dict[str, tuple[bytes, ...]] = {}
     for campaign, value in data.items():
         if not isinstance(campaign, str) or not campaign.strip() or len(campaign) > MAX_ID_LENGTH:
