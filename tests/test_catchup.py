@@ -108,3 +108,32 @@ async def test_a_first_deploy_over_three_hours_pauses_the_campaign_still_bad_onc
     assert second["episode_began"] == "resumed"
     assert datetime.fromisoformat(second["episode_from"]).timestamp() == pytest.approx(resumed_at)
     assert len(receiver.received) == 2
+
+
+async def test_a_campaign_paused_at_catch_up_is_paused_once_whatever_mail_is_still_in_flight(
+    kafka_bootstrap: str,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    run_guard: RunGuard,  # noqa: F811
+) -> None:
+    """The still-bad campaign's three hours end in a new episode leaning bad: its latest decision is acted on at
+    catch-up. The sends and bounces still arriving for it a moment later (mail in flight, lagging webhooks)
+    carry that episode over a rule's line: the decision is covered by the pause just made (`already_paused`),
+    not a second pause call."""
+    standin.add_campaign(STILL_BAD)
+    end = time.time() - 30
+    history = three_hours(end, sending_to_the_end=True)
+    await produce_as_logged(producer, topics.input, history)
+
+    guard = await run_guard()
+    await standin.wait_for_pauses(1, timeout=60, campaign_id=STILL_BAD)
+    in_flight = steady(STILL_BAD, end + 2, time.time() + 60, 8)
+    await produce_as_logged(producer, topics.input, in_flight)
+    await settled(guard, len(history) + len(in_flight))
+    await asyncio.sleep(0.5)  # a second call would have been made by now
+
+    assert len(standin.pause_requests(STILL_BAD)) == 1
+    counts = outcomes(audits(await read_topic(kafka_bootstrap, topics.audit, expected=10**9, timeout=3)))
+    assert counts[STILL_BAD, "paused"] == 1
+    assert counts[STILL_BAD, "already_paused"] >= 1, "premise: the mail in flight crosses a pause rule's line"

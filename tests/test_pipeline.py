@@ -13,6 +13,7 @@ from aiokafka.structs import ConsumerRecord
 
 from guard.contracts.events import decode
 from guard.engine import Decision, Engine, record_decisions
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.rules import load_rules
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
@@ -282,6 +283,36 @@ class TestBacklog:
         await pipeline.handle(TP, stream[boundary:], log_end=len(stream))
         assert [decision.id for decision in decisions.pauses(STILL_BAD)] == [latest]
         assert decisions.pauses(HEALTHY_SINCE) == []
+
+    async def test_a_campaign_paused_at_catch_up_is_not_paused_again_by_the_mail_in_flight(self) -> None:
+        """The still-bad campaign's backlog ends in a new episode leaning bad: its latest decision is acted on at
+        catch-up. The sends and bounces still arriving for it (mail in flight, lagging webhooks) carry its
+        evidence over the line moments later: that decision is covered by the pause just made, no second call."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        end = self.now - 30
+        backlog = three_hours(end, sending_to_the_end=True)
+        stream = logged(backlog + steady(STILL_BAD, end + 2, self.now + 120, 8))
+        await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
+        assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
+        await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
+        covered = [d for d in decisions.submitted if d.campaign_id == STILL_BAD and d.superseded_by is not None]
+        assert covered, "premise: the evidence in flight crosses a pause rule's line"
+        assert len(decisions.pauses(STILL_BAD)) == 1
+
+    async def test_a_campaign_resumed_after_its_pause_at_catch_up_is_paused_again_when_it_proves_bad(self) -> None:
+        """The cover of a pause made at catch-up ends with its grace: the campaign resumed later and crossing the
+        line again calls for itself (fail toward the pause), whether or not a new episode is seen."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        backlog = three_hours(self.now - 30, sending_to_the_end=True)
+        resumed = self.now + DEFAULT_RESUME_GRACE + 60
+        stream = logged(backlog + steady(STILL_BAD, resumed, resumed + 300, 4))
+        await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
+        assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
+        self.now = resumed + 300
+        await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
+        assert len(decisions.pauses(STILL_BAD)) == 2
 
     async def test_a_history_produced_all_at_once_is_judged_by_its_event_times(self) -> None:
         """A bridge that forwards three hours of history in a minute: the records are fresh, their events are

@@ -149,8 +149,8 @@ class AuditEvent(_Model):
     result: Result | None = Field(None, description="The API call's outcome; null on `fired` events.")
     superseded_by: str | None = Field(
         None,
-        description="Another rule's pause decision for this campaign, moments earlier: this one calls nobody "
-        "and is recorded as already_paused.",
+        description="A pause decision for this campaign made moments earlier (another rule's, or one acted on "
+        "at catch-up): this one calls nobody and is recorded as already_paused.",
     )
     exemption: ExemptionRef | None = Field(None, description="Why the guard did not act (`exempted`).")
     notification: NotificationFailure | None = Field(None, description="What failed (`notify_failed`).")

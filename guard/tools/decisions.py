@@ -148,7 +148,7 @@ def explain(record: DecisionRecord) -> str:
     lines.append(f"  decided   {_utc(timings.decided_at)} UTC (crossing event at {_utc(timings.event_time)} UTC)")
     lines.append(f"  outcome   {record.outcome_name}" + (" (dry run)" if event.dry_run else ""))
     if event.superseded_by:
-        lines.append(f"            covered by decision {event.superseded_by} of another rule, moments before")
+        lines.append(f"            covered by the pause of decision {event.superseded_by}, made moments before")
     if record.outcome_name == "superseded":
         lines.append("            not acted on: decided in a backlog, no longer in force when the guard caught up")
     if event.note:
