@@ -314,6 +314,23 @@ class TestBacklog:
         await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
         assert len(decisions.pauses(STILL_BAD)) == 2
 
+    async def test_a_campaign_resumed_after_its_pause_at_catch_up_is_judged_on_its_new_sends_only(self) -> None:
+        """Paused at catch-up while it ran on in the engine's reading, then resumed by the user: its sends past the
+        grace are a new episode, so the evidence from before the pause (leaning bad, halfway to a rule) no longer
+        counts, and a few bounces among clean sends do not pause it again."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        backlog = three_hours(self.now - 30, sending_to_the_end=True)
+        resumed = self.now + DEFAULT_RESUME_GRACE + 60
+        stream = logged(backlog + steady(STILL_BAD, resumed, resumed + 600, 20))
+        await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
+        assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
+        self.now = resumed + 600
+        await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        checkpointed = pipeline.restored_engine(pipeline.snapshot(TP)[0])  # the checkpoint holds the new episode too
+        assert checkpointed.episode(STILL_BAD).since == resumed
+
     async def test_a_history_produced_all_at_once_is_judged_by_its_event_times(self) -> None:
         """A bridge that forwards three hours of history in a minute: the records are fresh, their events are
         not. Held by event time until the log end; one pause, as for a history logged as it happened."""

@@ -30,11 +30,12 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
    traffic may never end a batch exactly at the log end). A history forwarded while the guard reads it
    is live traffic from there: each record is acted on as it comes.
 
-4. A decision acted on at catch-up because its campaign leans bad is a pause the engine does not know of: it
-   reads the campaign as running on. The sends and bounces still arriving for it (mail in flight, lagging
-   webhooks) may carry that episode over a rule's line moments later; such a decision, crossing within the
-   grace of the pause made, is covered by it (`superseded_by`, `already_paused` once it landed), as a guard
-   that had kept up would have paused once. A later one, or one of a new episode, calls for itself.
+4. A decision acted on at catch-up because its campaign leans bad is a pause the engine's reading does not
+   hold: it reads the campaign as running on. The engine is told that the pause landed then
+   (Engine.note_pause), as it would have been had the guard kept up: the mail still in flight that carries
+   the episode over a rule's line moments later is covered by it (`already_paused`), a send past the grace
+   is a resume (a new episode: the evidence from before the pause stops counting), and the checkpoint
+   holds it like any pause in force.
 
 No checkpoint is taken while a partition holds a decision. A parked partition keeps its held
 decisions; a revoked one drops them, and a stopping guard records none: their offsets were never
@@ -44,7 +45,7 @@ committed, so whoever reads the partition next derives them again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from guard.engine import Decision
@@ -57,36 +58,6 @@ class Held:
 
     decision: Decision
     offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class PausedAtCatchUp:
-    """A held decision acted on at catch-up while its campaign ran on in the engine's reading: the episode it
-    was made in, and the event time up to which a later decision of that episode is mail in flight."""
-
-    decision_id: str
-    episode_since: float | None
-    until: float
-
-
-def remember(paused: dict[str, PausedAtCatchUp], decision: Decision, episode: Episode | None, until: float) -> None:
-    """Note a held decision acted on at catch-up while the engine reads its campaign as running on (no pause in
-    force): the later decisions of that episode crossing up to `until` (event time) are covered by it."""
-    if episode is not None and episode.pause is None:
-        paused[decision.campaign_id] = PausedAtCatchUp(decision.id, episode.since, until)
-
-
-def cover(paused: dict[str, PausedAtCatchUp], decision: Decision, episode: Episode | None) -> Decision:
-    """`decision`, covered by its campaign's pause made at catch-up when it crossed within that pause's grace, in
-    the episode the pause was made in. A pause decision it does not cover calls for itself (fail toward the
-    pause) and ends the cover."""
-    entry = paused.get(decision.campaign_id)
-    if entry is None or decision.action != "pause" or decision.superseded_by is not None:
-        return decision
-    if episode is not None and episode.since == entry.episode_since and decision.fired_at <= entry.until:
-        return replace(decision, superseded_by=entry.decision_id)
-    del paused[decision.campaign_id]
-    return decision
 
 
 def behind(record_timestamp_ms: int, event_time: float, now: float, grace: float) -> bool:

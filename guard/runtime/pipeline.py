@@ -49,7 +49,7 @@ from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import RuleSet
-from guard.runtime.catchup import Held, behind, cover, release, remember
+from guard.runtime.catchup import Held, behind, release
 from guard.runtime.progress import PartitionProgress
 from guard.runtime.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.telemetry.metrics import Metrics
@@ -320,8 +320,6 @@ class Pipeline:
             tally.counted += 1
             oldest = min(oldest, record.timestamp / 1000, event.time)
             for decision in decisions:
-                if progress.paused_at_catch_up:  # the mail in flight of a pause made at catch-up (catchup.py)
-                    decision = cover(progress.paused_at_catch_up, decision, engine.episode(decision.campaign_id))
                 progress.pending[offset] += 1
                 held = progress.held
                 if decision.action == "pause" and (
@@ -345,8 +343,9 @@ class Pipeline:
         for held, note in release(progress.held, engine.episode, engine.leans_bad, caught_up):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
-                episode, until = engine.episode(held.decision.campaign_id), self._clock() + self._resume_grace
-                remember(progress.paused_at_catch_up, held.decision, episode, until)
+                episode = engine.episode(held.decision.campaign_id)
+                if episode is not None and episode.pause is None:  # acted on as leaning bad: it lands now
+                    engine.note_pause(held.decision.campaign_id, held.decision.id)
                 self._dispatcher.submit(held.decision, recorded, progress.audit_read)
             else:
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from guard.runtime.catchup import Held, PausedAtCatchUp
+from guard.runtime.catchup import Held
 from guard.runtime.recovery import AuditRead, PartitionRecovery
 
 
@@ -22,7 +22,6 @@ class PartitionProgress:
         "next_offset",
         "pending",
         "held",
-        "paused_at_catch_up",
         "last_committed",
         "busy",
     )
@@ -36,7 +35,6 @@ class PartitionProgress:
         self.next_offset: int | None = None
         self.pending: Counter[int] = Counter()
         self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
-        self.paused_at_catch_up: dict[str, PausedAtCatchUp] = {}  # by campaign: what covers its mail in flight
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
 

@@ -132,7 +132,7 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
 
     campaign, resumed_at, upto = resumed["campaign"], resumed["at"], resumed["upto"]
     answered, repeats = kit.check_pause_requests(
-        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded(), lives + [final]
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded(), lives + [final], tail.covered()
     )
     per_life = Counter(
         (next(i for i, life in enumerate(lives + [final]) if life.alive_at(r.received_at)), r.header("Idempotency-Key"))
@@ -255,7 +255,7 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
     elapsed = time.monotonic() - started
 
     answered, repeats = kit.check_pause_requests(
-        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded(), [a, b]
+        ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded(), [a, b], tail.covered()
     )
     per_key = Counter(ledger.keys())
     assert max(per_key.values()) <= 2, "at most one extra call per decision, after the crash"
