@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import httpx
@@ -179,10 +180,12 @@ def raw_post(body: bytes, headers: dict[str, str]) -> bytes:
 
 
 class _Handler:
-    """aiohttp's connection handler as the cap reads it: open or not, waiting for headers or not."""
+    """aiohttp's connection handler as the cap reads it: open or not, waiting for headers or not, over a
+    real socket whose kernel buffer holds what the peer sent and the process has not read."""
 
     def __init__(self, closed: list[_Handler]) -> None:
-        self.transport: object | None = object()
+        self._socket, self.peer = socket.socketpair()
+        self.transport: SimpleNamespace | None = SimpleNamespace(get_extra_info={"socket": self._socket}.get)
         self._waiter: SimpleNamespace | None = None  # in a request, or not started yet
         self._closed = closed
 
@@ -199,6 +202,10 @@ class _Handler:
     def connection_lost(self, exc: Exception | None) -> None:
         pass
 
+    def release(self) -> None:
+        self._socket.close()
+        self.peer.close()
+
 
 class _Server:
     def __init__(self) -> None:
@@ -213,15 +220,21 @@ class _Server:
 class TestConnectionCap:
     """The cap's choice of who makes room, over stand-in handlers."""
 
+    @pytest.fixture
+    def server(self) -> Iterator[_Server]:
+        server = _Server()
+        yield server
+        for handler in server.made:
+            handler.release()
+
     @staticmethod
-    def cap(limit: int) -> tuple[ConnectionCap, _Server, Counter, Counter]:
+    def cap(server: _Server, limit: int) -> tuple[ConnectionCap, Counter, Counter]:
         registry = CollectorRegistry()
         refused, evicted = Counter("r", "r", registry=registry), Counter("e", "e", registry=registry)
-        server = _Server()
-        return ConnectionCap(server, limit, refused, evicted), server, refused, evicted  # type: ignore[arg-type]
+        return ConnectionCap(server, limit, refused, evicted), refused, evicted  # type: ignore[arg-type]
 
-    def test_room_is_made_by_heard_waiting_then_body_senders_then_discarding_then_unheard(self) -> None:
-        cap, server, refused, evicted = self.cap(4)
+    def test_room_is_made_by_heard_waiting_then_body_senders_then_discarding_then_unheard(self, server) -> None:
+        cap, refused, evicted = self.cap(server, 4)
         doors = [cap() for _ in range(4)]
         unheard, heard, sending, discarding = server.made
         unheard.wait_for_headers()
@@ -235,8 +248,25 @@ class TestConnectionCap:
         assert isinstance(cap(), _Busy)  # every open connection is new: none to close
         assert (evicted._value.get(), refused._value.get()) == (4, 1)
 
-    def test_a_closed_connection_frees_its_place(self) -> None:
-        cap, server, refused, evicted = self.cap(1)
+    def test_a_waiting_connection_with_bytes_not_read_yet_is_not_closed(self, server) -> None:
+        """Bytes in its kernel buffer: the process is behind, the connection not idle. A heard one is
+        passed over for the next; when the oldest unheard one has bytes waiting, the newcomer is refused."""
+        cap, refused, evicted = self.cap(server, 3)
+        doors = [cap() for _ in range(3)]
+        for handler in server.made:
+            handler.wait_for_headers()
+        for door in doors[:2]:
+            door.data_received(b"POST / HTTP/1.1\r\n")  # type: ignore[attr-defined]
+        first, second, unheard = server.made
+        first.peer.send(b"Host: x\r\n\r\n")
+        unheard.peer.send(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+        cap()
+        assert server.closed == [second]
+        assert isinstance(cap(), _Busy)  # left: `first` and `unheard` with bytes waiting, a newcomer not started
+        assert (evicted._value.get(), refused._value.get()) == (1, 1)
+
+    def test_a_closed_connection_frees_its_place(self, server) -> None:
+        cap, refused, evicted = self.cap(server, 1)
         door = cap()
         assert isinstance(cap(), _Busy)
         door.connection_lost(None)

@@ -7,15 +7,16 @@ no bound on open connections. The listener's protocol factory is that bound, cou
 from its acceptance (connections that waited in the kernel's queue are accepted together, a turn
 before aiohttp registers them). At the bound, room is made by closing, in this order: the oldest
 connection the door has read from that is not in a request (its headers unfinished, or idle between
-requests); else the one that has been sending its body the longest (a body is read before its
-signature can be checked: a sender slower than the others is the likeliest to be no sender at all),
-or one answered before its body was in and still discarding the rest; else the oldest connection
-not read from yet. A connection not read from yet may hold a whole request in the kernel's buffer,
-unread only because the process was busy: closing the oldest waiting connection regardless lost
-signed webhooks whenever slow clients came back as fast as they were closed. So clients that hold
-connections cannot keep a signed webhook out. Only when every connection is in a request being
-answered, or accepted in the same turn, is the new one answered 503 and closed, before any of its
-bytes are read.
+requests) and has no bytes waiting in the kernel; else the one that has been sending its body the
+longest (a body is read before its signature can be checked: a sender slower than the others is the
+likeliest to be no sender at all), or one answered before its body was in and still discarding the
+rest; else the oldest connection not read from yet, if nothing it sent is waiting to be read.
+Otherwise the new connection is answered 503 (`Retry-After: 1`) and closed before any of its bytes
+are read: every connection is in a request being answered, accepted in the same turn, or holds bytes
+the process has not read yet because it is busy. Closing those instead lost signed webhooks whose
+request sat in the kernel's buffer, and at worst closed each batch of new connections before it was
+read, so that none was. So clients that hold connections, or come back as fast as they are closed,
+cannot keep a signed webhook out.
 
 A request line or header over the limits, or bytes that are not HTTP, is answered 400 by aiohttp,
 which logs an error with a traceback for each: such requests are counted instead, and the first
@@ -26,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import sys
+import termios
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +51,18 @@ class _Busy(asyncio.Protocol):
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(BUSY)
         transport.close()
+
+
+def _unread(handler: RequestHandler) -> bool:
+    """Bytes wait in the kernel's buffer for this connection: it is not idle, only not read yet."""
+    socket = handler.transport.get_extra_info("socket") if handler.transport is not None else None
+    if socket is None:
+        return False
+    try:
+        waiting = fcntl.ioctl(socket.fileno(), termios.FIONREAD, bytes(4))
+    except OSError:
+        return False
+    return int.from_bytes(waiting, sys.byteorder) > 0
 
 
 def _between_requests(handler: RequestHandler) -> bool:
@@ -133,11 +149,19 @@ class ConnectionCap:
         return _Door(self._server(), self)
 
     def _victim(self) -> RequestHandler | None:
-        heard = (handler for handler in self._open if handler not in self._unheard and _between_requests(handler))
+        idle = (
+            handler
+            for handler in self._open
+            if handler not in self._unheard and _between_requests(handler) and not _unread(handler)
+        )
         reading = (handler for handler in self._reading if handler.transport is not None)
         discarding = (handler for handler in self._discarding if handler.transport is not None)
-        unheard = (handler for handler in self._unheard if _between_requests(handler))
-        return next(heard, None) or next(reading, None) or next(discarding, None) or next(unheard, None)
+        if victim := next(idle, None) or next(reading, None) or next(discarding, None):
+            return victim
+        # the oldest not read from yet, unless its bytes wait to be read: then the loop is behind, and
+        # closing unread connections to admit newer ones would keep it from ever reading any
+        unheard = next((handler for handler in self._unheard if _between_requests(handler)), None)
+        return None if unheard is None or _unread(unheard) else unheard
 
 
 class ParserErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
