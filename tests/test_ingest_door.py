@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from test_ingest import ARF_TOKEN, Topics, create_topics, running_ingest, signed, webhook
 
 from guard.ingest.app import ARF_PATH, WEBHOOK_PATH
+from guard.ingest.door import ConnectionCap, _Busy
 from guard.ingest.signature import SIGNATURE_HEADER
 
 ANSWER_WITHIN = 10.0  # seconds: far above any answer the door gives, far below the settings' timeouts
@@ -106,22 +111,167 @@ async def test_at_the_cap_the_longest_body_in_progress_makes_room(kafka_broker, 
             writer.close()
 
 
+async def test_a_connection_not_read_from_yet_is_closed_last(kafka_broker, topics) -> None:
+    """A connection the door has not read from (its request still on the way, or in the kernel's buffer
+    while the process is busy) outlives slow clients that come back as fast as they are closed: each
+    returning one closes a slow one, never it, and its signed webhook is answered 200 when it comes."""
+    cap = 4
+    async with running_ingest(kafka_broker, topics, max_connections=cap, idle_timeout=60.0) as service:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)  # nothing sent yet
+        await asyncio.sleep(0.1)
+        slow = await hold_unfinished_headers(service.port, cap - 1)
+        for _ in range(3 * cap):  # each one returning makes room by closing one
+            slow += await hold_unfinished_headers(service.port, 1)
+        body = webhook("camp_door", "m-unheard")
+        writer.write(raw_post(body, signed(body)))
+        status = await asyncio.wait_for(reader.readline(), ANSWER_WITHIN)
+        still_open = [not slow_reader.at_eof() for slow_reader, _ in slow]
+        for _, slow_writer in [*slow, (reader, writer)]:
+            slow_writer.close()
+    assert status == b"HTTP/1.1 200 OK\r\n"
+    assert service.metrics.connections_evicted._value.get() == 3 * cap
+    assert still_open == [False] * (3 * cap) + [True] * (cap - 1)  # the oldest slow ones made room
+
+
+async def test_the_cap_holds_for_connections_that_arrive_together(kafka_broker, topics) -> None:
+    """Connections that wait in the kernel's queue while the process is busy are accepted together, a
+    turn before aiohttp registers them: the cap counts each from its acceptance. Three times the cap at
+    once: the cap's worth admitted, the others answered 503; a signed webhook after them is answered."""
+    cap = 4
+    async with running_ingest(kafka_broker, topics, max_connections=cap, idle_timeout=60.0) as service:
+        # blocking connects: the kernel completes them; the loop accepts none until this test awaits
+        burst = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(3 * cap)]
+        await asyncio.sleep(0.1)
+        metrics = service.metrics
+        assert (metrics.connections_evicted._value.get(), metrics.connections_refused._value.get()) == (0, 2 * cap)
+        body = webhook("camp_door", "m-after-burst")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}", timeout=ANSWER_WITHIN) as client:
+            assert (await client.post(WEBHOOK_PATH, content=body, headers=signed(body))).status_code == 200
+        for connection in burst:
+            connection.close()
+    assert metrics.connections_evicted._value.get() == 1  # the oldest silent one made room
+
+
+async def test_a_connection_answered_before_its_body_can_make_room(kafka_broker, topics, caplog) -> None:
+    """Answered 401 before its body (announced, never sent), a connection is kept a moment for the
+    client to read the answer while the rest is discarded, then closed; meanwhile, at the cap, it is
+    closed to admit a new one (no error logged for it). Before, the new one was refused 503."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    async with running_ingest(kafka_broker, topics, max_connections=2, idle_timeout=60.0, read_timeout=60) as service:
+        unsigned = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n\r\n" % WEBHOOK_PATH.encode()
+        held = []
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+            writer.write(unsigned)
+            assert await asyncio.wait_for(reader.readline(), ANSWER_WITHIN) == b"HTTP/1.1 401 Unauthorized\r\n"
+            held.append(writer)
+        livez = await status_line(service.port, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        for writer in held:
+            writer.close()
+    assert livez.startswith(b"HTTP/1.1 200")
+    assert service.metrics.connections_refused._value.get() == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def raw_post(body: bytes, headers: dict[str, str]) -> bytes:
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{lines}\r\n"
+    return head.encode() + body
+
+
+class _Handler:
+    """aiohttp's connection handler as the cap reads it: open or not, waiting for headers or not, over a
+    real socket whose kernel buffer holds what the peer sent and the process has not read."""
+
+    def __init__(self, closed: list[_Handler]) -> None:
+        self._socket, self.peer = socket.socketpair()
+        self.transport: SimpleNamespace | None = SimpleNamespace(get_extra_info={"socket": self._socket}.get)
+        self._waiter: SimpleNamespace | None = None  # in a request, or not started yet
+        self._closed = closed
+
+    def wait_for_headers(self) -> None:
+        self._waiter = SimpleNamespace(done=lambda: False)
+
+    def force_close(self) -> None:
+        self.transport = None
+        self._closed.append(self)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def release(self) -> None:
+        self._socket.close()
+        self.peer.close()
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.made: list[_Handler] = []
+        self.closed: list[_Handler] = []
+
+    def __call__(self) -> _Handler:
+        self.made.append(_Handler(self.closed))
+        return self.made[-1]
+
+
 class TestConnectionCap:
-    """The cap's choice, over a server whose connections are all being answered (a small stand-in)."""
+    """The cap's choice of who makes room, over stand-in handlers."""
 
-    def test_with_every_connection_past_its_body_a_new_one_is_refused(self) -> None:
-        from types import SimpleNamespace
+    @pytest.fixture
+    def server(self) -> Iterator[_Server]:
+        server = _Server()
+        yield server
+        for handler in server.made:
+            handler.release()
 
-        from prometheus_client import CollectorRegistry, Counter
-
-        from guard.ingest.door import ConnectionCap, _Busy
-
-        answering = [SimpleNamespace(transport=object(), _waiter=None) for _ in range(2)]  # no waiter: in a request
+    @staticmethod
+    def cap(server: _Server, limit: int) -> tuple[ConnectionCap, Counter, Counter]:
         registry = CollectorRegistry()
         refused, evicted = Counter("r", "r", registry=registry), Counter("e", "e", registry=registry)
-        cap = ConnectionCap(SimpleNamespace(connections=answering), 2, refused, evicted)  # type: ignore[arg-type]
+        return ConnectionCap(server, limit, refused, evicted), refused, evicted  # type: ignore[arg-type]
+
+    def test_room_is_made_by_heard_waiting_then_body_senders_then_discarding_then_unheard(self, server) -> None:
+        cap, refused, evicted = self.cap(server, 4)
+        doors = [cap() for _ in range(4)]
+        unheard, heard, sending, discarding = server.made
+        unheard.wait_for_headers()
+        heard.wait_for_headers()
+        doors[1].data_received(b"POST / HTTP/1.1\r\n")  # type: ignore[attr-defined]
+        cap.answered_early(discarding)  # type: ignore[arg-type]
+        with cap.reading_body(sending):  # type: ignore[arg-type]
+            for _ in range(4):
+                cap()  # a newcomer: open, not started yet, so not a candidate itself
+        assert server.closed == [heard, sending, discarding, unheard]
+        assert isinstance(cap(), _Busy)  # every open connection is new: none to close
+        assert (evicted._value.get(), refused._value.get()) == (4, 1)
+
+    def test_a_waiting_connection_with_bytes_not_read_yet_is_not_closed(self, server) -> None:
+        """Bytes in its kernel buffer: the process is behind, the connection not idle. A heard one is
+        passed over for the next; when the oldest unheard one has bytes waiting, the newcomer is refused."""
+        cap, refused, evicted = self.cap(server, 3)
+        doors = [cap() for _ in range(3)]
+        for handler in server.made:
+            handler.wait_for_headers()
+        for door in doors[:2]:
+            door.data_received(b"POST / HTTP/1.1\r\n")  # type: ignore[attr-defined]
+        first, second, unheard = server.made
+        first.peer.send(b"Host: x\r\n\r\n")
+        unheard.peer.send(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+        cap()
+        assert server.closed == [second]
+        assert isinstance(cap(), _Busy)  # left: `first` and `unheard` with bytes waiting, a newcomer not started
+        assert (evicted._value.get(), refused._value.get()) == (1, 1)
+
+    def test_a_closed_connection_frees_its_place(self, server) -> None:
+        cap, refused, evicted = self.cap(server, 1)
+        door = cap()
         assert isinstance(cap(), _Busy)
-        assert (refused._value.get(), evicted._value.get()) == (1, 0)
+        door.connection_lost(None)
+        assert not isinstance(cap(), _Busy)
+        assert (evicted._value.get(), refused._value.get()) == (0, 1)
 
 
 async def test_an_idle_keep_alive_connection_is_closed(kafka_broker, topics) -> None:

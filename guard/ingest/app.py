@@ -46,6 +46,9 @@ ARF_PATH = "/v1/feedback/arf"
 PROBE_SECONDS = 5.0  # how often a metadata request checks the brokers (readiness)
 CONNECT_RETRY_SECONDS = 1.0
 LINGER_SECONDS = 1.0  # an unread body (401 before reading it) is discarded this long, then the connection closed
+# connections the kernel completes before the process accepts them (capped by net.core.somaxconn): at
+# asyncio's 100, a burst of new connections overflowed it and a signed webhook's SYN waited 1 s to be resent
+ACCEPT_BACKLOG = 1024
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)  # the record, not the broker: 413
 
 
@@ -136,7 +139,7 @@ class Ingest:
         try:
             with listening(guard, f"{WEBHOOK_PATH}, /livez, /readyz and /metrics"):
                 self._listener = await asyncio.get_running_loop().create_server(
-                    accept, guard.http_host, guard.http_port
+                    accept, guard.http_host, guard.http_port, backlog=ACCEPT_BACKLOG
                 )
         except ConfigError:
             await self._runner.cleanup()
@@ -221,7 +224,7 @@ class Ingest:
         url_campaign = (request.query.get("campaign") or "").strip() or None  # unsigned: picks a secret, no more
         claimed = self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))
         if claimed is None or not self.verifier.can_verify(url_campaign):
-            return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
+            return self._before_body(request, self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}"))
 
         async def handle(body: bytes) -> web.Response:
             if (signer := self.verifier.signer(body, claimed, url_campaign)) is None:
@@ -236,7 +239,7 @@ class Ingest:
 
     async def _arf(self, request: web.Request) -> web.Response:
         if not self._bearer_ok(request.headers.get("Authorization", "")):  # before reading the body
-            return self._unauthorized("arf", "missing or invalid bearer token")
+            return self._before_body(request, self._unauthorized("arf", "missing or invalid bearer token"))
 
         async def handle(body: bytes) -> web.Response:
             try:
@@ -267,10 +270,10 @@ class Ingest:
                 with self._door.reading_body(request.protocol) if self._door else contextlib.nullcontext():
                     body = await _read_body(request, self.body_limit)
         except web.HTTPRequestEntityTooLarge:
-            return self._too_large(route)
+            return self._before_body(request, self._too_large(route))
         except TimeoutError:
             self.metrics.requests.labels(route, "timeout").inc()
-            return _answer(408, error="request body not received in time")
+            return self._before_body(request, _answer(408, error="request body not received in time"))
         except (ConnectionError, RuntimeError) as error:
             if isinstance(error, RuntimeError) and request.transport is not None:
                 raise  # not aiohttp's "Connection closed." of a connection closed to make room
@@ -280,6 +283,15 @@ class Ingest:
         response = await handle(body)
         if response.status < 300:
             self.metrics.produce_seconds.observe(time.perf_counter() - started)
+        return response
+
+    def _before_body(self, request: web.Request, response: web.Response) -> web.Response:
+        """`response`, given before the whole body was in: the rest is discarded for LINGER_SECONDS (so
+        that the client reads the answer), then the connection closed; meanwhile it may make room."""
+        if not request.content.at_eof():
+            response.force_close()
+            if self._door is not None:
+                self._door.answered_early(request.protocol)
         return response
 
     def _too_large(self, route: str) -> web.Response:

@@ -92,8 +92,9 @@ class IngestSettings(BaseSettings):
     max_connections: int = Field(
         128,
         ge=1,
-        description="Open connections at most; one more is answered 503 and closed. Sizes the chart's memory "
-        "limit with the body and header limits.",
+        description="Open connections at most; at the cap a new one closes one still waiting for its request "
+        "(the ones not read from yet last), or is answered 503 when all are being answered. Sizes the chart's "
+        "memory limit with the body and header limits.",
     )
     idle_timeout: float = Field(
         5.0,
