@@ -557,6 +557,7 @@ class TestNotes:
         [
             ("dedupeHorizonSeconds", "dedupe_horizon", "GUARD_DEDUPE_HORIZON"),
             ("resumeGraceSeconds", "resume_grace", "GUARD_RESUME_GRACE"),
+            ("catchUpLimitSeconds", "catch_up_limit", "GUARD_CATCH_UP_LIMIT"),
             ("maxCampaigns", "max_campaigns", "GUARD_MAX_CAMPAIGNS"),
             ("maxDedupeKeys", "max_dedupe_keys", "GUARD_MAX_DEDUPE_KEYS"),
             ("stateTopic", "state_topic", "GUARD_STATE_TOPIC"),

@@ -15,6 +15,7 @@ from guard.contracts.events import decode
 from guard.engine import Decision, Engine, record_decisions
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.rules import load_rules
+from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
 from guard.telemetry.metrics import Metrics
@@ -329,7 +330,24 @@ class TestBacklog:
         await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
         assert len(decisions.pauses(STILL_BAD)) == 1
         checkpointed = pipeline.restored_engine(pipeline.snapshot(TP)[0])  # the checkpoint holds the new episode too
-        assert checkpointed.episode(STILL_BAD).since == resumed
+        assert checkpointed.episode(STILL_BAD).since == pytest.approx(resumed, abs=0.001)
+
+    async def test_a_partition_that_stays_behind_acts_on_its_held_decisions_within_the_catch_up_limit(self) -> None:
+        """A guard whose partition never catches up (its traffic outruns it: the log end always ahead, every record
+        older than the grace) would hold its decisions for as long as the lag lasts and pause nothing. Held past
+        the catch-up limit, they are judged on what has been read: the campaign still bad is paused, the one
+        healthy since is not."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        stream = logged(three_hours(self.now - 7200))  # read two hours late, batch after batch
+        half = len(stream) // 2
+        await pipeline.handle(TP, stream[:half], log_end=10**9)
+        assert decisions.submitted == [] and pipeline.held() > 0, "premise: behind, holding"
+        self.now += DEFAULT_CATCH_UP_LIMIT + 1
+        await pipeline.handle(TP, stream[half:], log_end=10**9)
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(HEALTHY_SINCE) == []
+        assert pipeline.held() == 0
 
     async def test_a_history_produced_all_at_once_is_judged_by_its_event_times(self) -> None:
         """A bridge that forwards three hours of history in a minute: the records are fresh, their events are

@@ -37,6 +37,12 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
    is a resume (a new episode: the evidence from before the pause stops counting), and the checkpoint
    holds it like any pause in force.
 
+5. A partition holds decisions for `GUARD_CATCH_UP_LIMIT` at most (wall clock, from the oldest it holds):
+   one that stays behind longer (its traffic outruns the guard, or a backlog longer than it can read in that
+   time) counts as caught up then, its held decisions judged on what it has read, and holds afresh after.
+   Holding on would pause nothing while the lag lasts; that a later record might have superseded a decision
+   acted on so fails toward the pause.
+
 No checkpoint is taken while a partition holds a decision. A parked partition keeps its held
 decisions; a revoked one drops them, and a stopping guard records none: their offsets were never
 committed, so whoever reads the partition next derives them again.
@@ -51,6 +57,9 @@ from datetime import UTC, datetime
 from guard.engine import Decision
 from guard.engine.episodes import Episode, EpisodeStart
 
+# A 1M-event backlog reads in about a minute here (bench/RESULTS.md): five leave room for a slower cluster
+DEFAULT_CATCH_UP_LIMIT = 300.0
+
 
 @dataclass(frozen=True, slots=True)
 class Held:
@@ -58,6 +67,12 @@ class Held:
 
     decision: Decision
     offset: int
+    since: float  # wall clock when it was held
+
+
+def overdue(held: dict[str, Held], now: float, limit: float) -> bool:
+    """The partition has held a decision for longer than `limit` seconds: it counts as caught up."""
+    return any(now - entry.since > limit for entry in held.values())
 
 
 def behind(record_timestamp_ms: int, event_time: float, now: float, grace: float) -> bool:

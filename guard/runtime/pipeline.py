@@ -49,7 +49,7 @@ from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import RuleSet
-from guard.runtime.catchup import Held, behind, release
+from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, Held, behind, overdue, release
 from guard.runtime.progress import PartitionProgress
 from guard.runtime.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.telemetry.metrics import Metrics
@@ -118,6 +118,7 @@ class Pipeline:
         max_dedupe_keys: int | None = None,
         partition_count: Callable[[], int] = lambda: 1,
         resume_grace: float = DEFAULT_RESUME_GRACE,
+        catch_up_limit: float = DEFAULT_CATCH_UP_LIMIT,
         workspaces: WorkspaceMap | None = None,
         topic_workspaces: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -126,7 +127,7 @@ class Pipeline:
         self._workspaces = workspaces  # which workspace each campaign's events name, for the action
         self._topic_workspaces = topic_workspaces or {}  # topic -> the workspace of its events
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
-        self._dedupe_horizon, self._resume_grace = dedupe_horizon, resume_grace
+        self._dedupe_horizon, self._resume_grace, self._catch_up_limit = dedupe_horizon, resume_grace, catch_up_limit
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
         self._partition_count = partition_count
         self._clock = clock  # wall clock, against the records' Kafka timestamps: is a partition behind?
@@ -325,7 +326,7 @@ class Pipeline:
                 if decision.action == "pause" and (
                     behind(record.timestamp, decision.fired_at, now, grace) or decision.superseded_by in held
                 ):
-                    held[decision.id] = Held(decision, offset)
+                    held[decision.id] = Held(decision, offset, now)
                 else:
                     self._dispatcher.submit(decision, partial(progress.recorded, offset), progress.audit_read)
         if dead_letters:
@@ -333,9 +334,9 @@ class Pipeline:
         progress.next_offset = records[-1].offset + 1
         if progress.held:
             # caught up: at the log end, or a batch of live records all younger than the grace (a guard keeping
-            # up with heavy traffic may never end a batch exactly at the log end)
+            # up with heavy traffic may never end a batch exactly at the log end), or holding for too long
             caught_up = log_end is None or progress.next_offset >= log_end or now - oldest <= grace
-            self._settle_held(engine, progress, caught_up)
+            self._settle_held(engine, progress, caught_up or overdue(progress.held, now, self._catch_up_limit))
         self._count(tally, engine, before)
 
     def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool) -> None:

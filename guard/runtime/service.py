@@ -129,6 +129,7 @@ class Service:
             max_dedupe_keys=settings.max_dedupe_keys,
             partition_count=lambda: sum(len(consumer.partitions_for_topic(t) or ()) for t in settings.input_topics),
             resume_grace=settings.resume_grace,
+            catch_up_limit=settings.catch_up_limit,
             workspaces=workspaces,
             topic_workspaces=settings.topic_workspaces,
         )

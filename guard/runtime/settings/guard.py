@@ -14,6 +14,7 @@ from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import ConfigError
 from guard.rules.notify import check_link
+from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -83,6 +84,13 @@ class GuardSettings(BaseSettings):
         description="Seconds after a pause decision during which a campaign's sends are mail that was already in "
         "flight when the pause landed; a send after it means the campaign runs again and is judged anew "
         "on its new evidence only. Covers delivery of mail in transit, webhook lag and the pause call's retries.",
+    )
+    catch_up_limit: float = Field(
+        DEFAULT_CATCH_UP_LIMIT,
+        gt=0,
+        description="Seconds a backlog's pause decision is held at most, waiting for its partition to catch up "
+        "(DESIGN promise 10); a partition still behind then acts on it, judged on what it has read. Bounds how "
+        "long a guard that stays behind (traffic it cannot keep up with, a very long backlog) pauses nothing.",
     )
     state_topic: str = Field(
         "guard.state",
