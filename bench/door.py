@@ -37,9 +37,8 @@ from typing import Any
 import aiohttp
 
 from bench.child import ROOT, emit
-from bench.ingest import PATH, SECRET, bodies, cpu_seconds, read_ids
+from bench.ingest import HOST, PATH, bodies, cpu_seconds, read_ids, running_ingest
 
-HOST = "127.0.0.1"
 RECONNECT_SECONDS = 1.0
 OVERSIZED_BYTES = 2_000_000
 CHUNK = b"x" * 65536
@@ -185,34 +184,11 @@ async def metric(port: int, name: str) -> float:
 
 
 async def measure(rate: float, slow: int, oversized: int, seconds: float) -> dict[str, Any]:
-    from guard.testing.broker import EmbeddedBroker, free_port
-
-    topic, run = f"bench-door-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
-    with EmbeddedBroker() as broker:
-        port = free_port()
-        env = {
-            **os.environ,
-            "LEADTERRA_WEBHOOK_SECRET": SECRET.decode(),
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "KAFKA_ENABLE_IDEMPOTENCE": "false",  # Tansu has no idempotent producer for aiokafka
-            "GUARD_INPUT_TOPICS": topic,
-            "GUARD_HTTP_HOST": HOST,
-            "GUARD_HTTP_PORT": str(port),
-            "GUARD_LOG_LEVEL": "WARNING",
-        }
-        ingest = subprocess.Popen([sys.executable, "-m", "guard.cli", "ingest"], env=env, cwd=ROOT)
+    run = uuid.uuid4().hex[:8]
+    async with running_ingest("door") as (bootstrap, ingest, port, topic):
         url = f"http://{HOST}:{port}{PATH}"
         attackers = None
         try:
-            async with aiohttp.ClientSession() as session:
-                for _ in range(200):
-                    try:
-                        async with session.get(f"http://{HOST}:{port}/readyz") as answer:
-                            if answer.status == 200:
-                                break
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.05)
             work = bodies(int(rate * seconds) * 2 + 200, run)
             await send_signed(url, work[:200], 200, 1.0)  # warm-up: topic metadata, the producer's connection
             quiet_acked, quiet, quiet_statuses = await send_signed(url, work[200:], rate, seconds)
@@ -236,12 +212,10 @@ async def measure(rate: float, slow: int, oversized: int, seconds: float) -> dic
             too_large = await metric(port, 'guard_ingest_requests_total{outcome="too_large",route="leadterra"}')
             rss_peak = peak_rss_mib(ingest.pid)
             acked = set(quiet_acked) | set(hostile_acked)
-            seen = await read_ids(broker.bootstrap_servers, topic, acked)
+            seen = await read_ids(bootstrap, topic, acked)
         finally:
             if attackers is not None and attackers.poll() is None:
                 attackers.kill()
-            ingest.terminate()
-            ingest.wait(20)
     return {
         "workload": {"rate": rate, "slow": slow, "oversized": oversized, "seconds": seconds},
         "quiet": {**percentiles(quiet), "statuses": {str(k): v for k, v in quiet_statuses.items()}},

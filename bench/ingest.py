@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from bench.child import ROOT, emit
 
 CONCURRENCY = 64
 HALF_RATE_CAP = 2500.0
+HOST = "127.0.0.1"
 SECRET = b"whsec_bench"
 PATH = "/v1/webhooks/leadterra"
 
@@ -119,10 +122,12 @@ async def read_ids(bootstrap: str, topic: str, wanted: set[str], timeout: float 
     return seen
 
 
-async def measure(seconds: float) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def running_ingest(name: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes], int, str]]:
+    """An embedded broker and `guard ingest` on it, ready: (bootstrap, process, port, topic)."""
     from guard.testing.broker import EmbeddedBroker, free_port
 
-    topic, run = f"bench-ingest-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    topic = f"bench-{name}-{uuid.uuid4().hex[:8]}"
     with EmbeddedBroker() as broker:
         port = free_port()
         env = {
@@ -131,36 +136,43 @@ async def measure(seconds: float) -> dict[str, Any]:
             "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
             "KAFKA_ENABLE_IDEMPOTENCE": "false",  # Tansu has no idempotent producer for aiokafka
             "GUARD_INPUT_TOPICS": topic,
-            "GUARD_HTTP_HOST": "127.0.0.1",
+            "GUARD_HTTP_HOST": HOST,
             "GUARD_HTTP_PORT": str(port),
             "GUARD_LOG_LEVEL": "WARNING",
         }
         ingest = subprocess.Popen([sys.executable, "-m", "guard.cli", "ingest"], env=env, cwd=ROOT)
-        url = f"http://127.0.0.1:{port}{PATH}"
         try:
-            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+            async with aiohttp.ClientSession() as session:
                 for _ in range(200):
                     try:
-                        async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+                        async with session.get(f"http://{HOST}:{port}/readyz") as answer:
                             if answer.status == 200:
                                 break
                     except aiohttp.ClientError:
                         pass
                     await asyncio.sleep(0.05)
-                work = bodies(int(40_000 * seconds), run)
-                await saturate(session, url, work[:2000], 1.0)  # warm-up (connections, topic metadata)
-                cpu_before = cpu_seconds(ingest.pid)
-                acked_max, elapsed = await saturate(session, url, work[2000:], seconds)
-                cpu = cpu_seconds(ingest.pid) - cpu_before
-                rate = len(acked_max) / elapsed
-                half = min(rate / 2, HALF_RATE_CAP)
-                offset = 2000 + len(acked_max) + CONCURRENCY
-                acked_half, latencies = await steady(session, url, work[offset:], half, seconds)
-            acked = set(acked_max) | set(acked_half)
-            seen = await read_ids(broker.bootstrap_servers, topic, acked)
+            yield broker.bootstrap_servers, ingest, port, topic
         finally:
             ingest.terminate()
             ingest.wait(20)
+
+
+async def measure(seconds: float) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    async with running_ingest("ingest") as (bootstrap, ingest, port, topic):
+        url = f"http://{HOST}:{port}{PATH}"
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+            work = bodies(int(40_000 * seconds), run)
+            await saturate(session, url, work[:2000], 1.0)  # warm-up (connections, topic metadata)
+            cpu_before = cpu_seconds(ingest.pid)
+            acked_max, elapsed = await saturate(session, url, work[2000:], seconds)
+            cpu = cpu_seconds(ingest.pid) - cpu_before
+            rate = len(acked_max) / elapsed
+            half = min(rate / 2, HALF_RATE_CAP)
+            offset = 2000 + len(acked_max) + CONCURRENCY
+            acked_half, latencies = await steady(session, url, work[offset:], half, seconds)
+        acked = set(acked_max) | set(acked_half)
+        seen = await read_ids(bootstrap, topic, acked)
     return {
         "saturated_rps": rate,
         "per_cpu_second": len(acked_max) / cpu if cpu else None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -20,7 +21,8 @@ from guard.testing.broker import BrokerInfo
 @pytest.fixture
 async def audit_topic(kafka_broker: BrokerInfo, topic_name: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """An audit topic holding: camp_a fired and paused (workspace ws_1), camp_b fired and failed,
-    camp_seed_1 exempted, camp_c fired without an outcome yet, and one record that is no audit event."""
+    camp_seed_1 exempted, camp_c fired without an outcome yet, camp_d an alert (it calls nobody: no outcome ever),
+    and one record that is no audit event."""
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_broker.bootstrap_servers)
     monkeypatch.setenv("GUARD_AUDIT_TOPIC", topic_name)
     now = time.time()
@@ -30,8 +32,11 @@ async def audit_topic(kafka_broker: BrokerInfo, topic_name: str, monkeypatch: py
         ("camp_b", "failed"),
         ("camp_seed_1", "exempted"),
         ("camp_c", None),
+        ("camp_d", None),
     ]:
         decision = pause_decision(campaign)
+        if campaign == "camp_d":
+            decision = dataclasses.replace(decision, rule=decision.rule.model_copy(update={"action": "alert"}))
         workspace = "ws_1" if campaign == "camp_a" else None
         events.append(audit_event(decision, "fired", decided_at=now, dry_run=False, workspace_id=workspace))
         if outcome == "paused":
@@ -99,16 +104,17 @@ class TestDecisions:
     async def test_the_table_has_one_row_per_decision_with_its_outcome(
         self, audit_topic: str, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Fired and outcome events fold into one row; an unsettled decision shows as fired."""
+        """Fired and outcome events fold into one row; an unsettled decision shows as fired, an alert as alert."""
         code, out, err = await decisions(capsys)
         assert code == 0, err
         rows = {line.split()[0]: line for line in out.splitlines()[1:]}
         assert out.splitlines()[0].split()[:4] == ["CAMPAIGN", "WORKSPACE", "RULE", "VALUE"]
-        assert set(rows) == {"camp_a", "camp_b", "camp_seed_1", "camp_c"}
+        assert set(rows) == {"camp_a", "camp_b", "camp_seed_1", "camp_c", "camp_d"}
         assert " paused " in rows["camp_a"] and " ws_1 " in rows["camp_a"]
         assert " failed " in rows["camp_b"]
         assert " exempted " in rows["camp_seed_1"]
         assert " fired " in rows["camp_c"]
+        assert " alert " in rows["camp_d"]
         assert "hard-bounce-burst" in rows["camp_a"] and "last 50" in rows["camp_a"]
         assert "1 records of the audit topic are not audit events" in err
 

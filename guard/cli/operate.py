@@ -199,8 +199,18 @@ def add(commands: argparse._SubParsersAction) -> None:
     decisions.add_argument("--rule", help="only this rule (a name or a glob)")
     decisions.add_argument(
         "--outcome",
-        choices=("fired", "paused", "already_paused", "not_running", "dry_run", "failed", "exempted", "superseded"),
-        help="only decisions with this outcome (`fired`: not settled yet)",
+        choices=(
+            "fired",
+            "paused",
+            "already_paused",
+            "not_running",
+            "dry_run",
+            "failed",
+            "exempted",
+            "superseded",
+            "alert",
+        ),
+        help="only decisions with this outcome (`fired`: not settled yet; `alert`: an alert, which calls nobody)",
     )
     decisions.add_argument("--workspace", help="only this Leadterra workspace")
     decisions.add_argument("--format", choices=("table", "json"), default="table", help="table, or JSON lines")

@@ -32,7 +32,11 @@ class DecisionRecord:
 
     @property
     def outcome_name(self) -> str:
-        return self.outcome.outcome if self.outcome is not None else "fired"
+        """The outcome; `fired` while a pause decision is not settled, `alert` for an alert (it calls nobody, so
+        its `fired` event is all there is)."""
+        if self.outcome is not None:
+            return self.outcome.outcome
+        return "alert" if self.fired is not None and self.fired.rule.action == "alert" else "fired"
 
     @property
     def when(self) -> datetime:
