@@ -295,15 +295,16 @@ class Engine:
         pause = state.last_pause[0] if state.last_pause is not None else None
         return Episode(state.began, state.started_at if state.began is not None else None, pause)
 
-    def note_pause(self, campaign_id: str, decision_id: str) -> None:
-        """A pause made for the campaign outside this reading of the log lands now (a backlog's decision acted on
-        at catch-up while the campaign ran on: guard.runtime.catchup): the campaign is PAUSED from the partition's
-        clock, as if the decision had been taken there. The mail still in flight crossing a rule's line within the
-        cooldown is covered by it, and a send past the grace starts a new episode (a resume: the evidence from
-        before stops counting), exactly as for a pause decision of the engine's own (episodes.py)."""
+    def note_pause(self, campaign_id: str, decision_id: str, at: float) -> None:
+        """A pause made for the campaign outside this reading of the log landed at `at` (a backlog's decision acted
+        on at catch-up while the campaign ran on: guard.runtime.catchup): the campaign is PAUSED from then, as if
+        the decision had been taken there. Every send of the log up to then was made before the pause landed
+        (none reads as a resume), the mail in flight crossing a rule's line again is covered by it, and a send
+        past `at` plus the grace starts a new episode (a resume: the evidence from before stops counting),
+        exactly as for a pause decision of the engine's own (episodes.py)."""
         state = self._campaigns.get(campaign_id)
         if state is not None:
-            state.last_pause = (decision_id, max(self._watermark, state.watermark))
+            state.last_pause = (decision_id, max(at, state.watermark))
 
     def leans_bad(self, campaign_id: str) -> bool:
         """Whether the campaign's current evidence is at least halfway to some pause rule firing: a cusum

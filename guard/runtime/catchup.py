@@ -32,10 +32,11 @@ engine is unchanged and `guard replay` shows what a guard that kept up would dec
 
 4. A decision acted on at catch-up because its campaign leans bad is a pause the engine's reading does not
    hold: it reads the campaign as running on. The engine is told that the pause landed then
-   (Engine.note_pause), as it would have been had the guard kept up: the mail still in flight that carries
-   the episode over a rule's line moments later is covered by it (`already_paused`), a send past the grace
-   is a resume (a new episode: the evidence from before the pause stops counting), and the checkpoint
-   holds it like any pause in force.
+   (Engine.note_pause), as it would have been had the guard kept up: the sends of the log up to then
+   were made before it landed, the mail still in flight that carries the episode over a rule's line again
+   is covered by it (`already_paused`), a send later than the pause plus the grace is a resume (a new
+   episode: the evidence from before the pause stops counting), and the checkpoint holds it like any
+   pause in force.
 
 5. A partition holds decisions for `GUARD_CATCH_UP_LIMIT` at most (wall clock, from the oldest it holds):
    one that stays behind longer (its traffic outruns the guard, or a backlog longer than it can read in that

@@ -346,7 +346,7 @@ class Pipeline:
             if note is None:
                 episode = engine.episode(held.decision.campaign_id)
                 if episode is not None and episode.pause is None:  # acted on as leaning bad: it lands now
-                    engine.note_pause(held.decision.campaign_id, held.decision.id)
+                    engine.note_pause(held.decision.campaign_id, held.decision.id, self._clock())
                 self._dispatcher.submit(held.decision, recorded, progress.audit_read)
             else:
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)

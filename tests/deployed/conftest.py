@@ -41,7 +41,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from guard.contracts.audit import FINAL_OUTCOMES
 from guard.testing.broker import BrokerInfo, free_port
 from guard.testing.events import envelope
-from guard.testing.guard_process import GuardProcess, Guards, clean_environ, wait_until
+from guard.testing.guard_process import GuardProcess, Guards, Metrics, clean_environ, wait_until
 from guard.testing.kafka_reads import committed, read_all
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -276,6 +276,7 @@ class Deployment:
     mail = staticmethod(mail)
     history = staticmethod(history)
     wait_until = staticmethod(wait_until)
+    Metrics = Metrics
 
     def __init__(self, broker: BrokerInfo, guards: Guards, standin: LeadterraStandIn, slack: SlackReceiver) -> None:
         self.broker, self.guards, self.standin, self.slack = broker, guards, standin, slack

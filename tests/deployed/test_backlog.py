@@ -6,7 +6,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
+
 MINUTE, HOUR = 60.0, 3600.0
+CLEAN_CAMPAIGNS = 300  # x 450 sends over three hours: ~135k records
 ACTED = {"paused", "already_paused", "failed", "not_running", "dry_run"}  # outcomes that say "paused it"
 
 
@@ -83,3 +86,51 @@ async def test_a_restart_after_a_forty_minute_outage_pauses_once_each_campaign_b
     assert not ACTED & set(tally.outcomes(early)), tally
     assert not tally.notified(early), tally
     assert not (tally.calls[clean] or tally.outcomes(clean) or tally.notified(clean)), tally
+
+
+@pytest.mark.timeout(180)
+async def test_a_guard_killed_while_it_catches_up_pauses_once_after_its_restart(deploy) -> None:
+    """A first deploy over three hours of mail of a few hundred campaigns, SIGKILLed while it holds the
+    backlog's decisions (nothing acted on, nothing recorded, no offset committed past them): started again,
+    it derives them again and pauses the campaign bad all along once, in all, and never the one healthy
+    for hours since."""
+    S, bad, healthy = deploy.Stretch, deploy.BAD, deploy.HEALTHY
+    still_bad, healthy_since = "camp_bad_all_along", "camp_bad_3h_ago"
+    deploy.campaigns(still_bad, healthy_since)
+    now = time.time()
+    start = now - 3 * HOUR
+    await deploy.produce(
+        deploy.history(
+            deploy.mail(still_bad, S(start, now, bad), until=now),
+            deploy.mail(
+                healthy_since, S(start, start + 20 * MINUTE, bad), S(start + 20 * MINUTE, now, healthy), until=now
+            ),
+            *(  # enough mail that catching up takes seconds: the kill lands while decisions are held
+                deploy.mail(f"camp_{i:03d}", S(start + i % 24, now, healthy, 24.0), until=now)
+                for i in range(CLEAN_CAMPAIGNS)
+            ),
+        )
+    )
+
+    first = deploy.start("first")
+
+    async def holding() -> bool:
+        assert first.running, first.log_tail()
+        response = await first.get("/metrics")  # None until the process listens
+        return response is not None and deploy.Metrics(response.text)("guard_held_decisions") > 0
+
+    await deploy.wait_until(holding, 60, 0.02, "the first guard holds the backlog's decisions")
+    await first.kill()
+    killed_with = await deploy.tally()
+    second = deploy.start("second")
+    await second.wait_ready(60)
+    await deploy.settle(second, timeout=90)
+    tally = await deploy.tally()
+
+    assert not killed_with.calls, f"premise: killed before it acted on the backlog: {killed_with}"
+    assert tally.calls[still_bad] == 1, tally
+    assert tally.outcomes(still_bad)["paused"] == 1 and not tally.outcomes(still_bad)["failed"], tally
+    assert tally.notified(still_bad) == Counter(paused=1), tally
+    assert tally.calls[healthy_since] == 0, tally
+    assert not ACTED & set(tally.outcomes(healthy_since)), tally
+    assert set(tally.calls) == {still_bad}, tally

@@ -60,7 +60,7 @@ async def _consumed(kit, guard, total: int, samples: list | None = None) -> None
 async def test_a_flood_of_campaign_ids_stays_within_the_cap(kit, report_row) -> None:
     now = time.time()
     traffic, good = _traffic(now)
-    expected = kit.expected(good)
+    expected = kit.expected(good, kit.NO_RESUMES)  # two hours in a burst: no catch-up here (tests/deployed)
     assert expected.pauses, "premise: the bad campaigns fire"
     flood = [(f"flood_{n:05d}", _sent(f"flood_{n:05d}", now - 7300, f"f{n}")) for n in range(FLOOD)]
     step = len(flood) // len(good) + 1  # the flood spread evenly through the stream
@@ -68,7 +68,7 @@ async def test_a_flood_of_campaign_ids_stays_within_the_cap(kit, report_row) -> 
     assert len(items) == len(good) + FLOOD
 
     topics = await kit.topics()
-    guard = kit.guard(kit.env(topics, None, GUARD_MAX_CAMPAIGNS=CAP))
+    guard = kit.guard(kit.env(topics, None, GUARD_MAX_CAMPAIGNS=CAP, GUARD_RESUME_GRACE=kit.NO_RESUMES))
     await guard.wait_ready()
     rss_before = guard.rss_kib()
     started = time.monotonic()
@@ -109,7 +109,7 @@ async def test_a_flood_of_campaign_ids_stays_within_the_cap(kit, report_row) -> 
 async def test_forged_far_future_records_change_no_decision(kit, report_row) -> None:
     now = time.time()
     traffic, good = _traffic(now)
-    expected = kit.expected(good)
+    expected = kit.expected(good, kit.NO_RESUMES)  # two hours in a burst: no catch-up here (tests/deployed)
     bad = sorted(expected.pauses_by_campaign())
     assert bad, "premise: the bad campaigns fire"
     # each bad campaign's forged record goes before its first crossing event
@@ -130,7 +130,7 @@ async def test_forged_far_future_records_change_no_decision(kit, report_row) -> 
     # Apache Kafka 4 refuses record times over an hour ahead by default (InvalidTimestampError);
     # older brokers and topics configured so take them: the guard must hold either way
     topics = await kit.topics(configs={"message.timestamp.after.max.ms": str(2**63 - 1)})
-    guard = kit.guard(kit.env(topics, None))
+    guard = kit.guard(kit.env(topics, None, GUARD_RESUME_GRACE=kit.NO_RESUMES))
     await guard.wait_ready()
     cuts = [0, *(cut + 200 * n for n in range(len(bad))), len(good)]  # forged ones among in-step records
     async with kit.producer() as producer:

@@ -59,7 +59,7 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
         SEED, campaigns=30, bad=6, start=time.time() - 7200, duration=7000, sends=(800, 2000), bad_kinds=("bounces",)
     )
     records = traffic.records
-    expected = kit.expected(records)
+    expected = kit.expected(records, kit.NO_RESUMES)  # two hours in a burst: no catch-up here (tests/deployed)
     by_campaign = expected.pauses_by_campaign()
     expected_ids = {d.id for d in expected.pauses}
     assert set(by_campaign) == set(traffic.bad), "premise: the fault rules pause exactly the campaigns that turn bad"
@@ -71,7 +71,12 @@ async def test_twenty_sigkills_lose_no_pause_and_repeat_none(kit, standin, repor
     # a 1 s session: a restarted guard owns the partitions ~1.8 s after its start (2 s: ~5 s)
     # checkpoints every second: kills land beside (and in) their writes, restarts restore from them
     env = kit.env(
-        topics, standin, KAFKA_SESSION_TIMEOUT_MS=1000, KAFKA_HEARTBEAT_INTERVAL_MS=100, GUARD_CHECKPOINT_INTERVAL=1
+        topics,
+        standin,
+        KAFKA_SESSION_TIMEOUT_MS=1000,
+        KAFKA_HEARTBEAT_INTERVAL_MS=100,
+        GUARD_CHECKPOINT_INTERVAL=1,
+        GUARD_RESUME_GRACE=kit.NO_RESUMES,
     )
 
     where: list[tuple[int, int]] = []  # (partition, offset) of each record, in order
@@ -211,7 +216,7 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
         2, campaigns=24, bad=5, start=time.time() - 7200, duration=7000, sends=(800, 2000), bad_kinds=("bounces",)
     )
     records = traffic.records
-    expected = kit.expected(records)
+    expected = kit.expected(records, kit.NO_RESUMES)  # two hours in a burst: no catch-up here (tests/deployed)
     expected_ids = {d.id for d in expected.pauses}
     assert set(expected.pauses_by_campaign()) == set(traffic.bad), "premise: exactly the bad campaigns fire"
     for spec in traffic.campaigns:
@@ -219,7 +224,8 @@ async def test_the_survivor_of_two_replicas_takes_over_and_the_result_holds(kit,
     standin.latency = 0.1
     ledger = kit.Ledger(standin)
     topics = await kit.topics()
-    env = kit.env(topics, standin, GUARD_CHECKPOINT_INTERVAL=1)  # session timeout 2 s, heartbeat 0.2 s
+    # session timeout 2 s, heartbeat 0.2 s
+    env = kit.env(topics, standin, GUARD_CHECKPOINT_INTERVAL=1, GUARD_RESUME_GRACE=kit.NO_RESUMES)
     a = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="replica-a")
     b = kit.guard(env | {"GUARD_HTTP_PORT": str(kit.free_port())}, name="replica-b")
 
