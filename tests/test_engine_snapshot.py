@@ -88,6 +88,28 @@ class TestRestoring:
         actual += [engine.process(event) for event in events[cut:]]
         assert actual == expected
 
+    def test_a_reload_that_drops_the_rule_counting_a_shared_window_restores(self) -> None:
+        """A window of sends is one rule's count and another's denominator; the counting rule dropped, the window
+        quotes no message ids any more (only numerators are quoted): a snapshot taken after the reload restores
+        under the new rules (it was refused as "a window of another length", and the partition replayed)."""
+        rate = {
+            "name": "rate",
+            "description": "d",
+            "rate": {"of": "bounced", "per": "sent"},
+            "window": 300,
+            "min_volume": 1,
+        }
+        count = {"name": "count", "description": "d", "count": "sent", "window": 300}
+        both = RuleSet(
+            rules=(Rule.model_validate({**rate, "threshold": 0.003}), Rule.model_validate(count | {"threshold": 1}))
+        )
+        reloaded = RuleSet(rules=both.rules[:1])
+        engine = Engine(both)
+        engine.process(Event(Signal.SENT, "c1", 1_714_564_800.0, message_id="m1"))
+        engine.set_rules(reloaded)
+        restored = _restored(engine, reloaded, {})
+        assert snapshot(restored, reloaded) == snapshot(engine, reloaded)
+
     def test_a_timestamp_far_ahead_awaiting_agreement_is_kept(self) -> None:
         """Cut between a record stamped a month ahead and the one that agrees with it: the clock still moves."""
         month = 30 * 86400.0

@@ -19,6 +19,7 @@ from guard.engine.measure import Measure, evidence_from, leans_bad, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.state import CampaignState, RuleState
+from guard.engine.windows import SlidingCount
 from guard.rules.models import Rule, RuleSet
 
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
@@ -134,10 +135,21 @@ class Engine:
         old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
         self._plan = plan = compile_plan(rules)
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
+        # a window quotes message ids only while some rule counts it as its numerator (plan.py): that may change
+        quoting = {
+            slot: fresh.keep_samples
+            for slot, fresh in ((slot, make()) for feeds in plan.feeds.values() for slot, _, _, make in feeds)
+            if isinstance(fresh, SlidingCount)
+        }
         names = {compiled.rule.name for compiled in plan.rules}
         for campaign_id, state in self._campaigns.items():
             state.rules = plan.rules_for(campaign_id, state.workspace_id)
             state.series = [state.series[old] if old is not None else None for old in kept]
+            for slot, keep_samples in quoting.items():
+                series = state.series[slot]
+                if isinstance(series, SlidingCount) and series.keep_samples != keep_samples:
+                    series.keep_samples = keep_samples
+                    series.samples = series.samples if keep_samples else None
             state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
             state.armed = True  # thresholds may have changed: evaluate at the next event
 
