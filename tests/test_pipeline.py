@@ -301,35 +301,32 @@ class TestBacklog:
         assert covered, "premise: the evidence in flight crosses a pause rule's line"
         assert len(decisions.pauses(STILL_BAD)) == 1
 
-    async def test_a_campaign_resumed_after_its_pause_at_catch_up_is_paused_again_when_it_proves_bad(self) -> None:
-        """The cover of a pause made at catch-up ends with its grace: the campaign resumed later and crossing the
-        line again calls for itself (fail toward the pause), whether or not a new episode is seen."""
+    async def paused_at_catch_up_then_resumed(self, bounce_every: int) -> tuple[Decisions, Pipeline, float]:
+        """The still-bad campaign paused at catch-up as leaning bad, then resumed by the user (its sends from past
+        the grace, for ten minutes, each `bounce_every`-th bouncing): the decisions, the pipeline, the resume."""
         decisions = Decisions()
         pipeline = self.pipeline(decisions)
         backlog = three_hours(self.now - 30, sending_to_the_end=True)
         resumed = self.now + DEFAULT_RESUME_GRACE + 60
-        stream = logged(backlog + steady(STILL_BAD, resumed, resumed + 300, 4))
-        await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
-        assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
-        self.now = resumed + 300
-        await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
-        assert len(decisions.pauses(STILL_BAD)) == 2
-
-    async def test_a_campaign_resumed_after_its_pause_at_catch_up_is_judged_on_its_new_sends_only(self) -> None:
-        """Paused at catch-up while it ran on in the engine's reading, then resumed by the user: its sends past the
-        grace are a new episode, so the evidence from before the pause (leaning bad, halfway to a rule) no longer
-        counts, and a few bounces among clean sends do not pause it again."""
-        decisions = Decisions()
-        pipeline = self.pipeline(decisions)
-        backlog = three_hours(self.now - 30, sending_to_the_end=True)
-        resumed = self.now + DEFAULT_RESUME_GRACE + 60
-        stream = logged(backlog + steady(STILL_BAD, resumed, resumed + 600, 20))
+        stream = logged(backlog + steady(STILL_BAD, resumed, resumed + 600, bounce_every))
         await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
         assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
         self.now = resumed + 600
         await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
+        return decisions, pipeline, resumed
+
+    async def test_a_campaign_resumed_after_its_pause_at_catch_up_is_paused_again_when_it_proves_bad(self) -> None:
+        """Resumed and bad again (a quarter of its new sends bounce): its new evidence pauses it again."""
+        decisions, _, _ = await self.paused_at_catch_up_then_resumed(bounce_every=4)
+        assert len(decisions.pauses(STILL_BAD)) == 2
+
+    async def test_a_campaign_resumed_after_its_pause_at_catch_up_is_judged_on_its_new_sends_only(self) -> None:
+        """Resumed and clean (one send in twenty bounces): its sends past the grace are a new episode, so the
+        evidence from before the pause (leaning bad, halfway to a rule) no longer counts, and the few bounces do
+        not pause it again; the checkpoint holds the new episode too."""
+        decisions, pipeline, resumed = await self.paused_at_catch_up_then_resumed(bounce_every=20)
         assert len(decisions.pauses(STILL_BAD)) == 1
-        checkpointed = pipeline.restored_engine(pipeline.snapshot(TP)[0])  # the checkpoint holds the new episode too
+        checkpointed = pipeline.restored_engine(pipeline.snapshot(TP)[0])
         assert checkpointed.episode(STILL_BAD).since == pytest.approx(resumed, abs=0.001)
 
     async def test_a_partition_that_stays_behind_acts_on_its_held_decisions_within_the_catch_up_limit(self) -> None:
