@@ -6,7 +6,8 @@ that keeps up acts at once, and its pause lands before such sends exist. A guard
 first deploy over a history, an outage, a lag spike) finds them in the log already: acting on every
 decision of a backlog would pause a still-bad campaign once per episode it seemed to have, and a
 campaign healthy for hours since. So the difference is made in acting, at the runtime edge; the
-engine is unchanged and `guard replay` shows what a guard that kept up would decide:
+engine reads the log as before (told only of a pause acted on at catch-up, point 4), and `guard replay`
+shows what a guard that kept up would decide:
 
 1. A live pause decision whose record is older than the resume grace by its Kafka timestamp, or whose
    event is older than that by event time (a history produced all at once has fresh record times), is
