@@ -1,0 +1,57 @@
+"""Which implementation of the engine's series an engine counts with: the Python reference
+(windows.py, cusum.py) or the compiled core (the optional `guard_core` package, built from core/).
+
+Both behave the same, event for event and byte for byte in a snapshot (tests/test_core_differential.py);
+the compiled one is the faster and smaller. Without a Rust compiler the core is not built, and the
+Python engine runs: `auto` picks the core when it is installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Literal, NamedTuple
+
+from guard.engine.cusum import Cusum
+from guard.engine.windows import LastN, SlidingCount
+
+EngineChoice = Literal["auto", "python", "compiled"]
+
+
+class Kinds(NamedTuple):
+    """The series types an engine makes: one per kind of window a rule can ask for."""
+
+    name: str  # "python" or "compiled", as the start-up line says it
+    sliding: type
+    last: type
+    cusum: type
+
+
+PYTHON = Kinds("python", SlidingCount, LastN, Cusum)
+
+
+class CoreMissing(RuntimeError):
+    """GUARD_ENGINE=compiled, and the compiled core is not installed."""
+
+
+def compiled() -> Kinds | None:
+    """The compiled core's series types; None when the core is not installed."""
+    try:
+        core = importlib.import_module("guard_core")
+    except ImportError:
+        return None
+    return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum)
+
+
+def choose(choice: EngineChoice) -> Kinds:
+    """The series types for GUARD_ENGINE: `auto` is the core when installed, else Python."""
+    if choice == "python":
+        return PYTHON
+    core = compiled()
+    if core is not None:
+        return core
+    if choice == "compiled":
+        raise CoreMissing(
+            "GUARD_ENGINE=compiled, but the compiled core (the guard-core package, built from core/ with a Rust "
+            "compiler: pip install ./core) is not installed; set GUARD_ENGINE=auto or python to run the Python engine"
+        )
+    return PYTHON
