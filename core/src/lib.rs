@@ -1,10 +1,24 @@
 //! The deliverability guard's compiled core. The Python engine (guard/engine) is the reference:
-//! every type here behaves exactly as its Python namesake, proven by differential tests.
+//! every type here behaves exactly as its Python namesake, event for event, and exposes the same
+//! fields, so a snapshot written with either restores in the other (tests/test_core_differential.py).
 
 use pyo3::prelude::*;
+
+mod arrays;
+mod cusum;
+mod ids;
+mod last;
+mod numbers;
+mod sliding;
+
+/// Message ids kept as evidence for audits (windows.py: SAMPLE_IDS).
+pub(crate) const SAMPLE_IDS: usize = 3;
 
 #[pymodule]
 fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<sliding::SlidingCount>()?;
+    m.add_class::<last::LastN>()?;
+    m.add_class::<cusum::Cusum>()?;
     Ok(())
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import msgspec
 
 from guard.engine.windows import SAMPLE_IDS
@@ -15,6 +17,7 @@ class Cusum(msgspec.Struct, gc=False):
     reset the run: the stretch of events since S last left zero, which is the evidence a decision quotes.
     """
 
+    kind: ClassVar[str] = "cusum"
     rise: float
     fall: float
     statistic: float = 0.0

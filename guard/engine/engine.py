@@ -15,11 +15,11 @@ from guard.engine.decisions import Decision, decision_id
 from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode, EpisodeStart, after_pause_decision, resumes
 from guard.engine.fingerprints import event_key
+from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.measure import Measure, evidence_from, leans_bad, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.state import CampaignState, RuleState
-from guard.engine.windows import SlidingCount
 from guard.rules.models import Rule, RuleSet
 
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
@@ -98,10 +98,12 @@ class Engine:
         resume_grace: float = DEFAULT_RESUME_GRACE,
         max_campaigns: int | None = None,
         max_dedupe_keys: int | None = None,
+        kinds: Kinds = PYTHON,
     ) -> None:
         if max_campaigns is not None and max_campaigns < 1:
             raise ValueError("max_campaigns must be at least 1")
-        self._plan = compile_plan(rules)
+        self.kinds = kinds  # the series it counts with: the Python reference or the compiled core (kinds.py)
+        self._plan = compile_plan(rules, kinds)
         self._campaigns: dict[str, CampaignState] = {}
         self._seen = DedupeStore(dedupe_horizon, max_dedupe_keys)
         self._resume_grace = resume_grace  # see episodes.py
@@ -133,13 +135,13 @@ class Engine:
     def set_rules(self, rules: RuleSet) -> None:
         """Swap the rule set, keeping every counted series and rule state the new set still uses."""
         old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
-        self._plan = plan = compile_plan(rules)
+        self._plan = plan = compile_plan(rules, self.kinds)
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
         # a window quotes message ids only while some rule counts it as its numerator (plan.py): that may change
         quoting = {
             slot: fresh.keep_samples
             for slot, fresh in ((slot, make()) for feeds in plan.feeds.values() for slot, _, _, make in feeds)
-            if isinstance(fresh, SlidingCount)
+            if fresh.kind == "sliding"
         }
         names = {compiled.rule.name for compiled in plan.rules}
         for campaign_id, state in self._campaigns.items():
@@ -147,7 +149,7 @@ class Engine:
             state.series = [state.series[old] if old is not None else None for old in kept]
             for slot, keep_samples in quoting.items():
                 series = state.series[slot]
-                if isinstance(series, SlidingCount) and series.keep_samples != keep_samples:
+                if series is not None and series.keep_samples != keep_samples:
                     series.keep_samples = keep_samples
                     series.samples = series.samples if keep_samples else None
             state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import sqrt
 
-from guard.engine.cusum import Cusum
 from guard.engine.plan import CompiledRule, Series
 from guard.engine.state import CampaignState
-from guard.engine.windows import LastN
 from guard.rules.models import Rule
 
 # Float rates: 3 of 1000 must reach "0.3%" although 0.3/100 is a hair above 0.003.
@@ -49,7 +47,6 @@ def measure(compiled: CompiledRule, state: CampaignState) -> Measure:
         cusum = state.series[compiled.numerator.slot]
         if cusum is None:
             return Measure(0, 0, 0.0, False)
-        assert isinstance(cusum, Cusum)
         statistic = cusum.statistic
         return Measure(cusum.run_of, cusum.run_per, statistic, statistic >= rule.cusum.threshold - _EPSILON)
     if compiled.denominator is None:
@@ -97,13 +94,15 @@ def evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None
     now = state.watermark
     starts = []
     for series in evidence:
-        if isinstance(series, Cusum):
+        if series is None:
+            continue
+        if series.kind == "cusum":
             start = series.run_from
-        elif isinstance(series, LastN):
+        elif series.kind == "last":
             assert rule.last is not None
             start = series.start_time(rule.last)
         else:
-            start = series.start_time() if series is not None else None
+            start = series.start_time()
             start = max(start, now - rule.span) if start is not None else None
         if start is not None:
             starts.append(start)
@@ -113,9 +112,9 @@ def evidence_from(rule: Rule, state: CampaignState, evidence: list[Series | None
 def sample_ids(series: Series | None, rule: Rule, now: float) -> tuple[str, ...]:
     if series is None:
         return ()
-    if isinstance(series, Cusum):
+    if series.kind == "cusum":
         return tuple(series.samples or ())
-    if isinstance(series, LastN):
+    if series.kind == "last":
         assert rule.last is not None
         return series.sample_ids_within(rule.last)
     return series.sample_ids(now)

@@ -12,6 +12,7 @@ from typing import Any
 
 from guard.contracts.events import Event, Signal
 from guard.engine.cusum import Cusum
+from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.windows import BUCKETS_PER_WINDOW, LastN, SlidingCount
 from guard.rules.filters import Selector, Where
 from guard.rules.models import CusumCondition, Rule, RuleSet
@@ -75,7 +76,9 @@ class Plan:
         )
 
 
-def compile_plan(rules: RuleSet) -> Plan:
+def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON) -> Plan:
+    """The rules as what each event feeds and what each rule reads, counted with `kinds`' series."""
+    sliding, last_of, cusum_of = kinds.sliding, kinds.last, kinds.cusum
     specs: dict[tuple[str, str], SeriesSpec] = {}
     slots: dict[str, int] = {}
 
@@ -87,9 +90,9 @@ def compile_plan(rules: RuleSet) -> Plan:
     def windowed(selector: Selector, window: float) -> SeriesSpec:
         key = f"{selector.model_dump_json()}@{window:g}"
         if (key, "all") not in specs:
-            make = partial(SlidingCount.over, window, key in numerators)  # only numerators quote message ids
+            make = partial(sliding.over, window, key in numerators)  # only numerators quote message ids
             specs[key, "all"] = SeriesSpec(
-                key, slot(key), Signal(selector.signal), _matcher(selector.where), make, SlidingCount.add
+                key, slot(key), Signal(selector.signal), _matcher(selector.where), make, sliding.add
             )
         return specs[key, "all"]
 
@@ -106,9 +109,11 @@ def compile_plan(rules: RuleSet) -> Plan:
     def last(of: Selector, per: Selector) -> tuple[SeriesSpec, SeriesSpec]:
         key = last_key(of, per)
         if (key, "of") not in specs:
-            make = partial(LastN, sizes[key])
-            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, LastN.add_of)
-            specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, LastN.add_per)
+            make = partial(last_of, sizes[key])
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, last_of.add_of)
+            specs[key, "per"] = SeriesSpec(
+                key, slot(key), Signal(per.signal), _matcher(per.where), make, last_of.add_per
+            )
         return specs[key, "of"], specs[key, "per"]
 
     def cusum(condition: CusumCondition) -> tuple[SeriesSpec, SeriesSpec]:
@@ -116,11 +121,13 @@ def compile_plan(rules: RuleSet) -> Plan:
         test = f"{condition.of.model_dump_json()}/{condition.per.model_dump_json()}"
         key = f"{test}@cusum:{condition.healthy!r}:{condition.bad!r}"
         if (key, "of") not in specs:
-            make = partial(Cusum, condition.rise, condition.fall)
+            make = partial(cusum_of, condition.rise, condition.fall)
             of, per = condition.of, condition.per
             # `per` first: an event that is both (e.g. hard bounces per bounce) is a trial, then its outcome
-            specs[key, "per"] = SeriesSpec(key, slot(key), Signal(per.signal), _matcher(per.where), make, Cusum.add_per)
-            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, Cusum.add_of)
+            specs[key, "per"] = SeriesSpec(
+                key, slot(key), Signal(per.signal), _matcher(per.where), make, cusum_of.add_per
+            )
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, cusum_of.add_of)
         return specs[key, "of"], specs[key, "per"]
 
     compiled = []

@@ -34,6 +34,7 @@ import msgspec
 from guard.engine import dedupe
 from guard.engine.cusum import Cusum
 from guard.engine.engine import Engine, EngineStats
+from guard.engine.kinds import Kinds
 from guard.engine.plan import Series
 from guard.engine.state import CampaignState, RuleState
 from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, LastN, SlidingCount
@@ -62,8 +63,10 @@ def _mirror(cls: type, *, skip: tuple[str, ...] = (), extra: tuple[tuple[str, An
 _Sliding = _mirror(SlidingCount, tag=0)
 _Last = _mirror(LastN, tag=1)
 _Cusum = _mirror(Cusum, tag=2)
-_SERIES = {SlidingCount: _Sliding, LastN: _Last, Cusum: _Cusum}  # every kind of series, and its mirror
+# every kind of series, its mirror and its Python type (the compiled core's types have the same fields)
+_SERIES = {"sliding": _Sliding, "last": _Last, "cusum": _Cusum}
 _KINDS = {mirror: kind for kind, mirror in _SERIES.items()}
+_PYTHON_TYPES = {"sliding": SlidingCount, "last": LastN, "cusum": Cusum}
 _RuleState = _mirror(RuleState)
 _Stats = _mirror(EngineStats)
 _Generation = _mirror(dedupe._Generation)
@@ -142,7 +145,7 @@ def _array_types(kind: type) -> dict[str, str]:
     }
 
 
-_ARRAY_TYPES = {kind: _array_types(kind) for kind in _SERIES}
+_ARRAY_TYPES = {kind: _array_types(python_type) for kind, python_type in _PYTHON_TYPES.items()}
 
 
 def _array(typecode: str, data: bytes) -> array:
@@ -225,10 +228,11 @@ def snapshot(engine: Engine, rules: RuleSet) -> bytes:
 def _series_mirror(series: Series | None) -> Any:
     if series is None:
         return None
-    return _mirror_of(series, _SERIES[type(series)])
+    return _mirror_of(series, _SERIES[series.kind])
 
 
-def _series(mirror: Any) -> Series | None:
+def _series(mirror: Any, kinds: Kinds) -> Series | None:
+    """A series of the engine's kinds (Python or compiled, whichever wrote the snapshot)."""
     if mirror is None:
         return None
     kind = _KINDS[type(mirror)]
@@ -237,7 +241,7 @@ def _series(mirror: Any) -> Series | None:
         name: _array(arrays[name], value) if name in arrays else value
         for name, value in msgspec.structs.asdict(mirror).items()
     }
-    return kind(**values)
+    return getattr(kinds, kind)(**values)
 
 
 def check_clock(data: bytes, latest: float) -> None:
@@ -307,7 +311,7 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         campaign_id = fields.pop("id")
         if len(fields["series"]) != slots:
             raise ValueError(f"{len(fields['series'])} series for {slots} slots")
-        series = [_series(value) for value in fields.pop("series")]
+        series = [_series(value, engine.kinds) for value in fields.pop("series")]
         for slot, value in enumerate(series):
             if value is not None:
                 _check_series(value, makes[slot](), clock)
@@ -330,15 +334,13 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
     """A series as its slot's rule makes them (its window, size or weights), holding no more than it keeps."""
     if type(series) is not type(fresh):
         raise ValueError(f"a {type(series).__name__} where the rules keep a {type(fresh).__name__}")
-    if isinstance(series, SlidingCount):
-        assert isinstance(fresh, SlidingCount)
+    if series.kind == "sliding":
         if (series.width, series.keep_samples) != (fresh.width, fresh.keep_samples):
             raise ValueError("a window of another length")
         if len(series.older) % 2 or len(series.older) > 2 * BUCKETS_PER_WINDOW:
             raise ValueError(f"{len(series.older)} bucket fields in a window of {BUCKETS_PER_WINDOW}")
         _time(max([series.newest, *series.older[::2]]), clock // series.width, "a window's bucket")
-    elif isinstance(series, LastN):
-        assert isinstance(fresh, LastN)
+    elif series.kind == "last":
         # a reload keeps a series whose size the old rules set, so the size is bounded by what a rule may ask
         kept = min(series.per_seen, series.size)
         if not 1 <= series.size <= MAX_LAST or not len(series.per_times) == len(series.per_ids) == kept:
@@ -347,8 +349,7 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
         if series.total != len(positions) or (positions and positions[-1] > series.per_seen):
             raise ValueError("a count window's outcomes do not add up")
         _time(series.time_base if series.per_seen else None, clock, "a count window's first send")
-    elif isinstance(series, Cusum):
-        assert isinstance(fresh, Cusum)
+    elif series.kind == "cusum":
         if (series.rise, series.fall) != (fresh.rise, fresh.fall):
             raise ValueError("a cusum of other weights")
         _time(series.run_from, clock, "a cusum's run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
+from typing import ClassVar
 
 import msgspec
 
@@ -47,6 +48,7 @@ class SlidingCount(msgspec.Struct, gc=False):
     back to it), so millions of them add nothing to a collection's pause.
     """
 
+    kind: ClassVar[str] = "sliding"  # the compiled core's types say the same (kinds.py)
     width: float  # the window / BUCKETS_PER_WINDOW: see `over`
     keep_samples: bool = True  # only numerators are quoted as evidence
     older: array = msgspec.field(default_factory=lambda: array("d"))  # index, count, index, count, ...
@@ -160,6 +162,7 @@ class LastN(msgspec.Struct, gc=False):
     so an audit can say where the counted evidence starts.
     """
 
+    kind: ClassVar[str] = "last"
     size: int
     per_seen: int = 0
     of_positions: array = msgspec.field(default_factory=lambda: array("q"))  # per_seen at each of-event

@@ -1,0 +1,114 @@
+//! cusum.py `Cusum`: S = max(0, S + x) over a campaign's events as they arrive.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString};
+
+use crate::numbers::py_min;
+use crate::SAMPLE_IDS;
+
+#[pyclass(module = "guard_core")]
+pub struct Cusum {
+    #[pyo3(get)]
+    rise: f64,
+    #[pyo3(get)]
+    fall: f64,
+    #[pyo3(get)]
+    statistic: f64,
+    #[pyo3(get)]
+    run_from: Option<f64>,
+    #[pyo3(get)]
+    run_of: i64,
+    #[pyo3(get)]
+    run_per: i64,
+    samples: Option<Vec<Py<PyString>>>, // the latest few `of` message ids of the run, newest last
+}
+
+impl Cusum {
+    fn extend_run(&mut self, time: f64) {
+        self.run_from = Some(match self.run_from {
+            None => time,
+            Some(from) => py_min(from, time),
+        });
+    }
+}
+
+#[pymethods]
+impl Cusum {
+    /// Which kind of series (the Python types say the same): how the engine tells them apart.
+    #[classattr]
+    fn kind() -> &'static str {
+        "cusum"
+    }
+
+    #[new]
+    #[pyo3(signature = (rise, fall, statistic=0.0, run_from=None, run_of=0, run_per=0, samples=None))]
+    fn new(
+        rise: f64,
+        fall: f64,
+        statistic: f64,
+        run_from: Option<f64>,
+        run_of: i64,
+        run_per: i64,
+        samples: Option<Vec<Py<PyString>>>,
+    ) -> Self {
+        Self {
+            rise,
+            fall,
+            statistic,
+            run_from,
+            run_of,
+            run_per,
+            samples,
+        }
+    }
+
+    /// What the engine compares with a rule's level before evaluating it (as a window's count).
+    #[getter]
+    fn total(&self) -> f64 {
+        self.statistic
+    }
+
+    #[pyo3(signature = (time, message_id, now))]
+    fn add_per(&mut self, time: f64, message_id: Option<Bound<'_, PyString>>, now: f64) -> bool {
+        let _ = (message_id, now);
+        let statistic = self.statistic + self.fall;
+        if statistic <= 0.0 {
+            (
+                self.statistic,
+                self.run_from,
+                self.run_of,
+                self.run_per,
+                self.samples,
+            ) = (0.0, None, 0, 0, None);
+        } else {
+            self.statistic = statistic;
+            self.run_per += 1;
+            self.extend_run(time);
+        }
+        true
+    }
+
+    #[pyo3(signature = (time, message_id, now))]
+    fn add_of(&mut self, time: f64, message_id: Option<Bound<'_, PyString>>, now: f64) -> bool {
+        let _ = now;
+        self.extend_run(time);
+        self.statistic += self.rise;
+        self.run_of += 1;
+        if let Some(id) = message_id {
+            let samples = self.samples.get_or_insert_with(Vec::new);
+            samples.push(id.unbind());
+            if samples.len() > SAMPLE_IDS {
+                samples.remove(0);
+            }
+        }
+        true
+    }
+
+    #[getter]
+    fn samples<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.samples
+            .as_ref()
+            .map(|samples| PyList::new(py, samples.iter().map(|id| id.bind(py))))
+            .transpose()
+    }
+}

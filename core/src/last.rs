@@ -1,0 +1,225 @@
+//! windows.py `LastN`: of-events among a campaign's last N per-events (e.g. hard bounces among the last
+//! 200 sends), for any N up to `size`. The same rings, positions and hashes as the Python one.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use crate::arrays::{from_sequence, to_array};
+use crate::ids::id_hash;
+use crate::numbers::floor_div;
+use crate::SAMPLE_IDS;
+
+const INT32: i64 = (1 << 31) - 1;
+
+#[pyclass(module = "guard_core")]
+pub struct LastN {
+    #[pyo3(get)]
+    size: i64,
+    #[pyo3(get)]
+    per_seen: i64,
+    of_positions: Vec<i64>, // per_seen at each of-event, in order
+    #[pyo3(get)]
+    total: i64,
+    samples: Option<Vec<(i64, Py<PyString>)>>, // (per_seen, message id), newest last
+    per_times: Vec<i32>, // the last `size` per-events' times, by position % size, in seconds from `time_base`
+    #[pyo3(get)]
+    time_base: f64,
+    per_ids: Vec<i32>, // their message ids, hashed to 32 bits, by position % size
+}
+
+fn bisect_right(values: &[i64], value: i64) -> usize {
+    values.partition_point(|&kept| kept <= value)
+}
+
+impl LastN {
+    fn send_of(&self, message_id: Option<&Bound<'_, PyString>>) -> PyResult<i64> {
+        if message_id.is_none() || self.per_seen == 0 {
+            return Ok(self.per_seen);
+        }
+        let hashed = id_hash(message_id)?;
+        let Some(slot) = self.per_ids.iter().position(|&id| id == hashed) else {
+            return Ok(self.per_seen);
+        };
+        let latest = self.per_seen - 1;
+        Ok(latest - (latest - slot as i64).rem_euclid(self.size) + 1)
+    }
+}
+
+#[pymethods]
+impl LastN {
+    /// Which kind of series (the Python types say the same): how the engine tells them apart.
+    #[classattr]
+    fn kind() -> &'static str {
+        "last"
+    }
+
+    #[new]
+    #[pyo3(signature = (size, per_seen=0, of_positions=None, total=0, samples=None, per_times=None, time_base=0.0, per_ids=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        size: i64,
+        per_seen: i64,
+        of_positions: Option<&Bound<'_, PyAny>>,
+        total: i64,
+        samples: Option<Vec<(i64, Py<PyString>)>>,
+        per_times: Option<&Bound<'_, PyAny>>,
+        time_base: f64,
+        per_ids: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        if size < 1 {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "a count window of size {size}"
+            )));
+        }
+        Ok(Self {
+            size,
+            per_seen,
+            of_positions: of_positions.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
+            total,
+            samples,
+            per_times: per_times.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
+            time_base,
+            per_ids: per_ids.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
+        })
+    }
+
+    #[pyo3(signature = (time, message_id, now))]
+    fn add_per(
+        &mut self,
+        time: f64,
+        message_id: Option<Bound<'_, PyString>>,
+        now: f64,
+    ) -> PyResult<bool> {
+        let _ = now;
+        let position = self.per_seen;
+        if position == 0 {
+            self.time_base = floor_div(time, 1.0);
+        }
+        let second = floor_div(time - self.time_base, 1.0);
+        // a send decades away from the first: kept at the edge
+        let second = if second > INT32 as f64 {
+            INT32
+        } else if second < -INT32 as f64 {
+            -INT32
+        } else {
+            second as i64
+        };
+        let hashed = id_hash(message_id.as_ref())?;
+        if position < self.size {
+            self.per_times.push(second as i32);
+            self.per_ids.push(hashed);
+        } else {
+            let slot = (position % self.size) as usize;
+            self.per_times[slot] = second as i32;
+            self.per_ids[slot] = hashed;
+        }
+        self.per_seen = position + 1;
+        let oldest_gone = self.per_seen - self.size;
+        if self
+            .of_positions
+            .first()
+            .is_some_and(|&first| first <= oldest_gone)
+        {
+            let cut = bisect_right(&self.of_positions, oldest_gone);
+            self.of_positions.drain(..cut);
+            self.total = self.of_positions.len() as i64;
+        }
+        Ok(true)
+    }
+
+    #[pyo3(signature = (time, message_id, now))]
+    fn add_of(
+        &mut self,
+        time: f64,
+        message_id: Option<Bound<'_, PyString>>,
+        now: f64,
+    ) -> PyResult<bool> {
+        let _ = (time, now);
+        let position = self.send_of(message_id.as_ref())?;
+        let positions = &mut self.of_positions;
+        if position == self.per_seen || positions.last().is_none_or(|&last| last <= position) {
+            positions.push(position);
+        } else {
+            // the outcome of an earlier send: among the counted, in order of position
+            let at = bisect_right(positions, position);
+            positions.insert(at, position);
+        }
+        self.total += 1;
+        if let Some(id) = message_id {
+            let samples = self.samples.get_or_insert_with(Vec::new);
+            samples.push((position, id.unbind()));
+            if samples.len() > SAMPLE_IDS {
+                samples.remove(0);
+            }
+        }
+        Ok(true)
+    }
+
+    /// (of-events, per-events) within the last `size` per-events.
+    fn counts(&self, size: i64) -> (i64, i64) {
+        let gone = bisect_right(&self.of_positions, self.per_seen - size) as i64;
+        (
+            self.of_positions.len() as i64 - gone,
+            self.per_seen.min(size),
+        )
+    }
+
+    /// The time of the earliest of the last `size` per-events; None before the first.
+    fn start_time(&self, size: i64) -> Option<f64> {
+        let counted = self.per_seen.min(size);
+        if counted == 0 {
+            return None;
+        }
+        let first = (self.per_seen - counted).rem_euclid(self.size) as usize;
+        let end = first + counted as usize;
+        let times = &self.per_times;
+        // as Python slices: clamped to the ring (a reload may ask for more than the ring keeps)
+        let earliest = if end <= times.len() {
+            times[first..end].iter().min()
+        } else {
+            let wrapped = (end - self.size as usize).min(times.len());
+            times[first..].iter().chain(&times[..wrapped]).min()
+        };
+        earliest.map(|&second| self.time_base + second as f64)
+    }
+
+    fn sample_ids_within<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyTuple>> {
+        let oldest_gone = self.per_seen - size;
+        let kept = self
+            .samples
+            .iter()
+            .flatten()
+            .filter(|(position, _)| *position > oldest_gone);
+        PyTuple::new(py, kept.map(|(_, id)| id.bind(py)).collect::<Vec<_>>())
+    }
+
+    #[getter]
+    fn of_positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_array(py, "q", &self.of_positions)
+    }
+
+    #[getter]
+    fn per_times<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_array(py, "i", &self.per_times)
+    }
+
+    #[getter]
+    fn per_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_array(py, "i", &self.per_ids)
+    }
+
+    #[getter]
+    fn samples<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.samples
+            .as_ref()
+            .map(|samples| {
+                PyList::new(
+                    py,
+                    samples
+                        .iter()
+                        .map(|(position, id)| (*position, id.bind(py))),
+                )
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,239 @@
+//! windows.py `SlidingCount`: how many matching events fell within the last `window` seconds of event
+//! time, in 60 buckets. The same fields, the same float bucket indexes, the same answers.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyString, PyTuple};
+
+use crate::arrays::{from_sequence, to_array};
+use crate::numbers::floor_div;
+use crate::SAMPLE_IDS;
+
+const BUCKETS_PER_WINDOW: f64 = 60.0;
+
+/// (bucket index, message id), newest last.
+type Samples = Option<Vec<(f64, Py<PyString>)>>;
+
+#[pyclass(module = "guard_core")]
+pub struct SlidingCount {
+    #[pyo3(get)]
+    width: f64,
+    #[pyo3(get)]
+    keep_samples: bool,
+    older: Vec<f64>, // index, count, index, count, ...
+    #[pyo3(get)]
+    newest: f64,
+    #[pyo3(get)]
+    newest_count: i64,
+    #[pyo3(get)]
+    total: i64,
+    samples: Samples,
+}
+
+impl SlidingCount {
+    fn start_bucket(&mut self, index: f64) {
+        let oldest_kept = index - BUCKETS_PER_WINDOW;
+        if self.newest <= oldest_kept
+            || self
+                .older
+                .first()
+                .is_some_and(|&first| first <= oldest_kept)
+        {
+            self.expire(oldest_kept);
+        }
+        if self.newest_count != 0 {
+            self.older.push(self.newest);
+            self.older.push(self.newest_count as f64);
+        }
+        self.newest = index;
+        self.newest_count = 1;
+    }
+
+    fn add_late(&mut self, index: f64, now: f64) -> bool {
+        let oldest_kept = floor_div(now, self.width) - BUCKETS_PER_WINDOW;
+        if index <= oldest_kept {
+            return false;
+        }
+        self.expire(oldest_kept);
+        if index > self.newest {
+            self.start_bucket(index);
+            return true;
+        }
+        let older = &mut self.older;
+        let mut position = older.len();
+        while position >= 2 {
+            position -= 2;
+            if older[position] == index {
+                older[position + 1] += 1.0;
+                return true;
+            }
+            if older[position] < index {
+                older.splice(position + 2..position + 2, [index, 1.0]);
+                return true;
+            }
+        }
+        older.splice(0..0, [index, 1.0]);
+        true
+    }
+
+    fn expire(&mut self, oldest_kept: f64) {
+        if self
+            .older
+            .first()
+            .is_some_and(|&first| first <= oldest_kept)
+        {
+            let mut cut = 0;
+            while cut < self.older.len() && self.older[cut] <= oldest_kept {
+                self.total -= self.older[cut + 1] as i64;
+                cut += 2;
+            }
+            self.older.drain(..cut);
+        }
+        if self.newest <= oldest_kept && self.newest_count != 0 {
+            self.total -= self.newest_count;
+            self.newest_count = 0;
+        }
+    }
+
+    fn oldest_kept(&self, now: f64) -> f64 {
+        floor_div(now, self.width) - BUCKETS_PER_WINDOW
+    }
+}
+
+#[pymethods]
+impl SlidingCount {
+    /// Which kind of series (the Python types say the same): how the engine tells them apart.
+    #[classattr]
+    fn kind() -> &'static str {
+        "sliding"
+    }
+
+    #[new]
+    #[pyo3(signature = (width, keep_samples=true, older=None, newest=f64::NEG_INFINITY, newest_count=0, total=0, samples=None))]
+    fn new(
+        width: f64,
+        keep_samples: bool,
+        older: Option<&Bound<'_, PyAny>>,
+        newest: f64,
+        newest_count: i64,
+        total: i64,
+        samples: Option<Vec<(f64, Py<PyString>)>>,
+    ) -> PyResult<Self> {
+        let older = match older {
+            Some(values) => from_sequence(values)?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            width,
+            keep_samples,
+            older,
+            newest,
+            newest_count,
+            total,
+            samples,
+        })
+    }
+
+    #[classmethod]
+    #[pyo3(signature = (window, keep_samples=true))]
+    fn over(_cls: &Bound<'_, pyo3::types::PyType>, window: f64, keep_samples: bool) -> Self {
+        Self {
+            width: window / BUCKETS_PER_WINDOW,
+            keep_samples,
+            older: Vec::new(),
+            newest: f64::NEG_INFINITY,
+            newest_count: 0,
+            total: 0,
+            samples: None,
+        }
+    }
+
+    /// Count one event; False when it is older than the window ending at `now` (not counted).
+    fn add(&mut self, time: f64, message_id: Option<Bound<'_, PyString>>, now: f64) -> bool {
+        let index = floor_div(time, self.width);
+        if time >= now {
+            if index == self.newest {
+                self.newest_count += 1;
+            } else {
+                self.start_bucket(index);
+            }
+        } else if index == self.newest && index > floor_div(now, self.width) - BUCKETS_PER_WINDOW {
+            self.newest_count += 1;
+        } else if !self.add_late(index, now) {
+            return false;
+        }
+        self.total += 1;
+        if let Some(id) = message_id {
+            if self.keep_samples {
+                let samples = self.samples.get_or_insert_with(Vec::new);
+                samples.push((index, id.unbind()));
+                if samples.len() > SAMPLE_IDS {
+                    samples.remove(0);
+                }
+            }
+        }
+        true
+    }
+
+    fn count_at(&mut self, now: f64) -> i64 {
+        let oldest_kept = self.oldest_kept(now);
+        self.expire(oldest_kept);
+        self.total
+    }
+
+    fn weighted_count(&mut self, now: f64, weights: Vec<f64>) -> f64 {
+        let newest = floor_div(now, self.width);
+        self.expire(newest - BUCKETS_PER_WINDOW);
+        let last = weights.len() as i64 - 1;
+        // int() of Python truncates toward zero, as `as` does
+        let weight = |index: f64| weights[((newest - index) as i64).max(0).min(last) as usize];
+        let mut total = 0.0;
+        for pair in self.older.chunks_exact(2) {
+            total += pair[1] * weight(pair[0]);
+        }
+        if self.newest_count != 0 {
+            total += self.newest_count as f64 * weight(self.newest);
+        }
+        total
+    }
+
+    fn sample_ids<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyTuple>> {
+        let oldest_kept = self.oldest_kept(now);
+        let kept = self
+            .samples
+            .iter()
+            .flatten()
+            .filter(|(index, _)| *index > oldest_kept);
+        PyTuple::new(py, kept.map(|(_, id)| id.bind(py)).collect::<Vec<_>>())
+    }
+
+    fn start_time(&self) -> Option<f64> {
+        match self.older.first() {
+            Some(&index) => Some(index * self.width),
+            None if self.newest_count != 0 => Some(self.newest * self.width),
+            None => None,
+        }
+    }
+
+    #[setter]
+    fn set_keep_samples(&mut self, keep_samples: bool) {
+        self.keep_samples = keep_samples;
+    }
+
+    #[getter]
+    fn older<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_array(py, "d", &self.older)
+    }
+
+    #[getter]
+    fn samples<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.samples
+            .as_ref()
+            .map(|samples| PyList::new(py, samples.iter().map(|(index, id)| (*index, id.bind(py)))))
+            .transpose()
+    }
+
+    #[setter]
+    fn set_samples(&mut self, samples: Option<Vec<(f64, Py<PyString>)>>) {
+        self.samples = samples;
+    }
+}

@@ -1,0 +1,211 @@
+"""The compiled core against its reference, the Python engine: the same events and rules give the same
+decisions (ids, evidence, everything), the same measures and the same snapshot bytes; a snapshot written
+by either restores in the other; each series answers every question as its Python namesake does.
+
+The core is optional (core/, built when a Rust compiler is there); without it these tests skip, except
+in CI, where tests/conftest.py requires it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import event_streams, joined_streams, resume_graces, rule_sets, stop_and_go_streams
+
+from guard.contracts.events import Event
+from guard.engine import Engine
+from guard.engine.kinds import PYTHON, Kinds, compiled
+from guard.engine.snapshot import restore, snapshot
+from guard.rules import RuleSet
+
+CORE = compiled()
+pytestmark = pytest.mark.skipif(CORE is None, reason="the compiled core is not installed (pip install ./core)")
+
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
+engine_options = st.fixed_dictionaries(
+    {
+        "dedupe_horizon": st.sampled_from((600.0, 3600.0, 12 * 3600.0)),
+        "resume_grace": resume_graces,
+        "max_campaigns": st.sampled_from((None, 1, 2)),
+        "max_dedupe_keys": st.sampled_from((None, 4, 16)),
+    }
+)
+streams = st.one_of(event_streams(max_size=160), stop_and_go_streams(), joined_streams())
+rules_of_every_kind = rule_sets(last=True, cusum=True, delayed=True)
+
+
+def _engines(rules: RuleSet, options: dict) -> tuple[Engine, Engine]:
+    assert CORE is not None
+    return Engine(rules, **options), Engine(rules, **options, kinds=CORE)
+
+
+def _state_of(engine: Engine, campaigns: set[str]) -> list:
+    """What the rest of the guard asks an engine about its campaigns."""
+    return [engine.campaigns] + [(engine.measure(c), engine.episode(c), engine.leans_bad(c)) for c in sorted(campaigns)]
+
+
+class TestTheSameDecisions:
+    @PROPERTY_SETTINGS
+    @given(rules=rules_of_every_kind, events=streams, options=engine_options)
+    def test_every_event_decides_alike_and_the_state_is_the_same_bytes(
+        self, rules: RuleSet, events: list[Event], options: dict
+    ) -> None:
+        python, core = _engines(rules, options)
+        for event in events:
+            assert core.process(event) == python.process(event)
+        campaigns = {event.campaign_id for event in events}
+        assert _state_of(core, campaigns) == _state_of(python, campaigns)
+        assert core.stats == python.stats
+        assert snapshot(core, rules) == snapshot(python, rules)
+
+    @PROPERTY_SETTINGS
+    @given(rules=rules_of_every_kind, reloaded=rules_of_every_kind, events=streams, data=st.data())
+    def test_a_reload_mid_stream_decides_alike(
+        self, rules: RuleSet, reloaded: RuleSet, events: list[Event], data: st.DataObject
+    ) -> None:
+        """Rules swapped mid-stream (windows kept where the new rules still count them, dropped, or new)."""
+        split = data.draw(st.integers(0, len(events)), label="reload before event")
+        python, core = _engines(rules, {})
+        for engine in (python, core):
+            for event in events[:split]:
+                engine.process(event)
+        kept_some = RuleSet(rules=(*rules.rules[:1], *(r for r in reloaded.rules if r.name != rules.rules[0].name)))
+        python.set_rules(kept_some)
+        core.set_rules(kept_some)
+        for event in events[split:]:
+            assert core.process(event) == python.process(event)
+        assert snapshot(core, kept_some) == snapshot(python, kept_some)
+
+    @PROPERTY_SETTINGS
+    @given(rules=rules_of_every_kind, events=streams)
+    def test_a_pause_noted_from_outside_is_read_alike(self, rules: RuleSet, events: list[Event]) -> None:
+        """Engine.note_pause (a backlog's decision acted on at catch-up) then the rest of the stream."""
+        python, core = _engines(rules, {})
+        half = len(events) // 2
+        for event in events[:half]:
+            assert core.process(event) == python.process(event)
+        for campaign in {event.campaign_id for event in events[:half]}:
+            for engine in (python, core):
+                engine.note_pause(campaign, f"outside-{campaign}", events[half - 1].time)
+        for event in events[half:]:
+            assert core.process(event) == python.process(event)
+
+
+class TestSnapshotsCross:
+    @PROPERTY_SETTINGS
+    @given(rules=rules_of_every_kind, events=streams, options=engine_options, data=st.data())
+    def test_a_snapshot_of_either_restores_in_the_other(
+        self, rules: RuleSet, events: list[Event], options: dict, data: st.DataObject
+    ) -> None:
+        """Cut at random points, each cut restored into the other kind of engine: the same decisions as an
+        uninterrupted Python engine, and in the end the same bytes."""
+        assert CORE is not None
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=3), label="cuts"))
+        reference = Engine(rules, **options)
+        expected = [reference.process(event) for event in events]
+        kinds: list[Kinds] = [data.draw(st.sampled_from((PYTHON, CORE)), label="first engine")]
+        engine, actual, done = Engine(rules, **options, kinds=kinds[0]), [], 0
+        for cut in [*cuts, len(events)]:
+            actual += [engine.process(event) for event in events[done:cut]]
+            done = cut
+            other = CORE if engine.kinds is PYTHON else PYTHON
+            fresh = Engine(rules, **options, kinds=other)
+            restore(snapshot(engine, rules), rules, fresh)
+            engine = fresh
+        assert actual == expected
+        assert snapshot(engine, rules) == snapshot(reference, rules)
+
+
+# -- each series alone: every question after every step --------------------------------------------------
+
+_times = st.one_of(
+    st.floats(1_714_564_800.0 - 7200, 1_714_564_800.0 + 7200),
+    st.integers(1_714_564_800 - 7200, 1_714_564_800 + 7200).map(float),
+    st.sampled_from((0.0, -1.5, 1e15, 1_714_564_800.0)),
+)
+# lone surrogates: a JSON string can spell them, and the hash must take them as the Python engine does
+_ids = st.one_of(st.none(), st.sampled_from(("m1", "m2", "m3", "é", "\ud800", "")), st.text(max_size=6))
+
+
+def _fields(series: object, names: tuple[str, ...]) -> dict:
+    values = {}
+    for name in names:
+        value = getattr(series, name)
+        values[name] = list(value) if hasattr(value, "typecode") else value
+        if hasattr(value, "typecode"):
+            values[name + ".typecode"] = value.typecode
+    return values
+
+
+def _same_float(a: float | None, b: float | None) -> bool:
+    return a == b or (a is not None and b is not None and math.isnan(a) and math.isnan(b))
+
+
+_SLIDING_FIELDS = ("width", "keep_samples", "older", "newest", "newest_count", "total", "samples")
+_LAST_FIELDS = ("size", "per_seen", "of_positions", "total", "samples", "per_times", "time_base", "per_ids")
+_CUSUM_FIELDS = ("rise", "fall", "statistic", "run_from", "run_of", "run_per", "samples", "total")
+
+
+class TestSeries:
+    @settings(max_examples=300, deadline=None)
+    @given(
+        window=st.sampled_from((60.0, 300.0, 3600.0, 7.5)),
+        keep=st.booleans(),
+        steps=st.lists(st.tuples(_times, _ids, st.integers(-120, 3600)), max_size=80),
+        weights=st.lists(st.floats(0, 2), min_size=1, max_size=60).map(tuple),
+    )
+    def test_a_sliding_count(self, window: float, keep: bool, steps: list, weights: tuple) -> None:
+        assert CORE is not None
+        python, core = PYTHON.sliding.over(window, keep), CORE.sliding.over(window, keep)
+        now = -math.inf
+        for time, message_id, ahead in steps:
+            now = max(now, time)  # the campaign's latest event time, as the engine passes it
+            assert core.add(time, message_id, now) == python.add(time, message_id, now)
+            later = now + ahead
+            assert _fields(core, _SLIDING_FIELDS) == _fields(python, _SLIDING_FIELDS)
+            assert core.sample_ids(later) == python.sample_ids(later)
+            assert _same_float(core.start_time(), python.start_time())
+            assert core.weighted_count(later, weights) == python.weighted_count(later, weights)
+            assert core.count_at(later) == python.count_at(later)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        size=st.integers(1, 12),
+        steps=st.lists(st.tuples(st.booleans(), _times, _ids), max_size=80),
+        asked=st.integers(1, 12),
+    )
+    def test_a_count_window(self, size: int, steps: list, asked: int) -> None:
+        assert CORE is not None
+        python, core = PYTHON.last(size), CORE.last(size)
+        for is_per, time, message_id in steps:
+            method = "add_per" if is_per else "add_of"
+            assert getattr(core, method)(time, message_id, time) == getattr(python, method)(time, message_id, time)
+            assert _fields(core, _LAST_FIELDS) == _fields(python, _LAST_FIELDS)
+            for n in {asked, size, 1}:
+                assert core.counts(n) == python.counts(n)
+                assert core.start_time(n) == python.start_time(n)
+                assert core.sample_ids_within(n) == python.sample_ids_within(n)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        rise=st.floats(0.01, 5),
+        fall=st.floats(-1, -0.001),
+        steps=st.lists(st.tuples(st.booleans(), _times, _ids), max_size=80),
+    )
+    def test_a_cusum(self, rise: float, fall: float, steps: list) -> None:
+        assert CORE is not None
+        python, core = PYTHON.cusum(rise, fall), CORE.cusum(rise, fall)
+        for is_per, time, message_id in steps:
+            method = "add_per" if is_per else "add_of"
+            assert getattr(core, method)(time, message_id, time) == getattr(python, method)(time, message_id, time)
+            assert _fields(core, _CUSUM_FIELDS) == _fields(python, _CUSUM_FIELDS)
+
+    def test_a_restored_series_refuses_what_is_not_numbers(self) -> None:
+        assert CORE is not None
+        with pytest.raises(TypeError):
+            CORE.sliding(60.0, True, ["x", 1.0])
+        with pytest.raises(ValueError, match="size 0"):
+            CORE.last(0)
