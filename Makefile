@@ -2,19 +2,41 @@
 # make test: lint (ruff; lint-imports: the layering contracts of pyproject.toml), then the whole suite: unit,
 # integration and faults on every broker of the matrix (Tansu; Apache Kafka too when Java 17+ and Maven are present), Helm chart.
 # make image-check: the image built with podman and run as the Helm chart runs it (root; CI runs it beside make test).
+# The venv holds the compiled core (core/, Rust) when cargo is on PATH; without it the guard runs its Python engine,
+# except under CI=true, where both engines must be built and tested.
 PYTHON ?= python3
 # Apache Kafka's jars (fetched by Maven on first use) and other test tools live in the ignored .tools/
 export GUARD_KAFKA_CACHE ?= $(CURDIR)/.tools
 VENV := .venv
 BIN := $(VENV)/bin
+DEPENDENCIES := $(VENV)/.dependencies
+CORE := $(VENV)/.core
 INSTALLED := $(VENV)/.installed
+CARGO := $(shell command -v cargo 2>/dev/null)
 
 .PHONY: demo test image-check bench quality lock clean
 
-$(INSTALLED): pyproject.toml constraints.txt
+# The guard with its test extra, and the compiled core when it can be built.
+$(INSTALLED): $(DEPENDENCIES) $(if $(CARGO),$(CORE))
+ifeq ($(CARGO),)
+ifeq ($(CI),true)
+	@echo "CI=true and no cargo on PATH: CI builds and tests both engines; install Rust (rustup, or Debian's cargo-web)" >&2
+	@exit 1
+endif
+	@echo "no cargo on PATH: the compiled core is not built, the guard runs its Python engine"
+endif
+	touch $@
+
+$(DEPENDENCIES): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip==25.3
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $@
+
+# The compiled core, a wheel built by maturin (pinned in core/pyproject.toml) from Cargo.lock's crates;
+# a change to its sources rebuilds it alone.
+$(CORE): core/pyproject.toml core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs) | $(DEPENDENCIES)
+	$(BIN)/pip install --quiet --disable-pip-version-check ./core
 	touch $@
 
 demo: $(INSTALLED)
@@ -46,4 +68,4 @@ lock:
 	scripts/lock-image.sh
 
 clean:
-	rm -rf $(VENV) .venv-peer .pytest_cache .hypothesis .tools
+	rm -rf $(VENV) .venv-peer .pytest_cache .hypothesis .tools core/target

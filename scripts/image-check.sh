@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The image proven: builds the Dockerfile with podman and runs it as the Helm chart does (read-only
 # root filesystem, UID 10001, /tmp a tmpfs like the chart's emptyDir, no capabilities), then checks
-# that `guard validate` passes, `guard run` pauses a bad campaign through the Leadterra stand-in and
+# that `guard validate` passes, `guard run` runs the compiled core and pauses a bad campaign through the Leadterra stand-in and
 # `guard ingest` accepts a signed webhook (scripts/image_check.py, against Tansu and the stand-in
 # on 127.0.0.1). CI runs it beside `make test` (.ci/run).
 #
@@ -32,7 +32,7 @@ finish() {
     fi
     rm -rf "$scratch"
     if [[ $code -eq 0 ]]; then
-        say "image check: OK, validate, run and ingest work in the image as the chart runs it ($((SECONDS - started)) s)"
+        say "image check: OK, validate, run (the compiled core) and ingest work in the image as the chart runs it ($((SECONDS - started)) s)"
     else
         say "image check: FAILED at step '$step' (exit $code, $((SECONDS - started)) s)"
     fi

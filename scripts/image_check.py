@@ -137,8 +137,17 @@ def failed_if(what: str, log: str, *conditions: tuple[bool, str]) -> None:
         raise CheckFailed(f"{what}: {'; '.join(problems)}\n--- its log (end) ---\n{log[-4000:]}")
 
 
+def logged(log: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
 def logged_events(log: str) -> list[str]:
-    return [json.loads(line).get("event", "") for line in log.splitlines() if line.startswith("{")]
+    return [str(entry.get("event", "")) for entry in logged(log)]
+
+
+def engine_of(log: str) -> object:
+    """The engine `guard run`'s start-up line names (None without that line)."""
+    return next((entry.get("engine") for entry in logged(log) if entry.get("event") == "guard starting"), None)
 
 
 def check_validate(containers: Containers) -> None:
@@ -150,8 +159,9 @@ def check_validate(containers: Containers) -> None:
 
 
 async def check_run(containers: Containers, broker: EmbeddedBroker, standin: LeadterraStandIn) -> None:
-    """`guard run` reads a bad campaign's bounces and pauses it through the stand-in (and nothing else),
-    answers /readyz, and exits 0 on SIGTERM without logging the API key."""
+    """`guard run` counts with the compiled core (built in the image's build stage), reads a bad campaign's
+    bounces and pauses it through the stand-in (and nothing else), answers /readyz, and exits 0 on SIGTERM
+    without logging the API key."""
     suffix, port = uuid.uuid4().hex[:8], free_port()
     topic = f"events-{suffix}"
     standin.add_campaign("camp_bad")
@@ -190,11 +200,15 @@ async def check_run(containers: Containers, broker: EmbeddedBroker, standin: Lea
         "guard run",
         log,
         (code != 0, f"exit {code} on SIGTERM"),
+        (engine_of(log) != "compiled", f'the start-up line says engine={engine_of(log)!r}, not "compiled"'),
         (paused != ["camp_bad"], f"pause calls for {paused}, expected ['camp_bad']"),
         ("pause paused" not in logged_events(log), "no 'pause paused' log line"),
         (API_KEY in log, "the API key is in the log"),
     )
-    say(f"run: paused camp_bad (only), /readyz 200, exit 0 on SIGTERM ({len(log.splitlines())} log lines)")
+    say(
+        f'run: engine="compiled", paused camp_bad (only), /readyz 200, exit 0 on SIGTERM ({len(log.splitlines())} '
+        "log lines)"
+    )
 
 
 async def check_ingest(containers: Containers, broker: EmbeddedBroker) -> None:

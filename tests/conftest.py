@@ -89,11 +89,33 @@ def matrix() -> Matrix:
     return Matrix(["tansu", "kafka"]) if why is None else Matrix(["tansu"], why)
 
 
+def _core_missing() -> str | None:
+    """Why the compiled core (guard_core, built from core/) cannot be imported, or None when it can."""
+    try:
+        import guard_core  # noqa: F401
+    except ImportError as error:
+        return str(error)
+    return None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "apache_kafka: runs only when Apache Kafka is in the matrix (its launcher)")
+    config.addinivalue_line(
+        "markers", "compiled_core: needs the compiled core (guard_core); skipped without it, except under CI=true"
+    )
     unknown = [name for name in _requested() or () if name not in KNOWN_BROKERS]
     if unknown:
         raise pytest.UsageError(f"GUARD_TEST_BROKERS: unknown broker(s) {unknown}; known: {', '.join(KNOWN_BROKERS)}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """CI builds and tests both engines: there, a missing compiled core stops the session instead of
+    quietly skipping the compiled engine's tests."""
+    if os.environ.get("CI") == "true" and (why := _core_missing()):
+        raise pytest.UsageError(
+            f"CI=true, and the compiled core (guard_core) does not import ({why}): CI tests both engines; "
+            "build it with `make` (cargo on PATH) or `pip install ./core`"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -101,9 +123,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     of its own): the mark follows what the test needs, not the module it is in. Tests of the Apache Kafka
     launcher need Java and Maven: left out (deselected, and the summary says why Apache Kafka did not run)
     when Apache Kafka is not in the matrix."""
+    core_missing = _core_missing()
     for item in items:
         if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        if core_missing and item.get_closest_marker("compiled_core"):
+            item.add_marker(
+                pytest.mark.skip(reason=f"the compiled core is not installed ({core_missing}): make builds it")
+            )
     needing = [item for item in items if item.get_closest_marker("apache_kafka")]
     if needing and "kafka" not in matrix().brokers:
         config.hook.pytest_deselected(items=needing)

@@ -67,6 +67,67 @@ class TestSettingsErrors:
         assert f"{tmp_path / 'bad.yaml'}:7: rule x: window:" in err
 
 
+# `guard run` in a process that cannot import the compiled core, whether it is installed or not
+WITHOUT_CORE = [
+    sys.executable,
+    "-c",
+    "import sys; sys.modules['guard_core'] = None; from guard.cli import main; sys.exit(main())",
+]
+
+
+def start_up_line(command: list[str], engine: str) -> tuple[int, dict[str, object]]:
+    """`guard run` with GUARD_ENGINE=engine and no broker behind KAFKA_BOOTSTRAP_SERVERS: it logs its
+    start-up line, gives up on Kafka at once and exits 2. Its exit code and that line."""
+    import subprocess
+
+    env = {
+        **os.environ,
+        "GUARD_ENGINE": engine,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",  # nothing listens there
+        "GUARD_KAFKA_CONNECT_TIMEOUT": "0.1",
+        "GUARD_HTTP_HOST": "127.0.0.1",
+        "GUARD_HTTP_PORT": "0",
+        "GUARD_DRY_RUN": "true",
+        "GUARD_RULES": str(RULES),
+    }
+    result = subprocess.run([*command, "run"], capture_output=True, text=True, env=env, timeout=60, check=False)
+    logs = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    (config,) = [entry for entry in logs if entry["event"] == "guard starting"]
+    return result.returncode, config
+
+
+class TestEngineChoice:
+    """GUARD_ENGINE: the start-up line names the engine that runs; a compiled core asked for and missing stops the start."""
+
+    def test_compiled_without_the_core_is_one_line_and_exit_2(self) -> None:
+        import subprocess
+
+        env = {**os.environ, "GUARD_ENGINE": "compiled", "LEADTERRA_API_KEY": "k", "GUARD_RULES": str(RULES)}
+        result = subprocess.run(
+            [*WITHOUT_CORE, "run"], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith("guard: GUARD_ENGINE=compiled, but the compiled core (the guard-core package")
+        assert "set GUARD_ENGINE=auto or python to run the Python engine" in line
+
+    def test_auto_without_the_core_says_the_python_engine_runs_and_why(self) -> None:
+        code, config = start_up_line(WITHOUT_CORE, "auto")
+        assert code == 2  # Kafka not reachable: the line came before
+        assert config["engine"] == "python"
+        assert "the compiled core (guard-core) is not installed: the Python engine runs" in str(config["engine_reason"])
+
+    def test_python_is_the_python_engine_with_nothing_to_explain(self) -> None:
+        _, config = start_up_line(GUARD, "python")
+        assert config["engine"] == "python" and "engine_reason" not in config
+
+    @pytest.mark.compiled_core
+    @pytest.mark.parametrize("engine", ["auto", "compiled"])
+    def test_the_compiled_core_runs_when_installed(self, engine: str) -> None:
+        _, config = start_up_line(GUARD, engine)
+        assert config["engine"] == "compiled" and "engine_reason" not in config
+
+
 @pytest.mark.integration  # starts a broker of its own
 class TestBrokerWithoutIdempotence:
     async def test_a_refused_idempotent_producer_is_one_line_naming_the_setting_and_exit_2(self) -> None:

@@ -397,10 +397,12 @@ class TestInstall:
             "the lock and constraints.txt disagree"
         )
 
-    def test_the_build_lock_has_the_build_backend_of_pyproject(self) -> None:
+    @pytest.mark.parametrize("project", ["pyproject.toml", "core/pyproject.toml"])
+    def test_the_build_lock_has_the_build_backend_of_pyproject(self, project: str) -> None:
+        """setuptools for the guard's wheel, maturin for the compiled core's: the versions their projects name."""
         import tomllib
 
-        backend = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
+        backend = tomllib.loads((ROOT / project).read_text(encoding="utf-8"))["build-system"]["requires"]
         pins = lock_pins(LOCKS["build"])
         for requirement in backend:
             name, version = requirement.split("==")
@@ -442,6 +444,56 @@ class TestInstall:
                     assert kept, f"line {instruction.line}: {source} is excluded by .dockerignore"
 
 
+def build_stage(parsed: list[Instruction]) -> list[Instruction]:
+    [build] = [stage for stage in stages(parsed) if from_image(stage[0])[1] == "build"]
+    return build
+
+
+TOOLCHAIN = re.compile(r"\b(apt-get|apt|dpkg|cargo|rustc|rustup|maturin|gcc|cc)\b")
+
+
+class TestCompiledCore:
+    """The compiled core (core/) is built in the build stage from pinned inputs; the runtime holds no toolchain."""
+
+    def test_the_build_stage_installs_debians_rust_at_exact_versions(self, parsed: list[Instruction]) -> None:
+        """bookworm's rustc (1.63) is too old for PyO3: rustc-web and cargo-web, each `name=version`."""
+        installs = [shlex.split(c) for c in run_commands(build_stage(parsed)) if re.search(r"apt-get .*\binstall\b", c)]
+        assert len(installs) == 1
+        packages = [word for word in installs[0][installs[0].index("install") + 1 :] if not word.startswith("-")]
+        assert {package.partition("=")[0] for package in packages} == {"rustc-web", "cargo-web", "libstd-rust-web-dev"}
+        assert all(re.fullmatch(r"[a-z0-9.+-]+=\d[\w.+~:-]+", package) for package in packages), packages
+        assert len({package.partition("=")[2] for package in packages}) == 1  # one release of Rust
+        assert "--no-install-recommends" in installs[0]
+
+    def test_the_crates_are_fetched_as_the_lock_pins_them_and_the_build_is_offline(
+        self, parsed: list[Instruction]
+    ) -> None:
+        commands = run_commands(build_stage(parsed))
+        fetches = [c for c in commands if c.startswith("cargo fetch")]
+        builds = [c for c in commands if re.match(r"/opt/build/bin/maturin build\b", c)]
+        assert fetches == ["cargo fetch --locked --manifest-path core/Cargo.toml"]
+        assert len(builds) == 1 and "--frozen" in builds[0].split() and "--release" in builds[0].split()
+        assert commands.index(fetches[0]) < commands.index(builds[0])
+        assert (ROOT / "core" / "Cargo.lock").is_file()
+
+    def test_the_core_is_installed_into_the_guards_venv_and_must_import(self, parsed: list[Instruction]) -> None:
+        commands = run_commands(build_stage(parsed))
+        assert any(
+            "--python /opt/guard/bin/python install --no-deps --no-index /wheels/core/" in command
+            for command in commands
+        )
+        assert "/opt/guard/bin/python -c 'import guard_core'" in commands
+
+    def test_the_core_is_built_before_the_guards_sources_are_copied(self, parsed: list[Instruction]) -> None:
+        """A change to guard/ reuses the cached core; a change to core/ rebuilds the core and what follows."""
+        copies = [copy_sources(i)[0] for i in build_stage(parsed) if i.keyword == "COPY"]
+        assert copies.index(["core/"]) < copies.index(["guard/"])
+
+    def test_the_runtime_stage_holds_no_toolchain(self, final_stage: list[Instruction]) -> None:
+        """No package installed, no compiler named: the runtime is the base, the venv and the rules."""
+        assert not [c for c in run_commands(final_stage) if TOOLCHAIN.search(c)]
+
+
 class TestDockerignore:
     @pytest.mark.parametrize(
         "path",
@@ -461,6 +513,7 @@ class TestDockerignore:
             "rules/tests/default_test.yaml",
             "guard/testing/leadterra/standin.py",
             "constraints.txt",
+            "core/target/release/libguard_core.so",
         ],
     )
     def test_excludes(self, path: str, ignore_patterns: list[str]) -> None:
@@ -477,6 +530,10 @@ class TestDockerignore:
             "guard/runtime/service.py",
             "guard/rules/loader.py",
             "rules/default.yaml",
+            "core/Cargo.toml",
+            "core/Cargo.lock",
+            "core/pyproject.toml",
+            "core/src/lib.rs",
         ],
     )
     def test_keeps_what_the_build_needs(self, path: str, ignore_patterns: list[str]) -> None:

@@ -562,6 +562,7 @@ class TestNotes:
             ("maxDedupeKeys", "max_dedupe_keys", "GUARD_MAX_DEDUPE_KEYS"),
             ("stateTopic", "state_topic", "GUARD_STATE_TOPIC"),
             ("checkpointIntervalSeconds", "checkpoint_interval", "GUARD_CHECKPOINT_INTERVAL"),
+            ("engine", "engine", "GUARD_ENGINE"),
         ],
     )
     def test_engine_limits_default_to_the_services_and_reach_the_pod(
@@ -623,6 +624,7 @@ class TestValuesSchema:
             ("replicaCount=abc", "at '/replicaCount': got string, want integer"),
             ("guard.dryRun=maybe", "at '/guard/dryRun': got string, want boolean"),
             ("guard.shutdownGraceSeconds=-1", "at '/guard/shutdownGraceSeconds'"),
+            ("guard.engine=rust", "at '/guard/engine'"),
             ("kafka.securityProtocol=TLS", "at '/kafka/securityProtocol'"),
             ("serviceMonitor.enabled=yes-please", "at '/serviceMonitor/enabled': got string, want boolean"),
             ("rules.inline.notes\\.txt=hello", "invalid propertyName 'notes.txt'"),

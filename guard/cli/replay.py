@@ -92,9 +92,9 @@ def _file_window(args: argparse.Namespace) -> dict[str, float | None]:
 
 
 def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine settings `guard run` reads (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE), read the same
-    way, so that a replay decides what the live guard decides; and the workspace of the events
-    (--workspace, else GUARD_TOPIC_WORKSPACES' for a kafka: topic)."""
+    """The engine settings `guard run` reads (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE, GUARD_ENGINE), read the
+    same way, so that a replay decides what the live guard decides, with the engine it runs; and the workspace
+    of the events (--workspace, else GUARD_TOPIC_WORKSPACES' for a kafka: topic)."""
     from guard.runtime.settings import guard_settings_from_env
 
     guard = guard_settings_from_env()
@@ -102,7 +102,12 @@ def _engine_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.workspace is not None and not re.fullmatch(WORKSPACE_ID_PATTERN, args.workspace):
         raise ConfigError(f"--workspace {args.workspace[:40]!r} is not a workspace id, e.g. ws_acme")
     workspace = args.workspace or (guard.topic_workspaces.get(topic) if topic is not None else None)
-    return {"dedupe_horizon": guard.dedupe_horizon, "resume_grace": guard.resume_grace, "workspace": workspace}
+    return {
+        "dedupe_horizon": guard.dedupe_horizon,
+        "resume_grace": guard.resume_grace,
+        "workspace": workspace,
+        "kinds": guard.engine_kinds(),
+    }
 
 
 def _replay_source(args: argparse.Namespace):  # noqa: ANN202

@@ -21,6 +21,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = Settings.from_env()
         rules = load_rules(settings.guard.rules)
+        service = Service(settings, rules)  # GUARD_ENGINE=compiled without the compiled core: a ConfigError
     except ConfigError as error:
         print_error(str(error))
         return 2
@@ -29,7 +30,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.guard.log_level)
     try:
-        asyncio.run(run_until_signalled(Service(settings, rules)))
+        asyncio.run(run_until_signalled(service))
     except GuardError as error:  # Kafka not reachable in time, or refusing the idempotent producer
         print_error(str(error))
         return 2

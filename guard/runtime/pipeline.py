@@ -47,6 +47,7 @@ from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.events import IgnoredEvent, MalformedEvent, decode, in_workspace
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import RuleSet
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, Held, behind, overdue, release
@@ -122,8 +123,10 @@ class Pipeline:
         workspaces: WorkspaceMap | None = None,
         topic_workspaces: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        kinds: Kinds = PYTHON,
     ) -> None:
         self.rules = rules
+        self.kinds = kinds  # the series every engine of this pipeline counts with (GUARD_ENGINE)
         self._workspaces = workspaces  # which workspace each campaign's events name, for the action
         self._topic_workspaces = topic_workspaces or {}  # topic -> the workspace of its events
         self._dispatcher, self._dead_letters, self._metrics = dispatcher, dead_letters, metrics
@@ -160,7 +163,12 @@ class Pipeline:
 
     def _new_engine(self) -> Engine:
         return Engine(
-            self.rules, self._dedupe_horizon, self._resume_grace, self.campaign_share(), self.dedupe_key_share()
+            self.rules,
+            self._dedupe_horizon,
+            self._resume_grace,
+            self.campaign_share(),
+            self.dedupe_key_share(),
+            # kinds=self.kinds,  # TO CONNECT (issue #28) when Engine takes kinds
         )
 
     def restored_engine(self, data: bytes) -> Engine:

@@ -64,6 +64,7 @@ class Service:
 
     def __init__(self, settings: Settings, rules: RuleSet) -> None:
         self.settings, self.rules = settings, rules
+        self.kinds = settings.guard.engine_kinds()  # the engine's series: compiled or Python (GUARD_ENGINE)
         self.metrics = Metrics()
         self.health = Health()
         self._stop = asyncio.Event()
@@ -132,13 +133,14 @@ class Service:
             catch_up_limit=settings.catch_up_limit,
             workspaces=workspaces,
             topic_workspaces=settings.topic_workspaces,
+            kinds=self.kinds,
         )
         recovery = Recovery(self.health, self._settled.scan, self._settled.__contains__, self._resume)
         listener: Rebalance | None = None
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
         self.metrics.dedupe_keys_limit.set(settings.max_dedupe_keys)
-        log_configuration(self.settings, self.rules, self.server.port)
+        log_configuration(self.settings, self.rules, self.server.port, self.kinds)
         try:
             if not await reach_kafka(self.settings.kafka, settings.kafka_connect_timeout, self.health, self._stop):
                 return

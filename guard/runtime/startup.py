@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
+from guard.engine.kinds import Kinds
 from guard.errors import ConfigError
 from guard.rules import RuleSet
 from guard.runtime.kafka import PROBE_SECONDS, KafkaUnreachable, reach
@@ -20,6 +21,10 @@ from guard.telemetry.health import Health
 log = structlog.get_logger("guard.runtime.service")  # the service's lines, under the name they always had
 
 CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
+ENGINE_FALLBACK = (  # GUARD_ENGINE=auto, and no compiled core to run
+    "the compiled core (guard-core) is not installed: the Python engine runs; a Rust compiler builds it "
+    "(pip install ./core, or make)"
+)
 
 
 @contextlib.contextmanager
@@ -41,10 +46,12 @@ async def serve_probes(server: HealthServer, settings: GuardSettings) -> None:
         await server.start()
 
 
-def log_configuration(settings: Settings, rules: RuleSet, http_port: int) -> None:
+def log_configuration(settings: Settings, rules: RuleSet, http_port: int, kinds: Kinds) -> None:
     """One line with the effective configuration, for whoever reads the logs first (no secrets:
-    the key and password are not in it, and every line passes the redaction point)."""
+    the key and password are not in it, and every line passes the redaction point). It names the
+    engine, and why it is the Python one when GUARD_ENGINE=auto found no compiled core."""
     kafka, guard = settings.kafka, settings.guard
+    fallback = guard.engine == "auto" and kinds.name == "python"
     log.info(
         "guard starting",
         brokers=kafka.bootstrap_servers,
@@ -57,6 +64,8 @@ def log_configuration(settings: Settings, rules: RuleSet, http_port: int) -> Non
         rules={rule.name: rule.version for rule in rules.rules},
         rules_path=str(guard.rules),
         dry_run=guard.dry_run,
+        engine=kinds.name,
+        **({"engine_reason": ENGINE_FALLBACK} if fallback else {}),
         leadterra=settings.leadterra.api_url,
         http=f"{guard.http_host}:{http_port}",
     )

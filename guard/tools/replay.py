@@ -26,6 +26,7 @@ from guard.contracts.events import Event, in_workspace
 from guard.engine import Decision, Engine, decide, decode_records
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.kinds import PYTHON, Kinds
 from guard.rules import RuleSet
 from guard.runtime.kafka import PROBE_SECONDS, reach
 from guard.runtime.settings import KafkaSettings
@@ -67,14 +68,21 @@ def replay(
     since: float | None = None,
     until: float | None = None,
     workspace: str | None = None,
+    kinds: Kinds = PYTHON,
 ) -> ReplayResult:
     """Feed (value, record time) pairs through one Engine; `on_event(engine, event)` may read the
     engine after each counted event (the report's timelines do). The engine settings are the live
-    guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE). Events outside [since, until] (event time)
-    are skipped, as if the history began and ended there. With `workspace`, events that name no
-    workspace are in it, and those naming another are malformed, as `guard run` does with a topic
-    of GUARD_TOPIC_WORKSPACES."""
-    engine, result = Engine(rules, dedupe_horizon, resume_grace), ReplayResult()
+    guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE, and GUARD_ENGINE's series as `kinds`). Events
+    outside [since, until] (event time) are skipped, as if the history began and ended there. With
+    `workspace`, events that name no workspace are in it, and those naming another are malformed, as
+    `guard run` does with a topic of GUARD_TOPIC_WORKSPACES."""
+    engine = Engine(
+        rules,
+        dedupe_horizon,
+        resume_grace,
+        # kinds=kinds,  # TO CONNECT (issue #28) when Engine takes kinds
+    )
+    result = ReplayResult()
     counts = result.counts
     assign = None if workspace is None else partial(in_workspace, workspace_id=workspace, source=_REPLAY_SOURCE)
 

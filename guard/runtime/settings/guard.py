@@ -12,6 +12,7 @@ from guard import redact
 from guard.actions.workspaces import parse_topic_workspaces
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.kinds import CoreMissing, EngineChoice, Kinds, choose
 from guard.errors import ConfigError
 from guard.rules.notify import check_link
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT
@@ -108,6 +109,12 @@ class GuardSettings(BaseSettings):
         description="Comma-separated `topic=workspace_id` pairs, e.g. 'leadterra.acme=ws_acme,leadterra.beta=ws_beta': "
         "events of a mapped topic without `workspaceId` are in its workspace; one naming another is dead-lettered.",
     )
+    engine: EngineChoice = Field(
+        "auto",
+        description="Which engine counts: `compiled` (the compiled core, guard-core, built from core/ with a Rust "
+        "compiler), `python` (the reference), or `auto`: the compiled core when it is installed, else Python. Both "
+        "decide the same; `guard run`'s start-up line says which runs.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="JSON logs on stderr.")
     slack_webhook_url: SecretStr | None = Field(
         None, description="A Slack incoming webhook told of every pause outcome (paused, failed). Never logged."
@@ -139,6 +146,13 @@ class GuardSettings(BaseSettings):
             raise ConfigError(f"GUARD_SLACK_WEBHOOK_URL_FILE cannot be read: {type(error).__name__}") from None
         redact.register(text)
         return SecretStr(text.strip()) if text.strip() else None
+
+    def engine_kinds(self) -> Kinds:
+        """The series types of GUARD_ENGINE; ConfigError when `compiled` is asked and the core is missing."""
+        try:
+            return choose(self.engine)
+        except CoreMissing as error:
+            raise ConfigError(str(error)) from None
 
     @field_validator("notify_link")
     @classmethod
