@@ -12,7 +12,8 @@ BIN := $(VENV)/bin
 DEPENDENCIES := $(VENV)/.dependencies
 CORE := $(VENV)/.core
 INSTALLED := $(VENV)/.installed
-CARGO := $(shell command -v cargo 2>/dev/null)
+# cargo on PATH, else where rustup puts it (a non-login shell may not have ~/.cargo/bin on PATH)
+CARGO := $(or $(shell command -v cargo 2>/dev/null),$(wildcard $(HOME)/.cargo/bin/cargo))
 
 .PHONY: demo test image-check bench quality lock clean
 
@@ -36,7 +37,7 @@ $(DEPENDENCIES): pyproject.toml constraints.txt
 # The compiled core, a wheel built by maturin (pinned in core/pyproject.toml) from Cargo.lock's crates;
 # a change to its sources rebuilds it alone.
 $(CORE): core/pyproject.toml core/Cargo.toml core/Cargo.lock $(wildcard core/src/*.rs) | $(DEPENDENCIES)
-	$(BIN)/pip install --quiet --disable-pip-version-check ./core
+	PATH="$(dir $(CARGO)):$$PATH" $(BIN)/pip install --quiet --disable-pip-version-check ./core
 	touch $@
 
 demo: $(INSTALLED)

@@ -18,7 +18,7 @@ Id flood: 2,000,000 distinct message ids into three campaigns (one `message.sent
 second of event time) through one engine with a budget of dedupe keys (GUARD_MAX_DEDUPE_KEYS's
 default) and without one; RSS as for the flood above, and the keys remembered at the end.
 
-    python -m bench.memory CAMPAIGNS SENDS_LO SENDS_HI [--trace]
+    python -m bench.memory CAMPAIGNS SENDS_LO SENDS_HI [--trace] [--engine python|compiled]
     python -m bench.memory FLOOD 0 0 --cap CAP   (CAP 0: no cap)
     python -m bench.memory IDS 0 0 --keys BUDGET   (BUDGET 0: no budget)
 """
@@ -27,7 +27,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import ctypes
 import gc
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -47,6 +52,36 @@ ID_FLOOD = 2_000_000
 ID_FLOOD_BUDGETS = (1_000_000, 0)  # a budget the flood exceeds, and none
 
 
+def _generated(campaigns: int, sends: tuple[int, int], duration: float) -> list[tuple[bytes, float]]:
+    """The workload's records, made in another process and read here in one piece: generating them here
+    would leave the heap full of freed blocks that the engine's state then fills unseen by RSS."""
+    import msgspec
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "records.msgpack"
+        argv = [sys.executable, "-m", "bench.memory", str(campaigns), *map(str, sends), "--duration", str(duration)]
+        subprocess.run([*argv, "--write", str(path)], check=True, cwd=ROOT)
+        return msgspec.msgpack.decode(path.read_bytes(), type=list[tuple[bytes, float]])
+
+
+def _write(path: str, campaigns: int, sends: tuple[int, int], duration: float) -> None:
+    import msgspec
+
+    from guard.tools.generate import generate
+
+    records = generate(SEED, campaigns, 0, start=1_767_225_600.0, duration=duration, sends=sends).records
+    Path(path).write_bytes(msgspec.msgpack.encode([(record.value, record.time) for record in records]))
+
+
+def settled() -> None:
+    """Garbage collected and the freed heap handed back to the system (glibc's malloc_trim), so that what
+    is allocated next shows in RSS: the compiled core allocates with malloc, which would otherwise reuse
+    the memory the generator freed and hide the state's cost."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -55,26 +90,33 @@ def rss_bytes() -> int:
 
 
 def measure(
-    campaigns: int, sends: tuple[int, int], trace: bool, duration: float = 3600.0, horizon: float | None = None
+    campaigns: int,
+    sends: tuple[int, int],
+    trace: bool,
+    duration: float = 3600.0,
+    horizon: float | None = None,
+    engine_choice: str = "python",
 ) -> dict[str, Any]:
     from guard.engine import Engine, record_decisions
+    from guard.engine.kinds import choose
     from guard.rules import load_rules
-    from guard.tools.generate import generate
 
     rules = load_rules(ROOT / "rules")
-    records = generate(SEED, campaigns, 0, start=1_767_225_600.0, duration=duration, sends=sends).records
-    engine = Engine(rules) if horizon is None else Engine(rules, dedupe_horizon=horizon)
+    records = _generated(campaigns, sends, duration)
+    options = {} if horizon is None else {"dedupe_horizon": horizon}
+    engine = Engine(rules, **options, kinds=choose(engine_choice))  # type: ignore[arg-type]
     if trace:
         tracemalloc.start(1)
-    gc.collect()
+    settled()
     before = rss_bytes()
     started = time.perf_counter()
-    collections.deque(record_decisions(engine, ((record.value, record.time) for record in records)), maxlen=0)
+    collections.deque(record_decisions(engine, records), maxlen=0)
     elapsed = time.perf_counter() - started
     gc.collect()
     after = rss_bytes()
     result: dict[str, Any] = {
         "campaigns": campaigns,
+        "engine": engine.kinds.name,
         "tracked": engine.campaigns,
         "events": len(records),
         "sends": list(sends),
@@ -206,13 +248,17 @@ def main() -> None:
     parser.add_argument("--keys", type=int, help="id flood: distinct message ids through an engine with this budget")
     parser.add_argument("--duration", type=float, default=3600.0, help="seconds of event time the sends spread over")
     parser.add_argument("--horizon", type=float, help="dedupe horizon in seconds (default: the engine's)")
+    parser.add_argument("--write", help=argparse.SUPPRESS)  # the records of a measurement, from a child
+    parser.add_argument("--engine", choices=("python", "compiled"), default="python", help="the engine's series")
     args = parser.parse_args()
-    if args.cap is not None:
+    if args.write:
+        _write(args.write, args.campaigns, (args.lo, args.hi), args.duration)
+    elif args.cap is not None:
         emit(flood(args.campaigns, args.cap))
     elif args.keys is not None:
         emit(id_flood(args.campaigns, args.keys))
     else:
-        emit(measure(args.campaigns, (args.lo, args.hi), args.trace, args.duration, args.horizon))
+        emit(measure(args.campaigns, (args.lo, args.hi), args.trace, args.duration, args.horizon, args.engine))
 
 
 if __name__ == "__main__":

@@ -88,3 +88,13 @@ class TestCompiledCore:
         assert result.returncode != 0
         assert "CI=true and no cargo on PATH: CI builds and tests both engines" in result.stderr
         assert not (checkout / ".venv" / ".installed").exists()
+
+    def test_cargo_where_rustup_puts_it_is_found_off_path(self, checkout: Path) -> None:
+        """rustup installs into ~/.cargo/bin, which a non-login shell (a CI runner's) may not have on PATH."""
+        rustup_bin = checkout / ".cargo" / "bin"
+        rustup_bin.mkdir(parents=True)
+        (rustup_bin / "cargo").write_text(RECORDER)
+        (rustup_bin / "cargo").chmod(0o755)
+        result = make(checkout, cargo=False, ci=True)
+        assert result.returncode == 0, result.stderr
+        assert calls(checkout) == ["pip install --quiet --disable-pip-version-check ./core"]

@@ -168,7 +168,7 @@ class Pipeline:
             self._resume_grace,
             self.campaign_share(),
             self.dedupe_key_share(),
-            # kinds=self.kinds,  # TO CONNECT (issue #28) when Engine takes kinds
+            kinds=self.kinds,
         )
 
     def restored_engine(self, data: bytes) -> Engine:

@@ -76,12 +76,7 @@ def replay(
     outside [since, until] (event time) are skipped, as if the history began and ended there. With
     `workspace`, events that name no workspace are in it, and those naming another are malformed, as
     `guard run` does with a topic of GUARD_TOPIC_WORKSPACES."""
-    engine = Engine(
-        rules,
-        dedupe_horizon,
-        resume_grace,
-        # kinds=kinds,  # TO CONNECT (issue #28) when Engine takes kinds
-    )
+    engine = Engine(rules, dedupe_horizon, resume_grace, kinds=kinds)
     result = ReplayResult()
     counts = result.counts
     assign = None if workspace is None else partial(in_workspace, workspace_id=workspace, source=_REPLAY_SOURCE)
