@@ -8,18 +8,23 @@ in CI, where tests/conftest.py requires it.
 
 from __future__ import annotations
 
+import array
 import math
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import event_streams, joined_streams, resume_graces, rule_sets, stop_and_go_streams
+from test_engine_snapshot import _campaigns, _field, _forged
 
-from guard.contracts.events import Event
+from guard.contracts.events import Event, Signal
 from guard.engine import Engine
+from guard.engine import snapshot as snapshots
 from guard.engine.kinds import PYTHON, Kinds, compiled
-from guard.engine.snapshot import restore, snapshot
-from guard.rules import RuleSet
+from guard.engine.snapshot import SnapshotError, restore, snapshot
+from guard.rules import RuleSet, load_rules
 
 CORE = compiled()
 pytestmark = pytest.mark.skipif(CORE is None, reason="the compiled core is not installed (pip install ./core)")
@@ -127,7 +132,8 @@ _times = st.one_of(
     st.sampled_from((0.0, -1.5, 1e15, 1_714_564_800.0)),
 )
 # lone surrogates: a JSON string can spell them, and the hash must take them as the Python engine does
-_ids = st.one_of(st.none(), st.sampled_from(("m1", "m2", "m3", "é", "\ud800", "")), st.text(max_size=6))
+_texts = st.one_of(st.sampled_from(("m1", "m2", "m3", "é", "\ud800", "")), st.text(max_size=6))
+_ids = st.none() | _texts
 
 
 def _fields(series: object, names: tuple[str, ...]) -> dict:
@@ -209,3 +215,98 @@ class TestSeries:
             CORE.sliding(60.0, True, ["x", 1.0])
         with pytest.raises(ValueError, match="size 0"):
             CORE.last(0)
+
+
+class TestDedupe:
+    @settings(max_examples=200, deadline=None)
+    @given(
+        horizon=st.sampled_from((600.0, 3600.0)),
+        budget=st.sampled_from((None, 1, 4, 16, 300)),
+        steps=st.lists(st.tuples(st.integers(0, 2**64 - 1) | st.integers(0, 40), st.integers(0, 400)), max_size=400),
+    )
+    def test_the_store_keeps_the_same_keys_in_the_same_bytes(
+        self, horizon: float, budget: int | None, steps: list
+    ) -> None:
+        """Keys (some repeated), a clock moving by up to 400 s: the same answers, buckets (grown or not),
+        generations (rotated, forgotten, evicted at the budget) and counters."""
+        assert CORE is not None
+        python, core = PYTHON.dedupe(horizon, budget), CORE.dedupe(horizon, budget)
+        now = 1_714_564_800.0
+        for fingerprint, step in steps:
+            now += step
+            assert core.seen(fingerprint, now) == python.seen(fingerprint, now)
+            assert (core.keys, core.evicted, core.bits) == (python.keys, python.evicted, python.bits)
+        assert core.buckets() == python.buckets()
+        assert core.generations() == python.generations()
+        assert (core.rotate_at, core.sequence) == (python.rotate_at, python.sequence)
+
+    @settings(max_examples=100, deadline=None)
+    @given(parts=st.lists(st.tuples(_texts, st.sampled_from(("sent", "bounced")), _texts)))
+    def test_an_events_key_is_the_python_fingerprint(self, parts: list) -> None:
+        """Lone surrogates included: an event's key is fingerprints.event_key, so a snapshot's keys match."""
+        assert CORE is not None
+        python, core = PYTHON.dedupe(3600.0), CORE.dedupe(3600.0)
+        for campaign, signal, message in parts:
+            assert core.seen_event(campaign, signal, message, 0.0) == python.seen_event(campaign, signal, message, 0.0)
+        assert core.buckets() == python.buckets()
+
+
+# -- forged state records: what one engine refuses the other refuses too ----------------------------------
+
+
+def _forging(kind: str, field: str, value: object) -> Callable[[list], None]:
+    mirror = {"sliding": snapshots._Sliding, "last": snapshots._Last, "cusum": snapshots._Cusum}[kind]
+    tag = {"sliding": 0, "last": 1, "cusum": 2}[kind]
+
+    def change(fields: list) -> None:
+        for campaign in _campaigns(fields):
+            for series in campaign[_field(snapshots._Campaign, "series")]:
+                if series is not None and series[0] == tag:
+                    series[1 + _field(mirror, field)] = value(series) if callable(value) else value
+
+    return change
+
+
+def _doubles(values: list[float]) -> bytes:
+    return array.array("d", values).tobytes()  # as a snapshot carries an array (little-endian here)
+
+
+def _longs(values: list[int]) -> bytes:
+    return array.array("q", values).tobytes()
+
+
+_INT64 = 2**63 - 1
+_FORGED = [
+    ("sliding", "total", _INT64),  # the counts do not add up (Python counted on, the core wrapped)
+    ("sliding", "total", 2**63),
+    ("sliding", "newest_count", -1),
+    ("sliding", "older", lambda s: _doubles([float("nan"), 1.0])),  # a NaN bucket index
+    ("sliding", "older", lambda s: _doubles([1.0, float("nan")])),  # a NaN count
+    ("sliding", "older", lambda s: _doubles([1.0, 1e300])),
+    ("sliding", "older", lambda s: _doubles([1.0])),  # an index without its count
+    ("last", "per_seen", _INT64),
+    ("last", "per_seen", 2**63),
+    ("last", "of_positions", lambda s: _longs([10, 2, 3])),  # out of order
+    ("last", "time_base", float("-inf")),
+    ("cusum", "run_of", 2**63),
+    ("cusum", "statistic", float("nan")),
+]
+
+
+class TestForgedSeries:
+    @pytest.mark.parametrize(
+        ("kind", "field", "value"), _FORGED, ids=[f"{k}.{f}-{n}" for n, (k, f, _) in enumerate(_FORGED)]
+    )
+    def test_both_engines_refuse_it_as_corrupt(self, kind: str, field: str, value: object) -> None:
+        """A state record's series that counting could not have made: both engines refuse it (SnapshotError, the
+        previous checkpoint or the look-back is used), where one used to take it and decide otherwise or crash."""
+        assert CORE is not None
+        rules = load_rules(Path(__file__).resolve().parent.parent / "rules")  # windows, a count window, a cusum
+        engine = Engine(rules)
+        for n in range(60):
+            for signal in ("sent", "bounced"):
+                engine.process(Event(Signal(signal), "c1", 1_714_564_800.0 + n, message_id=f"m{n}", bounce_type="hard"))
+        data = _forged(snapshot(engine, rules), _forging(kind, field, value))
+        for kinds in (PYTHON, CORE):
+            with pytest.raises(SnapshotError):
+                restore(data, rules, Engine(rules, kinds=kinds))

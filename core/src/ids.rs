@@ -24,3 +24,22 @@ pub(crate) fn id_hash(message_id: Option<&Bound<'_, PyString>>) -> PyResult<i32>
         Some(id) => Ok(((message_key(id)? & 0xFFFF_FFFF) as i64 - 0x8000_0000) as i32),
     }
 }
+
+/// fingerprints.py `event_key`: xxh3-64 of the parts joined with the unit separator, as UTF-8
+/// ("surrogatepass": a lone surrogate still gets a key).
+pub(crate) fn key_of(parts: &[&Bound<'_, PyString>]) -> PyResult<u64> {
+    let mut joined = Vec::with_capacity(96);
+    for (number, part) in parts.iter().enumerate() {
+        if number > 0 {
+            joined.push(0x1f);
+        }
+        match part.to_str() {
+            Ok(text) => joined.extend_from_slice(text.as_bytes()),
+            Err(_) => {
+                let encoded = part.call_method1("encode", ("utf-8", "surrogatepass"))?;
+                joined.extend_from_slice(encoded.cast::<PyBytes>()?.as_bytes());
+            }
+        }
+    }
+    Ok(xxh3_64(&joined))
+}

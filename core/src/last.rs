@@ -1,6 +1,7 @@
 //! windows.py `LastN`: of-events among a campaign's last N per-events (e.g. hard bounces among the last
 //! 200 sends), for any N up to `size`. The same rings, positions and hashes as the Python one.
 
+use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -67,11 +68,11 @@ impl LastN {
         per_ids: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         if size < 1 {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            return Err(PyValueError::new_err(format!(
                 "a count window of size {size}"
             )));
         }
-        Ok(Self {
+        let restored = Self {
             size,
             per_seen,
             of_positions: of_positions.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
@@ -80,7 +81,27 @@ impl LastN {
             per_times: per_times.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
             time_base,
             per_ids: per_ids.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
-        })
+        };
+        // what counting always keeps true, and indexing relies on
+        let kept = per_seen.min(size);
+        if per_seen < 0
+            || restored.per_times.len() as i64 != kept
+            || restored.per_ids.len() as i64 != kept
+        {
+            return Err(PyValueError::new_err(
+                "a count window holding another number of sends than it saw",
+            ));
+        }
+        if !restored
+            .of_positions
+            .windows(2)
+            .all(|pair| pair[0] <= pair[1])
+        {
+            return Err(PyValueError::new_err(
+                "a count window's outcomes out of order",
+            ));
+        }
+        Ok(restored)
     }
 
     #[pyo3(signature = (time, message_id, now))]
@@ -113,7 +134,9 @@ impl LastN {
             self.per_times[slot] = second as i32;
             self.per_ids[slot] = hashed;
         }
-        self.per_seen = position + 1;
+        self.per_seen = position
+            .checked_add(1)
+            .ok_or_else(|| PyOverflowError::new_err("a count window of 2**63 sends"))?;
         let oldest_gone = self.per_seen - self.size;
         if self
             .of_positions
@@ -165,10 +188,14 @@ impl LastN {
     }
 
     /// The time of the earliest of the last `size` per-events; None before the first.
-    fn start_time(&self, size: i64) -> Option<f64> {
+    fn start_time(&self, size: i64) -> PyResult<Option<f64>> {
         let counted = self.per_seen.min(size);
-        if counted == 0 {
-            return None;
+        if counted <= 0 {
+            return if counted == 0 {
+                Ok(None)
+            } else {
+                Err(PyValueError::new_err("no sends to count"))
+            };
         }
         let first = (self.per_seen - counted).rem_euclid(self.size) as usize;
         let end = first + counted as usize;
@@ -180,7 +207,7 @@ impl LastN {
             let wrapped = (end - self.size as usize).min(times.len());
             times[first..].iter().chain(&times[..wrapped]).min()
         };
-        earliest.map(|&second| self.time_base + second as f64)
+        Ok(earliest.map(|&second| self.time_base + second as f64))
     }
 
     fn sample_ids_within<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyTuple>> {

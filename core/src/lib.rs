@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod cusum;
+mod dedupe;
 mod ids;
 mod last;
 mod numbers;
@@ -20,5 +21,6 @@ fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sliding::SlidingCount>()?;
     m.add_class::<last::LastN>()?;
     m.add_class::<cusum::Cusum>()?;
+    m.add_class::<dedupe::DedupeStore>()?;
     Ok(())
 }

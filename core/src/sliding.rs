@@ -1,6 +1,7 @@
 //! windows.py `SlidingCount`: how many matching events fell within the last `window` seconds of event
 //! time, in 60 buckets. The same fields, the same float bucket indexes, the same answers.
 
+use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -118,10 +119,17 @@ impl SlidingCount {
         total: i64,
         samples: Option<Vec<(f64, Py<PyString>)>>,
     ) -> PyResult<Self> {
-        let older = match older {
+        let older: Vec<f64> = match older {
             Some(values) => from_sequence(values)?,
             None => Vec::new(),
         };
+        if older.len() % 2 != 0 {
+            // (index, count) pairs: an odd number would leave an index without its count
+            return Err(PyValueError::new_err(format!(
+                "{} bucket fields: not pairs",
+                older.len()
+            )));
+        }
         Ok(Self {
             width,
             keep_samples,
@@ -180,7 +188,10 @@ impl SlidingCount {
         self.total
     }
 
-    fn weighted_count(&mut self, now: f64, weights: Vec<f64>) -> f64 {
+    fn weighted_count(&mut self, now: f64, weights: Vec<f64>) -> PyResult<f64> {
+        if weights.is_empty() {
+            return Err(PyIndexError::new_err("no weights"));
+        }
         let newest = floor_div(now, self.width);
         self.expire(newest - BUCKETS_PER_WINDOW);
         let last = weights.len() as i64 - 1;
@@ -193,7 +204,7 @@ impl SlidingCount {
         if self.newest_count != 0 {
             total += self.newest_count as f64 * weight(self.newest);
         }
-        total
+        Ok(total)
     }
 
     fn sample_ids<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyTuple>> {

@@ -22,6 +22,8 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 
+from guard.engine.fingerprints import event_key
+
 GENERATIONS = 8  # over-remembering by at most 1/8 of the horizon; a rotation per 1/8 of it
 BUCKET_LOAD = 32  # mean entries per bucket before the table doubles: 256 bytes to search
 _MIN_BITS = 8  # the fingerprint's low byte picks the bucket and is not stored: at least 8 bits of it
@@ -61,6 +63,63 @@ class DedupeStore:
         self._sequence = 0
         self.keys = 0  # keys remembered now
         self.evicted = 0  # keys forgotten before their horizon, at the budget
+
+    @property
+    def horizon(self) -> float:
+        return self._horizon
+
+    @property
+    def span(self) -> float:
+        """How long a generation stays open."""
+        return self._span
+
+    @property
+    def max_keys(self) -> int | None:
+        return self._max_keys
+
+    @property
+    def bits(self) -> int:
+        """log2 of the number of buckets."""
+        return self._bits
+
+    @property
+    def rotate_at(self) -> float:
+        return self._rotate_at
+
+    @property
+    def sequence(self) -> int:
+        return self._sequence
+
+    def buckets(self) -> list[bytes]:
+        return list(self._buckets)
+
+    def generations(self) -> list[tuple[int, float, float, int]]:
+        """(tag, start, newest, keys) of each generation, oldest first."""
+        return [(g.tag, g.start, g.newest, g.keys) for g in self._generations]
+
+    def load(
+        self,
+        bits: int,
+        buckets: list[bytes],
+        generations: list[tuple[int, float, float, int]],
+        rotate_at: float,
+        sequence: int,
+        keys: int,
+        evicted: int,
+    ) -> None:
+        """A snapshot's store, checked by the caller (snapshot.py) to add up."""
+        if len(buckets) != 1 << bits or any(len(bucket) % _ENTRY for bucket in buckets):
+            raise ValueError("dedupe buckets do not match their count")
+        self._bits, self._mask, self._buckets = bits, (1 << bits) - 1, list(buckets)
+        self._generations = deque(_Generation(*generation) for generation in generations)
+        self._rotate_at, self._sequence, self.keys, self.evicted = rotate_at, sequence, keys, evicted
+        if self._generations:  # the newest generation is the open one: the same object, as keys are added to it
+            self._open = self._generations[-1]
+            self._tag = bytes((self._open.tag,))
+
+    def seen_event(self, campaign_id: str, signal: str, message_id: str, now: float) -> bool:
+        """`seen` of the event's key (fingerprints.py)."""
+        return self.seen(event_key(campaign_id, signal, message_id), now)  # type: ignore[arg-type]
 
     def seen(self, fingerprint: int, now: float) -> bool:
         """Whether the key was seen within the horizon; if not, it is remembered from `now` (the

@@ -12,9 +12,7 @@ import msgspec
 
 from guard.contracts.events import Event, Signal
 from guard.engine.decisions import Decision, decision_id
-from guard.engine.dedupe import DedupeStore
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode, EpisodeStart, after_pause_decision, resumes
-from guard.engine.fingerprints import event_key
 from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.measure import Measure, evidence_from, leans_bad, sample_ids
 from guard.engine.measure import measure as measure_of
@@ -105,7 +103,7 @@ class Engine:
         self.kinds = kinds  # the series it counts with: the Python reference or the compiled core (kinds.py)
         self._plan = compile_plan(rules, kinds)
         self._campaigns: dict[str, CampaignState] = {}
-        self._seen = DedupeStore(dedupe_horizon, max_dedupe_keys)
+        self._seen = kinds.dedupe(dedupe_horizon, max_dedupe_keys)
         self._resume_grace = resume_grace  # see episodes.py
         self._max_campaigns = max_campaigns
         self._watermark = float("-inf")  # the partition's clock: latest event time accepted
@@ -291,8 +289,8 @@ class Engine:
                 self._sweep()
 
     def _is_duplicate(self, event: Event) -> bool:
-        key = event_key(event.campaign_id, event.signal, event.message_id)  # type: ignore[arg-type]
-        return self._seen.seen(key, event.time if event.time > self._watermark else self._watermark)
+        now = event.time if event.time > self._watermark else self._watermark
+        return self._seen.seen_event(event.campaign_id, event.signal, event.message_id, now)
 
     def measure(self, campaign_id: str) -> dict[str, Measure]:
         """Each applicable rule's current value for a campaign, at its latest event time."""

@@ -12,6 +12,7 @@ import importlib
 from typing import Literal, NamedTuple
 
 from guard.engine.cusum import Cusum
+from guard.engine.dedupe import DedupeStore
 from guard.engine.windows import LastN, SlidingCount
 
 EngineChoice = Literal["auto", "python", "compiled"]
@@ -24,9 +25,10 @@ class Kinds(NamedTuple):
     sliding: type
     last: type
     cusum: type
+    dedupe: type  # the partition's store of seen (campaign, signal, messageId) keys
 
 
-PYTHON = Kinds("python", SlidingCount, LastN, Cusum)
+PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore)
 
 
 class CoreMissing(RuntimeError):
@@ -39,7 +41,7 @@ def compiled() -> Kinds | None:
         core = importlib.import_module("guard_core")
     except ImportError:
         return None
-    return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum)
+    return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore)
 
 
 def choose(choice: EngineChoice) -> Kinds:

@@ -21,11 +21,11 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import itertools
 import math
 import sys
 import typing
 from array import array
-from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +42,7 @@ from guard.rules.models import MAX_LAST, RuleSet
 
 FORMAT = 3  # raise with any change to what is stored
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
+_MAX_COUNT = 2**53  # events a series counts: more than any log holds, and exact in a float and an i64
 
 
 class SnapshotError(ValueError):
@@ -169,7 +170,7 @@ def rules_version(rules: RuleSet) -> str:
 
 def _settings(engine: Engine, rules: RuleSet) -> _Settings:
     seen = engine._seen
-    return _Settings(rules_version(rules), seen._horizon, seen._max_keys, engine._max_campaigns, engine._resume_grace)
+    return _Settings(rules_version(rules), seen.horizon, seen.max_keys, engine._max_campaigns, engine._resume_grace)
 
 
 def _mirror_of(value: Any, mirror: Any) -> Any:
@@ -195,11 +196,11 @@ def snapshot(engine: Engine, rules: RuleSet) -> bytes:
     """The engine's whole state (it was built with `rules`, or reloaded to them last)."""
     seen = engine._seen
     store = _Dedupe(
-        seen._bits,
-        list(seen._buckets),
-        [_mirror_of(generation, _Generation) for generation in seen._generations],
-        seen._rotate_at,
-        seen._sequence,
+        seen.bits,
+        seen.buckets(),
+        [_Generation(*generation) for generation in seen.generations()],
+        seen.rotate_at,
+        seen.sequence,
         seen.keys,
         seen.evicted,
     )
@@ -277,7 +278,13 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     try:
         _check_clock(partition)
         campaigns, store = _campaigns(partition, engine), _store(partition.dedupe, engine._seen, partition.watermark)
-    except (TypeError, ValueError, KeyError, IndexError) as error:
+    except (
+        TypeError,
+        ValueError,
+        KeyError,
+        IndexError,
+        OverflowError,
+    ) as error:  # Overflow: a number past i64 (the core)
         raise SnapshotError(f"corrupt snapshot: {error}") from None
     engine._campaigns, engine._seen = campaigns, store
     engine._watermark, engine._ahead, engine._next_sweep = partition.watermark, partition.ahead, partition.next_sweep
@@ -331,37 +338,59 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
 
 
 def _check_series(series: Series, fresh: Series, clock: float) -> None:
-    """A series as its slot's rule makes them (its window, size or weights), holding no more than it keeps."""
+    """A series as its slot's rule makes them (its window, size or weights), holding no more than it keeps, its
+    numbers adding up as counting makes them: what either engine (Python or compiled) restores, both read alike."""
     if type(series) is not type(fresh):
         raise ValueError(f"a {type(series).__name__} where the rules keep a {type(fresh).__name__}")
     if series.kind == "sliding":
         if (series.width, series.keep_samples) != (fresh.width, fresh.keep_samples):
             raise ValueError("a window of another length")
-        if len(series.older) % 2 or len(series.older) > 2 * BUCKETS_PER_WINDOW:
-            raise ValueError(f"{len(series.older)} bucket fields in a window of {BUCKETS_PER_WINDOW}")
-        _time(max([series.newest, *series.older[::2]]), clock // series.width, "a window's bucket")
+        older = series.older
+        if len(older) % 2 or len(older) > 2 * BUCKETS_PER_WINDOW:
+            raise ValueError(f"{len(older)} bucket fields in a window of {BUCKETS_PER_WINDOW}")
+        indexes, counts = older[::2], older[1::2]
+        for index in (series.newest, *indexes):
+            _time(index, clock // series.width, "a window's bucket")
+        if any(not later > earlier for earlier, later in itertools.pairwise([*indexes, series.newest])):
+            raise ValueError("a window's buckets out of order")
+        if not all(1 <= count <= _MAX_COUNT and count == int(count) for count in counts):
+            raise ValueError("a window's bucket holds no whole number of events")
+        if not 0 <= series.newest_count <= _MAX_COUNT or series.total != series.newest_count + sum(map(int, counts)):
+            raise ValueError("a window's counts do not add up")
     elif series.kind == "last":
         # a reload keeps a series whose size the old rules set, so the size is bounded by what a rule may ask
+        if not 0 <= series.per_seen <= _MAX_COUNT:
+            raise ValueError(f"a count window of {series.per_seen} sends")
         kept = min(series.per_seen, series.size)
         if not 1 <= series.size <= MAX_LAST or not len(series.per_times) == len(series.per_ids) == kept:
             raise ValueError("a count window of a size no rule can ask for, or holding another number of sends")
         positions = series.of_positions
-        if series.total != len(positions) or (positions and positions[-1] > series.per_seen):
+        in_order = all(0 <= earlier <= later for earlier, later in itertools.pairwise(positions))
+        if series.total != len(positions) or not in_order or (positions and not 0 <= positions[-1] <= series.per_seen):
             raise ValueError("a count window's outcomes do not add up")
+        if any(not 0 <= position <= series.per_seen for position, _ in series.samples or ()):
+            raise ValueError("a count window quotes a send it never saw")
+        if series.per_seen and not math.isfinite(series.time_base):
+            raise ValueError(f"a count window's first send at {series.time_base}")
         _time(series.time_base if series.per_seen else None, clock, "a count window's first send")
     elif series.kind == "cusum":
         if (series.rise, series.fall) != (fresh.rise, fresh.fall):
             raise ValueError("a cusum of other weights")
+        if not (0 <= series.run_of <= _MAX_COUNT and 0 <= series.run_per <= _MAX_COUNT):
+            raise ValueError("a cusum's run of more events than a log holds")
+        if not (math.isfinite(series.statistic) and series.statistic >= 0):
+            raise ValueError(f"a cusum statistic of {series.statistic}")
         _time(series.run_from, clock, "a cusum's run")
     if len(series.samples or ()) > SAMPLE_IDS:
         raise ValueError(f"more than {SAMPLE_IDS} sample ids")
 
 
-def _store(mirror: _Dedupe, fresh: dedupe.DedupeStore, clock: float) -> dedupe.DedupeStore:
-    """The fresh store (of the same horizon and budget) filled with the snapshot's keys, once they
-    add up: its table size checked before it is computed (`1 << bits` of a forged `bits` is no table)."""
-    fixed = fresh._max_keys is not None  # with a budget the table never grows
-    if not (mirror.bits == fresh._bits if fixed else fresh._bits <= mirror.bits <= _MAX_BITS):
+def _store(mirror: _Dedupe, fresh: Any, clock: float) -> Any:
+    """The fresh store (of the same horizon and budget; Python's or the compiled core's) filled with the
+    snapshot's keys, once they add up: its table size checked before it is computed (`1 << bits` of a forged
+    `bits` is no table)."""
+    fixed = fresh.max_keys is not None  # with a budget the table never grows
+    if not (mirror.bits == fresh.bits if fixed else fresh.bits <= mirror.bits <= _MAX_BITS):
         raise ValueError(f"a dedupe table of 2**{mirror.bits} buckets")
     if len(mirror.buckets) != 1 << mirror.bits:
         raise ValueError("dedupe buckets do not match their count")
@@ -370,16 +399,13 @@ def _store(mirror: _Dedupe, fresh: dedupe.DedupeStore, clock: float) -> dedupe.D
     stored = sum(map(len, mirror.buckets)) // dedupe._ENTRY
     if len(mirror.generations) > 256 or not stored == mirror.keys == sum(g.keys for g in mirror.generations):
         raise ValueError("dedupe keys do not add up")
-    if fixed and mirror.keys > fresh._max_keys:  # type: ignore[operator]
+    if fixed and mirror.keys > fresh.max_keys:
         raise ValueError(f"{mirror.keys} dedupe keys, more than the budget")
     for generation in mirror.generations:
         _time(generation.newest, clock, "a dedupe generation")
-    _time(mirror.rotate_at, clock + fresh._span, "the next dedupe generation")
-    generations = deque(dedupe._Generation(**msgspec.structs.asdict(g)) for g in mirror.generations)
-    fresh._bits, fresh._mask, fresh._buckets = mirror.bits, (1 << mirror.bits) - 1, mirror.buckets
-    fresh._generations, fresh._rotate_at, fresh._sequence = generations, mirror.rotate_at, mirror.sequence
-    if generations:  # the newest generation is the open one: the same object, as keys are added to it
-        fresh._open = generations[-1]
-        fresh._tag = bytes((fresh._open.tag,))
-    fresh.keys, fresh.evicted = mirror.keys, mirror.evicted
+        if not 0 <= generation.tag <= 255:
+            raise ValueError(f"a dedupe generation tagged {generation.tag}")
+    _time(mirror.rotate_at, clock + fresh.span, "the next dedupe generation")
+    generations = [(g.tag, g.start, g.newest, g.keys) for g in mirror.generations]
+    fresh.load(mirror.bits, mirror.buckets, generations, mirror.rotate_at, mirror.sequence, mirror.keys, mirror.evicted)
     return fresh
