@@ -108,6 +108,7 @@ impl DedupeStore {
                 .count();
             if leading > 0 {
                 bucket.drain(..leading * ENTRY);
+                bucket.shrink_to_fit(); // what the budget promises per key (README) holds for held bytes too
             }
         }
     }
@@ -132,6 +133,8 @@ impl DedupeStore {
                 }
                 .extend_from_slice(entry);
             }
+            low.shrink_to_fit();
+            high.shrink_to_fit();
             self.buckets[index] = low;
             self.buckets[index | count] = high;
         }
@@ -153,6 +156,7 @@ impl DedupeStore {
         }
         let tag = self.open().tag;
         let bucket = &mut self.buckets[index];
+        bucket.reserve_exact(ENTRY); // exact, as a bytes object grows: no doubling slack on millions of buckets
         bucket.extend_from_slice(stored);
         bucket.push(tag);
         let open = self.open();
