@@ -9,6 +9,8 @@ in CI, where tests/conftest.py requires it.
 from __future__ import annotations
 
 import array
+import datetime as dt
+import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -16,15 +18,27 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import event_streams, joined_streams, resume_graces, rule_sets, stop_and_go_streams
+from strategies import (
+    _EVENT_NAMES,
+    T0,
+    event_streams,
+    hostile_envelopes,
+    joined_streams,
+    record_times,
+    resume_graces,
+    rule_sets,
+    stop_and_go_streams,
+)
 from test_engine_snapshot import _campaigns, _field, _forged
 
+from guard.contracts import events
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine
 from guard.engine import snapshot as snapshots
 from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import SnapshotError, restore, snapshot
 from guard.rules import RuleSet, load_rules
+from guard.tools.generate import generate
 
 CORE = compiled()
 pytestmark = pytest.mark.skipif(CORE is None, reason="the compiled core is not installed (pip install ./core)")
@@ -310,3 +324,98 @@ class TestForgedSeries:
         for kinds in (PYTHON, CORE):
             with pytest.raises(SnapshotError):
                 restore(data, rules, Engine(rules, kinds=kinds))
+
+
+# -- the envelope's fast path ------------------------------------------------------------------------------
+
+_words = st.text(st.sampled_from("abcXYZ019_.:-@ "), max_size=12)
+_ids_ok = st.text(st.sampled_from("abcXYZ019_.:-"), min_size=1, max_size=12)
+_near = st.floats(T0 - 3 * 86400, T0 + 4000).map(lambda t: dt.datetime.fromtimestamp(t, dt.UTC))
+_zones = st.sampled_from((dt.UTC, dt.timezone(dt.timedelta(hours=2)), dt.timezone(dt.timedelta(hours=-9, minutes=-30))))
+_stamps = st.one_of(
+    st.none(),
+    st.builds(lambda moment, zone: moment.astimezone(zone).isoformat(), _near, _zones),
+    _near.map(lambda moment: moment.isoformat().replace("+00:00", "Z")),
+    _near.map(lambda moment: moment.replace(microsecond=0).isoformat(timespec="seconds").replace("+00:00", "Z")),
+    st.datetimes(timezones=st.timezones()).map(lambda moment: moment.isoformat()),
+    st.datetimes().map(lambda moment: moment.isoformat()),  # naive: the Python decoder's to judge
+    st.sampled_from(("2024-05-01T12:00:00.1234567Z", "2024-05-01T12:00:00-00:00", "2024-05-01t12:00:00z", "1e9")),
+)
+_reasons = st.one_of(
+    st.none(), _words, st.sampled_from(("550 5.1.1 no such user", "[40.4.1.10] said: 4.2.2", "5.1.1234", "x2.0.0y"))
+)
+
+
+@st.composite
+def webhooks(draw: st.DrawFn) -> bytes:
+    """Envelopes as Leadterra sends them, and near misses: ids of every length, odd domains, replies, statuses."""
+    data = draw(
+        st.fixed_dictionaries(
+            {"campaignId": st.one_of(*[_ids_ok] * 6, _words, st.text(max_size=260), st.integers())},
+            optional={
+                "messageId": st.one_of(st.none(), _words, st.text(max_size=260)),
+                "workspaceId": st.one_of(st.none(), _ids_ok, _words, st.just("")),
+                "recipient": st.one_of(st.none(), st.emails(), _words),
+                "recipientDomain": st.one_of(st.none(), st.sampled_from(("Gmail.COM", "", "outlook.com")), _words),
+                "bounceType": st.one_of(st.none(), st.sampled_from(("hard", "soft", "HARD"))),
+                "bounceReason": _reasons,
+                "sequenceStep": st.one_of(st.none(), st.integers(-(2**70), 2**70), st.floats(), st.booleans()),
+                "senderAccountId": st.one_of(st.none(), _words),
+                "reply": st.one_of(
+                    st.none(),
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "id": st.one_of(st.none(), _words),
+                            "classification": st.sampled_from(("unsubscribe", "positive", None)),
+                            "campaignId": st.one_of(st.none(), _words),
+                        },
+                    ),
+                ),
+                "note": st.one_of(st.none(), st.integers(), st.lists(st.integers(), max_size=3), _words),
+            },
+        )
+    )
+    envelope = {"event": draw(st.sampled_from(_EVENT_NAMES)), "data": data}
+    if (stamp := draw(_stamps)) is not None:
+        envelope["timestamp"] = stamp
+    return json.dumps(envelope, ensure_ascii=draw(st.booleans())).encode()
+
+
+def _outcome(decode: Callable[[bytes, float], object], value: bytes, record_time: float) -> object:
+    try:
+        return decode(value, record_time)
+    except (events.MalformedEvent, events.IgnoredEvent) as error:
+        return type(error), str(error)
+
+
+class TestFastDecoding:
+    @settings(max_examples=1000, deadline=None)
+    @given(value=st.one_of(webhooks(), hostile_envelopes()), record_time=st.one_of(record_times, st.just(T0 + 10)))
+    def test_the_fast_path_gives_the_reference_event_or_leaves_it_to_the_reference(
+        self, value: bytes, record_time: float
+    ) -> None:
+        """Every input: the core's event is the reference's, or None (the reference decides: every error and
+        every ignored event is the Python decoder's, with its message); the guard's decode is the reference's."""
+        assert CORE is not None
+        expected = _outcome(events.decode, value, record_time)
+        fast = _FAST.decode(value, record_time)
+        assert fast is None or fast == expected
+        assert _outcome(CORE.decode, value, record_time) == expected
+
+    def test_webhooks_as_leadterra_sends_them_take_the_fast_path(self) -> None:
+        """The generator's traffic (sends, bounces with reasons, complaints, replies, starts): every record decodes
+        in the core, to the reference's event."""
+        records = generate(3, 40, 4, start=T0, duration=600.0).records
+        decoded = [_FAST.decode(record.value, record.time) for record in records]
+        assert None not in decoded
+        assert decoded == [events.decode(record.value, record.time) for record in records]
+
+    def test_what_is_not_bytes_is_left_to_the_reference(self) -> None:
+        assert _FAST.decode(None, T0) is None
+        assert _FAST.decode("{}", T0) is None
+
+
+_FAST = CORE and __import__("guard_core").FastDecoder(
+    events.Event, {**events.SIGNALS, "unsubscribed": Signal.UNSUBSCRIBED}
+)

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod arrays;
 mod cusum;
+mod decode;
 mod dedupe;
 mod ids;
 mod last;
@@ -22,5 +23,6 @@ fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<last::LastN>()?;
     m.add_class::<cusum::Cusum>()?;
     m.add_class::<dedupe::DedupeStore>()?;
+    m.add_class::<decode::FastDecoder>()?;
     Ok(())
 }

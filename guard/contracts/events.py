@@ -100,7 +100,7 @@ class _WellFormed(msgspec.Struct):
     timestamp: datetime | None = None
 
 
-_SIGNALS = {
+SIGNALS = {  # event name -> what it says (the compiled decoder takes the same table)
     "message.sent": Signal.SENT,
     "message.bounced": Signal.BOUNCED,
     "message.complained": Signal.COMPLAINED,
@@ -142,7 +142,7 @@ def decode(value: bytes | None, record_time: float) -> Event:
         envelope = _well_formed_decoder.decode(text)
     except (msgspec.DecodeError, RecursionError):
         return _decode_lenient(text, record_time, screen)
-    signal = _SIGNALS.get(envelope.event)
+    signal = SIGNALS.get(envelope.event)
     if signal is None:
         raise IgnoredEvent(envelope.event)
     if envelope.timestamp is None:
@@ -163,7 +163,7 @@ def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Even
         raise MalformedEvent(f"not an event envelope: {error}") from None
     except RecursionError:
         raise MalformedEvent("not an event envelope: nested too deeply") from None
-    signal = _SIGNALS.get(envelope.event)
+    signal = SIGNALS.get(envelope.event)
     if signal is None:
         raise IgnoredEvent(envelope.event)
     if not envelope.data:

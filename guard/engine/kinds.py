@@ -9,8 +9,12 @@ Python engine runs: `auto` picks the core when it is installed.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from types import ModuleType
 from typing import Literal, NamedTuple
 
+from guard.contracts import events
+from guard.contracts.events import Event, Signal
 from guard.engine.cusum import Cusum
 from guard.engine.dedupe import DedupeStore
 from guard.engine.windows import LastN, SlidingCount
@@ -26,9 +30,23 @@ class Kinds(NamedTuple):
     last: type
     cusum: type
     dedupe: type  # the partition's store of seen (campaign, signal, messageId) keys
+    decode: Callable[[bytes | None, float], Event]  # a record's value and time -> its event (events.decode's contract)
 
 
-PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore)
+PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
+
+
+def _decoder(core: ModuleType) -> Callable[[bytes | None, float], Event]:
+    """events.decode with the core's fast path first: a webhook as nearly all are decodes in the core, to the
+    same Event; anything else (and every error, with its message) is the Python decoder's."""
+    fast = core.FastDecoder(Event, {**events.SIGNALS, "unsubscribed": Signal.UNSUBSCRIBED}).decode
+    reference = events.decode
+
+    def decode(value: bytes | None, record_time: float) -> Event:
+        event = fast(value, record_time)
+        return event if event is not None else reference(value, record_time)
+
+    return decode
 
 
 class CoreMissing(RuntimeError):
@@ -41,7 +59,7 @@ def compiled() -> Kinds | None:
         core = importlib.import_module("guard_core")
     except ImportError:
         return None
-    return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore)
+    return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore, _decoder(core))
 
 
 def choose(choice: EngineChoice) -> Kinds:

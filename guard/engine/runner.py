@@ -11,7 +11,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
-from guard.contracts.events import Event, IgnoredEvent, MalformedEvent, decode
+from guard.contracts import events
+from guard.contracts.events import Event, IgnoredEvent, MalformedEvent
 from guard.engine.decisions import Decision
 from guard.engine.engine import Engine
 
@@ -20,13 +21,14 @@ def decode_records(
     records: Iterable[tuple[bytes, float]],
     skipped: Counter[str] | None = None,
     assign: Callable[[Event], Event] | None = None,
+    decode: Callable[[bytes | None, float], Event] = events.decode,
 ) -> Iterator[Event]:
     """The events of (value, record time) pairs, in order. A record that is no event is skipped and
     counted in `skipped`: "ignored" (an event the guard does not count) or "malformed" (bad bytes, or
     no usable time: no timestamp and no record time to fall back on); nothing is raised. `assign`
     completes each decoded event (e.g. `in_workspace`); a MalformedEvent it raises counts as malformed."""
     for value, record_time in records:
-        event = _event(value, record_time, assign)
+        event = _event(value, record_time, assign, decode)
         if not isinstance(event, str):
             yield event
         elif skipped is not None:
@@ -46,9 +48,9 @@ def record_decisions(
 ) -> Iterator[tuple[int, Decision]]:
     """The decisions of (value, record time) pairs, each with the position (from 0) of the record that
     caused it; records that are no event are skipped and counted as `decode_records` says."""
-    process = engine.process
+    process, decode = engine.process, engine.kinds.decode
     for position, (value, record_time) in enumerate(records):
-        event = _event(value, record_time)
+        event = _event(value, record_time, None, decode)
         if isinstance(event, str):
             if skipped is not None:
                 skipped[event] += 1
@@ -57,7 +59,12 @@ def record_decisions(
             yield position, decision
 
 
-def _event(value: bytes, record_time: float, assign: Callable[[Event], Event] | None = None) -> Event | str:
+def _event(
+    value: bytes,
+    record_time: float,
+    assign: Callable[[Event], Event] | None = None,
+    decode: Callable[[bytes | None, float], Event] = events.decode,
+) -> Event | str:
     """The event of one record, or why it is none ("ignored", "malformed")."""
     try:
         event = decode(value, record_time)

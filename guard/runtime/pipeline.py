@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import structlog
 
 from guard.actions.workspaces import WorkspaceMap
-from guard.contracts.events import IgnoredEvent, MalformedEvent, decode, in_workspace
+from guard.contracts.events import IgnoredEvent, MalformedEvent, in_workspace
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
@@ -307,7 +307,7 @@ class Pipeline:
                 tally.too_old += 1
                 continue
             try:
-                event = decode(record.value, record.timestamp / 1000)
+                event = self.kinds.decode(record.value, record.timestamp / 1000)
                 if topic_workspace is not None:
                     event = in_workspace(event, topic_workspace, source)
             except IgnoredEvent:

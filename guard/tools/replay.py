@@ -89,7 +89,9 @@ def replay(
                 counts["events"] += 1
                 yield event
 
-    for event, decisions in decide(engine, within(decode_records(_reporting(records, progress), counts, assign))):
+    for event, decisions in decide(
+        engine, within(decode_records(_reporting(records, progress), counts, assign, kinds.decode))
+    ):
         result.decisions.extend(decisions)
         if on_event is not None:
             on_event(engine, event)
