@@ -371,7 +371,9 @@ def hostile_envelopes(draw: st.DrawFn) -> bytes:
     return json.dumps(envelope, ensure_ascii=draw(st.booleans())).encode()
 
 
+# "x" and the signals' own names ("unsubscribed", "sent", ...) are no event names: ignored
 _EVENT_NAMES = ("message.sent", "message.bounced", "message.complained", "reply.received", "campaign.started", "x")
+_EVENT_NAMES += tuple(signal.value for signal in Signal)
 record_times = st.one_of(st.just(T0), st.floats(min_value=-1e11, max_value=1e11))
 
 # YAML: text built from the pieces rule files are made of, so that the parser gets past line one

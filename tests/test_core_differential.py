@@ -416,6 +416,4 @@ class TestFastDecoding:
         assert _FAST.decode("{}", T0) is None
 
 
-_FAST = CORE and __import__("guard_core").FastDecoder(
-    events.Event, {**events.SIGNALS, "unsubscribed": Signal.UNSUBSCRIBED}
-)
+_FAST = CORE and __import__("guard_core").FastDecoder(events.Event, events.SIGNALS, Signal.UNSUBSCRIBED)

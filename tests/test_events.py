@@ -390,6 +390,12 @@ class TestMalformedInput:
         with pytest.raises(MalformedEvent, match="bidirectional"):
             decode(value.encode(), RECORD_TIME)
 
+    def test_a_raw_delete_character_is_rejected_too(self) -> None:
+        """DEL (0x7f) may stand unescaped in a JSON string, ASCII and all: it is caught as well (it was kept)."""
+        value = b'{"event": "message.sent", "data": {"campaignId": "camp_\x7f1"}}'
+        with pytest.raises(MalformedEvent, match="data.campaignId holds control"):
+            decode(value, RECORD_TIME)
+
     def test_ids_with_escapes_of_ordinary_characters_are_accepted(self) -> None:
         """An escaped slash or letter is no control character: the id decodes as written."""
         event = decode(envelope("message.sent", {"campaignId": "camp\\/1\u00e9"}), RECORD_TIME)

@@ -203,17 +203,19 @@ fn truthy(text: Option<&str>) -> Option<&str> {
 #[pyclass(module = "guard_core", frozen)]
 pub struct FastDecoder {
     event_type: Py<PyAny>,
-    signals: Py<PyDict>, // event name -> Signal, as events.py's _SIGNALS, plus "unsubscribed"
+    signals: Py<PyDict>,     // event name -> Signal: events.py's SIGNALS
+    unsubscribed: Py<PyAny>, // Signal.UNSUBSCRIBED: a reply classified so (never an event name of its own)
 }
 
 #[pymethods]
 impl FastDecoder {
-    /// `event_type`: events.Event; `signals`: events._SIGNALS with Signal.UNSUBSCRIBED under "unsubscribed".
+    /// `event_type`: events.Event; `signals`: events.SIGNALS; `unsubscribed`: Signal.UNSUBSCRIBED.
     #[new]
-    fn new(event_type: Py<PyAny>, signals: Py<PyDict>) -> Self {
+    fn new(event_type: Py<PyAny>, signals: Py<PyDict>, unsubscribed: Py<PyAny>) -> Self {
         Self {
             event_type,
             signals,
+            unsubscribed,
         }
     }
 
@@ -228,7 +230,7 @@ impl FastDecoder {
             return Ok(None);
         };
         let raw = bytes.as_bytes();
-        if !raw.is_ascii() || raw.contains(&b'\\') {
+        if !raw.is_ascii() || raw.contains(&b'\\') || raw.contains(&0x7f) {
             return Ok(None); // escapes and non-ASCII are screened for unsafe characters: the reference's job
         }
         let Ok(envelope) = serde_json::from_slice::<Envelope>(raw) else {
@@ -274,9 +276,7 @@ impl FastDecoder {
             };
             message_id = truthy(reply.id).or(message_id);
             if reply.classification == Some("unsubscribe") {
-                signal = signals
-                    .get_item("unsubscribed")?
-                    .expect("Signal.UNSUBSCRIBED given");
+                signal = self.unsubscribed.bind(py).clone();
             }
         }
         let Some(campaign_id) =

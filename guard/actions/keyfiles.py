@@ -42,7 +42,7 @@ class KeyFile(Generic[T]):
         self._version: _Version | None = None  # of the content last parsed; None: not read yet, or gone
         self._trusted = False  # whether an unchanged version means unchanged content
         self._value: T | None = None
-        self._read_at = -float("inf")  # monotonic time of the last read
+        self._read_at = -float("inf")  # monotonic time the last read ended
         self._pending: asyncio.Future[T | None] | None = None
 
     async def current(self) -> T | None:
@@ -64,8 +64,10 @@ class KeyFile(Generic[T]):
             wait = self._read_at + self._min_interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            self._read_at = time.monotonic()
-            self._version, self._trusted, self._value = await asyncio.to_thread(self._read)
+            try:
+                self._version, self._trusted, self._value = await asyncio.to_thread(self._read)
+            finally:  # the interval runs from a read's end: a worker thread slow to start cannot shorten it
+                self._read_at = time.monotonic()
         except Exception:  # a bug here must not reach a pause: its key stays as it is
             log.exception("the API key file cannot be read again; the key in use stays", variable=self._name)
             self._version, self._trusted, self._value = None, False, None

@@ -135,7 +135,7 @@ def decode(value: bytes | None, record_time: float) -> Event:
         # (msgspec checks only what it decodes); ASCII, nearly every webhook, needs no check
         text = value if value.isascii() else value.decode("utf-8")
         # JSON strings hold control characters only as escapes, and bidi ones only as escapes or non-ASCII
-        screen = text is not value or b"\\" in value
+        screen = text is not value or b"\\" in value or b"\x7f" in value  # DEL may stand unescaped
     except UnicodeDecodeError as error:
         raise MalformedEvent(f"not an event envelope: {error}") from None
     try:

@@ -39,7 +39,7 @@ PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
 def _decoder(core: ModuleType) -> Callable[[bytes | None, float], Event]:
     """events.decode with the core's fast path first: a webhook as nearly all are decodes in the core, to the
     same Event; anything else (and every error, with its message) is the Python decoder's."""
-    fast = core.FastDecoder(Event, {**events.SIGNALS, "unsubscribed": Signal.UNSUBSCRIBED}).decode
+    fast = core.FastDecoder(Event, events.SIGNALS, Signal.UNSUBSCRIBED).decode
     reference = events.decode
 
     def decode(value: bytes | None, record_time: float) -> Event:
