@@ -156,8 +156,8 @@ class HandleClock:
         original = Pipeline.handle
         clock = self
 
-        async def handle(pipeline: Any, tp: Any, records: Any) -> None:
-            await original(pipeline, tp, records)
+        async def handle(pipeline: Any, tp: Any, records: Any, *more: Any) -> None:
+            await original(pipeline, tp, records, *more)
             if records and pipeline.owns(tp):
                 clock.count += len(records)
                 now = time.perf_counter()
