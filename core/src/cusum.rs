@@ -3,8 +3,8 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
+use crate::keep_latest;
 use crate::numbers::py_min;
-use crate::SAMPLE_IDS;
 
 #[pyclass(module = "guard_core")]
 pub struct Cusum {
@@ -95,11 +95,7 @@ impl Cusum {
         self.statistic += self.rise;
         self.run_of += 1;
         if let Some(id) = message_id {
-            let samples = self.samples.get_or_insert_with(Vec::new);
-            samples.push(id.unbind());
-            if samples.len() > SAMPLE_IDS {
-                samples.remove(0);
-            }
+            keep_latest(&mut self.samples, id.unbind());
         }
         true
     }

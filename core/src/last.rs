@@ -7,8 +7,8 @@ use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::arrays::{from_sequence, to_array};
 use crate::ids::id_hash;
+use crate::keep_latest;
 use crate::numbers::floor_div;
-use crate::SAMPLE_IDS;
 
 const INT32: i64 = (1 << 31) - 1;
 
@@ -169,11 +169,7 @@ impl LastN {
         }
         self.total += 1;
         if let Some(id) = message_id {
-            let samples = self.samples.get_or_insert_with(Vec::new);
-            samples.push((position, id.unbind()));
-            if samples.len() > SAMPLE_IDS {
-                samples.remove(0);
-            }
+            keep_latest(&mut self.samples, (position, id.unbind()));
         }
         Ok(true)
     }

@@ -14,7 +14,16 @@ mod numbers;
 mod sliding;
 
 /// Message ids kept as evidence for audits (windows.py: SAMPLE_IDS).
-pub(crate) const SAMPLE_IDS: usize = 3;
+const SAMPLE_IDS: usize = 3;
+
+/// A series' latest sample ids: `sample` appended, the oldest dropped past SAMPLE_IDS (windows.py `_keep_latest`).
+pub(crate) fn keep_latest<T>(samples: &mut Option<Vec<T>>, sample: T) {
+    let samples = samples.get_or_insert_with(Vec::new);
+    samples.push(sample);
+    if samples.len() > SAMPLE_IDS {
+        samples.remove(0);
+    }
+}
 
 #[pymodule]
 fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {

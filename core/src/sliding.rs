@@ -6,8 +6,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::arrays::{from_sequence, to_array};
+use crate::keep_latest;
 use crate::numbers::floor_div;
-use crate::SAMPLE_IDS;
 
 const BUCKETS_PER_WINDOW: f64 = 60.0;
 
@@ -172,11 +172,7 @@ impl SlidingCount {
         self.total += 1;
         if let Some(id) = message_id {
             if self.keep_samples {
-                let samples = self.samples.get_or_insert_with(Vec::new);
-                samples.push((index, id.unbind()));
-                if samples.len() > SAMPLE_IDS {
-                    samples.remove(0);
-                }
+                keep_latest(&mut self.samples, (index, id.unbind()));
             }
         }
         true
