@@ -1,11 +1,14 @@
-"""The three consumers the throughput benchmark races, each run alone in a child process over the
+"""The consumers the throughput benchmark races, each run alone in a child process over the
 same pre-produced topic (bench/workload.py) with a consumer group of its own:
 
 * `bare`:  aiokafka, `getmany(max_records=5000)` in a loop, counting records: the ceiling of any
            aiokafka-based consumer in Python on this machine.
+* `confluent`: librdkafka (confluent-kafka), `consume(5000)` in a loop, each value decoded with msgspec into
+           the envelope's fields: a second ceiling, for a consumer that reads every record.
 * `guard`: the real `guard.runtime.service.Service` (dry run, the shipped rules/, its own group), done when
            its `guard_records_total` (counted + replayed + too_old + ignored + dead_lettered)
-           reaches the topic size, then until every partition's offset is committed.
+           reaches the topic size, then until every partition's offset is committed. `--engine` sets
+           GUARD_ENGINE (the race runs it with the compiled core and with the Python engine).
 * `quix`:  the peer, Quix Streams: per campaign, the hard-bounce rate over a 1 h tumbling or
            sliding window (`.agg(sent=Sum, hard=Sum).current()`), filtered on the guard's
            `hard-bounce-rate` rule (>= 6 % of >= 200 sends). Every record goes through the window,
@@ -17,7 +20,7 @@ the commit, and records/s from the first record to the last (the steady rate, fr
 join that Tansu delays by half the session timeout). `--limit S` stops Quix after S seconds and
 reports the rate over the records it got through (its sliding window cannot finish the topic).
 
-    python -m bench.contenders {bare|guard|quix} --bootstrap HOST:PORT --topic T --group G --expect N
+    python -m bench.contenders {bare|confluent|guard|quix} --bootstrap HOST:PORT --topic T --group G --expect N
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from bench.child import ROOT, emit
 
@@ -95,6 +100,51 @@ async def bare(bootstrap: str, topic: str, group: str, expect: int) -> dict[str,
         committed = time.perf_counter()
     finally:
         await consumer.stop()
+    return _result(expect, started, first, first_count, done, committed, cpu_done - cpu_first)
+
+
+class _Data(msgspec.Struct):
+    campaignId: str | None = None
+    messageId: str | None = None
+    bounceType: str | None = None
+
+
+class _Envelope(msgspec.Struct):
+    """What the second ceiling decodes of every record: the envelope's fields a guard needs."""
+
+    event: str
+    data: _Data
+    timestamp: str | None = None
+
+
+def confluent(bootstrap: str, topic: str, group: str, expect: int) -> dict[str, Any]:
+    from confluent_kafka import Consumer
+
+    decode = msgspec.json.Decoder(_Envelope).decode
+    started = time.perf_counter()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    try:
+        count, first, first_count, cpu_first = 0, 0.0, 0, 0.0
+        while count < expect:
+            for message in consumer.consume(5000, 0.2):
+                if message.error() is None:
+                    decode(message.value())
+                    count += 1
+            if not first and count:
+                first, first_count, cpu_first = time.perf_counter(), count, cpu()
+        done, cpu_done = time.perf_counter(), cpu()
+        consumer.commit(asynchronous=False)
+        committed = time.perf_counter()
+    finally:
+        consumer.close()
     return _result(expect, started, first, first_count, done, committed, cpu_done - cpu_first)
 
 
@@ -229,6 +279,7 @@ async def guard(
         decisions=int(decisions),
         loop_max_stall_s=clock.max_stall,
         checkpoints=checkpoints,
+        engine=service.kinds.name,
     )
 
 
@@ -303,7 +354,7 @@ def _scratch() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.contenders")
-    parser.add_argument("kind", choices=("bare", "guard", "quix"))
+    parser.add_argument("kind", choices=("bare", "confluent", "guard", "quix"))
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True)
@@ -314,14 +365,17 @@ def main() -> None:
     parser.add_argument("--state-topic", help="guard: checkpoints to this topic (with --checkpoint-interval)")
     parser.add_argument("--checkpoint-interval", type=float, default=0.0, help="guard: seconds between checkpoints")
     parser.add_argument("--max-campaigns", type=int, help="guard: GUARD_MAX_CAMPAIGNS")
+    parser.add_argument("--engine", choices=("auto", "python", "compiled"), default="auto", help="guard: GUARD_ENGINE")
     args = parser.parse_args()
-    options: dict[str, Any] = {"checkpoint_interval": args.checkpoint_interval}
+    options: dict[str, Any] = {"checkpoint_interval": args.checkpoint_interval, "engine": args.engine}
     if args.state_topic:
         options["state_topic"] = args.state_topic
     if args.max_campaigns:
         options["max_campaigns"] = args.max_campaigns
     if args.kind == "bare":
         result = asyncio.run(bare(args.bootstrap, args.topic, args.group, args.expect))
+    elif args.kind == "confluent":
+        result = confluent(args.bootstrap, args.topic, args.group, args.expect)
     elif args.kind == "guard":
         idempotence = args.idempotence == "true"
         result = asyncio.run(guard(args.bootstrap, args.topic, args.group, args.expect, idempotence, **options))

@@ -55,7 +55,12 @@ def run(bootstrap: str, topic: str, expect: int, repeats: int, idempotence: bool
         runs.append(
             {
                 "bare": contender("bare", bootstrap, topic, expect, 120),
+                "confluent": contender("confluent", bootstrap, topic, expect, 120),
+                # GUARD_ENGINE's default (the compiled core when installed), then the Python engine beside it
                 "guard": contender("guard", bootstrap, topic, expect, 300, idempotence=str(idempotence).lower()),
+                "guard_python": contender(
+                    "guard", bootstrap, topic, expect, 300, idempotence=str(idempotence).lower(), engine="python"
+                ),
                 "quix": contender(
                     "quix", bootstrap, topic, expect, TUMBLING_LIMIT + 120, window="tumbling", limit=limit
                 ),
@@ -66,6 +71,8 @@ def run(bootstrap: str, topic: str, expect: int, repeats: int, idempotence: bool
         if guard.get("rate") and bare.get("rate"):
             repeat["guard_vs_bare"] = guard["rate"] / bare["rate"]
             repeat["guard_vs_bare_cpu"] = guard["cpu_rate"] / bare["cpu_rate"]
+        if guard.get("cpu_rate") and repeat["guard_python"].get("cpu_rate"):
+            repeat["compiled_vs_python_cpu"] = guard["cpu_rate"] / repeat["guard_python"]["cpu_rate"]
         if guard.get("rate") and quix.get("rate"):
             repeat["guard_vs_quix"] = guard["rate"] / quix["rate"]
             repeat["guard_vs_quix_cpu"] = guard["cpu_rate"] / quix["cpu_rate"]

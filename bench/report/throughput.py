@@ -19,7 +19,7 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
         f"## Throughput on {broker}",
         "",
         f"{len(runs)} repeat(s){' (cut by the time budget)' if cut else ''}; in each, "
-        f"the three contenders read the same {throughput['records']:,}-record topic "
+        f"the contenders read the same {throughput['records']:,}-record topic "
         "one after the other, each in a fresh process and consumer group. **rate** = records / s from the first "
         "record handled to the last (steady state; excludes the group join, which Tansu stretches to half the "
         "session timeout); **per CPU s** = records per CPU second of the consumer's process over the same span "
@@ -29,13 +29,16 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
         "",
     ]
     rows = []
+    engine = next((run["guard"].get("engine") for run in runs if run["guard"].get("engine")), "default")
     labels = {
         "bare": "bare aiokafka (ceiling)",
-        "guard": "guard (Service, dry run)",
+        "confluent": "confluent-kafka (librdkafka) + msgspec decode per record (second ceiling)",
+        "guard": f"guard (Service, dry run), {engine} engine",
+        "guard_python": "guard (Service, dry run), Python engine",
         "quix": "Quix Streams, 1 h tumbling",
     }
     for kind, label in labels.items():
-        got = [run[kind] for run in runs if "error" not in run[kind]]
+        got = [run[kind] for run in runs if kind in run and "error" not in run[kind]]
         if not got:
             rows.append([label, "failed", "", "", "", "", ""])
             continue
@@ -92,6 +95,7 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
                 fmt(run.get("guard_vs_bare_cpu"), "%", 1),
                 fmt(run.get("guard_vs_quix"), "x", 2),
                 fmt(run.get("guard_vs_quix_cpu"), "x", 2),
+                fmt(run.get("compiled_vs_python_cpu"), "x", 2),
             ]
         )
     out += [
@@ -104,6 +108,7 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
                 "guard / bare (per CPU s)",
                 "guard / Quix (rate)",
                 "guard / Quix (per CPU s)",
+                "guard / guard with the Python engine (per CPU s)",
             ],
             ratio_rows,
         ),
@@ -119,9 +124,9 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
             "the loop: see the Profile section.",
             "",
         ]
-    for kind in ("bare", "guard", "quix"):
+    for kind in labels:
         for number, run in enumerate(runs, 1):
-            if "error" in run[kind]:
+            if "error" in run.get(kind, {}):
                 out += [f"**{kind}, repeat {number} failed:**", "", *quoted(run[kind]["error"])]
     if "error" in sliding:
         out += ["**Quix Streams sliding window failed:**", "", *quoted(sliding["error"])]
