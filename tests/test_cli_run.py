@@ -16,6 +16,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from guard.engine.kinds import compiled
 from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
@@ -162,7 +163,12 @@ class TestBrokerWithoutIdempotence:
 
 
 class TestRun:
-    async def test_pauses_a_bad_campaign_and_stops_cleanly_on_sigterm(self, kafka_broker: BrokerInfo) -> None:
+    # both engines as a user runs them: the default (the compiled core, where it is built) and the Python one
+    # (a machine without a Rust compiler, or GUARD_ENGINE=python)
+    @pytest.mark.parametrize("engine", ["auto", "python"])
+    async def test_pauses_a_bad_campaign_and_stops_cleanly_on_sigterm(
+        self, kafka_broker: BrokerInfo, engine: str
+    ) -> None:
         """The real process pauses over real HTTP, logs JSON without the key, and exits 0 on SIGTERM."""
         suffix = uuid.uuid4().hex[:8]
         topic, port = f"events-{suffix}", free_port()
@@ -182,6 +188,7 @@ class TestRun:
                 "GUARD_GROUP_ID": f"guard-{suffix}",
                 "GUARD_HTTP_HOST": "127.0.0.1",
                 "GUARD_HTTP_PORT": str(port),
+                "GUARD_ENGINE": engine,
             }
             if not kafka_broker.idempotence:  # else the default: the idempotent producer
                 env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
@@ -224,6 +231,8 @@ class TestRun:
             assert "guard started" in messages and "pause paused" in messages and messages[-1] == "guard stopped"
             assert any(entry["logger"].startswith("aiokafka.") for entry in logs)  # stdlib logs join the JSON stream
             assert "sk_test_secret_value" not in err.decode()
+            [config] = [entry for entry in logs if entry["event"] == "guard starting"]
+            assert config["engine"] == ("python" if engine == "python" or compiled() is None else "compiled")
 
 
 class TestShellManners:
