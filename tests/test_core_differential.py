@@ -363,6 +363,7 @@ def webhooks(draw: st.DrawFn) -> bytes:
                 "senderAccountId": st.one_of(st.none(), _words),
                 "reply": st.one_of(
                     st.none(),
+                    st.lists(_ids_ok, max_size=3),  # an array where an object belongs: no reply at all
                     st.fixed_dictionaries(
                         {},
                         optional={
@@ -410,6 +411,24 @@ class TestFastDecoding:
         decoded = [_FAST.decode(record.value, record.time) for record in records]
         assert None not in decoded
         assert decoded == [events.decode(record.value, record.time) for record in records]
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            # serde reads a struct from an array of its fields too; msgspec (the reference) wants an object
+            b'{"event":"reply.received","data":{"campaignId":"c","reply":["x"]}}',
+            b'{"event":"message.sent","data":["c"]}',
+            b'["message.sent",{"campaignId":"c"}]',
+            # the reference's limit is Python's recursion limit: anything deep is its to judge
+            b'{"event":"message.sent","data":{"campaignId":"c","junk":' + b"[" * 5000 + b"]" * 5000 + b"}}",
+            b'{"event":"message.sent","data":{"campaignId":"c","junk":' + b"[" * 65 + b"]" * 65 + b"}}",
+        ],
+        ids=["reply-array", "data-array", "envelope-array", "nested-5000", "nested-65"],
+    )
+    def test_what_the_reference_refuses_or_may_refuse_is_left_to_it(self, value: bytes) -> None:
+        """These were taken by the fast path (a reply read from an array, 5,000 nested arrays counted as a send)
+        where the reference dead-letters them: found by the fault suite's fuzz and nesting cases."""
+        assert _FAST.decode(value, T0) is None
 
     def test_what_is_not_bytes_is_left_to_the_reference(self) -> None:
         assert _FAST.decode(None, T0) is None

@@ -3,15 +3,61 @@
 //! guard/contracts/events.py's `decode` returns. Anything else, and anything that would be an error or an
 //! ignored event, is left to that decoder (None): it is the reference, and it names what is wrong.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 const MAX_ID_LENGTH: usize = 256;
 const MAX_ADDRESS_LENGTH: usize = 320;
 const MAX_FUTURE_SKEW_SECONDS: f64 = 3600.0;
 const LATEST_EVENT_TIME: f64 = 253402300799.0;
 const EXACT_MICROSECONDS: i64 = 1 << 53; // beyond it, microseconds / 1e6 in floats is not Python's int division
+                                         // Deeper JSON is the reference's to judge: msgspec's limit is Python's recursion limit, which depends on the caller
+const MAX_DEPTH: usize = 64;
+
+/// A struct read from a JSON object only, as msgspec reads one: serde's derived structs also take an array
+/// of their fields in order (`"reply": ["x"]` would read as a reply of id "x"), which msgspec refuses.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Fields<T> {
+            type Value = T;
+            fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+                formatter.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(Fields(PhantomData))
+            .map(Object)
+    }
+}
+
+/// How deeply arrays and objects nest (strings hold no escapes here, so a quote always ends or starts one).
+fn depth(raw: &[u8]) -> usize {
+    let (mut deepest, mut level, mut in_string) = (0, 0usize, false);
+    for &byte in raw {
+        match byte {
+            b'"' => in_string = !in_string,
+            b'[' | b'{' if !in_string => {
+                level += 1;
+                deepest = deepest.max(level);
+            }
+            b']' | b'}' if !in_string => level = level.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
 
 #[derive(Deserialize)]
 struct Reply<'a> {
@@ -44,7 +90,7 @@ struct Data<'a> {
     #[serde(borrow, default, rename = "senderAccountId")]
     sender_account_id: Option<&'a str>,
     #[serde(borrow, default)]
-    reply: Option<Reply<'a>>,
+    reply: Option<Object<Reply<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -52,7 +98,7 @@ struct Envelope<'a> {
     #[serde(borrow)]
     event: &'a str,
     #[serde(borrow)]
-    data: Data<'a>,
+    data: Object<Data<'a>>,
     #[serde(borrow, default)]
     timestamp: Option<&'a str>,
 }
@@ -233,15 +279,18 @@ impl FastDecoder {
         if !raw.is_ascii() || raw.contains(&b'\\') || raw.contains(&0x7f) {
             return Ok(None); // escapes and non-ASCII are screened for unsafe characters: the reference's job
         }
-        let Ok(envelope) = serde_json::from_slice::<Envelope>(raw) else {
+        if depth(raw) > MAX_DEPTH {
+            return Ok(None);
+        }
+        let Ok(Object(envelope)) = serde_json::from_slice::<Object<Envelope>>(raw) else {
             return Ok(None);
         };
         let signals = self.signals.bind(py);
         let Some(mut signal) = signals.get_item(envelope.event)? else {
             return Ok(None);
         };
-        let data = &envelope.data;
-        let reply = data.reply.as_ref();
+        let data = &envelope.data.0;
+        let reply = data.reply.as_ref().map(|reply| &reply.0);
         let ids_fit = [
             data.campaign_id,
             data.message_id,
