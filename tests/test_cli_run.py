@@ -122,6 +122,21 @@ class TestEngineChoice:
         _, config = start_up_line(GUARD, "python")
         assert config["engine"] == "python" and "engine_reason" not in config
 
+    def test_a_core_built_from_other_sources_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The guard upgraded, its core not rebuilt (a part missing): `auto` runs the Python engine, `compiled`
+        says why it cannot start; neither fails on a missing attribute mid-start."""
+        import types
+
+        from guard.engine import kinds
+
+        stale = types.ModuleType("guard_core")
+        stale.SlidingCount = stale.LastN = stale.Cusum = object  # type: ignore[attr-defined]  # no DedupeStore
+        monkeypatch.setitem(sys.modules, "guard_core", stale)
+        assert kinds.compiled() is None
+        assert kinds.choose("auto") is kinds.PYTHON
+        with pytest.raises(kinds.CoreMissing, match="or is a build of other sources"):
+            kinds.choose("compiled")
+
     @pytest.mark.compiled_core
     @pytest.mark.parametrize("engine", ["auto", "compiled"])
     def test_the_compiled_core_runs_when_installed(self, engine: str) -> None:

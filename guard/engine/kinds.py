@@ -1,5 +1,6 @@
-"""Which implementation of the engine's series an engine counts with: the Python reference
-(windows.py, cusum.py) or the compiled core (the optional `guard_core` package, built from core/).
+"""Which implementation of its hot parts an engine runs with: the Python reference (windows.py, cusum.py,
+dedupe.py, guard/contracts/events.py's decoder) or the compiled core (the optional `guard_core` package,
+built from core/).
 
 Both behave the same, event for event and byte for byte in a snapshot (tests/test_core_differential.py);
 the compiled one is the faster and smaller. Without a Rust compiler the core is not built, and the
@@ -23,7 +24,8 @@ EngineChoice = Literal["auto", "python", "compiled"]
 
 
 class Kinds(NamedTuple):
-    """The series types an engine makes: one per kind of window a rule can ask for."""
+    """The hot parts an engine runs with: a series type per kind of window a rule can ask for, the dedupe
+    store, and the decoder of the records it is fed."""
 
     name: str  # "python" or "compiled", as the start-up line says it
     sliding: type
@@ -54,12 +56,13 @@ class CoreMissing(RuntimeError):
 
 
 def compiled() -> Kinds | None:
-    """The compiled core's series types; None when the core is not installed."""
+    """The compiled core's parts; None when the core is not installed, or is a build of other sources that
+    lacks one of them (an upgrade of the guard without `pip install ./core`: the Python engine is safe)."""
     try:
         core = importlib.import_module("guard_core")
-    except ImportError:
+        return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore, _decoder(core))
+    except (ImportError, AttributeError):
         return None
-    return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore, _decoder(core))
 
 
 def choose(choice: EngineChoice) -> Kinds:
@@ -72,6 +75,7 @@ def choose(choice: EngineChoice) -> Kinds:
     if choice == "compiled":
         raise CoreMissing(
             "GUARD_ENGINE=compiled, but the compiled core (the guard-core package, built from core/ with a Rust "
-            "compiler: pip install ./core) is not installed; set GUARD_ENGINE=auto or python to run the Python engine"
+            "compiler: pip install ./core) is not installed, or is a build of other sources; set GUARD_ENGINE=auto "
+            "or python to run the Python engine"
         )
     return PYTHON
