@@ -18,8 +18,9 @@ from strategies import event_streams, resume_graces, rule_sets, stop_and_go_stre
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine
 from guard.engine import snapshot as snapshots
+from guard.engine.kinds import PYTHON, compiled
 from guard.engine.plan import Series
-from guard.engine.snapshot import FORMAT, SnapshotError, restore, rules_version, snapshot
+from guard.engine.snapshot import FORMAT, PendingSnapshot, SnapshotError, restore, rules_version, snapshot
 from guard.rules import Rule, RuleSet
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
@@ -126,6 +127,81 @@ class TestRestoring:
         engine.process(events[2])
         assert engine.stats.ahead == 1
         assert snapshot(engine, RULES) == snapshot(uninterrupted, RULES)
+
+
+KINDS = [
+    pytest.param(PYTHON, id="python"),
+    pytest.param(compiled(), id="compiled", marks=pytest.mark.compiled_core),
+]
+
+
+class TestTakenWhileCounting:
+    """A snapshot taken a few campaigns at a time while the engine goes on counting (copy on write): the bytes of
+    the moment it was begun, and the engine deciding as if no snapshot were under way."""
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    @PROPERTY_SETTINGS
+    @given(
+        rules=rule_sets(last=True, cusum=True, delayed=True),
+        reloaded=rule_sets(last=True, cusum=True, delayed=True),
+        events=streams,
+        options=engine_options,
+        data=st.data(),
+    )
+    def test_the_bytes_are_those_of_the_moment_it_began(
+        self,
+        kinds: typing.Any,
+        rules: RuleSet,
+        reloaded: RuleSet,
+        events: list[Event],
+        options: dict,
+        data: st.DataObject,
+    ) -> None:
+        cut = data.draw(st.integers(0, len(events)), label="begun before event")
+        at_cut, uninterrupted = Engine(rules, **options, kinds=kinds), Engine(rules, **options, kinds=kinds)
+        engine = Engine(rules, **options, kinds=kinds)
+        for event in events[:cut]:
+            at_cut.process(event)
+            uninterrupted.process(event)
+            engine.process(event)
+        expected = snapshot(at_cut, rules)
+        pending = PendingSnapshot(engine, rules)
+        later: list[
+            tuple[PendingSnapshot, bytes]
+        ] = []  # begun while the first is under way: each the bytes of its own moment
+        current = rules
+        for event in events[cut:]:
+            step = data.draw(st.sampled_from(("event",) * 6 + ("step", "pause", "reload", "another")), label="next")
+            if step == "step":
+                pending.step(data.draw(st.integers(0, 3), label="campaigns"))
+            elif step == "pause":
+                for one in (engine, uninterrupted):
+                    one.note_pause(event.campaign_id, "outside", event.time)
+            elif step == "reload":
+                current = RuleSet(
+                    rules=(*current.rules[:1], *(r for r in reloaded.rules if r.name != current.rules[0].name))
+                )
+                engine.set_rules(current)
+                uninterrupted.set_rules(current)
+            elif step == "another":
+                later.append((PendingSnapshot(engine, current), snapshot(uninterrupted, current)))
+            assert engine.process(event) == uninterrupted.process(event)
+        assert pending.finish() == expected
+        for another, its_moment in later:
+            assert another.finish() == its_moment
+        assert snapshot(engine, current) == snapshot(uninterrupted, current)
+        assert engine.stats == uninterrupted.stats
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_finished_snapshot_lets_the_engine_go(self, kinds: typing.Any) -> None:
+        engine = _busy_engine(RULES, kinds=kinds)
+        pending = PendingSnapshot(engine, RULES)
+        assert pending.campaigns == 7
+        assert not pending.step(3)
+        assert engine._snapshot is pending
+        assert pending.step(4)
+        assert engine._snapshot is None
+        assert pending.finish() == snapshot(engine, RULES)
 
 
 def _busy_engine(rules: RuleSet, **options: object) -> Engine:
@@ -299,8 +375,8 @@ class TestCoverage:
         """A new attribute of the engine must be added to the snapshot (and FORMAT raised), or here as derived."""
         stored = {"_campaigns", "_seen", "_resume_grace", "_max_campaigns", "_watermark", "_ahead", "_next_sweep"}
         # the plan from the rules; stats are stored too, as counters; the kinds of series are the engine's
-        # own (a snapshot restores into either: tests/test_core_differential.py)
-        derived = {"_plan", "stats", "kinds"}
+        # own (a snapshot restores into either: tests/test_core_differential.py); `_snapshot` is one under way
+        derived = {"_plan", "stats", "kinds", "_snapshot"}
         assert set(vars(Engine(RULES))) == stored | derived
 
     def test_every_kind_of_series_is_stored(self) -> None:

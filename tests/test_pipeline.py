@@ -14,8 +14,10 @@ from aiokafka.structs import ConsumerRecord
 from guard.contracts.events import decode
 from guard.engine import Decision, Engine, record_decisions
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.snapshot import rules_version, snapshot
 from guard.rules import load_rules
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT
+from guard.runtime.checkpoints import Checkpointer
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
 from guard.telemetry.metrics import Metrics
@@ -326,7 +328,7 @@ class TestBacklog:
         not pause it again; the checkpoint holds the new episode too."""
         decisions, pipeline, resumed = await self.paused_at_catch_up_then_resumed(bounce_every=20)
         assert len(decisions.pauses(STILL_BAD)) == 1
-        checkpointed = pipeline.restored_engine(pipeline.snapshot(TP)[0])
+        checkpointed = pipeline.restored_engine(pipeline.snapshot(TP)[0].finish())
         assert checkpointed.episode(STILL_BAD).since == pytest.approx(resumed, abs=0.001)
 
     async def test_a_partition_that_stays_behind_acts_on_its_held_decisions_within_the_catch_up_limit(self) -> None:
@@ -359,3 +361,42 @@ class TestBacklog:
                 assert decisions.submitted == []
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
+
+
+class WrittenCheckpoints:
+    """The state topic's side of `Checkpointer.write`: keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[bytes, int, str]] = []
+
+    async def write(
+        self, tp: TopicPartition, data: bytes, offset: int, rules_version: str, snapshot_format: int
+    ) -> int:
+        self.written.append((data, offset, rules_version))
+        return len(data)
+
+
+class TestCheckpointWhileCounting:
+    async def test_a_checkpoint_lets_the_partition_go_on_and_holds_the_state_of_its_offset(self) -> None:
+        """A checkpoint of 2,000 campaigns is encoded in steps: a batch of the same partition is handled while
+        it is under way, and the checkpoint still holds the state at its offset: restored, then given that
+        batch, it is the live engine's state, byte for byte."""
+        pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+        start = time.time() - 3600
+        first = logged([(f"c{n}", sent(f"c{n}", start + n / 10), start + n / 10) for n in range(2000)])
+        await pipeline.handle(TP, first)
+        later = records([bounced(f"c{n}", start + 300 + n) for n in range(50)], first_offset=2000)
+        store = WrittenCheckpoints()
+        checkpointer = Checkpointer(store, pipeline, Metrics(), idle=lambda: True)  # type: ignore[arg-type]
+        writing = asyncio.create_task(checkpointer.write([TP]))
+        await asyncio.sleep(0)  # the checkpoint is begun, its first step taken
+        await pipeline.handle(TP, later)
+        assert not writing.done()  # the batch was handled while the checkpoint was under way
+        await writing
+        [(data, offset, version)] = store.written
+        assert offset == 2000 and version == rules_version(pipeline.rules)
+        restored = pipeline.restored_engine(data)
+        for record in later:
+            restored.process(decode(record.value, record.timestamp / 1000))
+        engine = pipeline._partitions[TP][0]
+        assert snapshot(restored, pipeline.rules) == snapshot(engine, pipeline.rules)

@@ -7,6 +7,7 @@ decisions, which is what makes at-least-once delivery and rebuilding state after
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -60,6 +61,15 @@ def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now
     return True
 
 
+class StateReader(Protocol):
+    """What reads the engine's state while it goes on counting (snapshot.PendingSnapshot): told before a
+    campaign's state changes, so it can read it as it was."""
+
+    def before_change(self, campaign_id: str) -> None: ...
+
+    def before_changing_all(self) -> None: ...
+
+
 @dataclass(slots=True)
 class EngineStats:
     """Counters the service turns into metrics."""
@@ -110,6 +120,7 @@ class Engine:
         self._ahead: float | None = None  # the last event time found too far ahead, and not yet agreed with
         self._next_sweep = float("-inf")
         self.stats = EngineStats()
+        self._snapshot: StateReader | None = None  # a snapshot under way (copy on write)
 
     @property
     def campaigns(self) -> int:
@@ -132,6 +143,8 @@ class Engine:
 
     def set_rules(self, rules: RuleSet) -> None:
         """Swap the rule set, keeping every counted series and rule state the new set still uses."""
+        if self._snapshot is not None:
+            self._snapshot.before_changing_all()
         old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
         self._plan = plan = compile_plan(rules, self.kinds)
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
@@ -178,6 +191,8 @@ class Engine:
 
     def process(self, event: Event) -> list[Decision]:
         """Count one event and return the decisions it causes (usually none)."""
+        if self._snapshot is not None:
+            self._snapshot.before_change(event.campaign_id)
         self.stats.events += 1
         if event.time > self._watermark + MAX_AHEAD_SECONDS:
             event = self._on_clock(event)
@@ -316,6 +331,8 @@ class Engine:
         exactly as for a pause decision of the engine's own (episodes.py)."""
         state = self._campaigns.get(campaign_id)
         if state is not None:
+            if self._snapshot is not None:
+                self._snapshot.before_change(campaign_id)
             state.last_pause = (decision_id, max(at, state.watermark))
 
     def leans_bad(self, campaign_id: str) -> bool:
@@ -371,6 +388,8 @@ class Engine:
 
     def _sweep(self) -> None:
         """Drop campaigns idle for longer than any rule can look back (bounded memory)."""
+        if self._snapshot is not None:
+            self._snapshot.before_changing_all()
         retention = self._plan.retention
         # twice the retention: an event that late for a dropped campaign is too old to matter
         cutoff = self._watermark - 2 * retention

@@ -18,6 +18,7 @@ array (no field names on the wire); arrays of numbers are their raw little-endia
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import hashlib
@@ -191,39 +192,105 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-@_collector_paused()
 def snapshot(engine: Engine, rules: RuleSet) -> bytes:
     """The engine's whole state (it was built with `rules`, or reloaded to them last)."""
-    seen = engine._seen
-    store = _Dedupe(
-        seen.bits,
-        seen.buckets(),
-        [_Generation(*generation) for generation in seen.generations()],
-        seen.rotate_at,
-        seen.sequence,
-        seen.keys,
-        seen.evicted,
-    )
-    campaigns = [
-        _Campaign(
-            **{name: getattr(state, name) for name in _Campaign.__struct_fields__ if name not in _BUILT_APART},
-            id=campaign_id,
-            series=[_series_mirror(series) for series in state.series],
-            rule_states={name: _mirror_of(rule_state, _RuleState) for name, rule_state in state.rule_states.items()},
+    return PendingSnapshot(engine, rules).finish()
+
+
+class PendingSnapshot:
+    """An engine's snapshot as of the moment this is made, encoded a few campaigns at a time (`step`) while
+    the engine goes on counting: copy on write. What is small is copied at once (the partition's clock, the
+    counters, the dedupe store); a campaign is encoded when its turn comes, or first thing before the engine
+    changes it (`Engine` calls `before_change`), so each is encoded as it was when the snapshot was made.
+    The bytes are those `snapshot` gives at that moment, whatever the engine did since. A checkpoint of a
+    large partition thus never holds the poll loop for longer than one step."""
+
+    def __init__(self, engine: Engine, rules: RuleSet) -> None:
+        if engine._snapshot is not None:
+            engine._snapshot.before_changing_all()  # an older one still under way: finished first, as it was
+        self._head = (
+            FORMAT,
+            _settings(engine, rules),
+            engine._watermark,
+            engine._ahead,
+            engine._next_sweep,
+            _mirror_of(engine.stats, _Stats),
         )
-        for campaign_id, state in engine._campaigns.items()
-    ]
-    partition = _Partition(
-        FORMAT,
-        _settings(engine, rules),
-        engine._watermark,
-        engine._ahead,
-        engine._next_sweep,
-        _mirror_of(engine.stats, _Stats),
-        store,
-        campaigns,
+        self._seen = copy.copy(engine._seen)
+        self._left = dict(engine._campaigns)  # not yet encoded, in the order they were first tracked
+        self._order = list(self._left)
+        self._encoded: dict[str, msgspec.Raw] = {}
+        self._next = 0  # the position in `_order` the next step starts at
+        self._engine: Engine | None = engine
+        engine._snapshot = self
+
+    @property
+    def campaigns(self) -> int:
+        return len(self._order)
+
+    @property
+    def rules_version(self) -> str:
+        """The version of the rules the engine counted with when the snapshot was begun."""
+        return self._head[1].rules_version
+
+    def before_change(self, campaign_id: str) -> None:
+        """The engine is about to change the campaign's state (or drop it): encoded now, unless it was."""
+        state = self._left.pop(campaign_id, None)
+        if state is not None:
+            self._encoded[campaign_id] = _campaign(campaign_id, state)
+
+    def before_changing_all(self) -> None:
+        """The engine is about to change every campaign (a sweep, a reload): everything encoded now."""
+        self.step(len(self._order))
+
+    @_collector_paused()
+    def step(self, campaigns: int) -> bool:
+        """Encode up to `campaigns` more campaigns; True once every one is (the engine is let go)."""
+        order, left, encoded = self._order, self._left, self._encoded
+        end = min(self._next + campaigns, len(order))
+        for campaign_id in order[self._next : end]:
+            state = left.pop(campaign_id, None)
+            if state is not None:
+                encoded[campaign_id] = _campaign(campaign_id, state)
+        self._next = end
+        if end < len(order):
+            return False
+        self.close()
+        return True
+
+    def close(self) -> None:
+        """Let the engine go: it no longer tells this snapshot of changes (finished, or given up)."""
+        if self._engine is not None and self._engine._snapshot is self:
+            self._engine._snapshot = None
+        self._engine = None
+
+    @_collector_paused()
+    def finish(self) -> bytes:
+        """The snapshot's bytes (the steps left are taken first)."""
+        self.step(len(self._order))
+        seen = self._seen
+        store = _Dedupe(
+            seen.bits,
+            seen.buckets(),
+            [_Generation(*generation) for generation in seen.generations()],
+            seen.rotate_at,
+            seen.sequence,
+            seen.keys,
+            seen.evicted,
+        )
+        encoded = self._encoded
+        return _encoder.encode(_Partition(*self._head, store, [encoded[campaign_id] for campaign_id in self._order]))
+
+
+def _campaign(campaign_id: str, state: CampaignState) -> msgspec.Raw:
+    """One campaign's part of a snapshot, encoded at once: its series' arrays change as the engine counts."""
+    mirror = _Campaign(
+        **{name: getattr(state, name) for name in _Campaign.__struct_fields__ if name not in _BUILT_APART},
+        id=campaign_id,
+        series=[_series_mirror(series) for series in state.series],
+        rule_states={name: _mirror_of(rule_state, _RuleState) for name, rule_state in state.rule_states.items()},
     )
-    return _encoder.encode(partition)
+    return msgspec.Raw(_encoder.encode(mirror))
 
 
 def _series_mirror(series: Series | None) -> Any:

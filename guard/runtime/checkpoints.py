@@ -71,6 +71,8 @@ __all__ = [
 log = structlog.get_logger("guard.runtime.checkpoints")
 
 FIRST_WINDOW = 64  # offsets of each state partition read first (up to 32 MiB of chunks); each further window doubles
+# campaigns a checkpoint encodes before letting the poll loop in: ~5 ms of Python per step
+CAMPAIGNS_PER_STEP = 300
 CLOCK_SKEW_MS = 300_000  # how far another pod's clock may run ahead of this one's: a manifest written later is forged
 
 
@@ -215,13 +217,21 @@ class Checkpointer:
         for tp in partitions:
             if not self._idle():
                 return
-            started = time.monotonic()  # the snapshot's encoding counts: it holds the event loop
+            started = time.monotonic()
             taken = self._pipeline.snapshot(tp)
             if taken is None:
                 continue
-            data, offset = taken
+            pending, offset = taken
+            # encoded a slice at a time, the poll loop and the other partitions going on in between; the engine
+            # goes on counting too, and the snapshot stays that of its offset (copy on write)
             try:
-                size = await self._store.write(tp, data, offset, rules_version(self._pipeline.rules), FORMAT)
+                while not pending.step(CAMPAIGNS_PER_STEP):
+                    await asyncio.sleep(0)
+            finally:  # cancelled (a stop): the engine is let go of the snapshot
+                pending.close()
+            data = pending.finish()
+            try:
+                size = await self._store.write(tp, data, offset, pending.rules_version, FORMAT)
             except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
                 self._metrics.checkpoints.labels("failed").inc()
                 log.warning("checkpoint not written", partition=f"{tp.topic}[{tp.partition}]", error=repr(error))

@@ -48,7 +48,7 @@ from guard.contracts.events import IgnoredEvent, MalformedEvent, in_workspace
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
-from guard.engine.snapshot import restore, snapshot
+from guard.engine.snapshot import PendingSnapshot, restore
 from guard.rules import RuleSet
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, Held, behind, overdue, release
 from guard.runtime.progress import PartitionProgress
@@ -177,17 +177,18 @@ class Pipeline:
         restore(data, self.rules, engine)
         return engine
 
-    def snapshot(self, tp: Partition) -> tuple[bytes, int] | None:
-        """`tp`'s engine state and the offset it covers (its next record), or None while that is not a
-        resting point: mid-batch, before any record, before the replay is over and handed over, or while
-        a decision is pending (held ones included: a checkpoint past them would lose them)."""
+    def snapshot(self, tp: Partition) -> tuple[PendingSnapshot, int] | None:
+        """A snapshot of `tp`'s engine state begun now, and the offset it covers (its next record), or None
+        while that is not a resting point: mid-batch, before any record, before the replay is over and handed
+        over, or while a decision is pending (held ones included: a checkpoint past them would lose them).
+        The caller encodes it in steps while the engine goes on (snapshot.PendingSnapshot)."""
         owned = self._partitions.get(tp)
         if owned is None:
             return None
         engine, progress = owned
         if progress.busy or progress.next_offset is None or progress.recovery.stage in RECOVERING or progress.pending:
             return None
-        return snapshot(engine, self.rules), progress.next_offset
+        return PendingSnapshot(engine, self.rules), progress.next_offset
 
     def campaign_share(self) -> int | None:
         """The most campaigns one partition's engine tracks: the cap over every input partition."""
