@@ -142,3 +142,12 @@ class TestReport:
         lines = "\n".join(throughput_section(results([run], {}))).splitlines()
         quix = next(line for line in lines if "Quix Streams, 1 h tumbling" in line)
         assert "stopped at the time limit after 700 records" in quix
+
+    def test_a_run_from_before_the_peers_has_no_rows_for_them(self) -> None:
+        """`--report-only` over an older results.json: no "failed" rows for contenders it never ran."""
+        run = repeat()
+        run["quix"] = {**fields(20_000), "records": 700, "finished": False}
+        lines = "\n".join(throughput_section(results([run], {}))).splitlines()
+        assert not any("Kafka Streams" in line or "failed" in line for line in lines)
+        quix = next(line for line in lines if "Quix Streams, 1 h tumbling" in line)
+        assert "stopped at the time limit after 700 records" in quix

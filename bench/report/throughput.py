@@ -41,6 +41,7 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
         "quix": "Quix Streams, 1 h tumbling",
         **{kind: f"{JVM_LABELS[mode]} (after warm-up)" for kind, mode in JVM_KINDS.items()},
     }
+    labels = {kind: label for kind, label in labels.items() if any(kind in run for run in runs)}  # older runs
     for kind, label in labels.items():
         skipped = next((run[kind]["skipped"] for run in runs if "skipped" in run.get(kind, {})), None)
         got = [run[kind] for run in runs if kind in run and not {"error", "skipped"} & run[kind].keys()]
