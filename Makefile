@@ -52,7 +52,8 @@ test: $(INSTALLED)
 image-check: $(INSTALLED)
 	scripts/image-check.sh
 
-# Speed, latency, memory and recovery against the ceiling and a peer (writes bench/RESULTS.md).
+# Speed, latency, memory and recovery against the ceilings and the peers (writes bench/RESULTS.md): Quix Streams
+# in .venv-peer, Kafka Streams from Maven Central when Java 17+, javac and Maven are present (else reported as skipped).
 bench: $(INSTALLED)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[bench]'
 	test -x .venv-peer/bin/python || $(PYTHON) -m venv .venv-peer

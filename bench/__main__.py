@@ -3,7 +3,8 @@
 
 1. workload   ~1M seeded events (bench/workload.py) produced once to each broker: the embedded Tansu,
               and a single-node Apache Kafka (KRaft, from Maven Central jars, guard/testing/apache_kafka.py)
-2. throughput bare aiokafka vs the guard vs Quix Streams on that topic, 3 repeats (throughput.py), per broker
+2. throughput bare aiokafka and confluent-kafka vs the guard vs Quix Streams and Kafka Streams (the JVM peers,
+              bench/streams.py) on that topic, 3 repeats (throughput.py), per broker
 3. recovery   restart -> ready with and without checkpoints, over 1M and 5M events of history; checkpoint size
               and time; throughput with checkpoints on / off (recovery.py, its own topics), Tansu
 4. profile    py-spy over the guard consuming that topic (profile.py), Tansu
@@ -11,7 +12,7 @@
 6. memory     state per active campaign at 10k and 100k campaigns, no Kafka (memory.py)
 
 On Apache Kafka the guard runs with its default idempotent producer (Tansu cannot). When Java 17+ or
-Maven is missing, the Kafka half is left out and the report says why.
+Maven is missing, the Kafka half and the JVM peers are left out and the report says why.
 
 Options: --repeats N (default 3), --scale F (shrinks the workload's small campaigns, e.g. 0.1 for
 a quick check), --only SECTION[,SECTION...], --recovery-sizes N[,N...] (events of history, default

@@ -15,6 +15,8 @@ same pre-produced topic (bench/workload.py) with a consumer group of its own:
            as every record goes through the guard's windows. Quix defaults otherwise
            (at-least-once, changelog topics, RocksDB state in a scratch directory).
 
+The JVM peers (Kafka Streams' windows and a Processor-API ring, the same rule) are in bench/streams.py.
+
 Each prints one result: seconds from start to the first record, to the last record processed, to
 the commit, and records/s from the first record to the last (the steady rate, free of the group
 join that Tansu delays by half the session timeout). `--limit S` stops Quix after S seconds and

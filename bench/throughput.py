@@ -1,18 +1,22 @@
-"""Throughput: events/s end to end over one pre-produced topic, every contender in the same run
-on the same broker (bench/contenders.py says what each one does).
+"""Throughput: events/s end to end over one pre-produced topic, every contender in the same run on the
+same broker (bench/contenders.py says what each one does).
 
-Workload: bench/workload.py (~1M events, 50,100 campaigns, 4 partitions), produced once. Per
-repeat, in this order, each in a fresh process with a fresh consumer group: the bare aiokafka
-consumer (ceiling), the guard (dry run, shipped rules), Quix Streams with a 1 h tumbling window
-(stopped after TUMBLING_LIMIT seconds if it has not finished: its rate is then over the records it
-got through). Ratios are taken within a repeat (the machine is shared and noisy), then
-min/median/max over the repeats; no repeat starts once the repeats have used BUDGET seconds.
-Quix Streams' sliding window runs once, stopped after SLIDING_LIMIT seconds: its cost per record
-grows with the events of the key inside the window, and it cannot finish this topic in the time
-budget. The guard runs' groups are kept: their commits at the end of the topic are where
-bench/recovery.py restarts from. Quix Streams runs under $BENCH_PEER_PYTHON when it is set (a venv
-of its own: quixstreams 3.28.1 asks for pydantic<2.14, the guard pins 2.14), else under this
-interpreter.
+Workload: bench/workload.py (~1M events, 50,100 campaigns, 4 partitions), produced once. Per repeat,
+in this order, each in a fresh process with a fresh consumer group: the bare aiokafka consumer and
+confluent-kafka (ceilings), the guard (dry run, shipped rules; its default engine, then the Python
+one), Quix Streams with a 1 h tumbling window (stopped
+after TUMBLING_LIMIT seconds if it has not finished: its rate is then over the records it got
+through), and the JVM peers (bench/streams.py): Kafka Streams with a 1 h tumbling window and a
+Processor-API ring of one-minute buckets, each in a fresh JVM, rated after their warm-up. Ratios are
+taken within a repeat (the machine is shared and noisy), then min/median/max over the repeats; no
+repeat starts once the repeats have used BUDGET seconds. Quix Streams' sliding window runs once,
+stopped after SLIDING_LIMIT seconds: its cost per record grows with the events of the key inside the
+window, and it cannot finish this topic in the time budget; so does Kafka Streams' hopping window (1
+h by 1 min: 60 windows per record). When Java 17+, javac or Maven is missing, the JVM peers are
+reported as skipped with the reason. The guard runs' groups are kept: their commits at the end of
+the topic are where bench/recovery.py restarts from. Quix Streams runs under $BENCH_PEER_PYTHON when
+it is set (a venv of its own: quixstreams 3.28.1 asks for pydantic<2.14, the guard pins 2.14), else
+under this interpreter.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import time
 from typing import Any
 
+from bench import streams
 from bench.child import ChildFailed, run_child
 from bench.workload import new_name
 
@@ -46,6 +51,11 @@ def contender(kind: str, bootstrap: str, topic: str, expect: int, timeout: float
 def run(bootstrap: str, topic: str, expect: int, repeats: int, idempotence: bool = False) -> dict[str, Any]:
     """`idempotence`: the guard's producer setting (its default, true, where the broker supports it)."""
     runs: list[dict[str, Any]] = []
+    jvm = streams.prepare()  # Maven and javac once (cached), or why the JVM peers are skipped
+
+    def peer(mode: str, limit: float) -> dict[str, Any]:
+        return streams.contender(jvm, mode, bootstrap, topic, new_name(f"streams-{mode}"), expect, limit)
+
     started = time.monotonic()
     for number in range(repeats):
         spent = time.monotonic() - started
@@ -64,6 +74,8 @@ def run(bootstrap: str, topic: str, expect: int, repeats: int, idempotence: bool
                 "quix": contender(
                     "quix", bootstrap, topic, expect, TUMBLING_LIMIT + 120, window="tumbling", limit=limit
                 ),
+                "streams_tumbling": peer("tumbling", TUMBLING_LIMIT),
+                "streams_ring": peer("ring", TUMBLING_LIMIT),
             }
         )
         repeat = runs[-1]
@@ -76,7 +88,11 @@ def run(bootstrap: str, topic: str, expect: int, repeats: int, idempotence: bool
         if guard.get("rate") and quix.get("rate"):
             repeat["guard_vs_quix"] = guard["rate"] / quix["rate"]
             repeat["guard_vs_quix_cpu"] = guard["cpu_rate"] / quix["cpu_rate"]
+        for mode in ("tumbling", "ring"):
+            if guard.get("cpu_rate") and repeat[f"streams_{mode}"].get("cpu_rate"):
+                repeat[f"guard_vs_streams_{mode}_cpu"] = guard["cpu_rate"] / repeat[f"streams_{mode}"]["cpu_rate"]
     sliding = contender(
         "quix", bootstrap, topic, expect, SLIDING_LIMIT + 120, window="sliding", limit=str(SLIDING_LIMIT)
     )
-    return {"runs": runs, "sliding": sliding, "records": expect, "repeats_asked": repeats}
+    hopping = peer("hopping", SLIDING_LIMIT)
+    return {"runs": runs, "sliding": sliding, "hopping": hopping, "records": expect, "repeats_asked": repeats}

@@ -1,10 +1,13 @@
-"""The throughput section: bare aiokafka, the guard and Quix Streams on the same topic."""
+"""The throughput section: bare aiokafka, the guard, Quix Streams and the JVM peers on the same topic."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bench.report.format import failed, fmt, fmt_spread, quoted, spread, table
+from bench.streams import LABELS as JVM_LABELS
+
+JVM_KINDS = {"streams_tumbling": "tumbling", "streams_ring": "ring"}
 
 
 def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[str]:
@@ -36,11 +39,14 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
         "guard": f"guard (Service, dry run), {engine} engine",
         "guard_python": "guard (Service, dry run), Python engine",
         "quix": "Quix Streams, 1 h tumbling",
+        **{kind: f"{JVM_LABELS[mode]} (after warm-up)" for kind, mode in JVM_KINDS.items()},
     }
+    labels = {kind: label for kind, label in labels.items() if any(kind in run for run in runs)}  # older runs
     for kind, label in labels.items():
-        got = [run[kind] for run in runs if kind in run and "error" not in run[kind]]
-        if not got:
-            rows.append([label, "failed", "", "", "", "", ""])
+        skipped = next((run[kind]["skipped"] for run in runs if "skipped" in run.get(kind, {})), None)
+        got = [run[kind] for run in runs if kind in run and not {"error", "skipped"} & run[kind].keys()]
+        if skipped or not got:
+            rows.append([label, f"skipped: {skipped}" if skipped else "failed", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -69,9 +75,12 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
                 "-",
             ]
         )
+    hopping = throughput.get("hopping") or {}
+    if hopping:
+        rows.append(jvm_limited_row(hopping))
     partial = [run["quix"] for run in runs if "error" not in run["quix"] and not run["quix"].get("finished", True)]
     if partial:
-        rows[2][0] += (
+        rows[list(labels).index("quix")][0] += (
             f" ({len(partial)} of {len(runs)} run(s) stopped at the time limit after "
             + ", ".join(f"{r['records']:,}" for r in partial)
             + " records; rate over those)"
@@ -96,6 +105,8 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
                 fmt(run.get("guard_vs_quix"), "x", 2),
                 fmt(run.get("guard_vs_quix_cpu"), "x", 2),
                 fmt(run.get("compiled_vs_python_cpu"), "x", 2),
+                fmt(run.get("guard_vs_streams_tumbling_cpu"), "x", 2),
+                fmt(run.get("guard_vs_streams_ring_cpu"), "x", 2),
             ]
         )
     out += [
@@ -109,11 +120,14 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
                 "guard / Quix (rate)",
                 "guard / Quix (per CPU s)",
                 "guard / guard with the Python engine (per CPU s)",
+                "guard / Streams tumbling (per CPU s)",
+                "guard / Processor-API ring (per CPU s)",
             ],
             ratio_rows,
         ),
         "",
     ]
+    out += jvm_notes(runs, hopping)
     guards = [run["guard"] for run in runs if "error" not in run["guard"]]
     if guards:
         stall = spread([g.get("loop_max_stall_s") for g in guards])
@@ -128,6 +142,8 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
         for number, run in enumerate(runs, 1):
             if "error" in run.get(kind, {}):
                 out += [f"**{kind}, repeat {number} failed:**", "", *quoted(run[kind]["error"])]
+    if "error" in hopping:
+        out += ["**Kafka Streams hopping window failed:**", "", *quoted(hopping["error"])]
     if "error" in sliding:
         out += ["**Quix Streams sliding window failed:**", "", *quoted(sliding["error"])]
     elif sliding and sliding.get("campaigns_over_threshold") is not None:
@@ -139,3 +155,55 @@ def throughput_section(results: dict[str, Any], broker: str = "Tansu") -> list[s
             "",
         ]
     return out
+
+
+def jvm_limited_row(hopping: dict[str, Any]) -> list[str]:
+    """Kafka Streams' hopping window: one run, stopped at its time limit."""
+    label = f"{JVM_LABELS['hopping']} (after warm-up)"
+    if "skipped" in hopping:
+        return [label, f"skipped: {hopping['skipped']}", "", "", "", "", ""]
+    if "error" in hopping:
+        return [label, "failed", "", "", "", "", ""]
+    stopped = "" if hopping.get("finished") else f", stopped after {hopping['to_done_s']:.0f} s"
+    return [
+        f"{label[:-1]}; 1 run{stopped}: {hopping['records']:,} records)",
+        fmt(hopping["rate"], "/s"),
+        fmt(hopping["cpu_rate"], "/s"),
+        fmt(hopping["cpu_share"], "%"),
+        fmt(hopping["to_first_s"], "s", 1),
+        fmt(hopping["to_done_s"], "s", 1) if hopping.get("finished") else "-",
+        fmt(hopping["to_commit_s"], "s", 1) if hopping.get("finished") else "-",
+    ]
+
+
+def jvm_notes(runs: list[dict[str, Any]], hopping: dict[str, Any]) -> list[str]:
+    """The JVM peers' warm-up: their rates over the whole run beside those after it."""
+    rows = []
+    for kind, mode in JVM_KINDS.items():
+        got = [run[kind] for run in runs if kind in run and not {"error", "skipped"} & run[kind].keys()]
+        rows += [_warmup_row(JVM_LABELS[mode], got)] if got else []
+    if hopping and not {"error", "skipped"} & hopping.keys():
+        rows.append(_warmup_row(JVM_LABELS["hopping"], [hopping]))
+    if not rows:
+        return []
+    return [
+        "The JVM peers (Kafka Streams 4.1.1 from Maven Central, each in a fresh JVM with G1 and C2, one stream "
+        "thread; per CPU s counts all the JVM's threads) are rated above over the second half of the records they "
+        "processed, after the warm-up (class loading, JIT compilation); from the first record:",
+        "",
+        table(
+            ["contender", "rate, whole run", "per CPU s, whole run", "warm-up records", "campaigns over the rule"],
+            rows,
+        ),
+        "",
+    ]
+
+
+def _warmup_row(label: str, got: list[dict[str, Any]]) -> list[str]:
+    return [
+        label,
+        fmt_spread([r["whole_rate"] for r in got], "/s"),
+        fmt_spread([r["whole_cpu_rate"] for r in got], "/s"),
+        fmt_spread([r["warmup_records"] for r in got]),
+        fmt_spread([r["campaigns_over_threshold"] for r in got]),
+    ]
