@@ -5,6 +5,7 @@ use pyo3::types::{PyList, PyString};
 
 use crate::keep_latest;
 use crate::numbers::py_min;
+use crate::snapshot;
 
 #[pyclass(module = "guard_core")]
 pub struct Cusum {
@@ -24,6 +25,35 @@ pub struct Cusum {
 }
 
 impl Cusum {
+    /// The Python type's fields, in their order (snapshot.py's mirror).
+    pub(crate) const FIELDS: [&'static str; 7] = [
+        "rise",
+        "fall",
+        "statistic",
+        "run_from",
+        "run_of",
+        "run_per",
+        "samples",
+    ];
+
+    /// Its snapshot mirror (tag 2), as msgspec writes it.
+    pub(crate) fn write_snapshot(&self, py: Python<'_>, out: &mut Vec<u8>) -> PyResult<()> {
+        snapshot::array(out, 1 + Self::FIELDS.len())?;
+        snapshot::int(out, 2);
+        snapshot::float(out, self.rise);
+        snapshot::float(out, self.fall);
+        snapshot::float(out, self.statistic);
+        match self.run_from {
+            Some(from) => snapshot::float(out, from),
+            None => snapshot::nil(out),
+        }
+        snapshot::int(out, self.run_of);
+        snapshot::int(out, self.run_per);
+        snapshot::samples(out, &self.samples, |out, id| {
+            snapshot::text(out, id.bind(py))
+        })
+    }
+
     fn extend_run(&mut self, time: f64) {
         self.run_from = Some(match self.run_from {
             None => time,

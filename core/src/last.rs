@@ -9,6 +9,7 @@ use crate::arrays::{from_sequence, to_array};
 use crate::ids::id_hash;
 use crate::keep_latest;
 use crate::numbers::floor_div;
+use crate::snapshot;
 
 const INT32: i64 = (1 << 31) - 1;
 
@@ -33,6 +34,37 @@ fn bisect_right(values: &[i64], value: i64) -> usize {
 }
 
 impl LastN {
+    /// The Python type's fields, in their order (snapshot.py's mirror).
+    pub(crate) const FIELDS: [&'static str; 8] = [
+        "size",
+        "per_seen",
+        "of_positions",
+        "total",
+        "samples",
+        "per_times",
+        "time_base",
+        "per_ids",
+    ];
+
+    /// Its snapshot mirror (tag 1), as msgspec writes it.
+    pub(crate) fn write_snapshot(&self, py: Python<'_>, out: &mut Vec<u8>) -> PyResult<()> {
+        snapshot::array(out, 1 + Self::FIELDS.len())?;
+        snapshot::int(out, 1);
+        snapshot::int(out, self.size);
+        snapshot::int(out, self.per_seen);
+        snapshot::numbers(out, &self.of_positions, i64::to_le_bytes);
+        snapshot::int(out, self.total);
+        snapshot::samples(out, &self.samples, |out, (position, id)| {
+            snapshot::array(out, 2)?;
+            snapshot::int(out, *position);
+            snapshot::text(out, id.bind(py))
+        })?;
+        snapshot::numbers(out, &self.per_times, i32::to_le_bytes);
+        snapshot::float(out, self.time_base);
+        snapshot::numbers(out, &self.per_ids, i32::to_le_bytes);
+        Ok(())
+    }
+
     fn send_of(&self, message_id: Option<&Bound<'_, PyString>>) -> PyResult<i64> {
         if message_id.is_none() || self.per_seen == 0 {
             return Ok(self.per_seen);

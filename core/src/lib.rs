@@ -12,6 +12,7 @@ mod ids;
 mod last;
 mod numbers;
 mod sliding;
+mod snapshot;
 
 /// Message ids kept as evidence for audits (windows.py: SAMPLE_IDS).
 const SAMPLE_IDS: usize = 3;
@@ -33,5 +34,6 @@ fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cusum::Cusum>()?;
     m.add_class::<dedupe::DedupeStore>()?;
     m.add_class::<decode::FastDecoder>()?;
+    m.add_class::<snapshot::CampaignEncoder>()?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 use crate::arrays::{from_sequence, to_array};
 use crate::keep_latest;
 use crate::numbers::floor_div;
+use crate::snapshot;
 
 const BUCKETS_PER_WINDOW: f64 = 60.0;
 
@@ -93,6 +94,34 @@ impl SlidingCount {
             self.total -= self.newest_count;
             self.newest_count = 0;
         }
+    }
+
+    /// The Python type's fields, in their order (snapshot.py's mirror).
+    pub(crate) const FIELDS: [&'static str; 7] = [
+        "width",
+        "keep_samples",
+        "older",
+        "newest",
+        "newest_count",
+        "total",
+        "samples",
+    ];
+
+    /// Its snapshot mirror (tag 0), as msgspec writes it.
+    pub(crate) fn write_snapshot(&self, py: Python<'_>, out: &mut Vec<u8>) -> PyResult<()> {
+        snapshot::array(out, 1 + Self::FIELDS.len())?;
+        snapshot::int(out, 0);
+        snapshot::float(out, self.width);
+        snapshot::boolean(out, self.keep_samples);
+        snapshot::numbers(out, &self.older, f64::to_le_bytes);
+        snapshot::float(out, self.newest);
+        snapshot::int(out, self.newest_count);
+        snapshot::int(out, self.total);
+        snapshot::samples(out, &self.samples, |out, (index, id)| {
+            snapshot::array(out, 2)?;
+            snapshot::float(out, *index);
+            snapshot::text(out, id.bind(py))
+        })
     }
 
     fn oldest_kept(&self, now: f64) -> f64 {

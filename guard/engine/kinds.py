@@ -33,6 +33,8 @@ class Kinds(NamedTuple):
     cusum: type
     dedupe: type  # the partition's store of seen (campaign, signal, messageId) keys
     decode: Callable[[bytes | None, float], Event]  # a record's value and time -> its event (events.decode's contract)
+    # encodes a campaign's part of a snapshot (snapshot.py); None: snapshot.py's own encoding, the reference
+    campaign_encoder: type | None = None
 
 
 PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
@@ -60,7 +62,8 @@ def compiled() -> Kinds | None:
     lacks one of them (an upgrade of the guard without `pip install ./core`: the Python engine is safe)."""
     try:
         core = importlib.import_module("guard_core")
-        return Kinds("compiled", core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore, _decoder(core))
+        parts = (core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore, _decoder(core), core.CampaignEncoder)
+        return Kinds("compiled", *parts)
     except (ImportError, AttributeError):
         return None
 

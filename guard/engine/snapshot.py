@@ -27,7 +27,7 @@ import math
 import sys
 import typing
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -217,10 +217,12 @@ class PendingSnapshot:
             _mirror_of(engine.stats, _Stats),
         )
         self._seen = copy.copy(engine._seen)
+        self._encode = _campaign_encoding(engine.kinds)
         self._left = dict(engine._campaigns)  # not yet encoded, in the order they were first tracked
         self._order = list(self._left)
         self._encoded: dict[str, msgspec.Raw] = {}
         self._next = 0  # the position in `_order` the next step starts at
+        self._store: msgspec.Raw | None = None  # the dedupe store's part, encoded by the last step
         self._engine: Engine | None = engine
         engine._snapshot = self
 
@@ -237,7 +239,7 @@ class PendingSnapshot:
         """The engine is about to change the campaign's state (or drop it): encoded now, unless it was."""
         state = self._left.pop(campaign_id, None)
         if state is not None:
-            self._encoded[campaign_id] = _campaign(campaign_id, state)
+            self._encoded[campaign_id] = self._encode(campaign_id, state)
 
     def before_changing_all(self) -> None:
         """The engine is about to change every campaign (a sweep, a reload): everything encoded now."""
@@ -245,16 +247,19 @@ class PendingSnapshot:
 
     @_collector_paused()
     def step(self, campaigns: int) -> bool:
-        """Encode up to `campaigns` more campaigns; True once every one is (the engine is let go)."""
-        order, left, encoded = self._order, self._left, self._encoded
+        """Encode up to `campaigns` more campaigns, then (a step of its own) the dedupe store; True once all is
+        (the engine is let go)."""
+        order, left, encoded, encode = self._order, self._left, self._encoded, self._encode
         end = min(self._next + campaigns, len(order))
         for campaign_id in order[self._next : end]:
             state = left.pop(campaign_id, None)
             if state is not None:
-                encoded[campaign_id] = _campaign(campaign_id, state)
-        self._next = end
-        if end < len(order):
+                encoded[campaign_id] = encode(campaign_id, state)
+        if self._next < end or end < len(order):
+            self._next = end
             return False
+        if self._store is None:
+            self._store = _store_mirror(self._seen)
         self.close()
         return True
 
@@ -267,19 +272,37 @@ class PendingSnapshot:
     @_collector_paused()
     def finish(self) -> bytes:
         """The snapshot's bytes (the steps left are taken first)."""
-        self.step(len(self._order))
-        seen = self._seen
-        store = _Dedupe(
-            seen.bits,
-            seen.buckets(),
-            [_Generation(*generation) for generation in seen.generations()],
-            seen.rotate_at,
-            seen.sequence,
-            seen.keys,
-            seen.evicted,
-        )
+        while not self.step(len(self._order)):
+            pass
         encoded = self._encoded
-        return _encoder.encode(_Partition(*self._head, store, [encoded[campaign_id] for campaign_id in self._order]))
+        return _encoder.encode(
+            _Partition(*self._head, self._store, [encoded[campaign_id] for campaign_id in self._order])
+        )
+
+
+def _store_mirror(seen: Any) -> msgspec.Raw:
+    store = _Dedupe(
+        seen.bits,
+        seen.buckets(),
+        [_Generation(*generation) for generation in seen.generations()],
+        seen.rotate_at,
+        seen.sequence,
+        seen.keys,
+        seen.evicted,
+    )
+    return msgspec.Raw(_encoder.encode(store))
+
+
+def _campaign_encoding(kinds: Kinds) -> Callable[[str, CampaignState], msgspec.Raw]:
+    """How a campaign of an engine with `kinds` is encoded: by the compiled core when it has the encoder (the
+    same bytes, without the mirror objects: tests/test_core_differential.py), else here."""
+    if kinds.campaign_encoder is None:
+        return _campaign
+    series_fields = {kind: list(mirror.__struct_fields__) for kind, mirror in _SERIES.items()}
+    encode = kinds.campaign_encoder(
+        list(_Campaign.__struct_fields__), list(_RuleState.__struct_fields__), series_fields
+    ).encode
+    return lambda campaign_id, state: msgspec.Raw(encode(campaign_id, state))
 
 
 def _campaign(campaign_id: str, state: CampaignState) -> msgspec.Raw:

@@ -1,0 +1,86 @@
+"""Checkpoint encoding: how long a partition's snapshot holds the poll loop, without Kafka.
+
+Workload: bench/memory.py's (N active campaigns, 10-20 sends each with healthy outcome rates, seed 11, all
+within one hour), decoded and fed to one engine with the shipped rules/, with the Python engine and with the
+compiled one. Then, in one run per engine, a snapshot the way `Checkpointer.write` takes it: begun (the
+small parts copied), encoded in steps of `CAMPAIGNS_PER_STEP` campaigns with the loop free in between, and
+assembled; and, for the ratio, the whole snapshot in one piece as checkpoints took it before (every campaign
+encoded with the loop held). Prints the longest the loop is held at once, and the total.
+
+    python -m bench.checkpoint [CAMPAIGNS] [--engine python|compiled]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+from bench.memory import MIX, SEED, _generated  # noqa: F401  (the same workload)
+from guard.engine import Engine
+from guard.engine.kinds import choose
+from guard.engine.snapshot import PendingSnapshot, _campaign, _encoder, _Partition, _store_mirror
+from guard.rules import load_rules
+from guard.runtime.checkpoints import CAMPAIGNS_PER_STEP
+
+RULES = "rules"
+
+
+def _one_piece(engine: Engine, pending: PendingSnapshot) -> bytes:
+    """The snapshot as checkpoints encoded it before: every campaign with the Python mirrors, in one call."""
+    campaigns = [_campaign(campaign_id, state) for campaign_id, state in engine._campaigns.items()]
+    return _encoder.encode(_Partition(*pending._head, _store_mirror(engine._seen), campaigns))
+
+
+def run(campaigns: int, engine_choice: str) -> dict[str, float]:
+    kinds, rules = choose(engine_choice), load_rules(RULES)  # type: ignore[arg-type]
+    engine = Engine(rules, kinds=kinds)
+    for value, at in _generated(campaigns, MIX, 3600.0):
+        engine.process(kinds.decode(value, at))
+    gc.collect()
+    started = time.perf_counter()
+    pending = PendingSnapshot(engine, rules)
+    begun = time.perf_counter()
+    longest_step, steps = 0.0, 0
+    while True:
+        before = time.perf_counter()
+        done = pending.step(CAMPAIGNS_PER_STEP)
+        longest_step, steps = max(longest_step, time.perf_counter() - before), steps + 1
+        if done:
+            break
+    assembled = time.perf_counter()
+    data = pending.finish()
+    ended = time.perf_counter()
+    whole = _one_piece(engine, PendingSnapshot(engine, rules))
+    one_piece = time.perf_counter() - ended
+    assert whole == data, "the snapshot in steps differs from the one in one piece"
+    return {
+        "campaigns": engine.campaigns,
+        "bytes": len(data),
+        "begin_s": begun - started,
+        "longest_step_s": longest_step,
+        "steps": steps,
+        "assemble_s": ended - assembled,
+        "total_s": ended - started,
+        "one_piece_s": one_piece,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("campaigns", type=int, nargs="?", default=100_000)
+    parser.add_argument("--engine", choices=("python", "compiled"), default="compiled")
+    args = parser.parse_args()
+    result = run(args.campaigns, args.engine)
+    held = max(result["begin_s"], result["longest_step_s"], result["assemble_s"])
+    ms = {name: value * 1000 for name, value in result.items() if name.endswith("_s")}
+    print(
+        f"{args.engine}: {result['campaigns']:,} campaigns, {result['bytes'] / 2**20:.1f} MiB; "
+        f"begin {ms['begin_s']:.1f} ms, {result['steps']} steps (longest {ms['longest_step_s']:.1f} ms), "
+        f"assembly {ms['assemble_s']:.1f} ms; total {ms['total_s']:.0f} ms; loop held at most {held * 1000:.1f} ms "
+        f"at once; in one piece (before): {ms['one_piece_s']:.0f} ms held = {result['one_piece_s'] / held:.0f}x that"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+//! snapshot.py's encoding of one campaign, for the compiled engine: the very msgpack bytes msgspec writes
+//! for the campaign's mirror (an array per campaign, a tagged array per series, arrays of numbers as their
+//! little-endian bytes), without building the mirror objects. The Python encoding is the reference
+//! (tests/test_core_differential.py compares the bytes).
+
+use std::collections::HashMap;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use rmp::encode;
+
+use crate::cusum::Cusum;
+use crate::last::LastN;
+use crate::sliding::SlidingCount;
+
+const INFALLIBLE: &str = "writing to a Vec cannot fail";
+
+pub(crate) fn nil(out: &mut Vec<u8>) {
+    encode::write_nil(out).expect(INFALLIBLE);
+}
+
+pub(crate) fn boolean(out: &mut Vec<u8>, value: bool) {
+    encode::write_bool(out, value).expect(INFALLIBLE);
+}
+
+pub(crate) fn float(out: &mut Vec<u8>, value: f64) {
+    encode::write_f64(out, value).expect(INFALLIBLE);
+}
+
+/// An int in its most compact form, as msgspec writes it.
+pub(crate) fn int(out: &mut Vec<u8>, value: i64) {
+    encode::write_sint(out, value).expect(INFALLIBLE);
+}
+
+pub(crate) fn array(out: &mut Vec<u8>, len: usize) -> PyResult<()> {
+    let len =
+        u32::try_from(len).map_err(|_| PyValueError::new_err("an array too long for msgpack"))?;
+    encode::write_array_len(out, len).expect(INFALLIBLE);
+    Ok(())
+}
+
+pub(crate) fn text(out: &mut Vec<u8>, value: &Bound<'_, PyString>) -> PyResult<()> {
+    encode::write_str(out, value.to_str()?).expect(INFALLIBLE);
+    Ok(())
+}
+
+/// An `array.array` of numbers as snapshot.py stores it: its bytes, little-endian.
+pub(crate) fn numbers<const N: usize, T: Copy>(
+    out: &mut Vec<u8>,
+    values: &[T],
+    le: fn(T) -> [u8; N],
+) {
+    let bytes: Vec<u8> = values.iter().flat_map(|&value| le(value)).collect();
+    encode::write_bin(out, &bytes).expect(INFALLIBLE);
+}
+
+/// An optional list of samples: nil, or an array of what `sample` writes for each.
+pub(crate) fn samples<T>(
+    out: &mut Vec<u8>,
+    samples: &Option<Vec<T>>,
+    mut sample: impl FnMut(&mut Vec<u8>, &T) -> PyResult<()>,
+) -> PyResult<()> {
+    match samples {
+        None => nil(out),
+        Some(samples) => {
+            array(out, samples.len())?;
+            for one in samples {
+                sample(out, one)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A field of the engine's own state (a campaign's, a rule state's): None, a bool, an int, a float, a string
+/// (a StrEnum too: its value), or a tuple or list of them, each as msgspec writes it.
+fn value(out: &mut Vec<u8>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if value.is_none() {
+        nil(out);
+    } else if let Ok(flag) = value.cast::<PyBool>() {
+        boolean(out, flag.is_true());
+    } else if let Ok(number) = value.cast::<PyFloat>() {
+        float(out, number.value());
+    } else if let Ok(number) = value.cast::<PyInt>() {
+        int(out, number.extract::<i64>()?);
+    } else if let Ok(string) = value.cast::<PyString>() {
+        text(out, string)?;
+    } else if let Ok(items) = value.cast::<PyTuple>() {
+        array(out, items.len())?;
+        for item in items.iter() {
+            self::value(out, &item)?;
+        }
+    } else if let Ok(items) = value.cast::<PyList>() {
+        array(out, items.len())?;
+        for item in items.iter() {
+            self::value(out, &item)?;
+        }
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "no snapshot encoding for {}",
+            value.get_type().name()?
+        )));
+    }
+    Ok(())
+}
+
+fn series(py: Python<'_>, out: &mut Vec<u8>, series: &Bound<'_, PyAny>) -> PyResult<()> {
+    if series.is_none() {
+        nil(out);
+        Ok(())
+    } else if let Ok(sliding) = series.cast::<SlidingCount>() {
+        sliding.borrow().write_snapshot(py, out)
+    } else if let Ok(last) = series.cast::<LastN>() {
+        last.borrow().write_snapshot(py, out)
+    } else if let Ok(cusum) = series.cast::<Cusum>() {
+        cusum.borrow().write_snapshot(py, out)
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "a {} is no series of the compiled core",
+            series.get_type().name()?
+        )))
+    }
+}
+
+enum Field {
+    Id,
+    Series,
+    RuleStates,
+    Plain(Py<PyString>),
+}
+
+/// Encodes a campaign's state as snapshot.py's `_Campaign` mirror, given the mirrors' field names (checked
+/// against the series' own at construction: a core built for another snapshot format is refused).
+#[pyclass(module = "guard_core", frozen)]
+pub struct CampaignEncoder {
+    fields: Vec<Field>,
+    rule_state_fields: Vec<Py<PyString>>,
+}
+
+#[pymethods]
+impl CampaignEncoder {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        campaign_fields: Vec<String>,
+        rule_state_fields: Vec<String>,
+        series_fields: HashMap<String, Vec<String>>,
+    ) -> PyResult<Self> {
+        let own: [(&str, &[&str]); 3] = [
+            ("sliding", &SlidingCount::FIELDS),
+            ("last", &LastN::FIELDS),
+            ("cusum", &Cusum::FIELDS),
+        ];
+        for (kind, fields) in own {
+            if series_fields.get(kind).map(Vec::as_slice)
+                != Some(&fields.iter().map(|f| f.to_string()).collect::<Vec<_>>()[..])
+            {
+                return Err(PyValueError::new_err(format!(
+                    "the snapshot's {kind} fields are not the compiled core's: rebuild the core (pip install ./core)"
+                )));
+            }
+        }
+        if series_fields.len() != own.len() {
+            return Err(PyValueError::new_err(
+                "the snapshot has kinds of series the compiled core lacks",
+            ));
+        }
+        let fields = campaign_fields
+            .iter()
+            .map(|name| match name.as_str() {
+                "id" => Field::Id,
+                "series" => Field::Series,
+                "rule_states" => Field::RuleStates,
+                other => Field::Plain(PyString::intern(py, other).unbind()),
+            })
+            .collect();
+        let rule_state_fields = rule_state_fields
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
+        Ok(Self {
+            fields,
+            rule_state_fields,
+        })
+    }
+
+    /// The campaign's mirror, encoded.
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        campaign_id: &Bound<'py, PyString>,
+        state: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::with_capacity(512);
+        array(&mut out, self.fields.len())?;
+        for field in &self.fields {
+            match field {
+                Field::Id => text(&mut out, campaign_id)?,
+                Field::Series => {
+                    let slots = state.getattr(pyo3::intern!(py, "series"))?;
+                    let slots = slots.cast::<PyList>()?;
+                    array(&mut out, slots.len())?;
+                    for slot in slots.iter() {
+                        series(py, &mut out, &slot)?;
+                    }
+                }
+                Field::RuleStates => {
+                    let states = state.getattr(pyo3::intern!(py, "rule_states"))?;
+                    let states = states.cast::<PyDict>()?;
+                    let len = u32::try_from(states.len())
+                        .map_err(|_| PyValueError::new_err("too many rule states"))?;
+                    encode::write_map_len(&mut out, len).expect(INFALLIBLE);
+                    for (name, rule_state) in states.iter() {
+                        text(&mut out, name.cast::<PyString>()?)?;
+                        array(&mut out, self.rule_state_fields.len())?;
+                        for field in &self.rule_state_fields {
+                            value(&mut out, &rule_state.getattr(field.bind(py))?)?;
+                        }
+                    }
+                }
+                Field::Plain(name) => value(&mut out, &state.getattr(name.bind(py))?)?,
+            }
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+}
