@@ -3,9 +3,10 @@
 Workload: bench/memory.py's (N active campaigns, 10-20 sends each with healthy outcome rates, seed 11, all
 within one hour), decoded and fed to one engine with the shipped rules/, with the Python engine and with the
 compiled one. Then, in one run per engine, a snapshot the way `Checkpointer.write` takes it: begun (the
-small parts copied), encoded in steps of `CAMPAIGNS_PER_STEP` campaigns with the loop free in between, and
-assembled; and, for the ratio, the whole snapshot in one piece as checkpoints took it before (every campaign
-encoded with the loop held). Prints the longest the loop is held at once, and the total.
+clock, counters and dedupe store taken), encoded in steps of `CAMPAIGNS_PER_STEP` campaigns with the loop
+free in between, and assembled (in a worker thread in the guard: the loop goes on); and, for the ratio, the
+whole snapshot in one piece as checkpoints took it before (every campaign encoded with the loop held).
+Prints the longest the loop is held at once (the begin or a step), and the total.
 
     python -m bench.checkpoint [CAMPAIGNS] [--engine python|compiled]
 """
@@ -72,13 +73,14 @@ def main() -> None:
     parser.add_argument("--engine", choices=("python", "compiled"), default="compiled")
     args = parser.parse_args()
     result = run(args.campaigns, args.engine)
-    held = max(result["begin_s"], result["longest_step_s"], result["assemble_s"])
+    held = max(result["begin_s"], result["longest_step_s"])  # the assembly runs in a worker thread
     ms = {name: value * 1000 for name, value in result.items() if name.endswith("_s")}
     print(
         f"{args.engine}: {result['campaigns']:,} campaigns, {result['bytes'] / 2**20:.1f} MiB; "
         f"begin {ms['begin_s']:.1f} ms, {result['steps']} steps (longest {ms['longest_step_s']:.1f} ms), "
-        f"assembly {ms['assemble_s']:.1f} ms; total {ms['total_s']:.0f} ms; loop held at most {held * 1000:.1f} ms "
-        f"at once; in one piece (before): {ms['one_piece_s']:.0f} ms held = {result['one_piece_s'] / held:.0f}x that"
+        f"assembly (a worker thread) {ms['assemble_s']:.1f} ms; total {ms['total_s']:.0f} ms; "
+        f"loop held at most {held * 1000:.1f} ms at once; in one piece (before): {ms['one_piece_s']:.0f} ms held "
+        f"= {result['one_piece_s'] / held:.0f}x that"
     )
 
 

@@ -31,7 +31,6 @@ const DETACHED: Generation = Generation {
 };
 
 #[pyclass(module = "guard_core")]
-#[derive(Clone)]
 pub struct DedupeStore {
     #[pyo3(get)]
     horizon: f64,
@@ -203,11 +202,6 @@ impl DedupeStore {
             keys: 0,
             evicted: 0,
         })
-    }
-
-    /// An independent store holding the same keys (a snapshot under way reads it while this one goes on).
-    fn __copy__(&self) -> Self {
-        self.clone()
     }
 
     /// Whether the key was seen within the horizon; if not, it is remembered from `now`.

@@ -18,7 +18,6 @@ it strips a prefix.
 
 from __future__ import annotations
 
-import copy
 import sys
 from collections import deque
 from dataclasses import dataclass
@@ -64,17 +63,6 @@ class DedupeStore:
         self._sequence = 0
         self.keys = 0  # keys remembered now
         self.evicted = 0  # keys forgotten before their horizon, at the budget
-
-    def __copy__(self) -> DedupeStore:
-        """An independent store holding the same keys (a snapshot under way reads it while this one goes on)."""
-        other = DedupeStore.__new__(DedupeStore)
-        for name in self.__slots__:
-            setattr(other, name, getattr(self, name))
-        other._buckets = list(self._buckets)  # bytes: replaced, never changed in place
-        other._generations = deque(copy.copy(generation) for generation in self._generations)
-        is_listed = bool(self._generations) and self._open is self._generations[-1]
-        other._open = other._generations[-1] if is_listed else copy.copy(self._open)
-        return other
 
     @property
     def horizon(self) -> float:

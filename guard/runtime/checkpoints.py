@@ -103,7 +103,10 @@ class CheckpointStore:
         """Write one checkpoint: every chunk acknowledged, then the manifest. Returns the bytes written."""
         slot = self._slots.get(tp, 0)
         other_chunks = max(self._chunks.get((tp, 1 - slot), set()), default=-1) + 1
-        written = records(self._group, tp, data, offset, rules_version, snapshot_format, slot, other_chunks)
+        # chunked and hashed in a thread: for a large partition that is tens of milliseconds the loop goes on
+        written = await asyncio.to_thread(
+            records, self._group, tp, data, offset, rules_version, snapshot_format, slot, other_chunks
+        )
         *chunks, (manifest_key, manifest) = written
         deliveries = [await self._producer.send(self.topic, key=key, value=value) for key, value in chunks]
         await asyncio.gather(*deliveries)
@@ -229,7 +232,7 @@ class Checkpointer:
                     await asyncio.sleep(0)
             finally:  # cancelled (a stop): the engine is let go of the snapshot
                 pending.close()
-            data = pending.finish()
+            data = await asyncio.to_thread(pending.finish)  # one large encode: the loop goes on meanwhile
             try:
                 size = await self._store.write(tp, data, offset, pending.rules_version, FORMAT)
             except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
