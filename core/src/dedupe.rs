@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::ids::key_of;
+use crate::snapshot;
 
 const GENERATIONS: f64 = 8.0;
 const BUCKET_LOAD: u64 = 32;
@@ -227,6 +228,51 @@ impl DedupeStore {
             py,
             self.buckets.iter().map(|bucket| PyBytes::new(py, bucket)),
         )
+    }
+
+    /// The store's part of a snapshot: snapshot.py's `_Dedupe` mirror as msgspec writes it, given its field
+    /// names and its generations' (checked: a core built for another snapshot format is refused).
+    fn snapshot_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        fields: Vec<String>,
+        generation_fields: Vec<String>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let own = [
+            "bits",
+            "buckets",
+            "generations",
+            "rotate_at",
+            "sequence",
+            "keys",
+            "evicted",
+        ];
+        if fields != own || generation_fields != ["tag", "start", "newest", "keys"] {
+            return Err(PyValueError::new_err(
+                "the snapshot's dedupe fields are not the compiled core's: rebuild the core (pip install ./core)",
+            ));
+        }
+        let size: usize = self.buckets.iter().map(|bucket| bucket.len() + 5).sum();
+        let mut out = Vec::with_capacity(size + 64 * (self.generations.len() + 1));
+        snapshot::array(&mut out, own.len())?;
+        snapshot::int(&mut out, i64::from(self.bits));
+        snapshot::array(&mut out, self.buckets.len())?;
+        for bucket in &self.buckets {
+            snapshot::bytes(&mut out, bucket);
+        }
+        snapshot::array(&mut out, self.generations.len())?;
+        for generation in &self.generations {
+            snapshot::array(&mut out, 4)?;
+            snapshot::int(&mut out, i64::from(generation.tag));
+            snapshot::float(&mut out, generation.start);
+            snapshot::float(&mut out, generation.newest);
+            snapshot::int(&mut out, generation.keys);
+        }
+        snapshot::float(&mut out, self.rotate_at);
+        snapshot::int(&mut out, self.sequence);
+        snapshot::int(&mut out, self.keys);
+        snapshot::int(&mut out, self.evicted);
+        Ok(PyBytes::new(py, &out))
     }
 
     /// (tag, start, newest, keys) of each generation, oldest first (for a snapshot).

@@ -45,6 +45,10 @@ pub(crate) fn text(out: &mut Vec<u8>, value: &Bound<'_, PyString>) -> PyResult<(
     Ok(())
 }
 
+pub(crate) fn bytes(out: &mut Vec<u8>, value: &[u8]) {
+    encode::write_bin(out, value).expect(INFALLIBLE);
+}
+
 /// An `array.array` of numbers as snapshot.py stores it: its bytes, little-endian.
 pub(crate) fn numbers<const N: usize, T: Copy>(
     out: &mut Vec<u8>,
@@ -52,7 +56,7 @@ pub(crate) fn numbers<const N: usize, T: Copy>(
     le: fn(T) -> [u8; N],
 ) {
     let bytes: Vec<u8> = values.iter().flat_map(|&value| le(value)).collect();
-    encode::write_bin(out, &bytes).expect(INFALLIBLE);
+    self::bytes(out, &bytes);
 }
 
 /// An optional list of samples: nil, or an array of what `sample` writes for each.

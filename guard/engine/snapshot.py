@@ -276,6 +276,9 @@ class PendingSnapshot:
 
 
 def _store_mirror(seen: Any) -> msgspec.Raw:
+    """The dedupe store's part of a snapshot: the compiled core's store writes its own (the same bytes)."""
+    if not isinstance(seen, dedupe.DedupeStore):
+        return msgspec.Raw(seen.snapshot_bytes(list(_Dedupe.__struct_fields__), list(_Generation.__struct_fields__)))
     store = _Dedupe(
         seen.bits,
         seen.buckets(),
