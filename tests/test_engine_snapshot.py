@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -196,12 +197,71 @@ class TestTakenWhileCounting:
     def test_a_finished_snapshot_lets_the_engine_go(self, kinds: typing.Any) -> None:
         engine = _busy_engine(RULES, kinds=kinds)
         pending = PendingSnapshot(engine, RULES)
-        assert pending.campaigns == 7
         assert not pending.step(3)
         assert engine._snapshot is pending
-        assert pending.step(4)
+        assert pending.step(4)  # the 7 campaigns
         assert engine._snapshot is None
         assert pending.finish() == snapshot(engine, RULES)
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    @pytest.mark.parametrize("campaigns", [0, 1, 15, 16, 17])
+    def test_the_parts_joined_are_the_partition_encoded_whole(self, kinds: typing.Any, campaigns: int) -> None:
+        """Around msgpack's array headers (fixarray up to 15 items, then array 16)."""
+        engine = Engine(RULES, kinds=kinds)
+        for n in range(campaigns):
+            engine.process(Event(Signal.SENT, f"c{n}", 1_714_564_800.0 + n, message_id=f"m{n}"))
+        pending = PendingSnapshot(engine, RULES)
+        whole = msgspec.msgpack.encode(
+            snapshots._Partition(
+                *pending._head,
+                msgspec.Raw(snapshots._store_part(engine._seen)),
+                [msgspec.Raw(snapshots._campaign(c, state)) for c, state in engine._campaigns.items()],
+            )
+        )
+        assert pending.finish() == whole
+        assert restore(whole, RULES, Engine(RULES, kinds=kinds)) is None
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_the_join_touches_no_interpreter_wide_switch(
+        self, kinds: typing.Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`finish` runs in a worker thread once every step is taken: the collector's switch is the loop thread's."""
+        engine = _busy_engine(RULES, kinds=kinds)
+        pending = PendingSnapshot(engine, RULES)
+        assert pending.step(7)
+        switched: list[str] = []
+        monkeypatch.setattr(gc, "disable", lambda: switched.append("disable"))
+        monkeypatch.setattr(gc, "enable", lambda: switched.append("enable"))
+        pending.finish()
+        assert switched == []
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_campaign_that_cannot_be_encoded_gives_the_snapshot_up_not_the_event(self, kinds: typing.Any) -> None:
+        """A message id no UTF-8 holds (the engine's API takes any str): the event is counted, the snapshot says why."""
+        engine, reference = _busy_engine(RULES, kinds=kinds), _busy_engine(RULES, kinds=kinds)
+        for one in (engine, reference):
+            one.process(Event(Signal.SENT, "odd", 1_714_564_800.0 + 200, message_id="m\ud800"))
+            one.process(Event(Signal.BOUNCED, "odd", 1_714_564_800.0 + 200, message_id="m\ud800", bounce_type="hard"))
+        pending = PendingSnapshot(engine, RULES)
+        later = Event(Signal.BOUNCED, "odd", 1_714_564_800.0 + 201, message_id="m2", bounce_type="hard")
+        assert engine.process(later) == reference.process(later)
+        assert engine.stats == reference.stats
+        assert engine._snapshot is None  # given up, the engine let go
+        with pytest.raises(SnapshotError, match="given up"):
+            pending.step(100)
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_reading_a_campaigns_measures_leaves_the_snapshot_as_it_was(self, kinds: typing.Any) -> None:
+        """Reading a window forgets the buckets that slid out: the snapshot keeps the campaign as it was."""
+        engine, start = Engine(RULES, kinds=kinds), 1_714_564_800.0
+        engine.process(Event(Signal.BOUNCED, "c", start, message_id="m0", bounce_type="hard"))
+        for hour in range(1, 4):  # sends only: the bounce's bucket, out of the window now, is not yet forgotten
+            engine.process(Event(Signal.SENT, "c", start + hour * 3600, message_id=f"m{hour}"))
+        expected = snapshot(engine, RULES)
+        pending = PendingSnapshot(engine, RULES)
+        engine.measure("c")
+        engine.leans_bad("c")
+        assert pending.finish() == expected
 
 
 def _busy_engine(rules: RuleSet, **options: object) -> Engine:

@@ -11,7 +11,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from guard.contracts.events import decode
+from guard.contracts.events import Event, Signal, decode
 from guard.engine import Decision, Engine, record_decisions
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import rules_version, snapshot
@@ -364,15 +364,20 @@ class TestBacklog:
 
 
 class WrittenCheckpoints:
-    """The state topic's side of `Checkpointer.write`: keeps what it is given."""
+    """The state topic's side of `Checkpointer.write`: keeps what it is given, and how many writes overlapped."""
 
     def __init__(self) -> None:
         self.written: list[tuple[bytes, int, str]] = []
+        self.writing = self.most_at_once = 0
 
     async def write(
         self, tp: TopicPartition, data: bytes, offset: int, rules_version: str, snapshot_format: int
     ) -> int:
+        self.writing += 1
+        self.most_at_once = max(self.most_at_once, self.writing)
+        await asyncio.sleep(0)  # a write to Kafka awaits its acks
         self.written.append((data, offset, rules_version))
+        self.writing -= 1
         return len(data)
 
 
@@ -400,3 +405,26 @@ class TestCheckpointWhileCounting:
             restored.process(decode(record.value, record.timestamp / 1000))
         engine = pipeline._partitions[TP][0]
         assert snapshot(restored, pipeline.rules) == snapshot(engine, pipeline.rules)
+
+    async def test_two_checkpoints_asked_for_at_once_are_written_one_after_the_other(self) -> None:
+        """The periodic checkpoint and a revoke's: one at a time, or they would write the same slot."""
+        pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+        start = time.time() - 3600
+        await pipeline.handle(TP, logged([(f"c{n}", sent(f"c{n}", start + n), start + n) for n in range(1000)]))
+        store = WrittenCheckpoints()
+        checkpointer = Checkpointer(store, pipeline, Metrics(), idle=lambda: True)  # type: ignore[arg-type]
+        await asyncio.gather(checkpointer.write([TP]), checkpointer.write([TP]))
+        assert len(store.written) == 2
+        assert store.most_at_once == 1
+
+    async def test_a_snapshot_that_cannot_be_encoded_is_a_failed_checkpoint_not_an_error(self) -> None:
+        pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+        engine = pipeline._partitions[TP][0]
+        engine.process(Event(Signal.SENT, "odd", time.time() - 60, message_id="m\ud800"))  # no UTF-8 holds it
+        engine.process(Event(Signal.BOUNCED, "odd", time.time() - 60, message_id="m\ud800", bounce_type="hard"))
+        await pipeline.handle(TP, records([sent("camp", time.time() - 30)]))
+        store, metrics = WrittenCheckpoints(), Metrics()
+        await Checkpointer(store, pipeline, metrics, idle=lambda: True).write([TP])  # type: ignore[arg-type]
+        assert store.written == []
+        assert metrics.checkpoints.labels("failed")._value.get() == 1
+        assert engine._snapshot is None

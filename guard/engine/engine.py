@@ -309,6 +309,8 @@ class Engine:
 
     def measure(self, campaign_id: str) -> dict[str, Measure]:
         """Each applicable rule's current value for a campaign, at its latest event time."""
+        if self._snapshot is not None:  # a window forgets the buckets that slid out as it is read
+            self._snapshot.before_change(campaign_id)
         state = self._campaigns.get(campaign_id)
         if state is None:
             return {}
@@ -340,6 +342,8 @@ class Engine:
         statistic at half its level or more, a count at half its threshold, a rate over its threshold (only
         short of `min_volume` or `confidence`). What a still-bad campaign's episode shows before it is proven,
         and a healthy one's almost never. False when the campaign is not tracked."""
+        if self._snapshot is not None:  # a window forgets the buckets that slid out as it is read
+            self._snapshot.before_change(campaign_id)
         state = self._campaigns.get(campaign_id)
         return state is not None and any(
             leans_bad(compiled, measure_of(compiled, state))

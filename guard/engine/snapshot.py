@@ -202,8 +202,11 @@ class PendingSnapshot:
     once (the store is bytes in buckets: ~15 ms for 1.5M keys); a campaign is encoded when its turn comes, or
     first thing before the engine changes it (`Engine` calls `before_change`), so each is encoded as it was
     when the snapshot was made. The bytes are those `snapshot` gives at that moment, whatever the engine did
-    since. A checkpoint of a large partition thus holds the poll loop for one step at a time, and `finish`
-    (the one large encode) can run in another thread."""
+    since. A checkpoint of a large partition thus holds the poll loop for one step at a time; `finish`, once
+    every step is taken, joins the encoded parts (a copy that lets go of the GIL: another thread may run it).
+
+    A campaign that cannot be encoded before the engine changes it gives the snapshot up (the next step says
+    why), never the engine's event."""
 
     def __init__(self, engine: Engine, rules: RuleSet) -> None:
         if engine._snapshot is not None:
@@ -216,18 +219,15 @@ class PendingSnapshot:
             engine._next_sweep,
             _mirror_of(engine.stats, _Stats),
         )
-        self._store = _store_mirror(engine._seen)  # encoded at once: ~10 ms for 1.5M keys
+        self._store = _store_part(engine._seen)  # at once: ~10 ms for 1.5M keys
         self._encode = _campaign_encoding(engine.kinds)
         self._left = dict(engine._campaigns)  # not yet encoded, in the order they were first tracked
         self._order = list(self._left)
-        self._encoded: dict[str, msgspec.Raw] = {}
+        self._encoded: dict[str, bytes] = {}
         self._next = 0  # the position in `_order` the next step starts at
+        self._failed: Exception | None = None
         self._engine: Engine | None = engine
         engine._snapshot = self
-
-    @property
-    def campaigns(self) -> int:
-        return len(self._order)
 
     @property
     def rules_version(self) -> str:
@@ -236,23 +236,40 @@ class PendingSnapshot:
 
     def before_change(self, campaign_id: str) -> None:
         """The engine is about to change the campaign's state (or drop it): encoded now, unless it was."""
-        state = self._left.pop(campaign_id, None)
-        if state is not None:
-            self._encoded[campaign_id] = self._encode(campaign_id, state)
+        try:
+            self._keep(campaign_id)
+        except Exception as error:  # the engine's event goes on; the snapshot is given up
+            self._failed = error
+            self.close()
 
     def before_changing_all(self) -> None:
         """The engine is about to change every campaign (a sweep, a reload): everything encoded now."""
-        self.step(len(self._order))
+        try:
+            self.step(len(self._order))
+        except SnapshotError:
+            pass  # given up (close() let the engine go); the next step says why
+
+    def _keep(self, campaign_id: str) -> None:
+        state = self._left.get(campaign_id)
+        if state is not None:
+            self._encoded[campaign_id] = self._encode(campaign_id, state)
+            del self._left[campaign_id]
 
     @_collector_paused()
     def step(self, campaigns: int) -> bool:
-        """Encode up to `campaigns` more campaigns; True once every one is (the engine is let go)."""
-        order, left, encoded, encode = self._order, self._left, self._encoded, self._encode
+        """Encode up to `campaigns` more campaigns; True once every one is (the engine is let go). SnapshotError
+        when a campaign cannot be encoded (the snapshot is given up)."""
+        if self._failed is not None:
+            raise SnapshotError(f"snapshot given up: {self._failed!r}") from self._failed
+        order = self._order
         end = min(self._next + campaigns, len(order))
-        for campaign_id in order[self._next : end]:
-            state = left.pop(campaign_id, None)
-            if state is not None:
-                encoded[campaign_id] = encode(campaign_id, state)
+        try:
+            for campaign_id in order[self._next : end]:
+                self._keep(campaign_id)
+        except Exception as error:
+            self._failed = error
+            self.close()
+            raise SnapshotError(f"snapshot given up: {error!r}") from error
         self._next = end
         if end < len(order):
             return False
@@ -266,19 +283,23 @@ class PendingSnapshot:
         self._engine = None
 
     def finish(self) -> bytes:
-        """The snapshot's bytes (the steps left are taken first). Once every step is taken, this reads nothing
-        of the engine's: another thread may assemble them."""
-        self.step(len(self._order))
-        encoded = self._encoded
-        return _encoder.encode(
-            _Partition(*self._head, self._store, [encoded[campaign_id] for campaign_id in self._order])
-        )
+        """The snapshot's bytes, the steps left taken first. Once every step is taken, this reads nothing of the
+        engine's and touches no interpreter-wide switch: another thread may run it."""
+        if self._next < len(self._order) or self._failed is not None:
+            self.step(len(self._order))
+        order, encoded = self._order, self._encoded
+        # the partition with no store and no campaigns, its last two fields then written as they are
+        prefix = _encoder.encode(_Partition(*self._head, None, []))
+        if not prefix.endswith(b"\xc0\x90"):  # nil, then an empty array
+            raise AssertionError("the partition's last fields are not the dedupe store and the campaigns")
+        campaigns = _encoder.encode([None] * len(order))  # an array's header, then one byte (nil) an item
+        return b"".join([prefix[:-2], self._store, campaigns[: len(campaigns) - len(order)], *map(encoded.get, order)])
 
 
-def _store_mirror(seen: Any) -> msgspec.Raw:
+def _store_part(seen: Any) -> bytes:
     """The dedupe store's part of a snapshot: the compiled core's store writes its own (the same bytes)."""
     if not isinstance(seen, dedupe.DedupeStore):
-        return msgspec.Raw(seen.snapshot_bytes(list(_Dedupe.__struct_fields__), list(_Generation.__struct_fields__)))
+        return seen.snapshot_bytes(list(_Dedupe.__struct_fields__), list(_Generation.__struct_fields__))
     store = _Dedupe(
         seen.bits,
         seen.buckets(),
@@ -288,22 +309,22 @@ def _store_mirror(seen: Any) -> msgspec.Raw:
         seen.keys,
         seen.evicted,
     )
-    return msgspec.Raw(_encoder.encode(store))
+    return _encoder.encode(store)
 
 
-def _campaign_encoding(kinds: Kinds) -> Callable[[str, CampaignState], msgspec.Raw]:
+def _campaign_encoding(kinds: Kinds) -> Callable[[str, CampaignState], bytes]:
     """How a campaign of an engine with `kinds` is encoded: by the compiled core when it has the encoder (the
     same bytes, without the mirror objects: tests/test_core_differential.py), else here."""
     if kinds.campaign_encoder is None:
         return _campaign
     series_fields = {kind: list(mirror.__struct_fields__) for kind, mirror in _SERIES.items()}
-    encode = kinds.campaign_encoder(
+    encoder = kinds.campaign_encoder(
         list(_Campaign.__struct_fields__), list(_RuleState.__struct_fields__), series_fields
-    ).encode
-    return lambda campaign_id, state: msgspec.Raw(encode(campaign_id, state))
+    )
+    return encoder.encode  # type: ignore[no-any-return]
 
 
-def _campaign(campaign_id: str, state: CampaignState) -> msgspec.Raw:
+def _campaign(campaign_id: str, state: CampaignState) -> bytes:
     """One campaign's part of a snapshot, encoded at once: its series' arrays change as the engine counts."""
     mirror = _Campaign(
         **{name: getattr(state, name) for name in _Campaign.__struct_fields__ if name not in _BUILT_APART},
@@ -311,7 +332,7 @@ def _campaign(campaign_id: str, state: CampaignState) -> msgspec.Raw:
         series=[_series_mirror(series) for series in state.series],
         rule_states={name: _mirror_of(rule_state, _RuleState) for name, rule_state in state.rule_states.items()},
     )
-    return msgspec.Raw(_encoder.encode(mirror))
+    return _encoder.encode(mirror)
 
 
 def _series_mirror(series: Series | None) -> Any:

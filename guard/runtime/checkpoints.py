@@ -214,34 +214,39 @@ class Checkpointer:
 
     def __init__(self, store: CheckpointStore, pipeline: Pipeline, metrics: Metrics, idle: Callable[[], bool]) -> None:
         self._store, self._pipeline, self._metrics, self._idle = store, pipeline, metrics, idle
+        # one write at a time: the periodic one and a revoke's must not share a slot (the slots alternate per write)
+        self._writing = asyncio.Lock()
 
     async def write(self, partitions: list[TopicPartition]) -> None:
-        """Checkpoint each of `partitions` that can be now; a failed write is logged and counted, never raised."""
-        for tp in partitions:
-            if not self._idle():
-                return
-            started = time.monotonic()
-            taken = self._pipeline.snapshot(tp)
-            if taken is None:
-                continue
-            pending, offset = taken
+        """Checkpoint each of `partitions` that can be now; a failed one is logged and counted, never raised."""
+        async with self._writing:
+            for tp in partitions:
+                if not self._idle():
+                    return
+                await self._write_one(tp)
+
+    async def _write_one(self, tp: TopicPartition) -> None:
+        started = time.monotonic()
+        taken = self._pipeline.snapshot(tp)
+        if taken is None:
+            return
+        pending, offset = taken
+        try:
             # encoded a slice at a time, the poll loop and the other partitions going on in between; the engine
             # goes on counting too, and the snapshot stays that of its offset (copy on write)
-            try:
-                while not pending.step(CAMPAIGNS_PER_STEP):
-                    await asyncio.sleep(0)
-            finally:  # cancelled (a stop): the engine is let go of the snapshot
-                pending.close()
-            data = await asyncio.to_thread(pending.finish)  # one large encode: the loop goes on meanwhile
-            try:
-                size = await self._store.write(tp, data, offset, pending.rules_version, FORMAT)
-            except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
-                self._metrics.checkpoints.labels("failed").inc()
-                log.warning("checkpoint not written", partition=f"{tp.topic}[{tp.partition}]", error=repr(error))
-                continue
-            self._metrics.checkpoints.labels("written").inc()
-            self._metrics.checkpoint_bytes.set(size)
-            self._metrics.checkpoint_seconds.observe(time.monotonic() - started)
+            while not pending.step(CAMPAIGNS_PER_STEP):
+                await asyncio.sleep(0)
+            data = await asyncio.to_thread(pending.finish)  # the parts joined: a copy without the GIL
+            size = await self._store.write(tp, data, offset, pending.rules_version, FORMAT)
+        except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
+            self._metrics.checkpoints.labels("failed").inc()
+            log.warning("checkpoint not written", partition=_name(tp), error=repr(error))
+            return
+        finally:  # done, failed or cancelled (a stop): the engine is let go of the snapshot
+            pending.close()
+        self._metrics.checkpoints.labels("written").inc()
+        self._metrics.checkpoint_bytes.set(size)
+        self._metrics.checkpoint_seconds.observe(time.monotonic() - started)
 
     async def restore(
         self, partitions: list[TopicPartition], lookback_ms: int
