@@ -6,7 +6,8 @@ compiled one. Then, in one run per engine, a snapshot the way `Checkpointer.writ
 clock, counters and dedupe store taken), encoded in steps of `CAMPAIGNS_PER_STEP` campaigns with the loop
 free in between, and assembled in a worker thread (the loop's longest wait meanwhile measured); and, for the
 ratio, the whole snapshot in one piece as checkpoints took it before (every campaign encoded with the loop
-held). Prints the longest the loop is held at once (the begin, a step, or during the assembly), and the total.
+held). Prints the longest the loop is held at once (the begin, a step, or during the assembly), and the total;
+then the time to restore the snapshot into a fresh engine (what a restart spends per partition on it).
 
     python -m bench.checkpoint [CAMPAIGNS] [--engine python|compiled]
 """
@@ -24,7 +25,7 @@ import msgspec
 from bench.memory import MIX, _generated  # the same workload
 from guard.engine import Engine
 from guard.engine.kinds import choose
-from guard.engine.snapshot import PendingSnapshot, _campaign, _encoder, _Partition, _store_part
+from guard.engine.snapshot import PendingSnapshot, _campaign, _encoder, _Partition, _store_part, restore
 from guard.rules import load_rules
 from guard.runtime.checkpoints import CAMPAIGNS_PER_STEP
 
@@ -82,6 +83,9 @@ def run(campaigns: int, engine_choice: str) -> dict[str, float]:
     whole = _one_piece(engine, heads)
     one_piece = time.perf_counter() - before
     assert whole == data, "the snapshot in steps differs from the one in one piece"
+    before = time.perf_counter()
+    restore(data, rules, Engine(rules, kinds=kinds))
+    restored = time.perf_counter() - before
     return {
         "campaigns": engine.campaigns,
         "bytes": len(data),
@@ -92,6 +96,7 @@ def run(campaigns: int, engine_choice: str) -> dict[str, float]:
         "assembly_hold_s": assembly_hold,
         "total_s": stepped - started + assembly,
         "one_piece_s": one_piece,
+        "restore_s": restored,
     }
 
 
@@ -109,7 +114,7 @@ def main() -> None:
         f"assembly {ms['assemble_s']:.1f} ms in a thread (the loop held {ms['assembly_hold_s']:.1f} ms at most); "
         f"total {ms['total_s']:.0f} ms; "
         f"loop held at most {held * 1000:.1f} ms at once; in one piece (before): {ms['one_piece_s']:.0f} ms held "
-        f"= {result['one_piece_s'] / held:.0f}x that"
+        f"= {result['one_piece_s'] / held:.0f}x that; restored into a fresh engine in {ms['restore_s']:.0f} ms"
     )
 
 

@@ -12,9 +12,11 @@ import array
 import datetime as dt
 import json
 import math
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -324,6 +326,85 @@ class TestForgedSeries:
         for kinds in (PYTHON, CORE):
             with pytest.raises(SnapshotError):
                 restore(data, rules, Engine(rules, kinds=kinds))
+
+
+_HOSTILE_INTS = st.sampled_from((0, 1, -1, 3, 60, 2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1)) | st.integers(-5, 200)
+_HOSTILE_FLOATS = st.sampled_from((math.nan, math.inf, -math.inf, 0.0, -0.0, 0.5, 1.0, 1e300)) | st.floats()
+_SAMPLE_TEXTS = st.text(st.sampled_from("ab1\u00e9"), max_size=3)
+
+
+def _hostile(annotation: object) -> st.SearchStrategy:
+    """A value msgspec could decode into a mirror's field of this type, from the hostile end of it."""
+    if annotation is bool:
+        return st.booleans()
+    if annotation is int:
+        return _HOSTILE_INTS
+    if annotation is float:
+        return _HOSTILE_FLOATS
+    if annotation is bytes:
+        values = st.lists(_HOSTILE_FLOATS, max_size=8).map(_doubles) | st.lists(
+            _HOSTILE_INTS.filter(lambda n: -(2**63) <= n < 2**63), max_size=8
+        ).map(_longs)
+        return values | st.binary(max_size=40)
+    arguments = typing.get_args(annotation)
+    if type(None) in arguments:
+        return st.none() | _hostile(next(a for a in arguments if a is not type(None)))
+    if typing.get_origin(annotation) is list:
+        (item,) = arguments
+        return st.lists(_hostile(item), max_size=5)
+    if typing.get_origin(annotation) is tuple:
+        return st.tuples(*(_hostile(a) for a in arguments))
+    if annotation is str:
+        return _SAMPLE_TEXTS
+    raise AssertionError(f"no strategy for {annotation}")
+
+
+def _restoring(kinds: Kinds, mirror: object, fresh: object, clock: float) -> object:
+    try:
+        series = snapshots._series_restoring(kinds)(mirror, fresh, clock)
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError):  # what restore() calls corrupt
+        return "refused"
+    return msgspec.msgpack.encode(snapshots._series_mirror(series), enc_hook=snapshots._enc_hook)
+
+
+class TestRestoredSeries:
+    @settings(max_examples=600, deadline=None)
+    @given(
+        kind=st.sampled_from(("sliding", "last", "cusum")),
+        # ids a snapshot can hold: UTF-8 (a lone surrogate is no msgpack string)
+        steps=st.lists(st.tuples(st.booleans(), _times, st.none() | _SAMPLE_TEXTS), max_size=40),
+        ahead=st.sampled_from((0.0, 30.0, 4000.0, -30.0, -math.inf)),
+        data=st.data(),
+    )
+    def test_what_one_engine_restores_the_other_restores_alike(
+        self, kind: str, steps: list, ahead: float, data: st.DataObject
+    ) -> None:
+        """A series as counting leaves it, then a field or two forged (hostile numbers of the field's type): the
+        compiled core's restore (built and checked in Rust) refuses what snapshot.py refuses and takes the rest
+        to the same series."""
+        assert CORE is not None
+        make = {
+            "sliding": lambda k: k.sliding.over(600.0, True),
+            "last": lambda k: k.last(5),
+            "cusum": lambda k: k.cusum(1.2, -0.1),
+        }[kind]
+        counted = make(PYTHON)
+        for first, time, message_id in steps:
+            if kind == "sliding":
+                counted.add(time, message_id, time)
+            elif first:
+                counted.add_per(time, message_id, time)
+            else:
+                counted.add_of(time, message_id, time)
+        mirror = snapshots._series_mirror(counted)
+        fields = msgspec.structs.fields(type(mirror))
+        for _ in range(data.draw(st.integers(0, 2), label="fields forged")):
+            forged = data.draw(st.sampled_from(fields), label="field")
+            mirror = msgspec.structs.replace(
+                mirror, **{forged.name: data.draw(_hostile(forged.type), label=forged.name)}
+            )
+        clock = max((time for _, time, _ in steps), default=T0) + ahead
+        assert _restoring(CORE, mirror, make(CORE), clock) == _restoring(PYTHON, mirror, make(PYTHON), clock)
 
 
 # -- the envelope's fast path ------------------------------------------------------------------------------

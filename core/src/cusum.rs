@@ -54,6 +54,43 @@ impl Cusum {
         })
     }
 
+    /// A series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it: the weights of
+    /// the slot's rule (`fresh`), a run no longer than a log, a finite statistic, no time past the clock.
+    pub(crate) fn restored(
+        mirror: &Bound<'_, PyAny>,
+        fresh: &Bound<'_, PyAny>,
+        clock: f64,
+    ) -> PyResult<Self> {
+        let fresh = snapshot::same_kind::<Self>("Cusum", fresh)?.borrow();
+        let restored = Self {
+            rise: snapshot::field(mirror, "rise")?,
+            fall: snapshot::field(mirror, "fall")?,
+            statistic: snapshot::field(mirror, "statistic")?,
+            run_from: snapshot::field(mirror, "run_from")?,
+            run_of: snapshot::field(mirror, "run_of")?,
+            run_per: snapshot::field(mirror, "run_per")?,
+            samples: snapshot::field(mirror, "samples")?,
+        };
+        if restored.rise != fresh.rise || restored.fall != fresh.fall {
+            return Err(snapshot::corrupt("a cusum of other weights"));
+        }
+        let runs = 0..=snapshot::MAX_COUNT;
+        if !(runs.contains(&restored.run_of) && runs.contains(&restored.run_per)) {
+            return Err(snapshot::corrupt(
+                "a cusum's run of more events than a log holds",
+            ));
+        }
+        if !(restored.statistic.is_finite() && restored.statistic >= 0.0) {
+            return Err(snapshot::corrupt(format!(
+                "a cusum statistic of {}",
+                restored.statistic
+            )));
+        }
+        snapshot::check_time(restored.run_from, clock, "a cusum's run")?;
+        snapshot::check_samples(&restored.samples)?;
+        Ok(restored)
+    }
+
     fn extend_run(&mut self, time: f64) {
         self.run_from = Some(match self.run_from {
             None => time,

@@ -65,6 +65,71 @@ impl LastN {
         Ok(())
     }
 
+    /// A series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it: a size a rule
+    /// may ask for (a reload keeps the old rules' size), the sends it keeps, its outcomes in order.
+    pub(crate) fn restored(
+        mirror: &Bound<'_, PyAny>,
+        fresh: &Bound<'_, PyAny>,
+        clock: f64,
+        max_last: i64,
+    ) -> PyResult<Self> {
+        snapshot::same_kind::<Self>("LastN", fresh)?;
+        let restored = Self {
+            size: snapshot::field(mirror, "size")?,
+            per_seen: snapshot::field(mirror, "per_seen")?,
+            of_positions: snapshot::numbers_of(mirror, "of_positions", i64::from_le_bytes)?,
+            total: snapshot::field(mirror, "total")?,
+            samples: snapshot::field(mirror, "samples")?,
+            per_times: snapshot::numbers_of(mirror, "per_times", i32::from_le_bytes)?,
+            time_base: snapshot::field(mirror, "time_base")?,
+            per_ids: snapshot::numbers_of(mirror, "per_ids", i32::from_le_bytes)?,
+        };
+        let per_seen = restored.per_seen;
+        if !(0..=snapshot::MAX_COUNT).contains(&per_seen) {
+            return Err(snapshot::corrupt(format!(
+                "a count window of {per_seen} sends"
+            )));
+        }
+        let kept = per_seen.min(restored.size);
+        if !(1..=max_last).contains(&restored.size)
+            || restored.per_times.len() as i64 != kept
+            || restored.per_ids.len() as i64 != kept
+        {
+            return Err(snapshot::corrupt(
+                "a count window of a size no rule can ask for, or holding another number of sends",
+            ));
+        }
+        let positions = &restored.of_positions;
+        let in_order = positions
+            .windows(2)
+            .all(|pair| 0 <= pair[0] && pair[0] <= pair[1]);
+        let last_seen = positions
+            .last()
+            .is_none_or(|&last| 0 <= last && last <= per_seen);
+        if restored.total != positions.len() as i64 || !in_order || !last_seen {
+            return Err(snapshot::corrupt("a count window's outcomes do not add up"));
+        }
+        let quoted = restored.samples.iter().flatten();
+        if quoted
+            .clone()
+            .any(|(position, _)| !(0 <= *position && *position <= per_seen))
+        {
+            return Err(snapshot::corrupt(
+                "a count window quotes a send it never saw",
+            ));
+        }
+        if per_seen != 0 && !restored.time_base.is_finite() {
+            return Err(snapshot::corrupt(format!(
+                "a count window's first send at {}",
+                restored.time_base
+            )));
+        }
+        let first_send = (per_seen != 0).then_some(restored.time_base);
+        snapshot::check_time(first_send, clock, "a count window's first send")?;
+        snapshot::check_samples(&restored.samples)?;
+        Ok(restored)
+    }
+
     fn send_of(&self, message_id: Option<&Bound<'_, PyString>>) -> PyResult<i64> {
         if message_id.is_none() || self.per_seen == 0 {
             return Ok(self.per_seen);

@@ -35,5 +35,6 @@ fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dedupe::DedupeStore>()?;
     m.add_class::<decode::FastDecoder>()?;
     m.add_class::<snapshot::CampaignEncoder>()?;
+    m.add_function(wrap_pyfunction!(snapshot::restored_series, m)?)?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::numbers::floor_div;
 use crate::snapshot;
 
 const BUCKETS_PER_WINDOW: f64 = 60.0;
+const MAX_COUNT_F: f64 = snapshot::MAX_COUNT as f64;
 
 /// (bucket index, message id), newest last.
 type Samples = Option<Vec<(f64, Py<PyString>)>>;
@@ -122,6 +123,65 @@ impl SlidingCount {
             snapshot::float(out, *index);
             snapshot::text(out, id.bind(py))
         })
+    }
+
+    /// A series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it: the window of
+    /// the slot's rule (`fresh`), at most its buckets, in order, whole counts adding up, none past the clock.
+    pub(crate) fn restored(
+        mirror: &Bound<'_, PyAny>,
+        fresh: &Bound<'_, PyAny>,
+        clock: f64,
+    ) -> PyResult<Self> {
+        let fresh = snapshot::same_kind::<Self>("SlidingCount", fresh)?.borrow();
+        let restored = Self {
+            width: snapshot::field(mirror, "width")?,
+            keep_samples: snapshot::field(mirror, "keep_samples")?,
+            older: snapshot::numbers_of(mirror, "older", f64::from_le_bytes)?,
+            newest: snapshot::field(mirror, "newest")?,
+            newest_count: snapshot::field(mirror, "newest_count")?,
+            total: snapshot::field(mirror, "total")?,
+            samples: snapshot::field(mirror, "samples")?,
+        };
+        if restored.width != fresh.width || restored.keep_samples != fresh.keep_samples {
+            return Err(snapshot::corrupt("a window of another length"));
+        }
+        let older = &restored.older;
+        if older.len() % 2 != 0 || older.len() > 2 * BUCKETS_PER_WINDOW as usize {
+            return Err(snapshot::corrupt(format!(
+                "{} bucket fields in a window of {BUCKETS_PER_WINDOW}",
+                older.len()
+            )));
+        }
+        let bucket_clock = floor_div(clock, restored.width);
+        let indexes: Vec<f64> = older
+            .iter()
+            .step_by(2)
+            .copied()
+            .chain([restored.newest])
+            .collect();
+        for &index in indexes.iter().rev() {
+            snapshot::check_time(Some(index), bucket_clock, "a window's bucket")?;
+        }
+        if !indexes.windows(2).all(|pair| pair[1] > pair[0]) {
+            return Err(snapshot::corrupt("a window's buckets out of order"));
+        }
+        let counts = older.iter().skip(1).step_by(2);
+        if !counts
+            .clone()
+            .all(|&count| (1.0..=MAX_COUNT_F).contains(&count) && count == count.trunc())
+        {
+            return Err(snapshot::corrupt(
+                "a window's bucket holds no whole number of events",
+            ));
+        }
+        let counted: i64 = counts.map(|&count| count as i64).sum();
+        if !(0..=snapshot::MAX_COUNT).contains(&restored.newest_count)
+            || restored.total != restored.newest_count + counted
+        {
+            return Err(snapshot::corrupt("a window's counts do not add up"));
+        }
+        snapshot::check_samples(&restored.samples)?;
+        Ok(restored)
     }
 
     fn oldest_kept(&self, now: f64) -> f64 {

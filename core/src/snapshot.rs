@@ -3,6 +3,7 @@
 //! little-endian bytes), without building the mirror objects. The Python encoding is the reference
 //! (tests/test_core_differential.py compares the bytes).
 
+use std::cmp::Ordering::{Equal, Less};
 use std::collections::HashMap;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -228,4 +229,102 @@ impl CampaignEncoder {
         }
         Ok(PyBytes::new(py, &out))
     }
+}
+
+// -- restoring: a series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it ----------
+
+/// Events a series counts at most (snapshot.py `_MAX_COUNT`): more than any log holds, exact in an f64 and i64.
+pub(crate) const MAX_COUNT: i64 = 1 << 53;
+
+pub(crate) fn corrupt(message: impl Into<String>) -> PyErr {
+    PyValueError::new_err(message.into())
+}
+
+/// A field of a snapshot mirror (msgspec has checked its type already).
+pub(crate) fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
+    mirror: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<T> {
+    mirror.getattr(name)?.extract::<T>().map_err(Into::into)
+}
+
+/// An array field of a mirror: its little-endian bytes as numbers (as `array.frombytes` reads them).
+pub(crate) fn numbers_of<const N: usize, T>(
+    mirror: &Bound<'_, PyAny>,
+    name: &str,
+    from_le: fn([u8; N]) -> T,
+) -> PyResult<Vec<T>> {
+    let value = mirror.getattr(name)?;
+    let bytes = value.cast::<PyBytes>()?.as_bytes();
+    if bytes.len() % N != 0 {
+        return Err(corrupt("bytes length not a multiple of item size"));
+    }
+    Ok(bytes
+        .chunks_exact(N)
+        .map(|chunk| from_le(chunk.try_into().expect("chunks of N")))
+        .collect())
+}
+
+/// snapshot.py `_time`: unset (-inf or None), or not after the partition's clock (NaN never).
+pub(crate) fn check_time(value: Option<f64>, clock: f64, what: &str) -> PyResult<()> {
+    let Some(value) = value else { return Ok(()) };
+    // NaN is past every clock: only a time at or before it is taken
+    if value == f64::NEG_INFINITY || matches!(value.partial_cmp(&clock), Some(Less | Equal)) {
+        return Ok(());
+    }
+    Err(corrupt(format!(
+        "{what} ({value}) is past the partition's clock ({clock})"
+    )))
+}
+
+/// The mirror holds no more sample ids than a series keeps.
+pub(crate) fn check_samples<T>(samples: &Option<Vec<T>>) -> PyResult<()> {
+    if samples
+        .as_ref()
+        .is_some_and(|samples| samples.len() > crate::SAMPLE_IDS)
+    {
+        return Err(corrupt(format!(
+            "more than {} sample ids",
+            crate::SAMPLE_IDS
+        )));
+    }
+    Ok(())
+}
+
+/// A series of the slot's kind, or why not (snapshot.py's message).
+pub(crate) fn same_kind<'a, 'py, T: pyo3::PyClass + pyo3::type_object::PyTypeCheck>(
+    mirror_kind: &str,
+    fresh: &'a Bound<'py, PyAny>,
+) -> PyResult<&'a Bound<'py, T>> {
+    fresh.cast::<T>().map_err(|_| {
+        let name = fresh
+            .get_type()
+            .name()
+            .map(|name| name.to_string())
+            .unwrap_or_default();
+        corrupt(format!("a {mirror_kind} where the rules keep a {name}"))
+    })
+}
+
+/// A series of the compiled core from its snapshot mirror (`kind`: "sliding", "last" or "cusum"), checked as
+/// snapshot.py's `_check_series` checks a restored series against `fresh`, one its slot's rule makes.
+#[pyfunction]
+pub(crate) fn restored_series<'py>(
+    py: Python<'py>,
+    kind: &str,
+    mirror: &Bound<'py, PyAny>,
+    fresh: &Bound<'py, PyAny>,
+    clock: f64,
+    max_last: i64,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match kind {
+        "sliding" => Bound::new(py, SlidingCount::restored(mirror, fresh, clock)?)?.into_any(),
+        "last" => Bound::new(py, LastN::restored(mirror, fresh, clock, max_last)?)?.into_any(),
+        "cusum" => Bound::new(py, Cusum::restored(mirror, fresh, clock)?)?.into_any(),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "no series of kind {other:?}"
+            )))
+        }
+    })
 }

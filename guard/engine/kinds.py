@@ -35,6 +35,9 @@ class Kinds(NamedTuple):
     decode: Callable[[bytes | None, float], Event]  # a record's value and time -> its event (events.decode's contract)
     # encodes a campaign's part of a snapshot (snapshot.py); None: snapshot.py's own encoding, the reference
     campaign_encoder: type | None = None
+    # (kind, mirror, fresh, clock, max_last) -> a series from its snapshot mirror, checked as snapshot.py checks
+    # one; None: snapshot.py builds and checks it, the reference
+    restore_series: Callable[..., object] | None = None
 
 
 PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
@@ -62,8 +65,8 @@ def compiled() -> Kinds | None:
     lacks one of them (an upgrade of the guard without `pip install ./core`: the Python engine is safe)."""
     try:
         core = importlib.import_module("guard_core")
-        parts = (core.SlidingCount, core.LastN, core.Cusum, core.DedupeStore, _decoder(core), core.CampaignEncoder)
-        return Kinds("compiled", *parts)
+        series = (core.SlidingCount, core.LastN, core.Cusum)
+        return Kinds("compiled", *series, core.DedupeStore, _decoder(core), core.CampaignEncoder, core.restored_series)
     except (ImportError, AttributeError):
         return None
 

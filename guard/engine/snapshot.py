@@ -341,10 +341,24 @@ def _series_mirror(series: Series | None) -> Any:
     return _mirror_of(series, _SERIES[series.kind])
 
 
-def _series(mirror: Any, kinds: Kinds) -> Series | None:
-    """A series of the engine's kinds (Python or compiled, whichever wrote the snapshot)."""
-    if mirror is None:
-        return None
+def _series_restoring(kinds: Kinds) -> Callable[[Any, Series, float], Series]:
+    """(mirror, fresh, clock) -> a series of the engine's kinds from its mirror (Python or compiled, whichever wrote
+    the snapshot), checked against `fresh`, one its slot's rule makes (`_check_series`). The compiled core builds
+    and checks its own (the same checks: tests/test_core_differential.py), without the Python objects between."""
+    if kinds.restore_series is None:
+
+        def restored(mirror: Any, fresh: Series, clock: float) -> Series:
+            series = _series(mirror, kinds)
+            _check_series(series, fresh, clock)
+            return series
+
+        return restored
+    restore_series = kinds.restore_series
+    return lambda mirror, fresh, clock: restore_series(_KINDS[type(mirror)], mirror, fresh, clock, MAX_LAST)  # type: ignore[return-value]
+
+
+def _series(mirror: Any, kinds: Kinds) -> Series:
+    """A series of the engine's kinds from its mirror, unchecked."""
     kind = _KINDS[type(mirror)]
     arrays = _ARRAY_TYPES[kind]
     values = {
@@ -419,18 +433,19 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
     if engine._max_campaigns is not None and len(partition.campaigns) > engine._max_campaigns:
         raise ValueError(f"{len(partition.campaigns)} campaigns, more than the {engine._max_campaigns} tracked")
     plan, clock = engine._plan, partition.watermark
-    makes = {slot: make for feeds in plan.feeds.values() for slot, _, _, make in feeds}
-    slots = len(plan.series_keys)
+    # what each slot's rule makes, to check a restored series against (read, never changed: one for all campaigns)
+    fresh = {slot: make() for feeds in plan.feeds.values() for slot, _, _, make in feeds}
+    slots, restored = len(plan.series_keys), _series_restoring(engine.kinds)
     campaigns = {}
     for mirror in partition.campaigns:
         fields = msgspec.structs.asdict(mirror)
         campaign_id = fields.pop("id")
         if len(fields["series"]) != slots:
             raise ValueError(f"{len(fields['series'])} series for {slots} slots")
-        series = [_series(value, engine.kinds) for value in fields.pop("series")]
-        for slot, value in enumerate(series):
-            if value is not None:
-                _check_series(value, makes[slot](), clock)
+        series = [
+            None if mirror is None else restored(mirror, fresh[slot], clock)
+            for slot, mirror in enumerate(fields.pop("series"))
+        ]
         rule_states = {
             name: RuleState(**msgspec.structs.asdict(state)) for name, state in fields.pop("rule_states").items()
         }
