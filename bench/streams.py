@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child import CACHE, ROOT, ChildFailed, run_child
-from guard.testing.apache_kafka import KAFKA_VERSION, default_cache, missing_tools
+from guard.testing.apache_kafka import KAFKA_VERSION, KafkaUnavailable, maven_classpath, missing_tools
 
 SOURCES = ROOT / "bench" / "streams"
 MODES = ("tumbling", "hopping", "ring")
@@ -38,7 +38,6 @@ _DEPENDENCIES = (
     "com.fasterxml.jackson.core:jackson-databind:2.19.0",  # the version kafka-streams 4.1.1 brings
     "org.apache.logging.log4j:log4j-slf4j-impl:2.24.3",  # an SLF4J binding, as for the broker
 )
-_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 # The JVM's defaults (G1, C2) as a team would run it, with a heap that suits a shared 2-core machine
 JVM_OPTIONS = ["-Xms256m", "-Xmx1g", "-XX:+ExitOnOutOfMemoryError"]
 _LOG4J2 = """status = warn
@@ -82,20 +81,10 @@ def _run(command: list[str], cwd: Path, what: str) -> None:
 
 def classpath(cache: Path | None = None) -> str:
     """kafka-streams and its runtime dependencies, fetched by Maven into the cache on first use."""
-    lib = (cache or default_cache()) / f"kafka-streams-{KAFKA_VERSION}" / "lib"
-    done = lib / ".complete"
-    if not done.exists():
-        lib.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="streams-pom-"))
-        try:
-            (work / "pom.xml").write_text(_pom())
-            goal = f"{_DEPENDENCY_PLUGIN}:copy-dependencies"
-            command = ["mvn", "-B", "-q", goal, f"-DoutputDirectory={lib}", "-DincludeScope=runtime"]
-            _run(command, work, f"mvn (Kafka Streams {KAFKA_VERSION})")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        done.write_text(KAFKA_VERSION)
-    return f"{lib}/*"
+    try:
+        return maven_classpath(f"kafka-streams-{KAFKA_VERSION}", _pom(), f"Kafka Streams {KAFKA_VERSION}", cache)
+    except KafkaUnavailable as error:
+        raise StreamsUnavailable(str(error)) from None
 
 
 def compiled(jars: str) -> Path:

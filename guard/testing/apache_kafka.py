@@ -116,13 +116,21 @@ def kafka_classpath(version: str = KAFKA_VERSION, cache: Path | None = None) -> 
     """
     if why := missing_tools():
         raise KafkaUnavailable(why)
-    lib = (cache or default_cache()) / f"kafka-{version}" / "lib"
+    return maven_classpath(f"kafka-{version}", _pom(version), f"Apache Kafka {version}", cache)
+
+
+def maven_classpath(name: str, pom: str, what: str, cache: Path | None = None) -> str:
+    """The runtime dependencies `pom` names, fetched by Maven into the cache's `name/lib` once, as a classpath.
+
+    Raises :class:`KafkaUnavailable` with Maven's last lines when it cannot fetch them.
+    """
+    lib = (cache or default_cache()) / name / "lib"
     done = lib / ".complete"
     if not done.exists():
         lib.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="kafka-pom-"))
+        work = Path(tempfile.mkdtemp(prefix=f"{name}-pom-"))
         try:
-            (work / "pom.xml").write_text(_pom(version))
+            (work / "pom.xml").write_text(pom)
             command = [
                 "mvn",
                 "-B",
@@ -136,8 +144,8 @@ def kafka_classpath(version: str = KAFKA_VERSION, cache: Path | None = None) -> 
             shutil.rmtree(work, ignore_errors=True)
         if result.returncode != 0:
             tail = (result.stdout + result.stderr)[-2000:]
-            raise KafkaUnavailable(f"mvn could not fetch Apache Kafka {version} (exit {result.returncode}):\n{tail}")
-        done.write_text(version)
+            raise KafkaUnavailable(f"mvn could not fetch {what} (exit {result.returncode}):\n{tail}")
+        done.write_text(name)
     return f"{lib}/*"
 
 
