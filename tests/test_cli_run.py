@@ -138,6 +138,20 @@ class TestEngineChoice:
             kinds.choose("compiled")
 
     @pytest.mark.compiled_core
+    def test_a_core_whose_series_keep_other_fields_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A core built from other sources that has every part, but series of other fields: its snapshots would
+        not be the Python engine's (nor read its), so `auto` runs the Python engine."""
+        import guard_core
+
+        from guard.engine import kinds
+
+        assert kinds.compiled() is not None
+        skewed = {**guard_core.series_fields(), "cusum": ["rise", "fall", "statistic"]}
+        monkeypatch.setattr(guard_core, "series_fields", lambda: skewed)
+        assert kinds.compiled() is None
+        assert kinds.choose("auto") is kinds.PYTHON
+
+    @pytest.mark.compiled_core
     @pytest.mark.parametrize("engine", ["auto", "compiled"])
     def test_the_compiled_core_runs_when_installed(self, engine: str) -> None:
         _, config = start_up_line(GUARD, engine)

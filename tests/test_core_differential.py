@@ -225,7 +225,7 @@ class TestSeries:
             assert getattr(core, method)(time, message_id, time) == getattr(python, method)(time, message_id, time)
             assert _fields(core, _CUSUM_FIELDS) == _fields(python, _CUSUM_FIELDS)
 
-    def test_a_restored_series_refuses_what_is_not_numbers(self) -> None:
+    def test_the_constructors_refuse_what_is_not_numbers(self) -> None:
         assert CORE is not None
         with pytest.raises(TypeError):
             CORE.sliding(60.0, True, ["x", 1.0])

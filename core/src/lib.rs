@@ -36,5 +36,6 @@ fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decode::FastDecoder>()?;
     m.add_class::<snapshot::CampaignEncoder>()?;
     m.add_function(wrap_pyfunction!(snapshot::restored_series, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot::series_fields, m)?)?;
     Ok(())
 }

@@ -240,7 +240,7 @@ pub(crate) fn corrupt(message: impl Into<String>) -> PyErr {
     PyValueError::new_err(message.into())
 }
 
-/// A field of a snapshot mirror (msgspec has checked its type already).
+/// A field of a snapshot mirror (msgspec has checked its type; a number may still not fit: OverflowError).
 pub(crate) fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
     mirror: &Bound<'py, PyAny>,
     name: &str,
@@ -304,6 +304,17 @@ pub(crate) fn same_kind<'a, 'py, T: pyo3::PyClass + pyo3::type_object::PyTypeChe
             .unwrap_or_default();
         corrupt(format!("a {mirror_kind} where the rules keep a {name}"))
     })
+}
+
+/// Each kind of series' fields, in the order of the Python types (and their snapshot mirrors) they stand in
+/// for: a core built from other sources differs (kinds.py then runs the Python engine).
+#[pyfunction]
+pub(crate) fn series_fields() -> HashMap<&'static str, Vec<&'static str>> {
+    HashMap::from([
+        ("sliding", SlidingCount::FIELDS.to_vec()),
+        ("last", LastN::FIELDS.to_vec()),
+        ("cusum", Cusum::FIELDS.to_vec()),
+    ])
 }
 
 /// A series of the compiled core from its snapshot mirror (`kind`: "sliding", "last" or "cusum"), checked as

@@ -41,6 +41,7 @@ class Kinds(NamedTuple):
 
 
 PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
+_PYTHON_SERIES = {"sliding": SlidingCount, "last": LastN, "cusum": Cusum}
 
 
 def _decoder(core: ModuleType) -> Callable[[bytes | None, float], Event]:
@@ -62,10 +63,14 @@ class CoreMissing(RuntimeError):
 
 def compiled() -> Kinds | None:
     """The compiled core's parts; None when the core is not installed, or is a build of other sources that
-    lacks one of them (an upgrade of the guard without `pip install ./core`: the Python engine is safe)."""
+    lacks one of them or keeps other fields in its series (an upgrade of the guard without `pip install ./core`:
+    the Python engine is safe; a snapshot's series would not be written and read as these types hold them)."""
     try:
         core = importlib.import_module("guard_core")
         series = (core.SlidingCount, core.LastN, core.Cusum)
+        fields = {kind: list(python.__struct_fields__) for kind, python in _PYTHON_SERIES.items()}
+        if core.series_fields() != fields:
+            return None
         return Kinds("compiled", *series, core.DedupeStore, _decoder(core), core.CampaignEncoder, core.restored_series)
     except (ImportError, AttributeError):
         return None

@@ -53,7 +53,7 @@ def _declared(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
     """A state type's fields and their types, in declaration order."""
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     names = cls.__struct_fields__ if issubclass(cls, msgspec.Struct) else [f.name for f in dataclasses.fields(cls)]
-    # arrays of numbers travel as their bytes (`_enc_hook`) and are rebuilt by `_series`
+    # arrays of numbers travel as their bytes (`_enc_hook`), rebuilt by `_series` (or the core's `restored_series`)
     return [(name, bytes if hints[name] is array else hints[name]) for name in names if name not in skip]
 
 
