@@ -155,10 +155,15 @@ async def test_the_guard_rides_out_a_broker_crash_and_loses_nothing(kit_on, stan
         f"{after_probes}; {sum(loud.values())} warning/error log lines, mostly {loud.most_common(2)}; all {len(records):,} records committed "
         f"{caught_up:.1f} s after the second part was produced (broker back {produced - restarted:.1f} s "
         f"before that); {len(paid)}/{len(expected_ids)} pause decisions paid ({len(first_ids)} before the crash, "
-        f"{len(expected_ids) - len(first_ids)} after); counted={metrics.records('counted'):,.0f}",
+        f"{len(expected_ids) - len(first_ids)} after; {len(superseded)} superseded, {len(tail.covered())} covered); "
+        f"counted={metrics.records('counted'):,.0f}",
     )
     assert starts == 1, "no crash loop: the process started once"
-    assert paid == expected_ids - set(superseded)  # a backlog's decisions no longer current are audited, not called
+    # a backlog's decisions no longer current are audited, not called; and once the backlog's campaign is paused at
+    # catch-up, its mail in flight may be covered by that pause (audited already_paused), where the offline reading,
+    # which knows nothing of catch-up, calls for it (conftest.check_pause_requests)
+    covered, current = tail.covered(), expected_ids - set(superseded)
+    assert current - covered <= paid <= current  # a covered one is called for or not, by when its cover landed
     assert {r.campaign_id for r in standin.pause_requests()} == set(traffic.bad)
     assert metrics.records("counted") == len(records), "every record processed once, none lost"
     assert 0 < len(first_ids) < len(expected_ids)
