@@ -3,7 +3,7 @@
 Workload: bench/memory.py's (N active campaigns, 10-20 sends each with healthy outcome rates, seed 11, all
 within one hour), decoded and fed to one engine with the shipped rules/, with the Python engine and with the
 compiled one. Then, in one run per engine, a snapshot the way `Checkpointer.write` takes it: begun (the
-clock, counters and dedupe store taken), encoded in steps of `CAMPAIGNS_PER_STEP` campaigns with the loop
+clock, counters and dedupe store taken), encoded in steps of up to `STEP_SECONDS` with the loop
 free in between, and assembled in a worker thread (the loop's longest wait meanwhile measured); and, for the
 ratio, the whole snapshot in one piece as checkpoints took it before (every campaign encoded with the loop
 held). Prints the longest the loop is held at once (the begin, a step, or during the assembly), and the total;
@@ -27,7 +27,7 @@ from guard.engine import Engine
 from guard.engine.kinds import choose
 from guard.engine.snapshot import PendingSnapshot, _campaign, _encoder, _Partition, _store_part, restore
 from guard.rules import load_rules
-from guard.runtime.checkpoints import CAMPAIGNS_PER_STEP
+from guard.runtime.checkpoints import STEP_SECONDS, encode_for
 
 RULES = "rules"
 
@@ -71,7 +71,7 @@ def run(campaigns: int, engine_choice: str) -> dict[str, float]:
     longest_step, steps = 0.0, 0
     while True:
         before = time.perf_counter()
-        done = pending.step(CAMPAIGNS_PER_STEP)
+        done = encode_for(pending, STEP_SECONDS)
         longest_step, steps = max(longest_step, time.perf_counter() - before), steps + 1
         if done:
             break

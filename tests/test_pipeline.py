@@ -392,7 +392,8 @@ class TestCheckpointWhileCounting:
         await pipeline.handle(TP, first)
         later = records([bounced(f"c{n}", start + 300 + n) for n in range(50)], first_offset=2000)
         store = WrittenCheckpoints()
-        checkpointer = Checkpointer(store, pipeline, Metrics(), idle=lambda: True)  # type: ignore[arg-type]
+        # one slice a step: the batch surely comes between two
+        checkpointer = Checkpointer(store, pipeline, Metrics(), idle=lambda: True, step_seconds=0)  # type: ignore[arg-type]
         writing = asyncio.create_task(checkpointer.write([TP]))
         await asyncio.sleep(0)  # the checkpoint is begun, its first step taken
         await pipeline.handle(TP, later)

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from guard.engine import Engine
 from guard.engine.engine import MAX_AHEAD_SECONDS
-from guard.engine.snapshot import FORMAT, check_clock, rules_version
+from guard.engine.snapshot import FORMAT, PendingSnapshot, check_clock, rules_version
 from guard.runtime.checkpoint_records import (
     CHUNK_BYTES,
     Checkpoint,
@@ -71,8 +71,10 @@ __all__ = [
 log = structlog.get_logger("guard.runtime.checkpoints")
 
 FIRST_WINDOW = 64  # offsets of each state partition read first (up to 32 MiB of chunks); each further window doubles
-# campaigns a checkpoint encodes before letting the poll loop in: ~5 ms of Python per step
-CAMPAIGNS_PER_STEP = 300
+# a checkpoint encodes campaigns this many at a time, for up to STEP_SECONDS, then lets the poll loop in: a step
+# bounded in time, not in campaigns, so a checkpoint keeps pace while a busy loop takes a batch between steps
+CAMPAIGNS_PER_STEP = 100
+STEP_SECONDS = 0.01
 CLOCK_SKEW_MS = 300_000  # how far another pod's clock may run ahead of this one's: a manifest written later is forged
 
 
@@ -203,6 +205,15 @@ class CheckpointStore:
         return all(partition in reached or oldest <= since for partition, oldest in earliest.items())
 
 
+def encode_for(pending: PendingSnapshot, seconds: float) -> bool:
+    """One step of a checkpoint: encode for up to `seconds` (at least one slice); True once the snapshot is whole."""
+    deadline = time.monotonic() + seconds
+    while not pending.step(CAMPAIGNS_PER_STEP):
+        if time.monotonic() >= deadline:
+            return False
+    return True
+
+
 class Checkpointer:
     """When to checkpoint and whether a stored checkpoint is used, for the service and the rebalance listener.
 
@@ -212,8 +223,16 @@ class Checkpointer:
     replayed decisions handed to the audit check. A restore then needs nothing from before O.
     """
 
-    def __init__(self, store: CheckpointStore, pipeline: Pipeline, metrics: Metrics, idle: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        idle: Callable[[], bool],
+        step_seconds: float = STEP_SECONDS,
+    ) -> None:
         self._store, self._pipeline, self._metrics, self._idle = store, pipeline, metrics, idle
+        self._step_seconds = step_seconds
         # one write at a time: the periodic one and a revoke's must not share a slot (the slots alternate per write)
         self._writing = asyncio.Lock()
 
@@ -234,7 +253,7 @@ class Checkpointer:
         try:
             # encoded a slice at a time, the poll loop and the other partitions going on in between; the engine
             # goes on counting too, and the snapshot stays that of its offset (copy on write)
-            while not pending.step(CAMPAIGNS_PER_STEP):
+            while not encode_for(pending, self._step_seconds):
                 await asyncio.sleep(0)
             data = await asyncio.to_thread(pending.finish)  # the parts joined: a copy without the GIL
             size = await self._store.write(tp, data, offset, pending.rules_version, FORMAT)
