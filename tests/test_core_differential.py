@@ -40,6 +40,7 @@ from guard.engine import snapshot as snapshots
 from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import SnapshotError, restore, snapshot
 from guard.rules import RuleSet, load_rules
+from guard.rules.models import Rule
 from guard.tools.generate import generate
 
 CORE = compiled()
@@ -113,6 +114,51 @@ class TestTheSameDecisions:
                 engine.note_pause(campaign, f"outside-{campaign}", events[half - 1].time)
         for event in events[half:]:
             assert core.process(event) == python.process(event)
+
+
+# Events that name workspaces (one, another, or none), and rules that apply to some workspaces only
+_workspace_ids = st.sampled_from((None, None, "w1", "w1", "w2"))
+_workspace_filters = st.sampled_from((None, {"include": "w1"}, {"include": "w*", "exclude": "w2"}))
+
+
+@st.composite
+def _in_workspaces(draw: st.DrawFn, events: list[Event]) -> list[Event]:
+    """Workspaces named, and now and then an event stamped days ahead (alone, or with the next agreeing)."""
+    moved = []
+    for event in events:
+        event = msgspec.structs.replace(event, workspace_id=draw(_workspace_ids))
+        if draw(st.integers(0, 19)) == 0:
+            event = msgspec.structs.replace(event, time=event.time + draw(st.sampled_from((2, 2, 30))) * 86_400.0)
+        moved.append(event)
+    return moved
+
+
+@st.composite
+def _scoped(draw: st.DrawFn, rules: RuleSet) -> RuleSet:
+    scoped = []
+    for rule in rules.rules:
+        workspaces = draw(_workspace_filters)
+        if workspaces is not None:
+            rule = Rule.model_validate({**rule.model_dump(by_alias=True), "workspaces": workspaces})
+        scoped.append(rule)
+    return RuleSet(rules=tuple(scoped))
+
+
+class TestWorkspacesAndClocks:
+    @PROPERTY_SETTINGS
+    @given(rules=rules_of_every_kind.flatmap(_scoped), events=streams.flatmap(_in_workspaces), options=engine_options)
+    def test_events_in_workspaces_and_ahead_of_the_clock_decide_alike(
+        self, rules: RuleSet, events: list[Event], options: dict
+    ) -> None:
+        """Campaigns moving between workspaces under rules for some workspaces only, and events stamped days
+        ahead of the partition's clock (alone, or agreed with by the next): nothing differs."""
+        python, core = _engines(rules, options)
+        for event in events:
+            assert core.process(event) == python.process(event)
+        campaigns = {event.campaign_id for event in events}
+        assert _state_of(core, campaigns) == _state_of(python, campaigns)
+        assert core.stats == python.stats
+        assert snapshot(core, rules) == snapshot(python, rules)
 
 
 class TestSnapshotsCross:
