@@ -69,19 +69,24 @@ def _state_of(engine: Engine, campaigns: set[str]) -> list:
     return [engine.campaigns] + [(engine.measure(c), engine.episode(c), engine.leans_bad(c)) for c in sorted(campaigns)]
 
 
+def _decide_alike(rules: RuleSet, events: list[Event], options: dict) -> None:
+    """Each event decides alike in both engines, and they end with the same state, stats and snapshot bytes."""
+    python, core = _engines(rules, options)
+    for event in events:
+        assert core.process(event) == python.process(event)
+    campaigns = {event.campaign_id for event in events}
+    assert _state_of(core, campaigns) == _state_of(python, campaigns)
+    assert core.stats == python.stats
+    assert snapshot(core, rules) == snapshot(python, rules)
+
+
 class TestTheSameDecisions:
     @PROPERTY_SETTINGS
     @given(rules=rules_of_every_kind, events=streams, options=engine_options)
     def test_every_event_decides_alike_and_the_state_is_the_same_bytes(
         self, rules: RuleSet, events: list[Event], options: dict
     ) -> None:
-        python, core = _engines(rules, options)
-        for event in events:
-            assert core.process(event) == python.process(event)
-        campaigns = {event.campaign_id for event in events}
-        assert _state_of(core, campaigns) == _state_of(python, campaigns)
-        assert core.stats == python.stats
-        assert snapshot(core, rules) == snapshot(python, rules)
+        _decide_alike(rules, events, options)
 
     @PROPERTY_SETTINGS
     @given(rules=rules_of_every_kind, reloaded=rules_of_every_kind, events=streams, data=st.data())
@@ -152,13 +157,7 @@ class TestWorkspacesAndClocks:
     ) -> None:
         """Campaigns moving between workspaces under rules for some workspaces only, and events stamped days
         ahead of the partition's clock (alone, or agreed with by the next): nothing differs."""
-        python, core = _engines(rules, options)
-        for event in events:
-            assert core.process(event) == python.process(event)
-        campaigns = {event.campaign_id for event in events}
-        assert _state_of(core, campaigns) == _state_of(python, campaigns)
-        assert core.stats == python.stats
-        assert snapshot(core, rules) == snapshot(python, rules)
+        _decide_alike(rules, events, options)
 
 
 class TestSnapshotsCross:
