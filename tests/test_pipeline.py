@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,7 +166,7 @@ class TestBacklog:
     def _clock(self) -> None:
         self.now = time.time()
 
-    def pipeline(self, decisions: Decisions, metrics: Metrics | None = None) -> Pipeline:
+    def pipeline(self, decisions: Decisions, metrics: Metrics | None = None, log_end: int | None = None) -> Pipeline:
         pipeline = Pipeline(
             load_rules(RULES),
             decisions,
@@ -176,7 +178,7 @@ class TestBacklog:
         recovery = PartitionRecovery(name(TP), AuditScan.finished())
         recovery.positioned(None)  # a first deploy: no committed offset
         recovery.caught_up(0)  # nothing to replay: checkpoints may be taken
-        pipeline.assign(TP, committed=None, since_ms=0, recovery=recovery)
+        pipeline.assign(TP, committed=None, since_ms=0, recovery=recovery, log_end=log_end)
         return pipeline
 
     async def test_a_first_deploy_pauses_the_campaign_still_bad_once_and_the_one_healthy_since_never(self) -> None:
@@ -203,6 +205,43 @@ class TestBacklog:
         assert pipeline.committable() == {TP: len(stream)}  # every decision recorded: nothing pending
         notes = {note.split(" (")[0] for _, note in decisions.superseded}
         assert "the campaign kept sending after this decision and its resume grace" in notes
+
+    async def test_a_backlog_is_judged_at_the_end_it_had_when_positioned_whatever_the_high_watermark_says(
+        self,
+    ) -> None:
+        """The consumer's high watermark is unknown before its first fetch answers and comes from an earlier
+        fetch afterwards: neither a batch without one nor a position at an early one counts as caught up before
+        the end the log had when the partition was positioned."""
+        decisions = Decisions()
+        stream = logged(three_hours(time.time() - 420))
+        pipeline = self.pipeline(decisions, log_end=len(stream))
+        batches = [stream[n : n + 500] for n in range(0, len(stream), 500)]
+        for batch in batches[:-1]:
+            await pipeline.handle(TP, batch, log_end=None)  # no fetch has answered with a high watermark
+            end = batch[-1].offset + 1
+            await pipeline.handle(TP, batch, log_end=end)  # delivered again, at an early fetch's watermark
+            pipeline.caught_up(TP, position=end, log_end=end)  # the poll loop's tick, at that watermark
+            assert decisions.submitted == [], f"acted on before the end of the backlog, at offset {end}"
+        await pipeline.handle(TP, batches[-1], log_end=None)
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(HEALTHY_SINCE) == []
+
+    async def test_a_batch_with_nothing_counted_does_not_read_as_caught_up(self) -> None:
+        """A batch of events the guard does not count (opens, replies) says nothing about how far behind the
+        partition is: the held decisions stay held."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        stream = logged(three_hours(time.time() - 420))
+        half = len(stream) // 2
+        await pipeline.handle(TP, stream[:half], log_end=len(stream))
+        assert decisions.submitted == [] and pipeline.held() > 0, "premise: behind, holding"
+        opened = [
+            dataclasses.replace(record, value=re.sub(rb'"event": "[^"]+"', b'"event": "message.opened"', record.value))
+            for record in stream[half : half + 50]
+        ]
+        assert all(b'"message.opened"' in record.value for record in opened), "premise: a batch of opens"
+        await pipeline.handle(TP, opened, log_end=len(stream))
+        assert decisions.submitted == []
 
     async def test_decisions_are_held_while_the_partition_is_behind_and_no_checkpoint_covers_them(self) -> None:
         """Short of the log end nothing is acted on, the offset commits stop before the first held decision

@@ -111,6 +111,7 @@ async def test_new_partitions_are_paused_then_positioned_beside_the_callback(har
     await harness.positioned()
     assert consumer.paused() == set()
     assert [await consumer.position(tp) for tp in tps] == [0, 0, 0]  # the committed 7 is replayed from the start
+    assert [harness.pipeline.backlog_end(tp) for tp in tps] == [5, 0, 20]  # held decisions wait for these
     assert harness.recovery[tps[2]].replay_until == 7
     assert harness.recovery[tps[0]].replay_until == 0
 

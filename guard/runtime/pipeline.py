@@ -152,13 +152,15 @@ class Pipeline:
         engine: Engine | None = None,
         recovery: PartitionRecovery | None = None,
         audit_read: AuditRead | None = None,
+        log_end: int | None = None,
     ) -> None:
         """Own `tp`, with a fresh engine or one restored from a checkpoint (`restored_engine`), positioned
-        in `recovery` (guard.runtime.recovery.Recovery.positioned); its live pauses wait for `audit_read`."""
+        in `recovery` (guard.runtime.recovery.Recovery.positioned); its live pauses wait for `audit_read`.
+        `log_end` is the partition's end looked up at positioning: held decisions wait at least for it."""
         if recovery is None:  # on its own (tools, tests): nothing else to wait for
             recovery = PartitionRecovery(name(tp), AuditScan.finished())
             recovery.positioned(committed)
-        progress = PartitionProgress(committed, since_ms, recovery, audit_read)
+        progress = PartitionProgress(committed, since_ms, recovery, audit_read, log_end)
         self._partitions[tp] = (engine or self._new_engine(), progress)
 
     def _new_engine(self) -> Engine:
@@ -256,6 +258,10 @@ class Pipeline:
         """Pause decisions held until their partition catches up (parked partitions' too)."""
         return sum(len(progress.held) for _, progress in [*self._partitions.values(), *self._parked.values()])
 
+    def backlog_end(self, tp: Partition) -> int | None:
+        """The log end `tp` had when positioned: its held decisions are not judged before it is read."""
+        return self._partitions[tp][1].end_when_positioned if tp in self._partitions else None
+
     def holding(self) -> list[Partition]:
         """The owned partitions that hold decisions."""
         return [tp for tp, (_, progress) in self._partitions.items() if progress.held]
@@ -265,8 +271,8 @@ class Pipeline:
         records at its end were control records or read already): they are current, the engine has not moved."""
         if tp in self._partitions and log_end is not None and position >= log_end:
             engine, progress = self._partitions[tp]
-            if progress.held and not progress.busy:
-                self._settle_held(engine, progress, caught_up=True)
+            if progress.held and not progress.busy and progress.read_backlog(position):
+                self._settle_held(engine, progress, caught_up=True, why=f"position {position}, log end {log_end}")
 
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
@@ -293,7 +299,7 @@ class Pipeline:
         if not records:
             return
         now, grace = self._clock(), self._resume_grace
-        oldest = float("inf")  # the oldest record or event time among the batch's live records
+        oldest = math.inf  # the oldest record or event time among the batch's live records
         stats = engine.stats
         before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
         tally, dead_letters = Tally(), []
@@ -342,14 +348,35 @@ class Pipeline:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
         if progress.held:
-            # caught up: at the log end, or a batch of live records all younger than the grace (a guard keeping
-            # up with heavy traffic may never end a batch exactly at the log end), or holding for too long
-            caught_up = log_end is None or progress.next_offset >= log_end or now - oldest <= grace
-            self._settle_held(engine, progress, caught_up or overdue(progress.held, now, self._catch_up_limit))
+            self._settle_held(engine, progress, *self._caught_up(progress, log_end, now, oldest))
         self._count(tally, engine, before)
 
-    def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool) -> None:
+    def _caught_up(
+        self, progress: PartitionProgress, log_end: int | None, now: float, oldest: float
+    ) -> tuple[bool, str | None]:
+        """Whether the partition caught up with this batch, and why. Never before the log end it had when
+        positioned; from there, at the consumer's log end (or none known), or with a batch of live records
+        all younger than the grace (a guard keeping up with heavy traffic may never end a batch exactly at the
+        log end). Or it has held a decision for too long (catchup.py)."""
+        position = progress.next_offset or 0
+        if progress.read_backlog(position):
+            if log_end is None or position >= log_end:
+                return True, f"offset {position}, log end {log_end if log_end is not None else 'unknown'}"
+            if oldest < math.inf and now - oldest <= self._resume_grace:  # infinite: no record counted
+                return True, f"every record of the batch younger than {self._resume_grace:g} s"
+        if overdue(progress.held, now, self._catch_up_limit):
+            return True, f"a decision held longer than {self._catch_up_limit:g} s"
+        return False, None
+
+    def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool, why: str | None) -> None:
         """Supersede the held decisions no longer current; once caught up, act on the others (catchup.py)."""
+        if caught_up:
+            log.info(
+                "caught up: held pause decisions judged",
+                partition=progress.recovery.name,
+                held=len(progress.held),
+                why=why,
+            )
         for held, note in release(progress.held, engine.episode, engine.leans_bad, caught_up):
             recorded = partial(progress.recorded, held.offset)
             if note is None:

@@ -24,10 +24,16 @@ class PartitionProgress:
         "held",
         "last_committed",
         "busy",
+        "end_when_positioned",
     )
 
     def __init__(
-        self, committed: int | None, since_ms: int, recovery: PartitionRecovery, audit_read: AuditRead | None
+        self,
+        committed: int | None,
+        since_ms: int,
+        recovery: PartitionRecovery,
+        audit_read: AuditRead | None,
+        end_when_positioned: int | None = None,
     ) -> None:
         self.recovery, self.audit_read = recovery, audit_read  # a live pause waits for `audit_read`
         self.new_group = committed is None  # then records older than the cut-off are not acted on
@@ -37,6 +43,13 @@ class PartitionProgress:
         self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
+        # the log end looked up when the partition was positioned: a backlog is not read before reaching it,
+        # whatever the consumer's high watermark says meanwhile (unknown, or from an earlier fetch)
+        self.end_when_positioned = end_when_positioned
+
+    def read_backlog(self, position: int) -> bool:
+        """`position` reached the end the log had when this partition was positioned."""
+        return self.end_when_positioned is None or position >= self.end_when_positioned
 
     def recorded(self, offset: int) -> None:
         self.pending[offset] -= 1

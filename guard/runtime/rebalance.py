@@ -156,6 +156,7 @@ class Rebalance(ConsumerRebalanceListener):
         restored = await self._checkpoints.restore(fresh, since_ms) if self._checkpoints else {}
         unrestored = {tp: committed[tp] for tp in fresh if tp not in restored}
         starts, from_beginning = await self._retrying(lambda: start_offsets(self._consumer, unrestored, since_ms))
+        ends = await self._retrying(lambda: self._consumer.end_offsets(fresh))  # what a backlog reads up to
         starts |= {tp: offset for tp, (_, offset) in restored.items()}
         if missing := [tp for tp in fresh if starts.get(tp, -1) < 0]:
             raise KafkaError(f"no start offset for {names(missing)}")
@@ -171,7 +172,9 @@ class Rebalance(ConsumerRebalanceListener):
                 engine.set_rules(self._pipeline.rules)
             self._consumer.seek(tp, starts[tp])
             recovery = self._recovery.positioned(tp, committed[tp])
-            self._pipeline.assign(tp, committed[tp], since_ms, engine, recovery, self._recovery.audit_read(tp))
+            self._pipeline.assign(
+                tp, committed[tp], since_ms, engine, recovery, self._recovery.audit_read(tp), ends.get(tp)
+            )
         self._consumer.resume(*fresh)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
