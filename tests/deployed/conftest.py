@@ -126,10 +126,13 @@ def history(*campaigns: Iterable[Record]) -> Iterator[Record]:
 # --------------------------------------------------------------------------- librdkafka
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> dict[int, int]:
-    """Write `records` with confluent-kafka, keyed by campaign, timestamped with their event time.
-    Returns the end offset of each partition written to; raises if any delivery failed."""
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20})
+def produce(bootstrap: str, topic: str, records: Iterable[Record], compression: str = "none") -> dict[int, int]:
+    """Write `records` with confluent-kafka, keyed by campaign, timestamped with their event time, in
+    batches compressed with `compression` (librdkafka's `compression.type`). Returns the end offset of
+    each partition written to; raises if any delivery failed."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20, "compression.type": compression}
+    )
     ends: dict[int, int] = {}
     failures: list[str] = []
 
@@ -313,10 +316,10 @@ class Deployment:
     def start(self, name: str | None = None, **settings: str) -> GuardProcess:
         return self.guards.start(self.env(**settings), name)
 
-    async def produce(self, records: Iterable[Record], topic: str | None = None) -> None:
-        """Write records to the input topic (or `topic`) with librdkafka; a missing topic is made by the
-        broker's auto-create, as a user's bridge would make it."""
-        ends = await asyncio.to_thread(produce, self.bootstrap, topic or self.names.input, records)
+    async def produce(self, records: Iterable[Record], topic: str | None = None, compression: str = "none") -> None:
+        """Write records to the input topic (or `topic`) with librdkafka, compressed with `compression`; a
+        missing topic is made by the broker's auto-create, as a user's bridge would make it."""
+        ends = await asyncio.to_thread(produce, self.bootstrap, topic or self.names.input, records, compression)
         if topic in (None, self.names.input):
             for partition, end in ends.items():
                 self.ends[partition] = max(self.ends.get(partition, 0), end)
