@@ -226,6 +226,20 @@ class TestBacklog:
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
 
+    async def test_the_first_fetch_raises_a_backlog_end_looked_up_short(self) -> None:
+        """Looked up at positioning, a log end may be the start of the last batch (the embedded broker answers
+        so): the first fetch's high watermark raises it, and an early tick at the short end acts on nothing."""
+        decisions = Decisions()
+        stream = logged(three_hours(time.time() - 420))
+        pipeline = self.pipeline(decisions, log_end=500)  # the last batch starts at 500
+        await pipeline.handle(TP, stream[:500], log_end=len(stream))
+        assert pipeline.backlog_end(TP) == len(stream)
+        await pipeline.handle(TP, stream[500:1000], log_end=1000)  # a later fetch cannot lower it
+        pipeline.caught_up(TP, position=1000, log_end=1000)
+        assert pipeline.backlog_end(TP) == len(stream) and decisions.submitted == []
+        await pipeline.handle(TP, stream[1000:], log_end=len(stream))
+        assert len(decisions.pauses(STILL_BAD)) == 1 and decisions.pauses(HEALTHY_SINCE) == []
+
     async def test_a_batch_with_nothing_counted_does_not_read_as_caught_up(self) -> None:
         """A batch of events the guard does not count (opens, replies) says nothing about how far behind the
         partition is: the held decisions stay held."""

@@ -295,6 +295,7 @@ class Pipeline:
     async def _handle(
         self, tp: Partition, records: Sequence[Any], engine: Engine, progress: PartitionProgress, log_end: int | None
     ) -> None:
+        progress.fetched(log_end)
         records = self._new_records(tp, records, progress)
         if not records:
             return

@@ -25,6 +25,7 @@ class PartitionProgress:
         "last_committed",
         "busy",
         "end_when_positioned",
+        "_fetched",
     )
 
     def __init__(
@@ -46,6 +47,15 @@ class PartitionProgress:
         # the log end looked up when the partition was positioned: a backlog is not read before reaching it,
         # whatever the consumer's high watermark says meanwhile (unknown, or from an earlier fetch)
         self.end_when_positioned = end_when_positioned
+        self._fetched = False
+
+    def fetched(self, log_end: int | None) -> None:
+        """The high watermark of the first fetch after positioning raises the end looked up then: a broker may
+        answer that lookup with the start of the last batch instead (the embedded one does)."""
+        if not self._fetched and log_end is not None:
+            self._fetched = True
+            if self.end_when_positioned is not None:
+                self.end_when_positioned = max(self.end_when_positioned, log_end)
 
     def read_backlog(self, position: int) -> bool:
         """`position` reached the end the log had when this partition was positioned."""
