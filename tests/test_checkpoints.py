@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import random
 import time
 import uuid
 from pathlib import Path
 
+import cramjam
 import httpx
 import msgspec
 import pytest
@@ -22,7 +25,10 @@ from test_service import (  # noqa: F401  (fixtures)
     until,
 )
 
+from guard.contracts.events import decode
+from guard.engine import Engine
 from guard.engine import snapshot as snapshots
+from guard.rules import load_rules
 from guard.runtime.checkpoint_records import Manifest, complete, whole
 from guard.runtime.checkpoints import (
     CHUNK_BYTES,
@@ -56,7 +62,7 @@ class TestRecords:
     TP = TopicPartition("events", 3)
 
     def test_chunks_stay_under_the_message_limit_and_the_manifest_comes_last(self) -> None:
-        data = bytes(range(256)) * (3 * CHUNK_BYTES // 256 + 7)
+        data = random.Random(7).randbytes(3 * CHUNK_BYTES + 7 * 256)  # does not compress: four chunks
         written = records("g", self.TP, data, 42, "v1", 1, slot=1)
         assert [key for key, _ in written] == [
             b"g/events/3/1/0",
@@ -77,20 +83,33 @@ class TestRecords:
         latest = dict(old) | dict(new[:-1])
         assert assemble(latest[prefix.encode()], latest, prefix).data == b"old" * 1000
 
-    def test_a_manifest_from_before_it_named_the_other_slots_chunks_still_reads(self) -> None:
-        """A state topic written by the previous release: its manifests end before `other_chunks`."""
+    def test_a_snapshot_is_stored_compressed(self) -> None:
+        """A snapshot of a few thousand campaigns' windows takes well under half its size in the state topic."""
+        rules = load_rules(Path(__file__).parent.parent / "rules")
+        engine, now = Engine(rules), time.time()
+        for n in range(20_000):
+            engine.process(decode(sent(f"camp_{n % 2_000}", now - 3600 + n * 0.1), now))
+        data = snapshots.snapshot(engine, rules)
+        written = records("g", self.TP, data, 42, "v1", 1, slot=0)
+        stored = sum(len(value) for _, value in written[:-1])
+        assert stored < 0.5 * len(data), (stored, len(data))
+        assert assemble(written[-1][1], dict(written), partition_key("g", self.TP)).data == data
+
+    @pytest.mark.parametrize("fields", [10, 9], ids=["format 1", "format 1 before other_chunks"])
+    def test_a_checkpoint_an_earlier_release_wrote_uncompressed_still_reads(self, fields: int) -> None:
+        """Record format 1 stored the snapshot as it is (and at first its manifest ended before `other_chunks`):
+        an upgraded guard restores it rather than replay the look-back."""
         prefix = partition_key("g", self.TP)
-        latest = dict(records("g", self.TP, b"x" * 10, 10, "v1", 1, slot=1, other_chunks=3))
-        fields = msgspec.msgpack.decode(latest[prefix.encode()])
-        assert fields[-1] == 3, "other_chunks is the manifest's last field"
-        latest[prefix.encode()] = msgspec.msgpack.encode(fields[:-1])
+        data = random.Random(3).randbytes(CHUNK_BYTES + 10)
+        latest = format_1_records(prefix, data, offset=10, slot=1, other_chunks=3)
+        latest[prefix.encode()] = msgspec.msgpack.encode(msgspec.msgpack.decode(latest[prefix.encode()])[:fields])
         checkpoint = assemble(latest[prefix.encode()], latest, prefix)
-        assert (checkpoint.offset, checkpoint.data, checkpoint.other_chunks) == (10, b"x" * 10, 0)
+        assert (checkpoint.offset, checkpoint.data, checkpoint.other_chunks) == (10, data, 3 if fields == 10 else 0)
 
     @pytest.mark.parametrize("damage", ["missing", "changed", "manifest"])
     def test_a_damaged_checkpoint_is_refused(self, damage: str) -> None:
         prefix = partition_key("g", self.TP)
-        latest = dict(records("g", self.TP, b"x" * (CHUNK_BYTES + 10), 10, "v1", 1, slot=0))
+        latest = dict(records("g", self.TP, random.Random(5).randbytes(CHUNK_BYTES + 10), 10, "v1", 1, slot=0))
         if damage == "missing":
             del latest[f"{prefix}/0/1".encode()]
         elif damage == "changed":
@@ -99,6 +118,20 @@ class TestRecords:
             latest[prefix.encode()] = b"\xc1garbage"
         with pytest.raises(CheckpointError):
             assemble(latest[prefix.encode()], latest, prefix)
+
+
+def format_1_records(prefix: str, data: bytes, offset: int, slot: int, other_chunks: int) -> dict[bytes, bytes]:
+    """A checkpoint as record format 1 stored it: the snapshot as it is, in chunks, and a manifest of 10 fields."""
+    chunks = [data[at : at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)]
+    manifest = [1, 1, offset, "v1", slot, len(chunks), len(data), hashlib.sha256(data).digest(), 1, other_chunks]
+    return {f"{prefix}/{slot}/{n}".encode(): chunk for n, chunk in enumerate(chunks)} | {
+        prefix.encode(): msgspec.msgpack.encode(manifest)
+    }
+
+
+def incompressible(size: int, seed: int) -> bytes:
+    """Bytes zstd cannot shrink: a snapshot of `size` bytes stored in size / CHUNK_BYTES chunks."""
+    return random.Random(seed).randbytes(size)
 
 
 class CountingLookups(dict):
@@ -139,6 +172,7 @@ class TestBounds:
             {"other_chunks": 300_000_000},
             {"sha256": b"short"},
             {"written_ms": -5},
+            {"raw_size": 2**40},
         ],
         ids=lambda changes: ",".join(changes),
     )
@@ -153,6 +187,20 @@ class TestBounds:
             assemble(manifest, latest, prefix)
         assert complete(prefix, latest, [(manifest, 1)]) is None, "an unusable manifest: read further back"
         assert latest.lookups == 0
+
+    @pytest.mark.parametrize("raw_size", [1_000, 10_000_001], ids=["bomb", "short"])
+    def test_a_snapshot_that_does_not_decompress_to_its_size_is_invalid(self, raw_size: int) -> None:
+        """Chunks that add up to their hash but inflate beyond the manifest's `raw_size` (a forged bomb: 10 MB of
+        zeros in a few hundred bytes) or fall short of it are refused; no more than `raw_size` is ever written."""
+        prefix = partition_key("g", self.TP)
+        bomb = bytes(cramjam.zstd.compress(bytes(10_000_000), level=1))
+        latest = dict(records("g", self.TP, b"x" * 10, 10, "v1", 1, slot=0))
+        latest[f"{prefix}/0/0".encode()] = bomb
+        manifest = forged_manifest(
+            latest[prefix.encode()], size=len(bomb), sha256=hashlib.sha256(bomb).digest(), raw_size=raw_size
+        )
+        with pytest.raises(InvalidCheckpoint, match="decompress"):
+            assemble(manifest, latest, prefix)
 
     def test_an_invalid_newest_manifest_leaves_the_whole_checkpoint_before_it_in_use(self) -> None:
         prefix = partition_key("g", self.TP)
@@ -299,7 +347,7 @@ async def test_chunk_keys_a_smaller_checkpoint_leaves_unused_get_tombstones(
     await create_state_topic(kafka_bootstrap, state_topic)
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     tp = TopicPartition("events", 2)
-    big, small = b"b" * (2 * CHUNK_BYTES + 1), b"small"
+    big, small = incompressible(2 * CHUNK_BYTES + 1, 11), b"small"
     first = CheckpointStore(settings, producer, state_topic, "g")
     await first.write(tp, big, 10, "v1", 1)  # slot 0
     await first.write(tp, big, 20, "v1", 1)  # slot 1
@@ -320,7 +368,7 @@ async def test_chunk_keys_a_smaller_checkpoint_leaves_unused_get_tombstones(
     assert second.records_read == 4
     await second.write(tp, small, 30, "v1", 1)  # slot 0, one chunk
     stored = await newest()
-    assert stored[b"g/events/2/0/0"] == small
+    assert bytes(cramjam.zstd.decompress(stored[b"g/events/2/0/0"])) == small
     assert stored[b"g/events/2/0/1"] is None and stored[b"g/events/2/0/2"] is None
     assert all(stored[f"g/events/2/1/{n}".encode()] is not None for n in range(3)), "the other slot is kept whole"
     assert (await second.load([tp]))[tp].data == small
@@ -343,7 +391,7 @@ async def test_chunks_written_after_the_manifest_are_a_torn_write(
     await create_state_topic(kafka_bootstrap, state_topic)
     settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
     first, second = TopicPartition("events", 0), TopicPartition("events", 1)
-    data = b"d" * (CHUNK_BYTES + 1)
+    data = incompressible(CHUNK_BYTES + 1, 12)
     for key, value in records("g", first, data, 10, "v1", 1, slot=0)[:-1]:  # the manifest never written
         await producer.send_and_wait(state_topic, key=key, value=value)
     for key, value in records("g", second, data, 10, "v1", 1, slot=0):
@@ -387,7 +435,7 @@ class TestTail:
     ) -> None:
         state_topic, held = await self.superseded(kafka_bootstrap, producer, 150)
         settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-        data = b"n" * (2 * CHUNK_BYTES + 1)
+        data = incompressible(2 * CHUNK_BYTES + 1, 13)
         await CheckpointStore(settings, producer, state_topic, "g").write(self.TP, data, 1000, "v1", 1)
 
         store = CheckpointStore(settings, producer, state_topic, "g")
@@ -404,7 +452,7 @@ class TestTail:
         """Four chunks and the manifest, read in windows of 2, 4, ...: the load goes on until every chunk is in."""
         state_topic, held = await self.superseded(kafka_bootstrap, producer, 20)
         settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-        data = bytes(range(256)) * (3 * CHUNK_BYTES // 256 + 1)
+        data = incompressible(3 * CHUNK_BYTES + 256, 30)
         await write_records(producer, state_topic, records("g", self.TP, data, 500, "v1", 1, slot=0))
 
         store = CheckpointStore(settings, producer, state_topic, "g", first_window=2)
@@ -422,10 +470,10 @@ class TestTail:
         checkpoint before, uses it and counts the torn chunks; the next write tombstones them."""
         state_topic, held = await self.superseded(kafka_bootstrap, producer, 20)
         settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-        whole = b"w" * (CHUNK_BYTES + 1)
+        whole = incompressible(CHUNK_BYTES + 1, 14)
         await write_records(producer, state_topic, records("g", self.TP, whole, 600, "v1", 1, slot=0))
         await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
-        torn = records("g", self.TP, b"t" * (2 * CHUNK_BYTES + 1), 700, "v1", 1, slot=1)[:-1]
+        torn = records("g", self.TP, incompressible(2 * CHUNK_BYTES + 1, 15), 700, "v1", 1, slot=1)[:-1]
         await write_records(producer, state_topic, torn)
 
         store = CheckpointStore(settings, producer, state_topic, "g", first_window=2)
@@ -437,7 +485,7 @@ class TestTail:
         values: dict[bytes, bytes | None] = {}
         async for batch in read_topic(settings, state_topic, 0):
             values.update((record.key, record.value) for record in batch)
-        assert values[b"g/events/1/1/0"] == b"small"
+        assert bytes(cramjam.zstd.decompress(values[b"g/events/1/1/0"])) == b"small"
         assert values[b"g/events/1/1/1"] is None and values[b"g/events/1/1/2"] is None
 
     async def test_a_damaged_newest_checkpoint_is_refused_not_replaced_by_an_older_one(
@@ -448,7 +496,7 @@ class TestTail:
         """A chunk of the newest checkpoint overwritten: the newest value counts, so the checkpoint is corrupt."""
         state_topic, held = await self.superseded(kafka_bootstrap, producer, 20)
         settings = KafkaSettings(bootstrap_servers=kafka_bootstrap)
-        written = records("g", self.TP, b"c" * (2 * CHUNK_BYTES + 1), 900, "v1", 1, slot=0)
+        written = records("g", self.TP, incompressible(2 * CHUNK_BYTES + 1, 16), 900, "v1", 1, slot=0)
         await write_records(producer, state_topic, written)
         await producer.send_and_wait(state_topic, key=written[1][0], value=b"garbage")
 
@@ -478,11 +526,11 @@ class TestTail:
         records: partition 0 is read back past them to the manifest's time, so the torn write is seen."""
         state_topic = f"state-{uuid.uuid4().hex[:10]}"
         await create_state_topic(kafka_bootstrap, state_topic, partitions=3)
-        whole = b"w" * (3 * CHUNK_BYTES + 1)
+        whole = incompressible(3 * CHUNK_BYTES + 1, 17)
         for key, value in records("g", self.TP, whole, 600, "v1", 1, slot=0):
             await producer.send_and_wait(state_topic, key=key, value=value, partition=1)
         await asyncio.sleep(0.01)  # the torn write's chunks are stamped after the manifest
-        for key, value in records("g", self.TP, b"t" * (2 * CHUNK_BYTES), 700, "v1", 1, slot=1)[:-1]:
+        for key, value in records("g", self.TP, incompressible(2 * CHUNK_BYTES - 100, 18), 700, "v1", 1, slot=1)[:-1]:
             await producer.send_and_wait(state_topic, key=key, value=value, partition=0)
         for n in range(20):  # another group's checkpoints, newer than everything above
             await producer.send_and_wait(state_topic, key=b"h/events/0/0/%d" % n, value=b"x", partition=0)

@@ -5,7 +5,9 @@ A checkpoint of partition `<topic>[<p>]` for group `<g>` is
   under the broker's default 1 MB limit), then
 - a manifest, keyed `<g>/<topic>/<p>`, written only once every chunk is: it names the offset the
   snapshot covers (the next record to read), the rules' version, the snapshot format, the slot, the
-  chunk count, the snapshot's length and SHA-256, and when it was written.
+  chunk count, the stored bytes' length and SHA-256, when it was written, and the snapshot's length.
+The snapshot is stored zstd-compressed (record format 2; about 0.38 of its size, which is what a restart
+reads back); format 1, stored as it is, is still read, so an upgrade restores the checkpoints before it.
 Whoever can write the state topic can write anything there: a manifest is bounded as it is decoded (its
 sizes and counts before anything is allocated for them), and chunks that do not add up to its hash are
 refused.
@@ -21,11 +23,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
+import cramjam
 import msgspec
 from aiokafka import TopicPartition
 
 CHUNK_BYTES = 512 * 1024  # well under the broker's and the producer's 1 MB defaults, with room for key and headers
-RECORD_FORMAT = 1  # the manifest's own layout
+RECORD_FORMAT = 2  # the manifest's own layout and the chunks' encoding: 2 is zstd-compressed, 1 stored as is
+READABLE_FORMATS = (1, 2)
+ZSTD_LEVEL = 1  # 0.38 of a snapshot's size at ~450 MB/s; higher levels gain a few percent at twice the time
 MAX_BYTES = 1 << 30  # a snapshot this large is no partition's state within GUARD_MAX_CAMPAIGNS' reach: refused
 MAX_CHUNKS = MAX_BYTES // CHUNK_BYTES
 
@@ -46,6 +51,7 @@ class Manifest(msgspec.Struct, array_like=True):
     sha256: Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
     written_ms: Annotated[int, msgspec.Meta(ge=0)]  # wall clock: a checkpoint older than the look-back is not used
     other_chunks: Count = 0  # chunk keys the other slot holds (numbers below this): the next write's tombstones
+    raw_size: Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)] = 0  # format 2: the snapshot's length, uncompressed
 
     def __post_init__(self) -> None:
         if self.chunks != max(1, -(-self.size // CHUNK_BYTES)):
@@ -114,7 +120,8 @@ def records(
 ) -> list[tuple[bytes, bytes]]:
     """The (key, value) records of one checkpoint, in the order they must be written: the manifest last."""
     prefix = partition_key(group, tp)
-    chunks = [data[at : at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)] or [b""]
+    stored = bytes(cramjam.zstd.compress(data, level=ZSTD_LEVEL))
+    chunks = [stored[at : at + CHUNK_BYTES] for at in range(0, len(stored), CHUNK_BYTES)] or [b""]
     manifest = Manifest(
         RECORD_FORMAT,
         snapshot_format,
@@ -122,10 +129,11 @@ def records(
         rules_version,
         slot,
         len(chunks),
-        len(data),
-        hashlib.sha256(data).digest(),
+        len(stored),
+        hashlib.sha256(stored).digest(),
         int(time.time() * 1000),
         other_chunks,
+        len(data),
     )
     written = [(chunk_key(prefix, slot, n), chunk) for n, chunk in enumerate(chunks)]
     return [*written, (prefix.encode(), msgspec.msgpack.encode(manifest))]
@@ -140,6 +148,8 @@ def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> 
     data = b"".join(parts)  # type: ignore[arg-type]
     if len(data) != manifest.size or hashlib.sha256(data).digest() != manifest.sha256:
         raise CheckpointError("chunks do not match the manifest (a torn or corrupt write)")
+    if manifest.format == 2:
+        data = _decompressed(data, manifest.raw_size)
     return Checkpoint(
         manifest.offset,
         manifest.rules_version,
@@ -152,6 +162,18 @@ def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> 
     )
 
 
+def _decompressed(stored: bytes, size: int) -> bytes:
+    """The snapshot of `size` bytes that `stored` holds compressed; never more than `size` is written."""
+    snapshot = bytearray(size)
+    try:
+        written = cramjam.zstd.decompress_into(stored, snapshot)
+    except cramjam.DecompressionError as error:
+        raise InvalidCheckpoint(f"the snapshot does not decompress to its {size} bytes: {error}") from None
+    if written != size:
+        raise InvalidCheckpoint(f"the snapshot decompresses to {written} bytes, its manifest says {size}")
+    return bytes(snapshot)
+
+
 def manifest_of(value: bytes) -> Manifest:
     """The manifest `value` holds, within its bounds; CheckpointError if it does not."""
     try:
@@ -161,8 +183,8 @@ def manifest_of(value: bytes) -> Manifest:
         raise InvalidCheckpoint(f"invalid manifest: {named}") from None
     except Exception as error:  # whatever the bytes: unusable, never a crash
         raise CheckpointError(f"unreadable manifest: {error!r}") from None
-    if manifest.format != RECORD_FORMAT:
-        raise CheckpointError(f"checkpoint record format {manifest.format}, this guard reads {RECORD_FORMAT}")
+    if manifest.format not in READABLE_FORMATS:
+        raise CheckpointError(f"checkpoint record format {manifest.format}, this guard reads {READABLE_FORMATS}")
     return manifest
 
 

@@ -180,7 +180,9 @@ class Metrics:
             registry=r,
         )
         self.checkpoint_bytes = Gauge(
-            "guard_checkpoint_bytes", "Size of the last checkpoint written (one partition).", registry=r
+            "guard_checkpoint_bytes",
+            "Bytes the last checkpoint written took in the state topic (one partition, compressed).",
+            registry=r,
         )
         self.checkpoint_records_read = Gauge(
             "guard_checkpoint_records_read",

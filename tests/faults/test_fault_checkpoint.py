@@ -1,6 +1,7 @@
 """Case 1b: the guard SIGKILLed while it writes a checkpoint (a torn write).
 
-A state of ~60k campaigns makes each partition's checkpoint several 512 KiB chunks. The test follows
+A state of 90k campaigns on one partition makes its checkpoint several 512 KiB chunks (compressed, about 16
+bytes a campaign). The test follows
 the state topic and SIGKILLs the guard the moment a chunk of a new checkpoint arrives; the kill is
 proven torn from the topic itself: some partition's newest chunks were written after its newest
 manifest (a checkpoint whose manifest never arrived). The restarted guard must restore every
@@ -16,13 +17,27 @@ from collections import Counter
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 from test_fault_kill import chunks, wait_settled
 
 from guard.testing.events import sent
 from guard.tools.generate import generate
 
-FILLER_CAMPAIGNS = 60_000  # ~110 bytes of state each: ~1.6 MB (4 chunks) per partition's checkpoint
+FILLER_CAMPAIGNS = 90_000  # all on partition 0: ~16 bytes of compressed state each, its checkpoint 3 chunks
 ATTEMPTS = 8
+
+
+def filler_ids(count: int, partition: int = 0, partitions: int = 4) -> list[str]:
+    """Campaign ids the default partitioner puts on `partition`, so their state fills one checkpoint."""
+    partitioner, every = DefaultPartitioner(), list(range(partitions))
+    ids: list[str] = []
+    n = 0
+    while len(ids) < count:
+        campaign = f"filler-{n:06d}"
+        if partitioner(campaign.encode(), every, every) == partition:
+            ids.append(campaign)
+        n += 1
+    return ids
 
 
 class StateTail:
@@ -88,8 +103,8 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
     )
     records = traffic.records
     # the filler only sends (no bounce, no complaint) and stays under every rule's min_volume: no decision of its
-    # own; its sends come before the traffic's, so every partition's clock moves as in the offline run
-    filler = [(f"filler-{n:05d}", sent(f"filler-{n:05d}", now - 7300 + n / 1000)) for n in range(FILLER_CAMPAIGNS)]
+    # own; its sends come before the traffic's, so partition 0's clock moves as in the offline run
+    filler = [(c, sent(c, now - 7300 + n / 1000)) for n, c in enumerate(filler_ids(FILLER_CAMPAIGNS))]
     expected = kit.expected(records, kit.NO_RESUMES)
     expected_ids = {d.id for d in expected.pauses}
     assert set(expected.pauses_by_campaign()) == set(traffic.bad), "premise: exactly the bad campaigns fire"
@@ -102,7 +117,7 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
         topics,
         standin,
         GUARD_CHECKPOINT_INTERVAL=1,
-        GUARD_MAX_CAMPAIGNS=4 * FILLER_CAMPAIGNS,
+        GUARD_MAX_CAMPAIGNS=8 * FILLER_CAMPAIGNS,  # a partition's share: twice the filler
         GUARD_RESUME_GRACE=kit.NO_RESUMES,
     )
     parts = chunks(records, 3)
@@ -167,7 +182,7 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
     assert all(standin.status(c) == "paused" for c in traffic.bad)
     report_row(
         "1b SIGKILL while a checkpoint is written",
-        f"{len(filler):,} filler campaigns (~1.6 MB of state per partition, 512 KiB chunks) and {len(records):,} "
+        f"{len(filler):,} filler campaigns on partition 0 (its checkpoint ~1.4 MB compressed, 512 KiB chunks) and {len(records):,} "
         f"records of 24 campaigns (5 turn bad); checkpoints every second; SIGKILL the moment a chunk of a new "
         f"checkpoint reached the state topic ({len(lives)} attempt(s) until one tore)",
         f"torn (chunks newer than their manifest): {torn}; the restart restored "
