@@ -1,4 +1,4 @@
-"""Reading a whole topic (guard.runtime.topics.read_topic, guard.runtime.settled.settled_decision_ids): every partition up to its
+"""Reading a whole topic (guard.runtime.topics.read_topic, guard.runtime.settled.audited_decision_ids): every partition up to its
 true end, on every broker of the matrix, and over a slow link.
 
 Where a partition ends is learnt from ListOffsets LATEST, raised by a fetch's high watermark (the
@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from guard.runtime.settings import KafkaSettings
-from guard.runtime.settled import settled_decision_ids
+from guard.runtime.settled import audited_decision_ids
 from guard.runtime.topics import read_topic, topic_partitions
 from guard.testing.apache_kafka import ApacheKafka, KafkaCluster
 from guard.testing.broker import BrokerInfo, EmbeddedBroker, free_port
@@ -175,10 +175,10 @@ async def test_settled_ids_are_read_over_a_slow_link(kafka_broker: BrokerInfo) -
 
         link.delay = SLOW_LINK_DELAY
         found = await asyncio.wait_for(
-            settled_decision_ids(KafkaSettings(bootstrap_servers=bootstrap), topic, now_ms - 60_000), timeout=120
+            audited_decision_ids(KafkaSettings(bootstrap_servers=bootstrap), topic, now_ms - 60_000), timeout=120
         )
 
-    assert found == settled
+    assert found == (settled, {*settled, pending})
 
 
 async def test_settled_ids_skip_and_count_records_that_are_no_audit_event(
@@ -197,10 +197,10 @@ async def test_settled_ids_skip_and_count_records_that_are_no_audit_event(
 
     with structlog.testing.capture_logs() as logs:
         found = await asyncio.wait_for(
-            settled_decision_ids(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), topic_name, 0), 60
+            audited_decision_ids(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), topic_name, 0), 60
         )
 
-    assert found == {settled}
+    assert found == ({settled}, {settled, pending})
     skipped = [line for line in logs if line["event"] == "audit records that are no audit event skipped"]
     assert [(line["log_level"], line["count"], line["topic"]) for line in skipped] == [("warning", 4, topic_name)]
 

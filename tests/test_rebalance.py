@@ -48,7 +48,7 @@ class Harness:
         settled = SettledDecisions(KafkaSettings(), "audit")
         dispatcher = Dispatcher(None, publish, Metrics(), self.health, settled, dry_run=True)
         self.pipeline = Pipeline(load_rules(RULES), dispatcher, NoDeadLetters(), Metrics(), dedupe_horizon=3600)
-        self.recovery = Recovery(self.health, rescan, settled.__contains__, lambda _: None)
+        self.recovery = Recovery(self.health, rescan, settled.unsettled, lambda _: None)
         self.generation = 0  # the group's generation as the coordinator would give it; +1 per rebalance
         self.rebalance = Rebalance(consumer, self.pipeline, self.recovery, generation=lambda: self.generation)
 

@@ -140,12 +140,17 @@ class TestAuditScan:
 class Harness:
     """A Recovery whose audit rescans the test finishes by hand."""
 
-    def __init__(self, settled: set[str] | None = None) -> None:
+    def __init__(self, settled: set[str] | None = None, unrecorded: set[str] | None = None) -> None:
+        """`settled`: decisions the audit holds an outcome for; `unrecorded`: those it does not hold as `fired`
+        (every other decision it does)."""
         self.health = Health()
-        self.settled = settled or set()
+        self.settled, self.unrecorded = settled or set(), unrecorded or set()
         self.resumed: list[Decision] = []
         self.scans: list[asyncio.Event] = []
-        self.recovery = Recovery(self.health, self.rescan, self.settled.__contains__, self.resumed.append)
+        self.recovery = Recovery(self.health, self.rescan, self.unsettled, self.resumed.append)
+
+    def unsettled(self, decision_id: str) -> bool:
+        return decision_id not in self.settled and decision_id not in self.unrecorded
 
     async def rescan(self, since_ms: int) -> None:
         done = asyncio.Event()
@@ -194,6 +199,17 @@ class TestRecovery:
         await h.finish_scan(0)
         assert h.resumed == [unsettled]
         assert h.recovery.stage(A) is Stage.READY and not h.recovery.resuming
+
+    async def test_a_replayed_decision_never_recorded_fired_is_not_acted_on(self) -> None:
+        """The guard that read those records live did not take it (its reading differed: a pause acted on at
+        catch-up is not in the log); acting on it now would pause a campaign the user resumed since."""
+        recorded, unrecorded = pause_decision("camp_recorded"), pause_decision("camp_unrecorded")
+        h = Harness(unrecorded={unrecorded.id})
+        await h.assign(A)
+        h.recovery[A].keep([recorded, unrecorded])
+        h.recovery.progress({A: 10})
+        await h.finish_scan(0)
+        assert h.resumed == [recorded]
 
     async def test_caught_up_after_the_rescan_is_ready_at_once(self) -> None:
         unsettled = pause_decision("camp")

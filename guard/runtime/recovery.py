@@ -158,17 +158,17 @@ class AuditRead:
 class Recovery:
     """Every assigned partition's stage, the audit rescans, and `health.recovering`.
 
-    `rescan(since_ms)` is the audit read (guard.runtime.settled.SettledDecisions.scan); `settled(id)` says whether
-    the audit holds an outcome for a decision; `resume(decision)` acts on one that has none."""
+    `rescan(since_ms)` is the audit read (guard.runtime.settled.SettledDecisions.scan); `unsettled(id)` says whether
+    the audit holds a decision as `fired` and no outcome for it; `resume(decision)` acts on such a one."""
 
     def __init__(
         self,
         health: Health,
         rescan: Callable[[int], Coroutine[Any, Any, None]],
-        settled: Callable[[str], bool],
+        unsettled: Callable[[str], bool],
         resume: Callable[[Decision], None],
     ) -> None:
-        self._health, self._rescan, self._settled, self._resume = health, rescan, settled, resume
+        self._health, self._rescan, self._unsettled, self._resume = health, rescan, unsettled, resume
         self._partitions: dict[Hashable, PartitionRecovery] = {}
         self._scans: set[AuditScan] = set()  # running
         self._tasks: set[asyncio.Task[None]] = set()
@@ -265,9 +265,10 @@ class Recovery:
                 state.ready()
 
     def _check(self, decisions: list[Decision]) -> None:
-        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them."""
+        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them. A replayed
+        decision never recorded was not taken by the guard that read its records live: nothing to resume."""
         for decision in decisions:
-            if not self._settled(decision.id):
+            if self._unsettled(decision.id):
                 self._resume(decision)
 
     def _update(self) -> None:

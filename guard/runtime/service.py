@@ -135,7 +135,7 @@ class Service:
             topic_workspaces=settings.topic_workspaces,
             kinds=self.kinds,
         )
-        recovery = Recovery(self.health, self._settled.scan, self._settled.__contains__, self._resume)
+        recovery = Recovery(self.health, self._settled.scan, self._settled.unsettled, self._resume)
         listener: Rebalance | None = None
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)
