@@ -89,9 +89,9 @@ async def test_a_first_deploy_over_three_hours_pauses_the_campaign_still_bad_onc
     acted_at = datetime.fromisoformat(paused["timings"]["decided_at"]).timestamp()
     assert acted_at - decided_at > DEFAULT_RESUME_GRACE  # held while the guard was behind, acted on once caught up
 
-    # the user resumes it after the pause landed; it sends the same stale list, past the grace
+    # the user resumes it after the pause landed; it sends the same stale list, past the grace after the call
     standin.resume(STILL_BAD)
-    resumed_at = max(time.time(), decided_at + DEFAULT_RESUME_GRACE + 1)
+    resumed_at = max(time.time(), acted_at + DEFAULT_RESUME_GRACE + 1)
     again = steady(STILL_BAD, resumed_at, resumed_at + 400, 8)  # 400 s: within the grace of the next pause
     counted = guard.metrics.records.labels("counted")._value.get()
     for key, value, _ in again:  # live: stamped by the producer now

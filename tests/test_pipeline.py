@@ -18,7 +18,7 @@ from guard.engine import Decision, Engine, record_decisions
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.snapshot import rules_version, snapshot
 from guard.rules import load_rules
-from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT
+from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS
 from guard.runtime.checkpoints import Checkpointer
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
@@ -118,12 +118,12 @@ async def test_records_delivered_again_within_an_assignment_count_once() -> None
     metrics, decisions = Metrics(), Decisions()
     pipeline = Pipeline(load_rules(RULES), decisions, NoDeadLetters(), metrics, dedupe_horizon=3 * 3600)
     pipeline.assign(TP, committed=None, since_ms=0)
-    start = time.time() - 600
+    start = time.time() - 200  # live: decisions are acted on at once
     values = [started("camp", start)]
     for n in range(300):  # a list gone bad: every fourth send bounces
-        values.append(sent("camp", start + 1 + n))
+        values.append(sent("camp", start + 1 + n / 2))
         if n % 4 == 0:
-            values.append(bounced("camp", start + 1.5 + n))
+            values.append(bounced("camp", start + 1.25 + n / 2))
     stream = records(values)
     await pipeline.handle(TP, stream[:250])
     await pipeline.handle(TP, stream)  # from the start again, then the rest
@@ -181,6 +181,13 @@ class TestBacklog:
         pipeline.assign(TP, committed=None, since_ms=0, recovery=recovery, log_end=log_end)
         return pipeline
 
+    def quiet(self, pipeline: Pipeline, end: int) -> None:
+        """The poll loop's ticks with the partition read to `end`, its log end: when it gets there, and once the
+        log end has stayed put for QUIET_SECONDS (the history is all in)."""
+        pipeline.caught_up(TP, position=end, log_end=end)
+        self.now += QUIET_SECONDS
+        pipeline.caught_up(TP, position=end, log_end=end)
+
     async def test_a_first_deploy_pauses_the_campaign_still_bad_once_and_the_one_healthy_since_never(self) -> None:
         """Three hours logged, the last record seven minutes old, read in batches of 500: nothing is acted on
         until the partition reaches its log end; then one pause for the campaign still paused in the engine's
@@ -196,6 +203,8 @@ class TestBacklog:
             held.append(metrics.held._value.get())
         assert max(held) > 0
         await pipeline.handle(TP, batches[-1], log_end=len(stream))
+        assert decisions.submitted == [], "at the log end, but it may still grow"
+        self.quiet(pipeline, len(stream))
 
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
@@ -223,6 +232,7 @@ class TestBacklog:
             pipeline.caught_up(TP, position=end, log_end=end)  # the poll loop's tick, at that watermark
             assert decisions.submitted == [], f"acted on before the end of the backlog, at offset {end}"
         await pipeline.handle(TP, batches[-1], log_end=None)
+        self.quiet(pipeline, len(stream))
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
 
@@ -238,7 +248,27 @@ class TestBacklog:
         pipeline.caught_up(TP, position=1000, log_end=1000)
         assert pipeline.backlog_end(TP) == len(stream) and decisions.submitted == []
         await pipeline.handle(TP, stream[1000:], log_end=len(stream))
+        self.quiet(pipeline, len(stream))
         assert len(decisions.pauses(STILL_BAD)) == 1 and decisions.pauses(HEALTHY_SINCE) == []
+
+    async def test_a_history_forwarded_in_chunks_is_judged_once_it_is_all_in(self) -> None:
+        """A bridge forwards three hours of buffered mail in chunks, the guard reading each as it lands: the log
+        end is reached after every chunk, yet the history is not all in. Judged there, a campaign would be judged
+        on part of its history, once per chunk (the still-bad one paused again and again, the one healthy
+        since paused for its first twenty minutes). Judged once the log end stays put: one pause in all."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        stream = logged(three_hours(time.time() - 420))
+        for n in range(0, len(stream), 300):
+            end = min(n + 300, len(stream))
+            await pipeline.handle(TP, stream[n:end], log_end=end)
+            pipeline.caught_up(TP, position=end, log_end=end)  # the tick, at the log end for now
+            self.now += 0.5  # the next chunk lands
+            pipeline.caught_up(TP, position=end, log_end=end)
+            assert decisions.submitted == [], f"judged on the history up to offset {end} of {len(stream)}"
+        self.quiet(pipeline, len(stream))
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(HEALTHY_SINCE) == []
 
     async def test_a_batch_with_nothing_counted_does_not_read_as_caught_up(self) -> None:
         """A batch of events the guard does not count (opens, replies) says nothing about how far behind the
@@ -269,7 +299,7 @@ class TestBacklog:
         assert pipeline.held() == 2
         assert pipeline.snapshot(TP) is None
         assert pipeline.committable()[TP] < len(stream)
-        pipeline.caught_up(TP, position=len(stream) + 10, log_end=len(stream) + 10)  # control records at the end
+        self.quiet(pipeline, len(stream) + 10)  # control records at the end
         assert [decision.campaign_id for decision in decisions.submitted] == [STILL_BAD]
         assert pipeline.snapshot(TP) is not None
         assert pipeline.committable() == {TP: len(stream)}
@@ -350,6 +380,7 @@ class TestBacklog:
         backlog = three_hours(end, sending_to_the_end=True)
         stream = logged(backlog + steady(STILL_BAD, end + 2, self.now + 120, 8))
         await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
+        self.quiet(pipeline, len(backlog))
         assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
         await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
         covered = [d for d in decisions.submitted if d.campaign_id == STILL_BAD and d.superseded_by is not None]
@@ -365,6 +396,7 @@ class TestBacklog:
         resumed = self.now + DEFAULT_RESUME_GRACE + 60
         stream = logged(backlog + steady(STILL_BAD, resumed, resumed + 600, bounce_every))
         await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
+        self.quiet(pipeline, len(backlog))
         assert len(decisions.pauses(STILL_BAD)) == 1, "premise: acted on at catch-up, leaning bad"
         self.now = resumed + 600
         await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
@@ -410,8 +442,8 @@ class TestBacklog:
         stream = records([value for _, value, _ in events])  # every Kafka timestamp is now
         for n in range(0, len(stream), 500):
             await pipeline.handle(TP, stream[n : n + 500], log_end=len(stream))
-            if n + 500 < len(stream):
-                assert decisions.submitted == []
+            assert decisions.submitted == []
+        self.quiet(pipeline, len(stream))
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
 

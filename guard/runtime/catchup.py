@@ -26,14 +26,17 @@ shows what a guard that kept up would decide:
    that falls where its new episode is a few sends old must not decide it. A campaign the engine no
    longer tracks counts as current (fail toward the pause).
 3. Once the partition has caught up, the held decisions still current go to the dispatcher: one pause
-   per campaign bad now. Caught up: the consumer reached the log end it last saw, or a batch's live
-   records are all younger than the grace, by record and event time (a guard keeping up with heavy
-   traffic may never end a batch exactly at the log end). A history forwarded while the guard reads it
-   is live traffic from there: each record is acted on as it comes.
+   per campaign bad now. Caught up: never before the end the log had when the partition was positioned;
+   from there, a batch's live records are all younger than the grace, by record and event time (the
+   guard reads live traffic: a guard keeping up with heavy traffic may never end a batch exactly at the
+   log end), or the reading has been at the log end, and the log end has not moved, for QUIET_SECONDS
+   (the history is all in). Reaching the log end alone is not enough: a bridge that forwards an hour
+   of buffered mail in chunks, or a history still being written, ends at the log end after every chunk,
+   and judging there would judge a campaign on part of its hour.
 
-4. A decision acted on at catch-up because its campaign leans bad is a pause the engine's reading does not
-   hold: it reads the campaign as running on. The engine is told that the pause landed then
-   (Engine.note_pause), as it would have been had the guard kept up: the sends of the log up to then
+4. A decision acted on at catch-up lands then, not at its event time: the engine is told so
+   (Engine.note_pause), as it would have been had the guard kept up, whether its reading holds the pause
+   in force or reads the campaign as running on (acted on as leaning bad): the sends of the log up to then
    were made before it landed, the mail still in flight that carries the episode over a rule's line again
    is covered by it (`already_paused`), a send later than the pause plus the grace is a resume (a new
    episode: the evidence from before the pause stops counting), and the checkpoint holds it like any
@@ -61,6 +64,9 @@ from guard.engine.episodes import Episode, EpisodeStart
 
 # A 1M-event backlog reads in about a minute here (bench/RESULTS.md): five leave room for a slower cluster
 DEFAULT_CATCH_UP_LIMIT = 300.0
+# At the log end, and the log end still, this long: a history is all in (a bridge forwarding a buffer in chunks
+# leaves gaps of a produce round trip or a fetch wait, well under this)
+QUIET_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.snapshot import PendingSnapshot, restore
 from guard.rules import RuleSet
-from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, Held, behind, overdue, release
+from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS, Held, behind, overdue, release
 from guard.runtime.progress import PartitionProgress
 from guard.runtime.recovery import RECOVERING, AuditRead, AuditScan, PartitionRecovery, Stage
 from guard.telemetry.metrics import Metrics
@@ -267,12 +267,16 @@ class Pipeline:
         return [tp for tp, (_, progress) in self._partitions.items() if progress.held]
 
     def caught_up(self, tp: Partition, position: int, log_end: int | None) -> None:
-        """Act on `tp`'s held decisions once its `position` reached `log_end` with no batch to say so (the
-        records at its end were control records or read already): they are current, the engine has not moved."""
-        if tp in self._partitions and log_end is not None and position >= log_end:
-            engine, progress = self._partitions[tp]
-            if progress.held and not progress.busy and progress.read_backlog(position):
-                self._settle_held(engine, progress, caught_up=True, why=f"position {position}, log end {log_end}")
+        """Act on `tp`'s held decisions once its `position` has been at `log_end`, and `log_end` has not moved,
+        for QUIET_SECONDS (called by the poll loop's tick, with no batch to say so): the history is all in, and
+        they are judged on all of it (catchup.py)."""
+        if tp not in self._partitions:
+            return
+        engine, progress = self._partitions[tp]
+        if progress.held and not progress.busy and progress.read_backlog(position):
+            if progress.quiet_at_end(position, log_end, self._clock(), QUIET_SECONDS):
+                why = f"at the log end {log_end} for {QUIET_SECONDS:g} s"
+                self._settle_held(engine, progress, caught_up=True, why=why)
 
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
@@ -282,7 +286,7 @@ class Pipeline:
 
     async def handle(self, tp: Partition, records: Sequence[Any], log_end: int | None = None) -> None:
         """Steps 1-5 for one batch of one partition; `log_end` is the partition's end as the consumer
-        last saw it (its high watermark), which tells whether the batch caught up (catchup.py)."""
+        last saw it (its high watermark): the first one raises the backlog's end (catchup.py)."""
         if not records or tp not in self._partitions:
             return
         engine, progress = self._partitions[tp]
@@ -349,22 +353,17 @@ class Pipeline:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
         if progress.held:
-            self._settle_held(engine, progress, *self._caught_up(progress, log_end, now, oldest))
+            self._settle_held(engine, progress, *self._caught_up(progress, now, oldest))
         self._count(tally, engine, before)
 
-    def _caught_up(
-        self, progress: PartitionProgress, log_end: int | None, now: float, oldest: float
-    ) -> tuple[bool, str | None]:
+    def _caught_up(self, progress: PartitionProgress, now: float, oldest: float) -> tuple[bool, str | None]:
         """Whether the partition caught up with this batch, and why. Never before the log end it had when
-        positioned; from there, at the consumer's log end (or none known), or with a batch of live records
-        all younger than the grace (a guard keeping up with heavy traffic may never end a batch exactly at the
-        log end). Or it has held a decision for too long (catchup.py)."""
+        positioned; from there, with a batch of live records all younger than the grace: the guard reads
+        live traffic. Or it has held a decision for too long. A batch that ends at the log end says nothing
+        more: the tick (`caught_up`) waits for the log end to stay put (catchup.py)."""
         position = progress.next_offset or 0
-        if progress.read_backlog(position):
-            if log_end is None or position >= log_end:
-                return True, f"offset {position}, log end {log_end if log_end is not None else 'unknown'}"
-            if oldest < math.inf and now - oldest <= self._resume_grace:  # infinite: no record counted
-                return True, f"every record of the batch younger than {self._resume_grace:g} s"
+        if progress.read_backlog(position) and oldest < math.inf and now - oldest <= self._resume_grace:
+            return True, f"every record of the batch younger than {self._resume_grace:g} s"
         if overdue(progress.held, now, self._catch_up_limit):
             return True, f"a decision held longer than {self._catch_up_limit:g} s"
         return False, None
@@ -381,9 +380,9 @@ class Pipeline:
         for held, note in release(progress.held, engine.episode, engine.leans_bad, caught_up):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
-                episode = engine.episode(held.decision.campaign_id)
-                if episode is not None and episode.pause is None:  # acted on as leaning bad: it lands now
-                    engine.note_pause(held.decision.campaign_id, held.decision.id, self._clock())
+                decision = held.decision
+                if engine.episode(decision.campaign_id) is not None:  # it lands now, not at its event time
+                    engine.note_pause(decision.campaign_id, decision.superseded_by or decision.id, self._clock())
                 self._dispatcher.submit(held.decision, recorded, progress.audit_read)
             else:
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)

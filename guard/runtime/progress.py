@@ -26,6 +26,7 @@ class PartitionProgress:
         "busy",
         "end_when_positioned",
         "_fetched",
+        "_at_end",
     )
 
     def __init__(
@@ -48,6 +49,7 @@ class PartitionProgress:
         # whatever the consumer's high watermark says meanwhile (unknown, or from an earlier fetch)
         self.end_when_positioned = end_when_positioned
         self._fetched = False
+        self._at_end: tuple[int, float] | None = None  # the log end the reading is at, and since when
 
     def fetched(self, log_end: int | None) -> None:
         """The high watermark of the first fetch after positioning raises the end looked up then: a broker may
@@ -56,6 +58,16 @@ class PartitionProgress:
             self._fetched = True
             if self.end_when_positioned is not None:
                 self.end_when_positioned = max(self.end_when_positioned, log_end)
+
+    def quiet_at_end(self, position: int, log_end: int | None, now: float, quiet: float) -> bool:
+        """The reading has been at the log end, and the log end has not moved, for `quiet` seconds: whatever
+        history is being written to the partition is all in."""
+        if log_end is None or position < log_end:
+            self._at_end = None
+            return False
+        if self._at_end is None or self._at_end[0] != log_end:
+            self._at_end = (log_end, now)
+        return now - self._at_end[1] >= quiet
 
     def read_backlog(self, position: int) -> bool:
         """`position` reached the end the log had when this partition was positioned."""

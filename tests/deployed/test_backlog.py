@@ -1,8 +1,10 @@
 """A backlog ends as if the guard had kept up and been obeyed (promise 10), met as a user meets it:
-a first deploy over hours of history, and a restart after an outage."""
+a first deploy over hours of history, a restart after an outage, and a bridge forwarding an hour of
+buffered mail."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -134,3 +136,46 @@ async def test_a_guard_killed_while_it_catches_up_pauses_once_after_its_restart(
     assert tally.calls[healthy_since] == 0, tally
     assert not ACTED & set(tally.outcomes(healthy_since)), tally
     assert set(tally.calls) == {still_bad}, tally
+
+
+@pytest.mark.timeout(240)
+async def test_a_lag_spike_forwarded_in_chunks_pauses_once_each_campaign_bad_now(deploy) -> None:
+    """The guard runs and has caught up; the webhook bridge was down for an hour and drains its buffer in
+    chunks of 100 records, the guard reaching the log end after each. Each campaign bad now is paused once;
+    the one bad in the hour's first 15 minutes and healthy since is not paused."""
+    S, bad, healthy = deploy.Stretch, deploy.BAD, deploy.HEALTHY
+    throughout, late, early, clean = "camp_bad_throughout", "camp_bad_lately", "camp_bad_early", "camp_clean"
+    campaigns = [throughout, late, early, clean]
+    deploy.campaigns(*campaigns)
+    assert await deploy.create_input_topic()
+    now = time.time()
+    down = now - HOUR
+    await deploy.produce(  # the hour before the bridge went down: every campaign healthy
+        deploy.history(*(deploy.mail(c, S(down - HOUR, down, healthy), until=down) for c in campaigns))
+    )
+    guard = deploy.start()
+    await guard.wait_ready(60)
+    await deploy.settle(guard)
+    assert not (await deploy.tally()).calls, "nothing was bad before the bridge went down"
+
+    buffered = list(
+        deploy.history(
+            deploy.mail(throughout, S(down, now, bad), until=now),
+            deploy.mail(late, S(down, now - 10 * MINUTE, healthy), S(now - 10 * MINUTE, now, bad), until=now),
+            deploy.mail(early, S(down, down + 15 * MINUTE, bad), S(down + 15 * MINUTE, now, healthy), until=now),
+            deploy.mail(clean, S(down, now, healthy), until=now),
+        )
+    )
+    for i in range(0, len(buffered), 100):
+        await deploy.produce(buffered[i : i + 100])
+        await asyncio.sleep(0.25)
+    await deploy.settle(guard, timeout=90)
+    tally = await deploy.tally()
+
+    for campaign in (throughout, late):
+        assert tally.calls[campaign] == 1, tally
+        assert tally.outcomes(campaign)["paused"] == 1 and not tally.outcomes(campaign)["failed"], tally
+        assert tally.notified(campaign) == Counter(paused=1), tally
+    assert tally.calls[early] == 0, tally
+    assert not ACTED & set(tally.outcomes(early)), tally
+    assert not (tally.calls[clean] or tally.outcomes(clean)), tally
