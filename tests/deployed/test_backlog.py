@@ -15,6 +15,19 @@ CLEAN_CAMPAIGNS = 300  # x 450 sends over three hours: ~135k records
 ACTED = {"paused", "already_paused", "failed", "not_running", "dry_run"}  # outcomes that say "paused it"
 
 
+def assert_paused_once_each(tally, bad_now: tuple[str, ...], healthy_since: str, clean: tuple[str, ...]) -> None:
+    """Each campaign bad now paused once (one call, one `paused`, one notification); the one bad earlier and
+    healthy since, and the clean ones, never touched."""
+    for campaign in bad_now:
+        assert tally.calls[campaign] == 1, tally
+        assert tally.outcomes(campaign)["paused"] == 1 and not tally.outcomes(campaign)["failed"], tally
+        assert tally.notified(campaign) == Counter(paused=1), tally
+    assert tally.calls[healthy_since] == 0, tally
+    assert not ACTED & set(tally.outcomes(healthy_since)), tally
+    assert not tally.notified(healthy_since), tally
+    assert not any(tally.calls[c] or tally.outcomes(c) or tally.notified(c) for c in clean), tally
+
+
 async def test_a_first_deploy_over_three_hours_of_history_pauses_once_what_is_bad_now(deploy) -> None:
     """The topic holds three hours of mail when the guard is first deployed: the campaign bad all along
     is paused once, the one bad for 20 minutes three hours ago and healthy since is not paused, and
@@ -39,13 +52,7 @@ async def test_a_first_deploy_over_three_hours_of_history_pauses_once_what_is_ba
     await deploy.settle(guard)
     tally = await deploy.tally()
 
-    assert tally.calls[still_bad] == 1, tally
-    assert tally.outcomes(still_bad)["paused"] == 1 and not tally.outcomes(still_bad)["failed"], tally
-    assert tally.notified(still_bad) == Counter(paused=1), tally
-    assert tally.calls[healthy_since] == 0, tally
-    assert not ACTED & set(tally.outcomes(healthy_since)), tally
-    assert not tally.notified(healthy_since), tally
-    assert not any(tally.calls[c] or tally.outcomes(c) or tally.notified(c) for c in clean), tally
+    assert_paused_once_each(tally, bad_now=(still_bad,), healthy_since=healthy_since, clean=tuple(clean))
 
 
 async def test_a_restart_after_a_forty_minute_outage_pauses_once_each_campaign_bad_now(deploy) -> None:
@@ -80,14 +87,7 @@ async def test_a_restart_after_a_forty_minute_outage_pauses_once_each_campaign_b
     await deploy.settle(guard)
     tally = await deploy.tally()
 
-    for campaign in (throughout, late):
-        assert tally.calls[campaign] == 1, tally
-        assert tally.outcomes(campaign)["paused"] == 1 and not tally.outcomes(campaign)["failed"], tally
-        assert tally.notified(campaign) == Counter(paused=1), tally
-    assert tally.calls[early] == 0, tally
-    assert not ACTED & set(tally.outcomes(early)), tally
-    assert not tally.notified(early), tally
-    assert not (tally.calls[clean] or tally.outcomes(clean) or tally.notified(clean)), tally
+    assert_paused_once_each(tally, bad_now=(throughout, late), healthy_since=early, clean=(clean,))
 
 
 @pytest.mark.timeout(180)
@@ -172,10 +172,4 @@ async def test_a_lag_spike_forwarded_in_chunks_pauses_once_each_campaign_bad_now
     await deploy.settle(guard, timeout=90)
     tally = await deploy.tally()
 
-    for campaign in (throughout, late):
-        assert tally.calls[campaign] == 1, tally
-        assert tally.outcomes(campaign)["paused"] == 1 and not tally.outcomes(campaign)["failed"], tally
-        assert tally.notified(campaign) == Counter(paused=1), tally
-    assert tally.calls[early] == 0, tally
-    assert not ACTED & set(tally.outcomes(early)), tally
-    assert not (tally.calls[clean] or tally.outcomes(clean)), tally
+    assert_paused_once_each(tally, bad_now=(throughout, late), healthy_since=early, clean=(clean,))
