@@ -270,6 +270,47 @@ class TestBacklog:
         assert len(decisions.pauses(STILL_BAD)) == 1
         assert decisions.pauses(HEALTHY_SINCE) == []
 
+    async def test_a_campaign_read_up_to_the_present_is_judged_whatever_else_the_partition_carries(self) -> None:
+        """After an outage the backlog is read to the end it had; the still-bad campaign's mail is read up to a
+        minute ago, but the log end keeps moving and every batch carries a webhook retried from ten minutes
+        ago: neither a quiet log end nor a batch all live ever comes. The campaign is judged on its own
+        reading (its newest event younger than the grace): paused within the second, not at the catch-up
+        limit."""
+        decisions = Decisions()
+        backlog = logged(three_hours(self.now - 60, sending_to_the_end=True))
+        pipeline = self.pipeline(decisions, log_end=len(backlog))
+        await pipeline.handle(TP, backlog, log_end=len(backlog))
+        assert len(decisions.pauses(STILL_BAD)) == 1 and decisions.pauses(HEALTHY_SINCE) == []
+        offset = len(backlog)
+        for _ in range(3):  # live traffic goes on, with the retries
+            self.now += 1
+            retried = bounced("camp_other", self.now - 600)
+            batch = records([sent("camp_live", self.now - 0.5), retried], first_offset=offset)
+            offset += len(batch)
+            await pipeline.handle(TP, batch, log_end=offset + 5)
+        assert len(decisions.pauses(STILL_BAD)) == 1 and pipeline.held() == 0
+
+    async def test_a_history_forwarded_beside_live_traffic_is_judged_campaign_by_campaign(self) -> None:
+        """A bridge forwards three hours of buffered mail in chunks (fresh record times, old event times) while
+        other sources write live mail between the chunks: a batch all live, or the log end reached, says
+        nothing of the buffered campaigns. Each is judged once its own mail is read up to the present: the
+        one healthy for hours since is never paused, the still-bad one once."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions, log_end=0)  # caught up: nothing in the log when positioned
+        history = three_hours(self.now - 60, sending_to_the_end=True)
+        offset = 0
+        for n in range(0, len(history), 300):
+            chunk = records([value for _, value, _ in history[n : n + 300]], first_offset=offset)
+            offset += len(chunk)
+            await pipeline.handle(TP, chunk, log_end=offset)
+            live = records([sent(f"camp_live_{k}", self.now - 1) for k in range(5)], first_offset=offset)
+            offset += len(live)
+            await pipeline.handle(TP, live, log_end=offset)
+            pipeline.caught_up(TP, position=offset, log_end=offset)
+            self.now += 1
+        assert decisions.pauses(HEALTHY_SINCE) == []
+        assert len(decisions.pauses(STILL_BAD)) == 1
+
     async def test_a_batch_with_nothing_counted_does_not_read_as_caught_up(self) -> None:
         """A batch of events the guard does not count (opens, replies) says nothing about how far behind the
         partition is: the held decisions stay held."""
@@ -365,6 +406,7 @@ class TestBacklog:
             if boundary is None and episode.pause is None and not engine.leans_bad(STILL_BAD):
                 boundary = n + 1  # the campaign's latest decision is no longer in force, and it leans nowhere yet
         assert boundary is not None and engine.leans_bad(STILL_BAD), "premise: a young episode, leaning bad later"
+        pipeline = self.pipeline(decisions, log_end=len(stream))  # a first deploy: the log's end known
         await pipeline.handle(TP, stream[:boundary], log_end=len(stream))
         await pipeline.handle(TP, stream[boundary:], log_end=len(stream))
         assert [decision.id for decision in decisions.pauses(STILL_BAD)] == [latest]

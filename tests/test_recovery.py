@@ -289,7 +289,7 @@ async def test_a_live_pause_of_a_ready_partition_does_not_wait_for_another_parti
     assert h.recovery.stage(A) is Stage.READY and h.recovery.stage(B) is Stage.CAUGHT_UP
 
     now_ms = int(time.time() * 1000)
-    values = bad_list("camp_on_a", time.time() - 600)
+    values = bad_list("camp_on_a", time.time() - 250)  # live: acted on at once
     await pipeline.handle(
         A,
         [

@@ -324,6 +324,11 @@ class Engine:
         pause = state.last_pause[0] if state.last_pause is not None else None
         return Episode(state.began, state.started_at if state.began is not None else None, pause)
 
+    def latest_event(self, campaign_id: str) -> float | None:
+        """The newest event time read for the campaign; None when it is not tracked."""
+        state = self._campaigns.get(campaign_id)
+        return state.watermark if state is not None else None
+
     def note_pause(self, campaign_id: str, decision_id: str, at: float) -> None:
         """A pause made for the campaign outside this reading of the log landed at `at` (a backlog's decision acted
         on at catch-up while the campaign ran on: guard.runtime.catchup): the campaign is PAUSED from then, as if

@@ -25,14 +25,14 @@ shows what a guard that kept up would decide:
    up, never at a batch's end before: what a campaign shows now is what counts, and a batch boundary
    that falls where its new episode is a few sends old must not decide it. A campaign the engine no
    longer tracks counts as current (fail toward the pause).
-3. Once the partition has caught up, the held decisions still current go to the dispatcher: one pause
-   per campaign bad now. Caught up: never before the end the log had when the partition was positioned;
-   from there, a batch's live records are all younger than the grace, by record and event time (the
-   guard reads live traffic: a guard keeping up with heavy traffic may never end a batch exactly at the
-   log end), or the reading has been at the log end, and the log end has not moved, for QUIET_SECONDS
-   (the history is all in). Reaching the log end alone is not enough: a bridge that forwards an hour
-   of buffered mail in chunks, or a history still being written, ends at the log end after every chunk,
-   and judging there would judge a campaign on part of its hour.
+3. Once its campaign has caught up, a held decision still current goes to the dispatcher: one pause per
+   campaign bad now. Never before the end the log had when the partition was positioned; from there, a
+   campaign has caught up once its newest event read is younger than the grace (its mail is read up to
+   the present, whatever else the partition carries: other campaigns' live traffic, retried webhooks of
+   hours ago), or the whole partition has: its reading at the log end, and the log end unmoved, for
+   QUIET_SECONDS (the history is all in). Reaching the log end alone is not enough: a bridge that
+   forwards an hour of buffered mail in chunks, or a history still being written, ends at the log end
+   after every chunk, and judging there would judge a campaign on part of its hour.
 
 4. A decision acted on at catch-up lands then, not at its event time: the engine is told so
    (Engine.note_pause), as it would have been had the guard kept up, whether its reading holds the pause
@@ -93,22 +93,23 @@ def release(
     held: dict[str, Held],
     episode_of: Callable[[str], Episode | None],
     leans_bad: Callable[[str], bool],
-    caught_up: bool,
+    caught_up: Callable[[str], bool],
 ) -> Iterator[tuple[Held, str | None]]:
     """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
-    those no longer current at once, the others once the partition has `caught_up`."""
+    those no longer current at once, the others once their campaign has `caught_up`."""
     latest: dict[str, Decision] = {}  # per campaign, its latest held pause decision that calls for itself
     for entry in held.values():
         decision = entry.decision
         if decision.superseded_by is None and decision.fired_at >= latest.get(decision.campaign_id, decision).fired_at:
             latest[decision.campaign_id] = decision
-    judged = leans_bad if caught_up else lambda _campaign: True  # "bad now" is judged once caught up
     for decision_id, entry in list(held.items()):
         decision = entry.decision
+        judged = caught_up(decision.campaign_id)
+        bad_now = leans_bad if judged else lambda _campaign: True  # "bad now" is judged once caught up
         episode = episode_of(decision.campaign_id)
-        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), judged):
+        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), bad_now):
             yield entry, why_superseded(episode)
-        elif caught_up:
+        elif judged:
             yield entry, None
         else:
             continue

@@ -275,8 +275,7 @@ class Pipeline:
         engine, progress = self._partitions[tp]
         if progress.held and not progress.busy and progress.read_backlog(position):
             if progress.quiet_at_end(position, log_end, self._clock(), QUIET_SECONDS):
-                why = f"at the log end {log_end} for {QUIET_SECONDS:g} s"
-                self._settle_held(engine, progress, caught_up=True, why=why)
+                self._settle_held(engine, progress, f"at the log end {log_end} for {QUIET_SECONDS:g} s")
 
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
@@ -304,7 +303,6 @@ class Pipeline:
         if not records:
             return
         now, grace = self._clock(), self._resume_grace
-        oldest = math.inf  # the oldest record or event time among the batch's live records
         stats = engine.stats
         before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
         tally, dead_letters = Tally(), []
@@ -339,7 +337,6 @@ class Pipeline:
                     recovery.keep(decisions)
                 continue
             tally.counted += 1
-            oldest = min(oldest, record.timestamp / 1000, event.time)
             for decision in decisions:
                 progress.pending[offset] += 1
                 held = progress.held
@@ -353,31 +350,33 @@ class Pipeline:
             await asyncio.gather(*dead_letters)
         progress.next_offset = records[-1].offset + 1
         if progress.held:
-            self._settle_held(engine, progress, *self._caught_up(progress, now, oldest))
+            too_long = overdue(progress.held, now, self._catch_up_limit)
+            self._settle_held(
+                engine, progress, f"a decision held over {self._catch_up_limit:g} s" if too_long else None
+            )
         self._count(tally, engine, before)
 
-    def _caught_up(self, progress: PartitionProgress, now: float, oldest: float) -> tuple[bool, str | None]:
-        """Whether the partition caught up with this batch, and why. Never before the log end it had when
-        positioned; from there, with a batch of live records all younger than the grace: the guard reads
-        live traffic. Or it has held a decision for too long. A batch that ends at the log end says nothing
-        more: the tick (`caught_up`) waits for the log end to stay put (catchup.py)."""
-        position = progress.next_offset or 0
-        if progress.read_backlog(position) and oldest < math.inf and now - oldest <= self._resume_grace:
-            return True, f"every record of the batch younger than {self._resume_grace:g} s"
-        if overdue(progress.held, now, self._catch_up_limit):
-            return True, f"a decision held longer than {self._catch_up_limit:g} s"
-        return False, None
-
-    def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: bool, why: str | None) -> None:
-        """Supersede the held decisions no longer current; once caught up, act on the others (catchup.py)."""
-        if caught_up:
+    def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: str | None) -> None:
+        """Supersede the held decisions no longer current; act on the others of each campaign caught up: all of
+        them once the partition has (`caught_up` says why), else those of campaigns read up to the present
+        (catchup.py)."""
+        now, grace = self._clock(), self._resume_grace
+        live: set[str] = set()
+        if caught_up is None and progress.read_backlog(progress.next_offset or 0):
+            for campaign in {held.decision.campaign_id for held in progress.held.values()}:
+                latest = engine.latest_event(campaign)
+                if latest is not None and now - latest <= grace:
+                    live.add(campaign)
+        if caught_up is not None or live:
             log.info(
                 "caught up: held pause decisions judged",
                 partition=progress.recovery.name,
                 held=len(progress.held),
-                why=why,
+                why=caught_up or f"newest event younger than {grace:g} s",
+                campaigns=sorted(live) if caught_up is None else "all",
             )
-        for held, note in release(progress.held, engine.episode, engine.leans_bad, caught_up):
+        judged = (lambda _campaign: True) if caught_up is not None else live.__contains__
+        for held, note in release(progress.held, engine.episode, engine.leans_bad, judged):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
                 decision = held.decision

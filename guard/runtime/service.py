@@ -57,6 +57,7 @@ MAX_RECORDS_PER_POLL = 500  # small batches: pause tasks, probes and heartbeats 
 POLL_TIMEOUT_MS = 200
 AUDIT_RETRY_SECONDS = 1.0
 NOTIFY_GRACE_SECONDS = 2.0  # messages still under way at shutdown get this long, after the pauses settled
+RELEASE_SECONDS = 1.0  # how often partitions holding a backlog's decisions are checked for a quiet log end
 
 
 class Service:
@@ -228,7 +229,7 @@ class Service:
     async def _poll(self, consumer: AIOKafkaConsumer, pipeline: Pipeline, recovery: Recovery) -> None:
         settings = self.settings.guard
         watcher = RulesWatcher(settings.rules, self.rules) if settings.rules_reload_interval else None
-        next_tick = next_reload = next_probe = time.monotonic()
+        next_tick = next_reload = next_probe = next_release = time.monotonic()
         next_checkpoint = next_tick + settings.checkpoint_interval
         self.health.polling = True
         while not self._stop.is_set():
@@ -243,8 +244,10 @@ class Service:
             if now >= next_probe and self._probe is None:
                 self._probe = asyncio.create_task(self._probe_kafka(consumer))
                 next_probe = now + PROBE_SECONDS
-            if now >= next_tick:
+            if now >= next_release:  # every second whatever the commit interval: a quiet log end is seconds
                 await self._release_caught_up(consumer, pipeline)
+                next_release = now + RELEASE_SECONDS
+            if now >= next_tick:
                 await self._commit(consumer, pipeline)
                 await self._track_recovery(consumer, recovery)
                 self.metrics.campaigns.set(pipeline.campaigns())

@@ -55,7 +55,7 @@ class SettledDecisions:
         self._settings, self._topic = settings, audit_topic
         self._ids: set[str] = set()
         self._fired: set[str] = set()
-        self._blind = False  # an audit read failed: which decisions were recorded is not known
+        self._blind = False  # the last audit read failed: which decisions were recorded is not known
 
     def __contains__(self, decision_id: str) -> bool:
         return decision_id in self._ids
@@ -64,8 +64,8 @@ class SettledDecisions:
         self._ids.add(decision_id)
 
     def unsettled(self, decision_id: str) -> bool:
-        """Recorded `fired` before a restart and given no outcome: to act on. Once an audit read has failed,
-        any decision without an outcome (failing toward the pause)."""
+        """Recorded `fired` before a restart and given no outcome: to act on. While the last audit read has
+        failed, any decision without an outcome (failing toward the pause)."""
         return decision_id not in self._ids and (self._blind or decision_id in self._fired)
 
     async def scan(self, since_ms: int) -> None:
@@ -82,3 +82,4 @@ class SettledDecisions:
             raise
         self._ids |= settled
         self._fired |= fired
+        self._blind = False  # a read from the look-back covers whatever a failed one would have found

@@ -26,12 +26,14 @@ async def resume(deploy, campaign: str) -> None:
 
 
 async def test_a_campaign_resumed_after_its_pause_landed_is_paused_again_only_when_bad_again(deploy) -> None:
-    """Paused once; resumed through the API; healthy mail after the 5-minute grace: no second pause;
-    a bad list again: paused again, once. Event times lie in the past, so nothing waits for the grace."""
+    """Paused once (its bad mail half an hour old: acted on when the partition caught up, so the pause lands
+    then); resumed through the API; healthy mail from after the pause plus the grace: no second pause; a bad
+    list again: paused again, once. `GUARD_RESUME_GRACE` is 20 s, so that the mail after the resume is a
+    minute away, not ten."""
     S, campaign = deploy.Stretch, "camp_resumed"
     deploy.campaigns(campaign)
     assert await deploy.create_input_topic()
-    guard = deploy.start()
+    guard = deploy.start(GUARD_RESUME_GRACE=f"{GRACE:g}")
     await guard.wait_ready(60)
     began = time.time() - 30 * MINUTE
 
@@ -39,19 +41,18 @@ async def test_a_campaign_resumed_after_its_pause_landed_is_paused_again_only_wh
     await deploy.standin.wait_for_pauses(1, 30, campaign_id=campaign)
     await deploy.settle(guard)
     assert deploy.standin.status(campaign) == "paused"
-    async with httpx.AsyncClient(base_url=deploy.standin.url) as api:  # the user resumes it
-        answer = await api.post(
-            f"/v1/campaigns/{campaign}/start", headers={"Authorization": f"Bearer {deploy.standin.api_key}"}
-        )
-    assert answer.json()["status"] == "running"
+    paused_at = deploy.standin.pause_requests(campaign)[0].received_at
+    await resume(deploy, campaign)
 
-    cleaned = began + 12 * MINUTE  # well after the pause decision plus GUARD_RESUME_GRACE (300 s)
-    await deploy.produce(deploy.mail(campaign, S(cleaned, cleaned + 8 * MINUTE, deploy.HEALTHY), until=time.time()))
+    cleaned = paused_at + GRACE + 2  # its first send after the resume: later than the pause plus the grace
+    await until_past(cleaned + 20)
+    await deploy.produce(deploy.mail(campaign, S(cleaned, cleaned + 20, deploy.HEALTHY, 0.5), until=time.time()))
     await deploy.settle(guard)
     after_healthy = await deploy.tally()
 
-    bad_again = cleaned + 8 * MINUTE
-    await deploy.produce(deploy.mail(campaign, S(bad_again, bad_again + 6 * MINUTE, deploy.BAD), until=time.time()))
+    bad_again = cleaned + 20
+    await until_past(bad_again + 45)  # its bounces come 20 s after their sends
+    await deploy.produce(deploy.mail(campaign, S(bad_again, bad_again + 20, 0.5, 0.5), until=time.time()))
     try:
         await deploy.standin.wait_for_pauses(2, 30, campaign_id=campaign)
     except TimeoutError:
@@ -65,6 +66,11 @@ async def test_a_campaign_resumed_after_its_pause_landed_is_paused_again_only_wh
     assert tally.outcomes(campaign)["paused"] == 2 and not tally.outcomes(campaign)["failed"], tally
     assert tally.notified(campaign) == Counter(paused=2), tally
     assert deploy.standin.status(campaign) == "paused"
+
+
+async def until_past(moment: float) -> None:
+    """Wait until `moment` (epoch seconds) lies in the past: mail is logged after it was sent."""
+    await asyncio.sleep(max(0.0, moment - time.time()))
 
 
 @pytest.mark.timeout(240)
