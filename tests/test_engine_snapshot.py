@@ -375,6 +375,19 @@ class TestBounding:
             restore(data, RULES, engine)
         assert engine.campaigns == 0
 
+    def test_a_pause_acted_on_at_catch_up_lands_ahead_of_the_reading_and_restores(self) -> None:
+        """A backlog's pause lands at the call (Engine.note_pause), hours past the partition's clock: its
+        checkpoint restores. A pause landing more than a day past the clock no engine makes: refused."""
+        engine = _busy_engine(RULES)
+        campaign = next(iter(engine._campaigns))
+        engine.note_pause(campaign, "at-catch-up", engine._watermark + 3 * 3600)
+        restored = Engine(RULES)
+        restore(snapshot(engine, RULES), RULES, restored)
+        assert restored.episode(campaign).pause == "at-catch-up"
+        engine.note_pause(campaign, "at-catch-up", engine._watermark + 2 * 86_400)
+        with pytest.raises(SnapshotError, match="the pause of campaign"):
+            restore(snapshot(engine, RULES), RULES, Engine(RULES))
+
     def test_a_rule_state_past_the_clock_is_refused(self) -> None:
         """A last firing in year 9999 would keep the rule in its cooldown for ever."""
 

@@ -33,7 +33,7 @@ import msgspec
 
 from guard.engine import dedupe
 from guard.engine.cusum import Cusum
-from guard.engine.engine import Engine, EngineStats
+from guard.engine.engine import MAX_AHEAD_SECONDS, Engine, EngineStats
 from guard.engine.kinds import Kinds
 from guard.engine.plan import Series
 from guard.engine.state import CampaignState, RuleState
@@ -453,10 +453,12 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         if unknown := set(rule_states) - {compiled.rule.name for compiled in rules}:
             raise ValueError(f"states of rules that do not apply: {sorted(unknown)}")
         state = CampaignState(rules, series, rule_states=rule_states, **fields)
-        times = [state.watermark, state.started_at, state.last_pause[1] if state.last_pause else None]
+        times = [state.watermark, state.started_at]
         times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]
         for value in times:
             _time(value, clock, f"a time of campaign {campaign_id!r}")
+        if state.last_pause is not None:  # a pause acted on at catch-up lands at the call, ahead of the reading
+            _time(state.last_pause[1], clock + MAX_AHEAD_SECONDS, f"the pause of campaign {campaign_id!r}")
         campaigns[campaign_id] = state
     return campaigns
 
