@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.rules import load_rules
 from guard.runtime.service import Service
 from guard.runtime.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
@@ -527,8 +528,9 @@ class TestResumedCampaign:
     async def paused_then_resumed(
         self, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
     ) -> tuple[Guard, float]:
-        """A stale list (20% hard bounces) is paused by the live guard; the user resumes it through the API.
-        Returns the guard and the event time the stream goes on from: two hours after the stale stretch."""
+        """A stale list (20% hard bounces, four hours old) is paused by the guard once it has read it; the user
+        resumes it through the API. Returns the guard and the event time the stream goes on from: past the pause
+        call (where a backlog's pause lands) plus the grace, a few minutes ahead of the clock."""
         standin.add_campaign(self.CAMPAIGN)
         start = time.time() - 4 * 3600
         stale = sending(self.CAMPAIGN, start, 200, 5)
@@ -541,7 +543,7 @@ class TestResumedCampaign:
                 f"/v1/campaigns/{self.CAMPAIGN}/start", headers={"Authorization": f"Bearer {standin.api_key}"}
             )
         assert answer.json()["status"] == "running"
-        return service, start + 200 + 2 * 3600
+        return service, standin.pause_requests(self.CAMPAIGN)[0].received_at + DEFAULT_RESUME_GRACE + 1
 
     async def test_a_cleaned_list_is_not_paused_again(
         self, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
