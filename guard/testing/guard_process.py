@@ -111,11 +111,17 @@ class GuardProcess:
 
     async def get(self, path: str) -> httpx.Response | None:
         """GET on the guard's HTTP port; None when it does not answer (not up yet, or gone)."""
-        assert self._http is not None
+        client = self._http
+        if client is None:  # exited: its client is closed
+            return None
         try:
-            return await self._http.get(path)
+            return await client.get(path)
         except httpx.HTTPError:
             return None
+        except RuntimeError:  # the client was closed while the request was under way (the process exited)
+            if client.is_closed:
+                return None
+            raise
 
     async def status(self, path: str) -> int | None:
         response = await self.get(path)

@@ -143,10 +143,7 @@ class Probes:
         started, answered = time.monotonic(), set()
         while True:
             guard = self.guard
-            try:
-                live, ready = await guard.status("/livez"), await guard.status("/readyz")
-            except AssertionError:  # killed meanwhile: its HTTP client is closed
-                live = ready = None
+            live, ready = await guard.status("/livez"), await guard.status("/readyz")  # None once it is gone
             if live is not None:
                 answered.add(guard.name)
             # from a process's first answer on (before it, its HTTP server is not up yet)
