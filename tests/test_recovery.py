@@ -1,5 +1,6 @@
 """guard.runtime.recovery on its own: each transition of a newly assigned partition, and what waits on the
-audit rescan (no broker needed: the rescan is a coroutine the test holds)."""
+audit rescan (no broker needed: the rescan is a coroutine the test holds); and, on a real broker, the decisions
+the audit topic holds in flight, as a partition's new owner reads them."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
+from guard.actions.audit import audit_event
 from guard.actions.dispatch import Dispatcher
 from guard.contracts.audit import AuditEvent
 from guard.contracts.events import decode
@@ -147,7 +151,10 @@ class Harness:
         self.settled, self.unrecorded = settled or set(), unrecorded or set()
         self.resumed: list[Decision] = []
         self.scans: list[asyncio.Event] = []
-        self.recovery = Recovery(self.health, self.rescan, self.unsettled, self.resumed.append)
+        self.in_flight: dict[TopicPartition, list[Decision]] = {}  # what the audit holds in flight, by partition
+        self.recovery = Recovery(
+            self.health, self.rescan, self.unsettled, self.resumed.append, lambda tp: self.in_flight.get(tp, [])
+        )
 
     def unsettled(self, decision_id: str) -> bool:
         return decision_id not in self.settled and decision_id not in self.unrecorded
@@ -211,6 +218,44 @@ class TestRecovery:
         await h.finish_scan(0)
         assert h.resumed == [recorded]
 
+    async def test_a_decision_recorded_in_flight_is_resumed_from_its_record_when_the_replay_does_not_derive_it(
+        self,
+    ) -> None:
+        """The process that recorded it read the campaign otherwise (a pause acted on at catch-up is not in the log):
+        the replay derives other decisions, never recorded. The recorded one was being acted on: it is resumed."""
+        in_flight, replayed = pause_decision("camp"), pause_decision("camp_replayed")
+        h = Harness(unrecorded={replayed.id})
+        h.in_flight[A] = [in_flight]
+        await h.assign(A)
+        h.recovery[A].keep([replayed])
+        h.recovery.progress({A: 10})
+        assert h.resumed == []  # not before the scan is done
+        await h.finish_scan(0)
+        assert h.resumed == [in_flight] and h.recovery.stage(A) is Stage.READY
+
+    async def test_a_decision_in_flight_is_resumed_once_when_the_replay_derives_it_too(self) -> None:
+        decision = pause_decision("camp")
+        h = Harness()
+        h.in_flight[A] = [decision]
+        await h.assign(A)
+        await h.finish_scan(0)
+        h.recovery[A].keep([decision])
+        h.recovery.progress({A: 10})  # caught up after the scan: ready at once
+        assert h.resumed == [decision]
+
+    async def test_decisions_in_flight_wait_for_their_partition_to_catch_up(self) -> None:
+        """Which campaigns a partition carries is known once it is replayed: nothing before, each partition's own."""
+        on_a, on_b = pause_decision("camp_a"), pause_decision("camp_b")
+        h = Harness()
+        h.in_flight = {A: [on_a], B: [on_b]}
+        await h.assign(A, B)
+        await h.finish_scan(0)
+        assert h.resumed == []
+        h.recovery.progress({A: 10, B: 3})
+        assert h.resumed == [on_a]
+        h.recovery.progress({B: 10})
+        assert h.resumed == [on_a, on_b]
+
     async def test_caught_up_after_the_rescan_is_ready_at_once(self) -> None:
         unsettled = pause_decision("camp")
         h = Harness()
@@ -235,7 +280,7 @@ class TestRecovery:
         async def broken(since_ms: int) -> None:
             raise RuntimeError("a bug")
 
-        recovery = Recovery(Health(), broken, lambda _: False, lambda _: None)
+        recovery = Recovery(Health(), broken, lambda _: False, lambda _: None, lambda _: [])
         recovery.assigned([(A, "events[0]")], 0)
         recovery.positioned(A, 0)
         recovery.progress({A: 0})
@@ -312,3 +357,58 @@ async def _outcome(published: list[AuditEvent], outcome: str) -> None:
 class NoDeadLetters:
     async def send(self, record: object, reason: str) -> asyncio.Future:
         raise AssertionError(f"nothing here is malformed, got {reason}")
+
+
+@pytest.mark.timeout(120)
+async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kafka_broker, topic_name: str) -> None:
+    """On a real broker: a decision recorded `fired` and given no outcome comes back from its audit record as the
+    decision it was (for the campaigns the asking partition carries), so its partition's new owner can act on it
+    without deriving it again. A settled one, another partition's, one whose rule has changed, one this process
+    is acting on itself and an alert (its `fired` record is all it gets) do not."""
+    rules = load_rules(RULES)
+    in_flight, elsewhere, settled, mine = (
+        pause_decision(c) for c in ("camp_here", "camp_elsewhere", "camp_settled", "camp_mine")
+    )
+    changed = pause_decision("camp_changed")
+    changed_text = changed.rule.model_dump(by_alias=True) | {"description": "edited since"}
+    changed_rule = type(changed.rule).model_validate(changed_text)  # another version of it
+    changed = dataclasses.replace(changed, rule=changed_rule)
+    assert changed_rule.version != in_flight.rule.version, "premise: the rule's text changed"
+    now = time.time()
+    alert = alert_of(pause_decision("camp_alerted"))
+    recorded = (in_flight, elsewhere, settled, changed, mine, alert)
+    records = [audit_event(d, "fired", decided_at=now, dry_run=False) for d in recorded]
+    records.append(audit_event(settled, "paused", decided_at=now, dry_run=False))
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic_name, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_broker.bootstrap_servers, acks="all", **kafka_broker.producer_overrides
+    )
+    await producer.start()
+    try:
+        for event in records:
+            await producer.send_and_wait(topic_name, event.model_dump_json().encode(), key=event.campaign_id.encode())
+    finally:
+        await producer.stop()
+
+    decisions = SettledDecisions(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), topic_name)
+    await asyncio.wait_for(decisions.scan(int(now * 1000) - 60_000), 60)
+    decisions.take(mine.id)  # this process's own, under way: not one to resume
+    carried = {"camp_here", "camp_settled", "camp_changed", "camp_mine", "camp_alerted"}.__contains__
+    with structlog.testing.capture_logs() as logs:
+        (rebuilt,) = decisions.in_flight(carried, rules)
+
+    assert rebuilt.id == in_flight.id and rebuilt.rule == in_flight.rule and rebuilt.campaign_id == "camp_here"
+    assert dataclasses.replace(rebuilt, fired_at=0.0, evidence_from=0.0, episode_from=None) == dataclasses.replace(
+        in_flight, fired_at=0.0, evidence_from=0.0, episode_from=None
+    )
+    assert rebuilt.fired_at == pytest.approx(in_flight.fired_at, abs=1e-6)  # through a datetime: microseconds
+    assert rebuilt.evidence_from == pytest.approx(in_flight.evidence_from, abs=1e-6)
+    assert (rebuilt.episode_from is None) == (in_flight.episode_from is None)
+    assert [(line["event"], line["decision_id"]) for line in logs] == [
+        ("a decision recorded before a restart names a rule no longer loaded; not acted on", changed.id)
+    ]

@@ -20,6 +20,9 @@ from pydantic import SecretStr
 from test_reload import RULE as RELOAD_RULE
 from test_reload import ConfigMapVolume
 
+from guard.actions.audit import audit_event
+from guard.contracts.events import decode
+from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.rules import load_rules
 from guard.runtime.service import Service
@@ -518,6 +521,69 @@ class TestRestart:
         assert len({e["decision_id"] for e in events}) == 1
         assert second.metrics.resumed._value.get() == 1
         assert len(standin.pause_requests()) == 1
+
+    async def test_a_decision_in_flight_the_replay_does_not_derive_again_is_resumed_from_its_record(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """The process before read the campaign otherwise than a replay does: a pause it acted on at catch-up (not in
+        the log) moved the campaign's episode, so the decision it recorded `fired`, committed past and was calling
+        about when it died is one the replay never derives. Its partition's new owner resumes it from its record."""
+        standin.add_campaign("camp_bad")
+        start = time.time() - 600
+        records = bad_campaign("camp_bad", start)
+        await produce(producer, topics.input, records)
+        in_flight = decision_of_another_reading("camp_bad", records, paused_at=start + 5)
+        replayed = decisions_of(records)
+        assert in_flight.id not in {d.id for d in replayed} and replayed, "premise: the replay derives other decisions"
+        await producer.send_and_wait(
+            topics.audit,
+            audit_event(in_flight, "fired", decided_at=time.time(), dry_run=False).model_dump_json().encode(),
+            key=b"camp_bad",
+        )
+        await commit_log_end(kafka_bootstrap, topics)  # the process before read it all
+
+        second = await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        await until(lambda: second.metrics.inflight._value.get() == 0)
+        assert [r.header("Idempotency-Key") for r in standin.pause_requests()] == [in_flight.id]
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [(e["decision_id"], e["outcome"]) for e in events] == [(in_flight.id, "fired"), (in_flight.id, "paused")]
+        assert second.metrics.resumed._value.get() == 1
+
+
+def decisions_of(records: list[tuple[str, bytes]], note_pause_at: float | None = None) -> list[Decision]:
+    """The pause decisions an engine with the shipped rules takes over `records`; with `note_pause_at`, as the
+    reading of a process that acted on a pause at that moment outside the log (a backlog's, at catch-up)."""
+    engine, decisions = Engine(load_rules(RULES)), []
+    for _, value in records:
+        event = decode(value, time.time())
+        if note_pause_at is not None and event.time > note_pause_at:
+            engine.note_pause(event.campaign_id, "acted-at-catch-up", note_pause_at)
+            note_pause_at = None
+        decisions += [d for d in engine.process(event) if d.action == "pause"]
+    return decisions
+
+
+def decision_of_another_reading(campaign_id: str, records: list[tuple[str, bytes]], paused_at: float) -> Decision:
+    return next(d for d in decisions_of(records, note_pause_at=paused_at) if d.campaign_id == campaign_id)
+
+
+async def commit_log_end(bootstrap: str, topics: Topics) -> None:
+    """The group's offsets committed at the input topic's end, as a guard that read it all leaves them."""
+    partitions = await topic_partitions(KafkaSettings(bootstrap_servers=bootstrap), topics.input)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=topics.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        await consumer.commit(ends)
+    finally:
+        await consumer.stop()
 
 
 class TestResumedCampaign:

@@ -18,9 +18,10 @@ from guard.contracts.audit import (
     audit_id,
 )
 from guard.engine import Decision
+from guard.engine.episodes import EpisodeStart
 from guard.redact import redact
 from guard.rules.durations import format_duration
-from guard.rules.models import Rule
+from guard.rules.models import Rule, RuleSet
 
 MAX_ERROR_CHARS = 500
 
@@ -83,6 +84,31 @@ def audit_event(
             decided_at=_utc(decided_at),
             answered_at=_utc(answered_at) if answered_at is not None else None,
         ),
+    )
+
+
+def recorded_decision(event: AuditEvent, rules: RuleSet) -> Decision | None:
+    """The decision an audit event was written for, rebuilt with the loaded rule it names; None when no loaded
+    rule has that name and version (the rule was changed or removed since: what to act on is not known)."""
+    rule = next((r for r in rules.rules if r.name == event.rule.name and r.version == event.rule.version), None)
+    if rule is None:
+        return None
+    evidence = event.evidence
+    return Decision(
+        id=event.decision_id,
+        campaign_id=event.campaign_id,
+        rule=rule,
+        fired_at=evidence.evidence_to.timestamp(),
+        numerator=evidence.numerator,
+        denominator=evidence.denominator,
+        value=evidence.value,
+        evidence_from=evidence.evidence_from.timestamp(),
+        message_ids=tuple(evidence.message_ids),
+        lower_bound=evidence.lower_bound,
+        superseded_by=event.superseded_by,
+        episode_from=evidence.episode_from.timestamp() if evidence.episode_from is not None else None,
+        episode_began=EpisodeStart(evidence.episode_began) if evidence.episode_began is not None else None,
+        workspace_id=event.workspace_id,
     )
 
 

@@ -49,6 +49,9 @@ class Settled(Protocol):
 
     def add(self, decision_id: str) -> None: ...
 
+    def take(self, decision_id: str) -> None:
+        """This process records and acts on the decision: a `fired` record of it is no other process's to resume."""
+
 
 class AuditRead(Protocol):
     """What a live pause waits for: the audit rescan that may hold its outcome (guard.runtime.recovery)."""
@@ -109,6 +112,7 @@ class Dispatcher:
         self._spawn(decision, lambda _: self._pause(decision, decided_at), lambda: None)
 
     def _spawn(self, decision: Decision, work: Work, on_recorded: Callable[[], None]) -> None:
+        self._settled.take(decision.id)
         landing = None
         if decision.rule.action == "pause" and decision.id not in self._landing:
             landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()

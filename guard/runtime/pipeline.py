@@ -144,6 +144,10 @@ class Pipeline:
     def owns(self, tp: Partition) -> bool:
         return tp in self._partitions
 
+    def carries(self, tp: Partition, campaign_id: str) -> bool:
+        """Whether `tp`'s reading holds the campaign (its events are read from `tp`)."""
+        return tp in self._partitions and self._partitions[tp][0].latest_event(campaign_id) is not None
+
     def assign(
         self,
         tp: Partition,

@@ -9,8 +9,9 @@ Each partition this process is given goes, in this order and no other:
 - REPLAYING: positioned. Records below `replay_until` (its committed offset: where the previous owner
   stopped) only rebuild the engine's state; the pause decisions met there are kept aside.
 - CAUGHT_UP: read up to `replay_until`. The kept-aside decisions are handed to the audit check.
-- READY: the audit rescan its assignment started is done, and the handed-over decisions without an
-  outcome there have been resumed (acted on: the guard died between recording them and acting).
+- READY: the audit rescan its assignment started is done, and the decisions the audit holds as `fired`
+  without an outcome for campaigns the partition carries have been resumed (acted on: a guard died
+  between recording them and acting), whether its replay derived them again or not.
 
 Every assignment that brings new partitions starts one rescan of the audit topic over the rules'
 look-back (an `AuditScan`). Only the partitions it brought wait on it: a live pause from one of them
@@ -159,7 +160,8 @@ class Recovery:
     """Every assigned partition's stage, the audit rescans, and `health.recovering`.
 
     `rescan(since_ms)` is the audit read (guard.runtime.settled.SettledDecisions.scan); `unsettled(id)` says whether
-    the audit holds a decision as `fired` and no outcome for it; `resume(decision)` acts on such a one."""
+    the audit holds a decision as `fired` and no outcome for it; `in_flight(tp)` gives those the audit holds for
+    campaigns of partition `tp`, from their records; `resume(decision)` acts on such a one."""
 
     def __init__(
         self,
@@ -167,8 +169,10 @@ class Recovery:
         rescan: Callable[[int], Coroutine[Any, Any, None]],
         unsettled: Callable[[str], bool],
         resume: Callable[[Decision], None],
+        in_flight: Callable[[Hashable], list[Decision]],
     ) -> None:
         self._health, self._rescan, self._unsettled, self._resume = health, rescan, unsettled, resume
+        self._in_flight = in_flight
         self._partitions: dict[Hashable, PartitionRecovery] = {}
         self._scans: set[AuditScan] = set()  # running
         self._tasks: set[asyncio.Task[None]] = set()
@@ -246,8 +250,7 @@ class Recovery:
             if kept is None:
                 continue
             if state.scan.done:
-                self._check(kept)
-                state.ready()
+                self._ready(tp, state, kept)
             else:
                 state.scan.hand_over(kept)
         self._update()
@@ -259,17 +262,34 @@ class Recovery:
         except Exception:  # a bug: acting without knowing earlier outcomes beats never acting
             log.exception("audit rescan failed; acting without knowing earlier outcomes")
         self._scans.discard(scan)
-        self._check(scan.finish())
-        for state in self._partitions.values():
+        handed = scan.finish()  # of partitions caught up meanwhile, some perhaps revoked since: checked all the same
+        resumed = self._check(handed)
+        for tp, state in list(self._partitions.items()):
             if state.scan is scan and state.stage is Stage.CAUGHT_UP:
-                state.ready()
+                self._ready(tp, state, [], resumed)
 
-    def _check(self, decisions: list[Decision]) -> None:
-        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them. A replayed
-        decision never recorded was not taken by the guard that read its records live: nothing to resume."""
-        for decision in decisions:
-            if self._unsettled(decision.id):
+    def _ready(
+        self, tp: Hashable, state: PartitionRecovery, kept: list[Decision], resumed: set[str] | None = None
+    ) -> None:
+        """CAUGHT_UP -> READY with its scan done: its replayed decisions checked, then what the audit holds in flight
+        for its campaigns (the replay may not derive it again) resumed, each decision once."""
+        resumed = (resumed or set()) | self._check(kept)
+        state.ready()
+        for decision in self._in_flight(tp):
+            if decision.id not in resumed:
+                resumed.add(decision.id)
                 self._resume(decision)
+
+    def _check(self, decisions: list[Decision]) -> set[str]:
+        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them. A replayed
+        decision never recorded was not taken by the guard that read its records live: nothing to resume.
+        Returns the ids acted on."""
+        resumed = set()
+        for decision in decisions:
+            if decision.id not in resumed and self._unsettled(decision.id):
+                resumed.add(decision.id)
+                self._resume(decision)
+        return resumed
 
     def _update(self) -> None:
         self._health.recovering = self.recovering

@@ -9,6 +9,7 @@ looks for changed rule files.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -136,7 +137,13 @@ class Service:
             topic_workspaces=settings.topic_workspaces,
             kinds=self.kinds,
         )
-        recovery = Recovery(self.health, self._settled.scan, self._settled.unsettled, self._resume)
+        recovery = Recovery(
+            self.health,
+            self._settled.scan,
+            self._settled.unsettled,
+            self._resume,
+            in_flight=lambda tp: self._settled.in_flight(functools.partial(pipeline.carries, tp), self.rules),
+        )
         listener: Rebalance | None = None
         self.metrics.rules_loaded.set(len(self.rules.rules))
         self.metrics.campaigns_limit.set(settings.max_campaigns)

@@ -2,33 +2,42 @@
 
 The audit topic is the record: a decision with any outcome but `fired` was acted on (or given
 up on) by some guard process. On every assignment of new partitions the audit topic is read again
-for the rules' look-back (guard.runtime.recovery): the pauses of those partitions wait for it. A
-decision recorded `fired` and given no outcome was being acted on when its process stopped: the
-replay that derives it again resumes it. A replayed decision never recorded `fired` was not taken
-by the guard that read those records live (its reading differed: a pause acted on at catch-up is
-not in the log), and is not acted on.
+for the rules' look-back (guard.runtime.recovery): the pauses of those partitions wait for it.
+
+A decision recorded `fired` and given no outcome was being acted on when its process stopped: the
+owner of its campaign's partition resumes it from that record once the partition has caught up,
+whether or not its replay derives the decision again (it may not: a pause acted on at catch-up is
+not in the log, so a replay can read the campaign otherwise than the process that recorded it). A
+replayed decision never recorded `fired` was not taken by the guard that read those records live,
+and is not acted on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import aclosing
 
 import structlog
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from guard.contracts.audit import read_audit_outcome
+from guard.actions.audit import recorded_decision
+from guard.contracts.audit import AuditEvent, read_audit, read_audit_outcome
+from guard.engine import Decision
+from guard.rules.models import RuleSet
 from guard.runtime.settings import KafkaSettings
 from guard.runtime.topics import UnknownTopic, read_topic
 
 log = structlog.get_logger("guard.runtime.settled")
 
 
-async def audited_decision_ids(settings: KafkaSettings, audit_topic: str, since_ms: int) -> tuple[set[str], set[str]]:
+async def audited_decision_ids(
+    settings: KafkaSettings, audit_topic: str, since_ms: int
+) -> tuple[set[str], dict[str, AuditEvent | None]]:
     """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`, and those
-    recorded `fired`."""
+    recorded `fired`, with their record (None: a record of a later version, read for its ids only)."""
     settled: set[str] = set()
-    fired: set[str] = set()
+    fired: dict[str, AuditEvent | None] = {}
     unreadable = 0
     try:
         async with aclosing(read_topic(settings, audit_topic, since_ms)) as batches:  # closed even if cancelled
@@ -39,12 +48,22 @@ async def audited_decision_ids(settings: KafkaSettings, audit_topic: str, since_
                     except ValidationError:
                         unreadable += 1  # not an audit event of ours: nothing to learn from it
                         continue
-                    (fired if event.outcome == "fired" else settled).add(event.decision_id)
+                    if event.outcome != "fired":
+                        settled.add(event.decision_id)
+                    elif fired.get(event.decision_id) is None:
+                        fired[event.decision_id] = _whole(record.value)
     except UnknownTopic:
         pass  # nothing was ever audited
     if unreadable:
         log.warning("audit records that are no audit event skipped", topic=audit_topic, count=unreadable)
     return settled, fired
+
+
+def _whole(value: bytes) -> AuditEvent | None:
+    try:
+        return read_audit(value)
+    except ValidationError:
+        return None
 
 
 class SettledDecisions:
@@ -54,7 +73,8 @@ class SettledDecisions:
     def __init__(self, settings: KafkaSettings, audit_topic: str) -> None:
         self._settings, self._topic = settings, audit_topic
         self._ids: set[str] = set()
-        self._fired: set[str] = set()
+        self._fired: dict[str, AuditEvent | None] = {}
+        self._taken: set[str] = set()  # decisions this process records and acts on itself
         self._blind = False  # the last audit read failed: which decisions were recorded is not known
 
     def __contains__(self, decision_id: str) -> bool:
@@ -63,10 +83,35 @@ class SettledDecisions:
     def add(self, decision_id: str) -> None:
         self._ids.add(decision_id)
 
+    def take(self, decision_id: str) -> None:
+        self._taken.add(decision_id)
+
     def unsettled(self, decision_id: str) -> bool:
         """Recorded `fired` before a restart and given no outcome: to act on. While the last audit read has
         failed, any decision without an outcome (failing toward the pause)."""
         return decision_id not in self._ids and (self._blind or decision_id in self._fired)
+
+    def in_flight(self, carried: Callable[[str], bool], rules: RuleSet) -> list[Decision]:
+        """Decisions another process recorded `fired` and gave no outcome, for the campaigns `carried` says are read
+        here, rebuilt from their record with the loaded rules: to act on, as their recording process would have."""
+        decisions = []
+        for decision_id, event in self._fired.items():
+            if event is None or event.rule.action != "pause":  # an alert's `fired` record is all it ever gets
+                continue
+            if decision_id in self._ids or decision_id in self._taken or not carried(event.campaign_id):
+                continue
+            decision = recorded_decision(event, rules)
+            if decision is None:
+                log.warning(
+                    "a decision recorded before a restart names a rule no longer loaded; not acted on",
+                    campaign_id=event.campaign_id,
+                    decision_id=decision_id,
+                    rule=event.rule.name,
+                    rule_version=event.rule.version,
+                )
+                continue
+            decisions.append(decision)
+        return decisions
 
     async def scan(self, since_ms: int) -> None:
         """Read the audit topic from `since_ms` (epoch ms); ids added meanwhile are kept. A read error
@@ -81,5 +126,5 @@ class SettledDecisions:
             self._blind = True
             raise
         self._ids |= settled
-        self._fired |= fired
+        self._fired.update((i, e) for i, e in fired.items() if self._fired.get(i) is None)
         self._blind = False  # a read from the look-back covers whatever a failed one would have found
