@@ -429,6 +429,34 @@ class TestBacklog:
         assert covered, "premise: the evidence in flight crosses a pause rule's line"
         assert len(decisions.pauses(STILL_BAD)) == 1
 
+    @pytest.mark.parametrize("lands", [True, False], ids=["resumed", "premise"])
+    async def test_a_pause_resumed_from_another_process_record_lands_in_the_reading_at_the_call(
+        self, lands: bool
+    ) -> None:
+        """A new owner replays the still-bad campaign's backlog (its decisions kept aside, as below a committed
+        offset) and resumes, from its audit record, the pause the process before was making when it died
+        (guard.runtime.settled): that pause lands now in the partition's reading, so the mail still in flight,
+        crossing a rule's line again, is covered by it and calls nobody. Were it left at the reading's own decision
+        times, that mail would read as a resume past the grace and be paused anew (the premise case)."""
+        decisions = Decisions()
+        pipeline = Pipeline(
+            load_rules(RULES), decisions, NoDeadLetters(), Metrics(), dedupe_horizon=3600, clock=lambda: self.now
+        )
+        end = self.now - 30
+        backlog = three_hours(end, sending_to_the_end=True)
+        recovery = PartitionRecovery(name(TP), AuditScan.finished())
+        recovery.positioned(len(backlog))  # the previous owner read it all
+        pipeline.assign(TP, committed=len(backlog), since_ms=0, recovery=recovery, log_end=len(backlog))
+        stream = logged(backlog + steady(STILL_BAD, end + 2, self.now + 120, 8))  # in flight: within the grace
+        await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
+        kept = recovery.caught_up(len(backlog))
+        assert decisions.submitted == [] and kept, "premise: replayed, its decisions kept aside"
+        if lands:  # the record's decision: one the replay need not derive (its id is the other process's)
+            pipeline.resumed(TP, dataclasses.replace(kept[-1], id="recorded-by-the-process-before"))
+        self.now += 120
+        await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
+        assert (decisions.pauses(STILL_BAD) == []) is lands
+
     async def paused_at_catch_up_then_resumed(self, bounce_every: int) -> tuple[Decisions, Pipeline, float]:
         """The still-bad campaign paused at catch-up as leaning bad, then resumed by the user (its sends from past
         the grace, for ten minutes, each `bounce_every`-th bouncing): the decisions, the pipeline, the resume."""

@@ -364,7 +364,8 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     """On a real broker: a decision recorded `fired` and given no outcome comes back from its audit record as the
     decision it was (for the campaigns the asking partition carries), so its partition's new owner can act on it
     without deriving it again. A settled one, another partition's, one whose rule has changed, one this process
-    is acting on itself and an alert (its `fired` record is all it gets) do not."""
+    is acting on itself and an alert (its `fired` record is all it gets) do not; nor does a dry run's, unless this
+    guard runs dry too. A later read of the audit topic that no longer holds the record forgets it."""
     rules = load_rules(RULES)
     in_flight, elsewhere, settled, mine = (
         pause_decision(c) for c in ("camp_here", "camp_elsewhere", "camp_settled", "camp_mine")
@@ -379,6 +380,8 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     recorded = (in_flight, elsewhere, settled, changed, mine, alert)
     records = [audit_event(d, "fired", decided_at=now, dry_run=False) for d in recorded]
     records.append(audit_event(settled, "paused", decided_at=now, dry_run=False))
+    dry = pause_decision("camp_dry")
+    records.append(audit_event(dry, "fired", decided_at=now, dry_run=True))
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap_servers)
     await admin.start()
     try:
@@ -398,9 +401,10 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     decisions = SettledDecisions(KafkaSettings(bootstrap_servers=kafka_broker.bootstrap_servers), topic_name)
     await asyncio.wait_for(decisions.scan(int(now * 1000) - 60_000), 60)
     decisions.take(mine.id)  # this process's own, under way: not one to resume
-    carried = {"camp_here", "camp_settled", "camp_changed", "camp_mine", "camp_alerted"}.__contains__
+    carried = {"camp_here", "camp_settled", "camp_changed", "camp_mine", "camp_alerted", "camp_dry"}.__contains__
     with structlog.testing.capture_logs() as logs:
-        (rebuilt,) = decisions.in_flight(carried, rules)
+        (rebuilt,) = decisions.in_flight(carried, rules, dry_run=False)
+    assert {d.id for d in decisions.in_flight(carried, rules, dry_run=True)} == {in_flight.id, dry.id}
 
     assert rebuilt.id == in_flight.id and rebuilt.rule == in_flight.rule and rebuilt.campaign_id == "camp_here"
     assert dataclasses.replace(rebuilt, fired_at=0.0, evidence_from=0.0, episode_from=None) == dataclasses.replace(
@@ -412,3 +416,6 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     assert [(line["event"], line["decision_id"]) for line in logs] == [
         ("a decision recorded before a restart names a rule no longer loaded; not acted on", changed.id)
     ]
+
+    await asyncio.wait_for(decisions.scan(int(time.time() * 1000) + 60_000), 60)  # a look-back past every record
+    assert decisions.in_flight(carried, rules, dry_run=False) == []

@@ -96,6 +96,11 @@ class Dispatcher:
         self._outcomes: OrderedDict[str, str] = OrderedDict()  # recent pause decisions' recorded outcomes
 
     @property
+    def dry_run(self) -> bool:
+        """Decisions are recorded, never acted on (GUARD_DRY_RUN, or no API key)."""
+        return self._dry_run
+
+    @property
     def inflight(self) -> int:
         return len(self._tasks)
 
@@ -112,8 +117,9 @@ class Dispatcher:
         self._spawn(decision, lambda _: self._pause(decision, decided_at), lambda: None)
 
     def _spawn(self, decision: Decision, work: Work, on_recorded: Callable[[], None]) -> None:
-        self._settled.take(decision.id)
         landing = None
+        if decision.rule.action == "pause":
+            self._settled.take(decision.id)
         if decision.rule.action == "pause" and decision.id not in self._landing:
             landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._settle(decision, work, on_recorded, landing), name=f"decision-{decision.id}")
@@ -373,7 +379,7 @@ class Dispatcher:
         self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None = None
     ) -> None:
         """Record a pause decision of a backlog that is no longer current (guard.runtime.catchup), in a task of
-        its own: `fired`, then `superseded` with `note` saying why; no pause call, and no notification unless
+        its own: `superseded` with `note` saying why, then `fired`; no pause call, and no notification unless
         a rule asks for `superseded`. `on_recorded` is called once both are written: a restart must not find a
         `fired` without its outcome and act on it. A decision with an outcome already keeps it."""
         self._spawn(decision, lambda release: self._supersede(decision, release, note, audit_read), on_recorded)
@@ -397,7 +403,10 @@ class Dispatcher:
             decision_id=decision.id,
             note=note,
         )
-        fired = audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run, workspace_id=workspace)
-        await self._publish(fired)
+        # the outcome before `fired`: a crash between the two must not leave a `fired` without its outcome, which
+        # the partition's next owner would act on (guard.runtime.settled)
         await self._record(decision, "superseded", decided_at, notes=[note])
+        await self._publish(
+            audit_event(decision, "fired", decided_at=decided_at, dry_run=self._dry_run, workspace_id=workspace)
+        )
         release()

@@ -142,7 +142,7 @@ class Service:
             self._settled.scan,
             self._settled.unsettled,
             self._resume,
-            in_flight=lambda tp: self._settled.in_flight(functools.partial(pipeline.carries, tp), self.rules),
+            in_flight=functools.partial(self._in_flight, pipeline),
         )
         listener: Rebalance | None = None
         self.metrics.rules_loaded.set(len(self.rules.rules))
@@ -318,6 +318,16 @@ class Service:
             except KafkaError:  # revoked meanwhile (the rebalance listener runs alongside this loop)
                 continue
         self.metrics.recovering.set(recovery.progress(positions))
+
+    def _in_flight(self, pipeline: Pipeline, tp: TopicPartition) -> list[Decision]:
+        """Pause decisions other processes recorded for campaigns of `tp` and never saw through: to resume. Each lands
+        in `tp`'s reading at the call, as a pause acted on at catch-up does."""
+        assert self._dispatcher is not None
+        carried = functools.partial(pipeline.carries, tp)
+        decisions = self._settled.in_flight(carried, self.rules, dry_run=self._dispatcher.dry_run)
+        for decision in decisions:
+            pipeline.resumed(tp, decision)
+        return decisions
 
     def _resume(self, decision: Decision) -> None:
         """A decision recorded (`fired`) before a restart but never given an outcome: act on it."""

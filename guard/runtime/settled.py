@@ -60,10 +60,12 @@ async def audited_decision_ids(
 
 
 def _whole(value: bytes) -> AuditEvent | None:
+    """A pause decision's `fired` record, whole (what a restart may act on); None for an alert's, which gets no more."""
     try:
-        return read_audit(value)
+        event = read_audit(value)
     except ValidationError:
         return None
+    return event if event.rule.action == "pause" else None
 
 
 class SettledDecisions:
@@ -82,6 +84,7 @@ class SettledDecisions:
 
     def add(self, decision_id: str) -> None:
         self._ids.add(decision_id)
+        self._taken.discard(decision_id)
 
     def take(self, decision_id: str) -> None:
         self._taken.add(decision_id)
@@ -91,14 +94,16 @@ class SettledDecisions:
         failed, any decision without an outcome (failing toward the pause)."""
         return decision_id not in self._ids and (self._blind or decision_id in self._fired)
 
-    def in_flight(self, carried: Callable[[str], bool], rules: RuleSet) -> list[Decision]:
-        """Decisions another process recorded `fired` and gave no outcome, for the campaigns `carried` says are read
-        here, rebuilt from their record with the loaded rules: to act on, as their recording process would have."""
+    def in_flight(self, carried: Callable[[str], bool], rules: RuleSet, *, dry_run: bool) -> list[Decision]:
+        """Pause decisions another process recorded `fired` and gave no outcome, for the campaigns `carried` says are
+        read here, rebuilt from their record with the loaded rules: to act on, as their recording process would have.
+        None while the last audit read failed (what was recorded is not known), and none a dry run recorded unless
+        this guard runs dry too (a dry run never pauses: switching it off must not make its decisions real)."""
         decisions = []
-        for decision_id, event in self._fired.items():
-            if event is None or event.rule.action != "pause":  # an alert's `fired` record is all it ever gets
+        for decision_id, event in [] if self._blind else self._fired.items():
+            if event is None or decision_id in self._ids or decision_id in self._taken:
                 continue
-            if decision_id in self._ids or decision_id in self._taken or not carried(event.campaign_id):
+            if (event.dry_run and not dry_run) or not carried(event.campaign_id):
                 continue
             decision = recorded_decision(event, rules)
             if decision is None:
@@ -126,5 +131,5 @@ class SettledDecisions:
             self._blind = True
             raise
         self._ids |= settled
-        self._fired.update((i, e) for i, e in fired.items() if self._fired.get(i) is None)
+        self._fired = fired  # the look-back's, as of now: an older read's may have had its outcome recorded since
         self._blind = False  # a read from the look-back covers whatever a failed one would have found
