@@ -1,7 +1,7 @@
-"""Case 3: Leadterra down for 60 real seconds, then 429 storms with Retry-After, then one campaign's
-calls taking 10 s. Every due pause lands after recovery, and decisions for other campaigns keep
-flowing meanwhile: the delay from producing a crossing event to its decision (during the outage)
-or to its pause request (while another campaign's call hangs) stays small.
+"""Case 3: Leadterra down for 30 real seconds (fifteen times the longest backoff), then 429 storms with
+Retry-After, then one campaign's calls taking 10 s. Every due pause lands after recovery, and decisions
+for other campaigns keep flowing meanwhile: the delay from producing a crossing event to its decision
+(during the outage) or to its pause request (while another campaign's call hangs) stays small.
 
 Each campaign here is 200 sends then hard bounces: the 12th bounce crosses 6% of 200 (the fault
 rules' hard-bounce-rate), so "the crossing event" is known exactly and can be produced on its own.
@@ -17,7 +17,7 @@ import pytest
 
 from guard.testing.events import bounced, sent
 
-OUTAGE = 60.0
+OUTAGE = 30.0
 RETRY_AFTER = 1.0
 QUICK = 2.0  # seconds: the bound on "decisions keep flowing"
 
@@ -74,14 +74,14 @@ async def test_outage_then_rate_limits_then_one_slow_campaign(kit, standin, repo
             total += len(items)
             return time.monotonic()
 
-        # ---- 1. the API down for 60 s: decisions are still taken and recorded at once
+        # ---- 1. the API down for 30 s: decisions are still taken and recorded at once
         await standin.down()
         down_at = time.monotonic()
         a, b = campaigns["outage_a"], campaigns["outage_b"]
         sent_at = await send(before_crossing(a, start) + crossing(a, start) + healthy(campaigns["good_g"], start))
         fired_a = await tail.wait_for(fired_for(a), 10) - sent_at
         probes = []
-        await asyncio.sleep(25)
+        await asyncio.sleep(OUTAGE / 2 - 3)  # the second campaign crosses the line halfway through
         await send(before_crossing(b, start))
         await counted(total)
         sent_at = await send(crossing(b, start))
@@ -154,7 +154,7 @@ async def test_outage_then_rate_limits_then_one_slow_campaign(kit, standin, repo
     assert await guard.terminate() == 0
 
     report_row(
-        "3 API down 60 s, 429 storm, one slow campaign",
+        f"3 API down {OUTAGE:.0f} s, 429 storm, one slow campaign",
         f"stand-in down {OUTAGE:.0f} s (connections refused) while 2 campaigns crossed the line; then 6 x 429 "
         f"Retry-After {RETRY_AFTER:.0f} s; then 10 s latency on one campaign's calls; LEADTERRA_RETRY_DEADLINE="
         f"{OUTAGE + 60:.0f}",
