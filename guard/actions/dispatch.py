@@ -120,8 +120,8 @@ class Dispatcher:
         landing = None
         if decision.rule.action == "pause":
             self._settled.take(decision.id)
-        if decision.rule.action == "pause" and decision.id not in self._landing:
-            landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()
+            if decision.id not in self._landing:
+                landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._settle(decision, work, on_recorded, landing), name=f"decision-{decision.id}")
         self._tasks.add(task)
         self._metrics.unsettled(acting=len(self._tasks))
