@@ -451,11 +451,17 @@ class TestBacklog:
         await pipeline.handle(TP, stream[: len(backlog)], log_end=len(backlog))
         kept = recovery.caught_up(len(backlog))
         assert decisions.submitted == [] and kept, "premise: replayed, its decisions kept aside"
-        if lands:  # the record's decision: one the replay need not derive (its id is the other process's)
-            pipeline.resumed(TP, dataclasses.replace(kept[-1], id="recorded-by-the-process-before"))
+        # the record's decision: one the replay need not derive (its id is the other process's), covered by a pause
+        # that process made before it (whose outcome this one does not know: the resumed decision calls for itself)
+        recorded = dataclasses.replace(kept[-1], id="recorded-by-the-process-before", superseded_by="its-earlier-pause")
+        if lands:
+            pipeline.resumed(TP, recorded)
         self.now += 120
         await pipeline.handle(TP, stream[len(backlog) :], log_end=len(stream))
         assert (decisions.pauses(STILL_BAD) == []) is lands
+        if lands:  # the mail in flight is covered by the resumed decision's own call
+            covered = {d.superseded_by for d in decisions.submitted if d.campaign_id == STILL_BAD}
+            assert covered == {recorded.id}
 
     async def paused_at_catch_up_then_resumed(self, bounce_every: int) -> tuple[Decisions, Pipeline, float]:
         """The still-bad campaign paused at catch-up as leaning bad, then resumed by the user (its sends from past

@@ -5,6 +5,7 @@ shutdown cancels that task and leaves nothing half-assigned."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,7 +49,8 @@ class Harness:
         settled = SettledDecisions(KafkaSettings(), "audit")
         dispatcher = Dispatcher(None, publish, Metrics(), self.health, settled, dry_run=True)
         self.pipeline = Pipeline(load_rules(RULES), dispatcher, NoDeadLetters(), Metrics(), dedupe_horizon=3600)
-        self.recovery = Recovery(self.health, rescan, settled.unsettled, lambda _: None, lambda _: [])
+        unsettled = functools.partial(settled.unsettled, dry_run=True)
+        self.recovery = Recovery(self.health, rescan, unsettled, lambda _: None, lambda _: [])
         self.generation = 0  # the group's generation as the coordinator would give it; +1 per rebalance
         self.rebalance = Rebalance(consumer, self.pipeline, self.recovery, generation=lambda: self.generation)
 

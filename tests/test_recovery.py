@@ -21,10 +21,11 @@ from guard.contracts.audit import AuditEvent
 from guard.contracts.events import decode
 from guard.engine import Decision, Engine
 from guard.rules import load_rules
+from guard.runtime import settled as settled_module
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.recovery import AuditScan, IllegalTransition, PartitionRecovery, Recovery, Stage
 from guard.runtime.settings import KafkaSettings
-from guard.runtime.settled import SettledDecisions
+from guard.runtime.settled import Fired, SettledDecisions
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent
@@ -364,8 +365,9 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     """On a real broker: a decision recorded `fired` and given no outcome comes back from its audit record as the
     decision it was (for the campaigns the asking partition carries), so its partition's new owner can act on it
     without deriving it again. A settled one, another partition's, one whose rule has changed, one this process
-    is acting on itself and an alert (its `fired` record is all it gets) do not; nor does a dry run's, unless this
-    guard runs dry too. A later read of the audit topic that no longer holds the record forgets it."""
+    is acting on itself and an alert (its `fired` record is all it gets) do not; a dry run's and a live guard's each
+    come back to a guard running as they did only. A later read whose look-back no longer holds the record forgets
+    it."""
     rules = load_rules(RULES)
     in_flight, elsewhere, settled, mine = (
         pause_decision(c) for c in ("camp_here", "camp_elsewhere", "camp_settled", "camp_mine")
@@ -404,7 +406,9 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     carried = {"camp_here", "camp_settled", "camp_changed", "camp_mine", "camp_alerted", "camp_dry"}.__contains__
     with structlog.testing.capture_logs() as logs:
         (rebuilt,) = decisions.in_flight(carried, rules, dry_run=False)
-    assert {d.id for d in decisions.in_flight(carried, rules, dry_run=True)} == {in_flight.id, dry.id}
+    assert [d.id for d in decisions.in_flight(carried, rules, dry_run=True)] == [dry.id]  # each mode its own
+    assert [decisions.unsettled(d.id, dry_run=False) for d in (in_flight, dry, settled)] == [True, False, False]
+    assert [decisions.unsettled(d.id, dry_run=True) for d in (in_flight, dry, settled)] == [False, True, False]
 
     assert rebuilt.id == in_flight.id and rebuilt.rule == in_flight.rule and rebuilt.campaign_id == "camp_here"
     assert dataclasses.replace(rebuilt, fired_at=0.0, evidence_from=0.0, episode_from=None) == dataclasses.replace(
@@ -419,3 +423,42 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
 
     await asyncio.wait_for(decisions.scan(int(time.time() * 1000) + 60_000), 60)  # a look-back past every record
     assert decisions.in_flight(carried, rules, dry_run=False) == []
+
+
+class TestSettledDecisionsOverReads:
+    """Audit reads of several assignments may overlap, and one started earlier may end later (without what a newer
+    one found): what each found is kept, up to the latest read's look-back."""
+
+    def fired(self, decision: Decision, at_ms: int) -> Fired:
+        return Fired(at_ms, audit_event(decision, "fired", decided_at=at_ms / 1000, dry_run=False))
+
+    async def test_an_older_read_ending_later_does_not_forget_what_a_newer_one_found(self, monkeypatch) -> None:
+        decision, now_ms = pause_decision("camp"), int(time.time() * 1000)
+        reads = {now_ms - 1000: (set(), {}), now_ms - 500: (set(), {decision.id: self.fired(decision, now_ms - 100)})}
+
+        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[set[str], dict[str, Fired]]:
+            return reads[since_ms]
+
+        monkeypatch.setattr(settled_module, "audited_decision_ids", read)
+        decisions = SettledDecisions(KafkaSettings(), "audit")
+        await decisions.scan(now_ms - 500)  # the newer read ends first
+        await decisions.scan(now_ms - 1000)  # the older one, begun before the record was written, ends after
+        assert decisions.unsettled(decision.id, dry_run=False)
+        assert [d.id for d in decisions.in_flight(lambda _: True, load_rules(RULES), dry_run=False)] == [decision.id]
+
+    async def test_a_record_older_than_the_latest_look_back_is_forgotten(self, monkeypatch) -> None:
+        """Its outcome may have been written since, before that look-back: it is not read again, so the record
+        alone must not be acted on."""
+        decision, now_ms = pause_decision("camp"), int(time.time() * 1000)
+        reads = {0: (set(), {decision.id: self.fired(decision, 1000)}), now_ms: (set(), {})}
+
+        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[set[str], dict[str, Fired]]:
+            return reads[since_ms]
+
+        monkeypatch.setattr(settled_module, "audited_decision_ids", read)
+        decisions = SettledDecisions(KafkaSettings(), "audit")
+        await decisions.scan(0)
+        assert decisions.unsettled(decision.id, dry_run=False)
+        await decisions.scan(now_ms)
+        assert not decisions.unsettled(decision.id, dry_run=False)
+        assert decisions.in_flight(lambda _: True, load_rules(RULES), dry_run=False) == []

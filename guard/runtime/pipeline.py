@@ -383,22 +383,24 @@ class Pipeline:
         for held, note in release(progress.held, engine.episode, engine.leans_bad, judged):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
-                self._lands_now(engine, held.decision)
-                self._dispatcher.submit(held.decision, recorded, progress.audit_read)
+                decision = held.decision  # covered by the pause it was superseded by, when this process made that
+                self._lands_now(engine, decision.campaign_id, decision.superseded_by or decision.id)
+                self._dispatcher.submit(decision, recorded, progress.audit_read)
             else:
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)
         self._count_held()
 
-    def _lands_now(self, engine: Engine, decision: Decision) -> None:
+    def _lands_now(self, engine: Engine, campaign_id: str, pause_id: str) -> None:
         """A pause acted on apart from the engine's reading of the log (held over a backlog, or resumed from another
-        process's record) lands at the call, not at its event time."""
-        if engine.episode(decision.campaign_id) is not None:
-            engine.note_pause(decision.campaign_id, decision.superseded_by or decision.id, self._clock())
+        process's record) lands at the call, not at its event time; later decisions are covered by `pause_id`."""
+        if engine.episode(campaign_id) is not None:
+            engine.note_pause(campaign_id, pause_id, self._clock())
 
     def resumed(self, tp: Partition, decision: Decision) -> None:
-        """A decision another process recorded and never saw through is acted on now, from `tp`."""
+        """A decision another process recorded and never saw through is acted on now, from `tp`: its own call (what
+        it was superseded by is the other process's, not known here) covers the decisions after it."""
         if tp in self._partitions:
-            self._lands_now(self._partitions[tp][0], decision)
+            self._lands_now(self._partitions[tp][0], decision.campaign_id, decision.id)
 
     def _count_held(self) -> None:
         self._metrics.unsettled(held=self.held())

@@ -140,7 +140,7 @@ class Service:
         recovery = Recovery(
             self.health,
             self._settled.scan,
-            self._settled.unsettled,
+            functools.partial(self._settled.unsettled, dry_run=dispatcher.dry_run),
             self._resume,
             in_flight=functools.partial(self._in_flight, pipeline),
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 
 import structlog
 from aiokafka.errors import KafkaError
@@ -31,13 +32,27 @@ from guard.runtime.topics import UnknownTopic, read_topic
 log = structlog.get_logger("guard.runtime.settled")
 
 
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """A `fired` record: when it was written (its Kafka timestamp, epoch ms) and, for a pause decision, the record
+    whole (what a restart may act on; None for an alert's, which gets no more, or a later version's)."""
+
+    at_ms: int
+    event: AuditEvent | None
+
+    def matches(self, dry_run: bool) -> bool:
+        """Recorded by a guard running as this one does: a dry run's decision is never made real, a live one's
+        never settled as a dry run."""
+        return (self.event is not None and self.event.dry_run) == dry_run
+
+
 async def audited_decision_ids(
     settings: KafkaSettings, audit_topic: str, since_ms: int
-) -> tuple[set[str], dict[str, AuditEvent | None]]:
+) -> tuple[set[str], dict[str, Fired]]:
     """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`, and those
-    recorded `fired`, with their record (None: a record of a later version, read for its ids only)."""
+    recorded `fired`."""
     settled: set[str] = set()
-    fired: dict[str, AuditEvent | None] = {}
+    fired: dict[str, Fired] = {}
     unreadable = 0
     try:
         async with aclosing(read_topic(settings, audit_topic, since_ms)) as batches:  # closed even if cancelled
@@ -50,8 +65,8 @@ async def audited_decision_ids(
                         continue
                     if event.outcome != "fired":
                         settled.add(event.decision_id)
-                    elif fired.get(event.decision_id) is None:
-                        fired[event.decision_id] = _whole(record.value)
+                    elif event.decision_id not in fired:
+                        fired[event.decision_id] = Fired(record.timestamp, _whole(record.value))
     except UnknownTopic:
         pass  # nothing was ever audited
     if unreadable:
@@ -60,7 +75,6 @@ async def audited_decision_ids(
 
 
 def _whole(value: bytes) -> AuditEvent | None:
-    """A pause decision's `fired` record, whole (what a restart may act on); None for an alert's, which gets no more."""
     try:
         event = read_audit(value)
     except ValidationError:
@@ -75,7 +89,7 @@ class SettledDecisions:
     def __init__(self, settings: KafkaSettings, audit_topic: str) -> None:
         self._settings, self._topic = settings, audit_topic
         self._ids: set[str] = set()
-        self._fired: dict[str, AuditEvent | None] = {}
+        self._fired: dict[str, Fired] = {}
         self._taken: set[str] = set()  # decisions this process records and acts on itself
         self._blind = False  # the last audit read failed: which decisions were recorded is not known
 
@@ -89,21 +103,25 @@ class SettledDecisions:
     def take(self, decision_id: str) -> None:
         self._taken.add(decision_id)
 
-    def unsettled(self, decision_id: str) -> bool:
-        """Recorded `fired` before a restart and given no outcome: to act on. While the last audit read has
-        failed, any decision without an outcome (failing toward the pause)."""
-        return decision_id not in self._ids and (self._blind or decision_id in self._fired)
+    def unsettled(self, decision_id: str, *, dry_run: bool) -> bool:
+        """Recorded `fired` before a restart, by a guard running as this one does, and given no outcome: to act on.
+        While the last audit read has failed, any decision without an outcome (failing toward the pause)."""
+        if decision_id in self._ids:
+            return False
+        fired = self._fired.get(decision_id)
+        return self._blind or (fired is not None and fired.matches(dry_run))
 
     def in_flight(self, carried: Callable[[str], bool], rules: RuleSet, *, dry_run: bool) -> list[Decision]:
         """Pause decisions another process recorded `fired` and gave no outcome, for the campaigns `carried` says are
         read here, rebuilt from their record with the loaded rules: to act on, as their recording process would have.
-        None while the last audit read failed (what was recorded is not known), and none a dry run recorded unless
-        this guard runs dry too (a dry run never pauses: switching it off must not make its decisions real)."""
+        None while the last audit read failed (what was recorded is not known), and only those recorded by a guard
+        running as this one does (dry or not)."""
         decisions = []
-        for decision_id, event in [] if self._blind else self._fired.items():
+        for decision_id, fired in [] if self._blind else self._fired.items():
+            event = fired.event
             if event is None or decision_id in self._ids or decision_id in self._taken:
                 continue
-            if (event.dry_run and not dry_run) or not carried(event.campaign_id):
+            if not fired.matches(dry_run) or not carried(event.campaign_id):
                 continue
             decision = recorded_decision(event, rules)
             if decision is None:
@@ -131,5 +149,7 @@ class SettledDecisions:
             self._blind = True
             raise
         self._ids |= settled
-        self._fired = fired  # the look-back's, as of now: an older read's may have had its outcome recorded since
+        # kept over reads (one that started earlier may end later, without what a newer one found), but never
+        # beyond this read's look-back: an older one's outcome may have been recorded since, and not read again
+        self._fired = {i: f for i, f in (self._fired | fired).items() if f.at_ms >= since_ms}
         self._blind = False  # a read from the look-back covers whatever a failed one would have found
