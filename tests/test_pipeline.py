@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 
 from guard.contracts.events import Event, Signal, decode
 from guard.engine import Decision, Engine, record_decisions
-from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart
 from guard.engine.snapshot import rules_version, snapshot
 from guard.rules import load_rules
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS
@@ -411,6 +411,38 @@ class TestBacklog:
         await pipeline.handle(TP, stream[boundary:], log_end=len(stream))
         assert [decision.id for decision in decisions.pauses(STILL_BAD)] == [latest]
         assert decisions.pauses(HEALTHY_SINCE) == []
+
+    async def test_a_history_that_ends_a_few_sends_into_a_new_episode_is_judged_by_what_the_campaign_sends_next(
+        self,
+    ) -> None:
+        """The still-bad campaign's history ends a few sends after its latest decision plus the grace: the engine
+        reads a resume there, and a new episode too young to lean either way. Its latest decision is superseded
+        (nothing in the history says the campaign is bad now); the bad list it keeps sending proves it again
+        within a few dozen sends, and that decision pauses it, once."""
+        still_bad = steady(STILL_BAD, 0, 3 * 3600, 8)
+        engine, length = Engine(load_rules(RULES)), None
+        for n, (_, value, at) in enumerate(still_bad):
+            engine.process(decode(value, at))
+            episode = engine.episode(STILL_BAD)
+            if episode.began is EpisodeStart.RESUMED and at - episode.since < 10 and not engine.leans_bad(STILL_BAD):
+                length = n + 1  # a few sends into a new episode, leaning nowhere yet
+        assert length is not None, "premise: the history can end a few sends into a new episode"
+        start = time.time() - 420 - still_bad[length - 1][2]  # the history ends seven minutes ago: it is held
+        events = steady(STILL_BAD, start, start + 3 * 3600, 8)[:length]
+        decided = record_decisions(Engine(load_rules(RULES)), ((value, at) for _, value, at in events))
+        latest = [d.id for _, d in decided if d.action == "pause" and d.superseded_by is None][-1]
+        stream = logged(events)
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions, log_end=len(stream))
+        for n in range(0, len(stream), 500):
+            await pipeline.handle(TP, stream[n : n + 500], log_end=len(stream))
+        self.quiet(pipeline, len(stream))
+        assert decisions.pauses(STILL_BAD) == []
+        assert latest in {decision.id for decision in decisions.superseded_of(STILL_BAD)}
+        live = [value for _, value, _ in steady(STILL_BAD, time.time() - 120, time.time(), 4)]
+        await pipeline.handle(TP, records(live, first_offset=len(stream)))
+        assert len(decisions.pauses(STILL_BAD)) == 1
+        assert decisions.pauses(STILL_BAD)[0].id not in {decision.id for decision, _ in decisions.superseded}
 
     async def test_a_campaign_paused_at_catch_up_is_not_paused_again_by_the_mail_in_flight(self) -> None:
         """The still-bad campaign's backlog ends in a new episode leaning bad: its latest decision is acted on at
