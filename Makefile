@@ -43,11 +43,15 @@ $(CORE): core/pyproject.toml core/Cargo.toml core/Cargo.lock $(wildcard core/src
 demo: $(INSTALLED)
 	$(BIN)/guard demo
 
+# Two test workers (pytest-xdist): the tests of each broker share one worker, which alone starts that broker
+# (tests/conftest.py), and most of a broker test's time is waiting on the broker and the guard, not the CPU.
+TEST_WORKERS ?= 2
+
 test: $(INSTALLED)
 	$(BIN)/ruff check guard tests bench
 	$(BIN)/ruff format --check guard tests bench
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 image-check: $(INSTALLED)
 	scripts/image-check.sh

@@ -34,6 +34,8 @@ from guard.testing.broker import BrokerInfo, EmbeddedBroker
 from guard.testing.guard_process import Guards
 from guard.testing.leadterra import LeadterraStandIn
 
+pytest_plugins = ("fault_report",)  # tests/fault_report.py: REPORT.md of the fault suite
+
 KNOWN_BROKERS = ("tansu", "kafka", "testcontainers")
 BROKER_FIXTURES = frozenset({"kafka_broker", "kafka_cluster"})
 # within the tests' 120 s timeout; the jars are fetched before the first test (pytest_collection_finish)
@@ -127,6 +129,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if BROKER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+            # run in workers (pytest -n, --dist loadgroup): a broker's tests share one worker, which alone starts it
+            item.add_marker(pytest.mark.xdist_group(_broker_of(item) or "kafka_cluster"))
         if core_missing and item.get_closest_marker("compiled_core"):
             item.add_marker(
                 pytest.mark.skip(reason=f"the compiled core is not installed ({core_missing}): make builds it")
@@ -221,6 +225,22 @@ def _rss_mib(pid: int | None) -> float | None:
         return None
     line = next((line for line in status.splitlines() if line.startswith("VmRSS:")), None)
     return int(line.split()[1]) / 1024 if line else None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In a worker (pytest -n), hand what its brokers did to the controller, which prints the summary."""
+    if hasattr(session.config, "workeroutput") and matrix.cache_info().currsize:
+        run = matrix()
+        session.config.workeroutput["brokers"] = {"used": run.used, "started": run.started, "failed": run.failed}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    if brokers := getattr(node, "workeroutput", {}).get("brokers"):
+        run = matrix()
+        run.used |= brokers["used"]
+        run.started |= brokers["started"]
+        run.failed |= brokers["failed"]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

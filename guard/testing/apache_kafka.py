@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import fcntl
 import os
 import shutil
 import signal
@@ -124,29 +125,39 @@ def maven_classpath(name: str, pom: str, what: str, cache: Path | None = None) -
 
     Raises :class:`KafkaUnavailable` with Maven's last lines when it cannot fetch them.
     """
-    lib = (cache or default_cache()) / name / "lib"
+    root = cache or default_cache()
+    lib = root / name / "lib"
     done = lib / ".complete"
-    if not done.exists():
-        lib.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f"{name}-pom-"))
-        try:
-            (work / "pom.xml").write_text(pom)
-            command = [
-                "mvn",
-                "-B",
-                "-q",
-                f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
-                f"-DoutputDirectory={lib}",
-                "-DincludeScope=runtime",
-            ]
-            result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        if result.returncode != 0:
-            tail = (result.stdout + result.stderr)[-2000:]
-            raise KafkaUnavailable(f"mvn could not fetch {what} (exit {result.returncode}):\n{tail}")
-        done.write_text(name)
+    if done.exists():
+        return f"{lib}/*"
+    lib.mkdir(parents=True, exist_ok=True)
+    # one Maven at a time on the cache: parallel test workers (pytest -n) each ask for jars on a fresh machine
+    with (root / ".fetch.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _fetch(name, pom, what, lib)
+            done.write_text(name)
     return f"{lib}/*"
+
+
+def _fetch(name: str, pom: str, what: str, lib: Path) -> None:
+    work = Path(tempfile.mkdtemp(prefix=f"{name}-pom-"))
+    try:
+        (work / "pom.xml").write_text(pom)
+        command = [
+            "mvn",
+            "-B",
+            "-q",
+            f"{_DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={lib}",
+            "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if result.returncode != 0:
+        tail = (result.stdout + result.stderr)[-2000:]
+        raise KafkaUnavailable(f"mvn could not fetch {what} (exit {result.returncode}):\n{tail}")
 
 
 def random_cluster_id() -> str:

@@ -3,10 +3,9 @@
 Everything here runs the real thing: the real broker of the session (or a dedicated one), the
 real `guard run` process (`python -m guard.cli run`), real HTTP to the Leadterra stand-in, which
 lives in the test's event loop. Helpers reach the tests through fixtures (`kit`, `standin`,
-`guards`, `fault_report`), so no test imports this module.
+`guards`, `report_row`), so no test imports this module.
 
-At the end of a session that ran fault tests, the collector writes `tests/faults/REPORT.md` (a
-markdown table: case, injected, observed, result, seconds) and prints it in the terminal summary.
+The rows of `tests/faults/REPORT.md` (`report_row`) are collected by tests/fault_report.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -45,7 +44,6 @@ HERE = Path(__file__).parent
 # proven by tests/test_catchup.py and tests/deployed.
 NO_RESUMES = 86_400.0
 SHIPPED_RULES = HERE.parent.parent / "rules"
-REPORT_PATH = HERE / "REPORT.md"
 
 # The rules of the fault tests (cases 1-5): fixed here, so which campaigns fire does not move when
 # the shipped rules are tuned. Sliding time windows; one pause per breach (cooldown 1 h).
@@ -507,103 +505,3 @@ async def kit(kafka_broker: BrokerInfo, guards: Guards, tmp_path: Path) -> Kit:
 def kit_on(guards: Guards, tmp_path: Path) -> Callable[[BrokerInfo], Kit]:
     """`kit_on(broker)`: a kit on a broker the test starts itself (it runs once, not per broker)."""
     return lambda broker: Kit(broker, guards, tmp_path)
-
-
-# --------------------------------------------------------------------------- the report
-
-
-@dataclass
-class Row:
-    case: str
-    injected: str
-    observed: str
-    nodeid: str
-
-
-class FaultReport:
-    """Rows of the summary table; results and durations come from pytest's reports."""
-
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-        self.outcomes: dict[str, str] = {}
-        self.durations: dict[str, float] = {}
-        self.ran = False
-
-    def add(self, nodeid: str, case: str, injected: str, observed: str) -> None:
-        self.rows.append(Row(case, injected, observed, nodeid))
-
-    def record(self, report: pytest.TestReport) -> None:
-        self.ran = True
-        self.durations[report.nodeid] = self.durations.get(report.nodeid, 0.0) + report.duration
-        if report.failed:
-            self.outcomes[report.nodeid] = "xpass (strict: fail)" if hasattr(report, "wasxfail") else "FAIL"
-        elif report.skipped:
-            self.outcomes.setdefault(report.nodeid, "xfail (known bug)" if hasattr(report, "wasxfail") else "skipped")
-        elif report.when == "call":
-            self.outcomes.setdefault(report.nodeid, "pass")
-
-    def lines(self) -> Iterator[str]:
-        yield "| case | injected | observed | result | seconds |"
-        yield "|---|---|---|---|---|"
-        reported = set()
-        for row in self.rows:
-            reported.add(row.nodeid)
-            yield (
-                f"| {_cell(row.case)} | {_cell(row.injected)} | {_cell(row.observed)} | "
-                f"{self.outcomes.get(row.nodeid, '?')} | {self.durations.get(row.nodeid, 0.0):.1f} |"
-            )
-        for nodeid, outcome in self.outcomes.items():
-            if nodeid not in reported:
-                name = nodeid.split("::")[-1]
-                yield f"| {_cell(name)} | (no row recorded) | | {outcome} | {self.durations.get(nodeid, 0.0):.1f} |"
-
-    def markdown(self) -> str:
-        total = sum(self.durations.values())
-        head = (
-            "# Fault-injection suite: what was injected, what was observed\n\n"
-            "Written by `tests/faults/conftest.py` at the end of each pytest session that ran fault tests; "
-            "do not edit by hand.\n\n"
-            f"Generated {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {len(self.outcomes)} tests, "
-            f"{total:.0f} s in all.\n\n"
-        )
-        return head + "\n".join(self.lines()) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
-
-
-_REPORT = FaultReport()
-
-
-@pytest.fixture(scope="session")
-def fault_report() -> FaultReport:
-    return _REPORT
-
-
-@pytest.fixture
-def report_row(request: pytest.FixtureRequest) -> Callable[[str, str, str], None]:
-    """`report_row(case, injected, observed)`: one row of REPORT.md for this test."""
-    nodeid = request.node.nodeid
-    return lambda case, injected, observed: _REPORT.add(nodeid, case, injected, observed)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    report = yield
-    if HERE in item.path.parents:
-        _REPORT.record(report)
-    return report
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    if _REPORT.ran:
-        REPORT_PATH.write_text(_REPORT.markdown(), encoding="utf-8")
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _REPORT.ran:
-        terminalreporter.section("fault injection: injected vs observed")
-        for line in _REPORT.lines():
-            terminalreporter.write_line(line)
-        terminalreporter.write_line(f"(written to {REPORT_PATH})")
