@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 
 from guard.cli.common import print_error, rules_problem
 from guard.errors import ConfigError, GuardError
@@ -29,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
         print_error(rules_problem(settings.guard.rules, error, "GUARD_RULES"))
         return 2
     configure_logging(settings.guard.log_level)
+    # start-up's objects (modules, rules, settings) live as long as the process: kept out of the collector's full
+    # passes, which would walk them again and again and stall the event loop (p99 decision latency, bench/RESULTS.md)
+    gc.freeze()
     try:
         asyncio.run(run_until_signalled(service))
     except GuardError as error:  # Kafka not reachable in time, or refusing the idempotent producer
