@@ -11,7 +11,9 @@ Which brokers run (the matrix): every test that uses ``kafka_broker`` (directly 
   and Apache Kafka from Maven Central jars (guard/testing/apache_kafka.py) when Java 17+ and Maven
   are present, Tansu alone when not. The terminal summary says which brokers ran and why not.
 
-Each broker starts once per session: pytest orders the tests by the session-scoped parameter.
+Each broker starts once per session: pytest orders the tests by the session-scoped parameter. In workers
+(`make test`: pytest -n 2 --dist loadgroup) a broker's tests form one group, run by one worker, which alone
+starts that broker; the workers hand what their brokers did to the controller for the summary line.
 """
 
 from __future__ import annotations
