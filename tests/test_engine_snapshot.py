@@ -448,8 +448,9 @@ class TestCoverage:
         """A new attribute of the engine must be added to the snapshot (and FORMAT raised), or here as derived."""
         stored = {"_campaigns", "_seen", "_resume_grace", "_max_campaigns", "_watermark", "_ahead", "_next_sweep"}
         # the plan from the rules; stats are stored too, as counters; the kinds of series are the engine's
-        # own (a snapshot restores into either: tests/test_core_differential.py); `_snapshot` is one under way
-        derived = {"_plan", "stats", "kinds", "_snapshot"}
+        # own (a snapshot restores into either: tests/test_core_differential.py); `_snapshot` is one under way;
+        # `_scopes`: only engines of campaigns are snapshotted (an engine of scopes replays its look-back)
+        derived = {"_plan", "stats", "kinds", "_snapshot", "_scopes"}
         assert set(vars(Engine(RULES))) == stored | derived
 
     def test_every_kind_of_series_is_stored(self) -> None:

@@ -154,12 +154,12 @@ class TestValidationMessages:
         [
             pytest.param(
                 GOOD + "        colour: red\n",
-                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, workspaces, notify)",
+                "rules.yaml:9: rule spike: colour: unknown key 'colour' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, scope, campaigns, workspaces, notify)",
                 id="unknown-key",
             ),
             pytest.param(
                 GOOD + "        colour[0]: red\n",
-                "rules.yaml:9: rule spike: colour[0]: unknown key 'colour[0]' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, campaigns, workspaces, notify)",
+                "rules.yaml:9: rule spike: colour[0]: unknown key 'colour[0]' (allowed: name, description, rate, count, cusum, window, last, threshold, min_volume, confidence, keep_firing_for, for, cooldown, action, severity, labels, scope, campaigns, workspaces, notify)",
                 id="unknown-key-with-a-bracket",
             ),
             pytest.param(

@@ -90,6 +90,8 @@ struct Data<'a> {
     #[serde(borrow, default, rename = "senderAccountId")]
     sender_account_id: Option<&'a str>,
     #[serde(borrow, default)]
+    from: Option<&'a str>,
+    #[serde(borrow, default)]
     reply: Option<Object<Reply<'a>>>,
 }
 
@@ -101,6 +103,13 @@ struct Envelope<'a> {
     data: Object<Data<'a>>,
     #[serde(borrow, default)]
     timestamp: Option<&'a str>,
+}
+
+/// The domain of a sending address, bare or named ("Ann <a@acme.com>"), in lower case, as the reference has it.
+fn sender_domain(address: &str) -> Option<String> {
+    let (_, domain) = address.rsplit_once('@')?;
+    let domain = domain.trim_end_matches(['>', ' ']).to_ascii_lowercase();
+    (!domain.is_empty()).then_some(domain)
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil).
@@ -303,6 +312,7 @@ impl FastDecoder {
         if !ids_fit
             || !within(data.recipient, MAX_ADDRESS_LENGTH)
             || !within(data.recipient_domain, MAX_ADDRESS_LENGTH)
+            || !within(data.from, MAX_ADDRESS_LENGTH)
         {
             return Ok(None);
         }
@@ -370,6 +380,7 @@ impl FastDecoder {
             data.sequence_step,
             data.sender_account_id,
             data.workspace_id,
+            data.from.and_then(sender_domain),
         ))?;
         Ok(Some(event))
     }

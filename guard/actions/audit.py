@@ -14,6 +14,7 @@ from guard.contracts.audit import (
     Outcome,
     Result,
     RuleRef,
+    ScopeRef,
     Timings,
     audit_id,
 )
@@ -76,6 +77,11 @@ def audit_event(
         ),
         result=result,
         superseded_by=decision.superseded_by,
+        scope=(
+            ScopeRef(key=decision.scope, decision_id=decision.scope_decision_id or "")
+            if decision.scope is not None
+            else None
+        ),
         exemption=exemption,
         notification=notification,
         note=redact(note)[:MAX_ERROR_CHARS] if note is not None else None,
@@ -109,6 +115,8 @@ def recorded_decision(event: AuditEvent, rules: RuleSet) -> Decision | None:
         episode_from=evidence.episode_from.timestamp() if evidence.episode_from is not None else None,
         episode_began=EpisodeStart(evidence.episode_began) if evidence.episode_began is not None else None,
         workspace_id=event.workspace_id,
+        scope=event.scope.key if event.scope is not None else None,
+        scope_decision_id=event.scope.decision_id if event.scope is not None else None,
     )
 
 

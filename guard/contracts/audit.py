@@ -128,6 +128,15 @@ class NotificationFailure(_Model):
     error: str
 
 
+class ScopeRef(_Model):
+    """The scope decision a campaign's decision is one of (rules with a `scope` beyond the campaign)."""
+
+    key: str = Field(
+        description="The scope that fired, e.g. 'sender_domain:acme.com', 'sender:acc_7', 'workspace:ws_1'."
+    )
+    decision_id: str = Field(description="The scope's decision: equal for every campaign it paused.")
+
+
 class Timings(_Model):
     event_time: datetime = Field(description="When the crossing event happened (event time).")
     decided_at: datetime = Field(description="Wall clock when the guard decided.")
@@ -154,6 +163,9 @@ class AuditEvent(_Model):
     )
     exemption: ExemptionRef | None = Field(None, description="Why the guard did not act (`exempted`).")
     notification: NotificationFailure | None = Field(None, description="What failed (`notify_failed`).")
+    scope: ScopeRef | None = Field(
+        None, description="A rule over a workspace, sender or domain fired: the scope, whose evidence this is."
+    )
     note: str | None = Field(
         None,
         description="Why the guard acted as it did where the outcome alone does not say: why a decision was "

@@ -41,6 +41,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     sequence_step: int | None = None
     sender_account_id: str | None = None
     workspace_id: str | None = None
+    sender_domain: str | None = None  # the domain of `data.from`, the sending address
 
 
 class MalformedEvent(GuardError, ValueError):
@@ -82,6 +83,7 @@ class _Data(msgspec.Struct):
     bounceReason: str | None = None
     sequenceStep: int | None = None
     senderAccountId: _Id | None = None
+    from_: _Address | None = msgspec.field(default=None, name="from")
     reply: _Reply | None = None
 
 
@@ -210,6 +212,7 @@ def _event(signal: Signal, data: _Data, time: float, screen: bool) -> Event:
         data.sequenceStep,
         data.senderAccountId,
         data.workspaceId,
+        _sender_domain(data.from_),
     )
 
 
@@ -222,6 +225,7 @@ def _screen(campaign_id: str, message_id: str | None, data: _Data) -> None:
         ("senderAccountId", data.senderAccountId),
         ("recipient", data.recipient),
         ("recipientDomain", data.recipientDomain),
+        ("from", data.from_),
     ):
         if value is not None and UNSAFE_CHARACTERS.search(value):
             raise MalformedEvent(f"data.{name} holds control or bidirectional formatting characters")
@@ -250,6 +254,7 @@ def _bounce(data: _Data, campaign_id: str, message_id: str | None, time: float) 
         data.sequenceStep,
         data.senderAccountId,
         data.workspaceId,
+        _sender_domain(data.from_),
     )
 
 
@@ -259,6 +264,14 @@ def _domain(data: _Data) -> str | None:
     if data.recipient and "@" in data.recipient:
         return data.recipient.rsplit("@", 1)[1].lower()
     return None
+
+
+def _sender_domain(address: str | None) -> str | None:
+    """The domain of a sending address, bare ('a@acme.com') or named ('Ann <a@acme.com>'), in lower case."""
+    if not address or "@" not in address:
+        return None
+    domain = address.rsplit("@", 1)[1].rstrip("> ").lower()
+    return domain or None
 
 
 def epoch_from_iso(text: str) -> float | None:

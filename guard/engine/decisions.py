@@ -30,6 +30,8 @@ class Decision:
     episode_from: float | None = None  # event time the judged episode began (a start or resume); None: not seen
     episode_began: EpisodeStart | None = None  # how it began
     workspace_id: str | None = None  # the campaign's workspace as the engine knew it (None: its events named none)
+    scope: str | None = None  # a scope rule's: the scope that fired, e.g. "sender_domain:acme.com" (scopes.py)
+    scope_decision_id: str | None = None  # ...and the id of the scope's decision this campaign's is one of
 
     @property
     def action(self) -> str:

@@ -107,11 +107,14 @@ class Engine:
         max_campaigns: int | None = None,
         max_dedupe_keys: int | None = None,
         kinds: Kinds = PYTHON,
+        *,
+        scopes: bool = False,
     ) -> None:
         if max_campaigns is not None and max_campaigns < 1:
             raise ValueError("max_campaigns must be at least 1")
         self.kinds = kinds  # the series it counts with: the Python reference or the compiled core (kinds.py)
-        self._plan = compile_plan(rules, kinds)
+        self._scopes = scopes  # counts the scope rules, its "campaigns" being scopes (scopes.py); else the others
+        self._plan = compile_plan(rules.for_engine(scopes), kinds)
         self._campaigns: dict[str, CampaignState] = {}
         self._seen = kinds.dedupe(dedupe_horizon, max_dedupe_keys)
         self._resume_grace = resume_grace  # see episodes.py
@@ -136,6 +139,17 @@ class Engine:
         """Keys forgotten before the horizon to stay within `max_dedupe_keys`: a retry of one counts again."""
         return self._seen.evicted
 
+    @property
+    def retention(self) -> float:
+        """How long an idle campaign's state can still matter to the rules it counts."""
+        return self._plan.retention
+
+    def firing(self, campaign_id: str, rule_name: str) -> bool:
+        """Whether the rule fired for the campaign and its condition has not yet been false for `keep_firing_for`."""
+        state = self._campaigns.get(campaign_id)
+        rule_state = state.rule_states.get(rule_name) if state is not None else None
+        return rule_state is not None and rule_state.firing
+
     def rules_for(self, campaign_id: str) -> tuple[CompiledRule, ...]:
         """The rules that apply to a campaign: for its workspace when tracked, else for no workspace."""
         state = self._campaigns.get(campaign_id)
@@ -146,7 +160,7 @@ class Engine:
         if self._snapshot is not None:
             self._snapshot.before_changing_all()
         old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
-        self._plan = plan = compile_plan(rules, self.kinds)
+        self._plan = plan = compile_plan(rules.for_engine(self._scopes), self.kinds)
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
         # a window quotes message ids only while some rule counts it as its numerator (plan.py): that may change
         quoting = {

@@ -266,6 +266,13 @@ class Rule(Frozen):
     action: Literal["pause", "alert"] = Field("pause", description="pause the campaign, or alert (record only).")
     severity: Literal["critical", "warning", "info"] = "warning"
     labels: dict[str, str] = Field(default_factory=dict, description="Free labels copied into every audit event.")
+    scope: Literal["campaign", "workspace", "sender", "sender_domain"] = Field(
+        "campaign",
+        description="Whose events the rule counts together: one campaign's (the default), or those of every campaign "
+        "of a workspace (`workspaceId` or the topic's mapped workspace), a sender account (`senderAccountId`) or a "
+        "sending domain (the domain of `from`). When it fires for a scope, every campaign of the scope with events "
+        "within the rule's look-back is paused, and each campaign that joins while it fires.",
+    )
     campaigns: CampaignFilter = CampaignFilter()
     workspaces: WorkspaceFilter | None = Field(
         None,
@@ -342,6 +349,22 @@ class Rule(Frozen):
         return self
 
     @model_validator(mode="after")
+    def _scope_filters(self) -> Rule:
+        if self.scope == "campaign":
+            return self
+        if self.campaigns != CampaignFilter():
+            raise ValueError(
+                f"a rule over a {self.scope} judges all of its campaigns together: `campaigns` applies to "
+                "campaign rules only"
+            )
+        if self.workspaces is not None and self.scope != "workspace":
+            raise ValueError(
+                f"a rule over a {self.scope} counts events of any workspace: `workspaces` applies to campaign "
+                "and workspace rules only"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _delay_needs_a_time_window(self) -> Rule:
         if self.rate is not None and self.rate.delay is not None and self.window is None:
             raise ValueError(
@@ -370,9 +393,9 @@ class Rule(Frozen):
         """A short hash of the rule's content: audits say exactly which rule text fired."""
         # `notify` says who hears of a decision, not what is decided: a new channel keeps the version;
         # a rule without `workspaces` keeps the version it had before rules could name workspaces
-        content = self.model_dump(
-            mode="json", by_alias=True, exclude={"notify", *(() if self.workspaces else ("workspaces",))}
-        )
+        # nor does a campaign rule's version name its (default) scope
+        unchanged = (*(() if self.workspaces else ("workspaces",)), *(("scope",) if self.scope == "campaign" else ()))
+        content = self.model_dump(mode="json", by_alias=True, exclude={"notify", *unchanged})
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -394,6 +417,17 @@ class RuleSet(Frozen):
 
     rules: tuple[Rule, ...]
     sources: tuple[str, ...] = ()
+
+    @cached_property
+    def scope_kinds(self) -> tuple[str, ...]:
+        """The scopes beyond a campaign that some rule counts, e.g. ("sender_domain",)."""
+        return tuple(sorted({rule.scope for rule in self.rules if rule.scope != "campaign"}))
+
+    def for_engine(self, scopes: bool) -> RuleSet:
+        """The rules an engine of campaigns (`scopes` False) or of scopes (True) counts."""
+        if not self.scope_kinds:
+            return self if not scopes else RuleSet(rules=(), sources=self.sources)
+        return RuleSet(rules=tuple(r for r in self.rules if (r.scope != "campaign") == scopes), sources=self.sources)
 
     @cached_property
     def retention(self) -> float:

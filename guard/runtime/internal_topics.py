@@ -5,6 +5,8 @@ the configuration they need and a replication factor that follows the cluster.
   compacts the active segment, so a short `segment.ms` lets superseded checkpoints go; a minute of
   `min.compaction.lag.ms` keeps what a restore in progress has seen the end of.
 - the control topic (GUARD_CONTROL_TOPIC): exemptions (guard.runtime.control), compacted, one partition.
+- the scope topic (GUARD_SCOPE_TOPIC): events forwarded keyed by scope for rules over a workspace, sender or
+  domain (guard.engine.scopes), read by the same group, as Kafka Streams reads its repartition topics.
 - the audit and dead-letter topics (GUARD_AUDIT_TOPIC, GUARD_DLQ_TOPIC): what the guard writes, with the
   brokers' default configuration and as many partitions as its input; a broker that does not create topics
   on demand would otherwise leave every decision unrecorded.
@@ -66,6 +68,15 @@ def state_topic(name: str) -> InternalTopic:
 def control_topic(name: str) -> InternalTopic:
     configs = {"cleanup.policy": "compact", "segment.ms": str(SEGMENT_MS), "min.compaction.lag.ms": "0"}
     return InternalTopic(name, "GUARD_CONTROL_TOPIC", "control topic", 1, configs, "no exemptions")
+
+
+def scope_topic(name: str, partitions: int, lookback: float) -> InternalTopic:
+    """Events forwarded keyed by scope (guard.engine.scopes): read back as far as the rules look, so kept twice
+    that (a week at least), by the input records' times they carry; as many partitions as the input."""
+    retention_ms = int(max(7 * 86400.0, 2 * lookback) * 1000)
+    configs = {"cleanup.policy": "delete", "retention.ms": str(retention_ms)}
+    without = "rules over a workspace, sender or domain count nothing and pause nothing"
+    return InternalTopic(name, "GUARD_SCOPE_TOPIC", "scope topic", partitions, configs, without)
 
 
 def audit_topic(name: str, partitions: int) -> InternalTopic:

@@ -44,10 +44,11 @@ from typing import Any, Protocol
 import structlog
 
 from guard.actions.workspaces import WorkspaceMap
-from guard.contracts.events import IgnoredEvent, MalformedEvent, in_workspace
+from guard.contracts.events import Event, IgnoredEvent, MalformedEvent, Signal, in_workspace
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
+from guard.engine.scopes import InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
 from guard.engine.snapshot import PendingSnapshot, restore
 from guard.rules import RuleSet
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS, Held, behind, overdue, release
@@ -84,6 +85,12 @@ class DeadLetterSink(Protocol):
     async def send(self, record: Any, reason: str) -> asyncio.Future: ...
 
 
+class ScopeSink(Protocol):
+    """Where events are forwarded for rules over a scope (guard.runtime.scope_forwards)."""
+
+    async def send(self, scope: str, value: bytes, timestamp_ms: int, source: str) -> asyncio.Future: ...
+
+
 @dataclass(slots=True)
 class Tally:
     """What became of one batch's records, for the `records` metric."""
@@ -91,6 +98,7 @@ class Tally:
     too_old: int = 0
     ignored: int = 0
     dead_lettered: int = 0
+    invalid: int = 0  # scope topic records that are no forwarded event
     replayed: int = 0
     counted: int = 0
 
@@ -124,8 +132,12 @@ class Pipeline:
         topic_workspaces: dict[str, str] | None = None,
         clock: Callable[[], float] = time.time,
         kinds: Kinds = PYTHON,
+        scope_topic: str | None = None,
+        forwards: ScopeSink | None = None,
     ) -> None:
         self.rules = rules
+        # rules over a workspace, sender or domain: counted from the events forwarded to `scope_topic` (scopes.py)
+        self._scope_topic, self._forwards = scope_topic, forwards
         self.kinds = kinds  # the series every engine of this pipeline counts with (GUARD_ENGINE)
         self._workspaces = workspaces  # which workspace each campaign's events name, for the action
         self._topic_workspaces = topic_workspaces or {}  # topic -> the workspace of its events
@@ -134,19 +146,24 @@ class Pipeline:
         self._max_campaigns, self._max_dedupe_keys = max_campaigns, max_dedupe_keys
         self._partition_count = partition_count
         self._clock = clock  # wall clock, against the records' Kafka timestamps: is a partition behind?
-        self._partitions: dict[Partition, tuple[Engine, PartitionProgress]] = {}
+        self._partitions: dict[Partition, tuple[Engine | ScopeEngine, PartitionProgress]] = {}
         # revoked partitions the rebalance may give back to this process (aiokafka revokes every partition
         # at each one): their engines and progress, kept until the assignment says
-        self._parked: dict[Partition, tuple[Engine, PartitionProgress]] = {}
+        self._parked: dict[Partition, tuple[Engine | ScopeEngine, PartitionProgress]] = {}
         self.evicted = 0  # campaigns evicted at capacity, over every engine this process had
         self.dedupe_evicted = 0  # dedupe keys forgotten at the budget, likewise
 
     def owns(self, tp: Partition) -> bool:
         return tp in self._partitions
 
-    def carries(self, tp: Partition, campaign_id: str) -> bool:
-        """Whether `tp`'s reading holds the campaign (its events are read from `tp`)."""
-        return tp in self._partitions and self._partitions[tp][0].latest_event(campaign_id) is not None
+    def carries(self, tp: Partition, reading: str) -> bool:
+        """Whether `tp`'s reading holds the campaign, or the scope for a partition of the scope topic (its events are
+        read from `tp`)."""
+        if tp not in self._partitions:
+            return False
+        engine = self._partitions[tp][0]
+        counted = engine.engine if isinstance(engine, ScopeEngine) else engine
+        return counted.latest_event(reading) is not None
 
     def assign(
         self,
@@ -165,9 +182,15 @@ class Pipeline:
             recovery = PartitionRecovery(name(tp), AuditScan.finished())
             recovery.positioned(committed)
         progress = PartitionProgress(committed, since_ms, recovery, audit_read, log_end)
-        self._partitions[tp] = (engine or self._new_engine(), progress)
+        self._partitions[tp] = (engine or self._new_engine(self.counts_scopes(tp)), progress)
 
-    def _new_engine(self) -> Engine:
+    def counts_scopes(self, tp: Partition) -> bool:
+        """Whether `tp` is a partition of the scope topic: its engine counts scopes, and it keeps no checkpoint."""
+        return tp.topic == self._scope_topic
+
+    def _new_engine(self, scopes: bool = False) -> Engine | ScopeEngine:
+        if scopes:
+            return ScopeEngine(self.rules, self._dedupe_horizon, self.dedupe_key_share(), self.kinds)
         return Engine(
             self.rules,
             self._dedupe_horizon,
@@ -180,6 +203,7 @@ class Pipeline:
     def restored_engine(self, data: bytes) -> Engine:
         """An engine as this pipeline builds them, with a snapshot's state (SnapshotError if it does not fit)."""
         engine = self._new_engine()
+        assert isinstance(engine, Engine)
         restore(data, self.rules, engine)
         return engine
 
@@ -192,6 +216,8 @@ class Pipeline:
         if owned is None:
             return None
         engine, progress = owned
+        if isinstance(engine, ScopeEngine):  # rebuilt from the scope topic's look-back instead
+            return None
         if progress.busy or progress.next_offset is None or progress.recovery.stage in RECOVERING or progress.pending:
             return None
         return PendingSnapshot(engine, self.rules), progress.next_offset
@@ -300,7 +326,12 @@ class Pipeline:
             progress.busy = False
 
     async def _handle(
-        self, tp: Partition, records: Sequence[Any], engine: Engine, progress: PartitionProgress, log_end: int | None
+        self,
+        tp: Partition,
+        records: Sequence[Any],
+        engine: Engine | ScopeEngine,
+        progress: PartitionProgress,
+        log_end: int | None,
     ) -> None:
         progress.fetched(log_end)
         records = self._new_records(tp, records, progress)
@@ -314,6 +345,8 @@ class Pipeline:
         replay_until, new_group, since_ms = recovery.replay_until, progress.new_group, progress.since_ms
         topic_workspace = self._topic_workspaces.get(tp.topic)
         source = f"topic {tp.topic} (GUARD_TOPIC_WORKSPACES)"
+        scoped = isinstance(engine, ScopeEngine)  # a partition of the scope topic: forwarded events
+        forwarding = () if scoped or self._forwards is None else self.rules.scope_kinds
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -321,9 +354,12 @@ class Pipeline:
                 tally.too_old += 1
                 continue
             try:
-                event = self.kinds.decode(record.value, record.timestamp / 1000)
-                if topic_workspace is not None:
-                    event = in_workspace(event, topic_workspace, source)
+                if scoped:
+                    event = read_forwarded(record.value)
+                else:
+                    event = self.kinds.decode(record.value, record.timestamp / 1000)
+                    if topic_workspace is not None:
+                        event = in_workspace(event, topic_workspace, source)
             except IgnoredEvent:
                 tally.ignored += 1
                 continue
@@ -332,15 +368,21 @@ class Pipeline:
                     dead_letters.append(await self._dead_letters.send(record, str(error)))
                 tally.dead_lettered += 1
                 continue
+            except InvalidForward as error:  # written by whoever could write to the topic: skipped, never trusted
+                tally.invalid += 1
+                log.warning("scope topic record skipped", partition=name(tp), offset=offset, error=str(error))
+                continue
             if event.workspace_id is not None and self._workspaces is not None:
                 self._workspaces.note(event.campaign_id, event.workspace_id)
-            decisions = process(event)
+            decisions = process(event)  # type: ignore[arg-type]  # a ScopeEngine takes what read_forwarded gives
             if replaying:
                 tally.replayed += 1
                 if decisions and recovery.stage is Stage.REPLAYING:  # kept aside until caught up
                     recovery.keep(decisions)
                 continue
             tally.counted += 1
+            if forwarding and event.signal is not Signal.STARTED:
+                await self._forward(tp, record, event, forwarding, progress)  # type: ignore[arg-type]
             for decision in decisions:
                 progress.pending[offset] += 1
                 held = progress.held
@@ -360,7 +402,20 @@ class Pipeline:
             )
         self._count(tally, engine, before)
 
-    def _settle_held(self, engine: Engine, progress: PartitionProgress, caught_up: str | None) -> None:
+    async def _forward(
+        self, tp: Partition, record: Any, event: Event, kinds: tuple[str, ...], progress: PartitionProgress
+    ) -> None:
+        """Forward a counted event to the scope topic once per scope it is in; its offset is pending until written,
+        so that a restart forwards again what was not (the scope's engine dedupes what was)."""
+        assert self._forwards is not None
+        position = f"{tp.topic}/{tp.partition}/{record.offset}"
+        for kind in kinds:
+            if (scope := scope_key(kind, event)) is not None:  # type: ignore[arg-type]
+                written = await self._forwards.send(scope, forward(scope, event, position), record.timestamp, position)
+                progress.pending[record.offset] += 1
+                written.add_done_callback(lambda _, offset=record.offset: progress.recorded(offset))
+
+    def _settle_held(self, engine: Engine | ScopeEngine, progress: PartitionProgress, caught_up: str | None) -> None:
         """Supersede the held decisions no longer current; act on the others of each campaign caught up: all of
         them once the partition has (`caught_up` says why), else those of campaigns read up to the present
         (catchup.py)."""
@@ -390,7 +445,7 @@ class Pipeline:
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)
         self._count_held()
 
-    def _lands_now(self, engine: Engine, campaign_id: str, pause_id: str) -> None:
+    def _lands_now(self, engine: Engine | ScopeEngine, campaign_id: str, pause_id: str) -> None:
         """A pause acted on apart from the engine's reading of the log (held over a backlog, or resumed from another
         process's record) lands at the call, not at its event time; later decisions are covered by `pause_id`."""
         if engine.episode(campaign_id) is not None:
@@ -420,13 +475,14 @@ class Pipeline:
         self._metrics.records.labels("redelivered").inc(again)
         return records[again:]  # offsets ascend within a batch
 
-    def _count(self, tally: Tally, engine: Engine, before: tuple[int, int, int, int, int]) -> None:
+    def _count(self, tally: Tally, engine: Engine | ScopeEngine, before: tuple[int, int, int, int, int]) -> None:
         """The batch's outcomes, and what the engine counted meanwhile, into the metrics."""
         stats = engine.stats
         outcomes = {
             "too_old": tally.too_old,
             "ignored": tally.ignored,
             "dead_lettered": tally.dead_lettered,
+            "invalid": tally.invalid,
             "replayed": tally.replayed,
             "counted": tally.counted,
             "duplicate": stats.duplicates - before[0],

@@ -38,12 +38,14 @@ from guard.runtime.internal_topics import (
     create_if_missing,
     dead_letter_topic,
     ensure,
+    scope_topic,
     state_topic,
 )
 from guard.runtime.kafka import PROBE_SECONDS, InputConsumer, consumer_lag, make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
 from guard.runtime.rebalance import Rebalance
 from guard.runtime.recovery import Recovery
+from guard.runtime.scope_forwards import ScopeForwards
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import Settings
 from guard.runtime.settled import SettledDecisions
@@ -136,6 +138,8 @@ class Service:
             workspaces=workspaces,
             topic_workspaces=settings.topic_workspaces,
             kinds=self.kinds,
+            scope_topic=settings.scope_topic,
+            forwards=ScopeForwards(producer, settings.scope_topic, self.metrics),
         )
         recovery = Recovery(
             self.health,
@@ -158,7 +162,10 @@ class Service:
             await consumer.start()
             self._checkpointer = await self._checkpoints(producer, pipeline, dispatcher, recovery)
             listener = Rebalance(consumer, pipeline, recovery, self._checkpointer)
-            consumer.subscribe_exactly(settings.input_topics, listener)
+            if self.rules.scope_kinds:  # before the group is joined: the first assignment reads it
+                await self._ensure_scope_topic()
+            # the scope topic is read whenever it exists: rules over scopes added by a reload find it there
+            consumer.subscribe_exactly((*settings.input_topics, settings.scope_topic), listener)
             self._inputs = InputTopics(consumer, settings.input_topics, self.health, self.metrics)
             await self._inputs.check()
             self._spawn(self._inputs.watch())
@@ -353,6 +360,13 @@ class Service:
                     error=refused,
                 )
 
+    async def _ensure_scope_topic(self) -> None:
+        """The scope topic made if missing, with as many partitions as the largest input topic."""
+        settings = self.settings.guard
+        counts = [len(await topic_partitions(self.settings.kafka, topic)) for topic in settings.input_topics]
+        topic = scope_topic(settings.scope_topic, max(counts, default=1) or 1, self.rules.retention)
+        await ensure(self.settings.kafka, topic, settings.internal_replication_factor, self.health, self.metrics)
+
     async def _follow_control(self) -> None:
         """Exemptions: the control topic made if missing, read whole before any pause, then followed."""
         settings = self.settings.guard
@@ -379,6 +393,8 @@ class Service:
             self.metrics.rule_reloads.labels("rejected").inc()
             log.error("new rules rejected; the previous rules stay in force", problems=change.problems)
             return
+        if change.rules.scope_kinds and not self.rules.scope_kinds:
+            self._spawn(self._ensure_scope_topic())  # read once it exists (the subscription names it)
         self.rules = change.rules
         pipeline.set_rules(change.rules)
         self.metrics.rule_reloads.labels("applied").inc()

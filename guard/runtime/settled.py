@@ -112,16 +112,17 @@ class SettledDecisions:
         return self._blind or (fired is not None and fired.matches(dry_run))
 
     def in_flight(self, carried: Callable[[str], bool], rules: RuleSet, *, dry_run: bool) -> list[Decision]:
-        """Pause decisions another process recorded `fired` and gave no outcome, for the campaigns `carried` says are
-        read here, rebuilt from their record with the loaded rules: to act on, as their recording process would have.
-        None while the last audit read failed (what was recorded is not known), and only those recorded by a guard
-        running as this one does (dry or not)."""
+        """Pause decisions another process recorded `fired` and gave no outcome, for the campaigns (for decisions of a
+        scope rule, the scopes: guard.engine.scopes) `carried` says are read here, rebuilt from their record with the
+        loaded rules: to act on, as their recording process would have. None while the last audit read failed (what
+        was recorded is not known), and only those recorded by a guard running as this one does (dry or not)."""
         decisions = []
         for decision_id, fired in [] if self._blind else self._fired.items():
             event = fired.event
             if event is None or decision_id in self._ids or decision_id in self._taken:
                 continue
-            if not fired.matches(dry_run) or not carried(event.campaign_id):
+            # a scope's decision is the business of the scope's reader, which may not read the campaign
+            if not fired.matches(dry_run) or not carried(event.scope.key if event.scope else event.campaign_id):
                 continue
             decision = recorded_decision(event, rules)
             if decision is None:

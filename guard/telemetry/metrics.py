@@ -16,10 +16,18 @@ class Metrics:
         self.records = Counter(
             "guard_records_total",
             "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), "
-            "too_old, ignored (unknown event), dead_lettered, redelivered (an offset handled already, skipped); "
+            "too_old, ignored (unknown event), dead_lettered, redelivered (an offset handled already, skipped), "
+            "invalid (a scope topic record that is no forwarded event, skipped); "
             "duplicate, late and ahead (stamped over a day past the partition's clock, counted at the clock) are "
             "subsets of counted and replayed.",
             ["outcome"],
+            registry=r,
+        )
+        self.scope_forwards = Counter(
+            "guard_scope_forwards_total",
+            "Events forwarded to the scope topic for rules over a workspace, sender or domain, by result: written, "
+            "failed (not written after the producer's retries: that scope misses the event; logged with its offset).",
+            ["result"],
             registry=r,
         )
         self.dead_letters = Counter(

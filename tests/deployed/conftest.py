@@ -256,6 +256,7 @@ class Names:
     state: str
     control: str
     group: str
+    scopes: str
 
     @classmethod
     def fresh(cls) -> Names:
@@ -267,6 +268,7 @@ class Names:
             f"guard.state-{suffix}",
             f"guard.control-{suffix}",
             f"deliverability-guard-{suffix}",
+            f"guard.scopes-{suffix}",
         )
 
 
@@ -305,6 +307,7 @@ class Deployment:
             "GUARD_DLQ_TOPIC": self.names.dlq,
             "GUARD_STATE_TOPIC": self.names.state,
             "GUARD_CONTROL_TOPIC": self.names.control,
+            "GUARD_SCOPE_TOPIC": self.names.scopes,
             "GUARD_GROUP_ID": self.names.group,
             "GUARD_HTTP_PORT": str(free_port()),
             "GUARD_SLACK_WEBHOOK_URL": self.slack.url,

@@ -98,6 +98,13 @@ class GuardSettings(BaseSettings):
         description="Compacted topic of state checkpoints; created when missing (compacted, one partition, a short "
         "segment.ms). Where the brokers refuse, there are no checkpoints and a restart replays the rules' look-back.",
     )
+    scope_topic: str = Field(
+        "guard.scopes",
+        pattern=r"^[A-Za-z0-9._-]{1,249}$",
+        description="Where events are forwarded, keyed by scope, for rules over a workspace, sender or domain "
+        "(`scope:`); created when missing, as many partitions as the input, and read by the same group. Used only "
+        "while some rule has a scope beyond the campaign.",
+    )
     checkpoint_interval: float = Field(
         60.0,
         ge=0,
@@ -169,6 +176,13 @@ class GuardSettings(BaseSettings):
     def _mapped_topics_are_read(self) -> GuardSettings:
         if unread := sorted(set(self.topic_workspaces) - set(self.input_topics)):
             raise ValueError(f"GUARD_TOPIC_WORKSPACES maps {', '.join(unread)}, not in GUARD_INPUT_TOPICS")
+        own = {"GUARD_SCOPE_TOPIC": self.scope_topic, "GUARD_STATE_TOPIC": self.state_topic}
+        own |= {"GUARD_CONTROL_TOPIC": self.control_topic, "GUARD_AUDIT_TOPIC": self.audit_topic}
+        for setting, topic in own.items():
+            if topic in self.input_topics:
+                raise ValueError(
+                    f"{setting} {topic!r} is also in GUARD_INPUT_TOPICS: the guard would read its own output"
+                )
         return self
 
     @field_validator("input_topics", mode="before")

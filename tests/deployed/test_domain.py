@@ -1,0 +1,110 @@
+"""A sending domain burning across many small campaigns is paused campaign by campaign (issue 29), by two replicas
+of which one is killed: the scope topic the guard makes, its partitions handed over, no campaign paused twice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from guard.testing.events import envelope
+
+DOMAIN_RULE = """
+groups:
+  - name: domains
+    rules:
+      - name: domain-hard-bounces
+        description: A sending domain's hard bounces over every campaign that sends from it.
+        scope: sender_domain
+        rate:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+        window: 1h
+        threshold: 5%
+        min_volume: 200
+        cooldown: 1h
+        severity: critical
+"""
+BURNING, FINE = "burning.example", "fine.example"
+
+
+class Record(NamedTuple):  # what deploy.produce writes: keyed by campaign, stamped with the event time
+    campaign: str
+    value: bytes
+    at: float
+
+
+def mail(campaign: str, domain: str, sends: int, bounce_every: int, start: float, every: float) -> Iterator[Record]:
+    """`sends` sends from `domain` from `start`, each `bounce_every`-th hard-bouncing 5 s later (0: none)."""
+    for n in range(sends):
+        at = start + n * every
+        message = f"{campaign}-{n}"
+        sender = {"from": f"Team <team@{domain}>"}
+        yield Record(campaign, envelope("message.sent", campaign, at, messageId=message, **sender), at)
+        if bounce_every and n % bounce_every == bounce_every - 1:
+            bounce = envelope("message.bounced", campaign, at + 5, messageId=message, bounceType="hard", **sender)
+            yield Record(campaign, bounce, at + 5)
+
+
+@pytest.mark.timeout(240)
+async def test_many_small_campaigns_of_a_burning_domain_are_each_paused_once_by_two_replicas_one_killed(
+    deploy, tmp_path: Path
+) -> None:
+    """Thirty campaigns of twelve sends from one domain, each far below any campaign's evidence, 10% hard
+    bounces together; twenty campaigns of a healthy domain beside them. Two replicas: every campaign of the
+    burning domain is paused once, none of the healthy one. The replica that reads the domain's partition of the
+    scope topic is SIGKILLed; the other takes its partitions (input and scope topic alike), and five campaigns
+    that start sending from the burning domain afterwards are paused too, once each, while no campaign is paused
+    again."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "domains.yaml").write_text(DOMAIN_RULE)
+    burning = [f"camp_burn_{n:02d}" for n in range(30)]
+    joiners = [f"camp_join_{n}" for n in range(5)]
+    healthy = [f"camp_fine_{n:02d}" for n in range(20)]
+    deploy.campaigns(*burning, *joiners, *healthy)
+    now = time.time()
+    start = now - 200
+    await deploy.produce(
+        deploy.history(
+            *(mail(c, BURNING, 12, 10, start + n, 15.0) for n, c in enumerate(burning)),
+            *(mail(c, FINE, 20, 0, start + n, 9.0) for n, c in enumerate(healthy)),
+        )
+    )
+    a = deploy.start("a", GUARD_RULES=str(rules))
+    b = deploy.start("b", GUARD_RULES=str(rules))
+
+    async def paused(campaigns: list[str]) -> bool:
+        return set(campaigns) <= set((await deploy.tally()).calls)
+
+    await deploy.wait_until(lambda: paused(burning), 120, 0.5, "every campaign of the burning domain paused")
+    assert deploy.names.scopes in await deploy.topics()  # the guard made it
+    # the replica that reads the domain's partition of the scope topic (it decided last) is the one killed
+    decided = {
+        guard: max((e["timestamp"] for e in guard.logs() if e.get("event") == "rule fired"), default="")
+        for guard in (a, b)
+    }
+    killed, survivor = sorted((a, b), key=decided.__getitem__, reverse=True)
+    await killed.kill()
+    later = time.time()
+    await deploy.produce(deploy.history(*(mail(c, BURNING, 2, 0, later + n, 1.0) for n, c in enumerate(joiners))))
+    await deploy.wait_until(lambda: paused(joiners), 120, 0.5, "the campaigns that joined paused by the survivor")
+    await deploy.settle(survivor, 60)
+    tally = await deploy.tally()
+
+    assert {campaign: tally.calls[campaign] for campaign in [*burning, *joiners]} == dict.fromkeys(
+        [*burning, *joiners], 1
+    ), tally
+    assert not set(healthy) & set(tally.calls), tally
+    for campaign in [*burning, *joiners]:
+        assert tally.outcomes(campaign)["paused"] == 1, tally
+    scope_decisions = {
+        event["scope"]["decision_id"]
+        for event in await deploy.audit_events()
+        if event["outcome"] == "paused" and event.get("scope")
+    }
+    assert len(scope_decisions) == 1  # one decision of the domain, every campaign's pause one of it
+    assert survivor.running

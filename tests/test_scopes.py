@@ -1,0 +1,414 @@
+"""Rules over a scope beyond one campaign: the rule language, the forwarded events and the engine of scopes
+(no broker; tests/test_scopes_kafka.py runs them through guards on real brokers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import msgspec
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+from test_pipeline import Decisions, NoDeadLetters
+
+from guard.contracts.events import Event, Signal, decode
+from guard.engine.kinds import PYTHON, choose
+from guard.engine.scopes import Forwarded, InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
+from guard.rules.loader import parse_rules
+from guard.rules.models import Rule, RuleSet
+from guard.runtime.pipeline import Pipeline, name
+from guard.runtime.recovery import AuditScan, PartitionRecovery
+from guard.telemetry.metrics import Metrics
+from guard.testing.events import envelope
+
+DOMAIN_RULE = """
+groups:
+  - name: domains
+    rules:
+      - name: domain-hard-bounces
+        description: The sending domain's hard bounces, over every campaign that sends from it.
+        scope: sender_domain
+        rate:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+        window: 1h
+        threshold: 5%
+        min_volume: 100
+        cooldown: 1h
+      - name: campaign-hard-bounces
+        description: One campaign's hard bounces.
+        rate:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+        window: 1h
+        threshold: 5%
+        min_volume: 100
+"""
+
+
+def rules(text: str = DOMAIN_RULE) -> RuleSet:
+    return parse_rules([("rules.yaml", text)])
+
+
+def rule(**fields: object) -> Rule:
+    base = {"name": "r", "description": "d", "count": "complained", "window": "1h", "threshold": 3}
+    return Rule.model_validate(base | fields)
+
+
+class TestTheRule:
+    def test_scope_defaults_to_the_campaign_and_keeps_the_rule_version(self) -> None:
+        """Rules written before scopes existed keep their version: their decisions' ids stay the same."""
+        assert rule().scope == "campaign"
+        assert rule().version == rule(scope="campaign").version
+        assert rule(scope="sender").version != rule().version
+
+    @pytest.mark.parametrize(
+        ("fields", "message"),
+        [
+            ({"scope": "sender", "campaigns": {"include": ["camp_*"]}}, "`campaigns` applies to campaign rules only"),
+            ({"scope": "sender_domain", "workspaces": ["ws_1"]}, "`workspaces` applies to campaign and workspace"),
+            ({"scope": "domain"}, "Input should be 'campaign', 'workspace', 'sender' or 'sender_domain'"),
+        ],
+    )
+    def test_what_a_scope_rule_cannot_say_is_refused_clearly(self, fields: dict, message: str) -> None:
+        with pytest.raises(ValidationError, match=message):
+            rule(**fields)
+
+    def test_a_workspace_rule_may_name_workspaces(self) -> None:
+        assert rule(scope="workspace", workspaces=["ws_eu_*"]).workspaces is not None
+
+    def test_engines_of_campaigns_and_of_scopes_count_their_own_rules(self) -> None:
+        both = rules()
+        assert both.scope_kinds == ("sender_domain",)
+        assert [r.name for r in both.for_engine(False).rules] == ["campaign-hard-bounces"]
+        assert [r.name for r in both.for_engine(True).rules] == ["domain-hard-bounces"]
+        campaigns_only = RuleSet(rules=both.for_engine(False).rules)
+        assert campaigns_only.for_engine(False) is campaigns_only  # the common case costs nothing
+        assert campaigns_only.for_engine(True).rules == ()
+
+
+class TestTheSenderInEvents:
+    @pytest.mark.parametrize("kinds", ["python", "compiled"])
+    @pytest.mark.parametrize(
+        ("sender", "domain"),
+        [
+            ("ann@Acme.COM", "acme.com"),
+            ("Ann Lee <ann@mail.acme.com>", "mail.acme.com"),
+            ("no address", None),
+            ("", None),
+            (None, None),
+        ],
+    )
+    def test_the_sending_domain_is_read_from_from(self, kinds: str, sender: str | None, domain: str | None) -> None:
+        """Both decoders agree: the domain after the last '@', without a closing '>', in lower case."""
+        try:
+            decoder = choose(kinds).decode
+        except Exception:
+            pytest.skip("the compiled core is not installed")
+        extra = {} if sender is None else {"from": sender}
+        value = envelope("message.sent", "camp_1", 1_700_000_000.0, messageId="m1", senderAccountId="acc_7", **extra)
+        event = decoder(value, 1_700_000_000.0)
+        assert (event.sender_domain, event.sender_account_id) == (domain, "acc_7")
+
+    def test_an_overlong_or_unsafe_from_is_malformed(self) -> None:
+        from guard.contracts.events import MalformedEvent
+
+        for sender in ("a@" + "x" * 400, "ann@acme.com\u202e"):
+            value = envelope("message.sent", "camp_1", 1_700_000_000.0, **{"from": sender})
+            with pytest.raises(MalformedEvent):
+                decode(value, 1_700_000_000.0)
+
+
+def event(campaign: str, signal: Signal, at: float, message: str, **fields: object) -> Event:
+    return Event(signal, campaign, at, message, **fields)  # type: ignore[arg-type]
+
+
+class TestForwarded:
+    def test_an_event_goes_and_comes_back_keyed_by_its_scope(self) -> None:
+        sent = event("camp_1", Signal.SENT, 100.0, "m1", sender_domain="acme.com", workspace_id="ws_1")
+        assert scope_key("sender_domain", sent) == "sender_domain:acme.com"
+        assert scope_key("workspace", sent) == "workspace:ws_1"
+        assert scope_key("sender", sent) is None  # the event names no sender account
+        back = read_forwarded(forward("sender_domain:acme.com", sent, "events/0/7"))
+        assert (back.scope, back.campaign_id, back.signal, back.time, back.message_id) == (
+            "sender_domain:acme.com",
+            "camp_1",
+            Signal.SENT,
+            100.0,
+            "m1",
+        )
+
+    def test_an_event_without_message_id_is_named_by_its_input_position(self) -> None:
+        """Forwarded again after a restart, it is the same event to the scope's engine."""
+        sent = event("camp_1", Signal.SENT, 100.0, None, sender_domain="acme.com")  # type: ignore[arg-type]
+        assert read_forwarded(forward("sender_domain:acme.com", sent, "events/3/41")).message_id == "events/3/41"
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            None,
+            b"",
+            b"\x93\x01\x02\x03",
+            json.dumps({"event": "message.sent"}).encode(),
+            msgspec.msgpack.encode(["campaign:x", "c", "sent", 1.0, "m"]),  # no such scope
+            msgspec.msgpack.encode(["sender:x", "c", "started", 1.0, "m"]),  # not counted in a scope
+            msgspec.msgpack.encode(["sender:x", "c", "sent", float("nan"), "m"]),
+            msgspec.msgpack.encode(["sender:x", "c", "sent", 1e300, "m"]),
+            msgspec.msgpack.encode(["sender:x", "c" * 300, "sent", 1.0, "m"]),
+            msgspec.msgpack.encode(["sender:x", "c", "sent", 1.0, "m", None, "medium"]),
+            msgspec.msgpack.encode(["sender:x", "c", "sent", 1.0, "m", None, None, None, None, None, None, None, 9]),
+        ],
+    )
+    def test_a_record_that_is_no_forwarded_event_is_refused(self, value: bytes | None) -> None:
+        with pytest.raises(InvalidForward):
+            read_forwarded(value)
+
+
+DOMAIN = "sender_domain:acme.com"
+
+
+def forwarded(campaign: str, signal: Signal, at: float, message: str, scope: str = DOMAIN) -> Forwarded:
+    bounce = "hard" if signal is Signal.BOUNCED else None
+    return Forwarded(scope, campaign, signal, at, message, None, bounce, None, None, None, "ws_1", scope.split(":")[1])
+
+
+class TestScopeEngine:
+    def small_campaigns(self, engine: ScopeEngine, count: int, start: float = 1_000.0) -> list:
+        """`count` campaigns of 10 sends and 1 hard bounce each (10%): each far below the rule's 100 sends."""
+        decisions = []
+        for n in range(count):
+            campaign = f"camp_{n:02}"
+            for k in range(10):
+                at = start + n * 20 + k
+                decisions += engine.process(forwarded(campaign, Signal.SENT, at, f"{campaign}-s{k}"))
+            decisions += engine.process(forwarded(campaign, Signal.BOUNCED, at + 0.5, f"{campaign}-b"))
+        return decisions
+
+    def engine(self) -> ScopeEngine:
+        return ScopeEngine(rules(), dedupe_horizon=3600.0, kinds=PYTHON)
+
+    def test_small_campaigns_together_over_the_line_are_each_decided_once(self) -> None:
+        """Ten campaigns of 10 sends: the domain reaches 100 sends at 10% with the tenth; one scope decision,
+        turned into one decision per campaign of the domain, each naming it."""
+        engine = self.engine()
+        decisions = self.small_campaigns(engine, 10)
+        assert sorted(d.campaign_id for d in decisions) == [f"camp_{n:02}" for n in range(10)]
+        assert {d.scope for d in decisions} == {DOMAIN}
+        assert len({d.scope_decision_id for d in decisions}) == 1
+        assert len({d.id for d in decisions}) == 10
+        assert all(d.rule.name == "domain-hard-bounces" and d.denominator == 100 for d in decisions)
+        assert {d.workspace_id for d in decisions} == {"ws_1"}
+
+    def test_the_same_events_give_the_same_decision_ids(self) -> None:
+        """Deterministic: a replay of the scope topic finds the same decisions in the audit topic."""
+        first, second = self.small_campaigns(self.engine(), 10), self.small_campaigns(self.engine(), 10)
+        assert [d.id for d in first] == [d.id for d in second]
+
+    def test_a_campaign_joining_while_the_rule_fires_is_decided_once(self) -> None:
+        engine = self.engine()
+        self.small_campaigns(engine, 10)
+        joined = engine.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
+        assert [d.campaign_id for d in joined] == ["camp_new"]
+        assert joined[0].scope_decision_id is not None
+        assert engine.process(forwarded("camp_new", Signal.SENT, 1_301.0, "new-s1")) == []
+        # a campaign already decided for (resumed by its owner, say) is not decided again by the same firing
+        assert engine.process(forwarded("camp_03", Signal.SENT, 1_302.0, "c3-again")) == []
+
+    def test_another_scope_is_not_touched(self) -> None:
+        engine = self.engine()
+        other = "sender_domain:healthy.io"
+        for k in range(200):
+            assert engine.process(forwarded("camp_h", Signal.SENT, 1_000.0 + k, f"h{k}", other)) == []
+        decisions = self.small_campaigns(engine, 10, start=1_200.0)
+        assert "camp_h" not in {d.campaign_id for d in decisions}
+        assert engine.process(forwarded("camp_h", Signal.SENT, 1_500.0, "h-late", other)) == []
+
+    def test_an_event_forwarded_twice_counts_once(self) -> None:
+        """After a restart an input partition forwards again what it had not committed."""
+        engine, decisions = self.engine(), []
+        for _ in range(2):  # nine campaigns' 90 sends, twice: 180 would be over the line, 90 is not
+            for n in range(9):
+                for k in range(10):
+                    decisions += engine.process(forwarded(f"c{n}", Signal.SENT, 1_000.0 + n * 20 + k, f"c{n}-s{k}"))
+                decisions += engine.process(forwarded(f"c{n}", Signal.BOUNCED, 1_000.0 + n * 20 + 10, f"c{n}-b"))
+        assert decisions == []
+        assert engine.engine.stats.duplicates == 9 * 11
+        for k in range(10):  # a tenth campaign's 10 sends make the 100: fires now
+            decisions += engine.process(forwarded("c9", Signal.SENT, 1_200.0 + k, f"c9-s{k}"))
+        assert sorted(d.campaign_id for d in decisions) == [f"c{n}" for n in range(10)]
+
+    def test_campaigns_idle_past_the_look_back_are_not_decided_for(self) -> None:
+        engine = self.engine()
+        engine.process(forwarded("camp_old", Signal.SENT, 0.0, "old"))
+        decisions = self.small_campaigns(engine, 10, start=10_000.0)  # camp_old's send left the 1h window
+        assert "camp_old" not in {d.campaign_id for d in decisions}
+
+    def test_the_catch_up_judges_a_campaign_by_its_scope_still_firing(self) -> None:
+        engine = self.engine()
+        decisions = self.small_campaigns(engine, 10)
+        assert engine.episode("camp_00") is not None and engine.leans_bad("camp_00")
+        assert engine.latest_event("camp_00") == 1_009.5  # its bounce, the last of its events
+        assert decisions[0].fired_at == 1_189.0  # the 100th send, camp_09's tenth
+        assert engine.episode("camp_unknown") is None and not engine.leans_bad("camp_unknown")
+        for k in range(2_000):  # the domain recovers: clean sends push the rate under the line
+            engine.process(forwarded("camp_00", Signal.SENT, 1_300.0 + k, f"clean-{k}"))
+        assert not engine.leans_bad("camp_00")
+
+
+class Forwards:
+    """The scope topic's producer side, in memory: what was forwarded, written when `release` says."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, int, str]] = []
+        self.writes: list[asyncio.Future] = []
+
+    async def send(self, scope: str, value: bytes, timestamp_ms: int, source: str) -> asyncio.Future:
+        self.sent.append((scope, value, timestamp_ms, source))
+        self.writes.append(asyncio.get_running_loop().create_future())
+        return self.writes[-1]
+
+    def release(self) -> None:
+        for write in self.writes:
+            if not write.done():
+                write.set_result(True)
+
+    def as_records(self, topic: str) -> list[ConsumerRecord]:
+        return [
+            ConsumerRecord(topic, 0, n, ts, 0, scope.encode(), value, None, len(scope), len(value), ())
+            for n, (scope, value, ts, _) in enumerate(self.sent)
+        ]
+
+
+class TestThePipeline:
+    """Input partitions forward what they count; a partition of the scope topic decides per campaign."""
+
+    def pipeline(self, forwards: Forwards, decisions: Decisions, metrics: Metrics) -> Pipeline:
+        pipeline = Pipeline(
+            rules(),
+            decisions,
+            NoDeadLetters(),
+            metrics,
+            dedupe_horizon=3600,
+            scope_topic="guard.scopes",
+            forwards=forwards,
+        )
+        for tp in (*INPUTS, SCOPES):
+            pipeline.assign(tp, committed=None, since_ms=0)
+        return pipeline
+
+    async def test_small_campaigns_of_one_domain_over_two_partitions_are_each_paused_once(self) -> None:
+        forwards, decisions, metrics = Forwards(), Decisions(), Metrics()
+        pipeline = self.pipeline(forwards, decisions, metrics)
+        now = time.time()
+        by_partition: dict[TopicPartition, list[bytes]] = {tp: [] for tp in INPUTS}
+        for n in range(10):  # ten campaigns of 10 sends and one hard bounce, alternating partitions, on acme.com
+            campaign = f"camp_{n:02}"
+            values = by_partition[INPUTS[n % 2]]
+            for k in range(10):
+                values.append(domain_event("message.sent", campaign, now - 250 + n * 20 + k, "ann@acme.com"))
+            values.append(domain_event("message.bounced", campaign, now - 250 + n * 20 + 10, "ann@acme.com"))
+        for k in range(300):  # a healthy domain's one campaign: no bounce at all
+            by_partition[INPUTS[0]].append(domain_event("message.sent", "camp_ok", now - 250 + k, "bo@healthy.io"))
+        for tp, values in by_partition.items():
+            await pipeline.handle(tp, input_records(tp, values))
+        assert decisions.submitted == []  # each campaign alone is far below min_volume
+        assert {scope for scope, *_ in forwards.sent} == {"sender_domain:acme.com", "sender_domain:healthy.io"}
+        assert pipeline.committable() == {tp: 0 for tp in INPUTS}  # forwarded, not yet written: not committable
+        forwards.release()
+        await asyncio.sleep(0)
+        assert pipeline.committable() == {tp: len(values) for tp, values in by_partition.items()}
+        await pipeline.handle(SCOPES, forwards.as_records(SCOPES.topic))
+        paused = sorted(d.campaign_id for d in decisions.submitted)
+        assert paused == [f"camp_{n:02}" for n in range(10)]
+        assert {d.scope for d in decisions.submitted} == {"sender_domain:acme.com"}
+        assert pipeline.snapshot(SCOPES) is None  # rebuilt from the scope topic, never checkpointed
+
+    async def test_a_record_of_the_scope_topic_that_is_no_forwarded_event_is_counted_and_skipped(self) -> None:
+        forwards, decisions, metrics = Forwards(), Decisions(), Metrics()
+        pipeline = self.pipeline(forwards, decisions, metrics)
+        record = ConsumerRecord(SCOPES.topic, 0, 0, int(time.time() * 1000), 0, b"k", b"junk", None, 1, 4, ())
+        await pipeline.handle(SCOPES, [record])
+        assert metrics.records.labels("invalid")._value.get() == 1
+        assert pipeline.committable() == {SCOPES: 1}
+
+    async def test_replayed_records_are_not_forwarded_again(self) -> None:
+        """Records before the committed offset were forwarded before they were committed."""
+        forwards, decisions = Forwards(), Decisions()
+        pipeline = Pipeline(rules(), decisions, NoDeadLetters(), Metrics(), dedupe_horizon=3600, forwards=forwards)
+        recovery = PartitionRecovery(name(INPUTS[0]), AuditScan.finished())
+        recovery.positioned(5)
+        pipeline.assign(INPUTS[0], committed=5, since_ms=0, recovery=recovery)
+        now = time.time()
+        values = [domain_event("message.sent", "camp_1", now - 60 + k, "ann@acme.com") for k in range(8)]
+        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], values))
+        assert [source for *_, source in forwards.sent] == [f"events/0/{offset}" for offset in (5, 6, 7)]
+
+    async def test_a_first_deploy_over_a_backlog_pauses_each_campaign_of_a_domain_bad_now_once(self) -> None:
+        """Three hours logged: acme.com bad throughout (one breach: its rule fires once), healthy.io bad in the
+        first hour only. Held until caught up, then each acme.com campaign is paused once, and no healthy.io
+        campaign at all: its rule stopped firing two hours ago (promise 10)."""
+        forwards, decisions = Forwards(), Decisions()
+        clock = [time.time()]
+        pipeline = Pipeline(
+            rules(),
+            decisions,
+            NoDeadLetters(),
+            Metrics(),
+            dedupe_horizon=3600,
+            scope_topic="guard.scopes",
+            forwards=forwards,
+            clock=lambda: clock[0],
+        )
+        for tp in (*INPUTS, SCOPES):
+            pipeline.assign(tp, committed=None, since_ms=0)
+        start = clock[0] - 3 * 3600
+        by_partition: dict[TopicPartition, list[tuple[bytes, float]]] = {tp: [] for tp in INPUTS}
+        for minute in range(180):
+            at = start + minute * 60
+            for n in range(10):
+                for domain in ("acme.com", "healthy.io"):
+                    campaign = f"{domain}-{n}"
+                    values = by_partition[INPUTS[n % 2]]
+                    values.append((domain_event("message.sent", campaign, at + n, f"a@{domain}"), at + n))
+                    if minute % 10 == n % 10 and (domain == "acme.com" or minute < 60):
+                        values.append(
+                            (domain_event("message.bounced", campaign, at + n + 1, f"a@{domain}"), at + n + 1)
+                        )
+        for batch in range(0, max(len(v) for v in by_partition.values()), 200):  # the partitions read side by side
+            for tp, values in by_partition.items():
+                part = values[batch : batch + 200]
+                await pipeline.handle(tp, input_records(tp, [v for v, _ in part], part, batch))
+        forwards.release()
+        records = forwards.as_records(SCOPES.topic)
+        for batch in range(0, len(records), 500):
+            await pipeline.handle(SCOPES, records[batch : batch + 500])
+        # 2 domains x 10 campaigns, read up to the present: judged at once (acted on or superseded)
+        assert pipeline.held() == 0
+        assert sorted(d.campaign_id for d in decisions.submitted) == [f"acme.com-{n}" for n in range(10)]
+        assert sorted(d.campaign_id for d, _ in decisions.superseded) == [f"healthy.io-{n}" for n in range(10)]
+
+
+INPUTS = (TopicPartition("events", 0), TopicPartition("events", 1))
+SCOPES = TopicPartition("guard.scopes", 0)
+
+
+def domain_event(name: str, campaign: str, at: float, sender: str) -> bytes:
+    fields: dict[str, object] = {"messageId": f"{campaign}-{at}", "from": sender}
+    if name == "message.bounced":
+        fields["bounceType"] = "hard"
+    return envelope(name, campaign, at, **fields)
+
+
+def input_records(
+    tp: TopicPartition, values: list[bytes], timed: list[tuple[bytes, float]] | None = None, first: int = 0
+) -> list[ConsumerRecord]:
+    """Records of `values` at offsets from `first`; stamped now, or at the times of `timed` (a backlog)."""
+    now_ms = int(time.time() * 1000)
+    stamps = [int(at * 1000) for _, at in timed] if timed is not None else [now_ms] * len(values)
+    return [
+        ConsumerRecord(tp.topic, tp.partition, first + n, stamps[n], 0, b"k", value, None, 1, len(value), ())
+        for n, value in enumerate(values)
+    ]
