@@ -412,3 +412,83 @@ def input_records(
         ConsumerRecord(tp.topic, tp.partition, first + n, stamps[n], 0, b"k", value, None, 1, len(value), ())
         for n, value in enumerate(values)
     ]
+
+
+class TestTools:
+    """replay, rule tests, validate --explain and decisions --explain know rules over a scope."""
+
+    def test_replay_decides_per_campaign_of_a_burning_domain_and_names_the_scope(self) -> None:
+        from guard.tools.replay import decisions_table, replay
+
+        now = 1_700_000_000.0
+        records = []
+        for n in range(10):
+            for k in range(10):
+                records.append((domain_event("message.sent", f"camp_{n}", now + n * 20 + k, "a@acme.com"), now))
+            records.append((domain_event("message.bounced", f"camp_{n}", now + n * 20 + 10, "a@acme.com"), now))
+        records.append((domain_event("message.sent", "camp_fine", now + 300, "a@fine.io"), now))
+        result = replay(records, rules())
+        assert sorted(d.campaign_id for d in result.decisions) == [f"camp_{n}" for n in range(10)]
+        table = decisions_table(result.decisions)
+        assert table.splitlines()[0].endswith("SCOPE") and table.count("sender_domain:acme.com") == 10
+
+    def test_replay_without_scope_rules_has_no_scope_column(self) -> None:
+        from guard.tools.replay import decisions_table, replay
+
+        now = 1_700_000_000.0
+        values = [(domain_event("message.sent", "c", now + k, "a@acme.com"), now) for k in range(200)]
+        values += [(domain_event("message.bounced", "c", now + 200 + k, "a@acme.com"), now) for k in range(20)]
+        result = replay(values, RuleSet(rules=rules().for_engine(False).rules))
+        assert result.decisions and "SCOPE" not in decisions_table(result.decisions)
+
+    def test_a_rule_test_gives_campaigns_senders_and_names_an_unknown_one(self, tmp_path) -> None:  # noqa: ANN001
+        from guard.tools.ruletest import RuleTestError, run_file
+
+        (tmp_path / "rules.yaml").write_text(DOMAIN_RULE)
+        test = tmp_path / "t_test.yaml"
+        test.write_text(
+            "rules: rules.yaml\ntests:\n  - name: t\n    input: {camp_a: 10 sent}\n"
+            "    senders: {camp_b: a@acme.com}\n    expect: []\n"
+        )
+        with pytest.raises(RuleTestError, match="senders.camp_b: .*camp_b.* in `input`"):
+            run_file(test)
+        test.write_text(
+            "rules: rules.yaml\ntests:\n  - name: t\n    input: {camp_a: 10 sent}\n"
+            "    senders: {camp_a: not-an-address}\n    expect: []\n"
+        )
+        with pytest.raises(RuleTestError, match="senders.camp_a"):
+            run_file(test)
+
+    def test_validate_explain_says_whose_events_a_scope_rule_counts(self) -> None:
+        from guard.tools.explain import explain_rules
+
+        domain, campaign = explain_rules(rules())
+        assert "counted over every campaign of a sending domain (of `from`) together" in domain
+        assert "pauses each campaign of it with events within 1h (and each that joins while it fires)" in domain
+        assert "counted over" not in campaign
+
+    def test_decisions_explain_names_the_scope_and_what_became_of_its_campaigns(self) -> None:
+        from guard.actions.audit import audit_event
+        from guard.tools.decisions import explain, fold
+
+        decisions = ScopeEngine(rules(), dedupe_horizon=3600.0).count
+        found = []
+        for n in range(10):
+            for k in range(10):
+                found += decisions(
+                    event(f"c{n}", Signal.SENT, 1_000.0 + n * 20 + k, f"c{n}-{k}", sender_domain="a.io"), ""
+                )
+            found += decisions(
+                event(f"c{n}", Signal.BOUNCED, 1_190.5, f"c{n}-b", bounce_type="hard", sender_domain="a.io"), ""
+            )
+        assert len(found) == 10
+        values = []
+        for number, decision in enumerate(found):
+            values.append(audit_event(decision, "fired", decided_at=2_000.0, dry_run=False).model_dump_json().encode())
+            outcome = "paused" if number else "exempted"
+            values.append(audit_event(decision, outcome, decided_at=2_000.0, dry_run=False).model_dump_json().encode())
+        folded = fold(values)
+        text = explain(next(r for r in folded.decisions if r.latest.campaign_id == "c3"), folded.decisions)
+        assert "scope     sender_domain:a.io: the evidence above is the scope's" in text
+        assert f"its decision {found[0].scope_decision_id} came to 10 campaign(s) read here:" in text
+        assert "c0  exempted" in text and "c9  paused" in text

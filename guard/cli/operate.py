@@ -34,7 +34,7 @@ def _show_decisions(args: argparse.Namespace, campaign: str | None) -> int:
             return 1
         if len(found) > 1:
             print(f"the latest of {len(found)} decisions; narrow with --rule or --since", file=sys.stderr)
-        sys.stdout.write(decisions.explain(found[-1]))
+        sys.stdout.write(decisions.explain(found[-1], folded.decisions))
         return 0
     sys.stdout.write(decisions.json_lines(found) if args.format == "json" else decisions.table(found))
     print(f"{len(found)} decisions since {iso_time(since)}", file=sys.stderr)

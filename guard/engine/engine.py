@@ -130,6 +130,11 @@ class Engine:
         return len(self._campaigns)
 
     @property
+    def dedupe_horizon(self) -> float:
+        """How long (event time) a (campaign, signal, messageId) key is remembered."""
+        return self._seen.horizon
+
+    @property
     def dedupe_keys(self) -> int:
         """The (campaign, signal, messageId) keys remembered now."""
         return self._seen.keys

@@ -15,6 +15,8 @@ from guard.contracts import events
 from guard.contracts.events import Event, IgnoredEvent, MalformedEvent
 from guard.engine.decisions import Decision
 from guard.engine.engine import Engine
+from guard.engine.scopes import ScopeEngine
+from guard.rules.models import RuleSet
 
 
 def decode_records(
@@ -35,12 +37,27 @@ def decode_records(
             skipped[event] += 1
 
 
-def decide(engine: Engine, events: Iterable[Event]) -> Iterator[tuple[Event, list[Decision]]]:
-    """Each event, once the engine has counted it, with the decisions it caused (usually none). Lazy:
-    a caller may stop at the first pause, or read the engine between events."""
+def decide(
+    engine: Engine, events: Iterable[Event], scopes: ScopeEngine | None = None
+) -> Iterator[tuple[Event, list[Decision]]]:
+    """Each event, once the engine has counted it, with the decisions it caused (usually none); with `scopes`,
+    counted in its scopes too, in this process (guard.engine.scopes), with theirs. Lazy: a caller may stop at
+    the first pause, or read the engine between events."""
     process = engine.process
-    for event in events:
-        yield event, process(event)
+    if scopes is None:
+        for event in events:
+            yield event, process(event)
+        return
+    for number, event in enumerate(events):
+        decisions = process(event)
+        yield event, decisions + scopes.count(event, f"#{number}")
+
+
+def scopes_beside(rules: RuleSet, engine: Engine) -> ScopeEngine | None:
+    """An engine of the rules' scopes with `engine`'s settings, for `decide`; None when no rule has a scope."""
+    if not rules.scope_kinds:
+        return None
+    return ScopeEngine(rules, engine.dedupe_horizon, kinds=engine.kinds)
 
 
 def record_decisions(

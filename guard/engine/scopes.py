@@ -69,21 +69,24 @@ def scope_key(kind: ScopeKind, event: Event) -> str | None:
 def forward(scope: str, event: Event, position: str) -> bytes:
     """The scope topic's value for `event` of `scope`; `position` ("topic/partition/offset") stands in for a
     missing message id."""
-    return _encoder.encode(
-        Forwarded(
-            scope,
-            event.campaign_id,
-            event.signal,
-            event.time,
-            event.message_id or position,
-            event.recipient_domain,
-            event.bounce_type,
-            event.smtp_status,
-            event.sequence_step,
-            event.sender_account_id,
-            event.workspace_id,
-            event.sender_domain,
-        )
+    return _encoder.encode(forwarded(scope, event, position))
+
+
+def forwarded(scope: str, event: Event, position: str) -> Forwarded:
+    """`event` as forwarded for `scope` (see `forward`)."""
+    return Forwarded(
+        scope,
+        event.campaign_id,
+        event.signal,
+        event.time,
+        event.message_id or position,
+        event.recipient_domain,
+        event.bounce_type,
+        event.smtp_status,
+        event.sequence_step,
+        event.sender_account_id,
+        event.workspace_id,
+        event.sender_domain,
     )
 
 
@@ -120,6 +123,7 @@ class ScopeEngine:
     ) -> None:
         # no resumes: a scope's campaigns are resumed one by one, and a resumed one must not end the scope's firing
         self.engine = Engine(rules, dedupe_horizon, math.inf, None, max_dedupe_keys, kinds=kinds, scopes=True)
+        self.scope_kinds = rules.scope_kinds
         self._seen: dict[str, dict[str, tuple[float, str | None]]] = {}  # scope -> campaign -> (latest, workspace)
         self._firings: dict[str, dict[str, _Firing]] = {}  # scope -> rule name -> its firing
         self._latest: dict[str, tuple[float, Decision]] = {}  # campaign -> (latest event, latest decision for it)
@@ -143,6 +147,7 @@ class ScopeEngine:
 
     def set_rules(self, rules: RuleSet) -> None:
         self.engine.set_rules(rules)
+        self.scope_kinds = rules.scope_kinds
         names = {rule.name for rule in rules.rules}
         for firings in self._firings.values():
             for name in [name for name in firings if name not in names]:
@@ -180,6 +185,17 @@ class ScopeEngine:
                 decisions.append(self._for_campaign(firing, campaign))
         if time >= self._next_sweep:
             self._sweep(time)
+        return decisions
+
+    def count(self, event: Event, position: str) -> list[Decision]:
+        """An event of a campaign counted in every scope it is in, as the scope topic would bring it here: what
+        replay, rule tests and the demo do in one process. `position` names it where it has no message id."""
+        if event.signal is Signal.STARTED:
+            return []
+        decisions = []
+        for kind in self.scope_kinds:
+            if (scope := scope_key(kind, event)) is not None:  # type: ignore[arg-type]
+                decisions += self.process(forwarded(scope, event, position))
         return decisions
 
     def _for_campaign(self, firing: _Firing, campaign: str) -> Decision:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from guard.contracts.audit import FINAL_OUTCOMES, AuditEvent
+from guard.contracts.audit import FINAL_OUTCOMES, AuditEvent, ScopeRef
 
 
 @dataclass
@@ -115,13 +115,29 @@ def table(records: list[DecisionRecord]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def _scope_lines(scope: ScopeRef, every: Iterable[DecisionRecord]) -> list[str]:
+    """The scope's decision and each campaign it came to, with its outcome."""
+    campaigns = sorted(
+        (r.latest.campaign_id, r.outcome_name)
+        for r in every
+        if r.latest.scope is not None and r.latest.scope.decision_id == scope.decision_id
+    )
+    lines = [
+        f"  scope     {scope.key}: the evidence above is the scope's, over every campaign of it",
+        f"            its decision {scope.decision_id} came to {len(campaigns)} campaign(s) read here:",
+    ]
+    lines.extend(f"              {campaign}  {outcome}" for campaign, outcome in campaigns)
+    return lines
+
+
 def json_lines(records: list[DecisionRecord]) -> str:
     """Each decision's latest audit event (its outcome, else its `fired`), one JSON object a line."""
     return "".join(record.latest.model_dump_json() + "\n" for record in records)
 
 
-def explain(record: DecisionRecord) -> str:
-    """One decision's whole evidence, the way a person reads it."""
+def explain(record: DecisionRecord, every: Iterable[DecisionRecord] = ()) -> str:
+    """One decision's whole evidence, the way a person reads it; for a decision of a rule over a scope, with what
+    became of the other campaigns of the scope's decision among `every` (the decisions read)."""
     event = record.latest
     rule, evidence, timings = event.rule, event.evidence, event.timings
     rate = evidence.denominator is not None
@@ -149,6 +165,8 @@ def explain(record: DecisionRecord) -> str:
         lines.append(f"  episode   {evidence.episode_began} {_utc(evidence.episode_from)} UTC")
     if evidence.message_ids:
         lines.append(f"  messages  {', '.join(evidence.message_ids)}")
+    if event.scope is not None:
+        lines.extend(_scope_lines(event.scope, every))
     lines.append(f"  decided   {_utc(timings.decided_at)} UTC (crossing event at {_utc(timings.event_time)} UTC)")
     lines.append(f"  outcome   {record.outcome_name}" + (" (dry run)" if event.dry_run else ""))
     if event.superseded_by:

@@ -44,7 +44,25 @@ def explain(rule: Rule) -> str:
         text = f"{verb} when, within {format_duration(rule.window or 0)}, {_windowed(rule)}"
     if rule.for_:
         text += f"; only once that holds for {format_duration(rule.for_)}"
-    return f"{rule.name}: {text}{_campaigns(rule)}"
+    return f"{rule.name}: {text}{_scope(rule)}{_campaigns(rule)}"
+
+
+_SCOPES = {
+    "workspace": "a workspace (`workspaceId` or the topic's)",
+    "sender": "a sender account (`senderAccountId`)",
+    "sender_domain": "a sending domain (of `from`)",
+}
+
+
+def _scope(rule: Rule) -> str:
+    """Whose events a rule over a scope counts together, and what it pauses."""
+    if rule.scope == "campaign":
+        return ""
+    acts = "pauses" if rule.action == "pause" else "records"
+    return (
+        f"; counted over every campaign of {_SCOPES[rule.scope]} together, and {acts} each campaign of it with "
+        f"events within {format_duration(rule.span)} (and each that joins while it fires)"
+    )
 
 
 def _cusum(rule: Rule) -> str:

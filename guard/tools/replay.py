@@ -23,7 +23,7 @@ from pathlib import Path
 
 from guard.actions.audit import audit_event
 from guard.contracts.events import Event, in_workspace
-from guard.engine import Decision, Engine, decide, decode_records
+from guard.engine import Decision, Engine, decide, decode_records, scopes_beside
 from guard.engine.engine import DEFAULT_DEDUPE_HORIZON
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
@@ -70,7 +70,8 @@ def replay(
     workspace: str | None = None,
     kinds: Kinds = PYTHON,
 ) -> ReplayResult:
-    """Feed (value, record time) pairs through one Engine; `on_event(engine, event)` may read the
+    """Feed (value, record time) pairs through one Engine (and the rules over scopes through one engine of scopes
+    beside it: guard.engine.scopes); `on_event(engine, event)` may read the
     engine after each counted event (the report's timelines do). The engine settings are the live
     guard's (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE, and GUARD_ENGINE's series as `kinds`). Events
     outside [since, until] (event time) are skipped, as if the history began and ended there. With
@@ -89,8 +90,9 @@ def replay(
                 counts["events"] += 1
                 yield event
 
+    scopes = scopes_beside(rules, engine)  # rules over a sender, domain or workspace, counted beside it
     for event, decisions in decide(
-        engine, within(decode_records(_reporting(records, progress), counts, assign, kinds.decode))
+        engine, within(decode_records(_reporting(records, progress), counts, assign, kinds.decode)), scopes
     ):
         result.decisions.extend(decisions)
         if on_event is not None:
@@ -140,6 +142,8 @@ def decisions_table(decisions: list[Decision]) -> str:
         "CAMPAIGN", "RULE", "ACTION", "OUTCOME", "FIRED AT (UTC)", "VALUE", "COMPARED", "THRESHOLD", "EVIDENCE",
         "FROM", "EPISODE",
     )  # fmt: skip
+    scoped = any(d.scope is not None for d in decisions)  # the scope whose evidence it is, for rules over one
+    header += ("SCOPE",) if scoped else ()
     rows = [header]
     for d in decisions:
         began, since = d.episode_began, d.episode_from
@@ -155,6 +159,7 @@ def decisions_table(decisions: list[Decision]) -> str:
                 *value_compared_threshold_evidence(d, bound),
                 utc(d.evidence_from),
                 episode,
+                *((d.scope or "-",) if scoped else ()),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -17,7 +17,9 @@ sent, hard_bounce, soft_bounce, complaint, unsubscribe, reply. The N events of a
 evenly so the last one lands at the end of `over` (all at once without it); `with 2% hard_bounce`
 follows every 50th of them with a hard bounce a second later. Times are offsets from the test's start.
 `workspaces: {camp_a: ws_acme}` beside `input` makes a campaign's events name a workspace, for
-rules scoped with `workspaces:`; a campaign not in it is in none.
+rules scoped with `workspaces:` or `scope: workspace`; a campaign not in it is in none. `senders: {camp_a:
+team@acme.com}` makes a campaign's events come from that address: its sender account (`scope: sender`)
+and its domain (`scope: sender_domain`), so several campaigns can share a sender.
 
 An expectation matches a decision of its campaign and rule; `at`, `action` (pause, alert) and
 `outcome` (paused: a pause call; already_paused: covered by another rule's pause moments before,
@@ -34,7 +36,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from guard.contracts.events import WORKSPACE_ID_PATTERN, Event, Signal
-from guard.engine import Decision, Engine, decide
+from guard.engine import Decision, Engine, decide, scopes_beside
 from guard.errors import GuardError
 from guard.rules import RuleFileError, RuleSet, load_rules
 from guard.rules.durations import format_duration, parse_duration
@@ -92,6 +94,10 @@ class RuleTest(_Frozen):
     workspaces: dict[str, Annotated[str, StringConstraints(pattern=WORKSPACE_ID_PATTERN)]] = Field(
         default_factory=dict, description="campaign id -> the workspace its events name (none if not given)"
     )
+    senders: dict[str, Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]] = Field(
+        default_factory=dict,
+        description="campaign id -> the address its events are sent from: its sender account and domain",
+    )
     expect: list[Expectation] = Field(default_factory=list, description="Decisions expected; [] = nothing fires.")
 
 
@@ -116,8 +122,12 @@ class StepError(ValueError):
     """A script step cannot be read."""
 
 
-def script_events(campaign_id: str, script: str, workspace_id: str | None = None) -> list[Event]:
-    """Events of one campaign's script, in order, naming `workspace_id`; StepError for a step that cannot be read."""
+def script_events(
+    campaign_id: str, script: str, workspace_id: str | None = None, sender: str | None = None
+) -> list[Event]:
+    """Events of one campaign's script, in order, naming `workspace_id` and sent from `sender` (an address);
+    StepError for a step that cannot be read."""
+    account, domain = (sender, sender.rsplit("@", 1)[1].lower()) if sender else (None, None)
     events, clock, number = [], 0.0, 0
     for step in (part.strip() for part in script.split(", then ")):
         if step.startswith("wait "):
@@ -144,7 +154,9 @@ def script_events(campaign_id: str, script: str, workspace_id: str | None = None
                         recipient_domain=parts.get("domain"),
                         bounce_type=bounce_type,
                         smtp_status=parts.get("status"),
+                        sender_account_id=account,
                         workspace_id=workspace_id,
+                        sender_domain=domain,
                     )
                 )
         clock += over
@@ -191,10 +203,11 @@ class _Case:
     streams: list[list[Event]]
 
 
-def run_test(case: _Case, engine: Engine) -> Outcome:
+def run_test(case: _Case, rules: RuleSet) -> Outcome:
     test = case.test
     events = sorted((event for stream in case.streams for event in stream), key=lambda event: event.time)
-    decisions = [d for _, caused in decide(engine, events) for d in caused]
+    engine = Engine(rules)
+    decisions = [d for _, caused in decide(engine, events, scopes_beside(rules, engine)) for d in caused]
     unmatched = list(decisions)
     missing = []
     for expected in test.expect:
@@ -252,7 +265,7 @@ def run_file(path: Path) -> list[Outcome]:
     cases = [_case(path, lines, position, test, rules, problems) for position, test in enumerate(spec.tests)]
     if problems:
         raise RuleTestError("\n".join(problems))
-    return [run_test(case, Engine(rules)) for case in cases]
+    return [run_test(case, rules) for case in cases]
 
 
 def _load(path: Path) -> tuple[RuleTestFile, dict[tuple, int], RuleSet]:
@@ -292,12 +305,13 @@ def _case(
     streams = []
     for campaign, script in test.input.items():
         try:
-            streams.append(script_events(campaign, script, test.workspaces.get(campaign)))
+            streams.append(script_events(campaign, script, test.workspaces.get(campaign), test.senders.get(campaign)))
         except StepError as error:
             problem(("input", campaign), str(error))
-    for campaign in test.workspaces:
-        if campaign not in test.input:
-            problem(("workspaces", campaign), unknown(campaign, list(test.input), "campaign") + " in `input`")
+    for field_name, given in (("workspaces", test.workspaces), ("senders", test.senders)):
+        for campaign in given:
+            if campaign not in test.input:
+                problem((field_name, campaign), unknown(campaign, list(test.input), "campaign") + " in `input`")
     names = [rule.name for rule in rules.rules]
     for number, expected in enumerate(test.expect):
         if expected.rule not in names:
