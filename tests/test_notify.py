@@ -350,3 +350,48 @@ class TestNotifier:
         assert published[0].notification is not None
         assert published[0].notification.error == "internal error: AttributeError"
         assert metrics.notifications.labels(NOTIFIER, "failed")._value.get() == 1
+
+
+class TestScopeNotifications:
+    """The campaigns of one scope decision: one Slack message listing them, each campaign's webhook event apart."""
+
+    @staticmethod
+    def scoped(campaigns: int, scope_decision: str = "scope-decision-1") -> list[tuple[Decision, AuditEvent]]:
+        out = []
+        for n in range(campaigns):
+            decision = dataclasses.replace(
+                DECISION, id=f"d{n}", campaign_id=f"camp_{n:02}", scope="sender_domain:acme.com",
+                scope_decision_id=scope_decision,
+            )  # fmt: skip
+            outcome = "failed" if n == 1 else "paused"
+            out.append((decision, audit_event(decision, outcome, decided_at=time.time(), dry_run=False)))
+        return out
+
+    async def test_the_outcomes_of_a_scope_decision_make_one_slack_message(self, endpoint: Endpoint) -> None:
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(endpoint, published, scope_batch_seconds=0.2)
+        for decision, event in self.scoped(60):
+            notify.notify(decision, event)
+        for decision, event in self.scoped(2, "scope-decision-2"):  # another decision of the scope: its own message
+            notify.notify(decision, event)
+        await notify.aclose(grace=20)
+        texts = sorted(json.loads(body)["text"] for body in endpoint.requests)
+        assert len(texts) == 2
+        many = next(text for text in texts if "60 campaigns" in text)
+        assert many.startswith(":rotating_light: Pause FAILED for 60 campaigns of `sender_domain:acme.com`")
+        assert "Outcomes: failed 1, paused 59" in many
+        assert "`camp_00` (paused), `camp_01` (failed)" in many and "and 10 more" in many
+        assert "Scope decision: scope-decision-1" in many
+        assert metrics.notifications.labels("slack", "sent")._value.get() == 2
+
+    async def test_an_undelivered_scope_message_is_audited_for_each_campaign(self, endpoint: Endpoint) -> None:
+        published: list[AuditEvent] = []
+        notify, _ = notifier(
+            endpoint, published, scope_batch_seconds=0.1, global_slack_url=SecretStr("http://127.0.0.1:9/")
+        )
+        for decision, event in self.scoped(3):
+            notify.notify(decision, event)
+        await notify.aclose(grace=20)
+        assert sorted((e.campaign_id, e.outcome) for e in published) == [
+            (f"camp_{n:02}", "notify_failed") for n in range(3)
+        ]

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ GLOBAL = "GUARD_SLACK_WEBHOOK_URL"
 GLOBAL_OUTCOMES = frozenset(Notify.model_fields["outcomes"].default)  # paused, failed: what a pause came to
 # How a failure is named when it happened before its channel was known (a bug in `notify` itself).
 NOTIFIER = "notifier"
+# A scope's decision comes to one outcome per campaign of the scope within moments: Slack hears of those that
+# arrive within this many seconds of the first in one message (a webhook gets each audit event, as ever).
+SCOPE_BATCH_SECONDS = 2.0
+MAX_LISTED = 50  # campaigns named in one such message; the rest are counted
 
 Publish = Callable[[AuditEvent], Awaitable[None]]
 
@@ -75,8 +80,11 @@ class Notifier:
         deadline: float = 120.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        scope_batch_seconds: float = SCOPE_BATCH_SECONDS,
     ) -> None:
         self._publish, self._metrics = publish, metrics
+        self._scope_batch_seconds = scope_batch_seconds
+        self._batches: dict[tuple[str, str], list[tuple[Decision, AuditEvent]]] = {}
         self._global: _Target | None = None
         if global_slack_url is not None:
             channel = SlackChannel(url=SecretSource(env=GLOBAL), link=_usable_link(global_link))
@@ -92,7 +100,10 @@ class Notifier:
         wrong here is logged, counted and audited as `notify_failed`, like a message not delivered."""
         try:
             for target in self._targets(decision, event.outcome):
-                self._spawn(self._deliver(target, decision, event), event)
+                if decision.scope_decision_id is not None and isinstance(target.channel, SlackChannel):
+                    self._gather(target, decision, event)
+                else:
+                    self._spawn(self._deliver(target, [(decision, event)]), event)
         except Exception as error:
             try:
                 log.exception("notification crashed", audit_id=event.id)
@@ -113,6 +124,23 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _gather(self, target: _Target, decision: Decision, event: AuditEvent) -> None:
+        """One Slack message per scope decision and channel for the outcomes of its campaigns that arrive together."""
+        assert decision.scope_decision_id is not None
+        key = (target.name, decision.scope_decision_id)
+        if key in self._batches:
+            self._batches[key].append((decision, event))
+            return
+        self._batches[key] = [(decision, event)]
+        self._spawn(self._deliver_batch(target, key), event)
+
+    async def _deliver_batch(self, target: _Target, key: tuple[str, str]) -> None:
+        try:
+            await asyncio.sleep(self._scope_batch_seconds)
+        finally:  # at shutdown too: what was gathered is sent (or audited as not) within the grace
+            about = self._batches.pop(key)
+        await self._deliver(target, about)
+
     def _targets(self, decision: Decision, outcome: str) -> list[_Target]:
         targets = []
         notify = decision.rule.notify
@@ -125,11 +153,13 @@ class Notifier:
             targets.append(self._global)
         return targets
 
-    async def _deliver(self, target: _Target, decision: Decision, event: AuditEvent) -> None:
+    async def _deliver(self, target: _Target, about: list[tuple[Decision, AuditEvent]]) -> None:
+        """One message about the outcomes of `about` (one, or those of a scope decision's campaigns)."""
         kind = "slack" if isinstance(target.channel, SlackChannel) else "webhook"
         attempts = 0
+        event = about[0][1]
         try:
-            request = self._request(target, event)
+            request = self._request(target, [event for _, event in about])
             retrying = AsyncRetrying(
                 stop=stop_after_delay(self._deadline),
                 wait=wait_random_exponential(multiplier=self._backoff[0], max=self._backoff[1]),
@@ -141,20 +171,31 @@ class Notifier:
                     await self._post(*request)
         except (RetryError, _Undeliverable, _Refused) as error:
             reason = error.last_attempt.exception() if isinstance(error, RetryError) else error
-            await self._failed(target.name, kind, decision, event, attempts, str(reason))
+            for decision, failed in about:
+                await self._failed(target.name, kind, decision, failed, attempts, str(reason))
             return
         except Exception as error:  # a bug must still be counted and audited, never a silent task
             log.exception("notification crashed", channel=target.name, audit_id=event.id)
-            await self._failed(target.name, kind, decision, event, attempts, f"internal error: {type(error).__name__}")
+            for decision, failed in about:
+                await self._failed(
+                    target.name, kind, decision, failed, attempts, f"internal error: {type(error).__name__}"
+                )
             return
         self._metrics.notifications.labels(kind, "sent").inc()
-        log.info("notification sent", channel=target.name, outcome=event.outcome, campaign_id=event.campaign_id)
+        campaigns = [event.campaign_id for _, event in about]
+        log.info(
+            "notification sent",
+            channel=target.name,
+            outcome=event.outcome,
+            campaign_id=campaigns[0] if len(campaigns) == 1 else campaigns,
+        )
 
-    def _request(self, target: _Target, event: AuditEvent) -> tuple[str, bytes, dict[str, str]]:
-        channel = target.channel
+    def _request(self, target: _Target, events: list[AuditEvent]) -> tuple[str, bytes, dict[str, str]]:
+        channel, event = target.channel, events[0]
         url = target.url.get_secret_value() if target.url is not None else _read(channel.url)
         if isinstance(channel, SlackChannel):
-            return url, slack_message(event, channel.link), {"Content-Type": "application/json"}
+            body = slack_message(event, channel.link) if event.scope is None else slack_scope_message(events)
+            return url, body, {"Content-Type": "application/json"}
         body = event.model_dump_json().encode()
         signature = hmac.new(_read(channel.secret).encode(), body, hashlib.sha256).hexdigest()
         headers = {
@@ -281,6 +322,29 @@ def slack_message(event: AuditEvent, link: str | None) -> bytes:
     }
     if link and (url := render_link(link, fields)) is not None:  # a link that is not valid is left out
         lines.append(f"<{url}|Open the campaign>")
+    return json.dumps({"text": "\n".join(lines)}).encode()
+
+
+def slack_scope_message(events: list[AuditEvent]) -> bytes:
+    """One Slack message for the campaigns of a scope's decision: the scope, the rule and its evidence (the scope's,
+    the same in every event), each campaign's outcome. No link: a link names one campaign."""
+    first = events[0]
+    assert first.scope is not None
+    evidence = first.evidence
+    shown, threshold, counts = evidence.readable()
+    bound = " (lower bound)" if evidence.lower_bound is not None else ""
+    outcomes = Counter(event.outcome for event in events)
+    headline = _HEADLINES.get("failed" if outcomes["failed"] else first.outcome, first.outcome)
+    listed = [f"`{_escape(event.campaign_id)}` ({event.outcome})" for event in events[:MAX_LISTED]]
+    more = f" and {len(events) - MAX_LISTED} more" if len(events) > MAX_LISTED else ""
+    lines = [
+        f"{headline} {len(events)} campaigns of `{_escape(first.scope.key)}`",
+        f"Rule *{_escape(first.rule.name)}*, over every campaign of it: {shown}{bound} vs threshold {threshold} over "
+        f"{evidence.window} ({counts})",
+        "Outcomes: " + ", ".join(f"{outcome} {count}" for outcome, count in sorted(outcomes.items())),
+        "Campaigns: " + ", ".join(listed) + more,
+        f"Scope decision: {first.scope.decision_id}",
+    ]
     return json.dumps({"text": "\n".join(lines)}).encode()
 
 
