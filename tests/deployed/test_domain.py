@@ -3,6 +3,10 @@ of which one is killed: the scope topic the guard makes, its partitions handed o
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,3 +112,24 @@ async def test_many_small_campaigns_of_a_burning_domain_are_each_paused_once_by_
     }
     assert len(scope_decisions) == 1  # one decision of the domain, every campaign's pause one of it
     assert survivor.running
+
+    # `guard replay` over the input topic, as a user would run it: the same campaigns paused by the same rule and scope
+    replayed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "guard.cli", "replay", f"kafka:{deploy.names.input}", "--rules", str(rules)]
+        + ["--format", "json", "--since", "1h"],
+        env=deploy.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    in_replay = {
+        (e["campaign_id"], e["rule"]["name"], e["scope"]["key"]) for e in map(json.loads, replayed.stdout.splitlines())
+    }
+    live = {
+        (e["campaign_id"], e["rule"]["name"], e["scope"]["key"])
+        for e in await deploy.audit_events()
+        if e["outcome"] == "paused"
+    }
+    assert in_replay == live == {(c, "domain-hard-bounces", f"sender_domain:{BURNING}") for c in [*burning, *joiners]}
