@@ -158,9 +158,10 @@ def guard_service(
     dry_run: bool = True,
     leadterra: Any = None,
     idempotence: bool = False,
+    rules: Path | None = None,
     **options: Any,
 ):
-    """The Service as `guard run` builds it, with the shipped rules. `idempotence`: the guard's
+    """The Service as `guard run` builds it, with the shipped rules (or `rules`). `idempotence`: the guard's
     default, on brokers that support it (Tansu does not). `options`: further GuardSettings, e.g.
     state_topic and checkpoint_interval (checkpoints are off unless both are given)."""
     from guard.rules import load_rules
@@ -168,7 +169,7 @@ def guard_service(
     from guard.runtime.settings import GuardSettings, KafkaSettings, LeadterraSettings, Settings
     from guard.testing.broker import FAST_GROUP
 
-    rules_path = ROOT / "rules"
+    rules_path = rules or ROOT / "rules"
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap, enable_idempotence=idempotence, **FAST_GROUP),
         leadterra=leadterra or LeadterraSettings(),
@@ -177,6 +178,7 @@ def guard_service(
             input_topics=(topic,),
             audit_topic=f"{topic}.audit",
             dlq_topic=f"{topic}.dlq",
+            scope_topic=f"{topic}.scopes",
             group_id=group,
             dry_run=dry_run,
             http_host="127.0.0.1",
@@ -199,7 +201,7 @@ class HandleClock:
     this child only) to note when the first batch and the batch that completes `expect` records
     were handled, and the longest the event loop went without running other tasks."""
 
-    def __init__(self, expect: int) -> None:
+    def __init__(self, expect: int, topics: set[str]) -> None:
         from guard.runtime.pipeline import Pipeline
 
         self.expect, self.count, self.first, self.first_count, self.done = expect, 0, 0.0, 0, 0.0
@@ -210,7 +212,7 @@ class HandleClock:
 
         async def handle(pipeline: Any, tp: Any, records: Any, *more: Any) -> None:
             await original(pipeline, tp, records, *more)
-            if records and pipeline.owns(tp):
+            if records and pipeline.owns(tp) and tp.topic in topics:
                 clock.count += len(records)
                 now = time.perf_counter()
                 if not clock.first:
@@ -231,13 +233,14 @@ class HandleClock:
 
 
 async def guard(
-    bootstrap: str, topic: str, group: str, expect: int, idempotence: bool = False, **options: Any
+    bootstrap: str, topic: str, group: str, expect: int, idempotence: bool = False, forwarded: int = 0, **options: Any
 ) -> dict[str, Any]:
-    """`options`: further GuardSettings (see guard_service)."""
+    """`options`: further GuardSettings (see guard_service). `forwarded`: the records the guard forwards to its
+    scope topic (rules over a sender or domain), read back and counted before it is done; 0: none are expected."""
     from guard.telemetry.logs import configure_logging
 
     configure_logging("INFO")  # as `guard run`: JSON lines on stderr (the child's log file)
-    clock = HandleClock(expect)
+    clock = HandleClock(expect + forwarded, {topic, f"{topic}.scopes"} if forwarded else {topic})
     started = time.perf_counter()
     service = guard_service(bootstrap, topic, group, idempotence=idempotence, **options)
     running = asyncio.create_task(service.run())
@@ -368,8 +371,14 @@ def main() -> None:
     parser.add_argument("--checkpoint-interval", type=float, default=0.0, help="guard: seconds between checkpoints")
     parser.add_argument("--max-campaigns", type=int, help="guard: GUARD_MAX_CAMPAIGNS")
     parser.add_argument("--engine", choices=("auto", "python", "compiled"), default="auto", help="guard: GUARD_ENGINE")
+    parser.add_argument("--rules", type=Path, help="guard: GUARD_RULES (default: the shipped rules/)")
+    parser.add_argument("--forwarded", type=int, default=0, help="guard: records it forwards to its scope topic")
     args = parser.parse_args()
     options: dict[str, Any] = {"checkpoint_interval": args.checkpoint_interval, "engine": args.engine}
+    if args.rules:
+        options["rules"] = args.rules
+    if args.forwarded:
+        options["forwarded"] = args.forwarded
     if args.state_topic:
         options["state_topic"] = args.state_topic
     if args.max_campaigns:

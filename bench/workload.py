@@ -54,13 +54,22 @@ class Workload:
         )
 
 
-def build(scale: float = 1.0, now: float | None = None) -> Workload:
-    """The traffic, ending a minute before `now`. `scale` shrinks the small campaigns (quick runs)."""
+def build(scale: float = 1.0, now: float | None = None, senders: int = 0) -> Workload:
+    """The traffic, ending a minute before `now`. `scale` shrinks the small campaigns (quick runs); with `senders`,
+    every campaign sends from one of that many domains (`data.from`), for rules over a sender or domain."""
     end = (now if now is not None else time.time()) - 60.0
     start = end - DURATION
     small = dict(SMALL, campaigns=max(1, int(SMALL["campaigns"] * scale)))
     parts = [
-        generate(spec["seed"], spec["campaigns"], spec["bad"], start=start, duration=DURATION, sends=spec["sends"])
+        generate(
+            spec["seed"],
+            spec["campaigns"],
+            spec["bad"],
+            start=start,
+            duration=DURATION,
+            sends=spec["sends"],
+            senders=senders,
+        )
         for spec in (small, LARGE)
     ]
     records = list(heapq.merge(*(part.records for part in parts), key=lambda record: record.time))

@@ -64,6 +64,7 @@ class CampaignSpec:
     turns_at: float | None = None  # event time the campaign goes bad (None: healthy throughout)
     bad_rates: Rates | None = None
     bad_kind: BadKind | None = None
+    sender: str | None = None  # the address its mail is sent from (`data.from`), for rules over a sender or domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +114,10 @@ def plan(
     duration: float = 7200.0,
     sends: tuple[int, int] = (400, 3000),
     bad_kinds: tuple[BadKind, ...] = ("bounces", "complaints"),
+    senders: int = 0,
 ) -> list[CampaignSpec]:
-    """Which campaigns exist, how much they send, and which turn bad when."""
+    """Which campaigns exist, how much they send, and which turn bad when; with `senders`, the campaigns send
+    from that many domains in turn (`team@sender<N>.example`), else their events name no sender."""
     if not 0 <= bad <= campaigns:
         raise ValueError("bad must be between 0 and the number of campaigns")
     rng = random.Random(seed)
@@ -126,16 +129,25 @@ def plan(
         length = duration - offset
         rates = healthy_rates(rng)
         count = rng.randint(*sends)
+        sender = f"team@sender{index % senders}.example" if senders else None
         if index in bad_ids:
             kind = bad_kinds[index % len(bad_kinds)]
             turns_at = start + offset + length * rng.uniform(0.2, 0.5)
             specs.append(
                 CampaignSpec(
-                    campaign_id, count, start + offset, length, rates, turns_at, bad_rates(rng, kind, rates), kind
+                    campaign_id,
+                    count,
+                    start + offset,
+                    length,
+                    rates,
+                    turns_at,
+                    bad_rates(rng, kind, rates),
+                    kind,
+                    sender,
                 )
             )
         else:
-            specs.append(CampaignSpec(campaign_id, count, start + offset, length, rates))
+            specs.append(CampaignSpec(campaign_id, count, start + offset, length, rates, sender=sender))
     return specs
 
 
@@ -223,8 +235,11 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _record(event: str, campaign_id: str, at: float, data: dict[str, object]) -> Record:
+def _sent_from(event: str, campaign_id: str, at: float, data: dict[str, object], sender: str | None) -> Record:
+    """One record of the campaign's, sent from `sender` when it has one."""
     data["campaignId"] = campaign_id
+    if sender is not None:
+        data["from"] = sender
     return Record(campaign_id, _encode({"event": event, "timestamp": _iso(at), "data": data}), at)
 
 
@@ -268,7 +283,11 @@ def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[floa
     the floor of what is drawn after it: the time of the latest send, since sends are drawn sorted."""
     end = spec.start + spec.duration
     campaign_id = spec.campaign_id
-    yield spec.start, _record("campaign.started", campaign_id, spec.start, {})
+
+    def record(event: str, campaign_id: str, at: float, data: dict[str, object]) -> Record:
+        return _sent_from(event, campaign_id, at, data, spec.sender)
+
+    yield spec.start, record("campaign.started", campaign_id, spec.start, {})
     times = array("d", sorted(rng.uniform(spec.start, end) for _ in range(spec.sends)))
     for number, at in enumerate(times):
         rates = spec.bad_rates if spec.turns_at is not None and at >= spec.turns_at else spec.rates
@@ -277,7 +296,7 @@ def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[floa
         recipient = f"lead{number}@{_domain(rng)}"
         yield (
             at,
-            _record(
+            record(
                 "message.sent", campaign_id, at, {"messageId": message_id, "recipient": recipient, "sequenceStep": 1}
             ),
         )
@@ -298,7 +317,7 @@ def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[floa
             if bounce_at <= end:
                 yield (
                     at,
-                    _record(
+                    record(
                         "message.bounced",
                         campaign_id,
                         bounce_at,
@@ -309,10 +328,10 @@ def _drawn_events(spec: CampaignSpec, rng: random.Random) -> Iterator[tuple[floa
         if rng.random() < rates.complaint and (complained_at := at + rng.uniform(*_COMPLAINT_DELAY)) <= end:
             yield (
                 at,
-                _record(
+                record(
                     "message.complained", campaign_id, complained_at, {"messageId": message_id, "recipient": recipient}
                 ),
             )
         elif rng.random() < rates.unsubscribe and (replied_at := at + rng.uniform(*_REPLY_DELAY)) <= end:
             reply = {"id": f"rpl_{campaign_id}_{number}", "classification": "unsubscribe", "campaignId": campaign_id}
-            yield at, _record("reply.received", campaign_id, replied_at, {"messageId": message_id, "reply": reply})
+            yield at, record("reply.received", campaign_id, replied_at, {"messageId": message_id, "reply": reply})
