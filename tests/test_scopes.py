@@ -265,10 +265,10 @@ class Forwards:
         self.sent: list[tuple[str, bytes, int, str]] = []
         self.writes: list[asyncio.Future] = []
 
-    async def send(self, scope: str, value: bytes, timestamp_ms: int, source: str) -> asyncio.Future:
-        self.sent.append((scope, value, timestamp_ms, source))
+    async def send(self, forwards: list[tuple[str, bytes, int]], source: str) -> list[asyncio.Future]:
+        self.sent.extend((scope, value, timestamp, source) for scope, value, timestamp in forwards)
         self.writes.append(asyncio.get_running_loop().create_future())
-        return self.writes[-1]
+        return [self.writes[-1]]
 
     def release(self) -> None:
         for write in self.writes:
@@ -344,7 +344,10 @@ class TestThePipeline:
         now = time.time()
         values = [domain_event("message.sent", "camp_1", now - 60 + k, "ann@acme.com") for k in range(8)]
         await pipeline.handle(INPUTS[0], input_records(INPUTS[0], values))
-        assert [source for *_, source in forwards.sent] == [f"events/0/{offset}" for offset in (5, 6, 7)]
+        assert [read_forwarded(value).message_id for _, value, *_ in forwards.sent] == [
+            f"camp_1-{now - 60 + k}" for k in (5, 6, 7)
+        ]
+        assert {source for *_, source in forwards.sent} == {"events/0/5.."}
 
     async def test_a_first_deploy_over_a_backlog_pauses_each_campaign_of_a_domain_bad_now_once(self) -> None:
         """Three hours logged: acme.com bad throughout (one breach: its rule fires once), healthy.io bad in the

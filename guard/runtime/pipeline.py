@@ -44,7 +44,7 @@ from typing import Any, Protocol
 import structlog
 
 from guard.actions.workspaces import WorkspaceMap
-from guard.contracts.events import Event, IgnoredEvent, MalformedEvent, Signal, in_workspace
+from guard.contracts.events import IgnoredEvent, MalformedEvent, Signal, in_workspace
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
@@ -86,9 +86,10 @@ class DeadLetterSink(Protocol):
 
 
 class ScopeSink(Protocol):
-    """Where events are forwarded for rules over a scope (guard.runtime.scope_forwards)."""
+    """Where events are forwarded for rules over a scope (guard.runtime.scope_forwards): (scope, value, record
+    timestamp) of the records at `source`; the futures are done once written or failed, and never raise."""
 
-    async def send(self, scope: str, value: bytes, timestamp_ms: int, source: str) -> asyncio.Future: ...
+    async def send(self, forwards: Sequence[tuple[str, bytes, int]], source: str) -> list[asyncio.Future]: ...
 
 
 @dataclass(slots=True)
@@ -347,6 +348,8 @@ class Pipeline:
         source = f"topic {tp.topic} (GUARD_TOPIC_WORKSPACES)"
         scoped = isinstance(engine, ScopeEngine)  # a partition of the scope topic: forwarded events
         forwarding = () if scoped or self._forwards is None else self.rules.scope_kinds
+        forwards: list[tuple[str, bytes, int]] = []
+        first_forwarded: int | None = None
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -382,7 +385,11 @@ class Pipeline:
                 continue
             tally.counted += 1
             if forwarding and event.signal is not Signal.STARTED:
-                await self._forward(tp, record, event, forwarding, progress)  # type: ignore[arg-type]
+                position = f"{tp.topic}/{tp.partition}/{offset}"
+                for kind in forwarding:
+                    if (scope := scope_key(kind, event)) is not None:  # type: ignore[arg-type]
+                        forwards.append((scope, forward(scope, event, position), record.timestamp))  # type: ignore[arg-type]
+                        first_forwarded = offset if first_forwarded is None else first_forwarded
             for decision in decisions:
                 progress.pending[offset] += 1
                 held = progress.held
@@ -394,6 +401,8 @@ class Pipeline:
                     self._dispatcher.submit(decision, partial(progress.recorded, offset), progress.audit_read)
         if dead_letters:
             await asyncio.gather(*dead_letters)
+        if forwards:
+            await self._forward(tp, forwards, first_forwarded, progress)  # type: ignore[arg-type]
         progress.next_offset = records[-1].offset + 1
         if progress.held:
             too_long = overdue(progress.held, now, self._catch_up_limit)
@@ -403,17 +412,16 @@ class Pipeline:
         self._count(tally, engine, before)
 
     async def _forward(
-        self, tp: Partition, record: Any, event: Event, kinds: tuple[str, ...], progress: PartitionProgress
+        self, tp: Partition, forwards: list[tuple[str, bytes, int]], first: int, progress: PartitionProgress
     ) -> None:
-        """Forward a counted event to the scope topic once per scope it is in; its offset is pending until written,
-        so that a restart forwards again what was not (the scope's engine dedupes what was)."""
+        """Forward a batch's counted events to the scope topic, once per scope each is in. From its first forwarded
+        record on, the batch's offsets stay pending until every write is done, so a restart forwards again what
+        was not written (the scope's engine dedupes what was: scopes.py)."""
         assert self._forwards is not None
-        position = f"{tp.topic}/{tp.partition}/{record.offset}"
-        for kind in kinds:
-            if (scope := scope_key(kind, event)) is not None:  # type: ignore[arg-type]
-                written = await self._forwards.send(scope, forward(scope, event, position), record.timestamp, position)
-                progress.pending[record.offset] += 1
-                written.add_done_callback(lambda _, offset=record.offset: progress.recorded(offset))
+        written = await self._forwards.send(forwards, f"{tp.topic}/{tp.partition}/{first}..")
+        for delivery in written:
+            progress.pending[first] += 1
+            delivery.add_done_callback(lambda _, first=first: progress.recorded(first))
 
     def _settle_held(self, engine: Engine | ScopeEngine, progress: PartitionProgress, caught_up: str | None) -> None:
         """Supersede the held decisions no longer current; act on the others of each campaign caught up: all of
