@@ -166,7 +166,6 @@ def _event_of(campaign: str, workspace: str):  # noqa: ANN202
     return Event(Signal.SENT, campaign, time.time(), "m-forged", workspace_id=workspace, sender_domain="acme.com")
 
 
-@pytest.mark.xfail(strict=True, reason="review 0: a scope rule is evaluated over scopes of every kind")
 def test_a_sender_rule_does_not_fire_over_a_sending_domain() -> None:
     """Two kinds in force: a sender rule (3 complaints of one sender account) and a domain rule. Three accounts of
     acme.com draw one complaint each: no sender reached 3, yet the engine of scopes evaluates the sender rule over
