@@ -204,7 +204,18 @@ def _matcher(where: Where) -> Matcher | None:
 
 def _scope(rule: Rule) -> Callable[[str, str | None], bool] | None:
     """Whether the rule applies to (campaign id, workspace id); None when to every campaign. A rule
-    with `workspaces` applies to no campaign outside a workspace (workspace None)."""
+    with `workspaces` applies to no campaign outside a workspace (workspace None). A rule over a scope applies only
+    to the scopes of its kind (an engine of scopes keys them "<kind>:<value>", guard.engine.scopes)."""
+    applies = _campaign_scope(rule)
+    if rule.scope == "campaign":
+        return applies
+    prefix = f"{rule.scope}:"
+    if applies is None:
+        return lambda scope, _: scope.startswith(prefix)
+    return lambda scope, workspace_id: scope.startswith(prefix) and applies(scope, workspace_id)
+
+
+def _campaign_scope(rule: Rule) -> Callable[[str, str | None], bool] | None:
     campaigns = _globs(rule.campaigns.include, rule.campaigns.exclude)
     if rule.workspaces is None:
         return None if campaigns is None else lambda campaign_id, _: campaigns(campaign_id)

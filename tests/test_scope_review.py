@@ -1,0 +1,189 @@
+"""Review findings on rules over a scope (h-review): each test states what the product should do and fails
+today (xfail strict: it flips to XPASS, so fails, once fixed; run with --runxfail to see the failure)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+from test_pipeline import Decisions, NoDeadLetters
+from test_scopes import DOMAIN, INPUTS, SCOPES, Forwards, domain_event, forwarded, input_records, rules
+
+from guard.actions.workspaces import WorkspaceMap
+from guard.contracts.events import Signal
+from guard.engine.kinds import PYTHON
+from guard.engine.scopes import Forwarded, ScopeEngine, forward
+from guard.rules.models import Rule, RuleSet
+from guard.runtime.catchup import Held, release
+from guard.runtime.pipeline import Pipeline
+from guard.runtime.scope_forwards import ScopeForwards
+from guard.telemetry.metrics import Metrics
+
+
+class MissingTopicProducer:
+    """aiokafka's producer when the scope topic does not exist (not created: refused, deleted): `send` first
+    awaits `client._wait_on_metadata`, which polls for `request_timeout_ms` (40 s) before it raises."""
+
+    def __init__(self, wait: float = 40.0) -> None:
+        self.wait = wait
+
+    async def send(self, topic: str, **_: object) -> asyncio.Future:
+        await asyncio.sleep(self.wait)
+        raise KafkaTimeoutError(f"{topic}: no metadata")
+
+
+class RefusingProducer:
+    async def send(self, topic: str, **_: object) -> asyncio.Future:
+        raise KafkaTimeoutError(f"{topic}: buffer full")
+
+
+def pipeline_with(forwards: object, decisions: Decisions, **options: object) -> Pipeline:
+    pipeline = Pipeline(
+        rules(),
+        decisions,
+        NoDeadLetters(),
+        Metrics(),
+        dedupe_horizon=3600,
+        scope_topic="guard.scopes",
+        forwards=forwards,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
+    )
+    for tp in (*INPUTS, SCOPES):
+        pipeline.assign(tp, committed=None, since_ms=0)
+    return pipeline
+
+
+def burning_campaign(now: float) -> list[bytes]:
+    """One campaign of acme.com over its own campaign rule: 100 sends, then hard bounces."""
+    values = [domain_event("message.sent", "camp_burn", now - 200 + k, "a@acme.com") for k in range(100)]
+    values += [domain_event("message.bounced", "camp_burn", now - 90 + k, "a@acme.com") for k in range(10)]
+    return values
+
+
+@pytest.mark.xfail(strict=True, reason="review 1: a forward awaited inline blocks the poll loop (promise 8, 3)")
+async def test_a_scope_topic_that_cannot_be_written_does_not_hold_back_a_campaigns_pause() -> None:
+    decisions = Decisions()
+    pipeline = pipeline_with(ScopeForwards(MissingTopicProducer(), "guard.scopes", Metrics()), decisions)  # type: ignore[arg-type]
+    now = time.time()
+    handled = asyncio.ensure_future(pipeline.handle(INPUTS[0], input_records(INPUTS[0], burning_campaign(now))))
+    try:
+        await asyncio.wait_for(asyncio.shield(handled), 2.0)
+    except TimeoutError:
+        pass
+    finally:
+        handled.cancel()
+    # the campaign rule fired on its own evidence: its pause must not wait on 40 s per forwarded event
+    assert [d.campaign_id for d in decisions.submitted] == ["camp_burn"]
+
+
+@pytest.mark.xfail(strict=True, reason="review 2: a failed forward releases its offset; the evidence is lost")
+async def test_an_event_not_forwarded_keeps_its_offset_from_being_committed() -> None:
+    """README: 'an input offset is committed only once its forwards are written'."""
+    pipeline = pipeline_with(ScopeForwards(RefusingProducer(), "guard.scopes", Metrics()), Decisions())  # type: ignore[arg-type]
+    values = [domain_event("message.sent", "camp_1", time.time() - 10, "a@acme.com")]
+    await pipeline.handle(INPUTS[0], input_records(INPUTS[0], values))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert pipeline.committable().get(INPUTS[0]) in (None, 0)  # today: 1, and no restart forwards it again
+
+
+def small_campaigns(engine: ScopeEngine, count: int, start: float = 1_000.0) -> list:
+    decisions = []
+    for n in range(count):
+        campaign = f"camp_{n:02}"
+        for k in range(10):
+            decisions += engine.process(forwarded(campaign, Signal.SENT, start + n * 20 + k, f"{campaign}-s{k}"))
+        decisions += engine.process(forwarded(campaign, Signal.BOUNCED, start + n * 20 + 9.5, f"{campaign}-b"))
+    return decisions
+
+
+@pytest.mark.xfail(strict=True, reason="review 3: one far-future forward sweeps every scope's firing away")
+def test_a_forged_far_future_event_does_not_end_the_pausing_of_joiners() -> None:
+    """The engine counts a far-future event at its clock (Engine._on_clock); ScopeEngine sweeps with its raw time:
+    every other scope's members and firings go, and no sweep runs again before that time (unbounded memory)."""
+    engine = ScopeEngine(rules(), dedupe_horizon=3600.0, kinds=PYTHON)
+    assert len(small_campaigns(engine, 10)) == 10  # acme.com fires: its ten campaigns decided
+    # any input event stamped far ahead (its record's CreateTime is the producer's), forwarded with its raw time
+    stamp = 200_000_000_000.0  # year 8307, inside LATEST_EVENT_TIME
+    engine.process(Forwarded("sender_domain:other.io", "camp_x", Signal.SENT, stamp, "x1"))
+    joined = engine.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
+    assert [d.campaign_id for d in joined] == ["camp_new"]  # today: [] -- a joiner of a firing scope not paused
+
+
+@pytest.mark.xfail(strict=True, reason="review 4: the catch-up judges a campaign by its last scope only")
+def test_catch_up_pauses_a_campaign_whose_first_scope_is_still_bad() -> None:
+    """Inbox rotation: camp_x sends from acc_1 and acc_2. Over a backlog both scopes fire (acc_1 first); acc_1 is
+    still firing at the end, acc_2 recovered. camp_x is bad now (promise 10) but both held decisions are superseded:
+    `latest` in release() is per campaign, and ScopeEngine.leans_bad asks only the scope of its latest decision."""
+    complaints = Rule.model_validate(
+        {"name": "r", "description": "d", "count": "complained", "window": "1h", "threshold": 3, "scope": "sender"}
+    )
+    engine = ScopeEngine(RuleSet(rules=(complaints,)), dedupe_horizon=3600.0, kinds=PYTHON)
+
+    def send(scope: str, signal: Signal, at: float, message: str) -> list:
+        return engine.process(Forwarded(scope, "camp_x", signal, at, message))
+
+    decisions = []
+    for k in range(3):
+        decisions += send("sender:acc_1", Signal.COMPLAINED, 1_000.0 + k, f"a1-c{k}")
+    for k in range(3):
+        decisions += send("sender:acc_2", Signal.COMPLAINED, 1_100.0 + k, f"a2-c{k}")
+    for k in range(30):  # two more hours: acc_1 keeps drawing complaints, acc_2 only sends
+        decisions += send("sender:acc_1", Signal.COMPLAINED, 1_200.0 + k * 240, f"a1-late{k}")
+        decisions += send("sender:acc_2", Signal.SENT, 1_200.0 + k * 240, f"a2-s{k}")
+    assert [d.scope for d in decisions] == ["sender:acc_1", "sender:acc_2"]
+    assert engine.engine.firing("sender:acc_1", "r") and engine.engine.leans_bad("sender:acc_1")
+    assert not engine.engine.leans_bad("sender:acc_2")
+    held = {d.id: Held(d, n, 0.0) for n, d in enumerate(decisions)}
+    outcomes = list(release(held, engine.episode, engine.leans_bad, lambda _campaign: True))
+    assert [entry.decision.scope for entry, note in outcomes if note is None] == ["sender:acc_1"]
+
+
+@pytest.mark.xfail(strict=True, reason="review 5: the engine of scopes ignores GUARD_MAX_CAMPAIGNS")
+def test_the_engine_of_scopes_is_bounded_like_the_campaigns_engine() -> None:
+    pipeline = pipeline_with(Forwards(), Decisions(), max_campaigns=100)
+    engine = pipeline._partitions[SCOPES][0]
+    for n in range(1_000):  # senders (or `from` domains) an input writer makes up, one per event
+        engine.process(Forwarded(f"sender:acc_{n}", f"camp_{n}", Signal.SENT, 1_000.0 + n, f"m{n}"))
+    assert engine.campaigns <= (pipeline.campaign_share() or 0)  # today: 1000 scopes, and 1000 members
+
+
+@pytest.mark.xfail(strict=True, reason="review 6: a scope topic record rewrites a campaign's workspace")
+async def test_a_scope_topic_record_does_not_say_which_key_pauses_a_campaign() -> None:
+    workspaces = WorkspaceMap(100)
+    pipeline = pipeline_with(Forwards(), Decisions(), workspaces=workspaces)
+    workspaces.note("camp_victim", "ws_acme")
+    value = forward(DOMAIN, _event_of("camp_victim", "ws_other"), "x/0/0")
+    await pipeline.handle(SCOPES, input_records(SCOPES, [value]))
+    assert workspaces.of("camp_victim") == "ws_acme"  # today: ws_other; its pause goes out with ws_other's key
+
+
+def _event_of(campaign: str, workspace: str):  # noqa: ANN202
+    from guard.contracts.events import Event
+
+    return Event(Signal.SENT, campaign, time.time(), "m-forged", workspace_id=workspace, sender_domain="acme.com")
+
+
+def test_a_sender_rule_does_not_fire_over_a_sending_domain() -> None:
+    """Two kinds in force: a sender rule (3 complaints of one sender account) and a domain rule. Three accounts of
+    acme.com draw one complaint each: no sender reached 3, yet the engine of scopes evaluates the sender rule over
+    "sender_domain:acme.com" too (compile_plan/rules_for know no scope kind) and pauses every campaign of the domain."""
+    sender_rule = Rule.model_validate(
+        {"name": "sender-complaints", "description": "d", "count": "complained", "window": "1h", "threshold": 3,
+         "scope": "sender"}
+    )
+    domain_rule = Rule.model_validate(
+        {"name": "domain-complaints", "description": "d", "count": "complained", "window": "1h", "threshold": 50,
+         "scope": "sender_domain"}
+    )
+    engine = ScopeEngine(RuleSet(rules=(sender_rule, domain_rule)), dedupe_horizon=3600.0, kinds=PYTHON)
+    from guard.contracts.events import Event
+
+    decisions = []
+    for n in range(3):
+        complaint = Event(Signal.COMPLAINED, f"camp_{n}", 1_000.0 + n, f"c{n}", sender_account_id=f"acc_{n}",
+                          sender_domain="acme.com")
+        decisions += engine.count(complaint, "")
+    assert [(d.scope, d.rule.name) for d in decisions] == []  # today: 3 pauses, sender-complaints over the domain
