@@ -20,5 +20,12 @@ healthy and bad rates (optimal, Moustakides 1986), its delay at the false-alarm 
 that share of the healthy campaigns from Siegmund's approximations (Lorden's ln(ARL0) / I to
 first order; `optimal_delay`).
 
-    python -m bench.quality [--healthy 1500] [--bad 500] [--seed 1]
+Many small campaigns on one sending domain (bench/quality/senders.py, its workload in its docstring): sending
+domains of 40-100 campaigns each below `min_volume`, some burning together from a turn, scored with
+rules/domains/sender-domain.yaml beside rules/default.yaml and with rules/default.yaml alone: the delay from a
+burning domain's turn to its scope pause in pooled sends and minutes, the share of healthy domains paused, and
+the bound for the pooled rate. `--only senders` runs this scenario alone and splices its section into the report.
+
+    python -m bench.quality [--healthy 1500] [--bad 500] [--seed 1] [--healthy-domains 400] [--burning-domains 100]
+    python -m bench.quality --only senders [--workers 1]
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from bench.quality.campaigns import specs
 from bench.quality.frontier import frontier
 from bench.quality.plot import plot
 from bench.quality.scoring import score
+from bench.quality.senders import SENDER_RULE_SETS, domains, score_senders, senders_section, splice
 from bench.quality.tables import GAP, frontier_table, table, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,8 +33,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bad", type=int, default=500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    parser.add_argument("--healthy-domains", type=int, default=400)
+    parser.add_argument("--burning-domains", type=int, default=100)
+    parser.add_argument(
+        "--only",
+        choices=["senders"],
+        help="run only this scenario and splice its section into --out, leaving the other sections as they are",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "QUALITY.md")
     args = parser.parse_args(argv)
+    command = shlex.join(["python", "-m", "bench.quality", *(sys.argv[1:] if argv is None else argv)])
+    if args.only == "senders":
+        section = senders(args, command, spliced=args.out.exists())
+        print(section)
+        args.out.write_text(splice(args.out.read_text(), section) if args.out.exists() else section)
+        return 0
     campaigns = specs(args.healthy, args.bad, args.seed)
     sends = sum(spec.sends for spec in campaigns)
     print(f"{len(campaigns)} campaigns ({args.bad} turn bad), {sends:,} sends, seed {args.seed}", flush=True)
@@ -64,11 +80,23 @@ def main(argv: list[str] | None = None) -> int:
             frontier_table(points, campaigns),
             "",
             GAP,
+            senders(args, command, spliced=False),
         ]
     )
     print(report)
     args.out.write_text(report)
     return 0
+
+
+def senders(args: argparse.Namespace, command: str, spliced: bool) -> str:
+    """The scenario of many small campaigns on one sending domain (bench/quality/senders.py), scored."""
+    drawn = domains(args.healthy_domains, args.burning_domains, args.seed)
+    print(f"{len(drawn)} sending domains ({args.burning_domains} burning), seed {args.seed}", flush=True)
+    scores = []
+    for name, paths in SENDER_RULE_SETS.items():
+        scores.append(score_senders(name, paths, drawn, args.workers))
+        print(f"  {name}: {scores[-1].seconds:.0f} s", flush=True)
+    return senders_section(scores, command, args.seed, spliced)
 
 
 if __name__ == "__main__":
