@@ -36,8 +36,11 @@ class _Client:
         self.cluster, self.asked = _Cluster(partitions), 0
 
     def add_topic(self, topic: str) -> asyncio.Future:
-        self.asked += 1
         return asyncio.get_running_loop().create_future()  # metadata that never comes
+
+    def force_metadata_update(self) -> asyncio.Future:
+        self.asked += 1
+        return asyncio.get_running_loop().create_future()
 
 
 class MissingTopicProducer:
@@ -237,3 +240,20 @@ def test_a_sender_rule_does_not_fire_over_a_sending_domain() -> None:
         )
         decisions += engine.count(complaint, "")
     assert [(d.scope, d.rule.name) for d in decisions] == []  # no sender reached 3
+
+
+async def test_a_scope_topic_made_a_moment_ago_is_learnt_by_asking_again() -> None:
+    """A topic just made is missing from the brokers' first metadata answer, and aiokafka asks once per topic it
+    is told of: `learn` asks until the producer knows it, and `send` asks again (once a second) while it does not."""
+    producer = MissingTopicProducer()
+    real_update = producer.client.force_metadata_update
+
+    def update() -> asyncio.Future:
+        if producer.client.asked >= 2:  # the second request finds it
+            producer.client.cluster.partitions = {0, 1}
+        return real_update()
+
+    producer.client.force_metadata_update = update  # type: ignore[method-assign]
+    forwards = ScopeForwards(producer, "guard.scopes", Metrics())  # type: ignore[arg-type]
+    assert await forwards.learn(timeout=5.0)
+    assert producer.client.asked >= 2

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from guard.telemetry.metrics import Metrics
@@ -23,6 +22,8 @@ log = structlog.get_logger("guard.runtime.scope_forwards")
 
 Forward = tuple[str, bytes, int]  # scope, value, timestamp (ms)
 COMPLAIN_EVERY = 60.0  # seconds between error lines while forwards fail
+ASK_EVERY = 1.0  # seconds between metadata requests for a scope topic the producer does not know
+LEARN_POLL_SECONDS = 0.1
 
 
 class ScopeForwards:
@@ -32,23 +33,37 @@ class ScopeForwards:
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, metrics: Metrics) -> None:
         self._producer, self._topic, self._metrics = producer, topic, metrics
-        self._complained_at = -math.inf
+        self._complained_at = self._asked_at = -math.inf
 
     async def learn(self, timeout: float) -> bool:
-        """Ask for the topic's metadata (once it exists): `send` only writes to a topic the producer knows."""
-        try:
-            await asyncio.wait_for(self._producer.client.add_topic(self._topic), timeout)
-        except (TimeoutError, KafkaError, OSError):
-            pass
-        return bool(self._producer.client.cluster.partitions_for_topic(self._topic))
+        """Ask for the topic's metadata until the producer knows it (a topic just made takes a moment to show in
+        the brokers' metadata), at most `timeout` seconds: `send` only writes to a topic the producer knows."""
+        deadline = time.monotonic() + timeout
+        while not self._known():
+            if time.monotonic() >= deadline:
+                return False
+            self._ask()
+            await asyncio.sleep(LEARN_POLL_SECONDS)
+        return True
+
+    def _known(self) -> set[int] | None:
+        return self._producer.client.cluster.partitions_for_topic(self._topic)
+
+    def _ask(self) -> None:
+        """A metadata request for the topic, in the background (aiokafka asks once per topic it is told of)."""
+        client = self._producer.client
+        client.add_topic(self._topic)
+        client.force_metadata_update()
 
     async def send(self, forwards: Sequence[Forward], source: str) -> list[asyncio.Future]:
         """Write `forwards` (of the input records at `source`); one future per record batch written, done once
         it is acknowledged or has failed (counted and logged, with `source`)."""
         try:
-            known = self._producer.client.cluster.partitions_for_topic(self._topic)
+            known = self._known()
             if not known:  # aiokafka would wait on its metadata for a request timeout: asked for, skipped meanwhile
-                self._producer.client.add_topic(self._topic)
+                if time.monotonic() - self._asked_at >= ASK_EVERY:
+                    self._asked_at = time.monotonic()
+                    self._ask()
                 self._failed(len(forwards), source, f"the topic {self._topic} is not known (yet)")
                 return []
             partitions = sorted(known)
