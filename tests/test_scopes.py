@@ -283,22 +283,30 @@ class Forwards:
         ]
 
 
+def scoped_pipeline(
+    forwards: object, decisions: Decisions, metrics: Metrics | None = None, **options: object
+) -> Pipeline:
+    """A pipeline with the domain rule that owns two input partitions and one of the scope topic."""
+    pipeline = Pipeline(
+        rules(),
+        decisions,
+        NoDeadLetters(),
+        metrics or Metrics(),
+        dedupe_horizon=3600,
+        scope_topic="guard.scopes",
+        forwards=forwards,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
+    )
+    for tp in (*INPUTS, SCOPES):
+        pipeline.assign(tp, committed=None, since_ms=0)
+    return pipeline
+
+
 class TestThePipeline:
     """Input partitions forward what they count; a partition of the scope topic decides per campaign."""
 
     def pipeline(self, forwards: Forwards, decisions: Decisions, metrics: Metrics) -> Pipeline:
-        pipeline = Pipeline(
-            rules(),
-            decisions,
-            NoDeadLetters(),
-            metrics,
-            dedupe_horizon=3600,
-            scope_topic="guard.scopes",
-            forwards=forwards,
-        )
-        for tp in (*INPUTS, SCOPES):
-            pipeline.assign(tp, committed=None, since_ms=0)
-        return pipeline
+        return scoped_pipeline(forwards, decisions, metrics)
 
     async def test_small_campaigns_of_one_domain_over_two_partitions_are_each_paused_once(self) -> None:
         forwards, decisions, metrics = Forwards(), Decisions(), Metrics()
@@ -355,20 +363,9 @@ class TestThePipeline:
         first hour only. Held until caught up, then each acme.com campaign is paused once, and no healthy.io
         campaign at all: its rule stopped firing two hours ago (promise 10)."""
         forwards, decisions = Forwards(), Decisions()
-        clock = [time.time()]
-        pipeline = Pipeline(
-            rules(),
-            decisions,
-            NoDeadLetters(),
-            Metrics(),
-            dedupe_horizon=3600,
-            scope_topic="guard.scopes",
-            forwards=forwards,
-            clock=lambda: clock[0],
-        )
-        for tp in (*INPUTS, SCOPES):
-            pipeline.assign(tp, committed=None, since_ms=0)
-        start = clock[0] - 3 * 3600
+        now = time.time()
+        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: now)
+        start = now - 3 * 3600
         by_partition: dict[TopicPartition, list[tuple[bytes, float]]] = {tp: [] for tp in INPUTS}
         for minute in range(180):
             at = start + minute * 60

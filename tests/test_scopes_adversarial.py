@@ -9,8 +9,18 @@ import dataclasses
 import time
 
 from aiokafka.errors import KafkaTimeoutError
-from test_pipeline import Decisions, NoDeadLetters
-from test_scopes import DOMAIN, INPUTS, SCOPES, Forwards, domain_event, forwarded, input_records, rules
+from test_pipeline import Decisions
+from test_scopes import (
+    DOMAIN,
+    INPUTS,
+    SCOPES,
+    Forwards,
+    domain_event,
+    forwarded,
+    input_records,
+    rules,
+    scoped_pipeline,
+)
 
 from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.events import Signal
@@ -75,19 +85,7 @@ class RefusingProducer:
 
 
 def pipeline_with(forwards: object, decisions: Decisions, **options: object) -> Pipeline:
-    pipeline = Pipeline(
-        rules(),
-        decisions,
-        NoDeadLetters(),
-        Metrics(),
-        dedupe_horizon=3600,
-        scope_topic="guard.scopes",
-        forwards=forwards,  # type: ignore[arg-type]
-        **options,  # type: ignore[arg-type]
-    )
-    for tp in (*INPUTS, SCOPES):
-        pipeline.assign(tp, committed=None, since_ms=0)
-    return pipeline
+    return scoped_pipeline(forwards, decisions, **options)
 
 
 def burning_campaign(now: float) -> list[bytes]:
