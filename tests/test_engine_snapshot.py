@@ -449,7 +449,7 @@ class TestCoverage:
         stored = {"_campaigns", "_seen", "_resume_grace", "_max_campaigns", "_watermark", "_ahead", "_next_sweep"}
         # the plan from the rules; stats are stored too, as counters; the kinds of series are the engine's
         # own (a snapshot restores into either: tests/test_core_differential.py); `_snapshot` is one under way;
-        # `_scopes`: only engines of campaigns are snapshotted (an engine of scopes replays its look-back)
+        # `_scopes`: which rules it counts, from the partition it reads (a scope topic's checkpoint is framed apart)
         derived = {"_plan", "stats", "kinds", "_snapshot", "_scopes"}
         assert set(vars(Engine(RULES))) == stored | derived
 

@@ -298,7 +298,10 @@ def scoped_pipeline(
         **options,  # type: ignore[arg-type]
     )
     for tp in (*INPUTS, SCOPES):
-        pipeline.assign(tp, committed=None, since_ms=0)
+        recovery = PartitionRecovery(name(tp), AuditScan.finished())
+        recovery.positioned(None)  # a first deploy: no committed offset
+        recovery.caught_up(0)  # nothing to replay: checkpoints may be taken
+        pipeline.assign(tp, committed=None, since_ms=0, recovery=recovery)
     return pipeline
 
 
@@ -333,7 +336,7 @@ class TestThePipeline:
         paused = sorted(d.campaign_id for d in decisions.submitted)
         assert paused == [f"camp_{n:02}" for n in range(10)]
         assert {d.scope for d in decisions.submitted} == {"sender_domain:acme.com"}
-        assert pipeline.snapshot(SCOPES) is None  # rebuilt from the scope topic, never checkpointed
+        assert pipeline.snapshot(SCOPES) is not None  # checkpointed like an input partition (TestCheckpoints)
 
     async def test_a_record_of_the_scope_topic_that_is_no_forwarded_event_is_counted_and_skipped(self) -> None:
         forwards, decisions, metrics = Forwards(), Decisions(), Metrics()
@@ -493,3 +496,64 @@ class TestTools:
         assert "scope     sender_domain:a.io: the evidence above is the scope's" in text
         assert f"its decision {found[0].scope_decision_id} came to 10 campaign(s) read here:" in text
         assert "c0  exempted" in text and "c9  paused" in text
+
+
+class TestCheckpoints:
+    """A partition of the scope topic is checkpointed like a partition of the input: its engine and who is in each
+    scope, so a restored reader pauses joiners of a firing and the campaigns seen before the checkpoint."""
+
+    def restored(self, pipeline: Pipeline, tp: TopicPartition = SCOPES, scopes: bool = True) -> ScopeEngine:
+        taken = pipeline.snapshot(tp)
+        assert taken is not None
+        pending, _ = taken
+        data = pending.finish()
+        engine = scoped_pipeline(Forwards(), Decisions()).restored_engine(data, scopes=scopes)
+        assert isinstance(engine, ScopeEngine)
+        return engine
+
+    async def test_a_restored_engine_of_scopes_pauses_a_joiner_of_a_firing_as_the_first_would(self) -> None:
+        forwards, decisions = Forwards(), Decisions()
+        pipeline = scoped_pipeline(forwards, decisions)
+        now = time.time()
+        scope_records = [
+            ConsumerRecord(
+                SCOPES.topic, 0, n, int(now * 1000), 0, DOMAIN.encode(), forward(DOMAIN, e, ""), None, 1, 1, ()
+            )
+            for n, e in enumerate(small_domain_events(10, now - 250))
+        ]
+        await pipeline.handle(SCOPES, scope_records)
+        fired = {d.campaign_id: d for d in decisions.submitted}
+        assert len(fired) == 10
+        again = self.restored(pipeline)
+        first = pipeline._partitions[SCOPES][0]
+        joiner = forwarded("camp_new", Signal.SENT, now - 40, "new-s0")
+        on_first, on_restored = first.process(joiner), again.process(joiner)  # type: ignore[union-attr]
+        assert [d.id for d in on_restored] == [d.id for d in on_first] and len(on_first) == 1
+        assert on_restored[0].scope_decision_id == fired["camp_00"].scope_decision_id
+        assert again.process(forwarded("camp_03", Signal.SENT, now - 39, "c3-again")) == []  # decided already
+
+    async def test_a_snapshot_of_campaigns_is_no_snapshot_of_scopes_nor_the_other_way(self) -> None:
+        from guard.engine.snapshot import SnapshotError
+
+        pipeline = scoped_pipeline(Forwards(), Decisions())
+        sent = domain_event("message.sent", "c", time.time() - 5, "a@b.io")
+        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [sent]))
+        pipeline._partitions[INPUTS[0]][1].forwarding.clear()  # the in-memory writes are never released here
+        taken = pipeline.snapshot(INPUTS[0])
+        assert taken is not None
+        with pytest.raises(SnapshotError, match="not of scopes"):
+            scoped_pipeline(Forwards(), Decisions()).restored_engine(taken[0].finish(), scopes=True)
+
+
+def small_domain_events(campaigns: int, start: float) -> list[Event]:
+    """`campaigns` campaigns of acme.com, 10 sends and a hard bounce each: together over the domain rule."""
+    events = []
+    for n in range(campaigns):
+        campaign = f"camp_{n:02}"
+        for k in range(10):
+            events.append(Event(Signal.SENT, campaign, start + n * 20 + k, f"c{n}-s{k}", sender_domain="acme.com"))
+        bounce = Event(
+            Signal.BOUNCED, campaign, start + n * 20 + 10, f"c{n}-b", bounce_type="hard", sender_domain="acme.com"
+        )
+        events.append(bounce)
+    return events

@@ -130,7 +130,7 @@ def read_forwarded(value: bytes | None, key: bytes | None = None) -> Forwarded:
 
 
 @dataclasses.dataclass(slots=True)
-class _Firing:
+class Firing:
     decision: Decision  # the scope's decision
     decided: set[str]  # the campaigns it was turned into a decision for
 
@@ -154,7 +154,7 @@ class ScopeEngine:
         self.engine = Engine(rules, dedupe_horizon, math.inf, max_scopes, max_dedupe_keys, kinds=kinds, scopes=True)
         self.scope_kinds = rules.scope_kinds
         self._seen: dict[str, dict[str, tuple[float, str | None]]] = {}  # scope -> campaign -> (latest, workspace)
-        self._firings: dict[str, dict[str, _Firing]] = {}  # scope -> rule name -> its firing
+        self._firings: dict[str, dict[str, Firing]] = {}  # scope -> rule name -> its firing
         self._decided: dict[str, float] = {}  # campaign decided for -> its latest event (the partition's clock)
         self._next_sweep = -math.inf
 
@@ -212,7 +212,7 @@ class ScopeEngine:
             self._decided[campaign] = max(time, self._decided[campaign])
         decisions = []
         for fired in fired_now:
-            firing = self._firings.setdefault(scope, {})[fired.rule.name] = _Firing(fired, set())
+            firing = self._firings.setdefault(scope, {})[fired.rule.name] = Firing(fired, set())
             since = fired.fired_at - fired.rule.span
             for member in sorted(m for m, (at, _) in members.items() if at >= since):
                 decisions.append(self._for_campaign(firing, member))
@@ -236,7 +236,7 @@ class ScopeEngine:
                 decisions += self.process(forwarded(scope, event, position))
         return decisions
 
-    def _for_campaign(self, firing: _Firing, campaign: str) -> Decision:
+    def _for_campaign(self, firing: Firing, campaign: str) -> Decision:
         scope_decision = firing.decision
         firing.decided.add(campaign)
         at, workspace = self._seen[scope_decision.campaign_id][campaign]

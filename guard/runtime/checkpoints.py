@@ -34,6 +34,8 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 
 from guard.engine import Engine
 from guard.engine.engine import MAX_AHEAD_SECONDS
+from guard.engine.scope_snapshot import engine_part
+from guard.engine.scopes import ScopeEngine
 from guard.engine.snapshot import FORMAT, PendingSnapshot, check_clock, rules_version
 from guard.runtime.checkpoint_records import (
     CHUNK_BYTES,
@@ -332,7 +334,7 @@ class Checkpointer:
                 log.info("checkpoint older than the look-back; replaying it", partition=name)
                 return None
             try:
-                engine = self._engine(checkpoint, offsets)
+                engine = self._engine(tp, checkpoint, offsets)
             except CheckpointError as error:
                 checkpoint = checkpoint.previous
                 self._unusable(
@@ -344,15 +346,15 @@ class Checkpointer:
             return engine, checkpoint.offset
         return None
 
-    def _engine(self, checkpoint: Checkpoint, offsets: range | None) -> Engine:
+    def _engine(self, tp: TopicPartition, checkpoint: Checkpoint, offsets: range | None) -> Engine | ScopeEngine:
         """The checkpoint's engine, once its times and offset are within what this partition and clock allow."""
         if offsets is None or checkpoint.offset not in offsets:
             raise InvalidCheckpoint(f"offset {checkpoint.offset} outside the partition's records ({offsets})")
         if checkpoint.written_ms > time.time() * 1000 + CLOCK_SKEW_MS:
             raise InvalidCheckpoint(f"written in the future ({checkpoint.written_ms} ms)")
         try:  # the clock first: a snapshot from the future is refused before it is read whole
-            check_clock(checkpoint.data, checkpoint.written_ms / 1000 + MAX_AHEAD_SECONDS)
-            return self._pipeline.restored_engine(checkpoint.data)
+            check_clock(engine_part(checkpoint.data), checkpoint.written_ms / 1000 + MAX_AHEAD_SECONDS)
+            return self._pipeline.restored_engine(checkpoint.data, self._pipeline.counts_scopes(tp))
         except Exception as error:  # a SnapshotError, or whatever decoding forged bytes raised
             raise InvalidCheckpoint(str(error) or repr(error)) from None
 

@@ -48,6 +48,7 @@ from guard.contracts.events import IgnoredEvent, MalformedEvent, Signal, in_work
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
+from guard.engine.scope_snapshot import ScopeSnapshot, restore_scopes
 from guard.engine.scopes import InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
 from guard.engine.snapshot import PendingSnapshot, restore
 from guard.rules import RuleSet
@@ -203,11 +204,14 @@ class Pipeline:
             kinds=self.kinds,
         )
 
-    def restored_engine(self, data: bytes) -> Engine:
-        """An engine as this pipeline builds them, with a snapshot's state (SnapshotError if it does not fit)."""
-        engine = self._new_engine()
-        assert isinstance(engine, Engine)
-        restore(data, self.rules, engine)
+    def restored_engine(self, data: bytes, scopes: bool = False) -> Engine | ScopeEngine:
+        """An engine as this pipeline builds them for a partition of the input or (`scopes`) of the scope topic,
+        with a snapshot's state (SnapshotError if it does not fit, a snapshot of the other kind included)."""
+        engine = self._new_engine(scopes)
+        if isinstance(engine, ScopeEngine):
+            restore_scopes(data, self.rules, engine)
+        else:
+            restore(data, self.rules, engine)
         return engine
 
     def snapshot(self, tp: Partition) -> tuple[PendingSnapshot, int] | None:
@@ -219,10 +223,10 @@ class Pipeline:
         if owned is None:
             return None
         engine, progress = owned
-        if isinstance(engine, ScopeEngine):  # rebuilt from the scope topic's look-back instead
-            return None
         if progress.busy or progress.next_offset is None or progress.recovery.stage in RECOVERING or progress.pending:
             return None
+        if isinstance(engine, ScopeEngine):  # its engine's snapshot and the campaigns of each scope
+            return ScopeSnapshot(engine, self.rules), progress.next_offset  # type: ignore[return-value]
         return PendingSnapshot(engine, self.rules), progress.next_offset
 
     def campaign_share(self) -> int | None:
