@@ -112,13 +112,21 @@ def _demo(args: argparse.Namespace) -> int:
     if problem := _traffic_problem(args):
         print_error(problem)
         return 2
-    try:
-        load_rules(args.rules)  # before the broker starts: a wrong path is one line
-    except RuleFileError as error:
-        print_error(rules_problem(args.rules, error, "--rules"))
-        return 2
+    for path, option in ((args.rules, "--rules"), (args.domain_rules, "--domain-rules")):
+        try:
+            load_rules(path)  # before the broker starts: a wrong path is one line
+        except RuleFileError as error:
+            print_error(rules_problem(path, error, option))
+            return 2
     return asyncio.run(
-        run_demo(duration=args.duration, campaigns=args.campaigns, bad=args.bad, seed=args.seed, rules_path=args.rules)
+        run_demo(
+            duration=args.duration,
+            campaigns=args.campaigns,
+            bad=args.bad,
+            seed=args.seed,
+            rules_path=args.rules,
+            domain_rules=args.domain_rules,
+        )
     )
 
 
@@ -219,6 +227,12 @@ def _add_test_tools(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--bad", type=int, default=3)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--rules", type=Path, default=Path("rules"), help="rule file or directory (default: rules)")
+    demo.add_argument(
+        "--domain-rules",
+        type=Path,
+        default=Path("rules/domains/sender-domain.yaml"),
+        help="rules over a sending domain, run beside --rules (default: rules/domains/sender-domain.yaml)",
+    )
     demo.set_defaults(func=_demo)
     standin = commands.add_parser("standin", help="serve the local Leadterra stand-in (for tests and demos)")
     from guard.testing.leadterra import add_arguments as standin_arguments

@@ -38,17 +38,18 @@ def decode_records(
 
 
 def decide(
-    engine: Engine, events: Iterable[Event], scopes: ScopeEngine | None = None
+    engine: Engine, events: Iterable[Event], scopes: ScopeEngine | None = None, first: int = 0
 ) -> Iterator[tuple[Event, list[Decision]]]:
     """Each event, once the engine has counted it, with the decisions it caused (usually none); with `scopes`,
     counted in its scopes too, in this process (guard.engine.scopes), with theirs. Lazy: a caller may stop at
-    the first pause, or read the engine between events."""
+    the first pause, or read the engine between events. An event without a message id is named in its scopes
+    by its position, counted from `first`: a caller feeding one stream in parts passes where each part starts."""
     process = engine.process
     if scopes is None:
         for event in events:
             yield event, process(event)
         return
-    for number, event in enumerate(events):
+    for number, event in enumerate(events, first):
         decisions = process(event)
         yield event, decisions + scopes.count(event, f"#{number}")
 
