@@ -60,6 +60,7 @@ SETTLE_SECONDS = 3.0  # after the last event, time for the last pauses to land..
 # once a partition has had no new record for QUIET_SECONDS (a domain whose campaigns stopped sending earlier).
 SETTLE_LIMIT = SETTLE_SECONDS + QUIET_SECONDS + 6.0
 WEBHOOK_SECRET = b"whsec_demo"
+POST_ATTEMPTS = 3  # a webhook sender retries, as Leadterra does; a retried event counts once (its messageId)
 FORGERIES = 6  # unsigned or wrongly signed webhooks among the traffic, to show them rejected
 DEMO_PARTITIONS = 4  # as the embedded broker makes topics on demand
 # Two sending domains beside the campaigns that name no sender (rules over a sending domain: guard/engine/scopes.py).
@@ -291,9 +292,15 @@ async def _stream(
 
     async def post(body: bytes, signature: str | None) -> int:
         headers = {SIGNATURE_HEADER: signature} if signature else {}
-        async with session.post(url, data=body, headers=headers) as answer:
-            await answer.read()
-            return answer.status
+        for attempt in range(POST_ATTEMPTS):
+            try:
+                async with session.post(url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    return answer.status
+            except aiohttp.ClientConnectionError:  # a kept-alive connection the server closed as it was reused
+                if attempt == POST_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     try:
         if live is not None:
