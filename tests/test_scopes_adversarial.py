@@ -255,3 +255,14 @@ async def test_a_scope_topic_made_a_moment_ago_is_learnt_by_asking_again() -> No
     forwards = ScopeForwards(producer, "guard.scopes", Metrics())  # type: ignore[arg-type]
     assert await forwards.learn(timeout=5.0)
     assert producer.client.asked >= 2
+
+
+def test_the_campaigns_of_one_scope_are_bounded() -> None:
+    """Campaign ids an input writer makes up, all from one domain: the least recently seen are forgotten."""
+    from guard.engine.scopes import MAX_MEMBERS
+
+    engine = ScopeEngine(rules(), dedupe_horizon=3600.0, kinds=PYTHON)
+    for n in range(MAX_MEMBERS + 10):
+        engine.process(forwarded(f"camp_{n}", Signal.SENT, 1_000.0 + n / 100, f"m{n}"))
+    members = engine._seen[DOMAIN]
+    assert len(members) <= MAX_MEMBERS and f"camp_{MAX_MEMBERS + 9}" in members and "camp_0" not in members

@@ -205,8 +205,9 @@ class ScopeEngine:
         time = min(time, self.engine.clock)  # as the engine counted it: one stamped far ahead counts at the clock
         members = self._seen.setdefault(scope, {})
         latest = members.get(campaign)
-        if latest is None and len(members) >= MAX_MEMBERS:
-            del members[min(members, key=lambda member: members[member][0])]
+        if latest is None and len(members) >= MAX_MEMBERS:  # the least recently seen go, a twentieth at a time
+            for member in sorted(members, key=lambda member: members[member][0])[: MAX_MEMBERS // 20]:
+                del members[member]
         members[campaign] = (max(time, latest[0]) if latest else time, forwarded.workspace_id)
         if campaign in self._decided:
             self._decided[campaign] = max(time, self._decided[campaign])

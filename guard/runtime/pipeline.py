@@ -187,7 +187,7 @@ class Pipeline:
         self._partitions[tp] = (engine or self._new_engine(self.counts_scopes(tp)), progress)
 
     def counts_scopes(self, tp: Partition) -> bool:
-        """Whether `tp` is a partition of the scope topic: its engine counts scopes, and it keeps no checkpoint."""
+        """Whether `tp` is a partition of the scope topic: its engine counts scopes (guard.engine.scopes)."""
         return tp.topic == self._scope_topic
 
     def _new_engine(self, scopes: bool = False) -> Engine | ScopeEngine:
@@ -425,8 +425,8 @@ class Pipeline:
         self, tp: Partition, forwards: list[tuple[str, bytes, int]], first: int, progress: PartitionProgress
     ) -> None:
         """Forward a batch's counted events to the scope topic, once per scope each is in. From its first forwarded
-        record on, the batch's offsets stay pending until every write is done, so a restart forwards again what
-        was not written (the scope's engine dedupes what was: scopes.py)."""
+        record on, the batch's offsets stay uncommitted until every write is done (written, or failed and counted),
+        so a restart forwards again what was under way (the scope's engine dedupes what was written: scopes.py)."""
         assert self._forwards is not None
         written = await self._forwards.send(forwards, f"{tp.topic}/{tp.partition}/{first}..")
         for delivery in written:
