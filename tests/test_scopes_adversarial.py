@@ -266,3 +266,32 @@ def test_the_campaigns_of_one_scope_are_bounded() -> None:
         engine.process(forwarded(f"camp_{n}", Signal.SENT, 1_000.0 + n / 100, f"m{n}"))
     members = engine._seen[DOMAIN]
     assert len(members) <= MAX_MEMBERS and f"camp_{MAX_MEMBERS + 9}" in members and "camp_0" not in members
+
+
+class StuckProducer(RefusingProducer):
+    """The scope partition's leader does not answer: the producer's queue for it stays full, `send_batch` waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = 0
+
+    async def send_batch(self, *_: object, **__: object) -> asyncio.Future:
+        self.waited += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("never")
+
+
+async def test_a_scope_topic_whose_queue_is_full_holds_the_poll_loop_half_a_second_at_most() -> None:
+    """Promise 8: a batch waits 0.5 s for room, then forwards are skipped (counted) for 5 s; the campaign's own
+    decision goes out at once and the next batches do not wait at all."""
+    decisions, metrics, producer = Decisions(), Metrics(), StuckProducer()
+    pipeline = pipeline_with(ScopeForwards(producer, "guard.scopes", metrics), decisions)  # type: ignore[arg-type]
+    now = time.time()
+    started = time.monotonic()
+    await asyncio.wait_for(pipeline.handle(INPUTS[0], input_records(INPUTS[0], burning_campaign(now))), 5)
+    more = [domain_event("message.sent", "camp_more", now - 1, "a@acme.com")]
+    await asyncio.wait_for(pipeline.handle(INPUTS[1], input_records(INPUTS[1], more)), 5)
+    assert time.monotonic() - started < 2.0 and producer.waited == 1
+    assert [d.campaign_id for d in decisions.submitted] == ["camp_burn"]
+    assert metrics.scope_forwards.labels("failed")._value.get() == 111
+    assert pipeline.committable() == {INPUTS[0]: 110, INPUTS[1]: 1}

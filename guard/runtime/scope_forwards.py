@@ -23,6 +23,10 @@ log = structlog.get_logger("guard.runtime.scope_forwards")
 Forward = tuple[str, bytes, int]  # scope, value, timestamp (ms)
 COMPLAIN_EVERY = 60.0  # seconds between error lines while forwards fail
 ASK_EVERY = 1.0  # seconds between metadata requests for a scope topic the producer does not know
+# A batch waits at most this long for room in the producer's queue of its scope partition (a leader that does not
+# answer fills it); then forwards are skipped, and counted, for STALLED_SECONDS: the poll loop is never held longer.
+ENQUEUE_WAIT_SECONDS = 0.5
+STALLED_SECONDS = 5.0
 LEARN_POLL_SECONDS = 0.1
 
 
@@ -33,7 +37,7 @@ class ScopeForwards:
 
     def __init__(self, producer: AIOKafkaProducer, topic: str, metrics: Metrics) -> None:
         self._producer, self._topic, self._metrics = producer, topic, metrics
-        self._complained_at = self._asked_at = -math.inf
+        self._complained_at = self._asked_at = self._stalled_until = -math.inf
 
     async def learn(self, timeout: float) -> bool:
         """Ask for the topic's metadata until the producer knows it (a topic just made takes a moment to show in
@@ -66,18 +70,28 @@ class ScopeForwards:
                     self._ask()
                 self._failed(len(forwards), source, f"the topic {self._topic} is not known (yet)")
                 return []
+            if time.monotonic() < self._stalled_until:
+                self._failed(len(forwards), source, f"the producer's queue for {self._topic} was full")
+                return []
             partitions = sorted(known)
             by_partition: dict[int, list[tuple[bytes, bytes, int]]] = {}
             for scope, value, timestamp in forwards:
                 key = scope.encode()
                 partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
                 by_partition.setdefault(partition, []).append((key, value, timestamp))
-            deliveries = []
+            deliveries, left = [], len(forwards)
             for partition, share in by_partition.items():
                 for batch, count in self._batches(share):
-                    delivery = await self._producer.send_batch(batch, self._topic, partition=partition)
+                    try:
+                        queued = self._producer.send_batch(batch, self._topic, partition=partition)
+                        delivery = await asyncio.wait_for(queued, ENQUEUE_WAIT_SECONDS)
+                    except TimeoutError:
+                        self._stalled_until = time.monotonic() + STALLED_SECONDS
+                        self._failed(left, source, f"the producer's queue for {self._topic} is full")
+                        return deliveries
                     delivery.add_done_callback(lambda done, count=count: self._settled(done, count, source))
                     deliveries.append(delivery)
+                    left -= count
             return deliveries
         except Exception as error:  # refused before anything was sent: those events miss their scopes
             self._failed(len(forwards), source, error)
