@@ -557,3 +557,15 @@ def small_domain_events(campaigns: int, start: float) -> list[Event]:
         )
         events.append(bounce)
     return events
+
+
+def test_a_forged_snapshot_of_scopes_with_a_time_that_is_none_is_refused() -> None:
+    """The state topic is input (promise 9): a campaign's time NaN would never be swept; it is refused whole."""
+    from guard.engine.scope_snapshot import _LENGTH, MAGIC, _Member, _Scopes, restore_scopes
+    from guard.engine.snapshot import SnapshotError, snapshot
+
+    scopes = ScopeEngine(rules(), dedupe_horizon=3600.0)
+    engine = snapshot(scopes.engine, rules())
+    forged = msgspec.msgpack.encode(_Scopes({DOMAIN: [_Member("camp_x", float("nan"), None)]}, {}, {}))
+    with pytest.raises(SnapshotError, match="corrupt snapshot of scopes"):
+        restore_scopes(MAGIC + _LENGTH.pack(len(engine)) + engine + forged, rules(), ScopeEngine(rules(), 3600.0))

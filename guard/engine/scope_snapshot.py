@@ -16,7 +16,7 @@ from typing import Annotated
 
 import msgspec
 
-from guard.contracts.events import MAX_ADDRESS_LENGTH, MAX_ID_LENGTH
+from guard.contracts.events import LATEST_EVENT_TIME, MAX_ADDRESS_LENGTH, MAX_ID_LENGTH
 from guard.engine.decisions import Decision
 from guard.engine.episodes import EpisodeStart
 from guard.engine.scopes import MAX_MEMBERS, Firing, ScopeEngine
@@ -27,11 +27,13 @@ MAGIC = b"guard-scopes-1\x00"
 _LENGTH = struct.Struct("<Q")
 _Id = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
 _Scope = Annotated[str, msgspec.Meta(max_length=MAX_ADDRESS_LENGTH + MAX_ID_LENGTH + 16)]
+# an event time: NaN or a negative one is no time a guard wrote (NaN would compare with nothing and never be swept)
+_Time = Annotated[float, msgspec.Meta(ge=0, le=LATEST_EVENT_TIME)]
 
 
 class _Member(msgspec.Struct, array_like=True):
     campaign: _Id
-    at: float
+    at: _Time
     workspace: _Id | None
 
 
@@ -59,7 +61,7 @@ class _FiringRecord(msgspec.Struct, array_like=True):
 class _Scopes(msgspec.Struct, array_like=True):
     seen: dict[_Scope, list[_Member]]
     firings: dict[_Scope, list[_FiringRecord]]
-    decided: dict[_Id, float]
+    decided: dict[_Id, _Time]
 
 
 _encoder = msgspec.msgpack.Encoder()
