@@ -4,6 +4,7 @@ right answers can be counted by hand, and run at a tiny size."""
 from __future__ import annotations
 
 import bisect
+import math
 
 import pytest
 
@@ -16,6 +17,7 @@ from bench.quality.senders import (
     DomainOutcome,
     Plan,
     SenderScore,
+    budgeted_cusum,
     domains,
     load,
     plan,
@@ -33,9 +35,8 @@ STALE = Profile(0.5, 0.0, 0.0, 0.0)
 
 
 def _domain(name: str, turn_at: int | None, joiner_at: float | None = None) -> Plan:
-    """Six campaigns of 100 sends taking turns over one hour (600 pooled sends, one every 6 s), each below
-    `min_volume`; burning from pooled send `turn_at` on. A seventh campaign may start `joiner_at` seconds
-    after the first send."""
+    """Six campaigns of 100 sends taking turns over one hour (600 pooled sends, one every 6 s), burning from
+    pooled send `turn_at` on. A seventh campaign may start `joiner_at` seconds after the first send."""
     campaigns = [
         Campaign(
             f"{name}-c{number}",
@@ -153,6 +154,23 @@ def test_the_bound_is_the_optimal_delay_at_the_pooled_rates():
     assert pooled_bound(outcomes, 0.01, 0.02) == pytest.approx(optimal_delay(0.02, 0.12, arl))
     # a domain that does not send that long after its turn has no delay to bound
     assert pooled_bound([_outcome("a", True, planned_after_turn=10), outcomes[1]], 0.01, None) is None
+
+
+def test_the_bound_at_the_shipped_domain_cusum_budget_is_stated_beside_the_measured_one():
+    rule = budgeted_cusum((DOMAIN_RULES,))
+    assert rule is not None and rule.name == "domain-hard-bounce-rate" and rule.scope == "sender_domain"
+    outcomes = [_outcome("a", True, healthy_rate=0.01, bad_rate=0.12), _outcome("h", False, sends=4000)]
+    arl = 10_000_000 / -math.log1p(-0.01)  # the rule's budget: 1% of domains of 10M sends
+    assert pooled_bound(outcomes, 0.5, None, arl) == pytest.approx(optimal_delay(0.01, 0.12, arl))
+    score = SenderScore("s", outcomes, 1.0)
+    section = senders_section([score, score], "python -m bench.quality --only senders", 5, False, rule)
+    own, fixed = round(optimal_delay(0.01, 0.12, arl)), round(optimal_delay(0.02, 0.12, arl))
+    assert (
+        f"- at domain-hard-bounce-rate's own budget, 1% of domains of 10,000,000 sends at 2% (an average run to a "
+        f"false alarm of 9.95e+08 sends), the bound is {own} sends knowing each domain's pooled healthy rate, "
+        f"{fixed} knowing only that it is at most 2%\n"
+    ) in section
+    assert "own budget" not in senders_section([score, score], "python -m bench.quality", 5, False)
 
 
 def test_the_workload_at_a_tiny_size():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,7 +18,7 @@ from test_pipeline import Decisions, NoDeadLetters
 from guard.contracts.events import Event, Signal, decode
 from guard.engine.kinds import PYTHON, choose
 from guard.engine.scopes import Forwarded, InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
-from guard.rules.loader import parse_rules
+from guard.rules.loader import load_rules, parse_rules
 from guard.rules.models import Rule, RuleSet
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
@@ -470,6 +471,13 @@ class TestTools:
         assert "counted over every campaign of a sending domain (of `from`) together" in domain
         assert "pauses each campaign of it with events within 1h (and each that joins while it fires)" in domain
         assert "counted over" not in campaign
+
+    def test_validate_explain_states_a_scope_cusum_budget_per_scope(self) -> None:
+        from guard.tools.explain import explain_rules
+
+        (shipped, _) = explain_rules(load_rules(Path(__file__).parents[1] / "rules" / "domains"))
+        assert "false alarms: 1% of domains of 10,000,000 sends at 2%" in shipped
+        assert "reaches 17.34 (a cusum; e.g. 13 sends in a row that hard-bounced" in shipped
 
     def test_decisions_explain_names_the_scope_and_what_became_of_its_campaigns(self) -> None:
         from guard.actions.audit import audit_event

@@ -14,7 +14,15 @@ from bench.quality.campaigns import specs
 from bench.quality.frontier import frontier
 from bench.quality.plot import plot
 from bench.quality.scoring import score
-from bench.quality.senders import SENDER_RULE_SETS, domains, score_senders, senders_section, splice
+from bench.quality.senders import (
+    DOMAIN_RULES,
+    SENDER_RULE_SETS,
+    budgeted_cusum,
+    domains,
+    score_senders,
+    senders_section,
+    splice,
+)
 from bench.quality.tables import GAP, frontier_table, table, verdict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +104,7 @@ def senders(args: argparse.Namespace, command: str, spliced: bool) -> str:
     for name, paths in SENDER_RULE_SETS.items():
         scores.append(score_senders(name, paths, drawn, args.workers))
         print(f"  {name}: {scores[-1].seconds:.0f} s", flush=True)
-    return senders_section(scores, command, args.seed, spliced)
+    return senders_section(scores, command, args.seed, spliced, budgeted_cusum((DOMAIN_RULES,)))
 
 
 if __name__ == "__main__":

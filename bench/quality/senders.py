@@ -1,17 +1,16 @@
-"""Many small campaigns on one sending domain: a stale list split over campaigns that each stay below every
-campaign rule's `min_volume`, together over the provider's line, beside healthy domains.
+"""Many small campaigns on one sending domain: a stale list split over campaigns too small for their own rules
+to judge most of them, together over the provider's line, beside healthy domains.
 
-Workload (seeded): sending domains, each with 40-100 campaigns of 30-190 sends (log-uniform, every one below
-the 200 sends of `min_volume` in rules/domains/sender-domain.yaml) over the domain's 1 or 2 business days (8
-hours a day). Each campaign sends from one of its domain's 3-10 mailboxes (`sender_account_id`; `sender_domain`
-is the domain of `data.from`), from a random business hour of the domain's days over 1-8 hours, in bursts (hourly
-volumes drawn from a gamma distribution, as in campaigns.py), so the campaigns of a domain interleave in event
-time. Each campaign's rates are drawn as a healthy campaign's in campaigns.py: 0.5-2% hard bounces, 0.02-0.08%
-complaints, 1-3% soft bounces, 0.2-1% unsubscribes, 40% Gmail recipients; outcomes arrive as there (bounces
-2-90 s after their send, complaints 5 minutes to 2 days, each quoting its send's message id). Healthy domains
-stay so. A burning domain turns at a random send between 20% and 80% of its pooled volume: from that send's
-time every campaign of the domain sends to a stale list at its own 8-15% hard bounces (one bought or scraped
-list split over the campaigns), those that start later included.
+Workload (seeded): sending domains, each with 40-100 campaigns of 30-190 sends (log-uniform) over the domain's 1
+or 2 business days (8 hours a day). Each campaign sends from one of its domain's 3-10 mailboxes
+(`sender_account_id`; `sender_domain` is the domain of `data.from`), from a random business hour of the domain's
+days over 1-8 hours, in bursts (hourly volumes drawn from a gamma distribution, as in campaigns.py), so the
+campaigns of a domain interleave in event time. Each campaign's rates are drawn as a healthy campaign's in
+campaigns.py: 0.5-2% hard bounces, 0.02-0.08% complaints, 1-3% soft bounces, 0.2-1% unsubscribes, 40% Gmail
+recipients; outcomes arrive as there (bounces 2-90 s after their send, complaints 5 minutes to 2 days, each
+quoting its send's message id). Healthy domains stay so. A burning domain turns at a random send between 20% and
+80% of its pooled volume: from that send's time every campaign of the domain sends to a stale list at its own
+8-15% hard bounces (one bought or scraped list split over the campaigns), those that start later included.
 
 Each domain streams through one engine of campaigns and one of scopes beside it (`guard.engine.decide` with
 `scopes_beside`, as `guard replay` runs them). A paused campaign starts no new send (its mail in flight still
@@ -50,7 +49,7 @@ from bench.quality.bounds import average_run_to_false_alarm, optimal_delay
 from bench.quality.campaigns import DAY, HOUR, Profile
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine, decide, scopes_beside
-from guard.rules import RuleSet
+from guard.rules import Rule, RuleSet
 from guard.rules.loader import parse_rules, read_rule_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -384,12 +383,14 @@ def score_senders(name: str, paths: tuple[Path, ...], domains: list[Domain], wor
     return SenderScore(name, outcomes, time.perf_counter() - started)
 
 
-def pooled_bound(outcomes: list[DomainOutcome], share: float, healthy_rate: float | None) -> float | None:
+def pooled_bound(
+    outcomes: list[DomainOutcome], share: float, healthy_rate: float | None, arl: float | None = None
+) -> float | None:
     """The median over burning domains of the optimal CUSUM's delay on their pooled sends, at the ARL0 that
-    pauses `share` of the healthy domains (sized by their pooled sends), for the domains sending at least that
-    long after their turn: knowing each domain's pooled healthy rate (`healthy_rate` None), or only that it is
-    at most `healthy_rate`."""
-    arl = average_run_to_false_alarm([o.sends for o in outcomes if not o.burning], share)
+    pauses `share` of the healthy domains (sized by their pooled sends) or at `arl` when given, for the domains
+    sending at least that long after their turn: knowing each domain's pooled healthy rate (`healthy_rate`
+    None), or only that it is at most `healthy_rate`."""
+    arl = arl or average_run_to_false_alarm([o.sends for o in outcomes if not o.burning], share)
     delays = []
     for outcome in outcomes:
         if outcome.bad_rate is None:
@@ -398,6 +399,26 @@ def pooled_bound(outcomes: list[DomainOutcome], share: float, healthy_rate: floa
         if outcome.planned_after_turn >= delay:
             delays.append(delay)
     return statistics.median(delays) if delays else None
+
+
+def budgeted_cusum(paths: tuple[Path, ...]) -> Rule | None:
+    """The first scope rule of the files that pauses on a cusum: its false-alarm budget is stated for a
+    scope's whole life (a scope's statistic never restarts), far beyond this workload's days."""
+    return next((r for r in load(paths).rules if r.scope != "campaign" and r.cusum and r.action == "pause"), None)
+
+
+def _budget_line(outcomes: list[DomainOutcome], rule: Rule | None) -> list[str]:
+    """The bound at the false-alarm budget `rule` (a scope cusum) was built for, as a line of the report."""
+    if rule is None or rule.cusum is None:
+        return []
+    cusum = rule.cusum
+    arl = cusum.campaign_size / -math.log1p(-cusum.false_alarms)
+    return [
+        f"- at {rule.name}'s own budget, {cusum.false_alarms:.0%} of domains of {cusum.campaign_size:,} sends at "
+        f"{cusum.healthy:.0%} (an average run to a false alarm of {arl:.3g} sends), the bound is "
+        f"{_fmt(pooled_bound(outcomes, 0, None, arl))} sends knowing each domain's pooled healthy rate, "
+        f"{_fmt(pooled_bound(outcomes, 0, HEALTHY_AT_MOST, arl))} knowing only that it is at most {HEALTHY_AT_MOST:.0%}"
+    ]
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -435,7 +456,9 @@ def senders_table(scores: list[SenderScore]) -> str:
     return "\n".join(lines)
 
 
-def senders_section(scores: list[SenderScore], command: str, seed: int, spliced: bool) -> str:
+def senders_section(
+    scores: list[SenderScore], command: str, seed: int, spliced: bool, cusum: Rule | None = None
+) -> str:
     """bench/QUALITY.md's section on the scenario: the table, the bound, and what the numbers say."""
     scoped, alone = scores[0], scores[-1]
     outcomes, burning, healthy, caught = scoped.outcomes, scoped.burning, scoped.healthy, scoped.caught
@@ -467,7 +490,7 @@ def senders_section(scores: list[SenderScore], command: str, seed: int, spliced:
         "",
         f"{how} The workload is in bench/quality/senders.py's docstring: {len(outcomes)} sending domains "
         f"({len(burning)} burning, {len(healthy)} healthy), {sum(o.campaigns for o in outcomes):,} campaigns of "
-        f"30-190 sends, all below the domain rules' `min_volume` of 200 ({bad_campaigns:,} of burning domains sending "
+        f"30-190 sends ({bad_campaigns:,} of burning domains sending "
         f"after their turn), {sum(o.sends for o in outcomes):,} sends planned, seed {seed}. Scored with "
         "rules/domains/sender-domain.yaml beside rules/default.yaml, and with rules/default.yaml alone. A scope "
         "pause is a pause decision of a rule with `scope: sender_domain`; a burning domain is caught when its first "
@@ -485,10 +508,10 @@ def senders_section(scores: list[SenderScore], command: str, seed: int, spliced:
         f"the optimal CUSUM on a domain's pooled sends needs a median of {_fmt(own)} sends after the turn knowing "
         f"each domain's pooled healthy rate, {_fmt(fixed)} knowing only that it is at most {HEALTHY_AT_MOST:.0%}; "
         f"the scope rules take {_fmt(median)} ({'x' + format(ratio, '.2f') if ratio else '-'} the first)",
-        f"- the delay is a matter of minutes more than of evidence: a median of {_fmt(_median(scoped.minutes), 1)} "
-        f"minutes of the rule's 1-hour window, whose sends from before the turn dilute the rate; in sends it grows "
-        f"with the domain's volume (correlation with its pooled sends in the hour before the turn: "
-        f"{_fmt(related, 2)})",
+        *_budget_line(outcomes, cusum),
+        f"- in event time, a median of {_fmt(_median(scoped.minutes), 1)} minutes from the turn to the scope pause; "
+        "the delay in sends against the domain's pooled sends in the hour before the turn (a window's rate is "
+        f"diluted by them, a cusum's statistic is not): correlation {_fmt(related, 2)}",
         f"- after the scope pause: a median of {_fmt(_median([o.made_after_scope_pause for o in caught]))} pooled "
         f"sends made by a caught domain; {len(leaks)} of {len(caught)} caught domains had campaigns that were not "
         "paused by their first send after it"
@@ -496,9 +519,8 @@ def senders_section(scores: list[SenderScore], command: str, seed: int, spliced:
             f" ({sum(o.still_sending - o.still_sending_paused for o in leaks)} campaigns; those domains made "
             f"{sum(o.made_after_scope_pause for o in leaks):,} sends after their scope pause, and the scope rules "
             f"fired again for {sum(o.scope_firings > 1 for o in leaks)} of them). A campaign joining while the rule "
-            "fires is paused at its first send; once every campaign is paused the domain's hour of sends empties, "
-            "the rule stops firing, and a campaign that starts after that sends until the rule fires anew, which "
-            "its cooldown delays"
+            "fires is paused at its first send; once the rule has stopped firing (its `keep_firing_for` over), a "
+            "campaign that starts sends until the rule fires anew, which its cooldown delays"
             if leaks
             else ""
         ),

@@ -54,6 +54,9 @@ _SCOPES = {
 }
 
 
+_WHOLES = {"campaign": "campaigns", "workspace": "workspaces", "sender": "sender accounts", "sender_domain": "domains"}
+
+
 def _scope(rule: Rule) -> str:
     """Whose events a rule over a scope counts together, and what it pauses."""
     if rule.scope == "campaign":
@@ -74,7 +77,7 @@ def _cusum(rule: Rule) -> str:
     return (
         f"the evidence that {per} {did} at {_percent(cusum.bad)} rather than {_percent(cusum.healthy)} reaches "
         f"{cusum.threshold:.2f} (a cusum; e.g. {in_a_row} {per} in a row that {did}, from a clean start); "
-        f"false alarms: {_percent(cusum.false_alarms)} of campaigns of {cusum.campaign_size:,} {per} at "
+        f"false alarms: {_percent(cusum.false_alarms)} of {_WHOLES[rule.scope]} of {cusum.campaign_size:,} {per} at "
         f"{_percent(cusum.healthy)}"
     )
 
