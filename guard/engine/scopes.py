@@ -122,7 +122,8 @@ def read_forwarded(value: bytes | None, key: bytes | None = None) -> Forwarded:
     if key is not None and key != forwarded.scope.encode():
         raise InvalidForward(f"keyed {key[:40]!r}, not by its scope {forwarded.scope[:40]!r}")
     texts = (forwarded.scope, forwarded.campaign_id, forwarded.message_id, forwarded.sender_account_id)
-    if any(text is not None and UNSAFE_CHARACTERS.search(text) for text in texts):
+    joined = " ".join(text for text in texts if text is not None)
+    if not joined.isprintable() and UNSAFE_CHARACTERS.search(joined):  # every unsafe character is unprintable
         raise InvalidForward("an id holds control or bidirectional formatting characters")
     if forwarded.workspace_id is not None and not _WORKSPACE_ID.match(forwarded.workspace_id):
         raise InvalidForward(f"workspace id {forwarded.workspace_id[:40]!r} is not one")

@@ -393,7 +393,8 @@ class Pipeline:
                 continue
             tally.counted += 1
             if forwarding and event.signal is not Signal.STARTED:
-                position = f"{tp.topic}/{tp.partition}/{offset}"
+                # names an event without a message id
+                position = "" if event.message_id else f"{tp.topic}/{tp.partition}/{offset}"
                 for kind in forwarding:
                     if (scope := scope_key(kind, event)) is not None:  # type: ignore[arg-type]
                         # stamped no later than now: a record stamped far ahead would hold the scope topic's retention
