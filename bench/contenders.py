@@ -178,7 +178,7 @@ def guard_service(
             input_topics=(topic,),
             audit_topic=f"{topic}.audit",
             dlq_topic=f"{topic}.dlq",
-            scope_topic=f"{topic}.scopes",
+            scope_topic=f"{group}.scopes",  # its own: a pair's other run must not read its forwards
             group_id=group,
             dry_run=dry_run,
             http_host="127.0.0.1",
@@ -240,7 +240,7 @@ async def guard(
     from guard.telemetry.logs import configure_logging
 
     configure_logging("INFO")  # as `guard run`: JSON lines on stderr (the child's log file)
-    clock = HandleClock(expect + forwarded, {topic, f"{topic}.scopes"} if forwarded else {topic})
+    clock = HandleClock(expect + forwarded, {topic, f"{group}.scopes"} if forwarded else {topic})
     started = time.perf_counter()
     service = guard_service(bootstrap, topic, group, idempotence=idempotence, **options)
     running = asyncio.create_task(service.run())

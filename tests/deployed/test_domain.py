@@ -16,22 +16,7 @@ import pytest
 
 from guard.testing.events import envelope
 
-DOMAIN_RULE = """
-groups:
-  - name: domains
-    rules:
-      - name: domain-hard-bounces
-        description: A sending domain's hard bounces over every campaign that sends from it.
-        scope: sender_domain
-        rate:
-          of: {signal: bounced, where: {bounce_type: hard}}
-          per: sent
-        window: 1h
-        threshold: 5%
-        min_volume: 200
-        cooldown: 1h
-        severity: critical
-"""
+SHIPPED = Path(__file__).resolve().parents[2] / "rules" / "domains" / "sender-domain.yaml"  # as an operator copies it
 BURNING, FINE = "burning.example", "fine.example"
 
 
@@ -65,7 +50,7 @@ async def test_many_small_campaigns_of_a_burning_domain_are_each_paused_once_by_
     again."""
     rules = tmp_path / "rules"
     rules.mkdir()
-    (rules / "domains.yaml").write_text(DOMAIN_RULE)
+    (rules / "sender-domain.yaml").write_text(SHIPPED.read_text())
     burning = [f"camp_burn_{n:02d}" for n in range(30)]
     joiners = [f"camp_join_{n}" for n in range(5)]
     healthy = [f"camp_fine_{n:02d}" for n in range(20)]
@@ -132,4 +117,5 @@ async def test_many_small_campaigns_of_a_burning_domain_are_each_paused_once_by_
         for e in await deploy.audit_events()
         if e["outcome"] == "paused"
     }
-    assert in_replay == live == {(c, "domain-hard-bounces", f"sender_domain:{BURNING}") for c in [*burning, *joiners]}
+    expected = {(c, "domain-hard-bounce-rate", f"sender_domain:{BURNING}") for c in [*burning, *joiners]}
+    assert in_replay == live == expected
