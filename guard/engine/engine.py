@@ -19,7 +19,7 @@ from guard.engine.measure import Measure, evidence_from, leans_bad, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
 from guard.engine.state import CampaignState, RuleState
-from guard.rules.models import LAST_N_IDLE_HORIZON, Rule, RuleSet
+from guard.rules.models import Rule, RuleSet
 
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
 DEFAULT_DEDUPE_HORIZON = 12 * 3600.0
@@ -251,8 +251,6 @@ class Engine:
             return []
         if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
             state = self._resumed(campaign_id, time)
-        if self._scopes and time - state.watermark > LAST_N_IDLE_HORIZON:
-            self._after_silence(state)
         if time > state.watermark:
             state.watermark = time
         late = False
@@ -280,19 +278,6 @@ class Engine:
             state.armed = armed
         self._advance(time)
         return decisions
-
-    @staticmethod
-    def _after_silence(state: CampaignState) -> None:
-        """A scope silent for longer than a `cusum` or `last` rule keeps evidence without events: those rules
-        start afresh, firing or not. A scope has no episodes (its campaigns' starts and resumes are their own), so
-        without this a domain whose campaigns were all paused would stay suspect for good, its statistic frozen
-        above the level. Time windows keep their counts: a complaint rule still weighs sends of days before."""
-        for compiled in state.rules:
-            if compiled.rule.window is None:
-                state.rule_states.pop(compiled.rule.name, None)
-                for spec in (compiled.numerator, compiled.denominator):
-                    if spec is not None:
-                        state.series[spec.slot] = None
 
     def _move(self, campaign_id: str, state: CampaignState, workspace_id: str) -> None:
         """The campaign's events name a workspace (another one, or one for the first time): the rules

@@ -31,7 +31,7 @@ STALLED_SECONDS = 5.0
 LEARN_POLL_SECONDS = 0.1
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=16_384)  # ~6 MB of keys; more scopes than that cost as without it
 def _hashed(scope: str) -> tuple[bytes, int]:
     """A scope's key, and its murmur2 hash as Kafka's default partitioner takes it: aiokafka's murmur2 is pure
     Python, and a scope's events keep coming, so it is hashed once (else 15% of the CPU in bench.scopes)."""
