@@ -577,3 +577,55 @@ def test_a_forged_snapshot_of_scopes_with_a_time_that_is_none_is_refused() -> No
     forged = msgspec.msgpack.encode(_Scopes({DOMAIN: [_Member("camp_x", float("nan"), None)]}, {}, {}))
     with pytest.raises(SnapshotError, match="corrupt snapshot of scopes"):
         restore_scopes(MAGIC + _LENGTH.pack(len(engine)) + engine + forged, rules(), ScopeEngine(rules(), 3600.0))
+
+
+class TestASilentScope:
+    """The shipped domain cusum does not fall while its domain sends nothing (no episode restarts a scope): the
+    domain stays suspect, for a day after its last send at most, measured in the sends' own times."""
+
+    SHIPPED = Path(__file__).parents[1] / "rules" / "domains" / "sender-domain.yaml"
+
+    def burnt(self) -> tuple[ScopeEngine, RuleSet]:
+        shipped = load_rules(self.SHIPPED)
+        scopes = ScopeEngine(shipped, dedupe_horizon=3600.0)
+        fired = []
+        for n in range(200):  # one domain alone on its partition: nothing else moves the clock
+            fired += scopes.process(forwarded(f"camp_{n % 4}", Signal.SENT, 1_000.0 + n, f"s{n}"))
+            if n % 4 == 0:
+                fired += scopes.process(forwarded(f"camp_{n % 4}", Signal.BOUNCED, 1_000.5 + n, f"s{n}"))
+        assert {d.campaign_id for d in fired} == {"camp_0", "camp_1", "camp_2", "camp_3"}
+        return scopes, shipped
+
+    def test_a_campaign_starting_within_the_day_is_paused_and_one_a_day_after_the_last_send_is_not(self) -> None:
+        scopes, _ = self.burnt()
+        late_complaint = forwarded("camp_1", Signal.COMPLAINED, 1_200.0 + 20 * 3600, "c1")
+        assert scopes.process(late_complaint) == []  # arrives for days: no send, no end of the silence
+        joined = scopes.process(forwarded("camp_mid", Signal.SENT, 1_200.0 + 8 * 3600, "m0"))
+        assert [d.campaign_id for d in joined] == ["camp_mid"]
+        # a day after camp_mid's send; more than a day past the partition's clock, so the engine clamps this event
+        assert scopes.process(forwarded("camp_new", Signal.SENT, 1_200.0 + 33 * 3600, "n0")) == []
+        assert not scopes.engine.firing(DOMAIN, "domain-hard-bounce-rate")
+        assert not scopes.leans_bad(DOMAIN)
+
+    def test_the_silence_is_measured_across_a_checkpoint_of_the_scopes(self) -> None:
+        from guard.engine.scope_snapshot import ScopeSnapshot, restore_scopes
+
+        scopes, shipped = self.burnt()
+        pending = ScopeSnapshot(scopes, shipped)
+        while not pending.step(1_000):
+            pass
+        restored = ScopeEngine(shipped, dedupe_horizon=3600.0)
+        restore_scopes(pending.finish(), shipped, restored)
+        new = forwarded("camp_new", Signal.SENT, 1_200.0 + 25 * 3600, "n0")
+        assert restored.process(new) == scopes.process(new) == []
+
+    def test_a_snapshot_of_scopes_from_before_sends_were_noted_restores(self) -> None:
+        from guard.engine.scope_snapshot import _LENGTH, MAGIC, restore_scopes
+        from guard.engine.snapshot import snapshot
+
+        scopes, shipped = self.burnt()
+        engine = snapshot(scopes.engine, shipped)
+        older = msgspec.msgpack.encode([{}, {}, {}])  # three fields, as an older guard wrote
+        restored = ScopeEngine(shipped, dedupe_horizon=3600.0)
+        restore_scopes(MAGIC + _LENGTH.pack(len(engine)) + engine + older, shipped, restored)
+        assert restored._sent_at == {} and restored.engine.firing(DOMAIN, "domain-hard-bounce-rate")

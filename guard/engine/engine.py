@@ -279,6 +279,24 @@ class Engine:
         self._advance(time)
         return decisions
 
+    def restart_unwindowed(self, campaign_id: str) -> None:
+        """Its `cusum` and `last:` rules start afresh for the campaign (a scope, for an engine of scopes, whose
+        statistic no episode restarts: scopes.py): their evidence goes, a firing of theirs ends, a cooldown stays.
+        Time windows keep their counts."""
+        state = self._campaigns.get(campaign_id)
+        if state is None:
+            return
+        if self._snapshot is not None:
+            self._snapshot.before_change(campaign_id)
+        for compiled in state.rules:
+            if compiled.rule.window is not None:
+                continue
+            for spec in (compiled.numerator, compiled.denominator):
+                if spec is not None:
+                    state.series[spec.slot] = None
+            if (rule_state := state.rule_states.get(compiled.rule.name)) is not None:
+                rule_state.firing, rule_state.pending_since, rule_state.clear_since = False, None, None
+
     def _move(self, campaign_id: str, state: CampaignState, workspace_id: str) -> None:
         """The campaign's events name a workspace (another one, or one for the first time): the rules
         of that workspace apply from now on; the states of rules that no longer apply are dropped."""

@@ -62,6 +62,7 @@ class _Scopes(msgspec.Struct, array_like=True):
     seen: dict[_Scope, list[_Member]]
     firings: dict[_Scope, list[_FiringRecord]]
     decided: dict[_Id, _Time]
+    sent_at: dict[_Scope, _Time] = {}  # each scope's newest send (absent from a snapshot of an older guard)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -131,6 +132,7 @@ def restore_scopes(data: bytes, rules: RuleSet, scopes: ScopeEngine) -> None:
                 decision = _decision(scope, record.decision, rule)
                 scopes._firings.setdefault(scope, {})[rule.name] = Firing(decision, set(record.decided))
     scopes._decided = {campaign: min(at, clock) for campaign, at in stored.decided.items()}
+    scopes._sent_at = {scope: at for scope, at in stored.sent_at.items() if counted.latest_event(scope) is not None}
 
 
 def _copy(scopes: ScopeEngine) -> _Scopes:
@@ -139,7 +141,9 @@ def _copy(scopes: ScopeEngine) -> _Scopes:
         scope: [_FiringRecord(_stored(firing.decision), sorted(firing.decided)) for firing in by_rule.values()]
         for scope, by_rule in scopes._firings.items()
     }
-    return _Scopes(seen, firings, dict(scopes._decided))
+    # a send's own time, unclamped: a forged one may be anywhere, and is stored within what a restore accepts
+    sent_at = {scope: min(max(at, 0.0), LATEST_EVENT_TIME) for scope, at in scopes._sent_at.items()}
+    return _Scopes(seen, firings, dict(scopes._decided), sent_at)
 
 
 def _stored(decision: Decision) -> _Decision:

@@ -32,7 +32,7 @@ from guard.engine.decisions import Decision, decision_id
 from guard.engine.engine import Engine
 from guard.engine.episodes import Episode
 from guard.engine.kinds import PYTHON, Kinds
-from guard.rules.models import RuleSet
+from guard.rules.models import LAST_N_IDLE_HORIZON, RuleSet
 
 ScopeKind = Literal["workspace", "sender", "sender_domain"]
 SCOPE_KINDS: tuple[ScopeKind, ...] = ("workspace", "sender", "sender_domain")
@@ -41,6 +41,11 @@ SWEEP_EVERY = 600.0
 # The campaigns remembered per scope (and so paused by one of its decisions): beyond it, the least recently seen
 # is forgotten. Far more than any sender or domain runs at once; a bound whatever names an input writer makes up.
 MAX_MEMBERS = 10_000
+# A scope that sent nothing for this long starts its `cusum` and `last:` rules afresh at its next send: no episode
+# restarts a scope, and a domain whose campaigns were all paused would otherwise stay suspect for good, its
+# statistic frozen over the level. Measured in the sends' own times (replies, complaints and late bounces go on
+# arriving for days; and the first send after a quiet spell may be clamped to the partition's clock).
+SILENT_FOR = LAST_N_IDLE_HORIZON
 _WORKSPACE_ID = re.compile(WORKSPACE_ID_PATTERN)
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -157,6 +162,7 @@ class ScopeEngine:
         self._seen: dict[str, dict[str, tuple[float, str | None]]] = {}  # scope -> campaign -> (latest, workspace)
         self._firings: dict[str, dict[str, Firing]] = {}  # scope -> rule name -> its firing
         self._decided: dict[str, float] = {}  # campaign decided for -> its latest event (the partition's clock)
+        self._sent_at: dict[str, float] = {}  # scope -> its newest send, in the send's own time
         self._next_sweep = -math.inf
 
     @property
@@ -199,6 +205,11 @@ class ScopeEngine:
             forwarded.workspace_id,
             forwarded.sender_domain,
         )
+        if forwarded.signal is Signal.SENT:
+            last_sent = self._sent_at.get(scope, time)
+            if time - last_sent > SILENT_FOR:
+                self.engine.restart_unwindowed(scope)
+            self._sent_at[scope] = max(time, last_sent)
         evicted = self.engine.stats.evicted_campaigns
         fired_now = self.engine.process(event)
         if self.engine.stats.evicted_campaigns != evicted:  # scopes evicted at capacity: their members go too
@@ -258,6 +269,8 @@ class ScopeEngine:
         for scope in [scope for scope in self._seen if self.engine.latest_event(scope) is None]:
             del self._seen[scope]
             self._firings.pop(scope, None)
+        for scope in [scope for scope in self._sent_at if self.engine.latest_event(scope) is None]:
+            del self._sent_at[scope]
 
     def _sweep(self, now: float) -> None:
         """Forget campaigns idle in a scope for longer than any rule looks back."""
