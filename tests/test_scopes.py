@@ -581,7 +581,7 @@ def test_a_forged_snapshot_of_scopes_with_a_time_that_is_none_is_refused() -> No
 
 class TestASilentScope:
     """The shipped domain cusum does not fall while its domain sends nothing (no episode restarts a scope): the
-    domain stays suspect, for a day after its last send at most, measured in the sends' own times."""
+    domain stays suspect until its first send after a day with none, measured in the sends' own times."""
 
     SHIPPED = Path(__file__).parents[1] / "rules" / "domains" / "sender-domain.yaml"
 
@@ -629,3 +629,32 @@ class TestASilentScope:
         restored = ScopeEngine(shipped, dedupe_horizon=3600.0)
         restore_scopes(MAGIC + _LENGTH.pack(len(engine)) + engine + older, shipped, restored)
         assert restored._sent_at == {} and restored.engine.firing(DOMAIN, "domain-hard-bounce-rate")
+
+    def test_a_send_stamped_far_ahead_of_its_record_does_not_end_a_busy_domains_firing(self) -> None:
+        """A send's own time is bounded by its scope record's (the forwarder's clock at most) plus the skew an input
+        event may have: a forged time a day ahead cannot restart a domain that sent a moment ago."""
+        from guard.contracts.events import LATEST_EVENT_TIME
+
+        scopes, _ = self.burnt()
+        forged = forwarded("camp_x", Signal.SENT, 1_199.0 + 25 * 3600, "forged")
+        scopes.process(forged, stamped=1_210.0)
+        assert scopes.engine.firing(DOMAIN, "domain-hard-bounce-rate")
+        scopes.process(forwarded("camp_y", Signal.SENT, LATEST_EVENT_TIME, "far"), stamped=1_220.0)
+        assert scopes._sent_at[DOMAIN] <= 1_220.0 + 3600  # nor does one far ahead stop the silence being seen
+        quiet = forwarded("camp_new", Signal.SENT, 1_220.0 + 3600 + 25 * 3600, "n0")
+        assert scopes.process(quiet, stamped=quiet.time) == []
+        assert not scopes.engine.firing(DOMAIN, "domain-hard-bounce-rate")
+
+    def test_at_catch_up_a_campaign_that_sent_nothing_after_its_scopes_pause_keeps_it(self) -> None:
+        """A backlog's scope decision stands for a campaign that did not run on after it, whatever its scope shows
+        by the end (here: afresh after a day without sends), as a campaign's own pause does; one that ran on is
+        judged by its scope's evidence."""
+        scopes, _ = self.burnt()
+        paused_by = {c: scopes.episode(c).pause for c in ("camp_0", "camp_1")}  # type: ignore[union-attr]
+        assert all(paused_by.values())
+        scopes.process(forwarded("camp_1", Signal.SENT, 1_199.0 + 600, "again"))  # camp_1 runs on
+        scopes.process(forwarded("camp_new", Signal.SENT, 1_200.0 + 30 * 3600, "n0"))  # the domain afresh
+        assert not scopes.leans_bad(DOMAIN)
+        episode_0, episode_1 = scopes.episode("camp_0"), scopes.episode("camp_1")
+        assert episode_0 is not None and episode_0.pause == paused_by["camp_0"]
+        assert episode_1 is not None and episode_1.pause is None

@@ -22,6 +22,7 @@ import msgspec
 from guard.contracts.events import (
     LATEST_EVENT_TIME,
     MAX_ADDRESS_LENGTH,
+    MAX_FUTURE_SKEW_SECONDS,
     MAX_ID_LENGTH,
     UNSAFE_CHARACTERS,
     WORKSPACE_ID_PATTERN,
@@ -30,7 +31,7 @@ from guard.contracts.events import (
 )
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.engine import Engine
-from guard.engine.episodes import Episode
+from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode
 from guard.engine.kinds import PYTHON, Kinds
 from guard.rules.models import LAST_N_IDLE_HORIZON, RuleSet
 
@@ -43,8 +44,9 @@ SWEEP_EVERY = 600.0
 MAX_MEMBERS = 10_000
 # A scope that sent nothing for this long starts its `cusum` and `last:` rules afresh at its next send: no episode
 # restarts a scope, and a domain whose campaigns were all paused would otherwise stay suspect for good, its
-# statistic frozen over the level. Measured in the sends' own times (replies, complaints and late bounces go on
-# arriving for days; and the first send after a quiet spell may be clamped to the partition's clock).
+# statistic frozen over the level. Measured in the sends' own times, each bounded by its scope record's (replies,
+# complaints and late bounces go on arriving for days; the engine counts a send a day past the partition's clock
+# at that clock; and a forged time must not end a busy scope's firing).
 SILENT_FOR = LAST_N_IDLE_HORIZON
 _WORKSPACE_ID = re.compile(WORKSPACE_ID_PATTERN)
 
@@ -162,7 +164,10 @@ class ScopeEngine:
         self._seen: dict[str, dict[str, tuple[float, str | None]]] = {}  # scope -> campaign -> (latest, workspace)
         self._firings: dict[str, dict[str, Firing]] = {}  # scope -> rule name -> its firing
         self._decided: dict[str, float] = {}  # campaign decided for -> its latest event (the partition's clock)
-        self._sent_at: dict[str, float] = {}  # scope -> its newest send, in the send's own time
+        self._sent_at: dict[str, float] = {}  # scope -> its newest send, in the send's own time (bounded: _sent)
+        # campaign decided for -> (its decision, when) while it sends nothing after it: at a backlog's catch-up, a
+        # campaign that did not run on after a scope's pause keeps it, whatever the scope shows now (as a campaign's)
+        self._paused_by: dict[str, tuple[str, float]] = {}
         self._next_sweep = -math.inf
 
     @property
@@ -189,8 +194,9 @@ class ScopeEngine:
             for name in [name for name in firings if name not in names]:
                 del firings[name]
 
-    def process(self, forwarded: Forwarded) -> list[Decision]:
-        """Count one forwarded event; the decisions it causes, one per campaign of a scope."""
+    def process(self, forwarded: Forwarded, stamped: float | None = None) -> list[Decision]:
+        """Count one forwarded event; the decisions it causes, one per campaign of a scope. `stamped`: its scope
+        topic record's time (the forwarder's clock at most), which bounds how far ahead a send can end a silence."""
         scope, campaign, time = forwarded.scope, forwarded.campaign_id, forwarded.time
         event = Event(
             forwarded.signal,
@@ -206,10 +212,10 @@ class ScopeEngine:
             forwarded.sender_domain,
         )
         if forwarded.signal is Signal.SENT:
-            last_sent = self._sent_at.get(scope, time)
-            if time - last_sent > SILENT_FOR:
-                self.engine.restart_unwindowed(scope)
-            self._sent_at[scope] = max(time, last_sent)
+            self._sent(scope, time if stamped is None else min(time, stamped + MAX_FUTURE_SKEW_SECONDS))
+            paused = self._paused_by.get(campaign)
+            if paused is not None and time > paused[1] + DEFAULT_RESUME_GRACE:
+                del self._paused_by[campaign]  # it ran on after its pause (resumed): no longer paused by a scope
         evicted = self.engine.stats.evicted_campaigns
         fired_now = self.engine.process(event)
         if self.engine.stats.evicted_campaigns != evicted:  # scopes evicted at capacity: their members go too
@@ -238,6 +244,16 @@ class ScopeEngine:
             self._sweep(self.engine.clock)
         return decisions
 
+    def _sent(self, scope: str, time: float) -> None:
+        """A send of `scope` at `time` (bounded by its record's): the scope's cusum and `last:` rules start afresh
+        when it sent nothing for SILENT_FOR before. A scope with no send noted yet counts from its newest event."""
+        last_sent = self._sent_at.get(scope)
+        if last_sent is None:
+            last_sent = self.engine.latest_event(scope)
+        if last_sent is not None and time - last_sent > SILENT_FOR:
+            self.engine.restart_unwindowed(scope)
+        self._sent_at[scope] = time if last_sent is None else max(time, last_sent)
+
     def count(self, event: Event, position: str) -> list[Decision]:
         """An event of a campaign counted in every scope it is in, as the scope topic would bring it here: what
         replay, rule tests and the demo do in one process. `position` names it where it has no message id."""
@@ -254,9 +270,11 @@ class ScopeEngine:
         firing.decided.add(campaign)
         at, workspace = self._seen[scope_decision.campaign_id][campaign]
         self._decided[campaign] = max(at, self._decided.get(campaign, at))
+        own_id = decision_id(campaign, scope_decision.rule, scope_decision.fired_at)
+        self._paused_by[campaign] = (own_id, max(at, scope_decision.fired_at))  # a joiner's pause: at its send
         decision = dataclasses.replace(
             scope_decision,
-            id=decision_id(campaign, scope_decision.rule, scope_decision.fired_at),
+            id=own_id,
             campaign_id=campaign,
             superseded_by=None,
             workspace_id=workspace,
@@ -277,6 +295,7 @@ class ScopeEngine:
         cutoff = now - 2 * self.engine.retention
         # a campaign decided for is judged at a backlog's catch-up by its scopes: kept while it has events
         self._decided = {campaign: at for campaign, at in self._decided.items() if at >= cutoff}
+        self._paused_by = {campaign: by for campaign, by in self._paused_by.items() if campaign in self._decided}
         for scope, members in list(self._seen.items()):
             for campaign in [c for c, (at, _) in members.items() if at < cutoff]:
                 del members[campaign]
@@ -293,7 +312,12 @@ class ScopeEngine:
         return self._decided.get(campaign_id)
 
     def episode(self, campaign_id: str) -> Episode | None:
-        return Episode(None, None, None) if campaign_id in self._decided else None
+        """A campaign decided for here is paused by its scope decision until it sends again after it (beyond the
+        resume grace); then it has run on, and a held decision of its stands only while its scope leans bad."""
+        if campaign_id not in self._decided:
+            return None
+        paused = self._paused_by.get(campaign_id)
+        return Episode(None, None, paused[0] if paused is not None else None)
 
     def leans_bad(self, scope: str) -> bool:
         """Whether a scope's evidence leans bad now (Engine.leans_bad, of the scope); catchup.py asks it of the
@@ -301,4 +325,7 @@ class ScopeEngine:
         return self.engine.leans_bad(scope)
 
     def note_pause(self, campaign_id: str, decision_id: str, at: float) -> None:
-        """Nothing to note: a scope has no episodes (a campaign's resume is its own)."""
+        """A scope's pause of a campaign decided for here landed at `at` (Engine.note_pause): its sends past that,
+        and the resume grace, are the campaign running on."""
+        if campaign_id in self._decided:
+            self._paused_by[campaign_id] = (decision_id, max(at, self._decided[campaign_id]))

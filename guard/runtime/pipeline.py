@@ -385,7 +385,8 @@ class Pipeline:
             if event.workspace_id is not None and self._workspaces is not None and not scoped:
                 # a campaign's workspace (and key) is its own events' say, never a scope topic record's
                 self._workspaces.note(event.campaign_id, event.workspace_id)
-            decisions = process(event)  # type: ignore[arg-type]  # a ScopeEngine takes what read_forwarded gives
+            # a ScopeEngine takes what read_forwarded gives, and its record's time
+            decisions = process(event, record.timestamp / 1000) if scoped else process(event)  # type: ignore[arg-type,call-arg]
             if replaying:
                 tally.replayed += 1
                 if decisions and recovery.stage is Stage.REPLAYING:  # kept aside until caught up
