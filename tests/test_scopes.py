@@ -644,17 +644,3 @@ class TestASilentScope:
         quiet = forwarded("camp_new", Signal.SENT, 1_220.0 + 3600 + 25 * 3600, "n0")
         assert scopes.process(quiet, stamped=quiet.time) == []
         assert not scopes.engine.firing(DOMAIN, "domain-hard-bounce-rate")
-
-    def test_at_catch_up_a_campaign_that_sent_nothing_after_its_scopes_pause_keeps_it(self) -> None:
-        """A backlog's scope decision stands for a campaign that did not run on after it, whatever its scope shows
-        by the end (here: afresh after a day without sends), as a campaign's own pause does; one that ran on is
-        judged by its scope's evidence."""
-        scopes, _ = self.burnt()
-        paused_by = {c: scopes.episode(c).pause for c in ("camp_0", "camp_1")}  # type: ignore[union-attr]
-        assert all(paused_by.values())
-        scopes.process(forwarded("camp_1", Signal.SENT, 1_199.0 + 600, "again"))  # camp_1 runs on
-        scopes.process(forwarded("camp_new", Signal.SENT, 1_200.0 + 30 * 3600, "n0"))  # the domain afresh
-        assert not scopes.leans_bad(DOMAIN)
-        episode_0, episode_1 = scopes.episode("camp_0"), scopes.episode("camp_1")
-        assert episode_0 is not None and episode_0.pause == paused_by["camp_0"]
-        assert episode_1 is not None and episode_1.pause is None

@@ -62,9 +62,7 @@ class _Scopes(msgspec.Struct, array_like=True):
     seen: dict[_Scope, list[_Member]]
     firings: dict[_Scope, list[_FiringRecord]]
     decided: dict[_Id, _Time]
-    # absent from a snapshot of an older guard:
-    sent_at: dict[_Scope, _Time] = {}  # each scope's newest send
-    paused_by: dict[_Id, tuple[_Id, _Time]] = {}  # each campaign paused by a scope decision, not run on since
+    sent_at: dict[_Scope, _Time] = {}  # each scope's newest send (absent from a snapshot of an older guard)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -135,7 +133,6 @@ def restore_scopes(data: bytes, rules: RuleSet, scopes: ScopeEngine) -> None:
                 scopes._firings.setdefault(scope, {})[rule.name] = Firing(decision, set(record.decided))
     scopes._decided = {campaign: min(at, clock) for campaign, at in stored.decided.items()}
     scopes._sent_at = {scope: at for scope, at in stored.sent_at.items() if counted.latest_event(scope) is not None}
-    scopes._paused_by = {campaign: by for campaign, by in stored.paused_by.items() if campaign in scopes._decided}
 
 
 def _copy(scopes: ScopeEngine) -> _Scopes:
@@ -144,14 +141,9 @@ def _copy(scopes: ScopeEngine) -> _Scopes:
         scope: [_FiringRecord(_stored(firing.decision), sorted(firing.decided)) for firing in by_rule.values()]
         for scope, by_rule in scopes._firings.items()
     }
-    # a send's own time, unclamped: a forged one may be anywhere, and is stored within what a restore accepts
-    sent_at = {scope: _bounded(at) for scope, at in scopes._sent_at.items()}
-    paused_by = {campaign: (pause, _bounded(at)) for campaign, (pause, at) in scopes._paused_by.items()}
-    return _Scopes(seen, firings, dict(scopes._decided), sent_at, paused_by)
-
-
-def _bounded(at: float) -> float:
-    return min(max(at, 0.0), LATEST_EVENT_TIME)
+    # a send's own time, bounded by its record's: a forged one may still be anywhere, stored as a restore accepts
+    sent_at = {scope: min(max(at, 0.0), LATEST_EVENT_TIME) for scope, at in scopes._sent_at.items()}
+    return _Scopes(seen, firings, dict(scopes._decided), sent_at)
 
 
 def _stored(decision: Decision) -> _Decision:

@@ -31,7 +31,7 @@ from guard.contracts.events import (
 )
 from guard.engine.decisions import Decision, decision_id
 from guard.engine.engine import Engine
-from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode
+from guard.engine.episodes import Episode
 from guard.engine.kinds import PYTHON, Kinds
 from guard.rules.models import LAST_N_IDLE_HORIZON, RuleSet
 
@@ -165,9 +165,6 @@ class ScopeEngine:
         self._firings: dict[str, dict[str, Firing]] = {}  # scope -> rule name -> its firing
         self._decided: dict[str, float] = {}  # campaign decided for -> its latest event (the partition's clock)
         self._sent_at: dict[str, float] = {}  # scope -> its newest send, in the send's own time (bounded: _sent)
-        # campaign decided for -> (its decision, when) while it sends nothing after it: at a backlog's catch-up, a
-        # campaign that did not run on after a scope's pause keeps it, whatever the scope shows now (as a campaign's)
-        self._paused_by: dict[str, tuple[str, float]] = {}
         self._next_sweep = -math.inf
 
     @property
@@ -213,9 +210,6 @@ class ScopeEngine:
         )
         if forwarded.signal is Signal.SENT:
             self._sent(scope, time if stamped is None else min(time, stamped + MAX_FUTURE_SKEW_SECONDS))
-            paused = self._paused_by.get(campaign)
-            if paused is not None and time > paused[1] + DEFAULT_RESUME_GRACE:
-                del self._paused_by[campaign]  # it ran on after its pause (resumed): no longer paused by a scope
         evicted = self.engine.stats.evicted_campaigns
         fired_now = self.engine.process(event)
         if self.engine.stats.evicted_campaigns != evicted:  # scopes evicted at capacity: their members go too
@@ -270,11 +264,9 @@ class ScopeEngine:
         firing.decided.add(campaign)
         at, workspace = self._seen[scope_decision.campaign_id][campaign]
         self._decided[campaign] = max(at, self._decided.get(campaign, at))
-        own_id = decision_id(campaign, scope_decision.rule, scope_decision.fired_at)
-        self._paused_by[campaign] = (own_id, max(at, scope_decision.fired_at))  # a joiner's pause: at its send
         decision = dataclasses.replace(
             scope_decision,
-            id=own_id,
+            id=decision_id(campaign, scope_decision.rule, scope_decision.fired_at),
             campaign_id=campaign,
             superseded_by=None,
             workspace_id=workspace,
@@ -295,7 +287,6 @@ class ScopeEngine:
         cutoff = now - 2 * self.engine.retention
         # a campaign decided for is judged at a backlog's catch-up by its scopes: kept while it has events
         self._decided = {campaign: at for campaign, at in self._decided.items() if at >= cutoff}
-        self._paused_by = {campaign: by for campaign, by in self._paused_by.items() if campaign in self._decided}
         for scope, members in list(self._seen.items()):
             for campaign in [c for c, (at, _) in members.items() if at < cutoff]:
                 del members[campaign]
@@ -312,12 +303,7 @@ class ScopeEngine:
         return self._decided.get(campaign_id)
 
     def episode(self, campaign_id: str) -> Episode | None:
-        """A campaign decided for here is paused by its scope decision until it sends again after it (beyond the
-        resume grace); then it has run on, and a held decision of its stands only while its scope leans bad."""
-        if campaign_id not in self._decided:
-            return None
-        paused = self._paused_by.get(campaign_id)
-        return Episode(None, None, paused[0] if paused is not None else None)
+        return Episode(None, None, None) if campaign_id in self._decided else None
 
     def leans_bad(self, scope: str) -> bool:
         """Whether a scope's evidence leans bad now (Engine.leans_bad, of the scope); catchup.py asks it of the
@@ -325,7 +311,4 @@ class ScopeEngine:
         return self.engine.leans_bad(scope)
 
     def note_pause(self, campaign_id: str, decision_id: str, at: float) -> None:
-        """A scope's pause of a campaign decided for here landed at `at` (Engine.note_pause): its sends past that,
-        and the resume grace, are the campaign running on."""
-        if campaign_id in self._decided:
-            self._paused_by[campaign_id] = (decision_id, max(at, self._decided[campaign_id]))
+        """Nothing to note: a scope has no episodes (a campaign's resume is its own)."""
