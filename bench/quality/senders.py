@@ -403,7 +403,7 @@ def pooled_bound(
 
 def budgeted_cusum(paths: tuple[Path, ...]) -> Rule | None:
     """The first scope rule of the files that pauses on a cusum: its false-alarm budget is stated for a
-    scope's whole life (a scope's statistic never restarts), far beyond this workload's days."""
+    scope's whole life (no campaign's start restarts a scope's statistic), far beyond this workload's days."""
     return next((r for r in load(paths).rules if r.scope != "campaign" and r.cusum and r.action == "pause"), None)
 
 
