@@ -177,9 +177,19 @@ async def test_a_sigkill_mid_checkpoint_tears_it_and_the_restart_uses_the_previo
     elapsed = time.monotonic() - started
 
     results = {r: restart("guard_checkpoints_total", result=r) for r in ("restored", "torn", "corrupt", "stale")}
-    assert results == {"restored": 4, "torn": len(torn), "corrupt": 0, "stale": 0}, (
+    # per partition, not per count: a restore that outlasts the tests' 2 s session timeout on a loaded machine
+    # costs the membership, and each new assignment restores (and finds torn) again
+    logged = after.logs()
+    restored = {e["partition"] for e in logged if e.get("event") == "checkpoint restored"}
+    found_torn = {
+        e["partition"] for e in logged if str(e.get("event", "")).startswith("a later checkpoint write was torn")
+    }
+    partitions = {f"{topics.input}[{n}]" for n in range(4)}
+    torn_partitions = {f"{topics.input}[{key.rpartition('/')[2]}]" for key in torn}
+    assert (restored, found_torn) == (partitions, torn_partitions), (
         f"each torn write counted, the previous whole checkpoints restored; {torn}:\n{after.log_tail()}"
     )
+    assert results["restored"] >= 4 and results["torn"] >= len(torn) and results["corrupt"] == results["stale"] == 0
     answered, repeats = kit.check_pause_requests(
         ledger, expected_ids, set(traffic.bad), traffic.healthy, tail.superseded()
     )
