@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import re
 import time
 from collections.abc import Callable
@@ -16,9 +17,11 @@ from aiokafka.structs import ConsumerRecord
 from guard.contracts.events import Event, Signal, decode
 from guard.engine import Decision, Engine, record_decisions
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart
-from guard.engine.snapshot import rules_version, snapshot
+from guard.engine.snapshot import FORMAT, rules_version, snapshot
 from guard.rules import load_rules
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS
+from guard.runtime.checkpoint_records import Found, partition_key, whole
+from guard.runtime.checkpoint_records import records as records_of_checkpoint
 from guard.runtime.checkpoints import Checkpointer
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
@@ -574,6 +577,24 @@ class WrittenCheckpoints:
         return len(data)
 
 
+class StoredCheckpoint:
+    """The state topic's side of `Checkpointer.restore`: one stored checkpoint of TP."""
+
+    def __init__(self, checkpoint: Found) -> None:
+        self.checkpoint, self.records_read = checkpoint, 1
+        self.written: list[int] = []
+
+    async def load(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Found]:
+        return {TP: self.checkpoint} if TP in partitions else {}
+
+    async def offset_ranges(self, partitions: list[TopicPartition]) -> dict[TopicPartition, range]:
+        return {tp: range(0, self.checkpoint.offset + 1) for tp in partitions}
+
+    async def write(self, tp: TopicPartition, data: bytes, offset: int, *rules_and_format: object) -> int:
+        self.written.append(offset)
+        return len(data)
+
+
 class TestCheckpointWhileCounting:
     async def test_a_checkpoint_lets_the_partition_go_on_and_holds_the_state_of_its_offset(self) -> None:
         """A checkpoint of 2,000 campaigns is encoded in steps: a batch of the same partition is handled while
@@ -610,6 +631,35 @@ class TestCheckpointWhileCounting:
         await asyncio.gather(checkpointer.write([TP]), checkpointer.write([TP]))
         assert len(store.written) == 2
         assert store.most_at_once == 1
+
+    async def test_a_restore_leaves_the_loop_free_and_waits_for_an_encoding(self) -> None:
+        """A partition's checkpoint is decoded in a worker thread: the loop goes on meanwhile (heartbeats, the other
+        partitions, /livez), where on the loop a restore of tens of thousands of campaigns held it for a second and
+        cost the group membership under load. An encoding never runs beside it (each pauses the collector)."""
+        pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+        start = time.time() - 3600
+        await pipeline.handle(
+            TP, logged([(f"c{n}", sent(f"c{n}", start + n / 10), start + n / 10) for n in range(20_000)])
+        )
+        written = WrittenCheckpoints()
+        await Checkpointer(written, pipeline, Metrics(), idle=lambda: True).write([TP])  # type: ignore[arg-type]
+        [(data, offset, version)] = written.written
+        written_records = records_of_checkpoint("g", TP, data, offset, version, FORMAT, slot=0)
+        [found] = whole(partition_key("g", TP), [(written_records[-1][1], 1)], dict(written_records))
+        stored = StoredCheckpoint(found)  # type: ignore[arg-type]
+        checkpointer = Checkpointer(stored, pipeline, Metrics(), idle=lambda: True)  # type: ignore[arg-type]
+        ticks, restoring = 0, asyncio.create_task(checkpointer.restore([TP], lookback_ms=0))
+        encoding = asyncio.create_task(checkpointer.write([TP]))  # asked for while the restore is under way
+        while not restoring.done():
+            await asyncio.sleep(0.001)
+            ticks += 1
+            assert not stored.written  # the encoding waits for the restore
+        [(engine, restored_offset)] = restoring.result().values()
+        await encoding
+        assert stored.written == [offset]
+        assert restored_offset == offset and engine.campaigns == 20_000
+        assert ticks >= 10, ticks  # on the loop: none while the partition decoded
+        assert gc.isenabled()
 
     async def test_a_snapshot_that_cannot_be_encoded_is_a_failed_checkpoint_not_an_error(self) -> None:
         pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]

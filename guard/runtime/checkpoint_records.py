@@ -63,17 +63,75 @@ _manifest_decoder = msgspec.msgpack.Decoder(Manifest)
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
+    """A checkpoint whose snapshot is assembled: its chunks joined, checked against the manifest, decompressed."""
+
     offset: int
     rules_version: str
     snapshot_format: int
     written_ms: int
     slot: int
     data: bytes
-    torn: int = 0  # chunks of a later write whose manifest never arrived (a crash mid-write); not used
     chunks: int = 0
     other_chunks: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A checkpoint read back: its manifest decoded and every chunk at hand. `assembled` does the rest (the
+    join, the hash, the decompression: tenths of a second for a large partition, done when it is to be used)."""
+
+    manifest: Manifest
+    parts: tuple[bytes, ...]
+    torn: int = 0  # chunks of a later write whose manifest never arrived (a crash mid-write); not used
     skipped: tuple[CheckpointError, ...] = ()  # why each newer manifest of the partition could not be used
-    previous: Checkpoint | None = None  # the whole checkpoint before it, if its records were read
+    previous: Found | None = None  # the checkpoint before it, if its records were read
+
+    @property
+    def offset(self) -> int:
+        return self.manifest.offset
+
+    @property
+    def rules_version(self) -> str:
+        return self.manifest.rules_version
+
+    @property
+    def snapshot_format(self) -> int:
+        return self.manifest.snapshot_format
+
+    @property
+    def written_ms(self) -> int:
+        return self.manifest.written_ms
+
+    @property
+    def slot(self) -> int:
+        return self.manifest.slot
+
+    @property
+    def chunks(self) -> int:
+        return self.manifest.chunks
+
+    @property
+    def other_chunks(self) -> int:
+        return self.manifest.other_chunks
+
+    def assembled(self) -> Checkpoint:
+        """The checkpoint with its snapshot; CheckpointError if the chunks do not add up to the manifest."""
+        manifest = self.manifest
+        data = b"".join(self.parts)
+        if len(data) != manifest.size or hashlib.sha256(data).digest() != manifest.sha256:
+            raise CheckpointError("chunks do not match the manifest (a torn or corrupt write)")
+        if manifest.format == 2:
+            data = _decompressed(data, manifest.raw_size)
+        return Checkpoint(
+            manifest.offset,
+            manifest.rules_version,
+            manifest.snapshot_format,
+            manifest.written_ms,
+            manifest.slot,
+            data,
+            chunks=manifest.chunks,
+            other_chunks=manifest.other_chunks,
+        )
 
 
 class CheckpointError(ValueError):
@@ -139,27 +197,19 @@ def records(
     return [*written, (prefix.encode(), msgspec.msgpack.encode(manifest))]
 
 
-def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> Checkpoint:
-    """The checkpoint a manifest names, from the newest value of every key; CheckpointError if it does not add up."""
+def found(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> Found:
+    """The checkpoint a manifest names, its chunks the newest value of their keys; CheckpointError if a chunk is
+    missing or the manifest cannot be used. Its snapshot is not assembled yet (`Found.assembled`)."""
     manifest = manifest_of(manifest_value)
     parts = [latest.get(chunk_key(prefix, manifest.slot, n)) for n in range(manifest.chunks)]
     if any(part is None for part in parts):
         raise CheckpointError("chunks missing")
-    data = b"".join(parts)  # type: ignore[arg-type]
-    if len(data) != manifest.size or hashlib.sha256(data).digest() != manifest.sha256:
-        raise CheckpointError("chunks do not match the manifest (a torn or corrupt write)")
-    if manifest.format == 2:
-        data = _decompressed(data, manifest.raw_size)
-    return Checkpoint(
-        manifest.offset,
-        manifest.rules_version,
-        manifest.snapshot_format,
-        manifest.written_ms,
-        manifest.slot,
-        data,
-        chunks=manifest.chunks,
-        other_chunks=manifest.other_chunks,
-    )
+    return Found(manifest, tuple(parts))  # type: ignore[arg-type]
+
+
+def assemble(manifest_value: bytes, latest: dict[bytes, bytes], prefix: str) -> Checkpoint:
+    """The checkpoint a manifest names, from the newest value of every key; CheckpointError if it does not add up."""
+    return found(manifest_value, latest, prefix).assembled()
 
 
 def _decompressed(stored: bytes, size: int) -> bytes:
@@ -211,27 +261,28 @@ def complete(
 
 def whole(
     prefix: str, manifests: list[tuple[bytes | None, int]], values: dict[bytes, bytes]
-) -> list[Checkpoint | CheckpointError]:
-    """Why each newer manifest cannot be used, then the newest whole checkpoint and the one before it
-    (its `previous`); up to a tombstone. Ends with an error when no whole checkpoint was read."""
-    tried: list[Checkpoint | CheckpointError] = []
-    found: Checkpoint | None = None
+) -> list[Found | CheckpointError]:
+    """Why each newer manifest cannot be used, then the newest checkpoint with all its chunks, each one before it
+    its `previous`; up to a tombstone. Ends with an error when no checkpoint has all its chunks. Nothing is
+    assembled: a checkpoint whose chunks do not add up is found so when it is (the restore then takes the one
+    before it)."""
+    tried: list[Found | CheckpointError] = []
+    usable: list[Found] = []
     for value, _ in manifests:
         if value is None:
             break
         try:
-            checkpoint = assemble(value, values, prefix)
+            checkpoint = found(value, values, prefix)
         except CheckpointError as error:
-            if found is None:
+            if not usable:
                 tried.append(error)
             continue
         except Exception as error:  # whatever a record holds: unusable, never a crash
-            if found is None:
+            if not usable:
                 tried.append(CheckpointError(f"unreadable checkpoint: {error!r}"))
             continue
-        if found is not None:
-            tried[-1] = dataclasses.replace(found, previous=checkpoint)
-            break
-        found = checkpoint
-        tried.append(checkpoint)
-    return tried
+        usable.append(checkpoint)
+    previous: Found | None = None
+    for checkpoint in reversed(usable):
+        previous = dataclasses.replace(checkpoint, previous=previous)
+    return [*tried, previous] if previous is not None else tried

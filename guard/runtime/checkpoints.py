@@ -28,6 +28,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from contextlib import aclosing
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -37,10 +38,12 @@ from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.scope_snapshot import engine_part
 from guard.engine.scopes import ScopeEngine
 from guard.engine.snapshot import FORMAT, PendingSnapshot, check_clock, rules_version
+from guard.rules import RuleSet
 from guard.runtime.checkpoint_records import (
     CHUNK_BYTES,
     Checkpoint,
     CheckpointError,
+    Found,
     InvalidCheckpoint,
     TornCheckpoint,
     assemble,
@@ -63,6 +66,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointStore",
     "Checkpointer",
+    "Found",
     "InvalidCheckpoint",
     "TornCheckpoint",
     "assemble",
@@ -71,6 +75,7 @@ __all__ = [
 ]
 
 log = structlog.get_logger("guard.runtime.checkpoints")
+T = TypeVar("T")
 
 FIRST_WINDOW = 64  # offsets of each state partition read first (up to 32 MiB of chunks); each further window doubles
 # a checkpoint encodes campaigns this many at a time, for up to STEP_SECONDS, then lets the poll loop in: a step
@@ -130,15 +135,16 @@ class CheckpointStore:
             await asyncio.gather(*deliveries)
         self._chunks[(tp, slot)] = set(range(count))
 
-    async def load(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Checkpoint | CheckpointError]:
-        """The newest usable checkpoint of each of `partitions` that has one (or why none can be used); a
-        manifest that cannot be used is passed over for the whole checkpoint before it, when that was read."""
+    async def load(self, partitions: list[TopicPartition]) -> dict[TopicPartition, Found | CheckpointError]:
+        """The newest checkpoint of each of `partitions` that has one (or why none can be used), read back but not
+        assembled (`Found.assembled`); a manifest that cannot be used is passed over for the checkpoint before it,
+        when that was read."""
         try:
             latest, manifests = await self._read_tail(partitions)
         except UnknownTopic:
             return {}
         values = {key: value for key, (value, _) in latest.items() if value is not None}
-        found: dict[TopicPartition, Checkpoint | CheckpointError] = {}
+        found: dict[TopicPartition, Found | CheckpointError] = {}
         for tp in partitions:
             prefix = partition_key(self._group, tp)
             stored = stored_chunks(prefix, values)
@@ -237,6 +243,9 @@ class Checkpointer:
         self._step_seconds = step_seconds
         # one write at a time: the periodic one and a revoke's must not share a slot (the slots alternate per write)
         self._writing = asyncio.Lock()
+        # a restore in a worker thread never beside an encoding on the loop: each turns the garbage collector off,
+        # and back on as it found it (snapshot.py), which two threads at once could leave off for good
+        self._collector = asyncio.Lock()
 
     async def write(self, partitions: list[TopicPartition]) -> None:
         """Checkpoint each of `partitions` that can be now; a failed one is logged and counted, never raised."""
@@ -255,8 +264,9 @@ class Checkpointer:
         try:
             # encoded a slice at a time, the poll loop and the other partitions going on in between; the engine
             # goes on counting too, and the snapshot stays that of its offset (copy on write)
-            while not encode_for(pending, self._step_seconds):
-                await asyncio.sleep(0)
+            async with self._collector:
+                while not encode_for(pending, self._step_seconds):
+                    await asyncio.sleep(0)
             data = await asyncio.to_thread(pending.finish)  # the parts joined: a copy without the GIL
             # the records before `offset` forwarded to the scope topic: written (or failed) before a checkpoint says
             # they need no reading again (they are never forwarded again after a restore)
@@ -282,7 +292,7 @@ class Checkpointer:
         try:
             found = await self._store.load(partitions)
             self._metrics.checkpoint_records_read.set(self._store.records_read)
-            usable = [tp for tp, checkpoint in found.items() if isinstance(checkpoint, Checkpoint)]
+            usable = [tp for tp, checkpoint in found.items() if isinstance(checkpoint, Found)]
             ranges = await self._store.offset_ranges(usable) if usable else {}
         except Exception as error:  # the state topic or the input's offsets unreadable: replay, as without checkpoints
             self._metrics.checkpoints.labels("unreadable").inc()
@@ -291,18 +301,23 @@ class Checkpointer:
         restored = {}
         for tp, checkpoint in found.items():
             try:
-                engine_offset = self._restore_one(tp, checkpoint, lookback_ms, ranges.get(tp))
+                # decoded in a worker thread: hundreds of milliseconds a partition, which on the loop would hold the
+                # group's heartbeats (a restore outlasting the session timeout cost the membership, and restored
+                # again at each new assignment), the other partitions' decisions, the API calls and /livez
+                async with self._collector:
+                    engine_offset = await _to_thread_whole(
+                        self._restore_one, tp, checkpoint, lookback_ms, ranges.get(tp)
+                    )
             except Exception as error:  # MemoryError, RecursionError, anything: that checkpoint is unusable
                 self._metrics.checkpoints.labels("corrupt").inc()
                 log.warning("checkpoint unusable; replaying the look-back", partition=_name(tp), error=repr(error))
                 continue
             if engine_offset is not None:
                 restored[tp] = engine_offset
-            await asyncio.sleep(0)  # decoding holds the loop: let heartbeats and the poll loop in between partitions
         return restored
 
     def _restore_one(
-        self, tp: TopicPartition, found: Checkpoint | CheckpointError, lookback_ms: int, offsets: range | None
+        self, tp: TopicPartition, found: Found | CheckpointError, lookback_ms: int, offsets: range | None
     ) -> tuple[Engine, int] | None:
         """The engine and offset of `tp`'s newest usable checkpoint, trying the one before each unusable one."""
         name = _name(tp)
@@ -322,8 +337,9 @@ class Checkpointer:
             )
         for error in found.skipped:
             self._unusable(name, error, "using the checkpoint before it")
-        version = rules_version(self._pipeline.rules)
-        checkpoint: Checkpoint | None = found
+        rules = self._pipeline.rules  # one rule set throughout (the caller sets a reload's rules on the engine)
+        version = rules_version(rules)
+        checkpoint: Found | None = found
         while checkpoint is not None:
             if checkpoint.snapshot_format != FORMAT or checkpoint.rules_version != version:
                 self._metrics.checkpoints.labels("mismatch").inc()
@@ -334,7 +350,7 @@ class Checkpointer:
                 log.info("checkpoint older than the look-back; replaying it", partition=name)
                 return None
             try:
-                engine = self._engine(tp, checkpoint, offsets)
+                engine, size = self._engine(tp, checkpoint, offsets, rules)
             except CheckpointError as error:
                 checkpoint = checkpoint.previous
                 self._unusable(
@@ -342,25 +358,40 @@ class Checkpointer:
                 )
                 continue
             self._metrics.checkpoints.labels("restored").inc()
-            log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=len(checkpoint.data))
+            log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=size)
             return engine, checkpoint.offset
         return None
 
-    def _engine(self, tp: TopicPartition, checkpoint: Checkpoint, offsets: range | None) -> Engine | ScopeEngine:
-        """The checkpoint's engine, once its times and offset are within what this partition and clock allow."""
-        if offsets is None or checkpoint.offset not in offsets:
-            raise InvalidCheckpoint(f"offset {checkpoint.offset} outside the partition's records ({offsets})")
-        if checkpoint.written_ms > time.time() * 1000 + CLOCK_SKEW_MS:
-            raise InvalidCheckpoint(f"written in the future ({checkpoint.written_ms} ms)")
+    def _engine(
+        self, tp: TopicPartition, found: Found, offsets: range | None, rules: RuleSet
+    ) -> tuple[Engine | ScopeEngine, int]:
+        """The checkpoint's engine and its snapshot's size, once its times and offset are within what this partition
+        and clock allow and its chunks add up to its manifest."""
+        if offsets is None or found.offset not in offsets:
+            raise InvalidCheckpoint(f"offset {found.offset} outside the partition's records ({offsets})")
+        if found.written_ms > time.time() * 1000 + CLOCK_SKEW_MS:
+            raise InvalidCheckpoint(f"written in the future ({found.written_ms} ms)")
+        data = found.assembled().data
         try:  # the clock first: a snapshot from the future is refused before it is read whole
-            check_clock(engine_part(checkpoint.data), checkpoint.written_ms / 1000 + MAX_AHEAD_SECONDS)
-            return self._pipeline.restored_engine(checkpoint.data, self._pipeline.counts_scopes(tp))
+            check_clock(engine_part(data), found.written_ms / 1000 + MAX_AHEAD_SECONDS)
+            return self._pipeline.restored_engine(data, self._pipeline.counts_scopes(tp), rules), len(data)
         except Exception as error:  # a SnapshotError, or whatever decoding forged bytes raised
             raise InvalidCheckpoint(str(error) or repr(error)) from None
 
     def _unusable(self, name: str, error: CheckpointError, then: str) -> None:
         self._metrics.checkpoints.labels("invalid" if isinstance(error, InvalidCheckpoint) else "corrupt").inc()
         log.warning(f"checkpoint unusable; {then}", partition=name, error=str(error))
+
+
+async def _to_thread_whole(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` in a worker thread; cancelled, it waits for the thread to end before raising (a thread cannot
+    be stopped), so a lock the caller holds covers the whole call."""
+    work = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
 
 
 def _name(tp: TopicPartition) -> str:

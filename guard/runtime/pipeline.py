@@ -190,13 +190,12 @@ class Pipeline:
         """Whether `tp` is a partition of the scope topic: its engine counts scopes (guard.engine.scopes)."""
         return tp.topic == self._scope_topic
 
-    def _new_engine(self, scopes: bool = False) -> Engine | ScopeEngine:
+    def _new_engine(self, scopes: bool = False, rules: RuleSet | None = None) -> Engine | ScopeEngine:
+        rules = self.rules if rules is None else rules
         if scopes:  # scopes count against the same caps as campaigns: one per partition's share
-            return ScopeEngine(
-                self.rules, self._dedupe_horizon, self.dedupe_key_share(), self.kinds, self.campaign_share()
-            )
+            return ScopeEngine(rules, self._dedupe_horizon, self.dedupe_key_share(), self.kinds, self.campaign_share())
         return Engine(
-            self.rules,
+            rules,
             self._dedupe_horizon,
             self._resume_grace,
             self.campaign_share(),
@@ -204,14 +203,16 @@ class Pipeline:
             kinds=self.kinds,
         )
 
-    def restored_engine(self, data: bytes, scopes: bool = False) -> Engine | ScopeEngine:
+    def restored_engine(self, data: bytes, scopes: bool = False, rules: RuleSet | None = None) -> Engine | ScopeEngine:
         """An engine as this pipeline builds them for a partition of the input or (`scopes`) of the scope topic,
-        with a snapshot's state (SnapshotError if it does not fit, a snapshot of the other kind included)."""
-        engine = self._new_engine(scopes)
+        with a snapshot's state (SnapshotError if it does not fit, a snapshot of the other kind included); with
+        `rules` (the pipeline's by default): a restore in a worker thread keeps the rules it began with."""
+        rules = self.rules if rules is None else rules
+        engine = self._new_engine(scopes, rules)
         if isinstance(engine, ScopeEngine):
-            restore_scopes(data, self.rules, engine)
+            restore_scopes(data, rules, engine)
         else:
-            restore(data, self.rules, engine)
+            restore(data, rules, engine)
         return engine
 
     def snapshot(self, tp: Partition) -> tuple[PendingSnapshot, int] | None:
