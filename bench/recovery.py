@@ -50,7 +50,7 @@ async def recover(
     options: dict[str, Any] = {"max_campaigns": MAX_CAMPAIGNS}
     if state_topic:
         options |= {"state_topic": state_topic, "checkpoint_interval": 3600.0}  # restore; no write while measured
-    clock = HandleClock(0 if state_topic else expect)  # notes when the pipeline has handled `expect` records
+    clock = HandleClock(0 if state_topic else expect, {topic})  # notes when the pipeline has handled `expect` records
     service = guard_service(bootstrap, topic, group, **options)
     registry = service.metrics.registry
     running = asyncio.create_task(service.run())

@@ -1,5 +1,6 @@
 //! cusum.py `Cusum`: S = max(0, S + x) over a campaign's events as they arrive.
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
@@ -63,13 +64,13 @@ impl Cusum {
     ) -> PyResult<Self> {
         let fresh = snapshot::same_kind::<Self>("Cusum", fresh)?.borrow();
         let restored = Self {
-            rise: snapshot::field(mirror, "rise")?,
-            fall: snapshot::field(mirror, "fall")?,
-            statistic: snapshot::field(mirror, "statistic")?,
-            run_from: snapshot::field(mirror, "run_from")?,
-            run_of: snapshot::field(mirror, "run_of")?,
-            run_per: snapshot::field(mirror, "run_per")?,
-            samples: snapshot::field(mirror, "samples")?,
+            rise: snapshot::field(mirror, intern!(mirror.py(), "rise"))?,
+            fall: snapshot::field(mirror, intern!(mirror.py(), "fall"))?,
+            statistic: snapshot::field(mirror, intern!(mirror.py(), "statistic"))?,
+            run_from: snapshot::field(mirror, intern!(mirror.py(), "run_from"))?,
+            run_of: snapshot::field(mirror, intern!(mirror.py(), "run_of"))?,
+            run_per: snapshot::field(mirror, intern!(mirror.py(), "run_per"))?,
+            samples: snapshot::field(mirror, intern!(mirror.py(), "samples"))?,
         };
         if restored.rise != fresh.rise || restored.fall != fresh.fall {
             return Err(snapshot::corrupt("a cusum of other weights"));

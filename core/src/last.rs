@@ -2,6 +2,7 @@
 //! 200 sends), for any N up to `size`. The same rings, positions and hashes as the Python one.
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -75,14 +76,26 @@ impl LastN {
     ) -> PyResult<Self> {
         snapshot::same_kind::<Self>("LastN", fresh)?;
         let restored = Self {
-            size: snapshot::field(mirror, "size")?,
-            per_seen: snapshot::field(mirror, "per_seen")?,
-            of_positions: snapshot::numbers_of(mirror, "of_positions", i64::from_le_bytes)?,
-            total: snapshot::field(mirror, "total")?,
-            samples: snapshot::field(mirror, "samples")?,
-            per_times: snapshot::numbers_of(mirror, "per_times", i32::from_le_bytes)?,
-            time_base: snapshot::field(mirror, "time_base")?,
-            per_ids: snapshot::numbers_of(mirror, "per_ids", i32::from_le_bytes)?,
+            size: snapshot::field(mirror, intern!(mirror.py(), "size"))?,
+            per_seen: snapshot::field(mirror, intern!(mirror.py(), "per_seen"))?,
+            of_positions: snapshot::numbers_of(
+                mirror,
+                intern!(mirror.py(), "of_positions"),
+                i64::from_le_bytes,
+            )?,
+            total: snapshot::field(mirror, intern!(mirror.py(), "total"))?,
+            samples: snapshot::field(mirror, intern!(mirror.py(), "samples"))?,
+            per_times: snapshot::numbers_of(
+                mirror,
+                intern!(mirror.py(), "per_times"),
+                i32::from_le_bytes,
+            )?,
+            time_base: snapshot::field(mirror, intern!(mirror.py(), "time_base"))?,
+            per_ids: snapshot::numbers_of(
+                mirror,
+                intern!(mirror.py(), "per_ids"),
+                i32::from_le_bytes,
+            )?,
         };
         let per_seen = restored.per_seen;
         if !(0..=snapshot::MAX_COUNT).contains(&per_seen) {

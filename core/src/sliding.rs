@@ -2,6 +2,7 @@
 //! time, in 60 buckets. The same fields, the same float bucket indexes, the same answers.
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -134,13 +135,13 @@ impl SlidingCount {
     ) -> PyResult<Self> {
         let fresh = snapshot::same_kind::<Self>("SlidingCount", fresh)?.borrow();
         let restored = Self {
-            width: snapshot::field(mirror, "width")?,
-            keep_samples: snapshot::field(mirror, "keep_samples")?,
-            older: snapshot::numbers_of(mirror, "older", f64::from_le_bytes)?,
-            newest: snapshot::field(mirror, "newest")?,
-            newest_count: snapshot::field(mirror, "newest_count")?,
-            total: snapshot::field(mirror, "total")?,
-            samples: snapshot::field(mirror, "samples")?,
+            width: snapshot::field(mirror, intern!(mirror.py(), "width"))?,
+            keep_samples: snapshot::field(mirror, intern!(mirror.py(), "keep_samples"))?,
+            older: snapshot::numbers_of(mirror, intern!(mirror.py(), "older"), f64::from_le_bytes)?,
+            newest: snapshot::field(mirror, intern!(mirror.py(), "newest"))?,
+            newest_count: snapshot::field(mirror, intern!(mirror.py(), "newest_count"))?,
+            total: snapshot::field(mirror, intern!(mirror.py(), "total"))?,
+            samples: snapshot::field(mirror, intern!(mirror.py(), "samples"))?,
         };
         if restored.width != fresh.width || restored.keep_samples != fresh.keep_samples {
             return Err(snapshot::corrupt("a window of another length"));

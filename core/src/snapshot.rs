@@ -241,17 +241,19 @@ pub(crate) fn corrupt(message: impl Into<String>) -> PyErr {
 }
 
 /// A field of a snapshot mirror (msgspec has checked its type; a number may still not fit: OverflowError).
+/// `name` interned (`intern!`): a restore reads millions, and an interned name is found by the type's
+/// attribute cache, without a string made and hashed for each.
 pub(crate) fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
     mirror: &Bound<'py, PyAny>,
-    name: &str,
+    name: &Bound<'py, PyString>,
 ) -> PyResult<T> {
     mirror.getattr(name)?.extract::<T>().map_err(Into::into)
 }
 
 /// An array field of a mirror: its little-endian bytes as numbers (as `array.frombytes` reads them).
-pub(crate) fn numbers_of<const N: usize, T>(
-    mirror: &Bound<'_, PyAny>,
-    name: &str,
+pub(crate) fn numbers_of<'py, const N: usize, T>(
+    mirror: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
     from_le: fn([u8; N]) -> T,
 ) -> PyResult<Vec<T>> {
     let value = mirror.getattr(name)?;

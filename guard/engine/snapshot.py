@@ -414,9 +414,11 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     engine.stats = EngineStats(**msgspec.structs.asdict(partition.stats))
 
 
-def _time(value: float | None, clock: float, what: str) -> None:
-    """A time the engine keeps: unset, or not after the partition's clock (NaN never)."""
+def _time(value: float | None, clock: float, what: str, campaign_id: str | None = None) -> None:
+    """A time the engine keeps: unset, or not after the partition's clock (NaN never). `what` it is (of the campaign
+    `campaign_id`: the message is made only for a time that fails, as a restore checks millions)."""
     if value is not None and value != -math.inf and not value <= clock:
+        what = what if campaign_id is None else f"{what} of campaign {campaign_id!r}"
         raise ValueError(f"{what} ({value}) is past the partition's clock ({clock})")
 
 
@@ -450,15 +452,15 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
             name: RuleState(**msgspec.structs.asdict(state)) for name, state in fields.pop("rule_states").items()
         }
         rules = plan.rules_for(campaign_id, fields["workspace_id"])
-        if unknown := set(rule_states) - {compiled.rule.name for compiled in rules}:
+        if rule_states and (unknown := set(rule_states) - {compiled.rule.name for compiled in rules}):
             raise ValueError(f"states of rules that do not apply: {sorted(unknown)}")
         state = CampaignState(rules, series, rule_states=rule_states, **fields)
         times = [state.watermark, state.started_at]
         times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]
         for value in times:
-            _time(value, clock, f"a time of campaign {campaign_id!r}")
+            _time(value, clock, "a time", campaign_id)
         if state.last_pause is not None:  # a pause acted on at catch-up lands at the call, ahead of the reading
-            _time(state.last_pause[1], clock + MAX_AHEAD_SECONDS, f"the pause of campaign {campaign_id!r}")
+            _time(state.last_pause[1], clock + MAX_AHEAD_SECONDS, "the pause", campaign_id)
         campaigns[campaign_id] = state
     return campaigns
 
