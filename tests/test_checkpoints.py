@@ -245,6 +245,17 @@ class TestBounds:
         assert checkpoint.previous is not None and checkpoint.previous.assembled().data == b"old"
         assert isinstance(assembled(checkpoint), Checkpoint) and assembled(checkpoint).offset == 10
 
+    def test_no_more_than_the_checkpoint_before_the_newest_is_kept_to_try(self) -> None:
+        """The slots alternate, so the chunks of any older checkpoint were written over: a tail of many manifests
+        (or one forged many times over) gives two checkpoints to try, never more."""
+        prefix = partition_key("g", self.TP)
+        writes = [records("g", self.TP, f"v{n}".encode(), 10 * n, "v1", 1, slot=n % 2) for n in range(6)]
+        values = {key: value for written in writes for key, value in written[:-1]}
+        manifests = [(written[-1][1], n) for n, written in reversed(list(enumerate(writes)))]
+        [newest] = whole(prefix, manifests, values)
+        assert isinstance(newest, Found) and newest.offset == 50
+        assert newest.previous is not None and newest.previous.offset == 40 and newest.previous.previous is None
+
 
 async def create_state_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

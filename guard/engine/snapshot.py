@@ -111,6 +111,20 @@ class _Partition(msgspec.Struct, array_like=True):
     campaigns: list[_Campaign]  # type: ignore[valid-type]  # in the order they were first tracked
 
 
+class _Read(msgspec.Struct, array_like=True):
+    """A partition's snapshot as a restore reads it: each campaign decoded on its own (`_campaigns`), so a restore in
+    a worker thread lets the event loop's thread in between, where one decode of the whole held it throughout."""
+
+    format: int
+    settings: _Settings
+    watermark: float
+    ahead: float | None
+    next_sweep: float
+    stats: _Stats  # type: ignore[valid-type]
+    dedupe: _Dedupe
+    campaigns: list[msgspec.Raw]
+
+
 class _Head(msgspec.Struct, array_like=True):
     """The first field alone, to refuse another format before reading the rest."""
 
@@ -159,7 +173,8 @@ def _array(typecode: str, data: bytes) -> array:
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _head_decoder = msgspec.msgpack.Decoder(_Head)
-_decoder = msgspec.msgpack.Decoder(_Partition)
+_decoder = msgspec.msgpack.Decoder(_Read)
+_campaign_decoder = msgspec.msgpack.Decoder(_Campaign)
 _clock_decoder = msgspec.msgpack.Decoder(_Clock)
 
 
@@ -422,7 +437,7 @@ def _time(value: float | None, clock: float, what: str, campaign_id: str | None 
         raise ValueError(f"{what} ({value}) is past the partition's clock ({clock})")
 
 
-def _check_clock(partition: _Partition) -> None:
+def _check_clock(partition: _Read) -> None:
     clock = partition.watermark
     if not (clock == -math.inf or math.isfinite(clock)):
         raise ValueError(f"the partition's clock is {clock}")
@@ -431,7 +446,7 @@ def _check_clock(partition: _Partition) -> None:
             raise ValueError(f"{name} is NaN")
 
 
-def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState]:
+def _campaigns(partition: _Read, engine: Engine) -> dict[str, CampaignState]:
     if engine._max_campaigns is not None and len(partition.campaigns) > engine._max_campaigns:
         raise ValueError(f"{len(partition.campaigns)} campaigns, more than the {engine._max_campaigns} tracked")
     plan, clock = engine._plan, partition.watermark
@@ -439,7 +454,11 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
     fresh = {slot: make() for feeds in plan.feeds.values() for slot, _, _, make in feeds}
     slots, restored = len(plan.series_keys), _series_restoring(engine.kinds)
     campaigns = {}
-    for mirror in partition.campaigns:
+    for raw in partition.campaigns:
+        try:
+            mirror = _campaign_decoder.decode(raw)
+        except msgspec.DecodeError as error:
+            raise ValueError(f"campaign {len(campaigns)}: {error}") from None
         fields = msgspec.structs.asdict(mirror)
         campaign_id = fields.pop("id")
         if len(fields["series"]) != slots:

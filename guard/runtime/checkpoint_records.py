@@ -262,8 +262,8 @@ def complete(
 def whole(
     prefix: str, manifests: list[tuple[bytes | None, int]], values: dict[bytes, bytes]
 ) -> list[Found | CheckpointError]:
-    """Why each newer manifest cannot be used, then the newest checkpoint with all its chunks, each one before it
-    its `previous`; up to a tombstone. Ends with an error when no checkpoint has all its chunks. Nothing is
+    """Why each newer manifest cannot be used, then the newest checkpoint with all its chunks, with the one before it
+    (up to a tombstone) as its `previous`. Ends with an error when no checkpoint has all its chunks. Nothing is
     assembled: a checkpoint whose chunks do not add up is found so when it is (the restore then takes the one
     before it)."""
     tried: list[Found | CheckpointError] = []
@@ -282,6 +282,8 @@ def whole(
                 tried.append(CheckpointError(f"unreadable checkpoint: {error!r}"))
             continue
         usable.append(checkpoint)
+        if len(usable) == 2:  # the slots alternate: an older one's chunks were written over by the newest
+            break
     previous: Found | None = None
     for checkpoint in reversed(usable):
         previous = dataclasses.replace(checkpoint, previous=previous)

@@ -165,9 +165,14 @@ class CheckpointStore:
             found[tp] = dataclasses.replace(checkpoint, torn=torn, skipped=skipped)
             self._chunks[(tp, checkpoint.slot)] |= set(range(checkpoint.chunks))
             self._chunks[(tp, other)] |= set(range(checkpoint.other_chunks))
-            # the next checkpoint goes to the other slot: the one just read stays whole until it is done
+            # the next checkpoint goes to the other slot: the one just read stays whole until it is done (`in_use`
+            # says otherwise when the restore falls back to the one before it)
             self._slots[tp] = other
         return found
+
+    def in_use(self, tp: TopicPartition, slot: int) -> None:
+        """The checkpoint in `slot` is the one restored: the next write goes to the other slot, keeping it whole."""
+        self._slots[tp] = 1 - slot
 
     async def _read_tail(
         self, partitions: list[TopicPartition]
@@ -305,21 +310,23 @@ class Checkpointer:
                 # group's heartbeats (a restore outlasting the session timeout cost the membership, and restored
                 # again at each new assignment), the other partitions' decisions, the API calls and /livez
                 async with self._collector:
-                    engine_offset = await _to_thread_whole(
+                    restored_one = await _to_thread_whole(
                         self._restore_one, tp, checkpoint, lookback_ms, ranges.get(tp)
                     )
             except Exception as error:  # MemoryError, RecursionError, anything: that checkpoint is unusable
                 self._metrics.checkpoints.labels("corrupt").inc()
                 log.warning("checkpoint unusable; replaying the look-back", partition=_name(tp), error=repr(error))
                 continue
-            if engine_offset is not None:
-                restored[tp] = engine_offset
+            if restored_one is not None:
+                engine, used = restored_one
+                self._store.in_use(tp, used.slot)
+                restored[tp] = engine, used.offset
         return restored
 
     def _restore_one(
         self, tp: TopicPartition, found: Found | CheckpointError, lookback_ms: int, offsets: range | None
-    ) -> tuple[Engine, int] | None:
-        """The engine and offset of `tp`'s newest usable checkpoint, trying the one before each unusable one."""
+    ) -> tuple[Engine, Found] | None:
+        """The engine of `tp`'s newest usable checkpoint, and that checkpoint, trying the one before an unusable one."""
         name = _name(tp)
         if isinstance(found, TornCheckpoint):
             self._metrics.checkpoints.labels("torn").inc()
@@ -359,7 +366,7 @@ class Checkpointer:
                 continue
             self._metrics.checkpoints.labels("restored").inc()
             log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=size)
-            return engine, checkpoint.offset
+            return engine, checkpoint  # type: ignore[return-value]
         return None
 
     def _engine(
@@ -371,7 +378,12 @@ class Checkpointer:
             raise InvalidCheckpoint(f"offset {found.offset} outside the partition's records ({offsets})")
         if found.written_ms > time.time() * 1000 + CLOCK_SKEW_MS:
             raise InvalidCheckpoint(f"written in the future ({found.written_ms} ms)")
-        data = found.assembled().data
+        try:
+            data = found.assembled().data
+        except CheckpointError:
+            raise
+        except Exception as error:  # MemoryError, whatever the chunks hold: unusable, the one before it is tried
+            raise CheckpointError(f"unreadable checkpoint: {error!r}") from None
         try:  # the clock first: a snapshot from the future is refused before it is read whole
             check_clock(engine_part(data), found.written_ms / 1000 + MAX_AHEAD_SECONDS)
             return self._pipeline.restored_engine(data, self._pipeline.counts_scopes(tp), rules), len(data)
@@ -390,7 +402,11 @@ async def _to_thread_whole(call: Callable[..., T], *args: Any) -> T:
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
-        await asyncio.wait([work])
+        while not work.done():  # a second cancel (a stop during a revoke's) must not end the wait either
+            try:
+                await asyncio.wait([work])
+            except asyncio.CancelledError:
+                continue
         raise
 
 
