@@ -108,20 +108,8 @@ class _Partition(msgspec.Struct, array_like=True):
     next_sweep: float
     stats: _Stats  # type: ignore[valid-type]
     dedupe: _Dedupe
-    campaigns: list[_Campaign]  # type: ignore[valid-type]  # in the order they were first tracked
-
-
-class _Read(msgspec.Struct, array_like=True):
-    """A partition's snapshot as a restore reads it: each campaign decoded on its own (`_campaigns`), so a restore in
-    a worker thread lets the event loop's thread in between, where one decode of the whole held it throughout."""
-
-    format: int
-    settings: _Settings
-    watermark: float
-    ahead: float | None
-    next_sweep: float
-    stats: _Stats  # type: ignore[valid-type]
-    dedupe: _Dedupe
+    # in the order they were first tracked; each decoded on its own as a restore reads it (`_campaigns`), so a restore
+    # in a worker thread lets the event loop's thread in between, where one decode of the whole held it throughout
     campaigns: list[msgspec.Raw]
 
 
@@ -173,7 +161,7 @@ def _array(typecode: str, data: bytes) -> array:
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _head_decoder = msgspec.msgpack.Decoder(_Head)
-_decoder = msgspec.msgpack.Decoder(_Read)
+_decoder = msgspec.msgpack.Decoder(_Partition)
 _campaign_decoder = msgspec.msgpack.Decoder(_Campaign)
 _clock_decoder = msgspec.msgpack.Decoder(_Clock)
 
@@ -437,7 +425,7 @@ def _time(value: float | None, clock: float, what: str, campaign_id: str | None 
         raise ValueError(f"{what} ({value}) is past the partition's clock ({clock})")
 
 
-def _check_clock(partition: _Read) -> None:
+def _check_clock(partition: _Partition) -> None:
     clock = partition.watermark
     if not (clock == -math.inf or math.isfinite(clock)):
         raise ValueError(f"the partition's clock is {clock}")
@@ -446,7 +434,7 @@ def _check_clock(partition: _Read) -> None:
             raise ValueError(f"{name} is NaN")
 
 
-def _campaigns(partition: _Read, engine: Engine) -> dict[str, CampaignState]:
+def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState]:
     if engine._max_campaigns is not None and len(partition.campaigns) > engine._max_campaigns:
         raise ValueError(f"{len(partition.campaigns)} campaigns, more than the {engine._max_campaigns} tracked")
     plan, clock = engine._plan, partition.watermark
