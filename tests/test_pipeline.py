@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import gc
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from guard.rules import load_rules
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS
 from guard.runtime.checkpoint_records import Found, partition_key, whole
 from guard.runtime.checkpoint_records import records as records_of_checkpoint
-from guard.runtime.checkpoints import Checkpointer
+from guard.runtime.checkpoints import Checkpointer, _to_thread_whole
 from guard.runtime.pipeline import Pipeline, name
 from guard.runtime.recovery import AuditScan, PartitionRecovery
 from guard.telemetry.metrics import Metrics
@@ -686,6 +687,28 @@ class TestCheckpointWhileCounting:
         assert list(restored) == [TP] and restored[TP][0].campaigns == 100
         assert metrics.checkpoints.labels("corrupt")._value.get() == 1
         assert stored.in_use_slots == [0]
+
+    async def test_a_cancelled_restore_holds_on_until_its_thread_ends_even_cancelled_twice(self) -> None:
+        """A stop while a restore decodes: a thread cannot be stopped, so the cancel waits for it (the lock the restore
+        holds then covers the whole decode), and a second cancel (a stop during a revoke's) does not end the wait."""
+        started, release, ended = threading.Event(), threading.Event(), threading.Event()
+
+        def decode() -> None:
+            started.set()
+            release.wait(10)
+            ended.set()
+
+        restoring = asyncio.create_task(_to_thread_whole(decode))
+        assert await asyncio.to_thread(started.wait, 10)
+        restoring.cancel()
+        await asyncio.sleep(0.01)
+        restoring.cancel()
+        await asyncio.sleep(0.05)
+        assert not restoring.done()  # still waiting for the thread
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await restoring
+        assert ended.is_set()
 
     async def test_a_snapshot_that_cannot_be_encoded_is_a_failed_checkpoint_not_an_error(self) -> None:
         pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
