@@ -326,6 +326,24 @@ class TestNotifier:
         assert metrics.notifications.labels("slack", "sent")._value.get() == 1
         assert published == []
 
+    async def test_no_try_starts_past_the_deadline_so_a_failure_is_audited_within_the_grace(
+        self, endpoint: Endpoint
+    ) -> None:
+        """A receiver that refuses every connection, a deadline of 0.5 s and backoff of up to 1,000 s: the wait
+        after the first try would end past the deadline, so there is no second try; the message is audited
+        `notify_failed` long before a 5 s shutdown grace ends (a wait let past the deadline is uniform in
+        0-1,000 s and outlasts the grace 99.5% of the time)."""
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(
+            endpoint, published, deadline=0.5, backoff_initial=1000.0, backoff_max=1000.0,
+            global_slack_url=SecretStr("http://127.0.0.1:9/"),
+        )  # fmt: skip
+        notify.notify(DECISION, PAUSED)
+        await notify.aclose(grace=5)
+        assert [e.outcome for e in published] == ["notify_failed"]
+        assert published[0].notification is not None and published[0].notification.attempts <= 2
+        assert metrics.notifications.labels("slack", "failed")._value.get() == 1
+
     async def test_a_link_given_wrong_is_left_out_of_the_message(self, endpoint: Endpoint) -> None:
         """A Notifier made with a wrong link (only past the settings' check): messages go without it."""
         published: list[AuditEvent] = []

@@ -26,7 +26,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 from pydantic import SecretStr
-from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_before_delay, wait_random_exponential
 
 from guard import redact
 from guard.actions.audit import audit_event
@@ -161,7 +161,9 @@ class Notifier:
         try:
             request = self._request(target, [event for _, event in about])
             retrying = AsyncRetrying(
-                stop=stop_after_delay(self._deadline),
+                # no try starts past the deadline: after it, a wait of up to `backoff_max` and one more try
+                # would outlast a shutdown's grace, and the message would go unaudited
+                stop=stop_before_delay(self._deadline),
                 wait=wait_random_exponential(multiplier=self._backoff[0], max=self._backoff[1]),
                 retry=retry_if_exception_type(_Undeliverable),
             )

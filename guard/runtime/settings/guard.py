@@ -133,7 +133,10 @@ class GuardSettings(BaseSettings):
         "{campaign_id}, {workspace_id}, {rule} and {decision_id} are filled in; checked at start-up.",
     )
     notify_deadline: float = Field(
-        120.0, gt=0, description="Seconds a notification keeps being retried before it is audited as notify_failed."
+        120.0,
+        gt=0,
+        description="Seconds after a notification's first try within which any retry starts; "
+        "then it is audited as notify_failed.",
     )
 
     @field_validator("slack_webhook_url", mode="before")
