@@ -1,11 +1,11 @@
 //! cusum.py `Cusum`: S = max(0, S + x) over a campaign's events as they arrive.
 
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::keep_latest;
 use crate::numbers::py_min;
+use crate::reader::Reader;
 use crate::snapshot;
 
 #[pyclass(module = "guard_core")]
@@ -55,22 +55,24 @@ impl Cusum {
         })
     }
 
-    /// A series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it: the weights of
-    /// the slot's rule (`fresh`), a run no longer than a log, a finite statistic, no time past the clock.
+    /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
+    /// checks it: the weights of the slot's rule (`fresh`), a run no longer than a log, a finite statistic, no time
+    /// past the clock.
     pub(crate) fn restored(
-        mirror: &Bound<'_, PyAny>,
+        py: Python<'_>,
+        fields: &mut Reader<'_>,
         fresh: &Bound<'_, PyAny>,
         clock: f64,
     ) -> PyResult<Self> {
         let fresh = snapshot::same_kind::<Self>("Cusum", fresh)?.borrow();
         let restored = Self {
-            rise: snapshot::field(mirror, intern!(mirror.py(), "rise"))?,
-            fall: snapshot::field(mirror, intern!(mirror.py(), "fall"))?,
-            statistic: snapshot::field(mirror, intern!(mirror.py(), "statistic"))?,
-            run_from: snapshot::field(mirror, intern!(mirror.py(), "run_from"))?,
-            run_of: snapshot::field(mirror, intern!(mirror.py(), "run_of"))?,
-            run_per: snapshot::field(mirror, intern!(mirror.py(), "run_per"))?,
-            samples: snapshot::field(mirror, intern!(mirror.py(), "samples"))?,
+            rise: fields.float()?,
+            fall: fields.float()?,
+            statistic: fields.float()?,
+            run_from: fields.optional_float()?,
+            run_of: fields.int()?,
+            run_per: fields.int()?,
+            samples: fields.samples(|id| Ok(PyString::new(py, id.text()?).unbind()))?,
         };
         if restored.rise != fresh.rise || restored.fall != fresh.fall {
             return Err(snapshot::corrupt("a cusum of other weights"));

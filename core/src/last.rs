@@ -2,7 +2,6 @@
 //! 200 sends), for any N up to `size`. The same rings, positions and hashes as the Python one.
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
@@ -10,6 +9,7 @@ use crate::arrays::{from_sequence, to_array};
 use crate::ids::id_hash;
 use crate::keep_latest;
 use crate::numbers::floor_div;
+use crate::reader::Reader;
 use crate::snapshot;
 
 const INT32: i64 = (1 << 31) - 1;
@@ -66,36 +66,28 @@ impl LastN {
         Ok(())
     }
 
-    /// A series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it: a size a rule
-    /// may ask for (a reload keeps the old rules' size), the sends it keeps, its outcomes in order.
+    /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
+    /// checks it: a size a rule may ask for (a reload keeps the old rules' size), the sends it keeps, its outcomes
+    /// in order.
     pub(crate) fn restored(
-        mirror: &Bound<'_, PyAny>,
+        py: Python<'_>,
+        fields: &mut Reader<'_>,
         fresh: &Bound<'_, PyAny>,
         clock: f64,
         max_last: i64,
     ) -> PyResult<Self> {
         snapshot::same_kind::<Self>("LastN", fresh)?;
         let restored = Self {
-            size: snapshot::field(mirror, intern!(mirror.py(), "size"))?,
-            per_seen: snapshot::field(mirror, intern!(mirror.py(), "per_seen"))?,
-            of_positions: snapshot::numbers_of(
-                mirror,
-                intern!(mirror.py(), "of_positions"),
-                i64::from_le_bytes,
-            )?,
-            total: snapshot::field(mirror, intern!(mirror.py(), "total"))?,
-            samples: snapshot::field(mirror, intern!(mirror.py(), "samples"))?,
-            per_times: snapshot::numbers_of(
-                mirror,
-                intern!(mirror.py(), "per_times"),
-                i32::from_le_bytes,
-            )?,
-            time_base: snapshot::field(mirror, intern!(mirror.py(), "time_base"))?,
-            per_ids: snapshot::numbers_of(
-                mirror,
-                intern!(mirror.py(), "per_ids"),
-                i32::from_le_bytes,
-            )?,
+            size: fields.int()?,
+            per_seen: fields.int()?,
+            of_positions: fields.numbers(i64::from_le_bytes)?,
+            total: fields.int()?,
+            samples: fields.samples(|sample| {
+                sample.pair(Reader::int, |id| Ok(PyString::new(py, id.text()?).unbind()))
+            })?,
+            per_times: fields.numbers(i32::from_le_bytes)?,
+            time_base: fields.float()?,
+            per_ids: fields.numbers(i32::from_le_bytes)?,
         };
         let per_seen = restored.per_seen;
         if !(0..=snapshot::MAX_COUNT).contains(&per_seen) {

@@ -11,6 +11,7 @@ mod dedupe;
 mod ids;
 mod last;
 mod numbers;
+mod reader;
 mod sliding;
 mod snapshot;
 
@@ -35,7 +36,7 @@ fn guard_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dedupe::DedupeStore>()?;
     m.add_class::<decode::FastDecoder>()?;
     m.add_class::<snapshot::CampaignEncoder>()?;
-    m.add_function(wrap_pyfunction!(snapshot::restored_series, m)?)?;
+    m.add_function(wrap_pyfunction!(snapshot::restored_campaign_series, m)?)?;
     m.add_function(wrap_pyfunction!(snapshot::series_fields, m)?)?;
     Ok(())
 }

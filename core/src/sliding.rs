@@ -2,13 +2,13 @@
 //! time, in 60 buckets. The same fields, the same float bucket indexes, the same answers.
 
 use pyo3::exceptions::{PyIndexError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::arrays::{from_sequence, to_array};
 use crate::keep_latest;
 use crate::numbers::floor_div;
+use crate::reader::Reader;
 use crate::snapshot;
 
 const BUCKETS_PER_WINDOW: f64 = 60.0;
@@ -126,22 +126,28 @@ impl SlidingCount {
         })
     }
 
-    /// A series from its snapshot mirror, checked as snapshot.py's `_check_series` checks it: the window of
-    /// the slot's rule (`fresh`), at most its buckets, in order, whole counts adding up, none past the clock.
+    /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
+    /// checks it: the window of the slot's rule (`fresh`), at most its buckets, in order, whole counts adding up,
+    /// none past the clock.
     pub(crate) fn restored(
-        mirror: &Bound<'_, PyAny>,
+        py: Python<'_>,
+        fields: &mut Reader<'_>,
         fresh: &Bound<'_, PyAny>,
         clock: f64,
     ) -> PyResult<Self> {
         let fresh = snapshot::same_kind::<Self>("SlidingCount", fresh)?.borrow();
         let restored = Self {
-            width: snapshot::field(mirror, intern!(mirror.py(), "width"))?,
-            keep_samples: snapshot::field(mirror, intern!(mirror.py(), "keep_samples"))?,
-            older: snapshot::numbers_of(mirror, intern!(mirror.py(), "older"), f64::from_le_bytes)?,
-            newest: snapshot::field(mirror, intern!(mirror.py(), "newest"))?,
-            newest_count: snapshot::field(mirror, intern!(mirror.py(), "newest_count"))?,
-            total: snapshot::field(mirror, intern!(mirror.py(), "total"))?,
-            samples: snapshot::field(mirror, intern!(mirror.py(), "samples"))?,
+            width: fields.float()?,
+            keep_samples: fields.boolean()?,
+            older: fields.numbers(f64::from_le_bytes)?,
+            newest: fields.float()?,
+            newest_count: fields.int()?,
+            total: fields.int()?,
+            samples: fields.samples(|sample| {
+                sample.pair(Reader::float, |id| {
+                    Ok(PyString::new(py, id.text()?).unbind())
+                })
+            })?,
         };
         if restored.width != fresh.width || restored.keep_samples != fresh.keep_samples {
             return Err(snapshot::corrupt("a window of another length"));

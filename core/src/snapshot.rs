@@ -6,6 +6,7 @@
 use std::cmp::Ordering::{Equal, Less};
 use std::collections::HashMap;
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -13,6 +14,7 @@ use rmp::encode;
 
 use crate::cusum::Cusum;
 use crate::last::LastN;
+use crate::reader::Reader;
 use crate::sliding::SlidingCount;
 
 const INFALLIBLE: &str = "writing to a Vec cannot fail";
@@ -240,33 +242,6 @@ pub(crate) fn corrupt(message: impl Into<String>) -> PyErr {
     PyValueError::new_err(message.into())
 }
 
-/// A field of a snapshot mirror (msgspec has checked its type; a number may still not fit: OverflowError).
-/// `name` interned (`intern!`): a restore reads millions, and an interned name is found by the type's
-/// attribute cache, without a string made and hashed for each.
-pub(crate) fn field<'py, T: for<'a> FromPyObject<'a, 'py>>(
-    mirror: &Bound<'py, PyAny>,
-    name: &Bound<'py, PyString>,
-) -> PyResult<T> {
-    mirror.getattr(name)?.extract::<T>().map_err(Into::into)
-}
-
-/// An array field of a mirror: its little-endian bytes as numbers (as `array.frombytes` reads them).
-pub(crate) fn numbers_of<'py, const N: usize, T>(
-    mirror: &Bound<'py, PyAny>,
-    name: &Bound<'py, PyString>,
-    from_le: fn([u8; N]) -> T,
-) -> PyResult<Vec<T>> {
-    let value = mirror.getattr(name)?;
-    let bytes = value.cast::<PyBytes>()?.as_bytes();
-    if bytes.len() % N != 0 {
-        return Err(corrupt("bytes length not a multiple of item size"));
-    }
-    Ok(bytes
-        .chunks_exact(N)
-        .map(|chunk| from_le(chunk.try_into().expect("chunks of N")))
-        .collect())
-}
-
 /// snapshot.py `_time`: unset (-inf or None), or not after the partition's clock (NaN never).
 pub(crate) fn check_time(value: Option<f64>, clock: f64, what: &str) -> PyResult<()> {
     let Some(value) = value else { return Ok(()) };
@@ -319,25 +294,64 @@ pub(crate) fn series_fields() -> HashMap<&'static str, Vec<&'static str>> {
     ])
 }
 
-/// A series of the compiled core from its snapshot mirror (`kind`: "sliding", "last" or "cusum"), checked as
-/// snapshot.py's `_check_series` checks a restored series against `fresh`, one its slot's rule makes.
+/// A campaign's series from their part of its snapshot (`data`: the msgpack array of a slot's series mirror or nil,
+/// one per slot), each checked as snapshot.py's `_check_series` checks it against `fresh[slot]`, one the slot's
+/// rule makes (None: no rule keeps a series in that slot). Read as msgspec reads the mirrors (reader.rs), without
+/// making them: one call per campaign.
 #[pyfunction]
-pub(crate) fn restored_series<'py>(
+pub(crate) fn restored_campaign_series<'py>(
     py: Python<'py>,
-    kind: &str,
-    mirror: &Bound<'py, PyAny>,
-    fresh: &Bound<'py, PyAny>,
+    data: PyBuffer<u8>, // a msgspec.Raw of the campaign's snapshot, or bytes
+    fresh: &Bound<'py, PyList>,
     clock: f64,
     max_last: i64,
-) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match kind {
-        "sliding" => Bound::new(py, SlidingCount::restored(mirror, fresh, clock)?)?.into_any(),
-        "last" => Bound::new(py, LastN::restored(mirror, fresh, clock, max_last)?)?.into_any(),
-        "cusum" => Bound::new(py, Cusum::restored(mirror, fresh, clock)?)?.into_any(),
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "no series of kind {other:?}"
-            )))
+) -> PyResult<Bound<'py, PyList>> {
+    let data = data.to_vec(py)?;
+    let mut reader = Reader::new(&data);
+    let slots = reader.array()?;
+    if slots != fresh.len() {
+        return Err(corrupt(format!("{slots} series for {} slots", fresh.len())));
+    }
+    let restored = PyList::empty(py);
+    for fresh in fresh.iter() {
+        if reader.nil() {
+            restored.append(py.None())?;
+            continue;
         }
-    })
+        let len = reader.array()?;
+        let tag = if len == 0 { None } else { Some(reader.int()?) };
+        let fields = match tag {
+            Some(0) => SlidingCount::FIELDS.len(),
+            Some(1) => LastN::FIELDS.len(),
+            Some(2) => Cusum::FIELDS.len(),
+            _ => return Err(corrupt(format!("a series tagged {tag:?}"))),
+        };
+        if len < 1 + fields {
+            return Err(corrupt(format!(
+                "a series of {} fields, not {fields}",
+                len - 1
+            )));
+        }
+        let series = match tag {
+            Some(0) => into_any(py, SlidingCount::restored(py, &mut reader, &fresh, clock)),
+            Some(1) => into_any(
+                py,
+                LastN::restored(py, &mut reader, &fresh, clock, max_last),
+            ),
+            _ => into_any(py, Cusum::restored(py, &mut reader, &fresh, clock)),
+        }?;
+        reader.skip(len - 1 - fields)?; // msgspec skips what an array-like struct holds past its fields
+        restored.append(series)?;
+    }
+    if !reader.at_end() {
+        return Err(corrupt("bytes after a campaign's series"));
+    }
+    Ok(restored)
+}
+
+fn into_any<'py, T: pyo3::PyClass + Into<pyo3::PyClassInitializer<T>>>(
+    py: Python<'py>,
+    series: PyResult<T>,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(Bound::new(py, series?)?.into_any())
 }

@@ -35,9 +35,9 @@ class Kinds(NamedTuple):
     decode: Callable[[bytes | None, float], Event]  # a record's value and time -> its event (events.decode's contract)
     # encodes a campaign's part of a snapshot (snapshot.py); None: snapshot.py's own encoding, the reference
     campaign_encoder: type | None = None
-    # (kind, mirror, fresh, clock, max_last) -> a series from its snapshot mirror, checked as snapshot.py checks
-    # one; None: snapshot.py builds and checks it, the reference
-    restore_series: Callable[..., object] | None = None
+    # (a campaign's series as its snapshot holds them, the fresh series of each slot, clock, max_last) -> its series,
+    # each checked as snapshot.py checks one; None: snapshot.py decodes, builds and checks them, the reference
+    restore_series: Callable[..., list] | None = None
 
 
 PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
@@ -71,7 +71,9 @@ def compiled() -> Kinds | None:
         fields = {kind: list(python.__struct_fields__) for kind, python in _PYTHON_SERIES.items()}
         if core.series_fields() != fields:
             return None
-        return Kinds("compiled", *series, core.DedupeStore, _decoder(core), core.CampaignEncoder, core.restored_series)
+        return Kinds(
+            "compiled", *series, core.DedupeStore, _decoder(core), core.CampaignEncoder, core.restored_campaign_series
+        )
     except (ImportError, AttributeError):
         return None
 

@@ -53,7 +53,7 @@ def _declared(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
     """A state type's fields and their types, in declaration order."""
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     names = cls.__struct_fields__ if issubclass(cls, msgspec.Struct) else [f.name for f in dataclasses.fields(cls)]
-    # arrays of numbers travel as their bytes (`_enc_hook`), rebuilt by `_series` (or the core's `restored_series`)
+    # arrays of numbers travel as their bytes (`_enc_hook`), rebuilt by `_series` (or read by the core from the bytes)
     return [(name, bytes if hints[name] is array else hints[name]) for name in names if name not in skip]
 
 
@@ -71,11 +71,13 @@ _PYTHON_TYPES = {"sliding": SlidingCount, "last": LastN, "cusum": Cusum}
 _RuleState = _mirror(RuleState)
 _Stats = _mirror(EngineStats)
 _Generation = _mirror(dedupe._Generation)
-# `rules` is derived from the campaign id and workspace; `series` holds the windows as mirrors
+# `rules` is derived from the campaign id and workspace; `series` holds the windows, a mirror (or nil) per slot, read
+# apart (`_series_restoring`): the compiled core reads the bytes into its own series, without the mirrors between
+_SeriesList = list[_Sliding | _Last | _Cusum | None]  # type: ignore[valid-type]
 _Campaign = _mirror(
     CampaignState,
     skip=("rules", "series", "rule_states"),
-    extra=(("id", str), ("series", list[_Sliding | _Last | _Cusum | None]), ("rule_states", dict[str, _RuleState])),
+    extra=(("id", str), ("series", msgspec.Raw), ("rule_states", dict[str, _RuleState])),
 )
 _BUILT_APART = ("id", "series", "rule_states")
 
@@ -163,6 +165,7 @@ _encoder = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
 _head_decoder = msgspec.msgpack.Decoder(_Head)
 _decoder = msgspec.msgpack.Decoder(_Partition)
 _campaign_decoder = msgspec.msgpack.Decoder(_Campaign)
+_series_decoder = msgspec.msgpack.Decoder(_SeriesList)
 _clock_decoder = msgspec.msgpack.Decoder(_Clock)
 
 
@@ -332,7 +335,7 @@ def _campaign(campaign_id: str, state: CampaignState) -> bytes:
     mirror = _Campaign(
         **{name: getattr(state, name) for name in _Campaign.__struct_fields__ if name not in _BUILT_APART},
         id=campaign_id,
-        series=[_series_mirror(series) for series in state.series],
+        series=msgspec.Raw(_encoder.encode([_series_mirror(series) for series in state.series])),
         rule_states={name: _mirror_of(rule_state, _RuleState) for name, rule_state in state.rule_states.items()},
     )
     return _encoder.encode(mirror)
@@ -344,20 +347,30 @@ def _series_mirror(series: Series | None) -> Any:
     return _mirror_of(series, _SERIES[series.kind])
 
 
-def _series_restoring(kinds: Kinds) -> Callable[[Any, Series, float], Series]:
-    """(mirror, fresh, clock) -> a series of the engine's kinds from its mirror (Python or compiled, whichever wrote
-    the snapshot), checked against `fresh`, one its slot's rule makes (`_check_series`). The compiled core builds
-    and checks its own (the same checks: tests/test_core_differential.py), without the Python objects between."""
+def _series_restoring(kinds: Kinds) -> Callable[[msgspec.Raw, list[Series | None], float], list[Series | None]]:
+    """(a campaign's series as its snapshot holds them, the fresh series of each slot, clock) -> its series, of the
+    engine's kinds (Python or compiled, whichever wrote the snapshot), each checked against `fresh[slot]`, one the
+    slot's rule makes (`_check_series`). The compiled core reads the bytes, builds and checks its own (the same
+    checks: tests/test_core_differential.py), without the mirror objects between."""
     if kinds.restore_series is None:
 
-        def restored(mirror: Any, fresh: Series, clock: float) -> Series:
-            series = _series(mirror, kinds)
-            _check_series(series, fresh, clock)
-            return series
+        def restored(data: msgspec.Raw, fresh: list[Series | None], clock: float) -> list[Series | None]:
+            mirrors = _series_decoder.decode(data)
+            if len(mirrors) != len(fresh):
+                raise ValueError(f"{len(mirrors)} series for {len(fresh)} slots")
+            restored: list[Series | None] = []
+            for mirror, slot_fresh in zip(mirrors, fresh, strict=True):
+                if mirror is None:
+                    restored.append(None)
+                    continue
+                series = _series(mirror, kinds)
+                _check_series(series, slot_fresh, clock)  # type: ignore[arg-type]
+                restored.append(series)
+            return restored
 
         return restored
     restore_series = kinds.restore_series
-    return lambda mirror, fresh, clock: restore_series(_KINDS[type(mirror)], mirror, fresh, clock, MAX_LAST)  # type: ignore[return-value]
+    return lambda data, fresh, clock: restore_series(data, fresh, clock, MAX_LAST)
 
 
 def _series(mirror: Any, kinds: Kinds) -> Series:
@@ -439,8 +452,8 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         raise ValueError(f"{len(partition.campaigns)} campaigns, more than the {engine._max_campaigns} tracked")
     plan, clock = engine._plan, partition.watermark
     # what each slot's rule makes, to check a restored series against (read, never changed: one for all campaigns)
-    fresh = {slot: make() for feeds in plan.feeds.values() for slot, _, _, make in feeds}
-    slots, restored = len(plan.series_keys), _series_restoring(engine.kinds)
+    made = {slot: make() for feeds in plan.feeds.values() for slot, _, _, make in feeds}
+    fresh, restored = [made.get(slot) for slot in range(len(plan.series_keys))], _series_restoring(engine.kinds)
     campaigns = {}
     for raw in partition.campaigns:
         try:
@@ -449,12 +462,10 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
             raise ValueError(f"campaign {len(campaigns)}: {error}") from None
         fields = msgspec.structs.asdict(mirror)
         campaign_id = fields.pop("id")
-        if len(fields["series"]) != slots:
-            raise ValueError(f"{len(fields['series'])} series for {slots} slots")
-        series = [
-            None if mirror is None else restored(mirror, fresh[slot], clock)
-            for slot, mirror in enumerate(fields.pop("series"))
-        ]
+        try:
+            series = restored(fields.pop("series"), fresh, clock)
+        except msgspec.DecodeError as error:
+            raise ValueError(f"campaign {campaign_id!r}: {error}") from None
         rule_states = {
             name: RuleState(**msgspec.structs.asdict(state)) for name, state in fields.pop("rule_states").items()
         }
