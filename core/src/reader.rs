@@ -8,9 +8,6 @@ use rmp::Marker;
 
 use crate::snapshot::corrupt;
 
-/// Nesting a skipped value may have: the state records are read from a topic anyone may write to.
-const MAX_DEPTH: usize = 32;
-
 pub(crate) struct Reader<'a> {
     data: &'a [u8],
 }
@@ -194,62 +191,56 @@ impl<'a> Reader<'a> {
         Ok((first(self)?, second(self)?))
     }
 
-    /// `count` values of any kind, skipped (a struct's fields past those this core knows, as msgspec skips them).
+    /// `count` values of any kind, skipped (a struct's fields past those this core knows, as msgspec skips them):
+    /// without recursion, so values nested however deep cannot exhaust the stack.
     pub(crate) fn skip(&mut self, count: usize) -> PyResult<()> {
-        for _ in 0..count {
-            self.skip_one(0)?;
-        }
-        Ok(())
-    }
-
-    fn skip_one(&mut self, depth: usize) -> PyResult<()> {
-        if depth > MAX_DEPTH {
-            return Err(corrupt("values nested too deep"));
-        }
-        let marker = self.marker()?;
-        if self.int_of(marker)?.is_some() {
-            return Ok(());
-        }
-        if let Some(len) = self.str_len(marker)? {
-            self.take(len)?;
-            return Ok(());
-        }
-        if let Some(len) = self.array_of(marker)? {
-            for _ in 0..len {
-                self.skip_one(depth + 1)?;
-            }
-            return Ok(());
-        }
-        let len = match marker {
-            Marker::Null | Marker::True | Marker::False => 0,
-            Marker::F32 => 4,
-            Marker::F64 => 8,
-            Marker::Bin8 => u8::from_be_bytes(self.be()?).into(),
-            Marker::Bin16 => u16::from_be_bytes(self.be()?).into(),
-            Marker::Bin32 => u32::from_be_bytes(self.be()?) as usize,
-            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
-                let pairs: usize = match marker {
-                    Marker::FixMap(len) => len.into(),
-                    Marker::Map16 => u16::from_be_bytes(self.be()?).into(),
-                    _ => u32::from_be_bytes(self.be()?) as usize,
-                };
-                for _ in 0..pairs {
-                    self.skip_one(depth + 1)?;
-                    self.skip_one(depth + 1)?;
+        let mut left = count as u64; // values still to skip: an array's items and a map's keys and values add to it
+        while left > 0 {
+            left -= 1;
+            let marker = self.marker()?;
+            let len: usize = match marker {
+                Marker::FixPos(_)
+                | Marker::FixNeg(_)
+                | Marker::Null
+                | Marker::True
+                | Marker::False => 0,
+                Marker::U8 | Marker::I8 => 1,
+                Marker::U16 | Marker::I16 => 2,
+                Marker::U32 | Marker::I32 | Marker::F32 => 4,
+                Marker::U64 | Marker::I64 | Marker::F64 => 8,
+                Marker::FixStr(len) => len.into(),
+                Marker::Str8 | Marker::Bin8 => u8::from_be_bytes(self.be()?).into(),
+                Marker::Str16 | Marker::Bin16 => u16::from_be_bytes(self.be()?).into(),
+                Marker::Str32 | Marker::Bin32 => u32::from_be_bytes(self.be()?) as usize,
+                Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                    left = left
+                        .saturating_add(self.array_of(marker)?.expect("an array marker") as u64);
+                    0
                 }
-                0
-            }
-            Marker::FixExt1 => 2,
-            Marker::FixExt2 => 3,
-            Marker::FixExt4 => 5,
-            Marker::FixExt8 => 9,
-            Marker::FixExt16 => 17,
-            Marker::Ext8 => 1 + usize::from(u8::from_be_bytes(self.be()?)),
-            Marker::Ext16 => 1 + usize::from(u16::from_be_bytes(self.be()?)),
-            Marker::Ext32 => 1 + u32::from_be_bytes(self.be()?) as usize,
-            other => return Err(expected("a value", other)),
-        };
-        self.take(len)?;
+                Marker::FixMap(len) => {
+                    left = left.saturating_add(2 * u64::from(len));
+                    0
+                }
+                Marker::Map16 => {
+                    left = left.saturating_add(2 * u64::from(u16::from_be_bytes(self.be()?)));
+                    0
+                }
+                Marker::Map32 => {
+                    left = left.saturating_add(2 * u64::from(u32::from_be_bytes(self.be()?)));
+                    0
+                }
+                Marker::FixExt1 => 2,
+                Marker::FixExt2 => 3,
+                Marker::FixExt4 => 5,
+                Marker::FixExt8 => 9,
+                Marker::FixExt16 => 17,
+                Marker::Ext8 => 1 + usize::from(u8::from_be_bytes(self.be()?)),
+                Marker::Ext16 => 1 + usize::from(u16::from_be_bytes(self.be()?)),
+                Marker::Ext32 => 1 + u32::from_be_bytes(self.be()?) as usize,
+                Marker::Reserved => return Err(expected("a value", marker)),
+            };
+            self.take(len)?;
+        }
         Ok(())
     }
 }
