@@ -119,13 +119,29 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn bin(&mut self) -> PyResult<&'a [u8]> {
-        let len = match self.marker()? {
+    fn bin_len(&mut self, marker: Marker) -> PyResult<Option<usize>> {
+        Ok(Some(match marker {
             Marker::Bin8 => u8::from_be_bytes(self.be()?).into(),
             Marker::Bin16 => u16::from_be_bytes(self.be()?).into(),
             Marker::Bin32 => u32::from_be_bytes(self.be()?) as usize,
-            other => return Err(expected("bytes", other)),
-        };
+            _ => return Ok(None),
+        }))
+    }
+
+    fn map_of(&mut self, marker: Marker) -> PyResult<Option<usize>> {
+        Ok(Some(match marker {
+            Marker::FixMap(len) => len.into(),
+            Marker::Map16 => u16::from_be_bytes(self.be()?).into(),
+            Marker::Map32 => u32::from_be_bytes(self.be()?) as usize,
+            _ => return Ok(None),
+        }))
+    }
+
+    pub(crate) fn bin(&mut self) -> PyResult<&'a [u8]> {
+        let marker = self.marker()?;
+        let len = self
+            .bin_len(marker)?
+            .ok_or_else(|| expected("bytes", marker))?;
         self.take(len)
     }
 
@@ -198,6 +214,22 @@ impl<'a> Reader<'a> {
         while left > 0 {
             left -= 1;
             let marker = self.marker()?;
+            if let Some(items) = self.array_of(marker)? {
+                left = left.saturating_add(items as u64);
+                continue;
+            }
+            if let Some(pairs) = self.map_of(marker)? {
+                left = left.saturating_add(2 * pairs as u64);
+                continue;
+            }
+            if let Some(len) = self.str_len(marker)? {
+                self.take(len)?;
+                continue;
+            }
+            if let Some(len) = self.bin_len(marker)? {
+                self.take(len)?;
+                continue;
+            }
             let len: usize = match marker {
                 Marker::FixPos(_)
                 | Marker::FixNeg(_)
@@ -208,27 +240,6 @@ impl<'a> Reader<'a> {
                 Marker::U16 | Marker::I16 => 2,
                 Marker::U32 | Marker::I32 | Marker::F32 => 4,
                 Marker::U64 | Marker::I64 | Marker::F64 => 8,
-                Marker::FixStr(len) => len.into(),
-                Marker::Str8 | Marker::Bin8 => u8::from_be_bytes(self.be()?).into(),
-                Marker::Str16 | Marker::Bin16 => u16::from_be_bytes(self.be()?).into(),
-                Marker::Str32 | Marker::Bin32 => u32::from_be_bytes(self.be()?) as usize,
-                Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
-                    left = left
-                        .saturating_add(self.array_of(marker)?.expect("an array marker") as u64);
-                    0
-                }
-                Marker::FixMap(len) => {
-                    left = left.saturating_add(2 * u64::from(len));
-                    0
-                }
-                Marker::Map16 => {
-                    left = left.saturating_add(2 * u64::from(u16::from_be_bytes(self.be()?)));
-                    0
-                }
-                Marker::Map32 => {
-                    left = left.saturating_add(2 * u64::from(u32::from_be_bytes(self.be()?)));
-                    0
-                }
                 Marker::FixExt1 => 2,
                 Marker::FixExt2 => 3,
                 Marker::FixExt4 => 5,
@@ -237,7 +248,7 @@ impl<'a> Reader<'a> {
                 Marker::Ext8 => 1 + usize::from(u8::from_be_bytes(self.be()?)),
                 Marker::Ext16 => 1 + usize::from(u16::from_be_bytes(self.be()?)),
                 Marker::Ext32 => 1 + u32::from_be_bytes(self.be()?) as usize,
-                Marker::Reserved => return Err(expected("a value", marker)),
+                _ => return Err(expected("a value", marker)),
             };
             self.take(len)?;
         }
