@@ -267,7 +267,8 @@ async def guard(
     finally:
         watcher.cancel()
         service.stop()
-        await asyncio.wait_for(running, 60)
+        async with asyncio.timeout(60):
+            await running
     checkpoints = {  # with checkpoints on, the stop wrote one of every partition
         "written": registry.get_sample_value("guard_checkpoints_total", {"result": "written"}) or 0,
         "seconds": registry.get_sample_value("guard_checkpoint_seconds_sum") or 0,

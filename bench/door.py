@@ -76,7 +76,8 @@ async def slow_client(port: int, deadline: float, counts: Counter) -> None:
             writer.write(b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: door\r\n")
             while time.monotonic() < deadline:
                 try:
-                    answer = await asyncio.wait_for(reader.read(1024), 1.0)
+                    async with asyncio.timeout(1.0):
+                        answer = await reader.read(1024)
                 except TimeoutError:
                     writer.write(b"X-Slow: 1\r\n")  # one header line a second, never the blank line
                     continue
@@ -110,7 +111,8 @@ async def oversized_client(port: int, deadline: float, counts: Counter) -> None:
                 await writer.drain()
                 await asyncio.sleep(len(CHUNK) / PACE_BYTES_PER_SECOND)
             writer.write(b"0\r\n\r\n")
-            line = await asyncio.wait_for(reader.readline(), 10)
+            async with asyncio.timeout(10):
+                line = await reader.readline()
             status = line.split(b" ")[1].decode() if line.count(b" ") >= 2 else "closed"
         except (OSError, TimeoutError):
             status = "closed"  # the door stopped reading: after its 413, or made room

@@ -90,7 +90,8 @@ async def recover(
         state_records_read = int(registry.get_sample_value("guard_checkpoint_records_read") or 0)
     finally:
         service.stop()
-        await asyncio.wait_for(running, 60)
+        async with asyncio.timeout(60):
+            await running
     return {
         "imported_s": imported,
         "first_ready_s": first_ready,

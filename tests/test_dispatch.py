@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from guard.actions import dispatch
+from guard.actions.boundary import consult
 from guard.actions.dispatch import Dispatcher
 from guard.actions.exemptions import Exemption, Exemptions
 from guard.actions.notify import Notifier
@@ -257,6 +258,23 @@ async def test_an_audit_read_that_hangs_lets_the_pause_go_ahead(
     assert await dispatcher.drain(10) == 0
     assert audit.outcomes(decision) == ["fired", "paused"]
     assert "audit_read not consulted (no answer in time)" in (audit.events[-1].note or "")
+
+
+async def test_a_consult_cancelled_as_its_answer_arrives_ends_cancelled() -> None:
+    """A shutdown's cancel that lands in the loop turn where the surface answers is not swallowed: the task
+    ends cancelled instead of running on (asyncio.wait_for on 3.11 returned the answer, CPython gh-86296)."""
+
+    arriving: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def answer() -> str:
+        return await arriving
+
+    asking = asyncio.create_task(consult("exemptions", answer, 5, Metrics()))
+    await asyncio.sleep(0)  # it now waits for the answer
+    arriving.set_result("exempt")
+    asking.cancel()  # in the same turn
+    with pytest.raises(asyncio.CancelledError):
+        await asking
 
 
 def covered(decision: Decision) -> Decision:

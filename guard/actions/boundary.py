@@ -47,7 +47,8 @@ async def consult(
 ) -> T | Unavailable:
     """`ask()`'s answer, or Unavailable when it raises or takes longer than `timeout` seconds."""
     try:
-        return await asyncio.wait_for(ask(), timeout)
+        async with asyncio.timeout(timeout):
+            return await ask()
     except Exception as error:  # TimeoutError included: a hang is a failure like any other
         return _failed(surface, error, metrics, **context)
 

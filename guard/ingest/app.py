@@ -185,7 +185,8 @@ class Ingest:
         while True:
             await asyncio.sleep(PROBE_SECONDS)
             try:
-                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), PROBE_SECONDS)
+                async with asyncio.timeout(PROBE_SECONDS):
+                    await self._producer.client.fetch_all_metadata()
                 self._reachable()
             except (KafkaError, OSError, TimeoutError) as error:
                 self._unreachable(error)

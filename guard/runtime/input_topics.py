@@ -41,9 +41,11 @@ class InputTopics:
         brokers; an unread topic gets the consumer's metadata refreshed at once."""
         try:
             if known is None:
-                known = await asyncio.wait_for(self._consumer.partition_counts(), ASK_SECONDS)
+                async with asyncio.timeout(ASK_SECONDS):
+                    known = await self._consumer.partition_counts()
             if self._unread(known):
-                await asyncio.wait_for(self._consumer.refresh_metadata(), ASK_SECONDS)
+                async with asyncio.timeout(ASK_SECONDS):
+                    await self._consumer.refresh_metadata()
         except (KafkaError, OSError, TimeoutError):
             return  # the reachability probe reports that
         self._record(tuple(topic for topic in self._configured if not known.get(topic)), self._unread(known))

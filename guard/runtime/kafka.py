@@ -56,7 +56,8 @@ async def reach(settings: KafkaSettings, timeout: float) -> None:
     errors = []
     for host, port, _ in collect_hosts(settings.bootstrap_servers, randomize=False):
         try:
-            connection = await asyncio.wait_for(create_conn(host, port, **options), timeout)
+            async with asyncio.timeout(timeout):
+                connection = await create_conn(host, port, **options)
         except (OSError, KafkaError, TimeoutError) as error:
             errors.append(f"{host}:{port}: {_reason(error)}")
             continue

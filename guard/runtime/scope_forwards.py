@@ -93,7 +93,8 @@ class ScopeForwards:
                 for batch, count in self._batches(share):
                     try:
                         queued = self._producer.send_batch(batch, self._topic, partition=partition)
-                        delivery = await asyncio.wait_for(queued, ENQUEUE_WAIT_SECONDS)
+                        async with asyncio.timeout(ENQUEUE_WAIT_SECONDS):
+                            delivery = await queued
                     except TimeoutError:
                         self._stalled_until = time.monotonic() + STALLED_SECONDS
                         self._failed(left, source, f"the producer's queue for {self._topic} is full")

@@ -283,7 +283,8 @@ class Service:
         """Readiness follows the brokers: a metadata request that fails or hangs means unreachable
         (the consumer itself just retries quietly and returns empty batches)."""
         try:
-            known = await asyncio.wait_for(consumer.partition_counts(), PROBE_SECONDS)
+            async with asyncio.timeout(PROBE_SECONDS):
+                known = await consumer.partition_counts()
             if self._inputs is not None:
                 await self._inputs.check(known)
             if self.health.kafka_error is not None:

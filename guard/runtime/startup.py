@@ -80,7 +80,8 @@ async def reach_kafka(kafka: KafkaSettings, limit: float, health: Health, stop: 
 
     async def pause(seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await stop.wait()
 
     def retrying(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

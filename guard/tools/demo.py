@@ -237,7 +237,8 @@ async def demo(
             finally:
                 ingest.stop()
                 service.stop()
-                await asyncio.wait_for(asyncio.gather(running, receiving), timeout=30)
+                async with asyncio.timeout(30):
+                    await asyncio.gather(running, receiving)
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
             result.pause_calls = sorted(

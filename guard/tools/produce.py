@@ -65,7 +65,8 @@ async def produce(settings: KafkaSettings, topic: str, lines: Iterable[bytes]) -
     produced = Produced()
     try:
         with contextlib.suppress(KafkaTimeoutError), _quiet("aiokafka.cluster"):  # "not found" while it is created
-            await asyncio.wait_for(producer.partitions_for(topic), PROBE_SECONDS * 2)
+            async with asyncio.timeout(PROBE_SECONDS * 2):
+                await producer.partitions_for(topic)
         if not producer.client.cluster.partitions_for_topic(topic):
             raise GuardError(f"topic {topic} does not exist and the brokers did not create it: create it first")
         pending = []
