@@ -21,7 +21,15 @@ from guard.engine import Engine
 from guard.engine import snapshot as snapshots
 from guard.engine.kinds import PYTHON, compiled
 from guard.engine.plan import Series
-from guard.engine.snapshot import FORMAT, PendingSnapshot, SnapshotError, restore, rules_version, snapshot
+from guard.engine.snapshot import (
+    FORMAT,
+    PendingSnapshot,
+    SnapshotError,
+    check_clock,
+    restore,
+    rules_version,
+    snapshot,
+)
 from guard.rules import Rule, RuleSet
 
 PROPERTY_SETTINGS = settings(max_examples=150, deadline=None)
@@ -311,6 +319,21 @@ class TestRefusing:
         data[1] = FORMAT + 1
         with pytest.raises(SnapshotError, match=f"format {FORMAT + 1}"):
             restore(bytes(data), RULES, Engine(RULES))
+
+    def test_values_nested_deeper_than_msgspec_decodes_are_refused_as_not_a_snapshot(self) -> None:
+        """msgspec answers nesting past its depth with RecursionError: refused as any bad snapshot is, with
+        SnapshotError and the engine untouched (restore's contract), not with the interpreter's error."""
+        good = snapshot(_busy_engine(RULES), RULES)
+        assert 0x90 < good[0] < 0x9F  # a short array: one more field, nested 5,000 deep, after the last
+        deep = bytes((good[0] + 1,)) + good[1:] + b"\x91" * 5_000 + b"\xc0"
+        engine = Engine(RULES)
+        before = snapshot(engine, RULES)
+        with pytest.raises(SnapshotError, match="not a snapshot: maximum recursion depth"):
+            restore(deep, RULES, engine)
+        with pytest.raises(SnapshotError, match="not a snapshot: maximum recursion depth"):
+            check_clock(deep, float("inf"))
+        assert snapshot(engine, RULES) == before
+        restore(good, RULES, engine)  # the same bytes without the nesting are taken
 
     @settings(max_examples=300, deadline=None)
     @given(data=st.data())

@@ -390,7 +390,7 @@ def check_clock(data: bytes, latest: float) -> None:
     ahead would count every later event as late."""
     try:
         clock = _clock_decoder.decode(data).watermark
-    except (msgspec.DecodeError, ValueError) as error:
+    except (msgspec.DecodeError, ValueError, RecursionError) as error:  # Recursion: nested past what msgspec decodes
         raise SnapshotError(f"not a snapshot: {error}") from None
     if not clock <= latest:  # NaN too
         raise SnapshotError(f"the partition's clock ({clock}) is past {latest}")
@@ -404,13 +404,13 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     store of other sizes than its rules and settings give (each size checked before it is used)."""
     try:
         head = _head_decoder.decode(data)
-    except (msgspec.DecodeError, ValueError) as error:  # ValueError: e.g. a string that is not UTF-8
+    except (msgspec.DecodeError, ValueError, RecursionError) as error:  # ValueError: e.g. a string that is not UTF-8
         raise SnapshotError(f"not a snapshot: {error}") from None
     if head.format != FORMAT:
         raise SnapshotError(f"snapshot format {head.format}, this guard reads {FORMAT}")
     try:
         partition = _decoder.decode(data)
-    except (msgspec.DecodeError, ValueError) as error:
+    except (msgspec.DecodeError, ValueError, RecursionError) as error:
         raise SnapshotError(f"corrupt snapshot: {error}") from None
     if partition.settings != _settings(engine, rules):
         raise SnapshotError("snapshot taken with other rules or settings")
@@ -423,7 +423,8 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
         KeyError,
         IndexError,
         OverflowError,
-    ) as error:  # Overflow: a number past i64 (the core)
+        RecursionError,
+    ) as error:  # Overflow: a number past i64 (the core); Recursion: a series nested past what msgspec decodes
         raise SnapshotError(f"corrupt snapshot: {error}") from None
     engine._campaigns, engine._seen = campaigns, store
     engine._watermark, engine._ahead, engine._next_sweep = partition.watermark, partition.ahead, partition.next_sweep
