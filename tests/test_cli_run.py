@@ -152,6 +152,20 @@ class TestEngineChoice:
         assert kinds.choose("auto") is kinds.PYTHON
 
     @pytest.mark.compiled_core
+    def test_a_core_that_encodes_no_runs_of_campaigns_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A core of the build before (its campaign encoder without `encode_run`): a checkpoint would fail at its
+        first step, so `auto` runs the Python engine."""
+        import guard_core
+
+        from guard.engine import kinds
+
+        assert kinds.compiled() is not None
+        older = type("CampaignEncoder", (), {"encode": guard_core.CampaignEncoder.encode})
+        monkeypatch.setattr(guard_core, "CampaignEncoder", older)
+        assert kinds.compiled() is None
+        assert kinds.choose("auto") is kinds.PYTHON
+
+    @pytest.mark.compiled_core
     @pytest.mark.parametrize("engine", ["auto", "compiled"])
     def test_the_compiled_core_runs_when_installed(self, engine: str) -> None:
         _, config = start_up_line(GUARD, engine)

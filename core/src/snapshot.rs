@@ -58,8 +58,12 @@ pub(crate) fn numbers<const N: usize, T: Copy>(
     values: &[T],
     le: fn(T) -> [u8; N],
 ) {
-    let bytes: Vec<u8> = values.iter().flat_map(|&value| le(value)).collect();
-    self::bytes(out, &bytes);
+    let len = u32::try_from(values.len() * N).expect("a series holds far fewer numbers than 4 GiB");
+    encode::write_bin_len(out, len).expect(INFALLIBLE);
+    out.reserve(values.len() * N);
+    for &value in values {
+        out.extend_from_slice(&le(value));
+    }
 }
 
 /// An optional list of samples: nil, or an array of what `sample` writes for each.
@@ -199,17 +203,59 @@ impl CampaignEncoder {
         campaign_id: &Bound<'py, PyString>,
         state: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut out = Vec::with_capacity(512);
-        array(&mut out, self.fields.len())?;
+        let mut out = Vec::with_capacity(1024);
+        self.write(py, &mut out, campaign_id, state)?;
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// The campaigns `order[start:end]` encoded one after the other, as snapshot.py's `_encoded_run`: each taken
+    /// out of `left` (id -> state) and encoded, or, encoded already, taken out of `early` (id -> its bytes).
+    fn encode_run<'py>(
+        &self,
+        py: Python<'py>,
+        order: &Bound<'py, PyList>,
+        start: usize,
+        end: usize,
+        left: &Bound<'py, PyDict>,
+        early: &Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Vec::with_capacity(1024 * end.saturating_sub(start).min(4096)); // grows past 4 MiB
+        for campaign_id in order.get_slice(start, end).iter() {
+            if let Some(state) = left.get_item(&campaign_id)? {
+                left.del_item(&campaign_id)?;
+                self.write(py, &mut out, campaign_id.cast::<PyString>()?, &state)?;
+            } else {
+                let encoded = early.get_item(&campaign_id)?.ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "campaign {campaign_id} is neither left nor encoded"
+                    ))
+                })?;
+                out.extend_from_slice(encoded.cast::<PyBytes>()?.as_bytes());
+                early.del_item(&campaign_id)?;
+            }
+        }
+        Ok(PyBytes::new(py, &out))
+    }
+}
+
+impl CampaignEncoder {
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        out: &mut Vec<u8>,
+        campaign_id: &Bound<'py, PyString>,
+        state: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        array(out, self.fields.len())?;
         for field in &self.fields {
             match field {
-                Field::Id => text(&mut out, campaign_id)?,
+                Field::Id => text(out, campaign_id)?,
                 Field::Series => {
                     let slots = state.getattr(pyo3::intern!(py, "series"))?;
                     let slots = slots.cast::<PyList>()?;
-                    array(&mut out, slots.len())?;
+                    array(out, slots.len())?;
                     for slot in slots.iter() {
-                        series(py, &mut out, &slot)?;
+                        series(py, out, &slot)?;
                     }
                 }
                 Field::RuleStates => {
@@ -217,19 +263,19 @@ impl CampaignEncoder {
                     let states = states.cast::<PyDict>()?;
                     let len = u32::try_from(states.len())
                         .map_err(|_| PyValueError::new_err("too many rule states"))?;
-                    encode::write_map_len(&mut out, len).expect(INFALLIBLE);
+                    encode::write_map_len(out, len).expect(INFALLIBLE);
                     for (name, rule_state) in states.iter() {
-                        text(&mut out, name.cast::<PyString>()?)?;
-                        array(&mut out, self.rule_state_fields.len())?;
+                        text(out, name.cast::<PyString>()?)?;
+                        array(out, self.rule_state_fields.len())?;
                         for field in &self.rule_state_fields {
-                            value(&mut out, &rule_state.getattr(field.bind(py))?)?;
+                            value(out, &rule_state.getattr(field.bind(py))?)?;
                         }
                     }
                 }
-                Field::Plain(name) => value(&mut out, &state.getattr(name.bind(py))?)?,
+                Field::Plain(name) => value(out, &state.getattr(name.bind(py))?)?,
             }
         }
-        Ok(PyBytes::new(py, &out))
+        Ok(())
     }
 }
 

@@ -69,8 +69,8 @@ def compiled() -> Kinds | None:
         core = importlib.import_module("guard_core")
         series = (core.SlidingCount, core.LastN, core.Cusum)
         fields = {kind: list(python.__struct_fields__) for kind, python in _PYTHON_SERIES.items()}
-        if core.series_fields() != fields:
-            return None
+        if core.series_fields() != fields or not hasattr(core.CampaignEncoder, "encode_run"):
+            return None  # encode_run: a build before a checkpoint's step encoded its campaigns in one call lacks it
         return Kinds(
             "compiled", *series, core.DedupeStore, _decoder(core), core.CampaignEncoder, core.restored_campaign_series
         )

@@ -226,10 +226,11 @@ class PendingSnapshot:
             _mirror_of(engine.stats, _Stats),
         )
         self._store = _store_part(engine._seen)  # at once: ~10 ms for 1.5M keys
-        self._encode = _campaign_encoding(engine.kinds)
+        self._encode, self._encode_run = _campaign_encoding(engine.kinds)
         self._left = dict(engine._campaigns)  # not yet encoded, in the order they were first tracked
         self._order = list(self._left)
-        self._encoded: dict[str, bytes] = {}
+        self._early: dict[str, bytes] = {}  # encoded before their step, as the engine was about to change them
+        self._runs: list[bytes] = []  # `_order[:_next]` encoded, a step's campaigns one after the other in each
         self._next = 0  # the position in `_order` the next step starts at
         self._failed: Exception | None = None
         self._engine: Engine | None = engine
@@ -258,7 +259,7 @@ class PendingSnapshot:
     def _keep(self, campaign_id: str) -> None:
         state = self._left.get(campaign_id)
         if state is not None:
-            self._encoded[campaign_id] = self._encode(campaign_id, state)
+            self._early[campaign_id] = self._encode(campaign_id, state)
             del self._left[campaign_id]
 
     @_collector_paused()
@@ -270,8 +271,7 @@ class PendingSnapshot:
         order = self._order
         end = min(self._next + campaigns, len(order))
         try:
-            for campaign_id in order[self._next : end]:
-                self._keep(campaign_id)
+            self._runs.append(self._encode_run(order, self._next, end, self._left, self._early))
         except Exception as error:
             self._failed = error
             self.close()
@@ -293,13 +293,13 @@ class PendingSnapshot:
         engine's and touches no interpreter-wide switch: another thread may run it."""
         if self._next < len(self._order) or self._failed is not None:
             self.step(len(self._order))
-        order, encoded = self._order, self._encoded
+        order = self._order
         # the partition with no store and no campaigns, its last two fields then written as they are
         prefix = _encoder.encode(_Partition(*self._head, None, []))
         if not prefix.endswith(b"\xc0\x90"):  # nil, then an empty array
             raise AssertionError("the partition's last fields are not the dedupe store and the campaigns")
         campaigns = _encoder.encode([None] * len(order))  # an array's header, then one byte (nil) an item
-        return b"".join([prefix[:-2], self._store, campaigns[: len(campaigns) - len(order)], *map(encoded.get, order)])
+        return b"".join([prefix[:-2], self._store, campaigns[: len(campaigns) - len(order)], *self._runs])
 
 
 def _store_part(seen: Any) -> bytes:
@@ -318,16 +318,32 @@ def _store_part(seen: Any) -> bytes:
     return _encoder.encode(store)
 
 
-def _campaign_encoding(kinds: Kinds) -> Callable[[str, CampaignState], bytes]:
-    """How a campaign of an engine with `kinds` is encoded: by the compiled core when it has the encoder (the
-    same bytes, without the mirror objects: tests/test_core_differential.py), else here."""
+_EncodeRun = Callable[[list[str], int, int, dict[str, CampaignState], dict[str, bytes]], bytes]
+
+
+def _campaign_encoding(kinds: Kinds) -> tuple[Callable[[str, CampaignState], bytes], _EncodeRun]:
+    """How a campaign of an engine with `kinds` is encoded, and a step's run of them: by the compiled core when
+    it has the encoder (the same bytes, without the mirror objects or a call per campaign:
+    tests/test_core_differential.py), else here."""
     if kinds.campaign_encoder is None:
-        return _campaign
+        return _campaign, _encoded_run
     series_fields = {kind: list(mirror.__struct_fields__) for kind, mirror in _SERIES.items()}
     encoder = kinds.campaign_encoder(
         list(_Campaign.__struct_fields__), list(_RuleState.__struct_fields__), series_fields
     )
-    return encoder.encode  # type: ignore[no-any-return]
+    return encoder.encode, encoder.encode_run
+
+
+def _encoded_run(
+    order: list[str], start: int, end: int, left: dict[str, CampaignState], early: dict[str, bytes]
+) -> bytes:
+    """The campaigns `order[start:end]` encoded one after the other: each taken out of `left` and encoded, or,
+    encoded before its step, taken out of `early`."""
+    parts = []
+    for campaign_id in order[start:end]:
+        state = left.pop(campaign_id, None)
+        parts.append(early.pop(campaign_id) if state is None else _campaign(campaign_id, state))
+    return b"".join(parts)
 
 
 def _campaign(campaign_id: str, state: CampaignState) -> bytes:
