@@ -213,8 +213,11 @@ class TestTakenWhileCounting:
 
     @pytest.mark.parametrize("kinds", KINDS)
     @pytest.mark.parametrize("campaigns", [0, 1, 15, 16, 17])
-    def test_the_parts_joined_are_the_partition_encoded_whole(self, kinds: typing.Any, campaigns: int) -> None:
-        """Around msgpack's array headers (fixarray up to 15 items, then array 16)."""
+    def test_the_parts_joined_are_the_partition_encoded_whole(
+        self, kinds: typing.Any, campaigns: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Around msgpack's array headers (fixarray up to 15 items, then array 16), in runs of 4 campaigns a call."""
+        monkeypatch.setattr(snapshots, "_RUN", 4)
         engine = Engine(RULES, kinds=kinds)
         for n in range(campaigns):
             engine.process(Event(Signal.SENT, f"c{n}", 1_714_564_800.0 + n, message_id=f"m{n}"))

@@ -202,6 +202,9 @@ def snapshot(engine: Engine, rules: RuleSet) -> bytes:
     return PendingSnapshot(engine, rules).finish()
 
 
+_RUN = 1_000  # campaigns encoded in one call (~2 ms with the core): between calls other threads may run
+
+
 class PendingSnapshot:
     """An engine's snapshot as of the moment this is made, encoded a few campaigns at a time (`step`) while
     the engine goes on counting: copy on write. The partition's clock, counters and dedupe store are taken at
@@ -271,7 +274,8 @@ class PendingSnapshot:
         order = self._order
         end = min(self._next + campaigns, len(order))
         try:
-            self._runs.append(self._encode_run(order, self._next, end, self._left, self._early))
+            for start in range(self._next, end, _RUN):  # a sweep's step of every campaign: bounded runs, the GIL let go
+                self._runs.append(self._encode_run(order, start, min(start + _RUN, end), self._left, self._early))
         except Exception as error:
             self._failed = error
             self.close()
