@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from guard.actions import dispatch
-from guard.actions.boundary import consult
+from guard.actions.boundary import Unavailable, consult
 from guard.actions.dispatch import Dispatcher
 from guard.actions.exemptions import Exemption, Exemptions
 from guard.actions.notify import Notifier
@@ -275,6 +275,39 @@ async def test_a_consult_cancelled_as_its_answer_arrives_ends_cancelled() -> Non
     asking.cancel()  # in the same turn
     with pytest.raises(asyncio.CancelledError):
         await asking
+
+
+async def test_a_surface_that_swallows_a_cancel_does_not_keep_the_caller_running() -> None:
+    """The surface runs in a task of its own: the caller's cancel (a shutdown's) ends the caller, whatever the
+    surface does with the cancel it is passed."""
+    stubborn = asyncio.Event()
+
+    async def answer() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stubborn.set()
+        return "exempt"
+
+    asking = asyncio.create_task(consult("exemptions", answer, 5, Metrics()))
+    await asyncio.sleep(0.01)
+    asking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asking
+    await asyncio.wait_for(stubborn.wait(), 1)  # the surface was passed the cancel too
+
+
+@pytest.mark.parametrize("how", ["raises before it is awaited", "cancels itself"])
+async def test_a_surface_that_fails_oddly_is_unavailable_not_the_callers_error(how: str) -> None:
+    def at_once() -> Awaitable[str]:
+        raise RuntimeError("no store")
+
+    async def cancelled() -> str:
+        raise asyncio.CancelledError
+
+    answer = await consult("exemptions", at_once if how.startswith("raises") else cancelled, 5, Metrics())
+    assert isinstance(answer, Unavailable)
+    assert answer.reason == ("RuntimeError: no store" if how.startswith("raises") else "RuntimeError: cancelled")
 
 
 def covered(decision: Decision) -> Decision:

@@ -45,11 +45,26 @@ def _failed(surface: str, error: BaseException, metrics: Metrics, **context: obj
 async def consult(
     surface: str, ask: Callable[[], Awaitable[T]], timeout: float, metrics: Metrics, **context: object
 ) -> T | Unavailable:
-    """`ask()`'s answer, or Unavailable when it raises or takes longer than `timeout` seconds."""
+    """`ask()`'s answer, or Unavailable when it raises or takes longer than `timeout` seconds. `ask()` runs in a
+    task of its own: whatever it does with a cancel, the caller's cancel (a shutdown's) ends the caller."""
     try:
-        async with asyncio.timeout(timeout):
-            return await ask()
-    except Exception as error:  # TimeoutError included: a hang is a failure like any other
+        asking = asyncio.ensure_future(ask())
+    except Exception as error:  # failed before it could be awaited
+        return _failed(surface, error, metrics, **context)
+    try:
+        # asyncio.wait, not wait_for: on 3.11 wait_for returns an answer that lands in the turn of a cancel
+        done, _ = await asyncio.wait((asking,), timeout=timeout)
+    except BaseException:  # the caller is cancelled: so is the surface
+        asking.cancel()
+        raise
+    if not done:
+        asking.cancel()  # a hang: the surface is let go
+        return _failed(surface, TimeoutError(), metrics, **context)
+    try:
+        return asking.result()
+    except asyncio.CancelledError:  # the surface's own doing: not the caller's cancel, which raised above
+        return _failed(surface, RuntimeError("cancelled"), metrics, **context)
+    except Exception as error:
         return _failed(surface, error, metrics, **context)
 
 
