@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
@@ -295,6 +296,32 @@ async def test_a_surface_that_swallows_a_cancel_does_not_keep_the_caller_running
     with pytest.raises(asyncio.CancelledError):
         await asking
     await asyncio.wait_for(stubborn.wait(), 1)  # the surface was passed the cancel too
+
+
+async def test_a_surface_that_fails_on_its_way_out_after_the_timeout_is_logged_not_left_unretrieved() -> None:
+    """Given up at the timeout and not waited for, a surface whose cleanup raises leaves no "exception was never
+    retrieved" behind (the loop's handler is not called)."""
+    loop, reported, gone = asyncio.get_running_loop(), [], asyncio.Event()
+    handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context["message"]))
+
+    async def answer() -> str:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            gone.set()
+            raise RuntimeError("cleanup failed")  # in place of the cancel, on purpose
+
+    try:
+        given = await consult("exemptions", answer, 0.05, Metrics())
+        assert isinstance(given, Unavailable) and given.reason == "no answer in time"
+        await gone.wait()
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(handler)
+    assert reported == []
 
 
 @pytest.mark.parametrize("how", ["raises before it is awaited", "cancels itself"])

@@ -58,7 +58,8 @@ async def consult(
         asking.cancel()
         raise
     if not done:
-        asking.cancel()  # a hang: the surface is let go
+        asking.cancel()  # a hang: the surface is let go, and what it raises on its way out is not waited for
+        asking.add_done_callback(_retrieved)
         return _failed(surface, TimeoutError(), metrics, **context)
     try:
         return asking.result()
@@ -66,6 +67,11 @@ async def consult(
         return _failed(surface, RuntimeError("cancelled"), metrics, **context)
     except Exception as error:
         return _failed(surface, error, metrics, **context)
+
+
+def _retrieved(asking: asyncio.Future[object]) -> None:
+    if not asking.cancelled() and (error := asking.exception()) is not None:
+        log.warning("side surface failed after its answer was given up", error=repr(error))
 
 
 def tell(surface: str, do: Callable[[], None], metrics: Metrics, **context: object) -> Unavailable | None:

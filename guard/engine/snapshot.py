@@ -282,7 +282,7 @@ class PendingSnapshot:
         order = self._order
         end = min(self._next + campaigns, len(order))
         try:
-            for start in range(self._next, end, _RUN):  # a sweep's step of every campaign: bounded runs, the GIL let go
+            for start in range(self._next, end, _RUN):  # a sweep steps every campaign: threads run between runs
                 self._runs.append(self._encode_run(order, start, min(start + _RUN, end), self._left, self._early))
         except Exception as error:
             self._failed = error
