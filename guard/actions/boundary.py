@@ -10,6 +10,7 @@ Nothing a surface does, or holds, can reach the decision task.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -59,7 +60,7 @@ async def consult(
         raise
     if not done:
         asking.cancel()  # a hang: the surface is let go, and what it raises on its way out is not waited for
-        asking.add_done_callback(_retrieved)
+        asking.add_done_callback(functools.partial(_retrieved, surface))
         return _failed(surface, TimeoutError(), metrics, **context)
     try:
         return asking.result()
@@ -69,9 +70,9 @@ async def consult(
         return _failed(surface, error, metrics, **context)
 
 
-def _retrieved(asking: asyncio.Future[object]) -> None:
+def _retrieved(surface: str, asking: asyncio.Future[object]) -> None:
     if not asking.cancelled() and (error := asking.exception()) is not None:
-        log.warning("side surface failed after its answer was given up", error=repr(error))
+        log.warning("side surface failed after its answer was given up", surface=surface, error=repr(error))
 
 
 def tell(surface: str, do: Callable[[], None], metrics: Metrics, **context: object) -> Unavailable | None:
