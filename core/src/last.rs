@@ -53,16 +53,16 @@ impl LastN {
         snapshot::int(out, 1);
         snapshot::int(out, self.size);
         snapshot::int(out, self.per_seen);
-        snapshot::numbers(out, &self.of_positions, i64::to_le_bytes);
+        snapshot::numbers(out, &self.of_positions, i64::to_le_bytes)?;
         snapshot::int(out, self.total);
         snapshot::samples(out, &self.samples, |out, (position, id)| {
             snapshot::array(out, 2)?;
             snapshot::int(out, *position);
             snapshot::text(out, id.bind(py))
         })?;
-        snapshot::numbers(out, &self.per_times, i32::to_le_bytes);
+        snapshot::numbers(out, &self.per_times, i32::to_le_bytes)?;
         snapshot::float(out, self.time_base);
-        snapshot::numbers(out, &self.per_ids, i32::to_le_bytes);
+        snapshot::numbers(out, &self.per_ids, i32::to_le_bytes)?;
         Ok(())
     }
 

@@ -115,7 +115,7 @@ impl SlidingCount {
         snapshot::int(out, 0);
         snapshot::float(out, self.width);
         snapshot::boolean(out, self.keep_samples);
-        snapshot::numbers(out, &self.older, f64::to_le_bytes);
+        snapshot::numbers(out, &self.older, f64::to_le_bytes)?;
         snapshot::float(out, self.newest);
         snapshot::int(out, self.newest_count);
         snapshot::int(out, self.total);

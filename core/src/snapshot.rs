@@ -57,13 +57,15 @@ pub(crate) fn numbers<const N: usize, T: Copy>(
     out: &mut Vec<u8>,
     values: &[T],
     le: fn(T) -> [u8; N],
-) {
-    let len = u32::try_from(values.len() * N).expect("a series holds far fewer numbers than 4 GiB");
+) -> PyResult<()> {
+    let len = u32::try_from(values.len() * N)
+        .map_err(|_| PyValueError::new_err("numbers too many for msgpack"))?;
     encode::write_bin_len(out, len).expect(INFALLIBLE);
     out.reserve(values.len() * N);
     for &value in values {
         out.extend_from_slice(&le(value));
     }
+    Ok(())
 }
 
 /// An optional list of samples: nil, or an array of what `sample` writes for each.
