@@ -30,6 +30,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -129,24 +130,41 @@ def history(*campaigns: Iterable[Record]) -> Iterator[Record]:
 def produce(bootstrap: str, topic: str, records: Iterable[Record], compression: str = "none") -> dict[int, int]:
     """Write `records` with confluent-kafka, keyed by campaign, timestamped with their event time, in
     batches compressed with `compression` (librdkafka's `compression.type`). Returns the end offset of
-    each partition written to; raises if any delivery failed."""
+    each partition written to; raises if any delivery failed, or if a campaign's records landed out of
+    the order they were given in.
+
+    Idempotent, so a retried batch keeps its place: hours of history written in one go by a producer that
+    may reorder on a retry (librdkafka's default) could land hours-old mail after the present, where a
+    bridge writing as the mail happens reorders seconds at most."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 20, "compression.type": compression}
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 20,
+            "compression.type": compression,
+            "enable.idempotence": True,
+        }
     )
     ends: dict[int, int] = {}
     failures: list[str] = []
+    written: dict[str, list[tuple[int, int]]] = {}  # campaign -> (sequence given, offset written)
 
-    def delivered(error: KafkaError | None, message: Any) -> None:
+    def delivered(sequence: int, error: KafkaError | None, message: Any) -> None:
         if error is not None:
             failures.append(str(error))
         else:
             ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
+            written.setdefault(message.key().decode(), []).append((sequence, message.offset()))
 
-    for record in records:
+    for sequence, record in enumerate(records):
         while True:
             try:
                 producer.produce(
-                    topic, record.value, record.campaign, timestamp=int(record.at * 1000), on_delivery=delivered
+                    topic,
+                    record.value,
+                    record.campaign,
+                    timestamp=int(record.at * 1000),
+                    on_delivery=partial(delivered, sequence),
                 )
                 break
             except BufferError:  # the local queue is full: let deliveries drain it
@@ -154,6 +172,10 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], compression: 
         producer.poll(0)
     if producer.flush(60) or failures:
         raise RuntimeError(f"producing to {topic}: {len(failures)} failed ({failures[:3]}) or not flushed")
+    for campaign, deliveries in written.items():  # the premise of every scenario: the log holds the mail in order
+        offsets = [offset for _, offset in sorted(deliveries)]
+        if offsets != sorted(offsets):
+            raise RuntimeError(f"producing to {topic}: {campaign}'s records landed out of the order given")
     return ends
 
 
@@ -225,6 +247,8 @@ class Tally:
     calls: Counter[str] = field(default_factory=Counter)
     audit: dict[str, Counter[str]] = field(default_factory=dict)
     slack: dict[str, Counter[str]] = field(default_factory=dict)
+    # each decision acted on, with its event time and episode: enough to tell which stretch of mail paused a campaign
+    acted: list[str] = field(default_factory=list)
 
     def outcomes(self, campaign: str) -> Counter[str]:
         return self.audit.get(campaign, Counter())
@@ -240,7 +264,7 @@ class Tally:
                 for c in campaigns
             )
             or "no pause call, audit event or notification"
-        )
+        ) + "".join(f"\n  acted on: {account}" for account in self.acted)
 
 
 # --------------------------------------------------------------------------- the deployment
@@ -371,6 +395,13 @@ class Deployment:
             tally.calls[request.campaign_id or "?"] += 1
         for event in await self.audit_events():
             tally.audit.setdefault(event["campaign_id"], Counter())[event["outcome"]] += 1
+            if event["outcome"] in {"paused", "already_paused", "failed", "not_running", "dry_run"}:
+                evidence = event["evidence"]
+                tally.acted.append(
+                    f"{event['campaign_id']} {event['rule']['name']} {event['outcome']}: event time "
+                    f"{event['timings']['event_time']}, evidence {evidence.get('evidence_from')} .. "
+                    f"{evidence.get('evidence_to')}, value {evidence.get('value')}, decision {event['decision_id']}"
+                )
         for campaign, outcome in self.slack.messages:
             tally.slack.setdefault(campaign, Counter())[outcome] += 1
         return tally
