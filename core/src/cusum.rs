@@ -3,10 +3,10 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
-use crate::keep_latest;
 use crate::numbers::py_min;
 use crate::reader::Reader;
 use crate::snapshot;
+use crate::{keep_latest, Samples};
 
 #[pyclass(module = "guard_core")]
 pub struct Cusum {
@@ -22,7 +22,7 @@ pub struct Cusum {
     run_of: i64,
     #[pyo3(get)]
     run_per: i64,
-    samples: Option<Vec<Py<PyString>>>, // the latest few `of` message ids of the run, newest last
+    samples: Samples<Py<PyString>>, // the latest few `of` message ids of the run, newest last
 }
 
 impl Cusum {
@@ -128,7 +128,7 @@ impl Cusum {
             run_from,
             run_of,
             run_per,
-            samples,
+            samples: samples.map(Box::new),
         }
     }
 

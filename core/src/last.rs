@@ -7,10 +7,10 @@ use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::arrays::{from_sequence, to_array};
 use crate::ids::id_hash;
-use crate::keep_latest;
 use crate::numbers::floor_div;
 use crate::reader::Reader;
 use crate::snapshot;
+use crate::{keep_latest, Samples};
 
 const INT32: i64 = (1 << 31) - 1;
 
@@ -23,7 +23,7 @@ pub struct LastN {
     of_positions: Vec<i64>, // per_seen at each of-event, in order
     #[pyo3(get)]
     total: i64,
-    samples: Option<Vec<(i64, Py<PyString>)>>, // (per_seen, message id), newest last
+    samples: Samples<(i64, Py<PyString>)>, // (per_seen, message id), newest last
     per_times: Vec<i32>, // the last `size` per-events' times, by position % size, in seconds from `time_base`
     #[pyo3(get)]
     time_base: f64,
@@ -114,7 +114,7 @@ impl LastN {
         if restored.total != positions.len() as i64 || !in_order || !last_seen {
             return Err(snapshot::corrupt("a count window's outcomes do not add up"));
         }
-        let quoted = restored.samples.iter().flatten();
+        let quoted = restored.samples.iter().flat_map(|samples| samples.iter());
         if quoted
             .clone()
             .any(|(position, _)| !(0 <= *position && *position <= per_seen))
@@ -179,7 +179,7 @@ impl LastN {
             per_seen,
             of_positions: of_positions.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
             total,
-            samples,
+            samples: samples.map(Box::new),
             per_times: per_times.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
             time_base,
             per_ids: per_ids.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
@@ -313,7 +313,7 @@ impl LastN {
         let kept = self
             .samples
             .iter()
-            .flatten()
+            .flat_map(|samples| samples.iter())
             .filter(|(position, _)| *position > oldest_gone);
         PyTuple::new(py, kept.map(|(_, id)| id.bind(py)).collect::<Vec<_>>())
     }

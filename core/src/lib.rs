@@ -18,9 +18,13 @@ mod snapshot;
 /// Message ids kept as evidence for audits (windows.py: SAMPLE_IDS).
 const SAMPLE_IDS: usize = 3;
 
+/// A series' latest sample ids, None until it has one: boxed, so the many series that keep none (denominators, and
+/// numerators with no message ids yet) spend a pointer on them, not a vector's three words.
+pub(crate) type Samples<T> = Option<Box<Vec<T>>>;
+
 /// A series' latest sample ids: `sample` appended, the oldest dropped past SAMPLE_IDS (windows.py `_keep_latest`).
-pub(crate) fn keep_latest<T>(samples: &mut Option<Vec<T>>, sample: T) {
-    let samples = samples.get_or_insert_with(Vec::new);
+pub(crate) fn keep_latest<T>(samples: &mut Samples<T>, sample: T) {
+    let samples = samples.get_or_insert_with(Box::default);
     samples.push(sample);
     if samples.len() > SAMPLE_IDS {
         samples.remove(0);

@@ -182,7 +182,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn samples<T>(
         &mut self,
         mut sample: impl FnMut(&mut Self) -> PyResult<T>,
-    ) -> PyResult<Option<Vec<T>>> {
+    ) -> PyResult<crate::Samples<T>> {
         if self.nil() {
             return Ok(None);
         }
@@ -191,7 +191,7 @@ impl<'a> Reader<'a> {
         for _ in 0..len {
             samples.push(sample(self)?);
         }
-        Ok(Some(samples))
+        Ok(Some(Box::new(samples)))
     }
 
     /// A pair of a sample: an array of exactly two.

@@ -6,16 +6,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 
 use crate::arrays::{from_sequence, to_array};
-use crate::keep_latest;
 use crate::numbers::floor_div;
 use crate::reader::Reader;
 use crate::snapshot;
+use crate::{keep_latest, Samples};
 
 const BUCKETS_PER_WINDOW: f64 = 60.0;
 const MAX_COUNT_F: f64 = snapshot::MAX_COUNT as f64;
-
-/// (bucket index, message id), newest last.
-type Samples = Option<Vec<(f64, Py<PyString>)>>;
 
 #[pyclass(module = "guard_core")]
 pub struct SlidingCount {
@@ -30,7 +27,7 @@ pub struct SlidingCount {
     newest_count: i64,
     #[pyo3(get)]
     total: i64,
-    samples: Samples,
+    samples: Samples<(f64, Py<PyString>)>, // (bucket index, message id), newest last
 }
 
 impl SlidingCount {
@@ -233,7 +230,7 @@ impl SlidingCount {
             newest,
             newest_count,
             total,
-            samples,
+            samples: samples.map(Box::new),
         })
     }
 
@@ -304,7 +301,7 @@ impl SlidingCount {
         let kept = self
             .samples
             .iter()
-            .flatten()
+            .flat_map(|samples| samples.iter())
             .filter(|(index, _)| *index > oldest_kept);
         PyTuple::new(py, kept.map(|(_, id)| id.bind(py)).collect::<Vec<_>>())
     }
@@ -337,6 +334,6 @@ impl SlidingCount {
 
     #[setter]
     fn set_samples(&mut self, samples: Option<Vec<(f64, Py<PyString>)>>) {
-        self.samples = samples;
+        self.samples = samples.map(Box::new);
     }
 }

@@ -71,14 +71,14 @@ pub(crate) fn numbers<const N: usize, T: Copy>(
 /// An optional list of samples: nil, or an array of what `sample` writes for each.
 pub(crate) fn samples<T>(
     out: &mut Vec<u8>,
-    samples: &Option<Vec<T>>,
+    samples: &crate::Samples<T>,
     mut sample: impl FnMut(&mut Vec<u8>, &T) -> PyResult<()>,
 ) -> PyResult<()> {
     match samples {
         None => nil(out),
         Some(samples) => {
             array(out, samples.len())?;
-            for one in samples {
+            for one in samples.iter() {
                 sample(out, one)?;
             }
         }
@@ -303,7 +303,7 @@ pub(crate) fn check_time(value: Option<f64>, clock: f64, what: &str) -> PyResult
 }
 
 /// The mirror holds no more sample ids than a series keeps.
-pub(crate) fn check_samples<T>(samples: &Option<Vec<T>>) -> PyResult<()> {
+pub(crate) fn check_samples<T>(samples: &crate::Samples<T>) -> PyResult<()> {
     if samples
         .as_ref()
         .is_some_and(|samples| samples.len() > crate::SAMPLE_IDS)
