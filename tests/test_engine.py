@@ -13,6 +13,8 @@ from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.episodes import after_pause_decision, resumes
+from guard.engine.snapshot import restore, snapshot
+from guard.engine.state import NO_RULE_STATES
 from guard.rules import Rule, RuleSet
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
@@ -339,6 +341,31 @@ class TestCooldown:
         ]
         decisions = fired(Engine(rules(rule(threshold=2, window="10m", cooldown=0))), events)
         assert [decision.fired_at for decision in decisions] == [T0 + 1, T0 + 20 * MINUTE + 1]
+
+
+class TestRuleStateMemory:
+    """A campaign no rule has a state for keeps the one shared empty dict (64 bytes each saved, over most of them);
+    its first rule state gives it a dict of its own, its last one gone hands it back, and the shared one stays empty
+    whatever the campaigns around it do."""
+
+    def test_only_a_campaign_with_a_rule_state_has_a_dict_of_its_own(self) -> None:
+        engine = Engine(rules(TestCooldown.RULE))
+        run(engine, [bounce(T0, "a"), bounce(T0 + MINUTE, "b"), sent(T0 + MINUTE, "s", campaign="quiet")])
+        assert engine._campaigns["quiet"].rule_states is NO_RULE_STATES
+        assert set(engine._campaigns["c1"].rule_states) == {"r"}  # fired: cooling down
+        run(engine, [sent(T0 + 62 * MINUTE, "t")])  # the bounces slid out and the cooldown is over: nothing to keep
+        assert engine._campaigns["c1"].rule_states is NO_RULE_STATES
+        run(engine, [bounce(T0 + 70 * MINUTE, "c"), bounce(T0 + 71 * MINUTE, "d")])  # a new breach, a new dict
+        assert engine._campaigns["c1"].rule_states is not NO_RULE_STATES
+        assert NO_RULE_STATES == {}
+
+    def test_a_restored_campaign_without_rule_states_shares_the_empty_dict(self) -> None:
+        engine = Engine(rules(TestCooldown.RULE))
+        run(engine, [bounce(T0, "a"), bounce(T0 + MINUTE, "b"), sent(T0 + MINUTE, "s", campaign="quiet")])
+        restored = Engine(rules(TestCooldown.RULE))
+        restore(snapshot(engine, rules(TestCooldown.RULE)), rules(TestCooldown.RULE), restored)
+        assert restored._campaigns["quiet"].rule_states is NO_RULE_STATES
+        assert set(restored._campaigns["c1"].rule_states) == {"r"}
 
 
 class TestFor:

@@ -18,7 +18,7 @@ from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.measure import Measure, evidence_from, leans_bad, sample_ids
 from guard.engine.measure import measure as measure_of
 from guard.engine.plan import CompiledRule, Series, compile_plan
-from guard.engine.state import CampaignState, RuleState
+from guard.engine.state import NO_RULE_STATES, CampaignState, RuleState
 from guard.rules.models import Rule, RuleSet
 
 # Leadterra retries a webhook after ~1m, 5m, 30m, 2h and 8h: the last comes ~10.6 h after the first.
@@ -32,9 +32,10 @@ MAX_AHEAD_SECONDS = 86_400.0
 EVICT_SHARE = 20  # 1/20 = 5%
 
 
-def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now: float) -> bool:
+def _should_fire(campaign: CampaignState, rule: Rule, holds: bool, now: float) -> bool:
     """Once per breach, after holding for `for`, not within `cooldown` of the last firing; a breach
     ends once the condition has been false for `keep_firing_for`."""
+    rule_states = campaign.rule_states
     state = rule_states.get(rule.name)
     if not holds:
         if state is not None:
@@ -45,8 +46,12 @@ def _should_fire(rule_states: dict[str, RuleState], rule: Rule, holds: bool, now
                     state.firing, state.clear_since = False, None
             if not state.firing and (state.last_fired is None or now >= state.last_fired + rule.cooldown):
                 del rule_states[rule.name]  # nothing left to remember: as good as new, and cheaper
+                if not rule_states:
+                    campaign.rule_states = NO_RULE_STATES
         return False
     if state is None:
+        if rule_states is NO_RULE_STATES:
+            rule_states = campaign.rule_states = {}
         state = rule_states[rule.name] = RuleState()
     state.clear_since = None
     if state.firing:
@@ -187,7 +192,7 @@ class Engine:
                 if series is not None and series.keep_samples != keep_samples:
                     series.keep_samples = keep_samples
                     series.samples = series.samples if keep_samples else None
-            state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
+            state.rule_states = {n: rs for n, rs in state.rule_states.items() if n in names} or NO_RULE_STATES
             state.armed = True  # thresholds may have changed: evaluate at the next event
 
     def _new_state(
@@ -305,7 +310,7 @@ class Engine:
         if rules != state.rules:
             state.rules = rules
             names = {compiled.rule.name for compiled in rules}
-            state.rule_states = {name: rs for name, rs in state.rule_states.items() if name in names}
+            state.rule_states = {n: rs for n, rs in state.rule_states.items() if n in names} or NO_RULE_STATES
             state.armed = True  # a rule new to the campaign may hold already: evaluate at this event
 
     def _on_clock(self, event: Event) -> Event:
@@ -413,7 +418,7 @@ class Engine:
     ) -> Decision | None:
         rule, now = compiled.rule, state.watermark
         measure = measure_of(compiled, state)
-        if not _should_fire(state.rule_states, rule, measure.holds, now):
+        if not _should_fire(state, rule, measure.holds, now):
             return None
         evidence = [numerator_series, state.series[compiled.denominator.slot] if compiled.denominator else None]
         identity = decision_id(campaign_id, rule, now)

@@ -37,7 +37,7 @@ from guard.engine.cusum import Cusum
 from guard.engine.engine import MAX_AHEAD_SECONDS, Engine, EngineStats
 from guard.engine.kinds import Kinds
 from guard.engine.plan import Series
-from guard.engine.state import CampaignState, RuleState
+from guard.engine.state import NO_RULE_STATES, CampaignState, RuleState
 from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, LastN, SlidingCount
 from guard.rules.models import MAX_LAST, RuleSet
 
@@ -495,7 +495,7 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         except msgspec.DecodeError as error:
             raise ValueError(f"campaign {campaign_id!r}: {error}") from None
         rules = plan.rules_for(campaign_id, mirror.workspace_id)
-        rule_states = {}
+        rule_states = NO_RULE_STATES
         if mirror.rule_states:
             rule_states = {name: RuleState(**msgspec.structs.asdict(kept)) for name, kept in mirror.rule_states.items()}
             if unknown := set(rule_states) - {compiled.rule.name for compiled in rules}:

@@ -20,13 +20,18 @@ class RuleState:
     clear_since: float | None = None  # condition false since, while firing (for `keep_firing_for`)
 
 
+# The rule states of every campaign no rule has a state for (nearly all): one empty dict shared by them, never written
+# to; a campaign gets a dict of its own with its first rule state and goes back to this one with its last (engine.py).
+NO_RULE_STATES: dict[str, RuleState] = {}
+
+
 class CampaignState(msgspec.Struct, gc=False):
     """Everything kept about one campaign (gc=False: no cycles; the collector need not scan it)."""
 
     rules: tuple[CompiledRule, ...]
     series: list[Series | None]  # by the plan's slot; None until an event feeds it
     watermark: float = float("-inf")  # latest event time seen for the campaign
-    rule_states: dict[str, RuleState] = msgspec.field(default_factory=dict)
+    rule_states: dict[str, RuleState] = msgspec.field(default_factory=lambda: NO_RULE_STATES)
     # some rule's numerator reached what it needs to hold, at the last evaluation; while not, only
     # an event of a numerator's signal (or a rule state) can change an outcome: others skip the rules
     armed: bool = False
