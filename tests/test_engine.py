@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
 
 import pytest
@@ -358,6 +359,15 @@ class TestRuleStateMemory:
         run(engine, [bounce(T0 + 70 * MINUTE, "c"), bounce(T0 + 71 * MINUTE, "d")])  # a new breach, a new dict
         assert engine._campaigns["c1"].rule_states is not NO_RULE_STATES
         assert NO_RULE_STATES == {}
+
+    def test_campaigns_copied_together_never_share_a_rule_state(self) -> None:
+        """A deep copy gives its campaigns one empty dict that is not the shared one: still never written to."""
+        engine = copy.deepcopy(Engine(rules(TestCooldown.RULE)))
+        run(engine, [sent(T0, "s", campaign="quiet"), sent(T0, "t")])
+        copied = copy.deepcopy(engine)
+        assert copied._campaigns["c1"].rule_states is copied._campaigns["quiet"].rule_states  # the premise
+        run(copied, [bounce(T0 + 1, "a"), bounce(T0 + 2, "b")])
+        assert set(copied._campaigns["c1"].rule_states) == {"r"} and not copied._campaigns["quiet"].rule_states
 
     def test_a_restored_campaign_without_rule_states_shares_the_empty_dict(self) -> None:
         engine = Engine(rules(TestCooldown.RULE))

@@ -50,7 +50,7 @@ def _should_fire(campaign: CampaignState, rule: Rule, holds: bool, now: float) -
                     campaign.rule_states = NO_RULE_STATES
         return False
     if state is None:
-        if rule_states is NO_RULE_STATES:
+        if not rule_states:  # the shared empty one (or any empty one: a copy's): never written to
             rule_states = campaign.rule_states = {}
         state = rule_states[rule.name] = RuleState()
     state.clear_since = None
@@ -268,13 +268,12 @@ class Engine:
                 late |= not add(series, time, message_id, now)
         self.stats.late += late
         decisions = []
-        rule_states = state.rule_states
-        if state.armed or rule_states or event.signal in self._plan.numerator_signals:
+        if state.armed or state.rule_states or event.signal in self._plan.numerator_signals:
             armed = False
             for compiled in state.rules:
                 numerator = series_by_slot[compiled.numerator.slot]
                 if numerator is None or numerator.total < compiled.needed:
-                    if compiled.rule.name not in rule_states:
+                    if compiled.rule.name not in state.rule_states:  # as the rules before left it
                         continue  # cannot hold: the total before expiry bounds the count (the hot path)
                 else:
                     armed = True
