@@ -362,7 +362,7 @@ class TestRuleStateMemory:
 
     def test_campaigns_copied_together_never_share_a_rule_state(self) -> None:
         """A deep copy gives its campaigns one empty dict that is not the shared one: still never written to."""
-        engine = copy.deepcopy(Engine(rules(TestCooldown.RULE)))
+        engine = Engine(rules(TestCooldown.RULE))
         run(engine, [sent(T0, "s", campaign="quiet"), sent(T0, "t")])
         copied = copy.deepcopy(engine)
         assert copied._campaigns["c1"].rule_states is copied._campaigns["quiet"].rule_states  # the premise
