@@ -245,8 +245,19 @@ def _same_float(a: float | None, b: float | None) -> bool:
 
 
 _SLIDING_FIELDS = ("width", "keep_samples", "older", "newest", "newest_count", "total", "samples")
-_LAST_FIELDS = ("size", "per_seen", "of_positions", "total", "samples", "per_times", "time_base", "per_ids")
-_CUSUM_FIELDS = ("rise", "fall", "statistic", "run_from", "run_of", "run_per", "samples", "total")
+_LATE_FIELDS = ("newest_per", "skipped")
+_LAST_FIELDS = (
+    "size",
+    "per_seen",
+    "of_positions",
+    "total",
+    "samples",
+    "per_times",
+    "time_base",
+    "per_ids",
+    *_LATE_FIELDS,
+)
+_CUSUM_FIELDS = ("rise", "fall", "statistic", "run_from", "run_of", "run_per", "samples", "total", *_LATE_FIELDS)
 
 
 class TestSeries:
@@ -384,6 +395,10 @@ _FORGED = [
     ("last", "time_base", float("-inf")),
     ("cusum", "run_of", 2**63),
     ("cusum", "statistic", float("nan")),
+    ("last", "newest_per", float("nan")),
+    ("cusum", "newest_per", float("inf")),  # past the clock: every later send would be skipped
+    ("last", "skipped", list(range(65))),  # more than a series keeps
+    ("cusum", "skipped", [2**31]),  # no 32-bit hash
 ]
 
 

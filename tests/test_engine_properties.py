@@ -30,7 +30,7 @@ from guard.contracts.events import Event, Signal
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
-from guard.engine.windows import BUCKETS_PER_WINDOW
+from guard.engine.windows import BUCKETS_PER_WINDOW, LATE_PER_SECONDS, SKIPPED_IDS
 from guard.rules import Rule, RuleSet
 from guard.rules.models import Selector
 
@@ -238,23 +238,33 @@ def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[l
     """For each event of the list, the increments of the campaign's current episode after it, in
     arrival order: a `per` event adds the clean-send step, an `of` event the rise (an event that is
     both: the trial first). A `campaign.started` or a day without events starts afresh, and
-    events from before the episode's start never count (streams without pauses: no resumes)."""
+    events from before the episode's start never count (streams without pauses: no resumes). A `per`
+    event more than LATE_PER_SECONDS behind the episode's newest counted one adds nothing, nor does
+    an `of` event with the message id of one of the latest SKIPPED_IDS such."""
     assert rule.cusum is not None
     condition, retention = rule.cusum, RuleSet(rules=(rule,)).retention
     steps: list[float] = []
     started, watermark = float("-inf"), None
+    newest_per, skipped = float("-inf"), list[str]()
     after = []
     for event in on_the_partition_clock(events):
         if event.campaign_id == campaign_id:
             if watermark is not None and event.time - watermark > retention:
                 steps, started, watermark = [], float("-inf"), None
+                newest_per, skipped = float("-inf"), []
             if event.signal is Signal.STARTED:
                 steps, started, watermark = [], event.time, event.time
+                newest_per, skipped = float("-inf"), []
             elif event.time >= started:
                 watermark = event.time if watermark is None else max(watermark, event.time)
                 if selected(condition.per, event):
-                    steps = [*steps, condition.fall]
-                if selected(condition.of, event):
+                    if event.time < newest_per - LATE_PER_SECONDS:
+                        skipped = (
+                            [*skipped, event.message_id][-SKIPPED_IDS:] if event.message_id is not None else skipped
+                        )
+                    else:
+                        steps, newest_per = [*steps, condition.fall], max(newest_per, event.time)
+                if selected(condition.of, event) and (event.message_id is None or event.message_id not in skipped):
                     steps = [*steps, condition.rise]
         after.append(steps)
     return after
@@ -324,7 +334,8 @@ class TestCusum:
 
 class TestCountWindowsJoinTheirSends:
     """`last: N` counts the outcomes of its own N sends: an outcome quoting a send's message id
-    belongs to that send while it is among the last N; any other counts as the latest send's."""
+    belongs to that send while it is among the last N; any other counts as the latest send's. A send
+    more than LATE_PER_SECONDS behind the newest one counted is skipped, and the outcomes quoting it."""
 
     @PROPERTY_SETTINGS
     @given(rule=last_rules(), events=joined_streams())
@@ -333,13 +344,18 @@ class TestCountWindowsJoinTheirSends:
         assert rule.rate is not None and rule.last is not None
         rule = Rule.model_validate({**rule.model_dump(by_alias=True), "action": "alert"})
         engine = Engine(RuleSet(rules=(rule,)))
-        sends: list[str | None] = []  # message ids of the `per` events, in order
-        owners: list[int] = []  # for each `of` event, the index of the send it belongs to
+        sends: list[str | None] = []  # message ids of the `per` events counted, in order
+        owners: list[int] = []  # for each `of` event counted, the index of the send it belongs to
+        newest, skipped = float("-inf"), list[str]()
         for event in events:
             engine.process(event)
             if selected(rule.rate.per, event):
-                sends.append(event.message_id)
-            if selected(rule.rate.of, event):
+                if event.time < newest - LATE_PER_SECONDS:
+                    skipped = [*skipped, event.message_id][-SKIPPED_IDS:] if event.message_id is not None else skipped
+                else:
+                    sends.append(event.message_id)
+                    newest = max(newest, event.time)
+            if selected(rule.rate.of, event) and not (event.message_id is not None and event.message_id in skipped):
                 recent = sends[-rule.last :]
                 if event.message_id is not None and event.message_id in recent:
                     owners.append(len(sends) - len(recent) + recent.index(event.message_id))

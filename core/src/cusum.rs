@@ -1,10 +1,12 @@
 //! cusum.py `Cusum`: S = max(0, S + x) over a campaign's events as they arrive.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::numbers::py_min;
 use crate::reader::Reader;
+use crate::skipped::LateSends;
 use crate::snapshot;
 use crate::{keep_latest, Samples};
 
@@ -16,18 +18,19 @@ pub struct Cusum {
     fall: f64,
     #[pyo3(get)]
     statistic: f64,
-    #[pyo3(get)]
-    run_from: Option<f64>,
+    run_from: f64, // the Python type's `run_from`, NaN for its None (S is 0): a float, where an Option takes two
+
     #[pyo3(get)]
     run_of: i64,
     #[pyo3(get)]
     run_per: i64,
     samples: Samples<Py<PyString>>, // the latest few `of` message ids of the run, newest last
+    late: LateSends, // `newest_per` and `skipped`: the sends skipped as history delivered again
 }
 
 impl Cusum {
     /// The Python type's fields, in their order (snapshot.py's mirror).
-    pub(crate) const FIELDS: [&'static str; 7] = [
+    pub(crate) const FIELDS: [&'static str; 9] = [
         "rise",
         "fall",
         "statistic",
@@ -35,6 +38,8 @@ impl Cusum {
         "run_of",
         "run_per",
         "samples",
+        "newest_per",
+        "skipped",
     ];
 
     /// Its snapshot mirror (tag 2), as msgspec writes it.
@@ -44,7 +49,7 @@ impl Cusum {
         snapshot::float(out, self.rise);
         snapshot::float(out, self.fall);
         snapshot::float(out, self.statistic);
-        match self.run_from {
+        match self.run_from() {
             Some(from) => snapshot::float(out, from),
             None => snapshot::nil(out),
         }
@@ -52,7 +57,8 @@ impl Cusum {
         snapshot::int(out, self.run_per);
         snapshot::samples(out, &self.samples, |out, id| {
             snapshot::text(out, id.bind(py))
-        })
+        })?;
+        self.late.write_snapshot(out)
     }
 
     /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
@@ -65,14 +71,17 @@ impl Cusum {
         clock: f64,
     ) -> PyResult<Self> {
         let fresh = snapshot::same_kind::<Self>("Cusum", fresh)?.borrow();
+        let (rise, fall, statistic) = (fields.float()?, fields.float()?, fields.float()?);
+        let run_from = fields.optional_float()?;
         let restored = Self {
-            rise: fields.float()?,
-            fall: fields.float()?,
-            statistic: fields.float()?,
-            run_from: fields.optional_float()?,
+            rise,
+            fall,
+            statistic,
+            run_from: run_from.unwrap_or(f64::NAN), // Some(NaN) is refused below
             run_of: fields.int()?,
             run_per: fields.int()?,
             samples: fields.samples(|id| Ok(PyString::new(py, id.text()?).unbind()))?,
+            late: LateSends::read(fields)?,
         };
         if restored.rise != fresh.rise || restored.fall != fresh.fall {
             return Err(snapshot::corrupt("a cusum of other weights"));
@@ -89,16 +98,22 @@ impl Cusum {
                 restored.statistic
             )));
         }
-        snapshot::check_time(restored.run_from, clock, "a cusum's run")?;
+        snapshot::check_time(run_from, clock, "a cusum's run")?;
+        restored.late.check(clock)?;
         snapshot::check_samples(&restored.samples)?;
         Ok(restored)
     }
 
     fn extend_run(&mut self, time: f64) {
-        self.run_from = Some(match self.run_from {
+        self.run_from = match self.run_from() {
             None => time,
             Some(from) => py_min(from, time),
-        });
+        };
+    }
+
+    /// The earliest event time in the current run; None while S is 0.
+    fn run_from(&self) -> Option<f64> {
+        (!self.run_from.is_nan()).then_some(self.run_from)
     }
 }
 
@@ -111,7 +126,8 @@ impl Cusum {
     }
 
     #[new]
-    #[pyo3(signature = (rise, fall, statistic=0.0, run_from=None, run_of=0, run_per=0, samples=None))]
+    #[pyo3(signature = (rise, fall, statistic=0.0, run_from=None, run_of=0, run_per=0, samples=None, newest_per=f64::NEG_INFINITY, skipped=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         rise: f64,
         fall: f64,
@@ -120,16 +136,22 @@ impl Cusum {
         run_of: i64,
         run_per: i64,
         samples: Option<Vec<Py<PyString>>>,
-    ) -> Self {
-        Self {
+        newest_per: f64,
+        skipped: Option<Vec<i32>>,
+    ) -> PyResult<Self> {
+        if run_from.is_some_and(f64::is_nan) {
+            return Err(PyValueError::new_err("a cusum's run from NaN"));
+        }
+        Ok(Self {
             rise,
             fall,
             statistic,
-            run_from,
+            run_from: run_from.unwrap_or(f64::NAN),
             run_of,
             run_per,
             samples: samples.map(Box::new),
-        }
+            late: LateSends::new(newest_per, skipped),
+        })
     }
 
     /// What the engine compares with a rule's level before evaluating it (as a window's count).
@@ -139,8 +161,16 @@ impl Cusum {
     }
 
     #[pyo3(signature = (time, message_id, now))]
-    fn add_per(&mut self, time: f64, message_id: Option<Bound<'_, PyString>>, now: f64) -> bool {
-        let _ = (message_id, now);
+    fn add_per(
+        &mut self,
+        time: f64,
+        message_id: Option<Bound<'_, PyString>>,
+        now: f64,
+    ) -> PyResult<bool> {
+        let _ = now;
+        if self.late.skips_per(time, message_id.as_ref())? {
+            return Ok(false);
+        }
         let statistic = self.statistic + self.fall;
         if statistic <= 0.0 {
             (
@@ -149,25 +179,48 @@ impl Cusum {
                 self.run_of,
                 self.run_per,
                 self.samples,
-            ) = (0.0, None, 0, 0, None);
+            ) = (0.0, f64::NAN, 0, 0, None);
         } else {
             self.statistic = statistic;
             self.run_per += 1;
             self.extend_run(time);
         }
-        true
+        Ok(true)
     }
 
     #[pyo3(signature = (time, message_id, now))]
-    fn add_of(&mut self, time: f64, message_id: Option<Bound<'_, PyString>>, now: f64) -> bool {
+    fn add_of(
+        &mut self,
+        time: f64,
+        message_id: Option<Bound<'_, PyString>>,
+        now: f64,
+    ) -> PyResult<bool> {
         let _ = now;
+        if self.late.skips_of(message_id.as_ref())? {
+            return Ok(false);
+        }
         self.extend_run(time);
         self.statistic += self.rise;
         self.run_of += 1;
         if let Some(id) = message_id {
             keep_latest(&mut self.samples, id.unbind());
         }
-        true
+        Ok(true)
+    }
+
+    #[getter(run_from)]
+    fn py_run_from(&self) -> Option<f64> {
+        self.run_from()
+    }
+
+    #[getter]
+    fn newest_per(&self) -> f64 {
+        self.late.newest_per()
+    }
+
+    #[getter]
+    fn skipped<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.late.skipped(py)
     }
 
     #[getter]

@@ -9,6 +9,7 @@ use crate::arrays::{from_sequence, to_array};
 use crate::ids::id_hash;
 use crate::numbers::floor_div;
 use crate::reader::Reader;
+use crate::skipped::LateSends;
 use crate::snapshot;
 use crate::{keep_latest, Samples};
 
@@ -20,14 +21,13 @@ pub struct LastN {
     size: i64,
     #[pyo3(get)]
     per_seen: i64,
-    of_positions: Vec<i64>, // per_seen at each of-event, in order
-    #[pyo3(get)]
-    total: i64,
+    of_positions: Vec<i64>, // per_seen at each of-event, in order (their count is the Python type's `total`)
     samples: Samples<(i64, Py<PyString>)>, // (per_seen, message id), newest last
     per_times: Vec<i32>, // the last `size` per-events' times, by position % size, in seconds from `time_base`
     #[pyo3(get)]
     time_base: f64,
     per_ids: Vec<i32>, // their message ids, hashed to 32 bits, by position % size
+    late: LateSends,   // `newest_per` and `skipped`: the sends skipped as history delivered again
 }
 
 fn bisect_right(values: &[i64], value: i64) -> usize {
@@ -36,7 +36,7 @@ fn bisect_right(values: &[i64], value: i64) -> usize {
 
 impl LastN {
     /// The Python type's fields, in their order (snapshot.py's mirror).
-    pub(crate) const FIELDS: [&'static str; 8] = [
+    pub(crate) const FIELDS: [&'static str; 10] = [
         "size",
         "per_seen",
         "of_positions",
@@ -45,6 +45,8 @@ impl LastN {
         "per_times",
         "time_base",
         "per_ids",
+        "newest_per",
+        "skipped",
     ];
 
     /// Its snapshot mirror (tag 1), as msgspec writes it.
@@ -54,7 +56,7 @@ impl LastN {
         snapshot::int(out, self.size);
         snapshot::int(out, self.per_seen);
         snapshot::numbers(out, &self.of_positions, i64::to_le_bytes)?;
-        snapshot::int(out, self.total);
+        snapshot::int(out, self.of_positions.len() as i64);
         snapshot::samples(out, &self.samples, |out, (position, id)| {
             snapshot::array(out, 2)?;
             snapshot::int(out, *position);
@@ -63,7 +65,7 @@ impl LastN {
         snapshot::numbers(out, &self.per_times, i32::to_le_bytes)?;
         snapshot::float(out, self.time_base);
         snapshot::numbers(out, &self.per_ids, i32::to_le_bytes)?;
-        Ok(())
+        self.late.write_snapshot(out)
     }
 
     /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
@@ -77,17 +79,20 @@ impl LastN {
         max_last: i64,
     ) -> PyResult<Self> {
         snapshot::same_kind::<Self>("LastN", fresh)?;
+        let (size, per_seen) = (fields.int()?, fields.int()?);
+        let of_positions = fields.numbers(i64::from_le_bytes)?;
+        let total = fields.int()?;
         let restored = Self {
-            size: fields.int()?,
-            per_seen: fields.int()?,
-            of_positions: fields.numbers(i64::from_le_bytes)?,
-            total: fields.int()?,
+            size,
+            per_seen,
+            of_positions,
             samples: fields.samples(|sample| {
                 sample.pair(Reader::int, |id| Ok(PyString::new(py, id.text()?).unbind()))
             })?,
             per_times: fields.numbers(i32::from_le_bytes)?,
             time_base: fields.float()?,
             per_ids: fields.numbers(i32::from_le_bytes)?,
+            late: LateSends::read(fields)?,
         };
         let per_seen = restored.per_seen;
         if !(0..=snapshot::MAX_COUNT).contains(&per_seen) {
@@ -111,7 +116,7 @@ impl LastN {
         let last_seen = positions
             .last()
             .is_none_or(|&last| 0 <= last && last <= per_seen);
-        if restored.total != positions.len() as i64 || !in_order || !last_seen {
+        if total != positions.len() as i64 || !in_order || !last_seen {
             return Err(snapshot::corrupt("a count window's outcomes do not add up"));
         }
         let quoted = restored.samples.iter().flat_map(|samples| samples.iter());
@@ -131,6 +136,7 @@ impl LastN {
         }
         let first_send = (per_seen != 0).then_some(restored.time_base);
         snapshot::check_time(first_send, clock, "a count window's first send")?;
+        restored.late.check(clock)?;
         snapshot::check_samples(&restored.samples)?;
         Ok(restored)
     }
@@ -157,7 +163,7 @@ impl LastN {
     }
 
     #[new]
-    #[pyo3(signature = (size, per_seen=0, of_positions=None, total=0, samples=None, per_times=None, time_base=0.0, per_ids=None))]
+    #[pyo3(signature = (size, per_seen=0, of_positions=None, total=0, samples=None, per_times=None, time_base=0.0, per_ids=None, newest_per=f64::NEG_INFINITY, skipped=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         size: i64,
@@ -168,6 +174,8 @@ impl LastN {
         per_times: Option<&Bound<'_, PyAny>>,
         time_base: f64,
         per_ids: Option<&Bound<'_, PyAny>>,
+        newest_per: f64,
+        skipped: Option<Vec<i32>>,
     ) -> PyResult<Self> {
         if size < 1 {
             return Err(PyValueError::new_err(format!(
@@ -178,11 +186,11 @@ impl LastN {
             size,
             per_seen,
             of_positions: of_positions.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
-            total,
             samples: samples.map(Box::new),
             per_times: per_times.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
             time_base,
             per_ids: per_ids.map(from_sequence).unwrap_or(Ok(Vec::new()))?,
+            late: LateSends::new(newest_per, skipped),
         };
         // what counting always keeps true, and indexing relies on
         let kept = per_seen.min(size);
@@ -198,9 +206,10 @@ impl LastN {
             .of_positions
             .windows(2)
             .all(|pair| pair[0] <= pair[1])
+            || total != restored.of_positions.len() as i64
         {
             return Err(PyValueError::new_err(
-                "a count window's outcomes out of order",
+                "a count window's outcomes out of order, or other than its total",
             ));
         }
         Ok(restored)
@@ -214,6 +223,9 @@ impl LastN {
         now: f64,
     ) -> PyResult<bool> {
         let _ = now;
+        if self.late.skips_per(time, message_id.as_ref())? {
+            return Ok(false);
+        }
         let position = self.per_seen;
         if position == 0 {
             self.time_base = floor_div(time, 1.0);
@@ -247,7 +259,6 @@ impl LastN {
         {
             let cut = bisect_right(&self.of_positions, oldest_gone);
             self.of_positions.drain(..cut);
-            self.total = self.of_positions.len() as i64;
         }
         Ok(true)
     }
@@ -260,6 +271,9 @@ impl LastN {
         now: f64,
     ) -> PyResult<bool> {
         let _ = (time, now);
+        if self.late.skips_of(message_id.as_ref())? {
+            return Ok(false);
+        }
         let position = self.send_of(message_id.as_ref())?;
         let positions = &mut self.of_positions;
         if position == self.per_seen || positions.last().is_none_or(|&last| last <= position) {
@@ -269,11 +283,16 @@ impl LastN {
             let at = bisect_right(positions, position);
             positions.insert(at, position);
         }
-        self.total += 1;
         if let Some(id) = message_id {
             keep_latest(&mut self.samples, (position, id.unbind()));
         }
         Ok(true)
+    }
+
+    /// The of-events counted (windows.py keeps it as a field: read on every event).
+    #[getter]
+    fn total(&self) -> i64 {
+        self.of_positions.len() as i64
     }
 
     /// (of-events, per-events) within the last `size` per-events.
@@ -331,6 +350,16 @@ impl LastN {
     #[getter]
     fn per_ids<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         to_array(py, "i", &self.per_ids)
+    }
+
+    #[getter]
+    fn newest_per(&self) -> f64 {
+        self.late.newest_per()
+    }
+
+    #[getter]
+    fn skipped<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyList>>> {
+        self.late.skipped(py)
     }
 
     #[getter]

@@ -12,6 +12,7 @@ mod ids;
 mod last;
 mod numbers;
 mod reader;
+mod skipped;
 mod sliding;
 mod snapshot;
 

@@ -81,7 +81,7 @@ class EngineStats:
 
     events: int = 0
     duplicates: int = 0
-    late: int = 0
+    late: int = 0  # some series skipped it: from before the episode, older than a window, or a send delivered again
     resets: int = 0  # campaign.started for a campaign with state
     resumes: int = 0  # sends after a pause decision and the grace
     dropped_campaigns: int = 0

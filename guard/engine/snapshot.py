@@ -38,10 +38,10 @@ from guard.engine.engine import MAX_AHEAD_SECONDS, Engine, EngineStats
 from guard.engine.kinds import Kinds
 from guard.engine.plan import Series
 from guard.engine.state import NO_RULE_STATES, CampaignState, RuleState
-from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, LastN, SlidingCount
+from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, SKIPPED_IDS, LastN, SlidingCount
 from guard.rules.models import MAX_LAST, RuleSet
 
-FORMAT = 3  # raise with any change to what is stored
+FORMAT = 5  # raise with any change to what is stored (4 was another layout once: never reuse a number)
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 _MAX_COUNT = 2**53  # events a series counts: more than any log holds, and exact in a float and an i64
 
@@ -558,6 +558,11 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
         if not (math.isfinite(series.statistic) and series.statistic >= 0):
             raise ValueError(f"a cusum statistic of {series.statistic}")
         _time(series.run_from, clock, "a cusum's run")
+    if series.kind != "sliding":
+        _time(series.newest_per, clock, "a series' newest send")
+        skipped = series.skipped or ()
+        if len(skipped) > SKIPPED_IDS or not all(-(2**31) <= hashed < 2**31 for hashed in skipped):
+            raise ValueError(f"more than {SKIPPED_IDS} skipped sends, or not as hashed")
     if len(series.samples or ()) > SAMPLE_IDS:
         raise ValueError(f"more than {SAMPLE_IDS} sample ids")
 

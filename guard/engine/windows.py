@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_right
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
 from guard.engine.fingerprints import message_key
 
+if TYPE_CHECKING:
+    from guard.engine.cusum import Cusum
+
 BUCKETS_PER_WINDOW = 60  # the window slides in steps of 1/60 of its length (1 min for 1 h)
 SAMPLE_IDS = 3  # message ids kept as evidence for audits
 _NO_BUCKET = float("-inf")  # below any bucket index
 _INT32 = 2**31 - 1  # a send time kept by LastN is whole seconds from its first send, in an int32
+# A per-event (a send) stamped this far behind the newest one a `last:` or `cusum` series counted is history delivered
+# again (a webhook retried after an outage, a bridge's retried batch), not the campaign's newest evidence: those series
+# read events in arrival order, so they skip it, and the outcomes of the sends they skipped. Time windows count it in
+# its own bucket. Sends are reported as they happen (retries after 1 and 5 minutes fall within), outcomes are not.
+LATE_PER_SECONDS = 300.0
+SKIPPED_IDS = 64  # the message ids of the latest skipped per-events kept, to skip their outcomes (256 bytes at most)
 
 
 _NO_ID = 0  # the hash ring's entry for a per-event without a message id
@@ -25,6 +34,26 @@ def _id_hash(message_id: str | None) -> int:
     if message_id is None:
         return _NO_ID
     return (message_key(message_id) & 0xFFFFFFFF) - 0x80000000
+
+
+def skips_late_per(series: LastN | Cusum, time: float, message_id: str | None) -> bool:
+    """Whether a `last:` or `cusum` series skips a per-event (LATE_PER_SECONDS); if it does, its message id is kept so
+    that its outcomes are skipped too, and otherwise its time may be the newest counted."""
+    if time < series.newest_per - LATE_PER_SECONDS:
+        if message_id is not None:
+            skipped = series.skipped = series.skipped or []
+            skipped.append(_id_hash(message_id))
+            if len(skipped) > SKIPPED_IDS:
+                del skipped[0]
+        return True
+    if time > series.newest_per:
+        series.newest_per = time
+    return False
+
+
+def skips_of(series: LastN | Cusum, message_id: str | None) -> bool:
+    """Whether an of-event is the outcome of a per-event the series skipped (as late), so skipped too."""
+    return message_id is not None and series.skipped is not None and _id_hash(message_id) in series.skipped
 
 
 def _keep_latest(samples: list | None, sample: tuple[float, str] | tuple[int, str]) -> list:
@@ -159,7 +188,8 @@ class LastN(msgspec.Struct, gc=False):
     is not among them (no message id, or sent earlier) belongs to the latest per-event, as if its
     send were the latest. Only the of-events' positions are stored (a few ints), and per per-event
     its time in whole seconds and a 32-bit hash of its message id, in two rings (8 bytes a send),
-    so an audit can say where the counted evidence starts.
+    so an audit can say where the counted evidence starts. A send far behind the newest one counted is skipped, with
+    its outcomes (LATE_PER_SECONDS).
     """
 
     kind: ClassVar[str] = "last"
@@ -173,8 +203,12 @@ class LastN(msgspec.Struct, gc=False):
     time_base: float = 0.0  # the first per-event's time, floored to the second
     # the same per-events' message ids, hashed to 32 bits (_NO_ID: none), by position % size
     per_ids: array = msgspec.field(default_factory=lambda: array("i"))
+    newest_per: float = float("-inf")  # the newest per-event time counted (LATE_PER_SECONDS)
+    skipped: list[int] | None = None  # the latest skipped per-events' message ids, hashed, newest last
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
+        if skips_late_per(self, time, message_id):
+            return False
         position, times = self.per_seen, self.per_times
         if not position:
             self.time_base = time // 1
@@ -197,6 +231,8 @@ class LastN(msgspec.Struct, gc=False):
         return True
 
     def add_of(self, time: float, message_id: str | None, now: float) -> bool:
+        if skips_of(self, message_id):
+            return False
         position = self._send_of(message_id)
         positions = self.of_positions
         if position == self.per_seen or not positions or positions[-1] <= position:

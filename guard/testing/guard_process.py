@@ -1,6 +1,6 @@
 """`guard run` as a real child process, for black-box tests (the fault suite, the deployed suite).
 
-`Guards` starts `python -m guard.cli run` with an environment of the test's choosing and makes sure
+`Guards` starts `python -m guard.cli run` (or `ingest`) with an environment of the test's choosing and makes sure
 no process outlives the test; `GuardProcess` answers what a user can see of it from outside: its
 health endpoints, its metrics, its JSON log lines, its exit code.
 """
@@ -68,10 +68,12 @@ class Metrics:
 
 
 class GuardProcess:
-    """`python -m guard.cli run` with the given environment; stderr (JSON logs) goes to a file."""
+    """`python -m guard.cli run` (or another command: `ingest`) with the given environment; stderr (JSON logs) goes
+    to a file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, name: str = "guard") -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, name: str = "guard", command: str = "run") -> None:
         self.env, self.log_path, self.name = env, log_path, name
+        self.command = [*GUARD_RUN[:-1], command]
         self.port = int(env["GUARD_HTTP_PORT"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = self.ended_at = 0.0  # wall clock (time.time()), to attribute API requests
@@ -81,7 +83,7 @@ class GuardProcess:
     def start(self) -> GuardProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                GUARD_RUN,
+                self.command,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -213,9 +215,9 @@ class Guards:
         self.log_dir = log_dir
         self.started: list[GuardProcess] = []
 
-    def start(self, env: dict[str, str], name: str | None = None) -> GuardProcess:
+    def start(self, env: dict[str, str], name: str | None = None, command: str = "run") -> GuardProcess:
         name = name or f"guard-{len(self.started)}"
-        guard = GuardProcess(env, self.log_dir / f"{name}.log", name).start()
+        guard = GuardProcess(env, self.log_dir / f"{name}.log", name, command).start()
         self.started.append(guard)
         return guard
 

@@ -11,7 +11,8 @@ the audit, dead-letter, state and control topics are the guard's business.
 
 Events come from confluent-kafka (librdkafka), a client the project did not write, in the envelope
 of the README's "Run it against your cluster", with record timestamps equal to the event times, as
-a recorded history has them. Each scenario counts what a user would count: pause calls per
+a recorded history has them; or as Leadterra posts them, signed webhooks through `guard ingest` (run
+with its README settings), from httpx. Each scenario counts what a user would count: pause calls per
 campaign (the Leadterra stand-in records them), audit events per campaign and outcome, and Slack
 messages per campaign and outcome (a small receiver on 127.0.0.1).
 
@@ -21,12 +22,14 @@ Helpers reach the tests through the `deploy` fixture, so no test imports this mo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import heapq
+import hmac
 import json
 import re
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,9 +37,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import httpx
 import pytest
 from aiohttp import web
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from guard.contracts.audit import FINAL_OUTCOMES
@@ -49,6 +53,7 @@ from guard.testing.leadterra import LeadterraStandIn
 HERE = Path(__file__).parent
 SHIPPED_RULES = HERE.parent.parent / "rules"
 PARTITIONS = 4  # what both test brokers give a topic they create on demand (num.partitions)
+WEBHOOK_SECRET = "whsec_deployed"  # the signing secret Leadterra was given for the door
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -178,6 +183,15 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], compression: 
         if offsets != sorted(offsets):
             raise RuntimeError(f"producing to {topic}: {campaign}'s records landed out of the order given")
     return ends
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+    """Where each partition of `topic` ends (its high watermark)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        consumer.close()
 
 
 def admin(bootstrap: str) -> AdminClient:
@@ -343,6 +357,46 @@ class Deployment:
 
     def start(self, name: str | None = None, **settings: str) -> GuardProcess:
         return self.guards.start(self.env(**settings), name)
+
+    def start_ingest(self) -> GuardProcess:
+        """`guard ingest` as the README runs it: the brokers, the input and dead-letter topics, its port, the
+        signing secret."""
+        env = {
+            **clean_environ(),
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "GUARD_INPUT_TOPICS": self.names.input,
+            "GUARD_DLQ_TOPIC": self.names.dlq,
+            "GUARD_HTTP_PORT": str(free_port()),
+            "LEADTERRA_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        }
+        if not self.broker.idempotence:
+            env["KAFKA_ENABLE_IDEMPOTENCE"] = "false"
+        return self.guards.start(env, "ingest", command="ingest")
+
+    async def post(self, door: GuardProcess, records: Iterable[Record]) -> None:
+        """POST each record's value to the door as Leadterra posts a webhook, signed with the HMAC-SHA256 of the
+        body in hex: one campaign's in the order given, campaigns side by side. A 503 is posted again a second
+        later, as Leadterra retries; anything else but an accepted 200 raises."""
+        by_campaign: dict[str, list[bytes]] = defaultdict(list)
+        for record in records:
+            by_campaign[record.campaign].append(record.value)
+
+        async def deliver(client: httpx.AsyncClient, bodies: list[bytes]) -> None:
+            for body in bodies:
+                signature = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+                headers = {"X-Leadterra-Signature": signature, "Content-Type": "application/json"}
+                for _ in range(30):
+                    response = await client.post("/v1/webhooks/leadterra", content=body, headers=headers)
+                    if response.status_code != 503:
+                        break
+                    await asyncio.sleep(1.0)
+                if response.status_code != 200 or response.json().get("status") != "accepted":
+                    raise RuntimeError(f"the door answered {response.status_code} {response.text} to {body[:200]!r}")
+
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{door.port}", timeout=30.0) as client:
+            await asyncio.gather(*(deliver(client, bodies) for bodies in by_campaign.values()))
+        for partition, end in (await asyncio.to_thread(end_offsets, self.bootstrap, self.names.input)).items():
+            self.ends[partition] = max(self.ends.get(partition, 0), end)
 
     async def produce(self, records: Iterable[Record], topic: str | None = None, compression: str = "none") -> None:
         """Write records to the input topic (or `topic`) with librdkafka, compressed with `compression`; a

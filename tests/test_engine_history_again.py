@@ -1,0 +1,173 @@
+"""History delivered again: a `cusum` or `last:` rule reads events in arrival order, so a stretch of mail delivered
+long after it happened (a webhook retried after an outage of the ingest door, a bridge's retried batch) must not read
+as the campaign's newest evidence. Sends far behind the newest counted one are skipped, with their outcomes; outcomes
+that are late by nature (a feedback-loop complaint joined to a send counted on time) still count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from strategies import T0
+
+from guard.contracts.events import Event, Signal
+from guard.engine import Engine
+from guard.engine.kinds import PYTHON, Kinds, compiled
+from guard.engine.snapshot import restore, snapshot
+from guard.engine.windows import LATE_PER_SECONDS
+from guard.rules import RuleSet, load_rules
+
+MINUTE = 60.0
+SHIPPED = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.yaml")
+CORE = compiled()
+KINDS = [pytest.param(PYTHON, id="python"), pytest.param(CORE, id="compiled", marks=pytest.mark.compiled_core)]
+
+
+def sent(time: float, message_id: str) -> Event:
+    return Event(Signal.SENT, "c1", time, message_id)
+
+
+def bounced(time: float, message_id: str) -> Event:
+    return Event(Signal.BOUNCED, "c1", time, message_id, bounce_type="hard")
+
+
+def complained(time: float, message_id: str) -> Event:
+    return Event(Signal.COMPLAINED, "c1", time, message_id)
+
+
+def mail(start: float, minutes: float, bounce_every: int, prefix: str) -> list[Event]:
+    """A send every 6 s for `minutes`; every `bounce_every`-th send hard-bounces 20 s later. In event-time order."""
+    events = []
+    for n in range(int(minutes * 10)):
+        time = start + 6.0 * n
+        events.append(sent(time, f"{prefix}{n}"))
+        if n % bounce_every == 0:
+            events.append(bounced(time + 20.0, f"{prefix}{n}"))
+    return sorted(events, key=lambda event: event.time)
+
+
+def bad_then_healthy(delay: float, healthy_now: bool = True) -> list[Event]:
+    """Ten minutes of a bad list (a quarter hard-bounces), then healthy mail (1 in 200) for the delay plus half an
+    hour, or more of the bad list; the bad ten minutes delivered `delay` after they happened, among the later mail
+    read as it happens. In arrival order."""
+    bad = mail(T0, 10, 4, "bad")
+    later = mail(T0 + 10 * MINUTE, delay / MINUTE + 30, 200 if healthy_now else 4, "now")
+    arrivals = [(event.time + delay, 0, event) for event in bad] + [(event.time, 1, event) for event in later]
+    return [event for _, _, event in sorted(arrivals, key=lambda arrival: arrival[:2])]
+
+
+def pauses(engine: Engine, events: list[Event]) -> list[tuple[str, float]]:
+    """(rule, minutes into the history) of each pause decision the events cause."""
+    return [
+        (decision.rule.name, round((decision.fired_at - T0) / MINUTE, 1))
+        for event in events
+        for decision in engine.process(event)
+        if decision.action == "pause"
+    ]
+
+
+class TestABadStretchDeliveredLate:
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_read_as_it_happened_it_pauses_the_campaign_at_once(self, kinds: Kinds) -> None:
+        """The control: in event-time order the shipped rules pause within minutes."""
+        decisions = pauses(Engine(SHIPPED, kinds=kinds), bad_then_healthy(0.0))
+        assert decisions and decisions[0][1] < 5
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    @pytest.mark.parametrize("delay", [35 * MINUTE, 120 * MINUTE], ids=["35min", "2h"])
+    def test_delivered_after_healthy_mail_it_pauses_nothing(self, kinds: Kinds, delay: float) -> None:
+        """Leadterra retries a webhook after 30 minutes and 2 hours: the bad ten minutes arrive after healthy mail
+        that followed them. Had the guard read them on time it would have paused the campaign then, and the mail
+        since is a new, healthy episode: nothing is paused now. (Read as the newest evidence, the cusum paused the
+        campaign after 29.6 and 114.6 minutes of healthy mail.)"""
+        engine = Engine(SHIPPED, kinds=kinds)
+        assert pauses(engine, bad_then_healthy(delay)) == []
+        assert engine.stats.late == 100 + 25  # every bad send and bounce, skipped by the cusum and the `last:` rule
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_campaign_still_bad_now_is_paused_on_its_mail_now(self, kinds: Kinds) -> None:
+        decisions = pauses(Engine(SHIPPED, kinds=kinds), bad_then_healthy(35 * MINUTE, healthy_now=False))
+        assert decisions and 10 < decisions[0][1] < 15  # on the mail after the bad ten minutes, read as it happened
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_mail_retried_within_minutes_still_counts(self, kinds: Kinds) -> None:
+        """A send retried after one minute, or five, is still counted, with its bounce."""
+        engine = Engine(SHIPPED, kinds=kinds)
+        pauses(engine, mail(T0, 10, 200, "live"))
+        newest = T0 + 10 * MINUTE - 6.0
+        before = engine.measure("c1")["hard-bounce-burst"]
+        retried = newest - LATE_PER_SECONDS + 1
+        pauses(engine, [sent(retried, "retried"), bounced(retried + 20.0, "retried")])
+        after = engine.measure("c1")["hard-bounce-burst"]
+        assert (after.numerator, engine.stats.late) == (before.numerator + 1, 0)
+
+
+class TestOutcomes:
+    """Which outcomes count: those of the sends counted, however late they come."""
+
+    def rules(self) -> RuleSet:
+        return RuleSet.model_validate(
+            {
+                "rules": [
+                    {
+                        "name": "complaints-of-the-last-100",
+                        "description": "complaints among the last 100 sends",
+                        "rate": {"of": "complained", "per": "sent"},
+                        "last": 100,
+                        "threshold": "50%",
+                        "min_volume": 50,
+                    },
+                    {
+                        "name": "complaint-cusum",
+                        "description": "a sequential test of complaints",
+                        "cusum": {
+                            "of": "complained",
+                            "per": "sent",
+                            "healthy": "0.1%",
+                            "bad": "1%",
+                            "false_alarms": "5%",
+                            "campaign_size": 50000,
+                        },
+                    },
+                ]
+            }
+        )
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_feedback_loop_complaint_hours_late_counts_for_its_send(self, kinds: Kinds) -> None:
+        """A complaint reported three hours after its send, while the campaign sends on: joined to its send."""
+        engine = Engine(self.rules(), kinds=kinds)
+        pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)])
+        pauses(engine, [complained(T0 + 30 * MINUTE, "s10")])  # stamped when the recipient complained
+        pauses(engine, [sent(T0 + (60 + n) * MINUTE, f"t{n}") for n in range(120)])
+        statistic = engine.measure("c1")["complaint-cusum"].value
+        pauses(engine, [complained(T0 + 2 * 60 * MINUTE, "s70"), complained(T0 + 170 * MINUTE, "t100")])
+        assert engine.measure("c1")["complaints-of-the-last-100"].numerator == 2
+        assert engine.measure("c1")["complaint-cusum"].value > statistic
+        assert engine.stats.late == 0
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_the_outcome_of_a_skipped_send_is_skipped_and_one_without_a_message_id_counts(self, kinds: Kinds) -> None:
+        engine = Engine(self.rules(), kinds=kinds)
+        pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)])
+        pauses(engine, [sent(T0, "old")])  # an hour behind the newest send: skipped
+        pauses(engine, [complained(T0 + 10.0, "old")])
+        measures = engine.measure("c1")
+        assert (measures["complaints-of-the-last-100"].numerator, measures["complaint-cusum"].value) == (0, 0)
+        assert engine.stats.late == 2
+        pauses(engine, [Event(Signal.COMPLAINED, "c1", T0 + 10.0)])  # cannot be joined to any send: counted
+        assert engine.measure("c1")["complaints-of-the-last-100"].numerator == 1
+
+    @pytest.mark.parametrize("writer", KINDS)
+    @pytest.mark.parametrize("reader", KINDS)
+    def test_a_checkpoint_remembers_the_skipped_sends(self, writer: Kinds, reader: Kinds) -> None:
+        """A restart between a skipped send and its outcome: the outcome is still skipped, whichever engine wrote
+        the snapshot and whichever reads it."""
+        rules = self.rules()
+        engine = Engine(rules, kinds=writer)
+        pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)] + [sent(T0, "old")])
+        restored = Engine(rules, kinds=reader)
+        restore(snapshot(engine, rules), rules, restored)
+        pauses(restored, [complained(T0 + 10.0, "old")])
+        assert restored.measure("c1")["complaints-of-the-last-100"].numerator == 0
+        assert restored.measure("c1")["complaint-cusum"].value == 0
