@@ -9,13 +9,17 @@ from pathlib import Path
 
 import pytest
 from strategies import T0
+from test_scopes import DOMAIN, forwarded
 
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine
 from guard.engine.kinds import PYTHON, Kinds, compiled
+from guard.engine.scope_snapshot import ScopeSnapshot, restore_scopes
+from guard.engine.scopes import ScopeEngine
 from guard.engine.snapshot import restore, snapshot
 from guard.engine.windows import LATE_PER_SECONDS
 from guard.rules import RuleSet, load_rules
+from guard.rules.loader import parse_rules
 
 MINUTE = 60.0
 SHIPPED = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.yaml")
@@ -171,3 +175,50 @@ class TestOutcomes:
         pauses(restored, [complained(T0 + 10.0, "old")])
         assert restored.measure("c1")["complaints-of-the-last-100"].numerator == 0
         assert restored.measure("c1")["complaint-cusum"].value == 0
+
+
+SCOPE_RULES = """
+groups:
+  - name: domains
+    rules:
+      - name: domain-last-100
+        description: hard bounces among the sending domain's last 100 sends
+        scope: sender_domain
+        rate:
+          of: {signal: bounced, where: {bounce_type: hard}}
+          per: sent
+        last: 100
+        threshold: 50%
+        min_volume: 50
+"""
+
+
+class TestScopes:
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_an_engine_of_scopes_counts_every_send_however_late(self, kinds: Kinds) -> None:
+        """A scope's events are forwarded from every input partition, each read at its own lag (a catch-up, a
+        partition that moved): a domain's sends ten minutes behind its others are evidence, not history again."""
+        rules = parse_rules([("rules.yaml", SCOPE_RULES)])
+        scopes = ScopeEngine(rules, dedupe_horizon=3600.0, kinds=kinds)
+        for n in range(50):
+            scopes.process(forwarded("camp_ahead", Signal.SENT, T0 + 10 * MINUTE + n, f"a{n}"))
+            scopes.process(forwarded("camp_behind", Signal.SENT, T0 + n, f"b{n}"))
+        scopes.process(forwarded("camp_behind", Signal.BOUNCED, T0 + 60.0, "b7"))
+        measure = scopes.engine.measure(DOMAIN)["domain-last-100"]
+        assert (measure.numerator, measure.denominator, scopes.stats.late) == (1, 100, 0)
+
+    @pytest.mark.parametrize("writer", KINDS)
+    @pytest.mark.parametrize("reader", KINDS)
+    def test_a_checkpoint_of_scopes_keeps_counting_every_send(self, writer: Kinds, reader: Kinds) -> None:
+        """Restored by either engine, a scope's series still counts every send (a campaign's series that would not
+        skip them is refused: tests/test_core_differential.py `_FORGED`)."""
+        rules = parse_rules([("rules.yaml", SCOPE_RULES)])
+        scopes = ScopeEngine(rules, dedupe_horizon=3600.0, kinds=writer)
+        scopes.process(forwarded("camp_ahead", Signal.SENT, T0 + 10 * MINUTE, "a0"))
+        pending = ScopeSnapshot(scopes, rules)
+        while not pending.step(1_000):
+            pass
+        restored = ScopeEngine(rules, dedupe_horizon=3600.0, kinds=reader)
+        restore_scopes(pending.finish(), rules, restored)
+        restored.process(forwarded("camp_behind", Signal.SENT, T0, "b0"))
+        assert restored.engine.measure(DOMAIN)["domain-last-100"].denominator == 2

@@ -99,7 +99,7 @@ impl Cusum {
             )));
         }
         snapshot::check_time(run_from, clock, "a cusum's run")?;
-        restored.late.check(clock)?;
+        restored.late.check(&fresh.late, clock)?;
         snapshot::check_samples(&restored.samples)?;
         Ok(restored)
     }

@@ -78,7 +78,7 @@ impl LastN {
         clock: f64,
         max_last: i64,
     ) -> PyResult<Self> {
-        snapshot::same_kind::<Self>("LastN", fresh)?;
+        let fresh = snapshot::same_kind::<Self>("LastN", fresh)?.borrow();
         let (size, per_seen) = (fields.int()?, fields.int()?);
         let of_positions = fields.numbers(i64::from_le_bytes)?;
         let total = fields.int()?;
@@ -136,7 +136,7 @@ impl LastN {
         }
         let first_send = (per_seen != 0).then_some(restored.time_base);
         snapshot::check_time(first_send, clock, "a count window's first send")?;
-        restored.late.check(clock)?;
+        restored.late.check(&fresh.late, clock)?;
         snapshot::check_samples(&restored.samples)?;
         Ok(restored)
     }

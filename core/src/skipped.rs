@@ -14,7 +14,8 @@ const LATE_PER_SECONDS: f64 = 300.0;
 /// windows.py SKIPPED_IDS: the message ids of the latest skipped per-events kept.
 const SKIPPED_IDS: usize = 64;
 
-/// The two trailing fields of a `LastN` or a `Cusum`: `newest_per` and `skipped`.
+/// The two trailing fields of a `LastN` or a `Cusum`: `newest_per` (NaN: the series counts every send, as an engine of
+/// scopes' do) and `skipped`.
 pub(crate) struct LateSends {
     newest_per: f64,       // the newest per-event time counted
     skipped: Samples<i32>, // the latest skipped per-events' message ids, hashed, newest last
@@ -84,9 +85,16 @@ impl LateSends {
         })
     }
 
-    /// As snapshot.py's `_check_series` checks them: the newest send not past the clock, no more ids than kept.
-    pub(crate) fn check(&self, clock: f64) -> PyResult<()> {
-        snapshot::check_time(Some(self.newest_per), clock, "a series' newest send")?;
+    /// As snapshot.py's `_check_series` checks them: skipping as the slot's fresh series does (`fresh`: NaN for one
+    /// that counts every send), the newest send not past the clock, no more ids than kept.
+    pub(crate) fn check(&self, fresh: &Self, clock: f64) -> PyResult<()> {
+        if self.newest_per.is_nan() != fresh.newest_per.is_nan() {
+            return Err(snapshot::corrupt(
+                "a series that skips late sends where the rules keep one that does not, or back",
+            ));
+        }
+        let newest = (!self.newest_per.is_nan()).then_some(self.newest_per);
+        snapshot::check_time(newest, clock, "a series' newest send")?;
         if self.skipped.as_ref().is_some_and(|s| s.len() > SKIPPED_IDS) {
             return Err(snapshot::corrupt(format!(
                 "more than {SKIPPED_IDS} skipped sends, or not as hashed"

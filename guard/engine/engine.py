@@ -119,7 +119,7 @@ class Engine:
             raise ValueError("max_campaigns must be at least 1")
         self.kinds = kinds  # the series it counts with: the Python reference or the compiled core (kinds.py)
         self._scopes = scopes  # counts the scope rules, its "campaigns" being scopes (scopes.py); else the others
-        self._plan = compile_plan(rules.for_engine(scopes), kinds)
+        self._plan = compile_plan(rules.for_engine(scopes), kinds, skip_late_sends=not scopes)
         self._campaigns: dict[str, CampaignState] = {}
         self._seen = kinds.dedupe(dedupe_horizon, max_dedupe_keys)
         self._resume_grace = resume_grace  # see episodes.py
@@ -175,7 +175,7 @@ class Engine:
         if self._snapshot is not None:
             self._snapshot.before_changing_all()
         old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
-        self._plan = plan = compile_plan(rules.for_engine(self._scopes), self.kinds)
+        self._plan = plan = compile_plan(rules.for_engine(self._scopes), self.kinds, skip_late_sends=not self._scopes)
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
         # a window quotes message ids only while some rule counts it as its numerator (plan.py): that may change
         quoting = {

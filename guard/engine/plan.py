@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,9 +77,13 @@ class Plan:
         )
 
 
-def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON) -> Plan:
-    """The rules as what each event feeds and what each rule reads, counted with `kinds`' series."""
+def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON, *, skip_late_sends: bool = True) -> Plan:
+    """The rules as what each event feeds and what each rule reads, counted with `kinds`' series. Without
+    `skip_late_sends`, `last:` and `cusum` series count every send however late (windows.LATE_PER_SECONDS): for an
+    engine of scopes, whose events are forwarded from every input partition, each read at its own lag, so a send
+    behind the newest is no sign of history delivered again."""
     sliding, last_of, cusum_of = kinds.sliding, kinds.last, kinds.cusum
+    arrival = {} if skip_late_sends else {"newest_per": math.nan}  # a NaN newest: no send is ever behind it
     specs: dict[tuple[str, str], SeriesSpec] = {}
     slots: dict[str, int] = {}
 
@@ -109,7 +114,7 @@ def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON) -> Plan:
     def last(of: Selector, per: Selector) -> tuple[SeriesSpec, SeriesSpec]:
         key = last_key(of, per)
         if (key, "of") not in specs:
-            make = partial(last_of, sizes[key])
+            make = partial(last_of, sizes[key], **arrival)
             specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, last_of.add_of)
             specs[key, "per"] = SeriesSpec(
                 key, slot(key), Signal(per.signal), _matcher(per.where), make, last_of.add_per
@@ -121,7 +126,7 @@ def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON) -> Plan:
         test = f"{condition.of.model_dump_json()}/{condition.per.model_dump_json()}"
         key = f"{test}@cusum:{condition.healthy!r}:{condition.bad!r}"
         if (key, "of") not in specs:
-            make = partial(cusum_of, condition.rise, condition.fall)
+            make = partial(cusum_of, condition.rise, condition.fall, **arrival)
             of, per = condition.of, condition.per
             # `per` first: an event that is both (e.g. hard bounces per bounce) is a trial, then its outcome
             specs[key, "per"] = SeriesSpec(

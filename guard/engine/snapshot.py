@@ -559,7 +559,9 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
             raise ValueError(f"a cusum statistic of {series.statistic}")
         _time(series.run_from, clock, "a cusum's run")
     if series.kind != "sliding":
-        _time(series.newest_per, clock, "a series' newest send")
+        if math.isnan(series.newest_per) != math.isnan(fresh.newest_per):  # NaN: it counts every send (plan.py)
+            raise ValueError("a series that skips late sends where the rules keep one that does not, or back")
+        _time(None if math.isnan(series.newest_per) else series.newest_per, clock, "a series' newest send")
         skipped = series.skipped or ()
         if len(skipped) > SKIPPED_IDS or not all(-(2**31) <= hashed < 2**31 for hashed in skipped):
             raise ValueError(f"more than {SKIPPED_IDS} skipped sends, or not as hashed")
