@@ -257,7 +257,18 @@ _LAST_FIELDS = (
     "per_ids",
     *_LATE_FIELDS,
 )
-_CUSUM_FIELDS = ("rise", "fall", "statistic", "run_from", "run_of", "run_per", "samples", "total", *_LATE_FIELDS)
+_CUSUM_FIELDS = (
+    "rise",
+    "fall",
+    "statistic",
+    "run_from",
+    "run_of",
+    "run_per",
+    "samples",
+    "total",
+    *_LATE_FIELDS,
+    "previous_per",
+)
 
 
 class TestSeries:
@@ -397,8 +408,9 @@ _FORGED = [
     ("cusum", "statistic", float("nan")),
     ("last", "newest_per", float("nan")),
     ("cusum", "newest_per", float("inf")),  # past the clock: every later send would be skipped
-    ("last", "skipped", list(range(65))),  # more than a series keeps
+    ("last", "skipped", list(range(257))),  # more than a series keeps
     ("cusum", "skipped", [2**31]),  # no 32-bit hash
+    ("cusum", "previous_per", float("inf")),
 ]
 
 

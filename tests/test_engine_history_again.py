@@ -17,7 +17,7 @@ from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.scope_snapshot import ScopeSnapshot, restore_scopes
 from guard.engine.scopes import ScopeEngine
 from guard.engine.snapshot import restore, snapshot
-from guard.engine.windows import LATE_PER_SECONDS
+from guard.engine.windows import LATE_PER_SECONDS, SKIPPED_IDS
 from guard.rules import RuleSet, load_rules
 from guard.rules.loader import parse_rules
 
@@ -39,22 +39,23 @@ def complained(time: float, message_id: str) -> Event:
     return Event(Signal.COMPLAINED, "c1", time, message_id)
 
 
-def mail(start: float, minutes: float, bounce_every: int, prefix: str) -> list[Event]:
-    """A send every 6 s for `minutes`; every `bounce_every`-th send hard-bounces 20 s later. In event-time order."""
+def mail(start: float, minutes: float, bounce_every: int, prefix: str, bounce_after: float = 20.0) -> list[Event]:
+    """A send every 6 s for `minutes`; every `bounce_every`-th send hard-bounces `bounce_after` seconds later. In
+    event-time order."""
     events = []
     for n in range(int(minutes * 10)):
         time = start + 6.0 * n
         events.append(sent(time, f"{prefix}{n}"))
         if n % bounce_every == 0:
-            events.append(bounced(time + 20.0, f"{prefix}{n}"))
+            events.append(bounced(time + bounce_after, f"{prefix}{n}"))
     return sorted(events, key=lambda event: event.time)
 
 
-def bad_then_healthy(delay: float, healthy_now: bool = True) -> list[Event]:
+def bad_then_healthy(delay: float, healthy_now: bool = True, bounce_after: float = 20.0) -> list[Event]:
     """Ten minutes of a bad list (a quarter hard-bounces), then healthy mail (1 in 200) for the delay plus half an
     hour, or more of the bad list; the bad ten minutes delivered `delay` after they happened, among the later mail
     read as it happens. In arrival order."""
-    bad = mail(T0, 10, 4, "bad")
+    bad = mail(T0, 10, 4, "bad", bounce_after)
     later = mail(T0 + 10 * MINUTE, delay / MINUTE + 30, 200 if healthy_now else 4, "now")
     arrivals = [(event.time + delay, 0, event) for event in bad] + [(event.time, 1, event) for event in later]
     return [event for _, _, event in sorted(arrivals, key=lambda arrival: arrival[:2])]
@@ -78,14 +79,17 @@ class TestABadStretchDeliveredLate:
         assert decisions and decisions[0][1] < 5
 
     @pytest.mark.parametrize("kinds", KINDS)
+    @pytest.mark.parametrize("bounce_after", [20.0, 10 * MINUTE], ids=["bounces-after-20s", "after-10min"])
     @pytest.mark.parametrize("delay", [35 * MINUTE, 120 * MINUTE], ids=["35min", "2h"])
-    def test_delivered_after_healthy_mail_it_pauses_nothing(self, kinds: Kinds, delay: float) -> None:
+    def test_delivered_after_healthy_mail_it_pauses_nothing(
+        self, kinds: Kinds, delay: float, bounce_after: float
+    ) -> None:
         """Leadterra retries a webhook after 30 minutes and 2 hours: the bad ten minutes arrive after healthy mail
         that followed them. Had the guard read them on time it would have paused the campaign then, and the mail
         since is a new, healthy episode: nothing is paused now. (Read as the newest evidence, the cusum paused the
         campaign after 29.6 and 114.6 minutes of healthy mail.)"""
         engine = Engine(SHIPPED, kinds=kinds)
-        assert pauses(engine, bad_then_healthy(delay)) == []
+        assert pauses(engine, bad_then_healthy(delay, bounce_after=bounce_after)) == []
         assert engine.stats.late == 100 + 25  # every bad send and bounce, skipped by the cusum and the `last:` rule
 
     @pytest.mark.parametrize("kinds", KINDS)
@@ -106,10 +110,45 @@ class TestABadStretchDeliveredLate:
         assert (after.numerator, engine.stats.late) == (before.numerator + 1, 0)
 
 
+class TestTheNewestSend:
+    """What a send is late against: the newest counted send, vouched for by the one before it."""
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_send_exactly_the_limit_behind_counts_and_one_a_moment_more_is_skipped(self, kinds: Kinds) -> None:
+        engine = Engine(TestOutcomes.rules(), kinds=kinds)
+        pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(10)])  # the newest: T0 + 9 min
+        newest = T0 + 9 * MINUTE
+        pauses(engine, [sent(newest - LATE_PER_SECONDS, "at"), sent(newest - LATE_PER_SECONDS - 0.5, "past")])
+        assert engine.measure("c1")["complaints-of-the-last-100"].denominator == 11
+        assert engine.stats.late == 1
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    @pytest.mark.parametrize("ahead", [50 * MINUTE, 6 * 3600.0], ids=["50min", "6h"])
+    def test_one_send_stamped_ahead_does_not_make_the_others_late(self, kinds: Kinds, ahead: float) -> None:
+        """A dead list (a quarter hard-bounces) with one send stamped ahead of its time (a broken clock, a forged
+        record; up to an hour passes the ingest door): the campaign is still paused within minutes."""
+        events = mail(T0, 30, 4, "dead")
+        events.insert(10, sent(T0 + ahead, "ahead"))
+        engine = Engine(SHIPPED, kinds=kinds)
+        paused_at = next(event.time for event in events if any(d.action == "pause" for d in engine.process(event)))
+        assert paused_at < T0 + 5 * MINUTE  # the event that proved it (the decision is stamped at the campaign's clock)
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_send_after_a_quiet_spell_is_the_newest_once_a_second_agrees(self, kinds: Kinds) -> None:
+        engine = Engine(TestOutcomes.rules(), kinds=kinds)
+        pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(10)])
+        back = T0 + 3 * 3600.0  # three hours later
+        pauses(engine, [sent(back, "r0"), sent(T0 + 9 * MINUTE, "behind the first")])  # not yet late
+        assert engine.stats.late == 0
+        pauses(engine, [sent(back + MINUTE, "r1"), sent(back + 2 * MINUTE, "r2"), sent(T0 + 9 * MINUTE, "behind")])
+        assert engine.stats.late == 1
+
+
 class TestOutcomes:
     """Which outcomes count: those of the sends counted, however late they come."""
 
-    def rules(self) -> RuleSet:
+    @staticmethod
+    def rules() -> RuleSet:
         return RuleSet.model_validate(
             {
                 "rules": [
@@ -140,7 +179,7 @@ class TestOutcomes:
     @pytest.mark.parametrize("kinds", KINDS)
     def test_a_feedback_loop_complaint_hours_late_counts_for_its_send(self, kinds: Kinds) -> None:
         """A complaint reported three hours after its send, while the campaign sends on: joined to its send."""
-        engine = Engine(self.rules(), kinds=kinds)
+        engine = Engine(TestOutcomes.rules(), kinds=kinds)
         pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)])
         pauses(engine, [complained(T0 + 30 * MINUTE, "s10")])  # stamped when the recipient complained
         pauses(engine, [sent(T0 + (60 + n) * MINUTE, f"t{n}") for n in range(120)])
@@ -152,7 +191,7 @@ class TestOutcomes:
 
     @pytest.mark.parametrize("kinds", KINDS)
     def test_the_outcome_of_a_skipped_send_is_skipped_and_one_without_a_message_id_counts(self, kinds: Kinds) -> None:
-        engine = Engine(self.rules(), kinds=kinds)
+        engine = Engine(TestOutcomes.rules(), kinds=kinds)
         pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)])
         pauses(engine, [sent(T0, "old")])  # an hour behind the newest send: skipped
         pauses(engine, [complained(T0 + 10.0, "old")])
@@ -162,12 +201,50 @@ class TestOutcomes:
         pauses(engine, [Event(Signal.COMPLAINED, "c1", T0 + 10.0)])  # cannot be joined to any send: counted
         assert engine.measure("c1")["complaints-of-the-last-100"].numerator == 1
 
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_the_latest_skipped_sends_are_remembered(self, kinds: Kinds) -> None:
+        """SKIPPED_IDS of them: the outcome of one skipped earlier counts, as one whose send is not known."""
+        engine = Engine(TestOutcomes.rules(), kinds=kinds)
+        pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)])
+        pauses(engine, [sent(T0 + n, f"old{n}") for n in range(SKIPPED_IDS + 1)])
+        pauses(engine, [complained(T0 + 10.0, "old1")])  # remembered: skipped
+        assert engine.measure("c1")["complaints-of-the-last-100"].numerator == 0
+        pauses(engine, [complained(T0 + 10.0, "old0")])  # forgotten: counted
+        assert engine.measure("c1")["complaints-of-the-last-100"].numerator == 1
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_an_event_both_counted_and_counting_is_skipped_whole(self, kinds: Kinds) -> None:
+        """Hard bounces per bounce: a hard bounce delivered again long after it happened is neither a trial nor an
+        outcome of the `last:` window, so its outcomes never outnumber its trials."""
+        rules = RuleSet.model_validate(
+            {
+                "rules": [
+                    {
+                        "name": "hard-share",
+                        "description": "hard bounces among the last 20 bounces",
+                        "rate": {"of": {"signal": "bounced", "where": {"bounce_type": "hard"}}, "per": "bounced"},
+                        "last": 20,
+                        "threshold": "50%",
+                        "min_volume": 20,
+                    }
+                ]
+            }
+        )
+        engine = Engine(rules, kinds=kinds)
+        soft = [
+            Event(Signal.BOUNCED, "c1", T0 + 15 * MINUTE + 6.0 * n, f"soft{n}", bounce_type="soft") for n in range(30)
+        ]
+        pauses(engine, soft)
+        assert pauses(engine, [bounced(T0 + 6.0 * n, f"hard{n}") for n in range(30)]) == []
+        measure = engine.measure("c1")["hard-share"]
+        assert (measure.numerator, measure.denominator, engine.stats.late) == (0, 20, 30)
+
     @pytest.mark.parametrize("writer", KINDS)
     @pytest.mark.parametrize("reader", KINDS)
     def test_a_checkpoint_remembers_the_skipped_sends(self, writer: Kinds, reader: Kinds) -> None:
         """A restart between a skipped send and its outcome: the outcome is still skipped, whichever engine wrote
         the snapshot and whichever reads it."""
-        rules = self.rules()
+        rules = TestOutcomes.rules()
         engine = Engine(rules, kinds=writer)
         pauses(engine, [sent(T0 + n * MINUTE, f"s{n}") for n in range(60)] + [sent(T0, "old")])
         restored = Engine(rules, kinds=reader)

@@ -239,22 +239,23 @@ def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[l
     arrival order: a `per` event adds the clean-send step, an `of` event the rise (an event that is
     both: the trial first). A `campaign.started` or a day without events starts afresh, and
     events from before the episode's start never count (streams without pauses: no resumes). A `per`
-    event more than LATE_PER_SECONDS behind the episode's newest counted one adds nothing, nor does
-    an `of` event with the message id of one of the latest SKIPPED_IDS such."""
+    event more than LATE_PER_SECONDS behind the newest adds nothing, nor does an `of` event with the
+    message id of one of the latest SKIPPED_IDS such; the newest is the latest time of a counted `per`
+    event, each at most LATE_PER_SECONDS past the one counted before it."""
     assert rule.cusum is not None
     condition, retention = rule.cusum, RuleSet(rules=(rule,)).retention
     steps: list[float] = []
     started, watermark = float("-inf"), None
-    newest_per, skipped = float("-inf"), list[str]()
+    newest_per, previous_per, skipped = float("-inf"), float("-inf"), list[str]()
     after = []
     for event in on_the_partition_clock(events):
         if event.campaign_id == campaign_id:
             if watermark is not None and event.time - watermark > retention:
                 steps, started, watermark = [], float("-inf"), None
-                newest_per, skipped = float("-inf"), []
+                newest_per, previous_per, skipped = float("-inf"), float("-inf"), []
             if event.signal is Signal.STARTED:
                 steps, started, watermark = [], event.time, event.time
-                newest_per, skipped = float("-inf"), []
+                newest_per, previous_per, skipped = float("-inf"), float("-inf"), []
             elif event.time >= started:
                 watermark = event.time if watermark is None else max(watermark, event.time)
                 if selected(condition.per, event):
@@ -263,7 +264,9 @@ def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[l
                             [*skipped, event.message_id][-SKIPPED_IDS:] if event.message_id is not None else skipped
                         )
                     else:
-                        steps, newest_per = [*steps, condition.fall], max(newest_per, event.time)
+                        steps = [*steps, condition.fall]
+                        newest_per = max(newest_per, min(event.time, previous_per + LATE_PER_SECONDS))
+                        previous_per = event.time
                 if selected(condition.of, event) and (event.message_id is None or event.message_id not in skipped):
                     steps = [*steps, condition.rise]
         after.append(steps)
@@ -335,7 +338,8 @@ class TestCusum:
 class TestCountWindowsJoinTheirSends:
     """`last: N` counts the outcomes of its own N sends: an outcome quoting a send's message id
     belongs to that send while it is among the last N; any other counts as the latest send's. A send
-    more than LATE_PER_SECONDS behind the newest one counted is skipped, and the outcomes quoting it."""
+    more than LATE_PER_SECONDS behind the newest is skipped, and the outcomes quoting it (the newest: as
+    for a cusum, each counted send's time at most LATE_PER_SECONDS past the one before)."""
 
     @PROPERTY_SETTINGS
     @given(rule=last_rules(), events=joined_streams())
@@ -346,7 +350,8 @@ class TestCountWindowsJoinTheirSends:
         engine = Engine(RuleSet(rules=(rule,)))
         sends: list[str | None] = []  # message ids of the `per` events counted, in order
         owners: list[int] = []  # for each `of` event counted, the index of the send it belongs to
-        newest, skipped = float("-inf"), list[str]()
+        newest, previous, skipped = float("-inf"), float("-inf"), list[str]()
+        base: float | None = None
         for event in events:
             engine.process(event)
             if selected(rule.rate.per, event):
@@ -354,7 +359,9 @@ class TestCountWindowsJoinTheirSends:
                     skipped = [*skipped, event.message_id][-SKIPPED_IDS:] if event.message_id is not None else skipped
                 else:
                     sends.append(event.message_id)
-                    newest = max(newest, event.time)
+                    newest = max(newest, min(event.time, previous + LATE_PER_SECONDS))
+                    base = event.time // 1 if base is None else base
+                    previous = base + (event.time - base) // 1  # the ring keeps whole seconds from the first send
             if selected(rule.rate.of, event) and not (event.message_id is not None and event.message_id in skipped):
                 recent = sends[-rule.last :]
                 if event.message_id is not None and event.message_id in recent:

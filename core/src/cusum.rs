@@ -26,11 +26,13 @@ pub struct Cusum {
     run_per: i64,
     samples: Samples<Py<PyString>>, // the latest few `of` message ids of the run, newest last
     late: LateSends, // `newest_per` and `skipped`: the sends skipped as history delivered again
+    #[pyo3(get)]
+    previous_per: f64, // the latest `per` event time counted (-inf: none yet)
 }
 
 impl Cusum {
     /// The Python type's fields, in their order (snapshot.py's mirror).
-    pub(crate) const FIELDS: [&'static str; 9] = [
+    pub(crate) const FIELDS: [&'static str; 10] = [
         "rise",
         "fall",
         "statistic",
@@ -40,6 +42,7 @@ impl Cusum {
         "samples",
         "newest_per",
         "skipped",
+        "previous_per",
     ];
 
     /// Its snapshot mirror (tag 2), as msgspec writes it.
@@ -58,7 +61,9 @@ impl Cusum {
         snapshot::samples(out, &self.samples, |out, id| {
             snapshot::text(out, id.bind(py))
         })?;
-        self.late.write_snapshot(out)
+        self.late.write_snapshot(out)?;
+        snapshot::float(out, self.previous_per);
+        Ok(())
     }
 
     /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
@@ -82,6 +87,7 @@ impl Cusum {
             run_per: fields.int()?,
             samples: fields.samples(|id| Ok(PyString::new(py, id.text()?).unbind()))?,
             late: LateSends::read(fields)?,
+            previous_per: fields.float()?,
         };
         if restored.rise != fresh.rise || restored.fall != fresh.fall {
             return Err(snapshot::corrupt("a cusum of other weights"));
@@ -100,6 +106,7 @@ impl Cusum {
         }
         snapshot::check_time(run_from, clock, "a cusum's run")?;
         restored.late.check(&fresh.late, clock)?;
+        snapshot::check_time(Some(restored.previous_per), clock, "a cusum's latest send")?;
         snapshot::check_samples(&restored.samples)?;
         Ok(restored)
     }
@@ -126,7 +133,7 @@ impl Cusum {
     }
 
     #[new]
-    #[pyo3(signature = (rise, fall, statistic=0.0, run_from=None, run_of=0, run_per=0, samples=None, newest_per=f64::NEG_INFINITY, skipped=None))]
+    #[pyo3(signature = (rise, fall, statistic=0.0, run_from=None, run_of=0, run_per=0, samples=None, newest_per=f64::NEG_INFINITY, skipped=None, previous_per=f64::NEG_INFINITY))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         rise: f64,
@@ -138,6 +145,7 @@ impl Cusum {
         samples: Option<Vec<Py<PyString>>>,
         newest_per: f64,
         skipped: Option<Vec<i32>>,
+        previous_per: f64,
     ) -> PyResult<Self> {
         if run_from.is_some_and(f64::is_nan) {
             return Err(PyValueError::new_err("a cusum's run from NaN"));
@@ -151,6 +159,7 @@ impl Cusum {
             run_per,
             samples: samples.map(Box::new),
             late: LateSends::new(newest_per, skipped),
+            previous_per,
         })
     }
 
@@ -168,9 +177,13 @@ impl Cusum {
         now: f64,
     ) -> PyResult<bool> {
         let _ = now;
-        if self.late.skips_per(time, message_id.as_ref())? {
+        if self
+            .late
+            .skips_per(time, message_id.as_ref(), self.previous_per)?
+        {
             return Ok(false);
         }
+        self.previous_per = time;
         let statistic = self.statistic + self.fall;
         if statistic <= 0.0 {
             (

@@ -223,10 +223,15 @@ impl LastN {
         now: f64,
     ) -> PyResult<bool> {
         let _ = now;
-        if self.late.skips_per(time, message_id.as_ref())? {
+        let position = self.per_seen;
+        let previous = if position == 0 {
+            f64::NEG_INFINITY
+        } else {
+            self.time_base + f64::from(self.per_times[((position - 1) % self.size) as usize])
+        };
+        if self.late.skips_per(time, message_id.as_ref(), previous)? {
             return Ok(false);
         }
-        let position = self.per_seen;
         if position == 0 {
             self.time_base = floor_div(time, 1.0);
         }

@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
 use crate::ids::id_hash;
+use crate::numbers::py_min;
 use crate::reader::Reader;
 use crate::snapshot;
 use crate::Samples;
@@ -12,7 +13,7 @@ use crate::Samples;
 /// windows.py LATE_PER_SECONDS: a per-event this far behind the newest one counted is skipped.
 const LATE_PER_SECONDS: f64 = 300.0;
 /// windows.py SKIPPED_IDS: the message ids of the latest skipped per-events kept.
-const SKIPPED_IDS: usize = 64;
+const SKIPPED_IDS: usize = 256;
 
 /// The two trailing fields of a `LastN` or a `Cusum`: `newest_per` (NaN: the series counts every send, as an engine of
 /// scopes' do) and `skipped`.
@@ -29,12 +30,13 @@ impl LateSends {
         }
     }
 
-    /// Whether the series skips this per-event; if it does, its message id is kept, and otherwise its time may be
-    /// the newest counted.
+    /// Whether the series skips this per-event; if it does, its message id is kept, and otherwise the newest time
+    /// moves to its time, at most LATE_PER_SECONDS past `previous` (the per-event counted before it; -inf: none).
     pub(crate) fn skips_per(
         &mut self,
         time: f64,
         message_id: Option<&Bound<'_, PyString>>,
+        previous: f64,
     ) -> PyResult<bool> {
         if time < self.newest_per - LATE_PER_SECONDS {
             if message_id.is_some() {
@@ -46,8 +48,9 @@ impl LateSends {
             }
             return Ok(true);
         }
-        if time > self.newest_per {
-            self.newest_per = time;
+        let vouched = py_min(time, previous + LATE_PER_SECONDS);
+        if vouched > self.newest_per {
+            self.newest_per = vouched;
         }
         Ok(false)
     }

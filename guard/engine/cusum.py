@@ -28,6 +28,7 @@ class Cusum(msgspec.Struct, gc=False):
     samples: list[str] | None = None  # the latest few `of` message ids of the run, newest last
     newest_per: float = float("-inf")  # the newest `per` event time counted
     skipped: list[int] | None = None  # the latest skipped `per` events' message ids, hashed, newest last
+    previous_per: float = float("-inf")  # the latest `per` event time counted (-inf: none yet)
 
     @property
     def total(self) -> float:
@@ -35,8 +36,9 @@ class Cusum(msgspec.Struct, gc=False):
         return self.statistic
 
     def add_per(self, time: float, message_id: str | None, now: float) -> bool:
-        if skips_late_per(self, time, message_id):
+        if skips_late_per(self, time, message_id, self.previous_per):
             return False
+        self.previous_per = time
         statistic = self.statistic + self.fall
         if statistic <= 0.0:
             self.statistic, self.run_from, self.run_of, self.run_per, self.samples = 0.0, None, 0, 0, None

@@ -115,10 +115,11 @@ def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON, *, skip_late_sends: bool
         key = last_key(of, per)
         if (key, "of") not in specs:
             make = partial(last_of, sizes[key], **arrival)
-            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, last_of.add_of)
+            # `per` first, as for a cusum: an event that is both is a send, then its outcome (skipped with its send)
             specs[key, "per"] = SeriesSpec(
                 key, slot(key), Signal(per.signal), _matcher(per.where), make, last_of.add_per
             )
+            specs[key, "of"] = SeriesSpec(key, slot(key), Signal(of.signal), _matcher(of.where), make, last_of.add_of)
         return specs[key, "of"], specs[key, "per"]
 
     def cusum(condition: CusumCondition) -> tuple[SeriesSpec, SeriesSpec]:

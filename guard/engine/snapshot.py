@@ -558,6 +558,7 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
         if not (math.isfinite(series.statistic) and series.statistic >= 0):
             raise ValueError(f"a cusum statistic of {series.statistic}")
         _time(series.run_from, clock, "a cusum's run")
+        _time(series.previous_per, clock, "a cusum's latest send")
     if series.kind != "sliding":
         if math.isnan(series.newest_per) != math.isnan(fresh.newest_per):  # NaN: it counts every send (plan.py)
             raise ValueError("a series that skips late sends where the rules keep one that does not, or back")
