@@ -11,7 +11,7 @@ use crate::snapshot;
 use crate::Samples;
 
 /// windows.py LATE_PER_SECONDS: a per-event this far behind the newest one counted is skipped.
-const LATE_PER_SECONDS: f64 = 300.0;
+const LATE_PER_SECONDS: f64 = 900.0;
 /// windows.py SKIPPED_IDS: the message ids of the latest skipped per-events kept.
 const SKIPPED_IDS: usize = 256;
 

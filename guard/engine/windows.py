@@ -19,12 +19,14 @@ SAMPLE_IDS = 3  # message ids kept as evidence for audits
 _NO_BUCKET = float("-inf")  # below any bucket index
 _INT32 = 2**31 - 1  # a send time kept by LastN is whole seconds from its first send, in an int32
 # A per-event (a send) stamped this far behind the newest one a `last:` or `cusum` series counted is history delivered
-# again (a webhook retried after an outage, a bridge's retried batch), not the campaign's newest evidence: those series
-# read events in arrival order, so they skip it, and the outcomes of the sends they skipped. Time windows count it in
-# its own bucket. Sends are reported as they happen (retries after 1 and 5 minutes fall within), outcomes are not.
-LATE_PER_SECONDS = 300.0
+# again (a webhook Leadterra retried after 30 minutes or 2 hours, a bridge's retried batch), not the campaign's newest
+# evidence: those series read events in arrival order, so they skip it, and the outcomes of the sends they skipped.
+# Time windows count it in its own bucket. Far above what a path of the campaign's mail may lag (a mailbox whose
+# webhooks go out late, a bridge flushing every few minutes) and a retry after 1 and 5 minutes, whose mail is counted.
+LATE_PER_SECONDS = 900.0
 # The message ids of the latest skipped per-events kept, to skip their outcomes: enough for outcomes that come 25
-# minutes after their sends at a send every 6 s (1 KiB in the compiled core, only in series that skipped a send).
+# minutes after their sends at a send every 6 s, when the retried mail comes at its pace (1 KiB in the compiled core,
+# only in series that skipped a send).
 SKIPPED_IDS = 256
 
 
