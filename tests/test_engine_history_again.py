@@ -229,7 +229,8 @@ class TestOutcomes:
         assert engine.measure("c1")["complaints-of-the-last-100"].numerator == 1
 
     @pytest.mark.parametrize("kinds", KINDS)
-    def test_an_event_both_counted_and_counting_is_skipped_whole(self, kinds: Kinds) -> None:
+    @pytest.mark.parametrize("with_ids", [True, False], ids=["with-message-ids", "without"])
+    def test_an_event_both_counted_and_counting_is_skipped_whole(self, kinds: Kinds, with_ids: bool) -> None:
         """Hard bounces per bounce: a hard bounce delivered again long after it happened is neither a trial nor an
         outcome of the `last:` window, so its outcomes never outnumber its trials."""
         rules = RuleSet.model_validate(
@@ -251,7 +252,11 @@ class TestOutcomes:
             Event(Signal.BOUNCED, "c1", T0 + 20 * MINUTE + 6.0 * n, f"soft{n}", bounce_type="soft") for n in range(30)
         ]
         pauses(engine, soft)
-        assert pauses(engine, [bounced(T0 + 6.0 * n, f"hard{n}") for n in range(30)]) == []
+        hard = [
+            Event(Signal.BOUNCED, "c1", T0 + 6.0 * n, f"hard{n}" if with_ids else None, bounce_type="hard")
+            for n in range(30)
+        ]
+        assert pauses(engine, hard) == []
         measure = engine.measure("c1")["hard-share"]
         assert (measure.numerator, measure.denominator, engine.stats.late) == (0, 20, 30)
 

@@ -237,7 +237,7 @@ class TestFiresExactlyAtTheCrossing:
 def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[list[float]]:
     """For each event of the list, the increments of the campaign's current episode after it, in
     arrival order: a `per` event adds the clean-send step, an `of` event the rise (an event that is
-    both: the trial first). A `campaign.started` or a day without events starts afresh, and
+    both: the trial first, and neither when the trial is skipped). A `campaign.started` or a day without events starts afresh, and
     events from before the episode's start never count (streams without pauses: no resumes). A `per`
     event more than LATE_PER_SECONDS behind the newest adds nothing, nor does an `of` event with the
     message id of one of the latest SKIPPED_IDS such; the newest is the latest time of a counted `per`
@@ -258,8 +258,9 @@ def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[l
                 newest_per, previous_per, skipped = float("-inf"), float("-inf"), []
             elif event.time >= started:
                 watermark = event.time if watermark is None else max(watermark, event.time)
+                trial_skipped = False
                 if selected(condition.per, event):
-                    if event.time < newest_per - LATE_PER_SECONDS:
+                    if trial_skipped := event.time < newest_per - LATE_PER_SECONDS:
                         skipped = (
                             [*skipped, event.message_id][-SKIPPED_IDS:] if event.message_id is not None else skipped
                         )
@@ -267,7 +268,8 @@ def cusum_steps(rule: Rule, events: Sequence[Event], campaign_id: str) -> list[l
                         steps = [*steps, condition.fall]
                         newest_per = max(newest_per, min(event.time, previous_per + LATE_PER_SECONDS))
                         previous_per = event.time
-                if selected(condition.of, event) and (event.message_id is None or event.message_id not in skipped):
+                outcome_skipped = trial_skipped or event.message_id in skipped
+                if selected(condition.of, event) and not outcome_skipped:
                     steps = [*steps, condition.rise]
         after.append(steps)
     return after
@@ -354,15 +356,16 @@ class TestCountWindowsJoinTheirSends:
         base: float | None = None
         for event in events:
             engine.process(event)
+            trial_skipped = False
             if selected(rule.rate.per, event):
-                if event.time < newest - LATE_PER_SECONDS:
+                if trial_skipped := event.time < newest - LATE_PER_SECONDS:
                     skipped = [*skipped, event.message_id][-SKIPPED_IDS:] if event.message_id is not None else skipped
                 else:
                     sends.append(event.message_id)
                     newest = max(newest, min(event.time, previous + LATE_PER_SECONDS))
                     base = event.time // 1 if base is None else base
                     previous = base + (event.time - base) // 1  # the ring keeps whole seconds from the first send
-            if selected(rule.rate.of, event) and not (event.message_id is not None and event.message_id in skipped):
+            if selected(rule.rate.of, event) and not (trial_skipped or event.message_id in skipped):
                 recent = sends[-rule.last :]
                 if event.message_id is not None and event.message_id in recent:
                     owners.append(len(sends) - len(recent) + recent.index(event.message_id))

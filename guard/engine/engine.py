@@ -258,14 +258,16 @@ class Engine:
             state = self._resumed(campaign_id, time)
         if time > state.watermark:
             state.watermark = time
-        late = False
+        late, skipped_slot = False, -1
         series_by_slot, message_id, now = state.series, event.message_id, state.watermark
         for slot, matches, add, make in self._plan.feeds.get(event.signal, ()):
-            if matches is None or matches(event):
+            # an event a series counts as both (hard bounces per bounce: its `per` fed first) is skipped whole
+            if slot != skipped_slot and (matches is None or matches(event)):
                 series = series_by_slot[slot]
                 if series is None:
                     series = series_by_slot[slot] = make()
-                late |= not add(series, time, message_id, now)
+                if not add(series, time, message_id, now):
+                    late, skipped_slot = True, slot
         self.stats.late += late
         decisions = []
         if state.armed or state.rule_states or event.signal in self._plan.numerator_signals:

@@ -115,8 +115,7 @@ def compile_plan(rules: RuleSet, kinds: Kinds = PYTHON, *, skip_late_sends: bool
         key = last_key(of, per)
         if (key, "of") not in specs:
             make = partial(last_of, sizes[key], **arrival)
-            # `per` first, as for a cusum: an event that is both is a send, then its outcome (skipped with its send when
-            # it has a message id)
+            # `per` first, as for a cusum: an event that is both is a send, then its outcome (skipped with its send)
             specs[key, "per"] = SeriesSpec(
                 key, slot(key), Signal(per.signal), _matcher(per.where), make, last_of.add_per
             )
