@@ -3,9 +3,13 @@ its own state topic, so a rolling update does not replay the rules' look-back.""
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import pytest
+
+SHIPPED_RULES = Path(__file__).resolve().parent.parent.parent / "rules"
 
 MINUTE, HOUR = 60.0, 3600.0
 CAMPAIGNS = 2000  # x 300 sends over two hours, plus their bounces: ~600k records
@@ -55,5 +59,42 @@ async def test_a_restart_with_default_settings_is_ready_in_a_third_of_the_first_
     assert ready < 0.35 * catch_up, seen
     assert deploy.names.state in made, seen
     assert paused_before == 1, tally
+    assert tally.calls[bad_now] == 1 and len(tally.calls) == 1, tally
+    assert tally.outcomes(bad_now)["paused"] == 1, tally
+
+
+async def test_a_rollout_that_cannot_use_the_checkpoints_replays_and_pauses_nothing_again(deploy, tmp_path) -> None:
+    """The guard ran, paused the campaign bad now, and was stopped (SIGTERM: checkpoints written); the next version
+    comes up with checkpoints it cannot use (a changed rule here, as a new snapshot format would): it counts them
+    `mismatch`, replays the look-back, and calls pause for no campaign again."""
+    S, bad, healthy = deploy.Stretch, deploy.BAD, deploy.HEALTHY
+    bad_now, clean = "camp_bad_now", ["camp_clean_1", "camp_clean_2"]
+    deploy.campaigns(bad_now, *clean)
+    now = time.time()
+    start = now - HOUR
+    await deploy.produce(
+        deploy.history(
+            deploy.mail(bad_now, S(start, now - 10 * MINUTE, healthy), S(now - 10 * MINUTE, now, bad), until=now),
+            *(deploy.mail(campaign, S(start, now, healthy), until=now) for campaign in clean),
+        )
+    )
+    first = deploy.start("first")
+    await first.wait_ready(60)
+    await deploy.settle(first)
+    assert await first.terminate() == 0
+
+    changed = tmp_path / "rules"
+    shutil.copytree(SHIPPED_RULES, changed)
+    default = changed / "default.yaml"
+    text = default.read_text()
+    assert "threshold: 10%" in text  # soft-bounce-rate's: an alert, not a rule these campaigns meet
+    default.write_text(text.replace("threshold: 10%", "threshold: 12%", 1))
+    second = deploy.start("second", GUARD_RULES=str(changed))
+    await second.wait_ready(60)
+    await deploy.settle(second)
+    metrics = await second.metrics()
+    tally = await deploy.tally()
+
+    assert metrics("guard_checkpoints_total", result="mismatch") >= 1 and metrics.records("replayed") > 0, tally
     assert tally.calls[bad_now] == 1 and len(tally.calls) == 1, tally
     assert tally.outcomes(bad_now)["paused"] == 1, tally
