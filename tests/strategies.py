@@ -118,7 +118,7 @@ def stop_and_go_streams(draw: st.DrawFn) -> list[Event]:
 
 @st.composite
 def joined_streams(draw: st.DrawFn, max_size: int = 150) -> list[Event]:
-    """One campaign's sends (each with its own message id; now and then one up to 15 minutes behind the
+    """One campaign's sends (each with its own message id; now and then one up to 40 minutes behind the
     others, delivered again) and outcomes that quote the id of an earlier send, recent or long gone, or an
     id no send had, or none; no (signal, id) twice."""
     events: list[Event] = []
@@ -130,7 +130,8 @@ def joined_streams(draw: st.DrawFn, max_size: int = 150) -> list[Event]:
         domain = draw(st.sampled_from(DOMAINS))
         if not sent or draw(st.integers(0, 2)) > 0:
             sent.append(f"s{number}")
-            late = draw(st.one_of(st.just(0), st.integers(0, 900))) if draw(st.integers(0, 5)) == 0 else 0
+            # up to 40 minutes: past the 15 after which a `last:` window skips a send (windows.LATE_PER_SECONDS)
+            late = draw(st.one_of(st.just(0), st.integers(0, 2400))) if draw(st.integers(0, 5)) == 0 else 0
             events.append(Event(Signal.SENT, "c1", now - late, sent[-1], domain))
             continue
         signal = draw(st.sampled_from((Signal.BOUNCED, Signal.BOUNCED, Signal.COMPLAINED)))

@@ -317,6 +317,7 @@ class Deployment:
 
     Stretch = Stretch
     BAD, HEALTHY = BAD, HEALTHY
+    shipped_rules = SHIPPED_RULES
     mail = staticmethod(mail)
     history = staticmethod(history)
     wait_until = staticmethod(wait_until)

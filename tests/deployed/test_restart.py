@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 
 import pytest
-
-SHIPPED_RULES = Path(__file__).resolve().parent.parent.parent / "rules"
 
 MINUTE, HOUR = 60.0, 3600.0
 CAMPAIGNS = 2000  # x 300 sends over two hours, plus their bounces: ~600k records
@@ -84,7 +81,7 @@ async def test_a_rollout_that_cannot_use_the_checkpoints_replays_and_pauses_noth
     assert await first.terminate() == 0
 
     changed = tmp_path / "rules"
-    shutil.copytree(SHIPPED_RULES, changed)
+    shutil.copytree(deploy.shipped_rules, changed)
     default = changed / "default.yaml"
     text = default.read_text()
     assert "threshold: 10%" in text  # soft-bounce-rate's: an alert, not a rule these campaigns meet
