@@ -37,8 +37,10 @@ from guard.contracts import events
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine
 from guard.engine import snapshot as snapshots
+from guard.engine.cusum import Cusum
 from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import PendingSnapshot, SnapshotError, restore, snapshot
+from guard.engine.windows import LastN
 from guard.rules import RuleSet, load_rules
 from guard.rules.models import Rule
 from guard.tools.generate import generate
@@ -245,30 +247,9 @@ def _same_float(a: float | None, b: float | None) -> bool:
 
 
 _SLIDING_FIELDS = ("width", "keep_samples", "older", "newest", "newest_count", "total", "samples")
-_LATE_FIELDS = ("newest_per", "skipped")
-_LAST_FIELDS = (
-    "size",
-    "per_seen",
-    "of_positions",
-    "total",
-    "samples",
-    "per_times",
-    "time_base",
-    "per_ids",
-    *_LATE_FIELDS,
-)
-_CUSUM_FIELDS = (
-    "rise",
-    "fall",
-    "statistic",
-    "run_from",
-    "run_of",
-    "run_per",
-    "samples",
-    "total",
-    *_LATE_FIELDS,
-    "previous_per",
-)
+# every field of the Python types (the core's must match them), so a field added to one is compared at once
+_LAST_FIELDS = LastN.__struct_fields__
+_CUSUM_FIELDS = (*Cusum.__struct_fields__, "total")
 
 
 class TestSeries:
