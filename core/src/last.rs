@@ -11,9 +11,11 @@ use crate::numbers::floor_div;
 use crate::reader::Reader;
 use crate::skipped::LateSends;
 use crate::snapshot;
-use crate::{keep_latest, Samples};
+use crate::{keep_latest, make_room, Samples};
 
 const INT32: i64 = (1 << 31) - 1;
+/// The rings and the outcomes grow by this many values at a time, up to the ring's size.
+const RING_STEP: usize = 2;
 
 #[pyclass(module = "guard_core")]
 pub struct LastN {
@@ -246,6 +248,9 @@ impl LastN {
         };
         let hashed = id_hash(message_id.as_ref())?;
         if position < self.size {
+            let step = RING_STEP.min((self.size - position) as usize);
+            make_room(&mut self.per_times, 1, step);
+            make_room(&mut self.per_ids, 1, step);
             self.per_times.push(second as i32);
             self.per_ids.push(hashed);
         } else {
@@ -281,6 +286,7 @@ impl LastN {
         }
         let position = self.send_of(message_id.as_ref())?;
         let positions = &mut self.of_positions;
+        make_room(positions, 1, RING_STEP);
         if position == self.per_seen || positions.last().is_none_or(|&last| last <= position) {
             positions.push(position);
         } else {

@@ -9,10 +9,12 @@ use crate::arrays::{from_sequence, to_array};
 use crate::numbers::floor_div;
 use crate::reader::Reader;
 use crate::snapshot;
-use crate::{keep_latest, Samples};
+use crate::{keep_latest, make_room, Samples};
 
 const BUCKETS_PER_WINDOW: f64 = 60.0;
 const MAX_COUNT_F: f64 = snapshot::MAX_COUNT as f64;
+/// `older` grows by one bucket (its index and count) at a time: a quarter of the windows hold seven to nineteen.
+const BUCKET_STEP: usize = 2;
 
 #[pyclass(module = "guard_core")]
 pub struct SlidingCount {
@@ -42,6 +44,7 @@ impl SlidingCount {
             self.expire(oldest_kept);
         }
         if self.newest_count != 0 {
+            make_room(&mut self.older, 2, BUCKET_STEP);
             self.older.push(self.newest);
             self.older.push(self.newest_count as f64);
         }
@@ -60,6 +63,7 @@ impl SlidingCount {
             return true;
         }
         let older = &mut self.older;
+        make_room(older, 2, BUCKET_STEP);
         let mut position = older.len();
         while position >= 2 {
             position -= 2;
