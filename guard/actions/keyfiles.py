@@ -5,6 +5,8 @@ file is large (2,000 workspaces: ~100 ms of parsing), and a burst of rejected pa
 read on the event loop, once per call, it would stall every other task and the health probes. So
 the file is read in a worker thread, only when it changed since the last read (inode, size, mtime),
 at most once per `min_interval`, and one read answers every caller waiting meanwhile.
+
+`guard ingest` reads its webhook signing secrets the same way (guard.ingest.secrets).
 """
 
 from __future__ import annotations
@@ -34,11 +36,22 @@ _Version = tuple[int, int, int, int, int]  # device, inode, size, mtime and ctim
 
 class KeyFile(Generic[T]):
     """What a key file holds now, parsed by `parse` (which raises ValueError or ConfigError when the
-    file is wrong); `name` (the setting's variable) is what the logs call it."""
+    file is wrong); `name` (the setting's variable) is what the logs call it. `refused` is called once
+    for each version of the file that is wrong (a metric counts them)."""
 
-    def __init__(self, path: Path, parse: Callable[[Path], T], *, name: str, min_interval: float | None = None) -> None:
-        self._path, self._parse, self._name = path, parse, name
+    def __init__(
+        self,
+        path: Path,
+        parse: Callable[[Path], T],
+        *,
+        name: str,
+        min_interval: float | None = None,
+        refused: Callable[[], None] | None = None,
+    ) -> None:
+        self._path, self._parse, self._name, self._refused = path, parse, name, refused
         self._min_interval = REREAD_SECONDS if min_interval is None else min_interval
+        # a wrong version read again (written too recently to trust, or the file gone) is reported once
+        self._refusal: tuple[_Version | None, str] | None = None
         self._version: _Version | None = None  # of the content last parsed; None: not read yet, or gone
         self._trusted = False  # whether an unchanged version means unchanged content
         self._value: T | None = None
@@ -69,7 +82,7 @@ class KeyFile(Generic[T]):
             finally:  # the interval runs from a read's end: a worker thread slow to start cannot shorten it
                 self._read_at = time.monotonic()
         except Exception:  # a bug here must not reach a pause: its key stays as it is
-            log.exception("the API key file cannot be read again; the key in use stays", variable=self._name)
+            log.exception("a key file cannot be read again; what it held stays in use", variable=self._name)
             self._version, self._trusted, self._value = None, False, None
         return self._value
 
@@ -80,10 +93,20 @@ class KeyFile(Generic[T]):
         try:
             value = self._parse(self._path)
         except (ValueError, ConfigError) as error:  # mid-rotation or broken: keep the key in use
-            log.warning("the API key file cannot be read again; the key in use stays", error=str(error))
+            self._refuse(version, str(error))
             value = None
+        else:
+            self._refusal = None
         trusted = version is not None and version[3] < started - _RACY_NANOSECONDS
         return version, trusted, value
+
+    def _refuse(self, version: _Version | None, error: str) -> None:
+        if self._refusal == (version, error):
+            return
+        self._refusal = (version, error)
+        log.warning("a key file cannot be read again; what it held stays in use", variable=self._name, error=error)
+        if self._refused is not None:
+            self._refused()
 
 
 def _version_of(path: Path) -> _Version | None:
