@@ -71,6 +71,13 @@ async def running_ingest(broker: BrokerInfo, topics: Topics, **ingest: object) -
         arf_tokens=(ARF_TOKEN,),
         campaign_secrets=CAMPAIGN_SECRETS,
     )
+    async with serving(config) as service:
+        yield service
+
+
+@asynccontextmanager
+async def serving(config: IngestConfig) -> AsyncIterator[Ingest]:
+    """`guard ingest` with `config`, once ready; stopped and drained on leaving."""
     service = Ingest(config)
     task = asyncio.create_task(service.run())
     deadline = time.monotonic() + 10

@@ -18,6 +18,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 import structlog
@@ -30,7 +31,8 @@ from guard.ingest.arf import UnusableReport, complaint_event
 from guard.ingest.door import ConnectionCap, ParserErrors
 from guard.ingest.health import IngestHealth, IngestMetrics
 from guard.ingest.limits import door_limit, producer_request_size, topic_message_limit
-from guard.ingest.signature import SIGNATURE_HEADER, Verifier
+from guard.ingest.secrets import WebhookSecrets
+from guard.ingest.signature import SIGNATURE_HEADER
 from guard.ingest.webhook import UnusableWebhook, webhook_record
 from guard.runtime.dead_letters import MAX_REASON_CHARS, DeadLetters, Letter
 from guard.runtime.kafka import client_options
@@ -60,6 +62,9 @@ class IngestConfig:
     webhook_secrets: tuple[bytes, ...]
     arf_tokens: tuple[bytes, ...] = ()
     campaign_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)  # campaign -> its own secrets
+    # where those secrets were read from at start-up: read again while running (a rotated mounted Secret)
+    webhook_secret_file: Path | None = None
+    campaign_secrets_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> IngestConfig:
@@ -70,17 +75,22 @@ class IngestConfig:
         secrets: tuple[bytes, ...] = ()
         tokens: tuple[bytes, ...] = ()
         campaign_secrets: dict[str, tuple[bytes, ...]] = {}
+        files: dict[str, Path | None] = {}
         try:
             if "webhook" in groups:
                 webhook = groups.pop("webhook")
                 secrets, campaign_secrets = webhook.secrets(), webhook.campaign_secrets()
+                files = {
+                    "webhook_secret_file": webhook.secret_file,
+                    "campaign_secrets_file": webhook.campaign_secrets_file,
+                }
             if "ingest" in groups:
                 tokens = groups["ingest"].arf_tokens()
         except ConfigError as error:
             problems.append(str(error))
         if problems:
             raise invalid(problems)
-        return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens, campaign_secrets=campaign_secrets)
+        return cls(**groups, webhook_secrets=secrets, arf_tokens=tokens, campaign_secrets=campaign_secrets, **files)
 
     def __repr__(self) -> str:  # never the secrets
         return f"<IngestConfig topic={self.guard.input_topics[0]} dlq={self.guard.dlq_topic}>"
@@ -92,9 +102,15 @@ class Ingest:
 
     def __init__(self, config: IngestConfig) -> None:
         self.config = config
-        self.verifier = Verifier(config.webhook_secrets, config.campaign_secrets)
         self._arf_digests = tuple(hashlib.sha256(token).digest() for token in config.arf_tokens)
         self.metrics, self.health = IngestMetrics(), IngestHealth()
+        self.secrets = WebhookSecrets(
+            config.webhook_secrets,
+            config.campaign_secrets,
+            secret_file=config.webhook_secret_file,
+            campaign_secrets_file=config.campaign_secrets_file,
+            reloads=self.metrics.secret_reloads,
+        )
         self._producer: AIOKafkaProducer | None = None
         self._dead_letters: DeadLetters | None = None
         self.body_limit = config.ingest.max_body_bytes  # lowered at start-up to what a record of the topic holds
@@ -145,7 +161,9 @@ class Ingest:
             await self._runner.cleanup()
             raise
         self.port = self._listener.sockets[0].getsockname()[1]
-        probe = asyncio.create_task(self._connect_and_probe())
+        background = [asyncio.create_task(self._connect_and_probe())]
+        if self.secrets.from_files:
+            background.append(asyncio.create_task(self.secrets.watch()))
         log.info("ingest started", http_port=self.port, topic=self.config.guard.input_topics[0])
         try:
             await self._stop.wait()
@@ -153,8 +171,9 @@ class Ingest:
             self.health.stopping = True
             self._listener.close()  # no new connections
             await self._runner.cleanup()  # in-flight requests finish first
-            probe.cancel()
-            await asyncio.gather(probe, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if self._producer is not None:
                 await self._producer.stop()
             log.info("ingest stopped")
@@ -223,12 +242,13 @@ class Ingest:
     async def _webhook(self, request: web.Request) -> web.Response:
         # a header that spells no MAC, or a URL no secret can sign for, is refused before the body is read
         url_campaign = (request.query.get("campaign") or "").strip() or None  # unsigned: picks a secret, no more
-        claimed = self.verifier.claimed(request.headers.get(SIGNATURE_HEADER))
-        if claimed is None or not self.verifier.can_verify(url_campaign):
+        verifier = self.secrets.verifier  # the secrets in force when the request came, for all of its checks
+        claimed = verifier.claimed(request.headers.get(SIGNATURE_HEADER))
+        if claimed is None or not verifier.can_verify(url_campaign):
             return self._before_body(request, self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}"))
 
         async def handle(body: bytes) -> web.Response:
-            if (signer := self.verifier.signer(body, claimed, url_campaign)) is None:
+            if (signer := verifier.signer(body, claimed, url_campaign)) is None:
                 return self._unauthorized("leadterra", f"missing or invalid {SIGNATURE_HEADER}")
             try:
                 campaign_id, value = webhook_record(body, signer.campaign)

@@ -45,6 +45,14 @@ class IngestMetrics:
             ["result"],
             registry=r,
         )
+        self.secret_reloads = Counter(
+            "guard_ingest_secret_reloads_total",
+            "Changes of a webhook secrets file (variable: LEADTERRA_WEBHOOK_SECRET_FILE or "
+            "LEADTERRA_WEBHOOK_CAMPAIGN_SECRETS_FILE) by result: applied, or rejected (unreadable, blank or "
+            "invalid: the secrets in use stay).",
+            ["variable", "result"],
+            registry=r,
+        )
 
 
 class IngestHealth:

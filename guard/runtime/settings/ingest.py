@@ -36,8 +36,7 @@ class WebhookSettings(BaseSettings):
         if self.secret is not None:
             return tuple(s.encode() for s in secret_list("LEADTERRA_WEBHOOK_SECRET", self.secret.get_secret_value()))
         if self.secret_file is not None:
-            text = self.secret_file.read_text(encoding="utf-8")
-            return tuple(s.encode() for s in secret_list("LEADTERRA_WEBHOOK_SECRET_FILE", text))
+            return read_secret_file(self.secret_file)
         if self.campaign_secrets_file is not None:
             return ()
         raise ConfigError(
@@ -51,6 +50,16 @@ class WebhookSettings(BaseSettings):
         if self.campaign_secrets_file is None:
             return {}
         return read_campaign_secrets(self.campaign_secrets_file)
+
+
+def read_secret_file(path: Path) -> tuple[bytes, ...]:
+    """The secret(s) in LEADTERRA_WEBHOOK_SECRET_FILE; ConfigError (never quoting one) when unusable."""
+    name = "LEADTERRA_WEBHOOK_SECRET_FILE"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{name} cannot be read: {type(error).__name__}") from None
+    return tuple(s.encode() for s in secret_list(name, text))
 
 
 def read_campaign_secrets(path: Path) -> dict[str, tuple[bytes, ...]]:
