@@ -87,3 +87,45 @@ class TestTabsInYaml:
         assert problem.startswith(where) and problem.endswith(
             "this line is indented with a tab, which YAML does not allow: indent with spaces"
         )
+
+
+class TestTopicsOfItsOwn:
+    """Each topic the guard writes is read back as what it holds: one that is also an input, or shared by two of the
+    guard's settings, is refused at start-up. A dead-letter topic among the inputs would read each malformed record
+    back, fail it again and write it again, without end."""
+
+    @pytest.mark.parametrize(
+        "setting",
+        ["GUARD_DLQ_TOPIC", "GUARD_AUDIT_TOPIC", "GUARD_STATE_TOPIC", "GUARD_CONTROL_TOPIC", "GUARD_SCOPE_TOPIC"],
+    )
+    def test_one_among_the_inputs_is_refused(self, monkeypatch: pytest.MonkeyPatch, capsys, setting: str) -> None:  # noqa: ANN001
+        monkeypatch.setenv("GUARD_INPUT_TOPICS", "leadterra.events,leadterra.replies")
+        monkeypatch.setenv(setting, "leadterra.replies")
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        assert capsys.readouterr().err == (
+            f"guard: invalid settings:\n  {setting} 'leadterra.replies' is also in GUARD_INPUT_TOPICS: the guard "
+            "would read its own output\n"
+        )
+
+    @pytest.mark.parametrize(
+        ("first", "second"),
+        [("GUARD_AUDIT_TOPIC", "GUARD_DLQ_TOPIC"), ("GUARD_STATE_TOPIC", "GUARD_CONTROL_TOPIC")],
+    )
+    def test_one_shared_by_two_settings_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch, capsys, first: str, second: str
+    ) -> None:  # noqa: ANN001
+        monkeypatch.setenv(first, "guard.shared")
+        monkeypatch.setenv(second, "guard.shared")
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        assert capsys.readouterr().err == (
+            f"guard: invalid settings:\n  {first} and {second} are both 'guard.shared': each needs a topic of its own\n"
+        )
+
+    def test_guard_ingest_refuses_it_too(self, monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # noqa: ANN001
+        """`guard ingest` writes its dead letters there: among the inputs, `guard run` would loop on them."""
+        monkeypatch.setenv("GUARD_DLQ_TOPIC", "leadterra.events")
+        monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", "whsec_test")
+        assert main(["ingest"]) == 2
+        assert "GUARD_DLQ_TOPIC 'leadterra.events' is also in GUARD_INPUT_TOPICS" in capsys.readouterr().err

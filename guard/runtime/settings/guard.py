@@ -181,11 +181,16 @@ class GuardSettings(BaseSettings):
             raise ValueError(f"GUARD_TOPIC_WORKSPACES maps {', '.join(unread)}, not in GUARD_INPUT_TOPICS")
         own = {"GUARD_SCOPE_TOPIC": self.scope_topic, "GUARD_STATE_TOPIC": self.state_topic}
         own |= {"GUARD_CONTROL_TOPIC": self.control_topic, "GUARD_AUDIT_TOPIC": self.audit_topic}
+        own |= {"GUARD_DLQ_TOPIC": self.dlq_topic}  # a dead letter keeps its bytes: read again, it fails again
+        named: dict[str, str] = {}
         for setting, topic in own.items():
             if topic in self.input_topics:
                 raise ValueError(
                     f"{setting} {topic!r} is also in GUARD_INPUT_TOPICS: the guard would read its own output"
                 )
+            if (other := named.setdefault(topic, setting)) != setting:
+                # each is read back as what it holds (audit records, checkpoints, operator records, forwards)
+                raise ValueError(f"{other} and {setting} are both {topic!r}: each needs a topic of its own")
         return self
 
     @field_validator("input_topics", mode="before")
