@@ -136,8 +136,11 @@ class Pipeline:
         kinds: Kinds = PYTHON,
         scope_topic: str | None = None,
         forwards: ScopeSink | None = None,
+        placement: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.rules = rules
+        # (topic, partition, campaign id) of each campaign's first event a partition reads: guard.runtime.placement
+        self._placement = placement
         # rules over a workspace, sender or domain: counted from the events forwarded to `scope_topic` (scopes.py)
         self._scope_topic, self._forwards = scope_topic, forwards
         self.kinds = kinds  # the series every engine of this pipeline counts with (GUARD_ENGINE)
@@ -355,6 +358,8 @@ class Pipeline:
         source = f"topic {tp.topic} (GUARD_TOPIC_WORKSPACES)"
         scoped = isinstance(engine, ScopeEngine)  # a partition of the scope topic: forwarded events
         forwarding = () if scoped or self._forwards is None else self.rules.scope_kinds
+        placement = None if scoped else self._placement  # forwards are keyed by scope, by the guard itself
+        latest_event = engine.latest_event
         forwards: list[tuple[str, bytes, int]] = []
         first_forwarded: int | None = None
         now_ms = int(now * 1000)
@@ -383,6 +388,8 @@ class Pipeline:
                 tally.invalid += 1
                 log.warning("scope topic record skipped", partition=name(tp), offset=offset, error=str(error))
                 continue
+            if placement is not None and latest_event(event.campaign_id) is None:
+                placement(tp.topic, tp.partition, event.campaign_id)  # its first event this partition reads
             if event.workspace_id is not None and self._workspaces is not None and not scoped:
                 # a campaign's workspace (and key) is its own events' say, never a scope topic record's
                 self._workspaces.note(event.campaign_id, event.workspace_id)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
+from guard.runtime.placement import key_hash
 from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.runtime.scope_forwards")
@@ -36,7 +36,7 @@ def _hashed(scope: str) -> tuple[bytes, int]:
     """A scope's key, and its murmur2 hash as Kafka's default partitioner takes it: aiokafka's murmur2 is pure
     Python, and a scope's events keep coming, so it is hashed once (else 15% of the CPU in bench.scopes)."""
     key = scope.encode()
-    return key, murmur2(key) & 0x7FFFFFFF
+    return key, key_hash(key)
 
 
 class ScopeForwards:

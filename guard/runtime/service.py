@@ -43,6 +43,7 @@ from guard.runtime.internal_topics import (
 )
 from guard.runtime.kafka import PROBE_SECONDS, InputConsumer, consumer_lag, make_consumer, make_producer, start_producer
 from guard.runtime.pipeline import Pipeline
+from guard.runtime.placement import Placement
 from guard.runtime.rebalance import Rebalance
 from guard.runtime.recovery import Recovery
 from guard.runtime.scope_forwards import ScopeForwards
@@ -142,6 +143,9 @@ class Service:
             kinds=self.kinds,
             scope_topic=settings.scope_topic,
             forwards=forwards,
+            placement=Placement(
+                lambda topic: len(consumer.partitions_for_topic(topic) or ()), self.metrics, self.health
+            ).check,
         )
         recovery = Recovery(
             self.health,

@@ -18,6 +18,7 @@ class Health:
     AUDIT_FAILING_SECONDS = 10.0  # a failed audit write this recent (retries come every second) means failing
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
     EVICTING_SECONDS = 300.0  # how long /readyz mentions campaigns evicted at the cap
+    MISPLACED_SECONDS = 300.0  # how long /readyz mentions a campaign read from another partition than its key's
 
     def __init__(self) -> None:
         self.polling = False
@@ -36,6 +37,7 @@ class Health:
         self._last_poll = time.monotonic()
         self._evicted = 0  # campaigns evicted at the cap so far
         self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
+        self._misplaced: tuple[float, str] | None = None  # (when, what) of the latest campaign misplaced
 
     def evictions(self, evicted: int, limit: int) -> None:
         """The running count of campaigns evicted at the cap (GUARD_MAX_CAMPAIGNS); a rise is shown
@@ -48,6 +50,11 @@ class Health:
             )
             self._evicted = evicted
 
+    def misplaced(self, why: str) -> None:
+        """A campaign's events read from another partition than Kafka's default partitioner gives its key
+        (guard.runtime.placement): shown on /readyz for a while. Not unready: the guard counts what it reads."""
+        self._misplaced = (time.monotonic(), why)
+
     def warnings(self) -> list[str]:
         """Degraded but working: shown on /readyz beside the status."""
         warnings = [
@@ -57,8 +64,11 @@ class Health:
             if not self.auth_failed
         ]
         warnings.extend(self.internal_topics[topic] for topic in sorted(self.internal_topics))
-        if self._evicting is not None and time.monotonic() - self._evicting[0] < self.EVICTING_SECONDS:
+        now = time.monotonic()
+        if self._evicting is not None and now - self._evicting[0] < self.EVICTING_SECONDS:
             warnings.append(self._evicting[1])
+        if self._misplaced is not None and now - self._misplaced[0] < self.MISPLACED_SECONDS:
+            warnings.append(self._misplaced[1])
         return warnings
 
     def audit_write_failed(self, why: str) -> None:

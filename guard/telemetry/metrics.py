@@ -119,6 +119,14 @@ class Metrics:
             "Campaigns whose state was dropped to stay within GUARD_MAX_CAMPAIGNS (their evidence starts again).",
             registry=r,
         )
+        self.misplaced = Counter(
+            "guard_misplaced_campaigns_total",
+            "Campaigns whose first event a partition read is on another partition than Kafka's default partitioner "
+            "(murmur2 of the campaign id) gives it: a producer partitions otherwise, and a campaign's evidence can "
+            "be split (guard.runtime.placement).",
+            ["topic"],
+            registry=r,
+        )
         self.dedupe_keys = Gauge(
             "guard_dedupe_keys", "(campaign, event, messageId) keys remembered to count retries once.", registry=r
         )

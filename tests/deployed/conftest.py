@@ -148,6 +148,8 @@ def produce(bootstrap: str, topic: str, records: Iterable[Record], compression: 
             "linger.ms": 20,
             "compression.type": compression,
             "enable.idempotence": True,
+            # as the README asks of librdkafka (its default is crc32): where `guard ingest` puts the same campaign
+            "partitioner": "murmur2_random",
         }
     )
     ends: dict[int, int] = {}
