@@ -337,6 +337,45 @@ class TestDedupe:
         assert core.generations() == python.generations()
         assert (core.rotate_at, core.sequence) == (python.rotate_at, python.sequence)
 
+    @settings(max_examples=200, deadline=None)
+    @given(
+        budget=st.sampled_from((None, 4, 300)),
+        steps=st.lists(
+            st.tuples(
+                st.sampled_from(("see", "see", "seal", "ask")),
+                st.integers(0, 30),
+                st.sampled_from((0, 0, 1, 60, 400)),  # clock steps; 0: asked at a generation's newest key
+                st.sampled_from((0.0, 0.0, 1.0, 600.0)),  # how long before the clock the episode began
+            ),
+            max_size=300,
+        ),
+    )
+    def test_sealed_generations_and_what_was_seen_before_alike(self, budget: int | None, steps: list) -> None:
+        """Keys seen, generations sealed early (at pause decisions), and asked whether a key was seen before a time
+        (the episode's start): the same answers, generations and bytes."""
+        assert CORE is not None
+        python, core = PYTHON.dedupe(3600.0, budget), CORE.dedupe(3600.0, budget)
+        now = 1_714_564_800.0
+        for kind, key, step, before in steps:
+            now += step
+            if kind == "see":
+                assert core.seen_event("c1", "sent", f"m{key}", now) == python.seen_event("c1", "sent", f"m{key}", now)
+            elif kind == "seal":
+                core.seal(now), python.seal(now)
+            else:
+                asked = now - before
+                assert core.seen_before("c1", "sent", f"m{key}", asked) == python.seen_before(
+                    "c1", "sent", f"m{key}", asked
+                )
+        assert core.generations() == python.generations()
+        assert core.buckets() == python.buckets()
+        assert (core.keys, core.evicted, core.rotate_at, core.sequence) == (
+            python.keys,
+            python.evicted,
+            python.rotate_at,
+            python.sequence,
+        )
+
     @settings(max_examples=100, deadline=None)
     @given(parts=st.lists(st.tuples(_texts, st.sampled_from(("sent", "bounced")), _texts)))
     def test_an_events_key_is_the_python_fingerprint(self, parts: list) -> None:

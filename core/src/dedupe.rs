@@ -15,6 +15,8 @@ const BUCKET_LOAD: u64 = 32;
 const MIN_BITS: u32 = 8;
 const ENTRY: usize = 8;
 const U56: u64 = (1 << 56) - 1;
+/// dedupe.py SEALED_GENERATIONS.
+const SEALED_GENERATIONS: usize = 64;
 
 #[derive(Clone, Copy)]
 struct Generation {
@@ -220,6 +222,41 @@ impl DedupeStore {
     ) -> PyResult<bool> {
         let fingerprint = key_of(&[campaign_id, signal, message_id])?;
         Ok(self.seen_key(fingerprint, now))
+    }
+
+    /// dedupe.py `seal`: a new generation opens now, if the open one holds keys and fewer than SEALED_GENERATIONS
+    /// are alive.
+    fn seal(&mut self, now: f64) {
+        if self.detached.is_none() && self.generations.len() < SEALED_GENERATIONS {
+            let open = self.generations.back().expect("an open generation");
+            if open.keys > 0 {
+                let newest = open.newest;
+                self.rotate(if now >= newest { now } else { newest });
+            }
+        }
+    }
+
+    /// dedupe.py `seen_before`: whether the event's key is remembered from a generation whose newest key came before
+    /// `time`. Asks; remembers nothing.
+    fn seen_before(
+        &self,
+        campaign_id: &Bound<'_, PyString>,
+        signal: &Bound<'_, PyString>,
+        message_id: &Bound<'_, PyString>,
+        time: f64,
+    ) -> PyResult<bool> {
+        let fingerprint = key_of(&[campaign_id, signal, message_id])?;
+        let index = (fingerprint & ((1u64 << self.bits) - 1)) as usize;
+        let stored = &(fingerprint >> 8 & U56).to_le_bytes()[..ENTRY - 1];
+        let tag = self.buckets[index]
+            .chunks_exact(ENTRY)
+            .find(|entry| &entry[..ENTRY - 1] == stored)
+            .map(|entry| entry[ENTRY - 1]);
+        Ok(tag.is_some_and(|tag| {
+            self.generations
+                .iter()
+                .any(|generation| generation.tag == tag && generation.newest < time)
+        }))
     }
 
     /// The buckets, as the Python store keeps them (for a snapshot).

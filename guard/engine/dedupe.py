@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from guard.engine.fingerprints import event_key
 
 GENERATIONS = 8  # over-remembering by at most 1/8 of the horizon; a rotation per 1/8 of it
+# `seal` opens a generation early only while fewer are alive: tags must stay unique (mod 256), and a pause decision
+# for every campaign of a partition at once must not make hundreds of generations to forget
+SEALED_GENERATIONS = 64
 BUCKET_LOAD = 32  # mean entries per bucket before the table doubles: 256 bytes to search
 _MIN_BITS = 8  # the fingerprint's low byte picks the bucket and is not stored: at least 8 bits of it
 _ENTRY = 8  # bytes: 7 of the fingerprint, then the generation tag
@@ -120,6 +123,28 @@ class DedupeStore:
     def seen_event(self, campaign_id: str, signal: str, message_id: str, now: float) -> bool:
         """`seen` of the event's key (fingerprints.py)."""
         return self.seen(event_key(campaign_id, signal, message_id), now)  # type: ignore[arg-type]
+
+    def seal(self, now: float) -> None:
+        """Set the keys seen so far apart from those to come: a new generation opens now (the partition's clock), if
+        the open one holds keys and fewer than SEALED_GENERATIONS are alive. At a pause decision: `seen_before` can then
+        tell the campaign's mail from before it from the mail of an episode a resume begins."""
+        if self._open.keys and len(self._generations) < SEALED_GENERATIONS:
+            self._rotate(max(now, self._open.newest))
+
+    def seen_before(self, campaign_id: str, signal: str, message_id: str, time: float) -> bool:
+        """Whether the event's key is remembered from a generation whose newest key came before `time` (the
+        partition's clock then): first seen before `time` for sure. A key not remembered, or of a generation still
+        taking keys at `time`, says nothing (False). Asks; remembers nothing."""
+        fingerprint = event_key(campaign_id, signal, message_id)  # type: ignore[arg-type]
+        bucket = self._buckets[fingerprint & self._mask]
+        stored = (fingerprint >> 8 & _U56).to_bytes(7, "little")
+        at = bucket.find(stored)
+        while at >= 0:
+            if not at & 7:
+                tag = bucket[at + _ENTRY - 1]
+                return any(generation.tag == tag and generation.newest < time for generation in self._generations)
+            at = bucket.find(stored, at + 1)
+        return False
 
     def seen(self, fingerprint: int, now: float) -> bool:
         """Whether the key was seen within the horizon; if not, it is remembered from `now` (the

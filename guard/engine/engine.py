@@ -81,7 +81,7 @@ class EngineStats:
 
     events: int = 0
     duplicates: int = 0
-    late: int = 0  # some series skipped it: from before the episode, older than a window, or a send delivered again
+    late: int = 0  # skipped by some series: before the episode or about its mail, past a window, or delivered again
     resets: int = 0  # campaign.started for a campaign with state
     resumes: int = 0  # sends after a pause decision and the grace
     dropped_campaigns: int = 0
@@ -256,6 +256,10 @@ class Engine:
             return []
         if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
             state = self._resumed(campaign_id, time)
+        if state.began is not None and event.message_id is not None and self._before_episode(event, state):
+            self.stats.late += 1  # e.g. a complaint about mail sent before the campaign was resumed
+            self._advance(time)
+            return []
         if time > state.watermark:
             state.watermark = time
         late, skipped_slot = False, -1
@@ -351,6 +355,16 @@ class Engine:
             if time >= self._next_sweep:
                 self._sweep()
 
+    def _before_episode(self, event: Event, state: CampaignState) -> bool:
+        """An outcome of a send the partition saw before the campaign's episode began (episodes.py): evidence of the
+        mail before a resume or a restart, which the rules no longer judge, though its bounces and complaints keep
+        arriving for hours. Known while the send's key is remembered (dedupe.py) in a generation closed before the
+        episode began: a pause decision closes the open one (`seal`), so the mail before a pause is told from a
+        resume's, the mail in flight within the grace excepted; any other outcome counts, as a pause errs."""
+        if event.signal is Signal.SENT or self._scopes:  # an engine of scopes has no episodes of a campaign's
+            return False
+        return self._seen.seen_before(event.campaign_id, Signal.SENT, event.message_id, state.started_at)
+
     def _is_duplicate(self, event: Event) -> bool:
         now = event.time if event.time > self._watermark else self._watermark
         return self._seen.seen_event(event.campaign_id, event.signal, event.message_id, now)
@@ -426,6 +440,8 @@ class Engine:
         superseded_by = None
         if rule.action == "pause":
             state.last_pause, superseded_by = after_pause_decision(state.last_pause, identity, now, rule.cooldown)
+            # the mail seen so far, apart from a resumed episode's to come: its late outcomes are told apart
+            self._seen.seal(max(self._watermark, now))
         return Decision(
             id=identity,
             campaign_id=campaign_id,

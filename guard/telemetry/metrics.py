@@ -18,7 +18,8 @@ class Metrics:
             "Input records by what became of them: counted (evaluated live), replayed (rebuilt state only), "
             "too_old, ignored (unknown event), dead_lettered, redelivered (an offset handled already, skipped), "
             "invalid (a scope topic record that is no forwarded event, skipped); "
-            "duplicate, late (not counted by some rule: from before the campaign's episode, older than a window, or "
+            "duplicate, late (not counted by some rule: from before the campaign's episode or about its mail, older "
+            "than a window, or "
             "a send delivered again long after it happened, with its outcomes) and ahead (stamped over a day past "
             "the partition's clock, counted at the clock) are "
             "subsets of counted and replayed.",
