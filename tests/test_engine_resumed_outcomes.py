@@ -8,12 +8,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import msgspec
 import pytest
 from strategies import T0
 
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine
-from guard.engine.dedupe import SEALED_GENERATIONS
+from guard.engine.dedupe import SEAL_EVERY
 from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import load_rules
@@ -139,15 +140,54 @@ def test_a_checkpoint_taken_while_paused_still_tells_the_mail_apart(writer: Kind
 
 
 @pytest.mark.parametrize("kinds", KINDS)
-def test_a_pause_decision_for_every_campaign_at_once_opens_a_bounded_number_of_generations(kinds: Kinds) -> None:
-    """A stale list in each of 200 campaigns of one partition: each pause decision seals the keys seen so far, until
-    SEALED_GENERATIONS are alive; then the generations rotate by time as before."""
+@pytest.mark.parametrize("spacing", [0.5, 20.0])
+def test_a_hundred_campaigns_paused_together_are_each_told_apart_after_their_resume(
+    kinds: Kinds, spacing: float
+) -> None:
+    """The same stale list in 100 campaigns of one partition, each `spacing` seconds after the other, each paused,
+    resumed 15 minutes later and clean since: none is paused again, the decisions sharing a few generations (one a
+    minute at most) rather than each taking one, and every seal made."""
+    one = stale_list_then_clean(15 * MINUTE, 30 * MINUTE)
+    events = sorted(
+        (
+            msgspec.structs.replace(
+                event, campaign_id=f"c{n}", time=event.time + n * spacing, message_id=f"c{n}-{event.message_id}"
+            )
+            for n in range(100)
+            for event in one
+        ),
+        key=lambda event: event.time,
+    )
     engine = Engine(SHIPPED, kinds=kinds)
-    for n in range(60):
-        for campaign in range(200):
-            time = T0 + 6.0 * n + campaign * 0.01
-            engine.process(Event(Signal.SENT, f"c{campaign}", time, f"m{campaign}-{n}"))
-            if n % 4 == 0:
-                engine.process(Event(Signal.BOUNCED, f"c{campaign}", time + 1, f"m{campaign}-{n}", bounce_type="hard"))
-    assert sum(engine.firing(f"c{campaign}", "hard-bounce-rate") for campaign in range(200)) == 200
-    assert len(engine._seen.generations()) == SEALED_GENERATIONS
+    decisions = [d for e in events for d in engine.process(e) if d.action == "pause"]
+    assert {d.campaign_id for d in decisions if d.episode_began is None} == {f"c{n}" for n in range(100)}
+    assert [d.campaign_id for d in decisions if d.episode_began is not None] == []
+    assert len(engine._seen.generations()) <= 100 * spacing / SEAL_EVERY + 10
+    assert engine.unsealed == 0
+
+
+@pytest.mark.parametrize("kinds", KINDS)
+def test_a_pause_acted_on_at_catch_up_sets_apart_the_mail_read_until_then(kinds: Kinds) -> None:
+    """A backlog's decision acted on at catch-up lands later than it was taken (Engine.note_pause): the mail read
+    until it landed is the paused episode's too, and its late bounces skip the episode a resume begins."""
+    stale = []
+    for n in range(400):
+        time = T0 + 6.0 * n
+        stale.append(Event(Signal.SENT, "c1", time, f"old{n}"))
+        if n % 5 == 0:
+            stale.append(Event(Signal.BOUNCED, "c1", time + 30 * MINUTE, f"old{n}", bounce_type="hard"))
+    stale.sort(key=lambda event: event.time)
+    paused_at = first_pause(stale)
+    engine = Engine(SHIPPED, kinds=kinds)
+    in_flight = [e for e in stale if e.time <= paused_at + 4 * MINUTE]
+    decision = [d for e in in_flight for d in engine.process(e) if d.action == "pause"][0]
+    engine.note_pause("c1", decision.id, paused_at + 4 * MINUTE)  # acted on once the reading caught up
+    resume = paused_at + 20 * MINUTE
+    read = {e.message_id for e in in_flight if e.signal is Signal.SENT}
+    rest = [e for e in stale if e not in in_flight and e.signal is Signal.BOUNCED and e.message_id in read]
+    rest += [Event(Signal.SENT, "c1", resume + 6.0 * n, f"new{n}") for n in range(300)]
+    decisions = [d for e in sorted(rest, key=lambda e: e.time) for d in engine.process(e) if d.action == "pause"]
+    assert [d for d in decisions if d.episode_began is not None] == []
+    sent_after_decision = {e.message_id for e in in_flight if e.signal is Signal.SENT and e.time > paused_at}
+    late_bounces = [e for e in rest if e.message_id in sent_after_decision and e.time >= resume]
+    assert late_bounces and engine.stats.late >= len(late_bounces)

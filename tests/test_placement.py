@@ -141,3 +141,23 @@ async def test_librdkafka_set_as_the_readme_says_keeps_the_campaign_together(
     ]
     status, warnings, misplaced = await readyz_and_misplaced(guard.server.port, topics.input)
     assert (status, misplaced) == (200, 0) and not [w for w in warnings if "partitioner" in w]
+
+
+async def test_events_without_the_campaign_as_their_key_are_named_as_such(
+    kafka_broker: BrokerInfo,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    run_guard: RunGuard,  # noqa: F811
+    rules: Path,
+) -> None:
+    """A producer that writes no key (or another one) spreads a campaign by its own choice: the warning says to key
+    by campaign, not to change the partitioner."""
+    campaign_id, start = split_campaign(), time.time() - 300
+    elsewhere = (default_partition(campaign_id, PARTITIONS) + 1) % PARTITIONS
+    await producer.send_and_wait(topics.input, value=sent(campaign_id, start), partition=elsewhere)
+    guard = await run_guard(dry_run=True, rules=rules)
+    assert await committed_total(kafka_broker.bootstrap_servers, topics, 1) == 1
+    status, warnings, misplaced = await readyz_and_misplaced(guard.server.port, topics.input)
+    (warning,) = [w for w in warnings if campaign_id in w]
+    assert (status, misplaced) == (200, 1)
+    assert "writes them without a key; key every event by its campaignId" in warning

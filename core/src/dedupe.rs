@@ -15,8 +15,9 @@ const BUCKET_LOAD: u64 = 32;
 const MIN_BITS: u32 = 8;
 const ENTRY: usize = 8;
 const U56: u64 = (1 << 56) - 1;
-/// dedupe.py SEALED_GENERATIONS.
-const SEALED_GENERATIONS: usize = 64;
+/// dedupe.py SEALED_GENERATIONS and SEAL_EVERY.
+const SEALED_GENERATIONS: usize = 128;
+const SEAL_EVERY: f64 = 60.0;
 
 #[derive(Clone, Copy)]
 struct Generation {
@@ -224,16 +225,25 @@ impl DedupeStore {
         Ok(self.seen_key(fingerprint, now))
     }
 
-    /// dedupe.py `seal`: a new generation opens now, if the open one holds keys and fewer than SEALED_GENERATIONS
-    /// are alive.
-    fn seal(&mut self, now: f64) {
-        if self.detached.is_none() && self.generations.len() < SEALED_GENERATIONS {
-            let open = self.generations.back().expect("an open generation");
-            if open.keys > 0 {
-                let newest = open.newest;
-                self.rotate(if now >= newest { now } else { newest });
-            }
+    /// dedupe.py `seal`: a new generation opens now, or with the first key SEAL_EVERY after the open one opened;
+    /// false when SEALED_GENERATIONS are alive.
+    fn seal(&mut self, now: f64) -> bool {
+        let Some(open) = self.generations.back().filter(|_| self.detached.is_none()) else {
+            return true;
+        };
+        if open.keys == 0 {
+            return true;
         }
+        if self.generations.len() >= SEALED_GENERATIONS {
+            return false;
+        }
+        let (due, newest) = (open.start + SEAL_EVERY, open.newest);
+        if now >= due {
+            self.rotate(if now >= newest { now } else { newest });
+        } else if due < self.rotate_at {
+            self.rotate_at = due;
+        }
+        true
     }
 
     /// dedupe.py `seen_before`: whether the event's key is remembered from a generation whose newest key came before

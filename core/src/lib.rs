@@ -32,12 +32,13 @@ pub(crate) fn keep_latest<T>(samples: &mut Samples<T>, sample: T) {
     }
 }
 
-/// Room for `extra` more values in a series' vector, grown by `step` (or `extra`, if more) at a time: a campaign's
-/// vectors stay close to their length, where doubling leaves a quarter of each unused on average, over every campaign
-/// tracked (bench/RESULTS.md, "Memory": 8 % of a campaign's memory).
+/// Room for `extra` more values in a series' vector, grown by `step` (or `extra`, or a sixteenth of its length, if
+/// more) at a time: a campaign's vectors stay close to their length, where doubling leaves a quarter of each unused on
+/// average, over every campaign tracked (bench/RESULTS.md, "Memory": 8 % of a campaign's memory), and a long one
+/// (a `last: 100000` ring) still grows geometrically, not by a copy every few values.
 pub(crate) fn make_room<T>(values: &mut Vec<T>, extra: usize, step: usize) {
     if values.capacity() - values.len() < extra {
-        values.reserve_exact(extra.max(step));
+        values.reserve_exact(extra.max(step).max(values.len() / 16));
     }
 }
 

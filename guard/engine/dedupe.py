@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from guard.engine.fingerprints import event_key
 
 GENERATIONS = 8  # over-remembering by at most 1/8 of the horizon; a rotation per 1/8 of it
-# `seal` opens a generation early only while fewer are alive: tags must stay unique (mod 256), and a pause decision
-# for every campaign of a partition at once must not make hundreds of generations to forget
-SEALED_GENERATIONS = 64
+# `seal` opens a generation early only while fewer are alive (tags stay unique mod 256 beside the regular ones), and
+# at most once a SEAL_EVERY of the clock: decisions closer together share one, the later ones waiting for its end
+SEALED_GENERATIONS = 128
+SEAL_EVERY = 60.0
 BUCKET_LOAD = 32  # mean entries per bucket before the table doubles: 256 bytes to search
 _MIN_BITS = 8  # the fingerprint's low byte picks the bucket and is not stored: at least 8 bits of it
 _ENTRY = 8  # bytes: 7 of the fingerprint, then the generation tag
@@ -116,20 +117,30 @@ class DedupeStore:
         self._bits, self._mask, self._buckets = bits, (1 << bits) - 1, list(buckets)
         self._generations = deque(_Generation(*generation) for generation in generations)
         self._rotate_at, self._sequence, self.keys, self.evicted = rotate_at, sequence, keys, evicted
-        if self._generations:  # the newest generation is the open one: the same object, as keys are added to it
-            self._open = self._generations[-1]
-            self._tag = bytes((self._open.tag,))
+        # the newest generation is the open one: the same object, as keys are added to it
+        self._open = self._generations[-1] if self._generations else _Generation(0, float("-inf"), float("-inf"))
+        self._tag = bytes((self._open.tag,))
 
     def seen_event(self, campaign_id: str, signal: str, message_id: str, now: float) -> bool:
         """`seen` of the event's key (fingerprints.py)."""
         return self.seen(event_key(campaign_id, signal, message_id), now)  # type: ignore[arg-type]
 
-    def seal(self, now: float) -> None:
-        """Set the keys seen so far apart from those to come: a new generation opens now (the partition's clock), if
-        the open one holds keys and fewer than SEALED_GENERATIONS are alive. At a pause decision: `seen_before` can then
-        tell the campaign's mail from before it from the mail of an episode a resume begins."""
-        if self._open.keys and len(self._generations) < SEALED_GENERATIONS:
-            self._rotate(max(now, self._open.newest))
+    def seal(self, now: float) -> bool:
+        """Set the keys seen so far apart from those to come (at a pause decision: `seen_before` then tells the
+        campaign's mail before it from the mail of an episode a resume begins): a new generation opens now (the
+        partition's clock), or, if the open one opened less than SEAL_EVERY ago, with the first key from then on.
+        False when it cannot: SEALED_GENERATIONS are alive (a decision every minute for two hours)."""
+        generation = self._open
+        if not generation.keys:
+            return True  # nothing seen since the last generation opened
+        if len(self._generations) >= SEALED_GENERATIONS:
+            return False
+        due = generation.start + SEAL_EVERY
+        if now >= due:
+            self._rotate(now if now >= generation.newest else generation.newest)
+        elif due < self._rotate_at:
+            self._rotate_at = due  # `seen` opens it before the first key from then on
+        return True
 
     def seen_before(self, campaign_id: str, signal: str, message_id: str, time: float) -> bool:
         """Whether the event's key is remembered from a generation whose newest key came before `time` (the

@@ -128,6 +128,7 @@ class Engine:
         self._ahead: float | None = None  # the last event time found too far ahead, and not yet agreed with
         self._next_sweep = float("-inf")
         self.stats = EngineStats()
+        self.unsealed = 0  # pauses whose mail before them could not be set apart (dedupe.SEALED_GENERATIONS alive)
         self._snapshot: StateReader | None = None  # a snapshot under way (copy on write)
 
     @property
@@ -355,6 +356,12 @@ class Engine:
             if time >= self._next_sweep:
                 self._sweep()
 
+    def _seal(self, at: float) -> None:
+        """A pause in force from `at`: the mail seen so far is set apart from a resumed episode's to come, so that
+        episode's late outcomes of it are told apart (`_before_episode`)."""
+        if not self._scopes and not self._seen.seal(max(self._watermark, at)):  # scopes have no episodes to tell
+            self.unsealed += 1
+
     def _before_episode(self, event: Event, state: CampaignState) -> bool:
         """An outcome of a send the partition saw before the campaign's episode began (episodes.py): evidence of the
         mail before a resume or a restart, which the rules no longer judge, though its bounces and complaints keep
@@ -403,6 +410,7 @@ class Engine:
             if self._snapshot is not None:
                 self._snapshot.before_change(campaign_id)
             state.last_pause = (decision_id, max(at, state.watermark))
+            self._seal(self._watermark)  # the mail read so far (`at` may lie ahead of the reading)
 
     def leans_bad(self, campaign_id: str) -> bool:
         """Whether the campaign's current evidence is at least halfway to some pause rule firing: a cusum
@@ -440,8 +448,8 @@ class Engine:
         superseded_by = None
         if rule.action == "pause":
             state.last_pause, superseded_by = after_pause_decision(state.last_pause, identity, now, rule.cooldown)
-            # the mail seen so far, apart from a resumed episode's to come: its late outcomes are told apart
-            self._seen.seal(max(self._watermark, now))
+            if superseded_by is None:  # covered by a pause in force: that one sealed the mail before it
+                self._seal(now)
         return Decision(
             id=identity,
             campaign_id=campaign_id,

@@ -183,6 +183,10 @@ class ScopeEngine:
     def dedupe_evicted(self) -> int:
         return self.engine.dedupe_evicted
 
+    @property
+    def unsealed(self) -> int:
+        return self.engine.unsealed
+
     def set_rules(self, rules: RuleSet) -> None:
         self.engine.set_rules(rules)
         self.scope_kinds = rules.scope_kinds

@@ -61,10 +61,14 @@ class WebhookSecrets:
         return self._secret_file is not None or self._campaign_file is not None
 
     async def watch(self) -> None:
-        """Read the files again every REREAD_SECONDS until cancelled (KeyFile never raises)."""
+        """Read the files again every REREAD_SECONDS until cancelled; a failure is logged and tried again, never
+        the end of the watch (a rotation would then go unseen, every new signature refused)."""
         while True:
             await asyncio.sleep(keyfiles.REREAD_SECONDS)
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # a bug, not a bad file (KeyFile keeps the secrets in use for those)
+                log.exception("webhook secret files not read again; the secrets in use stay")
 
     async def refresh(self) -> None:
         """Put the files' newest valid content in force."""

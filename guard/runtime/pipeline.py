@@ -136,10 +136,10 @@ class Pipeline:
         kinds: Kinds = PYTHON,
         scope_topic: str | None = None,
         forwards: ScopeSink | None = None,
-        placement: Callable[[str, int, str], None] | None = None,
+        placement: Callable[[str, int, str, bytes | None], None] | None = None,
     ) -> None:
         self.rules = rules
-        # (topic, partition, campaign id) of each campaign's first event a partition reads: guard.runtime.placement
+        # (topic, partition, campaign id, key) of each campaign's first event a partition reads: runtime.placement
         self._placement = placement
         # rules over a workspace, sender or domain: counted from the events forwarded to `scope_topic` (scopes.py)
         self._scope_topic, self._forwards = scope_topic, forwards
@@ -350,7 +350,14 @@ class Pipeline:
             return
         now, grace = self._clock(), self._resume_grace
         stats = engine.stats
-        before = (stats.duplicates, stats.late, stats.ahead, stats.evicted_campaigns, engine.dedupe_evicted)
+        before = (
+            stats.duplicates,
+            stats.late,
+            stats.ahead,
+            stats.evicted_campaigns,
+            engine.dedupe_evicted,
+            engine.unsealed,
+        )
         tally, dead_letters = Tally(), []
         process, recovery = engine.process, progress.recovery
         replay_until, new_group, since_ms = recovery.replay_until, progress.new_group, progress.since_ms
@@ -389,7 +396,7 @@ class Pipeline:
                 log.warning("scope topic record skipped", partition=name(tp), offset=offset, error=str(error))
                 continue
             if placement is not None and latest_event(event.campaign_id) is None:
-                placement(tp.topic, tp.partition, event.campaign_id)  # its first event this partition reads
+                placement(tp.topic, tp.partition, event.campaign_id, record.key)  # its first event this partition reads
             if event.workspace_id is not None and self._workspaces is not None and not scoped:
                 # a campaign's workspace (and key) is its own events' say, never a scope topic record's
                 self._workspaces.note(event.campaign_id, event.workspace_id)
@@ -507,7 +514,7 @@ class Pipeline:
         self._metrics.records.labels("redelivered").inc(again)
         return records[again:]  # offsets ascend within a batch
 
-    def _count(self, tally: Tally, engine: Engine | ScopeEngine, before: tuple[int, int, int, int, int]) -> None:
+    def _count(self, tally: Tally, engine: Engine | ScopeEngine, before: tuple[int, ...]) -> None:
         """The batch's outcomes, and what the engine counted meanwhile, into the metrics."""
         stats = engine.stats
         outcomes = {
@@ -530,3 +537,5 @@ class Pipeline:
         if forgotten := engine.dedupe_evicted - before[4]:
             self.dedupe_evicted += forgotten
             self._metrics.dedupe_evicted.inc(forgotten)
+        if unsealed := engine.unsealed - before[5]:
+            self._metrics.unsealed.inc(unsealed)

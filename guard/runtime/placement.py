@@ -39,25 +39,32 @@ def default_partition(campaign_id: str, partitions: int) -> int:
 
 
 class Placement:
-    """Checks where each campaign's first event is read; `partitions_of(topic)` is the topic's partition count as
-    the consumer knows it (0 while unknown: nothing is checked)."""
+    """Checks where each campaign's first event is read, and its record's key; `partitions_of(topic)` is the topic's
+    partition count as the consumer knows it (0 while unknown: nothing is checked)."""
 
     def __init__(self, partitions_of: Callable[[str], int], metrics: Metrics, health: Health) -> None:
         self._partitions_of, self._metrics, self._health = partitions_of, metrics, health
         self._logged_at: dict[str, float] = {}  # topic -> monotonic time of its latest warning
         self._unlogged: dict[str, int] = {}  # topic -> campaigns misplaced since
 
-    def check(self, topic: str, partition: int, campaign_id: str) -> None:
+    def check(self, topic: str, partition: int, campaign_id: str, key: bytes | None) -> None:
         partitions = self._partitions_of(topic)
         if partitions <= 1 or (expected := default_partition(campaign_id, partitions)) == partition:
             return
         self._metrics.misplaced.labels(topic).inc()
-        why = (
-            f"events of campaign {campaign_id} are on {topic}[{partition}], where Kafka's default partitioner "
-            f"(murmur2 of the key) puts them on [{expected}]: a producer partitions them otherwise (librdkafka's "
-            "default, crc32, does: set partitioner=murmur2_random), so a campaign's evidence can be split over "
-            "partitions and its pauses missed"
-        )
+        where = f"events of campaign {campaign_id} are on {topic}[{partition}], where Kafka's default partitioner puts"
+        if key != campaign_id.encode():
+            keyed = "without a key" if key is None else f"keyed {key[:64]!r}"
+            why = (
+                f"{where} a record keyed by it on [{expected}]: its producer writes them {keyed}; key every event "
+                "by its campaignId, or a campaign's evidence can be split over partitions and its pauses missed"
+            )
+        else:
+            why = (
+                f"{where} them on [{expected}] (murmur2 of the key): a producer partitions them otherwise "
+                "(librdkafka's default, crc32, does: set partitioner=murmur2_random), or partitions were added to "
+                "the topic since; a campaign's evidence can be split over partitions and its pauses missed"
+            )
         self._health.misplaced(why)
         now = time.monotonic()
         self._unlogged[topic] = self._unlogged.get(topic, 0) + 1

@@ -140,6 +140,12 @@ class Metrics:
             "(a retry of one counts again).",
             registry=r,
         )
+        self.unsealed = Counter(
+            "guard_pauses_unsealed_total",
+            "Pauses whose mail before them could not be set apart in the dedupe keys (a decision a minute for two "
+            "hours on one partition): late outcomes of that mail count in a resumed episode, as before.",
+            registry=r,
+        )
         self.auth_failed = Gauge(
             "guard_api_authentication_failed",
             "1 after Leadterra rejected the API key: nothing is protected.",
