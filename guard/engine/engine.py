@@ -366,8 +366,8 @@ class Engine:
         """An outcome of a send the partition saw before the campaign's episode began (episodes.py): evidence of the
         mail before a resume or a restart, which the rules no longer judge, though its bounces and complaints keep
         arriving for hours. Known while the send's key is remembered (dedupe.py) in a generation closed before the
-        episode began: a pause decision closes the open one (`seal`), so the mail before a pause is told from a
-        resume's, the mail in flight within the grace excepted; any other outcome counts, as a pause errs."""
+        episode began: a pause closes the open one (`_seal`), so the mail before a pause is told from a resume's;
+        any other outcome counts, as a pause errs."""
         if event.signal is Signal.SENT or self._scopes:  # an engine of scopes has no episodes of a campaign's
             return False
         return self._seen.seen_before(event.campaign_id, Signal.SENT, event.message_id, state.started_at)

@@ -123,8 +123,8 @@ class Metrics:
         self.misplaced = Counter(
             "guard_misplaced_campaigns_total",
             "Campaigns whose first event a partition read is on another partition than Kafka's default partitioner "
-            "(murmur2 of the campaign id) gives it: a producer partitions otherwise, and a campaign's evidence can "
-            "be split (guard.runtime.placement).",
+            "(murmur2 of the campaign id) gives it: a producer keys or partitions them otherwise, and a campaign's "
+            "evidence can be split (guard.runtime.placement).",
             ["topic"],
             registry=r,
         )
