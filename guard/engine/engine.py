@@ -257,7 +257,7 @@ class Engine:
             return []
         if state.last_pause is not None and resumes(event.signal, time, state.last_pause, self._resume_grace):
             state = self._resumed(campaign_id, time)
-        if state.began is not None and event.message_id is not None and self._before_episode(event, state):
+        if event.signal is not Signal.SENT and state.began is not None and self._before_episode(event, state):
             self.stats.late += 1  # e.g. a complaint about mail sent before the campaign was resumed
             self._advance(time)
             return []
@@ -368,7 +368,7 @@ class Engine:
         arriving for hours. Known while the send's key is remembered (dedupe.py) in a generation closed before the
         episode began: a pause closes the open one (`_seal`), so the mail before a pause is told from a resume's;
         any other outcome counts, as a pause errs."""
-        if event.signal is Signal.SENT or self._scopes:  # an engine of scopes has no episodes of a campaign's
+        if event.message_id is None or self._scopes:  # an engine of scopes has no episodes of a campaign's
             return False
         return self._seen.seen_before(event.campaign_id, Signal.SENT, event.message_id, state.started_at)
 
