@@ -621,6 +621,37 @@ class TestSetRules:
         engine.set_rules(rules(rule(threshold=2, description="reworded")))
         assert fired(engine, [bounce(T0 + 2, "c")]) == []
 
+    def test_an_alert_made_a_pause_pauses_a_campaign_already_over_its_line(self) -> None:
+        """An alert fired and its breach goes on; the rule reloaded as a pause pauses at the next event, its alert's
+        cooldown notwithstanding: the breach raised an alert and paused nothing."""
+        engine = Engine(rules(rule(threshold=2, action="alert", cooldown="6h")))
+        [alert] = fired(engine, [bounce(T0, "a"), bounce(T0 + 1, "b")])
+        assert alert.rule.action == "alert"
+        engine.set_rules(rules(rule(threshold=2, action="pause", cooldown="6h")))
+        [pause] = fired(engine, [sent(T0 + 2, "s")])
+        assert (pause.rule.action, pause.numerator, pause.superseded_by) == ("pause", 2, None)
+        assert fired(engine, [bounce(T0 + 3, "c")]) == []  # then quiet for the rest of that breach
+
+    def test_an_alert_made_a_pause_is_covered_by_a_pause_in_force(self) -> None:
+        """The campaign is paused already (another rule): the promoted rule's decision is covered, no second call."""
+        engine = Engine(
+            rules(rule("alerting", threshold=2, action="alert"), rule("pausing", count="complained", threshold=1))
+        )
+        decisions = fired(engine, [bounce(T0, "a"), bounce(T0 + 1, "b"), complaint(T0 + 2, "a")])
+        assert [d.rule.name for d in decisions] == ["alerting", "pausing"]
+        engine.set_rules(
+            rules(rule("alerting", threshold=2, action="pause"), rule("pausing", count="complained", threshold=1))
+        )
+        [promoted] = fired(engine, [sent(T0 + 3, "s")])
+        assert (promoted.rule.name, promoted.superseded_by) == ("alerting", decisions[1].id)
+
+    def test_a_pause_made_an_alert_stays_quiet_in_the_same_breach(self) -> None:
+        """The breach was paused; the same rule as an alert has nothing new to say until it ends."""
+        engine = Engine(rules(rule(threshold=2)))
+        assert len(fired(engine, [bounce(T0, "a"), bounce(T0 + 1, "b")])) == 1
+        engine.set_rules(rules(rule(threshold=2, action="alert")))
+        assert fired(engine, [bounce(T0 + 2, "c")]) == []
+
     def test_a_removed_rule_no_longer_fires(self) -> None:
         """Evidence of a rule that is gone cannot fire it."""
         engine = Engine(rules(rule("a", threshold=3), rule("b", count="complained", threshold=1)))

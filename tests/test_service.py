@@ -821,3 +821,23 @@ class TestRuleReload:
         await until(lambda: service.metrics.rule_reloads.labels("rejected")._value.get() == 1)
         assert [rule.threshold for rule in service.rules.rules] == [3]
         assert service.health.live()[0]
+
+    async def test_an_alert_turned_into_a_pause_pauses_a_campaign_already_over_its_line(
+        self, tmp_path: Path, standin: LeadterraStandIn, producer: AIOKafkaProducer, topics: Topics, run_guard: RunGuard
+    ) -> None:
+        """A team watches a rule as an alert, then ships it as a pause: the campaign it alerted on, still sending and
+        still over its line, is paused at its next event (not after the breach ends and starts again)."""
+        volume = ConfigMapVolume(tmp_path)
+        alerting = RELOAD_RULE.format(threshold=3) + "        action: alert\n"
+        volume.publish({"rules.yaml": alerting})
+        standin.add_campaign("camp_a")
+        service = await run_guard(rules=tmp_path, rules_reload_interval=0.1)
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp_a", complained("camp_a", start + i)) for i in range(3)])
+        await until(lambda: service.metrics.decisions.labels("complaints", "alert")._value.get() == 1)
+
+        volume.publish({"rules.yaml": RELOAD_RULE.format(threshold=3)})
+        await until(lambda: service.metrics.rule_reloads.labels("applied")._value.get() == 1)
+        await produce(producer, topics.input, [("camp_a", sent("camp_a", start + 10))])
+        await standin.wait_for_pauses(1, timeout=10)
+        assert service.metrics.decisions.labels("complaints", "pause")._value.get() == 1

@@ -32,6 +32,25 @@ MAX_AHEAD_SECONDS = 86_400.0
 EVICT_SHARE = 20  # 1/20 = 5%
 
 
+def _carried(
+    rule_states: dict[str, RuleState], before: tuple[CompiledRule, ...], after: tuple[CompiledRule, ...]
+) -> dict[str, RuleState]:
+    """The rule states a campaign keeps when the rules that apply to it change (a reload, another workspace): those
+    of rules that still apply, so a breach already acted on stays quiet. Not those of a rule that was an alert and
+    now pauses: its breach raised an alert and paused nothing, so it is judged afresh (a pause in force still covers
+    it, episodes.py), and its alert's cooldown does not hold the pause back."""
+    if not rule_states:
+        return NO_RULE_STATES
+    alerts = {compiled.rule.name for compiled in before if compiled.rule.action == "alert"}
+    applying = {compiled.rule.name: compiled.rule.action for compiled in after}
+    kept = {
+        name: state
+        for name, state in rule_states.items()
+        if name in applying and not (name in alerts and applying[name] == "pause")
+    }
+    return kept or NO_RULE_STATES
+
+
 def _should_fire(campaign: CampaignState, rule: Rule, holds: bool, now: float) -> bool:
     """Once per breach, after holding for `for`, not within `cooldown` of the last firing; a breach
     ends once the condition has been false for `keep_firing_for`."""
@@ -184,16 +203,15 @@ class Engine:
             for slot, fresh in ((slot, make()) for feeds in plan.feeds.values() for slot, _, _, make in feeds)
             if fresh.kind == "sliding"
         }
-        names = {compiled.rule.name for compiled in plan.rules}
         for campaign_id, state in self._campaigns.items():
-            state.rules = plan.rules_for(campaign_id, state.workspace_id)
+            rules_before, state.rules = state.rules, plan.rules_for(campaign_id, state.workspace_id)
             state.series = [state.series[old] if old is not None else None for old in kept]
             for slot, keep_samples in quoting.items():
                 series = state.series[slot]
                 if series is not None and series.keep_samples != keep_samples:
                     series.keep_samples = keep_samples
                     series.samples = series.samples if keep_samples else None
-            state.rule_states = {n: rs for n, rs in state.rule_states.items() if n in names} or NO_RULE_STATES
+            state.rule_states = _carried(state.rule_states, rules_before, state.rules)
             state.armed = True  # thresholds may have changed: evaluate at the next event
 
     def _new_state(
@@ -314,9 +332,8 @@ class Engine:
         state.workspace_id = workspace_id
         rules = self._plan.rules_for(campaign_id, workspace_id)
         if rules != state.rules:
+            state.rule_states = _carried(state.rule_states, state.rules, rules)
             state.rules = rules
-            names = {compiled.rule.name for compiled in rules}
-            state.rule_states = {n: rs for n, rs in state.rule_states.items() if n in names} or NO_RULE_STATES
             state.armed = True  # a rule new to the campaign may hold already: evaluate at this event
 
     def _on_clock(self, event: Event) -> Event:
