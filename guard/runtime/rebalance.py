@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from guard.engine import Engine
 from guard.runtime.pipeline import Pipeline
@@ -181,7 +181,7 @@ class Rebalance(ConsumerRebalanceListener):
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(retriable),
             wait=wait_exponential_jitter(multiplier=0.5, max=10),
-            stop=stop_after_delay(self._deadline),
+            stop=stop_before_delay(self._deadline),
             before_sleep=_log_retry,
             reraise=True,
         ):

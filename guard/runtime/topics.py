@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential_jitter
+from tenacity import retry, retry_if_exception, stop_before_delay, wait_exponential_jitter
 
 from guard.errors import GuardError
 from guard.runtime.kafka import client_options
@@ -119,7 +119,7 @@ async def _read_range(
     # the admin client asks one broker; while that one is down (a failover) another answers on retry
     retry=retry_if_exception(lambda error: isinstance(error, KafkaError) and error.retriable),
     wait=wait_exponential_jitter(multiplier=0.2, max=2.0),
-    stop=stop_after_delay(30),
+    stop=stop_before_delay(30),
     reraise=True,
 )
 async def _describe_topics(settings: KafkaSettings) -> list[dict[str, Any]]:
