@@ -60,16 +60,40 @@ class TestSuccess:
         assert result.paused_at is not None
         assert standin.status("camp_running") == "paused"
 
-    async def test_reports_a_campaign_paused_earlier_as_already_paused(
-        self, standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
+    async def test_reports_a_campaign_paused_earlier_as_already_paused(self, standin: LeadterraStandIn) -> None:
         """A no-op whose pausedAt is older than the call (beyond clock tolerance) is `already_paused`."""
-        first = await pause(standin, "camp_running")
-        await asyncio.sleep(0.01)
-        monkeypatch.setattr("guard.actions.pause.ALREADY_PAUSED_TOLERANCE_SECONDS", 0.0)
-        again = await pause(standin, "camp_running")
-        assert again.outcome == "already_paused"
-        assert again.paused_at == first.paused_at
+        standin.clock_offset = -60.0  # a user paused it a minute ago
+        standin.add_campaign("camp_user", status="paused")
+        standin.clock_offset = 0.0
+        result = await pause(standin, "camp_user")
+        assert result.outcome == "already_paused"
+
+    @pytest.mark.parametrize("offset", [-30.0, -6.0, 6.0, 30.0])
+    async def test_a_pause_it_made_is_paused_whatever_leadterras_clock_says(
+        self, standin: LeadterraStandIn, offset: float
+    ) -> None:
+        """Leadterra's clock behind or ahead of ours (its Date header says by how much): the pause this call made is
+        `paused` (announced), not `already_paused`; one a user made a minute before the call still is."""
+        standin.clock_offset = offset
+        assert (await pause(standin, "camp_running")).outcome == "paused"
+        standin.clock_offset = offset - 60.0
+        standin.add_campaign("camp_user", status="paused")
+        standin.clock_offset = offset
+        assert (await pause(standin, "camp_user")).outcome == "already_paused"
+
+    async def test_a_pause_an_earlier_process_made_for_the_decision_is_paused(self, standin: LeadterraStandIn) -> None:
+        """A decision resumed after a restart: its first call (made before the process died) paused the campaign 30 s
+        ago; called again with `since` (its `fired` record's time), the pause is still its own."""
+        standin.clock_offset = -30.0
+        standin.add_campaign("camp_ours", status="paused")
+        standin.clock_offset = 0.0
+        pause_client = client(standin)
+        try:
+            resumed = await pause_client.pause("camp_ours", "decision-1", since=time.time() - 31)
+            fresh = await pause_client.pause("camp_ours", "decision-2")
+        finally:
+            await pause_client.aclose()
+        assert (resumed.outcome, fresh.outcome) == ("paused", "already_paused")
 
     async def test_records_a_draft_as_not_running(self, standin: LeadterraStandIn) -> None:
         """Pausing a draft is a no-op returning status draft: recorded, not a failure."""
@@ -379,6 +403,46 @@ class TestRetries:
             await pause_client.aclose()
         assert result.outcome == "paused"
         assert result.attempts >= 2
+
+    async def test_a_retry_after_beyond_the_deadline_is_cut_to_it(self, standin: LeadterraStandIn) -> None:
+        """429 asking for 60 s with 1 s left: the next attempt is made at the deadline, not given up on."""
+        standin.rate_limit_next(1, retry_after=60)
+        started = time.monotonic()
+        result = await pause(standin, "camp_running", deadline=1.0)
+        first, second = standin.pause_requests("camp_running")
+        assert (result.outcome, result.attempts) == ("paused", 2)
+        assert 0.9 <= second.received_at - first.received_at and time.monotonic() - started < 3.0
+
+    async def test_a_retry_after_beyond_the_deadline_still_gives_up_at_it(self, standin: LeadterraStandIn) -> None:
+        """Still rate limited at the deadline: failed, after the attempt made there."""
+        standin.rate_limit_next(1000, retry_after=60)
+        started = time.monotonic()
+        result = await pause(standin, "camp_running", deadline=0.5)
+        assert time.monotonic() - started < 2.5
+        assert (result.outcome, result.http_status, result.error_code) == ("failed", 429, "retry_deadline_exceeded")
+        assert result.attempts == 2
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "<html><body>Service temporarily unavailable</body></html>",
+            '{"id": "camp_running", "status": "pau',
+            '{"id": "camp_running", "status": "running", "pausedAt": null}',
+            '{"id": "camp_other", "status": "paused", "pausedAt": "2026-01-01T00:00:00Z"}',
+        ],
+    )
+    async def test_a_200_that_does_not_answer_the_pause_is_retried(self, standin: LeadterraStandIn, body: str) -> None:
+        """A proxy's page, a cut body, a campaign still running, another campaign: a pause is safe to repeat, so it is
+        retried until an answer says the campaign is paused."""
+        standin.fail_next(1, status=200, body=body)
+        result = await pause(standin, "camp_running")
+        assert (result.outcome, result.attempts) == ("paused", 2)
+
+    async def test_a_401_without_a_body_is_authentication_failed(self, standin: LeadterraStandIn) -> None:
+        """leadterra-api.md: an error body may be missing; a 401 is `authentication_failed` all the same."""
+        standin.fail_next(1, status=401, body=b"")
+        result = await pause(standin, "camp_running")
+        assert (result.outcome, result.http_status, result.error_code) == ("failed", 401, "authentication_failed")
 
     async def test_gives_up_at_the_deadline_and_says_why(self, standin: LeadterraStandIn) -> None:
         """A campaign the API keeps failing is audited as failed once the deadline passes."""

@@ -555,6 +555,39 @@ class TestRestart:
         assert [(e["decision_id"], e["outcome"]) for e in events] == [(in_flight.id, "fired"), (in_flight.id, "paused")]
         assert second.metrics.resumed._value.get() == 1
 
+    async def test_a_pause_that_landed_before_the_process_died_is_audited_as_its_own(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+    ) -> None:
+        """The process before recorded `fired`, called, and died before the answer was recorded: Leadterra paused the
+        campaign then. The resumed decision's call is a no-op whose pausedAt is older than this process, not older
+        than the decision's first call: `paused` (announced as the guard's), not `already_paused` (someone else's)."""
+        start = time.time() - 600
+        records = bad_campaign("camp_bad", start)
+        await produce(producer, topics.input, records)
+        in_flight = decision_of_another_reading("camp_bad", records, paused_at=start + 5)
+        fired_at = time.time() - 40
+        await producer.send_and_wait(
+            topics.audit,
+            audit_event(in_flight, "fired", decided_at=fired_at, dry_run=False).model_dump_json().encode(),
+            key=b"camp_bad",
+            timestamp_ms=int(fired_at * 1000),
+        )
+        standin.clock_offset = -39.0  # its call landed a second after the record
+        standin.add_campaign("camp_bad", status="paused")
+        standin.clock_offset = 0.0
+        await commit_log_end(kafka_bootstrap, topics)
+
+        second = await run_guard()
+        await standin.wait_for_pauses(1, timeout=20)
+        await until(lambda: second.metrics.inflight._value.get() == 0)
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [(e["decision_id"], e["outcome"]) for e in events] == [(in_flight.id, "fired"), (in_flight.id, "paused")]
+
 
 def decisions_of(records: list[tuple[str, bytes]], note_pause_at: float | None = None) -> list[Decision]:
     """The pause decisions an engine with the shipped rules takes over `records`; with `note_pause_at`, as the

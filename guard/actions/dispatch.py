@@ -52,6 +52,9 @@ class Settled(Protocol):
     def take(self, decision_id: str) -> None:
         """This process records and acts on the decision: a `fired` record of it is no other process's to resume."""
 
+    def fired_at(self, decision_id: str) -> float | None:
+        """When the decision's `fired` record was written before a restart (epoch seconds); None if not known."""
+
 
 class AuditRead(Protocol):
     """What a live pause waits for: the audit rescan that may hold its outcome (guard.runtime.recovery)."""
@@ -114,7 +117,9 @@ class Dispatcher:
             "resuming a decision recorded before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
         )
         decided_at = time.time()
-        self._spawn(decision, lambda _: self._pause(decision, decided_at), lambda: None)
+        # its first call was made after that record: a pause Leadterra dates from then on is this decision's
+        first_call = self._settled.fired_at(decision.id)
+        self._spawn(decision, lambda _: self._pause(decision, decided_at, first_call=first_call), lambda: None)
 
     def _spawn(self, decision: Decision, work: Work, on_recorded: Callable[[], None]) -> None:
         landing = None
@@ -239,7 +244,12 @@ class Dispatcher:
             tell("notifications", lambda: notifier.notify(decision, event), self._metrics, decision_id=decision.id)
 
     async def _pause(
-        self, decision: Decision, decided_at: float, audit_read: AuditRead | None = None, notes: list[str] | None = None
+        self,
+        decision: Decision,
+        decided_at: float,
+        audit_read: AuditRead | None = None,
+        notes: list[str] | None = None,
+        first_call: float | None = None,
     ) -> None:
         notes = notes if notes is not None else []
         if audit_read is not None:
@@ -262,7 +272,7 @@ class Dispatcher:
             return
         self._acting.add(decision.id)
         try:
-            await self._act(decision, decided_at, notes)
+            await self._act(decision, decided_at, notes, first_call)
         finally:
             self._acting.discard(decision.id)
 
@@ -295,7 +305,9 @@ class Dispatcher:
             return decision.workspace_id
         return self._workspaces.of(decision.campaign_id) if self._workspaces is not None else None
 
-    async def _act(self, decision: Decision, decided_at: float, notes: list[str]) -> None:
+    async def _act(self, decision: Decision, decided_at: float, notes: list[str], first_call: float | None) -> None:
+        """Exempted, covered, or called: `first_call` is when an earlier process first called for the decision (a
+        resumed one), else its `fired` record written here (`decided_at`)."""
         exemption = await self._exempting(decision)
         if isinstance(exemption, Unavailable):
             notes.append(exemption.note)  # an exemption that cannot be evaluated does not exempt
@@ -323,7 +335,8 @@ class Dispatcher:
         if self._dry_run:
             await self._record(decision, "dry_run", decided_at, notes=notes)
             return
-        outcome = await self._keys.pause(decision.campaign_id, self._workspace(decision), decision.id)
+        since = decided_at if first_call is None else min(first_call, decided_at)
+        outcome = await self._keys.pause(decision.campaign_id, self._workspace(decision), decision.id, since)
         self._metrics.api_attempts.inc(outcome.attempts)
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
         (log.error if outcome.outcome == "failed" else log.info)(

@@ -38,8 +38,11 @@ class PauseKeys:
         """The workspace's own key when the keys file has it, else the single key."""
         return self._by_workspace.get(workspace, self._default) if workspace is not None else self._default
 
-    async def pause(self, campaign_id: str, workspace: str | None, idempotency_key: str) -> PauseResult:
-        """The call's audited result: never raises (a missing key or a bug is a `failed` result saying so)."""
+    async def pause(
+        self, campaign_id: str, workspace: str | None, idempotency_key: str, since: float | None = None
+    ) -> PauseResult:
+        """The call's audited result (`since`: PauseClient.pause); never raises (a missing key or a bug is a `failed`
+        result saying so)."""
         client = self._client_for(workspace)
         if client is None:
             log.error("no API key for the campaign's workspace", campaign_id=campaign_id, workspace=workspace)
@@ -51,7 +54,7 @@ class PauseKeys:
                 answered_at=time.time(),
             )
         try:
-            result = await client.pause(campaign_id, idempotency_key=idempotency_key)
+            result = await client.pause(campaign_id, idempotency_key=idempotency_key, since=since)
         except Exception as error:  # a bug must still leave an audited outcome, never a silent task
             log.exception("pause call crashed", campaign_id=campaign_id, decision_id=idempotency_key)
             return PauseResult(

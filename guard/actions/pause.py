@@ -1,8 +1,10 @@
 """POST /v1/campaigns/{id}/pause, following the action contract in DESIGN.md.
 
 200 is done (`paused`, or `draft` for a campaign that never ran); 400/404 are final; 429, 5xx,
-timeouts and connection errors are retried with exponential backoff and full jitter, honouring
-Retry-After, until the deadline. 401 means the key was rejected: a key read from a file (a mounted
+timeouts, connection errors and a 200 that does not say the campaign is paused or a draft (a proxy's
+page, a cut body: a pause is safe to repeat) are retried with exponential backoff and full jitter,
+honouring Retry-After, until the deadline: a wait that would pass it is cut short, so the last attempt
+is made at the deadline. 401 means the key was rejected: a key read from a file (a mounted
 Secret, rewritten in place when the key is rotated) is read again (off the event loop, see
 guard.actions.keyfiles), and a new one there is used at once, for this call and the next; otherwise
 401 is final and means this key protects nothing.
@@ -22,15 +24,16 @@ from urllib.parse import quote
 import httpx
 import structlog
 from pydantic import SecretStr, model_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_delay, wait_random_exponential
 
 from guard import redact
 from guard.actions.responses import send_capped
 from guard.contracts.audit import Result
 from guard.contracts.events import epoch_from_iso
 
-# pausedAt this long before our first attempt means someone (a user, an earlier call) paused it.
+# pausedAt this long before the decision's first call (on Leadterra's clock) means someone else (a user) paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
+MAX_CLOCK_SKEW_SECONDS = 300.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
 # Values taken from a response into the audit (status, pausedAt, error code) look like this; anything
 # else, e.g. a body echoing the request's headers, is not copied.
@@ -118,9 +121,12 @@ class PauseClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def pause(self, campaign_id: str, idempotency_key: str) -> PauseResult:
-        """Pause one campaign; never raises for API or network trouble, it returns a failed result."""
+    async def pause(self, campaign_id: str, idempotency_key: str, since: float | None = None) -> PauseResult:
+        """Pause one campaign; never raises for API or network trouble, it returns a failed result. `since`: when
+        the decision's first call was made (an earlier process's, for a decision resumed after a restart; default
+        now): a campaign Leadterra says was paused before then was paused by someone else (`already_paused`)."""
         started = time.time()
+        since = started if since is None else min(since, started)
         if campaign_id in _DOT_SEGMENTS:
             # quote() keeps dots, and a dot segment is resolved away: ".." would POST /v1/pause
             return PauseResult(
@@ -136,7 +142,7 @@ class PauseClient:
         tried: set[str] = set()  # keys this call sent: after a 401, one not among them is tried at once
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
-            stop=stop_before_delay(self._deadline),
+            stop=stop_after_delay(self._deadline),
             wait=self._wait,
             reraise=True,
         )
@@ -157,8 +163,11 @@ class PauseClient:
                         if response.status_code in RETRYABLE_STATUSES:
                             last_error = f"HTTP {response.status_code} {_error_code(body) or ''}".strip()
                             raise _Retryable(last_error, response.status_code, _retry_after(response))
+                        if response.status_code == 200 and (unreadable := _unreadable(body, campaign_id)):
+                            last_error = f"HTTP 200: {unreadable}"
+                            raise _Retryable(last_error, 200)
                         if response.status_code != 401 or not await self._untried_key(tried):
-                            return _result(response.status_code, body, attempts, started)
+                            return _result(response, body, attempts, since)
         except _Retryable:
             pass
         return PauseResult(
@@ -176,16 +185,32 @@ class PauseClient:
         return await send_capped(self._client, "POST", path, headers=headers)
 
     def _wait(self, state: RetryCallState) -> float:
+        """The backoff, or the Retry-After asked for if longer; never past the deadline (stop_after_delay then
+        ends the retries after one last attempt there): a Retry-After beyond it must not leave the pause untried."""
         wait = self._jitter(state)
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
-        return max(wait, retry_after) if retry_after is not None else wait
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return max(0.0, min(wait, self._deadline - (state.seconds_since_start or 0.0)))
 
 
-def _result(status: int, body: bytes, attempts: int, started: float) -> PauseResult:
-    now = time.time()
+def _unreadable(body: bytes, campaign_id: str) -> str | None:
+    """Why a 200 does not answer the pause (retried: a proxy's page, a cut body, another campaign); None if it does."""
+    answer = _json(body)
+    if not isinstance(answer, dict):
+        return "the answer is not a JSON object"
+    if answer.get("status") not in ("paused", "draft"):
+        return "the answer does not say the campaign is paused" if "status" in answer else "the answer has no status"
+    if "id" in answer and answer["id"] != campaign_id:
+        return "the answer is about another campaign"
+    return None
+
+
+def _result(response: httpx.Response, body: bytes, attempts: int, since: float) -> PauseResult:
+    now, status = time.time(), response.status_code
     if status != 200:
-        code = _error_code(body)
+        code = _error_code(body) or ("authentication_failed" if status == 401 else None)
         return PauseResult(
             outcome="failed",
             http_status=status,
@@ -200,11 +225,20 @@ def _result(status: int, body: bytes, attempts: int, started: float) -> PauseRes
     answered = {"http_status": status, "attempts": attempts, "paused_at": paused_at, "campaign_status": campaign_status}
     if campaign_status == "draft":
         return PauseResult(outcome="not_running", **answered, answered_at=now)
-    if campaign_status != "paused":
-        error = "the answer has no campaign status" if campaign_status is None else "unexpected campaign status"
-        return PauseResult(outcome="failed", **answered, error_code="unexpected_response", error=error, answered_at=now)
-    outcome = "already_paused" if _before(paused_at, started - ALREADY_PAUSED_TOLERANCE_SECONDS) else "paused"
+    # the decision's first call on Leadterra's clock (its Date header), which may differ from ours by seconds
+    first_call = _server_time(response, now) - (now - since)
+    outcome = "already_paused" if _before(paused_at, first_call - ALREADY_PAUSED_TOLERANCE_SECONDS) else "paused"
     return PauseResult(outcome=outcome, **answered, answered_at=now)
+
+
+def _server_time(response: httpx.Response, now: float) -> float:
+    """Leadterra's clock when it answered (the Date header, to the second), or ours without a usable one (none, or
+    one further from ours than MAX_CLOCK_SKEW_SECONDS: a clock that wrong is not Leadterra's to trust)."""
+    try:
+        server = parsedate_to_datetime(response.headers["Date"]).timestamp() + 0.5  # the middle of its second
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return now
+    return server if abs(server - now) <= MAX_CLOCK_SKEW_SECONDS else now
 
 
 def _json(body: bytes) -> object:

@@ -103,6 +103,11 @@ class SettledDecisions:
     def take(self, decision_id: str) -> None:
         self._taken.add(decision_id)
 
+    def fired_at(self, decision_id: str) -> float | None:
+        """When the decision's `fired` record was written (its Kafka timestamp, epoch seconds); None if not read."""
+        fired = self._fired.get(decision_id)
+        return fired.at_ms / 1000 if fired is not None else None
+
     def unsettled(self, decision_id: str, *, dry_run: bool) -> bool:
         """Recorded `fired` before a restart, by a guard running as this one does, and given no outcome: to act on.
         While the last audit read has failed, any decision without an outcome (failing toward the pause)."""

@@ -29,6 +29,7 @@ class LeadterraApi:
     def __init__(self, api_key: str = DEFAULT_API_KEY, create_unknown: bool = False) -> None:
         self.api_key = api_key
         self.create_unknown = create_unknown
+        self.clock_offset = 0.0  # seconds Leadterra's clock runs ahead of this machine's (negative: behind)
         self._campaigns: dict[str, Campaign] = {}
         # workspaces: one key each (the default `api_key` is the workspace None)
         self._workspace_keys: dict[str, str] = {}  # key -> workspace id
@@ -67,9 +68,9 @@ class LeadterraApi:
             stats=CampaignStats(total_enrolled=leads),
         )
         if status != "draft":
-            campaign.start()
+            campaign.start(self.clock_offset)
         if status == "paused":
-            campaign.pause()
+            campaign.pause(self.clock_offset)
         self._campaigns[campaign_id] = campaign
 
     def status(self, campaign_id: str) -> CampaignStatus:
@@ -81,7 +82,7 @@ class LeadterraApi:
         campaign = self._campaign(campaign_id)
         if campaign.status == "draft":
             raise ValueError(f"campaign {campaign_id!r} is a draft; there is nothing to resume")
-        campaign.start()
+        campaign.start(self.clock_offset)
 
     def set_stats(self, campaign_id: str, **counters: float) -> CampaignStats:
         """Set stats counters by their ``CampaignStats`` names, e.g. ``bounced=3``; returns them all."""
@@ -163,7 +164,7 @@ class LeadterraApi:
         """POST /v1/campaigns/{id}/pause: running -> paused; paused and draft are no-ops."""
         await self._reject_parameters(request)
         campaign = self._found(request)
-        campaign.pause()
+        campaign.pause(self.clock_offset)
         return web.json_response({"id": campaign.id, "status": campaign.status, "pausedAt": campaign.paused_at})
 
     async def _start(self, request: web.Request) -> web.Response:
@@ -172,7 +173,7 @@ class LeadterraApi:
         campaign = self._found(request)
         if campaign.status == "draft" and campaign.stats.total_enrolled == 0:
             raise ApiError(400, "no_leads_enrolled", "the campaign has no enrolled leads")
-        campaign.start()
+        campaign.start(self.clock_offset)
         return web.json_response({"id": campaign.id, "status": campaign.status, "startedAt": campaign.started_at})
 
     async def _stats(self, request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
 from aiohttp import web
@@ -92,18 +92,18 @@ class Campaign:
     paused_at: str | None = None
     started_at: str | None = None
 
-    def start(self) -> None:
-        """draft/paused -> running (running stays as it is)."""
+    def start(self, clock_offset: float = 0.0) -> None:
+        """draft/paused -> running (running stays as it is); `clock_offset`: how far Leadterra's clock runs ahead."""
         if self.status != "running":
             self.status = "running"
-            self.started_at = now_iso()
+            self.started_at = now_iso(clock_offset)
             self.paused_at = None
 
-    def pause(self) -> None:
+    def pause(self, clock_offset: float = 0.0) -> None:
         """running -> paused (paused and draft stay as they are)."""
         if self.status == "running":
             self.status = "paused"
-            self.paused_at = now_iso()
+            self.paused_at = now_iso(clock_offset)
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,10 @@ class ApiError(Exception):
 # --------------------------------------------------------------------------- helpers
 
 
-def now_iso() -> str:
-    """Now, ISO 8601 UTC with a ``Z`` (milliseconds), e.g. ``2025-01-15T14:22:00.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now_iso(clock_offset: float = 0.0) -> str:
+    """Now plus `clock_offset` seconds, ISO 8601 UTC with a ``Z`` (milliseconds): ``2025-01-15T14:22:00.123Z``."""
+    now = datetime.now(UTC) + timedelta(seconds=clock_offset)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_campaign_id() -> str:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from types import TracebackType
 
 from aiohttp import web
@@ -237,7 +238,13 @@ class LeadterraStandIn(LeadterraApi):
         async def middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
             return await self._serve_request(request, handler)
 
+        async def date(request: web.Request, response: web.StreamResponse) -> None:
+            # the Date header by Leadterra's clock, which `clock_offset` moves (aiohttp only sets one if none is set)
+            if self.clock_offset:
+                response.headers["Date"] = formatdate(time.time() + self.clock_offset, usegmt=True)
+
         app = web.Application(middlewares=[middleware])
+        app.on_response_prepare.append(date)
         app.router.add_post("/v1/campaigns", self._create)
         app.router.add_post("/v1/campaigns/{campaign_id}/pause", self._pause)
         app.router.add_post("/v1/campaigns/{campaign_id}/start", self._start)
