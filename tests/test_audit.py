@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from guard.actions.audit import audit_event
+from guard.actions.audit import audit_event, recorded_decision
 from guard.actions.pause import PauseResult
 from guard.contracts.audit import AuditEvent, Result, read_audit, read_audit_outcome
 from guard.engine import Decision, Engine, record_decisions
-from guard.rules import load_rules
+from guard.rules import RuleSet, load_rules
 from guard.testing.events import bounced, sent
 
 RULES = Path(__file__).parent.parent / "rules"
@@ -55,6 +55,40 @@ class TestWrittenAndRead:
         value = json.dumps({"decision_id": "d", "outcome": "paused", "added_later": 1}).encode()
         outcome = read_audit_outcome(value)
         assert (outcome.decision_id, outcome.outcome) == ("d", "paused")  # type: ignore[attr-defined]
+
+
+class TestRecordedDecision:
+    """A pause recorded `fired` before a restart, rebuilt by the next process to see it through."""
+
+    def test_a_rule_edited_since_stands_in_as_a_pause(self) -> None:
+        """Its loaded namesake, now an alert, still pauses; the outcome repeats the record's rule and evidence."""
+        decision = pause_decision()
+        fired = audit_event(decision, "fired", decided_at=time.time(), dry_run=False)
+        rules = load_rules(RULES)
+        edited = RuleSet(
+            rules=[r.model_copy(update={"action": "alert"}) if r.name == decision.rule.name else r for r in rules.rules]
+        )
+        rebuilt = recorded_decision(fired, edited)
+        assert rebuilt is not None and (rebuilt.id, rebuilt.rule.action) == (decision.id, "pause")
+        outcome = audit_event(rebuilt, "paused", decided_at=time.time(), dry_run=False, as_recorded=fired)
+        assert (outcome.rule, outcome.evidence) == (fired.rule, fired.evidence)
+
+    def test_a_rule_removed_since_is_made_of_the_record(self) -> None:
+        decision = pause_decision()
+        fired = audit_event(decision, "fired", decided_at=time.time(), dry_run=False)
+        rebuilt = recorded_decision(fired, RuleSet(rules=[]))
+        assert rebuilt is not None
+        assert (rebuilt.rule.name, rebuilt.rule.action, rebuilt.rule.labels) == (
+            decision.rule.name,
+            "pause",
+            decision.rule.labels,
+        )
+
+    def test_a_record_no_rule_can_be_made_of_is_not_acted_on(self) -> None:
+        """A forged record (a name no rule file may hold) gives no decision: nothing is known to act on."""
+        fired = audit_event(pause_decision(), "fired", decided_at=time.time(), dry_run=False)
+        forged = fired.model_copy(update={"rule": fired.rule.model_copy(update={"name": "../../etc"})})
+        assert recorded_decision(forged, RuleSet(rules=[])) is None
 
 
 class TestPauseResult:

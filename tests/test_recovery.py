@@ -364,9 +364,10 @@ class NoDeadLetters:
 async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kafka_broker, topic_name: str) -> None:
     """On a real broker: a decision recorded `fired` and given no outcome comes back from its audit record as the
     decision it was (for the campaigns the asking partition carries), so its partition's new owner can act on it
-    without deriving it again. A settled one, another partition's, one whose rule has changed, one this process
-    is acting on itself and an alert (its `fired` record is all it gets) do not; a dry run's and a live guard's each
-    come back to a guard running as they did only. A later read whose look-back no longer holds the record forgets
+    without deriving it again; so does one whose rule has changed since (seen through as recorded, said in a
+    warning). A settled one, another partition's, one this process is acting on itself and an alert (its `fired`
+    record is all it gets) do not; a dry run's and a live guard's each come back to a guard running as they did
+    only. A later read whose look-back no longer holds the record forgets
     it."""
     rules = load_rules(RULES)
     in_flight, elsewhere, settled, mine = (
@@ -405,7 +406,7 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     decisions.take(mine.id)  # this process's own, under way: not one to resume
     carried = {"camp_here", "camp_settled", "camp_changed", "camp_mine", "camp_alerted", "camp_dry"}.__contains__
     with structlog.testing.capture_logs() as logs:
-        (rebuilt,) = decisions.in_flight(carried, rules, dry_run=False)
+        rebuilt, rebuilt_changed = decisions.in_flight(carried, rules, dry_run=False)
     assert [d.id for d in decisions.in_flight(carried, rules, dry_run=True)] == [dry.id]  # each mode its own
     assert [decisions.unsettled(d.id, dry_run=False) for d in (in_flight, dry, settled)] == [True, False, False]
     assert [decisions.unsettled(d.id, dry_run=True) for d in (in_flight, dry, settled)] == [False, True, False]
@@ -418,8 +419,14 @@ async def test_decisions_recorded_in_flight_are_rebuilt_from_the_audit_topic(kaf
     assert rebuilt.evidence_from == pytest.approx(in_flight.evidence_from, abs=1e-6)
     assert (rebuilt.episode_from is None) == (in_flight.episode_from is None)
     assert [(line["event"], line["decision_id"]) for line in logs] == [
-        ("a decision recorded before a restart names a rule no longer loaded; not acted on", changed.id)
+        ("a decision recorded before a restart names a rule changed or removed since; acted on as recorded", changed.id)
     ]
+    assert (rebuilt_changed.id, rebuilt_changed.rule.name, rebuilt_changed.rule.action) == (
+        changed.id,
+        changed.rule.name,
+        "pause",
+    )
+    assert decisions.recorded(changed.id).rule.version == changed_rule.version  # what its outcome repeats
 
     await asyncio.wait_for(decisions.scan(int(time.time() * 1000) + 60_000), 60)  # a look-back past every record
     assert decisions.in_flight(carried, rules, dry_run=False) == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 import structlog.testing
+import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
@@ -554,6 +555,44 @@ class TestRestart:
         events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
         assert [(e["decision_id"], e["outcome"]) for e in events] == [(in_flight.id, "fired"), (in_flight.id, "paused")]
         assert second.metrics.resumed._value.get() == 1
+
+    @pytest.mark.parametrize("edit", ["reworded", "removed"])
+    async def test_a_decision_in_flight_is_seen_through_after_its_rule_was_edited(
+        self,
+        tmp_path: Path,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,
+        topics: Topics,
+        run_guard: RunGuard,
+        edit: str,
+    ) -> None:
+        """The process before recorded a pause `fired` and died before its call (Leadterra slow); the rules were
+        edited meanwhile (a ConfigMap change rolled the pods): its rule reworded, or removed. The next guard still
+        pauses, and audits the outcome with the rule and evidence of the record."""
+        standin.add_campaign("camp_bad")
+        start = time.time() - 600
+        records = bad_campaign("camp_bad", start)
+        await produce(producer, topics.input, records)
+        in_flight = decision_of_another_reading("camp_bad", records, paused_at=start + 5)
+        fired = audit_event(in_flight, "fired", decided_at=time.time() - 30, dry_run=False)
+        await producer.send_and_wait(topics.audit, fired.model_dump_json().encode(), key=b"camp_bad")
+        await commit_log_end(kafka_bootstrap, topics)
+        document = yaml.safe_load((RULES / "default.yaml").read_text())
+        [rule] = [r for group in document["groups"] for r in group["rules"] if r["name"] == in_flight.rule.name]
+        if edit == "reworded":
+            rule["description"] = "Reworded after the pause was decided."
+        else:
+            rule["name"] = "renamed-since"
+        (tmp_path / "default.yaml").write_text(yaml.safe_dump(document))
+
+        second = await run_guard(rules=tmp_path)
+        await standin.wait_for_pauses(1, timeout=20)
+        await until(lambda: second.metrics.inflight._value.get() == 0)
+        assert [r.header("Idempotency-Key") for r in standin.pause_requests()] == [in_flight.id]
+        events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+        assert [(e["decision_id"], e["outcome"]) for e in events] == [(in_flight.id, "fired"), (in_flight.id, "paused")]
+        assert events[1]["rule"] == events[0]["rule"] and events[1]["evidence"] == events[0]["evidence"]
 
     async def test_a_pause_that_landed_before_the_process_died_is_audited_as_its_own(
         self,

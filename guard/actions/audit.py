@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from guard.contracts.audit import (
     AuditEvent,
     Evidence,
@@ -39,7 +41,10 @@ def audit_event(
     exemption: ExemptionRef | None = None,
     notification: NotificationFailure | None = None,
     note: str | None = None,
+    as_recorded: AuditEvent | None = None,
 ) -> AuditEvent:
+    """The audit event of `decision`'s `outcome`. `as_recorded`: the decision's `fired` record written before a
+    restart, whose rule and evidence the outcome repeats (the rule may have changed since, or be gone)."""
     rule = decision.rule
     if result is not None and result.error is not None:
         # redacted before it is cut, so a cut cannot leave half a secret
@@ -53,7 +58,9 @@ def audit_event(
         campaign_id=decision.campaign_id,
         workspace_id=workspace_id,
         dry_run=dry_run,
-        rule=RuleRef(
+        rule=as_recorded.rule
+        if as_recorded is not None
+        else RuleRef(
             name=rule.name,
             version=rule.version,
             action=rule.action,
@@ -61,7 +68,9 @@ def audit_event(
             description=rule.description,
             labels=rule.labels,
         ),
-        evidence=Evidence(
+        evidence=as_recorded.evidence
+        if as_recorded is not None
+        else Evidence(
             window=_window_text(rule),
             numerator=decision.numerator,
             denominator=decision.denominator,
@@ -94,11 +103,15 @@ def audit_event(
 
 
 def recorded_decision(event: AuditEvent, rules: RuleSet) -> Decision | None:
-    """The decision an audit event was written for, rebuilt with the loaded rule it names; None when no loaded
-    rule has that name and version (the rule was changed or removed since: what to act on is not known)."""
+    """The pause decision an audit event was written for, rebuilt with the loaded rule it names. A rule changed or
+    removed since stands in as recorded (`rule_as_recorded`): a pause recorded `fired` is seen through whatever the
+    rules say now, its outcome audited with the rule and evidence of its record. None: a record no rule can be
+    made of (forged)."""
     rule = next((r for r in rules.rules if r.name == event.rule.name and r.version == event.rule.version), None)
     if rule is None:
-        return None
+        rule = rule_as_recorded(event.rule, rules)
+        if rule is None:
+            return None
     evidence = event.evidence
     return Decision(
         id=event.decision_id,
@@ -118,6 +131,20 @@ def recorded_decision(event: AuditEvent, rules: RuleSet) -> Decision | None:
         scope=event.scope.key if event.scope is not None else None,
         scope_decision_id=event.scope.decision_id if event.scope is not None else None,
     )
+
+
+def rule_as_recorded(recorded: RuleRef, rules: RuleSet) -> Rule | None:
+    """A pause rule to see a recorded decision through when the rule it names has changed or gone: the loaded rule
+    of that name (its notification targets), as a pause; else one made of the record's name, description, severity
+    and labels, whose condition is never evaluated. None when the record cannot make a valid rule."""
+    loaded = next((r for r in rules.rules if r.name == recorded.name), None)
+    if loaded is not None:
+        return loaded if loaded.action == "pause" else loaded.model_copy(update={"action": "pause"})
+    fields = recorded.model_dump(include={"name", "description", "severity", "labels"})
+    try:
+        return Rule.model_validate({**fields, "action": "pause", "count": "bounced", "window": "1h", "threshold": 1})
+    except ValidationError:
+        return None
 
 
 def _window_text(rule: Rule) -> str:

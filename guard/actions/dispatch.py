@@ -55,6 +55,9 @@ class Settled(Protocol):
     def fired_at(self, decision_id: str) -> float | None:
         """When the decision's `fired` record was written before a restart (epoch seconds); None if not known."""
 
+    def recorded(self, decision_id: str) -> AuditEvent | None:
+        """The decision's `fired` record written before a restart, whose rule and evidence its outcome repeats."""
+
 
 class AuditRead(Protocol):
     """What a live pause waits for: the audit rescan that may hold its outcome (guard.runtime.recovery)."""
@@ -372,6 +375,7 @@ class Dispatcher:
             workspace_id=self._workspace(decision),
             exemption=exemption,
             note="; ".join(notes) if notes else None,
+            as_recorded=self._settled.recorded(decision.id),
         )
         await self._publish(event)
         self._settled.add(decision.id)

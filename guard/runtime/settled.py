@@ -103,6 +103,11 @@ class SettledDecisions:
     def take(self, decision_id: str) -> None:
         self._taken.add(decision_id)
 
+    def recorded(self, decision_id: str) -> AuditEvent | None:
+        """A pause decision's `fired` record read from the audit topic (written before a restart); None if not read."""
+        fired = self._fired.get(decision_id)
+        return fired.event if fired is not None else None
+
     def fired_at(self, decision_id: str) -> float | None:
         """When the decision's `fired` record was written (its Kafka timestamp, epoch seconds); None if not read."""
         fired = self._fired.get(decision_id)
@@ -132,13 +137,21 @@ class SettledDecisions:
             decision = recorded_decision(event, rules)
             if decision is None:
                 log.warning(
-                    "a decision recorded before a restart names a rule no longer loaded; not acted on",
+                    "a decision recorded before a restart names no rule that can be made; not acted on",
                     campaign_id=event.campaign_id,
                     decision_id=decision_id,
                     rule=event.rule.name,
                     rule_version=event.rule.version,
                 )
                 continue
+            if decision.rule.version != event.rule.version:
+                log.warning(
+                    "a decision recorded before a restart names a rule changed or removed since; acted on as recorded",
+                    campaign_id=event.campaign_id,
+                    decision_id=decision_id,
+                    rule=event.rule.name,
+                    rule_version=event.rule.version,
+                )
             decisions.append(decision)
         return decisions
 
