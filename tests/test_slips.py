@@ -129,3 +129,39 @@ class TestTopicsOfItsOwn:
         monkeypatch.setenv("LEADTERRA_WEBHOOK_SECRET", "whsec_test")
         assert main(["ingest"]) == 2
         assert "GUARD_DLQ_TOPIC 'leadterra.events' is also in GUARD_INPUT_TOPICS" in capsys.readouterr().err
+
+
+class TestSettingsThatCannotWork:
+    """Settings that would let the guard start and then fail, or never act, stop start-up with one line."""
+
+    @pytest.mark.parametrize(
+        "setting",
+        ["GUARD_COMMIT_INTERVAL", "GUARD_RESUME_GRACE", "GUARD_DEDUPE_HORIZON", "LEADTERRA_RETRY_DEADLINE"],
+    )
+    def test_an_infinite_duration_is_refused(self, monkeypatch: pytest.MonkeyPatch, capsys, setting: str) -> None:  # noqa: ANN001
+        """`inf` passes `> 0`: offsets committed once and never again, a pause retried for ever."""
+        monkeypatch.setenv(setting, "inf")
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("guard: invalid settings:\n") and setting in error and "finite" in error
+
+    @pytest.mark.parametrize(
+        "url", ["hooks.slack.com/services/T0/B0/x", "ftp://hooks.slack.com/x", "https:///services/T0/B0/x"]
+    )
+    def test_a_slack_url_that_is_no_url_is_refused_without_quoting_it(
+        self, monkeypatch: pytest.MonkeyPatch, capsys, url: str
+    ) -> None:  # noqa: ANN001
+        monkeypatch.setenv("GUARD_SLACK_WEBHOOK_URL", url)
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        assert capsys.readouterr().err == (
+            "guard: GUARD_SLACK_WEBHOOK_URL is not an https:// URL, e.g. https://hooks.slack.com/services/...\n"
+        )
+
+    def test_the_same_from_a_file(self, monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:  # noqa: ANN001
+        (tmp_path / "url").write_text("hooks.slack.com/services/T0/B0/x\n")
+        monkeypatch.setenv("GUARD_SLACK_WEBHOOK_URL_FILE", str(tmp_path / "url"))
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        assert main(["run"]) == 2
+        assert "GUARD_SLACK_WEBHOOK_URL_FILE is not an https:// URL" in capsys.readouterr().err

@@ -70,6 +70,7 @@ class Service:
     def __init__(self, settings: Settings, rules: RuleSet) -> None:
         self.settings, self.rules = settings, rules
         self.kinds = settings.guard.engine_kinds()  # the engine's series: compiled or Python (GUARD_ENGINE)
+        self._slack_url = settings.guard.slack_url()  # a ConfigError here stops start-up with one line
         self.metrics = Metrics()
         self.health = Health()
         self._stop = asyncio.Event()
@@ -110,7 +111,7 @@ class Service:
         notifier = Notifier(
             publish,
             self.metrics,
-            global_slack_url=settings.slack_url(),
+            global_slack_url=self._slack_url,
             global_link=settings.notify_link,
             deadline=settings.notify_deadline,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -23,7 +24,7 @@ CommaList = Annotated[tuple[str, ...], NoDecode]
 class GuardSettings(BaseSettings):
     """What the guard watches and how it behaves (`GUARD_*`)."""
 
-    model_config = SettingsConfigDict(env_prefix="GUARD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GUARD_", extra="ignore", allow_inf_nan=False)
 
     rules: Path = Field(Path("rules"), description="A rule file, or a directory of *.yaml rule files.")
     input_topics: CommaList = Field(("leadterra.events",), description="Comma-separated topics of events.")
@@ -147,15 +148,24 @@ class GuardSettings(BaseSettings):
         return value or None
 
     def slack_url(self) -> SecretStr | None:
-        """GUARD_SLACK_WEBHOOK_URL, or the content of GUARD_SLACK_WEBHOOK_URL_FILE (stripped)."""
+        """GUARD_SLACK_WEBHOOK_URL, or the content of GUARD_SLACK_WEBHOOK_URL_FILE (stripped); ConfigError when it is
+        no http(s) URL with a host, found at start-up rather than by every message failing after its pause."""
         if self.slack_webhook_url is not None or self.slack_webhook_url_file is None:
-            return self.slack_webhook_url
-        try:
-            text = self.slack_webhook_url_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"GUARD_SLACK_WEBHOOK_URL_FILE cannot be read: {type(error).__name__}") from None
-        redact.register(text)
-        return SecretStr(text.strip()) if text.strip() else None
+            url, setting = self.slack_webhook_url, "GUARD_SLACK_WEBHOOK_URL"
+        else:
+            setting = "GUARD_SLACK_WEBHOOK_URL_FILE"
+            try:
+                text = self.slack_webhook_url_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ConfigError(f"{setting} cannot be read: {type(error).__name__}") from None
+            redact.register(text)
+            url = SecretStr(text.strip()) if text.strip() else None
+        if url is not None:
+            parts = urlsplit(url.get_secret_value())
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                # the URL holds Slack's token: never quoted
+                raise ConfigError(f"{setting} is not an https:// URL, e.g. https://hooks.slack.com/services/...")
+        return url
 
     def engine_kinds(self) -> Kinds:
         """The series types of GUARD_ENGINE; ConfigError when `compiled` is asked and the core is missing."""

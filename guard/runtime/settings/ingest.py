@@ -16,7 +16,7 @@ from guard.runtime.settings.env import secret_list
 class WebhookSettings(BaseSettings):
     """How `guard ingest` checks Leadterra's webhook signatures (`LEADTERRA_WEBHOOK_*`)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADTERRA_WEBHOOK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADTERRA_WEBHOOK_", extra="ignore", allow_inf_nan=False)
 
     secret: SecretStr | None = Field(
         None, description="Signing secret(s), comma-separated: during a rotation both verify. Never logged."
@@ -82,7 +82,9 @@ def read_campaign_secrets(path: Path) -> dict[str, tuple[bytes, ...]]:
 class IngestSettings(BaseSettings):
     """`guard ingest`: limits of its HTTP routes and the feedback-loop (ARF) route (`GUARD_INGEST_*`)."""
 
-    model_config = SettingsConfigDict(env_prefix="GUARD_INGEST_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_prefix="GUARD_INGEST_", extra="ignore", allow_inf_nan=False, populate_by_name=True
+    )
 
     max_body_bytes: int = Field(
         1_000_000,

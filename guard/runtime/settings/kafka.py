@@ -18,7 +18,7 @@ _HOST_PORT = re.compile(r"(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.%A-Za-z]+\])(?:
 class KafkaSettings(BaseSettings):
     """How to reach Kafka (`KAFKA_*`)."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore", allow_inf_nan=False)
 
     bootstrap_servers: str = Field("localhost:9092", description="host:port[,host:port...] of the brokers.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

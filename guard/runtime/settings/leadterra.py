@@ -19,7 +19,7 @@ from guard.actions.workspaces import HEADER_SAFE_KEY, read_api_keys
 class LeadterraSettings(BaseSettings):
     """How to reach Leadterra (`LEADTERRA_*`)."""
 
-    model_config = SettingsConfigDict(env_prefix="LEADTERRA_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LEADTERRA_", extra="ignore", allow_inf_nan=False)
 
     api_url: str = Field("https://app.leadterra.co", description="Base URL; paths under /v1 are appended.")
     api_key: SecretStr | None = Field(None, description="Workspace API key (sk_live_...). Never logged.")
