@@ -71,6 +71,29 @@ def _state_of(engine: Engine, campaigns: set[str]) -> list:
     return [engine.campaigns] + [(engine.measure(c), engine.episode(c), engine.leans_bad(c)) for c in sorted(campaigns)]
 
 
+def _resized(rule: Rule, size: int, name: str | None = None) -> Rule:
+    """A `last:` rule asking for the last `size` sends (its min_volume cut to fit), renamed if `name` is given."""
+    fields = rule.model_dump(by_alias=True) | {"last": size} | ({"name": name} if name is not None else {})
+    if rule.min_volume is not None:
+        fields["min_volume"] = min(rule.min_volume, size)
+    return Rule.model_validate(fields)
+
+
+def _rings_fit_their_rules(engine: Engine) -> bool:
+    """Every count window a campaign keeps is as long as the longest `last:` read from it, whatever the rules
+    were when it was made."""
+    asked: dict[int, int] = {}
+    for compiled_rule in engine._plan.rules:
+        if compiled_rule.rule.last is not None:
+            slot = compiled_rule.numerator.slot
+            asked[slot] = max(asked.get(slot, 0), compiled_rule.rule.last)
+    return all(
+        state.series[slot] is None or state.series[slot].size >= size
+        for state in engine._campaigns.values()
+        for slot, size in asked.items()
+    )
+
+
 def _decide_alike(rules: RuleSet, events: list[Event], options: dict) -> None:
     """Each event decides alike in both engines, and they end with the same state, stats and snapshot bytes."""
     python, core = _engines(rules, options)
@@ -134,11 +157,23 @@ class TestTheSameDecisions:
         for engine in (python, core):
             for event in events[:split]:
                 engine.process(event)
-        kept_some = RuleSet(rules=(*rules.rules[:1], *(r for r in reloaded.rules if r.name != rules.rules[0].name)))
+        # `last:` sizes change across the reload: the kept rule's own, and a rule's of the same events beside it
+        first = rules.rules[0]
+        if first.last is not None:
+            first = _resized(first, data.draw(st.integers(10, 80), label="the kept rule's last: N"))
+        beside = [
+            _resized(r, data.draw(st.integers(10, 80), label=f"last: N beside {r.name}"), f"{r.name}-beside")
+            for r in rules.rules
+            if r.last is not None
+        ]
+        others = (r for r in reloaded.rules if r.name != first.name)
+        kept_some = RuleSet(rules=(first, *others, *beside))
         python.set_rules(kept_some)
         core.set_rules(kept_some)
+        assert _rings_fit_their_rules(python) and _rings_fit_their_rules(core)
         for event in events[split:]:
             assert core.process(event) == python.process(event)
+        assert _rings_fit_their_rules(python) and _rings_fit_their_rules(core)
         assert snapshot(core, kept_some) == snapshot(python, kept_some)
 
     @PROPERTY_SETTINGS
@@ -277,15 +312,29 @@ class TestSeries:
     @settings(max_examples=300, deadline=None)
     @given(
         size=st.integers(1, 12),
-        steps=st.lists(st.tuples(st.booleans(), _times, _ids), max_size=80),
-        asked=st.integers(1, 12),
+        # a send (True) or an outcome, or a reload asking for the last N sends (N: grown to it if longer)
+        steps=st.lists(st.one_of(st.tuples(st.booleans(), _times, _ids), st.integers(1, 24)), max_size=80),
+        asked=st.integers(1, 24),
     )
     def test_a_count_window(self, size: int, steps: list, asked: int) -> None:
         assert CORE is not None
         python, core = PYTHON.last(size), CORE.last(size)
-        for is_per, time, message_id in steps:
-            method = "add_per" if is_per else "add_of"
-            assert getattr(core, method)(time, message_id, time) == getattr(python, method)(time, message_id, time)
+        for step in steps:
+            if isinstance(step, int):
+                answers = [
+                    (python.counts(n), python.start_time(n), python.sample_ids_within(n)) for n in range(1, size + 1)
+                ]
+                core.grow(step)
+                python.grow(step)
+                # what the ring answered for an N it was long enough for, it answers alike
+                assert [
+                    (python.counts(n), python.start_time(n), python.sample_ids_within(n)) for n in range(1, size + 1)
+                ] == answers
+                size = python.size
+            else:
+                is_per, time, message_id = step
+                method = "add_per" if is_per else "add_of"
+                assert getattr(core, method)(time, message_id, time) == getattr(python, method)(time, message_id, time)
             assert _fields(core, _LAST_FIELDS) == _fields(python, _LAST_FIELDS)
             for n in {asked, size, 1}:
                 assert core.counts(n) == python.counts(n)

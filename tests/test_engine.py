@@ -14,11 +14,13 @@ from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.episodes import after_pause_decision, resumes
+from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import restore, snapshot
 from guard.engine.state import NO_RULE_STATES
 from guard.rules import Rule, RuleSet
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+KINDS = [pytest.param(PYTHON, id="python"), pytest.param(compiled(), id="compiled", marks=pytest.mark.compiled_core)]
 
 
 def rule(name: str = "r", **fields: object) -> Rule:
@@ -665,6 +667,36 @@ class TestSetRules:
         fired(engine, [bounce(T0, "a"), bounce(T0 + 1, "b")])
         engine.set_rules(rules(rule(threshold=3, campaigns={"exclude": "c1"})))
         assert fired(engine, [bounce(T0 + 2, "c")]) == []
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_longer_count_window_on_the_same_sends_judges_its_whole_length(self, kinds: Kinds) -> None:
+        """`last: 200` added beside a `last: 50` of the same sends: the campaign's ring grows, keeping its last 50
+        sends, and bad mail after the reload pauses by the new rule as a fresh engine does."""
+        longer = last_rule(200, threshold="10%", min_volume=200).model_copy(update={"name": "longer"})
+        self.judged_as_fresh(kinds, rules(BURST), rules(BURST, longer), "longer")
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_count_window_made_longer_judges_its_whole_length(self, kinds: Kinds) -> None:
+        """The same rule reloaded from `last: 50` to `last: 200`: judged over 200 sends, as a fresh engine does."""
+        self.judged_as_fresh(kinds, rules(last_rule(50)), rules(last_rule(200, min_volume=200)), "last")
+
+    @staticmethod
+    def judged_as_fresh(kinds: Kinds, before: RuleSet, after: RuleSet, rule_name: str) -> None:
+        """Healthy mail (no hard bounce among its last 50 sends), the reload, then 200 sends at 10%: the reloaded
+        engine and a fresh one fed the mail after the reload alone pause alike, at the 200th send's bounce."""
+        engine, fresh = Engine(before, kinds=kinds), Engine(after, kinds=kinds)
+        assert fired(engine, stretch(T0, 300, 120, "old")) == []
+        kept = {name: measure for name, measure in engine.measure("c1").items() if name != rule_name}
+        engine.set_rules(after)
+        measures = engine.measure("c1")
+        assert (measures[rule_name].numerator, measures[rule_name].denominator) == (0, 50)  # the 50 sends it holds
+        assert {name: measures[name] for name in kept} == kept
+        bad = stretch(T0 + 400, 200, 10, "new")
+        decisions = fired(engine, bad)
+        assert decisions == fired(fresh, bad)
+        assert [(d.rule.name, d.numerator, d.denominator, d.fired_at) for d in decisions] == [
+            (rule_name, 20, 200, T0 + 400 + 199.5)
+        ]
 
 
 class TestRetention:

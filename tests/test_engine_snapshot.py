@@ -19,7 +19,7 @@ from strategies import event_streams, resume_graces, rule_sets, stop_and_go_stre
 from guard.contracts.events import Event, Signal
 from guard.engine import Engine
 from guard.engine import snapshot as snapshots
-from guard.engine.kinds import PYTHON, compiled
+from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.plan import Series
 from guard.engine.snapshot import (
     FORMAT,
@@ -43,6 +43,10 @@ engine_options = st.fixed_dictionaries(
     }
 )
 streams = st.one_of(event_streams(max_size=160), stop_and_go_streams())
+KINDS = [
+    pytest.param(PYTHON, id="python"),
+    pytest.param(compiled(), id="compiled", marks=pytest.mark.compiled_core),
+]
 
 
 def _restored(engine: Engine, rules: RuleSet, options: dict) -> Engine:
@@ -137,11 +141,53 @@ class TestRestoring:
         assert engine.stats.ahead == 1
         assert snapshot(engine, RULES) == snapshot(uninterrupted, RULES)
 
+    @pytest.mark.parametrize("kinds", KINDS)
+    def test_a_count_window_shorter_than_its_rules_ask_is_grown(self, kinds: Kinds) -> None:
+        """A checkpoint holding a `last: 50` ring that a `last: 200` rule reads (a guard whose reload kept the ring
+        short wrote it): restored, the ring keeps its 50 sends and grows to 200, as a reload grows it, and bad mail
+        after it pauses by the longer rule."""
 
-KINDS = [
-    pytest.param(PYTHON, id="python"),
-    pytest.param(compiled(), id="compiled", marks=pytest.mark.compiled_core),
-]
+        def last(name: str, size: int, threshold: str = "10%") -> Rule:
+            return Rule.model_validate(
+                {
+                    "name": name,
+                    "description": "d",
+                    "rate": {"of": {"signal": "bounced", "where": {"bounce_type": "hard"}}, "per": "sent"},
+                    "last": size,
+                    "threshold": threshold,
+                    "min_volume": size,
+                }
+            )
+
+        def mail(start: float, count: int, bounce_every: int, prefix: str) -> list[Event]:
+            events = []
+            for n in range(count):
+                events.append(Event(Signal.SENT, "c1", start + n, message_id=f"{prefix}{n}"))
+                if (n + 1) % bounce_every == 0:
+                    events.append(Event(Signal.BOUNCED, "c1", start + n + 0.5, f"{prefix}{n}", bounce_type="hard"))
+            return events
+
+        burst = last("burst", 50, threshold="20%")
+        short, both = RuleSet(rules=(burst,)), RuleSet(rules=(burst, last("longer", 200)))
+        engine = Engine(short, kinds=kinds)
+        for event in mail(1_714_564_800.0, 300, 120, "old"):  # no bounce among the last 50 sends
+            engine.process(event)
+
+        def under_the_reloaded_rules(fields: list) -> None:
+            fields[_field(snapshots._Partition, "settings")][_field(snapshots._Settings, "rules_version")] = (
+                rules_version(both)
+            )
+
+        restored = Engine(both, kinds=kinds)
+        restore(_forged(snapshot(engine, short), under_the_reloaded_rules), both, restored)
+        measure = restored.measure("c1")["longer"]
+        assert (measure.numerator, measure.denominator) == (0, 50)
+        engine.set_rules(both)
+        bad = mail(1_714_564_800.0 + 400, 200, 10, "new")
+        decisions = [decision for event in bad for decision in restored.process(event)]
+        assert decisions == [decision for event in bad for decision in engine.process(event)]
+        assert [(d.rule.name, d.numerator, d.denominator) for d in decisions] == [("longer", 20, 200)]
+        assert snapshot(restored, both) == snapshot(engine, both)
 
 
 class TestTakenWhileCounting:

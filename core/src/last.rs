@@ -71,8 +71,8 @@ impl LastN {
     }
 
     /// A series from its snapshot mirror's fields (`fields`, past its tag), checked as snapshot.py's `_check_series`
-    /// checks it: a size a rule may ask for (a reload keeps the old rules' size), the sends it keeps, its outcomes
-    /// in order.
+    /// checks it: a size a rule may ask for (a reload keeps a ring longer than the new rules ask), the sends it keeps,
+    /// its outcomes in order; then grown to its rules' size, as snapshot.py grows it.
     pub(crate) fn restored(
         py: Python<'_>,
         fields: &mut Reader<'_>,
@@ -84,7 +84,7 @@ impl LastN {
         let (size, per_seen) = (fields.int()?, fields.int()?);
         let of_positions = fields.numbers(i64::from_le_bytes)?;
         let total = fields.int()?;
-        let restored = Self {
+        let mut restored = Self {
             size,
             per_seen,
             of_positions,
@@ -140,6 +140,8 @@ impl LastN {
         snapshot::check_time(first_send, clock, "a count window's first send")?;
         restored.late.check(&fresh.late, clock)?;
         snapshot::check_samples(&restored.samples)?;
+        // shorter than its rules ask: from a guard whose reloads kept it so
+        restored.grow(fresh.size);
         Ok(restored)
     }
 
@@ -300,24 +302,54 @@ impl LastN {
         Ok(true)
     }
 
+    /// Room for the last `size` per-events, where it keeps fewer (windows.py `LastN.grow`): the sends it holds are
+    /// numbered again from the oldest held, and laid in the ring by their new positions.
+    fn grow(&mut self, size: i64) {
+        if size <= self.size {
+            return;
+        }
+        let gone = self.per_seen - self.per_seen.min(self.size); // sends counted once, no longer held
+        if gone > 0 {
+            let oldest = (gone % self.size) as usize; // its slot: the ring is full
+            self.per_times.rotate_left(oldest);
+            self.per_ids.rotate_left(oldest);
+            let cut = bisect_right(&self.of_positions, gone);
+            self.of_positions.drain(..cut);
+            for position in &mut self.of_positions {
+                *position -= gone;
+            }
+            if let Some(samples) = self.samples.as_mut() {
+                samples.retain(|(position, _)| *position > gone);
+                for (position, _) in samples.iter_mut() {
+                    *position -= gone;
+                }
+                if samples.is_empty() {
+                    self.samples = None;
+                }
+            }
+            self.per_seen -= gone;
+        }
+        self.size = size;
+    }
+
     /// The of-events counted (windows.py keeps it as a field: read on every event).
     #[getter]
     fn total(&self) -> i64 {
         self.of_positions.len() as i64
     }
 
-    /// (of-events, per-events) within the last `size` per-events.
+    /// (of-events, per-events) within the last `size` per-events, never more per-events than the ring holds.
     fn counts(&self, size: i64) -> (i64, i64) {
         let gone = bisect_right(&self.of_positions, self.per_seen - size) as i64;
         (
             self.of_positions.len() as i64 - gone,
-            self.per_seen.min(size),
+            self.per_seen.min(size).min(self.size),
         )
     }
 
-    /// The time of the earliest of the last `size` per-events; None before the first.
+    /// The time of the earliest of the last `size` per-events the ring holds; None before the first.
     fn start_time(&self, size: i64) -> PyResult<Option<f64>> {
-        let counted = self.per_seen.min(size);
+        let counted = self.per_seen.min(size).min(self.size);
         if counted <= 0 {
             return if counted == 0 {
                 Ok(None)
@@ -328,18 +360,17 @@ impl LastN {
         let first = (self.per_seen - counted).rem_euclid(self.size) as usize;
         let end = first + counted as usize;
         let times = &self.per_times;
-        // as Python slices: clamped to the ring (a reload may ask for more than the ring keeps)
         let earliest = if end <= times.len() {
             times[first..end].iter().min()
         } else {
-            let wrapped = (end - self.size as usize).min(times.len());
+            let wrapped = end - self.size as usize;
             times[first..].iter().chain(&times[..wrapped]).min()
         };
         Ok(earliest.map(|&second| self.time_base + second as f64))
     }
 
     fn sample_ids_within<'py>(&self, py: Python<'py>, size: i64) -> PyResult<Bound<'py, PyTuple>> {
-        let oldest_gone = self.per_seen - size;
+        let oldest_gone = self.per_seen - size.min(self.size);
         let kept = self
             .samples
             .iter()

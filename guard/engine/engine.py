@@ -197,12 +197,11 @@ class Engine:
         old_slots = {key: slot for slot, key in enumerate(self._plan.series_keys)}
         self._plan = plan = compile_plan(rules.for_engine(self._scopes), self.kinds, skip_late_sends=not self._scopes)
         kept = [old_slots.get(key) for key in plan.series_keys]  # new slot -> old slot
+        made = {slot: make() for feeds in plan.feeds.values() for slot, _, _, make in feeds}
         # a window quotes message ids only while some rule counts it as its numerator (plan.py): that may change
-        quoting = {
-            slot: fresh.keep_samples
-            for slot, fresh in ((slot, make()) for feeds in plan.feeds.values() for slot, _, _, make in feeds)
-            if fresh.kind == "sliding"
-        }
+        quoting = {slot: fresh.keep_samples for slot, fresh in made.items() if fresh.kind == "sliding"}
+        # a count window is as long as the longest `last:` of its events (plan.py): a new or raised one lengthens it
+        ring_sizes = {slot: fresh.size for slot, fresh in made.items() if fresh.kind == "last"}
         for campaign_id, state in self._campaigns.items():
             rules_before, state.rules = state.rules, plan.rules_for(campaign_id, state.workspace_id)
             state.series = [state.series[old] if old is not None else None for old in kept]
@@ -211,6 +210,9 @@ class Engine:
                 if series is not None and series.keep_samples != keep_samples:
                     series.keep_samples = keep_samples
                     series.samples = series.samples if keep_samples else None
+            for slot, size in ring_sizes.items():
+                if (series := state.series[slot]) is not None:
+                    series.grow(size)
             state.rule_states = _carried(state.rule_states, rules_before, state.rules)
             state.armed = True  # thresholds may have changed: evaluate at the next event
 

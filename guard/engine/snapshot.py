@@ -393,6 +393,8 @@ def _series_restoring(kinds: Kinds) -> Callable[[msgspec.Raw, list[Series | None
                     continue
                 series = _series(mirror, kinds)
                 _check_series(series, slot_fresh, clock)  # type: ignore[arg-type]
+                if series.kind == "last":  # shorter than its rules ask: from a guard whose reloads kept it so
+                    series.grow(slot_fresh.size)  # type: ignore[union-attr]
                 restored.append(series)
             return restored
 
@@ -535,7 +537,7 @@ def _check_series(series: Series, fresh: Series, clock: float) -> None:
         if not 0 <= series.newest_count <= _MAX_COUNT or series.total != series.newest_count + sum(map(int, counts)):
             raise ValueError("a window's counts do not add up")
     elif series.kind == "last":
-        # a reload keeps a series whose size the old rules set, so the size is bounded by what a rule may ask
+        # a reload keeps a ring longer than the new rules ask, so the size is bounded by what a rule may ask
         if not 0 <= series.per_seen <= _MAX_COUNT:
             raise ValueError(f"a count window of {series.per_seen} sends")
         kept = min(series.per_seen, series.size)

@@ -191,7 +191,8 @@ class SlidingCount(msgspec.Struct, gc=False):
 
 class LastN(msgspec.Struct, gc=False):
     """Of-events among a campaign's last N per-events (e.g. hard bounces among the last 200 sends),
-    for any N up to `size`: rules asking for different N of the same events share one.
+    for any N up to `size`: rules asking for different N of the same events share one, grown when a
+    reload asks for a longer N (`grow`).
 
     An of-event belongs to the per-event with its message id (a bounce to its send), found among the
     last `size` per-events: it counts while that send is among the last N. An of-event whose send
@@ -267,15 +268,35 @@ class LastN(msgspec.Struct, gc=False):
         latest = self.per_seen - 1
         return latest - (latest - slot) % self.size + 1
 
+    def grow(self, size: int) -> None:
+        """Room for the last `size` per-events, where it keeps fewer (a reload asks for a longer window of the same
+        events), keeping the sends it holds and their outcomes. Those are numbered again from the oldest held, so
+        that it never counts a send it no longer holds, and laid in the ring by their new positions."""
+        if size <= self.size:
+            return
+        gone = self.per_seen - min(self.per_seen, self.size)  # sends counted once that the ring no longer holds
+        if gone:
+            oldest = gone % self.size  # its slot: the ring is full
+            self.per_times = self.per_times[oldest:] + self.per_times[:oldest]
+            self.per_ids = self.per_ids[oldest:] + self.per_ids[:oldest]
+            positions = self.of_positions
+            del positions[: bisect_right(positions, gone)]
+            self.of_positions = array("q", (position - gone for position in positions))
+            self.total = len(self.of_positions)
+            held = [(position - gone, message_id) for position, message_id in self.samples or () if position > gone]
+            self.samples = held or None
+            self.per_seen -= gone
+        self.size = size
+
     def counts(self, size: int) -> tuple[int, int]:
-        """(of-events, per-events) within the last `size` per-events."""
+        """(of-events, per-events) within the last `size` per-events, never more per-events than the ring holds."""
         positions = self.of_positions
-        return len(positions) - bisect_right(positions, self.per_seen - size), min(self.per_seen, size)
+        return len(positions) - bisect_right(positions, self.per_seen - size), min(self.per_seen, size, self.size)
 
     def start_time(self, size: int) -> float | None:
-        """The time of the earliest of the last `size` per-events (whole seconds, rounded down);
+        """The time of the earliest of the last `size` per-events the ring holds (whole seconds, rounded down);
         None before the first."""
-        counted = min(self.per_seen, size)
+        counted = min(self.per_seen, size, self.size)
         if not counted:
             return None
         times, first = self.per_times, (self.per_seen - counted) % self.size
@@ -287,6 +308,6 @@ class LastN(msgspec.Struct, gc=False):
         return self.time_base + earliest
 
     def sample_ids_within(self, size: int) -> tuple[str, ...]:
-        """The latest few message ids among the last `size` per-events."""
-        oldest_gone = self.per_seen - size
+        """The latest few message ids among the last `size` per-events the ring holds."""
+        oldest_gone = self.per_seen - min(size, self.size)
         return tuple(message_id for position, message_id in self.samples or () if position > oldest_gone)
