@@ -6,6 +6,7 @@ and stops no pause."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -14,6 +15,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from test_first_contact import strict_kafka  # noqa: F401  (fixture)
 from test_service import (  # noqa: F401  (fixtures)
     RunGuard,
     Topics,
@@ -29,7 +31,13 @@ from test_service import (  # noqa: F401  (fixtures)
 
 from guard.actions.exemptions import MAX_EXEMPTIONS, MAX_VALUE_BYTES, Exemptions, new_exemption
 from guard.cli import main
+from guard.runtime import control
+from guard.runtime.internal_topics import control_topic as control_topic_of
+from guard.runtime.internal_topics import create_if_missing
+from guard.runtime.service import Service
+from guard.runtime.settings import KafkaSettings
 from guard.telemetry.metrics import Metrics
+from guard.testing.apache_kafka import ApacheKafka
 from guard.testing.broker import BrokerInfo
 from guard.testing.leadterra import LeadterraStandIn
 
@@ -351,3 +359,106 @@ class TestInvalidRecordsOnTheTopic:
         assert [line.split(":")[1].strip() for line in err.splitlines() if "skipped" in line] == [
             "exemption/ex_0000000000d1"
         ]
+
+
+async def delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    finally:
+        await admin.close()
+
+
+@pytest.mark.integration
+class TestAReplacedControlTopic:
+    """The control topic deleted under a running guard (and made again by `guard exempt`, or by a broker
+    that creates topics on demand): what the old topic said exempts nothing any more, and the new one
+    is read from its beginning, though its records sit below the position the old one was read to."""
+
+    async def exempt_three(self, guard: Service, capsys: pytest.CaptureFixture[str]) -> None:
+        """Three exemptions, the first covering camp_old: the reader's position is 3."""
+        for campaigns in ("camp_old", "camp_x_*", "camp_y_*"):
+            await exempt(capsys, campaigns, "--for", "1h", "--reason", "before the topic was deleted")
+        await until(lambda: len(guard.exemptions) == 3, timeout=10)
+
+    async def test_a_deleted_control_topic_exempts_nothing_and_the_campaign_is_paused(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        control_topic: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        standin.add_campaign("camp_old")
+        guard = await run_guard(control_topic=control_topic)
+        await self.exempt_three(guard, capsys)
+
+        await delete_topic(kafka_bootstrap, control_topic)
+        await until(lambda: guard.exemptions.find("camp_old", "any", time.time()) is None, timeout=10)
+        await produce(producer, topics.input, bad_campaign("camp_old", time.time() - 600))
+        await standin.wait_for_pauses(1, timeout=20)
+        assert [e["outcome"] for e in audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))] == [
+            "fired",
+            "paused",
+        ]
+        assert len(guard.exemptions) == 0
+        assert guard.metrics.control_topic_replaced._value.get() >= 1
+
+    async def test_exemptions_and_revocations_on_the_recreated_topic_are_followed(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        control_topic: str,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        standin.add_campaign("camp_new")
+        guard = await run_guard(control_topic=control_topic)
+        await self.exempt_three(guard, capsys)
+
+        await delete_topic(kafka_bootstrap, control_topic)
+        new_id = await exempt(capsys, "camp_new", "--for", "1h", "--reason", "on the new topic")
+        await until(lambda: [e.id for e in guard.exemptions.all()] == [new_id], timeout=10)
+        code, out, _ = await guard_cli(capsys, "exempt", "--revoke", new_id)
+        assert code == 0 and f"{new_id} revoked" in out
+        await until(lambda: len(guard.exemptions) == 0, timeout=10)
+
+        await produce(producer, topics.input, bad_campaign("camp_new", time.time() - 600))
+        await standin.wait_for_pauses(1, timeout=20)
+        assert [r.campaign_id for r in standin.pause_requests()] == ["camp_new"]
+
+
+@pytest.mark.integration  # a broker of its own
+@pytest.mark.apache_kafka
+async def test_a_control_topic_missing_on_a_broker_that_creates_none_exempts_nothing_until_made_again(
+    strict_kafka: ApacheKafka,  # noqa: F811
+) -> None:
+    """Deleted, it stays missing (nothing makes it on demand): nothing is exempt meanwhile, said once, and
+    the topic made again is read from its beginning."""
+    settings = KafkaSettings(bootstrap_servers=strict_kafka.bootstrap_servers)
+    topic, metrics = f"control-{uuid.uuid4().hex[:10]}", Metrics()
+    assert await create_if_missing(settings, control_topic_of(topic), 1) is None
+    old = [new_exemption(f"camp_{n}", seconds=3600, reason="x", by="ana", rule=None, now=time.time()) for n in "abc"]
+    await control.write(settings, topic, [(e.key, e.model_dump_json().encode()) for e in old])
+    store = Exemptions(metrics)
+    following = asyncio.create_task(control.follow(settings, topic, store, metrics))
+    try:
+        await until(lambda: len(store) == 3, timeout=20)
+        await delete_topic(strict_kafka.bootstrap_servers, topic)
+        await until(lambda: len(store) == 0, timeout=10)
+        await asyncio.sleep(2 * control.RETRY_SECONDS)  # looked for again, still missing
+        assert len(store) == 0 and metrics.control_topic_replaced._value.get() == 1
+
+        assert await create_if_missing(settings, control_topic_of(topic), 1) is None
+        made_again = new_exemption("camp_a", seconds=3600, reason="y", by="ana", rule=None, now=time.time())
+        await control.write(settings, topic, [(made_again.key, made_again.model_dump_json().encode())])
+        await until(lambda: [e.id for e in store.all()] == [made_again.id], timeout=2 * control.RETRY_SECONDS)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following

@@ -221,6 +221,17 @@ class Exemptions:
             self._warned.add(key_id)
             log.warning("a control record is skipped; it exempts nothing", key=KEY_PREFIX + key_id, reason=why)
 
+    def empty(self) -> Exemptions:
+        """A new store, holding nothing, that counts and logs as this one does (a key already logged is
+        not logged again): the control topic is read into it before it replaces what this one holds."""
+        fresh = Exemptions(self._metrics, log_skipped=self._log_skipped)
+        fresh._warned = self._warned
+        return fresh
+
+    def replace(self, other: Exemptions) -> None:
+        """Hold exactly what `other` holds, at once: no decision sees a topic read halfway."""
+        self._by_key, self.skipped = other._by_key, other.skipped
+
     def loaded(self) -> None:
         self._loaded.set()
 

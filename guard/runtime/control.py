@@ -5,7 +5,11 @@ by guard.runtime.internal_topics.
 store loaded once it has reached the end the topic had when reading started, then keeps
 following it, so a new record is honoured within about a second. It reads without a consumer
 group: every replica sees every record, whatever partitions of the input it owns, and a
-rebalance changes nothing.
+rebalance changes nothing. Each reading from the beginning goes into a fresh store, in force once
+read to the end. A topic deleted, recreated or truncated under it is noticed (the topic gone, other
+partitions, a partition ending before the position read to, a position out of range): what the
+old topic said is dropped at once, and the new one is read from its beginning, as its records sit
+below the old position.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ import asyncio
 from contextlib import aclosing
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka.structs import ConsumerRecord
 
 from guard.actions.exemptions import Exemptions
 from guard.runtime.kafka import client_options
 from guard.runtime.settings import KafkaSettings
 from guard.runtime.topics import log_ends, read_topic, topic_partitions
+from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.runtime.control")
 
@@ -52,15 +58,28 @@ async def write(settings: KafkaSettings, topic: str, records: list[tuple[bytes, 
         await producer.stop()
 
 
-async def follow(settings: KafkaSettings, topic: str, store: Exemptions) -> None:
+async def follow(settings: KafkaSettings, topic: str, store: Exemptions, metrics: Metrics | None = None) -> None:
     """Keep `store` in step with the control topic until cancelled. The store is marked loaded
     once the topic was read to its end, or at once when it cannot be read (then the guard acts
-    without exemptions rather than not at all, and says so)."""
+    without exemptions rather than not at all, and says so). A topic deleted, recreated or
+    truncated under the reader drops every exemption read from it, and is read again from its
+    beginning: a revocation written to the new topic is never skipped."""
     while True:
         try:
             await _follow(settings, topic, store)
         except asyncio.CancelledError:
             raise
+        except TopicReplaced as replaced:
+            log.warning(
+                "the control topic was deleted, recreated or truncated; its exemptions are dropped and it is read "
+                "again from its beginning",
+                topic=topic,
+                seen=str(replaced),
+            )
+            if metrics is not None:
+                metrics.control_topic_replaced.inc()
+            store.replace(store.empty())  # nothing the old topic said exempts any more
+            continue
         except (KafkaError, OSError) as error:
             if not store.is_loaded:
                 log.error(
@@ -74,31 +93,58 @@ async def follow(settings: KafkaSettings, topic: str, store: Exemptions) -> None
         await asyncio.sleep(RETRY_SECONDS)
 
 
+class TopicReplaced(Exception):
+    """The control topic the reader follows is gone, or is another topic by the same name: its
+    partitions are not the ones read, or a partition ends before the reader's position."""
+
+
 async def _follow(settings: KafkaSettings, topic: str, store: Exemptions) -> None:
     partitions = await topic_partitions(settings, topic)
     if not partitions:
+        if len(store):
+            raise TopicReplaced("it no longer exists")
         if not store.is_loaded:
             log.info("no control topic yet: no exemptions", topic=topic)
             store.loaded()
         return  # looked for again after RETRY_SECONDS
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, **client_options(settings))
+    # no reset: a position out of the log's range means the topic changed, and it is read afresh
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, auto_offset_reset="none", **client_options(settings))
     await consumer.start()
     try:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await log_ends(consumer, partitions)
+        # read whole before it is in force: the store never holds an exemption a later record revokes
+        fresh = store.empty()
         behind = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-        if not behind:
-            store.loaded()
+        while behind:
+            for record in await _fetch(consumer, topic, partitions):
+                fresh.apply(record.key, record.value)
+            behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
+        store.replace(fresh)
+        log.info("control topic read", topic=topic, exemptions=len(store))
+        store.loaded()
         while True:
-            fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=1000)
-            for records in fetched.values():
-                for record in records:
-                    store.apply(record.key, record.value)
-            if behind:
-                behind = {tp for tp in behind if await consumer.position(tp) < ends[tp]}
-                if not behind:
-                    log.info("control topic read", topic=topic, exemptions=len(store))
-                    store.loaded()
+            for record in await _fetch(consumer, topic, partitions):
+                store.apply(record.key, record.value)
     finally:
         await consumer.stop()
+
+
+async def _fetch(consumer: AIOKafkaConsumer, topic: str, partitions: list[TopicPartition]) -> list[ConsumerRecord]:
+    """The next records, in offset order within each partition; TopicReplaced when the topic is no
+    longer the one read."""
+    try:
+        fetched = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=1000)
+    except OffsetOutOfRangeError as error:
+        raise TopicReplaced(f"a position out of its partition's range: {error}") from None
+    # the metadata a fetch error (an unknown topic, a partition without its leader) makes the consumer refresh
+    if not (now := consumer.partitions_for_topic(topic)):
+        raise TopicReplaced("it no longer exists")
+    if now != {tp.partition for tp in partitions}:
+        raise TopicReplaced(f"it has {len(now)} partitions, not the {len(partitions)} read")
+    for tp in partitions:
+        # the log end a fetch reported (the embedded test broker answers a fetch past it with nothing)
+        if (end := consumer.highwater(tp)) is not None and end < await consumer.position(tp):
+            raise TopicReplaced(f"{tp.topic}[{tp.partition}] ends at {end}, before the position read to")
+    return [record for records in fetched.values() for record in records]

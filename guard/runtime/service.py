@@ -388,7 +388,7 @@ class Service:
             self.health,
             self.metrics,
         )
-        await follow(self.settings.kafka, settings.control_topic, self.exemptions)
+        await follow(self.settings.kafka, settings.control_topic, self.exemptions, self.metrics)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -187,8 +187,15 @@ class Metrics:
             "Records read from the control topic (GUARD_CONTROL_TOPIC) by result: applied (an exemption held), "
             "revoked (a tombstone), ignored (another kind of record), invalid (not a valid exemption for its key: "
             "skipped and logged, what the key held is dropped), over_limit (a valid exemption not held: too many "
-            "in force). Every replica reads the whole topic at start-up and counts it again.",
+            "in force). Every replica reads the whole topic at start-up and counts it again, and again whenever it "
+            "reads it afresh.",
             ["result"],
+            registry=r,
+        )
+        self.control_topic_replaced = Counter(
+            "guard_control_topic_replaced_total",
+            "Times the control topic was found deleted, recreated or truncated under its reader: the exemptions "
+            "read from it were dropped and the topic read again from its beginning.",
             registry=r,
         )
         self.commits = Counter("guard_commits_total", "Offset commits, by result.", ["result"], registry=r)
