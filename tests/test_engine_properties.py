@@ -113,6 +113,22 @@ def holds(rule: Rule, numerator: int, denominator: int | None) -> bool:
     return denominator >= (rule.min_volume or 0) and numerator >= rule.threshold * denominator - EPSILON
 
 
+def _outcome_of_an_earlier_episode(events: Sequence[Event], decisions: Sequence[Decision]) -> bool:
+    """Some outcome among one campaign's `events` names a send made before a (re)start or a pause decision of the
+    campaign that came before the outcome."""
+    marks = [e.time for e in events if e.signal is Signal.STARTED]
+    marks += [d.fired_at for d in decisions if d.rule.action == "pause"]
+    sent_at: dict[str, float] = {}
+    for event in events:
+        if event.message_id is None:
+            continue
+        if event.signal is Signal.SENT:
+            sent_at.setdefault(event.message_id, event.time)
+        elif (send := sent_at.get(event.message_id)) is not None and any(send <= m <= event.time for m in marks):
+            return True
+    return False
+
+
 def run_all(rules: RuleSet, events: Sequence[Event]) -> list[tuple[int, Decision]]:
     """Every decision with the index of the event that caused it."""
     engine = Engine(rules)
@@ -139,11 +155,16 @@ class TestDeterminism:
     @PROPERTY_SETTINGS
     @given(case=cases(cusum=True, late=False))
     def test_a_campaign_decides_alone_when_events_are_in_order(self, case: Case) -> None:
-        """With times in order, a campaign's decisions do not depend on other campaigns' events."""
+        """With times in order, a campaign's decisions do not depend on other campaigns' events; but for an outcome
+        of a send from before its campaign's (re)start or pause: whether the partition tells it apart as an earlier
+        episode's depends on when the dedupe keys' generations closed, which other campaigns' pauses move (README,
+        "Paused and resumed campaigns"). Such a campaign is left out."""
         together = run_all(case.rules, case.events)
         for campaign_id in {event.campaign_id for event in case.events}:
-            alone = run_all(case.rules, [event for event in case.events if event.campaign_id == campaign_id])
-            assert [d for _, d in together if d.campaign_id == campaign_id] == [d for _, d in alone]
+            events = [event for event in case.events if event.campaign_id == campaign_id]
+            alone = run_all(case.rules, events)
+            if not _outcome_of_an_earlier_episode(events, [d for _, d in alone]):
+                assert [d for _, d in together if d.campaign_id == campaign_id] == [d for _, d in alone]
 
 
 class TestNeverBelowThreshold:
