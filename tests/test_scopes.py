@@ -289,7 +289,7 @@ def scoped_pipeline(
 ) -> Pipeline:
     """A pipeline with the domain rule that owns two input partitions and one of the scope topic."""
     pipeline = Pipeline(
-        rules(),
+        options.pop("rules", None) or rules(),  # type: ignore[arg-type]
         decisions,
         NoDeadLetters(),
         metrics or Metrics(),
@@ -394,6 +394,43 @@ class TestThePipeline:
         assert pipeline.held() == 0
         assert sorted(d.campaign_id for d in decisions.submitted) == [f"acme.com-{n}" for n in range(10)]
         assert sorted(d.campaign_id for d, _ in decisions.superseded) == [f"healthy.io-{n}" for n in range(10)]
+
+    async def test_a_domain_healthy_for_hours_is_judged_on_all_its_campaigns_not_the_first_read_up(self) -> None:
+        """A first deploy over four hours: recover.example's two campaigns, on two input partitions, were bad for 25
+        minutes and clean since. The scope partition reads the first campaign up to the present while the second's
+        bad minutes, four hours old, are still coming in and driving the domain's statistic up: judged then, the
+        first campaign would be paused though healthy for hours. A scope's held decisions wait until every campaign
+        of the scope is read up to the present (or the partition has caught up); then none is current."""
+        forwards, decisions = Forwards(), Decisions()
+        now = time.time()
+        domain_rules = load_rules(Path(__file__).parent.parent / "rules" / "domains" / "sender-domain.yaml")
+        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: now, rules=domain_rules)
+        start = now - 4 * 3600
+        bad_until, timed = start + 25 * 60, {tp: [] for tp in INPUTS}
+        for tp, campaign in zip(INPUTS, ("camp_a", "camp_b"), strict=True):
+            at = start
+            while at < now - 30:
+                timed[tp].append((domain_event("message.sent", campaign, at, "ann@recover.example"), at))
+                if at < bad_until and int(at - start) % 50 == 0:  # one in five sends hard-bounces
+                    bounce = domain_event("message.bounced", campaign, at + 1, "ann@recover.example")
+                    timed[tp].append((bounce, at + 1))
+                at += 10 if at < bad_until else 15
+        second_bad = [entry for entry in timed[INPUTS[1]] if entry[1] < bad_until + 60]
+        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in timed[INPUTS[0]]], timed[INPUTS[0]]))
+        await pipeline.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in second_bad], second_bad))
+        forwards.release()
+        await pipeline.handle(SCOPES, forwards.as_records(SCOPES.topic))  # camp_a up to now, camp_b's bad minutes
+        assert decisions.submitted == [] and decisions.superseded == []
+        assert pipeline.held() > 0
+
+        rest = timed[INPUTS[1]][len(second_bad) :]
+        await pipeline.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in rest], rest, len(second_bad)))
+        forwards.release()
+        scope_records = forwards.as_records(SCOPES.topic)
+        await pipeline.handle(SCOPES, scope_records[len(scope_records) - len(rest) :])
+        assert pipeline.held() == 0
+        assert decisions.submitted == []
+        assert sorted({d.campaign_id for d, _ in decisions.superseded}) == ["camp_a", "camp_b"]
 
 
 INPUTS = (TopicPartition("events", 0), TopicPartition("events", 1))

@@ -174,7 +174,7 @@ def test_catch_up_pauses_a_campaign_whose_first_scope_is_still_bad() -> None:
     assert engine.engine.firing("sender:acc_1", "r") and engine.engine.leans_bad("sender:acc_1")
     assert not engine.engine.leans_bad("sender:acc_2")
     held = {d.id: Held(d, n, 0.0) for n, d in enumerate(decisions)}
-    outcomes = list(release(held, engine.episode, engine.leans_bad, lambda _campaign: True))
+    outcomes = list(release(held, engine.episode, engine.leans_bad, lambda _decision: True))
     assert [entry.decision.scope for entry, note in outcomes if note is None] == ["sender:acc_1"]
 
 

@@ -306,6 +306,11 @@ class ScopeEngine:
         """The newest event time read for a campaign decided for here (None: none was)."""
         return self._decided.get(campaign_id)
 
+    def read_up_to(self, scope: str, since: float) -> bool:
+        """Every campaign seen in `scope` has an event at or after `since`: the scope's evidence is read up to then
+        (catchup.py: a scope's held decisions are judged on all its campaigns', not on the first read up)."""
+        return all(latest >= since for latest, _ in self._seen.get(scope, {}).values())
+
     def episode(self, campaign_id: str) -> Episode | None:
         return Episode(None, None, None) if campaign_id in self._decided else None
 

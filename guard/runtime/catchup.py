@@ -30,7 +30,11 @@ shows what a guard that kept up would decide:
    campaign has caught up once its newest event read is younger than the grace (its mail is read up to
    the present, whatever else the partition carries: other campaigns' live traffic, retried webhooks of
    hours ago), or the whole partition has: its reading at the log end, and the log end unmoved, for
-   QUIET_SECONDS (the history is all in). Reaching the log end alone is not enough: a bridge that
+   QUIET_SECONDS (the history is all in). A scope rule's decision is judged on its scope's evidence, which
+   is every campaign of the scope's: it waits until each of them is read up to the present (their forwards
+   come from every input partition, each at its own pace: the first campaign read up says nothing of the
+   others, whose old evidence may still be arriving), or the partition has caught up; all the held
+   decisions of a scope are judged together. Reaching the log end alone is not enough: a bridge that
    forwards an hour of buffered mail in chunks, or a history still being written, ends at the log end
    after every chunk, and judging there would judge a campaign on part of its hour.
 
@@ -93,10 +97,10 @@ def release(
     held: dict[str, Held],
     episode_of: Callable[[str], Episode | None],
     leans_bad: Callable[[str], bool],
-    caught_up: Callable[[str], bool],
+    caught_up: Callable[[Decision], bool],
 ) -> Iterator[tuple[Held, str | None]]:
     """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
-    those no longer current at once, the others once their campaign has `caught_up`."""
+    those no longer current at once, the others once `caught_up` (their campaign, or a scope rule's scope)."""
     # per campaign (and scope, for a rule over one), its latest held pause decision that calls for itself
     latest: dict[tuple[str, str | None], Decision] = {}
     for entry in held.values():
@@ -106,7 +110,7 @@ def release(
             latest[key] = decision
     for decision_id, entry in list(held.items()):
         decision = entry.decision
-        judged = caught_up(decision.campaign_id)
+        judged = caught_up(decision)
         bad_now = leans_bad if judged else lambda _campaign: True  # "bad now" is judged once caught up
         episode = episode_of(decision.campaign_id)
         if episode is not None and not current(

@@ -459,21 +459,30 @@ class Pipeline:
         them once the partition has (`caught_up` says why), else those of campaigns read up to the present
         (catchup.py)."""
         now, grace = self._clock(), self._resume_grace
-        live: set[str] = set()
+        live: set[str] = set()  # campaigns read up to the present (a partition of scopes: scopes all read up)
+        scoped = isinstance(engine, ScopeEngine)
         if caught_up is None and progress.read_backlog(progress.next_offset or 0):
-            for campaign in {held.decision.campaign_id for held in progress.held.values()}:
-                latest = engine.latest_event(campaign)
-                if latest is not None and now - latest <= grace:
-                    live.add(campaign)
+            if scoped:
+                scopes = {held.decision.scope for held in progress.held.values()} - {None}
+                live = {scope for scope in scopes if engine.read_up_to(scope, now - grace)}  # type: ignore[arg-type,union-attr]
+            else:
+                for campaign in {held.decision.campaign_id for held in progress.held.values()}:
+                    latest = engine.latest_event(campaign)
+                    if latest is not None and now - latest <= grace:
+                        live.add(campaign)
         if caught_up is not None or live:
             log.info(
                 "caught up: held pause decisions judged",
                 partition=progress.recovery.name,
                 held=len(progress.held),
-                why=caught_up or f"newest event younger than {grace:g} s",
-                campaigns=sorted(live) if caught_up is None else "all",
+                why=caught_up
+                or f"newest event {'of every campaign of a scope ' if scoped else ''}younger than {grace:g} s",
+                **{"scopes" if scoped else "campaigns": sorted(live) if caught_up is None else "all"},
             )
-        judged = (lambda _campaign: True) if caught_up is not None else live.__contains__
+
+        def judged(decision: Decision) -> bool:
+            return caught_up is not None or (decision.scope if scoped else decision.campaign_id) in live
+
         for held, note in release(progress.held, engine.episode, engine.leans_bad, judged):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
