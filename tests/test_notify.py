@@ -201,6 +201,20 @@ def test_slack_text_escapes_what_slack_would_read_as_markup() -> None:
 
 
 DECISION: Decision = pause_decision("camp_total")
+ALERT_RULES = """
+notify:
+  outcomes: OUTCOMES
+  slack: {url: {env: TEAM_SLACK_URL}}
+groups:
+  - name: g
+    rules:
+      - name: watched
+        description: watched only
+        count: complained
+        window: 1h
+        threshold: 1
+        action: alert
+"""
 PAUSED = audit_event(DECISION, "paused", decided_at=time.time(), dry_run=False)
 
 # Links a setting or a rule file may not give: each was accepted before, and each runs more of
@@ -353,6 +367,37 @@ class TestNotifier:
         text = json.loads(endpoint.requests[0])["text"]
         assert "camp_total" in text and "Open the campaign" not in text
         assert metrics.notifications.labels("slack", "sent")._value.get() == 1
+
+    async def test_an_alert_is_told_by_default_and_a_pause_decision_only_by_its_outcome(
+        self, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An alert's one outcome is `fired`: the Slack URL alone tells of it, and so does a rule file's channel left
+        at the default outcomes. A pause rule's `fired` is not told (its outcome, `paused` or `failed`, is), nor an
+        alert's when `notify.outcomes` leaves `fired` out."""
+        alert = dataclasses.replace(DECISION, rule=DECISION.rule.model_copy(update={"action": "alert"}))
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(endpoint, published)
+        notify.notify(alert, audit_event(alert, "fired", decided_at=time.time(), dry_run=False))
+        notify.notify(DECISION, audit_event(DECISION, "fired", decided_at=time.time(), dry_run=False))
+        await notify.aclose(grace=20)
+        [text] = [json.loads(body)["text"] for body in endpoint.requests]
+        assert text.startswith(":warning: Rule fired for campaign `camp_total`") and "Outcome: fired" in text
+        assert metrics.notifications.labels("slack", "sent")._value.get() == 1
+
+        monkeypatch.setenv("TEAM_SLACK_URL", endpoint.url)
+        told = []
+        for outcomes in ("[paused, failed]", "[failed]"):  # written out, the default does not add `fired`
+            endpoint.requests.clear()
+            rules = parse_rules([("r.yaml", ALERT_RULES.replace("OUTCOMES", outcomes))])
+            default = parse_rules([("r.yaml", ALERT_RULES.replace("  outcomes: OUTCOMES\n", ""))])
+            for rule in (rules.rules[0], default.rules[0]):
+                watched = dataclasses.replace(alert, rule=rule)
+                notify, _ = notifier(endpoint, published, global_slack_url=None)
+                notify.notify(watched, audit_event(watched, "fired", decided_at=time.time(), dry_run=False))
+                await notify.aclose(grace=20)
+            told.append(len(endpoint.requests))
+        assert told == [1, 1]  # the rule with the default outcomes only, each time
+        assert published == []
 
     async def test_a_crash_inside_notify_is_audited_never_raised(self, endpoint: Endpoint) -> None:
         """Whatever fails inside `notify` (here a rule whose notify section is not one) stays there:

@@ -144,12 +144,16 @@ class Notifier:
     def _targets(self, decision: Decision, outcome: str) -> list[_Target]:
         targets = []
         notify = decision.rule.notify
-        if notify is not None and outcome in notify.outcomes:
+        # an alert comes to `fired` and nothing more: that is what it is for, told by default like a pause's outcome
+        alerting = outcome == "fired" and decision.rule.action == "alert"
+        if notify is not None and (
+            outcome in notify.outcomes or (alerting and "outcomes" not in notify.model_fields_set)
+        ):
             if notify.slack is not None:
                 targets.append(_Target(f"slack:{_where(notify.slack.url)}", notify.slack))
             if notify.webhook is not None:
                 targets.append(_Target(f"webhook:{_where(notify.webhook.url)}", notify.webhook))
-        if self._global is not None and outcome in GLOBAL_OUTCOMES:
+        if self._global is not None and (outcome in GLOBAL_OUTCOMES or alerting):
             targets.append(self._global)
         return targets
 

@@ -106,7 +106,7 @@ class Notify(_Frozen):
 
     # not `on`: YAML 1.1 reads a bare `on` key as the boolean true
     outcomes: Annotated[tuple[NotifyOutcome, ...], BeforeValidator(_as_tuple), Field(min_length=1)] = Field(
-        ("paused", "failed"), description="The outcomes to tell about (default: paused, failed)."
+        ("paused", "failed"), description="The outcomes to tell about (default: paused, failed; an alert's fired)."
     )
     slack: SlackChannel | None = None
     webhook: WebhookChannel | None = None
