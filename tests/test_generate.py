@@ -97,6 +97,21 @@ class TestStreaming:
         assert first == f"writing about {expected_count(plan(4, 6, 1))} events to {out}"
         assert last.startswith(f"{len(records)} events for 6 campaigns; turning bad: camp_4")
 
+    def test_senders_name_a_domain_per_campaign_for_domain_rules(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`--senders 3`: every event names one of three sending domains, a campaign always the same one."""
+        out = tmp_path / "traffic.jsonl"
+        assert main(["generate", str(out), "--campaigns", "6", "--bad", "1", "--senders", "3"]) == 0
+        domains: dict[str, set[str]] = {}
+        for line in out.read_bytes().splitlines():
+            event = decode(line, 2e9)
+            domains.setdefault(event.campaign_id, set()).add(event.sender_domain or "")
+        assert all(len(named) == 1 for named in domains.values())
+        assert set().union(*domains.values()) == {f"sender{n}.example" for n in range(3)}
+        assert main(["generate", str(out), "--senders", "-1"]) == 2
+        assert capsys.readouterr().err.endswith("guard: --senders must be 0 or more, got -1\n")
+
     @pytest.mark.parametrize("duration", ["nan", "inf", "0", "-5"])
     def test_a_duration_that_is_no_positive_number_is_one_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], duration: str

@@ -23,7 +23,10 @@ def _generate(args: argparse.Namespace) -> int:
     if problem := _traffic_problem(args):
         print_error(problem)
         return 2
-    specs = plan(args.seed, args.campaigns, args.bad, duration=args.duration)
+    if args.senders < 0:
+        print_error(f"--senders must be 0 or more, got {args.senders}")
+        return 2
+    specs = plan(args.seed, args.campaigns, args.bad, duration=args.duration, senders=args.senders)
     opener = gzip.open if str(args.out).endswith(".gz") else open
     written = 0
     try:
@@ -211,6 +214,13 @@ def add(commands: argparse._SubParsersAction) -> None:
     generate.add_argument("--campaigns", type=int, default=20)
     generate.add_argument("--bad", type=int, default=3, help="how many campaigns turn bad")
     generate.add_argument("--duration", type=float, default=7200.0, help="seconds of sending")
+    generate.add_argument(
+        "--senders",
+        type=int,
+        default=0,
+        help="campaigns send from this many domains in turn (team@sender<N>.example), for rules over a sender or a "
+        "domain; 0 (the default): events name no sender",
+    )
     generate.set_defaults(func=_generate)
     produce = commands.add_parser("produce", help="send a JSONL history of events into a topic, keyed by campaign")
     produce.add_argument("source", help="a JSONL file of events (gzip ok; `guard generate` writes one), or - for stdin")
