@@ -81,6 +81,15 @@ class TestSuccess:
         standin.clock_offset = offset
         assert (await pause(standin, "camp_user")).outcome == "already_paused"
 
+    @pytest.mark.parametrize("date_offset", [-20.0, 8.0, 20.0])
+    async def test_a_proxys_own_date_does_not_make_the_guards_pause_someone_elses(
+        self, standin: LeadterraStandIn, date_offset: float
+    ) -> None:
+        """A proxy in front stamps its own Date, seconds off Leadterra's: the pause the call made is still `paused`
+        (only when both clocks put pausedAt before the call is it someone else's)."""
+        standin.date_offset = date_offset
+        assert (await pause(standin, "camp_running")).outcome == "paused"
+
     async def test_a_pause_an_earlier_process_made_for_the_decision_is_paused(self, standin: LeadterraStandIn) -> None:
         """A decision resumed after a restart: its first call (made before the process died) paused the campaign 30 s
         ago; called again with `since` (its `fired` record's time), the pause is still its own."""

@@ -147,7 +147,13 @@ class TestSettingsThatCannotWork:
         assert error.startswith("guard: invalid settings:\n") and setting in error and "finite" in error
 
     @pytest.mark.parametrize(
-        "url", ["hooks.slack.com/services/T0/B0/x", "ftp://hooks.slack.com/x", "https:///services/T0/B0/x"]
+        "url",
+        [
+            "hooks.slack.com/services/T0/B0/x",
+            "ftp://hooks.slack.com/x",
+            "https:///services/T0/B0/x",
+            "https://[hooks.x/y",
+        ],
     )
     def test_a_slack_url_that_is_no_url_is_refused_without_quoting_it(
         self, monkeypatch: pytest.MonkeyPatch, capsys, url: str

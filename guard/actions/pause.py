@@ -225,9 +225,11 @@ def _result(response: httpx.Response, body: bytes, attempts: int, since: float) 
     answered = {"http_status": status, "attempts": attempts, "paused_at": paused_at, "campaign_status": campaign_status}
     if campaign_status == "draft":
         return PauseResult(outcome="not_running", **answered, answered_at=now)
-    # the decision's first call on Leadterra's clock (its Date header), which may differ from ours by seconds
+    # before the decision's first call by our clock and by Leadterra's (its Date header: the clocks may differ by
+    # seconds, and a proxy may write its own): someone else paused it; a doubt is the guard's own pause
     first_call = _server_time(response, now) - (now - since)
-    outcome = "already_paused" if _before(paused_at, first_call - ALREADY_PAUSED_TOLERANCE_SECONDS) else "paused"
+    earlier = min(since, first_call) - ALREADY_PAUSED_TOLERANCE_SECONDS
+    outcome = "already_paused" if _before(paused_at, earlier) else "paused"
     return PauseResult(outcome=outcome, **answered, answered_at=now)
 
 

@@ -161,8 +161,12 @@ class GuardSettings(BaseSettings):
             redact.register(text)
             url = SecretStr(text.strip()) if text.strip() else None
         if url is not None:
-            parts = urlsplit(url.get_secret_value())
-            if parts.scheme not in ("https", "http") or not parts.hostname:
+            try:
+                parts = urlsplit(url.get_secret_value())
+                usable = parts.scheme in ("https", "http") and bool(parts.hostname)
+            except ValueError:  # e.g. an unclosed [ of an IPv6 host
+                usable = False
+            if not usable:
                 # the URL holds Slack's token: never quoted
                 raise ConfigError(f"{setting} is not an https:// URL, e.g. https://hooks.slack.com/services/...")
         return url

@@ -54,6 +54,8 @@ class LeadterraStandIn(LeadterraApi):
         super().__init__(api_key, create_unknown)
         self.latency: float = 0.0
         """Seconds added before every answer; may be changed at any time."""
+        self.date_offset: float = 0.0
+        """Seconds the Date header runs ahead of the stand-in's clock (a proxy in front stamping its own)."""
         self.campaign_latency: dict[str, float] = {}
         """Extra seconds per campaign id, added to ``latency`` (a slow API for one campaign)."""
         self.body_bytes_sent = 0
@@ -239,9 +241,10 @@ class LeadterraStandIn(LeadterraApi):
             return await self._serve_request(request, handler)
 
         async def date(request: web.Request, response: web.StreamResponse) -> None:
-            # the Date header by Leadterra's clock, which `clock_offset` moves (aiohttp only sets one if none is set)
-            if self.clock_offset:
-                response.headers["Date"] = formatdate(time.time() + self.clock_offset, usegmt=True)
+            # the Date header by Leadterra's clock, which `clock_offset` moves, and `date_offset` beyond it (a proxy
+            # in front writing its own); aiohttp only sets one if none is set
+            if self.clock_offset or self.date_offset:
+                response.headers["Date"] = formatdate(time.time() + self.clock_offset + self.date_offset, usegmt=True)
 
         app = web.Application(middlewares=[middleware])
         app.on_response_prepare.append(date)
