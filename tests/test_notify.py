@@ -372,9 +372,11 @@ class TestNotifier:
         self, endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """An alert's one outcome is `fired`: the Slack URL alone tells of it, and so does a rule file's channel left
-        at the default outcomes. A pause rule's `fired` is not told (its outcome, `paused` or `failed`, is), nor an
-        alert's when `notify.outcomes` leaves `fired` out."""
-        alert = dataclasses.replace(DECISION, rule=DECISION.rule.model_copy(update={"action": "alert"}))
+        at the default outcomes, unless it is a backlog's (decided long after its event). A pause rule's `fired` is
+        not told (its outcome, `paused` or `failed`, is), nor an alert's when `notify.outcomes` leaves it out."""
+        alert = dataclasses.replace(
+            DECISION, rule=DECISION.rule.model_copy(update={"action": "alert"}), fired_at=time.time() - 1
+        )
         published: list[AuditEvent] = []
         notify, metrics = notifier(endpoint, published)
         notify.notify(alert, audit_event(alert, "fired", decided_at=time.time(), dry_run=False))
@@ -383,6 +385,13 @@ class TestNotifier:
         [text] = [json.loads(body)["text"] for body in endpoint.requests]
         assert text.startswith(":warning: Rule fired for campaign `camp_total`") and "Outcome: fired" in text
         assert metrics.notifications.labels("slack", "sent")._value.get() == 1
+
+        old = dataclasses.replace(alert, fired_at=alert.fired_at - 3600)  # one of a backlog's: an hour old
+        endpoint.requests.clear()
+        notify, _ = notifier(endpoint, published)
+        notify.notify(old, audit_event(old, "fired", decided_at=time.time(), dry_run=False))
+        await notify.aclose(grace=20)
+        assert endpoint.requests == []  # not news: a first deploy would flood the channel with its history
 
         monkeypatch.setenv("TEAM_SLACK_URL", endpoint.url)
         told = []

@@ -34,6 +34,7 @@ from guard.actions.responses import send_capped
 from guard.actions.tasks import wait_then_cancel
 from guard.contracts.audit import AuditEvent, NotificationFailure
 from guard.engine import Decision
+from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.errors import GuardError
 from guard.rules.notify import Notify, SecretSource, SlackChannel, WebhookChannel, check_link, render_link
 from guard.telemetry.metrics import Metrics
@@ -81,8 +82,11 @@ class Notifier:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         scope_batch_seconds: float = SCOPE_BATCH_SECONDS,
+        backlog_after: float = DEFAULT_RESUME_GRACE,
     ) -> None:
         self._publish, self._metrics = publish, metrics
+        # an alert decided this long after its event is a backlog's (a first deploy, an outage): not news by default
+        self._backlog_after = backlog_after
         self._scope_batch_seconds = scope_batch_seconds
         self._batches: dict[tuple[str, str], list[tuple[Decision, AuditEvent]]] = {}
         self._global: _Target | None = None
@@ -99,7 +103,7 @@ class Notifier:
         Never raises: the caller is a decision, and a notification is a side path of it. Whatever goes
         wrong here is logged, counted and audited as `notify_failed`, like a message not delivered."""
         try:
-            for target in self._targets(decision, event.outcome):
+            for target in self._targets(decision, event):
                 if decision.scope_decision_id is not None and isinstance(target.channel, SlackChannel):
                     self._gather(target, decision, event)
                 else:
@@ -141,11 +145,13 @@ class Notifier:
             about = self._batches.pop(key)
         await self._deliver(target, about)
 
-    def _targets(self, decision: Decision, outcome: str) -> list[_Target]:
-        targets = []
+    def _targets(self, decision: Decision, event: AuditEvent) -> list[_Target]:
+        targets, outcome = [], event.outcome
         notify = decision.rule.notify
-        # an alert comes to `fired` and nothing more: that is what it is for, told by default like a pause's outcome
-        alerting = outcome == "fired" and decision.rule.action == "alert"
+        # an alert comes to `fired` and nothing more: that is what it is for, told by default like a pause's outcome,
+        # when it is news (one of a backlog's, hours old, would flood the channel as if current)
+        lag = (event.timings.decided_at - event.timings.event_time).total_seconds()
+        alerting = outcome == "fired" and decision.rule.action == "alert" and lag <= self._backlog_after
         if notify is not None and (
             outcome in notify.outcomes or (alerting and "outcomes" not in notify.model_fields_set)
         ):

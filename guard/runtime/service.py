@@ -114,6 +114,7 @@ class Service:
             global_slack_url=self._slack_url,
             global_link=settings.notify_link,
             deadline=settings.notify_deadline,
+            backlog_after=settings.resume_grace,  # what the catch-up holds pauses for (catchup.py)
         )
         self._dispatcher = dispatcher = Dispatcher(
             pause_client,
