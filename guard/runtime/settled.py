@@ -135,24 +135,21 @@ class SettledDecisions:
             if not fired.matches(dry_run) or not carried(event.scope.key if event.scope else event.campaign_id):
                 continue
             decision = recorded_decision(event, rules)
-            if decision is None:
+            if decision is None or decision.rule.version != event.rule.version:
                 log.warning(
-                    "a decision recorded before a restart names no rule that can be made; not acted on",
+                    "a decision recorded before a restart names "
+                    + (
+                        "no rule that can be made; not acted on"
+                        if decision is None
+                        else "a rule changed or removed since; acted on as recorded"
+                    ),
                     campaign_id=event.campaign_id,
                     decision_id=decision_id,
                     rule=event.rule.name,
                     rule_version=event.rule.version,
                 )
-                continue
-            if decision.rule.version != event.rule.version:
-                log.warning(
-                    "a decision recorded before a restart names a rule changed or removed since; acted on as recorded",
-                    campaign_id=event.campaign_id,
-                    decision_id=decision_id,
-                    rule=event.rule.name,
-                    rule_version=event.rule.version,
-                )
-            decisions.append(decision)
+            if decision is not None:
+                decisions.append(decision)
         return decisions
 
     async def scan(self, since_ms: int) -> None:
