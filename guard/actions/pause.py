@@ -31,7 +31,7 @@ from guard.actions.responses import send_capped
 from guard.contracts.audit import Result
 from guard.contracts.events import epoch_from_iso
 
-# pausedAt this long before the decision's first call (on Leadterra's clock) means someone else (a user) paused it.
+# pausedAt this long before the decision's first call, by our clock and by Leadterra's, means someone else paused it.
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
 MAX_CLOCK_SKEW_SECONDS = 300.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
