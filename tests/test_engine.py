@@ -13,7 +13,7 @@ from guard.contracts.events import Event, Signal
 from guard.engine import Decision, Engine
 from guard.engine.decisions import decision_id
 from guard.engine.engine import MAX_AHEAD_SECONDS
-from guard.engine.episodes import after_pause_decision, resumes
+from guard.engine.episodes import EpisodeStart, after_pause_decision, resumes
 from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import restore, snapshot
 from guard.engine.state import NO_RULE_STATES
@@ -456,6 +456,61 @@ class TestCampaignStarted:
         fired(engine, [bounce(T0 + 100, "a"), bounce(T0 + 200, "b")])
         late = [started(T0 + 300), bounce(T0 + 250, "c"), bounce(T0 + 260, "d")]
         assert fired(engine, late) == []
+
+    @staticmethod
+    def stale_list(first: int, last: int) -> list[Event]:
+        """Sends one a minute with every fifth one hard-bouncing a minute later: 20% hard bounces."""
+        events: list[Event] = []
+        for n in range(first, last):
+            events.append(sent(T0 + n * MINUTE, f"s{n}"))
+            if n % 5 == 4:
+                events.append(bounce(T0 + n * MINUTE + 30, f"s{n}"))
+        return events
+
+    @pytest.mark.parametrize("kinds", KINDS)
+    @pytest.mark.parametrize("retry_after", [10, 40], ids=["before-the-pause", "after-the-pause"])
+    def test_a_start_delivered_again_keeps_the_evidence_counted_since(self, kinds: Kinds, retry_after: int) -> None:
+        """Leadterra retries a webhook for hours and `campaign.started` has no messageId: its second delivery, stamped
+        with the episode's own start, arrives behind the sends. It pauses the stale list at the same send as without."""
+        stale = rules(rate_rule(threshold="10%", min_volume=20))
+        events = [started(T0 - 1), *self.stale_list(0, 60)]
+        expected = fired(Engine(stale, kinds=kinds, resume_grace=DAY), events)
+        assert len(expected) == 1  # the control: the stale list is paused
+        at = events.index(sent(T0 + retry_after * MINUTE, f"s{retry_after}"))
+        engine = Engine(stale, kinds=kinds, resume_grace=DAY)
+        assert fired(engine, [*events[:at], started(T0 - 1), *events[at:]]) == expected
+        assert (engine.stats.resets, engine.stats.duplicates) == (0, 1)
+
+    def test_an_older_start_delivered_after_a_restart_is_history(self) -> None:
+        """A retried start of the episode before the current one begins nothing: the current one's evidence stays."""
+        engine = Engine(rules(rule(threshold=3, cooldown=0)))
+        fired(engine, [started(T0), bounce(T0 + 1, "a"), started(T0 + HOUR), bounce(T0 + HOUR + 1, "b")])
+        assert fired(engine, [started(T0), bounce(T0 + HOUR + 2, "c")]) == []
+        assert len(fired(engine, [bounce(T0 + HOUR + 3, "d")])) == 1
+        assert engine.stats.resets == 1
+
+    def test_a_start_first_seen_behind_the_sends_marks_the_episode_and_keeps_them(self) -> None:
+        """Its first delivery lost, a start retried a quarter of an hour later is behind the sends counted since: they stay (the
+        stale list is paused as without it), and outcomes of mail from before it no longer count."""
+        stale = rules(rate_rule(threshold="10%", min_volume=20))
+        events = self.stale_list(0, 60)
+        expected = fired(Engine(stale, resume_grace=DAY), events)
+        assert len(expected) == 1
+        at = events.index(sent(T0 + 15 * MINUTE, "s15"))
+        engine = Engine(stale, resume_grace=DAY)
+        [decision] = fired(engine, [*events[:at], started(T0), *events[at:]])
+        assert (decision.fired_at, decision.numerator, decision.denominator, decision.episode_began) == (
+            expected[0].fired_at,
+            expected[0].numerator,
+            expected[0].denominator,
+            EpisodeStart.STARTED,
+        )
+        assert engine.stats.resets == 0
+        assert engine.episode("c1").began is EpisodeStart.STARTED
+        marked = Engine(rules(rule(threshold=1)))
+        fired(marked, [sent(T0 + 5 * MINUTE, "m"), sent(T0 + 7 * MINUTE, "n"), started(T0 + 6 * MINUTE)])
+        assert fired(marked, [bounce(T0 + 4 * MINUTE, "early")]) == []  # stamped before the start: history
+        assert len(fired(marked, [bounce(T0 + 8 * MINUTE, "n")])) == 1
 
 
 class TestDuplicates:

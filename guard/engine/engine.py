@@ -256,6 +256,9 @@ class Engine:
             state = None
         if event.signal is Signal.STARTED:
             # a (re)started campaign starts a new episode (episodes.py): earlier evidence never counts again
+            if state is not None and self._started_before(state, time):
+                self._advance(time)
+                return []
             if state is not None:
                 self.stats.resets += 1
             workspace_id = event.workspace_id or (state.workspace_id if state is not None else None)
@@ -337,6 +340,20 @@ class Engine:
             state.rule_states = _carried(state.rule_states, state.rules, rules)
             state.rules = rules
             state.armed = True  # a rule new to the campaign may hold already: evaluate at this event
+
+    def _started_before(self, state: CampaignState, time: float) -> bool:
+        """Whether a `campaign.started` at `time` is history delivered again, not a new episode: it has no messageId
+        to be deduplicated by, and Leadterra retries a webhook for hours, so a retry stamped at or before the current
+        episode's start would otherwise erase everything counted since. One behind the evidence of a campaign whose
+        start was never seen (its first delivery lost) only marks the episode's start: what came after it stays."""
+        if time <= state.started_at:
+            self.stats.duplicates += 1
+            return True
+        if state.began is None and state.last_pause is None and time < state.watermark:
+            state.started_at, state.began = time, EpisodeStart.STARTED
+            self.stats.late += 1
+            return True
+        return False
 
     def _on_clock(self, event: Event) -> Event:
         """An event stamped more than MAX_AHEAD_SECONDS past the partition's clock: a forged or
