@@ -78,6 +78,29 @@ async def test_a_decision_met_again_while_its_call_is_under_way_is_not_called_tw
     assert [event.outcome for event in published] == ["fired", "paused"]
 
 
+async def test_the_decisions_of_a_partition_another_process_owns_now_are_left_to_it(
+    standin: LeadterraStandIn, clients: list[PauseClient]
+) -> None:
+    """Leadterra down, two pauses retrying; a rebalance gives partition 0 to another replica, whose recovery resumes
+    its decision from the audit topic: this process stops calling for it (two callers made two outcomes and two
+    notices per decision) and goes on with partition 1's."""
+    standin.add_campaign("camp_moved")
+    standin.add_campaign("camp_kept")
+    standin.fail_next(8, 503)
+    audit = Audit()
+    dispatcher = dispatcher_for(standin, audit, Metrics(), clients)
+    moved, kept = pause_decision("camp_moved"), pause_decision("camp_kept")
+    dispatcher.submit(moved, lambda: None, partition=("events", 0))
+    dispatcher.submit(kept, lambda: None, partition=("events", 1))
+    while not (standin.pause_requests("camp_moved") and standin.pause_requests("camp_kept")):
+        await asyncio.sleep(0.01)
+    assert dispatcher.abandon([("events", 0)]) == 1
+    calls = len(standin.pause_requests("camp_moved"))
+    assert await dispatcher.drain(10) == 0  # Leadterra is back after the eight failures
+    assert len(standin.pause_requests("camp_moved")) == calls
+    assert audit.outcomes(moved) == ["fired"] and audit.outcomes(kept) == ["fired", "paused"]
+
+
 class Audit:
     """The audit topic as a list; `fail` makes the next writes raise (a bug in the writer, not Kafka)."""
 

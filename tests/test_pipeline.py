@@ -39,16 +39,23 @@ class Decisions:
     def __init__(self) -> None:
         self.submitted: list[Decision] = []
         self.superseded: list[tuple[Decision, str]] = []
+        self.abandoned: list[object] = []  # partitions whose decisions were left to their next owner
 
-    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: object = None) -> None:
+    def submit(
+        self, decision: Decision, on_recorded: Callable[[], None], audit_read: object = None, *, partition: object
+    ) -> None:
         self.submitted.append(decision)
         on_recorded()
 
     def supersede(
-        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: object = None
+        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: object = None, **_: object
     ) -> None:
         self.superseded.append((decision, note))
         on_recorded()
+
+    def abandon(self, partitions: object) -> int:
+        self.abandoned.extend(partitions)  # type: ignore[call-overload]
+        return 0
 
     def pauses(self, campaign_id: str) -> list[Decision]:
         """The pause calls this campaign's decisions came to (not those covered by another decision)."""
@@ -361,6 +368,21 @@ class TestBacklog:
         pipeline.unpark(TP)
         pipeline.revoke(TP)
         assert pipeline.held() == metrics.held._value.get() == 0
+
+    async def test_decisions_in_flight_are_left_to_the_next_owner_only_when_the_partition_moves(self) -> None:
+        """Parked over a rebalance, its decisions in flight go on here; revoked, or not given back, they are abandoned:
+        the next owner resumes them from the audit topic (two callers made two outcomes per decision)."""
+        decisions = Decisions()
+        pipeline = self.pipeline(decisions)
+        other = TopicPartition("events", 1)
+        pipeline.assign(other, committed=None, since_ms=0)
+        await pipeline.handle(TP, logged(three_hours(time.time() - 420)))
+        pipeline.park(TP)
+        pipeline.drop_parked(keep=[TP])
+        assert decisions.abandoned == []  # given back: this process goes on acting on them
+        pipeline.drop_parked()
+        pipeline.revoke(other)
+        assert decisions.abandoned == [TP, other]
 
     async def test_a_guard_that_keeps_up_acts_at_once(self) -> None:
         """Records younger than the resume grace: the pause goes to the dispatcher within the batch that

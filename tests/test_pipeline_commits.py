@@ -28,8 +28,13 @@ class UnrecordedDecisions:
     def __init__(self) -> None:
         self.waiting: list[tuple[Decision, Callable[[], None]]] = []
 
-    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: object = None) -> None:
+    def submit(
+        self, decision: Decision, on_recorded: Callable[[], None], audit_read: object = None, **_: object
+    ) -> None:
         self.waiting.append((decision, on_recorded))
+
+    def abandon(self, partitions: object) -> int:
+        return 0
 
     def record(self, count: int) -> None:
         for _, on_recorded in self.waiting[:count]:

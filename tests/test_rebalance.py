@@ -50,7 +50,7 @@ class Harness:
         dispatcher = Dispatcher(None, publish, Metrics(), self.health, settled, dry_run=True)
         self.pipeline = Pipeline(load_rules(RULES), dispatcher, NoDeadLetters(), Metrics(), dedupe_horizon=3600)
         unsettled = functools.partial(settled.unsettled, dry_run=True)
-        self.recovery = Recovery(self.health, rescan, unsettled, lambda _: None, lambda _: [])
+        self.recovery = Recovery(self.health, rescan, unsettled, lambda *_: None, lambda _: [])
         self.generation = 0  # the group's generation as the coordinator would give it; +1 per rebalance
         self.rebalance = Rebalance(consumer, self.pipeline, self.recovery, generation=lambda: self.generation)
 
@@ -240,7 +240,7 @@ def test_only_errors_worth_another_try_are_retried() -> None:
 def test_partitions_that_cannot_be_positioned_make_the_guard_not_live() -> None:
     """Paused partitions nobody reads must go to another replica: /livez fails, Kubernetes restarts the pod."""
     health = Health()
-    recovery = Recovery(health, lambda since_ms: asyncio.sleep(0), lambda _: False, lambda _: None, lambda _: [])
+    recovery = Recovery(health, lambda since_ms: asyncio.sleep(0), lambda _: False, lambda *_: None, lambda _: [])
     recovery.stuck(["events[0]"], GroupAuthorizationFailedError())
     live, reason = health.live()
     assert not live and "events[0]" in reason and "GroupAuthorizationFailedError" in reason

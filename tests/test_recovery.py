@@ -130,8 +130,8 @@ class TestPartitionTransitions:
 class TestAuditScan:
     def test_decisions_handed_over_come_back_when_it_finishes(self) -> None:
         scan, pause = AuditScan(0), pause_decision("camp")
-        scan.hand_over([pause])
-        assert scan.finish() == [pause]
+        scan.hand_over(A, [pause])
+        assert scan.finish() == [(A, pause)]
         assert scan.done and scan.handed_over == []
 
     def test_finishing_twice_or_handing_over_after_is_refused(self) -> None:
@@ -139,7 +139,7 @@ class TestAuditScan:
         with pytest.raises(IllegalTransition, match="finished twice"):
             scan.finish()
         with pytest.raises(IllegalTransition, match="checked at once"):
-            scan.hand_over([])
+            scan.hand_over(A, [])
 
 
 class Harness:
@@ -151,14 +151,19 @@ class Harness:
         self.health = Health()
         self.settled, self.unrecorded = settled or set(), unrecorded or set()
         self.resumed: list[Decision] = []
+        self.resumed_for: list[TopicPartition] = []  # the partition each was resumed for
         self.scans: list[asyncio.Event] = []
         self.in_flight: dict[TopicPartition, list[Decision]] = {}  # what the audit holds in flight, by partition
         self.recovery = Recovery(
-            self.health, self.rescan, self.unsettled, self.resumed.append, lambda tp: self.in_flight.get(tp, [])
+            self.health, self.rescan, self.unsettled, self.resume, lambda tp: self.in_flight.get(tp, [])
         )
 
     def unsettled(self, decision_id: str) -> bool:
         return decision_id not in self.settled and decision_id not in self.unrecorded
+
+    def resume(self, decision: Decision, tp: TopicPartition) -> None:
+        self.resumed.append(decision)
+        self.resumed_for.append(tp)
 
     async def rescan(self, since_ms: int) -> None:
         done = asyncio.Event()
@@ -207,6 +212,19 @@ class TestRecovery:
         await h.finish_scan(0)
         assert h.resumed == [unsettled]
         assert h.recovery.stage(A) is Stage.READY and not h.recovery.resuming
+
+    async def test_a_partition_revoked_before_the_rescan_ends_leaves_its_decisions_to_its_next_owner(self) -> None:
+        """Its replayed decisions were handed to the scan; the partition's next owner resumes them from the audit topic,
+        so this process acting on them too would make two callers. Those of the partition it keeps are resumed, for it."""
+        kept, left = pause_decision("camp_kept"), pause_decision("camp_left")
+        h = Harness()
+        await h.assign(A, B)
+        h.recovery[A].keep([kept])
+        h.recovery[B].keep([left])
+        h.recovery.progress({A: 10, B: 10})
+        h.recovery.revoked(B)
+        await h.finish_scan(0)
+        assert (h.resumed, h.resumed_for) == ([kept], [A])
 
     async def test_a_replayed_decision_never_recorded_fired_is_not_acted_on(self) -> None:
         """The guard that read those records live did not take it (its reading differed: a pause acted on at
@@ -266,22 +284,11 @@ class TestRecovery:
         h.recovery.progress({A: 10})
         assert h.resumed == [unsettled] and h.recovery.stage(A) is Stage.READY
 
-    async def test_decisions_handed_over_are_checked_even_if_the_partition_moves_meanwhile(self) -> None:
-        unsettled = pause_decision("camp")
-        h = Harness()
-        await h.assign(A)
-        h.recovery[A].keep([unsettled])
-        h.recovery.progress({A: 10})
-        h.recovery.revoked(A)
-        assert h.recovery.stage(A) is None
-        await h.finish_scan(0)
-        assert h.resumed == [unsettled]
-
     async def test_a_failed_rescan_still_lets_the_partitions_act(self) -> None:
         async def broken(since_ms: int) -> None:
             raise RuntimeError("a bug")
 
-        recovery = Recovery(Health(), broken, lambda _: False, lambda _: None, lambda _: [])
+        recovery = Recovery(Health(), broken, lambda _: False, lambda *_: None, lambda _: [])
         recovery.assigned([(A, "events[0]")], 0)
         recovery.positioned(A, 0)
         recovery.progress({A: 0})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Hashable
 from typing import Any, Protocol
 
 import structlog
@@ -96,6 +96,7 @@ class Dispatcher:
         self._keys = PauseKeys(pause_client, workspace_clients or {}, health, metrics)
         self._dry_run = dry_run or self._keys.none
         self._tasks: set[asyncio.Task[None]] = set()
+        self._partition: dict[asyncio.Task[None], Hashable] = {}  # the input partition a decision is of
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
         # a pause decision under way -> its outcome once recorded (None: not known), for the decisions it covers
         self._landing: dict[str, asyncio.Future[str | None]] = {}
@@ -110,11 +111,32 @@ class Dispatcher:
     def inflight(self) -> int:
         return len(self._tasks)
 
-    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None = None) -> None:
-        """Record, act and record the outcome, in a task of its own; a pause first waits for `audit_read`."""
-        self._spawn(decision, lambda release: self._record_and_act(decision, release, audit_read), on_recorded)
+    def submit(
+        self,
+        decision: Decision,
+        on_recorded: Callable[[], None],
+        audit_read: AuditRead | None = None,
+        *,
+        partition: Hashable | None = None,
+    ) -> None:
+        """Record, act and record the outcome, in a task of its own; a pause first waits for `audit_read`. `partition`:
+        the one whose records made the decision (`abandon`)."""
+        work: Work = lambda release: self._record_and_act(decision, release, audit_read)  # noqa: E731 (a Work, typed)
+        self._spawn(decision, work, on_recorded, partition)
 
-    def resume(self, decision: Decision) -> None:
+    def abandon(self, partitions: Collection[Hashable]) -> int:
+        """Stop working on the decisions of `partitions`, which another process owns now: its recovery reads their
+        `fired` records without an outcome from the audit topic and acts on them, so carrying on here too would make
+        two callers, two outcomes and two notices per decision (at most one more call, as after a crash, when one
+        is under way). Returns how many were stopped."""
+        abandoned = [task for task, partition in self._partition.items() if partition in partitions]
+        for task in abandoned:
+            task.cancel()
+        if abandoned:
+            log.warning("decisions in flight left to the partitions' next owner", decisions=len(abandoned))
+        return len(abandoned)
+
+    def resume(self, decision: Decision, *, partition: Hashable | None = None) -> None:
         """Act on a decision recorded before a restart whose outcome never was."""
         log.warning(
             "resuming a decision recorded before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
@@ -122,9 +144,12 @@ class Dispatcher:
         decided_at = time.time()
         # its first call was made after that record: a pause Leadterra dates from then on is this decision's
         first_call = self._settled.fired_at(decision.id)
-        self._spawn(decision, lambda _: self._pause(decision, decided_at, first_call=first_call), lambda: None)
+        work: Work = lambda _: self._pause(decision, decided_at, first_call=first_call)  # noqa: E731 (a Work, typed)
+        self._spawn(decision, work, lambda: None, partition)
 
-    def _spawn(self, decision: Decision, work: Work, on_recorded: Callable[[], None]) -> None:
+    def _spawn(
+        self, decision: Decision, work: Work, on_recorded: Callable[[], None], partition: Hashable | None
+    ) -> None:
         landing = None
         if decision.rule.action == "pause":
             self._settled.take(decision.id)
@@ -132,11 +157,14 @@ class Dispatcher:
                 landing = self._landing[decision.id] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._settle(decision, work, on_recorded, landing), name=f"decision-{decision.id}")
         self._tasks.add(task)
+        if partition is not None:
+            self._partition[task] = partition
         self._metrics.unsettled(acting=len(self._tasks))
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._partition.pop(task, None)
         self._metrics.unsettled(acting=len(self._tasks))
         if not task.cancelled() and task.exception() is not None:
             log.error("decision task crashed", exc_info=task.exception())
@@ -393,13 +421,20 @@ class Dispatcher:
             landing.set_result(outcome)
 
     def supersede(
-        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None = None
+        self,
+        decision: Decision,
+        on_recorded: Callable[[], None],
+        note: str,
+        audit_read: AuditRead | None = None,
+        *,
+        partition: Hashable | None = None,
     ) -> None:
         """Record a pause decision of a backlog that is no longer current (guard.runtime.catchup), in a task of
         its own: `superseded` with `note` saying why, then `fired`; no pause call, and no notification unless
         a rule asks for `superseded`. `on_recorded` is called once both are written: a restart must not find a
         `fired` without its outcome and act on it. A decision with an outcome already keeps it."""
-        self._spawn(decision, lambda release: self._supersede(decision, release, note, audit_read), on_recorded)
+        work: Work = lambda release: self._supersede(decision, release, note, audit_read)  # noqa: E731 (a Work, typed)
+        self._spawn(decision, work, on_recorded, partition)
 
     async def _supersede(
         self, decision: Decision, release: Callable[[], None], note: str, audit_read: AuditRead | None

@@ -36,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
@@ -75,11 +75,21 @@ def name(tp: Partition) -> str:
 
 
 class Dispatch(Protocol):
-    def submit(self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None) -> None: ...
+    def submit(
+        self, decision: Decision, on_recorded: Callable[[], None], audit_read: AuditRead | None, *, partition: Hashable
+    ) -> None: ...
 
     def supersede(
-        self, decision: Decision, on_recorded: Callable[[], None], note: str, audit_read: AuditRead | None
+        self,
+        decision: Decision,
+        on_recorded: Callable[[], None],
+        note: str,
+        audit_read: AuditRead | None,
+        *,
+        partition: Hashable,
     ) -> None: ...
+
+    def abandon(self, partitions: Collection[Hashable]) -> int: ...
 
 
 class DeadLetterSink(Protocol):
@@ -247,6 +257,7 @@ class Pipeline:
     def revoke(self, tp: Partition) -> None:
         """Forget `tp`, its held decisions too: their offsets were never committed, the next owner derives them."""
         self._partitions.pop(tp, None)
+        self._dispatcher.abandon([tp])
         self._count_held()
 
     def park(self, tp: Partition) -> None:
@@ -273,6 +284,7 @@ class Pipeline:
     def drop_parked(self, keep: Iterable[Partition] = ()) -> None:
         """Forget the parked partitions but those in `keep`: another process owns them now."""
         kept = set(keep)
+        self._dispatcher.abandon([tp for tp in self._parked if tp not in kept])
         self._parked = {tp: owned for tp, owned in self._parked.items() if tp in kept}
         self._count_held()
 
@@ -316,7 +328,7 @@ class Pipeline:
         engine, progress = self._partitions[tp]
         if progress.held and not progress.busy and progress.read_backlog(position):
             if progress.quiet_at_end(position, log_end, self._clock(), QUIET_SECONDS):
-                self._settle_held(engine, progress, f"at the log end {log_end} for {QUIET_SECONDS:g} s")
+                self._settle_held(tp, engine, progress, f"at the log end {log_end} for {QUIET_SECONDS:g} s")
 
     def campaigns(self) -> int:
         return sum(engine.campaigns for engine, _ in self._partitions.values())
@@ -425,7 +437,8 @@ class Pipeline:
                 ):
                     held[decision.id] = Held(decision, offset, now)
                 else:
-                    self._dispatcher.submit(decision, partial(progress.recorded, offset), progress.audit_read)
+                    recorded = partial(progress.recorded, offset)
+                    self._dispatcher.submit(decision, recorded, progress.audit_read, partition=tp)
         if dead_letters:
             await asyncio.gather(*dead_letters)
         if forwards:
@@ -434,7 +447,7 @@ class Pipeline:
         if progress.held:
             too_long = overdue(progress.held, now, self._catch_up_limit)
             self._settle_held(
-                engine, progress, f"a decision held over {self._catch_up_limit:g} s" if too_long else None
+                tp, engine, progress, f"a decision held over {self._catch_up_limit:g} s" if too_long else None
             )
         self._count(tally, engine, before)
 
@@ -454,7 +467,9 @@ class Pipeline:
         owned = self._partitions.get(tp)
         return [delivery for deliveries in owned[1].forwarding.values() for delivery in deliveries] if owned else []
 
-    def _settle_held(self, engine: Engine | ScopeEngine, progress: PartitionProgress, caught_up: str | None) -> None:
+    def _settle_held(
+        self, tp: Partition, engine: Engine | ScopeEngine, progress: PartitionProgress, caught_up: str | None
+    ) -> None:
         """Supersede the held decisions no longer current; act on the others of each campaign caught up: all of
         them once the partition has (`caught_up` says why), else those of campaigns read up to the present
         (catchup.py)."""
@@ -488,9 +503,9 @@ class Pipeline:
             if note is None:
                 decision = held.decision  # covered by the pause it was superseded by, when this process made that
                 self._lands_now(engine, decision.campaign_id, decision.superseded_by or decision.id)
-                self._dispatcher.submit(decision, recorded, progress.audit_read)
+                self._dispatcher.submit(decision, recorded, progress.audit_read, partition=tp)
             else:
-                self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read)
+                self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read, partition=tp)
         self._count_held()
 
     def _lands_now(self, engine: Engine | ScopeEngine, campaign_id: str, pause_id: str) -> None:

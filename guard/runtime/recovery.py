@@ -63,7 +63,7 @@ class AuditScan:
     def __init__(self, since_ms: int) -> None:
         self.since_ms = since_ms  # epoch ms: outcomes recorded since then are read
         self._done = asyncio.Event()
-        self.handed_over: list[Decision] = []
+        self.handed_over: list[tuple[Hashable, Decision]] = []  # (partition, decision)
 
     @classmethod
     def finished(cls) -> AuditScan:
@@ -79,12 +79,12 @@ class AuditScan:
     async def wait(self) -> None:
         await self._done.wait()
 
-    def hand_over(self, decisions: Iterable[Decision]) -> None:
+    def hand_over(self, tp: Hashable, decisions: Iterable[Decision]) -> None:
         if self.done:
             raise IllegalTransition("the audit rescan is done: decisions are checked at once, not handed to it")
-        self.handed_over.extend(decisions)
+        self.handed_over.extend((tp, decision) for decision in decisions)
 
-    def finish(self) -> list[Decision]:
+    def finish(self) -> list[tuple[Hashable, Decision]]:
         """Mark the scan done; returns the decisions handed to it, to check against the audit now."""
         if self.done:
             raise IllegalTransition("the audit rescan finished twice")
@@ -161,14 +161,14 @@ class Recovery:
 
     `rescan(since_ms)` is the audit read (guard.runtime.settled.SettledDecisions.scan); `unsettled(id)` says whether
     the audit holds a decision as `fired` and no outcome for it; `in_flight(tp)` gives those the audit holds for
-    campaigns of partition `tp`, from their records; `resume(decision)` acts on such a one."""
+    campaigns of partition `tp`, from their records; `resume(decision, tp)` acts on such a one, for `tp`."""
 
     def __init__(
         self,
         health: Health,
         rescan: Callable[[int], Coroutine[Any, Any, None]],
         unsettled: Callable[[str], bool],
-        resume: Callable[[Decision], None],
+        resume: Callable[[Decision, Hashable], None],
         in_flight: Callable[[Hashable], list[Decision]],
     ) -> None:
         self._health, self._rescan, self._unsettled, self._resume = health, rescan, unsettled, resume
@@ -252,7 +252,7 @@ class Recovery:
             if state.scan.done:
                 self._ready(tp, state, kept)
             else:
-                state.scan.hand_over(kept)
+                state.scan.hand_over(tp, kept)
         self._update()
         return remaining
 
@@ -262,8 +262,10 @@ class Recovery:
         except Exception:  # a bug: acting without knowing earlier outcomes beats never acting
             log.exception("audit rescan failed; acting without knowing earlier outcomes")
         self._scans.discard(scan)
-        handed = scan.finish()  # of partitions caught up meanwhile, some perhaps revoked since: checked all the same
-        resumed = self._check(handed)
+        resumed: set[str] = set()
+        for tp, decision in scan.finish():  # of partitions caught up meanwhile
+            if self._partitions.get(tp) is not None and self._partitions[tp].scan is scan:  # else another owner's now
+                resumed |= self._check(tp, [decision], resumed)
         for tp, state in list(self._partitions.items()):
             if state.scan is scan and state.stage is Stage.CAUGHT_UP:
                 self._ready(tp, state, [], resumed)
@@ -273,23 +275,23 @@ class Recovery:
     ) -> None:
         """CAUGHT_UP -> READY with its scan done: its replayed decisions checked, then what the audit holds in flight
         for its campaigns (the replay may not derive it again) resumed, each decision once."""
-        resumed = (resumed or set()) | self._check(kept)
+        resumed = (resumed or set()) | self._check(tp, kept)
         state.ready()
         for decision in self._in_flight(tp):
             if decision.id not in resumed:
                 resumed.add(decision.id)
-                self._resume(decision)
+                self._resume(decision, tp)
 
-    def _check(self, decisions: list[Decision]) -> set[str]:
-        """Decisions recorded (`fired`) before a restart but never given an outcome: act on them. A replayed
+    def _check(self, tp: Hashable, decisions: list[Decision], resumed: set[str] | None = None) -> set[str]:
+        """`tp`'s decisions recorded (`fired`) before a restart but never given an outcome: act on them. A replayed
         decision never recorded was not taken by the guard that read its records live: nothing to resume.
-        Returns the ids acted on."""
-        resumed = set()
+        Returns the ids acted on (those in `resumed` are not acted on again)."""
+        acted: set[str] = set()
         for decision in decisions:
-            if decision.id not in resumed and self._unsettled(decision.id):
-                resumed.add(decision.id)
-                self._resume(decision)
-        return resumed
+            if decision.id not in acted and decision.id not in (resumed or ()) and self._unsettled(decision.id):
+                acted.add(decision.id)
+                self._resume(decision, tp)
+        return acted
 
     def _update(self) -> None:
         self._health.recovering = self.recovering

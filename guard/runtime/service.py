@@ -345,11 +345,11 @@ class Service:
             pipeline.resumed(tp, decision)
         return decisions
 
-    def _resume(self, decision: Decision) -> None:
-        """A decision recorded (`fired`) before a restart but never given an outcome: act on it."""
+    def _resume(self, decision: Decision, tp: TopicPartition) -> None:
+        """A decision of `tp` recorded (`fired`) before a restart but never given an outcome: act on it."""
         if self._dispatcher is not None:
             self.metrics.resumed.inc()
-            self._dispatcher.resume(decision)
+            self._dispatcher.resume(decision, partition=tp)
 
     async def _ensure_outputs(self) -> None:
         """The audit and dead-letter topics made if missing, with as many partitions as the largest input topic.

@@ -182,6 +182,10 @@ class LeadterraStandIn(LeadterraApi):
         fault = Fault(status, "huge_body", "", campaign_id=campaign_id, body_size=size)
         self._faults.extend([fault] * n)
 
+    def clear_faults(self) -> None:
+        """Forget the injected failures not yet served: the API is back."""
+        self._faults.clear()
+
     @property
     def in_flight(self) -> int:
         """Requests received and not yet answered (e.g. held by ``latency``)."""
