@@ -481,6 +481,20 @@ class TestCampaignStarted:
         assert fired(engine, [*events[:at], started(T0 - 1), *events[at:]]) == expected
         assert (engine.stats.resets, engine.stats.duplicates) == (0, 1)
 
+    @pytest.mark.parametrize("seen", [False, True], ids=["start-never-seen", "start-seen"])
+    def test_a_start_stamped_before_the_pause_in_force_leaves_it_in_force(self, seen: bool) -> None:
+        """The stale list paused, its owner resumes it within the grace, and then the retry of a start stamped before
+        the pause arrives: the pause stays in force, so the old list's late bounces are covered by it, not counted
+        against the resumed campaign (they paused it a second time)."""
+        stale = rules(rate_rule(threshold="10%", min_volume=20))
+        events = [*([started(T0 - 1)] if seen else []), *self.stale_list(0, 30)]
+        engine = Engine(stale, resume_grace=DAY)
+        [pause] = fired(engine, events)
+        assert engine.episode("c1").pause == pause.id
+        late_bounces = [bounce(T0 + 31 * MINUTE + n, f"s{n}") for n in range(0, 30, 5) if n % 5 != 4]
+        assert fired(engine, [started(T0 - 1), *late_bounces]) == []
+        assert engine.episode("c1").pause == pause.id and engine.stats.resets == 0
+
     def test_an_older_start_delivered_after_a_restart_is_history(self) -> None:
         """A retried start of the episode before the current one begins nothing: the current one's evidence stays."""
         engine = Engine(rules(rule(threshold=3, cooldown=0)))

@@ -344,13 +344,17 @@ class Engine:
     def _started_before(self, state: CampaignState, time: float) -> bool:
         """Whether a `campaign.started` at `time` is history delivered again, not a new episode: it has no messageId
         to be deduplicated by, and Leadterra retries a webhook for hours, so a retry stamped at or before the current
-        episode's start would otherwise erase everything counted since. One behind the evidence of a campaign whose
-        start was never seen (its first delivery lost) only marks the episode's start: what came after it stays."""
+        episode's start would otherwise erase everything counted since, and one stamped before the pause in force
+        would end that pause (the old list's late outcomes then pause the resumed campaign again). One behind the
+        evidence of a campaign whose start was never seen (its first delivery lost) only marks the episode's start:
+        what came after it stays."""
         if time <= state.started_at:
             self.stats.duplicates += 1
             return True
-        if state.began is None and state.last_pause is None and time < state.watermark:
-            state.started_at, state.began = time, EpisodeStart.STARTED
+        paused = state.last_pause is not None and time <= state.last_pause[1]
+        if paused or (state.began is None and time < state.watermark):
+            if state.began is None:
+                state.started_at, state.began = time, EpisodeStart.STARTED
             self.stats.late += 1
             return True
         return False
