@@ -154,8 +154,16 @@ class Harness:
         self.resumed_for: list[TopicPartition] = []  # the partition each was resumed for
         self.scans: list[asyncio.Event] = []
         self.in_flight: dict[TopicPartition, list[Decision]] = {}  # what the audit holds in flight, by partition
+        self.judged: list[
+            tuple[TopicPartition, list[Decision]]
+        ] = []  # left to the catch-up: replayed under other rules
         self.recovery = Recovery(
-            self.health, self.rescan, self.unsettled, self.resume, lambda tp: self.in_flight.get(tp, [])
+            self.health,
+            self.rescan,
+            self.unsettled,
+            self.resume,
+            lambda tp: self.in_flight.get(tp, []),
+            lambda tp, decisions: self.judged.append((tp, decisions)),
         )
 
     def unsettled(self, decision_id: str) -> bool:
@@ -175,11 +183,11 @@ class Harness:
         for _ in range(3):  # the scan task runs on
             await asyncio.sleep(0)
 
-    async def assign(self, *partitions: TopicPartition, committed: int | None = 10) -> None:
+    async def assign(self, *partitions: TopicPartition, committed: int | None = 10, other_rules: bool = False) -> None:
         self.recovery.assigned([(tp, f"{tp.topic}[{tp.partition}]") for tp in partitions], 0)
         await asyncio.sleep(0)  # the rescan starts
         for tp in partitions:
-            self.recovery.positioned(tp, committed)
+            self.recovery.positioned(tp, committed, other_rules)
 
 
 class TestRecovery:
@@ -236,6 +244,34 @@ class TestRecovery:
         h.recovery.progress({A: 10})
         await h.finish_scan(0)
         assert h.resumed == [recorded]
+
+    @pytest.mark.parametrize("scan_first", [False, True], ids=["caught-up-during-the-scan", "scan-done-first"])
+    async def test_a_replay_under_other_rules_leaves_its_unrecorded_decisions_to_the_catch_up(
+        self, scan_first: bool
+    ) -> None:
+        """The checkpoint was of other rules (a changed rule shipped with a restart): the records before the committed
+        offset were read live under those, so a pause the rules in force derive from them was never made. Dropped,
+        it left the engine holding a pause nobody made; judged at catch-up as a backlog's, the campaign bad now is
+        paused. A recorded one is resumed as ever."""
+        recorded, unrecorded = pause_decision("camp_recorded"), pause_decision("camp_unrecorded")
+        h = Harness(unrecorded={unrecorded.id})
+        await h.assign(A, other_rules=True)
+        if scan_first:
+            await h.finish_scan(0)
+        h.recovery[A].keep([recorded, unrecorded])
+        h.recovery.progress({A: 10})
+        if not scan_first:
+            await h.finish_scan(0)
+        assert h.resumed == [recorded] and h.judged == [(A, [unrecorded])]
+
+    async def test_a_replay_under_the_same_rules_judges_nothing(self) -> None:
+        unrecorded = pause_decision("camp_unrecorded")
+        h = Harness(unrecorded={unrecorded.id})
+        await h.assign(A)
+        h.recovery[A].keep([unrecorded])
+        h.recovery.progress({A: 10})
+        await h.finish_scan(0)
+        assert h.resumed == [] and h.judged == []
 
     async def test_a_decision_recorded_in_flight_is_resumed_from_its_record_when_the_replay_does_not_derive_it(
         self,

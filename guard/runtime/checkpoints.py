@@ -251,6 +251,12 @@ class Checkpointer:
         # a restore in a worker thread never beside an encoding on the loop: each turns the garbage collector off,
         # and back on as it found it (snapshot.py), which two threads at once could leave off for good
         self._collector = asyncio.Lock()
+        self._other_rules: set[TopicPartition] = set()  # refused at the last restore for being of other rules
+
+    def other_rules(self, tp: TopicPartition) -> bool:
+        """Whether `tp`'s checkpoint was of other rules than those in force: the records before the committed offset
+        were read live under those, so a pause the replay derives and the audit never saw was not theirs to make."""
+        return tp in self._other_rules
 
     async def write(self, partitions: list[TopicPartition]) -> None:
         """Checkpoint each of `partitions` that can be now; a failed one is logged and counted, never raised."""
@@ -294,6 +300,7 @@ class Checkpointer:
         A partition without one replays the look-back as before; an unusable one is logged and counted, and
         the whole checkpoint before it is used if it was read. Never raises: whatever the state topic holds,
         the worst it can do is a look-back replay."""
+        self._other_rules.difference_update(partitions)
         try:
             found = await self._store.load(partitions)
             self._metrics.checkpoint_records_read.set(self._store.records_read)
@@ -349,6 +356,8 @@ class Checkpointer:
         checkpoint: Found | None = found
         while checkpoint is not None:
             if checkpoint.snapshot_format != FORMAT or checkpoint.rules_version != version:
+                if checkpoint.rules_version != version:
+                    self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
                 self._metrics.checkpoints.labels("mismatch").inc()
                 log.info("checkpoint of other rules or format; replaying the look-back", partition=name)
                 return None

@@ -520,6 +520,23 @@ class Pipeline:
         if tp in self._partitions:
             self._lands_now(self._partitions[tp][0], decision.campaign_id, decision.id)
 
+    def hold_replayed(self, tp: Partition, decisions: list[Decision]) -> None:
+        """Pause decisions `tp`'s replay derived under other rules than its previous owner ran, which that owner never
+        made: held as a backlog's (catchup.py), so the campaign bad now is paused once, at catch-up, and one healthy
+        since is not; dropped, they left the engine holding a pause nobody made, and the campaign's next sends read as
+        its resume, which dropped the evidence (a changed rule shipped with a restart paused minutes late). No commit
+        passes them meanwhile."""
+        if tp not in self._partitions or not decisions:
+            return
+        progress, now = self._partitions[tp][1], self._clock()
+        offset = progress.recovery.replay_until
+        for decision in decisions:
+            if decision.id not in progress.held:
+                progress.pending[offset] += 1
+                progress.held[decision.id] = Held(decision, offset, now)
+        log.info("pause decisions of changed rules held for the catch-up", partition=name(tp), held=len(decisions))
+        self._count_held()
+
     def _count_held(self) -> None:
         self._metrics.unsettled(held=self.held())
 

@@ -171,7 +171,8 @@ class Rebalance(ConsumerRebalanceListener):
             if engine is not None and self._pipeline.rules is not rules:  # reloaded meanwhile
                 engine.set_rules(self._pipeline.rules)
             self._consumer.seek(tp, starts[tp])
-            recovery = self._recovery.positioned(tp, committed[tp])
+            other_rules = self._checkpoints is not None and self._checkpoints.other_rules(tp)
+            recovery = self._recovery.positioned(tp, committed[tp], other_rules=other_rules)
             self._pipeline.assign(
                 tp, committed[tp], since_ms, engine, recovery, self._recovery.audit_read(tp), ends.get(tp)
             )

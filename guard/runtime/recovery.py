@@ -96,23 +96,25 @@ class AuditScan:
 class PartitionRecovery:
     """One assigned partition's way from POSITIONING to READY. Each transition refuses any other stage."""
 
-    __slots__ = ("name", "stage", "scan", "replay_until", "_kept")
+    __slots__ = ("name", "stage", "scan", "replay_until", "other_rules", "_kept")
 
     def __init__(self, name: str, scan: AuditScan) -> None:
         self.name = name  # for messages: `topic[partition]`
         self.stage = Stage.POSITIONING
         self.scan = scan  # the audit rescan this partition's assignment started
         self.replay_until = 0  # records below this offset only rebuild state
+        self.other_rules = False  # those records were read live under other rules (Recovery: `judge`)
         self._kept: dict[str, Decision] = {}  # pause decisions met while replaying, by id
 
     def _expect(self, stage: Stage, transition: str) -> None:
         if self.stage is not stage:
             raise IllegalTransition(f"{self.name}: cannot {transition} while {self.stage.value}")
 
-    def positioned(self, committed: int | None) -> None:
-        """POSITIONING -> REPLAYING: reading starts; records before `committed` were handled by the previous owner."""
+    def positioned(self, committed: int | None, other_rules: bool = False) -> None:
+        """POSITIONING -> REPLAYING: reading starts; records before `committed` were handled by the previous owner
+        (under other rules than those in force, says `other_rules`)."""
         self._expect(Stage.POSITIONING, "be positioned")
-        self.replay_until = committed or 0
+        self.replay_until, self.other_rules = committed or 0, other_rules
         self.stage = Stage.REPLAYING
 
     def keep(self, decisions: Iterable[Decision]) -> None:
@@ -161,7 +163,9 @@ class Recovery:
 
     `rescan(since_ms)` is the audit read (guard.runtime.settled.SettledDecisions.scan); `unsettled(id)` says whether
     the audit holds a decision as `fired` and no outcome for it; `in_flight(tp)` gives those the audit holds for
-    campaigns of partition `tp`, from their records; `resume(decision, tp)` acts on such a one, for `tp`."""
+    campaigns of partition `tp`, from their records; `resume(decision, tp)` acts on such a one, for `tp`;
+    `judge(tp, decisions)` has the pause decisions a replay under other rules than the previous owner's derived, and
+    the audit holds no `fired` of, judged as a backlog's are (guard.runtime.catchup): that owner never made them."""
 
     def __init__(
         self,
@@ -170,9 +174,10 @@ class Recovery:
         unsettled: Callable[[str], bool],
         resume: Callable[[Decision, Hashable], None],
         in_flight: Callable[[Hashable], list[Decision]],
+        judge: Callable[[Hashable, list[Decision]], None] = lambda tp, decisions: None,
     ) -> None:
         self._health, self._rescan, self._unsettled, self._resume = health, rescan, unsettled, resume
-        self._in_flight = in_flight
+        self._in_flight, self._judge = in_flight, judge
         self._partitions: dict[Hashable, PartitionRecovery] = {}
         self._scans: set[AuditScan] = set()  # running
         self._tasks: set[asyncio.Task[None]] = set()
@@ -211,9 +216,9 @@ class Recovery:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def positioned(self, tp: Hashable, committed: int | None) -> PartitionRecovery:
+    def positioned(self, tp: Hashable, committed: int | None, other_rules: bool = False) -> PartitionRecovery:
         state = self._partitions[tp]
-        state.positioned(committed)
+        state.positioned(committed, other_rules)
         return state
 
     def audit_read(self, tp: Hashable) -> AuditRead:
@@ -284,13 +289,22 @@ class Recovery:
 
     def _check(self, tp: Hashable, decisions: list[Decision], resumed: set[str] | None = None) -> set[str]:
         """`tp`'s decisions recorded (`fired`) before a restart but never given an outcome: act on them. A replayed
-        decision never recorded was not taken by the guard that read its records live: nothing to resume.
+        decision never recorded was not taken by the guard that read its records live: nothing to resume; when that
+        guard ran other rules, the rest go to `judge` (the rules in force would have made them).
         Returns the ids acted on (those in `resumed` are not acted on again)."""
         acted: set[str] = set()
+        others = []
         for decision in decisions:
-            if decision.id not in acted and decision.id not in (resumed or ()) and self._unsettled(decision.id):
+            if decision.id in acted or decision.id in (resumed or ()):
+                continue
+            if self._unsettled(decision.id):
                 acted.add(decision.id)
                 self._resume(decision, tp)
+            else:
+                others.append(decision)
+        state = self._partitions.get(tp)
+        if others and state is not None and state.other_rules:
+            self._judge(tp, others)
         return acted
 
     def _update(self) -> None:

@@ -155,6 +155,7 @@ class Service:
             functools.partial(self._settled.unsettled, dry_run=dispatcher.dry_run),
             self._resume,
             in_flight=functools.partial(self._in_flight, pipeline),
+            judge=functools.partial(self._judge_replayed, pipeline),
         )
         listener: Rebalance | None = None
         self.metrics.rules_loaded.set(len(self.rules.rules))
@@ -344,6 +345,12 @@ class Service:
         for decision in decisions:
             pipeline.resumed(tp, decision)
         return decisions
+
+    def _judge_replayed(self, pipeline: Pipeline, tp: TopicPartition, decisions: list[Decision]) -> None:
+        """Pause decisions a replay under other rules derived for `tp` and the audit holds no record of: held, and
+        judged at catch-up as a backlog's are (a campaign bad now is paused once, one healthy since is not)."""
+        unrecorded = [d for d in decisions if d.id not in self._settled and self._settled.recorded(d.id) is None]
+        pipeline.hold_replayed(tp, unrecorded)
 
     def _resume(self, decision: Decision, tp: TopicPartition) -> None:
         """A decision of `tp` recorded (`fired`) before a restart but never given an outcome: act on it."""

@@ -1,0 +1,69 @@
+"""A rule changed and shipped with a restart (`helm upgrade` with the rules edited, the chart's `restartOnChange`, a rolling
+update): the checkpoints are of the old rules, so the new guard replays the look-back under the new ones. The records
+of that look-back were read live under the old rules, so a pause the new rule derives from them was never made: judged
+at catch-up as a backlog's are, the campaign bad now is paused at once, as a hot reload of the same file pauses it at
+its next event. It was dropped instead, leaving the engine holding a pause nobody made: the campaign's next sends read
+as its resume, which dropped the evidence, and the pause waited for `min_volume` new sends (75 s of live mail here)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+MINUTE = 60.0
+RULE = """groups:
+  - name: team
+    rules:
+      - name: team-bounces
+        description: Our own line.
+        rate:
+          of: {{signal: bounced, where: {{bounce_type: hard}}}}
+          per: sent
+        window: 1h
+        threshold: {threshold}
+        min_volume: 100
+        cooldown: 1h
+        action: {action}
+"""
+
+
+def write_rules(folder: Path, action: str, threshold: str) -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "team.yaml").write_text(RULE.format(action=action, threshold=threshold))
+
+
+@pytest.mark.parametrize(
+    "before", [("alert", "5%"), ("pause", "30%")], ids=["alert-turned-into-a-pause", "threshold-lowered"]
+)
+async def test_a_rule_changed_with_a_restart_pauses_the_campaign_bad_now_at_catch_up(
+    deploy, tmp_path: Path, before: tuple[str, str]
+) -> None:
+    S, campaign, rules = deploy.Stretch, "camp_bad_since_half_an_hour", tmp_path / "rules"
+    deploy.campaigns(campaign)
+    write_rules(rules, *before)
+    now = time.time()
+    await deploy.produce(
+        deploy.history(
+            deploy.mail(
+                campaign,
+                S(now - 60 * MINUTE, now - 30 * MINUTE, deploy.HEALTHY),
+                S(now - 30 * MINUTE, now, deploy.BAD),
+                until=now,
+            )
+        )
+    )
+    first = deploy.start("old-rules", GUARD_RULES=str(rules))
+    await first.wait_ready(60)
+    await deploy.settle(first)
+    assert not deploy.standin.pause_requests()  # the premise: the old rules pause nothing
+    assert await first.terminate() == 0  # checkpoints written, of the old rules
+
+    write_rules(rules, "pause", "5%")
+    second = deploy.start("new-rules", GUARD_RULES=str(rules))
+    await second.wait_ready(60)
+    await deploy.wait_until(lambda: bool(deploy.standin.pause_requests()), 45, 0.5, "the campaign bad now paused")
+    await deploy.settle(second)
+    assert [r.campaign_id for r in deploy.standin.pause_requests()] == [campaign]
+    assert (await second.metrics())("guard_checkpoints_total", result="mismatch") >= 1
