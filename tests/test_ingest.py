@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -202,6 +204,27 @@ async def test_a_signed_body_cannot_be_pinned_on_a_campaign_by_the_url(ingest, t
         pytest.param(b"{not json", "not JSON", id="not-json"),
         pytest.param(webhook(None, "m-nc"), "no campaign id", id="no-campaign"),
         pytest.param(b'{"hello": "world"}', "no event name", id="unknown-shape"),
+        pytest.param(
+            b'{"event": "message.sent", "data": {"campaignId": 12345, "messageId": "m"}}',
+            "data.campaignId is a number",
+            id="numeric-campaign",
+        ),
+        # signed, with a campaign, and yet `guard run` would not count them: `accepted` would be a lie
+        pytest.param(
+            b'{"event": "message.sent", "data": {"campaignId": "camp_1", "messageId": 42}}',
+            "messageId",
+            id="numeric-message-id",
+        ),
+        pytest.param(
+            b'{"event": "message.bounced", "data": {"campaignId": "camp_1", "messageId": "m", "bounceType": "Hard"}}',
+            "bounceType",
+            id="bounce-type-not-documented",
+        ),
+        pytest.param(
+            b'{"event": "message.sent", "timestamp": "2999-01-01T00:00:00Z", "data": {"campaignId": "camp_1"}}',
+            "ahead of the record's time",
+            id="stamped-far-ahead",
+        ),
     ],
 )
 async def test_a_signed_but_unusable_body_is_dead_lettered_as_it_came(
@@ -255,6 +278,27 @@ class TestArf:
         dead = await read_all(kafka_bootstrap, topics.dlq, lambda r: len(r) >= 1)
         assert [r.value for r in dead] == [raw]
         assert await read_all(kafka_bootstrap, topics.input, lambda r: False, timeout=0.5) == []
+
+    @pytest.mark.parametrize("variant", ["base64-original", "arrival-date-ahead"])
+    async def test_a_report_a_feedback_loop_bends_still_counts(self, ingest, topics, kafka_bootstrap, variant):
+        """Some feedback loops base64-encode the reported message (RFC 2046 forbids it on message/*), or write local
+        time as UTC: the complaint counts all the same, at the record's time when its Arrival-Date is ahead."""
+        raw = (ARF / "abuse.eml").read_bytes()
+        if variant == "base64-original":
+            part = b"Content-Type: message/rfc822\nContent-Disposition: inline\n\n"
+            head, _, original = raw.partition(part)
+            original, _, tail = original.rpartition(b"\n--")
+            encoding = b"Content-Transfer-Encoding: base64\n\n"
+            raw = head + part.removesuffix(b"\n") + encoding + base64.encodebytes(original) + b"\n--" + tail
+        else:
+            raw = re.sub(rb"Arrival-Date: [^\n]+", b"Arrival-Date: Fri, 01 Jan 2999 00:00:00 +0000", raw)
+        answer = await ingest.post(ARF_PATH, content=raw, headers={"Authorization": f"Bearer {ARF_TOKEN.decode()}"})
+        assert answer.json()["status"] == "accepted", answer.text
+        records = await read_all(kafka_bootstrap, topics.input, lambda r: len(r) >= 1)
+        event = decode(records[0].value, records[0].timestamp / 1000)
+        assert (event.campaign_id, event.message_id) == ("camp_fbl_1", "msg_8b1f2c@sender.example.com")
+        if variant == "arrival-date-ahead":
+            assert event.time == records[0].timestamp / 1000
 
     @pytest.mark.parametrize("authorization", [None, "Bearer wrong", "Basic YTpi", f"bearer{ARF_TOKEN.decode()}"])
     async def test_without_the_bearer_token_it_is_401(self, ingest, topics, kafka_bootstrap, authorization):

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
+from guard.contracts.events import IgnoredEvent, MalformedEvent, decode
 from guard.errors import ConfigError
 from guard.ingest.arf import UnusableReport, complaint_event
 from guard.ingest.door import ConnectionCap, ParserErrors
@@ -254,6 +255,8 @@ class Ingest:
                 campaign_id, value = webhook_record(body, signer.campaign)
             except UnusableWebhook as error:
                 return await self._dead_letter("leadterra", body, str(error))
+            if (reason := _unreadable(value)) is not None:
+                return await self._dead_letter("leadterra", body, reason)
             return await self._produce("leadterra", campaign_id, value)
 
         return await self._with_body(request, "leadterra", handle)
@@ -265,10 +268,14 @@ class Ingest:
         async def handle(body: bytes) -> web.Response:
             try:
                 # off the event loop: a signed webhook is not kept waiting while a report is parsed
-                event = await asyncio.to_thread(complaint_event, body, self.config.ingest.arf_campaign_header)
+                header = self.config.ingest.arf_campaign_header
+                event = await asyncio.to_thread(complaint_event, body, header, time.time())
             except UnusableReport as error:
                 return await self._dead_letter("arf", body, str(error))
-            return await self._produce("arf", event["data"]["campaignId"], msgspec.json.encode(event))
+            value = msgspec.json.encode(event)
+            if (reason := _unreadable(value)) is not None:
+                return await self._dead_letter("arf", body, reason)
+            return await self._produce("arf", event["data"]["campaignId"], value)
 
         return await self._with_body(request, "arf", handle)
 
@@ -383,6 +390,19 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
             raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _unreadable(value: bytes) -> str | None:
+    """Why `guard run` would dead-letter this record, read by its own decoder with now as the record's time (the
+    producer stamps it so), or None: `accepted` means the event counts, so a body it would not count is answered
+    `dead_lettered` with the decoder's reason. An event the guard does not count (`ignored`) is accepted."""
+    try:
+        decode(value, time.time())
+    except MalformedEvent as error:
+        return str(error)
+    except IgnoredEvent:
+        pass
+    return None
 
 
 def _answer(code: int, **body: str) -> web.Response:

@@ -8,27 +8,35 @@ provider sends headers only). The campaign comes from a header the sender put on
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import quopri
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import HeaderParser
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from guard.contracts.events import MAX_FUTURE_SKEW_SECONDS
 from guard.errors import GuardError
 
 #: Feedback types that mean "a recipient called this spam"; not-spam and auth-failure do not.
 COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
 #: an ARF report has three parts; the reported message may add a few (alternatives, attachments)
 MAX_MIME_PARTS = 100
+_ENCODED = ("base64", "quoted-printable")
+_POLICY = email.policy.default
 
 
 class UnusableReport(GuardError):
     """The bytes are no ARF complaint the guard can count; the reason says why (dead-lettered)."""
 
 
-def complaint_event(raw: bytes, campaign_header: str) -> dict[str, Any]:
-    """The `message.complained` event an ARF report stands for; raises UnusableReport, and nothing else.
+def complaint_event(raw: bytes, campaign_header: str, now: float | None = None) -> dict[str, Any]:
+    """The `message.complained` event an ARF report stands for; raises UnusableReport, and nothing else. An
+    Arrival-Date further past `now` than the guard takes (local time written as UTC, a wrong clock) is left out:
+    the record's time stands in, and the complaint still counts.
 
     The email package's work grows with the parts and their nesting (a 1 MB report of 32,000 parts
     takes seconds), so the delimiter lines are counted first, at C speed, and a report with more than
@@ -38,7 +46,7 @@ def complaint_event(raw: bytes, campaign_header: str) -> dict[str, Any]:
     if (delimiters := raw.count(b"\n--")) > MAX_MIME_PARTS:
         raise UnusableReport(f"more than {MAX_MIME_PARTS} MIME parts ({delimiters} delimiter lines): no ARF report")
     try:
-        return _complaint_event(raw, campaign_header)
+        return _complaint_event(raw, campaign_header, now)
     except UnusableReport:
         raise
     except LookupError as error:
@@ -47,7 +55,7 @@ def complaint_event(raw: bytes, campaign_header: str) -> dict[str, Any]:
         raise UnusableReport(f"unreadable report: {type(error).__name__}: {error}") from None
 
 
-def _complaint_event(raw: bytes, campaign_header: str) -> dict[str, Any]:
+def _complaint_event(raw: bytes, campaign_header: str, now: float | None) -> dict[str, Any]:
     report = email.message_from_bytes(raw, policy=email.policy.default)
     if report.get_content_type() != "multipart/report":
         raise UnusableReport(f"not an ARF report: content type {report.get_content_type()}, not multipart/report")
@@ -74,8 +82,9 @@ def _complaint_event(raw: bytes, campaign_header: str) -> dict[str, Any]:
         data["recipientDomain"] = recipient.rpartition("@")[2].lower()
     event: dict[str, Any] = {"event": "message.complained"}
     # the complaint's time; without one the guard falls back to the record's time
-    if (when := _iso(fields.get("Arrival-Date")) or _iso(fields.get("Received-Date"))) is not None:
-        event["timestamp"] = when
+    when = _time(fields.get("Arrival-Date")) or _time(fields.get("Received-Date"))
+    if when is not None and (now is None or when.timestamp() <= now + MAX_FUTURE_SKEW_SECONDS):
+        event["timestamp"] = when.isoformat()
     event["data"] = data
     return event
 
@@ -92,6 +101,10 @@ def _parts(report: EmailMessage) -> tuple[EmailMessage, EmailMessage | None]:
         elif kind in ("message/rfc822", "message/rfc822-headers") and original is None:
             payload = part.get_payload()
             original = payload[0] if isinstance(payload, list) and payload else None
+            if original is not None and str(part.get("Content-Transfer-Encoding", "")).strip().lower() in _ENCODED:
+                # not allowed on message/* (RFC 2046), but some feedback loops send it: the message is its decoding
+                encoded = part.get("Content-Transfer-Encoding")
+                original = email.message_from_bytes(_decoded(original.get_payload(), encoded), policy=_POLICY)
         elif kind == "text/rfc822-headers" and original is None:
             original = HeaderParser(policy=email.policy.default).parsestr(part.get_content())
     if fields is None:
@@ -99,15 +112,18 @@ def _parts(report: EmailMessage) -> tuple[EmailMessage, EmailMessage | None]:
     return fields, original
 
 
-def _iso(value: object) -> str | None:
+def _decoded(text: str, encoding: str) -> bytes:
+    data = text.encode("ascii", "surrogateescape")
+    if encoding.strip().lower() == "base64":
+        return base64.b64decode(data)  # non-alphabet characters (line breaks) are skipped
+    return quopri.decodestring(data)
+
+
+def _time(value: object) -> datetime | None:
     if value is None:
         return None
     try:
         when = parsedate_to_datetime(str(value))
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:  # RFC 5322 "-0000": time in UTC, zone unknown
-        from datetime import UTC
-
-        when = when.replace(tzinfo=UTC)
-    return when.isoformat()
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)  # RFC 5322 "-0000": UTC, zone unknown

@@ -58,6 +58,8 @@ def webhook_record(body: bytes, bound_campaign: str | None) -> tuple[str, bytes]
     if named is not None and named == in_data:
         return named, body
     campaign_id = named or bound_campaign
+    if not campaign_id and (kind := _not_text(data)) is not None:
+        raise UnusableWebhook(f"{kind}: campaign ids are strings")
     if not campaign_id:
         raise UnusableWebhook(
             "no campaign id: neither data.campaignId nor data.reply.campaignId, and not signed with a campaign's "
@@ -68,6 +70,19 @@ def webhook_record(body: bytes, bound_campaign: str | None) -> tuple[str, bytes]
     data["campaignId"] = msgspec.Raw(msgspec.json.encode(campaign_id))
     envelope["data"] = msgspec.Raw(msgspec.json.encode(data))
     return campaign_id, msgspec.json.encode(envelope)
+
+
+def _not_text(data: _Object) -> str | None:
+    """Which campaign id field holds something other than a string, as `data.campaignId is a number`; None if none."""
+    reply = _value(data.get("reply"))
+    fields = {
+        "data.campaignId": _value(data.get("campaignId")),
+        "data.reply.campaignId": reply.get("campaignId") if isinstance(reply, dict) else None,
+    }
+    for field, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            return f"{field} is {'a number' if type(value) in (int, float) else 'not a string'}"
+    return None
 
 
 def _reply_campaign(data: _Object) -> str | None:
