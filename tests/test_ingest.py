@@ -279,10 +279,11 @@ class TestArf:
         assert [r.value for r in dead] == [raw]
         assert await read_all(kafka_bootstrap, topics.input, lambda r: False, timeout=0.5) == []
 
-    @pytest.mark.parametrize("variant", ["base64-original", "arrival-date-ahead"])
+    @pytest.mark.parametrize("variant", ["base64-original", "arrival-date-ahead", "message-id-of-998-characters"])
     async def test_a_report_a_feedback_loop_bends_still_counts(self, ingest, topics, kafka_bootstrap, variant):
         """Some feedback loops base64-encode the reported message (RFC 2046 forbids it on message/*), or write local
-        time as UTC: the complaint counts all the same, at the record's time when its Arrival-Date is ahead."""
+        time as UTC, and a Message-ID may be longer than the guard keeps of an id: the complaint counts all the same,
+        at the record's time when its Arrival-Date is ahead, without the id when it is too long."""
         raw = (ARF / "abuse.eml").read_bytes()
         if variant == "base64-original":
             part = b"Content-Type: message/rfc822\nContent-Disposition: inline\n\n"
@@ -290,13 +291,16 @@ class TestArf:
             original, _, tail = original.rpartition(b"\n--")
             encoding = b"Content-Transfer-Encoding: base64\n\n"
             raw = head + part.removesuffix(b"\n") + encoding + base64.encodebytes(original) + b"\n--" + tail
-        else:
+        elif variant == "arrival-date-ahead":
             raw = re.sub(rb"Arrival-Date: [^\n]+", b"Arrival-Date: Fri, 01 Jan 2999 00:00:00 +0000", raw)
+        else:
+            raw = raw.replace(b"<msg_8b1f2c@sender.example.com>", b"<" + b"m" * 980 + b"@sender.example.com>")
         answer = await ingest.post(ARF_PATH, content=raw, headers={"Authorization": f"Bearer {ARF_TOKEN.decode()}"})
         assert answer.json()["status"] == "accepted", answer.text
         records = await read_all(kafka_bootstrap, topics.input, lambda r: len(r) >= 1)
         event = decode(records[0].value, records[0].timestamp / 1000)
-        assert (event.campaign_id, event.message_id) == ("camp_fbl_1", "msg_8b1f2c@sender.example.com")
+        expected_id = None if variant == "message-id-of-998-characters" else "msg_8b1f2c@sender.example.com"
+        assert (event.signal, event.campaign_id, event.message_id) == (Signal.COMPLAINED, "camp_fbl_1", expected_id)
         if variant == "arrival-date-ahead":
             assert event.time == records[0].timestamp / 1000
 

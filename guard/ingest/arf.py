@@ -18,7 +18,7 @@ from email.parser import HeaderParser
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from guard.contracts.events import MAX_FUTURE_SKEW_SECONDS
+from guard.contracts.events import MAX_FUTURE_SKEW_SECONDS, MAX_ID_LENGTH
 from guard.errors import GuardError
 
 #: Feedback types that mean "a recipient called this spam"; not-spam and auth-failure do not.
@@ -73,7 +73,10 @@ def _complaint_event(raw: bytes, campaign_header: str, now: float | None) -> dic
     if not campaign_id:
         raise UnusableReport(f"the original message has no {campaign_header} header")
     data: dict[str, Any] = {"campaignId": campaign_id, "feedbackType": feedback_type}
-    if message_id := str(original.get("Message-ID", "")).strip().strip("<>"):
+    # a Message-ID may run to 998 characters (RFC 5322), past what the guard keeps of an id: the complaint counts
+    # without it (it is then neither deduplicated nor told apart from an earlier episode's mail) rather than not at all
+    message_id = str(original.get("Message-ID", "")).strip().strip("<>")
+    if message_id and len(message_id) <= MAX_ID_LENGTH:
         data["messageId"] = message_id
     if mail_from := str(fields.get("Original-Mail-From", "")).strip().strip("<>"):
         data["originalMailFrom"] = mail_from
