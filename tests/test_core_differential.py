@@ -416,6 +416,10 @@ class TestDedupe:
                 assert core.seen_before("c1", "sent", f"m{key}", asked) == python.seen_before(
                     "c1", "sent", f"m{key}", asked
                 )
+                began = python.sequence - int(before) % 3  # the open generation when an episode began, or earlier
+                assert core.seen_before_generation("c1", "sent", f"m{key}", began) == python.seen_before_generation(
+                    "c1", "sent", f"m{key}", began
+                )
         assert core.generations() == python.generations()
         assert core.buckets() == python.buckets()
         assert (core.keys, core.evicted, core.rotate_at, core.sequence) == (

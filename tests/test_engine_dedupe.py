@@ -105,6 +105,22 @@ class TestDeterminism:
         assert first.dedupe_evicted > 0
 
 
+class TestSeenBeforeAGeneration:
+    def test_keys_of_generations_opened_before_it_only(self) -> None:
+        """By the order generations opened in, whatever their times: a clock moved ahead by one record stamped so
+        gives every later generation that time, and the order still tells them apart."""
+        store = DedupeStore(HORIZON)
+        ahead = T0 + 2 * HOUR  # the partition's clock, after one record stamped two hours ahead
+        store.seen_event("c1", "sent", "old", ahead)  # sent at T0
+        store.seal(ahead + MINUTE)  # its pause
+        began = store.sequence  # its resume, at T0 + 30 minutes
+        store.seen_event("c1", "sent", "new", ahead + MINUTE)
+        assert store.seen_before_generation("c1", "sent", "old", began)
+        assert not store.seen_before_generation("c1", "sent", "new", began)
+        assert not store.seen_before_generation("c1", "sent", "never", began)
+        assert not store.seen_before("c1", "sent", "old", T0 + 30 * MINUTE)  # by time: the clock blurs it
+
+
 class TestStore:
     def test_a_match_across_two_entries_is_no_match(self) -> None:
         """The 7 stored bytes of one key may appear straddling two others in its bucket."""

@@ -104,6 +104,26 @@ def test_bounces_of_the_mail_before_a_resume_do_not_pause_the_cleaned_list(
 
 
 @pytest.mark.parametrize("kinds", KINDS)
+@pytest.mark.parametrize("ahead", [0.0, 0.9 * HOUR], ids=["in-step", "0.9h-ahead"])
+def test_a_record_stamped_ahead_on_another_campaign_does_not_blur_what_came_before_the_resume(
+    kinds: Kinds, ahead: float
+) -> None:
+    """Another campaign of the partition gets one complaint stamped up to two hours ahead (its producer's clock; the
+    brokers and the decoder take that much), early on: it moves the partition's clock, and with it every dedupe
+    generation's times, past the cleaned list's resume. Told apart by the log's order, the stale list's late bounces
+    are still skipped: one pause, none in the resumed episode (by time, they paused the cleaned list again)."""
+    events = stale_list_then_clean(15 * MINUTE, 30 * MINUTE)
+    other = [Event(Signal.SENT, "c2", T0 + 10.0 * n, f"other{n}") for n in range(200)]
+    skewed = Event(Signal.COMPLAINED, "c2", T0 + 2 * MINUTE + ahead, "other5")
+    history = sorted([*events, *other], key=lambda event: event.time)
+    history.insert(next(n for n, e in enumerate(history) if e.time > T0 + 2 * MINUTE), skewed)
+    engine = Engine(SHIPPED, kinds=kinds)
+    decisions = pauses(engine, history)
+    assert decisions and all(began is None for _, _, began in decisions), decisions
+    assert engine.stats.late > 0
+
+
+@pytest.mark.parametrize("kinds", KINDS)
 def test_a_list_still_bad_after_the_resume_is_paused_again(kinds: Kinds) -> None:
     """Its new mail bounces as much: the new episode's own outcomes count."""
     decisions = pauses(Engine(SHIPPED, kinds=kinds), stale_list_then_clean(15 * MINUTE, 30 * MINUTE, 5))

@@ -65,6 +65,22 @@ fn bit_length(value: i64) -> u32 {
 }
 
 impl DedupeStore {
+    /// The generation tag of the event's key; None when it is not remembered.
+    fn tag_of(
+        &self,
+        campaign_id: &Bound<'_, PyString>,
+        signal: &Bound<'_, PyString>,
+        message_id: &Bound<'_, PyString>,
+    ) -> PyResult<Option<u8>> {
+        let fingerprint = key_of(&[campaign_id, signal, message_id])?;
+        let index = (fingerprint & ((1u64 << self.bits) - 1)) as usize;
+        let stored = &(fingerprint >> 8 & U56).to_le_bytes()[..ENTRY - 1];
+        Ok(self.buckets[index]
+            .chunks_exact(ENTRY)
+            .find(|entry| &entry[..ENTRY - 1] == stored)
+            .map(|entry| entry[ENTRY - 1]))
+    }
+
     fn open(&mut self) -> &mut Generation {
         match self.detached.as_mut() {
             Some(generation) => generation,
@@ -255,17 +271,31 @@ impl DedupeStore {
         message_id: &Bound<'_, PyString>,
         time: f64,
     ) -> PyResult<bool> {
-        let fingerprint = key_of(&[campaign_id, signal, message_id])?;
-        let index = (fingerprint & ((1u64 << self.bits) - 1)) as usize;
-        let stored = &(fingerprint >> 8 & U56).to_le_bytes()[..ENTRY - 1];
-        let tag = self.buckets[index]
-            .chunks_exact(ENTRY)
-            .find(|entry| &entry[..ENTRY - 1] == stored)
-            .map(|entry| entry[ENTRY - 1]);
+        let tag = self.tag_of(campaign_id, signal, message_id)?;
         Ok(tag.is_some_and(|tag| {
             self.generations
                 .iter()
                 .any(|generation| generation.tag == tag && generation.newest < time)
+        }))
+    }
+
+    /// dedupe.py `seen_before_generation`: whether the event's key is remembered from a generation opened before
+    /// generation `sequence` (the open one when an episode began). Asks; remembers nothing.
+    fn seen_before_generation(
+        &self,
+        campaign_id: &Bound<'_, PyString>,
+        signal: &Bound<'_, PyString>,
+        message_id: &Bound<'_, PyString>,
+        sequence: i64,
+    ) -> PyResult<bool> {
+        let tag = self.tag_of(campaign_id, signal, message_id)?;
+        // generations are consecutive, the open one last
+        let oldest = self.sequence - self.generations.len() as i64 + 1;
+        Ok(tag.is_some_and(|tag| {
+            self.generations
+                .iter()
+                .zip(oldest..)
+                .any(|(generation, number)| generation.tag == tag && number < sequence)
         }))
     }
 

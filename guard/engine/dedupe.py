@@ -146,16 +146,29 @@ class DedupeStore:
         """Whether the event's key is remembered from a generation whose newest key came before `time` (the
         partition's clock then): first seen before `time` for sure. A key not remembered, or of a generation still
         taking keys at `time`, says nothing (False). Asks; remembers nothing."""
+        tag = self._tag_of(campaign_id, signal, message_id)
+        return any(generation.tag == tag and generation.newest < time for generation in self._generations)
+
+    def seen_before_generation(self, campaign_id: str, signal: str, message_id: str, sequence: int) -> bool:
+        """Whether the event's key is remembered from a generation opened before generation `sequence` (the open one
+        when an episode began): first seen before that, for sure, by the order of the partition's log, which one
+        record stamped ahead (moving the clock, so every generation's times, past the episode's) cannot blur. Asks;
+        remembers nothing."""
+        tag = self._tag_of(campaign_id, signal, message_id)
+        oldest = self._sequence - len(self._generations) + 1  # generations are consecutive, the open one last
+        return any(generation.tag == tag and oldest + n < sequence for n, generation in enumerate(self._generations))
+
+    def _tag_of(self, campaign_id: str, signal: str, message_id: str) -> int | None:
+        """The generation tag of the event's key; None when it is not remembered."""
         fingerprint = event_key(campaign_id, signal, message_id)  # type: ignore[arg-type]
         bucket = self._buckets[fingerprint & self._mask]
         stored = (fingerprint >> 8 & _U56).to_bytes(7, "little")
         at = bucket.find(stored)
         while at >= 0:
             if not at & 7:
-                tag = bucket[at + _ENTRY - 1]
-                return any(generation.tag == tag and generation.newest < time for generation in self._generations)
+                return bucket[at + _ENTRY - 1]
             at = bucket.find(stored, at + 1)
-        return False
+        return None
 
     def seen(self, fingerprint: int, now: float) -> bool:
         """Whether the key was seen within the horizon; if not, it is remembered from `now` (the

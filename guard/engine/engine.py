@@ -229,7 +229,7 @@ class Engine:
         )
         if started_at != float("-inf"):
             state.watermark = state.started_at = started_at
-            state.began = began
+            state.began, state.began_generation = began, self._seen.sequence
         return state
 
     def _resumed(self, campaign_id: str, time: float) -> CampaignState:
@@ -410,6 +410,10 @@ class Engine:
         any other outcome counts, as a pause errs."""
         if event.message_id is None or self._scopes:  # an engine of scopes has no episodes of a campaign's
             return False
+        if state.began_generation >= 0:  # by the log's order: a record stamped ahead moves the clock, not the order
+            return self._seen.seen_before_generation(
+                event.campaign_id, Signal.SENT, event.message_id, state.began_generation
+            )
         return self._seen.seen_before(event.campaign_id, Signal.SENT, event.message_id, state.started_at)
 
     def _is_duplicate(self, event: Event) -> bool:

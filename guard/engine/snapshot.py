@@ -41,7 +41,7 @@ from guard.engine.state import NO_RULE_STATES, CampaignState, RuleState
 from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, SKIPPED_IDS, LastN, SlidingCount
 from guard.rules.models import MAX_LAST, RuleSet
 
-FORMAT = 5  # raise with any change to what is stored (4 was another layout once: never reuse a number)
+FORMAT = 6  # raise with any change to what is stored (4 was another layout once: never reuse a number)
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 _MAX_COUNT = 2**53  # events a series counts: more than any log holds, and exact in a float and an i64
 
@@ -481,7 +481,7 @@ def _check_clock(partition: _Partition) -> None:
 def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState]:
     if engine._max_campaigns is not None and len(partition.campaigns) > engine._max_campaigns:
         raise ValueError(f"{len(partition.campaigns)} campaigns, more than the {engine._max_campaigns} tracked")
-    plan, clock = engine._plan, partition.watermark
+    plan, clock, generations = engine._plan, partition.watermark, partition.dedupe.sequence
     # what each slot's rule makes, to check a restored series against (read, never changed: one for all campaigns)
     made = {slot: make() for feeds in plan.feeds.values() for slot, _, _, make in feeds}
     fresh, restored = [made.get(slot) for slot in range(len(plan.series_keys))], _series_restoring(engine.kinds)
@@ -505,6 +505,9 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         fields = [rules, series, *_KEPT_AS_THEY_ARE(mirror)]
         fields.insert(_RULE_STATES_AT, rule_states)
         state = CampaignState(*fields)
+        if not -1 <= state.began_generation <= generations:
+            began = state.began_generation
+            raise ValueError(f"campaign {campaign_id!r}: its episode began in dedupe generation {began}")
         if not (state.watermark <= clock and state.started_at <= clock) or rule_states:  # -inf passes; NaN not
             times = [state.watermark, state.started_at]
             times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]

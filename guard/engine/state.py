@@ -40,3 +40,5 @@ class CampaignState(msgspec.Struct, gc=False):
     active: bool = True  # had events since the last sweep
     last_pause: Pause | None = None  # the pause decision in force (episodes.py: PAUSED), None while running
     workspace_id: str | None = None  # the workspace its latest event named (None: none yet): decides `rules`
+    # the dedupe store's open generation when the episode began (-1: not known, the episode's start time tells)
+    began_generation: int = -1
