@@ -23,7 +23,7 @@ from guard.contracts.audit import AuditEvent
 from guard.engine import Decision, Engine, record_decisions
 from guard.rules import load_rules
 from guard.runtime.settings import KafkaSettings
-from guard.runtime.settled import SettledDecisions
+from guard.runtime.settled import Fired, SettledDecisions
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent
@@ -95,10 +95,35 @@ async def test_the_decisions_of_a_partition_another_process_owns_now_are_left_to
     while not (standin.pause_requests("camp_moved") and standin.pause_requests("camp_kept")):
         await asyncio.sleep(0.01)
     assert dispatcher.abandon([("events", 0)]) == 1
+    await asyncio.sleep(0.2)  # a call under way when it was stopped may still reach Leadterra: at most one more
     calls = len(standin.pause_requests("camp_moved"))
     assert await dispatcher.drain(10) == 0  # Leadterra is back after the eight failures
     assert len(standin.pause_requests("camp_moved")) == calls
     assert audit.outcomes(moved) == ["fired"] and audit.outcomes(kept) == ["fired", "paused"]
+
+
+async def test_a_decision_left_to_the_next_owner_is_resumed_here_when_the_partition_comes_back(
+    standin: LeadterraStandIn, clients: list[PauseClient]
+) -> None:
+    """Abandoned, its `fired` record is no longer this process's own: when the partition comes back (a scale-in after
+    a scale-out), the audit rescan finds it without an outcome and the recovery resumes it, as any other process's."""
+    standin.add_campaign("camp_back")
+    standin.fail_next(10_000, 503)
+    audit, settled = Audit(), SettledDecisions(KafkaSettings(), "audit")
+    client = PauseClient(
+        standin.url, SecretStr(standin.api_key), timeout=5, deadline=60, backoff_initial=0.01, backoff_max=0.05
+    )
+    clients.append(client)
+    dispatcher = Dispatcher(client, audit, Metrics(), Health(), settled, dry_run=False)
+    decision = pause_decision("camp_back")
+    dispatcher.submit(decision, lambda: None, partition=("events", 0))
+    while not standin.pause_requests("camp_back"):
+        await asyncio.sleep(0.01)
+    dispatcher.abandon([("events", 0)])
+    await asyncio.sleep(0)
+    [fired] = [event for event in audit.events if event.outcome == "fired"]
+    settled._fired[decision.id] = Fired(int(time.time() * 1000), fired)  # what the rescan reads from the audit topic
+    assert [d.id for d in settled.in_flight(lambda _: True, load_rules(RULES), dry_run=False)] == [decision.id]
 
 
 class Audit:

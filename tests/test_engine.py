@@ -522,9 +522,21 @@ class TestCampaignStarted:
         assert engine.stats.resets == 0
         assert engine.episode("c1").began is EpisodeStart.STARTED
         marked = Engine(rules(rule(threshold=1)))
-        fired(marked, [sent(T0 + 5 * MINUTE, "m"), sent(T0 + 7 * MINUTE, "n"), started(T0 + 6 * MINUTE)])
-        assert fired(marked, [bounce(T0 + 4 * MINUTE, "early")]) == []  # stamped before the start: history
+        fired(marked, [sent(T0 + 5 * MINUTE, "m"), sent(T0 + 7 * MINUTE, "n"), started(T0 + 4 * MINUTE)])
+        assert fired(marked, [bounce(T0 + 3 * MINUTE, "early")]) == []  # stamped before the start: history
         assert len(fired(marked, [bounce(T0 + 8 * MINUTE, "n")])) == 1
+
+    @pytest.mark.parametrize("start_late", [False, True], ids=["start-in-order", "start-after-the-first-new-send"])
+    def test_a_restart_whose_start_comes_late_drops_the_run_before_it(self, start_late: bool) -> None:
+        """A campaign running since before the guard's look-back (its start never seen) is stopped, cleaned and
+        started again; its `campaign.started` arrives after the cleaned list's first send. The run before it stops
+        counting, as when the start comes in order: the cleaned list's first bounce does not pause it."""
+        engine = Engine(rules(rule(threshold=3, cooldown=0)))
+        fired(engine, [sent(T0, "a"), bounce(T0 + 1, "a"), sent(T0 + 2, "b"), bounce(T0 + 3, "b")])
+        restart = [started(T0 + 10 * MINUTE), sent(T0 + 10 * MINUTE + 1, "c")]
+        assert fired(engine, restart[::-1] if start_late else restart) == []
+        assert fired(engine, [bounce(T0 + 11 * MINUTE, "c")]) == []
+        assert engine.stats.resets == 1
 
 
 class TestDuplicates:

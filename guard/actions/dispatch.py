@@ -52,6 +52,9 @@ class Settled(Protocol):
     def take(self, decision_id: str) -> None:
         """This process records and acts on the decision: a `fired` record of it is no other process's to resume."""
 
+    def give_back(self, decision_id: str) -> None:
+        """This process no longer acts on the decision: its `fired` record is for whoever reads its partition next."""
+
     def fired_at(self, decision_id: str) -> float | None:
         """When the decision's `fired` record was written before a restart (epoch seconds); None if not known."""
 
@@ -96,7 +99,8 @@ class Dispatcher:
         self._keys = PauseKeys(pause_client, workspace_clients or {}, health, metrics)
         self._dry_run = dry_run or self._keys.none
         self._tasks: set[asyncio.Task[None]] = set()
-        self._partition: dict[asyncio.Task[None], Hashable] = {}  # the input partition a decision is of
+        # the input partition a decision in flight is of, and its id
+        self._partition: dict[asyncio.Task[None], tuple[Hashable, str]] = {}
         self._acting: set[str] = set()  # decision ids whose pause call is under way in this process
         # a pause decision under way -> its outcome once recorded (None: not known), for the decisions it covers
         self._landing: dict[str, asyncio.Future[str | None]] = {}
@@ -129,9 +133,12 @@ class Dispatcher:
         `fired` records without an outcome from the audit topic and acts on them, so carrying on here too would make
         two callers, two outcomes and two notices per decision (at most one more call, as after a crash, when one
         is under way). Returns how many were stopped."""
-        abandoned = [task for task, partition in self._partition.items() if partition in partitions]
-        for task in abandoned:
+        abandoned = [
+            (task, decision_id) for task, (partition, decision_id) in self._partition.items() if partition in partitions
+        ]
+        for task, decision in abandoned:
             task.cancel()
+            self._settled.give_back(decision)  # the partition may come back here: its recovery resumes it then
         if abandoned:
             log.warning("decisions in flight left to the partitions' next owner", decisions=len(abandoned))
         return len(abandoned)
@@ -158,7 +165,7 @@ class Dispatcher:
         task = asyncio.create_task(self._settle(decision, work, on_recorded, landing), name=f"decision-{decision.id}")
         self._tasks.add(task)
         if partition is not None:
-            self._partition[task] = partition
+            self._partition[task] = partition, decision.id
         self._metrics.unsettled(acting=len(self._tasks))
         task.add_done_callback(self._done)
 

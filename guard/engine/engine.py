@@ -267,6 +267,7 @@ class Engine:
             return []
         if state is None:
             state = self._track(campaign_id, self._new_state(campaign_id, event.workspace_id))
+            state.first_seen = time
         elif event.workspace_id is not None and event.workspace_id != state.workspace_id:
             self._move(campaign_id, state, event.workspace_id)
         state.active = True
@@ -346,14 +347,16 @@ class Engine:
         to be deduplicated by, and Leadterra retries a webhook for hours, so a retry stamped at or before the current
         episode's start would otherwise erase everything counted since, and one stamped before the pause in force
         would end that pause (the old list's late outcomes then pause the resumed campaign again). One behind the
-        evidence of a campaign whose start was never seen (its first delivery lost) only marks the episode's start:
-        what came after it stays."""
+        evidence of a campaign whose start was never seen and nothing it counted came before (its first delivery lost)
+        only marks the episode's start: what came after it stays. One behind evidence from before it is a restart
+        whose start came late: the run before it stops counting, as a start's does."""
         if time <= state.started_at:
             self.stats.duplicates += 1
             return True
         paused = state.last_pause is not None and time <= state.last_pause[1]
-        if paused or (state.began is None and time < state.watermark):
-            if state.began is None:
+        first_delivery = state.began is None and state.first_seen >= time
+        if paused or (first_delivery and time < state.watermark):
+            if first_delivery:
                 state.started_at, state.began = time, EpisodeStart.STARTED
             self.stats.late += 1
             return True

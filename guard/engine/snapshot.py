@@ -508,8 +508,8 @@ def _campaigns(partition: _Partition, engine: Engine) -> dict[str, CampaignState
         if not -1 <= state.began_generation <= generations:
             began = state.began_generation
             raise ValueError(f"campaign {campaign_id!r}: its episode began in dedupe generation {began}")
-        if not (state.watermark <= clock and state.started_at <= clock) or rule_states:  # -inf passes; NaN not
-            times = [state.watermark, state.started_at]
+        if not (state.watermark <= clock and state.started_at <= clock and state.first_seen <= clock) or rule_states:
+            times = [state.watermark, state.started_at, state.first_seen]  # -inf passes; NaN not
             times += [t for rs in rule_states.values() for t in (rs.pending_since, rs.last_fired, rs.clear_since)]
             for value in times:
                 _time(value, clock, "a time", campaign_id)

@@ -42,3 +42,6 @@ class CampaignState(msgspec.Struct, gc=False):
     workspace_id: str | None = None  # the workspace its latest event named (None: none yet): decides `rules`
     # the dedupe store's open generation when the episode began (-1: not known, the episode's start time tells)
     began_generation: int = -1
+    # the time of the first event counted when no start began the state (-inf: a start or a resume did), which tells a
+    # start delivered late (nothing counted from before it) from a restart (the run before it counted)
+    first_seen: float = float("-inf")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
-import quopri
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import HeaderParser
@@ -25,7 +24,7 @@ from guard.errors import GuardError
 COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus", "other"})
 #: an ARF report has three parts; the reported message may add a few (alternatives, attachments)
 MAX_MIME_PARTS = 100
-_ENCODED = ("base64", "quoted-printable")
+_ENCODED = "base64"  # quoted-printable leaves the headers readable: the parser has read them already
 _POLICY = email.policy.default
 
 
@@ -104,10 +103,9 @@ def _parts(report: EmailMessage) -> tuple[EmailMessage, EmailMessage | None]:
         elif kind in ("message/rfc822", "message/rfc822-headers") and original is None:
             payload = part.get_payload()
             original = payload[0] if isinstance(payload, list) and payload else None
-            if original is not None and str(part.get("Content-Transfer-Encoding", "")).strip().lower() in _ENCODED:
+            if original is not None and str(part.get("Content-Transfer-Encoding", "")).strip().lower() == _ENCODED:
                 # not allowed on message/* (RFC 2046), but some feedback loops send it: the message is its decoding
-                encoded = part.get("Content-Transfer-Encoding")
-                original = email.message_from_bytes(_decoded(original.get_payload(), encoded), policy=_POLICY)
+                original = email.message_from_bytes(_decoded(original.get_payload()), policy=_POLICY)
         elif kind == "text/rfc822-headers" and original is None:
             original = HeaderParser(policy=email.policy.default).parsestr(part.get_content())
     if fields is None:
@@ -115,11 +113,8 @@ def _parts(report: EmailMessage) -> tuple[EmailMessage, EmailMessage | None]:
     return fields, original
 
 
-def _decoded(text: str, encoding: str) -> bytes:
-    data = text.encode("ascii", "surrogateescape")
-    if encoding.strip().lower() == "base64":
-        return base64.b64decode(data)  # non-alphabet characters (line breaks) are skipped
-    return quopri.decodestring(data)
+def _decoded(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii", "surrogateescape"))  # non-alphabet characters (line breaks) skipped
 
 
 def _time(value: object) -> datetime | None:

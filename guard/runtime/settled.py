@@ -103,6 +103,9 @@ class SettledDecisions:
     def take(self, decision_id: str) -> None:
         self._taken.add(decision_id)
 
+    def give_back(self, decision_id: str) -> None:
+        self._taken.discard(decision_id)
+
     def recorded(self, decision_id: str) -> AuditEvent | None:
         """A pause decision's `fired` record read from the audit topic (written before a restart); None if not read."""
         fired = self._fired.get(decision_id)
