@@ -348,8 +348,15 @@ class Service:
 
     def _judge_replayed(self, pipeline: Pipeline, tp: TopicPartition, decisions: list[Decision]) -> None:
         """Pause decisions a replay under other rules derived for `tp` and the audit holds no record of: held, and
-        judged at catch-up as a backlog's are (a campaign bad now is paused once, one healthy since is not)."""
-        unrecorded = [d for d in decisions if d.id not in self._settled and self._settled.recorded(d.id) is None]
+        judged at catch-up as a backlog's are (a campaign bad now is paused once, one healthy since is not). Not those
+        of a breach the previous rules paused already: acted on again, a campaign its user resumed since would be
+        paused again."""
+        settled = self._settled
+        unrecorded = [
+            d
+            for d in decisions
+            if d.id not in settled and settled.recorded(d.id) is None and not settled.paused_in_episode(d)
+        ]
         pipeline.hold_replayed(tp, unrecorded)
 
     def _resume(self, decision: Decision, tp: TopicPartition) -> None:

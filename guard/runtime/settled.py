@@ -106,6 +106,19 @@ class SettledDecisions:
     def give_back(self, decision_id: str) -> None:
         self._taken.discard(decision_id)
 
+    def paused_in_episode(self, decision: Decision) -> bool:
+        """Whether the audit holds a pause of the decision's campaign by a rule of its name (of any version) from its
+        episode on: that breach was acted on already, under the rule as it was then (a description, a cooldown or a
+        threshold edited since gives the decisions a replay derives from it new ids)."""
+        since = decision.episode_from if decision.episode_from is not None else float("-inf")
+        return any(
+            (event := fired.event) is not None
+            and event.campaign_id == decision.campaign_id
+            and event.rule.name == decision.rule.name
+            and event.timings.event_time.timestamp() >= since
+            for fired in self._fired.values()
+        )
+
     def recorded(self, decision_id: str) -> AuditEvent | None:
         """A pause decision's `fired` record read from the audit topic (written before a restart); None if not read."""
         fired = self._fired.get(decision_id)

@@ -17,7 +17,7 @@ RULE = """groups:
   - name: team
     rules:
       - name: team-bounces
-        description: Our own line.
+        description: {description}
         rate:
           of: {{signal: bounced, where: {{bounce_type: hard}}}}
           per: sent
@@ -29,9 +29,9 @@ RULE = """groups:
 """
 
 
-def write_rules(folder: Path, action: str, threshold: str) -> None:
+def write_rules(folder: Path, action: str, threshold: str, description: str = "Our own line.") -> None:
     folder.mkdir(exist_ok=True)
-    (folder / "team.yaml").write_text(RULE.format(action=action, threshold=threshold))
+    (folder / "team.yaml").write_text(RULE.format(action=action, threshold=threshold, description=description))
 
 
 @pytest.mark.parametrize(
@@ -67,3 +67,36 @@ async def test_a_rule_changed_with_a_restart_pauses_the_campaign_bad_now_at_catc
     await deploy.settle(second)
     assert [r.campaign_id for r in deploy.standin.pause_requests()] == [campaign]
     assert (await second.metrics())("guard_checkpoints_total", result="mismatch") >= 1
+
+
+async def test_a_rule_reworded_with_a_restart_does_not_pause_again_what_it_paused(deploy, tmp_path: Path) -> None:
+    """The rule paused the campaign; its description is edited and shipped with a restart. The replay under the new
+    version derives the same breach's decision under a new id: the audit holds that breach paused already, so it is
+    not acted on again (a campaign its user resumed since would be paused again; here, one call more)."""
+    S, campaign, rules = deploy.Stretch, "camp_paused_before_the_edit", tmp_path / "rules"
+    deploy.campaigns(campaign)
+    write_rules(rules, "pause", "5%")
+    now = time.time()
+    await deploy.produce(
+        deploy.history(
+            deploy.mail(
+                campaign,
+                S(now - 60 * MINUTE, now - 30 * MINUTE, deploy.HEALTHY),
+                S(now - 30 * MINUTE, now, deploy.BAD),
+                until=now,
+            )
+        )
+    )
+    first = deploy.start("before-the-edit", GUARD_RULES=str(rules))
+    await first.wait_ready(60)
+    await deploy.wait_until(lambda: bool(deploy.standin.pause_requests()), 45, 0.5, "the campaign paused")
+    await deploy.settle(first)
+    assert await first.terminate() == 0
+
+    write_rules(rules, "pause", "5%", description="Our own line, reworded.")
+    second = deploy.start("after-the-edit", GUARD_RULES=str(rules))
+    await second.wait_ready(60)
+    await deploy.settle(second)
+    assert [r.campaign_id for r in deploy.standin.pause_requests()] == [campaign]
+    outcomes = [e["outcome"] for e in await deploy.audit_events() if e["rule"]["action"] == "pause"]
+    assert outcomes.count("paused") == 1 and "already_paused" not in outcomes, outcomes
