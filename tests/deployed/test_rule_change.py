@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from guard.testing.guard_process import GuardProcess
+
 MINUTE = 60.0
 RULE = """groups:
   - name: team
@@ -34,28 +36,31 @@ def write_rules(folder: Path, action: str, threshold: str, description: str = "O
     (folder / "team.yaml").write_text(RULE.format(action=action, threshold=threshold, description=description))
 
 
+async def bad_for_half_an_hour_then_guard(deploy, campaign: str, rules: Path, name: str) -> GuardProcess:
+    """An hour of the campaign's mail, healthy then bad for its last half, in the topic; a guard on `rules`, ready."""
+    S, now = deploy.Stretch, time.time()
+    deploy.campaigns(campaign)
+    bad = deploy.mail(
+        campaign,
+        S(now - 60 * MINUTE, now - 30 * MINUTE, deploy.HEALTHY),
+        S(now - 30 * MINUTE, now, deploy.BAD),
+        until=now,
+    )
+    await deploy.produce(deploy.history(bad))
+    guard = deploy.start(name, GUARD_RULES=str(rules))
+    await guard.wait_ready(60)
+    return guard
+
+
 @pytest.mark.parametrize(
     "before", [("alert", "5%"), ("pause", "30%")], ids=["alert-turned-into-a-pause", "threshold-lowered"]
 )
 async def test_a_rule_changed_with_a_restart_pauses_the_campaign_bad_now_at_catch_up(
     deploy, tmp_path: Path, before: tuple[str, str]
 ) -> None:
-    S, campaign, rules = deploy.Stretch, "camp_bad_since_half_an_hour", tmp_path / "rules"
-    deploy.campaigns(campaign)
+    campaign, rules = "camp_bad_since_half_an_hour", tmp_path / "rules"
     write_rules(rules, *before)
-    now = time.time()
-    await deploy.produce(
-        deploy.history(
-            deploy.mail(
-                campaign,
-                S(now - 60 * MINUTE, now - 30 * MINUTE, deploy.HEALTHY),
-                S(now - 30 * MINUTE, now, deploy.BAD),
-                until=now,
-            )
-        )
-    )
-    first = deploy.start("old-rules", GUARD_RULES=str(rules))
-    await first.wait_ready(60)
+    first = await bad_for_half_an_hour_then_guard(deploy, campaign, rules, "old-rules")
     await deploy.settle(first)
     assert not deploy.standin.pause_requests()  # the premise: the old rules pause nothing
     assert await first.terminate() == 0  # checkpoints written, of the old rules
@@ -73,22 +78,9 @@ async def test_a_rule_reworded_with_a_restart_does_not_pause_again_what_it_pause
     """The rule paused the campaign; its description is edited and shipped with a restart. The replay under the new
     version derives the same breach's decision under a new id: the audit holds that breach paused already, so it is
     not acted on again (a campaign its user resumed since would be paused again; here, one call more)."""
-    S, campaign, rules = deploy.Stretch, "camp_paused_before_the_edit", tmp_path / "rules"
-    deploy.campaigns(campaign)
+    campaign, rules = "camp_paused_before_the_edit", tmp_path / "rules"
     write_rules(rules, "pause", "5%")
-    now = time.time()
-    await deploy.produce(
-        deploy.history(
-            deploy.mail(
-                campaign,
-                S(now - 60 * MINUTE, now - 30 * MINUTE, deploy.HEALTHY),
-                S(now - 30 * MINUTE, now, deploy.BAD),
-                until=now,
-            )
-        )
-    )
-    first = deploy.start("before-the-edit", GUARD_RULES=str(rules))
-    await first.wait_ready(60)
+    first = await bad_for_half_an_hour_then_guard(deploy, campaign, rules, "before-the-edit")
     await deploy.wait_until(lambda: bool(deploy.standin.pause_requests()), 45, 0.5, "the campaign paused")
     await deploy.settle(first)
     assert await first.terminate() == 0
