@@ -13,11 +13,12 @@ import pytest
 from strategies import T0
 
 from guard.contracts.events import Event, Signal
-from guard.engine import Engine
+from guard.engine import Engine, record_decisions
 from guard.engine.dedupe import SEAL_EVERY
 from guard.engine.kinds import PYTHON, Kinds, compiled
 from guard.engine.snapshot import restore, snapshot
 from guard.rules import load_rules
+from guard.testing.events import envelope
 
 MINUTE, HOUR = 60.0, 3600.0
 SHIPPED = load_rules(Path(__file__).resolve().parent.parent / "rules" / "default.yaml")
@@ -128,6 +129,40 @@ def test_a_list_still_bad_after_the_resume_is_paused_again(kinds: Kinds) -> None
     """Its new mail bounces as much: the new episode's own outcomes count."""
     decisions = pauses(Engine(SHIPPED, kinds=kinds), stale_list_then_clean(15 * MINUTE, 30 * MINUTE, 5))
     assert [began for _, _, began in decisions].count("resumed") >= 1, decisions
+
+
+def webhook(event: Event) -> bytes:
+    """The webhook Leadterra would send for a send or a hard bounce of the histories above."""
+    if event.signal is Signal.SENT:
+        return envelope("message.sent", event.campaign_id, event.time, messageId=event.message_id)
+    return envelope("message.bounced", event.campaign_id, event.time, messageId=event.message_id, bounceType="hard")
+
+
+@pytest.mark.parametrize("kinds", KINDS)
+@pytest.mark.parametrize("ahead", [20 * MINUTE, 0.9 * HOUR], ids=["20min-ahead", "0.9h-ahead"])
+def test_an_outcome_stamped_ahead_of_its_record_decides_as_one_stamped_in_step(kinds: Kinds, ahead: float) -> None:
+    """A complaint from a producer that wrote local time as UTC: its envelope stamped `ahead` of the record carrying
+    it, whose time is in step (the door's, or any producer's own clock). Taken as stamped it moved the campaign's
+    clock ahead: every decision stamped in the future, and the resume recognised only after the forged time plus the
+    grace, so the list still bad after it was paused again late. An event cannot happen after its record was
+    written: it counts at the record's time, and the decisions are those of the complaint stamped in step."""
+    events = stale_list_then_clean(15 * MINUTE, 30 * MINUTE, 5)
+    complaint_at = first_pause(events) - MINUTE
+
+    def decided(stamped_ahead: float) -> list[tuple[str, float, str | None]]:
+        records = [(webhook(event), event.time) for event in events]
+        complaint = envelope("message.complained", "c1", complaint_at + stamped_ahead, messageId="old5")
+        records.insert(next(n for n, (_, time) in enumerate(records) if time > complaint_at), (complaint, complaint_at))
+        engine = Engine(SHIPPED, kinds=kinds)
+        return [
+            (decision.rule.name, round((decision.fired_at - T0) / MINUTE, 1), decision.episode_began and "resumed")
+            for _, decision in record_decisions(engine, records)
+            if decision.action == "pause"
+        ]
+
+    in_step = decided(0.0)
+    assert [began for _, _, began in in_step].count("resumed") >= 1, f"premise: {in_step}"
+    assert decided(ahead) == in_step
 
 
 @pytest.mark.parametrize("kinds", KINDS)

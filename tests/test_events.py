@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +13,7 @@ from strategies import T0
 
 from guard.contracts.events import (
     MAX_ADDRESS_LENGTH,
+    MAX_CLOCK_SKEW_SECONDS,
     MAX_FUTURE_SKEW_SECONDS,
     MAX_ID_LENGTH,
     Event,
@@ -217,10 +219,24 @@ class TestEventTime:
         value = b'{"event": "message.sent", "timestamp": null, "data": {"campaignId": "c"}}'
         assert decode(value, RECORD_TIME).time == RECORD_TIME
 
-    def test_a_timestamp_up_to_the_allowed_skew_ahead_is_accepted(self) -> None:
-        """Producer clocks run a little ahead; up to an hour ahead of the record time is fine."""
-        ahead = datetime.fromtimestamp(RECORD_TIME + MAX_FUTURE_SKEW_SECONDS, UTC).isoformat()
-        assert decode(envelope("message.sent", {"campaignId": "c"}, ahead), RECORD_TIME).time == RECORD_TIME + 3600
+    def test_a_timestamp_up_to_two_clocks_apart_ahead_is_kept(self) -> None:
+        """Producer clocks run a little ahead of the record's: up to five minutes ahead of it, the stamp stands."""
+        ahead = datetime.fromtimestamp(RECORD_TIME + MAX_CLOCK_SKEW_SECONDS, UTC).isoformat()
+        assert decode(envelope("message.sent", {"campaignId": "c"}, ahead), RECORD_TIME).time == RECORD_TIME + 300
+
+    @pytest.mark.parametrize("ahead", [MAX_CLOCK_SKEW_SECONDS + 0.001, 1800.0, MAX_FUTURE_SKEW_SECONDS])
+    def test_a_timestamp_further_ahead_counts_at_the_record_time(self, ahead: float) -> None:
+        """An event cannot happen after its record was written: a stamp further ahead (local time written as UTC)
+        counts at the record's time, so it moves no clock into the future; nothing is lost."""
+        stamp = datetime.fromtimestamp(RECORD_TIME + ahead, UTC).isoformat()
+        value = envelope("message.bounced", {"campaignId": "c", "messageId": "m", "bounceType": "hard"}, stamp)
+        assert decode(value, RECORD_TIME).time == RECORD_TIME
+
+    def test_a_timestamp_ahead_of_a_file_line_without_a_record_time_stands(self) -> None:
+        """A replayed file has no record times (NaN): its stamps are all there is, and stand."""
+        assert (
+            decode(envelope("message.sent", {"campaignId": "c"}, "2030-01-01T00:00:00Z"), math.nan).time == 1893456000.0
+        )
 
     def test_a_timestamp_in_the_past_is_kept(self) -> None:
         """Old event times are the engine's business (late events), not a decode error."""
@@ -503,4 +519,4 @@ class TestNothingElseEscapes:
             return
         assert isinstance(event, Event)
         assert event.campaign_id
-        assert 0 <= event.time <= RECORD_TIME + MAX_FUTURE_SKEW_SECONDS
+        assert 0 <= event.time <= RECORD_TIME + MAX_CLOCK_SKEW_SECONDS

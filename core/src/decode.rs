@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 const MAX_ID_LENGTH: usize = 256;
 const MAX_ADDRESS_LENGTH: usize = 320;
-const MAX_FUTURE_SKEW_SECONDS: f64 = 3600.0;
+const MAX_CLOCK_SKEW_SECONDS: f64 = 300.0; // past it, counted at the record's time: the reference's job
 const LATEST_EVENT_TIME: f64 = 253402300799.0;
 const EXACT_MICROSECONDS: i64 = 1 << 53; // beyond it, microseconds / 1e6 in floats is not Python's int division
                                          // Deeper JSON is the reference's to judge: msgspec's limit is Python's recursion limit, which depends on the caller
@@ -324,7 +324,7 @@ impl FastDecoder {
             },
         };
         if !(0.0..=LATEST_EVENT_TIME).contains(&time)
-            || (envelope.timestamp.is_some() && time > record_time + MAX_FUTURE_SKEW_SECONDS)
+            || (envelope.timestamp.is_some() && time > record_time + MAX_CLOCK_SKEW_SECONDS)
         {
             return Ok(None);
         }

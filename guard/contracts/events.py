@@ -114,6 +114,11 @@ _BOUNCE_TYPES = frozenset({"hard", "soft"})
 _ENHANCED_STATUS = re.compile(r"(?<![\d.])[245]\.\d{1,3}\.\d{1,3}(?![\d.])")
 # A timestamp further ahead of the record's own time than this is a producer bug, not news.
 MAX_FUTURE_SKEW_SECONDS = 3600.0
+# An event cannot happen after its record was written: a timestamp further ahead of the record's time than
+# two hosts' clocks differ is a producer's clock or time zone gone wrong, and counts at the record's time.
+# Taken as it is, one such stamp would move its partition's and its campaign's clocks (the rules' `now`,
+# a decision's time, when a resume is recognised) ahead for every event until real time caught up.
+MAX_CLOCK_SKEW_SECONDS = 300.0
 # Event times an audit event can write (datetime's range from the Unix epoch on): anything else
 # is a producer bug, and a decision stamped with it could never be recorded.
 EARLIEST_EVENT_TIME = 0.0  # 1970-01-01T00:00:00Z
@@ -151,8 +156,8 @@ def decode(value: bytes | None, record_time: float) -> Event:
         return _event(signal, envelope.data, _record_time(record_time), screen)
     stamp = envelope.timestamp
     time = (stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)).timestamp()
-    if time > record_time + MAX_FUTURE_SKEW_SECONDS or not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
-        return _decode_lenient(text, record_time, screen)  # which says what is wrong with it
+    if time > record_time + MAX_CLOCK_SKEW_SECONDS or not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
+        return _decode_lenient(text, record_time, screen)  # which says what is wrong with it, or counts it then
     return _event(signal, envelope.data, time, screen)
 
 
@@ -293,6 +298,8 @@ def _event_time(timestamp: object, record_time: float) -> float:
         raise MalformedEvent(f"timestamp {timestamp[:40]!r} is more than an hour ahead of the record's time")
     if not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
         raise MalformedEvent(f"timestamp {timestamp[:40]!r} is outside 1970-01-01..9999-12-31 UTC")
+    if time > record_time + MAX_CLOCK_SKEW_SECONDS:
+        return _record_time(record_time)
     return time
 
 
