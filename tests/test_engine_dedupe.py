@@ -10,7 +10,7 @@ from strategies import T0
 from test_engine import HOUR, MINUTE, bounce, fired, rule, rules, sent
 
 from guard.engine import Engine
-from guard.engine.dedupe import GENERATIONS, SEAL_EVERY, DedupeStore
+from guard.engine.dedupe import GENERATIONS, DedupeStore
 
 HORIZON = 12 * HOUR
 SPAN = HORIZON / GENERATIONS
@@ -112,42 +112,13 @@ class TestSeenBeforeAGeneration:
         store = DedupeStore(HORIZON)
         ahead = T0 + 2 * HOUR  # the partition's clock, after one record stamped two hours ahead
         store.seen_event("c1", "sent", "old", ahead)  # sent at T0
-        store.seal(ahead + MINUTE, T0 + 29 * MINUTE)  # its pause
+        store.seal(ahead + MINUTE)  # its pause
         began = store.sequence  # its resume, at T0 + 30 minutes
         store.seen_event("c1", "sent", "new", ahead + MINUTE)
         assert store.seen_before_generation("c1", "sent", "old", began)
         assert not store.seen_before_generation("c1", "sent", "new", began)
         assert not store.seen_before_generation("c1", "sent", "never", began)
         assert not store.seen_before("c1", "sent", "old", T0 + 30 * MINUTE)  # by time: the clock blurs it
-
-
-class TestSeal:
-    def test_decisions_within_a_minute_share_a_generation(self) -> None:
-        """The open generation opened less than SEAL_EVERY ago: the next one opens with the first key a minute on."""
-        store = DedupeStore(HORIZON)
-        store.seen_event("c1", "sent", "a", T0)
-        assert store.seal(T0 + 30, T0 + 30) and store.sequence == 1
-        store.seen_event("c1", "sent", "b", T0 + 40)
-        assert store.sequence == 1
-        store.seen_event("c1", "sent", "c", T0 + SEAL_EVERY)
-        assert store.sequence == 2
-        assert store.seen_before_generation("c1", "sent", "b", 2)
-
-    def test_a_decision_far_behind_a_clock_held_ahead_seals_at_once(self) -> None:
-        """One record stamped an hour ahead opened the open generation at its time and holds the clock there: a
-        pause decided at the time of the mail it judges sets that mail apart now, not once real time passed the
-        forged stamp (every send and late bounce until then would have been in the same generation)."""
-        store = DedupeStore(HORIZON)
-        ahead = T0 + HOUR
-        store.seen_event("c2", "complained", "x", T0 - 2 * HOUR)
-        store.seen_event("c2", "complained", "forged", ahead)  # opens a generation at the clock it sets
-        assert store.sequence == 2
-        store.seen_event("c1", "sent", "old", ahead)  # sent at T0, counted at the partition's clock
-        assert store.seal(ahead, T0 + MINUTE)  # its pause
-        store.seen_event("c1", "sent", "new", ahead)  # after the resume
-        assert store.sequence == 3
-        assert store.seen_before_generation("c1", "sent", "old", 3)
-        assert not store.seen_before_generation("c1", "sent", "new", 3)
 
 
 class TestStore:

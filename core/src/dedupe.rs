@@ -241,9 +241,9 @@ impl DedupeStore {
         Ok(self.seen_key(fingerprint, now))
     }
 
-    /// dedupe.py `seal`: a new generation opens now, or with the first key SEAL_EVERY after the open one opened
-    /// unless the decision lies SEAL_EVERY or more behind that; false when SEALED_GENERATIONS are alive.
-    fn seal(&mut self, now: f64, at: f64) -> bool {
+    /// dedupe.py `seal`: a new generation opens now, or with the first key SEAL_EVERY after the open one opened;
+    /// false when SEALED_GENERATIONS are alive.
+    fn seal(&mut self, now: f64) -> bool {
         let Some(open) = self.generations.back().filter(|_| self.detached.is_none()) else {
             return true;
         };
@@ -254,7 +254,7 @@ impl DedupeStore {
             return false;
         }
         let (due, newest) = (open.start + SEAL_EVERY, open.newest);
-        if now >= due || at <= open.start - SEAL_EVERY {
+        if now >= due {
             self.rotate(if now >= newest { now } else { newest });
         } else if due < self.rotate_at {
             self.rotate_at = due;

@@ -125,21 +125,18 @@ class DedupeStore:
         """`seen` of the event's key (fingerprints.py)."""
         return self.seen(event_key(campaign_id, signal, message_id), now)  # type: ignore[arg-type]
 
-    def seal(self, now: float, at: float) -> bool:
-        """Set the keys seen so far apart from those to come (at a pause decision taken at `at`, its campaign's
-        clock: `seen_before` then tells the campaign's mail before it from the mail of an episode a resume begins): a
-        new generation opens now (the partition's clock), or, if the open one opened less than SEAL_EVERY ago, with
-        the first key from then on. Not when the decision lies SEAL_EVERY or more behind the open generation's
-        opening: that generation was opened at a clock one record stamped ahead holds there, and waiting for it to
-        move on could take an hour of mail. False when it cannot: SEALED_GENERATIONS are alive (a decision every
-        minute for two hours)."""
+    def seal(self, now: float) -> bool:
+        """Set the keys seen so far apart from those to come (at a pause decision: `seen_before` then tells the
+        campaign's mail before it from the mail of an episode a resume begins): a new generation opens now (the
+        partition's clock), or, if the open one opened less than SEAL_EVERY ago, with the first key from then on.
+        False when it cannot: SEALED_GENERATIONS are alive (a decision every minute for two hours)."""
         generation = self._open
         if not generation.keys:
             return True  # nothing seen since the last generation opened
         if len(self._generations) >= SEALED_GENERATIONS:
             return False
         due = generation.start + SEAL_EVERY
-        if now >= due or at <= generation.start - SEAL_EVERY:
+        if now >= due:
             self._rotate(now if now >= generation.newest else generation.newest)
         elif due < self._rotate_at:
             self._rotate_at = due  # `seen` opens it before the first key from then on

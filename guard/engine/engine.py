@@ -402,7 +402,7 @@ class Engine:
     def _seal(self, at: float) -> None:
         """A pause in force from `at`: the mail seen so far is set apart from a resumed episode's to come, so that
         episode's late outcomes of it are told apart (`_before_episode`)."""
-        if not self._scopes and not self._seen.seal(max(self._watermark, at), at):  # scopes have no episodes to tell
+        if not self._scopes and not self._seen.seal(max(self._watermark, at)):  # scopes have no episodes to tell
             self.unsealed += 1
 
     def _before_episode(self, event: Event, state: CampaignState) -> bool:
