@@ -109,7 +109,7 @@ class TestEngineChoice:
         )
         assert result.returncode == 2
         [line] = result.stderr.splitlines()
-        assert line.startswith("guard: GUARD_ENGINE=compiled, but the compiled core (the guard-core package")
+        assert line.startswith("guard: GUARD_ENGINE=compiled, but the compiled core (guard-core) is not installed")
         assert "set GUARD_ENGINE=auto or python to run the Python engine" in line
 
     def test_auto_without_the_core_says_the_python_engine_runs_and_why(self) -> None:
@@ -122,9 +122,9 @@ class TestEngineChoice:
         _, config = start_up_line(GUARD, "python")
         assert config["engine"] == "python" and "engine_reason" not in config
 
-    def test_a_core_built_from_other_sources_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The guard upgraded, its core not rebuilt (a part missing): `auto` runs the Python engine, `compiled`
-        says why it cannot start; neither fails on a missing attribute mid-start."""
+    def test_a_core_without_a_version_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Something else named guard_core, with none of its parts: `auto` runs the Python engine, `compiled` says
+        why it cannot start; neither fails on a missing attribute mid-start."""
         import types
 
         from guard.engine import kinds
@@ -134,7 +134,28 @@ class TestEngineChoice:
         monkeypatch.setitem(sys.modules, "guard_core", stale)
         assert kinds.compiled() is None
         assert kinds.choose("auto") is kinds.PYTHON
-        with pytest.raises(kinds.CoreMissing, match="or is a build of other sources"):
+        with pytest.raises(kinds.CoreMissing, match="is not installed"):
+            kinds.choose("compiled")
+
+    @pytest.mark.compiled_core
+    def test_a_core_built_from_other_sources_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The guard upgraded, its core not rebuilt: every part there, but an older build's signatures and decoding
+        (its `DedupeStore.seal` called with a newer signature stopped the engine at its first pause). `auto` runs the
+        Python engine and says why; `compiled` stops the start with both versions named."""
+        import guard_core
+
+        from guard.engine import kinds
+        from guard.runtime.startup import engine_fallback
+
+        assert kinds.compiled() is not None
+        monkeypatch.setattr(guard_core, "__version__", "0.1.0")
+        assert kinds.compiled() is None
+        assert kinds.choose("auto") is kinds.PYTHON
+        assert engine_fallback().startswith(
+            f"the installed compiled core is guard-core 0.1.0, a build of other sources than this guard's "
+            f"({kinds.CORE_VERSION}): the Python engine runs"
+        )
+        with pytest.raises(kinds.CoreMissing, match=r"guard-core 0\.1\.0, a build of other sources"):
             kinds.choose("compiled")
 
     @pytest.mark.compiled_core
@@ -148,20 +169,6 @@ class TestEngineChoice:
         assert kinds.compiled() is not None
         skewed = {**guard_core.series_fields(), "cusum": ["rise", "fall", "statistic"]}
         monkeypatch.setattr(guard_core, "series_fields", lambda: skewed)
-        assert kinds.compiled() is None
-        assert kinds.choose("auto") is kinds.PYTHON
-
-    @pytest.mark.compiled_core
-    def test_a_core_that_encodes_no_runs_of_campaigns_is_not_taken(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A core of the build before (its campaign encoder without `encode_run`): a checkpoint would fail at its
-        first step, so `auto` runs the Python engine."""
-        import guard_core
-
-        from guard.engine import kinds
-
-        assert kinds.compiled() is not None
-        older = type("CampaignEncoder", (), {"encode": guard_core.CampaignEncoder.encode})
-        monkeypatch.setattr(guard_core, "CampaignEncoder", older)
         assert kinds.compiled() is None
         assert kinds.choose("auto") is kinds.PYTHON
 

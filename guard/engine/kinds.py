@@ -41,6 +41,10 @@ class Kinds(NamedTuple):
 
 
 PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
+# The guard-core build this guard runs: core/Cargo.toml's version, moved with every change to core/'s sources
+# (tests/test_core_version.py holds the two together). Any other build is refused, as pydantic refuses any
+# pydantic-core but its own: an older one called with a newer signature stops the engine at its first pause.
+CORE_VERSION = "0.2.0"
 _PYTHON_SERIES = {"sliding": SlidingCount, "last": LastN, "cusum": Cusum}
 
 
@@ -61,16 +65,35 @@ class CoreMissing(RuntimeError):
     """GUARD_ENGINE=compiled, and the compiled core is not installed."""
 
 
+def installed_core() -> str | None:
+    """The installed guard-core's version; None when there is none."""
+    try:
+        return str(importlib.import_module("guard_core").__version__)
+    except (ImportError, AttributeError):
+        return None
+
+
+def why_not_compiled() -> str:
+    """Why `compiled()` gives None, for the operator: the core is not installed, or is another build."""
+    version = installed_core()
+    if version is None:
+        return "the compiled core (guard-core) is not installed"
+    built = f"guard-core {version}, a build of other sources than this guard's ({CORE_VERSION})"
+    return f"the installed compiled core is {built}"
+
+
 def compiled() -> Kinds | None:
-    """The compiled core's parts; None when the core is not installed, or is a build of other sources that
-    lacks one of them or keeps other fields in its series (an upgrade of the guard without `pip install ./core`:
-    the Python engine is safe; a snapshot's series would not be written and read as these types hold them)."""
+    """The compiled core's parts; None when the core is not installed, or is a build of other sources (an upgrade
+    of the guard without `pip install ./core`: it may decode or count otherwise than this guard's Python engine, or
+    lack a part or a signature the engine calls; the Python engine is safe)."""
     try:
         core = importlib.import_module("guard_core")
+        if core.__version__ != CORE_VERSION:
+            return None
         series = (core.SlidingCount, core.LastN, core.Cusum)
         fields = {kind: list(python.__struct_fields__) for kind, python in _PYTHON_SERIES.items()}
-        if core.series_fields() != fields or not hasattr(core.CampaignEncoder, "encode_run"):
-            return None  # encode_run: a build before a checkpoint's step encoded its campaigns in one call lacks it
+        if core.series_fields() != fields:
+            return None
         return Kinds(
             "compiled", *series, core.DedupeStore, _decoder(core), core.CampaignEncoder, core.restored_campaign_series
         )
@@ -87,8 +110,7 @@ def choose(choice: EngineChoice) -> Kinds:
         return core
     if choice == "compiled":
         raise CoreMissing(
-            "GUARD_ENGINE=compiled, but the compiled core (the guard-core package, built from core/ with a Rust "
-            "compiler: pip install ./core) is not installed, or is a build of other sources; set GUARD_ENGINE=auto "
-            "or python to run the Python engine"
+            f"GUARD_ENGINE=compiled, but {why_not_compiled()}: build it from this guard's core/ with a Rust "
+            "compiler (pip install ./core), or set GUARD_ENGINE=auto or python to run the Python engine"
         )
     return PYTHON

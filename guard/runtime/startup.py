@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_before_delay, wait_exponential_jitter
 
-from guard.engine.kinds import Kinds
+from guard.engine.kinds import Kinds, why_not_compiled
 from guard.errors import ConfigError
 from guard.rules import RuleSet
 from guard.runtime.kafka import PROBE_SECONDS, KafkaUnreachable, reach
@@ -21,10 +21,6 @@ from guard.telemetry.health import Health
 log = structlog.get_logger("guard.runtime.service")  # the service's lines, under the name they always had
 
 CONNECT_BACKOFF_MAX = 30.0  # longest wait between start-up attempts to reach Kafka
-ENGINE_FALLBACK = (  # GUARD_ENGINE=auto, and no compiled core to run
-    "the compiled core (guard-core) is not installed: the Python engine runs; a Rust compiler builds it "
-    "(pip install ./core, or make)"
-)
 
 
 @contextlib.contextmanager
@@ -65,10 +61,15 @@ def log_configuration(settings: Settings, rules: RuleSet, http_port: int, kinds:
         rules_path=str(guard.rules),
         dry_run=guard.dry_run,
         engine=kinds.name,
-        **({"engine_reason": ENGINE_FALLBACK} if fallback else {}),
+        **({"engine_reason": engine_fallback()} if fallback else {}),
         leadterra=settings.leadterra.api_url,
         http=f"{guard.http_host}:{http_port}",
     )
+
+
+def engine_fallback() -> str:
+    """Why GUARD_ENGINE=auto runs the Python engine, and what builds the compiled one."""
+    return f"{why_not_compiled()}: the Python engine runs; a Rust compiler builds it (pip install ./core, or make)"
 
 
 async def reach_kafka(kafka: KafkaSettings, limit: float, health: Health, stop: asyncio.Event) -> bool:
