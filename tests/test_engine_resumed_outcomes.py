@@ -166,6 +166,34 @@ def test_an_outcome_stamped_ahead_of_its_record_decides_as_one_stamped_in_step(k
 
 
 @pytest.mark.parametrize("kinds", KINDS)
+@pytest.mark.parametrize("retried_after", [70.0, 10 * MINUTE])
+def test_a_start_stamped_ahead_and_delivered_again_is_no_restart(kinds: Kinds, retried_after: float) -> None:
+    """The stale list's `campaign.started`, stamped 50 minutes past its record's time (so counted at that), and
+    Leadterra's retry of it `retried_after` later, its record's time that much later: the same start, not a restart
+    that drops the evidence counted since (a start is known delivered again by its stamp); the same pauses as
+    without the retry."""
+    events = stale_list_then_clean(15 * MINUTE, 30 * MINUTE, 5)
+    start = envelope("campaign.started", "c1", T0 - 1 + 50 * MINUTE)
+
+    def decided(retry: bool) -> tuple[list[tuple[str, float, str | None]], int]:
+        records = [(start, T0 - 1), *((webhook(event), event.time) for event in events)]
+        if retry:
+            at = T0 + retried_after
+            records.insert(next(n for n, (_, time) in enumerate(records) if time > at), (start, at))
+        engine = Engine(SHIPPED, kinds=kinds)
+        pauses = [
+            (decision.rule.name, round((decision.fired_at - T0) / MINUTE, 1), decision.episode_began and "resumed")
+            for _, decision in record_decisions(engine, records)
+            if decision.action == "pause"
+        ]
+        return pauses, engine.stats.resets
+
+    once, resets = decided(retry=False)
+    assert once and resets == 0, f"premise: {once}"
+    assert decided(retry=True) == (once, 0)
+
+
+@pytest.mark.parametrize("kinds", KINDS)
 @pytest.mark.parametrize("seed", [3, 7])
 def test_complaints_about_mail_before_a_resume_do_not_pause_it_again(kinds: Kinds, seed: int) -> None:
     """The complaints of the 4 hours before the pause arrive over the next two days, into the resumed episode's

@@ -232,6 +232,16 @@ class TestEventTime:
         value = envelope("message.bounced", {"campaignId": "c", "messageId": "m", "bounceType": "hard"}, stamp)
         assert decode(value, RECORD_TIME).time == RECORD_TIME
 
+    def test_a_start_counted_at_its_record_time_is_named_by_its_stamp(self) -> None:
+        """A `campaign.started` has no messageId, and the engine knows a retry of it by its time: counted at its
+        record's time, each delivery would have another, so its stamp names it (one stamped in step has no name)."""
+        stamp = datetime.fromtimestamp(RECORD_TIME + 1800, UTC).isoformat()
+        first = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME)
+        retry = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME + 600)
+        assert (first.time, retry.time) == (RECORD_TIME, RECORD_TIME + 600)
+        assert first.message_id == retry.message_id == f"started {RECORD_TIME + 1800:.6f}"
+        assert decode(envelope("campaign.started", {"campaignId": "c"}, TIMESTAMP), RECORD_TIME).message_id is None
+
     def test_a_timestamp_ahead_of_a_file_line_without_a_record_time_stands(self) -> None:
         """A replayed file has no record times (NaN): its stamps are all there is, and stand."""
         assert (

@@ -181,7 +181,19 @@ def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Even
         raise MalformedEvent(f"{envelope.event}: {_at_data(str(error))}") from None
     except RecursionError:
         raise MalformedEvent(f"{envelope.event}: data nested too deeply") from None
-    return _event(signal, data, _event_time(envelope.timestamp, record_time), screen)
+    time = _event_time(envelope.timestamp, record_time)
+    event = _event(signal, data, time, screen)
+    if signal is Signal.STARTED and event.message_id is None and time < (stamped := _stamp(envelope.timestamp)):
+        # counted at its record's time, a retry of it would read as a restart, since the engine knows a start
+        # delivered again by its time (it has no messageId); its stamp names it instead, as a messageId would
+        event = msgspec.structs.replace(event, message_id=f"started {stamped:.6f}")
+    return event
+
+
+def _stamp(timestamp: object) -> float:
+    """The envelope's timestamp as epoch seconds; -inf when there is none to read."""
+    time = epoch_from_iso(timestamp) if timestamp and isinstance(timestamp, str) else None
+    return float("-inf") if time is None else time
 
 
 def _event(signal: Signal, data: _Data, time: float, screen: bool) -> Event:

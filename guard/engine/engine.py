@@ -256,6 +256,10 @@ class Engine:
             state = None
         if event.signal is Signal.STARTED:
             # a (re)started campaign starts a new episode (episodes.py): earlier evidence never counts again
+            if event.message_id is not None and self._is_duplicate(event):
+                self.stats.duplicates += 1  # a start stamped ahead, named by its stamp (events.py), delivered again
+                self._advance(time)
+                return []
             if state is not None and self._started_before(state, time):
                 self._advance(time)
                 return []
