@@ -13,6 +13,7 @@ import cramjam
 import httpx
 import msgspec
 import pytest
+import structlog.testing
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from test_service import (  # noqa: F401  (fixtures)
@@ -350,6 +351,66 @@ class TestRestart:
         assert second.metrics.checkpoints.labels("corrupt")._value.get() in (1, 2)
         assert second.metrics.checkpoints.labels("restored")._value.get() == 0
         assert second.metrics.records.labels("replayed")._value.get() == 7
+
+    async def test_a_checkpoint_under_other_settings_is_a_mismatch_and_the_look_back_replayed(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        """Restarted with another GUARD_RESUME_GRACE: the checkpoint is sound but not of these settings, counted
+        `mismatch` as one of other rules is (not `invalid`, twice, with warnings: what forged or broken writes are
+        counted as); the replay rebuilds the same evidence, and the tenth bounce pauses."""
+        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await self.started(run_guard, topics, rules)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        assert first.metrics.checkpoints.labels("written")._value.get() >= 1
+
+        second = await self.started(run_guard, topics, rules, resume_grace=120.0)
+        await produce(producer, topics.input, bounces("camp", start + 100, 4))
+        await standin.wait_for_pauses(1, timeout=20)
+        checkpoints = second.metrics.checkpoints.labels
+        assert checkpoints("mismatch")._value.get() == 1
+        assert checkpoints("invalid")._value.get() == checkpoints("restored")._value.get() == 0
+        assert second.metrics.records.labels("replayed")._value.get() == 7
+
+    async def test_a_tombstone_on_the_manifest_key_deletes_the_checkpoint_and_is_no_torn_write(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        """A reset (README): a tombstone written to a partition's manifest key. The next guard replays the look-back
+        and says the checkpoint was deleted, not that a crash tore its first write (`torn`)."""
+        state_topic = f"state-{topics.group}"
+        await create_state_topic(kafka_bootstrap, state_topic)
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await self.started(run_guard, topics, rules)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        for partition in range(4):
+            await producer.send_and_wait(state_topic, key=f"{topics.group}/{topics.input}/{partition}".encode())
+
+        with structlog.testing.capture_logs() as logs:
+            second = await self.started(run_guard, topics, rules)
+            await produce(producer, topics.input, bounces("camp", start + 100, 4))
+            await standin.wait_for_pauses(1, timeout=20)
+        checkpoints = second.metrics.checkpoints.labels
+        assert checkpoints("torn")._value.get() == checkpoints("restored")._value.get() == 0
+        assert second.metrics.records.labels("replayed")._value.get() == 7
+        assert any(log["event"].startswith("checkpoint deleted (a tombstone") for log in logs)
 
     async def test_a_resumed_campaign_is_not_paused_again_after_a_restart(
         self,

@@ -50,6 +50,10 @@ class SnapshotError(ValueError):
     """The bytes are not a snapshot this engine can take: corrupt, another format, or other rules or settings."""
 
 
+class OtherSettings(SnapshotError):
+    """A sound snapshot taken under other rules or engine settings (horizon, grace, capacity shares)."""
+
+
 def _declared(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
     """A state type's fields and their types, in declaration order."""
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
@@ -443,7 +447,7 @@ def restore(data: bytes, rules: RuleSet, engine: Engine) -> None:
     except (msgspec.DecodeError, ValueError, RecursionError) as error:
         raise SnapshotError(f"corrupt snapshot: {error}") from None
     if partition.settings != _settings(engine, rules):
-        raise SnapshotError("snapshot taken with other rules or settings")
+        raise OtherSettings("snapshot taken with other rules or settings")
     try:
         _check_clock(partition)
         campaigns, store = _campaigns(partition, engine), _store(partition.dedupe, engine._seen, partition.watermark)

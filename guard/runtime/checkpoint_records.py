@@ -142,6 +142,10 @@ class TornCheckpoint(CheckpointError):
     """Chunks of a partition's first checkpoint, written without their manifest (a crash mid-write)."""
 
 
+class OtherSettingsCheckpoint(CheckpointError):
+    """A sound checkpoint taken under other settings (GUARD_DEDUPE_HORIZON, GUARD_RESUME_GRACE, the capacity shares)."""
+
+
 class InvalidCheckpoint(CheckpointError):
     """A checkpoint whose bytes add up but whose values do not: out of bounds, forged or from a broken writer."""
 

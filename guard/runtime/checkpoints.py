@@ -37,7 +37,7 @@ from guard.engine import Engine
 from guard.engine.engine import MAX_AHEAD_SECONDS
 from guard.engine.scope_snapshot import engine_part
 from guard.engine.scopes import ScopeEngine
-from guard.engine.snapshot import FORMAT, PendingSnapshot, check_clock, rules_version
+from guard.engine.snapshot import FORMAT, OtherSettings, PendingSnapshot, check_clock, rules_version
 from guard.rules import RuleSet
 from guard.runtime.checkpoint_records import (
     CHUNK_BYTES,
@@ -45,6 +45,7 @@ from guard.runtime.checkpoint_records import (
     CheckpointError,
     Found,
     InvalidCheckpoint,
+    OtherSettingsCheckpoint,
     TornCheckpoint,
     assemble,
     chunk_key,
@@ -150,9 +151,12 @@ class CheckpointStore:
             stored = stored_chunks(prefix, values)
             for slot, numbers in stored.items():
                 self._chunks[(tp, slot)] = numbers
-            candidates = whole(prefix, manifests.get(prefix.encode(), []), values)
+            history = manifests.get(prefix.encode(), [])
+            candidates = whole(prefix, history, values)
             if not candidates:
-                if stored[0] or stored[1]:
+                if history and history[0][0] is None:  # no crash: a tombstone deletes the checkpoint (a reset)
+                    log.info("checkpoint deleted (a tombstone on its manifest key); replaying", partition=_name(tp))
+                elif stored[0] or stored[1]:
                     found[tp] = TornCheckpoint("chunks without a manifest: the first checkpoint's write was torn")
                 continue
             if isinstance(candidates[-1], CheckpointError):
@@ -254,8 +258,9 @@ class Checkpointer:
         self._other_rules: set[TopicPartition] = set()  # refused at the last restore for being of other rules
 
     def other_rules(self, tp: TopicPartition) -> bool:
-        """Whether `tp`'s checkpoint was of other rules than those in force: the records before the committed offset
-        were read live under those, so a pause the replay derives and the audit never saw was not theirs to make."""
+        """Whether `tp`'s checkpoint was of other rules or settings than those in force: the records before the
+        committed offset were read live under those, so a pause the replay derives and the audit never saw was not
+        theirs to make."""
         return tp in self._other_rules
 
     async def write(self, partitions: list[TopicPartition]) -> None:
@@ -367,6 +372,11 @@ class Checkpointer:
                 return None
             try:
                 engine, size = self._engine(tp, checkpoint, offsets, rules)
+            except OtherSettingsCheckpoint:
+                self._other_rules.add(tp)  # the records before the committed offset were read under those
+                self._metrics.checkpoints.labels("mismatch").inc()
+                log.info("checkpoint of other settings; replaying the look-back", partition=name)
+                return None
             except CheckpointError as error:
                 checkpoint = checkpoint.previous
                 self._unusable(
@@ -396,6 +406,8 @@ class Checkpointer:
         try:  # the clock first: a snapshot from the future is refused before it is read whole
             check_clock(engine_part(data), found.written_ms / 1000 + MAX_AHEAD_SECONDS)
             return self._pipeline.restored_engine(data, self._pipeline.counts_scopes(tp), rules), len(data)
+        except OtherSettings as error:
+            raise OtherSettingsCheckpoint(str(error)) from None
         except Exception as error:  # a SnapshotError, or whatever decoding forged bytes raised
             raise InvalidCheckpoint(str(error) or repr(error)) from None
 
