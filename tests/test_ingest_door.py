@@ -285,6 +285,28 @@ async def test_an_idle_keep_alive_connection_is_closed(kafka_broker, topics) -> 
         writer.close()
 
 
+async def test_by_default_a_pooled_connection_outlives_the_pools_that_reuse_it(kafka_broker, topics) -> None:
+    """A client pool reuses a connection idle for up to its own expiry (httpx 5 s, an Ingress's upstream 60 s): had
+    the door closed it first, a request sent as the close crossed it would fail, unanswered. By default an idle
+    connection stays open past the common pools' expiry: reused after 6 s, it is answered."""
+    async with running_ingest(kafka_broker, topics) as service:
+        assert service.config.ingest.idle_timeout > 60
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        for _ in range(2):
+            body = webhook()
+            headers = "".join(f"{name}: {value}\r\n" for name, value in signed(body).items())
+            head = f"POST {WEBHOOK_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+            writer.write(head.encode() + body)
+            assert (await asyncio.wait_for(reader.readline(), ANSWER_WITHIN)).startswith(b"HTTP/1.1 200")
+            length = 0
+            while (line := await asyncio.wait_for(reader.readline(), ANSWER_WITHIN)) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            assert b'"accepted"' in await reader.readexactly(length)
+            await asyncio.sleep(6)
+        writer.close()
+
+
 async def test_headers_over_the_limits_are_400_counted_not_logged_as_errors(kafka_broker, topics, caplog) -> None:
     """A header field over GUARD_INGEST_MAX_HEADER_BYTES, or more fields than GUARD_INGEST_MAX_HEADERS: 400,
     counted in guard_ingest_bad_requests_total; no error line (with a traceback) per request."""

@@ -108,10 +108,12 @@ class IngestSettings(BaseSettings):
         "memory limit with the body and header limits.",
     )
     idle_timeout: float = Field(
-        5.0,
+        75.0,
         gt=0,
         description="Seconds a connection may stay without a complete request header: a slow header or an "
-        "idle keep-alive connection is closed.",
+        "idle keep-alive connection is closed. Above what reuses connections keeps them idle (an Ingress's "
+        "upstream pool: 60 s), so a pooled request never crosses the close; at the connection cap, such "
+        "connections make room first.",
     )
     max_header_bytes: int = Field(
         8190, ge=1024, description="Longest request line or header field; a longer one is answered 400."
