@@ -352,6 +352,40 @@ class TestRestart:
         assert second.metrics.checkpoints.labels("restored")._value.get() == 0
         assert second.metrics.records.labels("replayed")._value.get() == 7
 
+    async def test_a_rule_file_edited_before_the_restart_restores_the_checkpoint_as_a_reload(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> None:
+        """Six bounces before SIGTERM; a rule added to the file and the guard restarted; four bounces after: the
+        checkpoint is restored under the rules it was counted for and the edited ones taken as a hot reload takes
+        them, so the tenth pauses with nothing replayed (a replay rebuilds only the look-back: a `cusum` or `last:`
+        series older than it was lost)."""
+        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await self.started(run_guard, topics, rules)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+
+        edited = rules.with_name("edited.yaml")
+        edited.write_text(
+            RULE + "      - name: complaints\n        description: d\n        count: complained\n"
+            "        window: 1h\n        threshold: 5\n"
+        )
+        second = await self.started(run_guard, topics, edited)
+        await produce(producer, topics.input, bounces("camp", start + 100, 4))
+        await standin.wait_for_pauses(1, timeout=20)
+        checkpoints = second.metrics.checkpoints.labels
+        assert (checkpoints("restored")._value.get(), checkpoints("mismatch")._value.get()) == (1, 0)
+        assert second.metrics.records.labels("replayed")._value.get() == 0
+        assert second.metrics.records.labels("counted")._value.get() == 4
+
     async def test_a_checkpoint_under_other_settings_is_a_mismatch_and_the_look_back_replayed(
         self,
         kafka_bootstrap: str,

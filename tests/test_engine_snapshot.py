@@ -27,6 +27,7 @@ from guard.engine.snapshot import (
     SnapshotError,
     check_clock,
     restore,
+    rules_taken_under,
     rules_version,
     snapshot,
 )
@@ -101,6 +102,35 @@ class TestRestoring:
         engine = _restored(engine, reloaded, {})
         actual += [engine.process(event) for event in events[cut:]]
         assert actual == expected
+
+    @PROPERTY_SETTINGS
+    @given(rules=rule_sets(last=True, cusum=True, delayed=True), events=event_streams(max_size=120), data=st.data())
+    def test_a_snapshot_restored_under_edited_rules_is_a_reload_there(
+        self, rules: RuleSet, events: list[Event], data: st.DataObject
+    ) -> None:
+        """A rule file edited before a restart (a rule dropped, or one reworded): the snapshot carries the rules it
+        was counted for; restored under them and set to the edited ones, the rest decides as a guard that reloaded
+        there, and ends in the same state (nothing replayed, so no evidence older than the look-back is lost)."""
+        cut = data.draw(st.integers(0, len(events)), label="restart before event")
+        first = rules.rules[0]
+        reworded = Rule.model_validate({**first.model_dump(by_alias=True), "description": "reworded"})
+        edited = RuleSet(rules=rules.rules[:-1] if data.draw(st.booleans()) and len(rules.rules) > 1 else rules.rules)
+        edited = edited if edited != rules else RuleSet(rules=(reworded, *rules.rules[1:]))
+        plain = Engine(rules)
+        expected = [plain.process(event) for event in events[:cut]]
+        plain.set_rules(edited)
+        expected += [plain.process(event) for event in events[cut:]]
+        engine = Engine(rules)
+        actual = [engine.process(event) for event in events[:cut]]
+        data_at_cut = snapshot(engine, rules)
+        taken = rules_taken_under(data_at_cut, edited)
+        assert taken is not None and rules_version(taken) == rules_version(rules)
+        restored = Engine(taken)
+        restore(data_at_cut, taken, restored)
+        restored.set_rules(edited)
+        actual += [restored.process(event) for event in events[cut:]]
+        assert actual == expected
+        assert snapshot(restored, edited) == snapshot(plain, edited)
 
     def test_a_reload_that_drops_the_rule_counting_a_shared_window_restores(self) -> None:
         """A window of sends is one rule's count and another's denominator; the counting rule dropped, the window
@@ -353,6 +383,21 @@ class TestRefusing:
         with pytest.raises(SnapshotError, match="other rules or settings"):
             restore(data, other, Engine(other))
 
+    def test_the_rules_it_carries_are_taken_only_when_valid_and_of_its_version(self) -> None:
+        """The state topic is input: rules that do not parse, or are not those the snapshot's version names, are
+        refused (the checkpoint is then counted invalid), never built into an engine."""
+        other = RuleSet(rules=(Rule.model_validate({**RULES.rules[0].model_dump(by_alias=True), "threshold": 0.6}),))
+        data = snapshot(_busy_engine(RULES), RULES)
+        assert rules_taken_under(data, RULES) is None
+        assert rules_taken_under(data, other) == RULES
+        at = _field(snapshots._Partition, "rules")
+        unparsable = _forged(data, lambda fields: fields.__setitem__(at, b"{"))
+        with pytest.raises(SnapshotError, match="not valid"):
+            rules_taken_under(unparsable, other)
+        swapped = _forged(data, lambda fields: fields.__setitem__(at, other.model_dump_json(by_alias=True).encode()))
+        with pytest.raises(SnapshotError, match="not those its rules version names"):
+            rules_taken_under(swapped, RuleSet(rules=()))
+
     @pytest.mark.parametrize(
         "options",
         [{"dedupe_horizon": 60.0}, {"max_campaigns": 3}, {"max_dedupe_keys": 100}, {"resume_grace": 1.0}],
@@ -512,7 +557,12 @@ class TestBounding:
         with pytest.raises(SnapshotError, match="clock"):
             snapshots.check_clock(data, clock - 1)
         with pytest.raises(SnapshotError, match="clock"):
-            snapshots.check_clock(_forged(data, lambda fields: fields.__setitem__(2, float("nan"))), clock)
+            snapshots.check_clock(
+                _forged(
+                    data, lambda fields: fields.__setitem__(_field(snapshots._Partition, "watermark"), float("nan"))
+                ),
+                clock,
+            )
 
 
 class TestCoverage:

@@ -8,8 +8,8 @@ sends (times and message-id hashes), a cusum's run. Restored into an engine with
 settings, the events after it give exactly the decisions an engine that never stopped would give, in
 any process: the dedupe keys and message-id hashes are stable hashes (fingerprints.py), not `hash()`.
 
-What is derived is not stored: the compiled rules (from the rule set, whose version the snapshot
-names) and each campaign's rules (from its id). The snapshot's types mirror the state's own fields,
+What is derived is not stored: the compiled rules (from the rule set, which the snapshot holds, with its
+version) and each campaign's rules (from its id). The snapshot's types mirror the state's own fields,
 read from their declarations: a field added to a state type is carried without change here, and
 FORMAT goes up so that an older snapshot is refused rather than misread. Every structure is an
 array (no field names on the wire); arrays of numbers are their raw little-endian bytes.
@@ -41,7 +41,7 @@ from guard.engine.state import NO_RULE_STATES, CampaignState, RuleState
 from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, SKIPPED_IDS, LastN, SlidingCount
 from guard.rules.models import MAX_LAST, RuleSet
 
-FORMAT = 6  # raise with any change to what is stored (4 was another layout once: never reuse a number)
+FORMAT = 7  # raise with any change to what is stored (4 was another layout once: never reuse a number)
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 _MAX_COUNT = 2**53  # events a series counts: more than any log holds, and exact in a float and an i64
 
@@ -117,6 +117,7 @@ class _Settings(msgspec.Struct, array_like=True):
 class _Partition(msgspec.Struct, array_like=True):
     format: int
     settings: _Settings
+    rules: bytes  # the rule set the state was counted for, as JSON: restored under it, other rules are a reload
     watermark: float
     ahead: float | None
     next_sweep: float
@@ -138,7 +139,16 @@ class _Clock(msgspec.Struct, array_like=True):
 
     format: int
     settings: msgspec.Raw
+    rules: msgspec.Raw
     watermark: float
+
+
+class _Rules(msgspec.Struct, array_like=True):
+    """The fields up to the rules, to read which rules an engine for it is built with."""
+
+    format: int
+    settings: _Settings
+    rules: bytes
 
 
 _LITTLE = sys.byteorder == "little"
@@ -179,6 +189,7 @@ _decoder = msgspec.msgpack.Decoder(_Partition)
 _campaign_decoder = msgspec.msgpack.Decoder(_Campaign)
 _series_decoder = msgspec.msgpack.Decoder(_SeriesList)
 _clock_decoder = msgspec.msgpack.Decoder(_Clock)
+_rules_decoder = msgspec.msgpack.Decoder(_Rules)
 
 
 def rules_version(rules: RuleSet) -> str:
@@ -235,6 +246,7 @@ class PendingSnapshot:
         self._head = (
             FORMAT,
             _settings(engine, rules),
+            rules.model_dump_json(by_alias=True).encode(),
             engine._watermark,
             engine._ahead,
             engine._next_sweep,
@@ -428,6 +440,30 @@ def check_clock(data: bytes, latest: float) -> None:
         raise SnapshotError(f"not a snapshot: {error}") from None
     if not clock <= latest:  # NaN too
         raise SnapshotError(f"the partition's clock ({clock}) is past {latest}")
+
+
+def rules_taken_under(data: bytes, rules: RuleSet) -> RuleSet | None:
+    """The rules a snapshot's state was counted for, when they are not `rules` (a rule file edited before a restart):
+    restored into an engine of those, then set to `rules`, it keeps what a hot reload keeps. None when they are
+    `rules`. SnapshotError when it is no snapshot of this format, or its rules are not valid ones of its version."""
+    try:
+        stored = _head_decoder.decode(data).format
+        if stored != FORMAT:
+            raise SnapshotError(f"snapshot format {stored}, this guard reads {FORMAT}")
+        head = _rules_decoder.decode(data)
+    except (msgspec.DecodeError, ValueError, RecursionError) as error:
+        if isinstance(error, SnapshotError):
+            raise
+        raise SnapshotError(f"not a snapshot: {error}") from None
+    if head.settings.rules_version == rules_version(rules):
+        return None
+    try:
+        taken = RuleSet.model_validate_json(head.rules)
+    except Exception as error:  # a ValidationError, or whatever forged bytes raise
+        raise SnapshotError(f"the rules it was counted for are not valid: {str(error)[:200]}") from None
+    if rules_version(taken) != head.settings.rules_version:
+        raise SnapshotError("the rules it was counted for are not those its rules version names")
+    return taken
 
 
 @_collector_paused()

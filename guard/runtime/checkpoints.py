@@ -360,12 +360,14 @@ class Checkpointer:
         version = rules_version(rules)
         checkpoint: Found | None = found
         while checkpoint is not None:
-            if checkpoint.snapshot_format != FORMAT or checkpoint.rules_version != version:
-                if checkpoint.rules_version != version:
-                    self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
+            if checkpoint.snapshot_format != FORMAT:
                 self._metrics.checkpoints.labels("mismatch").inc()
-                log.info("checkpoint of other rules or format; replaying the look-back", partition=name)
+                log.info("checkpoint of another format; replaying the look-back", partition=name)
                 return None
+            if checkpoint.rules_version != version:
+                # restored under the rules it carries, then set to these as a hot reload (Pipeline.restored_engine);
+                # the records after it were read live under those
+                self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
             if checkpoint.written_ms < lookback_ms:
                 self._metrics.checkpoints.labels("stale").inc()
                 log.info("checkpoint older than the look-back; replaying it", partition=name)
@@ -384,7 +386,8 @@ class Checkpointer:
                 )
                 continue
             self._metrics.checkpoints.labels("restored").inc()
-            log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=size)
+            reloaded = {"rules": "other: restored under its own, then reloaded"} if tp in self._other_rules else {}
+            log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=size, **reloaded)
             return engine, checkpoint  # type: ignore[return-value]
         return None
 

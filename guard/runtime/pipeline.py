@@ -48,9 +48,9 @@ from guard.contracts.events import IgnoredEvent, MalformedEvent, Signal, in_work
 from guard.engine import Decision, Engine
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, Kinds
-from guard.engine.scope_snapshot import ScopeSnapshot, restore_scopes
+from guard.engine.scope_snapshot import ScopeSnapshot, engine_part, restore_scopes
 from guard.engine.scopes import InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
-from guard.engine.snapshot import PendingSnapshot, restore
+from guard.engine.snapshot import PendingSnapshot, restore, rules_taken_under
 from guard.rules import RuleSet
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS, Held, behind, overdue, release
 from guard.runtime.progress import PartitionProgress
@@ -221,11 +221,14 @@ class Pipeline:
         with a snapshot's state (SnapshotError if it does not fit, a snapshot of the other kind included); with
         `rules` (the pipeline's by default): a restore in a worker thread keeps the rules it began with."""
         rules = self.rules if rules is None else rules
-        engine = self._new_engine(scopes, rules)
+        taken = rules_taken_under(engine_part(data), rules)  # a rule file edited before the restart
+        engine = self._new_engine(scopes, taken or rules)
         if isinstance(engine, ScopeEngine):
-            restore_scopes(data, rules, engine)
+            restore_scopes(data, taken or rules, engine)
         else:
-            restore(data, rules, engine)
+            restore(data, taken or rules, engine)
+        if taken is not None:
+            engine.set_rules(rules)  # as a hot reload: what the rules in force still count is kept, none replayed
         return engine
 
     def snapshot(self, tp: Partition) -> tuple[PendingSnapshot, int] | None:

@@ -204,10 +204,10 @@ class Metrics:
             "State checkpoints by result: written, failed (not written), restored (used on assignment), torn (a write "
             "cut by a crash, its chunks without a manifest: the previous checkpoint is used, else the look-back "
             "replayed), corrupt (damaged: ignored), invalid (out of bounds: an offset outside the partition, times "
-            "ahead of the partition's clock, sizes the rules and settings do not give), mismatch (other rules, "
-            "settings or format), stale (older than the look-back), unreadable (the state topic could not be "
-            "read); after corrupt or invalid the whole checkpoint before it is used if it was read, else these "
-            "replay the look-back.",
+            "ahead of the partition's clock, sizes the rules and settings do not give), mismatch (other settings "
+            "or format; one of other rules is restored under its own, then reloaded), stale (older than the "
+            "look-back), unreadable (the state topic could not be read); after corrupt or invalid the whole "
+            "checkpoint before it is used if it was read, else these replay the look-back.",
             ["result"],
             registry=r,
         )

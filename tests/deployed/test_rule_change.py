@@ -1,9 +1,9 @@
 """A rule changed and shipped with a restart (`helm upgrade` with the rules edited, the chart's `restartOnChange`, a rolling
-update): the checkpoints are of the old rules, so the new guard replays the look-back under the new ones. The records
-of that look-back were read live under the old rules, so a pause the new rule derives from them was never made: judged
-at catch-up as a backlog's are, the campaign bad now is paused at once, as a hot reload of the same file pauses it at
-its next event. It was dropped instead, leaving the engine holding a pause nobody made: the campaign's next sends read
-as its resume, which dropped the evidence, and the pause waited for `min_volume` new sends (75 s of live mail here)."""
+update): the checkpoints are of the old rules, which they carry, so the new guard restores them under those and takes
+the new rules as a hot reload of the same file takes them: the campaign bad now is paused at its next event, and a breach
+acted on is not acted on again. (The look-back replayed under the new rules instead lost every `cusum` and `last:`
+series older than it, and paused the campaign bad now 75 s late: a pause derived from records read live under the old
+rules was dropped while the engine held it, so the campaign's next sends read as its resume.)"""
 
 from __future__ import annotations
 
@@ -68,10 +68,17 @@ async def test_a_rule_changed_with_a_restart_pauses_the_campaign_bad_now_at_catc
     write_rules(rules, "pause", "5%")
     second = deploy.start("new-rules", GUARD_RULES=str(rules))
     await second.wait_ready(60)
+    sending = time.time()  # the campaign goes on sending its bad list
+    await deploy.produce(
+        deploy.history(deploy.mail(campaign, deploy.Stretch(sending, sending + 5, 0.5, 1.0), until=sending + 5))
+    )
     await deploy.wait_until(lambda: bool(deploy.standin.pause_requests()), 45, 0.5, "the campaign bad now paused")
+    paused = deploy.standin.pause_requests()[0].received_at
     await deploy.settle(second)
     assert [r.campaign_id for r in deploy.standin.pause_requests()] == [campaign]
-    assert (await second.metrics())("guard_checkpoints_total", result="mismatch") >= 1
+    assert paused - sending < 10  # at its next events, as a hot reload: its evidence from before the restart kept
+    metrics = await second.metrics()
+    assert metrics("guard_checkpoints_total", result="restored") >= 1 and metrics.records("replayed") == 0
 
 
 async def test_a_rule_reworded_with_a_restart_does_not_pause_again_what_it_paused(deploy, tmp_path: Path) -> None:
