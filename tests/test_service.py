@@ -145,6 +145,15 @@ async def produce(producer: AIOKafkaProducer, topic: str, values: list[tuple[str
     await producer.flush()
 
 
+async def produce_as_logged(producer: AIOKafkaProducer, topic: str, values: list[tuple[str, bytes]]) -> None:
+    """As a producer logs events as they happen, each record's time its event's: a stream over the minutes ahead
+    produced at once (an event written before its time counts at its record's: README "Event time")."""
+    for key, value in values:
+        at = _epoch(json.loads(value)["timestamp"])
+        await producer.send(topic, key=key.encode(), value=value, timestamp_ms=int(at * 1000))
+    await producer.flush()
+
+
 def sending(campaign_id: str, start: float, sends: int, bounce_every: int) -> list[tuple[str, bytes]]:
     """`sends` sends a second apart, each `bounce_every`-th followed by its hard bounce."""
     records = []
@@ -690,7 +699,7 @@ class TestResumedCampaign:
         service, resumed_at = await self.paused_then_resumed(standin, producer, topics, run_guard)
         clean = sending(self.CAMPAIGN, resumed_at, 300, 100)
         counted = service.metrics.records.labels("counted")._value.get()
-        await produce(producer, topics.input, clean)
+        await produce_as_logged(producer, topics.input, clean)
         await until(lambda: service.metrics.records.labels("counted")._value.get() == counted + len(clean))
         await asyncio.sleep(0.5)
         assert len(standin.pause_requests(self.CAMPAIGN)) == 1
@@ -708,7 +717,7 @@ class TestResumedCampaign:
         service, resumed_at = await self.paused_then_resumed(standin, producer, topics, run_guard)
         bad = sending(self.CAMPAIGN, resumed_at, 200, 5)  # 200 s: within the grace of the second pause
         counted = service.metrics.records.labels("counted")._value.get()
-        await produce(producer, topics.input, bad)
+        await produce_as_logged(producer, topics.input, bad)
         await standin.wait_for_pauses(2, timeout=20)
         await until(lambda: service.metrics.records.labels("counted")._value.get() == counted + len(bad))
         await until(lambda: not service.metrics.inflight._value.get())
@@ -737,11 +746,11 @@ class TestResumedCampaign:
         retrying, a second decision is taken on the new evidence, and both calls are made once the API is back."""
         standin.add_campaign(self.CAMPAIGN)
         await standin.down()
-        # ten minutes of sending from now, produced at once (event times ahead of the clock, as a live campaign's
-        # would be by the time they arrive): a guard keeping up, not a backlog, so nothing is held back
+        # ten minutes of sending from now, produced at once, each logged at its time (ahead of the clock, as a live
+        # campaign's would be by the time they arrive): a guard keeping up, not a backlog, so nothing is held back
         start = time.time() - 30
         service = await run_guard()
-        await produce(producer, topics.input, sending(self.CAMPAIGN, start, 600, 5))  # 10 minutes, never stopped
+        await produce_as_logged(producer, topics.input, sending(self.CAMPAIGN, start, 600, 5))  # 10 minutes
         await until(lambda: service.metrics.decisions.labels("hard-bounce-burst", "pause")._value.get() >= 2)
         await standin.up()
         await standin.wait_for_pauses(2, timeout=20)
