@@ -294,6 +294,27 @@ class TestRestart:
     async def started(self, run_guard: RunGuard, topics: Topics, rules: Path, **options: object):  # noqa: F811
         return await run_guard(rules=rules, state_topic=f"state-{topics.group}", checkpoint_interval=0.2, **options)
 
+    async def six_bounces_then_stopped(
+        self,
+        kafka_bootstrap: str,
+        standin: LeadterraStandIn,
+        producer: AIOKafkaProducer,  # noqa: F811
+        topics: Topics,  # noqa: F811
+        run_guard: RunGuard,  # noqa: F811
+        rules: Path,
+    ) -> float:
+        """A send and six bounces of `camp` ten minutes ago, counted by a guard stopped since (SIGTERM: checkpoints
+        written); their start time."""
+        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
+        standin.add_campaign("camp")
+        start = time.time() - 600
+        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
+        first = await self.started(run_guard, topics, rules)
+        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
+        await first.shutdown()
+        assert first.metrics.checkpoints.labels("written")._value.get() >= 1
+        return start
+
     async def test_evidence_from_before_a_restart_counts_without_replaying_it(
         self,
         kafka_bootstrap: str,
@@ -304,14 +325,7 @@ class TestRestart:
         rules: Path,
     ) -> None:
         """Six bounces before SIGTERM, four after: the tenth pauses, and the second guard replays nothing."""
-        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
-        standin.add_campaign("camp")
-        start = time.time() - 600
-        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
-        first = await self.started(run_guard, topics, rules)
-        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
-        await first.shutdown()
-        assert first.metrics.checkpoints.labels("written")._value.get() >= 1
+        start = await self.six_bounces_then_stopped(kafka_bootstrap, standin, producer, topics, run_guard, rules)
 
         second = await self.started(run_guard, topics, rules)
         await produce(producer, topics.input, bounces("camp", start + 100, 4))
@@ -331,13 +345,7 @@ class TestRestart:
     ) -> None:
         """Every chunk overwritten with garbage: counted as corrupt, the replay rebuilds the same evidence."""
         state_topic = f"state-{topics.group}"
-        await create_state_topic(kafka_bootstrap, state_topic)
-        standin.add_campaign("camp")
-        start = time.time() - 600
-        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
-        first = await self.started(run_guard, topics, rules)
-        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
-        await first.shutdown()
+        start = await self.six_bounces_then_stopped(kafka_bootstrap, standin, producer, topics, run_guard, rules)
         for partition in range(4):
             for slot in (0, 1):
                 key = f"{topics.group}/{topics.input}/{partition}/{slot}/0".encode()
@@ -365,13 +373,7 @@ class TestRestart:
         checkpoint is restored under the rules it was counted for and the edited ones taken as a hot reload takes
         them, so the tenth pauses with nothing replayed (a replay rebuilds only the look-back: a `cusum` or `last:`
         series older than it was lost)."""
-        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
-        standin.add_campaign("camp")
-        start = time.time() - 600
-        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
-        first = await self.started(run_guard, topics, rules)
-        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
-        await first.shutdown()
+        start = await self.six_bounces_then_stopped(kafka_bootstrap, standin, producer, topics, run_guard, rules)
 
         edited = rules.with_name("edited.yaml")
         edited.write_text(
@@ -398,14 +400,7 @@ class TestRestart:
         """Restarted with another GUARD_RESUME_GRACE: the checkpoint is sound but not of these settings, counted
         `mismatch` as one of other rules is (not `invalid`, twice, with warnings: what forged or broken writes are
         counted as); the replay rebuilds the same evidence, and the tenth bounce pauses."""
-        await create_state_topic(kafka_bootstrap, f"state-{topics.group}")
-        standin.add_campaign("camp")
-        start = time.time() - 600
-        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
-        first = await self.started(run_guard, topics, rules)
-        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
-        await first.shutdown()
-        assert first.metrics.checkpoints.labels("written")._value.get() >= 1
+        start = await self.six_bounces_then_stopped(kafka_bootstrap, standin, producer, topics, run_guard, rules)
 
         second = await self.started(run_guard, topics, rules, resume_grace=120.0)
         await produce(producer, topics.input, bounces("camp", start + 100, 4))
@@ -427,13 +422,7 @@ class TestRestart:
         """A reset (README): a tombstone written to a partition's manifest key. The next guard replays the look-back
         and says the checkpoint was deleted, not that a crash tore its first write (`torn`)."""
         state_topic = f"state-{topics.group}"
-        await create_state_topic(kafka_bootstrap, state_topic)
-        standin.add_campaign("camp")
-        start = time.time() - 600
-        await produce(producer, topics.input, [("camp", sent("camp", start))] + bounces("camp", start, 6))
-        first = await self.started(run_guard, topics, rules)
-        await until(lambda: first.metrics.records.labels("counted")._value.get() == 7)
-        await first.shutdown()
+        start = await self.six_bounces_then_stopped(kafka_bootstrap, standin, producer, topics, run_guard, rules)
         for partition in range(4):
             await producer.send_and_wait(state_topic, key=f"{topics.group}/{topics.input}/{partition}".encode())
 
