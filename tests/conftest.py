@@ -94,12 +94,11 @@ def matrix() -> Matrix:
 
 
 def _core_missing() -> str | None:
-    """Why the compiled core (guard_core, built from core/) cannot be imported, or None when it can."""
-    try:
-        import guard_core  # noqa: F401
-    except ImportError as error:
-        return str(error)
-    return None
+    """Why the compiled core (guard_core, built from core/) cannot be used, or None when it can: not installed, or
+    another build (guard/engine/kinds.py takes only its own version)."""
+    from guard.engine.kinds import compiled, why_not_compiled
+
+    return why_not_compiled() if compiled() is None else None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -117,7 +116,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     quietly skipping the compiled engine's tests."""
     if os.environ.get("CI") == "true" and (why := _core_missing()):
         raise pytest.UsageError(
-            f"CI=true, and the compiled core (guard_core) does not import ({why}): CI tests both engines; "
+            f"CI=true, and the compiled core cannot be used ({why}): CI tests both engines; "
             "build it with `make` (cargo on PATH) or `pip install ./core`"
         )
 
@@ -135,7 +134,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(_broker_of(item) or "kafka_cluster"))
         if core_missing and item.get_closest_marker("compiled_core"):
             item.add_marker(
-                pytest.mark.skip(reason=f"the compiled core is not installed ({core_missing}): make builds it")
+                pytest.mark.skip(reason=f"the compiled core cannot be used ({core_missing}): make builds it")
             )
     needing = [item for item in items if item.get_closest_marker("apache_kafka")]
     if needing and "kafka" not in matrix().brokers:

@@ -11,14 +11,21 @@ from pathlib import Path
 from guard.engine.kinds import CORE_VERSION
 
 CORE = Path(__file__).resolve().parent.parent / "core"
-RECORDED = CORE / "sources.sha256"  # `VERSION DIGEST` of each release of core/'s sources, the newest last
+RECORDED = CORE / "sources.sha256"
+SOURCES = (
+    "Cargo.toml",
+    "Cargo.lock",
+    "pyproject.toml",
+)  # `VERSION DIGEST` of each release of core/'s sources, the newest last
 
 
 def sources_digest() -> str:
     """SHA-256 over what a core is built from: its Rust sources, manifests and lock file."""
     digest = hashlib.sha256()
-    for path in sorted([*CORE.glob("src/*.rs"), CORE / "Cargo.toml", CORE / "Cargo.lock", CORE / "pyproject.toml"]):
-        digest.update(path.relative_to(CORE).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    built_from = [*CORE.glob("src/**/*.rs"), *CORE.glob("build.rs"), *(CORE / name for name in SOURCES)]
+    for path in sorted(built_from):
+        text = path.read_bytes().replace(b"\r\n", b"\n")  # a checkout's line endings are not a change
+        digest.update(path.relative_to(CORE).as_posix().encode() + b"\0" + text + b"\0")
     return digest.hexdigest()
 
 

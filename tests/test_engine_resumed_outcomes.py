@@ -166,14 +166,19 @@ def test_an_outcome_stamped_ahead_of_its_record_decides_as_one_stamped_in_step(k
 
 
 @pytest.mark.parametrize("kinds", KINDS)
-@pytest.mark.parametrize("retried_after", [70.0, 10 * MINUTE])
-def test_a_start_stamped_ahead_and_delivered_again_is_no_restart(kinds: Kinds, retried_after: float) -> None:
-    """The stale list's `campaign.started`, stamped 50 minutes past its record's time (so counted at that), and
-    Leadterra's retry of it `retried_after` later, its record's time that much later: the same start, not a restart
-    that drops the evidence counted since (a start is known delivered again by its stamp); the same pauses as
-    without the retry."""
+@pytest.mark.parametrize(
+    ("ahead", "retried_after"),
+    [(50 * MINUTE, 70.0), (50 * MINUTE, 10 * MINUTE), (10 * MINUTE, 12 * MINUTE), (10 * MINUTE, 20 * MINUTE)],
+)
+def test_a_start_stamped_ahead_and_delivered_again_is_no_restart(
+    kinds: Kinds, ahead: float, retried_after: float
+) -> None:
+    """The stale list's `campaign.started`, stamped `ahead` of its record's time (so counted at that), and
+    Leadterra's retry of it `retried_after` later, its record's time that much later (counted at that, or at its
+    stamp once that is no longer ahead of it): the same start, not a restart that drops the evidence counted since
+    (a start is known delivered again by its stamp); the same pauses as without the retry."""
     events = stale_list_then_clean(15 * MINUTE, 30 * MINUTE, 5)
-    start = envelope("campaign.started", "c1", T0 - 1 + 50 * MINUTE)
+    start = envelope("campaign.started", "c1", T0 - 1 + ahead)
 
     def decided(retry: bool) -> tuple[list[tuple[str, float, str | None]], int]:
         records = [(start, T0 - 1), *((webhook(event), event.time) for event in events)]

@@ -133,7 +133,7 @@ class TestEveryEventKind:
             ),
             pytest.param(
                 envelope("campaign.started", {"campaignId": "camp-1"}),
-                Event(Signal.STARTED, "camp-1", T0),
+                Event(Signal.STARTED, "camp-1", T0, f"started {T0:.6f}"),  # named by its stamp
                 id="campaign.started",
             ),
         ],
@@ -232,15 +232,21 @@ class TestEventTime:
         value = envelope("message.bounced", {"campaignId": "c", "messageId": "m", "bounceType": "hard"}, stamp)
         assert decode(value, RECORD_TIME).time == RECORD_TIME
 
-    def test_a_start_counted_at_its_record_time_is_named_by_its_stamp(self) -> None:
-        """A `campaign.started` has no messageId, and the engine knows a retry of it by its time: counted at its
-        record's time, each delivery would have another, so its stamp names it (one stamped in step has no name)."""
+    @pytest.mark.parametrize("retried_after", [600.0, 1500.0, 7200.0])
+    def test_a_start_is_named_by_its_stamp_however_late_its_retry(self, retried_after: float) -> None:
+        """A `campaign.started` has no messageId; its stamp names it, so a retry is known as one by the engine's
+        dedupe store: stamped 30 minutes ahead of its record, the first delivery counts at its record's time and a
+        retry (its record later) at its own or at its stamp, yet both have one name."""
         stamp = datetime.fromtimestamp(RECORD_TIME + 1800, UTC).isoformat()
         first = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME)
-        retry = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME + 600)
-        assert (first.time, retry.time) == (RECORD_TIME, RECORD_TIME + 600)
+        retry = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME + retried_after)
+        assert first.time == RECORD_TIME
+        ahead = RECORD_TIME + 1800 > RECORD_TIME + retried_after + MAX_CLOCK_SKEW_SECONDS
+        assert retry.time == (RECORD_TIME + retried_after if ahead else RECORD_TIME + 1800)
         assert first.message_id == retry.message_id == f"started {RECORD_TIME + 1800:.6f}"
-        assert decode(envelope("campaign.started", {"campaignId": "c"}, TIMESTAMP), RECORD_TIME).message_id is None
+        in_step = decode(envelope("campaign.started", {"campaignId": "c", "messageId": "m"}, TIMESTAMP), RECORD_TIME)
+        assert in_step.message_id == f"started {T0:.6f}"  # its stamp, not a messageId Leadterra does not send
+        assert decode(envelope("campaign.started", {"campaignId": "c"}, None), RECORD_TIME).message_id is None
 
     def test_a_timestamp_ahead_of_a_file_line_without_a_record_time_stands(self) -> None:
         """A replayed file has no record times (NaN): its stamps are all there is, and stand."""

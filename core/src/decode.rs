@@ -294,6 +294,9 @@ impl FastDecoder {
         let Ok(Object(envelope)) = serde_json::from_slice::<Object<Envelope>>(raw) else {
             return Ok(None);
         };
+        if envelope.event == "campaign.started" {
+            return Ok(None); // named by its stamp (events.py `_named_start`): one a campaign, the reference's job
+        }
         let signals = self.signals.bind(py);
         let Some(mut signal) = signals.get_item(envelope.event)? else {
             return Ok(None);

@@ -153,12 +153,14 @@ def decode(value: bytes | None, record_time: float) -> Event:
     if signal is None:
         raise IgnoredEvent(envelope.event)
     if envelope.timestamp is None:
-        return _event(signal, envelope.data, _record_time(record_time), screen)
+        event = _event(signal, envelope.data, _record_time(record_time), screen)
+        return _named_start(event, None) if signal is Signal.STARTED else event
     stamp = envelope.timestamp
     time = (stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)).timestamp()
     if time > record_time + MAX_CLOCK_SKEW_SECONDS or not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
         return _decode_lenient(text, record_time, screen)  # which says what is wrong with it, or counts it then
-    return _event(signal, envelope.data, time, screen)
+    event = _event(signal, envelope.data, time, screen)
+    return _named_start(event, time) if signal is Signal.STARTED else event
 
 
 def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Event:
@@ -181,19 +183,18 @@ def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Even
         raise MalformedEvent(f"{envelope.event}: {_at_data(str(error))}") from None
     except RecursionError:
         raise MalformedEvent(f"{envelope.event}: data nested too deeply") from None
-    time = _event_time(envelope.timestamp, record_time)
-    event = _event(signal, data, time, screen)
-    if signal is Signal.STARTED and event.message_id is None and time < (stamped := _stamp(envelope.timestamp)):
-        # counted at its record's time, a retry of it would read as a restart, since the engine knows a start
-        # delivered again by its time (it has no messageId); its stamp names it instead, as a messageId would
-        event = msgspec.structs.replace(event, message_id=f"started {stamped:.6f}")
+    event = _event(signal, data, _event_time(envelope.timestamp, record_time), screen)
+    if signal is Signal.STARTED:
+        stamp = envelope.timestamp
+        return _named_start(event, epoch_from_iso(stamp) if stamp and isinstance(stamp, str) else None)
     return event
 
 
-def _stamp(timestamp: object) -> float:
-    """The envelope's timestamp as epoch seconds; -inf when there is none to read."""
-    time = epoch_from_iso(timestamp) if timestamp and isinstance(timestamp, str) else None
-    return float("-inf") if time is None else time
+def _named_start(event: Event, stamp: float | None) -> Event:
+    """A `campaign.started` named by its stamp, the time Leadterra says it started: it has no messageId, and a retry
+    of it must be known as one however late it comes, also where it counts at its record's time (stamped ahead: each
+    delivery another). Unnamed without a stamp (it counts at its record's time: nothing tells its deliveries apart)."""
+    return msgspec.structs.replace(event, message_id=None if stamp is None else f"started {stamp:.6f}")
 
 
 def _event(signal: Signal, data: _Data, time: float, screen: bool) -> Event:
