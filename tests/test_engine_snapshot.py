@@ -397,6 +397,9 @@ class TestRefusing:
         swapped = _forged(data, lambda fields: fields.__setitem__(at, other.model_dump_json(by_alias=True).encode()))
         with pytest.raises(SnapshotError, match="not those its rules version names"):
             rules_taken_under(swapped, RuleSet(rules=()))
+        huge = _forged(data, lambda fields: fields.__setitem__(at, b" " * (snapshots.MAX_CARRIED_RULES_BYTES + 1)))
+        with pytest.raises(SnapshotError, match="over 4,194,304 bytes"):
+            rules_taken_under(huge, other)
 
     @pytest.mark.parametrize(
         "options",

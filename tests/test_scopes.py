@@ -17,6 +17,7 @@ from test_pipeline import Decisions, NoDeadLetters
 
 from guard.contracts.events import Event, Signal, decode
 from guard.engine.kinds import PYTHON, choose
+from guard.engine.scope_snapshot import ScopeSnapshot
 from guard.engine.scopes import Forwarded, InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
 from guard.rules.loader import load_rules, parse_rules
 from guard.rules.models import Rule, RuleSet
@@ -218,6 +219,31 @@ class TestScopeEngine:
         assert engine.process(forwarded("camp_new", Signal.SENT, 1_301.0, "new-s1")) == []
         # a campaign already decided for (resumed by its owner, say) is not decided again by the same firing
         assert engine.process(forwarded("camp_03", Signal.SENT, 1_302.0, "c3-again")) == []
+
+    @pytest.mark.parametrize("through", ["a reload", "a restart", "a reload, then a restart"])
+    @pytest.mark.parametrize("edit", ["turned into an alert", "reworded"])
+    def test_a_joiner_of_a_firing_is_decided_under_the_rule_in_force(self, through: str, edit: str) -> None:
+        """The domain rule fired; it is edited, and a campaign joins the firing: decided as the rule now says (an
+        alert records, pauses nothing; a reworded one still pauses, naming its new version), whether the edit came
+        by a reload, by a restart (the checkpoint restored under the rules it carries, then reloaded), or by a
+        reload then a restart (a checkpoint of the edited rules). The firing kept the rule it fired under: turned
+        into an alert, joiners were paused still; reworded, a restart after the reload forgot the firing."""
+        if edit == "turned into an alert":
+            text = DOMAIN_RULE.replace("        cooldown: 1h\n", "        cooldown: 1h\n        action: alert\n", 1)
+        else:
+            text = DOMAIN_RULE.replace("over every campaign that sends from it.", "over all of its campaigns.", 1)
+        edited = rules(text)
+        engine = self.engine()
+        self.small_campaigns(engine, 10)
+        if through != "a restart":
+            engine.set_rules(edited)
+        if through != "a reload":
+            taken_under = edited if through == "a reload, then a restart" else rules()
+            data = ScopeSnapshot(engine, taken_under).finish()
+            engine = scoped_pipeline(Forwards(), Decisions(), rules=edited).restored_engine(data, scopes=True)
+        [joined] = engine.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
+        [in_force] = [rule for rule in edited.rules if rule.name == "domain-hard-bounces"]
+        assert (joined.rule.version, joined.action) == (in_force.version, in_force.action)
 
     def test_another_scope_is_not_touched(self) -> None:
         engine = self.engine()

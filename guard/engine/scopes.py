@@ -190,10 +190,15 @@ class ScopeEngine:
     def set_rules(self, rules: RuleSet) -> None:
         self.engine.set_rules(rules)
         self.scope_kinds = rules.scope_kinds
-        names = {rule.name for rule in rules.rules}
+        in_force = {rule.name: rule for rule in rules.rules}
         for firings in self._firings.values():
-            for name in [name for name in firings if name not in names]:
-                del firings[name]
+            for name, firing in list(firings.items()):
+                if (rule := in_force.get(name)) is None or (rule.action, firing.decision.action) == ("pause", "alert"):
+                    del firings[name]  # gone, or an alert now pausing: judged afresh, as the engine's `_carried` does
+                elif rule is not firing.decision.rule:
+                    # a campaign joining from now on is decided under the rule as it is now (turned into an alert,
+                    # reworded), and a snapshot names that version, which a restore under these rules finds
+                    firing.decision = dataclasses.replace(firing.decision, rule=rule)
 
     def process(self, forwarded: Forwarded, stamped: float | None = None) -> list[Decision]:
         """Count one forwarded event; the decisions it causes, one per campaign of a scope. `stamped`: its scope

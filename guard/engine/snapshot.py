@@ -42,6 +42,8 @@ from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, SKIPPED_IDS, La
 from guard.rules.models import MAX_LAST, RuleSet
 
 FORMAT = 7  # raise with any change to what is stored (4 was another layout once: never reuse a number)
+# The rules a snapshot carries, as JSON: rule files are at most 1 MiB each, and a rule set a few KiB as a rule
+MAX_CARRIED_RULES_BYTES = 4 << 20
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 _MAX_COUNT = 2**53  # events a series counts: more than any log holds, and exact in a float and an i64
 
@@ -457,6 +459,8 @@ def rules_taken_under(data: bytes, rules: RuleSet) -> RuleSet | None:
         raise SnapshotError(f"not a snapshot: {error}") from None
     if head.settings.rules_version == rules_version(rules):
         return None
+    if len(head.rules) > MAX_CARRIED_RULES_BYTES:  # parsing costs ~17 times the text's size: bounded before
+        raise SnapshotError(f"the rules it was counted for are over {MAX_CARRIED_RULES_BYTES:,} bytes")
     try:
         taken = RuleSet.model_validate_json(head.rules)
     except Exception as error:  # a ValidationError, or whatever forged bytes raise

@@ -364,11 +364,12 @@ class Checkpointer:
                 self._metrics.checkpoints.labels("mismatch").inc()
                 log.info("checkpoint of another format; replaying the look-back", partition=name)
                 return None
-            if checkpoint.rules_version != version:
-                # restored under the rules it carries, then set to these as a hot reload (Pipeline.restored_engine);
-                # the records after it were read live under those
-                self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
+            # of other rules: restored under those it carries, then set to these as a hot reload (Pipeline.
+            # restored_engine); the records after it, replayed, were read live under those (`other_rules`)
+            other_rules = checkpoint.rules_version != version
             if checkpoint.written_ms < lookback_ms:
+                if other_rules:
+                    self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
                 self._metrics.checkpoints.labels("stale").inc()
                 log.info("checkpoint older than the look-back; replaying it", partition=name)
                 return None
@@ -385,8 +386,10 @@ class Checkpointer:
                     name, error, "using the checkpoint before it" if checkpoint else "replaying the look-back"
                 )
                 continue
+            if other_rules:
+                self._other_rules.add(tp)
             self._metrics.checkpoints.labels("restored").inc()
-            reloaded = {"rules": "other: restored under its own, then reloaded"} if tp in self._other_rules else {}
+            reloaded = {"rules": "other: restored under its own, then reloaded"} if other_rules else {}
             log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=size, **reloaded)
             return engine, checkpoint  # type: ignore[return-value]
         return None
