@@ -248,6 +248,18 @@ class TestEventTime:
         assert in_step.message_id == f"started {T0:.6f}"  # its stamp, not a messageId Leadterra does not send
         assert decode(envelope("campaign.started", {"campaignId": "c"}, None), RECORD_TIME).message_id is None
 
+    @pytest.mark.parametrize("fraction", [".123456789Z", ".9999996Z", ".5z", "Z"])
+    def test_a_starts_name_is_one_whether_its_delivery_was_stamped_ahead_or_not(self, fraction: str) -> None:
+        """Nanoseconds (Go's RFC3339Nano, Java's Instant) or RFC 3339's lowercase `t` and `z`: the first delivery
+        stamped ahead of its record and its retry in step are read alike, so they have one name (rounded one way and
+        cut the other, the retry was a restart)."""
+        stamp = datetime.fromtimestamp(RECORD_TIME + 1800, UTC).strftime("%Y-%m-%dT%H:%M:%S") + fraction
+        stamp = stamp.replace("T", "t") if fraction.endswith("z") else stamp
+        first = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME)
+        retry = decode(envelope("campaign.started", {"campaignId": "c"}, stamp), RECORD_TIME + 7200)
+        assert first.time == RECORD_TIME and retry.time > RECORD_TIME + 1799
+        assert first.message_id == retry.message_id is not None
+
     def test_a_timestamp_ahead_of_a_file_line_without_a_record_time_stands(self) -> None:
         """A replayed file has no record times (NaN): its stamps are all there is, and stand."""
         assert (

@@ -17,9 +17,11 @@ from aiokafka.structs import ConsumerRecord
 
 from guard.contracts.events import Event, Signal, decode
 from guard.engine import Decision, Engine, record_decisions
+from guard.engine import snapshot as snapshots
 from guard.engine.episodes import DEFAULT_RESUME_GRACE, EpisodeStart
 from guard.engine.snapshot import FORMAT, rules_version, snapshot
 from guard.rules import load_rules
+from guard.rules.loader import parse_rules
 from guard.runtime.catchup import DEFAULT_CATCH_UP_LIMIT, QUIET_SECONDS
 from guard.runtime.checkpoint_records import Found, partition_key, whole
 from guard.runtime.checkpoint_records import records as records_of_checkpoint
@@ -709,6 +711,39 @@ class TestCheckpointWhileCounting:
         assert list(restored) == [TP] and restored[TP][0].campaigns == 100
         assert metrics.checkpoints.labels("corrupt")._value.get() == 1
         assert stored.in_use_slots == [0]
+
+    @pytest.mark.parametrize(
+        "case", ["restored", "stale", "unusable", "rules too large to carry", "of the rules in force"]
+    )
+    async def test_a_partition_read_under_other_rules_is_marked_whatever_becomes_of_its_checkpoint(
+        self, case: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A checkpoint of other rules (a rule file edited before the restart): the records after it were read live
+        under those, so the partition is marked (`other_rules`: a replay's unrecorded pauses are judged at catch-up,
+        not dropped) whether the checkpoint is restored (under the rules it carries, then reloaded), stale, unusable,
+        or of rules too large to carry (counted `mismatch`); of the rules in force, it is not marked."""
+        if case == "rules too large to carry":
+            monkeypatch.setattr(snapshots, "MAX_CARRIED_RULES_BYTES", 100)
+        first = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+        start = time.time() - 3600
+        await first.handle(TP, logged([(f"c{n}", sent(f"c{n}", start + n), start + n) for n in range(100)]))
+        written = WrittenCheckpoints()
+        await Checkpointer(written, first, Metrics(), idle=lambda: True).write([TP])  # type: ignore[arg-type]
+        [(data, offset, version)] = written.written
+        stored_records = records_of_checkpoint("g", TP, data, offset, version, FORMAT, slot=0)
+        values = dict(stored_records) | ({stored_records[0][0]: b"garbage"} if case == "unusable" else {})
+        [found] = whole(partition_key("g", TP), [(stored_records[-1][1], 1)], values)
+        second = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+        if case != "of the rules in force":
+            text = (RULES / "default.yaml").read_text().replace("cooldown: 1h", "cooldown: 2h", 1)
+            second.set_rules(parse_rules([("default.yaml", text)]))
+        metrics = Metrics()
+        checkpointer = Checkpointer(StoredCheckpoint(found), second, metrics, idle=lambda: True)  # type: ignore[arg-type]
+        lookback_ms = int(time.time() * 1000) + 10**7 if case == "stale" else 0
+        restored = await checkpointer.restore([TP], lookback_ms=lookback_ms)
+        assert bool(restored) == (case in ("restored", "of the rules in force"))
+        assert checkpointer.other_rules(TP) == (case != "of the rules in force")
+        assert metrics.checkpoints.labels("mismatch")._value.get() == (case == "rules too large to carry")
 
     async def test_a_cancelled_restore_holds_on_until_its_thread_ends_even_cancelled_twice(self) -> None:
         """A stop while a restore decodes: a thread cannot be stopped, so the cancel waits for it (the lock the restore

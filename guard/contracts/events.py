@@ -152,15 +152,15 @@ def decode(value: bytes | None, record_time: float) -> Event:
     signal = SIGNALS.get(envelope.event)
     if signal is None:
         raise IgnoredEvent(envelope.event)
+    if signal is Signal.STARTED:
+        return _decode_lenient(text, record_time, screen)  # named by its stamp, read as every delivery's is
     if envelope.timestamp is None:
-        event = _event(signal, envelope.data, _record_time(record_time), screen)
-        return _named_start(event, None) if signal is Signal.STARTED else event
+        return _event(signal, envelope.data, _record_time(record_time), screen)
     stamp = envelope.timestamp
     time = (stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=UTC)).timestamp()
     if time > record_time + MAX_CLOCK_SKEW_SECONDS or not EARLIEST_EVENT_TIME <= time <= LATEST_EVENT_TIME:
         return _decode_lenient(text, record_time, screen)  # which says what is wrong with it, or counts it then
-    event = _event(signal, envelope.data, time, screen)
-    return _named_start(event, time) if signal is Signal.STARTED else event
+    return _event(signal, envelope.data, time, screen)
 
 
 def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Event:
@@ -193,7 +193,9 @@ def _decode_lenient(text: bytes | str, record_time: float, screen: bool) -> Even
 def _named_start(event: Event, stamp: float | None) -> Event:
     """A `campaign.started` named by its stamp, the time Leadterra says it started: it has no messageId, and a retry
     of it must be known as one however late it comes, also where it counts at its record's time (stamped ahead: each
-    delivery another). Unnamed without a stamp (it counts at its record's time: nothing tells its deliveries apart)."""
+    delivery another). Unnamed without a stamp (it counts at its record's time: nothing tells its deliveries apart).
+    Every delivery's stamp is read by one parser (`epoch_from_iso`, which drops digits past the microsecond), so a
+    nanosecond stamp gives each the same name."""
     return msgspec.structs.replace(event, message_id=None if stamp is None else f"started {stamp:.6f}")
 
 
@@ -293,9 +295,10 @@ def _sender_domain(address: str | None) -> str | None:
 
 
 def epoch_from_iso(text: str) -> float | None:
-    """Epoch seconds of an ISO 8601 time (UTC when it names no zone), or None if it is not one."""
+    """Epoch seconds of an ISO 8601 time (UTC when it names no zone), or None if it is not one. RFC 3339's lowercase
+    `t` and `z` are taken too, as msgspec takes them."""
     try:
-        parsed = datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text.upper())
         return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
     except (ValueError, OverflowError, OSError):
         return None

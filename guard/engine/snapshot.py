@@ -42,7 +42,7 @@ from guard.engine.windows import BUCKETS_PER_WINDOW, SAMPLE_IDS, SKIPPED_IDS, La
 from guard.rules.models import MAX_LAST, RuleSet
 
 FORMAT = 7  # raise with any change to what is stored (4 was another layout once: never reuse a number)
-# The rules a snapshot carries, as JSON: rule files are at most 1 MiB each, and a rule set a few KiB as a rule
+# The rules a snapshot carries, as JSON (a few KiB: 5.7 for the shipped ones); a larger set is not carried
 MAX_CARRIED_RULES_BYTES = 4 << 20
 _MAX_BITS = 40  # a dedupe table of more buckets (8 TiB of keys at its load) is no table a guard made
 _MAX_COUNT = 2**53  # events a series counts: more than any log holds, and exact in a float and an i64
@@ -248,7 +248,7 @@ class PendingSnapshot:
         self._head = (
             FORMAT,
             _settings(engine, rules),
-            rules.model_dump_json(by_alias=True).encode(),
+            _carried_rules(rules),
             engine._watermark,
             engine._ahead,
             engine._next_sweep,
@@ -444,6 +444,13 @@ def check_clock(data: bytes, latest: float) -> None:
         raise SnapshotError(f"the partition's clock ({clock}) is past {latest}")
 
 
+def _carried_rules(rules: RuleSet) -> bytes:
+    """The rules a snapshot carries: their JSON, or nothing past MAX_CARRIED_RULES_BYTES (its restore under edited
+    rules then replays the look-back, as one of other settings does)."""
+    text = rules.model_dump_json(by_alias=True).encode()
+    return text if len(text) <= MAX_CARRIED_RULES_BYTES else b""
+
+
 def rules_taken_under(data: bytes, rules: RuleSet) -> RuleSet | None:
     """The rules a snapshot's state was counted for, when they are not `rules` (a rule file edited before a restart):
     restored into an engine of those, then set to `rules`, it keeps what a hot reload keeps. None when they are
@@ -459,6 +466,8 @@ def rules_taken_under(data: bytes, rules: RuleSet) -> RuleSet | None:
         raise SnapshotError(f"not a snapshot: {error}") from None
     if head.settings.rules_version == rules_version(rules):
         return None
+    if not head.rules:
+        raise OtherSettings("snapshot of other rules, which it does not carry (over the size carried)")
     if len(head.rules) > MAX_CARRIED_RULES_BYTES:  # parsing costs ~17 times the text's size: bounded before
         raise SnapshotError(f"the rules it was counted for are over {MAX_CARRIED_RULES_BYTES:,} bytes")
     try:

@@ -359,26 +359,26 @@ class Checkpointer:
         rules = self._pipeline.rules  # one rule set throughout (the caller sets a reload's rules on the engine)
         version = rules_version(rules)
         checkpoint: Found | None = found
+        if found.rules_version != version:
+            # the records after it were read live under other rules: a replay's unrecorded pauses are judged, not
+            # dropped (`other_rules`), whether it is restored (under the rules it carries, then reloaded) or not
+            self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
         while checkpoint is not None:
             if checkpoint.snapshot_format != FORMAT:
                 self._metrics.checkpoints.labels("mismatch").inc()
                 log.info("checkpoint of another format; replaying the look-back", partition=name)
                 return None
-            # of other rules: restored under those it carries, then set to these as a hot reload (Pipeline.
-            # restored_engine); the records after it, replayed, were read live under those (`other_rules`)
-            other_rules = checkpoint.rules_version != version
+            other_rules = checkpoint.rules_version != version  # restored under those it carries, then reloaded
             if checkpoint.written_ms < lookback_ms:
-                if other_rules:
-                    self._other_rules.add(tp)  # a set's add holds the GIL: safe from this worker thread
                 self._metrics.checkpoints.labels("stale").inc()
                 log.info("checkpoint older than the look-back; replaying it", partition=name)
                 return None
             try:
                 engine, size = self._engine(tp, checkpoint, offsets, rules)
-            except OtherSettingsCheckpoint:
+            except OtherSettingsCheckpoint as error:
                 self._other_rules.add(tp)  # the records before the committed offset were read under those
                 self._metrics.checkpoints.labels("mismatch").inc()
-                log.info("checkpoint of other settings; replaying the look-back", partition=name)
+                log.info("checkpoint of other settings; replaying the look-back", partition=name, reason=str(error))
                 return None
             except CheckpointError as error:
                 checkpoint = checkpoint.previous
@@ -386,8 +386,6 @@ class Checkpointer:
                     name, error, "using the checkpoint before it" if checkpoint else "replaying the look-back"
                 )
                 continue
-            if other_rules:
-                self._other_rules.add(tp)
             self._metrics.checkpoints.labels("restored").inc()
             reloaded = {"rules": "other: restored under its own, then reloaded"} if other_rules else {}
             log.info("checkpoint restored", partition=name, offset=checkpoint.offset, bytes=size, **reloaded)
