@@ -624,6 +624,17 @@ class StoredCheckpoint:
         return len(data)
 
 
+async def checkpointed_campaigns(count: int) -> tuple[Pipeline, tuple[bytes, int, str]]:
+    """A pipeline that read a send of each of `count` campaigns, and the checkpoint it wrote: (data, offset, version)."""
+    pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
+    start = time.time() - 3600
+    await pipeline.handle(TP, logged([(f"c{n}", sent(f"c{n}", start + n), start + n) for n in range(count)]))
+    written = WrittenCheckpoints()
+    await Checkpointer(written, pipeline, Metrics(), idle=lambda: True).write([TP])  # type: ignore[arg-type]
+    [checkpoint] = written.written
+    return pipeline, checkpoint
+
+
 class TestCheckpointWhileCounting:
     async def test_a_checkpoint_lets_the_partition_go_on_and_holds_the_state_of_its_offset(self) -> None:
         """A checkpoint of 2,000 campaigns is encoded in steps: a batch of the same partition is handled while
@@ -696,12 +707,7 @@ class TestCheckpointWhileCounting:
         """The newest checkpoint's chunks do not add up (found so as it is assembled, in the restore): the one before
         it is restored, and the store is told its slot is in use, so the next write goes to the other one and a
         write torn there still leaves a whole checkpoint."""
-        pipeline = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
-        start = time.time() - 3600
-        await pipeline.handle(TP, logged([(f"c{n}", sent(f"c{n}", start + n), start + n) for n in range(100)]))
-        written = WrittenCheckpoints()
-        await Checkpointer(written, pipeline, Metrics(), idle=lambda: True).write([TP])  # type: ignore[arg-type]
-        [(data, offset, version)] = written.written
+        pipeline, (data, offset, version) = await checkpointed_campaigns(100)
         older = records_of_checkpoint("g", TP, data, offset, version, FORMAT, slot=0)
         newer = records_of_checkpoint("g", TP, data, offset, version, FORMAT, slot=1)
         values = dict(older) | dict(newer[:-1]) | {newer[0][0]: b"garbage"}
@@ -724,12 +730,7 @@ class TestCheckpointWhileCounting:
         or of rules too large to carry (counted `mismatch`); of the rules in force, it is not marked."""
         if case == "rules too large to carry":
             monkeypatch.setattr(snapshots, "MAX_CARRIED_RULES_BYTES", 100)
-        first = TestBacklog.pipeline(TestBacklog(), Decisions())  # type: ignore[arg-type]
-        start = time.time() - 3600
-        await first.handle(TP, logged([(f"c{n}", sent(f"c{n}", start + n), start + n) for n in range(100)]))
-        written = WrittenCheckpoints()
-        await Checkpointer(written, first, Metrics(), idle=lambda: True).write([TP])  # type: ignore[arg-type]
-        [(data, offset, version)] = written.written
+        _, (data, offset, version) = await checkpointed_campaigns(100)
         stored_records = records_of_checkpoint("g", TP, data, offset, version, FORMAT, slot=0)
         values = dict(stored_records) | ({stored_records[0][0]: b"garbage"} if case == "unusable" else {})
         [found] = whole(partition_key("g", TP), [(stored_records[-1][1], 1)], values)
