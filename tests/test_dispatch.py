@@ -22,6 +22,7 @@ from guard.actions.pause import PauseClient
 from guard.contracts.audit import AuditEvent
 from guard.engine import Decision, Engine, record_decisions
 from guard.rules import load_rules
+from guard.runtime import settled as settled_module
 from guard.runtime.settings import KafkaSettings
 from guard.runtime.settled import Fired, SettledDecisions
 from guard.telemetry.health import Health
@@ -443,6 +444,34 @@ async def test_a_decision_covered_by_one_this_process_never_saw_calls_for_itself
     assert await dispatcher.drain(10) == 0
     assert audit.outcomes(second) == ["fired", "paused"]
     assert len(standin.pause_requests("camp_r")) == 1
+
+
+@pytest.mark.parametrize(("before", "calls"), [("paused", 0), ("failed", 1)])
+async def test_a_decision_covered_by_one_settled_before_a_restart_goes_by_its_audited_outcome(
+    clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch, before: str, calls: int
+) -> None:
+    """The covering pause was made before a restart (a rolling update, a rule edit shipped with one), and its user
+    resumed the campaign since; the old list's late bounces carry another rule over its line, covered by that pause.
+    The audit topic, read at the partition's assignment, says the pause landed: `already_paused`, no call (one
+    undid the user's resume). Said to have failed, the decision calls for itself."""
+    standin.add_campaign("camp_resumed", status="running")
+    first = pause_decision("camp_resumed")
+    second = covered(first)
+
+    async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[dict[str, str], dict[str, Fired]]:
+        return {first.id: before}, {}
+
+    monkeypatch.setattr(settled_module, "audited_decision_ids", read)
+    settled = SettledDecisions(KafkaSettings(), "audit")
+    await settled.scan(0)
+    client = PauseClient(standin.url, SecretStr(standin.api_key), timeout=5, deadline=1, backoff_initial=0.01)
+    clients.append(client)
+    audit = Audit()
+    dispatcher = Dispatcher(client, audit, Metrics(), Health(), settled, dry_run=False)
+    dispatcher.submit(second, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(second) == ["fired", "already_paused" if before == "paused" else "paused"]
+    assert len(standin.pause_requests("camp_resumed")) == calls
 
 
 class TestSupersede:

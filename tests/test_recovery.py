@@ -484,9 +484,9 @@ class TestSettledDecisionsOverReads:
 
     async def test_an_older_read_ending_later_does_not_forget_what_a_newer_one_found(self, monkeypatch) -> None:
         decision, now_ms = pause_decision("camp"), int(time.time() * 1000)
-        reads = {now_ms - 1000: (set(), {}), now_ms - 500: (set(), {decision.id: self.fired(decision, now_ms - 100)})}
+        reads = {now_ms - 1000: ({}, {}), now_ms - 500: ({}, {decision.id: self.fired(decision, now_ms - 100)})}
 
-        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[set[str], dict[str, Fired]]:
+        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[dict[str, str], dict[str, Fired]]:
             return reads[since_ms]
 
         monkeypatch.setattr(settled_module, "audited_decision_ids", read)
@@ -500,9 +500,9 @@ class TestSettledDecisionsOverReads:
         """Its outcome may have been written since, before that look-back: it is not read again, so the record
         alone must not be acted on."""
         decision, now_ms = pause_decision("camp"), int(time.time() * 1000)
-        reads = {0: (set(), {decision.id: self.fired(decision, 1000)}), now_ms: (set(), {})}
+        reads = {0: ({}, {decision.id: self.fired(decision, 1000)}), now_ms: ({}, {})}
 
-        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[set[str], dict[str, Fired]]:
+        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[dict[str, str], dict[str, Fired]]:
             return reads[since_ms]
 
         monkeypatch.setattr(settled_module, "audited_decision_ids", read)

@@ -58,6 +58,9 @@ class Settled(Protocol):
     def fired_at(self, decision_id: str) -> float | None:
         """When the decision's `fired` record was written before a restart (epoch seconds); None if not known."""
 
+    def outcome(self, decision_id: str) -> str | None:
+        """What the audit topic says became of the decision (written before a restart); None if not known."""
+
     def recorded(self, decision_id: str) -> AuditEvent | None:
         """The decision's `fired` record written before a restart, whose rule and evidence its outcome repeats."""
 
@@ -328,13 +331,15 @@ class Dispatcher:
         return await consult("exemptions", find, EXEMPTIONS_WAIT_SECONDS, self._metrics, decision_id=decision.id)
 
     async def _covering_outcome(self, decision: Decision) -> str | None:
-        """What became of the pause decision that covers this one: waited for while it is under way here; None
-        when this process does not know (decided before a restart)."""
-        assert decision.superseded_by is not None
-        landing = self._landing.get(decision.superseded_by)
+        """What became of the pause decision that covers this one: waited for while it is under way here, else as
+        this process recorded it or read it in the audit topic (decided before a restart, or by the partition's
+        owner before); None when not known."""
+        covering = decision.superseded_by
+        assert covering is not None
+        landing = self._landing.get(covering)
         if landing is not None:
             return await asyncio.shield(landing)  # a cancelled waiter must not cancel the covering decision
-        return self._outcomes.get(decision.superseded_by)
+        return self._outcomes.get(covering) or self._settled.outcome(covering)
 
     def _workspace(self, decision: Decision) -> str | None:
         """The workspace the decision was made in: the engine's (restored with a checkpoint, unlike the

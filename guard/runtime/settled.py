@@ -48,10 +48,10 @@ class Fired:
 
 async def audited_decision_ids(
     settings: KafkaSettings, audit_topic: str, since_ms: int
-) -> tuple[set[str], dict[str, Fired]]:
-    """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`, and those
-    recorded `fired`."""
-    settled: set[str] = set()
+) -> tuple[dict[str, str], dict[str, Fired]]:
+    """Decisions with a final outcome (anything but `fired`) in the audit topic since `since_ms`, with that outcome,
+    and those recorded `fired`."""
+    settled: dict[str, str] = {}
     fired: dict[str, Fired] = {}
     unreadable = 0
     try:
@@ -64,7 +64,7 @@ async def audited_decision_ids(
                         unreadable += 1  # not an audit event of ours: nothing to learn from it
                         continue
                     if event.outcome != "fired":
-                        settled.add(event.decision_id)
+                        settled[event.decision_id] = event.outcome
                     elif event.decision_id not in fired:
                         fired[event.decision_id] = Fired(record.timestamp, _whole(record.value))
     except UnknownTopic:
@@ -89,6 +89,7 @@ class SettledDecisions:
     def __init__(self, settings: KafkaSettings, audit_topic: str) -> None:
         self._settings, self._topic = settings, audit_topic
         self._ids: set[str] = set()
+        self._outcomes: dict[str, str] = {}  # of the decisions the audit topic holds an outcome of, read there
         self._fired: dict[str, Fired] = {}
         self._taken: set[str] = set()  # decisions this process records and acts on itself
         self._blind = False  # the last audit read failed: which decisions were recorded is not known
@@ -118,6 +119,10 @@ class SettledDecisions:
             and event.timings.event_time.timestamp() >= since
             for fired in self._fired.values()
         )
+
+    def outcome(self, decision_id: str) -> str | None:
+        """What the audit topic says became of a decision (read there: `paused`, `failed`, ...); None if not read."""
+        return self._outcomes.get(decision_id)
 
     def recorded(self, decision_id: str) -> AuditEvent | None:
         """A pause decision's `fired` record read from the audit topic (written before a restart); None if not read."""
@@ -180,7 +185,8 @@ class SettledDecisions:
         except BaseException:
             self._blind = True
             raise
-        self._ids |= settled
+        self._ids |= settled.keys()
+        self._outcomes |= settled
         # kept over reads (one that started earlier may end later, without what a newer one found), but never
         # beyond this read's look-back: an older one's outcome may have been recorded since, and not read again
         self._fired = {i: f for i, f in (self._fired | fired).items() if f.at_ms >= since_ms}
