@@ -257,7 +257,7 @@ class Engine:
         if event.signal is Signal.STARTED:
             # a (re)started campaign starts a new episode (episodes.py): earlier evidence never counts again
             if event.message_id is not None and self._is_duplicate(event):
-                self.stats.duplicates += 1  # a start stamped ahead, named by its stamp (events.py), delivered again
+                self.stats.duplicates += 1  # a start delivered again, known by its name (its stamp: events.py)
                 self._advance(time)
                 return []
             if state is not None and self._started_before(state, time):
