@@ -240,7 +240,9 @@ class TestScopeEngine:
         if through != "a reload":
             taken_under = edited if through == "a reload, then a restart" else rules()
             data = ScopeSnapshot(engine, taken_under).finish()
-            engine = scoped_pipeline(Forwards(), Decisions(), rules=edited).restored_engine(data, scopes=True)
+            other_rules = taken_under is not edited
+            pipeline = scoped_pipeline(Forwards(), Decisions(), rules=edited)
+            engine = pipeline.restored_engine(data, scopes=True, other_rules=other_rules)
         [joined] = engine.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
         [in_force] = [rule for rule in edited.rules if rule.name == "domain-hard-bounces"]
         assert (joined.rule.version, joined.action) == (in_force.version, in_force.action)

@@ -409,7 +409,8 @@ class Checkpointer:
             raise CheckpointError(f"unreadable checkpoint: {error!r}") from None
         try:  # the clock first: a snapshot from the future is refused before it is read whole
             check_clock(engine_part(data), found.written_ms / 1000 + MAX_AHEAD_SECONDS)
-            return self._pipeline.restored_engine(data, self._pipeline.counts_scopes(tp), rules), len(data)
+            scopes, other_rules = self._pipeline.counts_scopes(tp), found.rules_version != rules_version(rules)
+            return self._pipeline.restored_engine(data, scopes, rules, other_rules=other_rules), len(data)
         except OtherSettings as error:
             raise OtherSettingsCheckpoint(str(error)) from None
         except Exception as error:  # a SnapshotError, or whatever decoding forged bytes raised

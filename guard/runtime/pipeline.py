@@ -216,12 +216,16 @@ class Pipeline:
             kinds=self.kinds,
         )
 
-    def restored_engine(self, data: bytes, scopes: bool = False, rules: RuleSet | None = None) -> Engine | ScopeEngine:
+    def restored_engine(
+        self, data: bytes, scopes: bool = False, rules: RuleSet | None = None, *, other_rules: bool = False
+    ) -> Engine | ScopeEngine:
         """An engine as this pipeline builds them for a partition of the input or (`scopes`) of the scope topic,
         with a snapshot's state (SnapshotError if it does not fit, a snapshot of the other kind included); with
-        `rules` (the pipeline's by default): a restore in a worker thread keeps the rules it began with."""
+        `rules` (the pipeline's by default): a restore in a worker thread keeps the rules it began with. A snapshot
+        of `other_rules` (its manifest says so: a rule file edited before the restart) is restored under the rules
+        it carries, then set to `rules`; reading which costs a pass over the whole snapshot, so only then."""
         rules = self.rules if rules is None else rules
-        taken = rules_taken_under(engine_part(data), rules)  # a rule file edited before the restart
+        taken = rules_taken_under(engine_part(data), rules) if other_rules else None
         engine = self._new_engine(scopes, taken or rules)
         if isinstance(engine, ScopeEngine):
             restore_scopes(data, taken or rules, engine)
