@@ -457,12 +457,13 @@ def rules_taken_under(data: bytes, rules: RuleSet) -> RuleSet | None:
     `rules`. SnapshotError when it is no snapshot of this format, or its rules are not valid ones of its version."""
     try:
         stored = _head_decoder.decode(data).format
-        if stored != FORMAT:
-            raise SnapshotError(f"snapshot format {stored}, this guard reads {FORMAT}")
+    except (msgspec.DecodeError, ValueError, RecursionError) as error:
+        raise SnapshotError(f"not a snapshot: {error}") from None
+    if stored != FORMAT:
+        raise SnapshotError(f"snapshot format {stored}, this guard reads {FORMAT}")
+    try:
         head = _rules_decoder.decode(data)
     except (msgspec.DecodeError, ValueError, RecursionError) as error:
-        if isinstance(error, SnapshotError):
-            raise
         raise SnapshotError(f"not a snapshot: {error}") from None
     if head.settings.rules_version == rules_version(rules):
         return None
