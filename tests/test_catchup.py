@@ -27,6 +27,7 @@ from test_service import (  # noqa: F401  (fixtures)
 )
 
 from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.testing.events import bounced, sent
 from guard.testing.leadterra import LeadterraStandIn
 
 
@@ -136,3 +137,40 @@ async def test_a_campaign_paused_at_catch_up_is_paused_once_whatever_mail_is_sti
     counts = outcomes(audits(await read_topic(kafka_bootstrap, topics.audit, expected=10**9, timeout=3)))
     assert counts[STILL_BAD, "paused"] == 1
     assert counts[STILL_BAD, "already_paused"] >= 1, "premise: the mail in flight crosses a pause rule's line"
+
+
+async def test_a_campaign_whose_records_run_minutes_behind_the_guards_clock_is_paused(
+    kafka_bootstrap: str,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    run_guard: RunGuard,  # noqa: F811
+) -> None:
+    """A stale list sends on, every record stamped 8 minutes behind the guard's clock (its producer's clock runs
+    behind; a guard whose own clock runs ahead, or a steady lag of as much, reads alike). Each live pause decision
+    is held as a backlog's, and the campaign's mail never reads as up to the present: the catch-up limit judges it,
+    just as the engine reads the sends since the decision as a resume. The pause is made then, once. The young
+    episode those sends began used to supersede the decision, and the next one's alike: never paused."""
+    campaign, grace, skew = "camp_skewed", 15.0, 480.0
+    standin.add_campaign(campaign)
+    await run_guard(resume_grace=grace, catch_up_limit=grace)
+    started = time.time()
+
+    async def send_on() -> None:  # four sends a second, one in four hard-bouncing, until Leadterra stops it
+        n = 0
+        while standin.status(campaign) == "running" and time.time() - started < 120:
+            at = time.time() - skew
+            value = bounced(campaign, at) if n % 4 == 3 else sent(campaign, at)
+            await producer.send_and_wait(topics.input, key=campaign.encode(), value=value, timestamp_ms=int(at * 1000))
+            n += 1
+            await asyncio.sleep(0.25)
+
+    sending = asyncio.create_task(send_on())
+    try:
+        await standin.wait_for_pauses(1, timeout=90, campaign_id=campaign)
+    finally:
+        sending.cancel()
+    paused_after = time.time() - started
+    assert paused_after < 3 * grace + 15, paused_after  # held for the catch-up limit, no longer
+    await asyncio.sleep(1)
+    assert len(standin.pause_requests(campaign)) == 1

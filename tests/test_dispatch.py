@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from guard.actions import dispatch
 from guard.actions.boundary import Unavailable, consult
 from guard.actions.dispatch import Dispatcher
-from guard.actions.exemptions import Exemption, Exemptions
+from guard.actions.exemptions import Exemption, Exemptions, new_exemption
 from guard.actions.notify import Notifier
 from guard.actions.pause import PauseClient
 from guard.contracts.audit import AuditEvent
@@ -528,3 +528,80 @@ class TestSupersede:
         assert await dispatcher.drain(5) == 0
         assert published == []
         assert released == [True]
+
+
+@pytest.mark.parametrize("outcome", ["paused", "failed", "exempted", "dry_run", "failed before a restart"])
+async def test_a_pause_decision_whose_outcome_left_its_campaign_running_is_told(
+    clients: list[PauseClient], standin: LeadterraStandIn, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    """A scope's firing decides again for a campaign its decision did not pause (guard.engine.scopes): the dispatcher
+    tells of each outcome that left it running, recorded here or read in the audit topic before a restart (the
+    replay derives the decision again, settled); never of one that paused it."""
+    standin.add_campaign("camp_r")
+    decision = pause_decision("camp_r")
+    told: list[Decision] = []
+    audit, options = Audit(), {"left_running": told.append}
+    if outcome == "failed":
+        standin.fail_next(10_000, 503)
+    if outcome == "exempted":
+        exemptions = Exemptions()
+        exemption = new_exemption("camp_r", seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
+        exemptions.apply(exemption.key, exemption.model_dump_json().encode())
+        exemptions.loaded()
+        options["exemptions"] = exemptions
+    if outcome == "failed before a restart":
+
+        async def read(settings: KafkaSettings, topic: str, since_ms: int) -> tuple[dict[str, str], dict[str, Fired]]:
+            return {decision.id: "failed"}, {}
+
+        monkeypatch.setattr(settled_module, "audited_decision_ids", read)
+        settled = SettledDecisions(KafkaSettings(), "audit")
+        await settled.scan(0)
+        client = PauseClient(standin.url, SecretStr(standin.api_key), timeout=5, deadline=1, backoff_initial=0.01)
+        clients.append(client)
+        dispatcher = Dispatcher(client, audit, Metrics(), Health(), settled, dry_run=False, **options)  # type: ignore[arg-type]
+    else:
+        dispatcher = dispatcher_for(None if outcome == "dry_run" else standin, audit, Metrics(), clients, **options)
+    dispatcher.submit(decision, lambda: None)
+    assert await dispatcher.drain(10) == 0
+    assert told == ([] if outcome == "paused" else [decision])
+    assert audit.outcomes(decision)[-1] == ("fired" if outcome == "failed before a restart" else outcome)
+
+
+async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries(
+    clients: list[PauseClient], standin: LeadterraStandIn
+) -> None:
+    """Leadterra is down, the pause retries; the operator sees it (`guard decisions`: `fired`) and exempts the
+    campaign, a seed list. The next retry is not made: `exempted`, naming the exemption and the attempts that
+    failed. It used to go on retrying and pause the campaign once Leadterra was back, as `paused`."""
+    standin.add_campaign("camp_seed")
+    standin.fail_next(10_000, 503)
+    exemptions = Exemptions()
+    exemptions.loaded()
+    audit = Audit()
+    client = PauseClient(
+        standin.url, SecretStr(standin.api_key), timeout=5, deadline=30, backoff_initial=0.05, backoff_max=0.1
+    )
+    clients.append(client)
+    dispatcher = Dispatcher(
+        client,
+        audit,
+        Metrics(),
+        Health(),
+        SettledDecisions(KafkaSettings(), "audit"),
+        dry_run=False,
+        exemptions=exemptions,
+    )
+    decision = pause_decision("camp_seed")
+    dispatcher.submit(decision, lambda: None)
+    while len(standin.pause_requests("camp_seed")) < 3:
+        await asyncio.sleep(0.01)
+    exemption = new_exemption("camp_seed", seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
+    exemptions.apply(exemption.key, exemption.model_dump_json().encode())
+    standin.clear_faults()  # Leadterra is back: a retry now would pause it
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(decision) == ["fired", "exempted"]
+    final = audit.events[-1]
+    assert final.exemption is not None and final.exemption.id == exemption.id
+    assert "exempted while its pause was retried" in (final.note or "")
+    assert all(request.status != 200 for request in standin.pause_requests("camp_seed"))

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import re
+import subprocess
+import sys
 import time
 import uuid
 
@@ -75,7 +77,7 @@ async def exempt(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """`guard exempt ...`; the new exemption's id."""
     code, out, err = await guard_cli(capsys, "exempt", *args)
     assert code == 0, err
-    made = re.search(r"^(ex_[0-9a-f]+): ", out, re.MULTILINE)  # the guard's own log lines share stdout here
+    made = re.search(r"^(ex_[0-9a-f]+): ", out, re.MULTILINE)
     assert made is not None, out
     return made[1]
 
@@ -312,6 +314,20 @@ class TestExemptionsInTheGuard:
         code, _, err = await guard_cli(capsys, "exempt", "--revoke", "ex_0123456789ab")
         assert code == 1 and "no exemption 'ex_0123456789ab'" in err
 
+    async def test_the_first_exemption_prints_only_its_answer_on_stdout(self, control_topic: str) -> None:
+        """A script takes the id from stdout (`ID=$(guard exempt ... | cut -d: -f1)`), on its first run too, which
+        makes the control topic: that is logged on stderr. It used to be logged on stdout, before the id."""
+        made = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "guard.cli", "exempt", "camp_seed", "--for", "1h", "--reason", "seed list"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        assert re.fullmatch(r"ex_[0-9a-f]{12}: camp_seed exempted from every rule until .*\n", made.stdout), made.stdout
+        assert "control topic created" in made.stderr
+
 
 @pytest.mark.integration
 class TestInvalidRecordsOnTheTopic:
@@ -356,9 +372,8 @@ class TestInvalidRecordsOnTheTopic:
         code, out, err = await guard_cli(capsys, "exempt", "--list")
         assert code == 0 and "Traceback" not in err, err
         assert "0 exemptions in force" in err
-        assert [line.split(":")[1].strip() for line in err.splitlines() if "skipped" in line] == [
-            "exemption/ex_0000000000d1"
-        ]
+        listed = [line for line in err.splitlines() if "skipped, it exempts nothing" in line]  # not the guard's logs
+        assert [line.split(":")[1].strip() for line in listed] == ["exemption/ex_0000000000d1"]
 
 
 async def delete_topic(bootstrap: str, topic: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -219,6 +220,29 @@ class TestScopeEngine:
         assert engine.process(forwarded("camp_new", Signal.SENT, 1_301.0, "new-s1")) == []
         # a campaign already decided for (resumed by its owner, say) is not decided again by the same firing
         assert engine.process(forwarded("camp_03", Signal.SENT, 1_302.0, "c3-again")) == []
+
+    @pytest.mark.parametrize("restarted", [False, True])
+    def test_a_campaign_its_decision_left_running_is_decided_again_when_it_sends_on(self, restarted: bool) -> None:
+        """camp_03's pause failed (Leadterra down past the retry deadline; an exemption, a dry run alike): once it
+        sends more than the resume grace after its newest event, the firing decides for it again, under a new id,
+        once; it used to count as done for as long as the domain fired. A campaign whose pause landed (resumed by its
+        owner since) is not decided again. A checkpoint in between keeps all of it."""
+        engine = ScopeEngine(rules(), dedupe_horizon=3600.0, kinds=PYTHON, resume_grace=300.0)
+        first = {d.campaign_id: d for d in self.small_campaigns(engine, 10)}
+        engine.left_running(dataclasses.replace(first["camp_03"], scope_decision_id="another firing"))  # not this one
+        assert engine.process(forwarded("camp_03", Signal.SENT, 1_600.0, "c3-s10")) == []
+        engine.left_running(first["camp_03"])
+        engine.left_running(first["camp_03"])  # told twice (a restart's replay finds it settled): the same
+        if restarted:
+            data = ScopeSnapshot(engine, rules()).finish()
+            engine = scoped_pipeline(Forwards(), Decisions()).restored_engine(data, scopes=True)  # type: ignore[assignment]
+        # its newest event was at 1,600: within the grace after it, mail already on its way
+        assert engine.process(forwarded("camp_03", Signal.SENT, 1_900.0, "c3-s11")) == []
+        [again] = engine.process(forwarded("camp_03", Signal.SENT, 1_901.0, "c3-s12"))
+        assert (again.campaign_id, again.scope_decision_id) == ("camp_03", first["camp_03"].scope_decision_id)
+        assert again.id != first["camp_03"].id
+        assert engine.process(forwarded("camp_03", Signal.SENT, 2_400.0, "c3-s13")) == []  # decided: once
+        assert engine.process(forwarded("camp_04", Signal.SENT, 2_401.0, "c4-again")) == []  # its pause landed
 
     @pytest.mark.parametrize("through", ["a reload", "a restart", "a reload, then a restart"])
     @pytest.mark.parametrize("edit", ["turned into an alert", "reworded"])

@@ -16,7 +16,7 @@ from guard.actions.boundary import Unavailable, consult, tell
 from guard.actions.exemptions import Exemption, Exemptions
 from guard.actions.keys import PauseKeys
 from guard.actions.notify import Notifier
-from guard.actions.pause import PauseClient
+from guard.actions.pause import STOPPED, PauseClient
 from guard.actions.tasks import wait_then_cancel
 from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.audit import AuditEvent, ExemptionRef, Outcome, Result
@@ -38,6 +38,8 @@ AUDIT_READ_WAIT_SECONDS = 120.0
 AUDIT_WRITE_WAIT_SECONDS = 10.0
 # Outcomes after which the campaign is not sending: a decision covered by one is `already_paused`.
 LANDED = frozenset({"paused", "already_paused", "not_running", "dry_run"})
+# outcomes after which the campaign runs on, as far as the guard knows: a scope's firing decides for it again
+LEFT_RUNNING = frozenset({"failed", "exempted", "dry_run"})
 REMEMBERED_OUTCOMES = 10_000  # settled outcomes kept for decisions covered by them (a cooldown's worth and more)
 CRASH_BACKOFF = (0.5, 30.0)  # a crashed decision is tried again after this (initial, most) seconds
 
@@ -96,8 +98,10 @@ class Dispatcher:
         notifier: Notifier | None = None,
         workspace_clients: dict[str, PauseClient] | None = None,
         workspaces: WorkspaceMap | None = None,
+        left_running: Callable[[Decision], None] | None = None,
     ) -> None:
         self._publish, self._metrics = publish, metrics
+        self._left_running = left_running  # told of each pause decision whose outcome left its campaign running
         self._settled, self._exemptions, self._notifier, self._workspaces = settled, exemptions, notifier, workspaces
         self._keys = PauseKeys(pause_client, workspace_clients or {}, health, metrics)
         self._dry_run = dry_run or self._keys.none
@@ -305,6 +309,7 @@ class Dispatcher:
             log.info(
                 "decision already settled before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
             )
+            self._tell_left_running(decision, self._settled.outcome(decision.id))
             return
         if decision.id in self._acting:
             # met again while its call is under way: a partition revoked and assigned back replays
@@ -379,8 +384,33 @@ class Dispatcher:
             await self._record(decision, "dry_run", decided_at, notes=notes)
             return
         since = decided_at if first_call is None else min(first_call, decided_at)
-        outcome = await self._keys.pause(decision.campaign_id, self._workspace(decision), decision.id, since)
+        exempted: list[Exemption] = []  # one written while the pause is retried (Leadterra down): no call after it
+
+        def exempted_now() -> bool:
+            def find() -> None:  # a store that raises does not exempt (counted as a side surface's failure)
+                exemptions = self._exemptions
+                if exemptions is not None and exemptions.is_loaded and not exempted:
+                    if (found := exemptions.find(decision.campaign_id, decision.rule.name, time.time())) is not None:
+                        exempted.append(found)
+
+            tell("exemptions", find, self._metrics, decision_id=decision.id)
+            return bool(exempted)
+
+        outcome = await self._keys.pause(
+            decision.campaign_id, self._workspace(decision), decision.id, since, stop=exempted_now
+        )
         self._metrics.api_attempts.inc(outcome.attempts)
+        if outcome.error_code == STOPPED and exempted:
+            log.info(
+                "pause stopped: the campaign was exempted while it was retried",
+                campaign_id=decision.campaign_id,
+                decision_id=decision.id,
+                exemption=exempted[0].id,
+                attempts=outcome.attempts,
+            )
+            notes.append(f"exempted while its pause was retried, after {outcome.attempts} failed attempts")
+            await self._record(decision, "exempted", decided_at, outcome, outcome.answered_at, exempted[0].ref(), notes)
+            return
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)
         (log.error if outcome.outcome == "failed" else log.info)(
             "pause " + outcome.outcome,
@@ -421,6 +451,12 @@ class Dispatcher:
         self._settled.add(decision.id)
         self._landed(decision.id, outcome)
         self._notify(decision, event)  # after the outcome is recorded; it only starts a task
+        self._tell_left_running(decision, outcome)
+
+    def _tell_left_running(self, decision: Decision, outcome: str | None) -> None:
+        """A pause decision whose outcome left its campaign running is told to whoever decides again for it."""
+        if (told := self._left_running) is not None and decision.rule.action == "pause" and outcome in LEFT_RUNNING:
+            tell("left_running", lambda: told(decision), self._metrics, decision_id=decision.id)
 
     def _landed(self, decision_id: str, outcome: str) -> None:
         """Remember a pause decision's outcome for the decisions it covers, and wake those waiting for it."""

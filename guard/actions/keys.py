@@ -8,6 +8,7 @@ was rejected means it was rotated and works again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -39,10 +40,15 @@ class PauseKeys:
         return self._by_workspace.get(workspace, self._default) if workspace is not None else self._default
 
     async def pause(
-        self, campaign_id: str, workspace: str | None, idempotency_key: str, since: float | None = None
+        self,
+        campaign_id: str,
+        workspace: str | None,
+        idempotency_key: str,
+        since: float | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> PauseResult:
-        """The call's audited result (`since`: PauseClient.pause); never raises (a missing key or a bug is a `failed`
-        result saying so)."""
+        """The call's audited result (`since`, `stop`: PauseClient.pause); never raises (a missing key or a bug is a
+        `failed` result saying so)."""
         client = self._client_for(workspace)
         if client is None:
             log.error("no API key for the campaign's workspace", campaign_id=campaign_id, workspace=workspace)
@@ -54,7 +60,7 @@ class PauseKeys:
                 answered_at=time.time(),
             )
         try:
-            result = await client.pause(campaign_id, idempotency_key=idempotency_key, since=since)
+            result = await client.pause(campaign_id, idempotency_key=idempotency_key, since=since, stop=stop)
         except Exception as error:  # a bug must still leave an audited outcome, never a silent task
             log.exception("pause call crashed", campaign_id=campaign_id, decision_id=idempotency_key)
             return PauseResult(

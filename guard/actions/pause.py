@@ -35,6 +35,7 @@ from guard.contracts.events import epoch_from_iso
 ALREADY_PAUSED_TOLERANCE_SECONDS = 5.0
 MAX_CLOCK_SKEW_SECONDS = 300.0
 RETRYABLE_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+STOPPED = "stopped"  # the error code of a call its caller stopped between attempts (an exemption written meanwhile)
 # Values taken from a response into the audit (status, pausedAt, error code) look like this; anything
 # else, e.g. a body echoing the request's headers, is not copied.
 _TOKEN = re.compile(r"[A-Za-z0-9_.:+-]{1,64}")
@@ -121,10 +122,17 @@ class PauseClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def pause(self, campaign_id: str, idempotency_key: str, since: float | None = None) -> PauseResult:
+    async def pause(
+        self,
+        campaign_id: str,
+        idempotency_key: str,
+        since: float | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> PauseResult:
         """Pause one campaign; never raises for API or network trouble, it returns a failed result. `since`: when
         the decision's first call was made (an earlier process's, for a decision resumed after a restart; default
-        now): a campaign Leadterra says was paused before then was paused by someone else (`already_paused`)."""
+        now): a campaign Leadterra says was paused before then was paused by someone else (`already_paused`).
+        `stop`, asked before each retry: true ends the call there, a failed result with error code STOPPED."""
         started = time.time()
         since = started if since is None else min(since, started)
         if campaign_id in _DOT_SEGMENTS:
@@ -149,6 +157,15 @@ class PauseClient:
         try:
             async for attempt in retrying:
                 with attempt:
+                    if attempts and stop is not None and stop():
+                        return PauseResult(
+                            outcome="failed",
+                            http_status=last_status,
+                            attempts=attempts,
+                            error_code=STOPPED,
+                            error=last_error,
+                            answered_at=time.time(),
+                        )
                     while True:  # again at once only after a 401 with a key since replaced
                         attempts += 1
                         key = self._key

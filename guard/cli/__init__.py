@@ -10,6 +10,7 @@ import traceback
 
 from guard.cli import dev, operate, replay, rules, service
 from guard.redact import redact
+from guard.telemetry.logs import configure_tool_logging
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guard: {missing.format(command=words[0])}", file=sys.stderr)
         return 2
     args = parser().parse_args(argv)
+    configure_tool_logging()  # `run` and `ingest` configure their own
     try:
         return args.func(args)
     except BrokenPipeError:  # the reader went away (`guard schema | head`): as quiet as other Unix tools

@@ -56,6 +56,7 @@ class _Decision(msgspec.Struct, array_like=True):
 class _FiringRecord(msgspec.Struct, array_like=True):
     decision: _Decision
     decided: list[_Id]
+    again_after: dict[_Id, _Time] = {}  # Firing.again_after (absent from a snapshot of an older guard)
 
 
 class _Scopes(msgspec.Struct, array_like=True):
@@ -130,7 +131,12 @@ def restore_scopes(data: bytes, rules: RuleSet, scopes: ScopeEngine) -> None:
             rule = by_name.get((record.decision.rule, record.decision.version))
             if rule is not None and counted.firing(scope, rule.name):
                 decision = _decision(scope, record.decision, rule)
-                scopes._firings.setdefault(scope, {})[rule.name] = Firing(decision, set(record.decided))
+                # a campaign waits at most the grace from the clock to be decided again, whatever the record says
+                latest = clock + scopes._resume_grace
+                again = {c: min(at, latest) for c, at in record.again_after.items() if c not in record.decided}
+                if len(again) > MAX_MEMBERS:
+                    again = {}  # more than a scope remembers: forged; decided again at their next events
+                scopes._firings.setdefault(scope, {})[rule.name] = Firing(decision, set(record.decided), again)
     scopes._decided = {campaign: min(at, clock) for campaign, at in stored.decided.items()}
     scopes._sent_at = {scope: at for scope, at in stored.sent_at.items() if counted.latest_event(scope) is not None}
 
@@ -138,7 +144,14 @@ def restore_scopes(data: bytes, rules: RuleSet, scopes: ScopeEngine) -> None:
 def _copy(scopes: ScopeEngine) -> _Scopes:
     seen = {scope: [_Member(c, at, ws) for c, (at, ws) in members.items()] for scope, members in scopes._seen.items()}
     firings = {
-        scope: [_FiringRecord(_stored(firing.decision), sorted(firing.decided)) for firing in by_rule.values()]
+        scope: [
+            _FiringRecord(
+                _stored(firing.decision),
+                sorted(firing.decided),
+                {campaign: min(at, LATEST_EVENT_TIME) for campaign, at in firing.again_after.items()},
+            )
+            for firing in by_rule.values()
+        ]
         for scope, by_rule in scopes._firings.items()
     }
     # a send's own time, bounded by its record's: a forged one may still be anywhere, stored as a restore accepts

@@ -141,6 +141,8 @@ def read_forwarded(value: bytes | None, key: bytes | None = None) -> Forwarded:
 class Firing:
     decision: Decision  # the scope's decision
     decided: set[str]  # the campaigns it was turned into a decision for
+    # campaigns whose decision did not pause them (`left_running`) -> the event time after which it is made again
+    again_after: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class ScopeEngine:
@@ -156,6 +158,7 @@ class ScopeEngine:
         max_dedupe_keys: int | None = None,
         kinds: Kinds = PYTHON,
         max_scopes: int | None = None,
+        resume_grace: float = 0.0,
     ) -> None:
         # no resumes: a scope's campaigns are resumed one by one, and a resumed one must not end the scope's firing;
         # at most `max_scopes` scopes, evicted as the engine evicts campaigns (and their members with them)
@@ -166,6 +169,7 @@ class ScopeEngine:
         self._decided: dict[str, float] = {}  # campaign decided for -> its latest event (the partition's clock)
         self._sent_at: dict[str, float] = {}  # scope -> its newest send, in the send's own time (bounded: _sent)
         self._next_sweep = -math.inf
+        self._resume_grace = resume_grace  # how long after a decision that did not pause it a campaign waits
 
     @property
     def stats(self):  # noqa: ANN201 - the engine's EngineStats
@@ -241,8 +245,9 @@ class ScopeEngine:
         for name, firing in list(self._firings.get(scope, {}).items()):
             if not self.engine.firing(scope, name):
                 del self._firings[scope][name]
-            elif campaign not in firing.decided:  # joined the scope while its rule fires
-                decisions.append(self._for_campaign(firing, campaign))
+            elif campaign not in firing.decided and time > firing.again_after.get(campaign, -math.inf):
+                # joined the scope while its rule fires, or sends on after a decision that did not pause it
+                decisions.append(self._for_campaign(firing, campaign, again_at=time))
         if self.engine.clock >= self._next_sweep:
             self._sweep(self.engine.clock)
         return decisions
@@ -268,14 +273,17 @@ class ScopeEngine:
                 decisions += self.process(forwarded(scope, event, position))
         return decisions
 
-    def _for_campaign(self, firing: Firing, campaign: str) -> Decision:
+    def _for_campaign(self, firing: Firing, campaign: str, again_at: float | None = None) -> Decision:
+        """The scope decision turned into one for `campaign`; made again (`left_running`) it is named by `again_at`, the
+        time of the campaign's event that made it."""
         scope_decision = firing.decision
         firing.decided.add(campaign)
+        again = firing.again_after.pop(campaign, None) is not None and again_at is not None
         at, workspace = self._seen[scope_decision.campaign_id][campaign]
         self._decided[campaign] = max(at, self._decided.get(campaign, at))
         decision = dataclasses.replace(
             scope_decision,
-            id=decision_id(campaign, scope_decision.rule, scope_decision.fired_at),
+            id=decision_id(campaign, scope_decision.rule, again_at if again else scope_decision.fired_at),
             campaign_id=campaign,
             superseded_by=None,
             workspace_id=workspace,
@@ -323,6 +331,22 @@ class ScopeEngine:
         """Whether a scope's evidence leans bad now (Engine.leans_bad, of the scope); catchup.py asks it of the
         scope of each decision of a scope rule."""
         return self.engine.leans_bad(scope)
+
+    def left_running(self, decision: Decision) -> None:
+        """`decision`, a campaign's of a scope decision, did not pause it (failed, exempted, dry run). The campaign is
+        decided for again at its first event more than the resume grace after its newest one now, while the firing
+        lasts, under a new id: as a campaign rule's failed pause is followed by a new episode, in which a still bad
+        list is paused again, so a pause is not lost while the API is down, an exemption ends or a trial goes live. A
+        campaign paused and then resumed by its owner is not decided for again by the same firing."""
+        firings = self._firings.get(decision.scope or "")
+        firing = firings.get(decision.rule.name) if firings is not None else None
+        campaign = decision.campaign_id
+        if firing is None or firing.decision.id != decision.scope_decision_id or campaign not in firing.decided:
+            return  # the firing is over (or another one now): the campaign is judged afresh anyway
+        member = self._seen.get(firing.decision.campaign_id, {}).get(campaign)
+        latest = member[0] if member is not None else self.engine.clock
+        firing.decided.discard(campaign)
+        firing.again_after[campaign] = latest + self._resume_grace
 
     def note_pause(self, campaign_id: str, decision_id: str, at: float) -> None:
         """Nothing to note: a scope has no episodes (a campaign's resume is its own)."""

@@ -23,8 +23,15 @@ shows what a guard that kept up would decide:
    which a still-bad campaign's young episode shows and a recovered one's almost never, however few
    its sends; then its latest decision stands. That last test is made once the partition has caught
    up, never at a batch's end before: what a campaign shows now is what counts, and a batch boundary
-   that falls where its new episode is a few sends old must not decide it. A campaign the engine no
-   longer tracks counts as current (fail toward the pause).
+   that falls where its new episode is a few sends old must not decide it (caught up, what the campaign
+   sends next proves it bad again, a live decision). At the catch-up limit, still behind (point 5), an
+   episode read as a resume (not a `campaign.started`, the user's word) that began less than the grace
+   before the campaign's newest event read is too short to show anything: the decision stands. A guard that
+   stays behind (records stamped minutes behind its clock: a steady lag, a producer's clock behind or its
+   own ahead) judges there just as the engine reads the sends since the decision as a resume; judged on
+   the episode they began, a campaign that never stopped sending was superseded, its next decision held and
+   superseded alike, and never paused. A campaign the engine no longer tracks counts as current (fail
+   toward the pause).
 3. Once its campaign has caught up, a held decision still current goes to the dispatcher: one pause per
    campaign bad now. Never before the end the log had when the partition was positioned; from there, a
    campaign has caught up once its newest event read is younger than the grace (its mail is read up to
@@ -98,9 +105,11 @@ def release(
     episode_of: Callable[[str], Episode | None],
     leans_bad: Callable[[str], bool],
     caught_up: Callable[[Decision], bool],
+    too_young: Callable[[str, Episode], bool] = lambda _campaign, _episode: False,
 ) -> Iterator[tuple[Held, str | None]]:
     """The held decisions to let go (they leave `held`), each with why it is superseded, or None to act on it:
-    those no longer current at once, the others once `caught_up` (their campaign, or a scope rule's scope)."""
+    those no longer current at once, the others once `caught_up` (their campaign, or a scope rule's scope).
+    `too_young`: the campaign's episode since it ran on is too short to show it recovered (point 2)."""
     # per campaign (and scope, for a rule over one), its latest held pause decision that calls for itself
     latest: dict[tuple[str, str | None], Decision] = {}
     for entry in held.values():
@@ -111,8 +120,9 @@ def release(
     for decision_id, entry in list(held.items()):
         decision = entry.decision
         judged = caught_up(decision)
-        bad_now = leans_bad if judged else lambda _campaign: True  # "bad now" is judged once caught up
         episode = episode_of(decision.campaign_id)
+        young = episode is not None and too_young(decision.campaign_id, episode)
+        bad_now = leans_bad if judged and not young else lambda _campaign: True  # judged once caught up
         if episode is not None and not current(
             decision, episode, latest.get((decision.campaign_id, decision.scope)), bad_now
         ):

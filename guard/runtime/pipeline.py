@@ -46,7 +46,7 @@ import structlog
 from guard.actions.workspaces import WorkspaceMap
 from guard.contracts.events import IgnoredEvent, MalformedEvent, Signal, in_workspace
 from guard.engine import Decision, Engine
-from guard.engine.episodes import DEFAULT_RESUME_GRACE
+from guard.engine.episodes import DEFAULT_RESUME_GRACE, Episode, EpisodeStart
 from guard.engine.kinds import PYTHON, Kinds
 from guard.engine.scope_snapshot import ScopeSnapshot, engine_part, restore_scopes
 from guard.engine.scopes import InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
@@ -206,7 +206,14 @@ class Pipeline:
     def _new_engine(self, scopes: bool = False, rules: RuleSet | None = None) -> Engine | ScopeEngine:
         rules = self.rules if rules is None else rules
         if scopes:  # scopes count against the same caps as campaigns: one per partition's share
-            return ScopeEngine(rules, self._dedupe_horizon, self.dedupe_key_share(), self.kinds, self.campaign_share())
+            return ScopeEngine(
+                rules,
+                self._dedupe_horizon,
+                self.dedupe_key_share(),
+                self.kinds,
+                self.campaign_share(),
+                resume_grace=self._resume_grace,
+            )
         return Engine(
             rules,
             self._dedupe_horizon,
@@ -300,6 +307,15 @@ class Pipeline:
         self.rules = rules
         for engine, _ in [*self._partitions.values(), *self._parked.values()]:
             engine.set_rules(rules)
+
+    def left_running(self, decision: Decision) -> None:
+        """A decision's outcome did not pause its campaign (failed, exempted, dry run): one of a scope rule is made
+        again by its firing (ScopeEngine.left_running) in whichever engine of scopes here holds that firing."""
+        if decision.scope is None:
+            return  # a campaign rule's: the campaign's sends past the grace read as a resume (episodes.py)
+        for engine, _ in [*self._partitions.values(), *self._parked.values()]:
+            if isinstance(engine, ScopeEngine):
+                engine.left_running(decision)
 
     @property
     def assigned(self) -> list[Partition]:
@@ -453,9 +469,8 @@ class Pipeline:
         progress.next_offset = records[-1].offset + 1
         if progress.held:
             too_long = overdue(progress.held, now, self._catch_up_limit)
-            self._settle_held(
-                tp, engine, progress, f"a decision held over {self._catch_up_limit:g} s" if too_long else None
-            )
+            why = f"a decision held over {self._catch_up_limit:g} s" if too_long else None
+            self._settle_held(tp, engine, progress, why, still_behind=too_long)
         self._count(tally, engine, before)
 
     async def _forward(
@@ -475,11 +490,16 @@ class Pipeline:
         return [delivery for deliveries in owned[1].forwarding.values() for delivery in deliveries] if owned else []
 
     def _settle_held(
-        self, tp: Partition, engine: Engine | ScopeEngine, progress: PartitionProgress, caught_up: str | None
+        self,
+        tp: Partition,
+        engine: Engine | ScopeEngine,
+        progress: PartitionProgress,
+        caught_up: str | None,
+        still_behind: bool = False,
     ) -> None:
         """Supersede the held decisions no longer current; act on the others of each campaign caught up: all of
         them once the partition has (`caught_up` says why), else those of campaigns read up to the present
-        (catchup.py)."""
+        (catchup.py). `still_behind`: judged at the catch-up limit, where a run read as a resume may be young."""
         now, grace = self._clock(), self._resume_grace
         live: set[str] = set()  # campaigns read up to the present (a partition of scopes: scopes all read up)
         scoped = isinstance(engine, ScopeEngine)
@@ -505,7 +525,14 @@ class Pipeline:
         def judged(decision: Decision) -> bool:
             return caught_up is not None or (decision.scope if scoped else decision.campaign_id) in live
 
-        for held, note in release(progress.held, engine.episode, engine.leans_bad, judged):
+        def too_young(campaign: str, episode: Episode) -> bool:  # catchup.py, points 2 and 5
+            if not still_behind:
+                return False  # caught up: what the campaign sends next proves it bad again, as a live decision
+            latest = engine.latest_event(campaign)
+            resumed = episode.began is EpisodeStart.RESUMED and episode.since is not None
+            return resumed and latest is not None and latest - episode.since < grace  # type: ignore[operator]
+
+        for held, note in release(progress.held, engine.episode, engine.leans_bad, judged, too_young):
             recorded = partial(progress.recorded, held.offset)
             if note is None:
                 decision = held.decision  # covered by the pause it was superseded by, when this process made that

@@ -127,6 +127,7 @@ class Service:
             notifier=notifier,
             workspace_clients=workspace_clients,
             workspaces=workspaces,
+            left_running=lambda decision: self.pipeline.left_running(decision),  # a scope's firing decides again
         )
         self._forwards = forwards = ScopeForwards(producer, settings.scope_topic, self.metrics)
         self.pipeline = pipeline = Pipeline(

@@ -73,3 +73,20 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     # httpx logs every request at INFO; one line per pause is ours to write
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def configure_tool_logging() -> None:
+    """What the CLI's tools (exempt, decisions, replay...) log goes to stderr as readable lines, redacted: their
+    stdout stays what a script reads (`ID=$(guard exempt ...)`). `guard run` and `guard ingest` configure JSON
+    lines over this. The stream is looked up at each line, so a redirected stderr is followed."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=True),
+            redact_log_event,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
+        cache_logger_on_first_use=False,
+    )

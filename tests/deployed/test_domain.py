@@ -119,3 +119,51 @@ async def test_many_small_campaigns_of_a_burning_domain_are_each_paused_once_by_
     }
     expected = {(c, "domain-hard-bounce-rate", f"sender_domain:{BURNING}") for c in [*burning, *joiners]}
     assert in_replay == live == expected
+
+
+@pytest.mark.timeout(240)
+async def test_a_campaign_of_a_burning_domain_whose_pause_failed_is_paused_when_it_sends_on(
+    deploy, tmp_path: Path
+) -> None:
+    """Leadterra is down while a domain burns: each campaign's pause ends `failed` at the retry deadline. Leadterra
+    comes back, and five of the campaigns send on, past the resume grace: the domain's firing pauses each of them
+    then, once, under a new decision; the others, which sent nothing more, are left alone. The firing used to count
+    a failed pause as done, and the campaigns went on sending into the burning domain for as long as it fired."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "sender-domain.yaml").write_text(SHIPPED.read_text())
+    burning = [f"camp_burn_{n:02d}" for n in range(30)]
+    sending_on, stopped = burning[:5], burning[5:]
+    deploy.campaigns(*burning)
+    await deploy.standin.down()
+    start = time.time() - 200
+    await deploy.produce(deploy.history(*(mail(c, BURNING, 12, 10, start + n, 15.0) for n, c in enumerate(burning))))
+    grace = 20.0
+    deploy.start(GUARD_RULES=str(rules), LEADTERRA_RETRY_DEADLINE="3", GUARD_RESUME_GRACE=f"{grace:g}")
+
+    async def failed() -> bool:
+        tally = await deploy.tally()
+        return all(tally.outcomes(campaign)["failed"] == 1 for campaign in burning)
+
+    await deploy.wait_until(failed, 120, 0.5, "every pause failed while Leadterra was down")
+    await deploy.standin.up()
+    newest = start + 29 + 11 * 15.0 + 5  # the last campaign's last bounce
+    await asyncio.sleep(max(0.0, newest + grace + 1 - time.time()))
+    later = time.time()
+    await deploy.produce(deploy.history(*(mail(c, BURNING, 3, 0, later + n, 1.0) for n, c in enumerate(sending_on))))
+
+    async def paused() -> bool:
+        tally = await deploy.tally()
+        return all(tally.outcomes(campaign)["paused"] for campaign in sending_on)
+
+    await deploy.wait_until(paused, 90, 0.5, "the campaigns that sent on paused")
+    await asyncio.sleep(3)  # a second pause would come within the same moment
+    tally = await deploy.tally()
+    for campaign in sending_on:
+        assert tally.outcomes(campaign) == {"fired": 2, "failed": 1, "paused": 1}, tally
+    for campaign in stopped:
+        assert tally.outcomes(campaign) == {"fired": 1, "failed": 1}, tally
+    events = await deploy.audit_events()
+    for campaign in sending_on:
+        ids = {e["decision_id"] for e in events if e["campaign_id"] == campaign and e["outcome"] != "fired"}
+        assert len(ids) == 2, ids  # the failed decision and the one made again
