@@ -595,6 +595,24 @@ class TestDurations:
         """'4007ms' formats back to '4007ms'."""
         assert format_duration(parse_duration("4007ms")) == "4007ms"
 
+    @given(
+        whole=st.integers(0, 10_000),
+        fraction=st.integers(1, 999).map(str),
+        unit=st.sampled_from(["ms", "s", "m", "h", "d", "w"]),
+    )
+    def test_a_fractional_spelling_reads_back_as_the_same_rule(self, whole: int, fraction: str, unit: str) -> None:
+        """`1.1h` is 3,960 s; read as 1.1 * 3600.0 it was 3960.0000000000005, written `3960000ms` and read back as
+        3,960: another rule version, so a checkpoint carrying its rules was refused at every restart with an edit
+        (snapshot.rules_taken_under). Seconds are kept to the millisecond, and the rule's JSON reads back alike."""
+        text = f"{whole}.{fraction}{unit}"
+        seconds = parse_duration(text)
+        assert parse_duration(format_duration(seconds)) == seconds
+        if 60 <= seconds <= 30 * 86400:  # a window's bounds
+            rule = Rule.model_validate(
+                {"name": "r", "description": "d", "count": "complained", "window": text, "threshold": 3}
+            )
+            assert Rule.model_validate_json(rule.model_dump_json(by_alias=True)).version == rule.version
+
 
 class TestSchemaCommand:
     """`guard schema` prints the JSON Schema of a rule file."""
