@@ -271,6 +271,54 @@ class TestScopeEngine:
         [in_force] = [rule for rule in edited.rules if rule.name == "domain-hard-bounces"]
         assert (joined.rule.version, joined.action) == (in_force.version, in_force.action)
 
+    @pytest.mark.parametrize("through", ["a reload", "a restart"])
+    @pytest.mark.parametrize("threshold", ["20%", "4%"])
+    def test_a_firing_whose_rule_is_edited_in_what_it_judges_is_judged_afresh(
+        self, through: str, threshold: str
+    ) -> None:
+        """The domain (10% hard bounces) fired at 5%, kept firing for 30 minutes after; the threshold is edited. Raised
+        over the domain's rate, a campaign joining is not paused: it used to be, its audit naming the new rule's version and threshold (20%) with the old
+        decision's value (10%). Lowered, the edited rule fires afresh: the joiner's evidence is the new rule's, its
+        value over the new threshold, and the domain's campaigns are decided again by that new scope decision."""
+        kept = DOMAIN_RULE.replace("cooldown: 1h\n", "cooldown: 1h\n        keep_firing_for: 30m\n", 1)
+        edited = rules(kept.replace("threshold: 5%", f"threshold: {threshold}", 1))
+        engine = ScopeEngine(rules(kept), dedupe_horizon=3600.0, kinds=PYTHON)
+        first = self.small_campaigns(engine, 10)
+        if through == "a reload":
+            engine.set_rules(edited)
+        else:
+            data = ScopeSnapshot(engine, rules(kept)).finish()
+            engine = scoped_pipeline(Forwards(), Decisions(), rules=edited).restored_engine(  # type: ignore[assignment]
+                data, scopes=True, other_rules=True
+            )
+        decisions = engine.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
+        [in_force] = [rule for rule in edited.rules if rule.name == "domain-hard-bounces"]
+        if threshold == "20%":
+            assert decisions == []
+            return
+        joined = [d for d in decisions if d.campaign_id == "camp_new"]
+        assert [(d.rule.version, d.value >= in_force.level) for d in joined] == [(in_force.version, True)]
+        assert {d.campaign_id for d in decisions} == {*(d.campaign_id for d in first), "camp_new"}
+        assert {d.scope_decision_id for d in decisions}.isdisjoint({d.scope_decision_id for d in first})
+
+    def test_a_firing_stored_under_another_version_than_its_engine_is_judged_afresh(self) -> None:
+        """An older guard reloaded a reworded domain rule and kept its firing under the version it fired under; its
+        checkpoint restored here left the rule firing with no firing to decide for campaigns joining it, for the
+        rest of the breach. The rule is judged afresh: still holding, it fires again, the joiner decided."""
+        reworded = rules(
+            DOMAIN_RULE.replace("over every campaign that sends from it.", "over all of its campaigns.", 1)
+        )
+        engine = self.engine()
+        self.small_campaigns(engine, 10)
+        fired_under = {rule_name: firing.decision.rule for rule_name, firing in engine._firings[DOMAIN].items()}
+        engine.set_rules(reworded)
+        for rule_name, firing in engine._firings[DOMAIN].items():  # as the older guard left it
+            firing.decision = dataclasses.replace(firing.decision, rule=fired_under[rule_name])
+        data = ScopeSnapshot(engine, reworded).finish()
+        restored = scoped_pipeline(Forwards(), Decisions(), rules=reworded).restored_engine(data, scopes=True)
+        joined = restored.process(forwarded("camp_new", Signal.SENT, 1_300.0, "new-s0"))
+        assert "camp_new" in {d.campaign_id for d in joined}
+
     def test_another_scope_is_not_touched(self) -> None:
         engine = self.engine()
         other = "sender_domain:healthy.io"

@@ -33,21 +33,30 @@ EVICT_SHARE = 20  # 1/20 = 5%
 
 
 def _carried(
-    rule_states: dict[str, RuleState], before: tuple[CompiledRule, ...], after: tuple[CompiledRule, ...]
+    rule_states: dict[str, RuleState],
+    before: tuple[CompiledRule, ...],
+    after: tuple[CompiledRule, ...],
+    edited_afresh: bool = False,
 ) -> dict[str, RuleState]:
     """The rule states a campaign keeps when the rules that apply to it change (a reload, another workspace): those
     of rules that still apply, so a breach already acted on stays quiet. Not those of a rule that was an alert and
     now pauses: its breach raised an alert and paused nothing, so it is judged afresh (a pause in force still covers
-    it, episodes.py), and its alert's cooldown does not hold the pause back."""
+    it, episodes.py), and its alert's cooldown does not hold the pause back. `edited_afresh` (an engine of scopes,
+    whose firing decides for campaigns joining it): nor those of a rule edited in what it judges (Rule.judges_as)."""
     if not rule_states:
         return NO_RULE_STATES
-    alerts = {compiled.rule.name for compiled in before if compiled.rule.action == "alert"}
-    applying = {compiled.rule.name: compiled.rule.action for compiled in after}
-    kept = {
-        name: state
-        for name, state in rule_states.items()
-        if name in applying and not (name in alerts and applying[name] == "pause")
-    }
+    was = {compiled.rule.name: compiled.rule for compiled in before}
+    applying = {compiled.rule.name: compiled.rule for compiled in after}
+
+    def keeps(name: str) -> bool:
+        rule, old = applying.get(name), was.get(name)
+        if rule is None or old is None:
+            return rule is not None
+        if old.action == "alert" and rule.action == "pause":
+            return False
+        return not edited_afresh or old.judges_as(rule)
+
+    kept = {name: state for name, state in rule_states.items() if keeps(name)}
     return kept or NO_RULE_STATES
 
 
@@ -213,7 +222,7 @@ class Engine:
             for slot, size in ring_sizes.items():
                 if (series := state.series[slot]) is not None:
                     series.grow(size)
-            state.rule_states = _carried(state.rule_states, rules_before, state.rules)
+            state.rule_states = _carried(state.rule_states, rules_before, state.rules, self._scopes)
             state.armed = True  # thresholds may have changed: evaluate at the next event
 
     def _new_state(
@@ -317,6 +326,17 @@ class Engine:
             state.armed = armed
         self._advance(time)
         return decisions
+
+    def judge_afresh(self, campaign_id: str, rule_name: str) -> None:
+        """The rule's state for the campaign goes (firing, pending, cooldown): judged afresh at its next event."""
+        state = self._campaigns.get(campaign_id)
+        if state is None or rule_name not in state.rule_states:
+            return
+        if self._snapshot is not None:
+            self._snapshot.before_change(campaign_id)
+        state.rule_states = {name: kept for name, kept in state.rule_states.items() if name != rule_name}
+        state.rule_states = state.rule_states or NO_RULE_STATES
+        state.armed = True
 
     def restart_unwindowed(self, campaign_id: str) -> None:
         """Its `cusum` and `last:` rules start afresh for the campaign (a scope, for an engine of scopes, whose

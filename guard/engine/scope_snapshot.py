@@ -129,7 +129,11 @@ def restore_scopes(data: bytes, rules: RuleSet, scopes: ScopeEngine) -> None:
             continue
         for record in firings:
             rule = by_name.get((record.decision.rule, record.decision.version))
-            if rule is not None and counted.firing(scope, rule.name):
+            if rule is None and counted.firing(scope, record.decision.rule):
+                # stored under another version than its engine counted with (an older guard kept the version it
+                # fired under over a reload): left firing, it would decide for no campaign joining it; judged afresh
+                counted.judge_afresh(scope, record.decision.rule)
+            elif rule is not None and counted.firing(scope, rule.name):
                 decision = _decision(scope, record.decision, rule)
                 # a campaign waits at most the grace from the clock to be decided again, whatever the record says
                 latest = clock + scopes._resume_grace

@@ -197,8 +197,11 @@ class ScopeEngine:
         in_force = {rule.name: rule for rule in rules.rules}
         for firings in self._firings.values():
             for name, firing in list(firings.items()):
-                if (rule := in_force.get(name)) is None or (rule.action, firing.decision.action) == ("pause", "alert"):
-                    del firings[name]  # gone, or an alert now pausing: judged afresh, as the engine's `_carried` does
+                rule, fired = in_force.get(name), firing.decision.rule
+                if rule is None or (rule.action, fired.action) == ("pause", "alert") or not rule.judges_as(fired):
+                    # gone, an alert now pausing, or edited in what it judges: judged afresh, as `_carried` does; a
+                    # joiner is not decided on evidence the rule in force does not speak of
+                    del firings[name]
                 elif rule is not firing.decision.rule:
                     # a campaign joining from now on is decided under the rule as it is now (turned into an alert,
                     # reworded), and a snapshot names that version, which a restore under these rules finds

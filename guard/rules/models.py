@@ -213,6 +213,11 @@ def _condition(info: ValidationInfo) -> str | None:
     return given[0] if len(given) == 1 else None
 
 
+# what a rule's decision says of its evidence: the condition, its window, threshold and bounds, whom it counts
+_JUDGING = {"rate", "count", "cusum", "window", "last", "threshold", "min_volume", "confidence", "scope"}
+_JUDGING |= {"campaigns", "workspaces"}
+
+
 class Rule(Frozen):
     """One threshold rule over a sliding event-time window of a campaign's events."""
 
@@ -387,6 +392,11 @@ class Rule(Frozen):
         if self.window is None:
             return LAST_N_IDLE_HORIZON
         return self.window + (self.rate.delay.max if self.rate is not None and self.rate.delay is not None else 0.0)
+
+    def judges_as(self, other: Rule) -> bool:
+        """Whether `other` judges what this rule does, as it does (whatever its wording, labels, action, channels or
+        how long it keeps firing): a firing of a rule over a scope edited otherwise is judged afresh (scopes.py)."""
+        return self.model_dump(include=_JUDGING) == other.model_dump(include=_JUDGING)
 
     @cached_property
     def version(self) -> str:
