@@ -573,7 +573,8 @@ async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries
 ) -> None:
     """Leadterra is down, the pause retries; the operator sees it (`guard decisions`: `fired`) and exempts the
     campaign, a seed list. The next retry is not made: `exempted`, naming the exemption and the attempts that
-    failed. It used to go on retrying and pause the campaign once Leadterra was back, as `paused`."""
+    failed; nor the call of another rule's decision that waited for that pause. The retries went on and paused the
+    campaign once Leadterra was back, as `paused`; the waiting decision then called for itself (review M)."""
     standin.add_campaign("camp_seed")
     standin.fail_next(10_000, 503)
     exemptions = Exemptions()
@@ -593,7 +594,9 @@ async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries
         exemptions=exemptions,
     )
     decision = pause_decision("camp_seed")
+    waiting = covered(decision)  # another rule's, waiting for the outcome of the first: it called for itself then
     dispatcher.submit(decision, lambda: None)
+    dispatcher.submit(waiting, lambda: None)
     while len(standin.pause_requests("camp_seed")) < 3:
         await asyncio.sleep(0.01)
     exemption = new_exemption("camp_seed", seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
@@ -601,7 +604,8 @@ async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries
     standin.clear_faults()  # Leadterra is back: a retry now would pause it
     assert await dispatcher.drain(10) == 0
     assert audit.outcomes(decision) == ["fired", "exempted"]
-    final = audit.events[-1]
+    assert audit.outcomes(waiting) == ["fired", "exempted"]
+    final = next(event for event in audit.events if event.decision_id == decision.id and event.outcome == "exempted")
     assert final.exemption is not None and final.exemption.id == exemption.id
-    assert "exempted while its pause was retried" in (final.note or "")
+    assert "exempted while its pause was under way" in (final.note or "")
     assert all(request.status != 200 for request in standin.pause_requests("camp_seed"))

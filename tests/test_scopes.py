@@ -439,6 +439,30 @@ class TestThePipeline:
         assert {d.scope for d in decisions.submitted} == {"sender_domain:acme.com"}
         assert pipeline.snapshot(SCOPES) is not None  # checkpointed like an input partition (TestCheckpoints)
 
+    async def test_a_campaign_joining_a_firing_older_than_the_grace_is_paused_at_once(self) -> None:
+        """A guard that keeps up: acme.com fired ten minutes ago; a campaign starts sending from it now. Its decision
+        goes to the dispatcher at once. It was held as a backlog's (the scope decision's time is older than the
+        grace) until every campaign of the domain read as up to the present, which the paused ones never do: five
+        minutes late, GUARD_CATCH_UP_LIMIT."""
+        forwards, decisions = Forwards(), Decisions()
+        pipeline = scoped_pipeline(forwards, decisions)
+        now = time.time()
+        values = []
+        for n in range(10):  # ten campaigns of 10 sends and one hard bounce, ten minutes ago
+            for k in range(10):
+                values.append(domain_event("message.sent", f"camp_{n:02}", now - 900 + n * 20 + k, "ann@acme.com"))
+            values.append(domain_event("message.bounced", f"camp_{n:02}", now - 900 + n * 20 + 10, "ann@acme.com"))
+        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], values))
+        forwards.release()
+        await pipeline.handle(SCOPES, forwards.as_records(SCOPES.topic))
+        assert pipeline.held() == 10, "premise: the domain's decisions, ten minutes old, are held as a backlog's"
+        joiner = [domain_event("message.sent", "camp_new", now - 1, "ann@acme.com")]
+        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], joiner, first=len(values)))
+        forwards.release()
+        scope_records = forwards.as_records(SCOPES.topic)
+        await pipeline.handle(SCOPES, scope_records[-1:])
+        assert "camp_new" in {d.campaign_id for d in decisions.submitted}
+
     async def test_a_record_of_the_scope_topic_that_is_no_forwarded_event_is_counted_and_skipped(self) -> None:
         forwards, decisions, metrics = Forwards(), Decisions(), Metrics()
         pipeline = self.pipeline(forwards, decisions, metrics)

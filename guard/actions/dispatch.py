@@ -384,31 +384,31 @@ class Dispatcher:
             await self._record(decision, "dry_run", decided_at, notes=notes)
             return
         since = decided_at if first_call is None else min(first_call, decided_at)
-        exempted: list[Exemption] = []  # one written while the pause is retried (Leadterra down): no call after it
+        # one written while the pause, or the one covering it, was tried (Leadterra down): no call after it
+        exempted: list[Exemption] = []
 
         def exempted_now() -> bool:
-            def find() -> None:  # a store that raises does not exempt (counted as a side surface's failure)
+            def find() -> None:
                 exemptions = self._exemptions
                 if exemptions is not None and exemptions.is_loaded and not exempted:
                     if (found := exemptions.find(decision.campaign_id, decision.rule.name, time.time())) is not None:
                         exempted.append(found)
 
-            tell("exemptions", find, self._metrics, decision_id=decision.id)
-            return bool(exempted)
+            return tell("exemptions", find, self._metrics, decision_id=decision.id) is None and bool(exempted)
 
-        outcome = await self._keys.pause(
-            decision.campaign_id, self._workspace(decision), decision.id, since, stop=exempted_now
-        )
+        # a store that failed when first asked does not exempt, nor is it asked (and counted) again at each attempt
+        stop = None if isinstance(exemption, Unavailable) else exempted_now
+        outcome = await self._keys.pause(decision.campaign_id, self._workspace(decision), decision.id, since, stop=stop)
         self._metrics.api_attempts.inc(outcome.attempts)
         if outcome.error_code == STOPPED and exempted:
             log.info(
-                "pause stopped: the campaign was exempted while it was retried",
+                "pause stopped: the campaign was exempted while it was tried",
                 campaign_id=decision.campaign_id,
                 decision_id=decision.id,
                 exemption=exempted[0].id,
                 attempts=outcome.attempts,
             )
-            notes.append(f"exempted while its pause was retried, after {outcome.attempts} failed attempts")
+            notes.append(f"exempted while its pause was under way, after {outcome.attempts} failed attempts")
             await self._record(decision, "exempted", decided_at, outcome, outcome.answered_at, exempted[0].ref(), notes)
             return
         self._metrics.action_seconds.observe(outcome.answered_at - decided_at)

@@ -132,7 +132,7 @@ class PauseClient:
         """Pause one campaign; never raises for API or network trouble, it returns a failed result. `since`: when
         the decision's first call was made (an earlier process's, for a decision resumed after a restart; default
         now): a campaign Leadterra says was paused before then was paused by someone else (`already_paused`).
-        `stop`, asked before each retry: true ends the call there, a failed result with error code STOPPED."""
+        `stop`, asked before each attempt: true ends the call there, a failed result with error code STOPPED."""
         started = time.time()
         since = started if since is None else min(since, started)
         if campaign_id in _DOT_SEGMENTS:
@@ -157,7 +157,7 @@ class PauseClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if attempts and stop is not None and stop():
+                    if stop is not None and stop():
                         return PauseResult(
                             outcome="failed",
                             http_status=last_status,

@@ -455,8 +455,11 @@ class Pipeline:
             for decision in decisions:
                 progress.pending[offset] += 1
                 held = progress.held
+                # a scope's decision is a campaign's at this event (one joining its firing, or decided again): the
+                # scope decision's time says how old the firing is, not how far behind this reading is
+                decided = event.time if scoped else decision.fired_at
                 if decision.action == "pause" and (
-                    behind(record.timestamp, decision.fired_at, now, grace) or decision.superseded_by in held
+                    behind(record.timestamp, decided, now, grace) or decision.superseded_by in held
                 ):
                     held[decision.id] = Held(decision, offset, now)
                 else:

@@ -70,8 +70,8 @@ class Metrics:
         )
         self.side_surface_errors = Counter(
             "guard_side_surface_errors_total",
-            "A side surface (exemptions, notifications, audit_read) that failed or did not answer while a decision "
-            "consulted it; the decision went on without it and its audit event says so.",
+            "A side surface (exemptions, notifications, audit_read, left_running) that failed or did not answer "
+            "while a decision consulted it; the decision went on without it and its audit event says so.",
             ["surface"],
             registry=r,
         )
