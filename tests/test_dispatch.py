@@ -609,3 +609,46 @@ async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries
     assert final.exemption is not None and final.exemption.id == exemption.id
     assert "exempted while its pause was under way" in (final.note or "")
     assert all(request.status != 200 for request in standin.pause_requests("camp_seed"))
+
+
+class FlakyExemptions(Exemptions):
+    """An exemption store whose first answer is an error (a bug path, a stalled read), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loaded()
+        self.failed = False
+
+    def find(self, campaign_id: str, rule_name: str, now: float) -> Exemption | None:
+        if not self.failed:
+            self.failed = True
+            raise ValueError("year 0 is out of range")
+        return super().find(campaign_id, rule_name, now)
+
+
+async def test_an_exemption_store_that_failed_once_is_still_asked_while_the_pause_is_retried(
+    clients: list[PauseClient], standin: LeadterraStandIn
+) -> None:
+    """The store fails when the decision first asks it (the decision goes on: failing toward the pause, counted
+    once), then answers. An exemption written while Leadterra is down still stops the retries (review N: a store
+    that failed once was asked no more, and the campaign was paused once Leadterra was back)."""
+    standin.add_campaign("camp_seed")
+    standin.fail_next(10_000, 503)
+    exemptions, audit, metrics = FlakyExemptions(), Audit(), Metrics()
+    client = PauseClient(
+        standin.url, SecretStr(standin.api_key), timeout=5, deadline=30, backoff_initial=0.05, backoff_max=0.1
+    )
+    clients.append(client)
+    settled = SettledDecisions(KafkaSettings(), "audit")
+    dispatcher = Dispatcher(client, audit, metrics, Health(), settled, dry_run=False, exemptions=exemptions)
+    decision = pause_decision("camp_seed")
+    dispatcher.submit(decision, lambda: None)
+    while len(standin.pause_requests("camp_seed")) < 3:
+        await asyncio.sleep(0.01)
+    exemption = new_exemption("camp_seed", seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
+    exemptions.apply(exemption.key, exemption.model_dump_json().encode())
+    standin.clear_faults()
+    assert await dispatcher.drain(10) == 0
+    assert audit.outcomes(decision) == ["fired", "exempted"]
+    assert all(request.status != 200 for request in standin.pause_requests("camp_seed"))
+    assert metrics.side_surface_errors.labels("exemptions")._value.get() == 1

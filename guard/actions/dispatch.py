@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Hashable
@@ -387,18 +388,27 @@ class Dispatcher:
         # one written while the pause, or the one covering it, was tried (Leadterra down): no call after it
         exempted: list[Exemption] = []
 
+        store_failed = isinstance(exemption, Unavailable)  # a store that fails is counted once per decision
+
         def exempted_now() -> bool:
+            nonlocal store_failed
+
             def find() -> None:
                 exemptions = self._exemptions
                 if exemptions is not None and exemptions.is_loaded and not exempted:
                     if (found := exemptions.find(decision.campaign_id, decision.rule.name, time.time())) is not None:
                         exempted.append(found)
 
-            return tell("exemptions", find, self._metrics, decision_id=decision.id) is None and bool(exempted)
+            if store_failed:  # asked all the same at each attempt (it may answer now); failing, it does not exempt
+                with contextlib.suppress(Exception):
+                    find()
+            else:
+                store_failed = tell("exemptions", find, self._metrics, decision_id=decision.id) is not None
+            return bool(exempted)
 
-        # a store that failed when first asked does not exempt, nor is it asked (and counted) again at each attempt
-        stop = None if isinstance(exemption, Unavailable) else exempted_now
-        outcome = await self._keys.pause(decision.campaign_id, self._workspace(decision), decision.id, since, stop=stop)
+        outcome = await self._keys.pause(
+            decision.campaign_id, self._workspace(decision), decision.id, since, stop=exempted_now
+        )
         self._metrics.api_attempts.inc(outcome.attempts)
         if outcome.error_code == STOPPED and exempted:
             log.info(
