@@ -28,7 +28,7 @@ from guard.runtime.settled import Fired, SettledDecisions
 from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 from guard.testing.events import bounced, sent
-from guard.testing.leadterra import LeadterraStandIn
+from guard.testing.leadterra import LeadterraStandIn, RecordedRequest
 from guard.tools.decisions import explain, fold
 
 RULES = Path(__file__).parent.parent / "rules"
@@ -568,6 +568,21 @@ async def test_a_pause_decision_whose_outcome_left_its_campaign_running_is_told(
     assert audit.outcomes(decision)[-1] == ("fired" if outcome == "failed before a restart" else outcome)
 
 
+def exempt_after_failures(standin: LeadterraStandIn, exemptions: Exemptions, campaign_id: str, n: int) -> Exemption:
+    """At the n-th failed pause request, before its answer reaches the guard: the operator exempts the campaign and
+    Leadterra comes back, so a retry made would pause it. (Written from a poll, the exemption could land while a
+    retry was already on the wire, which then rightly paused.)"""
+    exemption = new_exemption(campaign_id, seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
+
+    def on_request(request: RecordedRequest) -> None:
+        if request.is_pause and len(standin.pause_requests(campaign_id)) == n:
+            exemptions.apply(exemption.key, exemption.model_dump_json().encode())
+            standin.clear_faults()
+
+    standin.on_request = on_request
+    return exemption
+
+
 async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries(
     clients: list[PauseClient], standin: LeadterraStandIn
 ) -> None:
@@ -595,13 +610,9 @@ async def test_an_exemption_written_while_the_pause_is_retried_stops_the_retries
     )
     decision = pause_decision("camp_seed")
     waiting = covered(decision)  # another rule's, waiting for the outcome of the first: it called for itself then
+    exemption = exempt_after_failures(standin, exemptions, "camp_seed", 3)
     dispatcher.submit(decision, lambda: None)
     dispatcher.submit(waiting, lambda: None)
-    while len(standin.pause_requests("camp_seed")) < 3:
-        await asyncio.sleep(0.01)
-    exemption = new_exemption("camp_seed", seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
-    exemptions.apply(exemption.key, exemption.model_dump_json().encode())
-    standin.clear_faults()  # Leadterra is back: a retry now would pause it
     assert await dispatcher.drain(10) == 0
     assert audit.outcomes(decision) == ["fired", "exempted"]
     assert audit.outcomes(waiting) == ["fired", "exempted"]
@@ -642,12 +653,8 @@ async def test_an_exemption_store_that_failed_once_is_still_asked_while_the_paus
     settled = SettledDecisions(KafkaSettings(), "audit")
     dispatcher = Dispatcher(client, audit, metrics, Health(), settled, dry_run=False, exemptions=exemptions)
     decision = pause_decision("camp_seed")
+    exempt_after_failures(standin, exemptions, "camp_seed", 3)
     dispatcher.submit(decision, lambda: None)
-    while len(standin.pause_requests("camp_seed")) < 3:
-        await asyncio.sleep(0.01)
-    exemption = new_exemption("camp_seed", seconds=3600, reason="seed list", by="ops", rule=None, now=time.time())
-    exemptions.apply(exemption.key, exemption.model_dump_json().encode())
-    standin.clear_faults()
     assert await dispatcher.drain(10) == 0
     assert audit.outcomes(decision) == ["fired", "exempted"]
     assert all(request.status != 200 for request in standin.pause_requests("camp_seed"))
