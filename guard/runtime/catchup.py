@@ -41,7 +41,12 @@ shows what a guard that kept up would decide:
    is every campaign of the scope's: it waits until each of them is read up to the present (their forwards
    come from every input partition, each at its own pace: the first campaign read up says nothing of the
    others, whose old evidence may still be arriving), or the partition has caught up; all the held
-   decisions of a scope are judged together. Reaching the log end alone is not enough: a bridge that
+   decisions of a scope are judged together. So are the decisions of a scope whose evidence is still arriving
+   from behind, whatever event made them: a forward read lately of a campaign whose newest event is older than
+   the grace, as another input partition's backlog arrives. Its statistic is driven by evidence hours old whose
+   sequel is not read yet, and whatever event comes next, a live one, may tip it. Superseded once read up (the
+   scope no longer leans bad), a firing tipped so ends (ScopeEngine.end_firing): left firing, it would pause
+   each campaign joining the scope. Reaching the log end alone is not enough: a bridge that
    forwards an hour of buffered mail in chunks, or a history still being written, ends at the log end
    after every chunk, and judging there would judge a campaign on part of its hour.
 
@@ -66,6 +71,7 @@ committed, so whoever reads the partition next derives them again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +93,30 @@ class Held:
     decision: Decision
     offset: int
     since: float  # wall clock when it was held
+
+
+class ArrivingBehind:
+    """The scopes of a partition of the scope topic whose evidence is still arriving from behind (point 3): when
+    each last had a forward read (wall clock) of a campaign whose newest event is older than the resume grace."""
+
+    __slots__ = ("_read", "_swept")
+
+    def __init__(self) -> None:
+        self._read: dict[str, float] = {}
+        self._swept = -math.inf
+
+    def read(self, scope: str, now: float) -> None:
+        self._read[scope] = now
+
+    def lately(self, scope: str, now: float, window: float) -> bool:
+        """Such a forward of `scope` was read within `window` seconds."""
+        return now - self._read.get(scope, -math.inf) <= window
+
+    def sweep(self, now: float, window: float) -> None:
+        """Forget what is older than `window`, at most once per `window`: bounded by the scopes read behind lately."""
+        if now - self._swept > window:
+            self._read = {scope: at for scope, at in self._read.items() if now - at <= window}
+            self._swept = now
 
 
 def overdue(held: dict[str, Held], now: float, limit: float) -> bool:

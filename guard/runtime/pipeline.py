@@ -402,6 +402,7 @@ class Pipeline:
         forwarding = () if scoped or self._forwards is None else self.rules.scope_kinds
         placement = None if scoped else self._placement  # forwards are keyed by scope, by the guard itself
         latest_event = engine.latest_event
+        arriving = progress.arriving_behind
         forwards: list[tuple[str, bytes, int]] = []
         first_forwarded: int | None = None
         now_ms = int(now * 1000)
@@ -443,6 +444,10 @@ class Pipeline:
                     recovery.keep(decisions)
                 continue
             tally.counted += 1
+            if scoped:
+                member_latest = engine.member_latest(event.scope, event.campaign_id)  # type: ignore[union-attr]
+                if member_latest is not None and now - member_latest > grace:  # its evidence arriving from behind
+                    arriving.read(event.scope, now)  # type: ignore[union-attr]
             if forwarding and event.signal is not Signal.STARTED:
                 # names an event without a message id
                 position = "" if event.message_id else f"{tp.topic}/{tp.partition}/{offset}"
@@ -459,7 +464,9 @@ class Pipeline:
                 # scope decision's time says how old the firing is, not how far behind this reading is
                 decided = event.time if scoped else decision.fired_at
                 if decision.action == "pause" and (
-                    behind(record.timestamp, decided, now, grace) or decision.superseded_by in held
+                    behind(record.timestamp, decided, now, grace)
+                    or (scoped and arriving.lately(decision.scope, now, grace))  # type: ignore[arg-type]
+                    or decision.superseded_by in held
                 ):
                     held[decision.id] = Held(decision, offset, now)
                 else:
@@ -470,6 +477,8 @@ class Pipeline:
         if forwards:
             await self._forward(tp, forwards, first_forwarded, progress)  # type: ignore[arg-type]
         progress.next_offset = records[-1].offset + 1
+        if scoped:
+            arriving.sweep(now, grace)
         if progress.held:
             too_long = overdue(progress.held, now, self._catch_up_limit)
             why = f"a decision held over {self._catch_up_limit:g} s" if too_long else None
@@ -542,6 +551,8 @@ class Pipeline:
                 self._lands_now(engine, decision.campaign_id, decision.superseded_by or decision.id)
                 self._dispatcher.submit(decision, recorded, progress.audit_read, partition=tp)
             else:
+                if scoped and held.since - held.decision.fired_at <= grace:  # a firing tipped live, held (catchup.py)
+                    engine.end_firing(held.decision)  # type: ignore[union-attr]
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read, partition=tp)
         self._count_held()
 
