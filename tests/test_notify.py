@@ -456,6 +456,17 @@ class TestScopeNotifications:
         assert "Scope decision: scope-decision-1" in many
         assert metrics.notifications.labels("slack", "sent")._value.get() == 2
 
+    async def test_a_scope_message_gathered_at_shutdown_is_sent_within_the_grace(self, endpoint: Endpoint) -> None:
+        """The guard stops just after a domain's campaigns were paused: their message, gathering for 2 s, goes out
+        at once, well within a 2 s shutdown grace. It slept through the grace and was cancelled unsent."""
+        published: list[AuditEvent] = []
+        notify, metrics = notifier(endpoint, published, scope_batch_seconds=2.0)
+        for decision, event in self.scoped(3):
+            notify.notify(decision, event)
+        await notify.aclose(grace=2.0)
+        assert len(endpoint.requests) == 1 and "3 campaigns" in json.loads(endpoint.requests[0])["text"]
+        assert metrics.notifications.labels("slack", "sent")._value.get() == 1
+
     async def test_an_undelivered_scope_message_is_audited_for_each_campaign(self, endpoint: Endpoint) -> None:
         published: list[AuditEvent] = []
         notify, _ = notifier(

@@ -12,6 +12,7 @@ reach a log line, an audit event or a metric.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -89,6 +90,7 @@ class Notifier:
         self._backlog_after = backlog_after
         self._scope_batch_seconds = scope_batch_seconds
         self._batches: dict[tuple[str, str], list[tuple[Decision, AuditEvent]]] = {}
+        self._closing = asyncio.Event()  # set at shutdown: what is gathered goes out at once
         self._global: _Target | None = None
         if global_slack_url is not None:
             channel = SlackChannel(url=SecretSource(env=GLOBAL), link=_usable_link(global_link))
@@ -140,8 +142,12 @@ class Notifier:
 
     async def _deliver_batch(self, target: _Target, key: tuple[str, str]) -> None:
         try:
-            await asyncio.sleep(self._scope_batch_seconds)
-        finally:  # at shutdown too: what was gathered is sent (or audited as not) within the grace
+            # cut short at shutdown: the grace is for sending, not for gathering (a batch begun just before the
+            # stop would sleep through it and be cancelled unsent)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._scope_batch_seconds):
+                    await self._closing.wait()
+        finally:  # cancelled too: gone from the batches, so nothing is added to a message never sent
             about = self._batches.pop(key)
         await self._deliver(target, about)
 
@@ -255,6 +261,7 @@ class Notifier:
 
     async def aclose(self, grace: float) -> None:
         """Give messages under way `grace` seconds, then cancel the rest (they are logged, not audited)."""
+        self._closing.set()
         left = await wait_then_cancel(self._tasks, grace)
         if left:
             log.warning("notifications not sent at shutdown", count=left)
