@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
@@ -313,6 +314,23 @@ class TestExemptionsInTheGuard:
         assert code == 2 and "--for: '1 day' is not a duration" in err
         code, _, err = await guard_cli(capsys, "exempt", "--revoke", "ex_0123456789ab")
         assert code == 1 and "no exemption 'ex_0123456789ab'" in err
+
+    async def test_a_rule_name_that_matches_no_rule_is_told_and_the_exemption_written(
+        self, control_topic: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`--rule hard-bounce-rat`, a typo, would exempt from nothing: the campaign is paused all the same. Told on
+        stderr, with the rule meant; a glob that matches says nothing; rules not readable here: told unchecked."""
+        monkeypatch.setenv("GUARD_RULES", str(Path(__file__).parent.parent / "rules"))
+        code, out, err = await guard_cli(
+            capsys, "exempt", "camp_a", "--for", "1h", "--reason", "x", "--rule", "hard-bounce-rat"
+        )
+        assert code == 0 and "camp_a exempted from rule hard-bounce-rat" in out
+        assert "--rule 'hard-bounce-rat' matches none of the" in err and "did you mean 'hard-bounce-rate'?" in err
+        code, out, err = await guard_cli(capsys, "exempt", "camp_a", "--for", "1h", "--reason", "x", "--rule", "hard-*")
+        assert code == 0 and "warning" not in err
+        monkeypatch.setenv("GUARD_RULES", str(Path(__file__).parent / "no-such-rules"))
+        code, out, err = await guard_cli(capsys, "exempt", "camp_a", "--for", "1h", "--reason", "x", "--rule", "hard-*")
+        assert code == 0 and "--rule 'hard-*' is not checked: the rules at" in err
 
     async def test_the_first_exemption_prints_only_its_answer_on_stdout(self, control_topic: str) -> None:
         """A script takes the id from stdout (`ID=$(guard exempt ... | cut -d: -f1)`), on its first run too, which

@@ -130,6 +130,8 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
         problems = "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in error.errors())
         print_error(f"invalid exemption: {problems}")
         return 2
+    if exemption.rule is not None and (unmatched := _unmatched(exemption.rule)):
+        print(f"guard: warning: {unmatched}", file=sys.stderr)
     await reach(settings, PROBE_SECONDS)  # a broker that refuses or never answers: one line within seconds
     replicas = guard_settings_from_env().internal_replication_factor
     if refused := await create_if_missing(settings, control_topic(topic), replicas):
@@ -148,6 +150,32 @@ async def _exempt_add(settings, topic: str, args: argparse.Namespace) -> int:  #
         f"{exemption.expires_at:%Y-%m-%d %H:%M:%S} UTC (by {exemption.by}: {exemption.reason})"
     )
     return 0
+
+
+def _unmatched(glob: str) -> str | None:
+    """What to tell of `--rule` when it matches no rule the guard's rules (GUARD_RULES) hold: a typo exempts from
+    nothing, and the campaign is paused all the same. Written anyway: the rule may be on its way."""
+    import difflib
+    import fnmatch
+
+    from guard.errors import GuardError
+    from guard.rules import load_rules
+    from guard.runtime.settings import guard_settings_from_env
+
+    path = guard_settings_from_env().rules
+    try:
+        names = sorted({rule.name for rule in load_rules(path).rules})
+    except (GuardError, OSError) as error:
+        why = str(error).splitlines()[0]
+        return f"--rule {glob!r} is not checked: the rules at {path} (GUARD_RULES) are not readable here ({why})"
+    if any(fnmatch.fnmatchcase(name, glob) for name in names):
+        return None
+    close = difflib.get_close_matches(glob, names, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"they are {', '.join(names)}."
+    return (
+        f"--rule {glob!r} matches none of the {len(names)} rules at {path}: {hint} "
+        "Written all the same: it covers a rule of that name once there is one."
+    )
 
 
 async def _exempt_list(settings, topic: str) -> int:  # noqa: ANN001
