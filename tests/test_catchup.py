@@ -153,7 +153,7 @@ async def test_a_campaign_whose_records_run_minutes_behind_the_guards_clock_is_p
     episode those sends began used to supersede the decision, and the next one's alike: never paused."""
     campaign, grace, skew = "camp_skewed", 15.0, 480.0
     standin.add_campaign(campaign)
-    await run_guard(resume_grace=grace, catch_up_limit=grace)
+    guard = await run_guard(resume_grace=grace, catch_up_limit=grace)
     started = time.time()
 
     async def send_on() -> None:  # four sends a second, one in four hard-bouncing, until Leadterra stops it
@@ -174,3 +174,6 @@ async def test_a_campaign_whose_records_run_minutes_behind_the_guards_clock_is_p
     assert paused_after < 3 * grace + 15, paused_after  # held for the catch-up limit, no longer
     await asyncio.sleep(1)
     assert len(standin.pause_requests(campaign)) == 1
+    # and the operator is told why: records arriving stamped behind the guard's clock
+    told = [w for w in guard.health.warnings() if "are stamped 8.0 min behind this guard's clock" in w]
+    assert told and f"records appended to {topics.input}[" in told[0], guard.health.warnings()

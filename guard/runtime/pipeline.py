@@ -147,10 +147,13 @@ class Pipeline:
         scope_topic: str | None = None,
         forwards: ScopeSink | None = None,
         placement: Callable[[str, int, str, bytes | None], None] | None = None,
+        stamped_behind: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self.rules = rules
         # (topic, partition, campaign id, key) of each campaign's first event a partition reads: runtime.placement
         self._placement = placement
+        # (topic, partition, seconds) of an input partition whose fresh records arrive stamped behind: runtime.stamps
+        self._stamped_behind = stamped_behind
         # rules over a workspace, sender or domain: counted from the events forwarded to `scope_topic` (scopes.py)
         self._scope_topic, self._forwards = scope_topic, forwards
         self.kinds = kinds  # the series every engine of this pipeline counts with (GUARD_ENGINE)
@@ -479,6 +482,10 @@ class Pipeline:
         progress.next_offset = records[-1].offset + 1
         if scoped:
             arriving.sweep(now, grace)
+        elif self._stamped_behind is not None:
+            reached_end = log_end is not None and progress.next_offset >= log_end
+            if (late := progress.stamps.batch(records[-1].timestamp, reached_end, now, grace)) is not None:
+                self._stamped_behind(tp.topic, tp.partition, late)
         if progress.held:
             too_long = overdue(progress.held, now, self._catch_up_limit)
             why = f"a decision held over {self._catch_up_limit:g} s" if too_long else None

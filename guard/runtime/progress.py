@@ -8,6 +8,7 @@ from collections import Counter
 
 from guard.runtime.catchup import ArrivingBehind, Held
 from guard.runtime.recovery import AuditRead, PartitionRecovery
+from guard.runtime.stamps import StampWatch
 
 
 class PartitionProgress:
@@ -24,6 +25,7 @@ class PartitionProgress:
         "forwarding",
         "held",
         "arriving_behind",
+        "stamps",
         "last_committed",
         "busy",
         "end_when_positioned",
@@ -49,6 +51,7 @@ class PartitionProgress:
         self.forwarding: dict[int, set] = {}
         self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
         self.arriving_behind = ArrivingBehind()  # of a partition of the scope topic (catchup.py, point 3)
+        self.stamps = StampWatch()  # of an input partition: do fresh records arrive stamped far behind?
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
         # the log end looked up when the partition was positioned: a backlog is not read before reaching it,

@@ -50,6 +50,7 @@ from guard.runtime.scope_forwards import ScopeForwards
 from guard.runtime.server import HealthServer
 from guard.runtime.settings import Settings
 from guard.runtime.settled import SettledDecisions
+from guard.runtime.stamps import StaleStamps
 from guard.runtime.startup import log_configuration, reach_kafka, serve_probes
 from guard.runtime.topics import topic_partitions
 from guard.telemetry.health import Health
@@ -149,6 +150,7 @@ class Service:
             placement=Placement(
                 lambda topic: len(consumer.partitions_for_topic(topic) or ()), self.metrics, self.health
             ).check,
+            stamped_behind=StaleStamps(self.health, settings.resume_grace, settings.catch_up_limit).report,
         )
         recovery = Recovery(
             self.health,

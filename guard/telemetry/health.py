@@ -19,6 +19,7 @@ class Health:
     STALL_SECONDS = 60.0  # the poll loop returns every few hundred ms; a minute means it is stuck
     EVICTING_SECONDS = 300.0  # how long /readyz mentions campaigns evicted at the cap
     MISPLACED_SECONDS = 300.0  # how long /readyz mentions a campaign read from another partition than its key's
+    STAMPED_BEHIND_SECONDS = 300.0  # how long /readyz mentions records arriving stamped behind the guard's clock
 
     def __init__(self) -> None:
         self.polling = False
@@ -38,6 +39,7 @@ class Health:
         self._evicted = 0  # campaigns evicted at the cap so far
         self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
         self._misplaced: tuple[float, str] | None = None  # (when, what) of the latest campaign misplaced
+        self._stamped_behind: tuple[float, str] | None = None  # (when, what) of records arriving stamped behind
 
     def evictions(self, evicted: int, limit: int) -> None:
         """The running count of campaigns evicted at the cap (GUARD_MAX_CAMPAIGNS); a rise is shown
@@ -55,6 +57,11 @@ class Health:
         (guard.runtime.placement): shown on /readyz for a while. Not unready: the guard counts what it reads."""
         self._misplaced = (time.monotonic(), why)
 
+    def stamped_behind(self, why: str) -> None:
+        """Records arrive stamped far behind the guard's clock (guard.runtime.stamps): shown on /readyz for a while.
+        Not unready: every pause is still made, late."""
+        self._stamped_behind = (time.monotonic(), why)
+
     def warnings(self) -> list[str]:
         """Degraded but working: shown on /readyz beside the status."""
         warnings = [
@@ -69,6 +76,8 @@ class Health:
             warnings.append(self._evicting[1])
         if self._misplaced is not None and now - self._misplaced[0] < self.MISPLACED_SECONDS:
             warnings.append(self._misplaced[1])
+        if self._stamped_behind is not None and now - self._stamped_behind[0] < self.STAMPED_BEHIND_SECONDS:
+            warnings.append(self._stamped_behind[1])
         return warnings
 
     def audit_write_failed(self, why: str) -> None:
