@@ -622,6 +622,84 @@ class TestThePipeline:
         assert pipeline.held() == 0 and decisions.superseded == []
         assert sorted(d.campaign_id for d in decisions.submitted) == ["camp_a", "camp_b"]
 
+    async def test_a_guard_that_keeps_up_pauses_a_burning_domain_at_once_after_a_late_webhook(self) -> None:
+        """A guard that keeps up: a webhook Leadterra retried 35 minutes late, of a campaign that finished sending an
+        hour ago, is written now (its record fresh) a little before a stale list bursts over 15 small campaigns of
+        the domain. The domain's decisions go to the dispatcher at once. Judged by its event time, the late webhook
+        read as a backlog arriving: the burst's decisions were held for GUARD_CATCH_UP_LIMIT, then superseded once
+        the domain's clean mail had diluted it, and the firing ended: nothing paused (review O1)."""
+        now = time.time()
+        clock = [now - 3700]
+        forwards, decisions = Forwards(), Decisions()
+        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: clock[0], rules=shipped_domain_rules())
+        offsets = {tp: 0 for tp in INPUTS}
+
+        async def read(tp: TopicPartition, timed: list[tuple[bytes, float]], stamp: float | None = None) -> None:
+            stamped = timed if stamp is None else [(value, stamp) for value, _ in timed]
+            await pipeline.handle(tp, input_records(tp, [v for v, _ in timed], stamped, offsets[tp]))
+            offsets[tp] += len(timed)
+            await read_scopes(pipeline, forwards)
+
+        for k in range(100):  # `done` sent its list an hour ago, read as it came
+            clock[0] = now - 3700 + k
+            await read(INPUTS[1], [(domain_event("message.sent", "done", clock[0], "ann@acme.com"), clock[0])])
+        for tick in range(-60, 30):
+            at = clock[0] = now + tick
+            batch = [(domain_event("message.sent", f"c{n}", at, "ann@acme.com"), at) for n in range(5)]
+            if tick >= 0:  # 15 small campaigns of one stale list, 10 sends each, one in five hard-bouncing
+                for j in range(5):
+                    k, sent_at = tick * 5 + j, at + 0.5 + j / 10
+                    batch.append((domain_event("message.sent", f"small{k // 10:02}", sent_at, "ann@acme.com"), sent_at))
+                    if k % 5 == 0:
+                        bounce = domain_event("message.bounced", f"small{k // 10:02}", sent_at + 0.01, "ann@acme.com")
+                        batch.append((bounce, sent_at + 0.01))
+            await read(INPUTS[0], batch)
+            if tick == -20:  # retried 35 minutes late, written now
+                late = [(domain_event("message.bounced", "done", now - 2100, "ann@acme.com"), now - 2100)]
+                await read(INPUTS[1], late, stamp=at)
+        assert decisions.superseded == [] and pipeline.held() == 0
+        assert {d.campaign_id for d in decisions.submitted} >= {"c0", "done", "small00"}
+
+    async def test_a_decision_held_over_a_backlog_is_held_again_by_the_next_owner_of_its_scope(self) -> None:
+        """The first test's live tip, held while camp_b's backlog arrives; then the guard restarts (a roll-out, a
+        second replica at a first deploy) before camp_b's clean hours are read. The held decision kept its offset
+        uncommitted: the next owner replays the scope partition's old forwards up to it, and reads the tip again,
+        live. Held again, superseded once read up. The replay did not count as evidence arriving from behind, and
+        the healthy domain was paused (review O2)."""
+        now = time.time()
+        clock, timed = [now], recovering_domain(now)
+        first, second = timed[INPUTS[0]], timed[INPUTS[1]]
+        forwards, decisions = Forwards(), Decisions()
+        before = scoped_pipeline(forwards, decisions, clock=lambda: clock[0], rules=shipped_domain_rules())
+        await before.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in first], first))
+        cut = firing_cut(first, second)
+        await before.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in second[:cut]], second[:cut]))
+        bounce = [(domain_event("message.bounced", "camp_a", now - 1, "ann@recover.example"), now - 1)]
+        await before.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in bounce], bounce, len(first)))
+        await read_scopes(before, forwards)
+        assert before.held() == 2
+        committed = {INPUTS[0]: len(first) + 1, INPUTS[1]: cut, SCOPES: before.committable()[SCOPES]}
+        assert committed[SCOPES] < len(forwards.sent), "premise: the tip is not committed"
+
+        clock[0] = now + 20
+        decisions = Decisions()
+        after = Pipeline(
+            shipped_domain_rules(), decisions, NoDeadLetters(), Metrics(), dedupe_horizon=3600,
+            scope_topic="guard.scopes", forwards=forwards, clock=lambda: clock[0],
+        )  # fmt: skip
+        for tp in (*INPUTS, SCOPES):
+            recovery = PartitionRecovery(name(tp), AuditScan.finished())
+            recovery.positioned(committed[tp])
+            after.assign(tp, committed=committed[tp], since_ms=0, recovery=recovery)
+        await after.handle(SCOPES, forwards.as_records(SCOPES.topic))  # replayed up to the tip, the tip live
+        assert decisions.submitted == [] and after.held() == 2
+        rest = second[cut:]
+        await after.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in rest], rest, cut))
+        scope_records = forwards.as_records(SCOPES.topic)
+        await after.handle(SCOPES, scope_records[len(scope_records) - len(rest) :])
+        assert after.held() == 0 and decisions.submitted == []
+        assert sorted(d.campaign_id for d, _ in decisions.superseded) == ["camp_a", "camp_b"]
+
 
 def shipped_domain_rules() -> RuleSet:
     return load_rules(Path(__file__).parent.parent / "rules" / "domains" / "sender-domain.yaml")

@@ -327,11 +327,6 @@ class ScopeEngine:
         (catchup.py: a scope's held decisions are judged on all its campaigns', not on the first read up)."""
         return all(latest >= since for latest, _ in self._seen.get(scope, {}).values())
 
-    def member_latest(self, scope: str, campaign_id: str) -> float | None:
-        """The newest event time read for a campaign in `scope` (None: not seen there)."""
-        member = self._seen.get(scope, {}).get(campaign_id)
-        return member[0] if member is not None else None
-
     def end_firing(self, decision: Decision) -> None:
         """`decision`, a campaign's of a scope firing, was superseded at catch-up and the scope no longer leans bad:
         the firing was tipped while older evidence was still arriving, and the scope read up shows it not bad. It

@@ -409,6 +409,7 @@ class Pipeline:
         forwards: list[tuple[str, bytes, int]] = []
         first_forwarded: int | None = None
         now_ms = int(now * 1000)
+        behind_ms = now_ms - int(grace * 1000)
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -441,16 +442,14 @@ class Pipeline:
                 self._workspaces.note(event.campaign_id, event.workspace_id)
             # a ScopeEngine takes what read_forwarded gives, and its record's time
             decisions = process(event, record.timestamp / 1000) if scoped else process(event)  # type: ignore[arg-type,call-arg]
+            if scoped and record.timestamp < behind_ms:  # forwarded from an input record read behind (catchup.py)
+                arriving.read(event.scope, now)  # type: ignore[union-attr]
             if replaying:
                 tally.replayed += 1
                 if decisions and recovery.stage is Stage.REPLAYING:  # kept aside until caught up
                     recovery.keep(decisions)
                 continue
             tally.counted += 1
-            if scoped:
-                member_latest = engine.member_latest(event.scope, event.campaign_id)  # type: ignore[union-attr]
-                if member_latest is not None and now - member_latest > grace:  # its evidence arriving from behind
-                    arriving.read(event.scope, now)  # type: ignore[union-attr]
             if forwarding and event.signal is not Signal.STARTED:
                 # names an event without a message id
                 position = "" if event.message_id else f"{tp.topic}/{tp.partition}/{offset}"
@@ -468,7 +467,7 @@ class Pipeline:
                 decided = event.time if scoped else decision.fired_at
                 if decision.action == "pause" and (
                     behind(record.timestamp, decided, now, grace)
-                    or (scoped and arriving.lately(decision.scope, now, grace))  # type: ignore[arg-type]
+                    or (scoped and arriving.lately(decision.scope, now))  # type: ignore[arg-type]
                     or decision.superseded_by in held
                 ):
                     held[decision.id] = Held(decision, offset, now)
@@ -481,7 +480,7 @@ class Pipeline:
             await self._forward(tp, forwards, first_forwarded, progress)  # type: ignore[arg-type]
         progress.next_offset = records[-1].offset + 1
         if scoped:
-            arriving.sweep(now, grace)
+            arriving.sweep(now)
         elif self._stamped_behind is not None:
             reached_end = log_end is not None and progress.next_offset >= log_end
             if (late := progress.stamps.batch(records[-1].timestamp, reached_end, now, grace)) is not None:
