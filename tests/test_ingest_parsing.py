@@ -212,6 +212,26 @@ class TestArf:
         assert decoded.time == 1772992800.0  # Arrival-Date, Thu, 8 Mar 2026 14:00:00 -0400
         assert event["data"]["feedbackType"] == "abuse"
         assert event["data"]["recipientDomain"] == "mail.example.net"
+        # the reported message's sender: the complaint counts in the sending domain's scope
+        assert event["data"]["from"] == "sdr@sender.example.com" and decoded.sender_domain == "sender.example.com"
+
+    @pytest.mark.parametrize(
+        ("header", "sender"),
+        [
+            (b"From: Sam Doe <sdr@acme.com>", "sdr@acme.com"),
+            (b"From: sdr@acme.com", "sdr@acme.com"),
+            (b"From: <" + b"x" * 400 + b"@acme.com>", None),  # past what the contract keeps: left out
+            (b"From: <sdr\x1b[31m@acme.com>", None),  # a terminal escape: would forge log lines
+            (b"From: undisclosed", "undisclosed"),
+        ],
+    )
+    def test_the_sender_is_the_reported_messages_from_and_a_bad_one_loses_no_complaint(
+        self, header: bytes, sender: str | None
+    ) -> None:
+        raw = (ARF / "abuse.eml").read_bytes().replace(b"From: <sdr@sender.example.com>", header)
+        event = complaint_event(raw, "X-Leadterra-Campaign-Id")
+        assert event["data"].get("from") == sender
+        assert decode(json.dumps(event).encode(), 1773000000.0).campaign_id == "camp_fbl_1"
 
     def test_a_headers_only_report_works_too(self) -> None:
         event = complaint_event((ARF / "abuse-headers-only.eml").read_bytes(), "X-Leadterra-Campaign-Id")

@@ -14,10 +14,10 @@ import email.policy
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import HeaderParser
-from email.utils import parsedate_to_datetime
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any
 
-from guard.contracts.events import MAX_FUTURE_SKEW_SECONDS, MAX_ID_LENGTH
+from guard.contracts.events import MAX_ADDRESS_LENGTH, MAX_FUTURE_SKEW_SECONDS, MAX_ID_LENGTH, UNSAFE_CHARACTERS
 from guard.errors import GuardError
 
 #: Feedback types that mean "a recipient called this spam"; not-spam and auth-failure do not.
@@ -77,9 +77,13 @@ def _complaint_event(raw: bytes, campaign_header: str, now: float | None) -> dic
     message_id = str(original.get("Message-ID", "")).strip().strip("<>")
     if message_id and len(message_id) <= MAX_ID_LENGTH:
         data["messageId"] = message_id
-    if mail_from := str(fields.get("Original-Mail-From", "")).strip().strip("<>"):
+    if mail_from := _address(fields.get("Original-Mail-From")):
         data["originalMailFrom"] = mail_from
-    if recipient := str(fields.get("Original-Rcpt-To", "")).strip().strip("<>"):
+    # the reported message's From is the sending address Leadterra's events carry as `from`: its domain puts the
+    # complaint in the sender-domain scopes (an envelope sender is often a bounce domain, another one)
+    if sender := _address(original.get("From")):
+        data["from"] = sender
+    if recipient := _address(fields.get("Original-Rcpt-To")):
         data["recipient"] = recipient
         data["recipientDomain"] = recipient.rpartition("@")[2].lower()
     event: dict[str, Any] = {"event": "message.complained"}
@@ -89,6 +93,16 @@ def _complaint_event(raw: bytes, campaign_header: str, now: float | None) -> dic
         event["timestamp"] = when.isoformat()
     event["data"] = data
     return event
+
+
+def _address(header: object) -> str | None:
+    """The address a header names (`Ann <a@acme.com>` -> `a@acme.com`); None when it names none the event contract
+    keeps (too long, control characters): left out, so the complaint still counts."""
+    _, address = parseaddr(str(header or ""))
+    address = address.strip().strip("<>")
+    if not address or len(address) > MAX_ADDRESS_LENGTH or UNSAFE_CHARACTERS.search(address):
+        return None
+    return address
 
 
 def _parts(report: EmailMessage) -> tuple[EmailMessage, EmailMessage | None]:
