@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from test_pipeline import Decisions, NoDeadLetters
 
 from guard.contracts.events import Event, Signal, decode
-from guard.engine.episodes import DEFAULT_RESUME_GRACE
 from guard.engine.kinds import PYTHON, choose
 from guard.engine.scope_snapshot import ScopeSnapshot
 from guard.engine.scopes import Forwarded, InvalidForward, ScopeEngine, forward, read_forwarded, scope_key
@@ -444,21 +443,19 @@ class TestThePipeline:
         """A guard that keeps up: acme.com fired ten minutes ago; a campaign starts sending from it now. Its decision
         goes to the dispatcher at once. It was held as a backlog's (the scope decision's time is older than the
         grace) until every campaign of the domain read as up to the present, which the paused ones never do: five
-        minutes late, GUARD_CATCH_UP_LIMIT (review M2)."""
+        minutes late, GUARD_CATCH_UP_LIMIT."""
         forwards, decisions = Forwards(), Decisions()
+        pipeline = scoped_pipeline(forwards, decisions)
         now = time.time()
-        clock = [now - 600]  # ten minutes ago
-        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: clock[0])
         values = []
-        for n in range(10):  # ten campaigns of 10 sends and one hard bounce, read as they came
+        for n in range(10):  # ten campaigns of 10 sends and one hard bounce, ten minutes ago
             for k in range(10):
                 values.append(domain_event("message.sent", f"camp_{n:02}", now - 900 + n * 20 + k, "ann@acme.com"))
             values.append(domain_event("message.bounced", f"camp_{n:02}", now - 900 + n * 20 + 10, "ann@acme.com"))
         await pipeline.handle(INPUTS[0], input_records(INPUTS[0], values))
         forwards.release()
         await pipeline.handle(SCOPES, forwards.as_records(SCOPES.topic))
-        assert len(decisions.submitted) == 10 and pipeline.held() == 0, "premise: the domain paused then"
-        clock[0] = now
+        assert pipeline.held() == 10, "premise: the domain's decisions, ten minutes old, are held as a backlog's"
         joiner = [domain_event("message.sent", "camp_new", now - 1, "ann@acme.com")]
         await pipeline.handle(INPUTS[0], input_records(INPUTS[0], joiner, first=len(values)))
         forwards.release()
@@ -558,186 +555,6 @@ class TestThePipeline:
         assert pipeline.held() == 0
         assert decisions.submitted == []
         assert sorted({d.campaign_id for d, _ in decisions.superseded}) == ["camp_a", "camp_b"]
-
-    async def test_a_live_event_tipping_a_domain_while_another_partitions_backlog_arrives_is_held(self) -> None:
-        """A first deploy: camp_a's partition is read up to the present, camp_b's is four hours behind. camp_b's bad
-        minutes of four hours ago drive the domain's cusum (no window) to just short of its level, and camp_a's
-        ordinary live bounce tips it: a decision at a fresh event, which was acted on at once, pausing a domain
-        healthy for hours (review N2). Evidence of the scope still arrives from behind: held, then superseded once
-        camp_b's clean hours are read. The firing ends there: a campaign joining the domain is not paused on it."""
-        now = time.time()
-        clock, timed = [now], recovering_domain(now)
-        first, second = timed[INPUTS[0]], timed[INPUTS[1]]
-        forwards, decisions = Forwards(), Decisions()
-        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: clock[0], rules=shipped_domain_rules())
-        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in first], first))
-        cut = firing_cut(first, second)  # camp_b's records read before the one that would tip the domain
-        await pipeline.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in second[:cut]], second[:cut]))
-        await read_scopes(pipeline, forwards)
-        assert decisions.submitted == [] and pipeline.held() == 0  # just short of the level
-
-        bounce = [(domain_event("message.bounced", "camp_a", now - 1, "ann@recover.example"), now - 1)]
-        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in bounce], bounce, len(first)))
-        await read_scopes(pipeline, forwards)
-        assert decisions.submitted == []
-        assert pipeline.held() == 2  # camp_a's and camp_b's, judged once the domain's evidence is read up
-
-        rest = second[cut:]
-        await pipeline.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in rest], rest, cut))
-        await read_scopes(pipeline, forwards)
-        assert pipeline.held() == 0 and decisions.submitted == []
-        assert sorted(d.campaign_id for d, _ in decisions.superseded) == ["camp_a", "camp_b"]
-
-        clock[0] = later = now + 2 * DEFAULT_RESUME_GRACE  # nothing arrives from behind any more
-        joiner = [(domain_event("message.sent", "camp_c", later, "ann@recover.example"), later)]
-        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in joiner], joiner, len(first) + 1))
-        await read_scopes(pipeline, forwards)
-        assert decisions.submitted == [] and pipeline.held() == 0 and len(decisions.superseded) == 2
-
-    async def test_a_domain_bad_now_tipped_while_a_backlog_arrives_is_paused_once_read_up(self) -> None:
-        """The hold fails toward the pause: camp_a turns bad now, tipping the domain while camp_b's four hours are
-        still arriving; read up, the domain still leans bad, and both are paused."""
-        now = time.time()
-        timed = recovering_domain(now)
-        first, second = timed[INPUTS[0]], timed[INPUTS[1]]
-        forwards, decisions = Forwards(), Decisions()
-        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: now, rules=shipped_domain_rules())
-        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in first], first))
-        half = firing_cut(first, second)  # short of the level
-        await pipeline.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in second[:half]], second[:half]))
-        await read_scopes(pipeline, forwards)
-        assert decisions.submitted == [] and pipeline.held() == 0
-        bad: list[tuple[bytes, float]] = []
-        for n in range(400):  # a stale list now: 80 hard bounces in 400 sends over 40 s
-            at = now - 40 + n / 10
-            bad.append((domain_event("message.sent", "camp_a", at, "ann@recover.example"), at))
-            if n % 5 == 0:
-                bad.append((domain_event("message.bounced", "camp_a", at, "ann@recover.example"), at))
-        await pipeline.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in bad], bad, len(first)))
-        await read_scopes(pipeline, forwards)
-        assert decisions.submitted == [] and pipeline.held() == 2
-        rest = second[half:]
-        await pipeline.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in rest], rest, half))
-        await read_scopes(pipeline, forwards)
-        assert pipeline.held() == 0 and decisions.superseded == []
-        assert sorted(d.campaign_id for d in decisions.submitted) == ["camp_a", "camp_b"]
-
-    async def test_a_guard_that_keeps_up_pauses_a_burning_domain_at_once_after_a_late_webhook(self) -> None:
-        """A guard that keeps up: a webhook Leadterra retried 35 minutes late, of a campaign that finished sending an
-        hour ago, is written now (its record fresh) a little before a stale list bursts over 15 small campaigns of
-        the domain. The domain's decisions go to the dispatcher at once. Judged by its event time, the late webhook
-        read as a backlog arriving: the burst's decisions were held for GUARD_CATCH_UP_LIMIT, then superseded once
-        the domain's clean mail had diluted it, and the firing ended: nothing paused (review O1)."""
-        now = time.time()
-        clock = [now - 3700]
-        forwards, decisions = Forwards(), Decisions()
-        pipeline = scoped_pipeline(forwards, decisions, clock=lambda: clock[0], rules=shipped_domain_rules())
-        offsets = {tp: 0 for tp in INPUTS}
-
-        async def read(tp: TopicPartition, timed: list[tuple[bytes, float]], stamp: float | None = None) -> None:
-            stamped = timed if stamp is None else [(value, stamp) for value, _ in timed]
-            await pipeline.handle(tp, input_records(tp, [v for v, _ in timed], stamped, offsets[tp]))
-            offsets[tp] += len(timed)
-            await read_scopes(pipeline, forwards)
-
-        for k in range(100):  # `done` sent its list an hour ago, read as it came
-            clock[0] = now - 3700 + k
-            await read(INPUTS[1], [(domain_event("message.sent", "done", clock[0], "ann@acme.com"), clock[0])])
-        for tick in range(-60, 30):
-            at = clock[0] = now + tick
-            batch = [(domain_event("message.sent", f"c{n}", at, "ann@acme.com"), at) for n in range(5)]
-            if tick >= 0:  # 15 small campaigns of one stale list, 10 sends each, one in five hard-bouncing
-                for j in range(5):
-                    k, sent_at = tick * 5 + j, at + 0.5 + j / 10
-                    batch.append((domain_event("message.sent", f"small{k // 10:02}", sent_at, "ann@acme.com"), sent_at))
-                    if k % 5 == 0:
-                        bounce = domain_event("message.bounced", f"small{k // 10:02}", sent_at + 0.01, "ann@acme.com")
-                        batch.append((bounce, sent_at + 0.01))
-            await read(INPUTS[0], batch)
-            if tick == -20:  # retried 35 minutes late, written now
-                late = [(domain_event("message.bounced", "done", now - 2100, "ann@acme.com"), now - 2100)]
-                await read(INPUTS[1], late, stamp=at)
-        assert decisions.superseded == [] and pipeline.held() == 0
-        assert {d.campaign_id for d in decisions.submitted} >= {"c0", "done", "small00"}
-
-    async def test_a_decision_held_over_a_backlog_is_held_again_by_the_next_owner_of_its_scope(self) -> None:
-        """The first test's live tip, held while camp_b's backlog arrives; then the guard restarts (a roll-out, a
-        second replica at a first deploy) before camp_b's clean hours are read. The held decision kept its offset
-        uncommitted: the next owner replays the scope partition's old forwards up to it, and reads the tip again,
-        live. Held again, superseded once read up. The replay did not count as evidence arriving from behind, and
-        the healthy domain was paused (review O2)."""
-        now = time.time()
-        clock, timed = [now], recovering_domain(now)
-        first, second = timed[INPUTS[0]], timed[INPUTS[1]]
-        forwards, decisions = Forwards(), Decisions()
-        before = scoped_pipeline(forwards, decisions, clock=lambda: clock[0], rules=shipped_domain_rules())
-        await before.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in first], first))
-        cut = firing_cut(first, second)
-        await before.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in second[:cut]], second[:cut]))
-        bounce = [(domain_event("message.bounced", "camp_a", now - 1, "ann@recover.example"), now - 1)]
-        await before.handle(INPUTS[0], input_records(INPUTS[0], [v for v, _ in bounce], bounce, len(first)))
-        await read_scopes(before, forwards)
-        assert before.held() == 2
-        committed = {INPUTS[0]: len(first) + 1, INPUTS[1]: cut, SCOPES: before.committable()[SCOPES]}
-        assert committed[SCOPES] < len(forwards.sent), "premise: the tip is not committed"
-
-        clock[0] = now + 20
-        decisions = Decisions()
-        after = Pipeline(
-            shipped_domain_rules(), decisions, NoDeadLetters(), Metrics(), dedupe_horizon=3600,
-            scope_topic="guard.scopes", forwards=forwards, clock=lambda: clock[0],
-        )  # fmt: skip
-        for tp in (*INPUTS, SCOPES):
-            recovery = PartitionRecovery(name(tp), AuditScan.finished())
-            recovery.positioned(committed[tp])
-            after.assign(tp, committed=committed[tp], since_ms=0, recovery=recovery)
-        await after.handle(SCOPES, forwards.as_records(SCOPES.topic))  # replayed up to the tip, the tip live
-        assert decisions.submitted == [] and after.held() == 2
-        rest = second[cut:]
-        await after.handle(INPUTS[1], input_records(INPUTS[1], [v for v, _ in rest], rest, cut))
-        scope_records = forwards.as_records(SCOPES.topic)
-        await after.handle(SCOPES, scope_records[len(scope_records) - len(rest) :])
-        assert after.held() == 0 and decisions.submitted == []
-        assert sorted(d.campaign_id for d, _ in decisions.superseded) == ["camp_a", "camp_b"]
-
-
-def shipped_domain_rules() -> RuleSet:
-    return load_rules(Path(__file__).parent.parent / "rules" / "domains" / "sender-domain.yaml")
-
-
-def recovering_domain(now: float) -> dict[TopicPartition, list[tuple[bytes, float]]]:
-    """Four hours of recover.example: camp_a (partition 0) clean throughout, camp_b (partition 1) bad for 25
-    minutes four hours ago (one in five sends hard-bounces), clean since."""
-    start = now - 4 * 3600
-    bad_until, timed = start + 25 * 60, {tp: [] for tp in INPUTS}
-    for tp, campaign in zip(INPUTS, ("camp_a", "camp_b"), strict=True):
-        at = start
-        while at < now - 30:
-            timed[tp].append((domain_event("message.sent", campaign, at, "ann@recover.example"), at))
-            if campaign == "camp_b" and at < bad_until and int(at - start) % 50 == 0:
-                timed[tp].append((domain_event("message.bounced", campaign, at + 1, "ann@recover.example"), at + 1))
-            at += 10 if at < bad_until else 15
-    return timed
-
-
-def firing_cut(first: list[tuple[bytes, float]], second: list[tuple[bytes, float]]) -> int:
-    """How many of `second` a scope engine reads, after all of `first`, before the domain rule fires."""
-    engine = ScopeEngine(shipped_domain_rules().for_engine(True), 3600)
-    for n, (value, at) in enumerate(second):
-        if n == 0:
-            for earlier, stamp in first:
-                engine.count(decode(earlier, stamp), f"p0/{stamp}")
-        if engine.count(decode(value, at), f"p1/{n}"):
-            return n
-    raise AssertionError("the domain rule never fires over the backlog")
-
-
-async def read_scopes(pipeline: Pipeline, forwards: Forwards) -> None:
-    """The scope partition reads what was forwarded since it last read."""
-    forwards.release()
-    records = forwards.as_records(SCOPES.topic)
-    await pipeline.handle(SCOPES, records[getattr(forwards, "read", 0) :])
-    forwards.read = len(records)  # type: ignore[attr-defined]
 
 
 INPUTS = (TopicPartition("events", 0), TopicPartition("events", 1))

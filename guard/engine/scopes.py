@@ -327,18 +327,6 @@ class ScopeEngine:
         (catchup.py: a scope's held decisions are judged on all its campaigns', not on the first read up)."""
         return all(latest >= since for latest, _ in self._seen.get(scope, {}).values())
 
-    def end_firing(self, decision: Decision) -> None:
-        """`decision`, a campaign's of a scope firing, was superseded at catch-up and the scope no longer leans bad:
-        the firing was tipped while older evidence was still arriving, and the scope read up shows it not bad. It
-        ends, the rule judged afresh at the scope's next event; left firing, it would decide for every campaign
-        joining the scope on that evidence, for as long as it kept firing."""
-        scope, name = decision.scope or "", decision.rule.name
-        firing = self._firings.get(scope, {}).get(name)
-        if firing is None or firing.decision.id != decision.scope_decision_id or self.leans_bad(scope):
-            return
-        del self._firings[scope][name]
-        self.engine.judge_afresh(scope, name)
-
     def episode(self, campaign_id: str) -> Episode | None:
         return Episode(None, None, None) if campaign_id in self._decided else None
 

@@ -41,12 +41,7 @@ shows what a guard that kept up would decide:
    is every campaign of the scope's: it waits until each of them is read up to the present (their forwards
    come from every input partition, each at its own pace: the first campaign read up says nothing of the
    others, whose old evidence may still be arriving), or the partition has caught up; all the held
-   decisions of a scope are judged together. So are the decisions of a scope whose evidence is still arriving
-   from behind, whatever event made them: a forward read within ARRIVING_SECONDS whose record is older than the
-   grace, as another input partition's backlog arrives (ArrivingBehind). Its statistic is driven by evidence
-   hours old whose sequel is not read yet, and whatever event comes next, a live one, may tip it. Superseded once
-   read up (the scope no longer leans bad), a firing tipped so ends (ScopeEngine.end_firing): left firing, it
-   would pause each campaign joining the scope. Reaching the log end alone is not enough: a bridge that
+   decisions of a scope are judged together. Reaching the log end alone is not enough: a bridge that
    forwards an hour of buffered mail in chunks, or a history still being written, ends at the log end
    after every chunk, and judging there would judge a campaign on part of its hour.
 
@@ -71,7 +66,6 @@ committed, so whoever reads the partition next derives them again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -84,10 +78,6 @@ DEFAULT_CATCH_UP_LIMIT = 300.0
 # At the log end, and the log end still, this long: a history is all in (a bridge forwarding a buffer in chunks
 # leaves gaps of a produce round trip or a fetch wait, well under this)
 QUIET_SECONDS = 3.0
-# A scope had a forward of a record read behind this recently: its backlog's evidence is still arriving (point 3).
-# A backlog is read in a stream; this covers the gaps a fetch, a forward's produce and another partition's turn
-# leave between its records of one scope.
-ARRIVING_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,33 +87,6 @@ class Held:
     decision: Decision
     offset: int
     since: float  # wall clock when it was held
-
-
-class ArrivingBehind:
-    """The scopes of a partition of the scope topic whose evidence is still arriving from behind (point 3): when
-    each last had a forward read (wall clock) whose record is older than the resume grace, as the forwards of an
-    input partition read behind are (a forward keeps its input record's time). Replayed ones count: a new owner
-    reading again a decision held over such evidence holds it too. A record's own time, not its event's: a webhook
-    retried hours late, or a mail path that lags, is written now, and a guard that keeps up acts at once."""
-
-    __slots__ = ("_read", "_swept")
-
-    def __init__(self) -> None:
-        self._read: dict[str, float] = {}
-        self._swept = -math.inf
-
-    def read(self, scope: str, now: float) -> None:
-        self._read[scope] = now
-
-    def lately(self, scope: str, now: float) -> bool:
-        """Such a forward of `scope` was read within ARRIVING_SECONDS."""
-        return now - self._read.get(scope, -math.inf) <= ARRIVING_SECONDS
-
-    def sweep(self, now: float) -> None:
-        """Forget what is older than ARRIVING_SECONDS, at most once per that: bounded by the scopes read behind."""
-        if now - self._swept > ARRIVING_SECONDS:
-            self._read = {scope: at for scope, at in self._read.items() if now - at <= ARRIVING_SECONDS}
-            self._swept = now
 
 
 def overdue(held: dict[str, Held], now: float, limit: float) -> bool:

@@ -405,11 +405,9 @@ class Pipeline:
         forwarding = () if scoped or self._forwards is None else self.rules.scope_kinds
         placement = None if scoped else self._placement  # forwards are keyed by scope, by the guard itself
         latest_event = engine.latest_event
-        arriving = progress.arriving_behind
         forwards: list[tuple[str, bytes, int]] = []
         first_forwarded: int | None = None
         now_ms = int(now * 1000)
-        behind_ms = now_ms - int(grace * 1000)
         for record in records:
             offset = record.offset
             replaying = offset < replay_until
@@ -442,8 +440,6 @@ class Pipeline:
                 self._workspaces.note(event.campaign_id, event.workspace_id)
             # a ScopeEngine takes what read_forwarded gives, and its record's time
             decisions = process(event, record.timestamp / 1000) if scoped else process(event)  # type: ignore[arg-type,call-arg]
-            if scoped and record.timestamp < behind_ms:  # forwarded from an input record read behind (catchup.py)
-                arriving.read(event.scope, now)  # type: ignore[union-attr]
             if replaying:
                 tally.replayed += 1
                 if decisions and recovery.stage is Stage.REPLAYING:  # kept aside until caught up
@@ -466,9 +462,7 @@ class Pipeline:
                 # scope decision's time says how old the firing is, not how far behind this reading is
                 decided = event.time if scoped else decision.fired_at
                 if decision.action == "pause" and (
-                    behind(record.timestamp, decided, now, grace)
-                    or (scoped and arriving.lately(decision.scope, now))  # type: ignore[arg-type]
-                    or decision.superseded_by in held
+                    behind(record.timestamp, decided, now, grace) or decision.superseded_by in held
                 ):
                     held[decision.id] = Held(decision, offset, now)
                 else:
@@ -479,9 +473,7 @@ class Pipeline:
         if forwards:
             await self._forward(tp, forwards, first_forwarded, progress)  # type: ignore[arg-type]
         progress.next_offset = records[-1].offset + 1
-        if scoped:
-            arriving.sweep(now)
-        elif self._stamped_behind is not None:
+        if not scoped and self._stamped_behind is not None:
             reached_end = log_end is not None and progress.next_offset >= log_end
             if (late := progress.stamps.batch(records[-1].timestamp, reached_end, now, grace)) is not None:
                 self._stamped_behind(tp.topic, tp.partition, late)
@@ -557,8 +549,6 @@ class Pipeline:
                 self._lands_now(engine, decision.campaign_id, decision.superseded_by or decision.id)
                 self._dispatcher.submit(decision, recorded, progress.audit_read, partition=tp)
             else:
-                if scoped and held.since - held.decision.fired_at <= grace:  # a firing tipped live, held (catchup.py)
-                    engine.end_firing(held.decision)  # type: ignore[union-attr]
                 self._dispatcher.supersede(held.decision, recorded, note, progress.audit_read, partition=tp)
         self._count_held()
 

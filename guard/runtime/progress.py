@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from guard.runtime.catchup import ArrivingBehind, Held
+from guard.runtime.catchup import Held
 from guard.runtime.recovery import AuditRead, PartitionRecovery
 from guard.runtime.stamps import StampWatch
 
@@ -24,7 +24,6 @@ class PartitionProgress:
         "pending",
         "forwarding",
         "held",
-        "arriving_behind",
         "stamps",
         "last_committed",
         "busy",
@@ -50,7 +49,6 @@ class PartitionProgress:
         # commits back as decisions do, but not a checkpoint, which waits for them instead (checkpoints.py)
         self.forwarding: dict[int, set] = {}
         self.held: dict[str, Held] = {}  # pause decisions by id, until the partition catches up (catchup.py)
-        self.arriving_behind = ArrivingBehind()  # of a partition of the scope topic (catchup.py, point 3)
         self.stamps = StampWatch()  # of an input partition: do fresh records arrive stamped far behind?
         self.last_committed = committed
         self.busy = False  # a batch is being handled: the engine is ahead of `next_offset`
