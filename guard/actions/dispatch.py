@@ -387,7 +387,6 @@ class Dispatcher:
         since = decided_at if first_call is None else min(first_call, decided_at)
         # one written while the pause, or the one covering it, was tried (Leadterra down): no call after it
         exempted: list[Exemption] = []
-
         store_failed = isinstance(exemption, Unavailable)  # a store that fails is counted once per decision
 
         def exempted_now() -> bool:

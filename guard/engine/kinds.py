@@ -44,7 +44,7 @@ PYTHON = Kinds("python", SlidingCount, LastN, Cusum, DedupeStore, events.decode)
 # The guard-core build this guard runs: core/Cargo.toml's version, moved with every change to core/'s sources
 # (tests/test_core_version.py holds the two together). Any other build is refused, as pydantic refuses any
 # pydantic-core but its own: an older one called with a newer signature stops the engine at its first pause.
-CORE_VERSION = "0.3.0"
+CORE_VERSION = "0.3.1"
 _PYTHON_SERIES = {"sliding": SlidingCount, "last": LastN, "cusum": Cusum}
 
 
