@@ -20,9 +20,29 @@ MASK = "***"
 MIN_SECRET_LENGTH = 4  # a shorter value would mask ordinary words; no real key or password is this short
 
 _secrets: set[str] = set()
-# libyaml's safe loader where PyYAML was built with it: the same documents, a tenth of the parse time
-# (2,000 workspaces: ~10 ms instead of ~100 ms), which matters when a rotation re-reads the file.
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Repeated(yaml.YAMLError):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+# libyaml's safe loader where PyYAML was built with it: the same documents, a tenth of the parse time (2,000
+# workspaces: ~10 ms instead of ~100 ms), which matters when a rotation re-reads the file.
+class _SecretsLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A mapping's keys (ids) as they are written: YAML 1.1 reads an unquoted `0123` as 83, `on` as true, `1:30` as 90.
+    A key written twice is refused (a loader keeps the last one without a word). Values are read as YAML reads them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else self.construct_object(key_node, deep)
+            if not isinstance(key, str):
+                key = repr(key)  # a list or a mapping as a key: no id, refused by whoever reads the ids
+            if key in mapping:
+                raise _Repeated(key)
+            mapping[key] = self.construct_object(value_node, deep)
+        return mapping
 
 
 def register(*values: str | None) -> None:
@@ -71,7 +91,9 @@ def read_secrets_file(path: Path, name: str, shape: str, example: str) -> dict[A
     for line in text.splitlines():
         register(*(part.strip(" \"'") for part in line.split(":", 1)[1:]))
     try:
-        data = yaml.load(text, Loader=_SAFE_LOADER)
+        data = yaml.load(text, Loader=_SecretsLoader)
+    except _Repeated as error:
+        raise ConfigError(f"{name}: {error.key[:40]!r} is written twice; keep one") from None
     except yaml.YAMLError:
         raise ConfigError(f"{name} is neither YAML nor JSON; write `{example.split()[0]} ...` lines") from None
     if not isinstance(data, dict) or not data:

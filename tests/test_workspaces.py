@@ -18,7 +18,7 @@ from test_service import Guard, Topics, audits, produce, producer, read_topic, s
 from guard.actions.workspaces import read_api_keys
 from guard.errors import ConfigError
 from guard.rules import load_rules
-from guard.runtime.settings import GuardSettings, LeadterraSettings
+from guard.runtime.settings import GuardSettings, LeadterraSettings, Settings
 from guard.telemetry.health import Health
 from guard.testing.broker import BrokerInfo
 from guard.testing.events import bounced, envelope
@@ -119,6 +119,35 @@ async def test_a_revoked_key_stops_only_its_own_workspace(
     assert any("workspace ws_b (401)" in warning for warning in ready.json()["warnings"])
     assert 'guard_workspace_authentication_failed{workspace="ws_b"} 1.0' in metrics.text
     assert "guard_api_authentication_failed 0.0" in metrics.text
+
+
+@pytest.mark.integration
+async def test_a_workspace_without_a_key_is_named_on_readyz(
+    kafka_bootstrap: str,
+    standin: LeadterraStandIn,
+    producer: AIOKafkaProducer,  # noqa: F811
+    topics: Topics,  # noqa: F811
+    guard: Guard,
+) -> None:
+    """Events name ws_c, which the keys file does not hold, and there is no single key: the pause is audited as
+    failed (`no_api_key`, no call) and /readyz, still 200 (ws_a and ws_b are protected), names ws_c until a restart."""
+    standin.add_workspace("ws_c", "sk_live_workspace_c_9012")
+    standin.add_campaign("camp_c", workspace="ws_c")
+
+    await produce(producer, topics.input, bad_campaign_in("ws_c", "camp_c", time.time() - 1200))
+    events = audits(await read_topic(kafka_bootstrap, topics.audit, expected=2))
+    assert [(e["outcome"], e["workspace_id"]) for e in events] == [("fired", "ws_c"), ("failed", "ws_c")]
+    assert events[1]["result"]["error_code"] == "no_api_key"
+    assert standin.pause_requests("camp_c") == [] and standin.status("camp_c") == "running"
+
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
+        for _ in range(100):
+            ready = await client.get("/readyz")
+            if ready.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+    assert ready.status_code == 200, ready.text
+    assert any("no API key for workspace ws_c" in warning for warning in ready.json()["warnings"]), ready.text
 
 
 @pytest.mark.integration
@@ -330,6 +359,18 @@ class TestKeysFile:
         secret = text.split(":")[-1].strip(" -[]'")
         assert secret not in str(raised.value)
 
+    def test_ids_are_read_as_written(self, tmp_path: Path) -> None:
+        """Unquoted, YAML 1.1 reads `0123` as 83, `on` as true and `1:30` as 90: refused with the wrong id."""
+        (tmp_path / "keys.yaml").write_text("0123: sk_live_a_0001\non: sk_live_b_0002\n1:30: sk_live_c_0003\n")
+        assert sorted(read_api_keys(tmp_path / "keys.yaml")) == ["0123", "1:30", "on"]
+
+    def test_a_workspace_written_twice_is_refused(self, tmp_path: Path) -> None:
+        """A loader keeps the last of two without a word: a rotation appended below the old key would work or not by
+        its place in the file."""
+        (tmp_path / "keys.yaml").write_text("ws_a: sk_live_old_0001\nws_b: sk_live_b_0002\nws_a: sk_live_new_0003\n")
+        with pytest.raises(ConfigError, match="LEADTERRA_API_KEYS_FILE: 'ws_a' is written twice; keep one"):
+            read_api_keys(tmp_path / "keys.yaml")
+
 
 def test_a_key_that_works_again_is_no_longer_reported() -> None:
     """Every key rejected (not live), then one works again after its rotation: live, the other still named."""
@@ -342,3 +383,41 @@ def test_a_key_that_works_again_is_no_longer_reported() -> None:
     assert [w for w in health.warnings() if "401" in w] == [
         "Leadterra rejected the API key of workspace ws_a (401): its campaigns cannot be paused"
     ]
+
+
+class TestMappedTopicsKeys:
+    """A topic GUARD_TOPIC_WORKSPACES maps to a workspace the keys file lacks (a typo in either) would have every pause
+    of its campaigns fail: `guard run` refuses it without a single key to fall back on, naming the closest workspace."""
+
+    @pytest.fixture(autouse=True)
+    def mapped_topics(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        (tmp_path / "keys.yaml").write_text(KEYS)
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached: the settings stop it first
+        monkeypatch.setenv("GUARD_INPUT_TOPICS", "leadterra.a,leadterra.b")
+        monkeypatch.setenv("GUARD_TOPIC_WORKSPACES", "leadterra.a=ws_a,leadterra.b=ws_bb")
+        monkeypatch.setenv("LEADTERRA_API_KEYS_FILE", str(tmp_path / "keys.yaml"))
+        for name in ("LEADTERRA_API_KEY", "LEADTERRA_API_KEY_FILE", "GUARD_DRY_RUN"):
+            monkeypatch.delenv(name, raising=False)
+
+    def test_without_a_single_key_it_is_refused_with_the_closest_workspace(self) -> None:
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env()
+        assert str(raised.value) == (
+            "invalid settings:\n  GUARD_TOPIC_WORKSPACES maps leadterra.b to ws_bb, which LEADTERRA_API_KEYS_FILE has no "
+            "key for (did you mean ws_b?): its campaigns could never be paused"
+        )
+
+    def test_with_a_single_key_or_in_a_dry_run_it_starts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GUARD_DRY_RUN", "true")
+        Settings.from_env()
+        monkeypatch.delenv("GUARD_DRY_RUN")
+        monkeypatch.setenv("LEADTERRA_API_KEY", "sk_live_the_single_key")
+        settings = Settings.from_env()  # its campaigns are paused with the single key, as documented: a warning says so
+        assert settings.unkeyed_topics() == [
+            "GUARD_TOPIC_WORKSPACES maps leadterra.b to ws_bb, which LEADTERRA_API_KEYS_FILE has no key for "
+            "(did you mean ws_b?)"
+        ]
+
+    def test_a_mapping_the_keys_file_holds_starts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GUARD_TOPIC_WORKSPACES", "leadterra.a=ws_a,leadterra.b=ws_b")
+        assert Settings.from_env().unkeyed_topics() == []

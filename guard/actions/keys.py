@@ -52,6 +52,7 @@ class PauseKeys:
         client = self._client_for(workspace)
         if client is None:
             log.error("no API key for the campaign's workspace", campaign_id=campaign_id, workspace=workspace)
+            self._health.no_key(workspace)
             return PauseResult(
                 outcome="failed",
                 attempts=0,

@@ -107,6 +107,9 @@ class Service:
             for workspace, key in self.settings.leadterra.workspace_keys().items()
             if (client := self._pause_client(key, workspace)) is not None
         }
+        if not settings.dry_run and pause_client is not None:
+            for unkeyed in self.settings.unkeyed_topics():  # without the single key, Settings.from_env refused them
+                log.warning("a mapped topic's campaigns are paused with LEADTERRA_API_KEY", why=unkeyed)
         workspaces = WorkspaceMap(settings.max_campaigns)
         publish = _publisher(producer, settings.audit_topic, self.health)
         notifier = Notifier(

@@ -35,6 +35,7 @@ class Health:
         self.auth_failed = False  # every key in use was rejected: nothing is protected
         self.stuck: str | None = None  # assigned partitions that cannot be read: a restart hands them on
         self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
+        self.unkeyed: set[str | None] = set()  # workspaces a pause found no key for (None: campaigns naming none)
         self._last_poll = time.monotonic()
         self._evicted = 0  # campaigns evicted at the cap so far
         self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
@@ -70,6 +71,13 @@ class Health:
             for workspace in sorted(self.rejected, key=str)
             if not self.auth_failed
         ]
+        warnings.extend(
+            f"no API key for workspace {workspace} (not in LEADTERRA_API_KEYS_FILE, no LEADTERRA_API_KEY): its "
+            "campaigns cannot be paused; add its key and restart"
+            if workspace is not None
+            else "no LEADTERRA_API_KEY: campaigns whose events name no workspace cannot be paused"
+            for workspace in sorted(self.unkeyed, key=str)
+        )
         warnings.extend(self.internal_topics[topic] for topic in sorted(self.internal_topics))
         now = time.monotonic()
         if self._evicting is not None and now - self._evicting[0] < self.EVICTING_SECONDS:
@@ -94,6 +102,11 @@ class Health:
         """A 401 with the key of `workspace`, one of `keys` keys in use."""
         self.rejected.add(workspace)
         self.auth_failed = len(self.rejected) >= keys
+
+    def no_key(self, workspace: str | None) -> None:
+        """A pause found no key for `workspace` (None: its campaign's events named none): shown on /readyz until a
+        restart (the keys file's workspaces are read at start-up). Not unready: every other workspace is protected."""
+        self.unkeyed.add(workspace)
 
     def authenticated(self, workspace: str | None = None) -> None:
         """A call with the key of `workspace` succeeded (after a rotation): it is no longer rejected."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+
 from guard.errors import ConfigError
 from guard.runtime.settings.env import read_groups
 from guard.runtime.settings.guard import GuardSettings
@@ -38,7 +40,28 @@ class Settings:
                 "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE, or LEADTERRA_API_KEYS_FILE) is required unless "
                 "GUARD_DRY_RUN=true"
             )
+        if not settings.guard.dry_run and settings.leadterra.key() is None and (unkeyed := settings.unkeyed_topics()):
+            raise ConfigError(
+                "invalid settings:\n" + "\n".join(f"  {line}: its campaigns could never be paused" for line in unkeyed)
+            )
         return settings
+
+    def unkeyed_topics(self) -> list[str]:
+        """A line for each topic GUARD_TOPIC_WORKSPACES maps to a workspace the keys file (LEADTERRA_API_KEYS_FILE) does
+        not hold (a typo in either): its campaigns are paused with LEADTERRA_API_KEY, or, without one, never."""
+        if self.leadterra.api_keys_file is None:
+            return []  # every campaign is paused with the one key
+        keys = sorted(self.leadterra.workspace_keys())
+        lines = []
+        for topic, workspace in sorted(self.guard.topic_workspaces.items()):
+            if workspace not in keys:
+                close = difflib.get_close_matches(workspace, keys, n=1)
+                hint = f"did you mean {close[0]}?" if close else f"it holds {', '.join(keys[:10])}"
+                lines.append(
+                    f"GUARD_TOPIC_WORKSPACES maps {topic} to {workspace}, which LEADTERRA_API_KEYS_FILE has no key for "
+                    f"({hint})"
+                )
+        return lines
 
 
 def kafka_settings_from_env() -> KafkaSettings:
