@@ -32,7 +32,7 @@ class Health:
         self.internal_topics: dict[str, str] = {}  # internal topics missing and refused: what to create
         self.stopping = False
         self._audit_failed: tuple[float, str] | None = None  # (when, why) of the latest failed audit write
-        self.auth_failed = False  # every key in use was rejected: nothing is protected
+        self.auth_failed = False  # every key the guard holds was rejected: nothing is protected
         self.stuck: str | None = None  # assigned partitions that cannot be read: a restart hands them on
         self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
         self.unkeyed: set[str | None] = set()  # workspaces a pause found no key for (None: campaigns naming none)
@@ -99,7 +99,7 @@ class Health:
         self._last_poll = time.monotonic()
 
     def authentication_failed(self, workspace: str | None = None, keys: int = 1) -> None:
-        """A 401 with the key of `workspace`, one of `keys` keys in use."""
+        """A 401 with the key of `workspace`, one of the `keys` keys the guard holds."""
         self.rejected.add(workspace)
         self.auth_failed = len(self.rejected) >= keys
 
