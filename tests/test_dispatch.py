@@ -127,6 +127,39 @@ async def test_a_decision_left_to_the_next_owner_is_resumed_here_when_the_partit
     assert [d.id for d in settled.in_flight(lambda _: True, load_rules(RULES), dry_run=False)] == [decision.id]
 
 
+async def test_a_decision_resumed_after_a_restart_tells_when_it_was_decided_and_whose_calls_it_counts(
+    standin: LeadterraStandIn, clients: list[PauseClient]
+) -> None:
+    """Recorded `fired` minutes ago by a guard that stopped while Leadterra failed (its calls recorded nowhere),
+    then resumed here (review Q1): the outcome keeps the decision's own time, as its `fired` says, not the
+    resumption's, and a note says its attempts are this guard's calls only; `guard decisions --explain` shows both."""
+    standin.add_campaign("camp_resumed")
+    standin.fail_next(3, 503)
+    decision = pause_decision("camp_resumed")
+    decided_before = decision.fired_at + 1.0  # a second after its crossing event, minutes ago
+    assert decided_before < time.time() - 60
+    fired = dispatch.audit_event(decision, "fired", decided_at=decided_before, dry_run=False)
+    settled = SettledDecisions(KafkaSettings(), "audit")
+    settled._fired[decision.id] = Fired(int(decided_before * 1000), fired)  # what the rescan reads from the audit topic
+    audit = Audit()
+    client = PauseClient(
+        standin.url, SecretStr(standin.api_key), timeout=5, deadline=60, backoff_initial=0.01, backoff_max=0.05
+    )
+    clients.append(client)
+    dispatcher = Dispatcher(client, audit, Metrics(), Health(), settled, dry_run=False)
+    dispatcher.resume(decision)
+    assert await dispatcher.drain(20) == 0
+    [outcome] = audit.events
+    assert outcome.outcome == "paused" and outcome.result is not None
+    assert outcome.timings.decided_at == fired.timings.decided_at
+    assert outcome.result.attempts == len(standin.pause_requests("camp_resumed")) == 4
+    assert outcome.note is not None and "attempts counts this guard's calls only" in outcome.note
+    [record] = fold(event.model_dump_json().encode() for event in [fired, outcome]).decisions
+    assert record.when == fired.timings.decided_at  # WHEN in `guard decisions`
+    text = explain(record)
+    assert "after 4 attempt(s)" in text and "attempts counts this guard's calls only" in text, text
+
+
 class Audit:
     """The audit topic as a list; `fail` makes the next writes raise (a bug in the writer, not Kafka)."""
 

@@ -96,7 +96,8 @@ def audit_event(
         note=redact(note)[:MAX_ERROR_CHARS] if note is not None else None,
         timings=Timings(
             event_time=_utc(decision.fired_at),
-            decided_at=_utc(decided_at),
+            # a decision recorded before a restart was decided then, whenever its outcome came
+            decided_at=as_recorded.timings.decided_at if as_recorded is not None else _utc(decided_at),
             answered_at=_utc(answered_at) if answered_at is not None else None,
         ),
     )

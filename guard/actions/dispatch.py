@@ -26,6 +26,11 @@ from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.actions")
+# A decision resumed after a restart: the guard before it may have called Leadterra too, and recorded none of its calls
+RESUMED_NOTE = (
+    "resumed after the guard that recorded its decision stopped: attempts counts this guard's calls only, the "
+    "one before may have made more"
+)
 
 Publish = Callable[[AuditEvent], Awaitable[None]]
 
@@ -156,10 +161,14 @@ class Dispatcher:
         log.warning(
             "resuming a decision recorded before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
         )
-        decided_at = time.time()
+        recorded = self._settled.recorded(decision.id)
+        # decided before the restart, as its `fired` record says: its outcome tells that time, not the resumption's
+        decided_at = recorded.timings.decided_at.timestamp() if recorded is not None else time.time()
         # its first call was made after that record: a pause Leadterra dates from then on is this decision's
         first_call = self._settled.fired_at(decision.id)
-        work: Work = lambda _: self._pause(decision, decided_at, first_call=first_call)  # noqa: E731 (a Work, typed)
+        work: Work = lambda _: self._pause(  # noqa: E731 (a Work, typed)
+            decision, decided_at, notes=[RESUMED_NOTE], first_call=first_call
+        )
         self._spawn(decision, work, lambda: None, partition)
 
     def _spawn(
