@@ -211,6 +211,55 @@ class TestBrokerWithoutIdempotence:
         assert "KAFKA_ENABLE_IDEMPOTENCE=false" in ours[0]
         assert "Traceback" not in err
 
+    async def test_guard_exempt_and_guard_ingest_name_the_setting_too(self) -> None:
+        """The same broker under `guard exempt` (review Q3: "cannot reach the control topic: [Error -1]
+        UnknownError") and `guard ingest` (answered 503, "Kafka unreachable", retrying without end): each names the
+        setting, exempt in one line with exit 2, ingest on /readyz and in its log while it retries."""
+        from guard.ingest.app import Ingest, IngestConfig
+        from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings
+
+        suffix = uuid.uuid4().hex[:8]
+        with EmbeddedBroker() as tansu:
+            code, _, err = await asyncio.wait_for(
+                run_cli(
+                    "exempt",
+                    "camp_seed_*",
+                    "--for",
+                    "1h",
+                    "--reason",
+                    "seed-list test",
+                    env={
+                        "KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap_servers,
+                        "KAFKA_ENABLE_IDEMPOTENCE": "true",
+                        "GUARD_CONTROL_TOPIC": f"control-{suffix}",
+                    },
+                ),
+                timeout=60,
+            )
+            assert code == 2, err
+            ours = [line for line in err.splitlines() if line.startswith("guard: ")]
+            assert len(ours) == 1 and "KAFKA_ENABLE_IDEMPOTENCE=false" in ours[0], err
+
+            service = Ingest(
+                IngestConfig(
+                    kafka=KafkaSettings(bootstrap_servers=tansu.bootstrap_servers, enable_idempotence=True),
+                    guard=GuardSettings(input_topics=(f"events-{suffix}",), http_host="127.0.0.1", http_port=0),
+                    ingest=IngestSettings(),
+                    webhook_secrets=(b"whsec_test_only",),
+                )
+            )
+            task = asyncio.create_task(service.run())
+            try:
+                deadline = time.monotonic() + 30
+                while "KAFKA_ENABLE_IDEMPOTENCE=false" not in (service.health.kafka_error or ""):
+                    assert not task.done() and time.monotonic() < deadline, service.health.ready()
+                    await asyncio.sleep(0.05)
+                ready, reason = service.health.ready()
+                assert not ready and "KAFKA_ENABLE_IDEMPOTENCE=false" in reason
+            finally:
+                service.stop()
+                await task
+
 
 class TestRun:
     # both engines as a user runs them: the default (the compiled core, where it is built) and the Python one

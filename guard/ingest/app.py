@@ -36,7 +36,7 @@ from guard.ingest.secrets import WebhookSecrets
 from guard.ingest.signature import SIGNATURE_HEADER
 from guard.ingest.webhook import UnusableWebhook, webhook_record
 from guard.runtime.dead_letters import MAX_REASON_CHARS, DeadLetters, Letter
-from guard.runtime.kafka import client_options
+from guard.runtime.kafka import client_options, start_producer
 from guard.runtime.server import health_app
 from guard.runtime.settings import GuardSettings, IngestSettings, KafkaSettings, WebhookSettings
 from guard.runtime.settings.env import invalid, read_each
@@ -192,8 +192,12 @@ class Ingest:
                 **client_options(kafka),
             )
             try:
-                await producer.start()
+                await start_producer(producer, kafka)
                 await self._check_topic_limit()
+            except ConfigError as error:  # the brokers refuse the idempotent producer: said as guard run says it
+                self._refused(error)
+                await asyncio.sleep(CONNECT_RETRY_SECONDS)
+                continue
             except (KafkaError, OSError) as error:
                 await producer.stop()
                 self._unreachable(error)
@@ -234,6 +238,11 @@ class Ingest:
         if self.health.kafka_error is not None:
             log.info("Kafka reachable again")
         self.health.kafka_error = None
+
+    def _refused(self, error: ConfigError) -> None:
+        if self.health.kafka_error != str(error):
+            log.error("Kafka refuses the producer", error=str(error))
+        self.health.kafka_error = str(error)
 
     def _unreachable(self, error: BaseException) -> None:
         if self.health.kafka_error is None:

@@ -72,8 +72,11 @@ class IngestHealth:
     def ready(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "stopping"
-        if not self.connected:
-            return False, "not connected to Kafka yet"
+        if not self.connected:  # why not, once an attempt has failed (the address, or a setting the brokers refuse)
+            return (
+                False,
+                f"not connected to Kafka: {self.kafka_error}" if self.kafka_error else "not connected to Kafka yet",
+            )
         if self.kafka_error is not None:
             return False, f"Kafka unreachable: {self.kafka_error}"
         return True, "ok"

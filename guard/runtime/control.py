@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 
 from guard.actions.exemptions import Exemptions
-from guard.runtime.kafka import client_options
+from guard.runtime.kafka import client_options, start_producer
 from guard.runtime.settings import KafkaSettings
 from guard.runtime.topics import log_ends, read_topic, topic_partitions
 from guard.telemetry.metrics import Metrics
@@ -51,7 +51,7 @@ async def read_all(settings: KafkaSettings, topic: str) -> Exemptions:
 async def write(settings: KafkaSettings, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
     """Write (key, value) records, a None value being a tombstone; acknowledged by all replicas."""
     producer = AIOKafkaProducer(acks="all", enable_idempotence=settings.enable_idempotence, **client_options(settings))
-    await producer.start()
+    await start_producer(producer, settings)  # a broker that refuses the idempotent producer: said as guard run says it
     try:
         for key, value in records:
             await producer.send_and_wait(topic, key=key, value=value)
