@@ -22,27 +22,34 @@ MIN_SECRET_LENGTH = 4  # a shorter value would mask ordinary words; no real key 
 _secrets: set[str] = set()
 
 
-class _Repeated(yaml.YAMLError):
-    def __init__(self, key: str) -> None:
-        self.key = key
+class _Unusable(yaml.YAMLError):
+    """A mapping the secrets files cannot take, said by line: its text may be a secret (a file written the wrong way
+    round holds keys where ids go)."""
+
+
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 # libyaml's safe loader where PyYAML was built with it: the same documents, a tenth of the parse time (2,000
 # workspaces: ~10 ms instead of ~100 ms), which matters when a rotation re-reads the file.
 class _SecretsLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """A mapping's keys (ids) as they are written: YAML 1.1 reads an unquoted `0123` as 83, `on` as true, `1:30` as 90.
-    A key written twice is refused (a loader keeps the last one without a word). Values are read as YAML reads them."""
+    A key written twice is refused (a loader keeps the last one without a word), and so is one that is not text.
+    Values, and merge keys (`<<`), are read as YAML reads them."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        mapping: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else self.construct_object(key_node, deep)
-            if not isinstance(key, str):
-                key = repr(key)  # a list or a mapping as a key: no id, refused by whoever reads the ids
-            if key in mapping:
-                raise _Repeated(key)
-            mapping[key] = self.construct_object(value_node, deep)
-        return mapping
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if key.tag == _MERGE:
+                continue
+            line = key.start_mark.line + 1
+            if not isinstance(key, yaml.ScalarNode):
+                raise _Unusable(f"the key on line {line} is not text")
+            if key.value in seen:
+                raise _Unusable(f"the key on line {line} is written twice; keep one")
+            seen.add(key.value)
+        self.flatten_mapping(node)  # merged entries first, then the node's own: those win, as YAML has it
+        return {key.value: self.construct_object(value, deep) for key, value in node.value}
 
 
 def register(*values: str | None) -> None:
@@ -92,8 +99,8 @@ def read_secrets_file(path: Path, name: str, shape: str, example: str) -> dict[A
         register(*(part.strip(" \"'") for part in line.split(":", 1)[1:]))
     try:
         data = yaml.load(text, Loader=_SecretsLoader)
-    except _Repeated as error:
-        raise ConfigError(f"{name}: {error.key[:40]!r} is written twice; keep one") from None
+    except _Unusable as error:
+        raise ConfigError(f"{name}: {error}") from None
     except yaml.YAMLError:
         raise ConfigError(f"{name} is neither YAML nor JSON; write `{example.split()[0]} ...` lines") from None
     if not isinstance(data, dict) or not data:

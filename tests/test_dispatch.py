@@ -160,6 +160,22 @@ async def test_a_decision_resumed_after_a_restart_tells_when_it_was_decided_and_
     assert "after 4 attempt(s)" in text and "attempts counts this guard's calls only" in text, text
 
 
+async def test_a_resumed_decision_that_calls_nobody_claims_no_calls_before_it() -> None:
+    """Resumed in a dry run (or exempted, or covered): no call here, so its outcome says nothing of the calls of the
+    guard before (review S3); its decided_at is still its `fired` record's."""
+    decision = pause_decision("camp_dry")
+    fired = dispatch.audit_event(decision, "fired", decided_at=decision.fired_at + 1.0, dry_run=True)
+    settled = SettledDecisions(KafkaSettings(), "audit")
+    settled._fired[decision.id] = Fired(int((decision.fired_at + 1.0) * 1000), fired)
+    audit = Audit()
+    dispatcher = Dispatcher(None, audit, Metrics(), Health(), settled, dry_run=True)
+    dispatcher.resume(decision)
+    assert await dispatcher.drain(10) == 0
+    [outcome] = audit.events
+    assert outcome.outcome == "dry_run" and outcome.note is None
+    assert outcome.timings.decided_at == fired.timings.decided_at
+
+
 class Audit:
     """The audit topic as a list; `fail` makes the next writes raise (a bug in the writer, not Kafka)."""
 

@@ -151,6 +151,38 @@ async def test_a_workspace_without_a_key_is_named_on_readyz(
 
 
 @pytest.mark.integration
+async def test_a_mapped_topic_whose_workspace_has_no_key_is_named_at_start(
+    kafka_broker: BrokerInfo,
+    standin: LeadterraStandIn,
+    topics: Topics,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """GUARD_TOPIC_WORKSPACES maps the input topic to ws_bb, a typo of the file's ws_b, and there is no single key:
+    the guard starts and reads (it refused to once: one missing key then stopped every workspace, review S2), and
+    /readyz names ws_bb and the close ws_b before any campaign of it goes bad."""
+    (tmp_path / "keys.yaml").write_text(KEYS)
+    settings = settings_for(kafka_broker, standin, topics)
+    settings.leadterra = LeadterraSettings(api_url=standin.url, api_keys_file=tmp_path / "keys.yaml")
+    settings.guard = settings.guard.model_copy(update={"topic_workspaces": {topics.input: "ws_bb"}})
+    service = Guard(settings, load_rules(settings.guard.rules))
+    service.task = asyncio.create_task(service.run())
+    try:
+        await until(lambda: service.assigned > 0 or service.task.done(), timeout=20)
+        assert not service.task.done()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.server.port}") as client:
+            for _ in range(100):
+                ready = await client.get("/readyz")
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+        assert ready.status_code == 200, ready.text
+        [told] = [warning for warning in ready.json()["warnings"] if "no API key for workspace" in warning]
+        assert f"ws_bb (GUARD_TOPIC_WORKSPACES maps {topics.input} to it" in told and "did you mean ws_b?" in told
+    finally:
+        await service.shutdown()
+
+
+@pytest.mark.integration
 async def test_a_key_rotated_in_its_secret_is_used_without_a_restart(
     kafka_bootstrap: str,
     standin: LeadterraStandIn,
@@ -368,7 +400,7 @@ class TestKeysFile:
         """A loader keeps the last of two without a word: a rotation appended below the old key would work or not by
         its place in the file."""
         (tmp_path / "keys.yaml").write_text("ws_a: sk_live_old_0001\nws_b: sk_live_b_0002\nws_a: sk_live_new_0003\n")
-        with pytest.raises(ConfigError, match="LEADTERRA_API_KEYS_FILE: 'ws_a' is written twice; keep one"):
+        with pytest.raises(ConfigError, match="LEADTERRA_API_KEYS_FILE: the key on line 3 is written twice; keep one"):
             read_api_keys(tmp_path / "keys.yaml")
 
 
@@ -386,38 +418,48 @@ def test_a_key_that_works_again_is_no_longer_reported() -> None:
 
 
 class TestMappedTopicsKeys:
-    """A topic GUARD_TOPIC_WORKSPACES maps to a workspace the keys file lacks (a typo in either) would have every pause
-    of its campaigns fail: `guard run` refuses it without a single key to fall back on, naming the closest workspace."""
+    """A topic GUARD_TOPIC_WORKSPACES maps to a workspace the keys file lacks (a typo in either, or a key not there
+    yet) is told at start-up, naming a close workspace of the file but never listing the file's ids (one written the
+    wrong way round holds keys there); the guard starts, and protects every other workspace (review S2)."""
 
     @pytest.fixture(autouse=True)
     def mapped_topics(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (tmp_path / "keys.yaml").write_text(KEYS)
-        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached: the settings stop it first
-        monkeypatch.setenv("GUARD_INPUT_TOPICS", "leadterra.a,leadterra.b")
-        monkeypatch.setenv("GUARD_TOPIC_WORKSPACES", "leadterra.a=ws_a,leadterra.b=ws_bb")
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never reached
+        monkeypatch.setenv("GUARD_INPUT_TOPICS", "leadterra.a,leadterra.b,leadterra.c")
+        monkeypatch.setenv("GUARD_TOPIC_WORKSPACES", "leadterra.a=ws_a,leadterra.b=ws_bb,leadterra.c=acme_eu")
         monkeypatch.setenv("LEADTERRA_API_KEYS_FILE", str(tmp_path / "keys.yaml"))
         for name in ("LEADTERRA_API_KEY", "LEADTERRA_API_KEY_FILE", "GUARD_DRY_RUN"):
             monkeypatch.delenv(name, raising=False)
 
-    def test_without_a_single_key_it_is_refused_with_the_closest_workspace(self) -> None:
-        with pytest.raises(ConfigError) as raised:
-            Settings.from_env()
-        assert str(raised.value) == (
-            "invalid settings:\n  GUARD_TOPIC_WORKSPACES maps leadterra.b to ws_bb, which LEADTERRA_API_KEYS_FILE has no "
-            "key for (did you mean ws_b?): its campaigns could never be paused"
-        )
+    def test_each_unkeyed_workspace_is_told_with_a_close_one(self) -> None:
+        assert Settings.from_env().unkeyed_workspaces() == {
+            "acme_eu": "GUARD_TOPIC_WORKSPACES maps leadterra.c to it, LEADTERRA_API_KEYS_FILE has no key for it",
+            "ws_bb": "GUARD_TOPIC_WORKSPACES maps leadterra.b to it, LEADTERRA_API_KEYS_FILE has no key for it; "
+            "did you mean ws_b?",
+        }
 
-    def test_with_a_single_key_or_in_a_dry_run_it_starts(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("GUARD_DRY_RUN", "true")
-        Settings.from_env()
-        monkeypatch.delenv("GUARD_DRY_RUN")
-        monkeypatch.setenv("LEADTERRA_API_KEY", "sk_live_the_single_key")
-        settings = Settings.from_env()  # its campaigns are paused with the single key, as documented: a warning says so
-        assert settings.unkeyed_topics() == [
-            "GUARD_TOPIC_WORKSPACES maps leadterra.b to ws_bb, which LEADTERRA_API_KEYS_FILE has no key for "
-            "(did you mean ws_b?)"
-        ]
+    def test_a_file_written_the_wrong_way_round_is_never_quoted(self, tmp_path: Path) -> None:
+        (tmp_path / "keys.yaml").write_text("sk_live_AbCdEf0123456789: ws_a\nsk_live_ZyXwVu9876543210: ws_b\n")
+        told = " ".join(Settings.from_env().unkeyed_workspaces().values())
+        assert "sk_live" not in told and "ws_bb" not in told
 
-    def test_a_mapping_the_keys_file_holds_starts(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_a_mapping_the_keys_file_holds_tells_nothing(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("GUARD_TOPIC_WORKSPACES", "leadterra.a=ws_a,leadterra.b=ws_b")
-        assert Settings.from_env().unkeyed_topics() == []
+        assert Settings.from_env().unkeyed_workspaces() == {}
+
+
+def test_readyz_names_a_few_workspaces_without_a_key_and_counts_the_rest() -> None:
+    """However many (events naming 300 workspaces the file lacks), at most one warning for them (review S5)."""
+    health = Health()
+    health.no_key(None)
+    health.no_key("ws_bb", "GUARD_TOPIC_WORKSPACES maps leadterra.b to it; did you mean ws_b?")
+    for n in range(300):
+        health.no_key(f"ws_{n:03d}")
+    assert health.warnings() == [
+        "no LEADTERRA_API_KEY: campaigns whose events name no workspace cannot be paused",
+        "no API key for workspace ws_bb (GUARD_TOPIC_WORKSPACES maps leadterra.b to it; did you mean ws_b?), ws_000, "
+        "ws_001, ws_002, ws_003 and 296 more: not in LEADTERRA_API_KEYS_FILE, and no LEADTERRA_API_KEY; their "
+        "campaigns cannot be paused: add their keys to the file and restart",
+    ]
+    assert health.live()[0] and not health.auth_failed

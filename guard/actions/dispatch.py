@@ -26,7 +26,8 @@ from guard.telemetry.health import Health
 from guard.telemetry.metrics import Metrics
 
 log = structlog.get_logger("guard.actions")
-# A decision resumed after a restart: the guard before it may have called Leadterra too, and recorded none of its calls
+# A decision resumed after a restart, whose pause this guard called: the guard before it may have called Leadterra too,
+# and recorded none of its calls
 RESUMED_NOTE = (
     "resumed after the guard that recorded its decision stopped: attempts counts this guard's calls only, the "
     "one before may have made more"
@@ -161,14 +162,12 @@ class Dispatcher:
         log.warning(
             "resuming a decision recorded before a restart", campaign_id=decision.campaign_id, decision_id=decision.id
         )
-        recorded = self._settled.recorded(decision.id)
-        # decided before the restart, as its `fired` record says: its outcome tells that time, not the resumption's
-        decided_at = recorded.timings.decided_at.timestamp() if recorded is not None else time.time()
+        # when this guard took it up: its action's duration counts from here (its outcome's `decided_at` is the one
+        # its `fired` record says, audit_event)
+        decided_at = time.time()
         # its first call was made after that record: a pause Leadterra dates from then on is this decision's
         first_call = self._settled.fired_at(decision.id)
-        work: Work = lambda _: self._pause(  # noqa: E731 (a Work, typed)
-            decision, decided_at, notes=[RESUMED_NOTE], first_call=first_call
-        )
+        work: Work = lambda _: self._pause(decision, decided_at, first_call=first_call)  # noqa: E731 (a Work, typed)
         self._spawn(decision, work, lambda: None, partition)
 
     def _spawn(
@@ -418,6 +417,8 @@ class Dispatcher:
             decision.campaign_id, self._workspace(decision), decision.id, since, stop=exempted_now
         )
         self._metrics.api_attempts.inc(outcome.attempts)
+        if first_call is not None and outcome.attempts:  # resumed: a guard before this one called too
+            notes.append(RESUMED_NOTE)
         if outcome.error_code == STOPPED and exempted:
             log.info(
                 "pause stopped: the campaign was exempted while it was tried",

@@ -107,9 +107,17 @@ class Service:
             for workspace, key in self.settings.leadterra.workspace_keys().items()
             if (client := self._pause_client(key, workspace)) is not None
         }
-        if not settings.dry_run and pause_client is not None:
-            for unkeyed in self.settings.unkeyed_topics():  # without the single key, Settings.from_env refused them
-                log.warning("a mapped topic's campaigns are paused with LEADTERRA_API_KEY", why=unkeyed)
+        if not settings.dry_run:
+            for workspace, why in self.settings.unkeyed_workspaces().items():
+                if pause_client is not None:
+                    log.warning(
+                        "a workspace without its own key is paused with LEADTERRA_API_KEY", workspace=workspace, why=why
+                    )
+                else:  # told at once, not at its first pause: a typo in the mapping or the file
+                    log.error(
+                        "no API key for a workspace: its campaigns cannot be paused", workspace=workspace, why=why
+                    )
+                    self.health.no_key(workspace, why)
         workspaces = WorkspaceMap(settings.max_campaigns)
         publish = _publisher(producer, settings.audit_topic, self.health)
         notifier = Notifier(

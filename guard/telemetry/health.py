@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+UNKEYED_NAMED = 5  # workspaces without a key named on /readyz; the rest are counted
+
 
 class Health:
     """Liveness: the poll loop turns and the API key works. Readiness: live, polling, not stopping.
@@ -35,7 +37,8 @@ class Health:
         self.auth_failed = False  # every key the guard holds was rejected: nothing is protected
         self.stuck: str | None = None  # assigned partitions that cannot be read: a restart hands them on
         self.rejected: set[str | None] = set()  # workspaces whose key was rejected (None: the default key)
-        self.unkeyed: set[str | None] = set()  # workspaces a pause found no key for (None: campaigns naming none)
+        # workspaces no key pauses for, and what is known of why (None: campaigns whose events name none)
+        self.unkeyed: dict[str | None, str] = {}
         self._last_poll = time.monotonic()
         self._evicted = 0  # campaigns evicted at the cap so far
         self._evicting: tuple[float, str] | None = None  # (when, what) of the latest evictions seen
@@ -71,13 +74,7 @@ class Health:
             for workspace in sorted(self.rejected, key=str)
             if not self.auth_failed
         ]
-        warnings.extend(
-            f"no API key for workspace {workspace} (not in LEADTERRA_API_KEYS_FILE, no LEADTERRA_API_KEY): its "
-            "campaigns cannot be paused; add its key and restart"
-            if workspace is not None
-            else "no LEADTERRA_API_KEY: campaigns whose events name no workspace cannot be paused"
-            for workspace in sorted(self.unkeyed, key=str)
-        )
+        warnings.extend(self._unkeyed())
         warnings.extend(self.internal_topics[topic] for topic in sorted(self.internal_topics))
         now = time.monotonic()
         if self._evicting is not None and now - self._evicting[0] < self.EVICTING_SECONDS:
@@ -103,10 +100,27 @@ class Health:
         self.rejected.add(workspace)
         self.auth_failed = len(self.rejected) >= keys
 
-    def no_key(self, workspace: str | None) -> None:
-        """A pause found no key for `workspace` (None: its campaign's events named none): shown on /readyz until a
-        restart (the keys file's workspaces are read at start-up). Not unready: every other workspace is protected."""
-        self.unkeyed.add(workspace)
+    def no_key(self, workspace: str | None, why: str = "") -> None:
+        """No key pauses the campaigns of `workspace` (None: campaigns whose events name none, without
+        LEADTERRA_API_KEY): shown on /readyz until a restart, which reads the keys file's workspaces. Not unready:
+        every other workspace is protected."""
+        self.unkeyed.setdefault(workspace, why)
+
+    def _unkeyed(self) -> list[str]:
+        """At most two warnings, however many workspaces have no key (a few named, the rest counted)."""
+        warnings = []
+        if None in self.unkeyed:
+            warnings.append("no LEADTERRA_API_KEY: campaigns whose events name no workspace cannot be paused")
+        # those told at start-up (a mapping's, with why) first
+        named = sorted((w for w in self.unkeyed if w is not None), key=lambda w: (not self.unkeyed[w], w))
+        if named:
+            shown = [f"{w} ({self.unkeyed[w]})" if self.unkeyed[w] else w for w in named[:UNKEYED_NAMED]]
+            more = f" and {len(named) - UNKEYED_NAMED} more" if len(named) > UNKEYED_NAMED else ""
+            warnings.append(
+                f"no API key for workspace {', '.join(shown)}{more}: not in LEADTERRA_API_KEYS_FILE, and no "
+                "LEADTERRA_API_KEY; their campaigns cannot be paused: add their keys to the file and restart"
+            )
+        return warnings
 
     def authenticated(self, workspace: str | None = None) -> None:
         """A call with the key of `workspace` succeeded (after a rotation): it is no longer rejected."""

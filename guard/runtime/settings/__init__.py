@@ -40,28 +40,25 @@ class Settings:
                 "  LEADTERRA_API_KEY (or LEADTERRA_API_KEY_FILE, or LEADTERRA_API_KEYS_FILE) is required unless "
                 "GUARD_DRY_RUN=true"
             )
-        if not settings.guard.dry_run and settings.leadterra.key() is None and (unkeyed := settings.unkeyed_topics()):
-            raise ConfigError(
-                "invalid settings:\n" + "\n".join(f"  {line}: its campaigns could never be paused" for line in unkeyed)
-            )
         return settings
 
-    def unkeyed_topics(self) -> list[str]:
-        """A line for each topic GUARD_TOPIC_WORKSPACES maps to a workspace the keys file (LEADTERRA_API_KEYS_FILE) does
-        not hold (a typo in either): its campaigns are paused with LEADTERRA_API_KEY, or, without one, never."""
+    def unkeyed_workspaces(self) -> dict[str, str]:
+        """workspace -> what to tell of it, for each workspace GUARD_TOPIC_WORKSPACES maps a topic to and the keys
+        file (LEADTERRA_API_KEYS_FILE) does not hold (a typo in either, or a key not there yet): its campaigns are
+        paused with LEADTERRA_API_KEY, or, without one, not at all. The file's ids are never listed: one written the
+        wrong way round holds keys there. A close one is named, being close to what the mapping says."""
         if self.leadterra.api_keys_file is None:
-            return []  # every campaign is paused with the one key
-        keys = sorted(self.leadterra.workspace_keys())
-        lines = []
+            return {}  # every campaign is paused with the one key
+        keys = self.leadterra.workspace_keys()
+        unkeyed: dict[str, str] = {}
         for topic, workspace in sorted(self.guard.topic_workspaces.items()):
-            if workspace not in keys:
-                close = difflib.get_close_matches(workspace, keys, n=1)
-                hint = f"did you mean {close[0]}?" if close else f"it holds {', '.join(keys[:10])}"
-                lines.append(
-                    f"GUARD_TOPIC_WORKSPACES maps {topic} to {workspace}, which LEADTERRA_API_KEYS_FILE has no key for "
-                    f"({hint})"
+            if workspace not in keys and workspace not in unkeyed:
+                close = difflib.get_close_matches(workspace, list(keys), n=1, cutoff=0.8)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                unkeyed[workspace] = (
+                    f"GUARD_TOPIC_WORKSPACES maps {topic} to it, LEADTERRA_API_KEYS_FILE has no key for it{hint}"
                 )
-        return lines
+        return unkeyed
 
 
 def kafka_settings_from_env() -> KafkaSettings:
