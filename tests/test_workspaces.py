@@ -121,6 +121,18 @@ async def test_a_revoked_key_stops_only_its_own_workspace(
     assert "guard_api_authentication_failed 0.0" in metrics.text
 
 
+async def readyz_once_ready(guard: Guard) -> httpx.Response:
+    """/readyz once it answers 200 (pauses are made while the guard may still be catching up), for up to 10 s."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
+        for _ in range(100):
+            ready = await client.get("/readyz")
+            if ready.status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+    assert ready.status_code == 200, ready.text
+    return ready
+
+
 @pytest.mark.integration
 async def test_a_workspace_without_a_key_is_named_on_readyz(
     kafka_bootstrap: str,
@@ -140,13 +152,7 @@ async def test_a_workspace_without_a_key_is_named_on_readyz(
     assert events[1]["result"]["error_code"] == "no_api_key"
     assert standin.pause_requests("camp_c") == [] and standin.status("camp_c") == "running"
 
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guard.server.port}") as client:
-        for _ in range(100):
-            ready = await client.get("/readyz")
-            if ready.status_code == 200:
-                break
-            await asyncio.sleep(0.1)
-    assert ready.status_code == 200, ready.text
+    ready = await readyz_once_ready(guard)
     assert any("no API key for workspace ws_c" in warning for warning in ready.json()["warnings"]), ready.text
 
 
@@ -169,13 +175,7 @@ async def test_a_mapped_topic_whose_workspace_has_no_key_is_named_at_start(
     try:
         await until(lambda: service.assigned > 0 or service.task.done(), timeout=20)
         assert not service.task.done()
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.server.port}") as client:
-            for _ in range(100):
-                ready = await client.get("/readyz")
-                if ready.status_code == 200:
-                    break
-                await asyncio.sleep(0.1)
-        assert ready.status_code == 200, ready.text
+        ready = await readyz_once_ready(service)
         [told] = [warning for warning in ready.json()["warnings"] if "no API key for workspace" in warning]
         assert f"ws_bb (GUARD_TOPIC_WORKSPACES maps {topics.input} to it" in told and "did you mean ws_b?" in told
     finally:
